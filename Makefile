@@ -1,0 +1,33 @@
+# The README's commands. Every target sets up what it needs; all are idempotent.
+PY      := .venv/bin/python
+STAMP   := .venv/.requirements-installed
+BUILD   := build/cmake
+
+.PHONY: venv build cmake-test train test bench-kernels clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+# fastgan._C in place (ninja makes rebuilds incremental).
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+# The same sources through CMake, and the C++ tests through ctest.
+cmake-test: venv
+	$(PY) tools/cmake_configure.py $(BUILD)
+	cmake --build $(BUILD) -j2
+	cd $(BUILD) && ctest --output-on-failure
+
+train: build
+	$(PY) -m fastgan.train --arch cyclegan
+
+test: build cmake-test
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf build fastgan/*.so

@@ -1,0 +1,127 @@
+"""Training options: the reference's names and defaults, in one place.
+
+The CLI (fastgan.train), `fastgan.build_model` and the data pipeline all read
+an `Options` object, so a name means the same thing everywhere. Defaults are
+layered: the reference's base defaults, then the architecture's own
+(pix2pix: batch norm, unet_256, aligned data, no pool, vanilla GAN; cyclegan:
+no dropout), then the embedded demo's when no --dataroot is given, then what
+the caller set explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+ARCHS = ("cyclegan", "pix2pix")
+
+
+@dataclass
+class Options:
+    # what to train, where
+    arch: str = "cyclegan"
+    dataroot: str | None = None
+    name: str = "experiment_name"
+    checkpoints_dir: str = "./checkpoints"
+    device: str = "auto"
+    seed: int = 0
+    max_iters: int | None = None
+    # models
+    input_nc: int = 3
+    output_nc: int = 3
+    ngf: int = 64
+    ndf: int = 64
+    netG: str = "resnet_9blocks"
+    netD: str = "basic"
+    n_layers_D: int = 3
+    norm: str = "instance"
+    init_type: str = "normal"
+    init_gain: float = 0.02
+    no_dropout: bool = False
+    padding_type: str = "reflect"
+    # data
+    dataset_mode: str = "unaligned"
+    direction: str = "AtoB"
+    serial_batches: bool = False
+    num_threads: int = 4
+    batch_size: int = 1
+    load_size: int = 286
+    crop_size: int = 256
+    max_dataset_size: float = math.inf
+    preprocess: str = "resize_and_crop"
+    no_flip: bool = False
+    phase: str = "train"
+    # checkpoints and logging
+    epoch: str = "latest"
+    load_iter: int = 0
+    print_freq: int = 100
+    display_freq: int = 400
+    save_latest_freq: int = 5000
+    save_epoch_freq: int = 5
+    save_by_iter: bool = False
+    continue_train: bool = False
+    epoch_count: int = 1
+    # optimisation
+    n_epochs: int = 100
+    n_epochs_decay: int = 100
+    lr: float = 0.0002
+    beta1: float = 0.5
+    gan_mode: str = "lsgan"
+    pool_size: int = 50
+    lr_policy: str = "linear"
+    lr_decay_iters: int = 50
+    lambda_A: float = 10.0
+    lambda_B: float = 10.0
+    lambda_identity: float = 0.5
+    lambda_L1: float = 100.0
+    # where the demo data lives when dataroot is None (filled by resolve)
+    demo: bool = field(default=False)
+
+    @property
+    def isTrain(self) -> bool:  # the reference's name, read by data transforms
+        return self.phase == "train"
+
+    def replace(self, **changes: Any) -> "Options":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cyclegan": {"no_dropout": True},
+    "pix2pix": {
+        "norm": "batch",
+        "netG": "unet_256",
+        "dataset_mode": "aligned",
+        "pool_size": 0,
+        "gan_mode": "vanilla",
+    },
+}
+
+OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Options))
+
+
+def check_option_names(names) -> None:
+    unknown = sorted(set(names) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)}; known options are the reference's names "
+            f"(see fastgan.options.Options)"
+        )
+
+
+def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] | None = None) -> Options:
+    """Options for `arch`: reference defaults < arch defaults < demo defaults < explicit."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    check_option_names(explicit)
+    values: dict[str, Any] = dict(ARCH_DEFAULTS[arch])
+    if explicit.get("dataroot") is None and demo_defaults:
+        values.update(demo_defaults)
+        values["demo"] = True
+    values.update(explicit)
+    values["arch"] = arch
+    return Options(**values)
