@@ -1,0 +1,90 @@
+"""Generators and discriminators with the reference's architectures and
+state_dict keys, their initialization, and reference checkpoint files."""
+
+from fastgan.models.checkpoint import (
+    CheckpointError,
+    export_state_dict,
+    load_reference_checkpoint,
+    save_checkpoint_file,
+)
+from fastgan.models.discriminators import NLayerDiscriminator, PixelDiscriminator
+from fastgan.models.generators import (
+    ResnetBlock,
+    ResnetGenerator,
+    UnetGenerator,
+    UnetSkipConnectionBlock,
+)
+from fastgan.models.init import INIT_TYPES, init_weights
+from fastgan.models.norm import NORM_TYPES, get_norm_layer, use_conv_bias
+
+NETG_TYPES = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+NETD_TYPES = ("basic", "n_layers", "pixel")
+
+
+def define_G(input_nc, output_nc, ngf, netG, norm="batch", use_dropout=False,
+             init_type="normal", init_gain=0.02, padding_type="reflect"):
+    """An initialized generator on the CPU (the caller moves it).
+
+    netG: resnet_9blocks, resnet_6blocks, unet_256 (8 levels), unet_128 (7 levels).
+    padding_type applies to the ResNet blocks only.
+    """
+    norm_layer = get_norm_layer(norm)
+    if netG in ("resnet_9blocks", "resnet_6blocks"):
+        n_blocks = 9 if netG == "resnet_9blocks" else 6
+        net = ResnetGenerator(input_nc, output_nc, ngf, norm_layer=norm_layer,
+                              use_dropout=use_dropout, n_blocks=n_blocks,
+                              padding_type=padding_type)
+    elif netG in ("unet_256", "unet_128"):
+        num_downs = 8 if netG == "unet_256" else 7
+        net = UnetGenerator(input_nc, output_nc, num_downs, ngf, norm_layer=norm_layer,
+                            use_dropout=use_dropout)
+    else:
+        raise ValueError(f"unknown netG {netG!r}; valid: {', '.join(NETG_TYPES)}")
+    return init_weights(net, init_type, init_gain)
+
+
+def define_D(input_nc, ndf, netD, n_layers_D=3, norm="batch", init_type="normal",
+             init_gain=0.02):
+    """An initialized discriminator on the CPU (the caller moves it).
+
+    netD: basic (70x70 PatchGAN, 3 layers), n_layers (n_layers_D layers), pixel (1x1).
+    """
+    norm_layer = get_norm_layer(norm)
+    if netD == "basic":
+        net = NLayerDiscriminator(input_nc, ndf, n_layers=3, norm_layer=norm_layer)
+    elif netD == "n_layers":
+        net = NLayerDiscriminator(input_nc, ndf, n_layers=n_layers_D, norm_layer=norm_layer)
+    elif netD == "pixel":
+        net = PixelDiscriminator(input_nc, ndf, norm_layer=norm_layer)
+    else:
+        raise ValueError(f"unknown netD {netD!r}; valid: {', '.join(NETD_TYPES)}")
+    return init_weights(net, init_type, init_gain)
+
+
+def count_parameters(net):
+    """Number of parameters, trainable or not, as the reference prints it."""
+    return sum(p.numel() for p in net.parameters())
+
+
+__all__ = [
+    "CheckpointError",
+    "INIT_TYPES",
+    "NETD_TYPES",
+    "NETG_TYPES",
+    "NLayerDiscriminator",
+    "NORM_TYPES",
+    "PixelDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "UnetGenerator",
+    "UnetSkipConnectionBlock",
+    "count_parameters",
+    "define_D",
+    "define_G",
+    "export_state_dict",
+    "get_norm_layer",
+    "init_weights",
+    "load_reference_checkpoint",
+    "save_checkpoint_file",
+    "use_conv_bias",
+]

@@ -1,0 +1,124 @@
+"""Forward passes on small networks: shapes and the reference's computations."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastgan.models import (
+    ResnetGenerator,
+    UnetSkipConnectionBlock,
+    define_D,
+    define_G,
+    get_norm_layer,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+def test_basic_patchgan_maps_256_to_30x30(norm):
+    out = define_D(3, 4, "basic", norm=norm)(torch.randn(2, 3, 256, 256))
+    assert out.shape == (2, 1, 30, 30)
+
+
+def test_n_layers_and_pixel_discriminator_shapes():
+    assert define_D(6, 4, "n_layers", n_layers_D=5)(torch.randn(1, 6, 256, 256)).shape == (1, 1, 6, 6)
+    assert define_D(3, 4, "pixel")(torch.randn(2, 3, 40, 24)).shape == (2, 1, 40, 24)
+
+
+def test_discriminator_has_no_sigmoid():
+    d = define_D(3, 4, "basic", norm="instance", init_gain=1.0)
+    out = d(torch.randn(1, 3, 64, 64))
+    assert out.min().item() < 0 or out.max().item() > 1
+
+
+@pytest.mark.parametrize("netG, size", [("resnet_9blocks", 48), ("resnet_6blocks", 36),
+                                        ("unet_128", 128), ("unet_256", 256)])
+def test_generators_preserve_size_and_end_in_tanh(netG, size):
+    g = define_G(3, 2, 4, netG, norm="batch", init_gain=1.0)
+    out = g(torch.randn(1, 3, size, size))
+    assert out.shape == (1, 2, size, size)
+    assert out.abs().max().item() <= 1.0
+    assert out.abs().max().item() > 0.5  # gain 1 saturates: tanh really is applied
+
+
+def test_resnet_block_is_residual():
+    g = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
+    block = g.model[10]
+    x = torch.randn(1, 16, 8, 8)
+    assert torch.allclose(block(x), x + block.conv_block(x))
+
+
+@pytest.mark.parametrize("padding_type, pad_cls, conv_idx", [
+    ("reflect", nn.ReflectionPad2d, (1, 5)),
+    ("replicate", nn.ReplicationPad2d, (1, 5)),
+    ("zero", None, (0, 3)),
+])
+def test_resnet_padding_types(padding_type, pad_cls, conv_idx):
+    g = define_G(3, 3, 4, "resnet_6blocks", norm="instance", padding_type=padding_type)
+    block = g.model[10].conv_block
+    convs = [i for i, m in enumerate(block) if isinstance(m, nn.Conv2d)]
+    assert tuple(convs) == conv_idx
+    pads = [type(m) for m in block if not isinstance(m, (nn.Conv2d, nn.InstanceNorm2d, nn.ReLU))]
+    assert pads == ([pad_cls, pad_cls] if pad_cls else [])
+    if pad_cls is None:
+        assert block[0].padding == (1, 1)
+    # The generator's outer 7x7 convs reflect-pad whatever padding_type says.
+    assert isinstance(g.model[0], nn.ReflectionPad2d) and isinstance(g.model[-3], nn.ReflectionPad2d)
+    assert g(torch.randn(1, 3, 20, 20)).shape == (1, 3, 20, 20)
+
+
+def test_unknown_padding_type():
+    with pytest.raises(ValueError, match="reflect, replicate, zero"):
+        ResnetGenerator(3, 3, 4, get_norm_layer("instance"), n_blocks=1, padding_type="circular")
+
+
+def test_dropout_is_active_in_train_mode_only():
+    g = define_G(3, 3, 4, "resnet_6blocks", norm="instance", use_dropout=True)
+    assert sum(isinstance(m, nn.Dropout) and m.p == 0.5 for m in g.modules()) == 6
+    x = torch.randn(1, 3, 16, 16)
+    assert not torch.equal(g(x), g(x))
+    g.eval()
+    assert torch.equal(g(x), g(x))
+
+
+def test_unet_dropout_only_in_the_8ngf_middle_blocks():
+    g = define_G(3, 3, 4, "unet_256", norm="batch", use_dropout=True)
+    dropout_blocks = [m for m in g.modules() if isinstance(m, UnetSkipConnectionBlock)
+                      and isinstance(m.model[-1], nn.Dropout)]
+    assert len(dropout_blocks) == 8 - 5
+    assert all(b.model[1].out_channels == 32 for b in dropout_blocks)
+
+
+def test_unet_skip_carries_leaky_relu_of_input_like_the_reference():
+    # The reference's in-place LeakyReLU rewrites the block's input before the
+    # concatenation, so the skip half is LeakyReLU(x), not x.
+    g = define_G(3, 3, 4, "unet_128", norm="instance")
+    block = g.model.model[1]  # first middle block
+    seen = {}
+    block.register_forward_pre_hook(lambda m, inp: seen.update(x=inp[0].clone()))
+    # clone: the parent's in-place ReLU rewrites this output afterwards
+    block.register_forward_hook(lambda m, inp, out: seen.update(out=out.clone()))
+    g(torch.randn(1, 3, 128, 128))
+    x = seen["x"]
+    skip = seen["out"][:, : x.shape[1]]
+    assert x.min().item() < 0  # otherwise LeakyReLU would be the identity
+    assert torch.allclose(skip, F.leaky_relu(x, 0.2))
+    assert not torch.allclose(skip, x)
+
+
+def test_unknown_net_names():
+    with pytest.raises(ValueError, match="resnet_9blocks, resnet_6blocks, unet_256, unet_128"):
+        define_G(3, 3, 4, "unet_64")
+    with pytest.raises(ValueError, match="basic, n_layers, pixel"):
+        define_D(3, 4, "patch")
+
+
+def test_networks_are_built_on_cpu():
+    g, d = define_G(3, 3, 4, "resnet_6blocks"), define_D(3, 4, "basic")
+    assert {p.device.type for p in [*g.parameters(), *d.parameters()]} == {"cpu"}
+    assert type(g).__module__.startswith("fastgan.models") and not isinstance(g, nn.DataParallel)
