@@ -1,0 +1,41 @@
+"""Fused ops with interchangeable back ends (see fastgan/ops/registry.py).
+
+    fastgan.ops.l1_loss(input, target, weight=1.0)      weight * mean(|input - target|)
+
+    fastgan.ops.use_backend(name)                        context manager: "auto", "torch", "cpu", "cuda"
+    fastgan.ops.set_default_backend(name | None)         outside use_backend (None: FASTGAN_BACKEND / auto)
+    fastgan.ops.available_backends(device=None, op=None) usable back end names
+    fastgan.ops.backend_for(op, device)                  the back end a call would use now
+
+`auto` (the default) picks the native kernels when fastgan._C is built (`make build`),
+else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_BACKEND
+(read at import) sets the default.
+"""
+
+from fastgan.ops import _native, reference, registry
+from fastgan.ops._l1_loss import l1_loss
+from fastgan.ops.registry import (
+    BackendFallbackWarning,
+    BackendUnavailableError,
+    available_backends,
+    backend_for,
+    get_default_backend,
+    set_default_backend,
+    use_backend,
+)
+
+native_loaded = _native.LOADED
+
+__all__ = [
+    "BackendFallbackWarning",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_for",
+    "get_default_backend",
+    "l1_loss",
+    "native_loaded",
+    "reference",
+    "registry",
+    "set_default_backend",
+    "use_backend",
+]

@@ -1,0 +1,109 @@
+"""fastgan.ops.l1_loss: weight * mean(|input - target|), fused.
+
+Back ends: `torch` (reference.l1_loss), `cpu` and `cuda` (the native op
+torch.ops.fastgan.l1_loss, csrc/{cpu,cuda}/l1_loss.*). The native op gets here its fake
+(meta) rule and its autograd rule, whose backward is the native
+fastgan::l1_loss_backward (itself differentiable, for double backward), so that
+torch.compile(fullgraph=True) traces it without graph breaks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastgan.ops import _native, reference, registry
+
+L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
+
+
+def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """weight * mean(|input - target|) as a 0-dim tensor of input's dtype.
+
+    input and target: same shape, dtype and device (no broadcasting), any layout.
+    Differentiable in both. weight is a Python float. Runs on the back end chosen by
+    fastgan.ops.use_backend / FASTGAN_BACKEND / auto (native kernels when built).
+    The native kernels accumulate in float64 (float32 inputs; float32 for bf16/fp16)
+    and are deterministic: the same bits for any number of threads.
+    """
+    if input.shape != target.shape:
+        raise ValueError(f"l1_loss: input and target must have the same shape, got "
+                         f"{tuple(input.shape)} and {tuple(target.shape)}")
+    return L1_LOSS(input, target, weight)
+
+
+def _native_l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    return torch.ops.fastgan.l1_loss(input, target, float(weight))
+
+
+L1_LOSS.impl("cpu", _native_l1_loss, available=_native.kernel_check("l1_loss", "CPU"))
+L1_LOSS.impl("cuda", _native_l1_loss, available=_native.kernel_check("l1_loss", "CUDA"))
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    """c10's is_non_overlapping_and_dense: some permutation of the dims is contiguous."""
+    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride()) if size != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _grad_like(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """An empty gradient laid out as the kernels lay it out (csrc/common.h dense_pair)."""
+    if _is_dense(input):
+        return torch.empty_like(input)
+    if _is_dense(target):
+        return torch.empty_like(target)
+    return input.new_empty(input.shape)
+
+
+if _native.LOADED:
+
+    @torch.library.register_fake("fastgan::l1_loss")
+    def _l1_loss_fake(input, target, weight=1.0):
+        torch._check(input.shape == target.shape, lambda: "l1_loss: input and target shapes differ")
+        torch._check(input.dtype == target.dtype, lambda: "l1_loss: input and target dtypes differ")
+        return input.new_empty(())
+
+    @torch.library.register_fake("fastgan::l1_loss_backward")
+    def _l1_loss_backward_fake(grad, input, target, weight):
+        torch._check(input.shape == target.shape, lambda: "l1_loss_backward: input and target shapes differ")
+        torch._check(input.dtype == target.dtype, lambda: "l1_loss_backward: input and target dtypes differ")
+        return _grad_like(input, target), _grad_like(input, target)
+
+    def _setup_context(ctx, inputs, output):
+        input, target = inputs[0], inputs[1]
+        ctx.weight = float(inputs[2]) if len(inputs) > 2 else 1.0
+        ctx.save_for_backward(input, target)
+
+    def _backward(ctx, grad):
+        input, target = ctx.saved_tensors
+        grad_input, grad_target = torch.ops.fastgan.l1_loss_backward(grad, input, target, ctx.weight)
+        return (grad_input if ctx.needs_input_grad[0] else None,
+                grad_target if ctx.needs_input_grad[1] else None,
+                None)
+
+    torch.library.register_autograd("fastgan::l1_loss", _backward, setup_context=_setup_context)
+
+    def _setup_context_backward(ctx, inputs, output):
+        grad, input, target, weight = inputs
+        ctx.weight = float(weight)
+        ctx.grad_meta = (grad.shape, grad.dtype)
+        ctx.save_for_backward(input, target)
+
+    def _backward_backward(ctx, grad_grad_input, grad_grad_target):
+        # grad_input = grad * w * sign(d) / n and grad_target = -grad_input are linear in
+        # grad and piecewise constant in input and target (zero derivative there).
+        input, target = ctx.saved_tensors
+        grad_grad = None
+        if ctx.needs_input_grad[0]:
+            shape, dtype = ctx.grad_meta
+            sign = torch.sign(input - target)
+            total = ((grad_grad_input - grad_grad_target) * sign).sum(dtype=torch.float64)
+            grad_grad = (total * (ctx.weight / max(input.numel(), 1))).to(dtype).reshape(shape)
+        return grad_grad, None, None, None
+
+    torch.library.register_autograd("fastgan::l1_loss_backward", _backward_backward,
+                                    setup_context=_setup_context_backward)

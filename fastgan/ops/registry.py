@@ -1,0 +1,331 @@
+"""Back ends of the fused ops, by name, and the choice among them.
+
+A *back end* is a family of implementations with its own requirements:
+
+    torch   the reference (ops/reference.py): plain aten, any device, always there
+    cpu     native C++ kernels (csrc/cpu), in fastgan._C
+    cuda    native CUDA kernels (csrc/cuda), in fastgan._C built with nvcc
+    triton  Triton kernels (ops/triton) -- registered by its own module when it exists
+
+An *op* (`Op`) has a reference and one implementation per back end it supports.
+`auto` takes, for the device of the op's first tensor, the first usable back end in
+that device type's preference order (`AUTO_ORDER`, or the op's own). An explicit
+back end (`use_backend(name)`, `set_default_backend(name)` or the `FASTGAN_BACKEND`
+environment variable, read at import) is used as is: if it cannot run the op on
+that device, the call raises `BackendUnavailableError` saying why.
+
+Adding an op (say instance_norm_act) needs no change here:
+
+    from fastgan.ops import registry, reference, _native
+    INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
+    INSTANCE_NORM_ACT.impl("cpu", _call_native, available=_native.kernel_check("instance_norm_act", "CPU"))
+    INSTANCE_NORM_ACT.impl("cuda", _call_native, available=_native.kernel_check("instance_norm_act", "CUDA"))
+
+    def instance_norm_act(x, ...):           # the public function in fastgan.ops
+        return INSTANCE_NORM_ACT(x, ...)     # dispatches on x.device
+
+and a new back end (triton) is one `register_backend("triton", ...)` call in its module
+plus `op.impl("triton", fn)` for each op it implements; `AUTO_ORDER` already ranks it.
+
+Choosing is plain Python over module state, so torch.compile traces through it (it
+guards on the override) without graph breaks; availability checks run once and are
+cached (`torch.compiler.assume_constant_result`). The override is process-wide, not
+per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+__all__ = [
+    "AUTO_ORDER",
+    "Backend",
+    "BackendFallbackWarning",
+    "BackendUnavailableError",
+    "Op",
+    "available_backends",
+    "backend_for",
+    "get_default_backend",
+    "register_backend",
+    "set_default_backend",
+    "use_backend",
+]
+
+ENV_VAR = "FASTGAN_BACKEND"
+AUTO = "auto"
+
+# Preference of `auto` per device type, fastest first. Names not registered (or not
+# implemented by an op) are skipped silently; "torch" ends every list.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu", "torch"),
+    "cuda": ("cuda", "triton", "torch"),
+}
+_AUTO_ORDER_OTHER = ("torch",)
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly chosen back end cannot run (not built, no device, unknown, ...)."""
+
+
+class BackendFallbackWarning(UserWarning):
+    """`auto` skipped a faster back end that should have been there (e.g. not built)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A back end: its name, the device types it runs on (None: any) and a check.
+
+    `check()` returns None when the back end can be used in this process, else a
+    sentence saying why not and what to do. It is called once and cached.
+    """
+
+    name: str
+    devices: tuple[str, ...] | None
+    check: Callable[[], str | None]
+    doc: str = ""
+
+    def runs_on(self, device_type: str) -> bool:
+        return self.devices is None or device_type in self.devices
+
+
+_BACKENDS: dict[str, Backend] = {}
+_OPS: dict[str, "Op"] = {}
+_state = {
+    "default": os.environ.get(ENV_VAR, "").strip() or AUTO,  # set_default_backend / FASTGAN_BACKEND
+    "override": None,  # innermost use_backend(...), None outside
+}
+_check_cache: dict[tuple, str | None] = {}
+_warned: set[str] = set()
+
+
+def register_backend(name: str, *, devices: tuple[str, ...] | None, check: Callable[[], str | None],
+                     doc: str = "") -> Backend:
+    """Declares a back end (once per name)."""
+    if name == AUTO:
+        raise ValueError(f"{AUTO!r} is not a back end name")
+    if name in _BACKENDS:
+        raise ValueError(f"back end {name!r} is already registered")
+    backend = Backend(name, devices, check, doc)
+    _BACKENDS[name] = backend
+    _check_cache.clear()
+    return backend
+
+
+def _backend_problem(name: str) -> str | None:
+    """None when back end `name` is usable in this process, else why not (cached)."""
+    key = ("backend", name)
+    if key not in _check_cache:
+        _check_cache[key] = _BACKENDS[name].check()
+    return _check_cache[key]
+
+
+@torch.compiler.assume_constant_result
+def _problem(op: str, backend: str, device_type: str) -> str:
+    """'' when `op` can run on `backend` for tensors of `device_type`, else why not.
+
+    Evaluated eagerly even under torch.compile and treated as a constant there (the
+    answer does not change within a process).
+    """
+    key = (op, backend, device_type)
+    if key in _check_cache:
+        return _check_cache[key] or ""
+    reason = None
+    if backend not in _BACKENDS:
+        reason = f"unknown back end {backend!r} (known: {', '.join(sorted(_BACKENDS))}, or {AUTO!r})"
+    elif not _BACKENDS[backend].runs_on(device_type):
+        runs = ", ".join(_BACKENDS[backend].devices or ())
+        reason = f"back end {backend!r} runs on {runs} tensors, not {device_type}"
+    else:
+        reason = _backend_problem(backend)
+        if reason is None:
+            impl = _OPS[op]._impls.get(backend)
+            if impl is None:
+                have = ", ".join(sorted(_OPS[op]._impls))
+                reason = f"{op} has no {backend!r} implementation (it has: {have})"
+            elif impl.available is not None:
+                reason = impl.available()
+    _check_cache[key] = reason
+    return reason or ""
+
+
+@dataclass
+class _Impl:
+    fn: Callable
+    available: Callable[[], str | None] | None
+
+
+@dataclass
+class Op:
+    """One fused op: its reference (the `torch` back end) and its other back ends.
+
+    `auto` orders back ends by `auto_order[device_type]` if given, else `AUTO_ORDER`.
+    """
+
+    name: str
+    reference: Callable
+    auto_order: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _impls: dict[str, _Impl] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.name in _OPS:
+            raise ValueError(f"op {self.name!r} is already registered")
+        _OPS[self.name] = self
+        self._impls["torch"] = _Impl(self.reference, None)
+
+    def impl(self, backend: str, fn: Callable | None = None, *,
+             available: Callable[[], str | None] | None = None):
+        """Registers `fn` as this op's implementation on `backend` (usable as a decorator).
+
+        `available()` (optional) returns None when this implementation can run, else
+        why not; e.g. whether fastgan._C holds a kernel for it (`_native.kernel_check`).
+        """
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown back end {backend!r}; register_backend() it first")
+
+        def register(f: Callable) -> Callable:
+            if backend in self._impls:
+                raise ValueError(f"{self.name} already has a {backend!r} implementation")
+            self._impls[backend] = _Impl(f, available)
+            _check_cache.clear()
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def backends(self) -> list[str]:
+        """Back ends this op has an implementation for (usable or not)."""
+        return list(self._impls)
+
+    def select(self, device_type: str, warn: bool = True) -> tuple[str, Callable]:
+        """(back end name, implementation) for a tensor on `device_type`.
+
+        `auto` warns once (BackendFallbackWarning) when it skips an implementation of
+        this op that cannot run (e.g. fastgan._C not built), unless `warn` is False.
+        """
+        chosen = _state["override"] or _state["default"]
+        if chosen != AUTO:
+            problem = _problem(self.name, chosen, device_type)
+            if problem:
+                raise BackendUnavailableError(
+                    f"fastgan.ops.{self.name}: back end {chosen!r} is unavailable for {device_type} "
+                    f"tensors: {problem}")
+            return chosen, self._impls[chosen].fn
+        order = self.auto_order.get(device_type) or AUTO_ORDER.get(device_type, _AUTO_ORDER_OTHER)
+        for name in order:
+            problem = _problem(self.name, name, device_type)
+            if not problem:
+                return name, self._impls[name].fn
+            if warn and name in self._impls and not torch.compiler.is_compiling():
+                _warn_fallback(self.name, name, problem)
+        return "torch", self.reference
+
+    def __call__(self, *args, **kwargs):
+        device_type = _first_tensor(args, kwargs).device.type
+        return self.select(device_type)[1](*args, **kwargs)
+
+
+def _first_tensor(args, kwargs) -> torch.Tensor:
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            return a
+    raise TypeError("a fastgan op needs at least one tensor argument")
+
+
+def _warn_fallback(op: str, backend: str, problem: str) -> None:
+    # One warning per reason (e.g. "fastgan._C is not built"), not one per op and call.
+    if problem in _warned:
+        return
+    _warned.add(problem)
+    warnings.warn(
+        f"fastgan.ops: the {backend!r} back end is unavailable ({problem}); "
+        f"{op} and other ops fall back to a slower one.",
+        BackendFallbackWarning, stacklevel=5)  # the caller of fastgan.ops.<op>
+
+
+def _validate(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a back end name is a non-empty string, got {name!r}")
+    if name == AUTO:
+        return name
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown back end {name!r} (known: {', '.join(sorted(_BACKENDS))}, or {AUTO!r})")
+    problem = _backend_problem(name)
+    if problem:
+        raise BackendUnavailableError(f"back end {name!r} is unavailable: {problem}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[str]:
+    """Within the block, every fastgan op uses back end `name` ("auto" to choose).
+
+    Raises ValueError for an unknown name and BackendUnavailableError, at once, for a
+    back end that cannot run in this process (not built, no device). Nests; the
+    innermost wins; process-wide (not per thread).
+    """
+    _validate(name)
+    previous = _state["override"]
+    _state["override"] = name
+    try:
+        yield name
+    finally:
+        _state["override"] = previous
+
+
+def set_default_backend(name: str | None) -> None:
+    """The back end used outside use_backend blocks; None: FASTGAN_BACKEND or "auto"."""
+    if name is None:
+        name = os.environ.get(ENV_VAR, "").strip() or AUTO
+        _state["default"] = name  # validated at the first call, like the variable at import
+        return
+    _state["default"] = _validate(name)
+
+
+def get_default_backend() -> str:
+    return _state["default"]
+
+
+def available_backends(device: str | torch.device | None = None, op: str | None = None) -> list[str]:
+    """Names of the back ends usable in this process, registration order.
+
+    With `device` ("cpu", "cuda", a torch.device), only those that run on it; with
+    `op` (e.g. "l1_loss"), only those that implement that op and can run it.
+    """
+    device_type = None if device is None else torch.device(device).type
+    names = []
+    for name, backend in _BACKENDS.items():
+        if _backend_problem(name):
+            continue
+        if device_type is not None and not backend.runs_on(device_type):
+            continue
+        if op is not None:
+            if op not in _OPS:
+                raise ValueError(f"unknown op {op!r} (known: {', '.join(sorted(_OPS))})")
+            if device_type is not None:
+                if _problem(op, name, device_type):
+                    continue
+            elif all(_problem(op, name, d) for d in (backend.devices or ("cpu",))):
+                continue
+        names.append(name)
+    return names
+
+
+def backend_for(op: str, device: str | torch.device) -> str:
+    """The back end `op` would use now for a tensor on `device` (raises like a call would)."""
+    if op not in _OPS:
+        raise ValueError(f"unknown op {op!r} (known: {', '.join(sorted(_OPS))})")
+    return _OPS[op].select(torch.device(device).type, warn=False)[0]
+
+
+register_backend("torch", devices=None, check=lambda: None,
+                 doc="the reference: plain aten compositions (fastgan/ops/reference.py)")
+
+
+def ops() -> dict[str, Op]:
+    """The registered ops by name."""
+    return dict(_OPS)

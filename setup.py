@@ -1,0 +1,92 @@
+"""Builds the native extension fastgan._C: `python setup.py build_ext --inplace` (`make build`).
+
+Sources: csrc/sources.txt (the list CMakeLists.txt reads too). C++ always; the .cu
+files when a CUDA toolkit is found (tools/cuda_env.py resolves the real toolkit root
+behind an nvcc wrapper). Environment:
+  FASTGAN_CUDA=0|1        force a CPU-only build / make a missing toolkit an error
+  TORCH_CUDA_ARCH_LIST    GPU architectures (default "8.0;9.0": sm_80 and sm_90)
+  MAX_JOBS                parallel compile jobs (ninja; torch's default otherwise)
+  FASTGAN_DEBUG=1         -O0 -g instead of the release flags
+"""
+
+import glob
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import cuda_env  # noqa: E402  (tools/cuda_env.py)
+
+# Before torch.utils.cpp_extension is imported: it reads CUDA_HOME at import time and
+# otherwise guesses the folder above `which nvcc` (a wrapper here).
+CUDA_HOME = cuda_env.cuda_home()
+if CUDA_HOME:
+    os.environ["CUDA_HOME"] = CUDA_HOME
+elif cuda_env.cuda_required():
+    sys.exit("setup.py: FASTGAN_CUDA=1 but no CUDA toolkit was found (nvcc on PATH, CUDA_HOME)")
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+# Prefer the venv's ninja when the venv is not activated (`.venv/bin/python setup.py`).
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+import logging  # noqa: E402
+
+# torch warns "No CUDA runtime is found" on a machine without a GPU: true, and beside
+# the point here (we compile, not run); say what we use instead.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+from setuptools import find_packages, setup  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+import torch  # noqa: E402
+
+
+def read_sources():
+    """csrc/sources.txt: one path per line relative to csrc/, '#' comments."""
+    with open(os.path.join(ROOT, "csrc", "sources.txt")) as f:
+        names = [line.split("#", 1)[0].strip() for line in f]
+    return [os.path.join("csrc", name) for name in names if name]
+
+
+def extension():
+    sources = read_sources()
+    with_cuda = CUDA_HOME is not None
+    if with_cuda:
+        print(f"setup.py: CUDA toolkit {CUDA_HOME}, archs {os.environ['TORCH_CUDA_ARCH_LIST']}", file=sys.stderr)
+    else:
+        sources = [s for s in sources if not s.endswith(".cu")]
+        print("setup.py: no CUDA toolkit found, building the CPU kernels only", file=sys.stderr)
+    depends = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)
+                     + glob.glob(os.path.join("csrc", "**", "*.cuh"), recursive=True)
+                     + [os.path.join("csrc", "sources.txt")])
+
+    if os.environ.get("FASTGAN_DEBUG") == "1":
+        opt = ["-O0", "-g"]
+    else:
+        # Release, safe on any x86-64 (no -march=native: CI and the GPU box are other
+        # machines). -fno-math-errno / -fno-trapping-math let the compiler vectorize
+        # without changing any result (no -ffast-math: reassociation would).
+        # -g0 overrides the -g of Python's default flags (faster builds, smaller .so).
+        # -ffp-contract=off: no fused multiply-adds, the same bits from any compiler.
+        opt = ["-O3", "-DNDEBUG", "-g0", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+    cxx = opt + ["-DFASTGAN_PYTHON_MODULE", "-Wall", "-Wno-unknown-pragmas"]
+    nvcc = ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-lineinfo"]
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    # `import fastgan._C` works even before `import torch` (libc10 etc. found via rpath).
+    link = [f"-Wl,-rpath,{torch_lib}"]
+
+    kind = CUDAExtension if with_cuda else CppExtension
+    kwargs = dict(extra_compile_args={"cxx": cxx, "nvcc": nvcc} if with_cuda else {"cxx": cxx},
+                  extra_link_args=link, depends=depends)
+    return kind("fastgan._C", sources, **kwargs)
+
+
+setup(
+    name="fastgan",
+    version="0.1.0",
+    description="CycleGAN and Pix2Pix training with the reference's semantics, fast",
+    packages=find_packages(include=["fastgan", "fastgan.*"]),
+    python_requires=">=3.10",
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    zip_safe=False,
+)

@@ -1,0 +1,479 @@
+"""fastgan.ops.l1_loss on every back end against the float64 reference.
+
+Every available back end x dtype x layout, forward and both gradients, on fresh random
+inputs with exact ties (sign(0) = 0); outputs poisoned with NaN (deterministic mode
+fills every fresh allocation with NaN, so an element a kernel forgets stays NaN);
+gradcheck, opcheck, torch.compile(fullgraph=True), determinism across thread counts,
+back end selection and the errors. CUDA tests carry @pytest.mark.gpu (registered in
+pytest.ini; tests/conftest.py skips them without a CUDA device) and skip themselves too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import fastgan.ops as ops
+from fastgan.ops import reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HAS_CUDA = torch.cuda.is_available()
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+LAYOUTS = ["contiguous", "channels_last", "slice", "mixed"]
+# numel not a multiple of any vector width; the large one spans several CPU chunks
+# (16384 elements) and CUDA blocks.
+SHAPES = [(2, 3, 17, 13), (4, 3, 96, 97)]
+CPU_BACKENDS = ops.available_backends("cpu", op="l1_loss")
+NATIVE_CPU = ["cpu"] if "cpu" in CPU_BACKENDS else []
+
+
+def _id(v):
+    return str(v).replace("torch.", "") if isinstance(v, torch.dtype) else "x".join(map(str, v))
+
+
+def seed_of(*parts) -> int:
+    """A fixed seed per test case (str hashes change between processes)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def make_inputs(shape, dtype, layout, device="cpu", seed=0, tie_fraction=0.1):
+    """Random (never zero) input and target with exact ties, in the given layout."""
+    g = torch.Generator().manual_seed(seed)
+    full = (*shape[:-1], 2 * shape[-1] + 1) if layout == "slice" else shape
+    x = torch.randn(full, generator=g, dtype=torch.float64)
+    t = torch.randn(full, generator=g, dtype=torch.float64)
+    t = torch.where(torch.rand(full, generator=g, dtype=torch.float64) < tie_fraction, x, t)
+    x, t = x.to(device=device, dtype=dtype), t.to(device=device, dtype=dtype)
+    cl = torch.channels_last
+    if layout == "channels_last":
+        x, t = x.contiguous(memory_format=cl), t.contiguous(memory_format=cl)
+    elif layout == "slice":
+        x, t = x[..., 1::2], t[..., 1::2]
+        assert not x.is_contiguous()
+    elif layout == "mixed":
+        x = x.contiguous(memory_format=cl)
+    assert (x != 0).all() and (tie_fraction == 0 or (x == t).any())
+    return x, t
+
+
+def reference_f64(x, t, weight):
+    """Loss and both gradients of the reference in float64."""
+    xr = x.detach().double().requires_grad_()
+    tr = t.detach().double().requires_grad_()
+    loss = reference.l1_loss(xr, tr, weight)
+    gx, gt = torch.autograd.grad(loss, (xr, tr))
+    return loss.detach(), gx, gt
+
+
+@pytest.fixture
+def poison():
+    """Every fresh allocation (at::empty, empty_like) is filled with NaN meanwhile."""
+    saved_fill = torch.utils.deterministic.fill_uninitialized_memory
+    saved_det = torch.are_deterministic_algorithms_enabled()
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved_det)
+        torch.utils.deterministic.fill_uninitialized_memory = saved_fill
+
+
+def run_backend(backend, x, t, weight):
+    xg = x.detach().requires_grad_()
+    tg = t.detach().requires_grad_()
+    with ops.use_backend(backend):
+        loss = ops.l1_loss(xg, tg, weight)
+    loss.backward()
+    return loss.detach(), xg.grad, tg.grad
+
+
+def check_against_reference(backend, x, t, weight):
+    dtype = x.dtype
+    loss, gx, gt = run_backend(backend, x, t, weight)
+    ref, ref_gx, ref_gt = reference_f64(x, t, weight)
+    assert loss.dim() == 0 and loss.dtype == dtype and loss.device == x.device
+    assert gx.shape == x.shape and gx.dtype == dtype and gt.shape == t.shape and gt.dtype == dtype
+    ties = (x == t)
+    assert (gx[ties] == 0).all() and (gt[ties] == 0).all(), "sign(0) = 0 at ties"
+    rtol = RTOL[dtype]
+    torch.testing.assert_close(loss.double().cpu(), ref.cpu(), rtol=rtol, atol=0)
+    torch.testing.assert_close(gx.double().cpu(), ref_gx.cpu(), rtol=rtol, atol=0)
+    torch.testing.assert_close(gt.double().cpu(), ref_gt.cpu(), rtol=rtol, atol=0)
+    if backend in ("cpu", "cuda"):
+        # Native gradients are sign * scale with scale rounded once: the dtype's rounding
+        # of the float64 reference, exactly.
+        assert torch.equal(gx, ref_gx.to(dtype)) and torch.equal(gt, ref_gt.to(dtype))
+    if backend == "cpu" and dtype == torch.float32:
+        # The CPU loss is summed in double: the float32 rounding of the reference.
+        assert loss.item() == ref.to(dtype).item()
+    return loss, gx, gt
+
+
+# ---------------------------------------------------------------------------------- CPU
+
+
+def test_native_extension_is_built():
+    assert ops.native_loaded, ("fastgan._C did not load, so the native back ends are not tested: "
+                               "run `make build` first")
+    assert "cpu" in CPU_BACKENDS
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_matches_reference_cpu(backend, dtype, layout, shape, poison):
+    x, t = make_inputs(shape, dtype, layout, seed=seed_of(dtype, layout, shape))
+    check_against_reference(backend, x, t, 0.7)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_weight_and_default(backend):
+    x, t = make_inputs((3, 5, 7), torch.float32, "contiguous")
+    with ops.use_backend(backend):
+        one = ops.l1_loss(x, t)
+        w = ops.l1_loss(x, t, 10.0)
+    torch.testing.assert_close(one.double(), reference_f64(x, t, 1.0)[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(w.double(), reference_f64(x, t, 10.0)[0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradient_of_one_side_only(backend):
+    """Target without grad (the usual case: loss between a fake and a real image)."""
+    x, t = make_inputs((2, 3, 9, 11), torch.float32, "contiguous")
+    xg = x.clone().requires_grad_()
+    with ops.use_backend(backend):
+        ops.l1_loss(xg, t, 2.0).backward()
+    assert t.grad is None
+    torch.testing.assert_close(xg.grad.double(), reference_f64(x, t, 2.0)[1], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_empty_is_nan_like_aten(backend):
+    x = torch.randn(0, 3, requires_grad=True)
+    t = torch.randn(0, 3)
+    with ops.use_backend(backend):
+        loss = ops.l1_loss(x, t)
+    assert loss.isnan()
+    loss.backward()
+    assert x.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_gradcheck_float64(backend):
+    x, t = make_inputs((2, 3, 4, 5), torch.float64, "contiguous")  # ties too: both sides give 0
+    x.requires_grad_()
+    t.requires_grad_()
+
+    def f(a, b):
+        with ops.use_backend(backend):
+            return ops.l1_loss(a, b, 0.7)
+
+    assert torch.autograd.gradcheck(f, (x, t))
+    # second order: away from ties (there the gradient, sign(x - t), jumps)
+    x, t = make_inputs((2, 3, 4, 5), torch.float64, "contiguous", tie_fraction=0.0)
+    assert torch.autograd.gradgradcheck(f, (x.requires_grad_(), t.requires_grad_()))
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_deterministic_across_thread_counts(backend):
+    x, t = make_inputs((8, 3, 128, 129), torch.float32, "contiguous")  # 25 chunks
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            results.append(run_backend(backend, x, t, 1.0))
+    finally:
+        torch.set_num_threads(saved)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+    assert results[0][0].item() == reference_f64(x, t, 1.0)[0].float().item()
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+def test_opcheck(dtype, layout):
+    x, t = make_inputs((2, 3, 6, 5), dtype, layout)
+    x.requires_grad_()
+    t.requires_grad_()
+    torch.library.opcheck(torch.ops.fastgan.l1_loss.default, (x, t, 0.5))
+    grad = torch.ones((), dtype=dtype)
+    torch.library.opcheck(torch.ops.fastgan.l1_loss_backward.default,
+                          (grad, x.detach(), t.detach(), 0.5))
+    torch.library.opcheck(torch.ops.fastgan.l1_loss_backward.default,
+                          (grad.clone().requires_grad_(), x.detach(), t.detach(), 0.5))
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fake_matches_real_layout(layout):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, t = make_inputs((2, 3, 6, 5), torch.float32, layout)
+    real = torch.ops.fastgan.l1_loss_backward(torch.ones(()), x, t, 1.0)
+    with FakeTensorMode() as mode:
+        fx, ft = mode.from_tensor(x), mode.from_tensor(t)
+        fake = torch.ops.fastgan.l1_loss_backward(torch.ones(()), fx, ft, 1.0)
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape and r.stride() == f.stride() and r.dtype == f.dtype
+
+
+def test_shape_mismatch_is_an_error():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        ops.l1_loss(x, torch.randn(3, 5))
+    with pytest.raises(ValueError, match="same shape"):
+        ops.l1_loss(x, torch.randn(4))  # no silent broadcasting
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+def test_native_op_checks_inputs():
+    x = torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        torch.ops.fastgan.l1_loss(x, x.double(), 1.0)
+    with pytest.raises(RuntimeError, match="floating point"):
+        torch.ops.fastgan.l1_loss(x.long(), x.long(), 1.0)
+
+
+# ------------------------------------------------------------------------ torch.compile
+
+
+def _compiled_matches_eager(backend, compile_backend, device="cpu"):
+    def f(a, b):
+        return ops.l1_loss(a * 2.0, b, 0.3) + ops.l1_loss(a, b)
+
+    x, t = make_inputs((2, 3, 8, 9), torch.float32, "channels_last", device=device)
+    torch._dynamo.reset()
+    counters.clear()
+    with ops.use_backend(backend):
+        eager = run_backend_fn(f, x, t)
+        compiled = run_backend_fn(torch.compile(f, fullgraph=True, backend=compile_backend), x, t)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(c, e, rtol=1e-6, atol=1e-7)
+
+
+def run_backend_fn(fn, x, t):
+    xg, tg = x.detach().requires_grad_(), t.detach().requires_grad_()
+    out = fn(xg, tg)
+    out.backward()
+    return out.detach(), xg.grad, tg.grad
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_compile_fullgraph_aot_eager(backend):
+    _compiled_matches_eager(backend, "aot_eager")
+
+
+@pytest.mark.slow  # a cold inductor compile takes ~15 s here
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_compile_fullgraph_inductor(backend):
+    _compiled_matches_eager(backend, "inductor")
+
+
+# ------------------------------------------------------------------ back end selection
+
+
+def test_available_backends():
+    assert ops.available_backends()[0] == "torch"
+    assert "torch" in CPU_BACKENDS
+    assert set(CPU_BACKENDS) <= set(ops.available_backends())
+    assert ("cuda" in ops.available_backends()) == (HAS_CUDA and ops.native_loaded)
+    assert ops.available_backends("cuda", op="l1_loss") == (
+        ["torch", "cuda"] if HAS_CUDA and ops.native_loaded else ["torch"])
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.available_backends(op="no_such_op")
+
+
+def test_auto_picks_native_cpu():
+    assert ops.get_default_backend() in ("auto", os.environ.get("FASTGAN_BACKEND"))
+    with ops.use_backend("auto"):
+        assert ops.backend_for("l1_loss", "cpu") == ("cpu" if ops.native_loaded else "torch")
+
+
+def test_use_backend_nests_and_restores():
+    with ops.use_backend("torch"):
+        assert ops.backend_for("l1_loss", "cpu") == "torch"
+        if NATIVE_CPU:
+            with ops.use_backend("cpu"):
+                assert ops.backend_for("l1_loss", "cpu") == "cpu"
+        assert ops.backend_for("l1_loss", "cpu") == "torch"
+        with pytest.raises(KeyError):
+            with ops.use_backend("auto"):
+                raise KeyError("restored even so")
+        assert ops.backend_for("l1_loss", "cpu") == "torch"
+
+
+def test_set_default_backend():
+    saved = ops.get_default_backend()
+    try:
+        ops.set_default_backend("torch")
+        assert ops.backend_for("l1_loss", "cpu") == "torch"
+        with ops.use_backend("auto"):
+            assert ops.backend_for("l1_loss", "cpu") == ("cpu" if NATIVE_CPU else "torch")
+    finally:
+        ops.set_default_backend(None if saved == "auto" else saved)
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match="unknown back end 'nope'"):
+        with ops.use_backend("nope"):
+            pass
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the error where there is no CUDA device")
+def test_unavailable_cuda_backend_is_an_error():
+    with pytest.raises(ops.BackendUnavailableError, match="no CUDA device"):
+        with ops.use_backend("cuda"):
+            pass
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+def test_backend_on_wrong_device_is_an_error():
+    x = torch.empty(3, device="meta")
+    with ops.use_backend("cpu"):
+        with pytest.raises(ops.BackendUnavailableError, match="runs on cpu tensors, not meta"):
+            ops.l1_loss(x, x)
+    assert ops.l1_loss(x, x).device.type == "meta"  # auto: the reference runs anywhere
+
+
+def _python(code: str, **env) -> dict:
+    """Runs code in a fresh interpreter (import-time behaviour); it prints one JSON line."""
+    full_env = {k: v for k, v in os.environ.items() if k != "FASTGAN_BACKEND"}
+    full_env.update(env)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fastgan_backend_environment_variable():
+    out = _python("""
+        import json, torch, fastgan.ops as ops
+        x = torch.randn(4, 5)
+        res = {"default": ops.get_default_backend(), "chosen": ops.backend_for("l1_loss", "cpu")}
+        with ops.use_backend("auto"):
+            res["auto"] = ops.backend_for("l1_loss", "cpu")
+        print(json.dumps(res))
+    """, FASTGAN_BACKEND="torch")
+    assert out == {"default": "torch", "chosen": "torch", "auto": "cpu" if NATIVE_CPU else "torch"}
+
+
+def test_bad_fastgan_backend_is_an_error_at_the_call(monkeypatch):
+    saved = ops.get_default_backend()
+    monkeypatch.setenv("FASTGAN_BACKEND", "bogus")
+    ops.set_default_backend(None)  # re-reads the variable, as the import does
+    try:
+        with pytest.raises(ops.BackendUnavailableError, match="unknown back end 'bogus'"):
+            ops.l1_loss(torch.randn(3), torch.randn(3))
+    finally:
+        monkeypatch.delenv("FASTGAN_BACKEND")
+        ops.set_default_backend(None if saved == "auto" else saved)
+    assert ops.get_default_backend() == saved
+
+
+def test_missing_extension_falls_back_with_one_warning():
+    out = _python("""
+        import json, sys, warnings
+        sys.modules["fastgan._C"] = None  # as if not built: importing it raises ImportError
+        import torch, fastgan.ops as ops
+        from fastgan.ops import reference
+        x, t = torch.randn(4, 5), torch.randn(4, 5)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            a = ops.l1_loss(x, t)
+            b = ops.l1_loss(x, t, 2.0)
+        fallback = [str(w.message) for w in caught if issubclass(w.category, ops.BackendFallbackWarning)]
+        try:
+            with ops.use_backend("cpu"):
+                pass
+            error = None
+        except ops.BackendUnavailableError as e:
+            error = str(e)
+        print(json.dumps({
+            "loaded": ops.native_loaded, "available": ops.available_backends(),
+            "warnings": fallback, "error": error,
+            "same": bool(torch.equal(a, reference.l1_loss(x, t)) and torch.equal(b, reference.l1_loss(x, t, 2.0))),
+        }))
+    """)
+    assert out["loaded"] is False
+    assert out["available"] == ["torch"]
+    assert len(out["warnings"]) == 1 and "make build" in out["warnings"][0]
+    assert out["error"] is not None and "make build" in out["error"]
+    assert out["same"]
+
+
+# --------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(8, 3, 256, 257)], ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("backend", ["torch", "cuda"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_matches_reference_cuda(backend, dtype, layout, shape, poison):
+    x, t = make_inputs(shape, dtype, layout, device="cuda", seed=seed_of(dtype, layout, shape))
+    check_against_reference(backend, x, t, 0.7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_is_deterministic_and_misaligned_ok():
+    x, t = make_inputs((8, 3, 256, 257), torch.float32, "contiguous", device="cuda")
+    first = run_backend("cuda", x, t, 1.0)
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(first, run_backend("cuda", x, t, 1.0)))
+    # views starting off a 16-byte boundary take the scalar path
+    m = x.numel() - 4
+    xs, ts = x.flatten()[1:1 + m], t.flatten()[3:3 + m]
+    check_against_reference("cuda", xs, ts, 1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_graph_capture():
+    x, t = make_inputs((4, 3, 64, 65), torch.float32, "channels_last", device="cuda")
+    xg = x.detach().requires_grad_()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), ops.use_backend("cuda"):
+        for _ in range(2):  # warm up
+            xg.grad = None
+            ops.l1_loss(xg, t, 0.5).backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    xg.grad = None
+    with torch.cuda.graph(graph), ops.use_backend("cuda"):
+        loss = ops.l1_loss(xg, t, 0.5)
+        loss.backward()
+    x2, t2 = make_inputs((4, 3, 64, 65), torch.float32, "channels_last", device="cuda", seed=7)
+    with torch.no_grad():
+        xg.copy_(x2)
+        t.copy_(t2)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, ref_gx, _ = reference_f64(x2, t2, 0.5)
+    torch.testing.assert_close(loss.detach().double(), ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(xg.grad.double(), ref_gx, rtol=1e-5, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_compile_fullgraph_cuda():
+    _compiled_matches_eager("cuda", "inductor", device="cuda")
