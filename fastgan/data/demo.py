@@ -1,0 +1,192 @@
+"""The embedded demo: a small dataset with a known answer, so a run without
+--dataroot trains on something real and can be scored.
+
+cyclegan: trainA = crops of three photos, trainB = crops of three other photos
+under a known warm colour grade (demo_build.demo_style); testA = held-out crops
+of the A photos with testA_true = their graded truth (same file names).
+pix2pix: grayscale -> colour pairs (A|B side by side) in train/ and test/.
+
+The photographs are the ones scikit-image ships inside its wheel: nothing is
+downloaded. See demo_build.py for how the crops are taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastgan.data.demo_build import BUILDERS, COUNTS, demo_style, style_uint8, write_manifest
+from fastgan.data.errors import DatasetError
+
+DEMO_VERSION = 1  # bump when the recipe changes: cached demos of older versions are rebuilt
+
+# Option overrides for runs without --dataroot (fastgan.options.resolve's demo_defaults).
+# The files are already crop-sized (train crops crop_size + 8, test crops crop_size),
+# so "crop" preprocessing takes random crops without resampling and the held-out
+# crops go through unchanged. Sizes: a plain eager CycleGAN step with these models
+# takes ~0.25 s on 2 CPU cores, so 6 epochs of 400 crops are ~10 minutes; that
+# plain loop beat the identity baseline after ~600 iterations (0.126 vs 0.140 at
+# 1,200). lambda_identity is 0 for cyclegan: the identity loss asks G_A to leave
+# graded images unchanged while grading ungraded ones, which a pointwise grade
+# cannot do both of, and pulls G_A towards the identity baseline. unet_128 needs
+# crops of a multiple of 128 px. num_threads 0: decoding a demo crop takes ~0.1 ms,
+# so workers would only add start-up time and memory.
+DEMO_DEFAULTS: dict[str, dict] = {
+    "cyclegan": {
+        "load_size": 72,
+        "crop_size": 64,
+        "preprocess": "crop",
+        "netG": "resnet_6blocks",
+        "ngf": 16,
+        "ndf": 32,
+        "lambda_identity": 0.0,
+        "n_epochs": 3,
+        "n_epochs_decay": 3,
+        "num_threads": 0,
+    },
+    "pix2pix": {
+        "load_size": 144,
+        "crop_size": 128,
+        "preprocess": "crop",
+        "netG": "unet_128",
+        "ngf": 16,
+        "ndf": 32,
+        "n_epochs": 5,
+        "n_epochs_decay": 5,
+        "num_threads": 0,
+    },
+}
+
+_STALE_BUILD_S = 3600  # leftovers of killed builds older than this are removed
+
+
+def demo_root(root: str | None = None) -> str:
+    return root or os.environ.get("FASTGAN_DEMO_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fastgan", "demo")
+
+
+def _complete(path: str, arch: str) -> bool:
+    try:
+        with open(os.path.join(path, "demo.json")) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return m.get("version") == DEMO_VERSION and m.get("arch") == arch
+
+
+def prepare_demo(arch: str, root: str | None = None) -> str:
+    """The dataroot of `arch`'s demo under `root` (default $FASTGAN_DEMO_DIR or
+    ~/.cache/fastgan/demo), built on first use.
+
+    The build goes to a temporary folder that is renamed into place once its
+    manifest (demo.json, written last) exists, so a killed build is never used;
+    concurrent builders are safe (the first rename wins).
+    """
+    if arch not in BUILDERS:
+        raise DatasetError(f"no demo for arch {arch!r}; choose one of {', '.join(BUILDERS)}")
+    base = demo_root(root)
+    final = os.path.join(base, arch)
+    if _complete(final, arch):
+        return final
+    os.makedirs(base, exist_ok=True)
+    _remove_stale_builds(base, arch)
+    tmp = tempfile.mkdtemp(prefix=f".{arch}.building-", dir=base)
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        info = BUILDERS[arch](tmp)
+        write_manifest(tmp, arch, DEMO_VERSION, info)
+        if os.path.exists(final) and not _complete(final, arch):
+            # an older version (or a hand-made folder): move it aside, then delete
+            shutil.rmtree(_move_aside(base, arch, final))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _complete(final, arch):  # not a concurrent builder's finished demo
+                raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _move_aside(base: str, arch: str, path: str) -> str:
+    trash = tempfile.mkdtemp(prefix=f".{arch}.old-", dir=base)
+    os.rename(path, os.path.join(trash, arch))
+    return trash
+
+
+def _remove_stale_builds(base: str, arch: str) -> None:
+    now = time.time()
+    for name in os.listdir(base):
+        if name.startswith((f".{arch}.building-", f".{arch}.old-")):
+            path = os.path.join(base, name)
+            try:
+                if now - os.path.getmtime(path) > _STALE_BUILD_S:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _read(path: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def score_pairs(arch: str, dataroot: str) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets): N x H x W x 3 uint8 arrays of the held-out test crops."""
+    if arch == "cyclegan":
+        folder, truth = os.path.join(dataroot, "testA"), os.path.join(dataroot, "testA_true")
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        if not names or not os.path.isdir(truth):
+            raise DatasetError(f"{dataroot} is not a cyclegan demo (needs testA/ and testA_true/); use prepare_demo")
+        return (np.stack([_read(os.path.join(folder, n)) for n in names]),
+                np.stack([_read(os.path.join(truth, n)) for n in names]))
+    if arch == "pix2pix":
+        folder = os.path.join(dataroot, "test")
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        if not names:
+            raise DatasetError(f"{dataroot} is not a pix2pix demo (needs test/); use prepare_demo")
+        ab = np.stack([_read(os.path.join(folder, n)) for n in names])
+        w2 = ab.shape[2] // 2
+        return ab[:, :, :w2], ab[:, :, w2:]
+    raise DatasetError(f"no demo for arch {arch!r}; choose one of {', '.join(BUILDERS)}")
+
+
+def demo_score(arch: str, generator, dataroot: str, device="cpu", batch_size: int = 16) -> dict[str, float]:
+    """Mean absolute error, in [0, 1] pixel units, on the held-out test crops:
+    {"model": generator's output vs the true target, "identity": input vs target}.
+
+    `generator` maps the model's A side to B (cyclegan: G_A; pix2pix: G) and
+    sees inputs exactly as in training, normalized to [-1, 1], uncropped and
+    unflipped. It runs in eval mode under no_grad; its mode is restored after.
+    """
+    inputs, targets = score_pairs(arch, dataroot)
+    x01 = torch.from_numpy(inputs).permute(0, 3, 1, 2).float().div_(255)
+    t01 = torch.from_numpy(targets).permute(0, 3, 1, 2).float().div_(255)
+    params = list(generator.parameters()) if hasattr(generator, "parameters") else []
+    dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
+    was_training = getattr(generator, "training", False)
+    if hasattr(generator, "eval"):
+        generator.eval()
+    err = 0.0
+    try:
+        with torch.no_grad():
+            for s in range(0, len(x01), batch_size):
+                x = x01[s : s + batch_size].sub(0.5).div(0.5).to(device, dtype)
+                out = generator(x).float().cpu()
+                if out.shape != x.shape:
+                    raise ValueError(f"generator output {tuple(out.shape)} does not match input {tuple(x.shape)}")
+                err += (out.add(1).div(2) - t01[s : s + batch_size]).abs().sum().item()
+    finally:
+        if was_training and hasattr(generator, "train"):
+            generator.train()
+    return {"model": err / t01.numel(), "identity": (x01 - t01).abs().mean().item()}
+
+
+__all__ = ["DEMO_DEFAULTS", "DEMO_VERSION", "COUNTS", "prepare_demo", "demo_score", "demo_style", "style_uint8", "score_pairs"]

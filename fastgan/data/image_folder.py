@@ -1,0 +1,102 @@
+"""Finding image files and decoding them the way the reference does.
+
+The reference opens every image with PIL and calls ``convert('RGB')`` (and a
+Grayscale transform for 1-channel sides). ``load_image`` keeps those semantics
+and fixes what a plain convert gets wrong or lets through silently: 16-bit
+grayscale saturates under convert, and a truncated file decodes lazily (or, with
+LOAD_TRUNCATED_IMAGES, as grey padding) instead of failing on the spot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from fastgan.data.errors import DatasetError
+
+IMG_EXTENSIONS = tuple(
+    ext
+    for e in (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff")
+    for ext in (e, e.upper())
+)
+
+# Modes PIL uses for 16/32-bit single-channel integer images (16-bit PNG, TIFF).
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def is_image_file(filename: str) -> bool:
+    """The reference's test: an extension in all lower or all upper case (".Jpg" is not one)."""
+    return filename.endswith(IMG_EXTENSIONS)
+
+
+def make_dataset(dir: str, max_dataset_size: float = math.inf) -> list[str]:
+    """Image paths under `dir` (recursive, symlinks followed), sorted, at most `max_dataset_size`.
+
+    Unlike the reference, which truncates before sorting (so which files survive
+    max_dataset_size depends on the file system's listing order), the full list
+    is sorted first: the kept files are always the first ones by path.
+    """
+    if not os.path.isdir(dir):
+        raise DatasetError(f"image folder {dir} does not exist (or is not a folder); check --dataroot")
+    images = []
+    for root, _, fnames in os.walk(dir, followlinks=True):
+        images.extend(os.path.join(root, f) for f in fnames if is_image_file(f))
+    images.sort()
+    if max_dataset_size < len(images):
+        images = images[: int(max_dataset_size)]
+    return images
+
+
+def load_image(path: str, channels: int = 3) -> Image.Image:
+    """Decode `path` fully into an 8-bit PIL image of mode "RGB" (channels=3) or "L" (channels=1).
+
+    Grayscale, palette, CMYK and alpha images are converted as the reference's
+    ``convert('RGB')`` does (alpha dropped, not composited); 1-channel sides get
+    RGB -> L (ITU-R 601-2 luma) like its Grayscale transform. 16-bit grayscale is
+    scaled to 8 bits (v * 255 / 65535, rounded); 16-bit colour PNGs are reduced
+    by PIL itself (to the high byte). A file that is not an image or is truncated
+    raises DatasetError naming it.
+    """
+    if channels not in (1, 3):
+        raise DatasetError(
+            f"cannot load {path} with {channels} channels: only 1 (grayscale) or 3 (RGB) are "
+            f"supported; set --input_nc/--output_nc to 1 or 3"
+        )
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone (another library) turned this on globally; it would turn truncated
+        # files into silently grey-padded images.
+        raise DatasetError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process; fastgan refuses to "
+            "train on silently padded truncated images. Set it back to False"
+        )
+    try:
+        with Image.open(path) as im:
+            im.load()  # force the full decode now, so a truncated file fails here
+        img = _to_8bit(im)
+    except DatasetError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise DatasetError(
+            f"cannot read image {path}: {e}. Replace the file with a valid image or remove it "
+            f"from the dataset"
+        ) from None
+    if channels == 3:
+        return img if img.mode == "RGB" else img.convert("RGB")
+    if img.mode == "L":
+        return img
+    return img.convert("RGB").convert("L")  # the reference's order: RGB first, then luma
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """8-bit version of `im`, keeping its colour model (L, RGB, RGBA, P, CMYK, ...)."""
+    if im.mode in _WIDE_GRAY_MODES:
+        # convert("L"/"RGB") clips these at 255 instead of scaling: a 16-bit image
+        # would come out almost white.
+        a = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if im.mode == "1":
+        return im.convert("L")
+    return im

@@ -1,0 +1,155 @@
+"""Batches on the device: a torch DataLoader driven by an explicit per-epoch plan.
+
+The loader interface (other loaders implement the same):
+  len(loader)                       batches per epoch (the last one may be short)
+  loader.dataset, loader.num_images
+  loader.epoch_batches(epoch, skip) the epoch's batches after the first `skip`
+  loader.close()                    stop background workers (optional; the next epoch restarts them)
+
+The sampler yields (epoch, index) pairs rather than indices: workers keep their
+own copy of the dataset (persistent workers never see a set_epoch made in the
+main process), so the epoch travels with each index instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from fastgan.data.datasets import create_dataset
+from fastgan.data.errors import DatasetError
+from fastgan.data.rng import epoch_order
+
+
+class _Failed:
+    """What a worker returns instead of raising a DatasetError.
+
+    torch re-raises worker exceptions with the worker's traceback folded into
+    the message; passing the message back as data lets the main process raise
+    a fresh DatasetError with the original one-line text.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class _EpochItems(Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        try:
+            return self.dataset.get(index, epoch)
+        except DatasetError as e:
+            return _Failed(str(e))
+
+
+def _collate(items: list):
+    for item in items:
+        if isinstance(item, _Failed):
+            return item
+    for key, value in items[0].items():
+        if isinstance(value, torch.Tensor) and any(it[key].shape != value.shape for it in items):
+            sizes = ", ".join(f"{it[key + '_paths']} {tuple(it[key].shape[1:])}" for it in items)
+            return _Failed(
+                f"images of one batch have different sizes ({sizes}): --preprocess scale_width "
+                f"and none keep each image's aspect. Use --batch_size 1 or a --preprocess that "
+                f"crops (resize_and_crop, crop, scale_width_and_crop)"
+            )
+    return default_collate(items)
+
+
+class _EpochPlan:
+    """A batch sampler whose batches are set before each epoch's iteration."""
+
+    def __init__(self):
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TorchLoader:
+    """PIL decoding in `opt.num_threads` DataLoader workers (0: in this process).
+
+    `dataset` (default: create_dataset(opt)) needs __len__ and get(index, epoch).
+    """
+
+    def __init__(self, opt, device, dataset=None):
+        self.opt = opt
+        self.device = torch.device(device)
+        self.dataset = dataset if dataset is not None else create_dataset(opt)
+        self.batch_size = int(opt.batch_size)
+        if self.batch_size < 1:
+            raise DatasetError(f"--batch_size {opt.batch_size} must be at least 1")
+        workers = int(opt.num_threads)
+        self._plan = _EpochPlan()
+        self._loader = DataLoader(
+            _EpochItems(self.dataset),
+            batch_sampler=self._plan,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+
+    @property
+    def num_images(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_images / self.batch_size)  # drop_last=False, as the reference
+
+    def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
+        """The batches of `epoch`, after the first `skip` (never loaded: resuming costs nothing).
+
+        The visiting order is a permutation seeded by (opt.seed, epoch), or the
+        dataset order with serial_batches. One epoch iteration at a time.
+        """
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        n, bs = self.num_images, self.batch_size
+        order = epoch_order(self.opt.seed, epoch, n, shuffle=not self.opt.serial_batches)
+        plan = [[(epoch, int(i)) for i in order[s : s + bs]] for s in range(skip * bs, n, bs)]
+        return self._iterate(plan)
+
+    def _iterate(self, plan) -> Iterator[dict]:
+        self._plan.batches = plan  # read when the DataLoader iterator starts
+        try:
+            for batch in self._loader:
+                if isinstance(batch, _Failed):
+                    raise DatasetError(batch.message) from None
+                yield {
+                    k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                    for k, v in batch.items()
+                }
+        except GeneratorExit:  # the caller stopped early: the next epoch's iter() resets the workers
+            raise
+        except BaseException:
+            # Stop the workers now: left mid-task they would otherwise be shut down
+            # whenever the garbage collector reaches the iterator, possibly after
+            # their queues, and each then waits out a 5 s join timeout.
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the worker processes (the next epoch starts new ones)."""
+        it = self._loader._iterator
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader._iterator = None
+
+
+def create_loader(opt, device="cpu") -> TorchLoader:
+    """The torch DataLoader-based loader of opt's dataset, yielding batches on `device`."""
+    return TorchLoader(opt, device)
