@@ -101,6 +101,10 @@ class TorchLoader:
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            # DataLoader draws a base seed for every iterator it creates; from the global
+            # RNG that would shift dropout masks and the like between a resumed run and an
+            # uninterrupted one. Items are seeded by (seed, epoch, index) anyway.
+            generator=torch.Generator().manual_seed(opt.seed),
         )
 
     @property

@@ -13,6 +13,7 @@ else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_
 """
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops import triton as _triton_backend  # noqa: F401  (registers the triton back end)
 from fastgan.ops._l1_loss import l1_loss
 from fastgan.ops.registry import (
     BackendFallbackWarning,

@@ -1,0 +1,52 @@
+"""Command-line plumbing shared by `fastgan.train` and `fastgan.test`.
+
+Options are parsed with argparse.SUPPRESS defaults so that only what the user
+typed is collected; `fastgan.options.resolve` then layers the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from fastgan.options import Options
+
+# flags that take no value, as in the reference
+FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train"}
+# options whose default is None: their value type
+NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int}
+HIDDEN = {"demo"}
+
+CHOICES = {
+    "arch": ("cyclegan", "pix2pix"),
+    "netG": ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"),
+    "netD": ("basic", "n_layers", "pixel"),
+    "norm": ("instance", "instance_affine", "batch", "syncbatch", "none"),
+    "init_type": ("normal", "xavier", "kaiming", "orthogonal"),
+    "padding_type": ("reflect", "replicate", "zero"),
+    "dataset_mode": ("unaligned", "aligned", "single"),
+    "direction": ("AtoB", "BtoA"),
+    "preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
+    "gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
+    "lr_policy": ("linear", "step", "plateau", "cosine"),
+}
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, names=None) -> None:
+    for field in dataclasses.fields(Options):
+        if field.name in HIDDEN or (names is not None and field.name not in names):
+            continue
+        flag = f"--{field.name}"
+        if field.name in FLAGS:
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS)
+            continue
+        kind = NONE_DEFAULT_TYPES.get(field.name) or type(field.default)
+        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
+                            help=f"(default: {field.default})")
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr and exit status 2: for bad input, not for bugs."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,101 @@
+"""CycleGAN: the reference's objective and update order.
+
+G_A maps A→B, G_B maps B→A; D_A judges B-side images, D_B A-side ones.
+One iteration (REFERENCE.md, "CycleGAN iteration"):
+  1. fake_B = G_A(A); rec_A = G_B(fake_B); fake_A = G_B(B); rec_B = G_A(fake_A)
+  2. with D frozen: identity, GAN and cycle losses of both generators, one
+     backward, one Adam step on G_A + G_B
+  3. D unfrozen: D_A on (B, pool_B(fake_B)), D_B on (A, pool_A(fake_A)),
+     backward both, one Adam step on D_A + D_B
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from fastgan.engine.base import TrainingModel, adam, set_requires_grad
+from fastgan.engine.image_pool import ImagePool
+from fastgan.losses import GANLoss, discriminator_loss, l1_loss
+from fastgan.models import define_D, define_G
+
+
+class CycleGAN(TrainingModel):
+    loss_names = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+    visual_names = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
+
+    def __init__(self, opt, device: torch.device):
+        super().__init__(opt, device)
+        if opt.lambda_identity > 0 and opt.input_nc != opt.output_nc:
+            raise ValueError(
+                f"identity loss needs input_nc == output_nc (got {opt.input_nc} and {opt.output_nc}); "
+                "pass --lambda_identity 0"
+            )
+        g = dict(norm=opt.norm, use_dropout=not opt.no_dropout, init_type=opt.init_type,
+                 init_gain=opt.init_gain, padding_type=opt.padding_type)
+        d = dict(n_layers_D=opt.n_layers_D, norm=opt.norm, init_type=opt.init_type, init_gain=opt.init_gain)
+        self.nets = {
+            "G_A": define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, **g),
+            "G_B": define_G(opt.output_nc, opt.input_nc, opt.ngf, opt.netG, **g),
+            "D_A": define_D(opt.output_nc, opt.ndf, opt.netD, **d),
+            "D_B": define_D(opt.input_nc, opt.ndf, opt.netD, **d),
+        }
+        self.criterionGAN = GANLoss(opt.gan_mode).to(device)
+        self.fake_A_pool = ImagePool(opt.pool_size, seed=opt.seed * 2 + 1)
+        self.fake_B_pool = ImagePool(opt.pool_size, seed=opt.seed * 2 + 2)
+        G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        self.optimizers = {
+            "G": adam(itertools.chain(G_A.parameters(), G_B.parameters()), opt),
+            "D": adam(itertools.chain(D_A.parameters(), D_B.parameters()), opt),
+        }
+        self._finish_setup()
+
+    def pools(self) -> dict:
+        return {"fake_A": self.fake_A_pool, "fake_B": self.fake_B_pool}
+
+    def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+        opt = self.opt
+        G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        lambda_A, lambda_B, lambda_idt = opt.lambda_A, opt.lambda_B, opt.lambda_identity
+
+        # 1. forward
+        fake_B = G_A(real_A)
+        rec_A = G_B(fake_B)
+        fake_A = G_B(real_B)
+        rec_B = G_A(fake_A)
+
+        # 2. generators, discriminators frozen
+        set_requires_grad([D_A, D_B], False)
+        self.optimizers["G"].zero_grad()
+        if lambda_idt > 0:
+            idt_A = G_A(real_B)
+            loss_idt_A = l1_loss(idt_A, real_B, lambda_B * lambda_idt)
+            idt_B = G_B(real_A)
+            loss_idt_B = l1_loss(idt_B, real_A, lambda_A * lambda_idt)
+        else:
+            idt_A = idt_B = None
+            loss_idt_A = loss_idt_B = torch.zeros((), device=real_A.device)
+        loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
+        loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
+        loss_cycle_A = l1_loss(rec_A, real_A, lambda_A)
+        loss_cycle_B = l1_loss(rec_B, real_B, lambda_B)
+        loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        loss_G.backward()
+        self.optimizers["G"].step()
+
+        # 3. discriminators
+        set_requires_grad([D_A, D_B], True)
+        self.optimizers["D"].zero_grad()
+        loss_D_A, _, _ = discriminator_loss(self.criterionGAN, D_A, real_B, self.fake_B_pool.query(fake_B))
+        loss_D_A.backward()
+        loss_D_B, _, _ = discriminator_loss(self.criterionGAN, D_B, real_A, self.fake_A_pool.query(fake_A))
+        loss_D_B.backward()
+        self.optimizers["D"].step()
+
+        visuals = {"real_A": real_A, "fake_B": fake_B, "rec_A": rec_A, "idt_B": idt_B,
+                   "real_B": real_B, "fake_A": fake_A, "rec_B": rec_B, "idt_A": idt_A}
+        self.visuals = {k: v.detach() for k, v in visuals.items() if v is not None}
+        losses = {"D_A": loss_D_A, "G_A": loss_G_A, "cycle_A": loss_cycle_A, "idt_A": loss_idt_A,
+                  "D_B": loss_D_B, "G_B": loss_G_B, "cycle_B": loss_cycle_B, "idt_B": loss_idt_B}
+        return {k: v.detach() for k, v in losses.items()}

@@ -1,0 +1,51 @@
+"""The reference's image pool (Shrivastava et al.): D sees a history of fakes.
+
+Per image of the batch (detached): while fewer than `size` are stored, store
+it and return it; afterwards, with probability 0.5 return a random stored
+image and store the new one in its slot, else return the new one. size 0
+passes images through.
+
+The pool draws from its own `random.Random`, so a run's pool decisions are
+reproducible from the seed and restored exactly on resume (`state_dict`).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+
+class ImagePool:
+    def __init__(self, size: int, seed: int = 0):
+        if size < 0:
+            raise ValueError(f"pool_size must be >= 0, got {size}")
+        self.size = size
+        self.images: list[torch.Tensor] = []
+        self.rng = random.Random(seed)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif self.rng.uniform(0, 1) > 0.5:
+                slot = self.rng.randint(0, self.size - 1)
+                out.append(self.images[slot].clone())
+                self.images[slot] = image
+            else:
+                out.append(image)
+        return torch.cat(out, 0)
+
+    def state_dict(self) -> dict:
+        return {"size": self.size, "images": [t.cpu() for t in self.images], "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str) -> None:
+        if state["size"] != self.size:
+            raise ValueError(f"saved image pool holds size {state['size']}, this run asks for {self.size}")
+        self.images = [t.to(device) for t in state["images"]]
+        self.rng.setstate(state["rng"])

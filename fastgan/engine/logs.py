@@ -1,0 +1,94 @@
+"""What a run leaves to read: a JSON-lines loss log, a loss-curve PNG, sample grids."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from PIL import Image, ImageDraw
+from torchvision.utils import make_grid
+
+CURVE_SIZE = (960, 540)
+CURVE_MARGIN = 60
+# one colour per loss, in the order of the model's loss_names
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+class LossLog:
+    """Appends one JSON object per record to loss_log.jsonl; redraws loss_curve.png."""
+
+    def __init__(self, directory: str, loss_names):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, "loss_log.jsonl")
+        self.curve_path = os.path.join(directory, "loss_curve.png")
+        self.loss_names = list(loss_names)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, total_iters: int) -> None:
+        """Drop records past `total_iters` (a resumed run redoes those iterations)."""
+        records = [r for r in read_loss_log(self.path) if r["total_iters"] <= total_iters]
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+
+    def draw_curve(self) -> None:
+        draw_loss_curve(read_loss_log(self.path), self.loss_names, self.curve_path)
+
+
+def read_loss_log(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def draw_loss_curve(records: list[dict], names: list[str], path: str) -> None:
+    """Each loss against total_iters, on shared axes, with a legend; written atomically."""
+    w, h = CURVE_SIZE
+    m = CURVE_MARGIN
+    image = Image.new("RGB", CURVE_SIZE, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([m, m // 2, w - m // 2, h - m], outline="black")
+    xs = [r["total_iters"] for r in records]
+    values = [r[n] for r in records for n in names if n in r]
+    if len(records) >= 1 and values:
+        x0, x1 = min(xs), max(xs)
+        y0, y1 = min(values), max(values)
+        x_span, y_span = max(x1 - x0, 1), max(y1 - y0, 1e-12)
+
+        def point(x, y):
+            return (m + (x - x0) / x_span * (w - 1.5 * m), h - m - (y - y0) / y_span * (h - 1.5 * m))
+
+        for i, name in enumerate(names):
+            colour = PALETTE[i % len(PALETTE)]
+            pts = [point(r["total_iters"], r[name]) for r in records if name in r]
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=2)
+            elif pts:
+                draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colour)
+            draw.text((m + 10 + 90 * i, 8), name, fill=colour)
+        draw.text((4, m // 2), f"{y1:.3g}", fill="black")
+        draw.text((4, h - m - 10), f"{y0:.3g}", fill="black")
+        draw.text((m, h - m + 8), f"{x0}", fill="black")
+        draw.text((w - m - 40, h - m + 8), f"{x1} images", fill="black")
+    tmp = path + ".tmp.png"
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def to_image_tensor(x: torch.Tensor) -> torch.Tensor:
+    """First image of a [-1, 1] batch as a float [0, 1] tensor with 3 channels, on the CPU."""
+    image = (x[0].detach().float().cpu().clamp(-1, 1) + 1) / 2
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+
+
+def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None:
+    """One row: the first image of each visual, in `names` order (missing ones skipped)."""
+    images = [to_image_tensor(visuals[n]) for n in names if n in visuals]
+    grid = make_grid(images, nrow=len(images), padding=2, pad_value=1.0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    Image.fromarray(array).save(path)

@@ -1,0 +1,43 @@
+"""Learning-rate policies with the reference's epoch semantics.
+
+Each scheduler is stepped once at the end of every epoch (`step_schedulers`).
+linear keeps lr for n_epochs then decays it linearly to zero over
+n_epochs_decay: factor 1 − max(0, epoch + epoch_count − n_epochs)/(n_epochs_decay + 1),
+where `epoch` counts the scheduler's steps; step is StepLR(lr_decay_iters, 0.1);
+plateau ReduceLROnPlateau(factor 0.2, threshold 0.01, patience 5) on a metric;
+cosine CosineAnnealingLR(T_max = n_epochs).
+"""
+
+from __future__ import annotations
+
+from torch.optim import Optimizer, lr_scheduler
+
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
+
+
+def linear_factor(epoch: int, epoch_count: int, n_epochs: int, n_epochs_decay: int) -> float:
+    return 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1)
+
+
+def build_scheduler(optimizer: Optimizer, opt):
+    policy = opt.lr_policy
+    if policy == "linear":
+        return lr_scheduler.LambdaLR(
+            optimizer, lambda e: linear_factor(e, opt.epoch_count, opt.n_epochs, opt.n_epochs_decay)
+        )
+    if policy == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=opt.lr_decay_iters, gamma=0.1)
+    if policy == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, threshold=0.01, patience=5)
+    if policy == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.n_epochs, eta_min=0)
+    raise ValueError(f"lr_policy {policy!r} is not one of {', '.join(LR_POLICIES)}")
+
+
+def step_schedulers(schedulers, metric: float = 0.0) -> None:
+    """End-of-epoch step; plateau reads `metric` (the reference passes 0)."""
+    for scheduler in schedulers:
+        if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(metric)
+        else:
+            scheduler.step()

@@ -1,0 +1,175 @@
+"""A training run: the reference's epoch loop with progress, logs, samples and resume.
+
+Frequencies count images, as the reference's total_iters does (print_freq,
+display_freq, save_latest_freq); an event fires when total_iters crosses a
+multiple of its frequency, so batch sizes that do not divide it still fire.
+Networks are written under the reference's names ({epoch}_net_{name}.pth,
+latest_net_*.pth, iter_N_net_*.pth with --save_by_iter); the training-state
+file beside them lets --continue_train resume exactly where the run stopped.
+SIGINT/SIGTERM stop after the current iteration and save first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import torch
+from tqdm import tqdm
+
+from fastgan.engine.logs import LossLog, save_sample_grid
+from fastgan.engine.models import model_from_options
+from fastgan.engine.state import Progress, load_training_state, save_training_state
+from fastgan.models import count_parameters
+from fastgan.options import Options
+
+
+def crossed(total: int, step: int, freq: int) -> bool:
+    """Did total_iters pass a multiple of freq in the last `step` images?"""
+    return freq > 0 and total // freq > (total - step) // freq
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, opt: Options, loader, log=print):
+        self.opt = opt
+        self.loader = loader
+        self.log = log
+        self.dir = os.path.join(opt.checkpoints_dir, opt.name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.model = model_from_options(opt)
+        self.loss_log = LossLog(self.dir, self.model.loss_names)
+        self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
+
+    # -- set-up --------------------------------------------------------------
+    def describe(self) -> None:
+        opt, model = self.opt, self.model
+        self.log(f"fastgan {opt.arch} on {model.device}: {self.loader.num_images} images, "
+                 f"{len(self.loader)} batches of {opt.batch_size} per epoch, "
+                 f"epochs {opt.epoch_count}..{self.last_epoch}")
+        for name, net in model.nets.items():
+            self.log(f"[Network {name}] Total number of parameters : {count_parameters(net) / 1e6:.3f} M")
+        with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
+            json.dump(opt.as_dict(), f, indent=1, default=str)
+
+    @property
+    def last_epoch(self) -> int:
+        return self.opt.n_epochs + self.opt.n_epochs_decay
+
+    def resume(self) -> None:
+        """--continue_train: the exact training state if there is one, else the nets of --epoch."""
+        progress = load_training_state(self.model, self.dir)
+        if progress is not None:
+            self.progress = progress
+            self.loss_log.truncate_after(progress.total_iters)
+            self.log(f"resumed from {self.dir}/training_state.pt: epoch {progress.epoch}, "
+                     f"batch {progress.batch}, {progress.total_iters} images seen")
+            return
+        label = self.opt.epoch if self.opt.load_iter <= 0 else f"iter_{self.opt.load_iter}"
+        self.model.load_networks(label, self.dir)
+        self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count} "
+                 "(no training_state.pt: optimizer and schedule restart)")
+
+    # -- saving --------------------------------------------------------------
+    def save(self, labels) -> None:
+        for label in labels:
+            self.model.save_networks(label, self.dir)
+        save_training_state(self.model, self.progress, self.dir)
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> dict:
+        if self.opt.continue_train:
+            self.resume()
+        opt, model, p = self.opt, self.model, self.progress
+        self.describe()
+        total_batches = (self.last_epoch - p.epoch + 1) * len(self.loader) - p.batch
+        if opt.max_iters is not None:
+            total_batches = max(0, min(total_batches, opt.max_iters - p.iteration))
+        bar = tqdm(total=total_batches, unit="it", dynamic_ncols=True, mininterval=1.0)
+        start, images_this_run, stopped = time.perf_counter(), 0, None
+        with StopRequest() as stop:
+            while p.epoch <= self.last_epoch and stopped is None:
+                for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
+                    n = batch["A"].shape[0]
+                    losses = model.step(*(batch[k] for k in model.input_names))
+                    p.batch += 1
+                    p.iteration += 1
+                    p.total_iters += n
+                    images_this_run += n
+                    bar.update(1)
+                    self.after_iteration(losses, n, bar, images_this_run / (time.perf_counter() - start))
+                    if stop.requested:
+                        stopped = "stopped by signal"
+                    elif opt.max_iters is not None and p.iteration >= opt.max_iters:
+                        stopped = f"reached --max_iters {opt.max_iters}"
+                    if stopped:
+                        break
+                if stopped:
+                    break
+                self.end_epoch()
+        bar.close()
+        elapsed = time.perf_counter() - start
+        self.save(["latest"])
+        summary = {"images": images_this_run, "seconds": elapsed,
+                   "images_per_second": images_this_run / elapsed if elapsed > 0 else 0.0,
+                   "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped}
+        self.log(f"{stopped or 'finished'}: {images_this_run} images in {elapsed:.1f} s "
+                 f"({summary['images_per_second']:.2f} images/s); checkpoints in {self.dir}"
+                 + ("; resume with --continue_train" if stopped else ""))
+        return summary
+
+    def after_iteration(self, losses: dict, n: int, bar, rate: float) -> None:
+        opt, p = self.opt, self.progress
+        if crossed(p.total_iters, n, opt.print_freq):
+            values = {k: float(v) for k, v in losses.items()}
+            record = {"epoch": p.epoch, "epoch_iter": p.batch * opt.batch_size, "total_iters": p.total_iters,
+                      "lr": self.model.learning_rate, "images_per_second": rate, **values}
+            self.loss_log.append(record)
+            self.loss_log.draw_curve()
+            bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
+                                " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)
+        if crossed(p.total_iters, n, opt.display_freq):
+            path = os.path.join(self.dir, "samples", f"epoch{p.epoch:03d}_iter{p.total_iters:08d}.png")
+            save_sample_grid(self.model.visuals, self.model.visual_names, path)
+        if crossed(p.total_iters, n, opt.save_latest_freq):
+            self.save([f"iter_{p.total_iters}" if opt.save_by_iter else "latest"])
+
+    def end_epoch(self) -> None:
+        p = self.progress
+        epoch = p.epoch
+        lr = self.model.update_learning_rate()
+        p.epoch, p.batch = epoch + 1, 0
+        labels = ["latest", epoch] if epoch % self.opt.save_epoch_freq == 0 else []
+        self.save(labels)
+        self.log(f"end of epoch {epoch} / {self.last_epoch}; learning rate {lr:.7f}")
+
+
+def generator_for_scoring(model) -> torch.nn.Module:
+    """The A→B generator: G_A for CycleGAN, G for Pix2Pix."""
+    return model.nets["G_A"] if "G_A" in model.nets else model.nets["G"]

@@ -1,0 +1,106 @@
+"""GAN objectives, the gradient penalty, and the L1 terms of the training step.
+
+`GANLoss` follows the reference: lsgan is the MSE of D's raw output against a
+tensor of 1.0 (real) or 0.0 (fake), vanilla the BCE-with-logits against the
+same, wgangp −mean(pred) for real and +mean(pred) for fake. hinge is fastgan's
+addition: for D, mean(relu(1 − pred)) on real and mean(relu(1 + pred)) on fake;
+for G, −mean(pred).
+
+The reference defines a gradient penalty but never calls it; fastgan applies
+it to every discriminator loss when gan_mode is wgangp (see
+`discriminator_loss`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgan.ops import l1_loss
+
+GAN_MODES = ("lsgan", "vanilla", "wgangp", "hinge")
+
+
+class GANLoss(nn.Module):
+    def __init__(self, gan_mode: str, target_real_label: float = 1.0, target_fake_label: float = 0.0):
+        super().__init__()
+        if gan_mode not in GAN_MODES:
+            raise ValueError(f"gan_mode {gan_mode!r} is not one of {', '.join(GAN_MODES)}")
+        self.gan_mode = gan_mode
+        self.register_buffer("real_label", torch.tensor(target_real_label), persistent=False)
+        self.register_buffer("fake_label", torch.tensor(target_fake_label), persistent=False)
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        mode = self.gan_mode
+        if mode in ("lsgan", "vanilla"):
+            label = self.real_label if target_is_real else self.fake_label
+            target = label.to(prediction.dtype).expand_as(prediction)
+            if mode == "lsgan":
+                return F.mse_loss(prediction, target)
+            return F.binary_cross_entropy_with_logits(prediction, target)
+        if mode == "wgangp":
+            return -prediction.mean() if target_is_real else prediction.mean()
+        # hinge
+        if not for_discriminator:
+            return -prediction.mean()
+        if target_is_real:
+            return F.relu(1.0 - prediction).mean()
+        return F.relu(1.0 + prediction).mean()
+
+
+def gradient_penalty(
+    netD: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    kind: str = "mixed",
+    constant: float = 1.0,
+    lambda_gp: float = 10.0,
+) -> torch.Tensor:
+    """WGAN-GP penalty: lambda_gp * mean((||dD(x)/dx||_2 - constant)^2).
+
+    kind "mixed" evaluates at x = alpha*real + (1-alpha)*fake with alpha ~ U(0, 1)
+    per sample (the reference's default), "real" and "fake" at those images.
+    """
+    if kind == "real":
+        points = real
+    elif kind == "fake":
+        points = fake
+    elif kind == "mixed":
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+        points = alpha * real + (1 - alpha) * fake
+    else:
+        raise ValueError(f"gradient penalty kind {kind!r} is not one of real, fake, mixed")
+    points = points.detach().requires_grad_(True)
+    out = netD(points)
+    (grads,) = torch.autograd.grad(
+        outputs=out, inputs=points, grad_outputs=torch.ones_like(out), create_graph=True, retain_graph=True
+    )
+    grads = grads.reshape(real.shape[0], -1)
+    return (((grads + 1e-16).norm(2, dim=1) - constant) ** 2).mean() * lambda_gp
+
+
+def discriminator_loss(
+    criterion: GANLoss, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, fake_first: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference's D objective: 0.5 * (GAN(D(real), real) + GAN(D(fake), fake)).
+
+    Returns (loss, loss_real, loss_fake). With wgangp the gradient penalty
+    between real and fake is added to loss (after the 0.5). CycleGAN's D sees
+    the real image first, pix2pix's the fake first (fake_first); the order
+    matters for batch-norm running statistics.
+    """
+    fake = fake.detach()
+    if fake_first:
+        loss_fake = criterion(netD(fake), False)
+        loss_real = criterion(netD(real), True)
+    else:
+        loss_real = criterion(netD(real), True)
+        loss_fake = criterion(netD(fake), False)
+    loss = (loss_real + loss_fake) * 0.5
+    if criterion.gan_mode == "wgangp":
+        loss = loss + gradient_penalty(netD, real, fake)
+    return loss, loss_real, loss_fake
+
+
+__all__ = ["GAN_MODES", "GANLoss", "gradient_penalty", "discriminator_loss", "l1_loss"]

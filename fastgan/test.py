@@ -1,0 +1,180 @@
+"""`python -m fastgan.test`: translate images with a trained generator.
+
+    python -m fastgan.test --name horse2zebra --dataroot ./datasets/horse2zebra/testA
+    python -m fastgan.test --name demo_cyclegan                # the demo's test split
+    python -m fastgan.test --checkpoint latest_net_G.pth --dataroot photos/ --netG resnet_9blocks
+
+Loads {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (G_B with --direction BtoA,
+G for pix2pix) or any reference checkpoint given with --checkpoint. Model
+options come from the experiment's train_opt.json when it exists; options
+typed here override them. As the reference's test: batch 1, serial order, no
+flip, load_size = crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/
+images/*_real.png, *_fake.png (and *_target.png for aligned data) and an
+index.html showing input beside output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+
+import torch
+
+from fastgan.cli import add_option_arguments, fail
+from fastgan.options import resolve
+
+# what a test run takes over from the training run's train_opt.json
+MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
+                 "crop_size", "preprocess", "direction")
+FILE_SUFFIX = {"input": "real", "output": "fake", "target": "target"}
+
+
+def parse(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m fastgan.test", description=__doc__.split("\n\n")[0])
+    add_option_arguments(parser, names={
+        "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
+        "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
+        "preprocess", "epoch", "max_dataset_size",
+    })
+    parser.add_argument("--checkpoint", default=None, help="a generator .pth file (fastgan's or the reference's)")
+    parser.add_argument("--results_dir", default="./results/")
+    parser.add_argument("--phase", default="test")
+    parser.add_argument("--num_test", type=int, default=50)
+    parser.add_argument("--eval", action="store_true", help="run the generator in eval mode")
+    return vars(parser.parse_args(argv))
+
+
+def saved_train_options(checkpoints_dir: str, name: str) -> dict:
+    path = os.path.join(checkpoints_dir, name, "train_opt.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_options(args: dict):
+    """Resolved options: defaults < the training run's saved options < what was typed.
+
+    Returns (options, tool settings, the training run's dataroot or None).
+    """
+    tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval")}
+    saved = saved_train_options(args.get("checkpoints_dir", "./checkpoints"), args.get("name", "experiment_name"))
+    merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
+    arch = merged.pop("arch", "cyclegan")
+    opt = resolve(arch, merged)
+    opt = opt.replace(load_size=opt.crop_size, batch_size=1, serial_batches=True, no_flip=True,
+                      num_threads=0, phase=tool["phase"])
+    training_root = None if saved.get("demo") else saved.get("dataroot")
+    return opt, tool, training_root
+
+
+def generator_file(opt, checkpoint: str | None) -> tuple[str, str]:
+    """(net name in a training model, checkpoint path)."""
+    if opt.arch == "pix2pix":
+        net = "G"
+    else:
+        net = "G_A" if opt.direction == "AtoB" else "G_B"
+    if checkpoint:
+        return net, checkpoint
+    folder = os.path.join(opt.checkpoints_dir, opt.name)
+    path = os.path.join(folder, f"{opt.epoch}_net_{net}.pth")
+    plain = os.path.join(folder, f"{opt.epoch}_net_G.pth")  # published pretrained generators
+    if not os.path.exists(path) and os.path.exists(plain):
+        return net, plain
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint {path}; train with --name {opt.name} first, "
+                                "or give a generator file with --checkpoint")
+    return net, path
+
+
+def input_dataset(opt, training_root: str | None):
+    """Images to translate: --dataroot as a folder of images (aligned pairs with
+    --dataset_mode aligned); else the test split of the training run's data, or of the demo."""
+    from fastgan.data import create_dataset, prepare_demo
+
+    if opt.dataroot is not None:
+        mode = "aligned" if opt.dataset_mode == "aligned" else "single"
+        return create_dataset(opt.replace(dataset_mode=mode))
+    root = training_root or prepare_demo(opt.arch)
+    if opt.arch == "pix2pix":
+        return create_dataset(opt.replace(dataroot=root, dataset_mode="aligned"))
+    side = opt.phase + ("A" if opt.direction == "AtoB" else "B")
+    return create_dataset(opt.replace(dataroot=os.path.join(root, side), dataset_mode="single"))
+
+
+def to_uint8_image(x: torch.Tensor):
+    from PIL import Image
+
+    image = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def write_index(path: str, title: str, rows: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    cells = []
+    for name, images in rows:
+        tds = "".join(f'<td><a href="{html.escape(src)}"><img src="{html.escape(src)}" width="256"></a>'
+                      f"<br>{html.escape(label)}</td>" for label, src in images)
+        cells.append(f"<tr><th>{html.escape(name)}</th>{tds}</tr>")
+    with open(path, "w") as f:
+        f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+                f"<body><h1>{html.escape(title)}</h1><table>{''.join(cells)}</table></body></html>\n")
+
+
+def translate(opt, tool: dict, training_root: str | None = None) -> str:
+    from fastgan.engine.models import resolve_device
+    from fastgan.models import define_G, load_reference_checkpoint
+
+    device = resolve_device(opt.device)
+    net_name, path = generator_file(opt, tool["checkpoint"])
+    in_nc, out_nc = (opt.input_nc, opt.output_nc) if net_name != "G_B" else (opt.output_nc, opt.input_nc)
+    G = define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.norm, use_dropout=not opt.no_dropout,
+                 init_type=opt.init_type, padding_type=opt.padding_type)
+    load_reference_checkpoint(G, path)
+    G.to(device)
+    if tool["eval"]:
+        G.eval()
+    dataset = input_dataset(opt, training_root)
+    label = os.path.splitext(os.path.basename(path))[0].split("_net_")[0]
+    out_dir = os.path.join(tool["results_dir"], opt.name, f"{tool['phase']}_{label}")
+    image_dir = os.path.join(out_dir, "images")
+    os.makedirs(image_dir, exist_ok=True)
+    rows = []
+    count = min(len(dataset), tool["num_test"])
+    with torch.no_grad():
+        for i in range(count):
+            item = dataset[i]
+            real = item["A"].unsqueeze(0).to(device)
+            fake = G(real)[0]
+            stem = os.path.splitext(os.path.basename(item["A_paths"]))[0]
+            images = [("input", item["A"]), ("output", fake)]
+            if "B" in item:
+                images.append(("target", item["B"]))
+            entries = []
+            for kind, tensor in images:
+                file = f"{stem}_{FILE_SUFFIX[kind]}.png"
+                to_uint8_image(tensor).save(os.path.join(image_dir, file))
+                entries.append((kind, f"images/{file}"))
+            rows.append((stem, entries))
+    index = os.path.join(out_dir, "index.html")
+    write_index(index, f"{opt.name}: {net_name} from {path}", rows)
+    print(f"translated {count} images with {path}; open {index}")
+    return index
+
+
+def main(argv=None) -> str:
+    from fastgan.data import DatasetError
+    from fastgan.models import CheckpointError
+
+    try:
+        opt, tool, training_root = test_options(parse(argv))
+        return translate(opt, tool, training_root)
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

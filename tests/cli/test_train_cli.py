@@ -1,0 +1,164 @@
+"""`python -m fastgan.train` and `python -m fastgan.test` end to end, with tiny models."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastgan import test as test_cli
+from fastgan import train as train_cli
+from fastgan.engine.logs import read_loss_log
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def write_images(folder, n, size, seed, width_factor=1):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        array = rng.integers(0, 256, (size, size * width_factor, 3), dtype=np.uint8)
+        Image.fromarray(array).save(os.path.join(folder, f"img{i:03d}.png"))
+
+
+@pytest.fixture(scope="module")
+def unaligned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unaligned")
+    write_images(root / "trainA", 6, 40, seed=1)
+    write_images(root / "trainB", 5, 40, seed=2)
+    write_images(root / "testA", 3, 40, seed=3)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def aligned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aligned")
+    write_images(root / "train", 5, 40, seed=4, width_factor=2)
+    write_images(root / "test", 2, 40, seed=5, width_factor=2)
+    return str(root)
+
+
+def tiny_args(root, checkpoints, name, arch="cyclegan"):
+    return ["--arch", arch, "--dataroot", root, "--checkpoints_dir", str(checkpoints), "--name", name,
+            "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--load_size", "36", "--crop_size", "32",
+            "--n_epochs", "1", "--n_epochs_decay", "1", "--print_freq", "1", "--display_freq", "4",
+            "--num_threads", "0", "--device", "cpu", "--save_epoch_freq", "1", "--seed", "7"]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_nets(dir_a, dir_b, names):
+    for name in names:
+        a, b = load(os.path.join(dir_a, f"latest_net_{name}.pth")), load(os.path.join(dir_b, f"latest_net_{name}.pth"))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{name}.{k}")
+
+
+@pytest.mark.parametrize("arch,nets", [("cyclegan", ["G_A", "G_B", "D_A", "D_B"]), ("pix2pix", ["G", "D"])])
+def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_root, aligned_root, tmp_path):
+    root = unaligned_root if arch == "cyclegan" else aligned_root
+    extra = ["--pool_size", "3"] if arch == "cyclegan" else ["--norm", "batch"]
+    full = train_cli.main(tiny_args(root, tmp_path, "full", arch) + extra)
+    per_epoch = 6 if arch == "cyclegan" else 5
+    assert full["iteration"] == 2 * per_epoch and full["stopped"] is None
+
+    part = train_cli.main(tiny_args(root, tmp_path, "part", arch) + extra + ["--max_iters", str(per_epoch + 2)])
+    assert part["stopped"] and part["iteration"] == per_epoch + 2
+    resumed = train_cli.main(tiny_args(root, tmp_path, "part", arch) + extra + ["--continue_train"])
+    assert resumed["iteration"] == 2 * per_epoch and resumed["images"] == per_epoch - 2
+
+    log_full = read_loss_log(str(tmp_path / "full" / "loss_log.jsonl"))
+    log_part = read_loss_log(str(tmp_path / "part" / "loss_log.jsonl"))
+    assert [r["total_iters"] for r in log_part] == [r["total_iters"] for r in log_full] == list(range(1, 2 * per_epoch + 1))
+    loss_names = set(log_full[0]) - {"epoch", "epoch_iter", "total_iters", "lr", "images_per_second"}
+    assert len(loss_names) == (8 if arch == "cyclegan" else 4)
+    for a, b in zip(log_full, log_part):
+        for name in loss_names | {"epoch", "lr"}:
+            assert a[name] == b[name], (a["total_iters"], name)
+    assert_same_nets(str(tmp_path / "full"), str(tmp_path / "part"), nets)
+
+    # the reference's file names, plus fastgan's logs
+    out = tmp_path / "full"
+    for name in nets:
+        for label in ("latest", "1", "2"):
+            assert (out / f"{label}_net_{name}.pth").exists()
+    assert (out / "training_state.pt").exists()
+    with Image.open(out / "loss_curve.png") as curve:
+        assert curve.size == (960, 540)
+    samples = sorted(os.listdir(out / "samples"))
+    assert len(samples) == (2 * per_epoch) // 4
+
+
+def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--device", "cpu", "--eval"])
+    html = open(index).read()
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
+    assert html.count("<tr>") == 3 and "img000_fake.png" in html
+
+    # the written fake is G_A of the written input (to uint8 rounding)
+    from fastgan.models import define_G, load_reference_checkpoint
+
+    G = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
+    load_reference_checkpoint(G, str(tmp_path / "run" / "latest_net_G_A.pth"))
+    G.eval()
+    real = np.asarray(Image.open(os.path.join(images, "img000_real.png")), dtype=np.float32) / 127.5 - 1
+    with torch.no_grad():
+        fake = G(torch.from_numpy(real).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    written = np.asarray(Image.open(os.path.join(images, "img000_fake.png")), dtype=np.float32) / 127.5 - 1
+    assert np.abs(written - fake).max() < 2.5 / 127.5
+
+
+def test_inference_cli_reports_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "nothing", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path)])
+    assert e.value.code == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def run_module(args, **kwargs):
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, **kwargs)
+
+
+def test_bad_dataroot_is_one_clear_line(tmp_path):
+    result = run_module(["fastgan.train", "--dataroot", str(tmp_path / "missing"), "--checkpoints_dir",
+                         str(tmp_path), "--device", "cpu"], timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path / "missing") in result.stderr
+
+
+def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
+    args = tiny_args(unaligned_root, tmp_path, "killed") + ["--n_epochs", "1000"]
+    process = subprocess.Popen([sys.executable, "-m", "fastgan.train", *args], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "killed" / "loss_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and len(read_loss_log(str(log))) >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopped by signal" in out and "--continue_train" in out
+    state = torch.load(tmp_path / "killed" / "training_state.pt", map_location="cpu", weights_only=False)
+    done = state["progress"]["iteration"]
+    assert done >= 3
+    resumed = train_cli.main(args + ["--continue_train", "--max_iters", str(done + 2)])
+    assert resumed["iteration"] == done + 2 and resumed["images"] == 2
+
+
+def test_saved_options_are_the_reference_names(unaligned_root, tmp_path):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "opts") + ["--max_iters", "1", "--lambda_identity", "0.25"])
+    saved = json.load(open(tmp_path / "opts" / "train_opt.json"))
+    assert saved["lambda_identity"] == 0.25 and saved["netG"] == "resnet_6blocks" and saved["no_dropout"] is True

@@ -1,0 +1,93 @@
+"""train_step against the plain restatement of REFERENCE.md's iterations."""
+
+import copy
+
+import pytest
+import torch
+
+import fastgan
+from tests.engine.reference_iteration import ReferenceCycleGAN, ReferencePix2Pix
+
+GAN_MODES = ["lsgan", "vanilla", "wgangp", "hinge"]
+
+
+def assert_same_weights(nets, ref_nets, rtol=1e-5, atol=1e-6):
+    for name, net in nets.items():
+        ref = ref_nets[name].state_dict()
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(value, ref[key], rtol=rtol, atol=atol, msg=f"{name}.{key} differs")
+
+
+def assert_same_losses(losses, ref_losses):
+    assert set(losses) == set(ref_losses)
+    for k, v in ref_losses.items():
+        assert isinstance(losses[k], float)
+        assert losses[k] == pytest.approx(float(v.detach()), rel=1e-5, abs=1e-6), k
+
+
+def batches(n, shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(shape, generator=g) * 2 - 1, torch.rand(shape, generator=g) * 2 - 1) for _ in range(n)]
+
+
+@pytest.mark.parametrize("gan_mode", GAN_MODES)
+@pytest.mark.parametrize("lambda_identity", [0.5, 0.0])
+def test_cyclegan_train_step_matches_reference(gan_mode, lambda_identity):
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", pool_size=0, device="cpu",
+                                gan_mode=gan_mode, lambda_identity=lambda_identity, lambda_A=7.0, lambda_B=3.0,
+                                lr=0.01, seed=3)
+    assert set(model.nets) == {"G_A", "G_B", "D_A", "D_B"}
+    ref_nets = {k: copy.deepcopy(v) for k, v in model.nets.items()}
+    ref = ReferenceCycleGAN(ref_nets["G_A"], ref_nets["G_B"], ref_nets["D_A"], ref_nets["D_B"], lr=0.01,
+                            beta1=0.5, mode=gan_mode, lA=7.0, lB=3.0, lidt=lambda_identity)
+    for i, (A, B) in enumerate(batches(3, (2, 3, 32, 32), seed=11)):
+        torch.manual_seed(100 + i)  # the gradient penalty draws its interpolation weights
+        losses = model.train_step({"A": A, "B": B})
+        torch.manual_seed(100 + i)
+        assert_same_losses(losses, ref.iterate(A, B))
+    assert_same_weights(model.nets, ref_nets)
+    # the test must be able to fail: weights really moved
+    moved = model.nets["G_A"].state_dict()["model.1.weight"]
+    assert not torch.equal(moved, fastgan.build_model(
+        "cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=3).nets["G_A"].state_dict()["model.1.weight"])
+
+
+@pytest.mark.parametrize("gan_mode", GAN_MODES)
+def test_pix2pix_train_step_matches_reference(gan_mode):
+    model = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu", gan_mode=gan_mode,
+                                lambda_L1=50.0, lr=0.01, seed=5, no_dropout=True)
+    assert set(model.nets) == {"G", "D"}
+    ref_nets = {k: copy.deepcopy(v) for k, v in model.nets.items()}
+    ref = ReferencePix2Pix(ref_nets["G"], ref_nets["D"], lr=0.01, beta1=0.5, mode=gan_mode, l1=50.0)
+    for i, (A, B) in enumerate(batches(3, (2, 3, 128, 128), seed=12)):
+        torch.manual_seed(200 + i)
+        losses = model.train_step({"A": A, "B": B})
+        torch.manual_seed(200 + i)
+        assert_same_losses(losses, ref.iterate(A, B))
+    # batch-norm running statistics included: D saw fake, real, fake in that order
+    assert_same_weights(model.nets, ref_nets)
+
+
+def test_pix2pix_dropout_follows_the_torch_rng():
+    """With dropout (pix2pix default) the same RNG stream gives the same iteration."""
+    model = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu", seed=5)
+    ref_nets = {k: copy.deepcopy(v) for k, v in model.nets.items()}
+    ref = ReferencePix2Pix(ref_nets["G"], ref_nets["D"], lr=0.0002, beta1=0.5, mode="vanilla", l1=100.0)
+    (A, B), = batches(1, (1, 3, 128, 128), seed=13)
+    torch.manual_seed(7)
+    losses = model.train_step({"A": A, "B": B})
+    torch.manual_seed(7)
+    assert_same_losses(losses, ref.iterate(A, B))
+    assert_same_weights(model.nets, ref_nets)
+
+
+def test_build_model_rejects_unknown_options():
+    with pytest.raises(TypeError, match="ngff"):
+        fastgan.build_model("cyclegan", ngff=3)
+    with pytest.raises(ValueError, match="arch"):
+        fastgan.build_model("stargan")
+
+
+def test_identity_loss_needs_matching_channels():
+    with pytest.raises(ValueError, match="lambda_identity"):
+        fastgan.build_model("cyclegan", ngf=4, ndf=4, input_nc=1, output_nc=3, device="cpu")
