@@ -31,3 +31,8 @@ test: build cmake-test
 
 clean:
 	rm -rf build fastgan/*.so
+
+# Kernel benchmarks: every op, back end and mode against eager and torch.compile.
+bench-kernels: build
+	$(PY) -m pytest benchmarks/kernels -q -p no:cacheprovider --benchmark-json=build/kernels_run.json
+	$(PY) -m benchmarks.kernels.report build/kernels_run.json

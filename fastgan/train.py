@@ -57,7 +57,6 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
 
     G = generator_for_scoring(trainer.model)
     score = demo_score(opt.arch, G, opt.dataroot, trainer.model.device)
-    G.train()
     verdict = "beats" if score["model"] < score["identity"] else "does NOT beat"
     print(f"demo ground truth, held-out crops: G error {score['model']:.4f} vs identity baseline "
           f"{score['identity']:.4f} (mean absolute error, [0,1] pixels): the model {verdict} the baseline")

@@ -57,7 +57,7 @@ class StopRequest:
 
 
 class Trainer:
-    def __init__(self, opt: Options, loader, log=print):
+    def __init__(self, opt: Options, loader, log=tqdm.write):  # prints above the progress bar
         self.opt = opt
         self.loader = loader
         self.log = log

@@ -162,3 +162,19 @@ def test_saved_options_are_the_reference_names(unaligned_root, tmp_path):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "opts") + ["--max_iters", "1", "--lambda_identity", "0.25"])
     saved = json.load(open(tmp_path / "opts" / "train_opt.json"))
     assert saved["lambda_identity"] == 0.25 and saved["netG"] == "resnet_6blocks" and saved["no_dropout"] is True
+
+
+@pytest.mark.parametrize("arch", ["cyclegan", "pix2pix"])
+def test_demo_run_without_dataroot_reports_its_ground_truth_score(arch, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASTGAN_DEMO_DIR", str(tmp_path / "demo"))
+    summary = train_cli.main(["--arch", arch, "--checkpoints_dir", str(tmp_path), "--max_iters", "2",
+                              "--device", "cpu"])
+    score = summary["demo_score"]
+    assert 0 < score["identity"] < 1 and 0 < score["model"] < 1
+    assert json.load(open(tmp_path / f"demo_{arch}" / "demo_score.json")) == score
+    out = capsys.readouterr().out
+    assert "training on the embedded" in out and "identity baseline" in out
+    # the demo's test split translates with the run's checkpoint
+    index = test_cli.main(["--name", f"demo_{arch}", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--device", "cpu", "--num_test", "3"])
+    assert open(index).read().count("<tr>") == 3

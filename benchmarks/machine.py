@@ -1,0 +1,33 @@
+"""The machine a benchmark ran on, in words: GPU name, else CPU model and cores."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def describe_machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def machine_slug() -> str:
+    """A file-name-safe short name: the GPU's or 'cpu'."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name().lower()
+        return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+    return "cpu"
