@@ -68,11 +68,13 @@ def extension():
         # -g0 overrides the -g of Python's default flags (faster builds, smaller .so).
         # -ffp-contract=off: no fused multiply-adds, the same bits from any compiler.
         opt = ["-O3", "-DNDEBUG", "-g0", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
-    cxx = opt + ["-DFASTGAN_PYTHON_MODULE", "-Wall", "-Wno-unknown-pragmas"]
+    # -fopenmp: at::parallel_for is an inline OpenMP loop in torch's headers; without it
+    # every CPU kernel runs on one thread.
+    cxx = opt + ["-fopenmp", "-DFASTGAN_PYTHON_MODULE", "-Wall", "-Wno-unknown-pragmas"]
     nvcc = ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-lineinfo"]
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     # `import fastgan._C` works even before `import torch` (libc10 etc. found via rpath).
-    link = [f"-Wl,-rpath,{torch_lib}"]
+    link = [f"-Wl,-rpath,{torch_lib}", "-fopenmp"]
 
     kind = CUDAExtension if with_cuda else CppExtension
     kwargs = dict(extra_compile_args={"cxx": cxx, "nvcc": nvcc} if with_cuda else {"cxx": cxx},
