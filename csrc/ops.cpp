@@ -14,6 +14,34 @@ TORCH_LIBRARY(fastgan, m) {
   // grad_target = -grad_input; both in the input's dtype and memory layout.
   m.def("l1_loss_backward(Tensor grad, Tensor input, Tensor target, float weight) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
+  // Instance norm + affine + activation [+ residual] of a 4-D NCHW tensor (any layout;
+  // the output has input's layout when it is contiguous or channels_last): per (n, c)
+  // plane over H*W, biased variance; out = [residual +] act((x - mean) * rstd * w + b),
+  // activation "relu" | "leaky_relu" | "none". Returns (out, mean, rstd); mean and rstd
+  // have shape (N, C), float32 (float64 for float64 input): what the backward saves.
+  m.def("instance_norm_act(Tensor input, Tensor? weight, Tensor? bias, Tensor? residual, float eps, "
+        "str activation, float negative_slope) -> (Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // (grad_input in input's layout, grad_weight, grad_bias of shape (C,) in weight's
+  // dtype, input's without weight). Recomputes the normalized value and the activation's
+  // mask from input, mean and rstd. Deterministic: fixed-order reductions.
+  m.def("instance_norm_act_backward(Tensor grad, Tensor input, Tensor? weight, Tensor? bias, Tensor mean, "
+        "Tensor rstd, str activation, float negative_slope) -> (Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // Every L1 term of a CycleGAN iteration in one pass: losses = (lambda_A*mean|rec_A-real_A|,
+  // lambda_B*mean|rec_B-real_B|, lambda_B*lambda_identity*mean|idt_A-real_B|,
+  // lambda_A*lambda_identity*mean|idt_B-real_A|), 4 values in real_A's dtype (the last two 0
+  // without idt tensors); with compute_signs, signs = one uint8 per element index holding the
+  // four 2-bit codes of sign(x - t) (csrc/cycle_losses.h), else empty. Deterministic.
+  m.def("cycle_losses(Tensor real_A, Tensor rec_A, Tensor real_B, Tensor rec_B, Tensor? idt_A, Tensor? idt_B, "
+        "float lambda_A, float lambda_B, float lambda_identity, bool compute_signs) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // Gradients (real_A, rec_A, real_B, rec_B, idt_A, idt_B) from grad (4 values) and the signs;
+  // the image tensors give shapes and layouts only (not read). Not in output_mask: empty.
+  m.def("cycle_losses_backward(Tensor grad, Tensor signs, Tensor real_A, Tensor rec_A, Tensor real_B, "
+        "Tensor rec_B, Tensor? idt_A, Tensor? idt_B, float lambda_A, float lambda_B, float lambda_identity, "
+        "bool[6] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
 }
 
 #ifdef FASTGAN_PYTHON_MODULE

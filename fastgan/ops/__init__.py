@@ -1,6 +1,8 @@
 """Fused ops with interchangeable back ends (see fastgan/ops/registry.py).
 
     fastgan.ops.l1_loss(input, target, weight=1.0)      weight * mean(|input - target|)
+    fastgan.ops.cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B,
+                             lambda_identity)    the CycleGAN L1 terms in one pass (CycleLosses)
 
     fastgan.ops.use_backend(name)                        context manager: "auto", "torch", "cpu", "cuda"
     fastgan.ops.set_default_backend(name | None)         outside use_backend (None: FASTGAN_BACKEND / auto)
@@ -14,7 +16,10 @@ else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_
 
 from fastgan.ops import _native, reference, registry
 from fastgan.ops import triton as _triton_backend  # noqa: F401  (registers the triton back end)
+from fastgan.ops._cycle_losses import CycleLosses, cycle_losses
 from fastgan.ops._l1_loss import l1_loss
+from fastgan.ops._instance_norm_act import instance_norm_act
+from fastgan.ops._reflect_conv2d import reflect_conv2d
 from fastgan.ops.registry import (
     BackendFallbackWarning,
     BackendUnavailableError,
@@ -30,12 +35,16 @@ native_loaded = _native.LOADED
 __all__ = [
     "BackendFallbackWarning",
     "BackendUnavailableError",
+    "CycleLosses",
     "available_backends",
     "backend_for",
+    "cycle_losses",
     "get_default_backend",
+    "instance_norm_act",
     "l1_loss",
     "native_loaded",
     "reference",
+    "reflect_conv2d",
     "registry",
     "set_default_backend",
     "use_backend",

@@ -107,3 +107,9 @@ if _native.LOADED:
 
     torch.library.register_autograd("fastgan::l1_loss_backward", _backward_backward,
                                     setup_context=_setup_context_backward)
+
+# The triton back end's kernels register themselves (L1_LOSS.impl("triton", ...)).
+from fastgan.ops import triton as _triton  # noqa: E402
+
+if _triton.IMPORT_ERROR is None:
+    from fastgan.ops.triton import l1_loss as _triton_l1_loss  # noqa: E402, F401

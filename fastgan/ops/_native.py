@@ -34,7 +34,12 @@ def load_problem() -> str | None:
 
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether fastgan::<op> has a kernel for dispatch_key ("CPU", "CUDA") in fastgan._C."""
-    return LOADED and torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgan::{op}", dispatch_key)
+    if not LOADED:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgan::{op}", dispatch_key)
+    except RuntimeError:  # no such op: fastgan._C was built before it existed
+        return False
 
 
 def kernel_check(op: str, dispatch_key: str):

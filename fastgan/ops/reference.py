@@ -17,3 +17,75 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
     d/dtarget = the negative.
     """
     return weight * (input - target).abs().mean()
+
+
+def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   stride: int = 1, padding: int = 1) -> torch.Tensor:
+    """conv2d of x reflection padded by `padding` on each side (the reference's
+    `nn.ReflectionPad2d(p)` then `nn.Conv2d(..., padding=0)`): groups 1, dilation 1.
+
+    x (N, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out,) or None; padding < H, W.
+    """
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect") if padding else x
+    return torch.nn.functional.conv2d(padded, weight, bias, stride)
+
+
+def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor, rec_B: torch.Tensor,
+                 idt_A: torch.Tensor | None = None, idt_B: torch.Tensor | None = None,
+                 lambda_A: float = 10.0, lambda_B: float = 10.0, lambda_identity: float = 0.5) -> torch.Tensor:
+    """The L1 terms of a CycleGAN iteration (REFERENCE.md, "CycleGAN iteration") as one
+    tensor of 4 values, in this order:
+
+        cycle_A = lambda_A * mean|rec_A - real_A|
+        cycle_B = lambda_B * mean|rec_B - real_B|
+        idt_A   = lambda_B * lambda_identity * mean|idt_A - real_B|   (idt_A = G_A(real_B))
+        idt_B   = lambda_A * lambda_identity * mean|idt_B - real_A|   (idt_B = G_B(real_A))
+
+    the last two 0 when idt_A and idt_B are None.
+    """
+    cycle_A = l1_loss(rec_A, real_A, lambda_A)
+    cycle_B = l1_loss(rec_B, real_B, lambda_B)
+    if idt_A is None or idt_B is None:
+        loss_idt_A = loss_idt_B = cycle_A.new_zeros(())
+    else:
+        loss_idt_A = l1_loss(idt_A, real_B, lambda_B * lambda_identity)
+        loss_idt_B = l1_loss(idt_B, real_A, lambda_A * lambda_identity)
+    return torch.stack([cycle_A, cycle_B, loss_idt_A, loss_idt_B])
+
+
+INSTANCE_NORM_ACTIVATIONS = ("relu", "leaky_relu", "none")
+
+
+def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                      eps: float = 1e-5, activation: str = "relu", negative_slope: float = 0.2,
+                      residual: torch.Tensor | None = None) -> torch.Tensor:
+    """[residual +] act(instance_norm(x) * weight + bias) of a 4-D (N, C, H, W) tensor.
+
+    Each (n, c) plane is normalized over H x W with its mean and biased variance (as
+    nn.InstanceNorm2d without running stats), then scaled by weight[c] and shifted by
+    bias[c] when given, then passed through `activation` ("relu", "leaky_relu" with
+    `negative_slope`, or "none"); with `residual` (x's shape) the result is residual +
+    that (the activation comes before the add). bf16/fp16 inputs are normalized in
+    float32 and rounded once before the residual add.
+    """
+    if activation not in INSTANCE_NORM_ACTIVATIONS:
+        raise ValueError(f"instance_norm_act: activation must be one of {INSTANCE_NORM_ACTIVATIONS}, "
+                         f"got {activation!r}")
+    if x.dim() != 4:
+        raise ValueError(f"instance_norm_act: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    mean = xf.mean(dim=(2, 3), keepdim=True)
+    var = (xf - mean).square().mean(dim=(2, 3), keepdim=True)
+    y = (xf - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight.to(y.dtype).view(1, -1, 1, 1)
+    if bias is not None:
+        y = y + bias.to(y.dtype).view(1, -1, 1, 1)
+    if activation == "relu":
+        y = torch.relu(y)
+    elif activation == "leaky_relu":
+        y = torch.nn.functional.leaky_relu(y, negative_slope)
+    y = y.to(x.dtype)
+    if residual is not None:
+        y = residual + y
+    return y

@@ -37,7 +37,7 @@ def triton_problem() -> str | None:
 
 registry.register_backend(
     "triton",
-    devices=("cuda", "cpu") if INTERPRET else ("cuda",),
+    devices=(("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)) if INTERPRET else ("cuda",),
     check=triton_problem,
     doc="Triton kernels (fastgan/ops/triton); on CPU tensors through TRITON_INTERPRET=1",
 )

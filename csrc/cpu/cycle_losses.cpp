@@ -1,0 +1,383 @@
+// fastgan::cycle_losses and fastgan::cycle_losses_backward on the CPU.
+//
+// Every L1 term of a CycleGAN iteration in one pass (see csrc/cycle_losses.h for the
+// sides, the term order and the sign codes):
+//   losses = (lambda_A * mean|rec_A - real_A|, lambda_B * mean|rec_B - real_B|,
+//             lambda_B * lambda_idt * mean|idt_A - real_B|, lambda_A * lambda_idt * mean|idt_B - real_A|)
+//
+// Forward: one pass over the six images, at::parallel_for over fixed chunks of kChunk
+// element indices; each chunk sums its four terms in a fixed order (float lanes over
+// blocks of kBlock elements, the block sums added in double; float64 inputs all in
+// double) and the chunk partials are added in chunk order, so the result is the same
+// bits with any number of threads. In the same pass, when asked (compute_signs), it
+// writes one byte per element index: the four 2-bit codes of sign(x - t).
+// Backward: reads the code bytes and writes each requested gradient as
+// sign * scale_j, scale_j = (grad[j] * weight_j) / numel rounded once to the dtype (so
+// these are the dtype's rounding of the float64 reference, exactly); gradients of the
+// real images (rarely asked for) are -(sum of their two terms), rounded once.
+//
+// Why codes rather than recomputing in backward (n = elements per image, s = bytes per
+// element, identity terms on, real images without grad):
+//   recompute: forward reads 6 images (6ns), backward reads them again and writes
+//              4 gradients (10ns): 16ns in all (64n bytes in float32, 32n in bf16);
+//   codes:     forward reads 6ns and writes n code bytes, backward reads n and writes
+//              4ns: 10ns + 2n in all (42n bytes in float32, 22n in bf16).
+// Memory traffic floor of this kernel pair: forward 6ns + n, backward n + 4ns (without
+// identity terms: 4ns + n and n + 2ns). Measured on the shared build VM (Xeon, one
+// thread, 4x3x256x256, busy machine: indicative, not a benchmark): float32 forward
+// 10.4 GB/s of that floor, backward 13.2 GB/s; bf16 forward 4.8 GB/s (the generic
+// 16-bit -> float conversion), backward 13.1 GB/s; a plain tensor clone moves 27.5 GB/s
+// there, so the float32 pair runs at ~40-50% of the copy bandwidth. At 1x3x256x256
+// float32 forward + backward through autograd is ~2.4x four eager F.l1_loss terms.
+//
+// ISA: baseline x86-64 like csrc/cpu/l1_loss.cpp (at::vec's generic vectors, which the
+// compiler turns into SSE2); no runtime AVX2/AVX-512 dispatch.
+#include "../cycle_losses.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace fastgan::cpu {
+namespace {
+
+using at::vec::Vectorized;
+using namespace fastgan::cycle;
+
+// Element indices per partial sum; fixed, so the reduction order does not depend on
+// the number of threads.
+constexpr int64_t kChunk = 16384;
+constexpr int64_t kGrainChunks = 2;  // chunks per parallel task at least (aten's GRAIN_SIZE)
+// Float lane sums restart every kBlock elements (each lane adds kBlock / 8 = 64 values
+// at most before the block sum goes to double): the float rounding stays ~1e-7 relative.
+constexpr int64_t kBlock = 512;
+
+template <typename T>
+inline double lanes_sum(const Vectorized<T>& v) {
+  __at_align__ T buf[Vectorized<T>::size()];
+  v.store(buf);
+  double s = 0.0;
+  for (int64_t k = 0; k < Vectorized<T>::size(); ++k) {
+    s += static_cast<double>(buf[k]);
+  }
+  return s;
+}
+
+// The code bytes of one block of element indices where both sides have elements.
+// Plain loop over compares and shifts, which the compiler vectorizes (the block is in
+// L1 already: the sums read it just before).
+template <typename C, bool kIdt>
+inline void block_codes(const C* xa, const C* ra, const C* ib, const C* xb, const C* rb, const C* ia, int64_t L,
+                        uint8_t* codes) {
+  for (int64_t i = 0; i < L; ++i) {
+    int c = static_cast<int>(xa[i] > ra[i]) | (static_cast<int>(xa[i] < ra[i]) << 1) |
+            (static_cast<int>(xb[i] > rb[i]) << 2) | (static_cast<int>(xb[i] < rb[i]) << 3);
+    if constexpr (kIdt) {
+      c |= (static_cast<int>(ia[i] > rb[i]) << 4) | (static_cast<int>(ia[i] < rb[i]) << 5) |
+           (static_cast<int>(ib[i] > ra[i]) << 6) | (static_cast<int>(ib[i] < ra[i]) << 7);
+    }
+    codes[i] = static_cast<uint8_t>(c);
+  }
+}
+
+// One block of element indices where both sides have elements, in compute type C
+// (float, or double for float64 inputs). Side A: xa = rec_A, ra = real_A, ib = idt_B;
+// side B: xb = rec_B, rb = real_B, ia = idt_A. Adds the four block sums to sums[] and,
+// with kCodes, writes the code bytes.
+template <typename C, bool kIdt, bool kCodes>
+inline void block_both(const C* xa, const C* ra, const C* ib, const C* xb, const C* rb, const C* ia, int64_t L,
+                       double* sums, uint8_t* codes) {
+  using V = Vectorized<C>;
+  constexpr int64_t W = V::size();
+  V s0(C(0)), s1(C(0)), s2(C(0)), s3(C(0));
+  int64_t i = 0;
+  for (; i + W <= L; i += W) {
+    const V vra = V::loadu(ra + i), vrb = V::loadu(rb + i);
+    s0 += (V::loadu(xa + i) - vra).abs();
+    s1 += (V::loadu(xb + i) - vrb).abs();
+    if constexpr (kIdt) {
+      s2 += (V::loadu(ia + i) - vrb).abs();
+      s3 += (V::loadu(ib + i) - vra).abs();
+    }
+  }
+  sums[kCycleA] += lanes_sum(s0);
+  sums[kCycleB] += lanes_sum(s1);
+  if constexpr (kIdt) {
+    sums[kIdtA] += lanes_sum(s2);
+    sums[kIdtB] += lanes_sum(s3);
+  }
+  for (; i < L; ++i) {
+    sums[kCycleA] += std::abs(static_cast<double>(xa[i] - ra[i]));
+    sums[kCycleB] += std::abs(static_cast<double>(xb[i] - rb[i]));
+    if constexpr (kIdt) {
+      sums[kIdtA] += std::abs(static_cast<double>(ia[i] - rb[i]));
+      sums[kIdtB] += std::abs(static_cast<double>(ib[i] - ra[i]));
+    }
+  }
+  if constexpr (kCodes) {
+    block_codes<C, kIdt>(xa, ra, ib, xb, rb, ia, L, codes);
+  }
+}
+
+// Element indices [lo, hi) where only one side has elements (numel_A != numel_B, so
+// no identity terms): plain double, codes of the other side 0.
+template <typename scalar_t>
+inline void range_one_side(const scalar_t* x, const scalar_t* r, int64_t lo, int64_t hi, double& sum,
+                           uint8_t* codes, int shift) {
+  for (int64_t k = lo; k < hi; ++k) {
+    const double xv = static_cast<double>(x[k]);
+    const double rv = static_cast<double>(r[k]);
+    sum += std::abs(xv - rv);
+    if (codes != nullptr) {
+      codes[k] = static_cast<uint8_t>(code_of(xv > rv, xv < rv) << shift);
+    }
+  }
+}
+
+template <typename scalar_t>
+struct Inputs {
+  const scalar_t* xa;  // rec_A
+  const scalar_t* ra;  // real_A
+  const scalar_t* ib;  // idt_B (null without identity terms)
+  const scalar_t* xb;  // rec_B
+  const scalar_t* rb;  // real_B
+  const scalar_t* ia;  // idt_A (null without identity terms)
+};
+
+// The sums of one chunk [lo, hi) of element indices, both sides (< both) in blocks.
+template <typename scalar_t, bool kIdt, bool kCodes>
+void chunk_both(const Inputs<scalar_t>& in, int64_t lo, int64_t hi, double* sums, uint8_t* codes) {
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    for (int64_t b = lo; b < hi; b += kBlock) {
+      const int64_t L = std::min(kBlock, hi - b);
+      block_both<scalar_t, kIdt, kCodes>(in.xa + b, in.ra + b, kIdt ? in.ib + b : nullptr, in.xb + b, in.rb + b,
+                                         kIdt ? in.ia + b : nullptr, L, sums, codes + (kCodes ? b : 0));
+    }
+  } else {  // bf16 / fp16: widen each block to float buffers (L1-resident), then as float
+    __at_align__ float buf[6][kBlock];
+    for (int64_t b = lo; b < hi; b += kBlock) {
+      const int64_t L = std::min(kBlock, hi - b);
+      at::vec::convert(in.xa + b, buf[0], L);
+      at::vec::convert(in.ra + b, buf[1], L);
+      at::vec::convert(in.xb + b, buf[3], L);
+      at::vec::convert(in.rb + b, buf[4], L);
+      if constexpr (kIdt) {
+        at::vec::convert(in.ib + b, buf[2], L);
+        at::vec::convert(in.ia + b, buf[5], L);
+      }
+      block_both<float, kIdt, kCodes>(buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], L, sums,
+                                      codes + (kCodes ? b : 0));
+    }
+  }
+}
+
+template <typename scalar_t, bool kIdt, bool kCodes>
+void forward_impl(const Inputs<scalar_t>& in, int64_t n_A, int64_t n_B, uint8_t* codes, double* total) {
+  const int64_t n_both = std::min(n_A, n_B);
+  const int64_t n_max = std::max(n_A, n_B);
+  const int64_t n_chunks = (n_max + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(n_chunks) * kTerms, 0.0);
+  at::parallel_for(0, n_chunks, kGrainChunks, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double* s = partial.data() + c * kTerms;
+      const int64_t lo = c * kChunk;
+      const int64_t hi = std::min(n_max, lo + kChunk);
+      const int64_t both_hi = std::min(hi, n_both);
+      if (lo < both_hi) {
+        chunk_both<scalar_t, kIdt, kCodes>(in, lo, both_hi, s, codes);
+      }
+      const int64_t one_lo = std::max(lo, n_both);
+      if (one_lo < hi) {  // only the larger side has elements here (no identity terms)
+        uint8_t* cp = kCodes ? codes : nullptr;
+        if (n_A > n_B) {
+          range_one_side(in.xa, in.ra, one_lo, hi, s[kCycleA], cp, 2 * kCycleA);
+        } else {
+          range_one_side(in.xb, in.rb, one_lo, hi, s[kCycleB], cp, 2 * kCycleB);
+        }
+      }
+    }
+  });
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    for (int j = 0; j < kTerms; ++j) {
+      total[j] += partial[c * kTerms + j];
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> cycle_losses_cpu(const at::Tensor& real_A, const at::Tensor& rec_A,
+                                                    const at::Tensor& real_B, const at::Tensor& rec_B,
+                                                    const std::optional<at::Tensor>& idt_A,
+                                                    const std::optional<at::Tensor>& idt_B, double lambda_A,
+                                                    double lambda_B, double lambda_identity, bool compute_signs) {
+  check_inputs("fastgan::cycle_losses", real_A, rec_A, real_B, rec_B, idt_A, idt_B);
+  const bool has_idt = idt_A.has_value() && idt_A->defined();
+  const Side a = dense_side(rec_A, real_A, idt_B);
+  const Side b = dense_side(rec_B, real_B, idt_A);
+  const int64_t n_A = a.numel, n_B = b.numel;
+  const int64_t n_max = std::max(n_A, n_B);
+  auto losses = at::empty({kTerms}, real_A.options());
+  auto signs = at::empty({compute_signs ? n_max : 0}, real_A.options().dtype(at::kByte));
+  uint8_t* codes = compute_signs ? signs.mutable_data_ptr<uint8_t>() : nullptr;
+  const auto w = term_weights(lambda_A, lambda_B, lambda_identity, has_idt);
+  const std::array<int64_t, kTerms> n = {n_A, n_B, n_B, n_A};
+  double total[kTerms] = {0.0, 0.0, 0.0, 0.0};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real_A.scalar_type(), "fastgan_cycle_losses_cpu", [&] {
+    const Inputs<scalar_t> in = {a.rec.const_data_ptr<scalar_t>(),
+                                 a.real.const_data_ptr<scalar_t>(),
+                                 has_idt ? a.idt.const_data_ptr<scalar_t>() : nullptr,
+                                 b.rec.const_data_ptr<scalar_t>(),
+                                 b.real.const_data_ptr<scalar_t>(),
+                                 has_idt ? b.idt.const_data_ptr<scalar_t>() : nullptr};
+    if (n_max > 0) {
+      if (has_idt) {
+        compute_signs ? forward_impl<scalar_t, true, true>(in, n_A, n_B, codes, total)
+                      : forward_impl<scalar_t, true, false>(in, n_A, n_B, codes, total);
+      } else {
+        compute_signs ? forward_impl<scalar_t, false, true>(in, n_A, n_B, codes, total)
+                      : forward_impl<scalar_t, false, false>(in, n_A, n_B, codes, total);
+      }
+    }
+    scalar_t* out = losses.mutable_data_ptr<scalar_t>();
+    for (int j = 0; j < kTerms; ++j) {
+      const bool present = j < 2 || has_idt;
+      // mean of nothing is NaN, as aten's
+      out[j] = static_cast<scalar_t>(present ? w[j] * (total[j] / static_cast<double>(n[j])) : 0.0);
+    }
+  });
+  return {losses, signs};
+}
+
+// ---------------------------------------------------------------------------- backward
+
+template <size_t N>
+struct BitsOf;
+template <>
+struct BitsOf<2> {
+  using type = uint16_t;
+};
+template <>
+struct BitsOf<4> {
+  using type = uint32_t;
+};
+template <>
+struct BitsOf<8> {
+  using type = uint64_t;
+};
+
+template <typename U, typename T>
+inline U bits(T v) {
+  static_assert(sizeof(U) == sizeof(T));
+  U u;
+  std::memcpy(&u, &v, sizeof(U));
+  return u;
+}
+
+// out[k] = sign * scale as bits: code 1 -> pos, 2 -> neg, 0 -> +0. Branch-free integer
+// code, which the compiler vectorizes.
+template <typename U>
+inline void write_term(const uint8_t* codes, int shift, U pos, U neg, U* out, int64_t lo, int64_t hi) {
+  for (int64_t k = lo; k < hi; ++k) {
+    const U c = static_cast<U>((codes[k] >> shift) & 3);
+    out[k] = static_cast<U>((static_cast<U>(0) - (c & 1)) & pos) | static_cast<U>((static_cast<U>(0) - (c >> 1)) & neg);
+  }
+}
+
+// out[k] = table[code of term `cyc` | code of term `idt` << 2] (real image gradients).
+template <typename U>
+inline void write_real(const uint8_t* codes, int shift_cyc, int shift_idt, const U* table, U* out, int64_t lo,
+                       int64_t hi) {
+  for (int64_t k = lo; k < hi; ++k) {
+    const int idx = ((codes[k] >> shift_cyc) & 3) | (((codes[k] >> shift_idt) & 3) << 2);
+    out[k] = table[idx];
+  }
+}
+
+inline double sign_of_code(int c) {
+  return c == 1 ? 1.0 : (c == 2 ? -1.0 : 0.0);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_losses_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& signs, const at::Tensor& real_A, const at::Tensor& rec_A,
+    const at::Tensor& real_B, const at::Tensor& rec_B, const std::optional<at::Tensor>& idt_A,
+    const std::optional<at::Tensor>& idt_B, double lambda_A, double lambda_B, double lambda_identity,
+    std::array<bool, 6> output_mask) {
+  const char* op = "fastgan::cycle_losses_backward";
+  check_inputs(op, real_A, rec_A, real_B, rec_B, idt_A, idt_B);
+  const bool has_idt = idt_A.has_value() && idt_A->defined();
+  const int64_t n_A = real_A.numel(), n_B = real_B.numel();
+  const int64_t n_max = std::max(n_A, n_B);
+  TORCH_CHECK(grad.numel() == kTerms, op, ": grad must hold the 4 loss gradients, got ", grad.sizes());
+  TORCH_CHECK(grad.device() == real_A.device() && signs.device() == real_A.device(), op,
+              ": grad and signs must be on real_A's device");
+  TORCH_CHECK(signs.scalar_type() == at::kByte && signs.dim() == 1 && signs.numel() == n_max, op,
+              ": signs must be the uint8 codes of the forward (", n_max, " of them), got ", signs.scalar_type(),
+              " ", signs.sizes());
+  auto out = backward_outputs(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
+  if (n_max == 0) {
+    return {out[0], out[1], out[2], out[3], out[4], out[5]};
+  }
+  const at::Tensor g64 = grad.to(at::kDouble).contiguous();
+  const double* g = g64.const_data_ptr<double>();
+  const auto w = term_weights(lambda_A, lambda_B, lambda_identity, has_idt);
+  const std::array<int64_t, kTerms> n = {n_A, n_B, n_B, n_A};
+  const at::Tensor codes_t = signs.contiguous();
+  const uint8_t* codes = codes_t.const_data_ptr<uint8_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real_A.scalar_type(), "fastgan_cycle_losses_backward_cpu",
+                                  [&] {
+    using U = typename BitsOf<sizeof(scalar_t)>::type;
+    using opmath_t = at::opmath_type<scalar_t>;
+    scalar_t scale[kTerms];
+    U pos[kTerms], neg[kTerms];
+    for (int j = 0; j < kTerms; ++j) {
+      scale[j] = static_cast<scalar_t>((g[j] * w[j]) / static_cast<double>(n[j]));
+      pos[j] = bits<U>(scale[j]);
+      neg[j] = bits<U>(static_cast<scalar_t>(-scale[j]));
+    }
+    // real_X gradient by (cycle code, idt code): -(s_cyc * scale_cyc + s_idt * scale_idt)
+    auto real_table = [&](int cyc, int idt, U* table) {
+      for (int idx = 0; idx < 16; ++idx) {
+        const opmath_t v = -(static_cast<opmath_t>(sign_of_code(idx & 3)) * static_cast<opmath_t>(scale[cyc]) +
+                             static_cast<opmath_t>(sign_of_code(idx >> 2)) * static_cast<opmath_t>(scale[idt]));
+        table[idx] = bits<U>(static_cast<scalar_t>(v));
+      }
+    };
+    U table_A[16], table_B[16];
+    real_table(kCycleA, kIdtB, table_A);
+    real_table(kCycleB, kIdtA, table_B);
+    auto ptr = [&](int i) { return out[i].numel() > 0 ? static_cast<U*>(out[i].data_ptr()) : nullptr; };
+    U* g_real_A = ptr(0);
+    U* g_rec_A = ptr(1);
+    U* g_real_B = ptr(2);
+    U* g_rec_B = ptr(3);
+    U* g_idt_A = ptr(4);
+    U* g_idt_B = ptr(5);
+    at::parallel_for(0, n_max, at::internal::GRAIN_SIZE, [&](int64_t lo, int64_t hi) {
+      const int64_t a_hi = std::min(hi, n_A), b_hi = std::min(hi, n_B);
+      if (g_rec_A) write_term(codes, 2 * kCycleA, pos[kCycleA], neg[kCycleA], g_rec_A, lo, a_hi);
+      if (g_idt_B) write_term(codes, 2 * kIdtB, pos[kIdtB], neg[kIdtB], g_idt_B, lo, a_hi);
+      if (g_real_A) write_real(codes, 2 * kCycleA, 2 * kIdtB, table_A, g_real_A, lo, a_hi);
+      if (g_rec_B) write_term(codes, 2 * kCycleB, pos[kCycleB], neg[kCycleB], g_rec_B, lo, b_hi);
+      if (g_idt_A) write_term(codes, 2 * kIdtA, pos[kIdtA], neg[kIdtA], g_idt_A, lo, b_hi);
+      if (g_real_B) write_real(codes, 2 * kCycleB, 2 * kIdtA, table_B, g_real_B, lo, b_hi);
+    });
+  });
+  return {out[0], out[1], out[2], out[3], out[4], out[5]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("cycle_losses", &cycle_losses_cpu);
+  m.impl("cycle_losses_backward", &cycle_losses_backward_cpu);
+}
+
+}  // namespace fastgan::cpu

@@ -1,0 +1,818 @@
+// fastgan::instance_norm_act and fastgan::instance_norm_act_backward on CUDA devices.
+//
+// Same math as csrc/cpu/instance_norm_act.cpp (see there): per (n, c) plane of
+// HW = H * W elements, y = act((x - mean) * rstd * w + b) [+ residual]; the backward
+// recomputes z and gz = grad * act'(z) from x, the saved mean and rstd ((N, C), float32;
+// float64 for float64 inputs), w and b, and writes
+//   dx = gz * (rstd * w) - (x - mean) * (w * rstd^3 * B / HW) - rstd * w * A / HW
+// with A = sum(gz), B = sum(gz * (x - mean)), and dweight[c] = sum_n rstd * B,
+// dbias[c] = sum_n A.
+//
+// Statistics: one pass of shifted sums, sum(x - k) and sum((x - k)^2), with k the mean
+// of the plane's first (up to) 32 elements, which every block of the plane computes
+// alike (so |mean - k| is a fraction of the standard deviation and the variance loses
+// no digits to cancellation). Each thread sums in float (double for float64 inputs),
+// blocks reduce their threads in double in a fixed tree.
+//
+// Grids (all launches on the current stream, no host synchronization, no atomics):
+//   NCHW: a plane is cut into S = ceil(HW / kSplit) splits of kSplit elements, one
+//     256-thread block each. S == 1 (planes up to 16384 elements, e.g. 64x64, 128x128):
+//     one fused kernel per plane computes the statistics, then re-reads the plane (from
+//     L1/L2) to write the output. S > 1 (e.g. 1x64x1024x1024: S = 64, 4096 blocks):
+//     a statistics kernel writes one double pair per (plane, split); the output kernel's
+//     blocks each add their plane's S pairs in split order (a deterministic second
+//     pass), and split 0 writes mean and rstd. 16-byte loads when the planes are aligned.
+//   NHWC (channels_last): a block is 32 channels (threadIdx.x, coalesced) x 8 pixel
+//     lanes (threadIdx.y) over kRowsSplit pixels; the 8 lanes are reduced in shared
+//     memory in lane order; splits are combined as for NCHW (always two kernels).
+//   Backward likewise: (A, B) sums per (plane, split), then dx; a last small kernel sums
+//   dweight and dbias over n in order (one thread per channel).
+//
+// Memory traffic floor (each input read once, each output written once):
+//   forward  numel * itemsize * (2 + [residual]) + N * C * 8 bytes (mean, rstd);
+//   backward numel * itemsize * 3 (grad and x read, dx written) + (N, C) statistics.
+// Fused (S == 1) planes re-read x / grad from L1/L2, so DRAM traffic is the floor;
+// split planes read x (forward) or grad and x (backward) twice from DRAM when the
+// tensor exceeds L2 (the floor for a plane that does not fit on chip: 1.5x forward,
+// 5/3 backward). Fraction of the floor reached: not measured yet (no GPU in the build
+// environment).
+#include "../instance_norm_act.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+// c10/cuda headers only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers,
+// which a minimal toolkit lacks.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <limits>
+
+namespace fastgan::cuda {
+namespace {
+
+using instance_norm::Activation;
+using instance_norm::Dims;
+using instance_norm::Layout;
+
+constexpr const char* kFwd = "fastgan::instance_norm_act";
+constexpr const char* kBwd = "fastgan::instance_norm_act_backward";
+
+constexpr int kThreads = 256;         // NCHW blocks
+constexpr int64_t kSplit = 16384;     // NCHW: plane elements per block at most
+constexpr int kTileC = 32;            // NHWC: channels per block (threadIdx.x)
+constexpr int kLanes = 8;             // NHWC: pixel lanes per block (threadIdx.y)
+constexpr int64_t kRowsSplit = 1024;  // NHWC: pixels per block at most
+constexpr int kShiftElems = 32;       // elements averaged for the shift k
+constexpr int kParamThreads = 128;    // dweight / dbias kernel
+
+static_assert(kSplit % 8 == 0, "splits hold whole 16-byte packs");
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+// kVec elements at p + i widened to acc_t (one 16-byte load when kVec > 1).
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_pack(const scalar_t* __restrict__ p, int64_t i, acc_t (&out)[kVec]) {
+  if constexpr (kVec == 1) {
+    out[0] = static_cast<acc_t>(p[i]);
+  } else {
+    const Pack<scalar_t, kVec> v = *reinterpret_cast<const Pack<scalar_t, kVec>*>(p + i);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) out[k] = static_cast<acc_t>(v.v[k]);
+  }
+}
+
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store_pack(scalar_t* __restrict__ p, int64_t i, const acc_t (&in)[kVec]) {
+  if constexpr (kVec == 1) {
+    p[i] = static_cast<scalar_t>(in[0]);
+  } else {
+    Pack<scalar_t, kVec> v;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) v.v[k] = static_cast<scalar_t>(in[k]);
+    *reinterpret_cast<Pack<scalar_t, kVec>*>(p + i) = v;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T act_fn(T z, int act, T slope) {
+  if (act == static_cast<int>(Activation::kRelu)) return z > T(0) ? z : (z != z ? z : T(0));
+  if (act == static_cast<int>(Activation::kLeakyRelu)) return z > T(0) ? z : z * slope;
+  return z;
+}
+
+template <typename T>
+__device__ __forceinline__ T act_grad(T g, T z, int act, T slope) {
+  if (act == static_cast<int>(Activation::kRelu)) return z > T(0) ? g : T(0);
+  if (act == static_cast<int>(Activation::kLeakyRelu)) return z > T(0) ? g : g * slope;
+  return g;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// (a, b) summed over a 1-D block of kThreads in a fixed tree; valid in thread 0.
+// Uses its own shared memory: call once per kernel.
+__device__ __forceinline__ void block_sum2(double& a, double& b) {
+  __shared__ double sa[kThreads / 32], sb[kThreads / 32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  if (lane == 0) {
+    sa[warp] = a;
+    sb[warp] = b;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    a = lane < kThreads / 32 ? sa[lane] : 0.0;
+    b = lane < kThreads / 32 ? sb[lane] : 0.0;
+    a = warp_sum(a);
+    b = warp_sum(b);
+  }
+}
+
+// The shift k of a plane: the mean of its first min(32, n) elements (element j at
+// p[j * stride]), computed by warp 0 alike in every block of the plane.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t plane_shift_warp(const scalar_t* __restrict__ p, int64_t stride, int64_t n,
+                                                  int lane) {
+  const int m = static_cast<int>(n < kShiftElems ? n : kShiftElems);
+  acc_t v = lane < m ? static_cast<acc_t>(p[lane * stride]) : acc_t(0);
+  v = warp_sum(v);
+  return __shfl_sync(0xffffffffu, v, 0) / static_cast<acc_t>(m);
+}
+
+// mean and rstd from the shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) over n.
+__device__ __forceinline__ void stats_from_sums(double s1, double s2, double k, int64_t n, double eps, double& mean,
+                                                double& rstd) {
+  const double m1 = s1 / static_cast<double>(n);
+  const double var = fmax(s2 / static_cast<double>(n) - m1 * m1, 0.0);
+  mean = k + m1;
+  rstd = 1.0 / sqrt(var + eps);
+}
+
+// ------------------------------------------------------------------------ NCHW forward
+
+// Thread sums of (x - k) and (x - k)^2 over [lo, hi) of one plane.
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void thread_shifted_sums(const scalar_t* __restrict__ x, int64_t lo, int64_t hi, acc_t k,
+                                                    double& s1, double& s2) {
+  acc_t a = acc_t(0), b = acc_t(0);
+  for (int64_t i = lo + static_cast<int64_t>(threadIdx.x) * kVec; i < hi; i += kThreads * kVec) {
+    acc_t v[kVec];
+    load_pack<kVec>(x, i, v);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      const acc_t d = v[j] - k;
+      a += d;
+      b += d * d;
+    }
+  }
+  s1 = static_cast<double>(a);
+  s2 = static_cast<double>(b);
+}
+
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void thread_apply(const scalar_t* __restrict__ x, const scalar_t* __restrict__ res,
+                                             scalar_t* __restrict__ y, int64_t lo, int64_t hi, acc_t mean,
+                                             acc_t scale, acc_t shift, int act, acc_t slope) {
+  for (int64_t i = lo + static_cast<int64_t>(threadIdx.x) * kVec; i < hi; i += kThreads * kVec) {
+    acc_t v[kVec];
+    load_pack<kVec>(x, i, v);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = act_fn((v[j] - mean) * scale + shift, act, slope);
+    if (res != nullptr) {
+      acc_t r[kVec];
+      load_pack<kVec>(res, i, r);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) v[j] = r[j] + v[j];
+    }
+    store_pack<kVec>(y, i, v);
+  }
+}
+
+// S == 1: statistics and output of plane blockIdx.x.
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    fwd_fused_nchw(const scalar_t* __restrict__ x, const scalar_t* __restrict__ res, scalar_t* __restrict__ y,
+                   at::opmath_type<scalar_t>* __restrict__ mean_out, at::opmath_type<scalar_t>* __restrict__ rstd_out,
+                   const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                   int64_t C, int64_t HW, double eps, int act, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_k, sh_mean, sh_scale;
+  const int64_t p = blockIdx.x;
+  const int64_t base = p * HW;
+  if (threadIdx.x < 32) {
+    const acc_t k = plane_shift_warp<scalar_t, acc_t>(x + base, 1, HW, threadIdx.x);
+    if (threadIdx.x == 0) sh_k = k;
+  }
+  __syncthreads();
+  const acc_t k = sh_k;
+  double s1, s2;
+  thread_shifted_sums<kVec>(x + base, 0, HW, k, s1, s2);
+  block_sum2(s1, s2);
+  const int64_t c = p % C;
+  if (threadIdx.x == 0) {
+    double mean, rstd;
+    stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
+    const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
+    mean_out[p] = m;
+    rstd_out[p] = r;
+    sh_mean = m;
+    sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
+  }
+  __syncthreads();
+  thread_apply<kVec>(x + base, res ? res + base : nullptr, y + base, 0, HW, sh_mean, sh_scale,
+                     b ? b[c] : acc_t(0), act, slope);
+}
+
+// S > 1, pass 1: shifted sums of split blockIdx.x % S of plane blockIdx.x / S.
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    fwd_stats_nchw(const scalar_t* __restrict__ x, double2* __restrict__ partial, int64_t HW, int64_t S) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_k;
+  const int64_t p = blockIdx.x / S, s = blockIdx.x % S;
+  const int64_t base = p * HW;
+  if (threadIdx.x < 32) {
+    const acc_t k = plane_shift_warp<scalar_t, acc_t>(x + base, 1, HW, threadIdx.x);
+    if (threadIdx.x == 0) sh_k = k;
+  }
+  __syncthreads();
+  const int64_t lo = s * kSplit, hi = min(HW, lo + kSplit);
+  double s1, s2;
+  thread_shifted_sums<kVec>(x + base, lo, hi, sh_k, s1, s2);
+  block_sum2(s1, s2);
+  if (threadIdx.x == 0) partial[blockIdx.x] = make_double2(s1, s2);
+}
+
+// S > 1, pass 2: every block adds its plane's S partials in order, then writes its split.
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    fwd_apply_nchw(const scalar_t* __restrict__ x, const scalar_t* __restrict__ res, scalar_t* __restrict__ y,
+                   const double2* __restrict__ partial, at::opmath_type<scalar_t>* __restrict__ mean_out,
+                   at::opmath_type<scalar_t>* __restrict__ rstd_out, const at::opmath_type<scalar_t>* __restrict__ w,
+                   const at::opmath_type<scalar_t>* __restrict__ b, int64_t C, int64_t HW, int64_t S, double eps,
+                   int act, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_mean, sh_scale;
+  const int64_t p = blockIdx.x / S, s = blockIdx.x % S;
+  const int64_t base = p * HW;
+  const int64_t c = p % C;
+  if (threadIdx.x < 32) {
+    const acc_t k = plane_shift_warp<scalar_t, acc_t>(x + base, 1, HW, threadIdx.x);
+    if (threadIdx.x == 0) {
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t j = 0; j < S; ++j) {
+        const double2 q = partial[p * S + j];
+        s1 += q.x;
+        s2 += q.y;
+      }
+      double mean, rstd;
+      stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
+      const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
+      if (s == 0) {
+        mean_out[p] = m;
+        rstd_out[p] = r;
+      }
+      sh_mean = m;
+      sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
+    }
+  }
+  __syncthreads();
+  const int64_t lo = s * kSplit, hi = min(HW, lo + kSplit);
+  thread_apply<kVec>(x + base, res ? res + base : nullptr, y + base, lo, hi, sh_mean, sh_scale,
+                     b ? b[c] : acc_t(0), act, slope);
+}
+
+// ----------------------------------------------------------------------- NCHW backward
+
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void thread_grad_sums(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
+                                                 int64_t lo, int64_t hi, acc_t mean, acc_t scale, acc_t shift,
+                                                 int act, acc_t slope, double& sa, double& sb) {
+  acc_t a = acc_t(0), bb = acc_t(0);
+  for (int64_t i = lo + static_cast<int64_t>(threadIdx.x) * kVec; i < hi; i += kThreads * kVec) {
+    acc_t xv[kVec], gv[kVec];
+    load_pack<kVec>(x, i, xv);
+    load_pack<kVec>(g, i, gv);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      const acc_t d = xv[j] - mean;
+      const acc_t gz = act_grad(gv[j], d * scale + shift, act, slope);
+      a += gz;
+      bb += gz * d;
+    }
+  }
+  sa = static_cast<double>(a);
+  sb = static_cast<double>(bb);
+}
+
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void thread_grad_input(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
+                                                  scalar_t* __restrict__ dx, int64_t lo, int64_t hi, acc_t mean,
+                                                  acc_t scale, acc_t shift, int act, acc_t slope, acc_t c1, acc_t c2,
+                                                  acc_t c3) {
+  for (int64_t i = lo + static_cast<int64_t>(threadIdx.x) * kVec; i < hi; i += kThreads * kVec) {
+    acc_t xv[kVec], gv[kVec];
+    load_pack<kVec>(x, i, xv);
+    load_pack<kVec>(g, i, gv);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      const acc_t d = xv[j] - mean;
+      const acc_t gz = act_grad(gv[j], d * scale + shift, act, slope);
+      xv[j] = gz * c1 - d * c3 - c2;
+    }
+    store_pack<kVec>(dx, i, xv);
+  }
+}
+
+// c1 = rstd * w, c2 = rstd * w * A / n, c3 = w * rstd^3 * B / n.
+__device__ __forceinline__ void grad_consts(double A, double B, double rstd, double w, int64_t n, double& c1,
+                                            double& c2, double& c3) {
+  const double inv_n = 1.0 / static_cast<double>(n);
+  c1 = rstd * w;
+  c2 = c1 * A * inv_n;
+  c3 = c1 * rstd * rstd * B * inv_n;
+}
+
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    bwd_fused_nchw(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+                   const at::opmath_type<scalar_t>* __restrict__ mean, const at::opmath_type<scalar_t>* __restrict__ rstd,
+                   const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                   double2* __restrict__ sums, int64_t C, int64_t HW, int act, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_c[3];
+  const int64_t p = blockIdx.x;
+  const int64_t base = p * HW;
+  const int64_t c = p % C;
+  const acc_t m = mean[p];
+  const double wc = w ? static_cast<double>(w[c]) : 1.0;
+  const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * wc);
+  const acc_t shift = b ? b[c] : acc_t(0);
+  double sa, sb;
+  thread_grad_sums<kVec>(g + base, x + base, 0, HW, m, scale, shift, act, slope, sa, sb);
+  block_sum2(sa, sb);
+  if (threadIdx.x == 0) {
+    sums[p] = make_double2(sa, sb);
+    double c1, c2, c3;
+    grad_consts(sa, sb, static_cast<double>(rstd[p]), wc, HW, c1, c2, c3);
+    sh_c[0] = static_cast<acc_t>(c1);
+    sh_c[1] = static_cast<acc_t>(c2);
+    sh_c[2] = static_cast<acc_t>(c3);
+  }
+  __syncthreads();
+  thread_grad_input<kVec>(g + base, x + base, dx + base, 0, HW, m, scale, shift, act, slope, sh_c[0], sh_c[1],
+                          sh_c[2]);
+}
+
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    bwd_stats_nchw(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
+                   const at::opmath_type<scalar_t>* __restrict__ mean, const at::opmath_type<scalar_t>* __restrict__ rstd,
+                   const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                   double2* __restrict__ partial, int64_t C, int64_t HW, int64_t S, int act,
+                   at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t p = blockIdx.x / S, s = blockIdx.x % S;
+  const int64_t base = p * HW;
+  const int64_t c = p % C;
+  const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * (w ? static_cast<double>(w[c]) : 1.0));
+  const int64_t lo = s * kSplit, hi = min(HW, lo + kSplit);
+  double sa, sb;
+  thread_grad_sums<kVec>(g + base, x + base, lo, hi, mean[p], scale, b ? b[c] : acc_t(0), act, slope, sa, sb);
+  block_sum2(sa, sb);
+  if (threadIdx.x == 0) partial[blockIdx.x] = make_double2(sa, sb);
+}
+
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    bwd_apply_nchw(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+                   const at::opmath_type<scalar_t>* __restrict__ mean, const at::opmath_type<scalar_t>* __restrict__ rstd,
+                   const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                   const double2* __restrict__ partial, double2* __restrict__ sums, int64_t C, int64_t HW, int64_t S,
+                   int act, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_c[3];
+  const int64_t p = blockIdx.x / S, s = blockIdx.x % S;
+  const int64_t base = p * HW;
+  const int64_t c = p % C;
+  const double wc = w ? static_cast<double>(w[c]) : 1.0;
+  const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * wc);
+  if (threadIdx.x == 0) {
+    double sa = 0.0, sb = 0.0;
+    for (int64_t j = 0; j < S; ++j) {
+      const double2 q = partial[p * S + j];
+      sa += q.x;
+      sb += q.y;
+    }
+    if (s == 0) sums[p] = make_double2(sa, sb);
+    double c1, c2, c3;
+    grad_consts(sa, sb, static_cast<double>(rstd[p]), wc, HW, c1, c2, c3);
+    sh_c[0] = static_cast<acc_t>(c1);
+    sh_c[1] = static_cast<acc_t>(c2);
+    sh_c[2] = static_cast<acc_t>(c3);
+  }
+  __syncthreads();
+  const int64_t lo = s * kSplit, hi = min(HW, lo + kSplit);
+  thread_grad_input<kVec>(g + base, x + base, dx + base, lo, hi, mean[p], scale, b ? b[c] : acc_t(0), act, slope,
+                          sh_c[0], sh_c[1], sh_c[2]);
+}
+
+// ------------------------------------------------------------------------------- NHWC
+// Block (kTileC, kLanes): channel c0 + threadIdx.x of image n over pixels
+// [s * kRowsSplit, ...), pixel lane threadIdx.y. blockIdx.x = (n * tiles + tile) * S + s.
+
+struct NhwcBlock {
+  int64_t n, c, r_lo, r_hi, s;
+  bool valid;  // c < C
+};
+
+__device__ __forceinline__ NhwcBlock nhwc_block(int64_t C, int64_t HW, int64_t tiles, int64_t S) {
+  const int64_t s = blockIdx.x % S;
+  const int64_t nt = blockIdx.x / S;
+  const int64_t n = nt / tiles, tile = nt % tiles;
+  const int64_t c = tile * kTileC + threadIdx.x;
+  const int64_t r_lo = s * kRowsSplit;
+  return {n, c, r_lo, min(HW, r_lo + kRowsSplit), s, c < C};
+}
+
+// (a, b) of each channel summed over the kLanes pixel lanes in lane order; valid in
+// threadIdx.y == 0.
+__device__ __forceinline__ void lanes_sum2(double& a, double& b) {
+  __shared__ double sa[kLanes][kTileC], sb[kLanes][kTileC];
+  sa[threadIdx.y][threadIdx.x] = a;
+  sb[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0) {
+    a = 0.0;
+    b = 0.0;
+    for (int l = 0; l < kLanes; ++l) {
+      a += sa[l][threadIdx.x];
+      b += sb[l][threadIdx.x];
+    }
+  }
+}
+
+// The channel's shift k: the mean of its first min(32, HW) pixels, in pixel order.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t channel_shift(const scalar_t* __restrict__ x, int64_t n, int64_t c, int64_t C,
+                                               int64_t HW) {
+  const int m = static_cast<int>(HW < kShiftElems ? HW : kShiftElems);
+  acc_t s = acc_t(0);
+  for (int j = 0; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + j) * C + c]);
+  return s / static_cast<acc_t>(m);
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kTileC* kLanes)
+    fwd_stats_nhwc(const scalar_t* __restrict__ x, double2* __restrict__ partial, int64_t C, int64_t HW,
+                   int64_t tiles, int64_t S) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const NhwcBlock blk = nhwc_block(C, HW, tiles, S);
+  double s1 = 0.0, s2 = 0.0;
+  if (blk.valid) {
+    const acc_t k = channel_shift<scalar_t, acc_t>(x, blk.n, blk.c, C, HW);
+    acc_t a = acc_t(0), b = acc_t(0);
+    for (int64_t r = blk.r_lo + threadIdx.y; r < blk.r_hi; r += kLanes) {
+      const acc_t d = static_cast<acc_t>(x[(blk.n * HW + r) * C + blk.c]) - k;
+      a += d;
+      b += d * d;
+    }
+    s1 = static_cast<double>(a);
+    s2 = static_cast<double>(b);
+  }
+  lanes_sum2(s1, s2);
+  if (threadIdx.y == 0 && blk.valid) partial[(blk.n * C + blk.c) * S + blk.s] = make_double2(s1, s2);
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kTileC* kLanes)
+    fwd_apply_nhwc(const scalar_t* __restrict__ x, const scalar_t* __restrict__ res, scalar_t* __restrict__ y,
+                   const double2* __restrict__ partial, at::opmath_type<scalar_t>* __restrict__ mean_out,
+                   at::opmath_type<scalar_t>* __restrict__ rstd_out, const at::opmath_type<scalar_t>* __restrict__ w,
+                   const at::opmath_type<scalar_t>* __restrict__ b, int64_t C, int64_t HW, int64_t tiles, int64_t S,
+                   double eps, int act, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_mean[kTileC], sh_scale[kTileC];
+  const NhwcBlock blk = nhwc_block(C, HW, tiles, S);
+  if (threadIdx.y == 0 && blk.valid) {
+    const int64_t p = blk.n * C + blk.c;
+    const acc_t k = channel_shift<scalar_t, acc_t>(x, blk.n, blk.c, C, HW);
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t j = 0; j < S; ++j) {
+      const double2 q = partial[p * S + j];
+      s1 += q.x;
+      s2 += q.y;
+    }
+    double mean, rstd;
+    stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
+    const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
+    if (blk.s == 0) {
+      mean_out[p] = m;
+      rstd_out[p] = r;
+    }
+    sh_mean[threadIdx.x] = m;
+    sh_scale[threadIdx.x] = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[blk.c]) : 1.0));
+  }
+  __syncthreads();
+  if (!blk.valid) return;
+  const acc_t m = sh_mean[threadIdx.x], scale = sh_scale[threadIdx.x];
+  const acc_t shift = b ? b[blk.c] : acc_t(0);
+  for (int64_t r = blk.r_lo + threadIdx.y; r < blk.r_hi; r += kLanes) {
+    const int64_t o = (blk.n * HW + r) * C + blk.c;
+    acc_t v = act_fn((static_cast<acc_t>(x[o]) - m) * scale + shift, act, slope);
+    if (res != nullptr) v = static_cast<acc_t>(res[o]) + v;
+    y[o] = static_cast<scalar_t>(v);
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kTileC* kLanes)
+    bwd_stats_nhwc(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
+                   const at::opmath_type<scalar_t>* __restrict__ mean, const at::opmath_type<scalar_t>* __restrict__ rstd,
+                   const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                   double2* __restrict__ partial, int64_t C, int64_t HW, int64_t tiles, int64_t S, int act,
+                   at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const NhwcBlock blk = nhwc_block(C, HW, tiles, S);
+  double sa = 0.0, sb = 0.0;
+  if (blk.valid) {
+    const int64_t p = blk.n * C + blk.c;
+    const acc_t m = mean[p];
+    const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * (w ? static_cast<double>(w[blk.c]) : 1.0));
+    const acc_t shift = b ? b[blk.c] : acc_t(0);
+    acc_t a = acc_t(0), bb = acc_t(0);
+    for (int64_t r = blk.r_lo + threadIdx.y; r < blk.r_hi; r += kLanes) {
+      const int64_t o = (blk.n * HW + r) * C + blk.c;
+      const acc_t d = static_cast<acc_t>(x[o]) - m;
+      const acc_t gz = act_grad(static_cast<acc_t>(g[o]), d * scale + shift, act, slope);
+      a += gz;
+      bb += gz * d;
+    }
+    sa = static_cast<double>(a);
+    sb = static_cast<double>(bb);
+  }
+  lanes_sum2(sa, sb);
+  if (threadIdx.y == 0 && blk.valid) partial[(blk.n * C + blk.c) * S + blk.s] = make_double2(sa, sb);
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kTileC* kLanes)
+    bwd_apply_nhwc(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+                   const at::opmath_type<scalar_t>* __restrict__ mean, const at::opmath_type<scalar_t>* __restrict__ rstd,
+                   const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                   const double2* __restrict__ partial, double2* __restrict__ sums, int64_t C, int64_t HW,
+                   int64_t tiles, int64_t S, int act, at::opmath_type<scalar_t> slope) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t sh_c[3][kTileC];
+  const NhwcBlock blk = nhwc_block(C, HW, tiles, S);
+  const int64_t p = blk.n * C + blk.c;
+  if (threadIdx.y == 0 && blk.valid) {
+    double sa = 0.0, sb = 0.0;
+    for (int64_t j = 0; j < S; ++j) {
+      const double2 q = partial[p * S + j];
+      sa += q.x;
+      sb += q.y;
+    }
+    if (blk.s == 0) sums[p] = make_double2(sa, sb);
+    double c1, c2, c3;
+    grad_consts(sa, sb, static_cast<double>(rstd[p]), w ? static_cast<double>(w[blk.c]) : 1.0, HW, c1, c2, c3);
+    sh_c[0][threadIdx.x] = static_cast<acc_t>(c1);
+    sh_c[1][threadIdx.x] = static_cast<acc_t>(c2);
+    sh_c[2][threadIdx.x] = static_cast<acc_t>(c3);
+  }
+  __syncthreads();
+  if (!blk.valid) return;
+  const acc_t m = mean[p];
+  const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * (w ? static_cast<double>(w[blk.c]) : 1.0));
+  const acc_t shift = b ? b[blk.c] : acc_t(0);
+  const acc_t c1 = sh_c[0][threadIdx.x], c2 = sh_c[1][threadIdx.x], c3 = sh_c[2][threadIdx.x];
+  for (int64_t r = blk.r_lo + threadIdx.y; r < blk.r_hi; r += kLanes) {
+    const int64_t o = (blk.n * HW + r) * C + blk.c;
+    const acc_t d = static_cast<acc_t>(x[o]) - m;
+    const acc_t gz = act_grad(static_cast<acc_t>(g[o]), d * scale + shift, act, slope);
+    dx[o] = static_cast<scalar_t>(gz * c1 - d * c3 - c2);
+  }
+}
+
+// dweight[c] = sum_n rstd[n, c] * B[n, c], dbias[c] = sum_n A[n, c], in n order.
+template <typename acc_t>
+__global__ void __launch_bounds__(kParamThreads)
+    param_grads(const double2* __restrict__ sums, const acc_t* __restrict__ rstd, double* __restrict__ dw,
+                double* __restrict__ db, int64_t N, int64_t C) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kParamThreads + threadIdx.x;
+  if (c >= C) return;
+  double sw = 0.0, sb = 0.0;
+  for (int64_t n = 0; n < N; ++n) {
+    const double2 q = sums[n * C + c];
+    sw += static_cast<double>(rstd[n * C + c]) * q.y;
+    sb += q.x;
+  }
+  dw[c] = sw;
+  db[c] = sb;
+}
+
+// ------------------------------------------------------------------------------ host
+
+inline bool aligned16(const void* p) {
+  return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+}
+
+inline unsigned grid_of(int64_t blocks) {
+  TORCH_CHECK(blocks < (int64_t{1} << 31), "fastgan::instance_norm_act: too many planes for one launch");
+  return static_cast<unsigned>(blocks);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
+    const at::Tensor& input, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& residual, double eps, c10::string_view activation, double negative_slope) {
+  using namespace instance_norm;
+  check_input(kFwd, input);
+  check_affine(kFwd, "weight", weight, input);
+  check_affine(kFwd, "bias", bias, input);
+  const Activation act = parse_activation(kFwd, activation);
+  const bool has_res = residual.has_value() && residual->defined();
+  if (has_res) check_same(kFwd, "residual", *residual, input);
+  const c10::cuda::OptionalCUDAGuard guard(input.device());
+
+  const at::Tensor x = dense_input(input);
+  const Dims d = dims_of(x);
+  const auto acc = stats_dtype(x.scalar_type());
+  auto y = at::empty_like(x);
+  auto mean = at::empty({d.N, d.C}, x.options().dtype(acc));
+  auto rstd = at::empty({d.N, d.C}, x.options().dtype(acc));
+  if (x.numel() == 0) {
+    mean.fill_(std::numeric_limits<double>::quiet_NaN());
+    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+    return {y, mean, rstd};
+  }
+  const at::Tensor res = has_res ? as_layout_of(*residual, x) : at::Tensor();
+  const at::Tensor w = param_as(weight, acc);
+  const at::Tensor b = param_as(bias, acc);
+  const Layout layout = layout_of(x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int act_i = static_cast<int>(act);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastgan_instance_norm_act_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* rp = has_res ? res.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    acc_t* mp = mean.mutable_data_ptr<acc_t>();
+    acc_t* sp = rstd.mutable_data_ptr<acc_t>();
+    const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
+    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    const acc_t slope = static_cast<acc_t>(negative_slope);
+    if (layout == Layout::kNCHW) {
+      constexpr int kVec = 16 / sizeof(scalar_t);
+      const bool vec = d.HW % kVec == 0 && aligned16(xp) && aligned16(rp) && aligned16(yp);
+      const int64_t S = (d.HW + kSplit - 1) / kSplit;
+      auto launch = [&](auto vec_tag) {
+        constexpr int V = decltype(vec_tag)::value;
+        if (S == 1) {
+          fwd_fused_nchw<scalar_t, V><<<grid_of(d.planes()), kThreads, 0, stream>>>(
+              xp, rp, yp, mp, sp, wp, bp, d.C, d.HW, eps, act_i, slope);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        } else {
+          auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+          double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+          fwd_stats_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(xp, pp, d.HW, S);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          fwd_apply_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(
+              xp, rp, yp, pp, mp, sp, wp, bp, d.C, d.HW, S, eps, act_i, slope);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      };
+      if (vec) {
+        launch(std::integral_constant<int, kVec>{});
+      } else {
+        launch(std::integral_constant<int, 1>{});
+      }
+    } else {
+      const int64_t tiles = (d.C + kTileC - 1) / kTileC;
+      const int64_t S = (d.HW + kRowsSplit - 1) / kRowsSplit;
+      const dim3 block(kTileC, kLanes);
+      auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+      double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+      fwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(xp, pp, d.C, d.HW, tiles, S);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      fwd_apply_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
+          xp, rp, yp, pp, mp, sp, wp, bp, d.C, d.HW, tiles, S, eps, act_i, slope);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {y, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+    const c10::optional<at::Tensor>& bias, const at::Tensor& mean_in, const at::Tensor& rstd_in,
+    c10::string_view activation, double negative_slope) {
+  using namespace instance_norm;
+  check_input(kBwd, input);
+  check_same(kBwd, "grad", grad, input);
+  check_affine(kBwd, "weight", weight, input);
+  check_affine(kBwd, "bias", bias, input);
+  check_stats(kBwd, "mean", mean_in, input);
+  check_stats(kBwd, "rstd", rstd_in, input);
+  const Activation act = parse_activation(kBwd, activation);
+  const c10::cuda::OptionalCUDAGuard guard(input.device());
+
+  const at::Tensor x = dense_input(input);
+  const Dims d = dims_of(x);
+  const auto acc = stats_dtype(x.scalar_type());
+  const auto param_dtype = weight.has_value() && weight->defined() ? weight->scalar_type() : x.scalar_type();
+  auto dx = at::empty_like(x);
+  if (x.numel() == 0) {
+    auto zeros = at::zeros({d.C}, x.options().dtype(param_dtype));
+    return {dx, zeros, zeros.clone()};
+  }
+  const at::Tensor g = as_layout_of(grad, x);
+  const at::Tensor w = param_as(weight, acc);
+  const at::Tensor b = param_as(bias, acc);
+  const at::Tensor mean = mean_in.to(acc).contiguous();
+  const at::Tensor rstd = rstd_in.to(acc).contiguous();
+  auto sums = at::empty({d.planes() * 2}, x.options().dtype(at::kDouble));
+  double2* sums_p = reinterpret_cast<double2*>(sums.mutable_data_ptr<double>());
+  auto dw = at::empty({d.C}, x.options().dtype(at::kDouble));
+  auto db = at::empty({d.C}, x.options().dtype(at::kDouble));
+  const Layout layout = layout_of(x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int act_i = static_cast<int>(act);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "fastgan_instance_norm_act_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+    const acc_t* mp = mean.const_data_ptr<acc_t>();
+    const acc_t* sp = rstd.const_data_ptr<acc_t>();
+    const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
+    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    const acc_t slope = static_cast<acc_t>(negative_slope);
+    if (layout == Layout::kNCHW) {
+      constexpr int kVec = 16 / sizeof(scalar_t);
+      const bool vec = d.HW % kVec == 0 && aligned16(gp) && aligned16(xp) && aligned16(dxp);
+      const int64_t S = (d.HW + kSplit - 1) / kSplit;
+      auto launch = [&](auto vec_tag) {
+        constexpr int V = decltype(vec_tag)::value;
+        if (S == 1) {
+          bwd_fused_nchw<scalar_t, V><<<grid_of(d.planes()), kThreads, 0, stream>>>(
+              gp, xp, dxp, mp, sp, wp, bp, sums_p, d.C, d.HW, act_i, slope);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        } else {
+          auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+          double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+          bwd_stats_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(
+              gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, S, act_i, slope);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          bwd_apply_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(
+              gp, xp, dxp, mp, sp, wp, bp, pp, sums_p, d.C, d.HW, S, act_i, slope);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      };
+      if (vec) {
+        launch(std::integral_constant<int, kVec>{});
+      } else {
+        launch(std::integral_constant<int, 1>{});
+      }
+    } else {
+      const int64_t tiles = (d.C + kTileC - 1) / kTileC;
+      const int64_t S = (d.HW + kRowsSplit - 1) / kRowsSplit;
+      const dim3 block(kTileC, kLanes);
+      auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+      double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+      bwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
+          gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, tiles, S, act_i, slope);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      bwd_apply_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
+          gp, xp, dxp, mp, sp, wp, bp, pp, sums_p, d.C, d.HW, tiles, S, act_i, slope);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    param_grads<acc_t><<<grid_of((d.C + kParamThreads - 1) / kParamThreads), kParamThreads, 0, stream>>>(
+        sums_p, sp, dw.mutable_data_ptr<double>(), db.mutable_data_ptr<double>(), d.N, d.C);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {dx, dw.to(param_dtype), db.to(param_dtype)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, CUDA, m) {
+  m.impl("instance_norm_act", &instance_norm_act_cuda);
+  m.impl("instance_norm_act_backward", &instance_norm_act_backward_cuda);
+}
+
+}  // namespace fastgan::cuda

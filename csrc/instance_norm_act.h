@@ -1,0 +1,108 @@
+// fastgan::instance_norm_act: what the CPU and CUDA kernels share (header only, no
+// device code): the activation names, the argument checks and the memory layouts.
+#pragma once
+
+#include "common.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/string_view.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace fastgan::instance_norm {
+
+// The activation applied after the affine transform ("none" ends a ResNet block).
+enum class Activation : int { kNone = 0, kRelu = 1, kLeakyRelu = 2 };
+
+inline Activation parse_activation(const char* op, c10::string_view name) {
+  if (name == "relu") return Activation::kRelu;
+  if (name == "leaky_relu") return Activation::kLeakyRelu;
+  if (name == "none") return Activation::kNone;
+  TORCH_CHECK(false, op, ": activation must be \"relu\", \"leaky_relu\" or \"none\", got \"", std::string(name),
+              "\"");
+}
+
+// Memory order a kernel walks: NCHW (each (n, c) plane contiguous) or NHWC
+// (channels_last: the C values of a pixel contiguous).
+enum class Layout { kNCHW, kNHWC };
+
+// Shapes of one call: N, C and HW = H * W (the plane size).
+struct Dims {
+  int64_t N = 0, C = 0, HW = 0;
+  int64_t planes() const { return N * C; }
+};
+
+inline Dims dims_of(const at::Tensor& x) {
+  return {x.size(0), x.size(1), x.size(2) * x.size(3)};
+}
+
+// x itself when it is contiguous (NCHW) or channels_last, else a contiguous copy.
+// Outputs are at::empty_like of the result, so they share its strides. The fake
+// (meta) rules in fastgan/ops/_instance_norm_act.py repeat this choice.
+inline at::Tensor dense_input(const at::Tensor& x) {
+  if (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return x;
+  }
+  return x.contiguous();
+}
+
+inline Layout layout_of(const at::Tensor& x) {
+  return x.is_contiguous() ? Layout::kNCHW : Layout::kNHWC;  // x from dense_input
+}
+
+// t (same sizes as ref) laid out as ref: t itself when it already is, else a copy.
+inline at::Tensor as_layout_of(const at::Tensor& t, const at::Tensor& ref) {
+  if (t.is_non_overlapping_and_dense() && same_layout(t, ref)) {
+    return t;
+  }
+  return at::empty_like(ref).copy_(t);
+}
+
+// Accumulation / statistics dtype: float64 for float64 inputs, else float32.
+inline at::ScalarType stats_dtype(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_input(const char* op, const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D (N, C, H, W) input, got ", x.dim(), "-D ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,
+              ": expected a floating point dtype (float64, float32, bfloat16, float16), got ", x.scalar_type());
+}
+
+// weight / bias: None or a (C,) floating tensor on x's device (any floating dtype: it
+// is read in the accumulation dtype).
+inline void check_affine(const char* op, const char* what, const c10::optional<at::Tensor>& p,
+                         const at::Tensor& x) {
+  if (!p.has_value() || !p->defined()) return;
+  TORCH_CHECK(p->dim() == 1 && p->size(0) == x.size(1), op, ": ", what, " must have shape (C,) = (", x.size(1),
+              ",), got ", p->sizes());
+  TORCH_CHECK(at::isFloatingType(p->scalar_type()), op, ": ", what, " must be floating point, got ",
+              p->scalar_type());
+  TORCH_CHECK(p->device() == x.device(), op, ": ", what, " is on ", p->device(), ", input on ", x.device());
+}
+
+inline void check_same(const char* op, const char* what, const at::Tensor& t, const at::Tensor& x) {
+  TORCH_CHECK(t.sizes() == x.sizes(), op, ": ", what, " must have the input's shape ", x.sizes(), ", got ",
+              t.sizes());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", what, " must have the input's dtype ",
+              x.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.device() == x.device(), op, ": ", what, " is on ", t.device(), ", input on ", x.device());
+}
+
+// (N, C) statistics saved by the forward: mean and rstd in the stats dtype.
+inline void check_stats(const char* op, const char* what, const at::Tensor& s, const at::Tensor& x) {
+  TORCH_CHECK(s.dim() == 2 && s.size(0) == x.size(0) && s.size(1) == x.size(1), op, ": ", what,
+              " must have shape (N, C) = (", x.size(0), ", ", x.size(1), "), got ", s.sizes());
+  TORCH_CHECK(s.device() == x.device(), op, ": ", what, " is on ", s.device(), ", input on ", x.device());
+  TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", what, " must be floating point");
+}
+
+// A (C,) parameter in dtype `acc` (contiguous), or an undefined tensor for None.
+inline at::Tensor param_as(const c10::optional<at::Tensor>& p, at::ScalarType acc) {
+  if (!p.has_value() || !p->defined()) return at::Tensor();
+  return p->to(acc).contiguous();
+}
+
+}  // namespace fastgan::instance_norm

@@ -1,0 +1,86 @@
+"""FusedInstanceNormAct: nn.InstanceNorm2d (no running stats) followed by an activation
+(and optionally a residual add), as one module running fastgan.ops.instance_norm_act."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn import init
+
+from fastgan.ops import instance_norm_act
+from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS
+
+__all__ = ["FusedInstanceNormAct"]
+
+
+class FusedInstanceNormAct(nn.Module):
+    """[residual +] act(InstanceNorm2d(x)), fused.
+
+    Equals nn.Sequential(nn.InstanceNorm2d(num_features, eps, affine=affine), act) with
+    act nn.ReLU() ("relu"), nn.LeakyReLU(negative_slope) ("leaky_relu") or nothing
+    ("none"); `forward(x, residual)` adds `residual` after the activation (the end of
+    a ResNet block: activation "none"). Its parameters and state_dict keys are exactly
+    nn.InstanceNorm2d's (track_running_stats=False): `weight` (ones) and `bias` (zeros)
+    of shape (num_features,) when affine, nothing otherwise; state dicts load both
+    ways. Running statistics are not supported (the reference never tracks them for
+    instance norm); like nn.InstanceNorm2d, a pre-0.4 checkpoint's running_mean /
+    running_var are reported as unexpected.
+    """
+
+    _version = 2  # nn.InstanceNorm2d's (torch.nn.modules.batchnorm._NormBase)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, activation: str = "relu",
+                 negative_slope: float = 0.2, device=None, dtype=None):
+        super().__init__()
+        if activation not in INSTANCE_NORM_ACTIVATIONS:
+            raise ValueError(f"FusedInstanceNormAct: activation must be one of {INSTANCE_NORM_ACTIVATIONS}, "
+                             f"got {activation!r}")
+        self.num_features = num_features
+        self.eps = eps
+        self.affine = affine
+        self.activation = activation
+        self.negative_slope = negative_slope
+        if affine:
+            factory = {"device": device, "dtype": dtype}
+            self.weight = nn.Parameter(torch.empty(num_features, **factory))
+            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.InstanceNorm2d's initialisation: weight 1, bias 0."""
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"FusedInstanceNormAct: expected a 4-D (N, C, H, W) input, got {x.dim()}-D")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"FusedInstanceNormAct: expected {self.num_features} channels, got {x.shape[1]}")
+        return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope,
+                                 residual)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_features}, eps={self.eps}, affine={self.affine}, activation={self.activation!r}"
+        if self.activation == "leaky_relu":
+            s += f", negative_slope={self.negative_slope}"
+        return s
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # nn.InstanceNorm2d's rule: running stats of a pre-0.4 checkpoint (no version)
+        # are an error, and are dropped.
+        if local_metadata.get("version", None) is None:
+            stale = [prefix + name for name in ("running_mean", "running_var") if prefix + name in state_dict]
+            if stale:
+                error_msgs.append(
+                    f"Unexpected running stats buffer(s) {' and '.join(repr(k) for k in stale)} for "
+                    f"{self.__class__.__name__}, which does not track running stats (as nn.InstanceNorm2d with "
+                    f"track_running_stats=False). Remove these keys from the state_dict.")
+                for key in stale:
+                    state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)

@@ -1,0 +1,466 @@
+"""fastgan.ops.reflect_conv2d: conv2d of a reflection-padded input, the pad never
+materialized.
+
+    reflect_conv2d(x, weight, bias=None, stride=1, padding=1)
+        == F.conv2d(F.pad(x, (padding,) * 4, mode="reflect"), weight, bias, stride)
+
+groups 1, dilation 1 (the ResNet generator's 7x7/pad 3 and 3x3/pad 1 convolutions).
+
+Back ends:
+    torch   reference.reflect_conv2d (pad + conv2d, autograd by aten)
+    cpu     pad + the aten convolution (oneDNN on CPU), the padded copy kept in x's
+            memory format; `auto` uses it for CPU tensors. No kernel of fastgan._C is
+            involved (the `cpu` back end is declared with the native library, so it is
+            usable where fastgan._C is built).
+    triton  the custom op torch.ops.fastgan.reflect_conv2d, whose forward, input
+            gradient and weight gradient each run, per shape, the faster of
+              "triton"  the implicit-GEMM kernels of fastgan/ops/triton/reflect_conv2d.py
+                        (reflected reads, no padded tensor), and
+              "aten"    pad + the vendor convolution (cuDNN) and, for the input
+                        gradient, the fold of the padded gradient (reflection_pad2d_backward),
+            as measured on first use (`selection_cache()`: per phase, shape, dtype,
+            layout, device and tf32 flag; a few warm-up and timed runs of each, CUDA
+            events), so it is never slower than the unfused path; `auto` uses it for
+            CUDA tensors. On CPU tensors it runs through the Triton interpreter
+            (TRITON_INTERPRET=1), for the tests (measured there too: the interpreter
+            loses, so `auto` runs aten). `force_choice("triton" | "aten" | "auto")`
+            overrides the measurement. A shape first seen while a CUDA graph is being
+            captured runs aten (no timing inside a capture) and is measured later.
+            The Triton kernels are deterministic (no atomics). float32 uses tf32
+            products where torch.backends.cudnn.allow_tf32 (the flag of cuDNN's
+            convolutions) is set, as the vendor path does.
+
+The choice happens inside the custom op's implementation, at run time, so that
+torch.compile (fullgraph=True) sees one opaque op and no graph break; the custom ops
+have fake rules and autograd rules (whose backward ops are custom ops as well, with
+their own autograd rules: double backward works) and pass torch.library.opcheck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+import warnings
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from fastgan.ops import reference, registry
+from fastgan.ops import triton as _triton_backend
+
+if _triton_backend.IMPORT_ERROR is None:
+    from fastgan.ops.triton import reflect_conv2d as _kernels
+else:  # a torch build without triton: only the aten path exists
+    _kernels = None
+
+__all__ = [
+    "CHOICES",
+    "REFLECT_CONV2D",
+    "clear_selection_cache",
+    "force_choice",
+    "get_choice",
+    "reflect_conv2d",
+    "selection_cache",
+    "set_choice",
+]
+
+REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
+
+CHOICES = ("auto", "triton", "aten")
+_state = {"choice": "auto"}  # read where the custom op is called (torch.compile guards on it)
+
+
+# ---------------------------------------------------------------------- public function
+
+
+def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   stride: int = 1, padding: int = 1) -> torch.Tensor:
+    """conv2d(reflect_pad(x, padding), weight, bias, stride) without the padded tensor.
+
+    x (N, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out,) or None, all of one
+    floating dtype (float32, bfloat16, float16; float64 too) and device; NCHW,
+    channels_last or any strides. stride >= 1 and 0 <= padding < min(H, W) (Python
+    ints). Differentiable in x, weight and bias (twice, too). Under autocast the
+    inputs are cast to the autocast dtype, as for F.conv2d. The output is channels_last
+    when x or weight is (as aten's convolution), else contiguous.
+
+    Runs on the back end chosen by fastgan.ops.use_backend / FASTGAN_BACKEND / auto
+    (CPU: `cpu`, pad + oneDNN; CUDA: `triton`, the faster per shape of the Triton
+    kernel and pad + cuDNN).
+    """
+    _validate(x, weight, bias, stride, padding)
+    device_type = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    return REFLECT_CONV2D(x, weight, bias, stride, padding)
+
+
+def _validate(x, weight, bias, stride, padding) -> None:
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"reflect_conv2d: stride must be an int >= 1, got {stride!r}")
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(f"reflect_conv2d: padding must be an int >= 0, got {padding!r}")
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(f"reflect_conv2d: x and weight must be 4-d, got shapes {tuple(x.shape)} "
+                         f"and {tuple(weight.shape)}")
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"reflect_conv2d: weight {tuple(weight.shape)} expects {weight.shape[1]} input "
+                         f"channels, x {tuple(x.shape)} has {x.shape[1]} (groups=1 only)")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"reflect_conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if padding >= x.shape[2] or padding >= x.shape[3]:
+        raise ValueError(f"reflect_conv2d: reflection padding {padding} must be smaller than the input's "
+                         f"height and width, got {tuple(x.shape[2:])}")
+    if x.shape[2] + 2 * padding < weight.shape[2] or x.shape[3] + 2 * padding < weight.shape[3]:
+        raise ValueError(f"reflect_conv2d: kernel {tuple(weight.shape[2:])} is larger than the padded "
+                         f"input {(x.shape[2] + 2 * padding, x.shape[3] + 2 * padding)}")
+
+
+# ----------------------------------------------------------------------- layouts, aten
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    """aten's suggest_memory_format(t) == channels_last."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _out_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """The forward's layout: channels_last when x or weight is (as aten's convolution)."""
+    return torch.channels_last if _channels_last(x) or _channels_last(weight) else torch.contiguous_format
+
+
+def _x_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if _channels_last(x) else torch.contiguous_format
+
+
+def _out_shape(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> tuple:
+    n, _, h, w = x.shape
+    return (n, weight.shape[0], (h + 2 * padding - weight.shape[2]) // stride + 1,
+            (w + 2 * padding - weight.shape[3]) // stride + 1)
+
+
+def _empty(shape, like: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+
+
+def _in_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """t with exactly the strides torch.empty(..., memory_format) gives (what the fake
+    rules promise): t itself when it has them, else a copy."""
+    target = _empty(t.shape, t, memory_format)
+    if t.stride() == target.stride():
+        return t
+    return target.copy_(t)
+
+
+def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """x reflection padded, in x's memory format (oneDNN and cuDNN prefer channels_last
+    for channels_last activations)."""
+    if not padding:
+        return x
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect")
+    if _channels_last(x) and not padded.is_contiguous(memory_format=torch.channels_last):
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    return padded
+
+
+def _aten_forward(x, weight, bias, stride, padding):
+    """pad + the aten convolution (cuDNN on CUDA, oneDNN on CPU)."""
+    return torch.nn.functional.conv2d(_pad(x, padding), weight, bias, stride)
+
+
+def _cpu_impl(x, weight, bias=None, stride=1, padding=1):
+    """The `cpu` back end: pad (in x's memory format) + the oneDNN convolution of aten."""
+    return _aten_forward(x, weight, bias, stride, padding)
+
+
+def _aten_grad_input(grad, x, weight, stride, padding):
+    """The gradient of the padded input (cuDNN dgrad) folded back (reflection_pad2d_backward)."""
+    n, c, h, w = x.shape
+    dpad = torch.nn.grad.conv2d_input((n, c, h + 2 * padding, w + 2 * padding), weight, grad, stride)
+    if not padding:
+        return dpad
+    return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
+
+
+def _aten_grad_weight(grad, x, weight, stride, padding):
+    return torch.nn.grad.conv2d_weight(_pad(x, padding), weight.shape, grad, stride)
+
+
+# ------------------------------------------------------------------ the measured choice
+
+_SELECTION: dict[tuple, str] = {}
+_TIMINGS: dict[tuple, dict[str, float]] = {}
+# (warm-up runs, timed runs) of each candidate: the first warm-up run of the Triton
+# kernel compiles (and on a GPU autotunes) it
+MEASURE_RUNS = {"cuda": (3, 10), "cpu": (1, 2)}
+
+
+def _validate_choice(name: str) -> str:
+    if name not in CHOICES:
+        raise ValueError(f"reflect_conv2d: unknown choice {name!r} (one of {', '.join(CHOICES)})")
+    return name
+
+
+@contextlib.contextmanager
+def force_choice(name: str) -> Iterator[str]:
+    """Within the block the `triton` back end runs `name`: "triton" (the fused kernels),
+    "aten" (pad + vendor convolution) or "auto" (the faster per shape, measured once)."""
+    previous = _state["choice"]
+    _state["choice"] = _validate_choice(name)
+    try:
+        yield name
+    finally:
+        _state["choice"] = previous
+
+
+def set_choice(name: str) -> None:
+    """force_choice outside a block ("auto" is the default)."""
+    _state["choice"] = _validate_choice(name)
+
+
+def get_choice() -> str:
+    return _state["choice"]
+
+
+def selection_cache() -> dict[tuple, dict]:
+    """{shape signature: {"choice": "triton" | "aten", "times": {candidate: seconds}}}
+    for every (phase, shape, dtype, layout, device) measured so far in this process."""
+    return {k: {"choice": v, "times": dict(_TIMINGS.get(k, {}))} for k, v in _SELECTION.items()}
+
+
+def clear_selection_cache() -> None:
+    _SELECTION.clear()
+    _TIMINGS.clear()
+
+
+def _layout(t: torch.Tensor) -> str:
+    if t.is_contiguous():
+        return "contiguous"
+    return "channels_last" if t.is_contiguous(memory_format=torch.channels_last) else "strided"
+
+
+def _signature(phase: str, stride: int, padding: int, *tensors: torch.Tensor | None) -> tuple:
+    """The selection cache's key: the phase and everything the speed depends on."""
+    first = tensors[0]
+    tf32 = first.dtype == torch.float32 and first.device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    return (phase, str(first.device), str(first.dtype), stride, padding, tf32,
+            tuple(None if t is None else (tuple(t.shape), _layout(t)) for t in tensors))
+
+
+def _triton_problem(device: torch.device) -> str | None:
+    if _kernels is None:
+        return f"triton cannot be imported ({_triton_backend.IMPORT_ERROR})"
+    if device.type == "cuda" or (device.type == "cpu" and _triton_backend.INTERPRET):
+        return None
+    return f"the Triton kernels do not run on {device.type} tensors"
+
+
+def _time(fn: Callable[[], object], device: torch.device) -> float:
+    """Median seconds of fn() after warm-up (CUDA events on a GPU)."""
+    warmup, runs = MEASURE_RUNS.get(device.type, MEASURE_RUNS["cpu"])
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(runs)]
+            for start, end in events:
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _decide(choice: str, key: tuple, device: torch.device, fused: Callable, unfused: Callable) -> str:
+    """"triton" or "aten" for this call: the forced choice, else the cached measurement,
+    else measure both now (once per key)."""
+    if choice != "auto":
+        if choice == "triton":
+            problem = _triton_problem(device)
+            if problem:
+                raise RuntimeError(f"reflect_conv2d: choice 'triton' is unavailable: {problem}")
+        return _validate_choice(choice)
+    cached = _SELECTION.get(key)
+    if cached is not None:
+        return cached
+    if _triton_problem(device):
+        return "aten"
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        # no timing inside a CUDA graph capture: take the vendor path, measure later
+        return "aten"
+    times, errors = {}, {}
+    for name, fn in (("aten", unfused), ("triton", fused)):
+        try:
+            times[name] = _time(fn, device)
+        except Exception as e:  # e.g. a tile the GPU cannot hold; or aten's reflection_pad2d_backward
+            times[name] = math.inf  # under torch.use_deterministic_algorithms on CUDA
+            errors[name] = e
+    if len(errors) == 2:
+        raise errors["aten"]
+    for name, e in errors.items():
+        other = "Triton kernel" if name == "aten" else "pad + vendor convolution"
+        warnings.warn(f"fastgan.ops.reflect_conv2d: the {name} path failed for {key} ({e!r}); "
+                      f"using the {other} there", RuntimeWarning, stacklevel=3)
+    choice = min(times, key=times.get)
+    _TIMINGS[key] = times
+    _SELECTION[key] = choice
+    return choice
+
+
+# ------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("fastgan::reflect_conv2d", mutates_args=())
+def _reflect_conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       stride: int, padding: int, choice: str) -> torch.Tensor:
+    fmt = _out_format(x, weight)
+
+    def fused():
+        return _kernels.forward(x, weight, bias, stride, padding,
+                                _empty(_out_shape(x, weight, stride, padding), x, fmt))
+
+    def unfused():
+        return _in_layout(_aten_forward(x, weight, bias, stride, padding), fmt)
+
+    key = _signature("forward", stride, padding, x, weight, bias)
+    return fused() if _decide(choice, key, x.device, fused, unfused) == "triton" else unfused()
+
+
+@_reflect_conv2d_op.register_fake
+def _(x, weight, bias, stride, padding, choice):
+    torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "reflect_conv2d: 4-d x and weight")
+    torch._check(weight.shape[1] == x.shape[1], lambda: "reflect_conv2d: channel mismatch")
+    torch._check(x.dtype == weight.dtype, lambda: "reflect_conv2d: x and weight dtypes differ")
+    return _empty(_out_shape(x, weight, stride, padding), x, _out_format(x, weight))
+
+
+@torch.library.custom_op("fastgan::reflect_conv2d_grad_input", mutates_args=())
+def _grad_input_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                   choice: str) -> torch.Tensor:
+    """The gradient of reflect_conv2d with respect to x (x is read for its shape and
+    layout only)."""
+    fmt = _x_format(x)
+
+    def fused():
+        return _kernels.grad_input(grad, weight, stride, padding, _empty(x.shape, x, fmt))
+
+    def unfused():
+        return _in_layout(_aten_grad_input(grad, x, weight, stride, padding), fmt)
+
+    key = _signature("grad_input", stride, padding, grad, x, weight)
+    return fused() if _decide(choice, key, x.device, fused, unfused) == "triton" else unfused()
+
+
+@_grad_input_op.register_fake
+def _(grad, x, weight, stride, padding, choice):
+    return _empty(x.shape, x, _x_format(x))
+
+
+@torch.library.custom_op("fastgan::reflect_conv2d_grad_weight", mutates_args=())
+def _grad_weight_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                    choice: str) -> torch.Tensor:
+    """The gradient of reflect_conv2d with respect to weight (weight is read for its
+    shape and layout only), in weight's layout."""
+
+    def fused():
+        return _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight))
+
+    def unfused():
+        return torch.empty_like(weight).copy_(_aten_grad_weight(grad, x, weight, stride, padding))
+
+    key = _signature("grad_weight", stride, padding, grad, x, weight)
+    return fused() if _decide(choice, key, x.device, fused, unfused) == "triton" else unfused()
+
+
+@_grad_weight_op.register_fake
+def _(grad, x, weight, stride, padding, choice):
+    return torch.empty_like(weight)
+
+
+def _bias_grad(grad: torch.Tensor) -> torch.Tensor:
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    return grad.sum((0, 2, 3), dtype=acc).to(grad.dtype)
+
+
+def _setup_forward(ctx, inputs, output):
+    x, weight, bias, stride, padding, choice = inputs
+    ctx.conf = (stride, padding, choice)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight)
+
+
+def _backward_forward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    stride, padding, choice = ctx.conf
+    dx = dw = db = None
+    if ctx.needs_input_grad[0]:
+        dx = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, weight, stride, padding, choice)
+    if ctx.needs_input_grad[1]:
+        dw = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, x, weight, stride, padding, choice)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        db = _bias_grad(grad)
+    return dx, dw, db, None, None, None
+
+
+_reflect_conv2d_op.register_autograd(_backward_forward, setup_context=_setup_forward)
+
+
+# Double backward. grad_input(g, w) is the adjoint of x -> forward(x, w) and
+# grad_weight(g, x) the adjoint of w -> forward(x, w); both are bilinear, so:
+#   <c, grad_input(g, w)>  = <forward(c, w), g>  = <w, grad_weight(g, c)>
+#   <c, grad_weight(g, x)> = <forward(x, c), g>  = <x, grad_input(g, c)>
+
+
+def _setup_grad_op(ctx, inputs, output):
+    grad, x, weight, stride, padding, choice = inputs
+    ctx.conf = (stride, padding, choice)
+    ctx.save_for_backward(grad, x, weight)
+
+
+def _backward_grad_input(ctx, cot):
+    grad, x, weight = ctx.saved_tensors
+    stride, padding, choice = ctx.conf
+    d_grad = d_weight = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.fastgan.reflect_conv2d(cot, weight, None, stride, padding, choice)
+    if ctx.needs_input_grad[2]:
+        d_weight = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, cot, weight, stride, padding, choice)
+    return d_grad, None, d_weight, None, None, None  # x: its shape only
+
+
+def _backward_grad_weight(ctx, cot):
+    grad, x, weight = ctx.saved_tensors
+    stride, padding, choice = ctx.conf
+    d_grad = d_x = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.fastgan.reflect_conv2d(x, cot, None, stride, padding, choice)
+    if ctx.needs_input_grad[1]:
+        d_x = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, cot, stride, padding, choice)
+    return d_grad, d_x, None, None, None, None  # weight: its shape only
+
+
+_grad_input_op.register_autograd(_backward_grad_input, setup_context=_setup_grad_op)
+_grad_weight_op.register_autograd(_backward_grad_weight, setup_context=_setup_grad_op)
+
+
+# ----------------------------------------------------------------------- back ends
+
+
+def _triton_impl(x, weight, bias=None, stride=1, padding=1):
+    """The `triton` back end: the custom op, which picks per shape (see module docstring)."""
+    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, _state["choice"])
+
+
+REFLECT_CONV2D.impl("cpu", _cpu_impl)
+REFLECT_CONV2D.impl("triton", _triton_impl, available=_triton_backend.triton_problem)

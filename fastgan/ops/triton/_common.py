@@ -1,0 +1,84 @@
+"""What the Triton kernels of fastgan share: how an op is defined so that torch.compile
+sees it as one node, and small jit helpers.
+
+On a GPU an op is a `torch.library.triton_op` (torch.compile sees the kernels inside
+it; its fake rule is the op's own Python body, whose `wrap_triton` launches do nothing
+on fake tensors). Under TRITON_INTERPRET=1 `wrap_triton` hands back the raw
+interpreted kernel, which would run on fake tensors, so there the op is an opaque
+`torch.library.custom_op` with the given fake rule instead: the same kernels, the same
+schema, the same fake results.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+from fastgan.ops.triton import INTERPRET
+
+# Programs of a reduction's first pass at most: fixed (not taken from the device), so
+# the summation order, hence the result, is the same on every GPU.
+MAX_PARTIALS = 1024
+
+
+def define_op(name: str, schema: str, fn: Callable, fake: Callable):
+    """The op `name` ("fastgan_triton::x") running `fn`; `fake` is its fake rule."""
+    if INTERPRET:
+        op = torch.library.custom_op(name, fn, mutates_args=(), schema=schema)
+        op.register_fake(fake)
+    else:
+        op = torch.library.triton_op(name, fn, mutates_args=(), schema=schema)
+    return op
+
+
+def split_f64(value: float) -> tuple[float, float, float]:
+    """value as hi + mid + lo, three float32s (Triton passes Python floats as float32):
+    72 bits of significand, so the jit side's float64 sum (`join_f64`) is value itself
+    (for values far from float32's under- and overflow)."""
+    hi = _f32(value)
+    mid = _f32(value - hi)
+    return hi, mid, _f32(value - hi - mid)
+
+
+def _f32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def reduction_grid(n: int, block: int) -> tuple[int, int]:
+    """(programs, tiles per program) of a first pass over n elements in tiles of `block`:
+    at most MAX_PARTIALS programs, a function of n only."""
+    tiles = triton.cdiv(n, block)
+    per_program = max(triton.cdiv(tiles, MAX_PARTIALS), 1)
+    return max(triton.cdiv(tiles, per_program), 1), per_program
+
+
+@triton.jit
+def join_f64(hi, mid, lo):
+    return (tl.cast(hi, tl.float64) + tl.cast(mid, tl.float64)) + tl.cast(lo, tl.float64)
+
+
+@triton.jit
+def round_f64(v, OUT64: tl.constexpr, BF16: tl.constexpr, out_dtype: tl.constexpr):
+    """A float64 value rounded to the output dtype (through float32 below float64, as
+    the CUDA kernels' to_scalar does), to nearest even. bf16 is rounded by hand: the
+    Triton interpreter truncates float32 -> bf16, the GPU rounds to nearest even, and
+    this way both give the same bits."""
+    if OUT64:
+        return v
+    else:
+        f = v.to(tl.float32)
+        if BF16:
+            f = round_bf16(f)
+        return f.to(out_dtype)
+
+
+@triton.jit
+def round_bf16(f):
+    """float32 -> the nearest bf16 (ties to even), still as a float32."""
+    bits = f.to(tl.uint32, bitcast=True)
+    bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+    return tl.where(f != f, f, bits.to(tl.float32, bitcast=True))  # NaN stays NaN

@@ -1,0 +1,448 @@
+"""The `triton` back end of fastgan.ops.instance_norm_act.
+
+Ops torch.ops.fastgan_triton.instance_norm_act / instance_norm_act_backward, with the
+schemas, fake rules and autograd rules of the native fastgan::instance_norm_act /
+instance_norm_act_backward (ops/_instance_norm_act.py): the forward returns (out,
+mean, rstd) and saves x, mean and rstd; the backward recomputes the normalized value
+and the activation's mask from them.
+
+One kernel family serves both layouts: a program owns BLOCK_C channels of one image
+over a run of SPLIT pixels, as a [BLOCK_C, BLOCK_HW] tile walked along the pixels
+with the layout's strides (NCHW: a program per plane, BLOCK_C = 1, the pixels
+contiguous; channels_last: BLOCK_C = 32 channels contiguous per pixel).
+
+Forward (statistics: shifted sums, sum(x - k) and sum((x - k)^2) with k the mean of
+the plane's first 32 elements, lanes in float32 (float64 for float64 inputs), the
+lanes added in float64 by tl.sum's fixed tree):
+  planes of at most SPLIT pixels: `_fwd_kernel` with FUSED, one program computes the
+    statistics, then re-reads its planes (from L1/L2) to write the output;
+  larger planes (split reduction): `_fwd_stats_kernel` writes one float64 pair per
+    (plane, split); every program of `_fwd_kernel` (not FUSED) adds its planes' pairs
+    in split order (deterministic), split 0 writes mean and rstd, all write the output.
+Backward likewise with A = sum(gz), B = sum(gz * (x - mean)) (`_bwd_kernel` FUSED, or
+`_bwd_stats_kernel` then `_bwd_kernel`), then `_param_kernel` sums dweight and dbias
+over the images in order. No atomics: the same bits on every run. All kernels compile
+for sm_80 and sm_90 (checked here with triton.compile against those targets, no GPU).
+
+Memory traffic floor (each input read once, each output written once): forward
+numel * itemsize * (2 + [residual]) + N * C * 8 bytes; backward numel * itemsize * 3
++ the (N, C) statistics. Fused planes re-read x (and grad) from cache; split planes
+read them twice (forward 1.5x the floor, backward 5/3 when the tensor exceeds L2).
+Fraction of that floor reached on a GPU: not measured yet (no GPU in the build
+environment).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from fastgan.ops._instance_norm_act import (
+    INSTANCE_NORM_ACT,
+    backward_fake,
+    check_args,
+    dense_input,
+    forward_fake,
+    make_autograd,
+    stats_dtype,
+)
+from fastgan.ops._layout import in_order
+from fastgan.ops.triton import triton_problem
+from fastgan.ops.triton._common import define_op
+
+ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
+SPLIT_NCHW = 4096   # pixels per program, NCHW (one plane's run)
+SPLIT_NHWC = 512    # pixels per program, channels_last (32 channels each)
+BLOCK_S = 64        # partials per step when combining splits
+SHIFT_ELEMS = 32    # elements averaged for the shift k
+PARAM_BLOCK = 128   # channels per program of _param_kernel
+
+
+def _split_f64(value: float) -> tuple[float, float]:
+    """value as hi + lo, two float32s (Triton passes Python floats as float32); the
+    kernels add them back in float64 (_join_f64): eps and the slope to ~2^-48 relative."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
+
+
+@triton.jit
+def _join_f64(hi, lo):
+    return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+
+
+@triton.jit
+def _act(z, slope, ACT: tl.constexpr):
+    if ACT == 1:
+        z = tl.where(z > 0, z, tl.where(z != z, z, 0.0))
+    elif ACT == 2:
+        z = tl.where(z > 0, z, z * slope)
+    return z
+
+
+@triton.jit
+def _act_grad(g, z, slope, ACT: tl.constexpr):
+    if ACT == 1:
+        g = tl.where(z > 0, g, 0.0)
+    elif ACT == 2:
+        g = tl.where(z > 0, g, g * slope)
+    return g
+
+
+@triton.jit
+def _tile_coords(HW, C, SPLIT, BLOCK_C: tl.constexpr):
+    """(n, channels, channel mask, split index, first pixel, end pixel) of this program."""
+    cb_count = tl.cdiv(C, BLOCK_C)
+    pid = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    n = pid // cb_count
+    c = (pid % cb_count) * BLOCK_C + tl.arange(0, BLOCK_C).to(tl.int64)
+    lo = s * SPLIT
+    hi = tl.minimum(lo + SPLIT, HW)
+    return n, c, c < C, s, lo, hi
+
+
+@triton.jit
+def _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC: tl.constexpr):
+    """k per channel: the mean of the plane's first SHIFT_N = min(32, HW) elements."""
+    j = tl.arange(0, 32).to(tl.int64)
+    m = cmask[:, None] & (j < SHIFT_N)[None, :]
+    v = tl.load(x_ptr + base + c[:, None] * sC + j[None, :] * sHW, mask=m, other=0.0).to(ACC)
+    return tl.sum(v, axis=1) / SHIFT_N
+
+
+@triton.jit
+def _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW,
+                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    a1 = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    a2 = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    for start in range(lo, hi, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
+        m = cmask[:, None] & (hw < hi)[None, :]
+        v = tl.load(x_ptr + base + c[:, None] * sC + hw[None, :] * sHW, mask=m, other=0.0).to(ACC)
+        d = tl.where(m, v - k[:, None], 0.0)
+        a1 += d
+        a2 += d * d
+    return tl.sum(a1.to(tl.float64), axis=1), tl.sum(a2.to(tl.float64), axis=1)
+
+
+@triton.jit
+def _combine(p1_ptr, p2_ptr, plane, cmask, S, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Sums of the S partial pairs of each plane, in a fixed order."""
+    a1 = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float64)
+    a2 = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float64)
+    for start in range(0, S, BLOCK_S):
+        j = start + tl.arange(0, BLOCK_S)
+        m = cmask[:, None] & (j < S)[None, :]
+        offs = plane[:, None] * S + j[None, :]
+        a1 += tl.load(p1_ptr + offs, mask=m, other=0.0)
+        a2 += tl.load(p2_ptr + offs, mask=m, other=0.0)
+    return tl.sum(a1, axis=1), tl.sum(a2, axis=1)
+
+
+@triton.jit
+def _stats(s1, s2, k, HW, eps):
+    m1 = s1 / HW
+    var = tl.maximum(s2 / HW - m1 * m1, 0.0)
+    return k.to(tl.float64) + m1, 1.0 / tl.sqrt(var + eps)
+
+
+@triton.jit
+def _apply(x_ptr, res_ptr, y_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, shift, slope,
+           ACT: tl.constexpr, HAS_RES: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+           ACC: tl.constexpr):
+    for start in range(lo, hi, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
+        m = cmask[:, None] & (hw < hi)[None, :]
+        offs = base + c[:, None] * sC + hw[None, :] * sHW
+        v = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        y = _act((v - mean[:, None]) * scale[:, None] + shift[:, None], slope, ACT)
+        if HAS_RES:
+            y = tl.load(res_ptr + offs, mask=m, other=0.0).to(ACC) + y
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _affine(w_ptr, b_ptr, c, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_C: tl.constexpr,
+            ACC: tl.constexpr):
+    if HAS_W:
+        w = tl.load(w_ptr + c, mask=cmask, other=1.0).to(ACC)
+    else:
+        w = tl.full([BLOCK_C], 1.0, ACC)
+    if HAS_B:
+        b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(ACC)
+    else:
+        b = tl.zeros([BLOCK_C], ACC)
+    return w, b
+
+
+@triton.jit
+def _fwd_stats_kernel(x_ptr, p1_ptr, p2_ptr, mean_ptr, C, HW, sN, sC, sHW, S, SPLIT, SHIFT_N,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    ACC = mean_ptr.dtype.element_ty  # float32, float64 for float64 inputs
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    base = n * sN
+    k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC)
+    s1, s2 = _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW, BLOCK_C, BLOCK_HW, ACC)
+    plane = n * C + c
+    tl.store(p1_ptr + plane * S + s, s1, mask=cmask)
+    tl.store(p2_ptr + plane * S + s, s2, mask=cmask)
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, res_ptr, y_ptr, p1_ptr, p2_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr,
+                C, HW, sN, sC, sHW, S, SPLIT, SHIFT_N, eps_hi, eps_lo, slope_hi, slope_lo,
+                ACT: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                FUSED: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_S: tl.constexpr):
+    """FUSED (S == 1): statistics over the whole planes, then the output; else the
+    statistics from the S partials of _fwd_stats_kernel, then this split's output."""
+    ACC = mean_ptr.dtype.element_ty
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    base = n * sN
+    plane = n * C + c
+    k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC)
+    if FUSED:
+        s1, s2 = _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW, BLOCK_C, BLOCK_HW, ACC)
+    else:
+        s1, s2 = _combine(p1_ptr, p2_ptr, plane, cmask, S, BLOCK_C, BLOCK_S)
+    mean64, rstd64 = _stats(s1, s2, k, HW, _join_f64(eps_hi, eps_lo))
+    mean = mean64.to(ACC)
+    rstd = rstd64.to(ACC)
+    tl.store(mean_ptr + plane, mean, mask=cmask & (s == 0))
+    tl.store(rstd_ptr + plane, rstd, mask=cmask & (s == 0))
+    w, b = _affine(w_ptr, b_ptr, c, cmask, HAS_W, HAS_B, BLOCK_C, ACC)
+    scale = (rstd.to(tl.float64) * w.to(tl.float64)).to(ACC)
+    slope = _join_f64(slope_hi, slope_lo).to(ACC)
+    _apply(x_ptr, res_ptr, y_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, b, slope,
+           ACT, HAS_RES, BLOCK_C, BLOCK_HW, ACC)
+
+
+@triton.jit
+def _grad_sums(g_ptr, x_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, shift, slope,
+               ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    a = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    bb = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    for start in range(lo, hi, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
+        m = cmask[:, None] & (hw < hi)[None, :]
+        offs = base + c[:, None] * sC + hw[None, :] * sHW
+        x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        g = tl.load(g_ptr + offs, mask=m, other=0.0).to(ACC)
+        d = x - mean[:, None]
+        gz = tl.where(m, _act_grad(g, d * scale[:, None] + shift[:, None], slope, ACT), 0.0)
+        a += gz
+        bb += gz * d
+    return tl.sum(a.to(tl.float64), axis=1), tl.sum(bb.to(tl.float64), axis=1)
+
+
+@triton.jit
+def _bwd_stats_kernel(g_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pa_ptr, pb_ptr,
+                      C, HW, sN, sC, sHW, S, SPLIT, slope_hi, slope_lo,
+                      ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    ACC = mean_ptr.dtype.element_ty
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    base = n * sN
+    plane = n * C + c
+    mean = tl.load(mean_ptr + plane, mask=cmask, other=0.0).to(ACC)
+    rstd = tl.load(rstd_ptr + plane, mask=cmask, other=0.0).to(ACC)
+    w, b = _affine(w_ptr, b_ptr, c, cmask, HAS_W, HAS_B, BLOCK_C, ACC)
+    scale = (rstd.to(tl.float64) * w.to(tl.float64)).to(ACC)
+    slope = _join_f64(slope_hi, slope_lo).to(ACC)
+    sa, sb = _grad_sums(g_ptr, x_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, b, slope,
+                        ACT, BLOCK_C, BLOCK_HW, ACC)
+    tl.store(pa_ptr + plane * S + s, sa, mask=cmask)
+    tl.store(pb_ptr + plane * S + s, sb, mask=cmask)
+
+
+@triton.jit
+def _bwd_kernel(g_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pa_ptr, pb_ptr, sa_ptr, sb_ptr,
+                C, HW, sN, sC, sHW, S, SPLIT, slope_hi, slope_lo,
+                ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, FUSED: tl.constexpr,
+                BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_S: tl.constexpr):
+    """dx of this program's tile; split 0 also stores the planes' (A, B) sums."""
+    ACC = mean_ptr.dtype.element_ty
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    base = n * sN
+    plane = n * C + c
+    slope_acc = _join_f64(slope_hi, slope_lo).to(ACC)
+    mean = tl.load(mean_ptr + plane, mask=cmask, other=0.0).to(ACC)
+    rstd = tl.load(rstd_ptr + plane, mask=cmask, other=0.0).to(ACC)
+    w, b = _affine(w_ptr, b_ptr, c, cmask, HAS_W, HAS_B, BLOCK_C, ACC)
+    scale = (rstd.to(tl.float64) * w.to(tl.float64)).to(ACC)
+    if FUSED:
+        sa, sb = _grad_sums(g_ptr, x_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, b, slope_acc,
+                            ACT, BLOCK_C, BLOCK_HW, ACC)
+    else:
+        sa, sb = _combine(pa_ptr, pb_ptr, plane, cmask, S, BLOCK_C, BLOCK_S)
+    tl.store(sa_ptr + plane, sa, mask=cmask & (s == 0))
+    tl.store(sb_ptr + plane, sb, mask=cmask & (s == 0))
+    r64 = rstd.to(tl.float64)
+    c1_64 = r64 * w.to(tl.float64)
+    c1 = c1_64.to(ACC)
+    c2 = (c1_64 * sa / HW).to(ACC)
+    c3 = (c1_64 * r64 * r64 * sb / HW).to(ACC)
+    for start in range(lo, hi, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
+        m = cmask[:, None] & (hw < hi)[None, :]
+        offs = base + c[:, None] * sC + hw[None, :] * sHW
+        x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        g = tl.load(g_ptr + offs, mask=m, other=0.0).to(ACC)
+        d = x - mean[:, None]
+        gz = _act_grad(g, d * scale[:, None] + b[:, None], slope_acc, ACT)
+        dx = gz * c1[:, None] - d * c3[:, None] - c2[:, None]
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _param_kernel(sa_ptr, sb_ptr, rstd_ptr, dw_ptr, db_ptr, N, C, BLOCK: tl.constexpr):
+    """dweight[c] = sum_n rstd * B, dbias[c] = sum_n A, over n in order."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cmask = c < C
+    dw = tl.zeros([BLOCK], dtype=tl.float64)
+    db = tl.zeros([BLOCK], dtype=tl.float64)
+    for n in range(0, N):
+        p = n * C + c
+        r = tl.load(rstd_ptr + p, mask=cmask, other=0.0).to(tl.float64)
+        dw += r * tl.load(sb_ptr + p, mask=cmask, other=0.0)
+        db += tl.load(sa_ptr + p, mask=cmask, other=0.0)
+    tl.store(dw_ptr + c, dw, mask=cmask)
+    tl.store(db_ptr + c, db, mask=cmask)
+
+
+# ------------------------------------------------------------------------- host side
+
+
+def _geometry(x: torch.Tensor):
+    """(strides sN, sC, sHW, BLOCK_C, BLOCK_HW, SPLIT) for a dense_input tensor."""
+    N, C, H, W = x.shape
+    HW = H * W
+    if x.is_contiguous():
+        block_hw = min(1024, triton.next_power_of_2(max(HW, 1)))
+        return C * HW, HW, 1, 1, block_hw, SPLIT_NCHW
+    block_c = min(32, triton.next_power_of_2(C))
+    return HW * C, 1, C, block_c, 32, SPLIT_NHWC
+
+
+def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                       residual: torch.Tensor | None, eps: float, activation: str,
+                       negative_slope: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_args("fastgan_triton::instance_norm_act", input, weight, bias, residual, activation)
+    x = dense_input(input)
+    N, C, H, W = x.shape
+    HW = H * W
+    acc = stats_dtype(x.dtype)
+    out = torch.empty_like(x)
+    mean = x.new_empty((N, C), dtype=acc)
+    rstd = torch.empty_like(mean)
+    if x.numel() == 0:
+        mean.fill_(float("nan"))
+        rstd.fill_(float("nan"))
+        return out, mean, rstd
+    res = in_order(residual, x) if residual is not None else x  # x: read only, unused
+    # Unused pointer arguments get their own small tensors, never an output's alias (a
+    # compiled graph's functionalization of the kernels must see no aliasing outputs).
+    unused = x.new_zeros((1,), dtype=acc)
+    w = weight.to(acc).contiguous() if weight is not None else unused
+    b = bias.to(acc).contiguous() if bias is not None else unused
+    sN, sC, sHW, block_c, block_hw, split = _geometry(x)
+    S = triton.cdiv(HW, split)
+    grid = (N * triton.cdiv(C, block_c), S)
+    shift_n = min(HW, SHIFT_ELEMS)
+    eps_hi, eps_lo = _split_f64(float(eps))
+    slope_hi, slope_lo = _split_f64(float(negative_slope))
+    if S > 1:
+        p1 = x.new_empty((N * C * S,), dtype=torch.float64)
+        p2 = torch.empty_like(p1)
+        wrap_triton(_fwd_stats_kernel)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
+                                             BLOCK_C=block_c, BLOCK_HW=block_hw)
+    else:
+        p1 = p2 = x.new_zeros((1,), dtype=torch.float64)  # unused
+    wrap_triton(_fwd_kernel)[grid](
+        x, res, out, p1, p2, mean, rstd, w, b, C, HW, sN, sC, sHW, S, split, shift_n, eps_hi, eps_lo,
+        slope_hi, slope_lo, ACT=ACT_CODES[activation], HAS_RES=residual is not None,
+        HAS_W=weight is not None, HAS_B=bias is not None, FUSED=S == 1, BLOCK_C=block_c,
+        BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
+    return out, mean, rstd
+
+
+def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None,
+                                bias: torch.Tensor | None, mean: torch.Tensor, rstd: torch.Tensor,
+                                activation: str, negative_slope: float
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_args("fastgan_triton::instance_norm_act_backward", input, weight, bias, None, activation)
+    x = dense_input(input)
+    N, C, H, W = x.shape
+    HW = H * W
+    acc = stats_dtype(x.dtype)
+    param_dtype = weight.dtype if weight is not None else x.dtype
+    dx = torch.empty_like(x)
+    if x.numel() == 0:
+        z = x.new_zeros((C,), dtype=param_dtype)
+        return dx, z, z.clone()
+    g = in_order(grad, x)
+    mean = mean.to(acc).contiguous()
+    rstd = rstd.to(acc).contiguous()
+    unused = x.new_zeros((1,), dtype=acc)
+    w = weight.to(acc).contiguous() if weight is not None else unused
+    b = bias.to(acc).contiguous() if bias is not None else unused
+    sN, sC, sHW, block_c, block_hw, split = _geometry(x)
+    S = triton.cdiv(HW, split)
+    grid = (N * triton.cdiv(C, block_c), S)
+    act = ACT_CODES[activation]
+    slope_hi, slope_lo = _split_f64(float(negative_slope))
+    sa = x.new_empty((N * C,), dtype=torch.float64)  # per plane: sum(gz)
+    sb = torch.empty_like(sa)                          # sum(gz * (x - mean))
+    if S > 1:
+        pa = x.new_empty((N * C * S,), dtype=torch.float64)
+        pb = torch.empty_like(pa)
+        wrap_triton(_bwd_stats_kernel)[grid](
+            g, x, mean, rstd, w, b, pa, pb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
+            ACT=act, HAS_W=weight is not None, HAS_B=bias is not None,
+            BLOCK_C=block_c, BLOCK_HW=block_hw)
+    else:
+        pa = pb = x.new_zeros((1,), dtype=torch.float64)  # unused
+    wrap_triton(_bwd_kernel)[grid](
+        g, x, dx, mean, rstd, w, b, pa, pb, sa, sb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
+        ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, FUSED=S == 1,
+        BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
+    dw = x.new_empty((C,), dtype=torch.float64)
+    db = torch.empty_like(dw)  # separate: with float64 parameters they are the outputs
+    wrap_triton(_param_kernel)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
+    return dx, dw.to(param_dtype), db.to(param_dtype)
+
+
+def _forward_fake(input, weight, bias, residual, eps, activation, negative_slope):
+    return forward_fake("fastgan_triton::instance_norm_act", input, weight, bias, residual, activation)
+
+
+def _backward_fake(grad, input, weight, bias, mean, rstd, activation, negative_slope):
+    return backward_fake("fastgan_triton::instance_norm_act_backward", grad, input, weight, bias, mean, rstd,
+                         activation)
+
+
+instance_norm_act_op = define_op(
+    "fastgan_triton::instance_norm_act",
+    "(Tensor input, Tensor? weight, Tensor? bias, Tensor? residual, float eps, str activation, "
+    "float negative_slope) -> (Tensor, Tensor, Tensor)",
+    _instance_norm_act, _forward_fake)
+instance_norm_act_backward_op = define_op(
+    "fastgan_triton::instance_norm_act_backward",
+    "(Tensor grad, Tensor input, Tensor? weight, Tensor? bias, Tensor mean, Tensor rstd, str activation, "
+    "float negative_slope) -> (Tensor, Tensor, Tensor)",
+    _instance_norm_act_backward, _backward_fake)
+
+_setup, _bwd, _setup_bwd, _bwd_bwd = make_autograd(instance_norm_act_backward_op)
+instance_norm_act_op.register_autograd(_bwd, setup_context=_setup)
+instance_norm_act_backward_op.register_autograd(_bwd_bwd, setup_context=_setup_bwd)
+
+
+def instance_norm_act(x, weight=None, bias=None, eps=1e-5, activation="relu", negative_slope=0.2, residual=None):
+    """The instance_norm_act implementation of the triton back end."""
+    return instance_norm_act_op(x, weight, bias, residual, float(eps), activation, float(negative_slope))[0]
+
+
+INSTANCE_NORM_ACT.impl("triton", instance_norm_act, available=triton_problem)

@@ -1,0 +1,521 @@
+"""fastgan.ops.cycle_losses on every back end against the float64 reference.
+
+Every back end available here (torch, cpu, triton through the interpreter on CPU
+tensors) x dtype x layout, forward and every gradient, on fresh random images with
+exact ties (sign(0) = 0); outputs poisoned with NaN (deterministic mode fills every
+fresh allocation with NaN); with and without identity terms, with the real images
+requiring grad too, A and B of different sizes; gradcheck, opcheck,
+torch.compile(fullgraph=True), determinism across runs and thread counts, the errors.
+CUDA and Triton-on-GPU tests carry @pytest.mark.gpu.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import fastgan.ops as ops
+from fastgan.ops import reference
+
+HAS_CUDA = torch.cuda.is_available()
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+LAYOUTS = ["contiguous", "channels_last", "slice", "mixed"]
+CPU_BACKENDS = ops.available_backends("cpu", op="cycle_losses")
+NATIVE_CPU = ["cpu"] if "cpu" in CPU_BACKENDS else []
+TRITON_CPU = ["triton"] if "triton" in CPU_BACKENDS else []
+NAMES = ("real_A", "rec_A", "real_B", "rec_B", "idt_A", "idt_B")
+LAMBDAS = dict(lambda_A=10.0, lambda_B=7.0, lambda_identity=0.3)
+# upstream gradient of each term (cycle_A, cycle_B, idt_A, idt_B): each term's scale shows
+COEFFS = (1.0, -2.0, 3.0, 0.5)
+
+
+def _id(v):
+    return str(v).replace("torch.", "") if isinstance(v, torch.dtype) else "x".join(map(str, v))
+
+
+def seed_of(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def make_images(shape_A, dtype, layout="contiguous", device="cpu", seed=0, idt=True, shape_B=None,
+                tie_fraction=0.1):
+    """real_A, rec_A, real_B, rec_B, idt_A, idt_B: random, never zero, each generated
+    image equal to its real one at about tie_fraction of the elements (exact ties)."""
+    shape_B = shape_A if shape_B is None else shape_B
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(shape):
+        full = (*shape[:-1], 2 * shape[-1] + 1) if layout in ("slice", "mixed") else shape
+        return torch.randn(full, generator=g, dtype=torch.float64)
+
+    def tie(x, real):
+        return torch.where(torch.rand(x.shape, generator=g, dtype=torch.float64) < tie_fraction, real, x)
+
+    real_A, real_B = rand(shape_A), rand(shape_B)
+    rec_A, rec_B = tie(rand(shape_A), real_A), tie(rand(shape_B), real_B)
+    idt_A, idt_B = tie(rand(shape_B), real_B), tie(rand(shape_A), real_A)
+    images = [t.to(device=device, dtype=dtype) for t in (real_A, rec_A, real_B, rec_B, idt_A, idt_B)]
+    cl = torch.channels_last
+    if layout == "channels_last":
+        images = [t.contiguous(memory_format=cl) for t in images]
+    elif layout == "slice":
+        images = [t[..., 1::2] for t in images]
+    elif layout == "mixed":  # every side mixes a slice, channels_last and contiguous
+        images = [t[..., 1::2] for t in images]
+        images[1] = images[1].contiguous(memory_format=cl)   # rec_A channels_last
+        images[0] = images[0].contiguous()                     # real_A contiguous
+        images[4] = images[4].contiguous(memory_format=cl)   # idt_A channels_last
+        # real_B, rec_B, idt_B stay slices: side B takes idt_A's order, side A rec_A's
+    for t in images:
+        assert (t != 0).all()
+    if tie_fraction:
+        assert (images[1] == images[0]).any() and (images[5] == images[0]).any()
+    if not idt:
+        images[4] = images[5] = None
+    return images
+
+
+def reference_f64(images, lambdas=LAMBDAS, coeffs=COEFFS):
+    """Values and gradients (None where not asked for) of the reference, in float64."""
+    leaves = [None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in images]
+    values = reference.cycle_losses(*leaves, **lambdas)
+    wanted = [t for t in leaves if t is not None and t.requires_grad]
+    if not wanted:
+        return values.detach(), [None] * 6
+    grads = torch.autograd.grad((values * torch.tensor(coeffs, dtype=torch.float64)).sum(), wanted,
+                                allow_unused=True)
+    it = iter(grads)
+    return values.detach(), [next(it) if t is not None and t.requires_grad else None for t in leaves]
+
+
+def run_backend(backend, images, lambdas=LAMBDAS, coeffs=COEFFS, grad_of=(1, 3, 4, 5)):
+    """Values and gradients (None where not asked for) of fastgan.ops.cycle_losses."""
+    leaves = [None if t is None else t.detach().requires_grad_(i in grad_of) for i, t in enumerate(images)]
+    with ops.use_backend(backend):
+        out = ops.cycle_losses(*leaves, **lambdas)
+    if coeffs is None:
+        out.values.sum().backward()  # the engine's use: an expanded (stride 0) grad
+    else:
+        (out.values * torch.tensor(coeffs, dtype=out.values.dtype, device=out.values.device)).sum().backward()
+    return out, [None if t is None else t.grad for t in leaves]
+
+
+def check_against_reference(backend, images, lambdas=LAMBDAS, coeffs=COEFFS, grad_of=(1, 3, 4, 5)):
+    dtype = images[0].dtype
+    out, grads = run_backend(backend, images, lambdas, coeffs, grad_of)
+    leaves = [None if t is None else t.detach().requires_grad_(i in grad_of) for i, t in enumerate(images)]
+    ref, ref_grads = reference_f64(leaves, lambdas, (1.0,) * 4 if coeffs is None else coeffs)
+    values = out.values
+    assert values.shape == (4,) and values.dtype == dtype and values.device == images[0].device
+    assert torch.equal(torch.stack([out.cycle_A, out.cycle_B, out.idt_A, out.idt_B]), values)
+    rtol = RTOL[dtype]
+    torch.testing.assert_close(values.double().cpu(), ref.cpu(), rtol=rtol, atol=1e-30)
+    for name, t, g, r in zip(NAMES, images, grads, ref_grads):
+        if r is None:
+            assert g is None, f"{name} got a gradient it should not have"
+            continue
+        assert g is not None and g.shape == t.shape and g.dtype == dtype, name
+        assert g.isfinite().all(), f"{name}: unwritten (NaN) gradient elements"
+        if name.startswith("real"):
+            # -(sum of two terms), each rounded: tolerance (plus an absolute floor for sums near 0)
+            floor = rtol * r.abs().max().item()
+            torch.testing.assert_close(g.double().cpu(), r.cpu(), rtol=rtol, atol=floor, msg=name)
+        else:
+            ties = (t == images[2 if name in ("rec_B", "idt_A") else 0])
+            assert (g[ties] == 0).all(), f"{name}: sign(0) = 0 at ties"
+            torch.testing.assert_close(g.double().cpu(), r.cpu(), rtol=rtol, atol=0, msg=name)
+            if backend in ("cpu", "cuda"):
+                # sign * scale with scale rounded once: the dtype's rounding of the reference
+                assert torch.equal(g, r.to(device=g.device, dtype=dtype)), name
+    return out, grads
+
+
+@pytest.fixture
+def poison():
+    """Every fresh allocation (at::empty, empty_like) is filled with NaN meanwhile."""
+    saved_fill = torch.utils.deterministic.fill_uninitialized_memory
+    saved_det = torch.are_deterministic_algorithms_enabled()
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved_det)
+        torch.utils.deterministic.fill_uninitialized_memory = saved_fill
+
+
+# ------------------------------------------------------------------------- CPU tensors
+
+
+def test_backends_here():
+    assert ops.native_loaded, "fastgan._C did not load: run `make build`"
+    assert NATIVE_CPU == ["cpu"]
+    assert TRITON_CPU == ["triton"], "triton runs on CPU tensors through TRITON_INTERPRET=1 (tests/conftest.py)"
+    with ops.use_backend("auto"):
+        assert ops.backend_for("cycle_losses", "cpu") == "cpu"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_matches_reference(backend, dtype, layout, poison):
+    images = make_images((2, 3, 17, 13), dtype, layout, seed=seed_of(dtype, layout))
+    check_against_reference(backend, images)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_matches_reference_large(backend, dtype, poison):
+    """Several CPU chunks (16384 indices) and Triton tiles; a numel no vector width divides."""
+    images = make_images((2, 3, 61, 67), dtype, "channels_last", seed=seed_of("large", dtype))
+    check_against_reference(backend, images)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_sum_backward_and_default_lambdas(backend, poison):
+    """values.sum().backward() (an expanded grad) and the reference's default lambdas."""
+    images = make_images((2, 3, 9, 11), torch.float32, seed=3)
+    lambdas = dict(lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5)
+    with ops.use_backend(backend):
+        default = ops.cycle_losses(*images)
+    torch.testing.assert_close(default.values.double(), reference_f64(images, lambdas)[0], rtol=1e-5, atol=0)
+    check_against_reference(backend, images, lambdas, coeffs=None)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_without_identity_terms(backend, poison):
+    images = make_images((2, 3, 9, 11), torch.float32, idt=False, seed=4)
+    out, grads = check_against_reference(backend, images)
+    assert out.idt_A.item() == 0 and out.idt_B.item() == 0
+    assert grads[4] is None and grads[5] is None
+    # lambda_identity == 0: the identity images are not read and get no gradient
+    with_idt = make_images((2, 3, 9, 11), torch.float32, seed=4)
+    leaves = [t.detach().requires_grad_(i > 0) for i, t in enumerate(with_idt)]
+    with ops.use_backend(backend):
+        zero = ops.cycle_losses(*leaves, lambda_A=10.0, lambda_B=7.0, lambda_identity=0.0)
+    zero.values.sum().backward()
+    torch.testing.assert_close(zero.values, out.values, rtol=0, atol=0)
+    assert zero.idt_A.item() == 0 and zero.idt_B.item() == 0
+    assert leaves[4].grad is None and leaves[5].grad is None
+    assert torch.equal(leaves[1].grad, grads[1])
+
+
+@pytest.mark.parametrize("idt", [True, False], ids=["idt", "no_idt"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_real_images_require_grad(backend, dtype, idt, poison):
+    images = make_images((2, 3, 9, 11), dtype, "mixed", idt=idt, seed=seed_of("real", dtype, idt))
+    check_against_reference(backend, images, grad_of=range(6))
+    check_against_reference(backend, images, grad_of=(0,))  # only real_A
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 8, 9), (2, 1, 8, 9)), ((1, 1, 5, 7), (2, 3, 40, 300))],
+                         ids=["A_larger", "B_larger"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_sides_of_different_sizes(backend, shapes, poison):
+    """input_nc != output_nc (identity off): the sides have different element counts."""
+    images = make_images(shapes[0], torch.float32, shape_B=shapes[1], idt=False, seed=5)
+    check_against_reference(backend, images, grad_of=range(4))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_empty_is_nan_like_aten(backend):
+    images = [torch.randn(0, 3, requires_grad=True) for _ in range(4)] + [None, None]
+    with ops.use_backend(backend):
+        out = ops.cycle_losses(*images)
+    assert out.cycle_A.isnan() and out.cycle_B.isnan() and out.idt_A == 0 and out.idt_B == 0
+    out.values.sum().backward()
+    assert images[1].grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_gradcheck_float64(backend):
+    # the interpreter is slow: triton gets fewer elements and gradcheck's fast mode (a
+    # random projection of the Jacobian rather than every column of it)
+    shape, fast = ((2, 3, 4, 5), False) if backend == "cpu" else ((2, 2, 3, 4), True)
+    images = make_images(shape, torch.float64, seed=6)  # ties too: both sides give 0
+    images = [t.requires_grad_() for t in images]
+
+    def f(*xs):
+        with ops.use_backend(backend):
+            return ops.cycle_losses(*xs, **LAMBDAS).values
+
+    assert torch.autograd.gradcheck(f, tuple(images), fast_mode=fast)
+    # second order, away from ties (there the gradient, a sign, jumps)
+    images = [t.requires_grad_() for t in make_images(shape, torch.float64, seed=7, tie_fraction=0.0)]
+    assert torch.autograd.gradgradcheck(f, tuple(images), fast_mode=fast)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_deterministic_across_runs_and_thread_counts(backend):
+    """Bitwise the same values and gradients: every run, and 1 or 2 CPU threads."""
+    shape = (8, 3, 64, 65) if backend == "cpu" else (2, 3, 40, 41)  # cpu: 7 chunks
+    images = make_images(shape, torch.float32, seed=8)
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 1, 2):
+            torch.set_num_threads(threads)
+            out, grads = run_backend(backend, images)
+            results.append([out.values, *[g for g in grads if g is not None]])
+    finally:
+        torch.set_num_threads(saved)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_forward_without_grad_writes_no_signs(backend):
+    """Under no_grad the forward skips the sign codes; a backward through an op call told
+    not to write them recomputes them."""
+    images = make_images((2, 3, 9, 11), torch.float32, seed=9)
+    op = torch.ops.fastgan.cycle_losses if backend == "cpu" else torch.ops.fastgan_triton.cycle_losses
+    with torch.no_grad(), ops.use_backend(backend):
+        values = ops.cycle_losses(*images, **LAMBDAS).values
+    losses, signs = op(*images, *LAMBDAS.values(), False)
+    assert signs.numel() == 0 and torch.equal(losses, values)
+    losses, signs = op(*images, *LAMBDAS.values(), True)
+    assert signs.shape == (images[0].numel(),) and signs.dtype == torch.uint8 and torch.equal(losses, values)
+    codes = (signs.long() >> 0) & 3  # cycle_A's codes, in rec_A's (contiguous) order
+    d = (images[1] - images[0]).flatten()
+    assert torch.equal(codes, (d > 0).long() + 2 * (d < 0).long())
+    leaves = [t.detach().requires_grad_(i == 1) for i, t in enumerate(images)]
+    losses, signs = op(*leaves, *LAMBDAS.values(), False)  # told wrong: no codes
+    assert signs.numel() == 0
+    losses.sum().backward()
+    ref = reference_f64(leaves, coeffs=(1.0,) * 4)[1][1]
+    assert torch.equal(leaves[1].grad, ref.float())
+
+
+_NATIVE_OPS = [("cpu", "fastgan")] if NATIVE_CPU else []
+_TRITON_OPS = [("triton", "fastgan_triton")] if TRITON_CPU else []
+
+
+@pytest.mark.parametrize("idt,layout", [(True, "mixed"), (False, "contiguous")], ids=["idt-mixed", "no_idt"])
+@pytest.mark.parametrize("backend,namespace", _NATIVE_OPS + _TRITON_OPS)
+def test_opcheck(backend, namespace, idt, layout):
+    _opcheck(getattr(torch.ops, namespace), make_images((2, 3, 6, 5), torch.float32, layout, idt=idt, seed=10))
+
+
+def _opcheck(ns, images):
+    idt = images[4] is not None
+    leaves = [None if t is None else t.detach().requires_grad_(i % 2 == 1 or i >= 4)
+              for i, t in enumerate(images)]
+    lam = tuple(LAMBDAS.values())
+    for compute_signs in (True, False):
+        torch.library.opcheck(ns.cycle_losses.default, (*leaves, *lam, compute_signs))
+    detached = [None if t is None else t.detach() for t in images]
+    _, signs = ns.cycle_losses(*detached, *lam, True)
+    grad = torch.tensor(COEFFS, device=images[0].device)
+    for mask in ([False, True, False, True, idt, idt], [True] * 6, [True, False, False, False, False, False]):
+        torch.library.opcheck(ns.cycle_losses_backward.default, (grad, signs, *detached, *lam, mask))
+    torch.library.opcheck(ns.cycle_losses_backward.default,
+                          (grad.clone().requires_grad_(), signs, *detached, *lam, [True] * 6))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend,namespace", _NATIVE_OPS + _TRITON_OPS)
+def test_fake_matches_real_layout(backend, namespace, layout):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ns = getattr(torch.ops, namespace)
+    images = make_images((2, 3, 6, 5), torch.float32, layout, seed=11)
+    lam = tuple(LAMBDAS.values())
+    _, signs = ns.cycle_losses(*images, *lam, True)
+    real = ns.cycle_losses_backward(torch.ones(4), signs, *images, *lam, [True] * 6)
+    with FakeTensorMode() as mode:
+        fake_images = [mode.from_tensor(t) for t in images]
+        fake_signs = ns.cycle_losses(*fake_images, *lam, True)[1]
+        fake = ns.cycle_losses_backward(torch.ones(4), fake_signs, *fake_images, *lam, [True] * 6)
+    assert fake_signs.shape == signs.shape and fake_signs.dtype == signs.dtype
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape and r.stride() == f.stride() and r.dtype == f.dtype
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_mismatched_shapes_are_clear_errors():
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="rec_A and real_A must have the same shape"):
+        ops.cycle_losses(a, torch.randn(2, 3, 4, 5), b, b)
+    with pytest.raises(ValueError, match="rec_B and real_B must have the same shape"):
+        ops.cycle_losses(a, a, b, torch.randn(3, 4, 4))  # no silent broadcasting
+    with pytest.raises(ValueError, match="idt_A and real_B must have the same shape"):
+        ops.cycle_losses(a, a, b, b, torch.randn(2, 1, 4, 4), a)
+    with pytest.raises(ValueError, match="idt_B and real_A must have the same shape"):
+        ops.cycle_losses(a, a, b, b, b, torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="both idt_A and idt_B or neither"):
+        ops.cycle_losses(a, a, b, b, idt_A=b)
+    with pytest.raises(ValueError, match="dtype"):
+        ops.cycle_losses(a, a.double(), b, b)
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+def test_native_op_checks_inputs():
+    a = torch.randn(2, 3, 4, 4)
+    lam = tuple(LAMBDAS.values())
+    with pytest.raises(RuntimeError, match="rec_A and real_A must have the same shape"):
+        torch.ops.fastgan.cycle_losses(a, a[..., :3], a, a, None, None, *lam, True)
+    with pytest.raises(RuntimeError, match="same dtype|real_A's dtype"):
+        torch.ops.fastgan.cycle_losses(a, a, a.double(), a.double(), None, None, *lam, True)
+    with pytest.raises(RuntimeError, match="both idt_A and idt_B or neither"):
+        torch.ops.fastgan.cycle_losses(a, a, a, a, a, None, *lam, True)
+    with pytest.raises(RuntimeError, match="floating point"):
+        torch.ops.fastgan.cycle_losses(a.long(), a.long(), a.long(), a.long(), None, None, *lam, True)
+    with pytest.raises(RuntimeError, match="signs must be the uint8 codes"):
+        torch.ops.fastgan.cycle_losses_backward(torch.ones(4), torch.zeros(3, dtype=torch.uint8), a, a, a, a,
+                                                None, None, *lam, [True] * 6)
+
+
+# ------------------------------------------------------------------------ torch.compile
+
+
+def _cycle_step(real_A, rec_A, real_B, rec_B, idt_A, idt_B):
+    """What the engine does with the terms: log them, add them to the generator loss."""
+    terms = ops.cycle_losses(real_A, torch.tanh(rec_A), real_B, rec_B * 2.0, idt_A, idt_B, 10.0, 7.0, 0.5)
+    return terms.values.sum() + 0.5 * terms.cycle_A, terms.values
+
+
+def _compiled_matches_eager(backend, compile_backend, device="cpu", idt=True):
+    images = make_images((2, 3, 8, 9), torch.float32, "channels_last", device=device, idt=idt, seed=12)
+
+    def run(fn):
+        leaves = [None if t is None else t.detach().requires_grad_(i % 2 == 1 or i >= 4)
+                  for i, t in enumerate(images)]
+        loss, values = fn(*leaves)
+        loss.backward()
+        return [loss.detach(), values.detach()] + [t.grad for t in leaves if t is not None and t.grad is not None]
+
+    torch._dynamo.reset()
+    counters.clear()
+    with ops.use_backend(backend):
+        eager = run(_cycle_step)
+        compiled = run(torch.compile(_cycle_step, fullgraph=True, backend=compile_backend))
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1
+    assert len(eager) == len(compiled) == (2 + (4 if idt else 2))
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(c, e, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("idt", [True, False], ids=["idt", "no_idt"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_compile_fullgraph_aot_eager(backend, idt):
+    _compiled_matches_eager(backend, "aot_eager", idt=idt)
+
+
+@pytest.mark.slow  # a cold inductor compile takes ~15 s here
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_compile_fullgraph_inductor(backend):
+    _compiled_matches_eager(backend, "inductor")
+
+
+# --------------------------------------------------------------------------------- CUDA
+
+GPU_BACKENDS = ["torch", "cuda", "triton"]
+
+
+def _gpu_backend_ready(backend):
+    if backend not in ops.available_backends("cuda", op="cycle_losses"):
+        pytest.fail(f"back end {backend!r} unavailable on the GPU: "
+                    f"{ops.registry._problem('cycle_losses', backend, 'cuda')}")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 17, 13), (8, 3, 256, 257)], ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_matches_reference_cuda(backend, dtype, layout, shape, poison):
+    _gpu_backend_ready(backend)
+    images = make_images(shape, dtype, layout, device="cuda", seed=seed_of(dtype, layout, shape))
+    check_against_reference(backend, images)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_variants(backend, poison):
+    """No identity, real images with grad, sides of different sizes, misaligned views."""
+    _gpu_backend_ready(backend)
+    check_against_reference(backend, make_images((4, 3, 64, 65), torch.float32, device="cuda", idt=False))
+    check_against_reference(backend, make_images((4, 3, 64, 65), torch.bfloat16, "mixed", device="cuda"),
+                            grad_of=range(6))
+    check_against_reference(backend, make_images((2, 3, 64, 64), torch.float32, device="cuda", idt=False,
+                                                 shape_B=(2, 1, 64, 64)), grad_of=range(4))
+    full = make_images((4, 3, 64, 64), torch.float16, device="cuda")
+    m = full[0].numel() - 8
+    views = [t.flatten()[k + 1:k + 1 + m] for k, t in enumerate(full)]  # off 16-byte boundaries
+    check_against_reference(backend, views, grad_of=range(6))
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_is_deterministic(backend):
+    _gpu_backend_ready(backend)
+    images = make_images((8, 3, 256, 257), torch.float32, device="cuda")
+    first = run_backend(backend, images)
+    first = [first[0].values, *[g for g in first[1] if g is not None]]
+    for _ in range(3):
+        out, grads = run_backend(backend, images)
+        again = [out.values, *[g for g in grads if g is not None]]
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_graph_capture(backend):
+    _gpu_backend_ready(backend)
+    images = make_images((4, 3, 64, 65), torch.float32, "channels_last", device="cuda")
+    leaves = [t.detach().requires_grad_(i % 2 == 1 or i >= 4) for i, t in enumerate(images)]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), ops.use_backend(backend):
+        for _ in range(2):  # warm up (Triton compiles here)
+            for t in leaves:
+                t.grad = None
+            ops.cycle_losses(*leaves, **LAMBDAS).values.sum().backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    for t in leaves:
+        t.grad = None
+    with torch.cuda.graph(graph), ops.use_backend(backend):
+        values = ops.cycle_losses(*leaves, **LAMBDAS).values
+        values.sum().backward()
+    fresh = make_images((4, 3, 64, 65), torch.float32, "channels_last", device="cuda", seed=13)
+    with torch.no_grad():
+        for t, f in zip(leaves, fresh):
+            t.copy_(f)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, ref_grads = reference_f64([t.detach().requires_grad_(i % 2 == 1 or i >= 4) for i, t in enumerate(fresh)],
+                                   coeffs=(1.0,) * 4)
+    torch.testing.assert_close(values.double(), ref, rtol=1e-5, atol=0)
+    for t, r in zip(leaves, ref_grads):
+        if r is not None:
+            torch.testing.assert_close(t.grad.double(), r, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_compile_fullgraph_cuda(backend):
+    _gpu_backend_ready(backend)
+    _compiled_matches_eager(backend, "inductor", device="cuda")
+
+
+@pytest.mark.parametrize("idt", [True, False], ids=["idt", "no_idt"])
+@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_triton"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_opcheck_cuda(namespace, idt):
+    _opcheck(getattr(torch.ops, namespace), make_images((2, 3, 6, 5), torch.float32, "mixed", device="cuda", idt=idt))

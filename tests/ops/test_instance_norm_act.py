@@ -1,0 +1,601 @@
+"""fastgan.ops.instance_norm_act on every back end against the float64 reference.
+
+Every back end available here (torch, cpu, triton through its interpreter) x dtype x
+layout x activation x affine x residual, forward and every gradient (dx, dweight,
+dbias, dresidual), on fresh random inputs with a nonzero, per-channel mean and odd,
+non-power-of-two planes, plus larger planes that take the split reductions (CPU: more
+than 16384 elements per NCHW plane, several NHWC row chunks and channel groups;
+Triton: more than 4096 pixels per plane). Outputs are poisoned (every fresh allocation
+filled with NaN). Then gradcheck / gradgradcheck (float64, cpu), opcheck of the native
+and Triton ops, the fake rules' strides, torch.compile(fullgraph=True) of a ResNet
+block built from the ops, determinism (two runs, 1 vs 2 threads, the generic vs the
+AVX2 CPU kernels). CUDA and Triton-on-GPU tests carry @pytest.mark.gpu.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.utils import counters
+
+import fastgan.ops as ops
+from fastgan.ops import reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HAS_CUDA = torch.cuda.is_available()
+OP = "instance_norm_act"
+
+CPU_BACKENDS = ops.available_backends("cpu", op=OP)
+NATIVE_CPU = ["cpu"] if "cpu" in CPU_BACKENDS else []
+TRITON_CPU = ["triton"] if "triton" in CPU_BACKENDS else []
+ACTIVATIONS = ["relu", "leaky_relu", "none"]
+LAYOUTS = ["contiguous", "channels_last"]
+# (relative tolerance; the absolute one is rtol * max|reference| of each tensor)
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 3e-3}
+SMALL = (2, 5, 7, 13)          # odd, non-power-of-two planes
+TRITON_SPLIT = (1, 4, 96, 80)  # 7680 pixels: 2 NCHW splits, 15 NHWC splits in Triton
+CPU_SHAPES = [
+    SMALL,
+    TRITON_SPLIT,       # NHWC: 15 row chunks
+    (1, 3, 130, 131),   # NCHW: 17030 > 16384 elements per plane, 2 chunks
+    (2, 70, 5, 6),      # NHWC: 2 channel groups, 6 channels past the last vector step
+]
+
+
+def _id(v):
+    if isinstance(v, torch.dtype):
+        return str(v).replace("torch.", "")
+    if isinstance(v, tuple):
+        return "x".join(map(str, v))
+    return str(v)
+
+
+def seed_of(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def make_case(shape, dtype, layout, *, affine=True, residual=True, device="cpu", seed=0, param_dtype=None):
+    """x (mean about 3 + a per-channel offset, never zero), weight, bias, residual and
+    the output gradient, in dtype and layout."""
+    g = torch.Generator().manual_seed(seed)
+    N, C, H, W = shape
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 1.5 + 3.0
+    x = x + torch.randn(1, C, 1, 1, generator=g, dtype=torch.float64)
+    w = torch.randn(C, generator=g, dtype=torch.float64) * 0.5 + 1.0
+    b = torch.randn(C, generator=g, dtype=torch.float64) * 0.5
+    r = torch.randn(shape, generator=g, dtype=torch.float64)
+    go = torch.randn(shape, generator=g, dtype=torch.float64)
+    pd = param_dtype or dtype
+    x, r, go = (t.to(device=device, dtype=dtype) for t in (x, r, go))
+    w, b = (t.to(device=device, dtype=pd) for t in (w, b))
+    if layout == "channels_last":
+        x, r, go = (t.contiguous(memory_format=torch.channels_last) for t in (x, r, go))
+    elif layout == "slice":
+        x = torch.cat([x, x], dim=3)[..., ::2]
+        assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    assert (x != 0).all()
+    return x, (w if affine else None), (b if affine else None), (r if residual else None), go
+
+
+def run(backend, x, w, b, r, go, activation, slope=0.2, eps=1e-5):
+    """Output and gradients (x, weight, bias, residual) of the op on `backend`."""
+    leaves = [t.detach().requires_grad_() if t is not None else None for t in (x, w, b, r)]  # same strides
+    with ops.use_backend(backend):
+        y = ops.instance_norm_act(leaves[0], leaves[1], leaves[2], eps, activation, slope, leaves[3])
+    y.backward(go)
+    return y.detach(), [t.grad if t is not None else None for t in leaves]
+
+
+def reference_f64(x, w, b, r, go, activation, slope=0.2, eps=1e-5):
+    leaves = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b, r)]
+    y = reference.instance_norm_act(leaves[0], leaves[1], leaves[2], eps, activation, slope, leaves[3])
+    grads = torch.autograd.grad(y, [t for t in leaves if t is not None], go.double())
+    it = iter(grads)
+    return y.detach(), [next(it) if t is not None else None for t in leaves]
+
+
+def assert_close(got, want, rtol, what):
+    assert got.shape == want.shape, what
+    assert torch.isfinite(got).all(), f"{what}: non-finite values (an element left unwritten?)"
+    got, want = got.double().cpu(), want.cpu()
+    atol = rtol * want.abs().max().item()
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def check(backend, x, w, b, r, go, activation, rtol=None):
+    rtol = rtol or RTOL[x.dtype]
+    y, grads = run(backend, x, w, b, r, go, activation)
+    ref, ref_grads = reference_f64(x, w, b, r, go, activation)
+    assert y.dtype == x.dtype and y.device == x.device
+    if x.is_contiguous(memory_format=torch.channels_last) and backend != "torch":
+        assert y.is_contiguous(memory_format=torch.channels_last), "the output keeps channels_last"
+    assert_close(y, ref, rtol, "output")
+    for name, got, want, t in zip(("dx", "dweight", "dbias", "dresidual"), grads, ref_grads, (x, w, b, r)):
+        if t is None:
+            assert got is None
+            continue
+        assert got.dtype == t.dtype, name
+        assert_close(got, want, rtol, name)
+    return y, grads
+
+
+@pytest.fixture
+def poison():
+    """Every fresh allocation (at::empty, torch.empty_like, ...) is filled with NaN."""
+    saved_fill = torch.utils.deterministic.fill_uninitialized_memory
+    saved_det = torch.are_deterministic_algorithms_enabled()
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved_det)
+        torch.utils.deterministic.fill_uninitialized_memory = saved_fill
+
+
+# ------------------------------------------------------------------------------ CPU
+
+
+def test_native_extension_is_built():
+    assert ops.native_loaded, "fastgan._C did not load: run `make build` first"
+    assert "cpu" in CPU_BACKENDS
+
+
+def _small_cases():
+    """float32: every (affine, residual) pair; bf16 / fp16: none or both."""
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        pairs = [(False, False), (True, False), (False, True), (True, True)] if dtype == torch.float32 else \
+            [(False, False), (True, True)]
+        for layout in LAYOUTS:
+            for activation in ACTIVATIONS:
+                for affine, residual in pairs:
+                    yield dtype, layout, activation, affine, residual
+
+
+@pytest.mark.parametrize("dtype,layout,activation,affine,residual", list(_small_cases()), ids=_id)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_matches_reference_small(backend, dtype, layout, activation, affine, residual, poison):
+    x, w, b, r, go = make_case(SMALL, dtype, layout, affine=affine, residual=residual,
+                               seed=seed_of(dtype, layout, activation, affine, residual))
+    check(backend, x, w, b, r, go, activation)
+
+
+@pytest.mark.parametrize("shape", CPU_SHAPES[1:], ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_matches_reference_split_cpu(backend, dtype, layout, shape, poison):
+    for activation in ACTIVATIONS if dtype == torch.float32 else ["leaky_relu"]:
+        x, w, b, r, go = make_case(shape, dtype, layout, seed=seed_of(dtype, layout, shape, activation))
+        check(backend, x, w, b, r, go, activation)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend", TRITON_CPU)
+def test_matches_reference_split_triton(backend, layout, poison):
+    x, w, b, r, go = make_case(TRITON_SPLIT, torch.float32, layout, seed=seed_of(layout, "split"))
+    check(backend, x, w, b, r, go, "leaky_relu")
+    if layout == "contiguous":  # (the channels_last one is slow in the interpreter)
+        x, w, b, r, go = make_case(TRITON_SPLIT, torch.float32, layout, affine=False, residual=False, seed=3)
+        check(backend, x, w, b, r, go, "relu")
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_float64(backend, poison):
+    x, w, b, r, go = make_case(SMALL, torch.float64, "contiguous", seed=11)
+    check(backend, x, w, b, r, go, "leaky_relu")
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_float32_parameters_with_bf16_input(backend):
+    """Mixed precision: bf16 activations, float32 weight and bias (gradients float32)."""
+    x, w, b, r, go = make_case(SMALL, torch.bfloat16, "channels_last", param_dtype=torch.float32, seed=5)
+    _, grads = check(backend, x, w, b, r, go, "relu")
+    assert grads[1].dtype == torch.float32 and grads[2].dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_strided_input_and_mixed_layouts(backend):
+    """A non-dense view is copied to NCHW; a residual / grad in another layout than x works."""
+    x, w, b, r, go = make_case(SMALL, torch.float32, "slice", seed=7)
+    check(backend, x, w, b, r, go, "relu")
+    x, w, b, r, go = make_case(SMALL, torch.float32, "contiguous", seed=8)
+    check(backend, x, w, b, r.contiguous(memory_format=torch.channels_last),
+          go.contiguous(memory_format=torch.channels_last), "none")
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_large_mean_small_variance(backend):
+    """mean 1000, std 0.01: sums around the mean, not E[x^2] - E[x]^2 (no cancellation)."""
+    g = torch.Generator().manual_seed(13)
+    x = (torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64) * 0.01 + 1000.0).float()
+    go = torch.randn(x.shape, generator=g).float()
+    y, grads = run(backend, x, None, None, None, go, "none")
+    ref, ref_grads = reference_f64(x, None, None, None, go, "none")
+    assert_close(y, ref, 2e-3, "output")  # float32 x carries ~6e-5 of the std in rounding
+    assert (y.double() - ref).abs().max() < 5e-3
+
+
+def test_eps_and_slope_are_used():
+    x, w, b, r, go = make_case((1, 2, 3, 4), torch.float32, "contiguous", seed=17)
+    for backend in NATIVE_CPU + TRITON_CPU:
+        with ops.use_backend(backend):
+            got = ops.instance_norm_act(x, w, b, eps=0.5, activation="leaky_relu", negative_slope=0.05)
+        want = reference.instance_norm_act(x.double(), w.double(), b.double(), 0.5, "leaky_relu", 0.05)
+        assert_close(got, want, 1e-5, backend)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_gradcheck_float64(backend):
+    for activation in ACTIVATIONS:
+        x, w, b, r, _ = make_case((2, 3, 4, 5), torch.float64, "contiguous", seed=seed_of("gc", activation))
+        args = [t.clone().requires_grad_() for t in (x, w, b, r)]
+
+        def f(x, w, b, r):
+            with ops.use_backend(backend):
+                return ops.instance_norm_act(x, w, b, 1e-5, activation, 0.2, r)
+
+        assert torch.autograd.gradcheck(f, args)
+        # second order through the backward op (a gradient penalty needs it); the
+        # residual enters linearly, so only x, weight, bias
+        assert torch.autograd.gradgradcheck(lambda x, w, b: f(x, w, b, None), args[:3])
+
+
+@pytest.mark.parametrize("backend", TRITON_CPU)
+def test_gradcheck_float64_triton(backend):
+    x, w, b, r, _ = make_case((1, 2, 2, 3), torch.float64, "contiguous", seed=23)
+    args = [t.clone().requires_grad_() for t in (x, w, b)]
+
+    def f(x, w, b):
+        with ops.use_backend(backend):
+            return ops.instance_norm_act(x, w, b, 1e-5, "leaky_relu", 0.2)
+
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.float32, "channels_last"),
+                                          (torch.bfloat16, "slice")], ids=_id)
+def test_opcheck_native(dtype, layout):
+    x, w, b, r, go = make_case((2, 3, 5, 7), dtype, layout, seed=29)
+    fwd = torch.ops.fastgan.instance_norm_act.default
+    bwd = torch.ops.fastgan.instance_norm_act_backward.default
+    req = [t.clone().requires_grad_() for t in (x, w, b, r)]
+    torch.library.opcheck(fwd, (*req, 1e-5, "relu", 0.2))
+    torch.library.opcheck(fwd, (req[0], None, None, None, 1e-5, "none", 0.2))
+    _, mean, rstd = fwd(x, w, b, r, 1e-5, "leaky_relu", 0.2)
+    torch.library.opcheck(bwd, (go, x, w, b, mean, rstd, "leaky_relu", 0.2))
+    torch.library.opcheck(bwd, (go.clone().requires_grad_(), x.clone().requires_grad_(),
+                                w.clone().requires_grad_(), b.clone().requires_grad_(), mean, rstd, "relu", 0.2))
+
+
+@pytest.mark.skipif(not TRITON_CPU, reason="triton unavailable")
+def test_opcheck_triton():
+    from fastgan.ops.triton import instance_norm_act as kernels
+
+    x, w, b, r, go = make_case((1, 3, 5, 7), torch.float32, "channels_last", seed=31)
+    req = [t.clone().requires_grad_() for t in (x, w, b, r)]
+    torch.library.opcheck(kernels.instance_norm_act_op, (*req, 1e-5, "relu", 0.2),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    _, mean, rstd = kernels.instance_norm_act_op(x, w, b, r, 1e-5, "relu", 0.2)
+    torch.library.opcheck(kernels.instance_norm_act_backward_op, (go, x, w, b, mean, rstd, "relu", 0.2),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("layout", LAYOUTS + ["slice"])
+def test_fake_matches_real_layout(layout):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w, b, r, go = make_case((2, 3, 5, 7), torch.float32, layout, seed=37)
+    real = torch.ops.fastgan.instance_norm_act(x, w, b, r, 1e-5, "relu", 0.2)
+    real_b = torch.ops.fastgan.instance_norm_act_backward(go, x, w, b, real[1], real[2], "relu", 0.2)
+    with FakeTensorMode() as mode:
+        fx, fw, fb, fr, fg = (mode.from_tensor(t) for t in (x, w, b, r, go))
+        fake = torch.ops.fastgan.instance_norm_act(fx, fw, fb, fr, 1e-5, "relu", 0.2)
+        fake_b = torch.ops.fastgan.instance_norm_act_backward(fg, fx, fw, fb, fake[1], fake[2], "relu", 0.2)
+    for got, want in zip((*fake, *fake_b), (*real, *real_b)):
+        assert got.shape == want.shape and got.stride() == want.stride() and got.dtype == want.dtype
+
+
+def test_argument_errors():
+    x = torch.randn(2, 3, 4, 5)
+    with pytest.raises(ValueError, match="activation"):
+        ops.instance_norm_act(x, activation="gelu")
+    with pytest.raises(ValueError, match="4-D"):
+        ops.instance_norm_act(x[0])
+    with pytest.raises(ValueError, match="weight"):
+        ops.instance_norm_act(x, torch.ones(4))
+    with pytest.raises(ValueError, match="residual"):
+        ops.instance_norm_act(x, residual=torch.randn(2, 3, 4, 4))
+    if NATIVE_CPU:
+        with pytest.raises(RuntimeError, match="activation"):
+            torch.ops.fastgan.instance_norm_act(x, None, None, None, 1e-5, "gelu", 0.2)
+        with pytest.raises(RuntimeError, match="residual"):
+            torch.ops.fastgan.instance_norm_act(x, None, None, x.double(), 1e-5, "relu", 0.2)
+        with pytest.raises(RuntimeError, match="floating point"):
+            torch.ops.fastgan.instance_norm_act(x.long(), None, None, None, 1e-5, "relu", 0.2)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_empty_batch(backend):
+    x = torch.randn(0, 3, 4, 5, requires_grad=True)
+    with ops.use_backend(backend):
+        y = ops.instance_norm_act(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not TRITON_CPU, reason="triton unavailable")
+def test_triton_kernels_compile_for_gpu():
+    """The interpreter runs the kernels' Python, not the compiler: compile every kernel
+    (both layouts' tile shapes, float32 and bf16, fused and split variants) for sm_90
+    through Triton's real front end, TTIR to cubin, which needs no GPU."""
+    out = _python("""
+        import json, triton
+        from triton.compiler import ASTSource
+        from triton.backends.compiler import GPUTarget
+        import fastgan.ops.triton.instance_norm_act as K
+        n = 0
+        for dt in ("fp32", "bf16"):
+            for block_c, block_hw in ((1, 1024), (32, 32)):
+                types = {k: "*" + dt for k in ("x_ptr", "res_ptr", "y_ptr", "g_ptr", "dx_ptr")}
+                types.update({k: "*fp32" for k in ("mean_ptr", "rstd_ptr", "w_ptr", "b_ptr")})
+                types.update({k: "*fp64" for k in ("p1_ptr", "p2_ptr", "pa_ptr", "pb_ptr", "sa_ptr", "sb_ptr",
+                                                   "dw_ptr", "db_ptr")})
+                types.update({k: "fp32" for k in ("eps_hi", "eps_lo", "slope_hi", "slope_lo")})
+                base = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
+                cases = [
+                    (K._fwd_stats_kernel, base),
+                    (K._fwd_kernel, dict(base, ACT=1, HAS_RES=True, HAS_W=True, HAS_B=True, FUSED=True, BLOCK_S=64)),
+                    (K._fwd_kernel, dict(base, ACT=2, HAS_RES=False, HAS_W=False, HAS_B=False, FUSED=False,
+                                         BLOCK_S=64)),
+                    (K._bwd_stats_kernel, dict(base, ACT=2, HAS_W=True, HAS_B=True)),
+                    (K._bwd_kernel, dict(base, ACT=1, HAS_W=True, HAS_B=True, FUSED=True, BLOCK_S=64)),
+                    (K._bwd_kernel, dict(base, ACT=0, HAS_W=False, HAS_B=False, FUSED=False, BLOCK_S=64)),
+                ]
+                for fn, cx in cases:
+                    sig = {a: "constexpr" if a in cx else types.get(a, "i32") for a in fn.arg_names}
+                    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
+                    n += 1
+        sig = {"sa_ptr": "*fp64", "sb_ptr": "*fp64", "rstd_ptr": "*fp32", "dw_ptr": "*fp64", "db_ptr": "*fp64",
+               "N": "i32", "C": "i32", "BLOCK": "constexpr"}
+        triton.compile(ASTSource(fn=K._param_kernel, signature=sig, constexprs={"BLOCK": 128}),
+                       target=GPUTarget("cuda", 90, 32))
+        print(json.dumps({"compiled": n + 1}))
+    """, TRITON_INTERPRET="0")
+    assert out["compiled"] == 25
+
+
+# ------------------------------------------------------------------------ determinism
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_two_runs_are_bitwise_equal(backend):
+    for layout in LAYOUTS:
+        # (Triton: a split reduction in NCHW; channels_last small, for the interpreter's sake)
+        shape = (3, 70, 33, 35) if backend != "triton" else TRITON_SPLIT if layout == "contiguous" else SMALL
+        x, w, b, r, go = make_case(shape, torch.float32, layout, seed=41)
+        first = run(backend, x, w, b, r, go, "relu")
+        second = run(backend, x, w, b, r, go, "relu")
+        assert torch.equal(first[0], second[0])
+        assert all(torch.equal(p, q) for p, q in zip(first[1], second[1]))
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_cpu_threads_do_not_change_bits(backend):
+    saved = torch.get_num_threads()
+    try:
+        # NCHW chunked and whole planes; NHWC fused (image x 32 channels a task) and phased
+        for shape, layout in (((1, 3, 130, 131), "contiguous"), ((4, 70, 20, 30), "contiguous"),
+                              ((2, 70, 40, 30), "channels_last"), ((1, 20, 130, 131), "channels_last")):
+            x, w, b, r, go = make_case(shape, torch.float32, layout, seed=43)
+            results = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                results.append(run(backend, x, w, b, r, go, "leaky_relu"))
+            assert torch.equal(results[0][0], results[1][0])
+            assert all(torch.equal(p, q) for p, q in zip(results[0][1], results[1][1]))
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _python(code: str, **env) -> dict:
+    """Runs code in a fresh interpreter; it prints one JSON line."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("FASTGAN_BACKEND", "FASTGAN_CPU_ISA")}
+    full_env.update(env)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+def test_generic_and_avx2_kernels_give_the_same_bits():
+    """FASTGAN_CPU_ISA=base runs the generic at::vec kernels; the default, the AVX2 ones
+    where the CPU has them. Same operations on 8 float lanes: the same bits."""
+    code = """
+        import hashlib, json, torch, fastgan.ops as ops
+        g = torch.Generator().manual_seed(0)
+        digest = hashlib.sha256()
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            for cl in (False, True):
+                for act in ("relu", "leaky_relu", "none"):
+                    x = (torch.randn(2, 37, 19, 23, generator=g) * 2 + 1).to(dtype)
+                    if cl:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    w = torch.randn(37, generator=g).to(dtype)
+                    b = torch.randn(37, generator=g).to(dtype)
+                    r = torch.randn(x.shape, generator=g).to(dtype)
+                    go = torch.randn(x.shape, generator=g).to(dtype)
+                    out = torch.ops.fastgan.instance_norm_act(x, w, b, r, 1e-5, act, 0.2)
+                    grads = torch.ops.fastgan.instance_norm_act_backward(go, x, w, b, out[1], out[2], act, 0.2)
+                    for t in (*out, *grads):
+                        digest.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+        print(json.dumps({"digest": digest.hexdigest()}))
+    """
+    generic = _python(code, FASTGAN_CPU_ISA="base")
+    default = {}
+    exec(textwrap.dedent(code).replace("print(json.dumps(", "default.update(("), {"default": default})
+    assert generic["digest"] == default["digest"]
+
+
+# ------------------------------------------------------------------------ torch.compile
+
+
+class ResnetBlock(torch.nn.Module):
+    """The reference's ResnetBlock (reflect padding, instance norm, no dropout) from the ops."""
+
+    def __init__(self, dim, affine):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(dim, dim, 3, bias=True)
+        self.conv2 = torch.nn.Conv2d(dim, dim, 3, bias=True)
+        self.w1 = torch.nn.Parameter(torch.rand(dim) + 0.5) if affine else None
+        self.b1 = torch.nn.Parameter(torch.randn(dim) * 0.1) if affine else None
+        self.w2 = torch.nn.Parameter(torch.rand(dim) + 0.5) if affine else None
+        self.b2 = torch.nn.Parameter(torch.randn(dim) * 0.1) if affine else None
+
+    def forward(self, x):
+        h = self.conv1(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+        h = ops.instance_norm_act(h, self.w1, self.b1, activation="relu")
+        h = self.conv2(F.pad(h, (1, 1, 1, 1), mode="reflect"))
+        return ops.instance_norm_act(h, self.w2, self.b2, activation="none", residual=x)
+
+
+def _compiled_block_matches_eager(backend, compile_backend, device="cpu", shape=(2, 8, 9, 11)):
+    torch.manual_seed(0)
+    block = ResnetBlock(shape[1], affine=True).to(device)
+    x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
+
+    def step(fn):
+        block.zero_grad(set_to_none=True)
+        xr = x.detach().requires_grad_()
+        y = fn(xr)
+        (y * y).mean().backward()
+        return [y.detach(), xr.grad] + [p.grad for p in block.parameters()]
+
+    torch._dynamo.reset()
+    counters.clear()
+    with ops.use_backend(backend):
+        eager = step(block)
+        compiled = step(torch.compile(block, fullgraph=True, backend=compile_backend))
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
+def test_compile_resnet_block_fullgraph_aot_eager(backend):
+    _compiled_block_matches_eager(backend, "aot_eager")
+
+
+@pytest.mark.slow  # a cold inductor compile of the block takes a while here
+@pytest.mark.parametrize("backend", NATIVE_CPU)
+def test_compile_resnet_block_fullgraph_inductor(backend):
+    _compiled_block_matches_eager(backend, "inductor")
+
+
+def test_backend_selection():
+    assert set(ops.available_backends("cpu", op=OP)) >= {"torch"}
+    with ops.use_backend("auto"):
+        assert ops.backend_for(OP, "cpu") == ("cpu" if ops.native_loaded else "torch")
+    assert ("cuda" in ops.available_backends("cuda", op=OP)) == (HAS_CUDA and ops.native_loaded)
+
+
+# --------------------------------------------------------------------------------- GPU
+
+GPU_SHAPES = [SMALL, TRITON_SPLIT, (16, 256, 64, 64), (1, 64, 1024, 1024)]
+
+
+def _gpu_cases():
+    for shape in GPU_SHAPES:
+        big = shape[2] * shape[3] >= 4096
+        for layout in LAYOUTS:
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                for activation in ACTIVATIONS:
+                    for affine, residual in ((False, False), (True, True)) if big else \
+                            ((False, False), (True, False), (False, True), (True, True)):
+                        if big and dtype == torch.float16 and activation != "leaky_relu":
+                            continue
+                        yield shape, layout, dtype, activation, affine, residual
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("shape,layout,dtype,activation,affine,residual", list(_gpu_cases()),
+                         ids=lambda v: _id(v))
+def test_matches_reference_gpu(backend, shape, layout, dtype, activation, affine, residual, poison):
+    x, w, b, r, go = make_case(shape, dtype, layout, affine=affine, residual=residual, device="cuda",
+                               seed=seed_of(shape, dtype, layout, activation, affine, residual))
+    check(backend, x, w, b, r, go, activation)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_float64_and_misaligned(backend):
+    x, w, b, r, go = make_case(TRITON_SPLIT, torch.float64, "contiguous", device="cuda", seed=47)
+    check(backend, x, w, b, r, go, "leaky_relu")
+    # a view starting 4 bytes past an allocation: the CUDA kernels take the scalar path
+    x, w, b, r, go = make_case((2, 3, 16, 16), torch.float32, "contiguous", device="cuda", seed=53)
+    xs = torch.empty(x.numel() + 1, device="cuda")[1:].view(x.shape).copy_(x)
+    check(backend, xs, w, b, r, go, "relu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_two_runs_are_bitwise_equal(backend):
+    for shape in ((16, 256, 64, 64), (1, 64, 1024, 1024)):
+        for layout in LAYOUTS:
+            x, w, b, r, go = make_case(shape, torch.float32, layout, device="cuda", seed=59)
+            first = run(backend, x, w, b, r, go, "relu")
+            second = run(backend, x, w, b, r, go, "relu")
+            assert torch.equal(first[0], second[0])
+            assert all(torch.equal(p, q) for p, q in zip(first[1], second[1]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_cuda_graph_capture(backend):
+    x, w, b, r, go = make_case((2, 16, 64, 64), torch.float32, "channels_last", device="cuda", seed=61)
+    xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), ops.use_backend(backend):
+        for _ in range(2):  # warm up (Triton compiles here)
+            xg.grad = wg.grad = bg.grad = None
+            ops.instance_norm_act(xg, wg, bg, residual=r).backward(go)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    xg.grad = wg.grad = bg.grad = None
+    with torch.cuda.graph(graph), ops.use_backend(backend):
+        y = ops.instance_norm_act(xg, wg, bg, residual=r)
+        y.backward(go)
+    x2, *_ = make_case((2, 16, 64, 64), torch.float32, "channels_last", device="cuda", seed=67)
+    with torch.no_grad():
+        xg.copy_(x2)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, ref_grads = reference_f64(x2, w, b, r, go, "relu")
+    assert_close(y.detach(), ref, 1e-5, "output")
+    assert_close(xg.grad, ref_grads[0], 1e-5, "dx")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_compile_resnet_block(backend):
+    _compiled_block_matches_eager(backend, "inductor", device="cuda", shape=(2, 32, 32, 32))

@@ -1,0 +1,206 @@
+"""The `triton` back end of fastgan.ops.l1_loss (fastgan/ops/triton/l1_loss.py).
+
+tests/ops/test_l1_loss.py already runs every back end available here -- triton
+included, through the interpreter on CPU tensors -- against the float64 reference
+(dtype x layout x shape, NaN-poisoned, weight, one-sided gradient, empty input,
+torch.compile(fullgraph=True)). This file adds what is Triton's own: gradcheck, opcheck
+of the fastgan_triton ops, fake vs real layouts, determinism, rounding to nearest
+(the interpreter truncates float32 -> bf16 by itself), the weight's exact float64
+transport, and the GPU tests (@pytest.mark.gpu).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan.ops as ops
+from tests.ops.test_l1_loss import (  # noqa: F401  (poison is a fixture)
+    DTYPES,
+    LAYOUTS,
+    SHAPES,
+    _compiled_matches_eager,
+    _id,
+    check_against_reference,
+    make_inputs,
+    poison,
+    reference_f64,
+    run_backend,
+    seed_of,
+)
+
+HAS_CUDA = torch.cuda.is_available()
+TRITON_CPU = "triton" in ops.available_backends("cpu", op="l1_loss")
+needs_triton_cpu = pytest.mark.skipif(not TRITON_CPU, reason="triton not importable or TRITON_INTERPRET unset")
+
+
+def test_triton_runs_here():
+    assert TRITON_CPU, "triton runs on CPU tensors through TRITON_INTERPRET=1 (tests/conftest.py)"
+
+
+@needs_triton_cpu
+def test_gradcheck_float64():
+    x, t = make_inputs((2, 3, 4, 5), torch.float64, "contiguous")  # ties too: both sides give 0
+    x.requires_grad_()
+    t.requires_grad_()
+
+    def f(a, b):
+        with ops.use_backend("triton"):
+            return ops.l1_loss(a, b, 0.7)
+
+    assert torch.autograd.gradcheck(f, (x, t), fast_mode=True)
+    x, t = make_inputs((2, 3, 4, 5), torch.float64, "contiguous", tie_fraction=0.0)
+    assert torch.autograd.gradgradcheck(f, (x.requires_grad_(), t.requires_grad_()), fast_mode=True)
+
+
+@needs_triton_cpu
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+def test_opcheck(dtype, layout):
+    x, t = make_inputs((2, 3, 6, 5), dtype, layout)
+    x.requires_grad_()
+    t.requires_grad_()
+    torch.library.opcheck(torch.ops.fastgan_triton.l1_loss.default, (x, t, 0.5))
+    grad = torch.ones((), dtype=dtype)
+    torch.library.opcheck(torch.ops.fastgan_triton.l1_loss_backward.default, (grad, x.detach(), t.detach(), 0.5))
+    torch.library.opcheck(torch.ops.fastgan_triton.l1_loss_backward.default,
+                          (grad.clone().requires_grad_(), x.detach(), t.detach(), 0.5))
+
+
+@needs_triton_cpu
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fake_matches_real_layout(layout):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, t = make_inputs((2, 3, 6, 5), torch.float32, layout)
+    real = torch.ops.fastgan_triton.l1_loss_backward(torch.ones(()), x, t, 1.0)
+    with FakeTensorMode() as mode:
+        fx, ft = mode.from_tensor(x), mode.from_tensor(t)
+        fake = torch.ops.fastgan_triton.l1_loss_backward(torch.ones(()), fx, ft, 1.0)
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape and r.stride() == f.stride() and r.dtype == f.dtype
+    # the same layouts as the native op's
+    if ops.native_loaded:
+        native = torch.ops.fastgan.l1_loss_backward(torch.ones(()), x, t, 1.0)
+        assert [g.stride() for g in native] == [g.stride() for g in real]
+
+
+@needs_triton_cpu
+def test_deterministic_across_runs():
+    x, t = make_inputs((4, 3, 64, 65), torch.float32, "contiguous")  # several programs
+    first = run_backend("triton", x, t, 1.0)
+    for _ in range(2):
+        assert all(torch.equal(a, b) for a, b in zip(first, run_backend("triton", x, t, 1.0)))
+
+
+@needs_triton_cpu
+def test_bf16_rounds_to_nearest():
+    """weight = 1 + 2^-8 + 2^-10 on x = 1, t = 0: the loss 1.0048828125 and the gradient
+    scale w / 4 fall between bf16 neighbours, nearer the upper one (truncation would
+    give the lower): the same bits as the GPU's float32 -> bf16 conversion."""
+    w = 1.0 + 2.0 ** -8 + 2.0 ** -10
+    x = torch.ones(4, dtype=torch.bfloat16, requires_grad=True)
+    t = torch.zeros(4, dtype=torch.bfloat16)
+    with ops.use_backend("triton"):
+        loss = ops.l1_loss(x, t, w)
+    loss.backward()
+    assert loss.item() == torch.tensor(w).to(torch.bfloat16).item() == 1.0078125
+    assert (x.grad == torch.tensor(w / 4).to(torch.bfloat16)).all() and x.grad[0].item() == 0.251953125
+
+
+def test_weight_travels_exactly():
+    """Triton passes Python floats as float32: the weight goes as three of them, whose
+    float64 sum is the weight itself."""
+    from fastgan.ops.triton._common import split_f64
+
+    for w in (0.7, 10.0 * 0.3, 1.0 / 3.0, 1e-3, 123456.789, 5.0):
+        hi, mid, lo = split_f64(w)
+        assert all(v == torch.tensor(v, dtype=torch.float32).item() for v in (hi, mid, lo))
+        assert (hi + mid) + lo == w
+
+
+def test_reduction_grid_is_fixed():
+    from fastgan.ops.triton._common import MAX_PARTIALS, reduction_grid
+
+    for n in (0, 1, 1023, 1024, 1025, 10 ** 6, 3 * 10 ** 8):
+        programs, per_program = reduction_grid(n, 1024)
+        assert 1 <= programs <= MAX_PARTIALS
+        assert programs * per_program * 1024 >= n  # every element in some program's tiles
+        assert (programs - 1) * per_program * 1024 < max(n, 1)  # and no program without any
+
+
+@needs_triton_cpu
+def test_large_weight_and_float64_exact():
+    x, t = make_inputs((3, 5, 7), torch.float64, "contiguous")
+    with ops.use_backend("triton"):
+        loss = ops.l1_loss(x, t, 0.7)
+    torch.testing.assert_close(loss, reference_f64(x, t, 0.7)[0], rtol=1e-14, atol=0)
+
+
+# --------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(8, 3, 256, 257)], ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_matches_reference_cuda(dtype, layout, shape, poison):
+    x, t = make_inputs(shape, dtype, layout, device="cuda", seed=seed_of(dtype, layout, shape))
+    check_against_reference("triton", x, t, 0.7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_deterministic_and_misaligned_ok():
+    x, t = make_inputs((8, 3, 256, 257), torch.float32, "contiguous", device="cuda")
+    first = run_backend("triton", x, t, 1.0)
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(first, run_backend("triton", x, t, 1.0)))
+    m = x.numel() - 4
+    check_against_reference("triton", x.flatten()[1:1 + m], t.flatten()[3:3 + m], 1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_graph_capture():
+    x, t = make_inputs((4, 3, 64, 65), torch.float32, "channels_last", device="cuda")
+    xg = x.detach().requires_grad_()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), ops.use_backend("triton"):
+        for _ in range(2):  # warm up: Triton compiles here
+            xg.grad = None
+            ops.l1_loss(xg, t, 0.5).backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    xg.grad = None
+    with torch.cuda.graph(graph), ops.use_backend("triton"):
+        loss = ops.l1_loss(xg, t, 0.5)
+        loss.backward()
+    x2, t2 = make_inputs((4, 3, 64, 65), torch.float32, "channels_last", device="cuda", seed=7)
+    with torch.no_grad():
+        xg.copy_(x2)
+        t.copy_(t2)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, ref_gx, _ = reference_f64(x2, t2, 0.5)
+    torch.testing.assert_close(loss.detach().double(), ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(xg.grad.double(), ref_gx, rtol=1e-5, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_compile_fullgraph_cuda():
+    _compiled_matches_eager("triton", "inductor", device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_opcheck_cuda():
+    x, t = make_inputs((2, 3, 6, 5), torch.float32, "mixed", device="cuda")
+    x.requires_grad_()
+    t.requires_grad_()
+    torch.library.opcheck(torch.ops.fastgan_triton.l1_loss.default, (x, t, 0.5))
+    grad = torch.ones((), device="cuda")
+    torch.library.opcheck(torch.ops.fastgan_triton.l1_loss_backward.default, (grad, x.detach(), t.detach(), 0.5))

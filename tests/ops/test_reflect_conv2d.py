@@ -1,0 +1,656 @@
+"""fastgan.ops.reflect_conv2d on every back end against the float64 reference.
+
+Every available back end (torch, cpu, triton through the interpreter on CPU tensors) x
+dtype x layout, on fresh random inputs: forward, grad x (the reflected border folded
+back), grad weight, grad bias; outputs poisoned with NaN (deterministic mode fills
+every fresh allocation with NaN; the kernels' preallocated outputs are NaN-filled and
+strided); gradcheck and gradgradcheck in float64; opcheck; torch.compile(fullgraph=True)
+over a small ResNet-style block; the per-shape selection between the Triton kernel and
+pad + vendor convolution. CUDA tests carry @pytest.mark.gpu (CycleGAN shapes).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.utils import counters
+
+import fastgan.ops as ops
+from fastgan.ops import _reflect_conv2d as rc
+from fastgan.ops import reference
+
+HAS_CUDA = torch.cuda.is_available()
+CPU_BACKENDS = ops.available_backends("cpu", op="reflect_conv2d")
+TRITON_CPU = "triton" in CPU_BACKENDS
+needs_triton = pytest.mark.skipif(not TRITON_CPU, reason="triton (TRITON_INTERPRET=1) unavailable")
+
+# relative to the largest reference value (sums of many products: near-zero entries
+# carry the absolute error of the large ones)
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+TF32_TOL = 5e-3
+
+# (N, C_in, C_out, H, W, kernel, padding, stride): odd, non-power-of-two sizes
+CASES = [
+    (2, 3, 4, 9, 11, 3, 1, 1),
+    (2, 5, 6, 9, 11, 3, 1, 2),
+    (1, 3, 4, 5, 7, 7, 3, 1),   # rows 1..3 are read by both the top and the bottom reflection
+    (1, 8, 5, 5, 7, 7, 3, 2),
+    (1, 32, 32, 4, 5, 3, 1, 1),  # channels the interpreter's tiles divide (ALIGNED paths), 2 channel tiles
+]
+LAYOUTS = ["contiguous", "channels_last"]
+
+
+def _id(v):
+    if isinstance(v, torch.dtype):
+        return str(v).replace("torch.", "")
+    if isinstance(v, tuple):
+        return "x".join(map(str, v))
+    return str(v)
+
+
+def seed_of(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def make_case(case, dtype, layout, device="cpu", seed=0, bias=True):
+    """x, weight, bias and an output gradient, random (rounded to dtype), in the layout."""
+    n, c_in, c_out, h, w, k, p, s = case
+    g = torch.Generator().manual_seed(seed)
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    x = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64)
+    wt = torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64) / (c_in * k * k) ** 0.5
+    b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    gy = torch.randn(n, c_out, oh, ow, generator=g, dtype=torch.float64)
+    x, wt, gy = (t.to(device=device, dtype=dtype) for t in (x, wt, gy))
+    b = b.to(device=device, dtype=dtype) if bias else None
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    return x, wt, b, gy
+
+
+def reference_f64(x, wt, b, gy, stride, padding):
+    """Output and gradients of the reference, in float64, from the same (rounded) inputs."""
+    xr = x.detach().double().requires_grad_()
+    wr = wt.detach().double().requires_grad_()
+    br = b.detach().double().requires_grad_() if b is not None else None
+    y = reference.reflect_conv2d(xr, wr, br, stride, padding)
+    inputs = (xr, wr) + ((br,) if br is not None else ())
+    grads = torch.autograd.grad(y, inputs, gy.double())
+    return (y.detach(),) + grads + ((None,) if br is None else ())
+
+
+def run(backend, x, wt, b, gy, stride, padding, choice="auto"):
+    xg = x.detach().requires_grad_()
+    wg = wt.detach().requires_grad_()
+    bg = b.detach().requires_grad_() if b is not None else None
+    with ops.use_backend(backend), rc.force_choice(choice):
+        y = ops.reflect_conv2d(xg, wg, bg, stride, padding)
+    y.backward(gy)
+    return y.detach(), xg.grad, wg.grad, (bg.grad if bg is not None else None)
+
+
+def assert_close(actual, expected, tol, what=""):
+    assert actual.shape == expected.shape, what
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual.double().cpu(), expected.cpu(), rtol=tol, atol=tol * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def check(backend, case, dtype, layout, device="cpu", choice="auto", tol=None, bias=True):
+    x, wt, b, gy = make_case(case, dtype, layout, device, seed=seed_of(case, dtype, layout), bias=bias)
+    s, p = case[7], case[6]
+    got = run(backend, x, wt, b, gy, s, p, choice)
+    ref = reference_f64(x, wt, b, gy, s, p)
+    tol = tol or TOL[dtype]
+    for name, a, r in zip(("y", "grad x", "grad weight", "grad bias"), got, ref):
+        if r is None:
+            assert a is None
+            continue
+        assert a.dtype == dtype and a.device == x.device, name
+        assert not a.isnan().any(), f"{name}: unwritten (NaN) elements"
+        assert_close(a, r, tol, name)
+    y, gx = got[0], got[1]
+    cl = torch.channels_last
+    assert y.is_contiguous(memory_format=cl if layout == "channels_last" else torch.contiguous_format)
+    assert gx.is_contiguous(memory_format=cl if layout == "channels_last" else torch.contiguous_format)
+    return got
+
+
+@pytest.fixture
+def poison():
+    """Every fresh allocation (at::empty, empty_like) is filled with NaN meanwhile."""
+    saved_fill = torch.utils.deterministic.fill_uninitialized_memory
+    saved_det = torch.are_deterministic_algorithms_enabled()
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved_det)
+        torch.utils.deterministic.fill_uninitialized_memory = saved_fill
+
+
+# --------------------------------------------------------------- against the reference
+
+
+def test_backends_here():
+    assert "torch" in CPU_BACKENDS
+    if ops.native_loaded:
+        assert "cpu" in CPU_BACKENDS
+        with ops.use_backend("auto"):
+            assert ops.backend_for("reflect_conv2d", "cpu") == "cpu"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "triton"])
+def test_matches_reference_aten_backends(backend, dtype, layout, case, poison):
+    check(backend, case, dtype, layout)
+
+
+TRITON_RUNS = ([(torch.float32, layout, case) for case in CASES for layout in LAYOUTS]
+               + [(torch.bfloat16, "channels_last", CASES[0]), (torch.bfloat16, "contiguous", CASES[2])]
+               + [(torch.float16, "contiguous", CASES[1])])
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,layout,case", TRITON_RUNS, ids=_id)
+def test_matches_reference_triton_kernels(dtype, layout, case, poison):
+    check("triton", case, dtype, layout, choice="triton")
+
+
+@needs_triton
+def test_triton_without_bias_and_channels_last_weight(poison):
+    case = CASES[2]
+    x, wt, _, gy = make_case(case, torch.float32, "contiguous", seed=3, bias=False)
+    wt = wt.contiguous(memory_format=torch.channels_last)
+    got = run("triton", x, wt, None, gy, case[7], case[6], "triton")
+    ref = reference_f64(x, wt, None, gy, case[7], case[6])
+    assert got[3] is None
+    for a, r in zip(got[:3], ref[:3]):
+        assert_close(a, r, TOL[torch.float32])
+    assert got[0].is_contiguous(memory_format=torch.channels_last)  # as aten: weight channels_last
+    assert got[2].stride() == wt.stride()
+
+
+@needs_triton
+def test_grad_input_folds_the_reflected_border(poison):
+    """H = W = 4 with a 7x7 kernel, padding 3: every input row and column is read by
+    the padded border (rows 1 and 2 by both the top and the bottom reflection). The
+    gradient without the fold (the padded gradient's interior) is far off, so the
+    comparison would catch a wrong fold; the kernel matches the reference."""
+    case = (1, 3, 4, 4, 4, 7, 3, 1)
+    x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=11)
+    ref_gx = reference_f64(x, wt, b, gy, 1, 3)[1]
+    padded_grad = torch.nn.grad.conv2d_input((1, 3, 10, 10), wt.double(), gy.double(), 1)
+    no_fold = padded_grad[..., 3:7, 3:7]
+    assert (no_fold - ref_gx).abs().max() > 100 * TOL[torch.float32] * ref_gx.abs().max()
+    top_only = no_fold.clone()  # fold the top/left reflection only: still wrong
+    top_only[..., 1:4, :] += padded_grad[..., 3 - torch.arange(1, 4), 3:7]
+    assert (top_only - ref_gx).abs().max() > 100 * TOL[torch.float32] * ref_gx.abs().max()
+    gx = run("triton", x, wt, b, gy, 1, 3, "triton")[1]
+    assert_close(gx, ref_gx, TOL[torch.float32], "grad x")
+    # an exact check: unit weights and gradient give each input pixel the number of
+    # (output pixel, tap) pairs that read it, an integer
+    ones = run("triton", x, torch.ones_like(wt), None, torch.ones_like(gy), 1, 3, "triton")[1]
+    counts = reference_f64(x, torch.ones_like(wt), None, torch.ones_like(gy), 1, 3)[1]
+    assert torch.equal(ones.double(), counts)
+    assert counts.sum() == 4 * 4 * 49 * 4 * 3  # output pixels x taps x output channels x input channels
+
+
+@needs_triton
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_kernels_write_only_their_preallocated_outputs(layout):
+    """The launchers write into NaN-filled, strided outputs: every element of the view
+    and nothing outside it."""
+    from fastgan.ops.triton import reflect_conv2d as kernels
+
+    case = (2, 3, 5, 5, 7, 3, 1, 1)
+    x, wt, b, gy = make_case(case, torch.float32, layout, seed=5)
+    y_ref, gx_ref, gw_ref, _ = reference_f64(x, wt, b, gy, 1, 1)
+    nan = float("nan")
+
+    def strided(shape):
+        big = torch.full((*shape[:-1], 2 * shape[-1]), nan)
+        return big, big[..., ::2]
+
+    big, out = strided(tuple(y_ref.shape))
+    kernels.forward(x, wt, b, 1, 1, out)
+    assert_close(out, y_ref, TOL[torch.float32])
+    assert big[..., 1::2].isnan().all()
+
+    big, out = strided(tuple(x.shape))
+    kernels.grad_input(gy, wt, 1, 1, out)
+    assert_close(out, gx_ref, TOL[torch.float32])
+    assert big[..., 1::2].isnan().all()
+
+    for split in (1, 3):  # 70 pixels in 3 parts of 128 -> 1 part; 140 -> 2 (uneven)
+        for n in (1, 2):
+            big, out = strided(tuple(wt.shape))
+            kernels.grad_weight(gy[:n], x[:n], 1, 1, out, split=split)
+            gw = reference_f64(x[:n], wt, b, gy[:n], 1, 1)[2]
+            assert_close(out, gw, TOL[torch.float32], f"split {split}, n {n}")
+            assert big[..., 1::2].isnan().all()
+
+
+@needs_triton
+def test_grad_weight_split_sums_every_part():
+    """More pixels than one part (128 pixels each): the partial sums all count."""
+    from fastgan.ops.triton import reflect_conv2d as kernels
+
+    case = (3, 2, 2, 9, 11, 3, 1, 1)  # 297 pixels: parts of 128, 128, 41
+    x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=9)
+    gw_ref = reference_f64(x, wt, b, gy, 1, 1)[2]
+    for split in (1, 3):
+        out = torch.full_like(wt, float("nan"))
+        kernels.grad_weight(gy, x, 1, 1, out, split=split)
+        assert_close(out, gw_ref, TOL[torch.float32], f"split {split}")
+
+
+_AOT_COMPILE = """
+import json, os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastgan.ops.triton import reflect_conv2d as K
+
+def jit_of(k):
+    while not isinstance(k, triton.runtime.jit.JITFunction):
+        k = k.fn
+    return k
+
+PTRS = {"x_ptr", "w_ptr", "b_ptr", "y_ptr", "g_ptr", "dx_ptr"}
+out = []
+for kernel, tile, dtype, consts in [
+    (K._forward_kernel, K._GPU_TILES[0], "bf16", dict(KH=3, KW=3, STRIDE=1, PAD=1, HAS_BIAS=True, ALIGNED=True)),
+    (K._forward_kernel, K._GPU_TILES[-1], "fp32", dict(KH=7, KW=7, STRIDE=1, PAD=3, HAS_BIAS=True, ALIGNED=False)),
+    (K._grad_input_kernel, K._GPU_TILES[0], "bf16", dict(KH=3, KW=3, STRIDE=1, PAD=1, ALIGNED=True)),
+    (K._grad_input_kernel, K._GPU_TILES[-1], "fp32", dict(KH=7, KW=7, STRIDE=2, PAD=3, ALIGNED=False)),
+    (K._grad_weight_kernel, K._GPU_TILES_DW[0], "bf16", dict(KH=3, KW=3, STRIDE=1, PAD=1, ALIGNED=True)),
+    (K._grad_weight_kernel, K._GPU_TILES_DW[-1], "fp16", dict(KH=7, KW=7, STRIDE=2, PAD=3, ALIGNED=False)),
+]:
+    fn = jit_of(kernel)
+    bm, bn, bk, warps, stages = tile
+    consts.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, ACC_DTYPE=tl.float32, WIDEN=False,
+                  PRECISION="tf32" if dtype == "fp32" else "ieee")
+    sig = {a: ("constexpr" if a in consts else "*" + dtype if a in PTRS else "*fp32" if a == "part_ptr" else "i32")
+           for a in fn.arg_names}
+    compiled = triton.compile(ASTSource(fn, sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": warps, "num_stages": stages})
+    out.append([fn.__name__, dtype, len(compiled.asm["cubin"])])
+print(json.dumps(out))
+"""
+
+
+def test_kernels_compile_for_a_gpu():
+    """The interpreter does not compile: compile the kernels for sm_90 (H100/H200) here,
+    ahead of time through ptxas, so a GPU-only codegen error fails on CPU-only CI too."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _AOT_COMPILE], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    compiled = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(compiled) == 6 and all(size > 0 for _, _, size in compiled)
+
+
+# ------------------------------------------------------------------------- gradcheck
+
+
+@pytest.mark.parametrize("layout,case", [("contiguous", (1, 2, 2, 4, 5, 3, 1, 1)),
+                                         ("channels_last", (1, 2, 3, 5, 4, 3, 2, 2))], ids=str)
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b == "cpu"])
+def test_gradcheck_float64_cpu(backend, layout, case):
+    x, wt, b, _ = make_case(case, torch.float64, layout, seed=1)
+    stride, padding = case[7], case[6]
+
+    def f(a, w, c):
+        with ops.use_backend(backend):
+            return ops.reflect_conv2d(a, w, c, stride, padding)
+
+    args = (x.requires_grad_(), wt.requires_grad_(), b.requires_grad_())
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)
+
+
+@needs_triton
+def test_gradcheck_float64_triton_kernels():
+    """The Triton kernels in float64 (interpreter), first and second order: the double
+    backward runs the three custom ops through their own autograd rules."""
+    x, wt, b, _ = make_case((1, 2, 3, 5, 4, 3, 1, 1), torch.float64, "contiguous", seed=4)
+
+    def f(a, w, c):
+        with ops.use_backend("triton"), rc.force_choice("triton"):
+            return ops.reflect_conv2d(a, w, c, 1, 1)
+
+    args = (x.requires_grad_(), wt.requires_grad_(), b.requires_grad_())
+    assert torch.autograd.gradcheck(f, args, fast_mode=True)
+    assert torch.autograd.gradgradcheck(f, args, fast_mode=True)
+
+
+# --------------------------------------------------------------------------- opcheck
+
+
+@needs_triton
+@pytest.mark.parametrize("choice", ["triton", "aten"])
+def test_opcheck(choice):
+    case = (1, 3, 4, 4, 5, 3, 1, 1)
+    x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=6)
+    x.requires_grad_()
+    wt.requires_grad_()
+    b.requires_grad_()
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default, (x, wt, b, 1, 1, choice))
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d_grad_input.default,
+                          (gy.requires_grad_(), x.detach(), wt, 1, 1, choice))
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d_grad_weight.default,
+                          (gy, x, wt.detach(), 1, 1, choice))
+
+
+@needs_triton
+@pytest.mark.parametrize("choice", ["triton", "aten"])
+def test_opcheck_layouts(choice):
+    """channels_last bf16 input, no bias, stride 2; and a channels_last weight."""
+    x, wt, _, _ = make_case((1, 3, 4, 5, 6, 3, 1, 2), torch.bfloat16, "channels_last", seed=7, bias=False)
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default,
+                          (x.requires_grad_(), wt.requires_grad_(), None, 2, 1, choice))
+    x, wt, b, _ = make_case((1, 3, 4, 5, 6, 3, 1, 1), torch.float32, "contiguous", seed=8)
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default,
+                          (x, wt.contiguous(memory_format=torch.channels_last), b, 1, 1, choice))
+
+
+# --------------------------------------------------------------------- torch.compile
+
+
+def resnet_block(x, w0, w1, w2, b2):
+    """CycleGAN's generator in small: a 7x7/pad 3 stem, a residual 3x3/pad 1 conv, a
+    7x7/pad 3 head with bias and tanh."""
+    h = F.relu(F.instance_norm(ops.reflect_conv2d(x, w0, None, 1, 3)))
+    h = h + F.instance_norm(ops.reflect_conv2d(h, w1, None, 1, 1))
+    return torch.tanh(ops.reflect_conv2d(h, w2, b2, 1, 3))
+
+
+def _block_inputs(dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(1, 3, 7, 9, generator=g)
+    w0 = torch.randn(4, 3, 7, 7, generator=g) / 12
+    w1 = torch.randn(4, 4, 3, 3, generator=g) / 6
+    w2 = torch.randn(3, 4, 7, 7, generator=g) / 14
+    b2 = torch.randn(3, generator=g)
+    return [t.to(device=device, dtype=dtype) for t in (x, w0, w1, w2, b2)]
+
+
+def _run_block(fn, inputs):
+    """Output and parameter gradients (the image needs none, as in a generator)."""
+    args = [inputs[0]] + [t.detach().requires_grad_() for t in inputs[1:]]
+    out = fn(*args)
+    out.square().mean().backward()
+    return [out.detach()] + [a.grad for a in args[1:]]
+
+
+def _compiled_matches_eager(backend, choice="auto", compile_backend="aot_eager", device="cpu", tol=1e-5):
+    inputs = _block_inputs(device=device)
+    torch._dynamo.reset()
+    counters.clear()
+    with ops.use_backend(backend), rc.force_choice(choice):
+        eager = _run_block(resnet_block, inputs)
+        compiled = _run_block(torch.compile(resnet_block, fullgraph=True, backend=compile_backend), inputs)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(c, e, rtol=tol, atol=tol)
+    return eager
+
+
+@pytest.mark.parametrize("backend,choice", [(b, "triton" if b == "triton" else "auto") for b in CPU_BACKENDS])
+def test_compile_fullgraph_block(backend, choice):
+    eager = _compiled_matches_eager(backend, choice)
+    ref = _run_block(resnet_block, [t.double() for t in _block_inputs()])
+    for e, r in zip(eager, ref):
+        assert_close(e, r.detach(), 1e-4)
+
+
+# ------------------------------------------------------------- the measured selection
+
+
+@needs_triton
+def test_selection_measures_once_per_shape_and_reuses(monkeypatch):
+    rc.clear_selection_cache()
+    timed = []
+    real_time = rc._time
+
+    def spy(fn, device):
+        timed.append(fn.__name__)
+        return real_time(fn, device)
+
+    monkeypatch.setattr(rc, "_time", spy)
+    case = (1, 3, 4, 4, 5, 3, 1, 1)
+    x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=12)
+    first = run("triton", x, wt, b, gy, 1, 1, "auto")
+    assert sorted(timed) == ["fused"] * 3 + ["unfused"] * 3  # forward, grad x, grad weight
+    cache = rc.selection_cache()
+    assert sorted(k[0] for k in cache) == ["forward", "grad_input", "grad_weight"]
+    for entry in cache.values():
+        assert entry["choice"] in ("triton", "aten")
+        assert set(entry["times"]) == {"triton", "aten"}
+        assert entry["choice"] == min(entry["times"], key=entry["times"].get)
+
+    timed.clear()
+    again = run("triton", x, wt, b, gy, 1, 1, "auto")
+    assert timed == [] and rc.selection_cache() == cache  # reused, not measured again
+    for a, c in zip(first, again):
+        torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-6)
+
+    # another layout (or shape, dtype) is another entry
+    x2, wt2, b2, gy2 = make_case(case, torch.float32, "channels_last", seed=12)
+    run("triton", x2, wt2, b2, gy2, 1, 1, "auto")
+    assert len(timed) == 6 and len(rc.selection_cache()) == 6
+    rc.clear_selection_cache()
+    assert rc.selection_cache() == {}
+
+
+@needs_triton
+@pytest.mark.parametrize("cached", ["triton", "aten"])
+def test_selection_runs_the_cached_choice(cached, monkeypatch):
+    """A cached decision is what runs: the Triton launcher is called exactly when the
+    cache says "triton", and the measurement is not repeated."""
+    from fastgan.ops.triton import reflect_conv2d as kernels
+
+    rc.clear_selection_cache()
+    case = (1, 3, 4, 4, 5, 3, 1, 1)
+    x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=13)
+    y_shape = (1, 4, 4, 5)
+    for phase, tensors in (("forward", (x, wt, b)), ("grad_input", (gy.new_empty(y_shape), x, wt)),
+                           ("grad_weight", (gy.new_empty(y_shape), x, wt))):
+        rc._SELECTION[rc._signature(phase, 1, 1, *tensors)] = cached
+    calls = []
+
+    def spy(name):
+        real = getattr(kernels, name)
+
+        def launcher(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return launcher
+
+    for name in ("forward", "grad_input", "grad_weight"):
+        monkeypatch.setattr(kernels, name, spy(name))
+    monkeypatch.setattr(rc, "_time", lambda fn, device: pytest.fail("measured a cached shape"))
+    got = run("triton", x, wt, b, gy.contiguous(), 1, 1, "auto")
+    assert sorted(calls) == (["forward", "grad_input", "grad_weight"] if cached == "triton" else [])
+    ref = reference_f64(x, wt, b, gy, 1, 1)
+    for a, r in zip(got, ref):
+        assert_close(a, r, TOL[torch.float32])
+    rc.clear_selection_cache()
+
+
+@needs_triton
+@pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=_id)
+def test_forcing_each_choice_gives_the_same_result(case):
+    x, wt, b, gy = make_case(case, torch.float32, "channels_last", seed=14)
+    fused = run("triton", x, wt, b, gy, case[7], case[6], "triton")
+    unfused = run("triton", x, wt, b, gy, case[7], case[6], "aten")
+    for name, a, c in zip(("y", "grad x", "grad weight", "grad bias"), fused, unfused):
+        assert a.stride() == c.stride(), name
+        assert_close(a, c.double(), 2e-5, name)
+
+
+def test_choice_names_are_checked():
+    with pytest.raises(ValueError, match="unknown choice 'cudnn'"):
+        with rc.force_choice("cudnn"):
+            pass
+    assert rc.get_choice() == "auto"
+    with rc.force_choice("aten"):
+        with rc.force_choice("triton"):
+            assert rc.get_choice() == "triton"
+        assert rc.get_choice() == "aten"
+    assert rc.get_choice() == "auto"
+
+
+# ------------------------------------------------------------------ arguments, autocast
+
+
+def test_bad_arguments_are_errors():
+    x, wt = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match="smaller than the input's height and width"):
+        ops.reflect_conv2d(x, wt, None, 1, 5)
+    with pytest.raises(ValueError, match="groups=1 only"):
+        ops.reflect_conv2d(x, torch.randn(4, 2, 3, 3))
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        ops.reflect_conv2d(x, wt, None, 0)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        ops.reflect_conv2d(x, wt, torch.randn(3))
+    with pytest.raises(ValueError, match="4-d"):
+        ops.reflect_conv2d(x[0], wt)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_autocast_casts_like_conv2d(backend):
+    x, wt, b, _ = make_case(CASES[0], torch.float32, "contiguous", seed=15)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.reflect_conv2d(x, wt, b, 1, 1)
+        with ops.use_backend(backend), rc.force_choice("triton" if backend == "triton" else "auto"):
+            got = ops.reflect_conv2d(x, wt, b, 1, 1)
+    assert expected.dtype == got.dtype == torch.bfloat16
+    assert_close(got, expected.double(), TOL[torch.bfloat16])
+
+
+# ------------------------------------------------------------------------------ CUDA
+
+# CycleGAN's: residual 3x3 at 64x64 (256 channels), the 7x7 stem from 3 channels and the
+# 7x7 head from 64 channels at 256x256, and the residual conv at batch 16.
+GPU_CASES = [
+    (1, 256, 256, 64, 64, 3, 1, 1),
+    (1, 3, 64, 256, 256, 7, 3, 1),
+    (1, 64, 64, 256, 256, 7, 3, 1),
+    (1, 64, 3, 256, 256, 7, 3, 1),
+    (16, 256, 256, 64, 64, 3, 1, 1),
+]
+
+
+@pytest.fixture
+def no_tf32():
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("case", GPU_CASES, ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("choice", ["triton", "auto"])
+def test_matches_reference_cuda(choice, dtype, layout, case, no_tf32):
+    check("triton", case, dtype, layout, device="cuda", choice=choice)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("case", [GPU_CASES[0], GPU_CASES[2]], ids=_id)
+def test_tf32_cuda(case):
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        check("triton", case, torch.float32, "channels_last", device="cuda", choice="triton", tol=TF32_TOL)
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=_id)
+def test_kernels_cuda_small_and_strided(dtype, no_tf32):
+    """The CPU matrix on the GPU too (every stride, kernel, aligned or not)."""
+    for case in CASES:
+        for layout in LAYOUTS:
+            check("triton", case, dtype, layout, device="cuda", choice="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_auto_selection_cuda_is_cached():
+    rc.clear_selection_cache()
+    case = GPU_CASES[0]
+    x, wt, b, gy = make_case(case, torch.bfloat16, "channels_last", device="cuda", seed=31)
+    first = run("triton", x, wt, b, gy, 1, 1, "auto")
+    cache = rc.selection_cache()
+    assert sorted(k[0] for k in cache) == ["forward", "grad_input", "grad_weight"]
+    for entry in cache.values():
+        assert entry["choice"] == min(entry["times"], key=entry["times"].get)
+        assert all(0 < t < 1 for t in entry["times"].values())
+    again = run("triton", x, wt, b, gy, 1, 1, "auto")
+    assert rc.selection_cache() == cache
+    for a, c in zip(first, again):
+        torch.testing.assert_close(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("choice", ["triton", "auto"])
+def test_cuda_graph_capture(choice, no_tf32):
+    case = (2, 64, 64, 32, 32, 3, 1, 1)
+    x, wt, b, gy = make_case(case, torch.float32, "channels_last", device="cuda", seed=32)
+    xg, wg, bg = (t.detach().requires_grad_() for t in (x, wt, b))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), ops.use_backend("triton"), rc.force_choice(choice):
+        for _ in range(2):  # warm up: compiles, autotunes, measures
+            xg.grad = wg.grad = bg.grad = None
+            ops.reflect_conv2d(xg, wg, bg, 1, 1).backward(gy)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    xg.grad = wg.grad = bg.grad = None
+    with torch.cuda.graph(graph), ops.use_backend("triton"), rc.force_choice(choice):
+        y = ops.reflect_conv2d(xg, wg, bg, 1, 1)
+        y.backward(gy)
+    x2, _, _, gy2 = make_case(case, torch.float32, "channels_last", device="cuda", seed=33)
+    with torch.no_grad():
+        xg.copy_(x2)
+        gy.copy_(gy2)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = reference_f64(x2, wt, b, gy2, 1, 1)
+    for a, r in zip((y.detach(), xg.grad, wg.grad, bg.grad), ref):
+        assert_close(a, r, TOL[torch.float32])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("choice", ["triton", "auto"])
+def test_compile_fullgraph_inductor_cuda(choice, no_tf32):
+    _compiled_matches_eager("triton", choice, compile_backend="inductor", device="cuda", tol=1e-4)
