@@ -6,6 +6,9 @@ same, wgangp −mean(pred) for real and +mean(pred) for fake. hinge is fastgan's
 addition: for D, mean(relu(1 − pred)) on real and mean(relu(1 + pred)) on fake;
 for G, −mean(pred).
 
+The L1 terms are fastgan's fused ops: `l1_loss` (pix2pix) and `cycle_losses`
+(all four L1 terms of a CycleGAN iteration in one pass), also for other trainers.
+
 The reference defines a gradient penalty but never calls it; fastgan applies
 it to every discriminator loss when gan_mode is wgangp (see
 `discriminator_loss`).
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.ops import l1_loss
+from fastgan.ops import CycleLosses, cycle_losses, l1_loss
 
 GAN_MODES = ("lsgan", "vanilla", "wgangp", "hinge")
 
@@ -103,4 +106,4 @@ def discriminator_loss(
     return loss, loss_real, loss_fake
 
 
-__all__ = ["GAN_MODES", "GANLoss", "gradient_penalty", "discriminator_loss", "l1_loss"]
+__all__ = ["GAN_MODES", "GANLoss", "CycleLosses", "cycle_losses", "gradient_penalty", "discriminator_loss", "l1_loss"]

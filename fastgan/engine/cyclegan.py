@@ -17,7 +17,7 @@ import torch
 
 from fastgan.engine.base import TrainingModel, adam, set_requires_grad
 from fastgan.engine.image_pool import ImagePool
-from fastgan.losses import GANLoss, discriminator_loss, l1_loss
+from fastgan.losses import GANLoss, cycle_losses, discriminator_loss
 from fastgan.models import define_D, define_G
 
 
@@ -68,19 +68,14 @@ class CycleGAN(TrainingModel):
         # 2. generators, discriminators frozen
         set_requires_grad([D_A, D_B], False)
         self.optimizers["G"].zero_grad()
-        if lambda_idt > 0:
-            idt_A = G_A(real_B)
-            loss_idt_A = l1_loss(idt_A, real_B, lambda_B * lambda_idt)
-            idt_B = G_B(real_A)
-            loss_idt_B = l1_loss(idt_B, real_A, lambda_A * lambda_idt)
-        else:
-            idt_A = idt_B = None
-            loss_idt_A = loss_idt_B = torch.zeros((), device=real_A.device)
+        # the reference's order of generator calls (dropout draws from the torch RNG)
+        idt_A = G_A(real_B) if lambda_idt > 0 else None
+        idt_B = G_B(real_A) if lambda_idt > 0 else None
         loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
         loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
-        loss_cycle_A = l1_loss(rec_A, real_A, lambda_A)
-        loss_cycle_B = l1_loss(rec_B, real_B, lambda_B)
-        loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        # every L1 term (cycle A/B, identity A/B with their lambdas) in one fused op
+        l1 = cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_idt)
+        loss_G = loss_G_A + loss_G_B + l1.values.sum()
         loss_G.backward()
         self.optimizers["G"].step()
 
@@ -96,6 +91,6 @@ class CycleGAN(TrainingModel):
         visuals = {"real_A": real_A, "fake_B": fake_B, "rec_A": rec_A, "idt_B": idt_B,
                    "real_B": real_B, "fake_A": fake_A, "rec_B": rec_B, "idt_A": idt_A}
         self.visuals = {k: v.detach() for k, v in visuals.items() if v is not None}
-        losses = {"D_A": loss_D_A, "G_A": loss_G_A, "cycle_A": loss_cycle_A, "idt_A": loss_idt_A,
-                  "D_B": loss_D_B, "G_B": loss_G_B, "cycle_B": loss_cycle_B, "idt_B": loss_idt_B}
+        losses = {"D_A": loss_D_A, "G_A": loss_G_A, "cycle_A": l1.cycle_A, "idt_A": l1.idt_A,
+                  "D_B": loss_D_B, "G_B": loss_G_B, "cycle_B": l1.cycle_B, "idt_B": l1.idt_B}
         return {k: v.detach() for k, v in losses.items()}
