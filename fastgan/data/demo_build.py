@@ -20,9 +20,12 @@ from PIL import Image
 from fastgan.data.errors import DatasetError
 
 # Natural colour photographs in the wheel (the other colour images are
-# microscopy, astronomy or synthetic). CycleGAN domains use disjoint photos.
-PHOTOS_A = ("astronaut.png", "chelsea.png", "coffee.png")
-PHOTOS_B = ("rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
+# microscopy, astronomy or synthetic). CycleGAN domains use disjoint photos,
+# paired by content (the two views of the stereo motorcycle pair; a portrait
+# against an animal; an object against an object), so that what tells the
+# domains apart is the colour grade, not what the photos show.
+PHOTOS_A = ("astronaut.png", "coffee.png", "motorcycle_left.png")
+PHOTOS_B = ("chelsea.png", "rocket.jpg", "motorcycle_right.png")
 TRAIN_FRACTION = 0.7
 SCALES = (1.0, 0.7, 0.5, 0.35)
 BUILD_SEED = 20170330  # CycleGAN's arXiv date; any fixed value
