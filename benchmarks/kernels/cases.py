@@ -44,30 +44,114 @@ class Case:
         return self.bytes_forward + (self.bytes_backward if mode == "forward+backward" else 0)
 
 
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.tensor([], dtype=dtype).element_size()
+
+
+def _randn(shape, g, dtype, device, grad=True):
+    return torch.randn(shape, generator=g, dtype=dtype).to(device).requires_grad_(grad)
+
+
 def l1_loss_cases(dtype=torch.float32) -> list[Case]:
     cases = []
     for shape in IMAGE_SHAPES:
-        numel = torch.Size(shape).numel()
-        size = torch.tensor([], dtype=dtype).element_size()
+        n, size = torch.Size(shape).numel(), _element_size(dtype)
 
         def make(device, shape=shape):
-            g = torch.Generator(device="cpu").manual_seed(0)
-            x = torch.randn(shape, generator=g, dtype=dtype).to(device).requires_grad_(True)
-            y = torch.randn(shape, generator=g, dtype=dtype).to(device).requires_grad_(True)
-            return x, y
+            g = torch.Generator().manual_seed(0)
+            return _randn(shape, g, dtype, device), _randn(shape, g, dtype, device)
 
         cases.append(Case(
             op="l1_loss", shape=shape, dtype=dtype, make_inputs=make,
             composition=lambda x, y: F.l1_loss(x, y) * 10.0,
             fused=lambda x, y: ops.l1_loss(x, y, 10.0),
-            # forward reads x and y; backward reads them again and writes both gradients
-            bytes_forward=2 * numel * size, bytes_backward=4 * numel * size,
+            # forward reads x and y; backward writes both gradients
+            bytes_forward=2 * n * size, bytes_backward=2 * n * size,
         ))
     return cases
 
 
-def all_cases() -> list[Case]:
-    return l1_loss_cases()
+def cycle_losses_cases(dtype=torch.float32) -> list[Case]:
+    """The four L1 terms of a CycleGAN iteration (lambda 10, 10, identity 0.5)."""
+    cases = []
+    for shape in IMAGE_SHAPES:
+        n, size = torch.Size(shape).numel(), _element_size(dtype)
+
+        def make(device, shape=shape):
+            g = torch.Generator().manual_seed(0)
+            real_A, real_B = (_randn(shape, g, dtype, device, grad=False) for _ in range(2))
+            rec_A, rec_B, idt_A, idt_B = (_randn(shape, g, dtype, device) for _ in range(4))
+            return real_A, rec_A, real_B, rec_B, idt_A, idt_B
+
+        def composition(real_A, rec_A, real_B, rec_B, idt_A, idt_B):
+            return (F.l1_loss(rec_A, real_A) * 10.0 + F.l1_loss(rec_B, real_B) * 10.0
+                    + F.l1_loss(idt_A, real_B) * 5.0 + F.l1_loss(idt_B, real_A) * 5.0)
+
+        def fused(real_A, rec_A, real_B, rec_B, idt_A, idt_B):
+            return ops.cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, 10.0, 10.0, 0.5).values.sum()
+
+        cases.append(Case(
+            op="cycle_losses", shape=shape, dtype=dtype, make_inputs=make, composition=composition, fused=fused,
+            # forward reads the six images; backward writes the four generated images' gradients
+            bytes_forward=6 * n * size, bytes_backward=4 * n * size,
+        ))
+    return cases
+
+
+def instance_norm_act_cases(shapes, dtype=torch.float32) -> list[Case]:
+    """InstanceNorm2d (no affine, the reference's) then ReLU."""
+    cases = []
+    for shape in shapes:
+        n, size = torch.Size(shape).numel(), _element_size(dtype)
+
+        def make(device, shape=shape):
+            g = torch.Generator().manual_seed(0)
+            return (_randn(shape, g, dtype, device),)
+
+        cases.append(Case(
+            op="instance_norm_act", shape=shape, dtype=dtype, make_inputs=make,
+            composition=lambda x: F.relu(F.instance_norm(x)),
+            fused=lambda x: ops.instance_norm_act(x, activation="relu"),
+            # forward reads x, writes y; backward reads grad and x, writes dx
+            bytes_forward=2 * n * size, bytes_backward=3 * n * size,
+        ))
+    return cases
+
+
+def reflect_conv2d_cases(batches, dtype=torch.float32) -> list[Case]:
+    """The generator's reflection-padded convolutions: the 7x7 stem and the 3x3 residual convs."""
+    layers = [  # (C_in, C_out, H, kernel, padding)
+        (3, 64, 256, 7, 3),
+        (64, 3, 256, 7, 3),
+        (256, 256, 64, 3, 1),
+    ]
+    cases = []
+    for batch in batches:
+        for c_in, c_out, h, k, p in layers:
+            shape = (batch, c_in, h, h)
+            size = _element_size(dtype)
+            x_bytes, y_bytes, w_bytes = batch * c_in * h * h * size, batch * c_out * h * h * size, c_out * c_in * k * k * size
+
+            def make(device, shape=shape, c_out=c_out, k=k):
+                g = torch.Generator().manual_seed(0)
+                w = (torch.randn(c_out, shape[1], k, k, generator=g, dtype=dtype) * 0.05).to(device).requires_grad_(True)
+                return _randn(shape, g, dtype, device), w, torch.zeros(c_out, dtype=dtype, device=device, requires_grad=True)
+
+            cases.append(Case(
+                op="reflect_conv2d", shape=(*shape, c_out, k), dtype=dtype, make_inputs=make,
+                composition=lambda x, w, b, p=p: F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), w, b),
+                fused=lambda x, w, b, p=p: ops.reflect_conv2d(x, w, b, 1, p),
+                # forward reads x and w, writes y; backward reads grad, x, w, writes dx and dw
+                bytes_forward=x_bytes + w_bytes + y_bytes, bytes_backward=y_bytes + 2 * (x_bytes + w_bytes),
+            ))
+    return cases
+
+
+def all_cases(device: torch.device) -> list[Case]:
+    # On a CPU the batch-16 convolutions take seconds a call: the GPU runs them
+    on_gpu = device.type == "cuda"
+    return (l1_loss_cases() + cycle_losses_cases() + instance_norm_act_cases(ACTIVATION_SHAPES)
+            + reflect_conv2d_cases((1, 16) if on_gpu else (1,)))
 
 
 def providers(device: torch.device, op: str) -> list[str]:

@@ -23,7 +23,7 @@ def sync():
 
 
 def params():
-    for case in all_cases():
+    for case in all_cases(DEVICE):
         for provider in providers(DEVICE, case.op):
             for mode in MODES:
                 yield pytest.param(case, provider, mode, id=f"{case.name}-{provider}-{mode}")
@@ -53,10 +53,15 @@ def test_kernel(benchmark, case, provider, mode):
     fn = runner(case, provider)
     backward = mode == "forward+backward"
 
+    grad_out = None
+
     def once():
+        nonlocal grad_out
         out = fn(*inputs)
         if backward:
-            out.backward()
+            if grad_out is None:  # a fixed random upstream gradient, made outside the timing
+                grad_out = torch.randn_like(out) if out.dim() else torch.ones_like(out)
+            out.backward(grad_out)
         sync()
         return out
 
