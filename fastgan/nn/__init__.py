@@ -1,4 +1,4 @@
-"""Modules built on fastgan.ops (FusedInstanceNormAct, ReflectConv2d) and accelerate()."""
+"""Modules built on fastgan.ops, with the parameters and state_dict keys of the torch modules they stand for."""
 
 from fastgan.nn.instance_norm_act import FusedInstanceNormAct
 from fastgan.nn.reflect_conv2d import ReflectConv2d
