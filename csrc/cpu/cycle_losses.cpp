@@ -51,6 +51,7 @@
 #endif
 
 #include "../cycle_losses.h"
+#include "cpu_isa.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -401,17 +402,10 @@ namespace {
 
 using namespace fastgan::cycle;
 
-// Whether the AVX2 kernels run: built, the CPU has AVX2 + FMA + F16C, and
-// FASTGAN_CPU_ISA is not "base". Decided once.
+// Whether the AVX2 kernels run: built, and the CPU and FASTGAN_CPU_ISA allow them.
 bool cycle_use_avx2() {
 #if FASTGAN_CYCLE_HAVE_AVX2
-  static const bool use = [] {
-    const char* env = std::getenv("FASTGAN_CPU_ISA");
-    if (env != nullptr && std::strcmp(env, "base") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return use;
+  return fastgan::cpu::cpu_supports_avx2_kernels();
 #else
   return false;
 #endif

@@ -55,6 +55,8 @@
 #include "instance_norm_act_kernel.h"
 #undef FASTGAN_CPU_ISA
 
+#include "cpu_isa.h"
+
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -79,17 +81,10 @@ using instance_norm::Layout;
 constexpr const char* kFwd = "fastgan::instance_norm_act";
 constexpr const char* kBwd = "fastgan::instance_norm_act_backward";
 
-// Whether the AVX2 kernels run: built, the CPU has AVX2 + FMA + F16C, and
-// FASTGAN_CPU_ISA is not "base". Decided once.
+// Whether the AVX2 kernels run: built, and the CPU and FASTGAN_CPU_ISA allow them.
 bool use_avx2() {
 #if FASTGAN_INORM_HAVE_AVX2
-  static const bool use = [] {
-    const char* env = std::getenv("FASTGAN_CPU_ISA");
-    if (env != nullptr && std::strcmp(env, "base") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return use;
+  return fastgan::cpu::cpu_supports_avx2_kernels();
 #else
   return false;
 #endif
