@@ -13,9 +13,12 @@ import sys
 from fastgan.options import Options
 
 # flags that take no value, as in the reference
-FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train"}
+FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train",
+         "accelerate", "cuda_graphs", "channels_last", "fast", "eager"}
 # options whose default is None: their value type
-NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int}
+NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int, "compile": str, "amp": str, "adam": str}
+# options that may be given bare: the value they then take
+BARE_VALUES = {"compile": "nets"}
 HIDDEN = {"demo"}
 
 CHOICES = {
@@ -30,6 +33,10 @@ CHOICES = {
     "preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
     "gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
     "lr_policy": ("linear", "step", "plateau", "cosine"),
+    "loader": ("auto", "dali", "cache", "torch"),
+    "compile": ("none", "nets", "step"),
+    "amp": ("none", "bf16", "fp16"),
+    "adam": ("plain", "foreach", "fused"),
 }
 
 
@@ -42,8 +49,9 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None) -> None:
             parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS)
             continue
         kind = NONE_DEFAULT_TYPES.get(field.name) or type(field.default)
+        bare = {"nargs": "?", "const": BARE_VALUES[field.name]} if field.name in BARE_VALUES else {}
         parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
-                            help=f"(default: {field.default})")
+                            help=f"(default: {field.default})", **bare)
 
 
 def fail(message: str) -> None:

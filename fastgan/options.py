@@ -53,6 +53,7 @@ class Options:
     preprocess: str = "resize_and_crop"
     no_flip: bool = False
     phase: str = "train"
+    loader: str = "auto"  # auto | dali | cache | torch (fastgan.data)
     # checkpoints and logging
     epoch: str = "latest"
     load_iter: int = 0
@@ -76,6 +77,15 @@ class Options:
     lambda_B: float = 10.0
     lambda_identity: float = 0.5
     lambda_L1: float = 100.0
+    # fastgan's speed levels (fastgan.engine.levels); None: the device's default
+    accelerate: bool | None = None
+    compile: str | None = None  # none | nets | step
+    cuda_graphs: bool | None = None
+    amp: str | None = None  # none | bf16 | fp16
+    channels_last: bool | None = None
+    adam: str | None = None  # plain | foreach | fused
+    fast: bool = False
+    eager: bool = False
     # where the demo data lives when dataroot is None (filled by resolve)
     demo: bool = field(default=False)
 

@@ -13,7 +13,6 @@ main process), so the epoch travels with each index instead.
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fastgan.data.datasets import create_dataset
 from fastgan.data.errors import DatasetError
-from fastgan.data.rng import epoch_order
+from fastgan.data.plan import batches_per_epoch, epoch_plan
 
 
 class _Failed:
@@ -83,10 +82,13 @@ class TorchLoader:
     """PIL decoding in `opt.num_threads` DataLoader workers (0: in this process).
 
     `dataset` (default: create_dataset(opt)) needs __len__ and get(index, epoch).
+    With world_size > 1 each rank loads its slice of every global batch
+    (fastgan.data.plan).
     """
 
-    def __init__(self, opt, device, dataset=None):
+    def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1):
         self.opt = opt
+        self.rank, self.world_size = int(rank), int(world_size)
         self.device = torch.device(device)
         self.dataset = dataset if dataset is not None else create_dataset(opt)
         self.batch_size = int(opt.batch_size)
@@ -112,7 +114,7 @@ class TorchLoader:
         return len(self.dataset)
 
     def __len__(self) -> int:
-        return math.ceil(self.num_images / self.batch_size)  # drop_last=False, as the reference
+        return batches_per_epoch(self.num_images, self.batch_size, self.world_size)  # drop_last=False
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
         """The batches of `epoch`, after the first `skip` (never loaded: resuming costs nothing).
@@ -120,12 +122,10 @@ class TorchLoader:
         The visiting order is a permutation seeded by (opt.seed, epoch), or the
         dataset order with serial_batches. One epoch iteration at a time.
         """
-        if skip < 0:
-            raise ValueError(f"skip must be >= 0, got {skip}")
-        n, bs = self.num_images, self.batch_size
-        order = epoch_order(self.opt.seed, epoch, n, shuffle=not self.opt.serial_batches)
-        plan = [[(epoch, int(i)) for i in order[s : s + bs]] for s in range(skip * bs, n, bs)]
-        return self._iterate(plan)
+        plan = epoch_plan(self.opt.seed, epoch, self.num_images, self.batch_size,
+                          shuffle=not self.opt.serial_batches, rank=self.rank,
+                          world_size=self.world_size, skip=skip)
+        return self._iterate([[(epoch, i) for i in batch] for batch in plan])
 
     def _iterate(self, plan) -> Iterator[dict]:
         self._plan.batches = plan  # read when the DataLoader iterator starts
@@ -154,6 +154,6 @@ class TorchLoader:
         self._loader._iterator = None
 
 
-def create_loader(opt, device="cpu") -> TorchLoader:
-    """The torch DataLoader-based loader of opt's dataset, yielding batches on `device`."""
-    return TorchLoader(opt, device)
+def create_loader(opt, device="cpu", rank: int = 0, world_size: int = 1) -> TorchLoader:
+    """The torch DataLoader-based loader of opt's dataset, yielding this rank's batches on `device`."""
+    return TorchLoader(opt, device, rank=rank, world_size=world_size)
