@@ -10,4 +10,12 @@ def build_model(arch: str, **options):
     return _build(arch, **options)
 
 
-__all__ = ["Options", "build_model"]
+def accelerate(module, backend: str = "auto"):
+    """Rewrites any nn.Module in place into fastgan's fused modules and returns it: same
+    parameters, state_dict keys and outputs (fastgan/nn/accelerate.py says what it matches)."""
+    from fastgan.nn.accelerate import accelerate as _accelerate
+
+    return _accelerate(module, backend)
+
+
+__all__ = ["Options", "accelerate", "build_model"]

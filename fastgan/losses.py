@@ -6,8 +6,18 @@ same, wgangp −mean(pred) for real and +mean(pred) for fake. hinge is fastgan's
 addition: for D, mean(relu(1 − pred)) on real and mean(relu(1 + pred)) on fake;
 for G, −mean(pred).
 
-The L1 terms are fastgan's fused ops: `l1_loss` (pix2pix) and `cycle_losses`
-(all four L1 terms of a CycleGAN iteration in one pass), also for other trainers.
+The L1 terms are fastgan's fused ops (fastgan.ops), here for any trainer:
+
+    l1_loss(input, target, weight=1.0)
+        weight * mean|input - target|, one pass (pix2pix's lambda_L1 term)
+    cycle_losses(real_A, rec_A, real_B, rec_B, idt_A=None, idt_B=None,
+                 lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5) -> CycleLosses
+        the four L1 terms of a CycleGAN iteration (cycle_A, cycle_B, idt_A, idt_B,
+        weighted as the reference weighs them) in one pass; backward `values.sum()`
+
+Both are differentiable, run on fastgan.ops' back ends (native kernels when built)
+and equal the plain torch expressions to float32 rounding. Used with
+fastgan.accelerate(model) they put another trainer's step on fastgan's kernels.
 
 The reference defines a gradient penalty but never calls it; fastgan applies
 it to every discriminator loss when gan_mode is wgangp (see
@@ -70,7 +80,8 @@ def gradient_penalty(
     elif kind == "fake":
         points = fake
     elif kind == "mixed":
-        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+        # drawn in float32 whatever the images' dtype, as the reference: the same RNG stream
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device).to(real.dtype)
         points = alpha * real + (1 - alpha) * fake
     else:
         raise ValueError(f"gradient penalty kind {kind!r} is not one of real, fake, mixed")

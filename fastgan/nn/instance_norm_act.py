@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.nn import init
 
-from fastgan.ops import instance_norm_act
+from fastgan.ops import instance_norm_act, use_backend
 from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS
 
 __all__ = ["FusedInstanceNormAct"]
@@ -25,12 +25,17 @@ class FusedInstanceNormAct(nn.Module):
     ways. Running statistics are not supported (the reference never tracks them for
     instance norm); like nn.InstanceNorm2d, a pre-0.4 checkpoint's running_mean /
     running_var are reported as unexpected.
+
+    `backend` ("auto" or a fastgan.ops back end name) is the back end its op runs on:
+    "auto" leaves the choice to fastgan.ops (use_backend / FASTGAN_BACKEND / auto), a
+    name overrides it for this module, so one model can pin its modules (e.g. what
+    fastgan.accelerate(model, backend=...) built) whatever the caller's setting.
     """
 
     _version = 2  # nn.InstanceNorm2d's (torch.nn.modules.batchnorm._NormBase)
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, activation: str = "relu",
-                 negative_slope: float = 0.2, device=None, dtype=None):
+                 negative_slope: float = 0.2, backend: str = "auto", device=None, dtype=None):
         super().__init__()
         if activation not in INSTANCE_NORM_ACTIVATIONS:
             raise ValueError(f"FusedInstanceNormAct: activation must be one of {INSTANCE_NORM_ACTIVATIONS}, "
@@ -40,6 +45,7 @@ class FusedInstanceNormAct(nn.Module):
         self.affine = affine
         self.activation = activation
         self.negative_slope = negative_slope
+        self.backend = backend
         if affine:
             factory = {"device": device, "dtype": dtype}
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
@@ -55,18 +61,66 @@ class FusedInstanceNormAct(nn.Module):
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
+    @classmethod
+    def from_modules(cls, norm: nn.InstanceNorm2d, act: nn.Module | None = None,
+                     backend: str = "auto") -> "FusedInstanceNormAct":
+        """The module equal to `act(norm(x))` (`norm(x)` when act is None), holding norm's
+        own Parameter objects (shared, not copied: an optimizer over norm keeps working).
+
+        Valid only when norm is an nn.InstanceNorm2d without running statistics (with
+        them its eval-mode output uses the running averages, which this module does not
+        keep) and act is None, nn.ReLU or nn.LeakyReLU; else ValueError says why.
+        """
+        if type(norm) is not nn.InstanceNorm2d:
+            raise ValueError(f"FusedInstanceNormAct.from_modules: norm must be nn.InstanceNorm2d, "
+                             f"got {type(norm).__name__}")
+        if norm.track_running_stats:
+            raise ValueError("FusedInstanceNormAct.from_modules: the InstanceNorm2d tracks running stats "
+                             "(in eval mode it normalizes with them), which this module does not keep")
+        if act is None:
+            activation, negative_slope = "none", 0.2
+        elif type(act) is nn.ReLU:
+            activation, negative_slope = "relu", 0.2
+        elif type(act) is nn.LeakyReLU:
+            activation, negative_slope = "leaky_relu", float(act.negative_slope)
+        else:
+            raise ValueError(f"FusedInstanceNormAct.from_modules: act must be None, nn.ReLU or nn.LeakyReLU, "
+                             f"got {type(act).__name__}")
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.num_features = norm.num_features
+        module.eps = norm.eps
+        module.affine = norm.affine
+        module.activation = activation
+        module.negative_slope = negative_slope
+        module.backend = backend
+        if norm.affine:
+            module.weight = norm.weight
+            module.bias = norm.bias
+        else:
+            module.register_parameter("weight", None)
+            module.register_parameter("bias", None)
+        module.train(norm.training)
+        return module
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"FusedInstanceNormAct: expected a 4-D (N, C, H, W) input, got {x.dim()}-D")
         if x.shape[1] != self.num_features:
             raise ValueError(f"FusedInstanceNormAct: expected {self.num_features} channels, got {x.shape[1]}")
-        return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope,
-                                 residual)
+        if self.backend == "auto":
+            return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope,
+                                     residual)
+        with use_backend(self.backend):
+            return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope,
+                                     residual)
 
     def extra_repr(self) -> str:
         s = f"{self.num_features}, eps={self.eps}, affine={self.affine}, activation={self.activation!r}"
         if self.activation == "leaky_relu":
             s += f", negative_slope={self.negative_slope}"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
         return s
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn import init
 
-from fastgan.ops import reflect_conv2d
+from fastgan.ops import reflect_conv2d, use_backend
 
 __all__ = ["ReflectConv2d"]
 
@@ -34,10 +34,14 @@ class ReflectConv2d(nn.Module):
     (out_channels, in_channels, kh, kw), `bias` (out_channels,) unless bias=False), and
     they are initialised as nn.Conv2d initialises them (same random draws), so a
     checkpoint of the conv loads here and back.
+
+    `backend` ("auto" or a fastgan.ops back end name) is the back end its op runs on:
+    "auto" leaves the choice to fastgan.ops (use_backend / FASTGAN_BACKEND / auto), a
+    name overrides it for this module (what fastgan.accelerate(model, backend=...) sets).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=1,
-                 bias: bool = True, device=None, dtype=None):
+                 bias: bool = True, backend: str = "auto", device=None, dtype=None):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels = in_channels
@@ -45,6 +49,7 @@ class ReflectConv2d(nn.Module):
         self.kernel_size = (kh, kw)
         self.stride = _square(stride, "stride")
         self.padding = _square(padding, "padding")
+        self.backend = backend
         if self.stride < 1 or self.padding < 0:
             raise ValueError(f"ReflectConv2d: need stride >= 1 and padding >= 0, got {stride!r}, {padding!r}")
         factory = {"device": device, "dtype": dtype}
@@ -65,7 +70,7 @@ class ReflectConv2d(nn.Module):
                 init.uniform_(self.bias, -bound, bound)
 
     @classmethod
-    def from_modules(cls, pad: nn.ReflectionPad2d, conv: nn.Conv2d) -> "ReflectConv2d":
+    def from_modules(cls, pad: nn.ReflectionPad2d, conv: nn.Conv2d, backend: str = "auto") -> "ReflectConv2d":
         """The module equal to `conv(pad(x))`, holding conv's own Parameter objects
         (weight and bias are shared, not copied: an optimizer over conv keeps working).
 
@@ -98,6 +103,7 @@ class ReflectConv2d(nn.Module):
         module.kernel_size = tuple(conv.kernel_size)
         module.stride = conv.stride[0]
         module.padding = padding[0]
+        module.backend = backend
         module.weight = conv.weight
         if conv.bias is not None:
             module.bias = conv.bias
@@ -107,11 +113,16 @@ class ReflectConv2d(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        if self.backend == "auto":
+            return reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        with use_backend(self.backend):
+            return reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}, padding={self.padding}, padding_mode=reflect")
         if self.bias is None:
             s += ", bias=False"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
         return s

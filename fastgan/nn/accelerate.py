@@ -1,0 +1,308 @@
+"""fastgan.accelerate(module): rewrite any model's patterns into fastgan's fused modules.
+
+It matches module *patterns*, not model classes, so it works on the reference's own
+networks.py as users have them, on fastgan.models, and on models fastgan never saw:
+
+    nn.Sequential [.., ReflectionPad2d(p), Conv2d(padding 0), ..]
+        -> [.., Identity, ReflectConv2d, ..]          (the conv's slot keeps its keys)
+    nn.Sequential [.., InstanceNorm2d, ReLU | LeakyReLU, ..]
+        -> [.., FusedInstanceNormAct, Identity, ..]   (the norm's slot keeps its keys)
+    a block whose forward is exactly `x + body(x)` (either order), body its only child,
+    an nn.Sequential ending in an InstanceNorm2d (the reference's ResnetBlock)
+        -> FusedResidualBlock: the add fused into that last norm (body.N keys kept)
+    any other InstanceNorm2d (e.g. the U-Net's, whose activation opens the next block)
+        -> FusedInstanceNormAct without activation (a one-for-one swap: fastgan's norm
+           kernels, and on a CPU no torch channels_last instance-norm backward, which
+           torch 2.14 gets wrong at batch size 1)
+
+Each slot keeps its index, so parameter names, state_dict keys (and their metadata
+versions) and the Sequential's indexing are unchanged, and the new modules hold the
+old Parameter objects: a checkpoint saved before loads after and back, and an
+optimizer built before keeps training the model. Anything that does not match
+exactly is left alone: modules with hooks, subclasses (their forward may differ),
+Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
+eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
+blocks whose forward does anything besides the one add. Every rewritten piece keeps
+the semantics of what it replaces in train and eval mode, in forward and backward,
+for the batched 4-D inputs these layers take in image models (the fused modules do
+not accept unbatched 3-D input).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from fastgan.nn.instance_norm_act import FusedInstanceNormAct
+from fastgan.nn.reflect_conv2d import ReflectConv2d
+from fastgan.ops import use_backend
+
+__all__ = ["AccelerateReport", "FusedResidualBlock", "accelerate"]
+
+logger = logging.getLogger(__name__)
+
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+
+
+@dataclass
+class AccelerateReport:
+    """What one accelerate() call did: the qualified names (from the model passed in) of
+    the modules it replaced, and the near misses it left alone, with why."""
+
+    reflect_conv: list[str] = field(default_factory=list)  # Conv2d slots now ReflectConv2d
+    norm_act: list[str] = field(default_factory=list)  # InstanceNorm2d slots now FusedInstanceNormAct
+    residual: list[str] = field(default_factory=list)  # blocks now FusedResidualBlock
+    norm: list[str] = field(default_factory=list)  # other InstanceNorm2d now FusedInstanceNormAct("none")
+    left_alone: list[str] = field(default_factory=list)  # "name: why"
+
+    def counts(self) -> dict[str, int]:
+        return {"reflect_conv": len(self.reflect_conv), "norm_act": len(self.norm_act),
+                "residual": len(self.residual), "norm": len(self.norm)}
+
+    def __str__(self) -> str:
+        lines = [f"fastgan.accelerate: {len(self.reflect_conv)} ReflectionPad2d+Conv2d -> ReflectConv2d, "
+                 f"{len(self.norm_act)} InstanceNorm2d+activation -> FusedInstanceNormAct, "
+                 f"{len(self.residual)} residual adds fused, {len(self.norm)} other InstanceNorm2d -> "
+                 f"FusedInstanceNormAct"]
+        lines += [f"  left alone: {why}" for why in self.left_alone]
+        return "\n".join(lines)
+
+
+class FusedResidualBlock(nn.Module):
+    """`x + body(x)` with the add fused into body's final instance norm.
+
+    Stands in for a block (e.g. the reference's ResnetBlock) whose forward is exactly
+    that add and whose only child is `body`: body is registered under the block's
+    attribute name, so the keys (`conv_block.5.weight`, ...) stay the same. body is an
+    nn.Sequential ending in a FusedInstanceNormAct without activation; the forward runs
+    body's other layers, then that norm with the residual x (one pass instead of a norm
+    and an add). When the add would broadcast or promote dtypes (shapes or dtypes of x
+    and the norm's input differ), it adds the plain way, as the original block did.
+    """
+
+    def __init__(self, body_name: str, body: nn.Sequential, replaces: str = ""):
+        super().__init__()
+        last = body[-1] if len(body) else None
+        if not isinstance(last, FusedInstanceNormAct) or last.activation != "none":
+            raise ValueError("FusedResidualBlock: body must end in a FusedInstanceNormAct with activation 'none'")
+        self.body_name = body_name
+        self.replaces = replaces
+        self.add_module(body_name, body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *layers, norm = self._modules[self.body_name]
+        h = x
+        for layer in layers:
+            h = layer(h)
+        if h.shape == x.shape and h.dtype == x.dtype:
+            return norm(h, x)
+        return x + norm(h)
+
+    def extra_repr(self) -> str:
+        replaces = f", replaces {self.replaces}" if self.replaces else ""
+        return f"x + {self.body_name}(x), the add fused into {self.body_name}[-1]{replaces}"
+
+
+def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
+    """Rewrites `module` in place into fastgan's fused modules and returns it.
+
+    backend: "auto" (the fused modules follow fastgan.ops' choice: use_backend,
+    FASTGAN_BACKEND, else the fastest available) or a back end name of fastgan.ops
+    ("torch", "cpu", "cuda", "triton") that every fused module then runs on; an
+    unknown or unusable name raises at once (ValueError, BackendUnavailableError).
+
+    The patterns, and what is left alone, are in the docstring of the file
+    fastgan/nn/accelerate.py. Submodules shared between several places are rewritten
+    once and stay shared; the module passed in is never itself replaced. Idempotent:
+    a second call changes nothing. What the call did is logged (logger
+    "fastgan.nn.accelerate", INFO) and kept as `module.accelerate_report` (an
+    AccelerateReport). Call it before torch.compile (a compiled module would keep
+    running its old code); an optimizer built before keeps working, as the parameters
+    stay the same objects.
+    """
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError("fastgan.accelerate rewrites Python modules; accelerate first, then script")
+    with use_backend(backend):  # validates the name now rather than at the first forward
+        pass
+    report = AccelerateReport()
+    _rewrite(module, "", backend, report, {})
+    _swap_lone_norms(module, "", backend, report, {})
+    module.accelerate_report = report
+    logger.info("%s", report)
+    return module
+
+
+def _rewrite(module: nn.Module, prefix: str, backend: str, report: AccelerateReport,
+             done: dict[int, nn.Module]) -> None:
+    """Rewrites module's subtree, children first, then module's own Sequential slots.
+
+    `done` maps id(original child) -> what stands in its slots now, so a shared child is
+    rewritten once and every parent gets the same replacement.
+    """
+    for name, child in list(module._modules.items()):
+        if child is None or isinstance(child, torch.jit.ScriptModule):
+            continue  # a TorchScript submodule's compiled code does not go through _modules
+        if id(child) not in done:
+            child_name = prefix + name
+            _rewrite(child, child_name + ".", backend, report, done)
+            done[id(child)] = _fuse_residual(child, child_name, backend, report) or child
+        if done[id(child)] is not child:
+            module._modules[name] = done[id(child)]
+    if _is_plain_sequential(module):
+        _fuse_sequence(module, prefix, backend, report)
+
+
+def _swap_lone_norms(module: nn.Module, prefix: str, backend: str, report: AccelerateReport,
+                     done: dict[int, nn.Module]) -> None:
+    """Every InstanceNorm2d the patterns above left (no activation follows it in a
+    Sequential) becomes a FusedInstanceNormAct without activation: a module for a
+    module, so it holds wherever the norm is used. `done` maps id(original) to its
+    stand-in (itself for modules already walked): shared modules are handled once."""
+    for name, child in list(module._modules.items()):
+        if child is None or isinstance(child, torch.jit.ScriptModule):
+            continue
+        if id(child) not in done:
+            where = prefix + name
+            done[id(child)] = child
+            if _fusable_norm(child):  # the others were reported by the pattern pass already
+                done[id(child)] = FusedInstanceNormAct.from_modules(child, None, backend=backend)
+                report.norm.append(where)
+            else:
+                _swap_lone_norms(child, where + ".", backend, report, done)
+        module._modules[name] = done[id(child)]
+
+
+def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: AccelerateReport) -> None:
+    """Replaces each matching adjacent pair of seq's slots by (fused, Identity) or
+    (Identity, fused), the fused module in the slot whose keys it carries."""
+    keys = list(seq._modules)
+    i = 0
+    while i + 1 < len(keys):
+        first, second = seq._modules[keys[i]], seq._modules[keys[i + 1]]
+        if type(first) is nn.ReflectionPad2d and type(second) is nn.Conv2d:
+            where = prefix + keys[i + 1]
+            fused = _fused_or_why(where, report, (first, second),
+                                  lambda: ReflectConv2d.from_modules(first, second, backend=backend))
+            if fused is not None:
+                seq._modules[keys[i]] = _identity_like(first)
+                seq._modules[keys[i + 1]] = fused
+                report.reflect_conv.append(where)
+                i += 2
+                continue
+        elif type(first) is nn.InstanceNorm2d and type(second) in _ACTIVATIONS:
+            where = prefix + keys[i]
+            fused = _fused_or_why(where, report, (first, second),
+                                  lambda: FusedInstanceNormAct.from_modules(first, second, backend=backend))
+            if fused is not None:
+                seq._modules[keys[i]] = fused
+                seq._modules[keys[i + 1]] = _identity_like(second)
+                report.norm_act.append(where)
+                i += 2
+                continue
+        i += 1
+
+
+def _fused_or_why(where: str, report: AccelerateReport, modules, build) -> nn.Module | None:
+    """build() when none of `modules` has hooks and build accepts them, else None with
+    the reason noted in the report."""
+    hooked = [type(m).__name__ for m in modules if _has_hooks(m)]
+    if hooked:
+        report.left_alone.append(f"{where}: {' and '.join(hooked)} has hooks, which would no longer run")
+        return None
+    try:
+        return build()
+    except ValueError as why:
+        report.left_alone.append(f"{where}: {why}")
+        return None
+
+
+def _fuse_residual(block: nn.Module, name: str, backend: str, report: AccelerateReport) -> nn.Module | None:
+    """A FusedResidualBlock standing in for `block` when its forward is exactly
+    x + body(x), else None (block untouched)."""
+    body_name = _residual_body_name(block)
+    if body_name is None:
+        return None
+    body = block._modules[body_name]
+    last_key = list(body._modules)[-1]
+    body._modules[last_key] = FusedInstanceNormAct.from_modules(body._modules[last_key], None, backend=backend)
+    fused = FusedResidualBlock(body_name, body, replaces=type(block).__name__)
+    fused._version = block._version  # the state_dict metadata stays the block's
+    fused.train(block.training)
+    report.residual.append(name)
+    return fused
+
+
+def _residual_body_name(block: nn.Module) -> str | None:
+    """The name of block's only child `body` when replacing block by a
+    FusedResidualBlock keeps its semantics and state_dict: block has no parameters,
+    buffers, hooks or state_dict overrides of its own; body is a plain nn.Sequential
+    ending in an InstanceNorm2d that can be fused; and block's forward, traced with its
+    children as opaque calls, is exactly `x + body(x)` or `body(x) + x`."""
+    if len(block._modules) != 1 or _has_hooks(block) or not _has_plain_state(block):
+        return None
+    if any(p is not None for p in block._parameters.values()) or any(b is not None for b in block._buffers.values()):
+        return None
+    (body_name, body), = block._modules.items()
+    if not (_is_plain_sequential(body) and len(body) and _fusable_norm(body[-1])):
+        return None
+    return body_name if _forward_is_residual_add(block, body_name) else None
+
+
+class _ChildrenAsLeaves(fx.Tracer):
+    """Traces only the root's own forward: every submodule call is one opaque node."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+def _forward_is_residual_add(block: nn.Module, body_name: str) -> bool:
+    """Whether block.forward(x) is exactly add(x, body(x)) in either order: one input
+    (no defaults), one call of body on it, one add of the two, returned."""
+    try:
+        graph = _ChildrenAsLeaves().trace(block)
+    except Exception:  # any forward fx cannot trace (data-dependent code, ...): not provably the pattern
+        return False
+    nodes = list(graph.nodes)
+    if [n.op for n in nodes] != ["placeholder", "call_module", "call_function", "output"]:
+        return False
+    x, call, add, out = nodes
+    return (not x.args
+            and call.target == body_name and call.args == (x,) and not call.kwargs
+            and add.target in (operator.add, torch.add) and not add.kwargs
+            and len(add.args) == 2 and set(add.args) == {x, call}
+            and out.args == (add,))
+
+
+def _fusable_norm(module: nn.Module) -> bool:
+    return type(module) is nn.InstanceNorm2d and not module.track_running_stats and not _has_hooks(module)
+
+
+def _is_plain_sequential(module: nn.Module) -> bool:
+    """An nn.Sequential whose forward is nn.Sequential's: slots run one after another."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(getattr(module, hooks, None) for hooks in _HOOK_DICTS)
+
+
+def _has_plain_state(module: nn.Module) -> bool:
+    """Whether module's state_dict is nn.Module's own: no extra state, no key remapping
+    on save or load, which a replacement would not carry over."""
+    cls = type(module)
+    return all(getattr(cls, name) is getattr(nn.Module, name)
+               for name in ("_save_to_state_dict", "_load_from_state_dict", "get_extra_state", "state_dict",
+                            "load_state_dict"))
+
+
+def _identity_like(module: nn.Module) -> nn.Identity:
+    """The Identity taking a fused-away module's slot (same train/eval flag)."""
+    return nn.Identity().train(module.training)

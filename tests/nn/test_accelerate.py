@@ -1,0 +1,508 @@
+"""fastgan.accelerate on the reference's own model definitions (tests/nn/reference_networks.py,
+not fastgan's), on fastgan.models and on a model fastgan never saw: the patterns it
+replaces, the keys and state dicts it keeps, outputs and gradients equal to the plain
+model's to float32 rounding in train and eval mode, idempotence, the back end it pins,
+and the look-alikes it must leave alone."""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fastgan
+import fastgan.ops as ops
+from fastgan.models import define_D, define_G
+from fastgan.nn import FusedInstanceNormAct, FusedResidualBlock, ReflectConv2d
+from fastgan.ops import registry
+from tests.nn import reference_networks as ref
+
+# ----------------------------------------------------------------------------- models
+
+
+class Residual(nn.Module):
+    """A user's residual wrapper, adding in the other order than the reference."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, inp):
+        return self.fn(inp) + inp
+
+
+class UnseenNet(nn.Module):
+    """A model fastgan never saw: pieces nested in a ModuleDict / ModuleList / Sequential,
+    LeakyReLU(0.1) in place, affine norms, a strided reflect conv, a shared block."""
+
+    def __init__(self):
+        super().__init__()
+        shared = Residual(nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(8, 8, 3), nn.InstanceNorm2d(8, affine=True),
+                                        nn.ReLU(), nn.ReflectionPad2d(1), nn.Conv2d(8, 8, 3, bias=False),
+                                        nn.InstanceNorm2d(8)))
+        self.stages = nn.ModuleDict({
+            "stem": nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(3, 8, 5), nn.InstanceNorm2d(8, affine=True),
+                                  nn.LeakyReLU(0.1, inplace=True)),
+            "body": nn.ModuleList([shared, Residual(copy.deepcopy(shared.fn)), shared]),
+            "head": nn.Sequential(nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(8, 4, 3, stride=2)),
+                                  nn.InstanceNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1)),
+        })
+
+    def forward(self, x):
+        x = self.stages["stem"](x)
+        for block in self.stages["body"]:
+            x = block(x)
+        return self.stages["head"](x)
+
+
+def _norm(name):
+    return ref.get_norm_layer(name)
+
+
+# name -> (builder, input shape, expected (reflect_conv, norm_act, residual, lone norm) replacements)
+MODELS = {
+    "ref_resnet_instance": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance"), n_blocks=2),
+                            (2, 3, 20, 20), (6, 7, 2, 0)),
+    "ref_resnet_affine_dropout": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance_affine"), use_dropout=True,
+                                                              n_blocks=2), (2, 3, 20, 20), (6, 7, 2, 0)),
+    "ref_resnet_zero_padding": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance"), n_blocks=2,
+                                                            padding_type="zero"), (2, 3, 20, 20), (2, 7, 2, 0)),
+    "ref_resnet_batch": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("batch"), n_blocks=2),
+                         (2, 3, 20, 20), (6, 0, 0, 0)),
+    "ref_resnet_running_stats": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance_running"), n_blocks=2),
+                                 (2, 3, 20, 20), (6, 0, 0, 0)),
+    "ref_unet_instance": (lambda: ref.UnetGenerator(3, 3, 5, 4, _norm("instance"), use_dropout=True),
+                          (2, 3, 32, 32), (0, 0, 0, 7)),
+    "ref_nlayer_instance": (lambda: ref.NLayerDiscriminator(6, 4, 3, _norm("instance")), (2, 6, 32, 32), (0, 3, 0, 0)),
+    "ref_pixel_affine": (lambda: ref.PixelDiscriminator(3, 4, _norm("instance_affine")), (2, 3, 9, 7), (0, 1, 0, 0)),
+    "fastgan_resnet_6blocks": (lambda: define_G(3, 3, 4, "resnet_6blocks", norm="instance", use_dropout=True),
+                               (1, 3, 16, 16), (14, 11, 6, 0)),
+    "fastgan_unet_128_affine": (lambda: define_G(3, 3, 2, "unet_128", norm="instance_affine"),
+                                (1, 3, 128, 128), (0, 0, 0, 11)),
+    "fastgan_basic_d": (lambda: define_D(6, 4, "basic", norm="instance"), (2, 6, 32, 32), (0, 3, 0, 0)),
+    "fastgan_n_layers_d_affine": (lambda: define_D(3, 4, "n_layers", n_layers_D=2, norm="instance_affine"),
+                                  (2, 3, 24, 24), (0, 2, 0, 0)),
+    "fastgan_pixel_d": (lambda: define_D(3, 4, "pixel", norm="instance"), (2, 3, 8, 8), (0, 1, 0, 0)),
+    # stem 1+1; two distinct residual blocks 2+1+1 each (the third is shared); head 1+1
+    "unseen": (UnseenNet, (2, 3, 18, 18), (6, 4, 2, 0)),
+}
+
+
+def _build(name, seed=0):
+    """The plain model, every parameter and running statistic random (so that affine
+    norms are not 1/0 and a checkpoint's running stats are told apart from fresh ones)."""
+    torch.manual_seed(seed)
+    model = MODELS[name][0]()
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        for key, b in model.named_buffers():
+            if key.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.3)
+            elif key.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return model
+
+
+def _pair(name, seed=0):
+    plain = _build(name, seed)
+    return plain, fastgan.accelerate(copy.deepcopy(plain))
+
+
+def _input(name, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(MODELS[name][1], generator=g) * 1.5 + 0.5
+
+
+def _run(model, x, seed=2):
+    """Output and gradients (input, then parameters by name) of a fixed random projection."""
+    x = x.clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # dropout masks: drawn in the same order in both models
+    out = model(x)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    (out * weights).sum().backward()
+    grads = {"input": x.grad}
+    grads.update((n, p.grad) for n, p in model.named_parameters())
+    return out.detach(), grads
+
+
+def _close(actual, expected, what, scale=None):
+    """Equal to float32 rounding: within 2e-5 of `scale` (default: expected's largest
+    magnitude) plus 1e-4 relative. A gradient that is zero but for rounding (the bias of
+    a conv that an instance norm follows) is measured against the model's largest
+    gradient, which sets the size of the rounding errors summed into it."""
+    scale = scale or expected.abs().max().item() or 1.0
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=2e-5 * scale, msg=lambda m: f"{what}: {m}")
+
+
+def _count_modules(model):
+    modules = list({id(m): m for m in model.modules()}.values())
+    return (sum(type(m) is ReflectConv2d for m in modules),
+            sum(type(m) is FusedInstanceNormAct and m.activation != "none" for m in modules),
+            sum(type(m) is FusedResidualBlock for m in modules),
+            sum(type(m) is FusedInstanceNormAct and m.activation == "none" for m in modules)
+            - sum(type(m) is FusedResidualBlock for m in modules))
+
+
+# ------------------------------------------------------------------ every model
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_replaces_the_expected_patterns(name):
+    plain, accel = _pair(name)
+    report = accel.accelerate_report
+    expected = MODELS[name][2]
+    assert tuple(report.counts().values()) == expected
+    assert _count_modules(accel) == expected  # what is really in the model, counted apart from the report
+    assert _count_modules(plain) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keys_parameters_and_metadata_unchanged(name):
+    plain = _build(name)
+    before_params = list(plain.named_parameters())
+    before = plain.state_dict()
+    fastgan.accelerate(plain)
+    after = plain.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert after._metadata == before._metadata  # module versions too (InstanceNorm2d's 2, ...)
+    after_params = list(plain.named_parameters())
+    assert [n for n, _ in after_params] == [n for n, _ in before_params]
+    assert all(a is b for (_, a), (_, b) in zip(after_params, before_params))  # the same Parameter objects
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", MODELS)
+def test_outputs_and_gradients_equal_the_plain_model(name, mode):
+    plain, accel = _pair(name)
+    plain.train(mode == "train")
+    accel.train(mode == "train")
+    x = _input(name)
+    out_plain, grads_plain = _run(plain, x)
+    out_accel, grads_accel = _run(accel, x)
+    _close(out_accel, out_plain, "output")
+    assert list(grads_accel) == list(grads_plain)
+    largest = max(g.abs().max().item() for g in grads_plain.values())
+    for key in grads_plain:
+        _close(grads_accel[key], grads_plain[key], f"gradient of {key}", scale=largest)
+
+
+@pytest.mark.parametrize("name", ["ref_resnet_affine_dropout", "ref_resnet_running_stats", "ref_pixel_affine",
+                                  "unseen"])
+def test_state_dicts_round_trip_both_ways(name):
+    x = _input(name)
+    # a checkpoint of the plain model loads into the accelerated one
+    source = _build(name, seed=5).eval()
+    accel = fastgan.accelerate(_build(name, seed=6)).eval()
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    accel.load_state_dict(torch.load(buffer))  # strict
+    _close(accel(x).detach(), source(x).detach(), "plain checkpoint in the accelerated model")
+    # and a checkpoint of the accelerated model (after training changed it) loads into a plain one
+    with torch.no_grad():
+        for p in accel.parameters():
+            p.mul_(-1.5)
+    target = _build(name, seed=7).eval()
+    target.load_state_dict(accel.state_dict())  # strict
+    _close(target(x).detach(), accel(x).detach(), "accelerated checkpoint in a plain model")
+
+
+@pytest.mark.parametrize("name", ["ref_resnet_instance", "ref_nlayer_instance", "unseen"])
+def test_idempotent(name):
+    _, accel = _pair(name)
+    structure = repr(accel)
+    modules = [id(m) for m in accel.modules()]
+    keys = list(accel.state_dict())
+    assert fastgan.accelerate(accel) is accel
+    assert accel.accelerate_report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": 0}
+    assert repr(accel) == structure
+    assert [id(m) for m in accel.modules()] == modules
+    assert list(accel.state_dict()) == keys
+
+
+# ----------------------------------------------------------------- specific behaviour
+
+
+def test_reference_resnet_report_names_and_structure(caplog):
+    model = ref.ResnetGenerator(3, 3, 4, _norm("instance"), n_blocks=1)
+    with caplog.at_level(logging.INFO, logger="fastgan.nn.accelerate"):
+        assert fastgan.accelerate(model) is model
+    report = model.accelerate_report
+    assert report.reflect_conv == ["model.10.conv_block.1", "model.10.conv_block.5", "model.1", "model.18"]
+    assert report.norm_act == ["model.10.conv_block.2", "model.2", "model.5", "model.8", "model.12", "model.15"]
+    assert report.residual == ["model.10"]
+    assert report.left_alone == []
+    assert "4 ReflectionPad2d+Conv2d -> ReflectConv2d" in caplog.text
+    # the slots keep their indices: the fused module sits where its keys are, Identity elsewhere
+    assert [type(m).__name__ for m in model.model[:4]] == ["Identity", "ReflectConv2d", "FusedInstanceNormAct",
+                                                          "Identity"]
+    block = model.model[10]
+    assert isinstance(block, FusedResidualBlock) and block.body_name == "conv_block"
+    assert block.conv_block[6].activation == "none"
+    assert len(model.model) == 20
+
+
+def test_an_optimizer_built_before_trains_the_accelerated_model_like_the_plain_one():
+    plain = _build("ref_resnet_affine_dropout")
+    accel = copy.deepcopy(plain)
+    # SGD, so that gradients that are zero but for rounding (biases an instance norm
+    # cancels) stay rounding-sized instead of being normalized into lr-sized steps
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-2, momentum=0.9)
+    opt_accel = torch.optim.SGD(accel.parameters(), lr=1e-2, momentum=0.9)
+    fastgan.accelerate(accel)
+    x = _input("ref_resnet_affine_dropout")
+    for step in range(3):
+        for model, opt in ((plain, opt_plain), (accel, opt_accel)):
+            opt.zero_grad()
+            torch.manual_seed(step)
+            model(x).square().mean().backward()
+            opt.step()
+    for (name, a), (_, b) in zip(accel.named_parameters(), plain.named_parameters()):
+        _close(a.detach(), b.detach(), name)
+    assert not torch.equal(plain.model[1].weight, _build("ref_resnet_affine_dropout").model[1].weight)
+
+
+def test_running_stats_norms_are_left_alone_and_said_so():
+    model = fastgan.accelerate(ref.NLayerDiscriminator(3, 4, 2, _norm("instance_running")))
+    report = model.accelerate_report
+    assert report.norm_act == []
+    assert len(report.left_alone) == 2 and all("running stats" in why for why in report.left_alone)
+    assert report.left_alone[0].startswith("model.3: ")
+    assert all(type(m) is nn.InstanceNorm2d for m in (model.model[3], model.model[6]))
+    assert report.norm == []  # not swapped one for one either: eval mode would read the running stats
+
+
+def _left_alone_cases():
+    """Models in which no pattern may be fused, each with what the report should say. A plain
+    InstanceNorm2d in them is still swapped one for one (FusedInstanceNormAct, no activation)."""
+    hooked = nn.InstanceNorm2d(4)
+    hooked.register_forward_hook(lambda m, i, o: o.mul_(2))
+
+    class OwnSequential(nn.Sequential):
+        def forward(self, x):  # not nn.Sequential's forward: slots may not run in order
+            return super().forward(x) * 2
+
+    class SubNorm(nn.InstanceNorm2d):
+        pass
+
+    return {
+        "norm then conv": (nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.Conv2d(4, 4, 1)), None),
+        "norm last": (nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4)), None),
+        "norm then tanh": (nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.Tanh()), None),
+        "pad then conv padding 1": (nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3, padding=1)),
+                                    "must not pad itself"),
+        "asymmetric pad": (nn.Sequential(nn.ReflectionPad2d((1, 1, 2, 2)), nn.Conv2d(3, 4, 3)), "symmetric"),
+        "dilated conv": (nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(3, 4, 3, dilation=2)), "dilation"),
+        "grouped conv": (nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 6, 3, groups=3)), "groups"),
+        "replication pad": (nn.Sequential(nn.ReplicationPad2d(1), nn.Conv2d(3, 4, 3)), None),
+        "pad then relu": (nn.Sequential(nn.ReflectionPad2d(1), nn.ReLU()), None),
+        "running stats": (nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4, track_running_stats=True),
+                                        nn.ReLU()), "running stats"),
+        "hooked norm": (nn.Sequential(nn.Conv2d(3, 4, 3), hooked, nn.ReLU()), "has hooks"),
+        "own sequential": (OwnSequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4),
+                                         nn.ReLU()), None),
+        "norm subclass": (nn.Sequential(nn.Conv2d(3, 4, 3), SubNorm(4), nn.ReLU()), None),
+        "norm and act in different sequentials": (nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3),
+                                                                              nn.InstanceNorm2d(4)), nn.ReLU()),
+                                                  None),
+    }
+
+
+@pytest.mark.parametrize("case", list(_left_alone_cases()))
+def test_look_alikes_are_left_alone(case):
+    model, why = _left_alone_cases()[case]
+    x = torch.randn(2, 3, 9, 7)
+    expected = model(x)
+    plain_norms = sum(type(m) is nn.InstanceNorm2d and not m.track_running_stats and not m._forward_hooks
+                      for m in model.modules())
+    structure = [FusedInstanceNormAct if type(m) is nn.InstanceNorm2d and not m.track_running_stats
+                 and not m._forward_hooks else type(m) for m in model.modules()]
+    fastgan.accelerate(model)
+    report = model.accelerate_report
+    assert report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": plain_norms}
+    assert [type(m) for m in model.modules()] == structure
+    if why is None:
+        assert report.left_alone == []
+    else:
+        assert len(report.left_alone) == 1 and why in report.left_alone[0]
+    if plain_norms:  # fastgan's norm kernel: equal to float32 rounding
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    else:
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+class _Scaled(nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return x + 0.5 * self.body(x)
+
+
+class _Difference(_Scaled):
+    def forward(self, x):
+        return self.body(x) - x
+
+
+class _PreActivated(_Scaled):
+    def forward(self, x):
+        return x + self.body(torch.relu(x))
+
+
+class _DataDependent(_Scaled):
+    def forward(self, x):
+        if x.mean() > 100:  # fx cannot trace this: not provably the pattern
+            return x
+        return x + self.body(x)
+
+
+class _WithParameter(_Scaled):
+    def __init__(self, body):
+        super().__init__(body)
+        self.gate = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class _WithExtraState(_Scaled):
+    def forward(self, x):
+        return x + self.body(x)
+
+    def get_extra_state(self):
+        return {"note": 1}
+
+    def set_extra_state(self, state):
+        pass
+
+
+class _Plain(_Scaled):
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def _body(last_relu=False):
+    layers = [nn.ReflectionPad2d(1), nn.Conv2d(4, 4, 3), nn.InstanceNorm2d(4, affine=True)]
+    return nn.Sequential(*layers, *([nn.ReLU()] if last_relu else []))
+
+
+@pytest.mark.parametrize("block", [_Scaled(_body()), _Difference(_body()), _PreActivated(_body()),
+                                   _DataDependent(_body()), _WithParameter(_body()), _WithExtraState(_body()),
+                                   _Plain(_body(last_relu=True))],
+                         ids=["scaled", "difference", "pre-activated", "data-dependent", "own parameter",
+                              "extra state", "body ends in relu"])
+def test_residual_look_alikes_keep_their_add(block):
+    model = nn.Sequential(block)
+    x = torch.randn(2, 4, 6, 6)
+    expected = model(x)
+    keys = list(model.state_dict())
+    fastgan.accelerate(model)
+    assert model[0] is block and model.accelerate_report.residual == []
+    assert model.accelerate_report.reflect_conv == ["0.body.1"]
+    assert list(model.state_dict()) == keys
+    _close(model(x).detach(), expected.detach(), "output")
+
+
+def test_residual_add_that_broadcasts_adds_the_plain_way():
+    # x has 1 channel, the body 4: the add broadcasts x, which the fused op cannot do
+    body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.InstanceNorm2d(4, affine=True))
+    model = nn.Sequential(_Plain(body))
+    with torch.no_grad():
+        body[1].weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 1, 5, 5)
+    expected = model(x).detach()
+    fastgan.accelerate(model)
+    assert isinstance(model[0], FusedResidualBlock)
+    _close(model(x).detach(), expected, "broadcast residual")
+
+
+def test_a_shared_block_stays_shared():
+    model = _build("unseen")
+    fastgan.accelerate(model)
+    body = model.stages["body"]
+    assert body[0] is body[2] and isinstance(body[0], FusedResidualBlock)
+    assert body[0].fn is not body[1].fn
+
+
+def test_the_accelerated_model_pickles_whole():
+    plain, accel = _pair("unseen")
+    buffer = io.BytesIO()
+    torch.save(accel, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    x = _input("unseen")
+    assert list(loaded.state_dict()) == list(plain.state_dict())
+    torch.testing.assert_close(loaded(x), accel(x), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------- back ends
+
+
+@pytest.fixture
+def chosen_backends(monkeypatch):
+    """The back end each fastgan op call ran on, in call order: (op, back end)."""
+    calls = []
+    select = registry.Op.select
+
+    def spy(self, device_type, warn=True):
+        chosen = select(self, device_type, warn)
+        calls.append((self.name, chosen[0]))
+        return chosen
+
+    monkeypatch.setattr(registry.Op, "select", spy)
+    return calls
+
+
+def test_a_named_backend_is_pinned_whatever_the_callers_choice(chosen_backends):
+    plain, accel = _build("ref_resnet_instance"), fastgan.accelerate(_build("ref_resnet_instance"), backend="torch")
+    x = _input("ref_resnet_instance")
+    with ops.use_backend("cpu"):
+        out = accel(x)
+    assert {op for op, _ in chosen_backends} == {"reflect_conv2d", "instance_norm_act"}
+    assert {backend for _, backend in chosen_backends} == {"torch"}
+    assert len(chosen_backends) == 6 + 7 + 2
+    _close(out.detach(), plain(x).detach(), "torch back end")
+    assert "backend='torch'" in repr(accel.model[1])
+
+
+def test_auto_follows_the_callers_choice(chosen_backends):
+    accel = fastgan.accelerate(_build("ref_nlayer_instance"))
+    x = _input("ref_nlayer_instance")
+    with ops.use_backend("torch"):
+        accel(x)
+    assert [backend for _, backend in chosen_backends] == ["torch"] * 3
+    chosen_backends.clear()
+    accel(x)
+    assert [backend for _, backend in chosen_backends] == [ops.backend_for("instance_norm_act", "cpu")] * 3
+
+
+def test_bad_backends_are_refused_at_once():
+    model = _build("ref_pixel_affine")
+    with pytest.raises(ValueError, match="unknown back end"):
+        fastgan.accelerate(model, backend="fastest")
+    if not torch.cuda.is_available():
+        with pytest.raises(ops.BackendUnavailableError):
+            fastgan.accelerate(model, backend="cuda")
+    assert _count_modules(model) == (0, 0, 0, 0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_script_modules_are_refused():
+    with pytest.raises(TypeError, match="then script"):
+        fastgan.accelerate(torch.jit.script(nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3))))
+
+
+def test_compiles_without_graph_breaks():
+    plain, accel = _build("ref_resnet_instance"), fastgan.accelerate(_build("ref_resnet_instance"), backend="cpu")
+    x = _input("ref_resnet_instance")
+    compiled = torch.compile(accel, backend="eager", fullgraph=True)
+    _close(compiled(x).detach(), plain(x).detach(), "compiled")
