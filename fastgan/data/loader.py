@@ -1,14 +1,27 @@
-"""Batches on the device: a torch DataLoader driven by an explicit per-epoch plan.
+"""Batches on the device, and the one entry point that picks the loader making them.
 
-The loader interface (other loaders implement the same):
+Three loaders implement one interface (`create_loader` picks one from opt.loader,
+fastgan.data.select says how `auto` chooses):
+  torch  this module: PIL in DataLoader workers, pinned memory, persistent workers
+  dali   dali_loader.py: NVIDIA DALI decodes (nvJPEG on a GPU, libjpeg-turbo threads on a CPU)
+  cache  cache_loader.py: decoded once, kept on the device; crop, flip, normalize as tensor ops
+
+The interface:
   len(loader)                       batches per epoch (the last one may be short)
   loader.dataset, loader.num_images
-  loader.epoch_batches(epoch, skip) the epoch's batches after the first `skip`
-  loader.close()                    stop background workers (optional; the next epoch restarts them)
+  loader.epoch_batches(epoch, skip) the epoch's batches after the first `skip`: dicts of
+                                    "A" (and "B") float tensors on the device in [-1, 1], in the
+                                    model's memory format (channels_last when opt.channels_last),
+                                    and "A_paths" (and "B_paths") lists
+  loader.close()                    stop background work (optional; the next epoch restarts it)
 
-The sampler yields (epoch, index) pairs rather than indices: workers keep their
-own copy of the dataset (persistent workers never see a set_epoch made in the
-main process), so the epoch travels with each index instead.
+Every loader visits the items fastgan.data.plan assigns to its rank and batch,
+and makes each item as datasets.py does (same crop, flip and unaligned partner,
+fastgan.data.recipes), so switching loaders changes speed, not training.
+
+The torch loader's sampler yields (epoch, index) pairs rather than indices:
+workers keep their own copy of the dataset (persistent workers never see a
+set_epoch made in the main process), so the epoch travels with each index instead.
 """
 
 from __future__ import annotations
@@ -50,18 +63,35 @@ class _EpochItems(Dataset):
             return _Failed(str(e))
 
 
+def different_sizes_message(paths: list[str], sizes: list[tuple[int, int]]) -> str:
+    """The refusal of a batch whose images differ in (h, w), the same from every loader."""
+    listed = ", ".join(f"{p} {tuple(s)}" for p, s in zip(paths, sizes))
+    return (
+        f"images of one batch have different sizes ({listed}): --preprocess scale_width "
+        f"and none keep each image's aspect. Use --batch_size 1 or a --preprocess that "
+        f"crops (resize_and_crop, crop, scale_width_and_crop)"
+    )
+
+
+def with_index(device: torch.device) -> torch.device:
+    """A bare "cuda" as the current device with its index ("cuda:0"), as tensors report theirs."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def to_memory_format(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+
+
 def _collate(items: list):
     for item in items:
         if isinstance(item, _Failed):
             return item
     for key, value in items[0].items():
         if isinstance(value, torch.Tensor) and any(it[key].shape != value.shape for it in items):
-            sizes = ", ".join(f"{it[key + '_paths']} {tuple(it[key].shape[1:])}" for it in items)
-            return _Failed(
-                f"images of one batch have different sizes ({sizes}): --preprocess scale_width "
-                f"and none keep each image's aspect. Use --batch_size 1 or a --preprocess that "
-                f"crops (resize_and_crop, crop, scale_width_and_crop)"
-            )
+            return _Failed(different_sizes_message([it[key + "_paths"] for it in items],
+                                                   [it[key].shape[1:] for it in items]))
     return default_collate(items)
 
 
@@ -78,8 +108,8 @@ class _EpochPlan:
         return len(self.batches)
 
 
-class TorchLoader:
-    """PIL decoding in `opt.num_threads` DataLoader workers (0: in this process).
+class PlannedLoader:
+    """What every loader shares: the dataset, this rank's part of each epoch's plan, the batch layout.
 
     `dataset` (default: create_dataset(opt)) needs __len__ and get(index, epoch).
     With world_size > 1 each rank loads its slice of every global batch
@@ -89,11 +119,39 @@ class TorchLoader:
     def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1):
         self.opt = opt
         self.rank, self.world_size = int(rank), int(world_size)
-        self.device = torch.device(device)
+        self.device = with_index(torch.device(device))
+        self.channels_last = bool(opt.channels_last)  # None (the device default) counts as off: NCHW
         self.dataset = dataset if dataset is not None else create_dataset(opt)
         self.batch_size = int(opt.batch_size)
         if self.batch_size < 1:
             raise DatasetError(f"--batch_size {opt.batch_size} must be at least 1")
+
+    @property
+    def num_images(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.num_images, self.batch_size, self.world_size)  # drop_last=False
+
+    def plan(self, epoch: int, skip: int = 0) -> list[list[int]]:
+        """This rank's batches of `epoch` after the first `skip`: a permutation seeded by
+        (opt.seed, epoch), or the dataset order with serial_batches."""
+        return epoch_plan(self.opt.seed, epoch, self.num_images, self.batch_size,
+                          shuffle=not self.opt.serial_batches, rank=self.rank,
+                          world_size=self.world_size, skip=skip)
+
+    def close(self) -> None:
+        """Stop background work, if any (the next epoch restarts it)."""
+
+
+class TorchLoader(PlannedLoader):
+    """PIL decoding in `opt.num_threads` DataLoader workers (0: in this process).
+
+    Batches come through pinned memory with non-blocking copies on a GPU.
+    """
+
+    def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1):
+        super().__init__(opt, device, dataset, rank, world_size)
         workers = int(opt.num_threads)
         self._plan = _EpochPlan()
         self._loader = DataLoader(
@@ -109,23 +167,12 @@ class TorchLoader:
             generator=torch.Generator().manual_seed(opt.seed),
         )
 
-    @property
-    def num_images(self) -> int:
-        return len(self.dataset)
-
-    def __len__(self) -> int:
-        return batches_per_epoch(self.num_images, self.batch_size, self.world_size)  # drop_last=False
-
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
         """The batches of `epoch`, after the first `skip` (never loaded: resuming costs nothing).
 
-        The visiting order is a permutation seeded by (opt.seed, epoch), or the
-        dataset order with serial_batches. One epoch iteration at a time.
+        One epoch iteration at a time.
         """
-        plan = epoch_plan(self.opt.seed, epoch, self.num_images, self.batch_size,
-                          shuffle=not self.opt.serial_batches, rank=self.rank,
-                          world_size=self.world_size, skip=skip)
-        return self._iterate([[(epoch, i) for i in batch] for batch in plan])
+        return self._iterate([[(epoch, i) for i in batch] for batch in self.plan(epoch, skip)])
 
     def _iterate(self, plan) -> Iterator[dict]:
         self._plan.batches = plan  # read when the DataLoader iterator starts
@@ -134,7 +181,8 @@ class TorchLoader:
                 if isinstance(batch, _Failed):
                     raise DatasetError(batch.message) from None
                 yield {
-                    k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                    k: to_memory_format(v.to(self.device, non_blocking=True), self.channels_last)
+                    if isinstance(v, torch.Tensor) else v
                     for k, v in batch.items()
                 }
         except GeneratorExit:  # the caller stopped early: the next epoch's iter() resets the workers
@@ -154,6 +202,8 @@ class TorchLoader:
         self._loader._iterator = None
 
 
-def create_loader(opt, device="cpu", rank: int = 0, world_size: int = 1) -> TorchLoader:
-    """The torch DataLoader-based loader of opt's dataset, yielding this rank's batches on `device`."""
-    return TorchLoader(opt, device, rank=rank, world_size=world_size)
+def create_loader(opt, device="cpu", rank: int = 0, world_size: int = 1):
+    """The loader opt.loader names (auto: fastgan.data.select decides), yielding this rank's batches on `device`."""
+    from fastgan.data.select import select_loader  # select builds this module's TorchLoader
+
+    return select_loader(opt, torch.device(device), rank, world_size)

@@ -30,7 +30,8 @@ def random_image(rng, w: int, h: int) -> np.ndarray:
 
 
 def make_opt(dataroot, **kw) -> Options:
-    base = dict(dataroot=str(dataroot), num_threads=0, load_size=36, crop_size=32, seed=0)
+    """Small images, no workers, and the torch loader unless `loader` says otherwise."""
+    base = dict(dataroot=str(dataroot), num_threads=0, load_size=36, crop_size=32, seed=0, loader="torch")
     base.update(kw)
     return Options(**base)
 

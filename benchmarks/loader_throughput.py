@@ -1,0 +1,156 @@
+"""Loader throughput: each loader alone, images per second, against the torch DataLoader.
+
+    python -m benchmarks.loader_throughput                       # 1,000 JPEGs of 400x600 -> 256²
+    python -m benchmarks.loader_throughput --images 100 --seconds 2 --out /tmp/bench
+
+A generated set of --images JPEGs (crops of scikit-image's photographs, so the
+decoder sees photographic content; cached under build/) is read as a "single"
+dataset in training mode: resize to --load_size (bicubic), random --crop_size
+crop and flip, normalized, batches of --batch_size on the device, every loader
+with the same --workers (DataLoader workers, DALI threads, cache build threads).
+Each loader first runs a few batches (worker start, pipeline build; the cache's
+one decode of the set is timed apart as "build s"), then whole epochs until
+--seconds have passed; the device is synchronized before the clock stops.
+Rows: torch (the baseline), dali (the default for the device: on a CPU, DALI
+decodes and torch resizes; on a GPU, nvJPEG and DALI's GPU ops), cache, and on a
+CPU also "dali, all in DALI" (the GPU's graph run on the CPU, for reference).
+Targets: on a CPU dali >= 1.5x and cache >= 10x the DataLoader; on an H100,
+dali and cache >= 5,000 images/s. Results are printed and written as JSON and
+markdown to --out, else $OUT, else benchmarks/results/ (loader_<machine>.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.machine import describe_machine, machine_slug
+from fastgan.data import CacheLoader, DaliLoader, TorchLoader, dali_import_error
+from fastgan.options import Options
+
+TARGETS = {"cpu": {"dali": 1.5, "cache": 10.0}, "gpu_images_per_s": 5000}
+
+
+def generated_set(n: int, width: int, height: int, root: str = "build/loader_bench") -> str:
+    """A folder of n JPEGs of width x height: random crops of scikit-image's photographs, made once."""
+    from skimage import data
+
+    folder = os.path.join(root, f"{n}_{width}x{height}")
+    if os.path.isdir(folder) and len(os.listdir(folder)) == n:
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    photos = [getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        photo = Image.fromarray(photos[i % len(photos)])
+        scale = rng.uniform(1.0, 1.5) * max(width / photo.width, height / photo.height)
+        photo = photo.resize((int(photo.width * scale) + 1, int(photo.height * scale) + 1), Image.Resampling.BICUBIC)
+        x, y = rng.integers(0, photo.width - width + 1), rng.integers(0, photo.height - height + 1)
+        photo.crop((x, y, x + width, y + height)).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+    return folder
+
+
+def measure(loader, device: torch.device, seconds: float, warmup_batches: int = 3) -> dict:
+    """images/s over whole epochs after a few warm-up batches (and the cache's build, timed apart)."""
+    start = time.perf_counter()
+    for i, _ in enumerate(loader.epoch_batches(0)):
+        if i + 1 >= warmup_batches:
+            break
+    sync(device)
+    setup = time.perf_counter() - start
+    images, epoch, start = 0, 1, time.perf_counter()
+    while True:
+        for batch in loader.epoch_batches(epoch):
+            images += batch["A"].shape[0]
+        sync(device)
+        epoch += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    loader.close()
+    return {"images_per_s": images / elapsed, "images": images, "seconds": elapsed, "epochs": epoch - 1,
+            "setup_s": setup}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loaders(opt: Options, device: torch.device) -> dict:
+    """name -> a function making that loader (DALI rows only when DALI imports)."""
+    rows = {"torch": lambda: TorchLoader(opt, device)}
+    if dali_import_error() is None:
+        rows["dali"] = lambda: DaliLoader(opt, device)
+        if device.type == "cpu":
+            rows["dali, all in DALI"] = lambda: DaliLoader(opt, device, transform_on="dali")
+    rows["cache"] = lambda: CacheLoader(opt, device)
+    return rows
+
+
+def markdown(machine: str, config: dict, rows: list[dict]) -> str:
+    lines = [f"# Loader throughput on {machine}", "",
+             "config: " + ", ".join(f"{k} {v}" for k, v in config.items()), "",
+             "| loader | images/s | vs torch DataLoader | warm-up s | epochs timed |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['loader']} | {r['images_per_s']:.0f} | {r['vs_torch']:.2f}x | {r['setup_s']:.2f} | "
+                     f"{r['epochs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--size", default="400x600", help="generated images, WxH (default 400x600)")
+    parser.add_argument("--load_size", type=int, default=286)
+    parser.add_argument("--crop_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="default: the CPU count")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed per loader (at least one epoch)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--loaders", default=None, help="comma-separated subset of the rows")
+    parser.add_argument("--out", default=None, help="results folder (default: $OUT, else benchmarks/results)")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    device = torch.device(args.device)
+    folder = generated_set(args.images, width, height)
+    opt = Options(dataroot=folder, dataset_mode="single", phase="train", load_size=args.load_size,
+                  crop_size=args.crop_size, batch_size=args.batch_size, num_threads=args.workers, seed=0)
+    config = {"images": args.images, "image size": args.size, "load_size": args.load_size,
+              "crop_size": args.crop_size, "batch_size": args.batch_size, "workers": args.workers,
+              "device": str(device), "seconds per loader": args.seconds}
+    machine = describe_machine()
+    print(f"{machine}\n" + ", ".join(f"{k} {v}" for k, v in config.items()))
+    wanted = args.loaders.split(",") if args.loaders else None
+    rows = []
+    for name, make in loaders(opt, device).items():
+        if wanted and name not in wanted:
+            continue
+        result = {"loader": name, **measure(make(), device, args.seconds)}
+        rows.append(result)
+        print(f"  {name:18s} {result['images_per_s']:8.0f} images/s  (warm-up {result['setup_s']:.2f} s)", flush=True)
+    base = next((r["images_per_s"] for r in rows if r["loader"] == "torch"), None)
+    for r in rows:
+        r["vs_torch"] = r["images_per_s"] / base if base else float("nan")
+    text = markdown(machine, config, rows)
+    print("\n" + text)
+    out_dir = args.out or os.environ.get("OUT") or "benchmarks/results"
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"loader_{machine_slug()}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"machine": machine, "config": config, "targets": TARGETS, "rows": rows}, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    print(f"wrote {stem}.json and {stem}.md")
+    return {"machine": machine, "rows": rows}
+
+
+if __name__ == "__main__":
+    main()

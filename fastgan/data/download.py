@@ -1,0 +1,157 @@
+"""The reference's public datasets, fetched from their published addresses.
+
+    python -m fastgan.data download horse2zebra        # -> ./datasets/horse2zebra/trainA ...
+    python -m fastgan.data download facades            # -> ./datasets/facades/train, val, test
+
+CycleGAN sets are zip files of unpaired folders (trainA, trainB, testA, testB),
+pix2pix sets tar.gz files of aligned A|B images (train, val, test), both under
+http://efrosgans.eecs.berkeley.edu (the reference's download scripts). facades
+and maps exist in both forms: the pix2pix one unless --arch cyclegan. The
+archive goes to DIR/NAME.<ext>.part first: an interrupted download resumes
+from where it stopped (HTTP Range) when the command runs again, and a download
+counts as complete only at the size the server announced (Content-Length or
+Content-Range). The archive is then unpacked into DIR/NAME (members that would
+land outside it are refused) and removed. Every failure is one DatasetError line:
+unreachable server, refused request, short download, unexpected archive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+
+from tqdm import tqdm
+
+from fastgan.data.errors import DatasetError
+
+HOST = "http://efrosgans.eecs.berkeley.edu"
+CYCLEGAN_SETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
+                 "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades", "iphone2dslr_flower",
+                 "ae_photos")
+PIX2PIX_SETS = ("facades", "maps", "edges2shoes", "edges2handbags", "night2day")
+LAYOUTS = {"cyclegan": ("trainA", "trainB", "testA", "testB"), "pix2pix": ("train", "val", "test")}
+CHUNK = 1 << 20
+
+
+def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
+    """(arch, url) of dataset `name`: the pix2pix archive when both exist, unless arch says otherwise."""
+    known = {"cyclegan": CYCLEGAN_SETS, "pix2pix": PIX2PIX_SETS}
+    if arch is None:
+        arch = "pix2pix" if name in PIX2PIX_SETS else "cyclegan"
+    if arch not in known:
+        raise DatasetError(f"unknown --arch {arch!r}; choose cyclegan or pix2pix")
+    if name not in known[arch]:
+        raise DatasetError(f"no {arch} dataset {name!r}; the {arch} datasets are {', '.join(known[arch])}"
+                           + (" (cityscapes: CycleGAN form only, see the reference's "
+                              "prepare_cityscapes_dataset.py for pix2pix)" if name == "cityscapes" else ""))
+    ext = "zip" if arch == "cyclegan" else "tar.gz"
+    return arch, f"{host.rstrip('/')}/{arch}/datasets/{name}.{ext}"
+
+
+def download(name: str, root: str = "./datasets", arch: str | None = None, host: str = HOST,
+             log=print) -> str:
+    """Fetch dataset `name` into root/name (resuming a partial download) and return that folder."""
+    arch, url = source(name, arch, host)
+    target = os.path.join(root, name)
+    present = [d for d in LAYOUTS[arch] if os.path.isdir(os.path.join(target, d))]
+    if present:
+        log(f"{target} already holds {', '.join(present)}; nothing to download")
+        return target
+    os.makedirs(root, exist_ok=True)
+    archive = os.path.join(root, url.rsplit("/", 1)[1])
+    fetch(url, archive + ".part")
+    os.replace(archive + ".part", archive)
+    unpack(archive, target, LAYOUTS[arch])
+    os.remove(archive)
+    log(f"{name} ({arch}) is in {target}: "
+        f"{', '.join(d for d in LAYOUTS[arch] if os.path.isdir(os.path.join(target, d)))}")
+    return target
+
+
+def fetch(url: str, part: str, timeout: float = 30.0) -> None:
+    """Complete `part` from `url`: resume at its size with a Range request, check the total size."""
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have and _range_total(e.headers.get("Content-Range")) == have:
+            return  # the earlier run had it all
+        raise DatasetError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DatasetError(f"cannot reach {url} ({reason}); are you offline? Run the command again "
+                           f"when the network is back" + (f" (it resumes {part})" if have else "")) from None
+    with response:
+        if response.status == 206:
+            total = _range_total(response.headers.get("Content-Range"))
+        else:  # the server ignored the range (or there was none): start over
+            have = 0
+            length = response.headers.get("Content-Length")
+            total = int(length) if length is not None else None
+        with open(part, "ab" if have else "wb") as f, \
+                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=os.path.basename(url)) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, urllib.error.URLError) as e:
+                raise DatasetError(f"downloading {url} broke off ({e}); run the command again to resume "
+                                   f"from {part}") from None
+    got = os.path.getsize(part)
+    if total is not None and got != total:
+        raise DatasetError(f"downloading {url} stopped at {got} of {total} bytes; run the command again "
+                           f"to resume from {part}")
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """The complete size from a Content-Range header ("bytes 100-199/200" or "bytes */200")."""
+    if not content_range or "/" not in content_range:
+        return None
+    total = content_range.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def unpack(archive: str, target: str, layout: tuple[str, ...]) -> None:
+    """Unpack `archive` and move the folder holding the layout's subfolders to `target`."""
+    root = os.path.dirname(os.path.abspath(archive))
+    with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmp:
+        try:
+            if archive.endswith(".zip"):
+                with zipfile.ZipFile(archive) as z:
+                    for member in z.namelist():
+                        _inside(tmp, member, archive)
+                    z.extractall(tmp)
+            else:
+                with tarfile.open(archive) as t:
+                    t.extractall(tmp, filter="data")  # refuses links and paths leaving tmp
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+            raise DatasetError(f"cannot unpack {archive} ({e}); delete it and download again") from None
+        found = _layout_folder(tmp, layout)
+        if found is None:
+            raise DatasetError(f"{archive} holds none of the folders {', '.join(layout)}; "
+                               f"it is not the dataset expected")
+        os.makedirs(target, exist_ok=True)
+        for entry in os.listdir(found):
+            shutil.move(os.path.join(found, entry), os.path.join(target, entry))
+
+
+def _inside(root: str, member: str, archive: str) -> None:
+    path = os.path.realpath(os.path.join(root, member))
+    if os.path.commonpath([path, os.path.realpath(root)]) != os.path.realpath(root):
+        raise DatasetError(f"{archive} has a member outside its folder ({member}); refused")
+
+
+def _layout_folder(tmp: str, layout: tuple[str, ...]) -> str | None:
+    """The unpacked folder holding the layout: the top (archives without a NAME/ folder) or one below."""
+    candidates = [tmp] + sorted(os.path.join(tmp, d) for d in os.listdir(tmp)
+                                if os.path.isdir(os.path.join(tmp, d)))
+    for folder in candidates:
+        if any(os.path.isdir(os.path.join(folder, d)) for d in layout):
+            return folder
+    return None

@@ -1,0 +1,158 @@
+"""python -m fastgan.data download: a local HTTP server serves archives the tests build.
+
+The server speaks HTTP ranges (206 with Content-Range, 416 past the end) and can
+be told to drop the connection after some bytes, as a real network does.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import socket
+import tarfile
+import threading
+import zipfile
+
+import pytest
+
+from fastgan.data import DatasetError
+from fastgan.data.__main__ import main as cli_main
+from fastgan.data.download import download, source
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    cut_after: int | None = None  # send only this many bytes of the next answer, then hang up
+    log: list[tuple[str, str | None]] = []
+
+    def do_GET(self):
+        data = self.files.get(self.path)
+        self.log.append((self.path, self.headers.get("Range")))
+        if data is None:
+            self.send_error(404)
+            return
+        start, status = 0, 200
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            status = 206
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data) - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        body = data[start:]
+        if type(self).cut_after is not None:
+            body, type(self).cut_after = body[: type(self).cut_after], None
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    _Handler.files, _Handler.log, _Handler.cut_after = {}, [], None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def zip_archive(name: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for folder in ("trainA", "trainB", "testA", "testB"):
+            for i in range(3):
+                z.writestr(f"{name}/{folder}/{i}.jpg", bytes(range(256)) * 40 + folder.encode())
+    return buf.getvalue()
+
+
+def tar_archive(name: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for folder in ("train", "val", "test"):
+            data = folder.encode() * 100
+            info = tarfile.TarInfo(f"{name}/{folder}/1.jpg")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_published_addresses():
+    assert source("horse2zebra") == ("cyclegan", "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/horse2zebra.zip")
+    assert source("facades") == ("pix2pix", "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz")
+    assert source("facades", "cyclegan")[1].endswith("/cyclegan/datasets/facades.zip")
+    assert source("edges2shoes")[1] == "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/edges2shoes.tar.gz"
+    with pytest.raises(DatasetError, match="no cyclegan dataset 'horse2cat'; the cyclegan datasets are apple2orange"):
+        source("horse2cat")
+
+
+def test_resumes_a_partial_download_and_unpacks_the_layout(server, tmp_path):
+    handler, host = server
+    archive = zip_archive("horse2zebra")
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = archive
+    half = len(archive) // 2
+    (tmp_path / "horse2zebra.zip.part").write_bytes(archive[:half])  # an earlier, interrupted run
+    target = download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
+    assert handler.log == [("/cyclegan/datasets/horse2zebra.zip", f"bytes={half}-")]
+    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+    assert (tmp_path / "horse2zebra" / "trainB" / "2.jpg").read_bytes().endswith(b"trainB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["horse2zebra"]  # archive and .part removed
+    assert target == str(tmp_path / "horse2zebra")
+    said = []
+    download("horse2zebra", str(tmp_path), host=host, log=said.append)  # already there: no request
+    assert len(handler.log) == 1 and "already holds trainA, trainB, testA, testB" in said[0]
+
+
+def test_a_short_download_is_refused_then_resumed(server, tmp_path):
+    handler, host = server
+    archive = tar_archive("facades")
+    handler.files["/pix2pix/datasets/facades.tar.gz"] = archive
+    handler.cut_after = 100  # the connection drops after 100 bytes
+    with pytest.raises(DatasetError, match=r"stopped at 100 of \d+ bytes; run the command again to resume"):
+        download("facades", str(tmp_path), host=host)
+    assert (tmp_path / "facades.tar.gz.part").stat().st_size == 100
+    download("facades", str(tmp_path), host=host, log=lambda m: None)
+    assert handler.log[-1][1] == "bytes=100-"
+    assert sorted(p.name for p in (tmp_path / "facades").iterdir()) == ["test", "train", "val"]
+
+
+def test_complete_part_file_and_bad_archives(server, tmp_path):
+    handler, host = server
+    archive = zip_archive("maps")
+    handler.files["/cyclegan/datasets/maps.zip"] = archive
+    (tmp_path / "maps.zip.part").write_bytes(archive)  # downloaded in full, stopped before unpacking
+    download("maps", str(tmp_path), arch="cyclegan", host=host, log=lambda m: None)
+    assert handler.log[-1][1] == f"bytes={len(archive)}-"  # answered 416: nothing left to fetch
+    assert (tmp_path / "maps" / "trainA").is_dir()
+    handler.files["/cyclegan/datasets/monet2photo.zip"] = b"not a zip file"
+    with pytest.raises(DatasetError, match="cannot unpack .*monet2photo.zip"):
+        download("monet2photo", str(tmp_path), host=host)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../escape.txt", "x")
+    handler.files["/cyclegan/datasets/vangogh2photo.zip"] = buf.getvalue()
+    with pytest.raises(DatasetError, match="member outside its folder"):
+        download("vangogh2photo", str(tmp_path), host=host)
+    assert not (tmp_path.parent / "escape.txt").exists()
+    with pytest.raises(DatasetError, match="HTTP 404"):
+        download("apple2orange", str(tmp_path), host=host)
+
+
+def test_offline_is_one_clear_line(tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SystemExit) as e:
+        cli_main(["download", "horse2zebra", "--root", str(tmp_path), "--host", f"http://127.0.0.1:{port}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot reach http://127.0.0.1:") and "are you offline?" in err
+    assert "\n" not in err

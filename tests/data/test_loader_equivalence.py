@@ -1,0 +1,355 @@
+"""The three loaders against each other on generated datasets of every mode.
+
+The torch loader (PIL, datasets.py) is the reference. The cache decodes with PIL
+once and draws the same recipes, so it must match bit for bit; DALI decodes
+with its own codecs (bit-identical to PIL for JPEG, PNG, BMP and TIFF on the
+CPU) and, on the CPU, resizes with torch's PIL-compatible resampler: within 1
+level per pixel, 2 allowed. "dali graph" is the pipeline a GPU runs (DALI's own
+cubic resize and crop_mirror_normalize), run here on the CPU: its resampler is
+close to PIL's kernel but not equal (1 level at most on these photo-like images,
+0.2 on average), so it is held to a mean of half a level and a maximum of 4,
+which a crop off by one pixel or a missing flip exceed many times over.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastgan.data import CacheLoader, DaliLoader, DatasetError, TorchLoader, create_loader
+from fastgan.data import select as select_module
+
+from .conftest import coord_image, make_opt, save
+
+LEVEL = 2 / 255  # one 8-bit level in [-1, 1] units
+KINDS = ("torch", "cache", "dali", "dali graph")
+
+
+def make_loader(kind: str, opt, **kw):
+    if kind == "torch":
+        return TorchLoader(opt, "cpu", **kw)
+    if kind == "cache":
+        return CacheLoader(opt, "cpu", **kw)
+    return DaliLoader(opt, "cpu", transform_on="dali" if kind == "dali graph" else None, **kw)
+
+
+def epoch(loader, e=0, skip=0) -> list[dict]:
+    return list(loader.epoch_batches(e, skip))
+
+
+def photo_like(rng, w: int, h: int) -> np.ndarray:
+    """Smooth gradients plus mild noise: resamplers and JPEG behave as on photographs."""
+    y, x = np.mgrid[0:h, 0:w]
+    phase = rng.uniform(0, 6, 3)
+    base = np.stack([np.sin(x / (5 + 3 * i) + y / (7 + i) + phase[i]) for i in range(3)], -1) * 100 + 128
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+def save_as(path, arr: np.ndarray, fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """unaligned (A: JPEG and PNG, B: PNG, BMP, TIFF; 5 vs 3), aligned (A|B, one of odd width),
+    single (sizes of different aspect)."""
+    base = tmp_path_factory.mktemp("loaders")
+    rng = np.random.default_rng(0)
+    for i, fmt in enumerate(["JPEG", "PNG", "JPEG", "PNG", "JPEG"]):
+        save_as(base / "unaligned" / "trainA" / f"a{i}.{fmt.lower()}", photo_like(rng, 40, 40), fmt)
+    for i, (fmt, ext) in enumerate([("PNG", "png"), ("BMP", "bmp"), ("TIFF", "tif")]):
+        save_as(base / "unaligned" / "trainB" / f"b{i}.{ext}", photo_like(rng, 44, 40), fmt)
+    for i, w in enumerate([80, 80, 81, 84]):
+        save_as(base / "aligned" / "train" / f"ab{i}.jpg", photo_like(rng, w, 40), "JPEG")
+    for i, (w, h) in enumerate([(40, 40), (48, 40), (40, 46), (52, 44)]):
+        save_as(base / "single" / f"s{i}.png", photo_like(rng, w, h), "PNG")
+    return base
+
+
+def assert_close(kind: str, ref: list[dict], got: list[dict]) -> None:
+    assert len(ref) == len(got)
+    for r, g in zip(ref, got):
+        assert set(g) == set(r)
+        for key in r:
+            if key.endswith("_paths"):
+                assert g[key] == r[key]
+                continue
+            assert g[key].shape == r[key].shape and g[key].dtype == torch.float32
+            diff = (g[key] - r[key]).abs()
+            if kind == "cache":
+                assert torch.equal(g[key], r[key])
+            elif kind == "dali":
+                assert diff.max() <= 2 * LEVEL + 1e-6
+            else:
+                assert diff.mean() <= 0.5 * LEVEL and diff.max() <= 4 * LEVEL
+
+
+CASES = {
+    # the same images in serial order, no random crop or flip
+    "unaligned serial": ("unaligned", dict(serial_batches=True, no_flip=True, load_size=32, crop_size=32)),
+    "aligned serial": ("aligned", dict(dataset_mode="aligned", serial_batches=True, no_flip=True,
+                                       load_size=32, crop_size=32)),
+    "single serial": ("single", dict(dataset_mode="single", serial_batches=True, no_flip=True,
+                                     load_size=32, crop_size=32)),
+    # and with the training augmentation: the same random crops, flips and B partners
+    "unaligned BtoA gray B": ("unaligned", dict(direction="BtoA", output_nc=1, batch_size=2)),
+    "unaligned crop": ("unaligned", dict(preprocess="crop", crop_size=28, batch_size=3)),
+    "aligned gray A": ("aligned", dict(dataset_mode="aligned", input_nc=1, batch_size=2)),
+    "single scale_width_and_crop": ("single", dict(dataset_mode="single", preprocess="scale_width_and_crop",
+                                                   load_size=36, crop_size=28, batch_size=2)),
+    "single none": ("single", dict(dataset_mode="single", preprocess="none", batch_size=1)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_loaders_yield_the_torch_loaders_images(roots, case):
+    folder, options = CASES[case]
+    opt = make_opt(roots / folder, **options)
+    ref = epoch(make_loader("torch", opt), 1)
+    assert sum(len(b["A_paths"]) for b in ref) == {"unaligned": 5, "aligned": 4, "single": 4}[folder]
+    for kind in KINDS[1:]:
+        loader = make_loader(kind, opt.replace(num_threads=2))  # the cache's build threads, DALI's threads
+        assert len(loader) == len(ref) and loader.num_images == len(loader.dataset)
+        assert_close(kind, ref, epoch(loader, 1))
+
+
+# augmentation statistics, read off coordinate images -----------------------------------------
+
+
+STEP = 6  # coordinate images: R = 6 x, G = 6 y, so a crop's position and flip show in its pixels
+
+
+@pytest.fixture(scope="module")
+def coord_roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("coords")
+    for i in range(10):
+        save(base / "unaligned" / "trainA" / f"a{i}.png", coord_image(40, 40, offset=i, step=STEP))
+    for i in range(7):
+        save(base / "unaligned" / "trainB" / f"b{i}.png", coord_image(40, 40, offset=100 + i, step=STEP))
+    for i in range(10):
+        pair = np.concatenate([coord_image(40, 40, i, STEP), coord_image(40, 40, 100 + i, STEP)], axis=1)
+        save(base / "aligned" / "train" / f"ab{i}.png", pair)
+    return base
+
+
+def crop_of(img: torch.Tensor) -> tuple[int, int, bool]:
+    """(x, y, flipped) of a 32x32 crop of a coordinate image."""
+    px = ((img + 1) * 127.5).round().to(torch.int64)
+    left, right = int(px[0, 0, 0]), int(px[0, 0, -1])
+    flipped = left > right
+    return (right if flipped else left) // STEP, int(px[1, 0, 0]) // STEP, flipped
+
+
+def chi_square(counts: np.ndarray) -> float:
+    expected = counts.sum() / len(counts)
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_augmentation_statistics(coord_roots, kind):
+    """Uniform crop positions, flip rate 0.5, A and B independent (unaligned, B drawn at random)
+    or identical (aligned halves), epoch length max(|A|, |B|)."""
+    samples = {"unaligned": [], "aligned": []}
+    for mode in samples:
+        opt = make_opt(coord_roots / mode, dataset_mode=mode, preprocess="crop", batch_size=10)
+        loader = make_loader(kind, opt)
+        assert len(loader) == 1 and loader.num_images == 10  # max(|A| = 10, |B| = 7)
+        for e in range(30):
+            for b in loader.epoch_batches(e):
+                samples[mode] += [(crop_of(a), crop_of(bb), pb) for a, bb, pb in zip(b["A"], b["B"], b["B_paths"])]
+    unaligned, aligned = samples["unaligned"], samples["aligned"]
+    for name, crops in (("unaligned A", [a for a, _, _ in unaligned]), ("unaligned B", [b for _, b, _ in unaligned]),
+                        ("aligned", [a for a, _, _ in aligned])):
+        xs, ys, flips = (np.array(v) for v in zip(*crops))
+        assert 0.4 <= flips.mean() <= 0.6, name
+        for pos in (xs, ys):  # 9 positions, 300 draws: chi-square, 8 dof, p = 0.001 at 26.1
+            assert chi_square(np.bincount(pos, minlength=9)) < 26.1, name
+    same_x = np.mean([a[0] == b[0] for a, b, _ in unaligned])
+    assert same_x < 0.2  # independent: about 1/9 of the A and B crops share a column
+    partners = np.unique([p for _, _, p in unaligned], return_counts=True)[1]
+    assert len(partners) == 7 and chi_square(partners) < 22.5  # 6 dof, p = 0.001
+    assert all(a == b for a, b, _ in aligned)  # one crop and flip for both halves
+
+
+# errors: the same words from every loader --------------------------------------------------
+
+
+def refusal(kind, opt) -> str:
+    with pytest.raises(DatasetError) as e:
+        epoch(make_loader(kind, opt))
+    assert type(e.value) is DatasetError and "\n" not in str(e.value)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("bad", ["garbage.jpg", "truncated.png", "headless.bmp"])
+def test_bad_file_same_error_from_every_loader(tmp_path, bad):
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        save(tmp_path / "trainA" / f"a{i}.png", photo_like(rng, 40, 40))
+    save(tmp_path / "trainB" / "b0.png", photo_like(rng, 40, 40))
+    good = (tmp_path / "trainA" / "a1.png").read_bytes()
+    content = {"garbage.jpg": b"not a jpeg at all", "truncated.png": good[: len(good) // 2],
+               "headless.bmp": b"BM and then no bitmap at all"}[bad]
+    (tmp_path / "trainA" / bad).write_bytes(content)
+    opt = make_opt(tmp_path, batch_size=2)
+    words = refusal("torch", opt)
+    assert words.startswith("cannot read image") and bad in words
+    for kind in KINDS[1:]:
+        assert refusal(kind, opt) == words, kind
+    # the DALI loader carries on once the file is fixed (its failed pipeline was replaced)
+    loader = make_loader("dali", opt)
+    with pytest.raises(DatasetError):
+        epoch(loader)
+    (tmp_path / "trainA" / bad).write_bytes(good)
+    assert sum(len(b["A_paths"]) for b in epoch(loader, 1)) == 5
+
+
+def test_empty_folder_same_error_from_every_loader(tmp_path):
+    (tmp_path / "trainA").mkdir()
+    save(tmp_path / "trainB" / "b.png", np.zeros((40, 40, 3), np.uint8))
+    words = set()
+    for kind in ("torch", "cache", "dali", "auto"):
+        with pytest.raises(DatasetError) as e:
+            create_loader(make_opt(tmp_path, loader=kind), "cpu")
+        words.add(str(e.value))
+    assert len(words) == 1 and "holds no images" in words.pop()
+
+
+def test_mixed_sizes_and_small_images_same_error_from_every_loader(roots, tmp_path):
+    opt = make_opt(roots / "single", dataset_mode="single", preprocess="none", batch_size=2, serial_batches=True)
+    words = {refusal(kind, opt) for kind in KINDS}
+    assert len(words) == 1 and "different sizes" in words.pop()
+    save(tmp_path / "imgs" / "a.png", np.zeros((40, 40, 3), np.uint8))
+    save(tmp_path / "imgs" / "small.png", np.zeros((20, 40, 3), np.uint8))
+    opt = make_opt(tmp_path / "imgs", dataset_mode="single", preprocess="crop", serial_batches=True)
+    words = {refusal(kind, opt) for kind in KINDS}
+    assert len(words) == 1 and "smaller than --crop_size" in words.pop()
+
+
+def test_dali_yields_the_batches_before_a_refusal(roots, tmp_path):
+    """A refusal found while feeding DALI ahead comes when its batch is due, as from the torch loader."""
+    save(tmp_path / "imgs" / "a.png", np.zeros((40, 40, 3), np.uint8))
+    save(tmp_path / "imgs" / "b.png", np.zeros((40, 40, 3), np.uint8))
+    save(tmp_path / "imgs" / "c.png", np.zeros((20, 40, 3), np.uint8))
+    opt = make_opt(tmp_path / "imgs", dataset_mode="single", preprocess="crop", serial_batches=True)
+    for kind in ("torch", "dali"):
+        got = []
+        with pytest.raises(DatasetError, match="c.png"):
+            for b in make_loader(kind, opt).epoch_batches(0):
+                got.append(b["A_paths"])
+        assert got == [[str(tmp_path / "imgs" / "a.png")], [str(tmp_path / "imgs" / "b.png")]], kind
+
+
+# resume, ranks, early stops, memory format --------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["cache", "dali", "dali graph"])
+def test_resume_ranks_and_early_stop(roots, kind):
+    opt = make_opt(roots / "unaligned", batch_size=1)
+    loader = make_loader(kind, opt)
+    full = epoch(loader, 3)
+    assert len(full) == 5
+    assert_close("cache", full[2:], epoch(loader, 3, skip=2))  # resuming mid-epoch: the same tail
+    assert epoch(loader, 3, skip=5) == []
+    for i, _ in enumerate(loader.epoch_batches(4)):  # stop early; the next epoch is unaffected
+        if i == 1:
+            break
+    assert_close("cache", full, epoch(loader, 3))
+    # two ranks at batch 1 see, batch by batch, the items of one rank at batch 2
+    one = epoch(make_loader(kind, opt.replace(batch_size=2)), 3)
+    ranks = [epoch(make_loader(kind, opt, rank=r, world_size=2), 3) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one) == 3
+    for b, whole in enumerate(one):
+        joined = [ranks[0][b], ranks[1][b]]
+        if len(whole["A_paths"]) == 2:
+            assert [p for j in joined for p in j["A_paths"]] == whole["A_paths"]
+            assert torch.equal(torch.cat([j["A"] for j in joined]), whole["A"])
+        else:  # the last, short global batch: rank 1 is topped up from the epoch's start
+            assert ranks[0][b]["A_paths"] == whole["A_paths"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_channels_last(roots, kind):
+    opt = make_opt(roots / "aligned", dataset_mode="aligned", input_nc=1, batch_size=2)
+    plain = epoch(make_loader(kind, opt))
+    nhwc = epoch(make_loader(kind, opt.replace(channels_last=True)))
+    for p, n in zip(plain, nhwc):
+        assert n["B"].is_contiguous(memory_format=torch.channels_last) and not n["B"].is_contiguous()
+        assert p["B"].is_contiguous()
+        assert torch.equal(p["A"], n["A"]) and torch.equal(p["B"], n["B"])
+
+
+# which loader auto picks ---------------------------------------------------------------------
+
+
+def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
+    monkeypatch.setattr(select_module, "_said", set())
+    opt = make_opt(roots / "unaligned", loader="auto")
+    assert isinstance(create_loader(opt, "cpu"), CacheLoader)
+    assert "loader: cache (auto: the decoded dataset, 31 kB, fits in 0.5 of the" in capsys.readouterr().out
+    assert isinstance(create_loader(opt.replace(cache_memory_fraction=0.0), "cpu"), DaliLoader)
+    assert "does not fit in 0 of the" in capsys.readouterr().out
+    monkeypatch.setattr(select_module, "dali_import_error", lambda: "ImportError: no DALI here")
+    for _ in range(2):
+        assert isinstance(create_loader(opt.replace(cache_memory_fraction=0.0), "cpu"), TorchLoader)
+    out = capsys.readouterr().out
+    assert out.count("NVIDIA DALI cannot be imported (ImportError: no DALI here)") == 1
+    assert out.count("loader: torch (auto:") == 1
+    assert isinstance(create_loader(opt.replace(loader="torch"), "cpu"), TorchLoader)
+
+
+def test_explicit_choices_that_cannot_work_say_why(roots, monkeypatch):
+    opt = make_opt(roots / "unaligned")
+    with pytest.raises(DatasetError, match="unknown --loader 'fast'"):
+        create_loader(opt.replace(loader="fast"), "cpu")
+    with pytest.raises(DatasetError, match=r"takes .* than --cache_memory_fraction 0 of the memory it may use \("):
+        create_loader(opt.replace(loader="cache", cache_memory_fraction=0.0), "cpu")
+    with pytest.raises(DatasetError, match="between 0 and 1"):
+        create_loader(opt.replace(loader="cache", cache_memory_fraction=1.5), "cpu")
+    monkeypatch.setattr("fastgan.data.dali_loader.dali_import_error", lambda: "ImportError: gone")
+    with pytest.raises(DatasetError, match=r"--loader dali needs NVIDIA DALI.*\(ImportError: gone\)"):
+        create_loader(opt.replace(loader="dali"), "cpu")
+
+
+# the GPU paths ------------------------------------------------------------------------------
+
+
+def on_cpu(batches: list[dict]) -> list[dict]:
+    return [{k: v.cpu() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+
+
+@pytest.mark.gpu
+def test_gpu_cache_matches_the_torch_loader(roots, monkeypatch):
+    opt = make_opt(roots / "unaligned", batch_size=2, num_threads=2)
+    ref = epoch(make_loader("torch", opt), 2)
+    for placement in ("gpu", "pinned"):
+        if placement == "pinned":  # no room on the GPU: the cache stays in pinned host memory
+            monkeypatch.setattr("fastgan.data.cache_loader.free_memory", lambda device: 0)
+        loader = CacheLoader(opt, "cuda")
+        assert (loader.store_device.type, loader.pinned) == (("cuda", False) if placement == "gpu" else ("cpu", True))
+        got = epoch(loader, 2)
+        assert all(b["A"].is_cuda and b["B"].is_cuda for b in got)
+        for r, g in zip(ref, on_cpu(got)):  # CUDA may divide by a scalar as a multiply: 1 ulp apart
+            assert r["A_paths"] == g["A_paths"] and r["B_paths"] == g["B_paths"]
+            torch.testing.assert_close(g["A"], r["A"], rtol=0, atol=1e-6)
+            torch.testing.assert_close(g["B"], r["B"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_dali_matches_the_torch_loader(roots):
+    from fastgan.data import dali_import_error
+
+    if dali_import_error() is not None:  # an optional dependency: the GPU suite's machine may lack it
+        pytest.skip(f"NVIDIA DALI is not installed here ({dali_import_error()})")
+    opt = make_opt(roots / "unaligned", batch_size=2, num_threads=2)
+    ref = epoch(make_loader("torch", opt), 2)
+    got = epoch(DaliLoader(opt, "cuda"), 2)  # nvJPEG, DALI's GPU resize and crop_mirror_normalize
+    assert all(b["A"].is_cuda for b in got)
+    assert_close("dali graph", ref, on_cpu(got))
