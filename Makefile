@@ -36,3 +36,18 @@ clean:
 bench-kernels: build
 	$(PY) -m pytest benchmarks/kernels -q -p no:cacheprovider --benchmark-json=build/kernels_run.json
 	$(PY) -m benchmarks.kernels.report build/kernels_run.json
+
+# Data-parallel scaling: images/s at 1 and 2 ranks (CPU) or 1..N GPUs, all-reduce time against compute.
+.PHONY: bench-scaling
+bench-scaling: build
+	$(PY) -m benchmarks.scaling
+
+# Loader throughput: images/s of the torch DataLoader, DALI and the device cache, side by side.
+.PHONY: bench-loader
+bench-loader: build
+	$(PY) -m benchmarks.loader_throughput
+
+# End-to-end training throughput: the reference-style eager trainer against each speed level.
+.PHONY: bench
+bench: build
+	$(PY) -m benchmarks.train_throughput

@@ -22,7 +22,6 @@ markdown to --out, else $OUT, else benchmarks/results/ (loader_<machine>.*).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.machine import describe_machine, machine_slug
+from benchmarks.machine import describe_machine, write_results
 from fastgan.data import CacheLoader, DaliLoader, TorchLoader, dali_import_error
 from fastgan.options import Options
 
@@ -142,12 +141,8 @@ def main(argv=None) -> dict:
     text = markdown(machine, config, rows)
     print("\n" + text)
     out_dir = args.out or os.environ.get("OUT") or "benchmarks/results"
-    os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"loader_{machine_slug()}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"machine": machine, "config": config, "targets": TARGETS, "rows": rows}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
+    stem = write_results(out_dir, "loader", {"machine": machine, "config": config, "targets": TARGETS,
+                                             "rows": rows}, text)
     print(f"wrote {stem}.json and {stem}.md")
     return {"machine": machine, "rows": rows}
 

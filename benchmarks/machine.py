@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
@@ -31,3 +32,14 @@ def machine_slug() -> str:
         name = torch.cuda.get_device_name().lower()
         return "".join(c if c.isalnum() else "-" for c in name).strip("-")
     return "cpu"
+
+
+def write_results(out_dir: str, name: str, report: dict, text: str) -> str:
+    """benchmarks' results files: OUT_DIR/NAME_<machine>.json (report) and .md (text); returns the stem."""
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{name}_{machine_slug()}")
+    with open(stem + ".json", "w") as f:
+        json.dump(report, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    return stem

@@ -13,8 +13,9 @@ import sys
 from fastgan.options import Options
 
 # flags that take no value, as in the reference
-FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train",
-         "accelerate", "cuda_graphs", "channels_last", "fast", "eager"}
+FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager"}
+# level switches: bare means on, and `--name false` turns off what a device's default turns on
+SWITCHES = {"accelerate", "cuda_graphs", "channels_last"}
 # options whose default is None: their value type
 NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int, "compile": str, "amp": str, "adam": str}
 # options that may be given bare: the value they then take
@@ -34,9 +35,9 @@ CHOICES = {
     "gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
     "lr_policy": ("linear", "step", "plateau", "cosine"),
     "loader": ("auto", "dali", "cache", "torch"),
-    "compile": ("none", "nets", "step"),
+    "compile": ("none", "nets"),
     "amp": ("none", "bf16", "fp16"),
-    "adam": ("plain", "foreach", "fused"),
+    "adam": ("default", "foreach", "fused"),
 }
 
 
@@ -48,10 +49,22 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None) -> None:
         if field.name in FLAGS:
             parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS)
             continue
+        if field.name in SWITCHES:
+            parser.add_argument(flag, type=switch, nargs="?", const=True, default=argparse.SUPPRESS,
+                                metavar="true|false", help="(default: the device's)")
+            continue
         kind = NONE_DEFAULT_TYPES.get(field.name) or type(field.default)
         bare = {"nargs": "?", "const": BARE_VALUES[field.name]} if field.name in BARE_VALUES else {}
         parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
                             help=f"(default: {field.default})", **bare)
+
+
+def switch(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+             "off": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def fail(message: str) -> None:

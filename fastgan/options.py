@@ -54,6 +54,7 @@ class Options:
     no_flip: bool = False
     phase: str = "train"
     loader: str = "auto"  # auto | dali | cache | torch (fastgan.data)
+    cache_memory_fraction: float = 0.5  # --loader cache/auto: share of free device memory the decoded set may take
     # checkpoints and logging
     epoch: str = "latest"
     load_iter: int = 0
@@ -79,11 +80,11 @@ class Options:
     lambda_L1: float = 100.0
     # fastgan's speed levels (fastgan.engine.levels); None: the device's default
     accelerate: bool | None = None
-    compile: str | None = None  # none | nets | step
+    compile: str | None = None  # none | nets
     cuda_graphs: bool | None = None
     amp: str | None = None  # none | bf16 | fp16
     channels_last: bool | None = None
-    adam: str | None = None  # plain | foreach | fused
+    adam: str | None = None  # default | foreach | fused
     fast: bool = False
     eager: bool = False
     # where the demo data lives when dataroot is None (filled by resolve)

@@ -6,6 +6,10 @@
 Every reference option name works; fastgan adds --arch, --device, --seed and
 --max_iters. With no --dataroot the run trains on the embedded demo and ends
 by scoring G against the demo's ground truth.
+
+    torchrun --nproc_per_node=4 -m fastgan.train --dataroot ./datasets/horse2zebra --name h2z
+
+trains data-parallel (fastgan.engine.distributed): --batch_size is per rank.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ def parse(argv=None) -> dict:
 
 def main(argv=None) -> dict:
     from fastgan.data import DEMO_DEFAULTS, DatasetError, create_loader, demo_score, prepare_demo
+    from fastgan.engine.distributed import Ranks, is_peer_failure, launched_world_size
+    from fastgan.engine.levels import resolve_levels
     from fastgan.engine.models import resolve_device
     from fastgan.engine.trainer import Trainer
     from fastgan.models import CheckpointError
@@ -34,22 +40,66 @@ def main(argv=None) -> dict:
     explicit = parse(argv)
     arch = explicit.pop("arch", "cyclegan")
     demo_defaults = {"name": f"demo_{arch}", **DEMO_DEFAULTS[arch]}
+    ranks = Ranks()
     try:
         try:  # bad option values surface as ValueError while building
             opt = resolve(arch, explicit, demo_defaults)
+            if launched_world_size() > 1:
+                opt, ranks = start_data_parallel(opt)
             if opt.demo:
                 opt = opt.replace(dataroot=prepare_demo(arch))
-                print(f"no --dataroot: training on the embedded {arch} demo in {opt.dataroot}")
-            loader = create_loader(opt, resolve_device(opt.device))
-            trainer = Trainer(opt, loader)
+                if ranks.is_main:
+                    print(f"no --dataroot: training on the embedded {arch} demo in {opt.dataroot}")
+            device = resolve_device(opt.device)
+            if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches
+                opt = opt.replace(channels_last=True)
+            loader = create_loader(opt, device, rank=ranks.rank, world_size=ranks.world_size)
+            trainer = Trainer(opt, loader, ranks=ranks)
         except ValueError as e:
             fail(str(e))
         summary = trainer.run()
     except (DatasetError, CheckpointError, FileNotFoundError) as e:
         fail(str(e))
-    if opt.demo:
+    except Exception as e:
+        if ranks.world_size > 1 and is_peer_failure(e):
+            fail_rank(ranks, e)
+        raise
+    ranks.close()
+    if opt.demo and ranks.is_main:
         summary["demo_score"] = report_demo_score(opt, trainer, demo_score)
     return summary
+
+
+def start_data_parallel(opt):
+    """Join torchrun's process group; opt on this rank's device, CUDA graphs off unless asked for.
+
+    CUDA graphs cannot capture DDP's gradient all-reduce yet: asked for
+    explicitly they are refused, and a device default that would turn them on
+    is overridden (the model refuses them too, for Python callers).
+    """
+    from fastgan.engine.distributed import init_from_env
+    from fastgan.engine.models import resolve_device
+
+    if opt.cuda_graphs:
+        raise ValueError("--cuda_graphs cannot be combined with data-parallel training (torchrun) yet: DDP "
+                         "all-reduces the gradients from autograd hooks, outside a captured graph. "
+                         "Drop --cuda_graphs, or train on one process")
+    ranks, device = init_from_env(resolve_device(opt.device))
+    changes = {"device": str(device)}
+    if not opt.eager:  # --eager has no CUDA graphs, and refuses level options
+        changes["cuda_graphs"] = False
+    return opt.replace(**changes), ranks
+
+
+def fail_rank(ranks, error: BaseException) -> None:
+    """One clear line on stderr, exit status 1: this rank lost another (it died or stopped answering)."""
+    from fastgan.engine.distributed import TIMEOUT_ENV, timeout_seconds
+
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"error: rank {ranks.rank} of {ranks.world_size} stopped: another rank died or stopped answering "
+          f"({cause}). A rank that crashes, or is silent for {timeout_seconds():g} s (${TIMEOUT_ENV}), stops "
+          f"every rank; the first rank to fail logged the cause", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def report_demo_score(opt, trainer, demo_score) -> dict:

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from benchmarks.machine import describe_machine, machine_slug
+from benchmarks.machine import describe_machine, write_results
 
 
 def rows_from(run: dict) -> list[dict]:
@@ -45,16 +45,11 @@ def main(argv: list[str]) -> None:
     with open(argv[0]) as f:
         run = json.load(f)
     out_dir = argv[1] if len(argv) > 1 else os.environ.get("OUT") or "benchmarks/results"
-    os.makedirs(out_dir, exist_ok=True)
     machine = describe_machine()
     rows = rows_from(run)
     text = markdown(rows, machine)
     print(text)
-    stem = os.path.join(out_dir, f"kernels_{machine_slug()}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"machine": machine, "rows": rows}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
+    stem = write_results(out_dir, "kernels", {"machine": machine, "rows": rows}, text)
     print(f"wrote {stem}.json and {stem}.md")
 
 

@@ -1,22 +1,31 @@
 """What every training model shares: nets, optimizers, schedulers, checkpoints.
 
-A model owns plain nn.Modules with the reference's state_dict keys
-(`self.nets`), one Adam optimizer per side as the reference, and one
-scheduler per optimizer. `train_step(batch)` runs one reference iteration
-and returns the losses as floats; `step(real_A, real_B)` is the same
-iteration as a tensor function (losses returned as detached tensors, no host
-sync), the unit a compiled or graph-captured path replaces.
+A model owns nn.Modules with the reference's state_dict keys (`self.nets`,
+rewritten in place by fastgan.accelerate when that level is on), one Adam
+optimizer per side as the reference, and one scheduler per optimizer.
+`self.run_nets` are what the iteration calls: the nets themselves, or their
+compiled or distributed wrappers. `train_step(batch)` runs one reference
+iteration and returns the losses as floats; `step(real_A, real_B)` is the
+same iteration as a tensor function (losses returned as detached tensors, no
+host sync), the unit a compiled or graph-captured path replaces. The speed
+levels (fastgan.engine.levels) decide how `step` runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 from torch import nn
 
+from fastgan.engine.device_pool import DeviceImagePool
+from fastgan.engine.distributed import distribute, is_data_parallel
+from fastgan.engine.image_pool import ImagePool
+from fastgan.engine.levels import EAGER, Levels, resolve_levels
 from fastgan.engine.schedulers import build_scheduler, step_schedulers
 from fastgan.models import export_state_dict, load_reference_checkpoint, save_checkpoint_file
+from fastgan.ops import use_backend
 
 
 def set_requires_grad(nets, requires_grad: bool) -> None:
@@ -25,8 +34,27 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
             p.requires_grad_(requires_grad)
 
 
-def adam(params, opt) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, 0.999))
+def as_dtype(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return x if x is None else x.to(dtype)
+
+
+def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None) -> torch.optim.Adam:
+    """The reference's Adam (betas (beta1, 0.999)) in the implementation the levels ask for.
+
+    Under CUDA graphs the optimizer must be capturable, and its learning rate a
+    device tensor that the schedulers fill in place, so a replayed graph reads
+    the current value instead of the one baked in at capture.
+    """
+    kwargs = {}
+    if levels.adam == "foreach":
+        kwargs["foreach"] = True
+    elif levels.adam == "fused":
+        kwargs["fused"] = True
+    lr = opt.lr
+    if levels.cuda_graphs:
+        kwargs["capturable"] = True
+        lr = torch.tensor(float(opt.lr), device=device)
+    return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, 0.999), **kwargs)
 
 
 class TrainingModel:
@@ -34,28 +62,88 @@ class TrainingModel:
     # which batch entries are inputs of step()
     input_names: tuple[str, ...] = ("A", "B")
 
-    def __init__(self, opt, device: torch.device):
+    def __init__(self, opt, device: torch.device, levels: Levels | None = None):
         self.opt = opt
         self.device = device
+        self.levels = levels if levels is not None else resolve_levels(opt, device)
         self.nets: dict[str, nn.Module] = {}
+        self.run_nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, object] = {}
         self.visuals: dict[str, torch.Tensor] = {}
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range
+        self.scaler = torch.amp.GradScaler(device.type) if self.levels.amp == "fp16" else None
+        self._iterate = self.iteration
 
     # -- construction helpers -------------------------------------------------
-    def _finish_setup(self) -> None:
+    def _prepare_nets(self) -> None:
+        """Device, fused modules, memory format: before the optimizers see the parameters."""
         for net in self.nets.values():
             net.to(self.device)
             net.train()
+            if self.levels.accelerate:
+                from fastgan.nn import accelerate
+
+                accelerate(net)
+            if self.levels.channels_last:
+                net.to(memory_format=torch.channels_last)
+
+    def _adam(self, *nets: nn.Module) -> torch.optim.Adam:
+        params = [p for net in nets for p in net.parameters()]
+        return adam(params, self.opt, self.levels, self.device)
+
+    def make_pool(self, seed: int):
+        """The reference's pool on the eager path, the capturable device ring buffer otherwise."""
+        if self.levels == EAGER:
+            return ImagePool(self.opt.pool_size, seed=seed)
+        return DeviceImagePool(self.opt.pool_size)
+
+    def _finish_setup(self) -> None:
         self.schedulers = {k: build_scheduler(o, self.opt) for k, o in self.optimizers.items()}
+        # several ranks: each net in DistributedDataParallel (fastgan.engine.distributed); --compile nets
+        # then compiles the wrapper, the order torch's DDP-aware compilation expects
+        self.run_nets = distribute(self) if is_data_parallel() else dict(self.nets)
+        if self.levels.compile == "nets":
+            self.run_nets = {k: torch.compile(n) for k, n in self.run_nets.items()}
+        if self.levels.cuda_graphs:
+            from fastgan.engine.graphs import GraphedIteration
+
+            self._iterate = GraphedIteration(self._iterate, self)
 
     # -- the iteration -------------------------------------------------------
-    def step(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def iteration(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One reference iteration on inputs already on the device, in the nets' memory format."""
         raise NotImplementedError
 
+    def step(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        inputs = [x.to(self.device, non_blocking=True).contiguous(memory_format=self.levels.memory_format)
+                  for x in inputs]
+        # the eager level is the reference's path: plain aten for the L1 terms too
+        with use_backend("torch") if self.levels == EAGER else contextlib.nullcontext():
+            losses = self._iterate(*inputs)
+        if self.scaler is not None:
+            self.scaler.update()
+        return losses
+
+    def autocast(self):
+        """Mixed precision for the forward passes and losses (backward runs outside it)."""
+        dtype = self.levels.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def optimizer_step(self, name: str) -> None:
+        optimizer = self.optimizers[name]
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
     def train_step(self, batch: dict) -> dict[str, float]:
-        inputs = [batch[name].to(self.device, non_blocking=True) for name in self.input_names]
-        losses = self.step(*inputs)
+        losses = self.step(*(batch[name] for name in self.input_names))
         return {name: float(value) for name, value in losses.items()}
 
     # -- learning rate -------------------------------------------------------
@@ -65,7 +153,7 @@ class TrainingModel:
 
     @property
     def learning_rate(self) -> float:
-        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
+        return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
 
     # -- modes ---------------------------------------------------------------
     def eval(self) -> None:
@@ -98,6 +186,7 @@ class TrainingModel:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "pools": {k: p.state_dict() for k, p in self.pools().items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -105,10 +194,15 @@ class TrainingModel:
             load_reference_checkpoint(net, state["nets"][k])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
+            if self.levels.cuda_graphs:  # the learning rate stays a device tensor (see adam())
+                for group in o.param_groups:
+                    group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device)
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         for k, p in self.pools().items():
             p.load_state_dict(state["pools"][k], self.device)
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
 
     def pools(self) -> dict:
         return {}

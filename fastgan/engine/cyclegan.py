@@ -11,12 +11,9 @@ One iteration (REFERENCE.md, "CycleGAN iteration"):
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 
-from fastgan.engine.base import TrainingModel, adam, set_requires_grad
-from fastgan.engine.image_pool import ImagePool
+from fastgan.engine.base import TrainingModel, as_dtype, set_requires_grad
 from fastgan.losses import GANLoss, cycle_losses, discriminator_loss
 from fastgan.models import define_D, define_G
 
@@ -25,8 +22,8 @@ class CycleGAN(TrainingModel):
     loss_names = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
     visual_names = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
 
-    def __init__(self, opt, device: torch.device):
-        super().__init__(opt, device)
+    def __init__(self, opt, device: torch.device, levels=None):
+        super().__init__(opt, device, levels)
         if opt.lambda_identity > 0 and opt.input_nc != opt.output_nc:
             raise ValueError(
                 f"identity loss needs input_nc == output_nc (got {opt.input_nc} and {opt.output_nc}); "
@@ -41,52 +38,56 @@ class CycleGAN(TrainingModel):
             "D_A": define_D(opt.output_nc, opt.ndf, opt.netD, **d),
             "D_B": define_D(opt.input_nc, opt.ndf, opt.netD, **d),
         }
+        self._prepare_nets()
         self.criterionGAN = GANLoss(opt.gan_mode).to(device)
-        self.fake_A_pool = ImagePool(opt.pool_size, seed=opt.seed * 2 + 1)
-        self.fake_B_pool = ImagePool(opt.pool_size, seed=opt.seed * 2 + 2)
+        self.fake_A_pool = self.make_pool(seed=opt.seed * 2 + 1)
+        self.fake_B_pool = self.make_pool(seed=opt.seed * 2 + 2)
         G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
-        self.optimizers = {
-            "G": adam(itertools.chain(G_A.parameters(), G_B.parameters()), opt),
-            "D": adam(itertools.chain(D_A.parameters(), D_B.parameters()), opt),
-        }
+        self.optimizers = {"G": self._adam(G_A, G_B), "D": self._adam(D_A, D_B)}
         self._finish_setup()
 
     def pools(self) -> dict:
         return {"fake_A": self.fake_A_pool, "fake_B": self.fake_B_pool}
 
-    def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+    def iteration(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
         opt = self.opt
-        G_A, G_B, D_A, D_B = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        G_A, G_B, D_A, D_B = (self.run_nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
         lambda_A, lambda_B, lambda_idt = opt.lambda_A, opt.lambda_B, opt.lambda_identity
 
-        # 1. forward
-        fake_B = G_A(real_A)
-        rec_A = G_B(fake_B)
-        fake_A = G_B(real_B)
-        rec_B = G_A(fake_A)
+        with self.autocast():
+            # 1. forward
+            fake_B = G_A(real_A)
+            rec_A = G_B(fake_B)
+            fake_A = G_B(real_B)
+            rec_B = G_A(fake_A)
 
         # 2. generators, discriminators frozen
-        set_requires_grad([D_A, D_B], False)
+        set_requires_grad([self.nets["D_A"], self.nets["D_B"]], False)
         self.optimizers["G"].zero_grad()
-        # the reference's order of generator calls (dropout draws from the torch RNG)
-        idt_A = G_A(real_B) if lambda_idt > 0 else None
-        idt_B = G_B(real_A) if lambda_idt > 0 else None
-        loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
-        loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
-        # every L1 term (cycle A/B, identity A/B with their lambdas) in one fused op
+        with self.autocast():
+            # the reference's order of generator calls (dropout draws from the torch RNG)
+            idt_A = G_A(real_B) if lambda_idt > 0 else None
+            idt_B = G_B(real_A) if lambda_idt > 0 else None
+            loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
+            loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
+        # every L1 term (cycle A/B, identity A/B with their lambdas) in one fused op, in
+        # the images' precision (mixed precision leaves the generators' outputs in bf16/fp16)
+        rec_A, rec_B, idt_A, idt_B = (as_dtype(x, real_A.dtype) for x in (rec_A, rec_B, idt_A, idt_B))
         l1 = cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_idt)
         loss_G = loss_G_A + loss_G_B + l1.values.sum()
-        loss_G.backward()
-        self.optimizers["G"].step()
+        self.backward(loss_G)
+        self.optimizer_step("G")
 
         # 3. discriminators
-        set_requires_grad([D_A, D_B], True)
+        set_requires_grad([self.nets["D_A"], self.nets["D_B"]], True)
         self.optimizers["D"].zero_grad()
-        loss_D_A, _, _ = discriminator_loss(self.criterionGAN, D_A, real_B, self.fake_B_pool.query(fake_B))
-        loss_D_A.backward()
-        loss_D_B, _, _ = discriminator_loss(self.criterionGAN, D_B, real_A, self.fake_A_pool.query(fake_A))
-        loss_D_B.backward()
-        self.optimizers["D"].step()
+        with self.autocast():
+            loss_D_A, _, _ = discriminator_loss(self.criterionGAN, D_A, real_B, self.fake_B_pool.query(fake_B))
+        self.backward(loss_D_A)
+        with self.autocast():
+            loss_D_B, _, _ = discriminator_loss(self.criterionGAN, D_B, real_A, self.fake_A_pool.query(fake_A))
+        self.backward(loss_D_B)
+        self.optimizer_step("D")
 
         visuals = {"real_A": real_A, "fake_B": fake_B, "rec_A": rec_A, "idt_B": idt_B,
                    "real_B": real_B, "fake_A": fake_A, "rec_B": rec_B, "idt_A": idt_A}

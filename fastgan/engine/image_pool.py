@@ -47,5 +47,9 @@ class ImagePool:
     def load_state_dict(self, state: dict, device: torch.device | str) -> None:
         if state["size"] != self.size:
             raise ValueError(f"saved image pool holds size {state['size']}, this run asks for {self.size}")
-        self.images = [t.to(device) for t in state["images"]]
-        self.rng.setstate(state["rng"])
+        images = state["images"]
+        if images is None or isinstance(images, torch.Tensor):  # written by the device pool
+            images = [] if images is None else list(images[: state["count"]].split(1))
+        self.images = [t.to(device) for t in images]
+        if "rng" in state:  # the device pool draws from the torch RNG: keep this pool's own stream
+            self.rng.setstate(state["rng"])

@@ -4,7 +4,9 @@ One file, `training_state.pt` in the experiment folder, written atomically:
 the nets, optimizers, schedulers and image pools (model.state_dict()), the
 RNG states, and where the run stands (epoch, batches done in it, images seen).
 The nets are in it too, so a resume never mixes weights and optimizer state
-written at different moments.
+written at different moments. A data-parallel run's file (written by rank 0)
+also holds every rank's own RNG states and image pools under "ranks", so each
+rank resumes its own streams.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fastgan.engine.distributed import seed_rank_streams
 from fastgan.models import save_checkpoint_file
 
 STATE_FILE = "training_state.pt"
@@ -42,22 +45,33 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_state(model, progress: Progress, directory: str) -> str:
+def rank_state(model) -> dict:
+    """What differs between the ranks of a data-parallel run: RNG states and image pools."""
+    return {"rng": rng_state(), "pools": {k: p.state_dict() for k, p in model.pools().items()}}
+
+
+def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None) -> str:
+    """`rank_states`: every rank's rank_state(), rank 0 first, in a data-parallel run."""
     path = os.path.join(directory, STATE_FILE)
-    save_checkpoint_file(
-        {
-            "model": model.state_dict(),
-            "progress": vars(progress),
-            "rng": rng_state(),
-            "options": model.opt.as_dict(),
-        },
-        path,
-    )
+    state = {
+        "model": model.state_dict(),
+        "progress": vars(progress),
+        "rng": rng_state(),
+        "options": model.opt.as_dict(),
+    }
+    if rank_states is not None:
+        state["ranks"] = rank_states
+    save_checkpoint_file(state, path)
     return path
 
 
-def load_training_state(model, directory: str) -> Progress | None:
-    """Restore the model, optimizers, pools and RNGs; None when no state file exists."""
+def load_training_state(model, directory: str, rank: int = 0) -> Progress | None:
+    """Restore the model, optimizers, pools and RNGs; None when no state file exists.
+
+    Rank `rank` restores its own RNG states and pools when the file has them;
+    a rank it has none for (the run was saved by fewer ranks) keeps the
+    model's state, rank 0's, and starts streams of its own.
+    """
     path = os.path.join(directory, STATE_FILE)
     if not os.path.exists(path):
         return None
@@ -65,4 +79,12 @@ def load_training_state(model, directory: str) -> Progress | None:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     set_rng_state(state["rng"])
-    return Progress(**state["progress"])
+    progress = Progress(**state["progress"])
+    saved = state.get("ranks") or []
+    if rank < len(saved):
+        set_rng_state(saved[rank]["rng"])
+        for k, pool in model.pools().items():
+            pool.load_state_dict(saved[rank]["pools"][k], model.device)
+    elif rank > 0:
+        seed_rank_streams(model, rank, progress.iteration)
+    return progress

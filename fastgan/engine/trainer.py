@@ -7,6 +7,11 @@ Networks are written under the reference's names ({epoch}_net_{name}.pth,
 latest_net_*.pth, iter_N_net_*.pth with --save_by_iter); the training-state
 file beside them lets --continue_train resume exactly where the run stopped.
 SIGINT/SIGTERM stop after the current iteration and save first.
+
+In a data-parallel run (fastgan.engine.distributed) every rank runs this loop
+on its shard of each global batch and counts images globally; rank 0 alone
+writes checkpoints, logs, samples and the progress bar (the logged losses are
+the ranks' mean); every rank loads on resume; all stop after the same iteration.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import time
 import torch
 from tqdm import tqdm
 
+from fastgan.engine.distributed import Ranks
+from fastgan.engine.levels import fast_note
 from fastgan.engine.logs import LossLog, save_sample_grid
 from fastgan.engine.models import model_from_options
-from fastgan.engine.state import Progress, load_training_state, save_training_state
-from fastgan.models import count_parameters
+from fastgan.engine.state import Progress, load_training_state, rank_state, save_training_state
+from fastgan.models import CheckpointError, count_parameters
 from fastgan.options import Options
 
 
@@ -56,38 +63,61 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
+
+
 class Trainer:
-    def __init__(self, opt: Options, loader, log=tqdm.write):  # prints above the progress bar
+    """`ranks`: this process's place in a data-parallel run (default: the only process)."""
+
+    def __init__(self, opt: Options, loader, log=tqdm.write, ranks: Ranks | None = None):  # log: above the bar
         self.opt = opt
         self.loader = loader
-        self.log = log
+        self.ranks = ranks if ranks is not None else Ranks()
+        self.main = self.ranks.is_main
+        self.log = log if self.main else _silent
         self.dir = os.path.join(opt.checkpoints_dir, opt.name)
-        os.makedirs(self.dir, exist_ok=True)
+        if self.main:
+            os.makedirs(self.dir, exist_ok=True)
         self.model = model_from_options(opt)
-        self.loss_log = LossLog(self.dir, self.model.loss_names)
+        self.loss_log = LossLog(self.dir, self.model.loss_names) if self.main else None
         self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
 
     # -- set-up --------------------------------------------------------------
     def describe(self) -> None:
-        opt, model = self.opt, self.model
-        self.log(f"fastgan {opt.arch} on {model.device}: {self.loader.num_images} images, "
-                 f"{len(self.loader)} batches of {opt.batch_size} per epoch, "
+        opt, model, world = self.opt, self.model, self.ranks.world_size
+        where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
+            else f"{model.device}"
+        self.log(f"fastgan {opt.arch} on {where}: {self.loader.num_images} images, "
+                 f"{len(self.loader)} batches of {opt.batch_size * world} per epoch, "
                  f"epochs {opt.epoch_count}..{self.last_epoch}")
+        self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
+        if opt.fast:
+            self.log(fast_note(model.device))
         for name, net in model.nets.items():
             self.log(f"[Network {name}] Total number of parameters : {count_parameters(net) / 1e6:.3f} M")
-        with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
-            json.dump(opt.as_dict(), f, indent=1, default=str)
+        if self.main:
+            with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
+                json.dump(opt.as_dict(), f, indent=1, default=str)
 
     @property
     def last_epoch(self) -> int:
         return self.opt.n_epochs + self.opt.n_epochs_decay
 
     def resume(self) -> None:
-        """--continue_train: the exact training state if there is one, else the nets of --epoch."""
-        progress = load_training_state(self.model, self.dir)
+        """--continue_train: the exact training state if there is one, else the nets of --epoch.
+
+        Every rank reads the files, so the checkpoint folder must be one every node sees.
+        """
+        progress = load_training_state(self.model, self.dir, self.ranks.rank)
+        found = self.ranks.all_gather(None if progress is None else vars(progress))
+        if any(f != found[0] for f in found):
+            raise CheckpointError(f"the ranks found different training states in {self.dir} "
+                                  f"({found}): --continue_train needs it on storage that every node reads")
         if progress is not None:
             self.progress = progress
-            self.loss_log.truncate_after(progress.total_iters)
+            if self.main:
+                self.loss_log.truncate_after(progress.total_iters)
             self.log(f"resumed from {self.dir}/training_state.pt: epoch {progress.epoch}, "
                      f"batch {progress.batch}, {progress.total_iters} images seen")
             return
@@ -98,9 +128,13 @@ class Trainer:
 
     # -- saving --------------------------------------------------------------
     def save(self, labels) -> None:
+        """Rank 0 writes; in a data-parallel run every rank takes part (its RNGs and pools go in)."""
+        rank_states = self.ranks.gather_to_main(rank_state(self.model)) if self.ranks.world_size > 1 else None
+        if not self.main:
+            return
         for label in labels:
             self.model.save_networks(label, self.dir)
-        save_training_state(self.model, self.progress, self.dir)
+        save_training_state(self.model, self.progress, self.dir, rank_states)
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> dict:
@@ -111,20 +145,21 @@ class Trainer:
         total_batches = (self.last_epoch - p.epoch + 1) * len(self.loader) - p.batch
         if opt.max_iters is not None:
             total_batches = max(0, min(total_batches, opt.max_iters - p.iteration))
-        bar = tqdm(total=total_batches, unit="it", dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(total=total_batches, unit="it", dynamic_ncols=True, mininterval=1.0, disable=not self.main)
         start, images_this_run, stopped = time.perf_counter(), 0, None
-        with StopRequest() as stop:
+        with StopRequest() as stop, bar:  # the bar closes before any error is reported
             while p.epoch <= self.last_epoch and stopped is None:
                 for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
-                    n = batch["A"].shape[0]
                     losses = model.step(*(batch[k] for k in model.input_names))
+                    # images of this iteration over all ranks; a stop asked of any rank stops all
+                    n, stop_requested = self.ranks.agree(batch["A"].shape[0], stop.requested)
                     p.batch += 1
                     p.iteration += 1
                     p.total_iters += n
                     images_this_run += n
                     bar.update(1)
                     self.after_iteration(losses, n, bar, images_this_run / (time.perf_counter() - start))
-                    if stop.requested:
+                    if stop_requested:
                         stopped = "stopped by signal"
                     elif opt.max_iters is not None and p.iteration >= opt.max_iters:
                         stopped = f"reached --max_iters {opt.max_iters}"
@@ -133,7 +168,6 @@ class Trainer:
                 if stopped:
                     break
                 self.end_epoch()
-        bar.close()
         elapsed = time.perf_counter() - start
         self.save(["latest"])
         summary = {"images": images_this_run, "seconds": elapsed,
@@ -147,14 +181,16 @@ class Trainer:
     def after_iteration(self, losses: dict, n: int, bar, rate: float) -> None:
         opt, p = self.opt, self.progress
         if crossed(p.total_iters, n, opt.print_freq):
-            values = {k: float(v) for k, v in losses.items()}
-            record = {"epoch": p.epoch, "epoch_iter": p.batch * opt.batch_size, "total_iters": p.total_iters,
-                      "lr": self.model.learning_rate, "images_per_second": rate, **values}
-            self.loss_log.append(record)
-            self.loss_log.draw_curve()
-            bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
-                                " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)
-        if crossed(p.total_iters, n, opt.display_freq):
+            values = dict(zip(losses, self.ranks.mean([float(v) for v in losses.values()])))
+            if self.main:
+                record = {"epoch": p.epoch, "epoch_iter": p.batch * opt.batch_size * self.ranks.world_size,
+                          "total_iters": p.total_iters, "lr": self.model.learning_rate,
+                          "images_per_second": rate, **values}
+                self.loss_log.append(record)
+                self.loss_log.draw_curve()
+                bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
+                                    " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)
+        if self.main and crossed(p.total_iters, n, opt.display_freq):
             path = os.path.join(self.dir, "samples", f"epoch{p.epoch:03d}_iter{p.total_iters:08d}.png")
             save_sample_grid(self.model.visuals, self.model.visual_names, path)
         if crossed(p.total_iters, n, opt.save_latest_freq):
@@ -171,5 +207,5 @@ class Trainer:
 
 
 def generator_for_scoring(model) -> torch.nn.Module:
-    """The A→B generator: G_A for CycleGAN, G for Pix2Pix."""
+    """The A→B generator: G_A for CycleGAN, G for Pix2Pix (the plain net, never a rank's wrapper)."""
     return model.nets["G_A"] if "G_A" in model.nets else model.nets["G"]

@@ -1,7 +1,6 @@
 """Learning-rate policies with the reference's epoch semantics."""
 
 import pytest
-import torch
 
 import fastgan
 

@@ -1,21 +1,37 @@
 """train_step against the plain restatement of REFERENCE.md's iterations."""
 
-import copy
-
 import pytest
 import torch
+from torch import nn
 
 import fastgan
+from fastgan.engine.models import model_from_options
 from tests.engine.reference_iteration import ReferenceCycleGAN, ReferencePix2Pix
 
 GAN_MODES = ["lsgan", "vanilla", "wgangp", "hinge"]
 
 
+def biases_an_instance_norm_cancels(net) -> set[str]:
+    """Keys of conv biases followed by an instance norm: their exact gradient is zero, so Adam
+    moves them by the sign of rounding noise (at lr 0.01 and with wgangp's double backward that
+    reaches 1e-4 even in float64). They cannot change any output, so the tests skip them."""
+    keys = set()
+    for prefix, module in net.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (name, layer), (_, following) in zip(children, children[1:]):
+                if isinstance(following, nn.InstanceNorm2d) and getattr(layer, "bias", None) is not None:
+                    keys.add(f"{prefix}.{name}.bias".lstrip("."))
+    return keys
+
+
 def assert_same_weights(nets, ref_nets, rtol=1e-5, atol=1e-6):
     for name, net in nets.items():
         ref = ref_nets[name].state_dict()
+        cancelled = biases_an_instance_norm_cancels(ref_nets[name])
         for key, value in net.state_dict().items():
-            torch.testing.assert_close(value, ref[key], rtol=rtol, atol=atol, msg=f"{name}.{key} differs")
+            if key not in cancelled:
+                torch.testing.assert_close(value, ref[key], rtol=rtol, atol=atol, msg=f"{name}.{key} differs")
 
 
 def assert_same_losses(losses, ref_losses):
@@ -25,9 +41,23 @@ def assert_same_losses(losses, ref_losses):
         assert losses[k] == pytest.approx(float(v.detach()), rel=1e-5, abs=1e-6), k
 
 
+def plain_nets(model):
+    """The model's nets as the reference has them: plain nn modules (the --eager build), same weights.
+
+    Both sides run in float64: the model's default levels (fused modules) round differently from
+    plain modules, and Adam turns rounding-level gradients (the biases of convs an instance norm
+    follows) into lr-sized steps; float64 keeps those far below the tolerances.
+    """
+    assert model.levels.accelerate  # the default levels on a CPU: the fused modules are under test
+    for net in model.nets.values():
+        net.double()
+    return {k: net.double() for k, net in model_from_options(model.opt.replace(eager=True)).nets.items()}
+
+
 def batches(n, shape, seed):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.rand(shape, generator=g) * 2 - 1, torch.rand(shape, generator=g) * 2 - 1) for _ in range(n)]
+    return [(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1,
+             torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) for _ in range(n)]
 
 
 @pytest.mark.parametrize("gan_mode", GAN_MODES)
@@ -37,7 +67,7 @@ def test_cyclegan_train_step_matches_reference(gan_mode, lambda_identity):
                                 gan_mode=gan_mode, lambda_identity=lambda_identity, lambda_A=7.0, lambda_B=3.0,
                                 lr=0.01, seed=3)
     assert set(model.nets) == {"G_A", "G_B", "D_A", "D_B"}
-    ref_nets = {k: copy.deepcopy(v) for k, v in model.nets.items()}
+    ref_nets = plain_nets(model)
     ref = ReferenceCycleGAN(ref_nets["G_A"], ref_nets["G_B"], ref_nets["D_A"], ref_nets["D_B"], lr=0.01,
                             beta1=0.5, mode=gan_mode, lA=7.0, lB=3.0, lidt=lambda_identity)
     for i, (A, B) in enumerate(batches(3, (2, 3, 32, 32), seed=11)):
@@ -57,7 +87,7 @@ def test_pix2pix_train_step_matches_reference(gan_mode):
     model = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu", gan_mode=gan_mode,
                                 lambda_L1=50.0, lr=0.01, seed=5, no_dropout=True)
     assert set(model.nets) == {"G", "D"}
-    ref_nets = {k: copy.deepcopy(v) for k, v in model.nets.items()}
+    ref_nets = plain_nets(model)
     ref = ReferencePix2Pix(ref_nets["G"], ref_nets["D"], lr=0.01, beta1=0.5, mode=gan_mode, l1=50.0)
     for i, (A, B) in enumerate(batches(3, (2, 3, 128, 128), seed=12)):
         torch.manual_seed(200 + i)
@@ -71,7 +101,7 @@ def test_pix2pix_train_step_matches_reference(gan_mode):
 def test_pix2pix_dropout_follows_the_torch_rng():
     """With dropout (pix2pix default) the same RNG stream gives the same iteration."""
     model = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu", seed=5)
-    ref_nets = {k: copy.deepcopy(v) for k, v in model.nets.items()}
+    ref_nets = plain_nets(model)
     ref = ReferencePix2Pix(ref_nets["G"], ref_nets["D"], lr=0.0002, beta1=0.5, mode="vanilla", l1=100.0)
     (A, B), = batches(1, (1, 3, 128, 128), seed=13)
     torch.manual_seed(7)

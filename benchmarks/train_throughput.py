@@ -1,0 +1,187 @@
+"""End-to-end training throughput: the reference-style eager trainer against fastgan's levels.
+
+    python -m benchmarks.train_throughput                      # this device's configs
+    python -m benchmarks.train_throughput --arch cyclegan --size 128 --batch 1 --iters 20
+
+Every row is full training iterations (both generators and discriminators,
+forward and backward, both Adam steps, the image pools) on one fixed batch
+already on the device, so the loader is not measured (benchmarks/
+loader_throughput.py does that). The baseline, "eager", is the reference's
+path: plain nn modules, fp32, the reference's update order and pool, torch's
+own Adam (fastgan.engine.levels.EAGER). Each level is built from the same seed,
+warmed up (compilation and CUDA-graph capture happen there), then timed over
+--iters iterations; the device is synchronized before the clock stops.
+
+Model FLOPs per iteration are counted once (torch.utils.flop_counter on one
+eager iteration); on a GPU the table adds the share of the card's dense bf16
+matrix peak those FLOPs reach. Results: printed, and written as JSON and
+markdown to $OUT, else benchmarks/results/ (train_throughput_<machine>.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.machine import describe_machine, write_results
+from fastgan.engine.models import model_from_options
+from fastgan.options import resolve
+
+# dense bf16 tensor-core peaks (TFLOP/s, no sparsity), by a substring of the device name
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0}
+
+CPU_LEVELS = {
+    "eager": dict(eager=True),
+    "accelerate": dict(accelerate=True),
+    "accelerate+channels_last": dict(accelerate=True, channels_last=True),
+    "compile": dict(accelerate=False, compile="nets"),
+    "fast": dict(fast=True),
+}
+GPU_LEVELS = {
+    "eager": dict(eager=True),
+    "accelerate": dict(accelerate=True, compile="none", cuda_graphs=False),
+    "default (fp32)": dict(),
+    "fast": dict(fast=True),
+}
+
+
+def config(args) -> list[dict]:
+    """The (arch, size, batch, net) configs of this run."""
+    if args.size:
+        return [dict(arch=args.arch, size=args.size, batch=args.batch)]
+    if torch.cuda.is_available():
+        return [dict(arch="cyclegan", size=256, batch=1), dict(arch="cyclegan", size=256, batch=16)]
+    return [dict(arch="cyclegan", size=128, batch=1), dict(arch="pix2pix", size=128, batch=1)]
+
+
+def build(cfg: dict, level: dict, device: str):
+    net = {"cyclegan": "resnet_9blocks", "pix2pix": "unet_128" if cfg["size"] == 128 else "unet_256"}
+    explicit = dict(netG=net[cfg["arch"]], ngf=64, ndf=64, batch_size=cfg["batch"], crop_size=cfg["size"],
+                    device=device, seed=0, **level)
+    return model_from_options(resolve(cfg["arch"], explicit))
+
+
+def batch(cfg: dict, device: str) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    shape = (cfg["batch"], 3, cfg["size"], cfg["size"])
+    return [(torch.rand(shape, generator=g) * 2 - 1).to(device) for _ in range(2)]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int) -> dict:
+    model = build(cfg, level, device)
+    inputs = batch(cfg, device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        losses = model.step(*inputs)
+    sync(device)
+    warm_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(iters):
+        losses = model.step(*inputs)
+    sync(device)
+    seconds = time.perf_counter() - start
+    finite = all(torch.isfinite(v).item() for v in losses.values())
+    return {"levels": model.levels.describe(), "images_per_second": iters * cfg["batch"] / seconds,
+            "seconds_per_iteration": seconds / iters, "warmup_seconds": warm_s, "losses_finite": finite}
+
+
+def iteration_flops(cfg: dict, device: str) -> int:
+    model = build(cfg, dict(eager=True), device)
+    with FlopCounterMode(display=False) as counter:
+        model.step(*batch(cfg, device))
+    return counter.get_total_flops()
+
+
+def bf16_peak() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    for key, tflops in BF16_PEAK_TFLOPS.items():
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+def run(args, on_config=lambda report: None) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    levels = GPU_LEVELS if device == "cuda" else CPU_LEVELS
+    if args.levels:
+        levels = {k: levels[k] for k in args.levels.split(",")}
+    peak = bf16_peak()
+    results = []
+    report = {"machine": describe_machine(), "warmup": args.warmup, "iters": args.iters, "results": results}
+    for cfg in config(args):
+        flops = iteration_flops(cfg, device)
+        rows = []
+        for name, level in levels.items():
+            if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
+                continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
+            try:
+                row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters)}
+            except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
+                row = {"level": name, "error": str(e).splitlines()[0]}
+            print(f"{cfg} {name}: {row}", flush=True)
+            rows.append(row)
+        base = next((r["images_per_second"] for r in rows if r["level"] == "eager" and "error" not in r), None)
+        for r in rows:
+            if "error" not in r:
+                r["vs_eager"] = r["images_per_second"] / base if base else None
+                achieved = flops * r["images_per_second"] / cfg["batch"]
+                r["model_tflops_per_second"] = achieved / 1e12
+                r["share_of_bf16_peak"] = achieved / peak if peak else None
+        results.append({"config": cfg, "flops_per_iteration": flops, "rows": rows})
+        on_config(report)  # written after each config: a run cut short keeps what it measured
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Training throughput on {report['machine']}", "",
+             f"Full iterations on one fixed batch on the device; {report['warmup']} warm-up, "
+             f"{report['iters']} timed. Baseline: the reference-style eager trainer (same run).", ""]
+    for res in report["results"]:
+        cfg = res["config"]
+        lines += [f"## {cfg['arch']}, {cfg['size']}², batch {cfg['batch']} "
+                  f"({res['flops_per_iteration'] / 1e9:.1f} GFLOP per iteration)", "",
+                  "| level | what runs | images/s | vs eager | model TFLOP/s | share of bf16 peak |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for r in res["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['level']} | refused: {r['error']} | - | - | - | - |")
+                continue
+            share = f"{r['share_of_bf16_peak'] * 100:.1f}%" if r["share_of_bf16_peak"] else "-"
+            lines.append(f"| {r['level']} | {r['levels']} | {r['images_per_second']:.2f} | "
+                         f"{r['vs_eager']:.2f}x | {r['model_tflops_per_second']:.2f} | {share} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="cyclegan", choices=("cyclegan", "pix2pix"))
+    parser.add_argument("--size", type=int, default=None, help="crop size (default: the device's configs)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--levels", default=None, help="comma-separated subset of the level names")
+    parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
+    args = parser.parse_args(argv)
+    def write(report: dict) -> str:
+        return write_results(args.out, "train_throughput", report, markdown(report))
+
+    report = run(args, on_config=write)
+    stem = write(report)
+    print(markdown(report))
+    print(f"wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

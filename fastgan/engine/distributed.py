@@ -1,0 +1,304 @@
+"""Data-parallel training on torch.distributed: one process per device, started by torchrun.
+
+    torchrun --nproc_per_node=N -m fastgan.train ...
+
+torchrun (or any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR
+and MASTER_PORT) starts the processes; `init_from_env` joins them into one
+process group: NCCL on CUDA (rank r on the node's GPU LOCAL_RANK), gloo on the
+CPU. What the ranks share and what each keeps:
+
+- The nets. Every net runs in its own DistributedDataParallel (`distribute`,
+  called by TrainingModel._finish_setup when a group of several ranks is up),
+  which broadcasts rank 0's weights and buffers at construction, so every rank
+  starts from rank 0's weights, and averages the gradients in every backward.
+  The reducer's defaults (no find_unused_parameters, no static_graph) are the
+  correct configuration for a GAN step: a net called several times before one
+  backward (G_A three times in CycleGAN's generator update) gets each
+  parameter's gradient accumulated once, because autograd sums the
+  contributions before AccumulateGrad fires the reducer's hook, so it is
+  reduced once; a net whose parameters are frozen (D during the generator
+  update) fires no hooks and reduces nothing; and each backward of the
+  iteration reaches the parameters of different nets (loss_G: G_A and G_B;
+  loss_D_A: D_A; loss_D_B: D_B). static_graph would be wrong (which
+  parameters take part changes between calls of the same D) and
+  find_unused_parameters would all-reduce D's zeros in the generator update.
+  tests/engine/test_distributed.py proves the configuration: 2 ranks at batch
+  B train as 1 rank at batch 2B, to float32 rounding.
+- The data: each rank loads its slice of every global batch (fastgan.data.plan).
+- --norm syncbatch: nn.SyncBatchNorm, batch statistics over every rank's
+  batch. torch's SyncBatchNorm takes CUDA tensors only; on the CPU (gloo) the
+  same statistics come from GlooSyncBatchNorm.
+- Random streams: rank 0 keeps a single-process run's; every other rank draws
+  dropout masks and image-pool choices from streams of its own (`rank_seed`),
+  so ranks do not drop the same units. The image pools stay per rank.
+- Host-side agreement (`Ranks`): once per iteration the ranks add up the
+  images they trained and whether one of them was asked to stop, on a gloo
+  group (the main one on the CPU, a second one beside NCCL), so every rank
+  stops after the same iteration and the images count is global. A rank that
+  dies breaks that group's connections: the others fail at the next
+  iteration. A rank that hangs makes the others time out after
+  $FASTGAN_DIST_TIMEOUT seconds (default 600), the process groups' timeout
+  (on NCCL, torch's watchdog then ends a process stuck in a collective:
+  TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+TIMEOUT_ENV = "FASTGAN_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (WORLD_SIZE; 1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_data_parallel() -> bool:
+    """Is a process group of more than one rank up in this process?"""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def timeout_seconds() -> float:
+    value = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"${TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError(f"${TIMEOUT_ENV}={value!r} must be positive")
+    return seconds
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """This rank's device: the node's GPU number LOCAL_RANK, or the CPU that all ranks share.
+
+    With one visible GPU per process (a launcher that sets CUDA_VISIBLE_DEVICES
+    per rank) every rank takes its only GPU.
+    """
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= count:
+        raise ValueError(f"LOCAL_RANK {local_rank} but this node has {count} CUDA devices: "
+                         f"start at most {count} processes per node (--nproc_per_node {count})")
+    return torch.device("cuda", local_rank)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands among the ranks, and the host-side collectives the trainer needs.
+
+    `control` is the gloo group those collectives use (None: the default group,
+    itself gloo on the CPU). With world_size 1 every method answers locally.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    control: dist.ProcessGroup | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes checkpoints, logs, samples and the progress bar."""
+        return self.rank == 0
+
+    def agree(self, images: int, stop: bool) -> tuple[int, bool]:
+        """(images trained by all ranks this iteration, whether any rank was asked to stop)."""
+        if self.world_size == 1:
+            return images, stop
+        counts = torch.tensor([images, int(stop)], dtype=torch.int64)
+        dist.all_reduce(counts, group=self.control)
+        return int(counts[0]), bool(counts[1])
+
+    def mean(self, values: list[float]) -> list[float]:
+        """Each value averaged over the ranks (losses: the mean of the per-rank batch means)."""
+        if self.world_size == 1:
+            return list(values)
+        total = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(total, group=self.control)
+        return (total / self.world_size).tolist()
+
+    def gather_to_main(self, obj) -> list | None:
+        """Every rank's `obj` on rank 0 (in rank order), None on the others."""
+        if self.world_size == 1:
+            return [obj]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, gathered, dst=0, group=self.control)
+        return gathered
+
+    def all_gather(self, obj) -> list:
+        if self.world_size == 1:
+            return [obj]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj, group=self.control)
+        return gathered
+
+    def close(self) -> None:
+        if self.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_from_env(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Join the process group torchrun describes; returns the ranks and this rank's device."""
+    try:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except KeyError as e:
+        raise ValueError(f"${e.args[0]} is not set: start data-parallel runs with torchrun") from None
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = rank_device(device, local_rank)
+    timeout = datetime.timedelta(seconds=timeout_seconds())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", timeout=timeout, device_id=device)
+        # host-side agreement beside NCCL: CPU tensors, no stream sync
+        control = dist.new_group(backend="gloo", timeout=timeout)
+    else:
+        dist.init_process_group("gloo", timeout=timeout)
+        control = None
+    return Ranks(rank, world_size, control), device
+
+
+# what gloo's RuntimeErrors say when the peer is gone or silent
+GLOO_PEER_FAILURES = ("gloo", "pair closure", "Connection closed by peer", "Connection reset by peer")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Did `error` come from the process group (a rank died or stopped answering)?
+
+    NCCL and the store raise torch.distributed.DistError; gloo raises plain
+    RuntimeErrors whose message names its source file under gloo/, or, when the
+    timeout strikes inside DDP's backward, only says what happened to the pair.
+    """
+    if isinstance(error, dist.DistError):
+        return True
+    return isinstance(error, RuntimeError) and any(mark in str(error) for mark in GLOO_PEER_FAILURES)
+
+
+
+# -- random streams per rank --------------------------------------------------
+def rank_seed(seed: int, rank: int, *salt: int) -> int:
+    """A 63-bit seed of rank `rank`'s own streams, from the run's seed (and a salt)."""
+    words = [int(x) % (1 << 64) for x in (seed, rank, *salt)]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_rank_streams(model, rank: int, *salt: int) -> None:
+    """Give rank `rank` (> 0) streams of its own: the torch RNG (dropout masks, the device
+    pools, the gradient penalty's weights) and each reference image pool's `random.Random`."""
+    torch.manual_seed(rank_seed(model.opt.seed, rank, *salt))  # the CPU and every CUDA device
+    for i, pool in enumerate(model.pools().values()):
+        rng = getattr(pool, "rng", None)  # the device pools draw from the torch RNG
+        if rng is not None:
+            rng.seed(rank_seed(model.opt.seed, rank, *salt, i + 1))
+
+
+# -- wrapping the nets --------------------------------------------------------
+def distribute(model) -> dict[str, nn.Module]:
+    """`model.run_nets` for data-parallel training: each net in its own DistributedDataParallel.
+
+    `model.nets` stay the plain nets (the reference's state_dict keys; rank-0-only
+    work such as scoring calls them, since a forward of a DDP wrapper on one rank
+    alone may broadcast buffers and wait for the others). Called once, after the
+    optimizers are built, before anything compiles the nets.
+    """
+    if model.levels.cuda_graphs:
+        raise ValueError("--cuda_graphs cannot be combined with data-parallel training yet: DDP "
+                         "all-reduces the gradients from autograd hooks, outside a captured graph. "
+                         "Pass --cuda_graphs false, or train on one process")
+    if model.device.type == "cpu":
+        for net in model.nets.values():
+            use_gloo_sync_batch_norm(net)
+    rank = dist.get_rank()
+    if rank > 0:
+        seed_rank_streams(model, rank)
+    device_ids = [model.device.index] if model.device.type == "cuda" else None
+    return {name: DistributedDataParallel(net, device_ids=device_ids) for name, net in model.nets.items()}
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) with its gradient: the sum over ranks of the output gradients."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        x = x.clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class GlooSyncBatchNorm(nn.BatchNorm2d):
+    """nn.SyncBatchNorm for CPU tensors: torch's refuses them (its kernels are CUDA-only, and
+    DistributedDataParallel refuses any SyncBatchNorm on the CPU, hence a BatchNorm2d subclass).
+
+    Same parameters, buffers and keys. In training, the mean and then the biased
+    variance over every rank's batch come from two all-reduced sums (two passes,
+    as F.batch_norm computes them on one process), so the output is the batch
+    norm of the global batch; autograd through the all-reduces gives each rank
+    its share of that batch norm's exact gradient. The running variance is the
+    unbiased one, as torch's. Otherwise (eval, or no process group) torch's.
+    """
+
+    def __init__(self, num_features: int, eps: float, momentum: float | None, affine: bool,
+                 track_running_stats: bool, process_group=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.process_group = process_group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized()):
+            return super().forward(x)
+        self._check_input_dim(x)
+        group = self.process_group or dist.group.WORLD
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float64)
+        dist.all_reduce(count, group=group)
+        n = float(count)
+        xf = x.float()  # statistics in fp32 whatever the autocast dtype, as torch's batch norm
+        mean = _SumOverRanks.apply(xf.sum(dims), group) / n
+        centered = xf - mean.view(shape)
+        var = _SumOverRanks.apply((centered * centered).sum(dims), group) / n
+        y = centered * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach() * (n / max(n - 1, 1)))
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean, factor)
+        self.running_var.lerp_(unbiased_var, factor)
+
+
+def use_gloo_sync_batch_norm(net: nn.Module) -> None:
+    """Replace every nn.SyncBatchNorm of `net` by a GlooSyncBatchNorm sharing its parameters and
+    buffers (the optimizers keep the same tensors; the keys stay)."""
+    for parent in net.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.SyncBatchNorm:
+                replacement = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                                child.track_running_stats, child.process_group)
+                replacement.weight, replacement.bias = child.weight, child.bias
+                replacement.running_mean, replacement.running_var = child.running_mean, child.running_var
+                replacement.num_batches_tracked = child.num_batches_tracked
+                replacement.train(child.training)
+                setattr(parent, name, replacement)

@@ -1,0 +1,143 @@
+"""The training step's speed levels: which of fastgan's paths a run takes.
+
+  accelerate     fused modules (fastgan.accelerate: reflect-pad conv, instance
+                 norm + activation, the residual add)
+  compile        torch.compile of each net ("nets"); the step around them stays Python, which
+                 CUDA graphs then capture whole
+  cuda_graphs    the whole iteration captured once and replayed (CUDA only)
+  amp            autocast to bf16 or fp16 (fp16 with a gradient scaler)
+  channels_last  nets and batches in NHWC
+  adam           torch.optim.Adam's implementation: "default" (torch's choice, as
+                 the reference), "foreach" or "fused"
+
+Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs +
+fused Adam, on a CPU accelerate alone (compiling would dominate short runs).
+`--fast` takes the fastest combination measured for the device, mixed precision
+included where it pays (bf16 on a GPU, on a CPU only with AMX); `--eager` is the reference's path with none of fastgan's. Explicit
+options override the defaults; a level the device cannot run is refused with
+a ValueError that says why, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+COMPILE_MODES = ("none", "nets")
+AMP_MODES = ("none", "bf16", "fp16")
+ADAM_IMPLS = ("default", "foreach", "fused")
+LEVEL_NAMES = ("accelerate", "compile", "cuda_graphs", "amp", "channels_last", "adam")
+
+
+@dataclass(frozen=True)
+class Levels:
+    accelerate: bool = False
+    compile: str = "none"
+    cuda_graphs: bool = False
+    amp: str = "none"
+    channels_last: bool = False
+    adam: str = "default"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def describe(self) -> str:
+        on = [name for name in ("accelerate", "cuda_graphs", "channels_last") if getattr(self, name)]
+        if self.compile != "none":
+            on.append(f"compile={self.compile}")
+        if self.amp != "none":
+            on.append(f"amp={self.amp}")
+        if self.adam != "default":
+            on.append(f"adam={self.adam}")
+        return ", ".join(on) if on else "eager (the reference's path)"
+
+
+EAGER = Levels()
+
+
+def device_defaults(device: torch.device) -> Levels:
+    """The fastest levels that keep fp32 semantics on `device`."""
+    if device.type == "cuda":
+        return Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused")
+    return Levels(accelerate=True)
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles, which make oneDNN's bf16 convolutions faster than fp32."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check())
+
+
+def fastest(device: torch.device) -> Levels:
+    """--fast: the fastest combination for the device, mixed precision included.
+
+    On a CPU bf16 autocast only pays with AMX: with AVX-512 alone oneDNN's bf16
+    convolutions measured 1.6-1.7x slower than fp32 on this project's 2-core Xeon
+    (3x3, 256 channels, 32x32, forward and backward), so there --fast stays fp32.
+    benchmarks/train_throughput.py measures every level against eager.
+    """
+    if device.type == "cuda":
+        return Levels(accelerate=True, compile="nets", cuda_graphs=True, amp="bf16", channels_last=True,
+                      adam="fused")
+    return Levels(accelerate=True, channels_last=True, amp="bf16" if cpu_has_amx() else "none")
+
+
+def fast_note(device: torch.device) -> str:
+    """What --fast chose and why, for the start of a run."""
+    if device.type == "cpu" and not cpu_has_amx():
+        return "--fast on this CPU: fp32 (no AMX, so bf16 convolutions would be slower than fp32)"
+    return f"--fast on {device.type}: {fastest(device).describe()}"
+
+
+def explicit_levels(opt) -> dict:
+    """The level options the user set (None means: not set)."""
+    return {name: getattr(opt, name) for name in LEVEL_NAMES if getattr(opt, name) is not None}
+
+
+def resolve_levels(opt, device: torch.device) -> Levels:
+    """The levels of a run: eager, --fast or the device's defaults, then what was set explicitly."""
+    chosen = explicit_levels(opt)
+    if opt.eager and opt.fast:
+        raise ValueError("--eager and --fast contradict each other; pass one of them")
+    if opt.eager:
+        if chosen:
+            flags = ", ".join(f"--{name}" for name in chosen)
+            raise ValueError(f"--eager runs the reference's plain path; it cannot be combined with {flags}")
+        return EAGER
+    base = fastest(device) if opt.fast else device_defaults(device)
+    levels = Levels(**{**{f.name: getattr(base, f.name) for f in fields(Levels)}, **chosen})
+    check_levels(levels, device)
+    if levels.channels_last and not levels.accelerate and device.type == "cpu" and "instance" in opt.norm:
+        # torch's CPU instance_norm backward returns wrong gradients for a batch of one in
+        # channels_last when no activation follows the norm (seen in torch 2.14);
+        # fastgan's fused op, which --accelerate swaps in, does not have that bug
+        raise ValueError("--channels_last on a CPU with instance norm needs --accelerate: torch's own "
+                         "CPU instance norm computes wrong gradients in channels_last at batch size 1")
+    return levels
+
+
+def check_levels(levels: Levels, device: torch.device) -> None:
+    """Refuse what `device` cannot run, with the reason."""
+    if levels.compile not in COMPILE_MODES:
+        raise ValueError(f"--compile {levels.compile!r} is not one of {', '.join(COMPILE_MODES)}")
+    if levels.amp not in AMP_MODES:
+        raise ValueError(f"--amp {levels.amp!r} is not one of {', '.join(AMP_MODES)}")
+    if levels.adam not in ADAM_IMPLS:
+        raise ValueError(f"--adam {levels.adam!r} is not one of {', '.join(ADAM_IMPLS)}")
+    if device.type != "cuda":
+        if levels.cuda_graphs:
+            raise ValueError(f"--cuda_graphs needs a CUDA device; this run is on {device.type}")
+        if levels.amp == "fp16":
+            raise ValueError(f"--amp fp16 needs a CUDA device (no fp16 autocast on {device.type}); "
+                             "use --amp bf16")
+        if levels.adam == "fused" and device.type != "cpu":
+            raise ValueError(f"--adam fused has no {device.type} implementation")
+    if levels.cuda_graphs and levels.amp == "fp16":
+        raise ValueError("--cuda_graphs with --amp fp16: the gradient scaler syncs with the host every "
+                         "step, which a CUDA graph cannot capture; use --amp bf16")

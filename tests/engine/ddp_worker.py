@@ -1,0 +1,59 @@
+"""One rank of a test's data-parallel run: `fastgan.train` as torchrun starts it, plus what the test compares.
+
+    torchrun --standalone --nproc_per_node 2 -m tests.engine.ddp_worker OUT [--perturb] -- TRAIN_OPTIONS
+
+Runs fastgan.train.main(TRAIN_OPTIONS) unchanged, then writes OUT/rank{r}.pt:
+this rank's nets (the plain ones, reference keys) as they ended. With
+--perturb, every rank but 0 re-draws its initial weights from another seed
+before DistributedDataParallel wraps the nets, so the run shows whether every
+rank really starts from rank 0's weights.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from fastgan import train
+from fastgan.engine import base, trainer
+from fastgan.models import export_state_dict
+
+
+def perturb_then(distribute):
+    def perturbed(model):
+        if torch.distributed.get_rank() > 0:
+            generator = torch.Generator().manual_seed(1234)
+            with torch.no_grad():
+                for net in model.nets.values():
+                    for p in net.parameters():
+                        p.add_(torch.randn(p.shape, generator=generator).to(p) * 0.1)
+        return distribute(model)
+
+    return perturbed
+
+
+def dumping(run, out: str):
+    def run_and_dump(self):
+        summary = run(self)
+        nets = {k: export_state_dict(n) for k, n in self.model.nets.items()}
+        torch.save({"nets": nets, "summary": summary, "levels": self.model.levels},
+                   os.path.join(out, f"rank{self.ranks.rank}.pt"))
+        return summary
+
+    return run_and_dump
+
+
+def main(argv: list[str]) -> None:
+    split = argv.index("--")
+    out, flags, options = argv[0], argv[1:split], argv[split + 1:]
+    os.makedirs(out, exist_ok=True)
+    if "--perturb" in flags:
+        base.distribute = perturb_then(base.distribute)
+    trainer.Trainer.run = dumping(trainer.Trainer.run, out)
+    train.main(options)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,299 @@
+"""Data-parallel training on this CPU: 2 gloo ranks started as torchrun starts them.
+
+What must hold (fastgan.engine.distributed): every rank ends with bit-identical
+weights; 2 ranks at batch B train as 1 rank at batch 2B over the same images
+(losses and weights to float32 rounding, pool_size 0); a run stopped and
+resumed continues identically; a rank that dies or hangs stops the others with
+a clear error within a bounded time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import fastgan
+from fastgan import train as train_cli
+from fastgan.engine.logs import read_loss_log
+from fastgan.models import define_D, define_G, load_reference_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NETS = {"cyclegan": ("G_A", "G_B", "D_A", "D_B"), "pix2pix": ("G", "D")}
+LOSS_META = {"epoch", "epoch_iter", "total_iters", "lr", "images_per_second"}
+
+
+def write_images(folder, n, height, width, seed):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+            os.path.join(folder, f"img{i:03d}.png"))
+
+
+@pytest.fixture(scope="module")
+def unaligned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unaligned")
+    write_images(root / "trainA", 8, 36, 36, seed=1)
+    write_images(root / "trainB", 8, 36, 36, seed=2)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def aligned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aligned")
+    write_images(root / "train", 8, 128, 256, seed=3)
+    return str(root)
+
+
+def options(arch, root, checkpoints, name, batch_size, *extra):
+    tiny = {"cyclegan": ["--netG", "resnet_6blocks", "--load_size", "36", "--crop_size", "32"],
+            "pix2pix": ["--netG", "unet_128", "--load_size", "128", "--crop_size", "128"]}[arch]
+    return ["--arch", arch, "--dataroot", root, "--checkpoints_dir", str(checkpoints), "--name", name,
+            "--ngf", "8", "--ndf", "8", *tiny, "--batch_size", str(batch_size), "--n_epochs", "1",
+            "--n_epochs_decay", "1", "--print_freq", "1", "--display_freq", "1000", "--num_threads", "0",
+            "--device", "cpu", "--seed", "3", *extra]
+
+
+def rank_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=REPO, **extra)
+    return env
+
+
+def torchrun(args, timeout=150) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             *args], cwd=REPO, env=rank_env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def loss_records(directory) -> list[dict]:
+    return read_loss_log(os.path.join(directory, "loss_log.jsonl"))
+
+
+def checkpoint(directory, name) -> dict:
+    return torch.load(os.path.join(directory, f"latest_net_{name}.pth"), map_location="cpu", weights_only=True)
+
+
+def net_options(arch, norm) -> dict:
+    return dict(ngf=8, ndf=8, netG="resnet_6blocks" if arch == "cyclegan" else "unet_128", norm=norm,
+                no_dropout=True)
+
+
+def plain_net(arch, name, norm):
+    """The net `name` of the test runs as the reference builds it, to load their checkpoints into."""
+    if name.startswith("G"):
+        return define_G(3, 3, 8, net_options(arch, norm)["netG"], norm=norm, use_dropout=False)
+    return define_D(3 if arch == "cyclegan" else 6, 8, "basic", norm=norm)
+
+
+def biases_feeding_instance_norm(net: nn.Module) -> set[str]:
+    """Keys of conv biases followed by a (non-affine) instance norm.
+
+    The norm subtracts any per-channel constant, so their gradient is zero up to
+    rounding, and Adam turns that rounding into ±lr steps that differ between any
+    two summation orders (one rank at batch 2B or two at B alike). They change
+    nothing the net computes: the nets' outputs are compared instead.
+    """
+    keys = set()
+    for prefix, module in net.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (name, first), (_, second) in zip(children, children[1:]):
+                if isinstance(first, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(second, nn.InstanceNorm2d):
+                    keys.add(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
+    return keys
+
+
+LR = 0.0002  # the reference's default, which the runs keep
+
+
+def assert_same_training(arch, norm, one_rank_dir, two_rank_dir, two_rank_nets):
+    """Losses of every iteration to float32 rounding; final weights to a fraction of one Adam step.
+
+    Adam's first steps are nearly sign steps (lr · g/|g| per element), so an element
+    whose gradient is close to zero moves by up to ±lr on the strength of the
+    gradient's rounding, which differs between one sum over 2B images and two over
+    B (and with the thread count): all but 0.5% of each tensor's elements must
+    agree to lr/4 and none may be more than 4 lr apart (measured: under 0.05% past
+    lr/4, at most 1.9 lr), while a missing or wrong rank's gradient moves nearly
+    every element by about lr. The losses, where those elements hardly count,
+    agree to 2e-5.
+    """
+    log_1, log_2 = loss_records(one_rank_dir), loss_records(two_rank_dir)
+    assert [r["total_iters"] for r in log_2] == [r["total_iters"] for r in log_1] == [4, 8, 12, 16]
+    for a, b in zip(log_1, log_2):
+        assert a["epoch"] == b["epoch"] and a["lr"] == b["lr"]
+        for k in set(a) - LOSS_META:
+            assert b[k] == pytest.approx(a[k], rel=2e-5, abs=1e-6), (a["total_iters"], k)
+    size, d_channels = (32, 3) if arch == "cyclegan" else (128, 6)
+    probe = torch.rand((2, d_channels, size, size), generator=torch.Generator().manual_seed(5)) * 2 - 1
+    for name in NETS[arch]:
+        one = checkpoint(one_rank_dir, name)
+        net = plain_net(arch, name, norm)
+        skip = biases_feeding_instance_norm(net)
+        for k, v in two_rank_nets[name].items():
+            if k not in skip and v.is_floating_point():
+                apart = (v - one[k]).abs()
+                # rare sign-flipped elements (measured: under 0.05% beyond lr/4, none beyond 2 lr)
+                assert (apart > LR / 4).float().mean() < 5e-3, f"{name}.{k}: many elements apart"
+                assert apart.max() <= 4 * LR, f"{name}.{k}: {apart.max() / LR:.2f} lr apart"
+        net.eval()  # batch norm: its running statistics are compared through the outputs too
+        x = probe[:, :3] if name.startswith("G") else probe
+        with torch.no_grad():
+            load_reference_checkpoint(net, one)
+            expected = net(x)
+            load_reference_checkpoint(net, two_rank_nets[name])
+            # the few elements that moved apart by up to lr/10 move outputs in [-1, 1] by ~1e-4
+            torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch,norm", [("cyclegan", "instance"), ("pix2pix", "syncbatch")])
+def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, unaligned_root, aligned_root, tmp_path):
+    """Two ranks at batch 2 against one at batch 4, two epochs of two iterations, pool_size 0.
+
+    Rank 1 starts from other weights (--perturb): DDP must replace them with rank
+    0's. pix2pix runs without dropout: each rank draws its own dropout masks, which
+    cannot be those of one process's batch of 4; its batch norm is syncbatch, whose
+    statistics over both ranks' batches are those of the batch of 4. Both run
+    --eager, the reference's path, which holds these tolerances; on the CPU's
+    default level (fused kernels) the two runs agree to 2e-7 after one iteration
+    but weights drift up to 1.5 lr apart at the second (Adam's first steps
+    turn small gradient differences into whole steps), past the weights' lr/4.
+    """
+    root = unaligned_root if arch == "cyclegan" else aligned_root
+    extra = ["--norm", norm, "--pool_size", "0", "--eager"] + (["--no_dropout"] if arch == "pix2pix" else [])
+    one = train_cli.main(options(arch, root, tmp_path, "one", 4, *extra))
+    assert one["iteration"] == 4 and one["images"] == 16
+
+    out = tmp_path / "ranks"
+    torchrun(["-m", "tests.engine.ddp_worker", str(out), "--perturb", "--",
+              *options(arch, root, tmp_path, "two", 2, *extra)])
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["summary"] == {**ranks[0]["summary"], "iteration": 4, "images": 16, "stopped": None}
+    for name in NETS[arch]:
+        for k, v in ranks[0]["nets"][name].items():
+            assert torch.equal(v, ranks[1]["nets"][name][k]), f"ranks differ at {name}.{k}"
+        # what rank 0 wrote has the reference's keys, no "module." prefix
+        written = checkpoint(tmp_path / "two", name)
+        assert written.keys() == ranks[0]["nets"][name].keys()
+        assert all(torch.equal(written[k], v) for k, v in ranks[0]["nets"][name].items())
+    assert_same_training(arch, norm, tmp_path / "one", tmp_path / "two", ranks[0]["nets"])
+    # the comparison could fail: training moved every net by more than its tolerance
+    start = fastgan.build_model(arch, **net_options(arch, norm), seed=3, device="cpu", eager=True).nets
+    for name in NETS[arch]:
+        moved = max((v - start[name].state_dict()[k]).abs().max().item()
+                    for k, v in ranks[0]["nets"][name].items() if v.is_floating_point())
+        assert moved > 2 * LR, (name, moved)
+
+
+@pytest.mark.parametrize("levels", [["--amp", "bf16"], ["--channels_last"], ["--compile", "nets"]],
+                         ids=lambda flags: " ".join(flags))
+def test_speed_levels_compose_with_data_parallel(levels, unaligned_root, tmp_path):
+    """The CPU's default level (--accelerate) with mixed precision, channels_last or compiled nets, on 2
+    ranks: the run trains, and every rank ends with rank 0's weights, bit for bit."""
+    out = tmp_path / "ranks"
+    torchrun(["-m", "tests.engine.ddp_worker", str(out), "--perturb", "--",
+              *options("cyclegan", unaligned_root, tmp_path, "levels", 2, "--n_epochs_decay", "0", *levels)],
+             timeout=240)
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["summary"]["iteration"] == 2 and ranks[0]["levels"] == ranks[1]["levels"]
+    assert ranks[0]["levels"].accelerate and not ranks[0]["levels"].cuda_graphs
+    for name in NETS["cyclegan"]:
+        for k, v in ranks[0]["nets"][name].items():
+            assert torch.equal(v, ranks[1]["nets"][name][k]), f"ranks differ at {name}.{k}"
+    losses = loss_records(tmp_path / "levels")
+    assert len(losses) == 2 and all(np.isfinite(r[k]) for r in losses for k in set(r) - LOSS_META)
+
+
+def pool_images(state: dict) -> torch.Tensor:
+    """The stored images of a saved pool (the reference's pool keeps a list, the device pool a tensor)."""
+    images = state["images"]
+    return torch.cat(images) if isinstance(images, list) else images
+
+
+def test_stopped_and_resumed_two_rank_run_continues_identically(unaligned_root, tmp_path):
+    """Image pools and random streams are per rank: each rank must get its own back on resume."""
+    extra = ["--pool_size", "2", "--batch_size", "1"]
+    torchrun(["-m", "fastgan.train", *options("cyclegan", unaligned_root, tmp_path, "full", 1, *extra)])
+    torchrun(["-m", "fastgan.train", *options("cyclegan", unaligned_root, tmp_path, "part", 1, *extra),
+              "--max_iters", "3"])
+    result = torchrun(["-m", "fastgan.train", *options("cyclegan", unaligned_root, tmp_path, "part", 1, *extra),
+                       "--continue_train"])
+    assert "resumed from" in result.stdout and "epoch 1, batch 3, 6 images seen" in result.stdout
+
+    full, part = loss_records(tmp_path / "full"), loss_records(tmp_path / "part")
+    assert [r["total_iters"] for r in part] == [r["total_iters"] for r in full] == list(range(2, 17, 2))
+    for a, b in zip(full, part):
+        assert {k: v for k, v in a.items() if k != "images_per_second"} == \
+            {k: v for k, v in b.items() if k != "images_per_second"}
+    for name in NETS["cyclegan"]:
+        a, b = checkpoint(tmp_path / "full", name), checkpoint(tmp_path / "part", name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    state = torch.load(tmp_path / "part" / "training_state.pt", map_location="cpu", weights_only=False)
+    pools = [pool_images(rank["pools"]["fake_A"]) for rank in state["ranks"]]
+    assert len(pools) == 2 and pools[0].shape == pools[1].shape and not torch.equal(*pools)
+
+    # the state a 2-rank run wrote resumes in one process (the reference's keys, rank 0's streams)
+    single = train_cli.main(options("cyclegan", unaligned_root, tmp_path, "part", 1, *extra)
+                            + ["--continue_train", "--n_epochs_decay", "2"])
+    assert single["iteration"] == 8 + 8 and single["images"] == 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure", ["killed", "hung"])
+def test_a_dead_or_hung_rank_stops_the_other_with_a_clear_error(failure, unaligned_root, tmp_path):
+    """Ranks started as torchrun starts them, without torchrun (which would kill the others itself):
+    SIGKILL or SIGSTOP rank 1 mid-training; rank 0 must exit 1 with one clear line, well before 60 s."""
+    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", FASTGAN_DIST_TIMEOUT="5")
+    args = [sys.executable, "-m", "fastgan.train",
+            *options("cyclegan", unaligned_root, tmp_path, "dies", 1, "--n_epochs", "1000")]
+    ranks = [subprocess.Popen(args, cwd=REPO, env=rank_env(RANK=str(r), LOCAL_RANK=str(r), **env),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        log = tmp_path / "dies" / "loss_log.jsonl"
+        deadline = time.time() + 90
+        while time.time() < deadline and not (log.exists() and len(read_loss_log(str(log))) >= 3):
+            assert ranks[0].poll() is None, ranks[0].communicate()[1]
+            time.sleep(0.1)
+        assert len(read_loss_log(str(log))) >= 3, "training did not start"
+        ranks[1].send_signal(signal.SIGKILL if failure == "killed" else signal.SIGSTOP)
+        start = time.time()
+        _, err = ranks[0].communicate(timeout=60)
+        elapsed = time.time() - start
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    assert ranks[0].returncode == 1, err[-3000:]
+    assert elapsed < (10 if failure == "killed" else 5 + 10), elapsed  # hung: the 5 s timeout, then the exit
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: rank 0 of 2 stopped: another rank died or stopped answering"), err[-3000:]
+    assert "FASTGAN_DIST_TIMEOUT" in last and "Traceback" not in err
+
+
+def test_cuda_graphs_with_several_ranks_is_refused_before_anything_starts(unaligned_root, tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(options("cyclegan", unaligned_root, tmp_path, "graphs", 1, "--cuda_graphs"))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cuda_graphs cannot be combined with data-parallel training" in err
+

@@ -1,0 +1,162 @@
+"""Speed levels: how they resolve per device, what is refused, and fidelity to the eager path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan
+from fastgan.engine.levels import EAGER, Levels, fast_note, resolve_levels
+from fastgan.options import resolve
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def levels(device=CPU, arch="cyclegan", **explicit) -> Levels:
+    return resolve_levels(resolve(arch, explicit), device)
+
+
+def test_defaults_keep_fp32_and_fit_the_device():
+    assert levels(CPU) == Levels(accelerate=True)
+    assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused")
+    assert levels(CPU, eager=True) == EAGER and EAGER.describe().startswith("eager")
+
+
+def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, amp="bf16")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True)
+    assert "no AMX" in fast_note(CPU)
+    fast_gpu = levels(CUDA, fast=True)
+    assert fast_gpu.amp == "bf16" and fast_gpu.cuda_graphs and fast_gpu.channels_last
+    assert "amp=bf16" in fast_gpu.describe()
+
+
+def test_explicit_options_override_the_defaults():
+    assert levels(CPU, accelerate=False) == EAGER
+    assert levels(CUDA, cuda_graphs=False, compile="none").cuda_graphs is False
+    assert levels(CPU, fast=True, amp="bf16", channels_last=False) == Levels(accelerate=True, amp="bf16")
+    assert levels(CPU, adam="foreach", channels_last=True) == Levels(accelerate=True, adam="foreach",
+                                                                    channels_last=True)
+
+
+@pytest.mark.parametrize("explicit,message", [
+    (dict(cuda_graphs=True), "--cuda_graphs needs a CUDA device"),
+    (dict(amp="fp16"), "--amp fp16 needs a CUDA device"),
+    (dict(eager=True, amp="bf16"), "cannot be combined with --amp"),
+    (dict(eager=True, fast=True), "contradict"),
+    (dict(channels_last=True, accelerate=False), "needs --accelerate"),
+])
+def test_levels_the_cpu_cannot_run_are_refused(explicit, message):
+    with pytest.raises(ValueError, match=message):
+        levels(CPU, **explicit)
+
+
+def test_cuda_levels_that_do_not_compose_are_refused():
+    with pytest.raises(ValueError, match="gradient scaler"):
+        levels(CUDA, amp="fp16")
+    with pytest.raises(ValueError, match="--compile 'step'"):
+        levels(CUDA, compile="step")
+
+
+def test_build_model_takes_level_options():
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", amp="bf16")
+    assert model.levels == Levels(accelerate=True, amp="bf16")
+    with pytest.raises(ValueError, match="--cuda_graphs"):
+        fastgan.build_model("cyclegan", device="cpu", cuda_graphs=True)
+
+
+# -- fidelity: every fp32 level against the eager path -------------------------------------
+# The trajectories are compared in float64. In float32 this tiny CycleGAN is chaotic: the eager
+# path itself, run on 1 and then 2 CPU threads, drifts from 1e-7 to 1e-3 relative by iteration 8
+# and to 1e-1 by iteration 20 (Adam turns rounding-level gradients into lr-sized steps), so a
+# float32 trajectory cannot tell a level's rounding from a level's bug. In float64 the same runs
+# agree to ~1e-11, which leaves the 1e-4 bound free to catch any real difference.
+# pool_size 0: the eager path keeps the reference's pool (Python's random), the other levels the
+# device ring buffer (the torch RNG); equal in distribution (test_device_pool.py), not draw for draw.
+ITERATIONS = 20
+NETS = {"cyclegan": dict(netG="resnet_6blocks", pool_size=0),
+        "pix2pix": dict(netG="unet_128", no_dropout=True, norm="instance")}
+
+
+def run(arch, iterations=ITERATIONS, dtype=torch.float64, lr=0.0002, **level):
+    model = fastgan.build_model(arch, ngf=4, ndf=4, device="cpu", seed=2, lr=lr, **NETS[arch], **level)
+    for net in model.nets.values():
+        net.to(dtype)
+    size = 32 if arch == "cyclegan" else 128
+    g = torch.Generator().manual_seed(9)
+    history = []
+    for _ in range(iterations):
+        A, B = (torch.rand(1, 3, size, size, generator=g, dtype=torch.float64).to(dtype) * 2 - 1 for _ in range(2))
+        history.append(model.train_step({"A": A, "B": B}))
+    return model, history
+
+
+def assert_losses_close(history, reference, rel):
+    for i, (losses, ref) in enumerate(zip(history, reference)):
+        for k, v in ref.items():
+            assert losses[k] == pytest.approx(v, rel=rel, abs=1e-9), f"iteration {i}: {k}"
+
+
+@pytest.fixture(scope="module")
+def eager_runs():
+    return {arch: run(arch, eager=True) for arch in ("cyclegan", "pix2pix")}
+
+
+FP32_LEVELS = [
+    dict(accelerate=True),
+    dict(accelerate=True, channels_last=True),
+    dict(accelerate=True, adam="foreach"),
+    dict(accelerate=False, adam="fused"),
+]
+
+
+@pytest.mark.parametrize("arch", ["cyclegan", "pix2pix"])
+@pytest.mark.parametrize("level", FP32_LEVELS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_fp32_levels_match_the_eager_path_over_20_iterations(eager_runs, arch, level):
+    model, history = run(arch, **level)
+    assert model.levels != EAGER
+    assert_losses_close(history, eager_runs[arch][1], rel=1e-4)
+    eager_model = eager_runs[arch][0]
+    for name, net in model.nets.items():
+        reference = eager_model.nets[name].state_dict()
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(value, reference[key], rtol=1e-4, atol=1e-9, msg=f"{name}.{key}")
+
+
+def test_compiled_nets_match_the_eager_path(eager_runs):
+    model, history = run("pix2pix", iterations=3, accelerate=True, compile="nets")  # 2 nets: compiles faster
+    assert model.levels.compile == "nets" and model.run_nets["G"] is not model.nets["G"]
+    assert_losses_close(history, eager_runs["pix2pix"][1][:3], rel=1e-4)
+
+
+def test_the_eager_comparison_can_fail(eager_runs):
+    """A 5% different learning rate must break the 1e-4 match (the check above is not vacuous)."""
+    _, history = run("cyclegan", lr=0.00021, accelerate=True)
+    with pytest.raises(AssertionError):
+        assert_losses_close(history, eager_runs["cyclegan"][1], rel=1e-4)
+
+
+def test_float32_levels_match_the_eager_path_while_not_yet_chaotic():
+    """In float32: the first iterations' losses to float32 rounding (before the drift above starts).
+
+    Weights are compared in float64 only: the biases of convs that an instance norm follows have a
+    zero gradient in exact arithmetic, and Adam turns their rounding noise into lr-sized steps.
+    """
+    for arch in ("cyclegan", "pix2pix"):
+        (_, eager), (_, fused) = (run(arch, iterations=3, dtype=torch.float32, **lv)
+                                  for lv in (dict(eager=True), dict(accelerate=True, channels_last=True)))
+        assert_losses_close(fused, eager, rel=1e-4)
+
+
+def test_bf16_autocast_trains_close_to_fp32():
+    _, reference = run("cyclegan", dtype=torch.float32, eager=True)
+    model, history = run("cyclegan", dtype=torch.float32, amp="bf16")
+    assert model.levels.amp == "bf16"
+    # bf16 keeps 8 bits of mantissa: the first iteration's losses agree to a few percent,
+    # and the cycle losses stay close over the run (tests a real mixed-precision path)
+    assert_losses_close(history[:1], reference[:1], rel=3e-2)
+    for k in ("cycle_A", "cycle_B"):
+        last, ref_last = (sum(h[k] for h in hist[-5:]) / 5 for hist in (history, reference))
+        assert last == pytest.approx(ref_last, rel=0.1), k

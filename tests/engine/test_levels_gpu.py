@@ -1,0 +1,79 @@
+"""The GPU levels: CUDA-graph capture and replay, bf16/fp16 autocast, compile, on a CUDA device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan
+
+pytestmark = pytest.mark.gpu
+
+
+def model(**level):
+    return fastgan.build_model("cyclegan", ngf=8, ndf=8, netG="resnet_6blocks", device="cuda", seed=4,
+                               **{"pool_size": 0, **level})
+
+
+def batches(n, batch=2, size=64):
+    g = torch.Generator().manual_seed(5)
+    return [[(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).cuda() for _ in range(2)] for _ in range(n)]
+
+
+def test_graph_replay_matches_the_uncaptured_iteration():
+    plain = model(accelerate=True, compile="none", cuda_graphs=False, adam="fused")
+    graphed = model(accelerate=True, compile="none", cuda_graphs=True, adam="fused")
+    assert graphed.levels.cuda_graphs
+    for i, (A, B) in enumerate(batches(8)):  # 3 warm-up, 1 capture, 4 replays
+        expected = plain.step(A, B)
+        got = graphed.step(A, B)
+        for k, v in expected.items():
+            torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"iteration {i}: {k}")
+    assert graphed._iterate.graph is not None
+    torch.testing.assert_close(graphed.visuals["fake_B"], plain.visuals["fake_B"], rtol=1e-3, atol=1e-4)
+
+
+def test_a_short_batch_runs_outside_the_graph_and_replay_goes_on():
+    graphed = model(compile="none", cuda_graphs=True, pool_size=4)
+    for A, B in batches(5):
+        graphed.step(A, B)
+    short = batches(1, batch=1)[0]
+    losses = graphed.step(*short)
+    assert all(torch.isfinite(v) for v in losses.values())
+    A, B = batches(1)[0]
+    losses = graphed.step(A, B)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_the_learning_rate_schedule_reaches_the_graph():
+    graphed = model(compile="none", cuda_graphs=True)
+    data = batches(6)
+    for A, B in data[:5]:
+        graphed.step(A, B)
+    for optimizer in graphed.optimizers.values():  # what a scheduler does: fill the lr tensor in place
+        for group in optimizer.param_groups:
+            group["lr"].fill_(0.0)
+    before = {k: v.clone() for k, v in graphed.nets["G_A"].state_dict().items()}
+    graphed.step(*data[5])
+    after = graphed.nets["G_A"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # lr 0: Adam moves nothing
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_trains_close_to_fp32(amp):
+    fp32 = model(compile="none", cuda_graphs=False)
+    mixed = model(compile="none", cuda_graphs=False, amp=amp)
+    assert (mixed.scaler is not None) == (amp == "fp16")
+    (A, B), = batches(1)
+    expected, got = fp32.step(A, B), mixed.step(A, B)
+    for k in ("G_A", "cycle_A", "cycle_B", "D_A"):
+        assert float(got[k]) == pytest.approx(float(expected[k]), rel=5e-2), k
+
+
+def test_the_default_and_fast_levels_run():
+    for level in ({}, {"fast": True}):
+        m = model(**level)
+        assert m.levels.cuda_graphs and m.levels.compile == "nets"
+        for A, B in batches(6):
+            losses = m.step(A, B)
+        assert all(torch.isfinite(v) for v in losses.values())
