@@ -57,6 +57,9 @@ def test_kernel(benchmark, case, provider, mode):
 
     def once():
         nonlocal grad_out
+        for x in inputs:  # as a training step's zero_grad(set_to_none=True): gradients written, not added
+            if isinstance(x, torch.Tensor):
+                x.grad = None
         out = fn(*inputs)
         if backward:
             if grad_out is None:  # a fixed random upstream gradient, made outside the timing
