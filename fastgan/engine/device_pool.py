@@ -28,8 +28,8 @@ class DeviceImagePool:
         self.count: torch.Tensor | None = None  # images stored so far, at most size
 
     def _allocate(self, like: torch.Tensor) -> None:
-        self.images = torch.zeros((self.size, *like.shape[1:]), dtype=like.dtype, device=like.device)
-        self.images = self.images.contiguous(memory_format=_memory_format(like))
+        self.images = torch.empty((self.size, *like.shape[1:]), dtype=like.dtype, device=like.device,
+                                  memory_format=_memory_format(like)).zero_()
         self.count = torch.zeros((), dtype=torch.int64, device=like.device)
 
     def query(self, images: torch.Tensor) -> torch.Tensor:

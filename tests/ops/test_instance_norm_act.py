@@ -127,20 +127,6 @@ def check(backend, x, w, b, r, go, activation, rtol=None):
     return y, grads
 
 
-@pytest.fixture
-def poison():
-    """Every fresh allocation (at::empty, torch.empty_like, ...) is filled with NaN."""
-    saved_fill = torch.utils.deterministic.fill_uninitialized_memory
-    saved_det = torch.are_deterministic_algorithms_enabled()
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved_det)
-        torch.utils.deterministic.fill_uninitialized_memory = saved_fill
-
-
 # ------------------------------------------------------------------------------ CPU
 
 
