@@ -58,13 +58,13 @@ def main(argv=None) -> dict:
         except ValueError as e:
             fail(str(e))
         summary = trainer.run()
+        ranks.close(trainer.model)  # after a finished or stopped run only: see Ranks.close
     except (DatasetError, CheckpointError, FileNotFoundError) as e:
         fail(str(e))
     except Exception as e:
         if ranks.world_size > 1 and is_peer_failure(e):
             fail_rank(ranks, e)
         raise
-    ranks.close()
     if opt.demo and ranks.is_main:
         summary["demo_score"] = report_demo_score(opt, trainer, demo_score)
     return summary

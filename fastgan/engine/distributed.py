@@ -40,12 +40,18 @@ CPU. What the ranks share and what each keeps:
   $FASTGAN_DIST_TIMEOUT seconds (default 600), the process groups' timeout
   (on NCCL, torch's watchdog then ends a process stuck in a collective:
   TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default).
+- The end (`Ranks.close`): after a run that every rank finished, the ranks
+  meet at a barrier, drop the DDP wrappers and destroy the groups for good,
+  so no gloo thread outlives the run into interpreter exit.
 """
 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
+import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,12 +102,13 @@ def rank_device(device: torch.device, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Ranks:
     """Where this process stands among the ranks, and the host-side collectives the trainer needs.
 
     `control` is the gloo group those collectives use (None: the default group,
-    itself gloo on the CPU). With world_size 1 every method answers locally.
+    itself gloo on the CPU; `close` sets it back to None). With world_size 1
+    every method answers locally.
     """
 
     rank: int = 0
@@ -144,9 +151,38 @@ class Ranks:
         dist.all_gather_object(gathered, obj, group=self.control)
         return gathered
 
-    def close(self) -> None:
-        if self.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, model=None) -> None:
+        """Leave the process group after a run that every rank finished; `model`: the one whose nets
+        `distribute` wrapped. Not after an error: a barrier with a dead, hung or busy peer would wait
+        for the timeout, and so would joining a gloo worker stuck in a collective.
+
+        destroy_process_group alone only forgets the groups: each DDP wrapper's reducer (and
+        `control`) still holds one, so the gloo worker and I/O threads would live on into interpreter
+        exit. There a worker that drops the last reference to a tensor made in Python (the final
+        save's gather_object input) must take the GIL to free it, and a thread that takes the GIL
+        once the interpreter is finalizing is ended by pthread_exit, whose unwinding through the
+        work's noexcept destructor calls std::terminate: "terminate called without an active
+        exception", SIGABRT, after a run that succeeded. Hence, in this order:
+        """
+        if self.world_size == 1 or not dist.is_initialized():
+            return
+        # 1. every rank is done with every collective (rank 0 writes the checkpoints after gathering
+        #    the ranks' state): no rank closes its connections while a peer still works with them
+        dist.barrier(group=self.control)
+        # 2. drop every reference to the groups but destroy_process_group's own
+        if model is not None:
+            model.run_nets = dict(model.nets)
+        groups = [weakref.ref(g) for g in (dist.group.WORLD, self.control) if g is not None]
+        self.control = None
+        dist.destroy_process_group()
+        # 3. the wrappers sit in reference cycles: collect them now, so each ProcessGroupGloo's
+        #    destructor runs here and joins its threads (torch releases the GIL around it, so a
+        #    worker that needs the GIL gets it) while the interpreter is fully alive
+        gc.collect()
+        if any(g() is not None for g in groups):
+            warnings.warn("a process group outlived Ranks.close (something still references it): its gloo "
+                          "threads run on into interpreter exit, where they may abort the process",
+                          RuntimeWarning, stacklevel=2)
 
 
 def init_from_env(device: torch.device) -> tuple[Ranks, torch.device]:

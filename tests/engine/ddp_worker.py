@@ -3,7 +3,9 @@
     torchrun --standalone --nproc_per_node 2 -m tests.engine.ddp_worker OUT [--perturb] -- TRAIN_OPTIONS
 
 Runs fastgan.train.main(TRAIN_OPTIONS) unchanged, then writes OUT/rank{r}.pt:
-this rank's nets (the plain ones, reference keys) as they ended. With
+this rank's nets (the plain ones, reference keys) as they ended, and, once
+main has returned, OUT/rank{r}_threads.json: the names of the threads still
+running (none of gloo's may be: they can abort the interpreter's exit). With
 --perturb, every rank but 0 re-draws its initial weights from another seed
 before DistributedDataParallel wraps the nets, so the run shows whether every
 rank really starts from rank 0's weights.
@@ -11,6 +13,7 @@ rank really starts from rank 0's weights.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -53,6 +56,20 @@ def main(argv: list[str]) -> None:
         base.distribute = perturb_then(base.distribute)
     trainer.Trainer.run = dumping(trainer.Trainer.run, out)
     train.main(options)
+    with open(os.path.join(out, f"rank{os.environ['RANK']}_threads.json"), "w") as f:
+        json.dump(thread_names(), f)
+
+
+def thread_names() -> list[str]:
+    """This process's threads, as the kernel names them (gloo's: gloo_tcp_loop, pt_gloo_runloop)."""
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return sorted(names)
 
 
 if __name__ == "__main__":

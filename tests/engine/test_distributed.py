@@ -9,6 +9,7 @@ a clear error within a bounded time.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -75,6 +76,16 @@ def torchrun(args, timeout=150) -> subprocess.CompletedProcess:
                              *args], cwd=REPO, env=rank_env(), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def assert_no_gloo_threads_left(out):
+    """Once fastgan.train.main returned, no rank may still run a gloo thread (ddp_worker lists them): one
+    that frees a tensor made in Python after the interpreter began its exit is ended by pthread_exit, and
+    that aborts the process (SIGABRT, "terminate called without an active exception") after a good run."""
+    for r in (0, 1):
+        with open(out / f"rank{r}_threads.json") as f:
+            names = json.load(f)
+        assert not [n for n in names if "gloo" in n], (r, names)
 
 
 def loss_records(directory) -> list[dict]:
@@ -181,6 +192,7 @@ def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, unaligne
               *options(arch, root, tmp_path, "two", 2, *extra)])
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["summary"] == {**ranks[0]["summary"], "iteration": 4, "images": 16, "stopped": None}
+    assert_no_gloo_threads_left(out)
     for name in NETS[arch]:
         for k, v in ranks[0]["nets"][name].items():
             assert torch.equal(v, ranks[1]["nets"][name][k]), f"ranks differ at {name}.{k}"
@@ -208,6 +220,7 @@ def test_speed_levels_compose_with_data_parallel(levels, unaligned_root, tmp_pat
              timeout=240)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["summary"]["iteration"] == 2 and ranks[0]["levels"] == ranks[1]["levels"]
+    assert_no_gloo_threads_left(out)  # compiled nets wrap the DDP wrappers: those go too
     assert ranks[0]["levels"].accelerate and not ranks[0]["levels"].cuda_graphs
     for name in NETS["cyclegan"]:
         for k, v in ranks[0]["nets"][name].items():
