@@ -70,13 +70,10 @@
 #include <type_traits>
 #include <vector>
 
-// Whether cpu/cycle_losses_avx2.cpp builds the AVX2 kernels (the same condition as
-// FASTGAN_INORM_HAVE_AVX2 in cpu/instance_norm_act_args.h).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FASTGAN_CYCLE_HAVE_AVX2 1
-#else
-#define FASTGAN_CYCLE_HAVE_AVX2 0
-#endif
+#include "avx2_copies.h"
+
+// Whether cpu/cycle_losses_avx2.cpp builds the AVX2 kernels (cpu/avx2_copies.h).
+#define FASTGAN_CYCLE_HAVE_AVX2 FASTGAN_BUILD_AVX2_COPIES
 
 namespace fastgan::cpu {
 

@@ -10,8 +10,8 @@
 // Listed after the generic sources in csrc/sources.txt, so that the linker keeps the
 // generic copies of the inline functions both kinds of file instantiate.
 //
-// The condition must match FASTGAN_CYCLE_HAVE_AVX2 in cpu/cycle_losses.cpp.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include "avx2_copies.h"  // macros only: no header is included before the pragma
+#if FASTGAN_BUILD_AVX2_COPIES
 #pragma GCC push_options
 #pragma GCC target("avx,avx2,fma,f16c")
 #ifndef __AVX__

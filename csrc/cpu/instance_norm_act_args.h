@@ -5,14 +5,10 @@
 #pragma once
 
 #include "../instance_norm_act.h"
+#include "avx2_copies.h"
 
-// Whether cpu/instance_norm_act_avx2.cpp builds the AVX2 kernels: GCC on x86-64 (it
-// compiles that file for AVX2 with `#pragma GCC target`); elsewhere only the generic ones.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FASTGAN_INORM_HAVE_AVX2 1
-#else
-#define FASTGAN_INORM_HAVE_AVX2 0
-#endif
+// Whether cpu/instance_norm_act_avx2.cpp builds the AVX2 kernels (cpu/avx2_copies.h).
+#define FASTGAN_INORM_HAVE_AVX2 FASTGAN_BUILD_AVX2_COPIES
 
 namespace fastgan::cpu::inorm {
 

@@ -25,13 +25,16 @@ from fastgan.ops.triton import INTERPRET
 MAX_PARTIALS = 1024
 
 
-def define_op(name: str, schema: str, fn: Callable, fake: Callable):
-    """The op `name` ("fastgan_triton::x") running `fn`; `fake` is its fake rule."""
+def define_op(name: str, fn: Callable, fake: Callable):
+    """The op `name` ("fastgan_triton::x") running `fn`; `fake` is its fake rule.
+
+    The schema is inferred from fn's annotations: torch 2.11's triton_op ignores an
+    explicit schema and infers it anyway, so the annotations must say it all."""
     if INTERPRET:
-        op = torch.library.custom_op(name, fn, mutates_args=(), schema=schema)
+        op = torch.library.custom_op(name, fn, mutates_args=())
         op.register_fake(fake)
     else:
-        op = torch.library.triton_op(name, fn, mutates_args=(), schema=schema)
+        op = torch.library.triton_op(name, fn, mutates_args=())
     return op
 
 

@@ -248,7 +248,8 @@ def _cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tenso
 def _cycle_losses_backward(grad: torch.Tensor, signs: torch.Tensor, real_A: torch.Tensor, rec_A: torch.Tensor,
                            real_B: torch.Tensor, rec_B: torch.Tensor, idt_A: torch.Tensor | None,
                            idt_B: torch.Tensor | None, lambda_A: float, lambda_B: float, lambda_identity: float,
-                           output_mask: list[bool]) -> tuple[torch.Tensor, ...]:
+                           output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                             torch.Tensor, torch.Tensor, torch.Tensor]:
     op = "fastgan_triton::cycle_losses_backward"
     check_op_inputs(op, real_A, rec_A, real_B, rec_B, idt_A, idt_B)
     n_A, n_B = real_A.numel(), real_B.numel()
@@ -276,15 +277,9 @@ def _cycle_losses_backward(grad: torch.Tensor, signs: torch.Tensor, real_A: torc
 # _cycle_backward_kernel's first gradient pointer is written only when REAL_A: it is
 # passed the real_A gradient when asked for, else another written buffer (`anchor`),
 # whose element type is the same.
-_SCHEMA = ("(Tensor real_A, Tensor rec_A, Tensor real_B, Tensor rec_B, Tensor? idt_A, Tensor? idt_B, "
-           "float lambda_A, float lambda_B, float lambda_identity, bool compute_signs) -> (Tensor, Tensor)")
-_BACKWARD_SCHEMA = ("(Tensor grad, Tensor signs, Tensor real_A, Tensor rec_A, Tensor real_B, Tensor rec_B, "
-                    "Tensor? idt_A, Tensor? idt_B, float lambda_A, float lambda_B, float lambda_identity, "
-                    "bool[6] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
-
-cycle_losses_op = define_op("fastgan_triton::cycle_losses", _SCHEMA, _cycle_losses, cycle_losses_fake)
-cycle_losses_backward_op = define_op("fastgan_triton::cycle_losses_backward", _BACKWARD_SCHEMA,
-                                     _cycle_losses_backward, cycle_losses_backward_fake)
+cycle_losses_op = define_op("fastgan_triton::cycle_losses", _cycle_losses, cycle_losses_fake)
+cycle_losses_backward_op = define_op("fastgan_triton::cycle_losses_backward", _cycle_losses_backward,
+                                     cycle_losses_backward_fake)
 register_autograd(torch.ops.fastgan_triton.cycle_losses.default,
                   torch.ops.fastgan_triton.cycle_losses_backward.default)
 

@@ -119,11 +119,15 @@ def _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW,
                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
     a1 = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     a2 = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    # k broadcast before the loop: Triton 3.6's remove-layout-conversions pass otherwise
+    # reuses a layout conversion of k made inside the loop for the caller's later use
+    # of k ("operand #0 does not dominate this use", BLOCK_C = 1 and BLOCK_HW <= 64)
+    k2 = k[:, None]
     for start in range(lo, hi, BLOCK_HW):
         hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
         m = cmask[:, None] & (hw < hi)[None, :]
         v = tl.load(x_ptr + base + c[:, None] * sC + hw[None, :] * sHW, mask=m, other=0.0).to(ACC)
-        d = tl.where(m, v - k[:, None], 0.0)
+        d = tl.where(m, v - k2, 0.0)
         a1 += d
         a2 += d * d
     return tl.sum(a1.to(tl.float64), axis=1), tl.sum(a2.to(tl.float64), axis=1)
@@ -424,16 +428,9 @@ def _backward_fake(grad, input, weight, bias, mean, rstd, activation, negative_s
                          activation)
 
 
-instance_norm_act_op = define_op(
-    "fastgan_triton::instance_norm_act",
-    "(Tensor input, Tensor? weight, Tensor? bias, Tensor? residual, float eps, str activation, "
-    "float negative_slope) -> (Tensor, Tensor, Tensor)",
-    _instance_norm_act, _forward_fake)
-instance_norm_act_backward_op = define_op(
-    "fastgan_triton::instance_norm_act_backward",
-    "(Tensor grad, Tensor input, Tensor? weight, Tensor? bias, Tensor mean, Tensor rstd, str activation, "
-    "float negative_slope) -> (Tensor, Tensor, Tensor)",
-    _instance_norm_act_backward, _backward_fake)
+instance_norm_act_op = define_op("fastgan_triton::instance_norm_act", _instance_norm_act, _forward_fake)
+instance_norm_act_backward_op = define_op("fastgan_triton::instance_norm_act_backward",
+                                          _instance_norm_act_backward, _backward_fake)
 
 _setup, _bwd, _setup_bwd, _bwd_bwd = make_autograd(instance_norm_act_backward_op)
 instance_norm_act_op.register_autograd(_bwd, setup_context=_setup)

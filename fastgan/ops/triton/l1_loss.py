@@ -148,12 +148,8 @@ def _l1_loss_backward_fake(grad, input, target, weight):
     return _grad_like(input, target), _grad_like(input, target)
 
 
-l1_loss_op = define_op("fastgan_triton::l1_loss", "(Tensor input, Tensor target, float weight) -> Tensor",
-                       _l1_loss, _l1_loss_fake)
-l1_loss_backward_op = define_op(
-    "fastgan_triton::l1_loss_backward",
-    "(Tensor grad, Tensor input, Tensor target, float weight) -> (Tensor, Tensor)",
-    _l1_loss_backward, _l1_loss_backward_fake)
+l1_loss_op = define_op("fastgan_triton::l1_loss", _l1_loss, _l1_loss_fake)
+l1_loss_backward_op = define_op("fastgan_triton::l1_loss_backward", _l1_loss_backward, _l1_loss_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
