@@ -1,27 +1,55 @@
 #!/usr/bin/env bash
-# The GPU machine's one script: build fastgan._C against that machine's torch, run the
-# GPU tests (pytest -m gpu: every back end's correctness on CUDA, CUDA-graph capture and
-# replay), the kernel benchmarks, the end-to-end training throughput and the loaders'
-# throughput (no DALI there: torch and the device cache), and write a markdown summary and JSON to $OUT (else benchmarks/results).
-# Made for the lent H100/H200: Python 3.12 with its own torch and triton, nvcc, pytest
-# and pytest-benchmark, no DALI, no network. Each step has its own time limit so the
-# whole run stays under 8 minutes; a failing step is reported and the next one runs.
+# The GPU machine's one script, in this order: build fastgan._C against that machine's
+# torch, measure the card's ceilings (copy bandwidth, bf16 matrix rate), run the GPU
+# tests (pytest -m gpu: every back end's correctness on CUDA, CUDA-graph capture and
+# replay), the end-to-end training throughput, the kernel benchmarks (one run per op)
+# and the loaders' throughput (no DALI there: torch and the device cache), and write a
+# markdown summary.
+#
+# Made for the lent H100/H200: Python 3.12 with its own torch and triton, nvcc, pytest,
+# pytest-benchmark, pytest-xdist and pytest-timeout, no DALI, no network. Each step has
+# its own cap and the whole run a budget (GPU_SUITE_SECONDS, default 470 s: under 8
+# minutes); a step that fails or is cut is reported and the next one runs.
+#
+# Results: logs and results files under build/gpu_suite/; with $OUT set (the device
+# tool) they are packed, after every step, into $OUT/gpu_suite.tar.gz beside
+# $OUT/gpu_summary.md (the tool brings back at most 8 files); without $OUT the results
+# files are copied to benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR=${OUT:-benchmarks/results}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT_DIR" build
-SUMMARY="$OUT_DIR/gpu_summary.md"
-export PYTHONUNBUFFERED=1
+BUDGET=${GPU_SUITE_SECONDS:-470}
+WORK=build/gpu_suite
+RESULTS=$WORK/results
+LOGS=$WORK/logs
+SUMMARY=$WORK/gpu_summary.md
+rm -rf "$WORK" && mkdir -p "$RESULTS" "$LOGS"
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 FASTGAN_CUDA=1 MAX_JOBS=$(nproc)
 
-step() {  # step NAME SECONDS COMMAND...: run, log to $OUT_DIR/NAME.log, record the status
-  local name=$1 limit=$2
+pack() {  # what the device tool brings back, refreshed after every step
+  [ -n "${OUT:-}" ] || return 0
+  cp "$SUMMARY" "$OUT/gpu_summary.md"
+  tar -czf "$OUT/gpu_suite.tar.gz" -C "$WORK" .
+}
+
+step() {  # step NAME CAP_SECONDS COMMAND...: run within min(cap, budget left), log to $LOGS/NAME.log
+  local name=$1 cap=$2
   shift 2
+  local left=$((BUDGET - SECONDS - 5))
+  local limit=$((cap < left ? cap : left))
+  if [ "$limit" -lt 10 ]; then
+    echo "| $name | skipped: the suite's $BUDGET s were used up | 0 s |" >>"$SUMMARY"
+    return 0
+  fi
   local start=$SECONDS
-  timeout "$limit" "$@" >"$OUT_DIR/$name.log" 2>&1
-  local rc=$?
-  echo "| $name | $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") | $((SECONDS - start)) s |" >>"$SUMMARY"
-  tail -n 5 "$OUT_DIR/$name.log"
+  echo "== $name (limit $limit s)"
+  timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$? result=ok
+  [ $rc -eq 124 ] && result="CUT at its $limit s limit"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && result="FAILED (exit $rc)"
+  echo "| $name | $result | $((SECONDS - start)) s |" >>"$SUMMARY"
+  tail -n 4 "$LOGS/$name.log"
+  pack
   return 0
 }
 
@@ -29,28 +57,55 @@ step() {  # step NAME SECONDS COMMAND...: run, log to $OUT_DIR/NAME.log, record 
   echo "# fastgan GPU suite"
   echo
   echo '```'
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  $PY -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name())"
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+  $PY -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name(), '| sm', '%d.%d' % torch.cuda.get_device_capability())"
+  nvcc --version | tail -n 2
+  echo "CPUs: $(nproc)"
   echo '```'
   echo
   echo "| step | result | time |"
   echo "|---|---|---|"
-} >"$SUMMARY"
+} >"$SUMMARY" 2>&1
+cat "$SUMMARY"
+export TORCH_CUDA_ARCH_LIST=$($PY -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
 
-# Hopper only (sm_90), to keep the build short; a clean build against this torch.
-rm -rf build/temp* fastgan/_C*.so
-step build 150 env TORCH_CUDA_ARCH_LIST="9.0" $PY setup.py -q build_ext --inplace
-step gpu_tests 110 $PY -m pytest -q -m gpu tests -p no:cacheprovider --junitxml="$OUT_DIR/gpu_tests.xml"
-step kernel_benchmarks 80 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider \
-  --benchmark-json=build/kernels_run.json
-step kernel_report 15 $PY -m benchmarks.kernels.report build/kernels_run.json "$OUT_DIR"
-step train_throughput 90 $PY -m benchmarks.train_throughput --out "$OUT_DIR"
-step loader_throughput 35 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$OUT_DIR"
+# the pytest plugins the tests and benchmarks use, where the image has them
+XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
+TIMEOUT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 60")
 
+# A clean build against this torch, for this card only (keeps the build short).
+rm -rf build/temp* build/lib* fastgan/_C*.so
+step build 200 $PY setup.py -q build_ext --inplace
+step ceilings 30 $PY -m benchmarks.ceilings --out "$RESULTS"
+CEILINGS=$(ls "$RESULTS"/ceilings_*.json 2>/dev/null | head -n 1)
+export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: failures as they happen
+step gpu_tests 150 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
+  --junitxml="$RESULTS/gpu_tests.xml"
+unset FASTGAN_FAILURE_LOG
+step train_throughput 150 $PY -m benchmarks.train_throughput --out "$RESULTS" \
+  ${CEILINGS:+--ceilings "$CEILINGS"}
+
+# one benchmark run per op, so that a cut run loses one op's rows only
+for op in instance_norm_act cycle_losses reflect_conv2d l1_loss; do
+  step "kernels_$op" 50 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider -k "$op" \
+    --benchmark-json="$WORK/kernels_$op.json"
+done
+step kernel_report 15 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.json --out "$RESULTS" \
+  ${CEILINGS:+--ceilings "$CEILINGS"}
+step loader_throughput 20 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
 {
   echo
-  [ -f "$OUT_DIR/kernels_$($PY -c 'from benchmarks.machine import machine_slug; print(machine_slug())').md" ] &&
-    cat "$OUT_DIR"/kernels_*.md
-  cat "$OUT_DIR"/train_throughput_*.md "$OUT_DIR"/loader_*.md 2>/dev/null
+  echo "Total: $SECONDS s."
+  echo
+  for f in "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md; do
+    [ -f "$f" ] && cat "$f" && echo
+  done
+  echo "## GPU test failures"
+  echo
+  grep -E "^(FAILED|ERROR) |passed|failed" "$LOGS/gpu_tests.log" | tail -n 60
+  [ -f "$LOGS/gpu_test_failures.log" ] && grep "^=== " "$LOGS/gpu_test_failures.log" | head -n 60
 } >>"$SUMMARY"
+pack
+[ -n "${OUT:-}" ] || cp "$RESULTS"/* benchmarks/results/
 cat "$SUMMARY"

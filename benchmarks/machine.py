@@ -26,18 +26,20 @@ def describe_machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 
-def machine_slug() -> str:
-    """A file-name-safe short name: the GPU's or 'cpu'."""
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name().lower()
-        return "".join(c if c.isalnum() else "-" for c in name).strip("-")
-    return "cpu"
+def machine_slug(description: str | None = None) -> str:
+    """A file-name-safe short name: the GPU's, or 'cpu'. Of a describe_machine() text when
+    given (a report made elsewhere from a device's results), else of this machine."""
+    description = description or describe_machine()
+    if "cores" in description:  # describe_machine's CPU form
+        return "cpu"
+    gpu = description.split(" (torch")[0]
+    return "".join(c if c.isalnum() else "-" for c in gpu.lower()).strip("-")
 
 
-def write_results(out_dir: str, name: str, report: dict, text: str) -> str:
+def write_results(out_dir: str, name: str, report: dict, text: str, slug: str | None = None) -> str:
     """benchmarks' results files: OUT_DIR/NAME_<machine>.json (report) and .md (text); returns the stem."""
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{name}_{machine_slug()}")
+    stem = os.path.join(out_dir, f"{name}_{slug or machine_slug()}")
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=1)
     with open(stem + ".md", "w") as f:

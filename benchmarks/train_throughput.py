@@ -14,13 +14,15 @@ warmed up (compilation and CUDA-graph capture happen there), then timed over
 
 Model FLOPs per iteration are counted once (torch.utils.flop_counter on one
 eager iteration); on a GPU the table adds the share of the card's dense bf16
-matrix peak those FLOPs reach. Results: printed, and written as JSON and
+matrix peak those FLOPs reach: the datasheet's, and the one benchmarks/ceilings.py
+measured (--ceilings). Results: printed, and written as JSON and
 markdown to $OUT, else benchmarks/results/ (train_throughput_<machine>.*).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -111,17 +113,18 @@ def bf16_peak() -> float | None:
     return None
 
 
-def run(args, on_config=lambda report: None) -> dict:
+def run(args, on_row=lambda report: None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     levels = GPU_LEVELS if device == "cuda" else CPU_LEVELS
     if args.levels:
         levels = {k: levels[k] for k in args.levels.split(",")}
-    peak = bf16_peak()
+    peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
     results = []
-    report = {"machine": describe_machine(), "warmup": args.warmup, "iters": args.iters, "results": results}
+    report = {"machine": describe_machine(), "warmup": args.warmup, "iters": args.iters,
+              "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in peaks.items()}, "results": results}
     for cfg in config(args):
-        flops = iteration_flops(cfg, device)
         rows = []
+        results.append({"config": cfg, "flops_per_iteration": iteration_flops(cfg, device), "rows": rows})
         for name, level in levels.items():
             if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
                 continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
@@ -129,37 +132,56 @@ def run(args, on_config=lambda report: None) -> dict:
                 row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters)}
             except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
                 row = {"level": name, "error": str(e).splitlines()[0]}
-            print(f"{cfg} {name}: {row}", flush=True)
             rows.append(row)
-        base = next((r["images_per_second"] for r in rows if r["level"] == "eager" and "error" not in r), None)
-        for r in rows:
-            if "error" not in r:
-                r["vs_eager"] = r["images_per_second"] / base if base else None
-                achieved = flops * r["images_per_second"] / cfg["batch"]
-                r["model_tflops_per_second"] = achieved / 1e12
-                r["share_of_bf16_peak"] = achieved / peak if peak else None
-        results.append({"config": cfg, "flops_per_iteration": flops, "rows": rows})
-        on_config(report)  # written after each config: a run cut short keeps what it measured
+            add_ratios(results[-1], peaks)
+            print(f"{cfg} {name}: {row}", flush=True)
+            on_row(report)  # written after each row: a run cut short keeps what it measured
     return report
 
 
+def add_ratios(result: dict, peaks: dict) -> None:
+    """vs eager, model TFLOP/s and the shares of the bf16 peaks, for every timed row of one config."""
+    rows, cfg = result["rows"], result["config"]
+    base = next((r["images_per_second"] for r in rows if r["level"] == "eager" and "error" not in r), None)
+    for r in rows:
+        if "error" not in r:
+            r["vs_eager"] = r["images_per_second"] / base if base else None
+            achieved = result["flops_per_iteration"] * r["images_per_second"] / cfg["batch"]
+            r["model_tflops_per_second"] = achieved / 1e12
+            for kind, peak in peaks.items():
+                r[f"share_of_{kind}_bf16_peak"] = achieved / peak if peak else None
+
+
+def measured_bf16_peak(path: str | None) -> float | None:
+    """The bf16 matrix rate benchmarks/ceilings.py measured on this device (FLOP/s), if given."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["bf16_matmul_tflops"] * 1e12
+
+
 def markdown(report: dict) -> str:
+    peaks = report["bf16_peak_tflops"]
+    peak_note = ", ".join(f"{kind} {tflops:.0f} TFLOP/s" for kind, tflops in peaks.items() if tflops)
     lines = [f"# Training throughput on {report['machine']}", "",
              f"Full iterations on one fixed batch on the device; {report['warmup']} warm-up, "
-             f"{report['iters']} timed. Baseline: the reference-style eager trainer (same run).", ""]
+             f"{report['iters']} timed. Baseline: the reference-style eager trainer (same run)."
+             + (f" Dense bf16 peaks: {peak_note}." if peak_note else ""), ""]
     for res in report["results"]:
         cfg = res["config"]
         lines += [f"## {cfg['arch']}, {cfg['size']}², batch {cfg['batch']} "
                   f"({res['flops_per_iteration'] / 1e9:.1f} GFLOP per iteration)", "",
-                  "| level | what runs | images/s | vs eager | model TFLOP/s | share of bf16 peak |",
+                  "| level | what runs | images/s | vs eager | model TFLOP/s | of bf16 peak (datasheet / measured) |",
                   "|---|---|---:|---:|---:|---:|"]
         for r in res["rows"]:
             if "error" in r:
                 lines.append(f"| {r['level']} | refused: {r['error']} | - | - | - | - |")
                 continue
-            share = f"{r['share_of_bf16_peak'] * 100:.1f}%" if r["share_of_bf16_peak"] else "-"
+            shares = [r.get(f"share_of_{kind}_bf16_peak") for kind in ("datasheet", "measured")]
+            share = " / ".join(f"{v * 100:.1f}%" if v else "-" for v in shares)
+            ratio = f"{r['vs_eager']:.2f}x" if r["vs_eager"] else "-"
             lines.append(f"| {r['level']} | {r['levels']} | {r['images_per_second']:.2f} | "
-                         f"{r['vs_eager']:.2f}x | {r['model_tflops_per_second']:.2f} | {share} |")
+                         f"{ratio} | {r['model_tflops_per_second']:.2f} | {share} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -173,11 +195,12 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--levels", default=None, help="comma-separated subset of the level names")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
+    parser.add_argument("--ceilings", default=None, help="benchmarks/ceilings.py's JSON (measured bf16 peak)")
     args = parser.parse_args(argv)
     def write(report: dict) -> str:
         return write_results(args.out, "train_throughput", report, markdown(report))
 
-    report = run(args, on_config=write)
+    report = run(args, on_row=write)
     stem = write(report)
     print(markdown(report))
     print(f"wrote {stem}.json and {stem}.md")

@@ -18,3 +18,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# FASTGAN_FAILURE_LOG=path: each failing test's id and traceback appended to that file
+# as it fails (benchmarks/gpu_suite.sh sets it: a run cut at its time limit then still
+# says what failed; pytest's own summary comes only at the end). With pytest-xdist this
+# hook runs in the controller, for every worker's reports.
+def pytest_runtest_logreport(report):
+    path = os.environ.get("FASTGAN_FAILURE_LOG")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")

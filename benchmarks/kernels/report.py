@@ -1,29 +1,33 @@
 """Turns a pytest-benchmark JSON of benchmarks/kernels into the results files.
 
-    python -m benchmarks.kernels.report RUN.json [OUT_DIR]
+    python -m benchmarks.kernels.report RUN.json [RUN.json ...] [--out DIR] [--ceilings FILE]
 
-Prints one row per case x mode x provider: median time, achieved GB/s (the
-case's byte floor over the median) and the ratio to the eager composition of
-the same run; writes kernels_<machine>.json and .md to OUT_DIR (default
-benchmarks/results, or $OUT when set).
+Prints one row per case x mode x provider: median time of one call, achieved GB/s
+(the case's byte floor over that time) and the ratio to the eager composition of
+the same run; with --ceilings (benchmarks/ceilings.py's JSON, measured on the same
+device) also the share of the device-to-device copy bandwidth. Writes
+kernels_<machine>.json and .md to --out (default $OUT when set, else
+benchmarks/results). Several runs (one per op, as gpu_suite.sh makes them) merge.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 
-from benchmarks.machine import describe_machine, write_results
+from benchmarks.machine import describe_machine, machine_slug, write_results
 
 
-def rows_from(run: dict) -> list[dict]:
+def rows_from(run: dict, copy_gb_per_s: float | None = None) -> list[dict]:
     rows = []
     for bench in run["benchmarks"]:
         info = bench["extra_info"]
-        median = bench["stats"]["median"]
+        median = bench["stats"]["median"] / info.get("calls_per_round", 1)
+        gb_per_s = info["bytes"] / median / 1e9
         rows.append({**info, "case": f"{info['op']} {'x'.join(map(str, info['shape']))} {info['dtype']}",
-                     "median_s": median, "gb_per_s": info["bytes"] / median / 1e9})
+                     "median_s": median, "gb_per_s": gb_per_s,
+                     "share_of_copy": gb_per_s / copy_gb_per_s if copy_gb_per_s else None})
     eager = {(r["case"], r["mode"]): r["median_s"] for r in rows if r["provider"] == "eager"}
     for r in rows:
         base = eager.get((r["case"], r["mode"]))
@@ -31,27 +35,70 @@ def rows_from(run: dict) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], machine: str) -> str:
-    lines = [f"# Kernel benchmarks on {machine}", "",
-             "| case | mode | provider | median ms | GB/s | vs eager |", "|---|---|---|---:|---:|---:|"]
+def selection_note(row: dict) -> str:
+    """reflect_conv2d's measured choice per phase: `forward: aten (triton 1.20 ms, aten 0.80 ms)`."""
+    parts = []
+    for entry in row.get("selection", []):
+        times = ", ".join(f"{name} {seconds * 1e3:.3f} ms" for name, seconds in entry["times"].items())
+        parts.append(f"{entry['phase']}: {entry['choice']} ({times})")
+    return "; ".join(parts)
+
+
+def markdown(rows: list[dict], machine: str, ceilings: dict | None, missing: list[str] = ()) -> str:
+    lines = [f"# Kernel benchmarks on {machine}", ""]
+    if missing:
+        lines += [f"Runs that did not finish (cut at their time limit), so without rows: {', '.join(missing)}.", ""]
+    if ceilings:
+        lines += [f"Device-to-device copy, measured in the same session: {ceilings['copy_gb_per_s']:.0f} GB/s "
+                  "(bytes read + written); 'of copy' is each row's GB/s over it.", ""]
+    lines += ["'median ms' is the time per call from rounds of back-to-back calls that end in one "
+              "synchronization, timed as 'timed' says: 'wall' counts host-side dispatch, which dominates "
+              "small shapes on a GPU; 'cuda graph' replays the round captured once, the device's work alone.", "",
+              "| case | mode | provider | timed | median ms | GB/s | of copy | vs eager |",
+              "|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['speedup_vs_eager']:.2f}x" if r["speedup_vs_eager"] else "-"
-        lines.append(f"| {r['case']} | {r['mode']} | {r['provider']} | {r['median_s'] * 1e3:.3f} | "
-                     f"{r['gb_per_s']:.1f} | {ratio} |")
+        share = f"{r['share_of_copy'] * 100:.0f}%" if r.get("share_of_copy") else "-"
+        lines.append(f"| {r['case']} | {r['mode']} | {r['provider']} | {r.get('timing', 'wall')} | "
+                     f"{r['median_s'] * 1e3:.3f} | "
+                     f"{r['gb_per_s']:.1f} | {share} | {ratio} |")
+    choices = [(r["case"], r["mode"], selection_note(r)) for r in rows if r.get("selection")]
+    if choices:
+        lines += ["", "reflect_conv2d's measured choice between the fused kernel (triton) and pad + the "
+                  "vendor convolution (aten), per case:", ""]
+        lines += [f"- {case}, {mode}: {note}" for case, mode, note in choices]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> None:
-    with open(argv[0]) as f:
-        run = json.load(f)
-    out_dir = argv[1] if len(argv) > 1 else os.environ.get("OUT") or "benchmarks/results"
-    machine = describe_machine()
-    rows = rows_from(run)
-    text = markdown(rows, machine)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="pytest-benchmark JSON files of benchmarks/kernels")
+    parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
+    parser.add_argument("--ceilings", default=None, help="benchmarks/ceilings.py's JSON for this device")
+    args = parser.parse_args(argv)
+    ceilings = None
+    if args.ceilings and os.path.exists(args.ceilings):
+        with open(args.ceilings) as f:
+            ceilings = json.load(f)
+    rows, missing = [], []
+    for path in args.runs:
+        try:
+            with open(path) as f:
+                run = json.load(f)
+        except (OSError, json.JSONDecodeError):  # a run cut short by its time limit writes none, or half
+            print(f"{path}: missing or incomplete (that run did not finish)")
+            missing.append(os.path.basename(path))
+            continue
+        rows += rows_from(run, ceilings["copy_gb_per_s"] if ceilings else None)
+    # the device the runs measured (a report may be made elsewhere from their files)
+    machine = (next((r["machine"] for r in rows if "machine" in r), None)
+               or (ceilings or {}).get("machine") or describe_machine())
+    text = markdown(rows, machine, ceilings, missing)
     print(text)
-    stem = write_results(out_dir, "kernels", {"machine": machine, "rows": rows}, text)
+    stem = write_results(args.out, "kernels", {"machine": machine, "ceilings": ceilings, "missing_runs": missing, "rows": rows}, text,
+                         slug=machine_slug(machine))
     print(f"wrote {stem}.json and {stem}.md")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -11,10 +11,16 @@ import pytest
 import torch
 
 import fastgan.ops as ops
+from fastgan.ops import _reflect_conv2d as conv_choice
 from benchmarks.kernels.cases import all_cases, providers
+from benchmarks.machine import describe_machine
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODES = ["forward", "forward+backward"]
+# On a GPU one batch-1 call is microseconds of kernel behind tens of microseconds of
+# launch and synchronization: a round runs the op this many times back to back and
+# synchronizes once (report.py divides by it). On the CPU a call is synchronous.
+CALLS_PER_ROUND = 20 if DEVICE.type == "cuda" else 1
 
 
 def sync():
@@ -36,8 +42,8 @@ def runner(case, provider):
     if provider == "eager":
         return case.composition
     if provider == "compile":
-        if case.name not in _compiled:
-            _compiled[case.name] = torch.compile(case.composition, fullgraph=True)
+        if case.name not in _compiled:  # static shapes: each case its own kernels, as a training step gets
+            _compiled[case.name] = torch.compile(case.composition, fullgraph=True, dynamic=False)
         return _compiled[case.name]
 
     def fused(*args):
@@ -49,13 +55,16 @@ def runner(case, provider):
 
 @pytest.mark.parametrize("case,provider,mode", list(params()))
 def test_kernel(benchmark, case, provider, mode):
+    measures_conv_choice = case.op == "reflect_conv2d" and provider == "triton"
+    if measures_conv_choice:  # so that the cache afterwards holds this case's choices alone
+        conv_choice.clear_selection_cache()
     inputs = case.make_inputs(DEVICE)
     fn = runner(case, provider)
     backward = mode == "forward+backward"
 
     grad_out = None
 
-    def once():
+    def call():
         nonlocal grad_out
         for x in inputs:  # as a training step's zero_grad(set_to_none=True): gradients written, not added
             if isinstance(x, torch.Tensor):
@@ -65,8 +74,20 @@ def test_kernel(benchmark, case, provider, mode):
             if grad_out is None:  # a fixed random upstream gradient, made outside the timing
                 grad_out = torch.randn_like(out) if out.dim() else torch.ones_like(out)
             out.backward(grad_out)
+        return out
+
+    def once():
+        out = call()
         sync()
         return out
+
+    def calls():
+        for _ in range(CALLS_PER_ROUND):
+            call()
+
+    def round_of_calls():
+        calls()
+        sync()
 
     # the fused result must equal the composition before its time means anything
     expected = case.composition(*inputs).detach().double()
@@ -74,6 +95,37 @@ def test_kernel(benchmark, case, provider, mode):
     tol = 1e-4 if case.dtype == torch.float32 else 2e-2
     assert torch.allclose(got, expected, rtol=tol, atol=tol), (provider, float((got - expected).abs().max()))
 
+    timed, timing = round_of_calls, "wall"
+    if DEVICE.type == "cuda":
+        timed, timing = graphed(calls, round_of_calls)
     benchmark.extra_info.update(op=case.op, shape=list(case.shape), dtype=str(case.dtype), provider=provider,
-                                mode=mode, bytes=case.bytes_moved(mode), device=DEVICE.type)
-    benchmark.pedantic(once, rounds=10, iterations=1, warmup_rounds=2)
+                                mode=mode, bytes=case.bytes_moved(mode), device=DEVICE.type,
+                                calls_per_round=CALLS_PER_ROUND, timing=timing, machine=describe_machine())
+    benchmark.pedantic(timed, rounds=10, iterations=1, warmup_rounds=2)
+    if measures_conv_choice:  # what the measured choice took per phase, with both candidates' times
+        benchmark.extra_info["selection"] = [{"phase": key[0], **entry}
+                                             for key, entry in conv_choice.selection_cache().items()]
+
+
+def graphed(calls, fallback):
+    """(a round of `calls` captured once in a CUDA graph and replayed, "cuda graph"): the device's
+    work alone, as a step under --cuda_graphs runs it, without Python's per-call dispatch. A
+    provider whose calls cannot be captured is timed as `fallback` (wall clock), and says why."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: allocator pools, lazy inits
+        calls()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            calls()
+    except Exception as e:  # noqa: BLE001  (any capture failure: time it the plain way)
+        torch.cuda.synchronize()
+        return fallback, f"wall (capture failed: {str(e).splitlines()[0][:120]})"
+
+    def replay():
+        graph.replay()
+        sync()
+
+    return replay, "cuda graph"
