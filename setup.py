@@ -11,6 +11,7 @@ behind an nvcc wrapper). Environment:
 
 import glob
 import os
+import platform
 import sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -45,6 +46,34 @@ def read_sources():
     with open(os.path.join(ROOT, "csrc", "sources.txt")) as f:
         names = [line.split("#", 1)[0].strip() for line in f]
     return [os.path.join("csrc", name) for name in names if name]
+
+
+# The AVX2 copies of the CPU kernels (csrc/cpu/*_avx2.cpp, chosen at run time): compiled
+# alone with these flags, as ATen compiles its per-capability kernels.
+AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c"]
+
+
+def is_avx2_copy(source: str) -> bool:
+    return source.endswith("_avx2.cpp")
+
+
+class BuildExtensionWithISACopies(BuildExtension):
+    """torch's BuildExtension (ninja), plus the AVX2 copies compiled first with AVX2_FLAGS.
+
+    Their objects are linked after the other objects, so that the linker keeps the
+    generic copies of the inline functions both kinds of file instantiate."""
+
+    def build_extension(self, ext):
+        copies = [s for s in ext.sources if is_avx2_copy(s)]
+        if copies and platform.machine() in ("x86_64", "AMD64"):
+            ext.sources = [s for s in ext.sources if not is_avx2_copy(s)]
+            args = dict(ext.extra_compile_args)  # by now with BuildExtension's own flags added
+            args["cxx"] = args["cxx"] + AVX2_FLAGS
+            # a folder of their own: each ninja compile call writes build.ninja to its output folder
+            ext.extra_objects = [*(ext.extra_objects or []), *self.compiler.compile(
+                copies, output_dir=os.path.join(self.build_temp, "avx2"), macros=ext.define_macros,
+                include_dirs=ext.include_dirs, debug=self.debug, extra_postargs=args, depends=ext.depends)]
+        super().build_extension(ext)
 
 
 def extension():
@@ -89,6 +118,6 @@ setup(
     packages=find_packages(include=["fastgan", "fastgan.*"]),
     python_requires=">=3.10",
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtensionWithISACopies.with_options(use_ninja=True)},
     zip_safe=False,
 )
