@@ -42,6 +42,18 @@ TORCH_LIBRARY(fastgan, m) {
         "Tensor rec_B, Tensor? idt_A, Tensor? idt_B, float lambda_A, float lambda_B, float lambda_identity, "
         "bool[6] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
+  // conv2d(pad(input, padding, pad_mode), weight, bias) for 3x3 weights at stride 1 by
+  // Winograd's F(4x4, 3x3), the padding ("reflect" or "zeros") read through an index
+  // map. float32/float64, CPU; output contiguous (N, K, H + 2p - 2, W + 2p - 2). Used by
+  // reflect_conv2d's `cpu` back end where it measures faster than pad + oneDNN. With
+  // transposed, weight is (C_in, K, 3, 3) and the convolution's filters are
+  // weight.flip(2, 3).transpose(0, 1) (an input gradient), read in place.
+  m.def("conv3x3_winograd(Tensor input, Tensor weight, Tensor? bias, int padding, str pad_mode, "
+        "bool transposed=False) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // The weight gradient (K, C, 3, 3) of conv3x3_winograd given the output gradient.
+  m.def("conv3x3_winograd_grad_weight(Tensor grad, Tensor input, int padding, str pad_mode) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
 }
 
 #ifdef FASTGAN_PYTHON_MODULE

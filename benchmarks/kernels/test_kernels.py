@@ -55,7 +55,7 @@ def runner(case, provider):
 
 @pytest.mark.parametrize("case,provider,mode", list(params()))
 def test_kernel(benchmark, case, provider, mode):
-    measures_conv_choice = case.op == "reflect_conv2d" and provider == "triton"
+    measures_conv_choice = case.op == "reflect_conv2d" and provider in ("triton", "cpu")
     if measures_conv_choice:  # so that the cache afterwards holds this case's choices alone
         conv_choice.clear_selection_cache()
     inputs = case.make_inputs(DEVICE)

@@ -2,11 +2,13 @@
 
 One file, `training_state.pt` in the experiment folder, written atomically:
 the nets, optimizers, schedulers and image pools (model.state_dict()), the
-RNG states, and where the run stands (epoch, batches done in it, images seen).
+RNG states, reflect_conv2d's measured per-shape kernel choices (a fresh
+measurement could pick another kernel and change the rounding), and where the
+run stands (epoch, batches done in it, images seen).
 The nets are in it too, so a resume never mixes weights and optimizer state
 written at different moments. A data-parallel run's file (written by rank 0)
-also holds every rank's own RNG states and image pools under "ranks", so each
-rank resumes its own streams.
+also holds every rank's own RNG states, image pools and kernel choices under
+"ranks", so each rank resumes its own streams.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from fastgan.engine.distributed import seed_rank_streams
+from fastgan.ops._reflect_conv2d import load_selection_cache, selection_cache
 from fastgan.models import save_checkpoint_file
 
 STATE_FILE = "training_state.pt"
@@ -46,8 +49,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def rank_state(model) -> dict:
-    """What differs between the ranks of a data-parallel run: RNG states and image pools."""
-    return {"rng": rng_state(), "pools": {k: p.state_dict() for k, p in model.pools().items()}}
+    """What differs between the ranks of a data-parallel run: RNG states, image pools and
+    measured kernel choices."""
+    return {"rng": rng_state(), "pools": {k: p.state_dict() for k, p in model.pools().items()},
+            "conv_choices": selection_cache()}
 
 
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None) -> str:
@@ -57,6 +62,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "model": model.state_dict(),
         "progress": vars(progress),
         "rng": rng_state(),
+        "conv_choices": selection_cache(),
         "options": model.opt.as_dict(),
     }
     if rank_states is not None:
@@ -79,10 +85,12 @@ def load_training_state(model, directory: str, rank: int = 0) -> Progress | None
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     set_rng_state(state["rng"])
+    load_selection_cache(state.get("conv_choices", {}))
     progress = Progress(**state["progress"])
     saved = state.get("ranks") or []
     if rank < len(saved):
         set_rng_state(saved[rank]["rng"])
+        load_selection_cache(saved[rank].get("conv_choices", {}))
         for k, pool in model.pools().items():
             pool.load_state_dict(saved[rank]["pools"][k], model.device)
     elif rank > 0:

@@ -8,6 +8,9 @@
     fastgan.ops.set_default_backend(name | None)         outside use_backend (None: FASTGAN_BACKEND / auto)
     fastgan.ops.available_backends(device=None, op=None) usable back end names
     fastgan.ops.backend_for(op, device)                  the back end a call would use now
+    fastgan.ops.reflect_conv2d_choice(name)              context manager: reflect_conv2d's fused kernel
+                                                         ("triton" / "winograd"), "aten" or "auto" (measured
+                                                         per shape; FASTGAN_REFLECT_CONV2D sets the default)
 
 `auto` (the default) picks the native kernels when fastgan._C is built (`make build`),
 else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_BACKEND
@@ -19,6 +22,7 @@ from fastgan.ops import triton as _triton_backend  # noqa: F401  (registers the 
 from fastgan.ops._cycle_losses import CycleLosses, cycle_losses
 from fastgan.ops._l1_loss import l1_loss
 from fastgan.ops._instance_norm_act import instance_norm_act
+from fastgan.ops._reflect_conv2d import force_choice as reflect_conv2d_choice
 from fastgan.ops._reflect_conv2d import reflect_conv2d
 from fastgan.ops.registry import (
     BackendFallbackWarning,
@@ -45,6 +49,7 @@ __all__ = [
     "native_loaded",
     "reference",
     "reflect_conv2d",
+    "reflect_conv2d_choice",
     "registry",
     "set_default_backend",
     "use_backend",

@@ -8,27 +8,35 @@ groups 1, dilation 1 (the ResNet generator's 7x7/pad 3 and 3x3/pad 1 convolution
 
 Back ends:
     torch   reference.reflect_conv2d (pad + conv2d, autograd by aten)
-    cpu     pad + the aten convolution (oneDNN on CPU), the padded copy kept in x's
-            memory format; `auto` uses it for CPU tensors. No kernel of fastgan._C is
-            involved (the `cpu` back end is declared with the native library, so it is
-            usable where fastgan._C is built).
-    triton  the custom op torch.ops.fastgan.reflect_conv2d, whose forward, input
-            gradient and weight gradient each run, per shape, the faster of
-              "triton"  the implicit-GEMM kernels of fastgan/ops/triton/reflect_conv2d.py
-                        (reflected reads, no padded tensor), and
-              "aten"    pad + the vendor convolution (cuDNN) and, for the input
-                        gradient, the fold of the padded gradient (reflection_pad2d_backward),
-            as measured on first use (`selection_cache()`: per phase, shape, dtype,
-            layout, device and tf32 flag; a few warm-up and timed runs of each, CUDA
-            events), so it is never slower than the unfused path; `auto` uses it for
-            CUDA tensors. On CPU tensors it runs through the Triton interpreter
-            (TRITON_INTERPRET=1), for the tests (measured there too: the interpreter
-            loses, so `auto` runs aten). `force_choice("triton" | "aten" | "auto")`
-            overrides the measurement. A shape first seen while a CUDA graph is being
-            captured runs aten (no timing inside a capture) and is measured later.
+    cpu     the custom op torch.ops.fastgan.reflect_conv2d with the fused kernel
+              "winograd"  Winograd F(4x4, 3x3) (csrc/cpu/conv3x3_winograd.cpp: reflected
+                          reads, the channel sums as one MKL batched matrix product;
+                          3x3 kernels, stride 1, float32/float64 only),
+            against "aten" (pad + oneDNN); `auto` uses it for CPU tensors. Other
+            shapes and dtypes (the 7x7 convolutions, bf16 under autocast) run aten.
+    triton  the custom op with the fused kernel
+              "triton"    the implicit-GEMM kernels of fastgan/ops/triton/reflect_conv2d.py
+                          (reflected reads, no padded tensor),
+            against "aten" (pad + cuDNN); `auto` uses it for CUDA tensors. On CPU
+            tensors it runs through the Triton interpreter (TRITON_INTERPRET=1), for
+            the tests (measured there too: the interpreter loses, so `auto` runs aten).
             The Triton kernels are deterministic (no atomics). float32 uses tf32
             products where torch.backends.cudnn.allow_tf32 (the flag of cuDNN's
             convolutions) is set, as the vendor path does.
+
+The custom op's forward, input gradient and weight gradient each run, per shape, the
+faster of the back end's fused kernel and "aten" (pad + the vendor convolution and, for
+the input gradient, the fold of the padded gradient: reflection_pad2d_backward), as
+measured on first use (`selection_cache()`: per phase, fused kernel, shape, dtype,
+layout, device and tf32 flag; a few warm-up and timed runs of each, CUDA events on a
+GPU), so it is never slower than the unfused path where the measurement holds.
+`force_choice("triton" | "winograd" | "aten" | "auto")` (fastgan.ops.reflect_conv2d_choice)
+overrides the measurement (a fused kernel other than the back end's is an error), and
+FASTGAN_REFLECT_CONV2D=auto|aten (read at import) sets the default: "aten" keeps the vendor
+convolutions everywhere (Winograd's float32 error is 10-30x a direct convolution's,
+~1e-5 of the output's magnitude at 256 channels; cuDNN's Winograd algorithms on GPUs
+trade the same way). A shape first seen while a CUDA
+graph is being captured runs aten (no timing inside a capture) and is measured later.
 
 The choice happens inside the custom op's implementation, at run time, so that
 torch.compile (fullgraph=True) sees one opaque op and no graph break; the custom ops
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import statistics
 import time
 import warnings
@@ -47,7 +56,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from fastgan.ops import reference, registry
+from fastgan.ops import _native, reference, registry
 from fastgan.ops import triton as _triton_backend
 
 if _triton_backend.IMPORT_ERROR is None:
@@ -61,6 +70,7 @@ __all__ = [
     "clear_selection_cache",
     "force_choice",
     "get_choice",
+    "load_selection_cache",
     "reflect_conv2d",
     "selection_cache",
     "set_choice",
@@ -68,8 +78,21 @@ __all__ = [
 
 REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
 
-CHOICES = ("auto", "triton", "aten")
-_state = {"choice": "auto"}  # read where the custom op is called (torch.compile guards on it)
+CHOICES = ("auto", "triton", "winograd", "aten")
+FUSED = ("triton", "winograd")  # the fused kernel of the `triton` and `cpu` back ends
+
+
+def _choice_from_environment() -> str:
+    """FASTGAN_REFLECT_CONV2D: "auto" (default) or "aten" (a fused kernel by name is for
+    force_choice: it fails on the shapes it cannot run)."""
+    name = os.environ.get("FASTGAN_REFLECT_CONV2D", "auto") or "auto"
+    if name not in ("auto", "aten"):
+        raise ValueError(f"FASTGAN_REFLECT_CONV2D={name!r}: expected 'auto' or 'aten'")
+    return name
+
+
+# read where the custom op is called (torch.compile guards on it)
+_state = {"choice": _choice_from_environment()}
 
 
 # ---------------------------------------------------------------------- public function
@@ -87,8 +110,8 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     when x or weight is (as aten's convolution), else contiguous.
 
     Runs on the back end chosen by fastgan.ops.use_backend / FASTGAN_BACKEND / auto
-    (CPU: `cpu`, pad + oneDNN; CUDA: `triton`, the faster per shape of the Triton
-    kernel and pad + cuDNN).
+    (CPU: `cpu`, the faster per shape of Winograd and pad + oneDNN; CUDA: `triton`,
+    the faster per shape of the Triton kernel and pad + cuDNN).
     """
     _validate(x, weight, bias, stride, padding)
     device_type = x.device.type
@@ -156,6 +179,11 @@ def _in_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Ten
     return target.copy_(t)
 
 
+def _like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """t with like's strides (what empty_like(like) gives): t itself when it has them, else a copy."""
+    return t if t.stride() == like.stride() else torch.empty_like(like).copy_(t)
+
+
 def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     """x reflection padded, in x's memory format (oneDNN and cuDNN prefer channels_last
     for channels_last activations)."""
@@ -170,11 +198,6 @@ def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
 def _aten_forward(x, weight, bias, stride, padding):
     """pad + the aten convolution (cuDNN on CUDA, oneDNN on CPU)."""
     return torch.nn.functional.conv2d(_pad(x, padding), weight, bias, stride)
-
-
-def _cpu_impl(x, weight, bias=None, stride=1, padding=1):
-    """The `cpu` back end: pad (in x's memory format) + the oneDNN convolution of aten."""
-    return _aten_forward(x, weight, bias, stride, padding)
 
 
 def _aten_grad_input(grad, x, weight, stride, padding):
@@ -207,8 +230,9 @@ def _validate_choice(name: str) -> str:
 
 @contextlib.contextmanager
 def force_choice(name: str) -> Iterator[str]:
-    """Within the block the `triton` back end runs `name`: "triton" (the fused kernels),
-    "aten" (pad + vendor convolution) or "auto" (the faster per shape, measured once)."""
+    """Within the block reflect_conv2d runs `name`: the back end's fused kernels
+    ("triton" for the `triton` back end, "winograd" for `cpu`), "aten" (pad + vendor
+    convolution) or "auto" (the faster per shape, measured once)."""
     previous = _state["choice"]
     _state["choice"] = _validate_choice(name)
     try:
@@ -227,9 +251,18 @@ def get_choice() -> str:
 
 
 def selection_cache() -> dict[tuple, dict]:
-    """{shape signature: {"choice": "triton" | "aten", "times": {candidate: seconds}}}
-    for every (phase, shape, dtype, layout, device) measured so far in this process."""
+    """{shape signature: {"choice": "triton" | "winograd" | "aten", "times": {candidate: seconds}}}
+    for every (phase, fused kernel, shape, dtype, layout, device) measured so far in this process."""
     return {k: {"choice": v, "times": dict(_TIMINGS.get(k, {}))} for k, v in _SELECTION.items()}
+
+
+def load_selection_cache(entries: dict[tuple, dict]) -> None:
+    """Adopt choices that selection_cache() returned (in another process): a resumed
+    training run keeps the kernels it measured before it stopped, so it continues bit
+    for bit instead of re-measuring into a possibly different choice."""
+    for key, entry in entries.items():
+        _SELECTION[key] = _validate_choice(entry["choice"])
+        _TIMINGS[key] = dict(entry["times"])
 
 
 def clear_selection_cache() -> None:
@@ -243,11 +276,11 @@ def _layout(t: torch.Tensor) -> str:
     return "channels_last" if t.is_contiguous(memory_format=torch.channels_last) else "strided"
 
 
-def _signature(phase: str, stride: int, padding: int, *tensors: torch.Tensor | None) -> tuple:
-    """The selection cache's key: the phase and everything the speed depends on."""
+def _signature(phase: str, fused: str, stride: int, padding: int, *tensors: torch.Tensor | None) -> tuple:
+    """The selection cache's key: the phase, the fused kernel and everything the speed depends on."""
     first = tensors[0]
     tf32 = first.dtype == torch.float32 and first.device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    return (phase, str(first.device), str(first.dtype), stride, padding, tf32,
+    return (phase, fused, str(first.device), str(first.dtype), stride, padding, tf32,
             tuple(None if t is None else (tuple(t.shape), _layout(t)) for t in tensors))
 
 
@@ -257,6 +290,31 @@ def _triton_problem(device: torch.device) -> str | None:
     if device.type == "cuda" or (device.type == "cpu" and _triton_backend.INTERPRET):
         return None
     return f"the Triton kernels do not run on {device.type} tensors"
+
+
+WINOGRAD_DTYPES = (torch.float32, torch.float64)
+
+
+def _winograd_problem(x: torch.Tensor, weight: torch.Tensor, stride: int) -> str | None:
+    for op in ("conv3x3_winograd", "conv3x3_winograd_grad_weight"):
+        problem = _native.kernel_check(op, "CPU")()
+        if problem:
+            return problem
+    if x.device.type != "cpu":
+        return f"the Winograd kernels run on CPU tensors, not {x.device.type}"
+    if tuple(weight.shape[2:]) != (3, 3) or stride != 1:
+        return (f"the Winograd kernels take 3x3 kernels at stride 1, not {tuple(weight.shape[2:])} at "
+                f"stride {stride}")
+    if x.dtype not in WINOGRAD_DTYPES:
+        return f"the Winograd kernels take float32 and float64 (their transforms round too much in {x.dtype})"
+    return None
+
+
+def _fused_problem(fused: str, x: torch.Tensor, weight: torch.Tensor, stride: int) -> str | None:
+    """None when the fused kernel `fused` can run this call, else why not."""
+    if fused == "triton":
+        return _triton_problem(x.device)
+    return _winograd_problem(x, weight, stride)
 
 
 def _time(fn: Callable[[], object], device: torch.device) -> float:
@@ -282,25 +340,29 @@ def _time(fn: Callable[[], object], device: torch.device) -> float:
     return statistics.median(times)
 
 
-def _decide(choice: str, key: tuple, device: torch.device, fused: Callable, unfused: Callable) -> str:
-    """"triton" or "aten" for this call: the forced choice, else the cached measurement,
-    else measure both now (once per key)."""
+def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: torch.device,
+            fused: Callable, unfused: Callable) -> str:
+    """The fused kernel's name (`kernel`) or "aten" for this call: the forced choice,
+    else the cached measurement, else measure both now (once per key). `problem`: why
+    the fused kernel cannot run this call, or None."""
     if choice != "auto":
-        if choice == "triton":
-            problem = _triton_problem(device)
+        if _validate_choice(choice) != "aten":
+            if choice != kernel:
+                raise RuntimeError(f"reflect_conv2d: choice {choice!r} is not this back end's fused kernel "
+                                   f"({kernel!r}); use force_choice({kernel!r}), 'aten' or 'auto'")
             if problem:
-                raise RuntimeError(f"reflect_conv2d: choice 'triton' is unavailable: {problem}")
-        return _validate_choice(choice)
+                raise RuntimeError(f"reflect_conv2d: choice {choice!r} is unavailable: {problem}")
+        return choice
     cached = _SELECTION.get(key)
     if cached is not None:
         return cached
-    if _triton_problem(device):
+    if problem:
         return "aten"
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         # no timing inside a CUDA graph capture: take the vendor path, measure later
         return "aten"
     times, errors = {}, {}
-    for name, fn in (("aten", unfused), ("triton", fused)):
+    for name, fn in (("aten", unfused), (kernel, fused)):
         try:
             times[name] = _time(fn, device)
         except Exception as e:  # e.g. a tile the GPU cannot hold; or aten's reflection_pad2d_backward
@@ -309,7 +371,7 @@ def _decide(choice: str, key: tuple, device: torch.device, fused: Callable, unfu
     if len(errors) == 2:
         raise errors["aten"]
     for name, e in errors.items():
-        other = "Triton kernel" if name == "aten" else "pad + vendor convolution"
+        other = f"{kernel} kernel" if name == "aten" else "pad + vendor convolution"
         warnings.warn(f"fastgan.ops.reflect_conv2d: the {name} path failed for {key} ({e!r}); "
                       f"using the {other} there", RuntimeWarning, stacklevel=3)
     choice = min(times, key=times.get)
@@ -321,24 +383,55 @@ def _decide(choice: str, key: tuple, device: torch.device, fused: Callable, unfu
 # ------------------------------------------------------------------------- custom ops
 
 
+if _native.has_kernel("conv3x3_winograd", "CPU"):
+
+    @torch.library.register_fake("fastgan::conv3x3_winograd")
+    def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transposed=False):
+        n, _, h, w = input.shape
+        return torch.empty((n, weight.shape[1 if transposed else 0], h + 2 * padding - 2, w + 2 * padding - 2), dtype=input.dtype,
+                           device=input.device, memory_format=torch.channels_last)
+
+    @torch.library.register_fake("fastgan::conv3x3_winograd_grad_weight")
+    def _conv3x3_winograd_grad_weight_fake(grad, input, padding, pad_mode):
+        return input.new_empty((grad.shape[1], input.shape[1], 3, 3))
+
+
+def _winograd_grad_input(grad, x, weight, padding):
+    """The padded input's gradient by Winograd (the zero-padded output gradient through
+    the rotated, transposed weights), folded back like aten's."""
+    dpad = torch.ops.fastgan.conv3x3_winograd(grad, weight, None, 2, "zeros", transposed=True)
+    if not padding:
+        return dpad
+    return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
+
+
+def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors: tuple,
+         x: torch.Tensor, weight: torch.Tensor, kernels: dict[str, Callable], unfused: Callable):
+    """One phase of the custom op: the fused kernel `fused` (kernels[fused]) or aten."""
+    problem = _fused_problem(fused, x, weight, stride)
+    key = _signature(phase, fused, stride, padding, *tensors)
+    run_fused = kernels[fused]
+    return run_fused() if _decide(choice, fused, problem, key, x.device, run_fused, unfused) == fused else unfused()
+
+
 @torch.library.custom_op("fastgan::reflect_conv2d", mutates_args=())
 def _reflect_conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                       stride: int, padding: int, choice: str) -> torch.Tensor:
+                       stride: int, padding: int, fused: str, choice: str) -> torch.Tensor:
     fmt = _out_format(x, weight)
-
-    def fused():
-        return _kernels.forward(x, weight, bias, stride, padding,
-                                _empty(_out_shape(x, weight, stride, padding), x, fmt))
+    kernels = {
+        "triton": lambda: _kernels.forward(x, weight, bias, stride, padding,
+                                           _empty(_out_shape(x, weight, stride, padding), x, fmt)),
+        "winograd": lambda: _in_layout(torch.ops.fastgan.conv3x3_winograd(x, weight, bias, padding, "reflect"), fmt),
+    }
 
     def unfused():
         return _in_layout(_aten_forward(x, weight, bias, stride, padding), fmt)
 
-    key = _signature("forward", stride, padding, x, weight, bias)
-    return fused() if _decide(choice, key, x.device, fused, unfused) == "triton" else unfused()
+    return _run("forward", fused, choice, stride, padding, (x, weight, bias), x, weight, kernels, unfused)
 
 
 @_reflect_conv2d_op.register_fake
-def _(x, weight, bias, stride, padding, choice):
+def _(x, weight, bias, stride, padding, fused, choice):
     torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "reflect_conv2d: 4-d x and weight")
     torch._check(weight.shape[1] == x.shape[1], lambda: "reflect_conv2d: channel mismatch")
     torch._check(x.dtype == weight.dtype, lambda: "reflect_conv2d: x and weight dtypes differ")
@@ -347,44 +440,45 @@ def _(x, weight, bias, stride, padding, choice):
 
 @torch.library.custom_op("fastgan::reflect_conv2d_grad_input", mutates_args=())
 def _grad_input_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                   choice: str) -> torch.Tensor:
+                   fused: str, choice: str) -> torch.Tensor:
     """The gradient of reflect_conv2d with respect to x (x is read for its shape and
     layout only)."""
     fmt = _x_format(x)
-
-    def fused():
-        return _kernels.grad_input(grad, weight, stride, padding, _empty(x.shape, x, fmt))
+    kernels = {
+        "triton": lambda: _kernels.grad_input(grad, weight, stride, padding, _empty(x.shape, x, fmt)),
+        "winograd": lambda: _in_layout(_winograd_grad_input(grad, x, weight, padding), fmt),
+    }
 
     def unfused():
         return _in_layout(_aten_grad_input(grad, x, weight, stride, padding), fmt)
 
-    key = _signature("grad_input", stride, padding, grad, x, weight)
-    return fused() if _decide(choice, key, x.device, fused, unfused) == "triton" else unfused()
+    return _run("grad_input", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
 
 
 @_grad_input_op.register_fake
-def _(grad, x, weight, stride, padding, choice):
+def _(grad, x, weight, stride, padding, fused, choice):
     return _empty(x.shape, x, _x_format(x))
 
 
 @torch.library.custom_op("fastgan::reflect_conv2d_grad_weight", mutates_args=())
 def _grad_weight_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                    choice: str) -> torch.Tensor:
+                    fused: str, choice: str) -> torch.Tensor:
     """The gradient of reflect_conv2d with respect to weight (weight is read for its
     shape and layout only), in weight's layout."""
-
-    def fused():
-        return _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight))
+    kernels = {
+        "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
+        "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(grad, x, padding, "reflect"),
+                                  weight),
+    }
 
     def unfused():
-        return torch.empty_like(weight).copy_(_aten_grad_weight(grad, x, weight, stride, padding))
+        return _like(_aten_grad_weight(grad, x, weight, stride, padding), weight)
 
-    key = _signature("grad_weight", stride, padding, grad, x, weight)
-    return fused() if _decide(choice, key, x.device, fused, unfused) == "triton" else unfused()
+    return _run("grad_weight", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
 
 
 @_grad_weight_op.register_fake
-def _(grad, x, weight, stride, padding, choice):
+def _(grad, x, weight, stride, padding, fused, choice):
     return torch.empty_like(weight)
 
 
@@ -394,23 +488,23 @@ def _bias_grad(grad: torch.Tensor) -> torch.Tensor:
 
 
 def _setup_forward(ctx, inputs, output):
-    x, weight, bias, stride, padding, choice = inputs
-    ctx.conf = (stride, padding, choice)
+    x, weight, bias, stride, padding, fused, choice = inputs
+    ctx.conf = (stride, padding, fused, choice)
     ctx.has_bias = bias is not None
     ctx.save_for_backward(x, weight)
 
 
 def _backward_forward(ctx, grad):
     x, weight = ctx.saved_tensors
-    stride, padding, choice = ctx.conf
+    stride, padding, fused, choice = ctx.conf
     dx = dw = db = None
     if ctx.needs_input_grad[0]:
-        dx = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, weight, stride, padding, choice)
+        dx = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, weight, stride, padding, fused, choice)
     if ctx.needs_input_grad[1]:
-        dw = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, x, weight, stride, padding, choice)
+        dw = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, x, weight, stride, padding, fused, choice)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         db = _bias_grad(grad)
-    return dx, dw, db, None, None, None
+    return dx, dw, db, None, None, None, None
 
 
 _reflect_conv2d_op.register_autograd(_backward_forward, setup_context=_setup_forward)
@@ -423,31 +517,31 @@ _reflect_conv2d_op.register_autograd(_backward_forward, setup_context=_setup_for
 
 
 def _setup_grad_op(ctx, inputs, output):
-    grad, x, weight, stride, padding, choice = inputs
-    ctx.conf = (stride, padding, choice)
+    grad, x, weight, stride, padding, fused, choice = inputs
+    ctx.conf = (stride, padding, fused, choice)
     ctx.save_for_backward(grad, x, weight)
 
 
 def _backward_grad_input(ctx, cot):
     grad, x, weight = ctx.saved_tensors
-    stride, padding, choice = ctx.conf
+    stride, padding, fused, choice = ctx.conf
     d_grad = d_weight = None
     if ctx.needs_input_grad[0]:
-        d_grad = torch.ops.fastgan.reflect_conv2d(cot, weight, None, stride, padding, choice)
+        d_grad = torch.ops.fastgan.reflect_conv2d(cot, weight, None, stride, padding, fused, choice)
     if ctx.needs_input_grad[2]:
-        d_weight = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, cot, weight, stride, padding, choice)
-    return d_grad, None, d_weight, None, None, None  # x: its shape only
+        d_weight = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, cot, weight, stride, padding, fused, choice)
+    return d_grad, None, d_weight, None, None, None, None  # x: its shape only
 
 
 def _backward_grad_weight(ctx, cot):
     grad, x, weight = ctx.saved_tensors
-    stride, padding, choice = ctx.conf
+    stride, padding, fused, choice = ctx.conf
     d_grad = d_x = None
     if ctx.needs_input_grad[0]:
-        d_grad = torch.ops.fastgan.reflect_conv2d(x, cot, None, stride, padding, choice)
+        d_grad = torch.ops.fastgan.reflect_conv2d(x, cot, None, stride, padding, fused, choice)
     if ctx.needs_input_grad[1]:
-        d_x = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, cot, stride, padding, choice)
-    return d_grad, d_x, None, None, None, None  # weight: its shape only
+        d_x = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, cot, stride, padding, fused, choice)
+    return d_grad, d_x, None, None, None, None, None  # weight: its shape only
 
 
 _grad_input_op.register_autograd(_backward_grad_input, setup_context=_setup_grad_op)
@@ -458,8 +552,13 @@ _grad_weight_op.register_autograd(_backward_grad_weight, setup_context=_setup_gr
 
 
 def _triton_impl(x, weight, bias=None, stride=1, padding=1):
-    """The `triton` back end: the custom op, which picks per shape (see module docstring)."""
-    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, _state["choice"])
+    """The `triton` back end: the custom op with the Triton kernels (see module docstring)."""
+    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, "triton", _state["choice"])
+
+
+def _cpu_impl(x, weight, bias=None, stride=1, padding=1):
+    """The `cpu` back end: the custom op with the Winograd kernels (see module docstring)."""
+    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, "winograd", _state["choice"])
 
 
 REFLECT_CONV2D.impl("cpu", _cpu_impl)

@@ -122,7 +122,10 @@ def test_fp32_levels_match_the_eager_path_over_20_iterations(eager_runs, arch, l
     for name, net in model.nets.items():
         reference = eager_model.nets[name].state_dict()
         for key, value in net.state_dict().items():
-            torch.testing.assert_close(value, reference[key], rtol=1e-4, atol=1e-9, msg=f"{name}.{key}")
+            # atol: the biases of convs that an instance norm follows cancel in every output and have
+            # a zero gradient in exact arithmetic; Adam scales their float64 rounding noise (larger on
+            # the Winograd path the per-shape measurement may pick) into drifts of ~1e-9
+            torch.testing.assert_close(value, reference[key], rtol=1e-4, atol=1e-7, msg=f"{name}.{key}")
 
 
 def test_compiled_nets_match_the_eager_path(eager_runs):

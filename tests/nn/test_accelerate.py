@@ -178,15 +178,22 @@ def test_keys_parameters_and_metadata_unchanged(name):
     assert all(a is b for (_, a), (_, b) in zip(after_params, before_params))  # the same Parameter objects
 
 
+# float32 with the fused modules' vendor convolutions (choice "aten"): equal to float32
+# rounding. float64 with whatever the per-shape measurement picks, Winograd included on
+# CPU: its float32 error is 10-30x a direct convolution's, which these random models
+# (whose eval-mode running statistics amplify rounding ~1e4x) would turn into noise;
+# in float64 it is ~1e-14 relative, so a wrong rewrite still fails.
+@pytest.mark.parametrize("dtype,choice", [(torch.float32, "aten"), (torch.float64, "auto")], ids=str)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name", MODELS)
-def test_outputs_and_gradients_equal_the_plain_model(name, mode):
-    plain, accel = _pair(name)
+def test_outputs_and_gradients_equal_the_plain_model(name, mode, dtype, choice):
+    plain, accel = (m.to(dtype) for m in _pair(name))
     plain.train(mode == "train")
     accel.train(mode == "train")
-    x = _input(name)
+    x = _input(name).to(dtype)
     out_plain, grads_plain = _run(plain, x)
-    out_accel, grads_accel = _run(accel, x)
+    with ops.reflect_conv2d_choice(choice):
+        out_accel, grads_accel = _run(accel, x)
     _close(out_accel, out_plain, "output")
     assert list(grads_accel) == list(grads_plain)
     largest = max(g.abs().max().item() for g in grads_plain.values())

@@ -5,8 +5,9 @@ dtype x layout, on fresh random inputs: forward, grad x (the reflected border fo
 back), grad weight, grad bias; outputs poisoned with NaN (deterministic mode fills
 every fresh allocation with NaN; the kernels' preallocated outputs are NaN-filled and
 strided); gradcheck and gradgradcheck in float64; opcheck; torch.compile(fullgraph=True)
-over a small ResNet-style block; the per-shape selection between the Triton kernel and
-pad + vendor convolution. CUDA tests carry @pytest.mark.gpu (CycleGAN shapes).
+over a small ResNet-style block; the per-shape selection between the back end's fused
+kernel (Triton; Winograd on CPU) and pad + vendor convolution. CUDA tests carry
+@pytest.mark.gpu (CycleGAN shapes).
 """
 
 from __future__ import annotations
@@ -150,12 +151,15 @@ def test_matches_reference_triton_kernels(dtype, layout, case, poison):
     check("triton", case, dtype, layout, choice="triton")
 
 
-@needs_triton
-def test_triton_without_bias_and_channels_last_weight(poison):
-    case = CASES[2]
+@pytest.mark.parametrize("backend,choice,case", [
+    pytest.param("triton", "triton", CASES[2], marks=needs_triton),
+    pytest.param("cpu", "winograd", (1, 64, 48, 13, 17, 3, 1, 1),
+                 marks=pytest.mark.skipif("cpu" not in CPU_BACKENDS, reason="fastgan._C not built")),
+], ids=str)
+def test_fused_kernels_without_bias_and_channels_last_weight(backend, choice, case, poison):
     x, wt, _, gy = make_case(case, torch.float32, "contiguous", seed=3, bias=False)
     wt = wt.contiguous(memory_format=torch.channels_last)
-    got = run("triton", x, wt, None, gy, case[7], case[6], "triton")
+    got = run(backend, x, wt, None, gy, case[7], case[6], choice)
     ref = reference_f64(x, wt, None, gy, case[7], case[6])
     assert got[3] is None
     for a, r in zip(got[:3], ref[:3]):
@@ -295,15 +299,21 @@ def test_kernels_compile_for_a_gpu():
 # ------------------------------------------------------------------------- gradcheck
 
 
-@pytest.mark.parametrize("layout,case", [("contiguous", (1, 2, 2, 4, 5, 3, 1, 1)),
-                                         ("channels_last", (1, 2, 3, 5, 4, 3, 2, 2))], ids=str)
-@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b == "cpu"])
-def test_gradcheck_float64_cpu(backend, layout, case):
+needs_native = pytest.mark.skipif("cpu" not in CPU_BACKENDS, reason="fastgan._C not built")
+GRADCHECK_CASES = [("contiguous", (1, 2, 2, 4, 5, 3, 1, 1), "winograd"),
+                   ("channels_last", (1, 2, 3, 5, 4, 3, 2, 1), "winograd"),
+                   ("contiguous", (1, 2, 2, 4, 5, 3, 1, 1), "aten"),
+                   ("channels_last", (1, 2, 3, 5, 4, 3, 2, 2), "aten")]
+
+
+@needs_native
+@pytest.mark.parametrize("layout,case,choice", GRADCHECK_CASES, ids=str)
+def test_gradcheck_float64_cpu(layout, case, choice):
     x, wt, b, _ = make_case(case, torch.float64, layout, seed=1)
     stride, padding = case[7], case[6]
 
     def f(a, w, c):
-        with ops.use_backend(backend):
+        with ops.use_backend("cpu"), rc.force_choice(choice):
             return ops.reflect_conv2d(a, w, c, stride, padding)
 
     args = (x.requires_grad_(), wt.requires_grad_(), b.requires_grad_())
@@ -337,11 +347,11 @@ def test_opcheck(choice):
     x.requires_grad_()
     wt.requires_grad_()
     b.requires_grad_()
-    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default, (x, wt, b, 1, 1, choice))
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default, (x, wt, b, 1, 1, "triton", choice))
     torch.library.opcheck(torch.ops.fastgan.reflect_conv2d_grad_input.default,
-                          (gy.requires_grad_(), x.detach(), wt, 1, 1, choice))
+                          (gy.requires_grad_(), x.detach(), wt, 1, 1, "triton", choice))
     torch.library.opcheck(torch.ops.fastgan.reflect_conv2d_grad_weight.default,
-                          (gy, x, wt.detach(), 1, 1, choice))
+                          (gy, x, wt.detach(), 1, 1, "triton", choice))
 
 
 @needs_triton
@@ -350,10 +360,10 @@ def test_opcheck_layouts(choice):
     """channels_last bf16 input, no bias, stride 2; and a channels_last weight."""
     x, wt, _, _ = make_case((1, 3, 4, 5, 6, 3, 1, 2), torch.bfloat16, "channels_last", seed=7, bias=False)
     torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default,
-                          (x.requires_grad_(), wt.requires_grad_(), None, 2, 1, choice))
+                          (x.requires_grad_(), wt.requires_grad_(), None, 2, 1, "triton", choice))
     x, wt, b, _ = make_case((1, 3, 4, 5, 6, 3, 1, 1), torch.float32, "contiguous", seed=8)
     torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default,
-                          (x, wt.contiguous(memory_format=torch.channels_last), b, 1, 1, choice))
+                          (x, wt.contiguous(memory_format=torch.channels_last), b, 1, 1, "triton", choice))
 
 
 # --------------------------------------------------------------------- torch.compile
@@ -417,14 +427,14 @@ def test_selection_measures_once_per_shape_and_reuses(monkeypatch):
     real_time = rc._time
 
     def spy(fn, device):
-        timed.append(fn.__name__)
+        timed.append(fn)
         return real_time(fn, device)
 
     monkeypatch.setattr(rc, "_time", spy)
     case = (1, 3, 4, 4, 5, 3, 1, 1)
     x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=12)
     first = run("triton", x, wt, b, gy, 1, 1, "auto")
-    assert sorted(timed) == ["fused"] * 3 + ["unfused"] * 3  # forward, grad x, grad weight
+    assert len(timed) == 6  # fused and unfused: forward, grad x, grad weight
     cache = rc.selection_cache()
     assert sorted(k[0] for k in cache) == ["forward", "grad_input", "grad_weight"]
     for entry in cache.values():
@@ -459,7 +469,7 @@ def test_selection_runs_the_cached_choice(cached, monkeypatch):
     y_shape = (1, 4, 4, 5)
     for phase, tensors in (("forward", (x, wt, b)), ("grad_input", (gy.new_empty(y_shape), x, wt)),
                            ("grad_weight", (gy.new_empty(y_shape), x, wt))):
-        rc._SELECTION[rc._signature(phase, 1, 1, *tensors)] = cached
+        rc._SELECTION[rc._signature(phase, "triton", 1, 1, *tensors)] = cached
     calls = []
 
     def spy(name):
@@ -502,6 +512,113 @@ def test_choice_names_are_checked():
             assert rc.get_choice() == "triton"
         assert rc.get_choice() == "aten"
     assert rc.get_choice() == "auto"
+
+
+# ------------------------------------------------ the cpu back end's Winograd kernels
+
+# 3x3 at stride 1 (what Winograd takes): partial tiles in both directions, padding 0, 1
+# and 2, one tile and less than one, and 64 channels (longer sums, the float32 error grows)
+WINOGRAD_CASES = [c for c in CASES if c[5] == 3 and c[7] == 1] + [
+    (2, 3, 5, 6, 10, 3, 0, 1),
+    (1, 4, 3, 9, 6, 3, 2, 1),
+    (3, 2, 3, 2, 3, 3, 1, 1),
+    (1, 64, 48, 13, 17, 3, 1, 1),
+]
+
+
+@needs_native
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=_id)
+def test_matches_reference_winograd(dtype, layout, case, poison):
+    check("cpu", case, dtype, layout, choice="winograd")
+
+
+@needs_native
+@pytest.mark.parametrize("case,dtype,why", [
+    ((1, 3, 4, 5, 7, 7, 3, 1), torch.float32, "3x3 kernels at stride 1"),
+    ((2, 5, 6, 9, 11, 3, 1, 2), torch.float32, "3x3 kernels at stride 1"),
+    ((2, 3, 4, 9, 11, 3, 1, 1), torch.bfloat16, "float32 and float64"),
+], ids=str)
+def test_winograd_refuses_what_it_cannot_run(case, dtype, why):
+    """Forced, it says why; under auto the same calls run aten (no measurement)."""
+    x, wt, b, gy = make_case(case, dtype, "contiguous", seed=17)
+    with pytest.raises(RuntimeError, match=f"'winograd' is unavailable: .*{why}"):
+        run("cpu", x, wt, b, gy, case[7], case[6], "winograd")
+    rc.clear_selection_cache()
+    got = run("cpu", x, wt, b, gy, case[7], case[6], "auto")
+    assert rc.selection_cache() == {}
+    for a, r in zip(got, reference_f64(x, wt, b, gy, case[7], case[6])):
+        assert_close(a, r, TOL[dtype])
+
+
+@needs_native
+def test_other_back_ends_fused_kernel_is_an_error():
+    x, wt, b, gy = make_case(CASES[0], torch.float32, "contiguous", seed=18)
+    with pytest.raises(RuntimeError, match="'triton' is not this back end's fused kernel"):
+        run("cpu", x, wt, b, gy, 1, 1, "triton")
+
+
+@needs_native
+def test_cpu_selection_measures_winograd_against_aten():
+    rc.clear_selection_cache()
+    case = WINOGRAD_CASES[-1]
+    x, wt, b, gy = make_case(case, torch.float32, "channels_last", seed=19)
+    got = run("cpu", x, wt, b, gy, 1, 1, "auto")
+    cache = rc.selection_cache()
+    assert sorted(k[0] for k in cache) == ["forward", "grad_input", "grad_weight"]
+    for key, entry in cache.items():
+        assert key[1] == "winograd" and set(entry["times"]) == {"winograd", "aten"}
+        assert entry["choice"] == min(entry["times"], key=entry["times"].get)
+    for name, a, r in zip(("y", "grad x", "grad weight", "grad bias"), got, reference_f64(x, wt, b, gy, 1, 1)):
+        assert_close(a, r, TOL[torch.float32], name)
+    rc.clear_selection_cache()
+
+
+@needs_native
+def test_winograd_opcheck():
+    x, wt, b, gy = make_case((1, 3, 4, 6, 5, 3, 1, 1), torch.float32, "contiguous", seed=20)
+    x.requires_grad_()
+    wt.requires_grad_()
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d.default, (x, wt, b, 1, 1, "winograd", "winograd"))
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d_grad_input.default,
+                          (gy, x.detach(), wt, 1, 1, "winograd", "winograd"))
+    torch.library.opcheck(torch.ops.fastgan.reflect_conv2d_grad_weight.default,
+                          (gy, x, wt.detach(), 1, 1, "winograd", "winograd"))
+    for mode, padding in (("reflect", 1), ("zeros", 2)):
+        torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default, (x.detach(), wt.detach(), b, padding, mode))
+        torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default,
+                              (gy, wt.detach(), None, padding, mode, True))
+        torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_grad_weight.default,
+                              (torch.randn(1, 4, 4 + 2 * padding, 3 + 2 * padding), x.detach(), padding, mode))
+
+
+@needs_native
+def test_winograd_transposed_reads_the_rotated_transposed_weight():
+    """transposed=True equals the explicit flip + transpose: the input gradient's filters."""
+    g = torch.Generator().manual_seed(22)
+    grad, wt = torch.randn(2, 5, 7, 6, generator=g), torch.randn(5, 3, 3, 3, generator=g)
+    for mode, padding in (("zeros", 2), ("reflect", 1)):
+        explicit = torch.ops.fastgan.conv3x3_winograd(grad, wt.flip((2, 3)).transpose(0, 1), None, padding, mode)
+        inplace = torch.ops.fastgan.conv3x3_winograd(grad, wt, None, padding, mode, True)
+        torch.testing.assert_close(inplace, explicit, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match=r"weight must be \(5, K, 3, 3\)"):
+        torch.ops.fastgan.conv3x3_winograd(grad, wt.transpose(0, 1), None, 1, "zeros", True)
+
+
+@needs_native
+def test_winograd_native_op_checks_its_arguments():
+    x, wt = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
+    with pytest.raises(RuntimeError, match='pad_mode must be "reflect" or "zeros"'):
+        torch.ops.fastgan.conv3x3_winograd(x, wt, None, 1, "circular")
+    with pytest.raises(RuntimeError, match="float32 or float64 only"):
+        torch.ops.fastgan.conv3x3_winograd(x.bfloat16(), wt.bfloat16(), None, 1, "reflect")
+    with pytest.raises(RuntimeError, match=r"weight must be \(K, 3, 3, 3\)"):
+        torch.ops.fastgan.conv3x3_winograd(x, torch.randn(4, 3, 5, 5), None, 1, "reflect")
+    with pytest.raises(RuntimeError, match="must be smaller than the input's height and width"):
+        torch.ops.fastgan.conv3x3_winograd(x, wt, None, 5, "reflect")
+    with pytest.raises(RuntimeError, match="grad must be"):
+        torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 3, 3), x, 1, "reflect")
 
 
 # ------------------------------------------------------------------ arguments, autocast

@@ -1,0 +1,48 @@
+"""The training-state file keeps reflect_conv2d's measured kernel choices: a resumed run
+runs the kernels its run measured, not a fresh (timing-dependent) measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan
+from fastgan.engine.state import Progress, load_training_state, save_training_state
+from fastgan.ops import _reflect_conv2d as rc
+
+
+@pytest.fixture
+def clean_selection():
+    rc.clear_selection_cache()
+    yield
+    rc.clear_selection_cache()
+
+
+def _tiny_model():
+    return fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=1)
+
+
+def test_resume_restores_the_measured_kernel_choices(tmp_path, clean_selection):
+    model = _tiny_model()
+    A, B = (torch.rand(1, 3, 32, 32) * 2 - 1 for _ in range(2))
+    model.train_step({"A": A, "B": B})  # measures every conv shape of the nets
+    measured = rc.selection_cache()
+    assert any(key[1] == "winograd" for key in measured), "the 3x3 residual convs were measured"
+    # a choice the measurement might not have made, so that restoring is visible
+    key = next(k for k in measured if k[1] == "winograd")
+    flipped = "aten" if measured[key]["choice"] == "winograd" else "winograd"
+    rc._SELECTION[key] = flipped
+    saved = rc.selection_cache()
+    save_training_state(model, Progress(epoch=1, batch=1, total_iters=1, iteration=1), str(tmp_path),
+                        rank_states=None)
+
+    rc.clear_selection_cache()  # a new process
+    resumed = _tiny_model()
+    assert load_training_state(resumed, str(tmp_path)) is not None
+    assert rc.selection_cache() == saved
+    assert rc.selection_cache()[key]["choice"] == flipped
+
+
+def test_unknown_saved_choice_is_an_error(clean_selection):
+    with pytest.raises(ValueError, match="unknown choice 'cudnn'"):
+        rc.load_selection_cache({("forward",): {"choice": "cudnn", "times": {}}})
