@@ -51,8 +51,10 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("conv3x3_winograd(Tensor input, Tensor weight, Tensor? bias, int padding, str pad_mode, "
         "bool transposed=False) -> Tensor",
         {at::Tag::pt2_compliant_tag});
-  // The weight gradient (K, C, 3, 3) of conv3x3_winograd given the output gradient.
-  m.def("conv3x3_winograd_grad_weight(Tensor grad, Tensor input, int padding, str pad_mode) -> Tensor",
+  // The weight gradient (K, C, 3, 3) of conv3x3_winograd given the output gradient,
+  // contiguous or channels_last.
+  m.def("conv3x3_winograd_grad_weight(Tensor grad, Tensor input, int padding, str pad_mode, "
+        "bool channels_last=False) -> Tensor",
         {at::Tag::pt2_compliant_tag});
 }
 

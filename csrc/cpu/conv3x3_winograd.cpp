@@ -198,18 +198,36 @@ void input_transform(const T* x, const Geometry& g, bool reflect, T* v) {
   });
 }
 
-// U[36][K][C] = G g G^T of every (k, c) filter g of w (contiguous, K x C x 3 x 3), or
-// with `transposed` of w (C x K x 3 x 3) rotated by 180 degrees and transposed: the
-// filters of the transposed convolution (the input gradient), read in place.
+// A (K, C, 3, 3) filter bank read in place through its strides (any layout; negative
+// strides read it rotated): filter (k, c) tap (r, s) is at base[k*sk + c*sc + r*sr + s*ss].
 template <typename T>
-void weight_transform(const T* w, int64_t out_channels, int64_t channels, bool transposed, T* u) {
+struct Filters {
+  T* base;
+  int64_t sk, sc, sr, ss;
+  T& at(int64_t k, int64_t c, int64_t r, int64_t s) const { return base[k * sk + c * sc + r * sr + s * ss]; }
+};
+
+// The weight's filters, or with `transposed` those of the transposed convolution (the
+// input gradient's): weight (C, K, 3, 3) rotated by 180 degrees and transposed.
+template <typename T>
+Filters<T> filters_of(const at::Tensor& weight, bool transposed) {
+  T* data = weight.data_ptr<T>();
+  if (!transposed) {
+    return {data, weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)};
+  }
+  return {data + 2 * weight.stride(2) + 2 * weight.stride(3), weight.stride(1), weight.stride(0), -weight.stride(2),
+          -weight.stride(3)};
+}
+
+// U[36][K][C] = G g G^T of every (k, c) filter g.
+template <typename T>
+void weight_transform(const Filters<const T>& w, int64_t out_channels, int64_t channels, T* u) {
   at::parallel_for(0, out_channels, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> taps(9 * channels), mixed(kInput * 3 * channels), out(kInput * channels);
     for (int64_t k = begin; k < end; ++k) {
-      for (int64_t c = 0; c < channels; ++c) {
-        const T* filter = transposed ? w + (c * out_channels + k) * 9 : w + (k * channels + c) * 9;
-        for (int64_t t = 0; t < 9; ++t) {
-          taps[t * channels + c] = filter[transposed ? 8 - t : t];
+      for (int64_t t = 0; t < 9; ++t) {
+        for (int64_t c = 0; c < channels; ++c) {
+          taps[t * channels + c] = w.at(k, c, t / 3, t % 3);
         }
       }
       // down the filter's rows, for each of its 3 columns: mixed[xi][s]
@@ -320,9 +338,9 @@ void grad_output_transform(const T* dy, const Geometry& g, int64_t out_channels,
   });
 }
 
-// dW (K, C, 3, 3) = G^T S G of every (k, c) from S[36][K][C].
+// dW (K, C, 3, 3, any layout) = G^T S G of every (k, c) from S[36][K][C].
 template <typename T>
-void weight_grad_transform(const T* s, int64_t out_channels, int64_t channels, T* dw) {
+void weight_grad_transform(const T* s, int64_t out_channels, int64_t channels, const Filters<T>& dw) {
   at::parallel_for(0, out_channels, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> mixed(kInput * 3 * channels), taps(9 * channels);
     for (int64_t k = begin; k < end; ++k) {
@@ -346,9 +364,9 @@ void weight_grad_transform(const T* s, int64_t out_channels, int64_t channels, T
         T* out[3] = {&taps[col * channels], &taps[(3 + col) * channels], &taps[(6 + col) * channels]};
         apply_gt<T>(in, out, channels);
       }
-      for (int64_t c = 0; c < channels; ++c) {
-        for (int64_t t = 0; t < 9; ++t) {
-          dw[(k * channels + c) * 9 + t] = taps[t * channels + c];
+      for (int64_t t = 0; t < 9; ++t) {
+        for (int64_t c = 0; c < channels; ++c) {
+          dw.at(k, c, t / 3, t % 3) = taps[t * channels + c];
         }
       }
     }
@@ -398,14 +416,14 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
                         bias->scalar_type() == input.scalar_type()),
               op, ": bias must be a (", out_channels, ",) tensor of the input's dtype");
   const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const auto w = weight.contiguous();
   const auto b = bias ? bias->contiguous() : at::Tensor();
   const Geometry g = geometry(x, padding);
   auto u = at::empty({kPoints, out_channels, g.channels}, x.options());
   auto y = at::empty({g.n, out_channels, g.out_h, g.out_w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const auto v = transformed_input(x, g, reflect);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_weight", [&] {
-    weight_transform<scalar_t>(w.data_ptr<scalar_t>(), out_channels, g.channels, transposed, u.data_ptr<scalar_t>());
+    const auto f = filters_of<scalar_t>(weight, transposed);
+    weight_transform<scalar_t>({f.base, f.sk, f.sc, f.sr, f.ss}, out_channels, g.channels, u.data_ptr<scalar_t>());
   });
   const auto m = at::bmm(v, u.transpose(1, 2));  // [36, N*T, K]
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_output", [&] {
@@ -416,7 +434,7 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
 }
 
 at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Tensor& input, int64_t padding,
-                                            c10::string_view pad_mode) {
+                                            c10::string_view pad_mode, bool channels_last) {
   const char* op = "conv3x3_winograd_grad_weight";
   const bool reflect = reflect_mode(op, pad_mode);
   check_input(op, input, padding, reflect);
@@ -428,14 +446,16 @@ at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Te
   const auto dy = grad.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t out_channels = dy.size(1);
   auto z = at::empty({kPoints, g.n * g.tiles(), out_channels}, x.options());
-  auto dw = at::empty({out_channels, g.channels, 3, 3}, x.options());
+  auto dw = at::empty({out_channels, g.channels, 3, 3},
+                      x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                              : at::MemoryFormat::Contiguous));
   const auto v = transformed_input(x, g, reflect);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_grad_output", [&] {
     grad_output_transform<scalar_t>(dy.data_ptr<scalar_t>(), g, out_channels, z.data_ptr<scalar_t>());
   });
   const auto s = at::bmm(z.transpose(1, 2), v);  // [36, K, C]
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_grad_weight", [&] {
-    weight_grad_transform<scalar_t>(s.data_ptr<scalar_t>(), out_channels, g.channels, dw.data_ptr<scalar_t>());
+    weight_grad_transform<scalar_t>(s.data_ptr<scalar_t>(), out_channels, g.channels, filters_of<scalar_t>(dw, false));
   });
   return dw;
 }

@@ -218,8 +218,9 @@ def _aten_grad_weight(grad, x, weight, stride, padding):
 _SELECTION: dict[tuple, str] = {}
 _TIMINGS: dict[tuple, dict[str, float]] = {}
 # (warm-up runs, timed runs) of each candidate: the first warm-up run of the Triton
-# kernel compiles (and on a GPU autotunes) it
-MEASURE_RUNS = {"cuda": (3, 10), "cpu": (1, 2)}
+# kernel compiles (and on a GPU autotunes) it; on a CPU the first runs also fault in the
+# Winograd transforms' buffers (a few MB), which one warm-up run left in the timing
+MEASURE_RUNS = {"cuda": (3, 10), "cpu": (3, 5)}
 
 
 def _validate_choice(name: str) -> str:
@@ -392,8 +393,9 @@ if _native.has_kernel("conv3x3_winograd", "CPU"):
                            device=input.device, memory_format=torch.channels_last)
 
     @torch.library.register_fake("fastgan::conv3x3_winograd_grad_weight")
-    def _conv3x3_winograd_grad_weight_fake(grad, input, padding, pad_mode):
-        return input.new_empty((grad.shape[1], input.shape[1], 3, 3))
+    def _conv3x3_winograd_grad_weight_fake(grad, input, padding, pad_mode, channels_last=False):
+        return torch.empty((grad.shape[1], input.shape[1], 3, 3), dtype=input.dtype, device=input.device,
+                           memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _winograd_grad_input(grad, x, weight, padding):
@@ -467,8 +469,8 @@ def _grad_weight_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, s
     shape and layout only), in weight's layout."""
     kernels = {
         "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
-        "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(grad, x, padding, "reflect"),
-                                  weight),
+        "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(
+            grad, x, padding, "reflect", channels_last=_channels_last(weight)), weight),
     }
 
     def unfused():

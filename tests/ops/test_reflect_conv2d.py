@@ -589,8 +589,10 @@ def test_winograd_opcheck():
         torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default, (x.detach(), wt.detach(), b, padding, mode))
         torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default,
                               (gy, wt.detach(), None, padding, mode, True))
-        torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_grad_weight.default,
-                              (torch.randn(1, 4, 4 + 2 * padding, 3 + 2 * padding), x.detach(), padding, mode))
+        for channels_last in (False, True):
+            torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_grad_weight.default,
+                                  (torch.randn(1, 4, 4 + 2 * padding, 3 + 2 * padding), x.detach(), padding, mode,
+                                   channels_last))
 
 
 @needs_native
@@ -600,8 +602,9 @@ def test_winograd_transposed_reads_the_rotated_transposed_weight():
     grad, wt = torch.randn(2, 5, 7, 6, generator=g), torch.randn(5, 3, 3, 3, generator=g)
     for mode, padding in (("zeros", 2), ("reflect", 1)):
         explicit = torch.ops.fastgan.conv3x3_winograd(grad, wt.flip((2, 3)).transpose(0, 1), None, padding, mode)
-        inplace = torch.ops.fastgan.conv3x3_winograd(grad, wt, None, padding, mode, True)
-        torch.testing.assert_close(inplace, explicit, rtol=0, atol=0)
+        for weight in (wt, wt.contiguous(memory_format=torch.channels_last)):  # read through its strides
+            inplace = torch.ops.fastgan.conv3x3_winograd(grad, weight, None, padding, mode, True)
+            torch.testing.assert_close(inplace, explicit, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match=r"weight must be \(5, K, 3, 3\)"):
         torch.ops.fastgan.conv3x3_winograd(grad, wt.transpose(0, 1), None, 1, "zeros", True)
 
