@@ -95,17 +95,26 @@ def gradient_penalty(
 
 
 def discriminator_loss(
-    criterion: GANLoss, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, fake_first: bool = False
+    criterion: GANLoss, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, fake_first: bool = False,
+    one_pass: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference's D objective: 0.5 * (GAN(D(real), real) + GAN(D(fake), fake)).
 
     Returns (loss, loss_real, loss_fake). With wgangp the gradient penalty
     between real and fake is added to loss (after the 0.5). CycleGAN's D sees
     the real image first, pix2pix's the fake first (fake_first); the order
-    matters for batch-norm running statistics.
+    matters for batch-norm running statistics. one_pass: D sees real and fake
+    as one batch (the same values for a D that treats each sample alone:
+    instance norm or none, never batch norm).
     """
     fake = fake.detach()
-    if fake_first:
+    if one_pass:
+        first, second = (fake, real) if fake_first else (real, fake)
+        # torch.cat promotes mixed precisions (a bf16 fake beside a float32 real) to the wider
+        out_first, out_second = netD(torch.cat([first, second])).split([first.shape[0], second.shape[0]])
+        pred_real, pred_fake = (out_second, out_first) if fake_first else (out_first, out_second)
+        loss_real, loss_fake = criterion(pred_real, True), criterion(pred_fake, False)
+    elif fake_first:
         loss_fake = criterion(netD(fake), False)
         loss_real = criterion(netD(real), True)
     else:

@@ -85,6 +85,7 @@ class Options:
     amp: str | None = None  # none | bf16 | fp16
     channels_last: bool | None = None
     adam: str | None = None  # default | foreach | fused
+    merge_passes: bool | None = None
     fast: bool = False
     eager: bool = False
     # where the demo data lives when dataroot is None (filled by resolve)

@@ -22,7 +22,7 @@ from torch import nn
 from fastgan.engine.device_pool import DeviceImagePool
 from fastgan.engine.distributed import distribute, is_data_parallel
 from fastgan.engine.image_pool import ImagePool
-from fastgan.engine.levels import EAGER, Levels, resolve_levels
+from fastgan.engine.levels import EAGER, PER_SAMPLE_NORMS, Levels, resolve_levels
 from fastgan.engine.schedulers import build_scheduler, step_schedulers
 from fastgan.models import export_state_dict, load_reference_checkpoint, save_checkpoint_file
 from fastgan.ops import use_backend
@@ -36,6 +36,11 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
 
 def as_dtype(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return x if x is None else x.to(dtype)
+
+
+def split_batch(merged: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A merged pass's output back into its two passes: the first `len(first)` samples, the rest."""
+    return merged[: first.shape[0]], merged[first.shape[0]:]
 
 
 def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None) -> torch.optim.Adam:
@@ -66,6 +71,10 @@ class TrainingModel:
         self.opt = opt
         self.device = device
         self.levels = levels if levels is not None else resolve_levels(opt, device)
+        if self.levels.merge_passes and opt.norm not in PER_SAMPLE_NORMS:  # levels given, not resolved
+            raise ValueError(f"merge_passes needs nets that treat each sample alone (norm instance or none), "
+                             f"not norm {opt.norm!r}")
+        self.merge_passes = self.levels.merge_passes
         self.nets: dict[str, nn.Module] = {}
         self.run_nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}

@@ -7,13 +7,16 @@ One iteration (REFERENCE.md, "CycleGAN iteration"):
      backward, one Adam step on G_A + G_B
   3. D unfrozen: D_A on (B, pool_B(fake_B)), D_B on (A, pool_A(fake_A)),
      backward both, one Adam step on D_A + D_B
+With the merge_passes level (per-sample nets), G_A translates A and B (its identity
+pass) as one batch, G_B likewise B and A, and each D sees real and fake as one batch:
+the same values per sample, in fewer and larger kernels.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fastgan.engine.base import TrainingModel, as_dtype, set_requires_grad
+from fastgan.engine.base import TrainingModel, as_dtype, set_requires_grad, split_batch
 from fastgan.losses import GANLoss, cycle_losses, discriminator_loss
 from fastgan.models import define_D, define_G
 
@@ -54,20 +57,26 @@ class CycleGAN(TrainingModel):
         G_A, G_B, D_A, D_B = (self.run_nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
         lambda_A, lambda_B, lambda_idt = opt.lambda_A, opt.lambda_B, opt.lambda_identity
 
+        # a generator's translation and identity passes as one batch: not with dropout, whose
+        # draws from the torch RNG follow the reference's order of generator calls
+        merge_generators = self.merge_passes and lambda_idt > 0 and opt.no_dropout
         with self.autocast():
             # 1. forward
-            fake_B = G_A(real_A)
+            if merge_generators:
+                fake_B, idt_A = split_batch(G_A(torch.cat([real_A, real_B])), real_A)
+                fake_A, idt_B = split_batch(G_B(torch.cat([real_B, real_A])), real_B)
+            fake_B = fake_B if merge_generators else G_A(real_A)
             rec_A = G_B(fake_B)
-            fake_A = G_B(real_B)
+            fake_A = fake_A if merge_generators else G_B(real_B)
             rec_B = G_A(fake_A)
 
         # 2. generators, discriminators frozen
         set_requires_grad([self.nets["D_A"], self.nets["D_B"]], False)
         self.optimizers["G"].zero_grad()
         with self.autocast():
-            # the reference's order of generator calls (dropout draws from the torch RNG)
-            idt_A = G_A(real_B) if lambda_idt > 0 else None
-            idt_B = G_B(real_A) if lambda_idt > 0 else None
+            if not merge_generators:  # the reference's order of generator calls
+                idt_A = G_A(real_B) if lambda_idt > 0 else None
+                idt_B = G_B(real_A) if lambda_idt > 0 else None
             loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
             loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
         # every L1 term (cycle A/B, identity A/B with their lambdas) in one fused op, in
@@ -82,10 +91,12 @@ class CycleGAN(TrainingModel):
         set_requires_grad([self.nets["D_A"], self.nets["D_B"]], True)
         self.optimizers["D"].zero_grad()
         with self.autocast():
-            loss_D_A, _, _ = discriminator_loss(self.criterionGAN, D_A, real_B, self.fake_B_pool.query(fake_B))
+            loss_D_A, _, _ = discriminator_loss(self.criterionGAN, D_A, real_B, self.fake_B_pool.query(fake_B),
+                                                one_pass=self.merge_passes)
         self.backward(loss_D_A)
         with self.autocast():
-            loss_D_B, _, _ = discriminator_loss(self.criterionGAN, D_B, real_A, self.fake_A_pool.query(fake_A))
+            loss_D_B, _, _ = discriminator_loss(self.criterionGAN, D_B, real_A, self.fake_A_pool.query(fake_A),
+                                                one_pass=self.merge_passes)
         self.backward(loss_D_B)
         self.optimizer_step("D")
 

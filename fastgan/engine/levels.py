@@ -9,9 +9,18 @@
   channels_last  nets and batches in NHWC
   adam           torch.optim.Adam's implementation: "default" (torch's choice, as
                  the reference), "foreach" or "fused"
+  merge_passes   a net's independent passes of one iteration run as one batch: a
+                 generator's translation and identity passes (CycleGAN), a
+                 discriminator's real and fake passes. Only for per-sample nets
+                 (--norm instance or none: a batch norm's statistics would mix the
+                 passes); generators with dropout keep their passes apart (the
+                 reference's order of random draws). Same values per sample, fewer
+                 and larger kernels.
 
 Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs +
-fused Adam, on a CPU accelerate alone (compiling would dominate short runs).
+fused Adam + merged passes, on a CPU accelerate + merged passes (compiling would
+dominate short runs); merged passes stay off for batch-norm nets unless asked for
+(then refused).
 `--fast` takes the fastest combination measured for the device, mixed precision
 included where it pays (bf16 on a GPU, on a CPU only with AMX); `--eager` is the reference's path with none of fastgan's. Explicit
 options override the defaults; a level the device cannot run is refused with
@@ -20,6 +29,7 @@ a ValueError that says why, never dropped.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -27,7 +37,8 @@ import torch
 COMPILE_MODES = ("none", "nets")
 AMP_MODES = ("none", "bf16", "fp16")
 ADAM_IMPLS = ("default", "foreach", "fused")
-LEVEL_NAMES = ("accelerate", "compile", "cuda_graphs", "amp", "channels_last", "adam")
+LEVEL_NAMES = ("accelerate", "compile", "cuda_graphs", "amp", "channels_last", "adam", "merge_passes")
+PER_SAMPLE_NORMS = ("instance", "none")  # the norms under which a net treats each sample alone
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class Levels:
     amp: str = "none"
     channels_last: bool = False
     adam: str = "default"
+    merge_passes: bool = False
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -48,7 +60,7 @@ class Levels:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def describe(self) -> str:
-        on = [name for name in ("accelerate", "cuda_graphs", "channels_last") if getattr(self, name)]
+        on = [name for name in ("accelerate", "cuda_graphs", "channels_last", "merge_passes") if getattr(self, name)]
         if self.compile != "none":
             on.append(f"compile={self.compile}")
         if self.amp != "none":
@@ -64,8 +76,8 @@ EAGER = Levels()
 def device_defaults(device: torch.device) -> Levels:
     """The fastest levels that keep fp32 semantics on `device`."""
     if device.type == "cuda":
-        return Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused")
-    return Levels(accelerate=True)
+        return Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True)
+    return Levels(accelerate=True, merge_passes=True)
 
 
 def cpu_has_amx() -> bool:
@@ -84,8 +96,8 @@ def fastest(device: torch.device) -> Levels:
     """
     if device.type == "cuda":
         return Levels(accelerate=True, compile="nets", cuda_graphs=True, amp="bf16", channels_last=True,
-                      adam="fused")
-    return Levels(accelerate=True, channels_last=True, amp="bf16" if cpu_has_amx() else "none")
+                      adam="fused", merge_passes=True)
+    return Levels(accelerate=True, channels_last=True, amp="bf16" if cpu_has_amx() else "none", merge_passes=True)
 
 
 def fast_note(device: torch.device) -> str:
@@ -112,6 +124,11 @@ def resolve_levels(opt, device: torch.device) -> Levels:
         return EAGER
     base = fastest(device) if opt.fast else device_defaults(device)
     levels = Levels(**{**{f.name: getattr(base, f.name) for f in fields(Levels)}, **chosen})
+    if levels.merge_passes and opt.norm not in PER_SAMPLE_NORMS:
+        if chosen.get("merge_passes"):
+            raise ValueError(f"--merge_passes needs nets that treat each sample alone (--norm instance or "
+                             f"none); with --norm {opt.norm} the batch statistics would mix the merged passes")
+        levels = dataclasses.replace(levels, merge_passes=False)  # a default that cannot apply here
     check_levels(levels, device)
     if levels.channels_last and not levels.accelerate and device.type == "cpu" and "instance" in opt.norm:
         # torch's CPU instance_norm backward returns wrong gradients for a batch of one in

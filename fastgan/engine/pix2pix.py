@@ -2,7 +2,9 @@
 
 One iteration (REFERENCE.md, "Pix2pix iteration"): fake_B = G(A); D step first
 on (cat(A, fake_B) detached → fake, cat(A, B) → real), then with D frozen the
-G step on GAN(D(cat(A, fake_B)), real) + lambda_L1 · L1(fake_B, B).
+G step on GAN(D(cat(A, fake_B)), real) + lambda_L1 · L1(fake_B, B). With the
+merge_passes level (a per-sample D: --norm instance or none; the reference's default
+is batch norm) the D step's fake and real pairs pass D as one batch.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Pix2Pix(TrainingModel):
         with self.autocast():
             loss_D, loss_D_real, loss_D_fake = discriminator_loss(
                 self.criterionGAN, D, torch.cat((real_A, real_B), 1),
-                torch.cat((real_A, fake_B.to(real_A.dtype)), 1), fake_first=True)
+                torch.cat((real_A, fake_B.to(real_A.dtype)), 1), fake_first=True, one_pass=self.merge_passes)
         self.backward(loss_D)
         self.optimizer_step("D")
 

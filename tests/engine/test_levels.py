@@ -17,16 +17,16 @@ def levels(device=CPU, arch="cyclegan", **explicit) -> Levels:
 
 
 def test_defaults_keep_fp32_and_fit_the_device():
-    assert levels(CPU) == Levels(accelerate=True)
-    assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused")
+    assert levels(CPU) == Levels(accelerate=True, merge_passes=True)
+    assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True)
     assert levels(CPU, eager=True) == EAGER and EAGER.describe().startswith("eager")
 
 
 def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, amp="bf16")
+    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, amp="bf16", merge_passes=True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True)
+    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, merge_passes=True)
     assert "no AMX" in fast_note(CPU)
     fast_gpu = levels(CUDA, fast=True)
     assert fast_gpu.amp == "bf16" and fast_gpu.cuda_graphs and fast_gpu.channels_last
@@ -34,11 +34,27 @@ def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
 
 
 def test_explicit_options_override_the_defaults():
-    assert levels(CPU, accelerate=False) == EAGER
+    assert levels(CPU, accelerate=False, merge_passes=False) == EAGER
     assert levels(CUDA, cuda_graphs=False, compile="none").cuda_graphs is False
-    assert levels(CPU, fast=True, amp="bf16", channels_last=False) == Levels(accelerate=True, amp="bf16")
+    assert levels(CPU, fast=True, amp="bf16", channels_last=False) == Levels(accelerate=True, amp="bf16",
+                                                                            merge_passes=True)
     assert levels(CPU, adam="foreach", channels_last=True) == Levels(accelerate=True, adam="foreach",
-                                                                    channels_last=True)
+                                                                    channels_last=True, merge_passes=True)
+
+
+def test_merged_passes_only_for_per_sample_nets():
+    """Batch norm mixes the samples of a batch: merging passes would change its statistics. The
+    default then stays off (pix2pix's reference default is batch norm); asked for, it is refused."""
+    assert levels(CPU, norm="instance").merge_passes and levels(CPU, norm="none").merge_passes
+    assert not levels(CPU, norm="batch").merge_passes
+    assert not levels(CPU, arch="pix2pix").merge_passes
+    assert "merge_passes" in levels(CPU).describe()
+    with pytest.raises(ValueError, match="--merge_passes needs nets that treat each sample alone"):
+        levels(CPU, norm="batch", merge_passes=True)
+    from fastgan.engine.pix2pix import Pix2Pix
+
+    with pytest.raises(ValueError, match="merge_passes needs nets that treat each sample alone"):
+        Pix2Pix(resolve("pix2pix", dict(ngf=4, ndf=4)), CPU, Levels(merge_passes=True))  # levels given as such
 
 
 @pytest.mark.parametrize("explicit,message", [
@@ -62,7 +78,7 @@ def test_cuda_levels_that_do_not_compose_are_refused():
 
 def test_build_model_takes_level_options():
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", amp="bf16")
-    assert model.levels == Levels(accelerate=True, amp="bf16")
+    assert model.levels == Levels(accelerate=True, amp="bf16", merge_passes=True)
     with pytest.raises(ValueError, match="--cuda_graphs"):
         fastgan.build_model("cyclegan", device="cpu", cuda_graphs=True)
 
@@ -105,7 +121,8 @@ def eager_runs():
 
 
 FP32_LEVELS = [
-    dict(accelerate=True),
+    dict(accelerate=True),  # with merged passes (the default)
+    dict(accelerate=True, merge_passes=False),
     dict(accelerate=True, channels_last=True),
     dict(accelerate=True, adam="foreach"),
     dict(accelerate=False, adam="fused"),

@@ -180,7 +180,7 @@ def test_keys_parameters_and_metadata_unchanged(name):
 
 # float32 with the fused modules' vendor convolutions (choice "aten"): equal to float32
 # rounding. float64 with whatever the per-shape measurement picks, Winograd included on
-# CPU: its float32 error is 10-30x a direct convolution's, which these random models
+# CPU: its float32 error is up to ~50x a direct convolution's, which these random models
 # (whose eval-mode running statistics amplify rounding ~1e4x) would turn into noise;
 # in float64 it is ~1e-14 relative, so a wrong rewrite still fails.
 @pytest.mark.parametrize("dtype,choice", [(torch.float32, "aten"), (torch.float64, "auto")], ids=str)

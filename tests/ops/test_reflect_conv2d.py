@@ -535,6 +535,18 @@ def test_matches_reference_winograd(dtype, layout, case, poison):
 
 
 @needs_native
+@pytest.mark.parametrize("case", [(1, 256, 256, 32, 32, 3, 1, 1), (1, 64, 64, 128, 128, 3, 1, 1)], ids=_id)
+def test_winograd_float32_error_at_cyclegan_shapes(case):
+    """The bound README states: within 2e-5 of the largest value against float64 (the
+    output, both gradients) at the generator's residual and 64-channel shapes."""
+    x, _, b, gy = make_case(case, torch.float32, "channels_last", seed=23)
+    wt = make_case(case, torch.float32, "contiguous", seed=24)[1] * 2 ** 0.5  # He init's scale
+    got = run("cpu", x, wt, b, gy, 1, 1, "winograd")
+    for name, a, r in zip(("y", "grad x", "grad weight", "grad bias"), got, reference_f64(x, wt, b, gy, 1, 1)):
+        assert_close(a, r, 2e-5, name)
+
+
+@needs_native
 @pytest.mark.parametrize("case,dtype,why", [
     ((1, 3, 4, 5, 7, 7, 3, 1), torch.float32, "3x3 kernels at stride 1"),
     ((2, 5, 6, 9, 11, 3, 1, 2), torch.float32, "3x3 kernels at stride 1"),

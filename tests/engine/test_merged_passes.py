@@ -1,0 +1,94 @@
+"""The merge_passes level: a net's independent passes as one batch give each sample's values
+and gradients of the separate passes (per-sample nets), and the training step uses it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan
+from fastgan.losses import GANLoss, discriminator_loss
+from fastgan.models import define_D
+
+TOL = dict(rtol=1e-10, atol=1e-12)  # float64: only the summation order differs
+
+
+def _d_and_images(in_nc=3, batch=2, seed=0):
+    torch.manual_seed(seed)
+    D = define_D(in_nc, 8, "basic", norm="instance").double()
+    g = torch.Generator().manual_seed(seed + 1)
+    real, fake = (torch.randn(batch, in_nc, 32, 32, generator=g, dtype=torch.float64) for _ in range(2))
+    return D, real, fake
+
+
+@pytest.mark.parametrize("gan_mode", ["lsgan", "vanilla", "wgangp"])
+@pytest.mark.parametrize("fake_first", [False, True])
+def test_one_pass_discriminator_loss_equals_two_passes(gan_mode, fake_first):
+    D, real, fake = _d_and_images()
+    criterion = GANLoss(gan_mode)
+    results = []
+    for one_pass in (False, True):
+        D.zero_grad()
+        torch.manual_seed(5)  # wgangp's interpolation weights
+        losses = discriminator_loss(criterion, D, real, fake, fake_first=fake_first, one_pass=one_pass)
+        losses[0].backward()
+        results.append((losses, [p.grad.clone() for p in D.parameters()]))
+    (two, grads_two), (one, grads_one) = results
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a, b, **TOL)
+    for a, b in zip(grads_one, grads_two):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_one_pass_tells_real_from_fake():
+    """Swapping real and fake must change the merged loss (the halves are not mixed up)."""
+    D, real, fake = _d_and_images(seed=3)
+    criterion = GANLoss("lsgan")
+    loss, loss_real, loss_fake = discriminator_loss(criterion, D, real, fake, one_pass=True)
+    swapped = discriminator_loss(criterion, D, fake, real, one_pass=True)
+    assert not torch.allclose(loss_real, swapped[1])
+    torch.testing.assert_close(loss_real, criterion(D(real), True), **TOL)
+    torch.testing.assert_close(loss_fake, criterion(D(fake), False), **TOL)
+
+
+def _train(merge: bool, iterations=3, **options):
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=4,
+                                pool_size=0, merge_passes=merge, **options)
+    for net in model.nets.values():
+        net.double()
+    g = torch.Generator().manual_seed(6)
+    history = []
+    for _ in range(iterations):
+        A, B = (torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(2))
+        history.append(model.train_step({"A": A, "B": B}))
+    return model, history
+
+
+def test_merged_cyclegan_step_equals_the_separate_passes():
+    """Batch 2, so that a merged generator pass holds 4 samples: losses and weights after 3
+    iterations equal the unmerged run's, and the generators did run merged."""
+    model_merged, merged = _train(True)
+    model_separate, separate = _train(False)
+    for a, b in zip(merged, separate):
+        assert a == pytest.approx(b, rel=1e-9)
+    for name in model_merged.nets:
+        for (k, v), w in zip(model_merged.nets[name].state_dict().items(),
+                             model_separate.nets[name].state_dict().values()):
+            # atol: the biases an instance norm cancels move by Adam-scaled rounding noise (test_levels.py)
+            torch.testing.assert_close(v, w, rtol=1e-9, atol=1e-7, msg=f"{name}.{k}")
+    calls = []
+    handle = model_merged.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    model_merged.train_step({"A": torch.rand(2, 3, 32, 32, dtype=torch.float64),
+                             "B": torch.rand(2, 3, 32, 32, dtype=torch.float64)})
+    handle.remove()
+    assert calls == [4, 2]  # A and B (translation and identity) merged, then rec_B alone
+
+
+def test_generators_with_dropout_keep_their_passes_apart():
+    model, _ = _train(True, iterations=1, no_dropout=False)
+    calls = []
+    handle = model.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    model.train_step({"A": torch.rand(2, 3, 32, 32, dtype=torch.float64),
+                      "B": torch.rand(2, 3, 32, 32, dtype=torch.float64)})
+    handle.remove()
+    assert calls == [2, 2, 2]  # fake_B, rec_B, idt_A: the reference's order of random draws
