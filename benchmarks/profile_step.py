@@ -54,7 +54,7 @@ def profile_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, 
 def run(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     levels = train_throughput.GPU_LEVELS if device == "cuda" else train_throughput.CPU_LEVELS
-    names = args.levels.split(",") if args.levels else list(levels)[:2]
+    names = args.levels.split(",") if args.levels else ["eager", "default (fp32)" if device == "cuda" else "accelerate"]
     unknown = [n for n in names if n not in levels]
     if unknown:
         raise SystemExit(f"unknown level(s) {unknown}; this device's: {', '.join(levels)}")
@@ -90,7 +90,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--levels", default=None, help="comma-separated level names (default: the first two)")
+    parser.add_argument("--levels", default=None,
+                        help="comma-separated level names (default: eager and the device's default level)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
     report = run(args)
