@@ -64,8 +64,8 @@ def markdown(rows: list[dict], machine: str, ceilings: dict | None, missing: lis
                      f"{r['gb_per_s']:.1f} | {share} | {ratio} |")
     choices = [(r["case"], r["mode"], selection_note(r)) for r in rows if r.get("selection")]
     if choices:
-        lines += ["", "reflect_conv2d's measured choice between the fused kernel (triton) and pad + the "
-                  "vendor convolution (aten), per case:", ""]
+        lines += ["", "reflect_conv2d's measured choice between the back end's fused kernel (triton on a GPU, "
+                  "winograd on a CPU) and pad + the vendor convolution (aten), per case:", ""]
         lines += [f"- {case}, {mode}: {note}" for case, mode, note in choices]
     return "\n".join(lines) + "\n"
 
