@@ -65,10 +65,12 @@ class CycleGAN(TrainingModel):
             if merge_generators:
                 fake_B, idt_A = split_batch(G_A(torch.cat([real_A, real_B])), real_A)
                 fake_A, idt_B = split_batch(G_B(torch.cat([real_B, real_A])), real_B)
-            fake_B = fake_B if merge_generators else G_A(real_A)
-            rec_A = G_B(fake_B)
-            fake_A = fake_A if merge_generators else G_B(real_B)
-            rec_B = G_A(fake_A)
+                rec_A, rec_B = G_B(fake_B), G_A(fake_A)
+            else:
+                fake_B = G_A(real_A)
+                rec_A = G_B(fake_B)
+                fake_A = G_B(real_B)
+                rec_B = G_A(fake_A)
 
         # 2. generators, discriminators frozen
         set_requires_grad([self.nets["D_A"], self.nets["D_B"]], False)

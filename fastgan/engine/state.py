@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from fastgan.engine.distributed import seed_rank_streams
-from fastgan.ops._reflect_conv2d import load_selection_cache, selection_cache
 from fastgan.models import save_checkpoint_file
+from fastgan.ops._reflect_conv2d import load_selection_cache, selection_cache
 
 STATE_FILE = "training_state.pt"
 

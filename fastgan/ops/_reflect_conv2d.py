@@ -36,8 +36,9 @@ FASTGAN_REFLECT_CONV2D=auto|aten (read at import) sets the default: "aten" keeps
 convolutions everywhere (Winograd's float32 error, against float64 at CycleGAN's shapes:
 1.6e-5 of the largest value in the output and the input gradient, 1.1e-5 in the weight
 gradient, where oneDNN's is 3e-7 and 2.4e-6; cuDNN's Winograd algorithms on GPUs trade
-the same way). A shape first seen while a CUDA
-graph is being captured runs aten (no timing inside a capture) and is measured later.
+the same way). A shape first seen while a CUDA graph is being captured runs aten (no
+timing inside a capture) and is measured later; the training-state file keeps the
+choices (fastgan/engine/state.py), so a resumed run keeps its kernels.
 
 The choice happens inside the custom op's implementation, at run time, so that
 torch.compile (fullgraph=True) sees one opaque op and no graph break; the custom ops
@@ -80,7 +81,6 @@ __all__ = [
 REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
 
 CHOICES = ("auto", "triton", "winograd", "aten")
-FUSED = ("triton", "winograd")  # the fused kernel of the `triton` and `cpu` back ends
 
 
 def _choice_from_environment() -> str:
@@ -390,8 +390,8 @@ if _native.has_kernel("conv3x3_winograd", "CPU"):
     @torch.library.register_fake("fastgan::conv3x3_winograd")
     def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transposed=False):
         n, _, h, w = input.shape
-        return torch.empty((n, weight.shape[1 if transposed else 0], h + 2 * padding - 2, w + 2 * padding - 2), dtype=input.dtype,
-                           device=input.device, memory_format=torch.channels_last)
+        shape = (n, weight.shape[1 if transposed else 0], h + 2 * padding - 2, w + 2 * padding - 2)
+        return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
 
     @torch.library.register_fake("fastgan::conv3x3_winograd_grad_weight")
     def _conv3x3_winograd_grad_weight_fake(grad, input, padding, pad_mode, channels_last=False):

@@ -27,6 +27,7 @@ HAS_CUDA = torch.cuda.is_available()
 CPU_BACKENDS = ops.available_backends("cpu", op="reflect_conv2d")
 TRITON_CPU = "triton" in CPU_BACKENDS
 needs_triton = pytest.mark.skipif(not TRITON_CPU, reason="triton (TRITON_INTERPRET=1) unavailable")
+needs_native = pytest.mark.skipif("cpu" not in CPU_BACKENDS, reason="fastgan._C not built")
 
 # relative to the largest reference value (sums of many products: near-zero entries
 # carry the absolute error of the large ones)
@@ -153,8 +154,7 @@ def test_matches_reference_triton_kernels(dtype, layout, case, poison):
 
 @pytest.mark.parametrize("backend,choice,case", [
     pytest.param("triton", "triton", CASES[2], marks=needs_triton),
-    pytest.param("cpu", "winograd", (1, 64, 48, 13, 17, 3, 1, 1),
-                 marks=pytest.mark.skipif("cpu" not in CPU_BACKENDS, reason="fastgan._C not built")),
+    pytest.param("cpu", "winograd", (1, 64, 48, 13, 17, 3, 1, 1), marks=needs_native),
 ], ids=str)
 def test_fused_kernels_without_bias_and_channels_last_weight(backend, choice, case, poison):
     x, wt, _, gy = make_case(case, torch.float32, "contiguous", seed=3, bias=False)
@@ -299,7 +299,6 @@ def test_kernels_compile_for_a_gpu():
 # ------------------------------------------------------------------------- gradcheck
 
 
-needs_native = pytest.mark.skipif("cpu" not in CPU_BACKENDS, reason="fastgan._C not built")
 GRADCHECK_CASES = [("contiguous", (1, 2, 2, 4, 5, 3, 1, 1), "winograd"),
                    ("channels_last", (1, 2, 3, 5, 4, 3, 2, 1), "winograd"),
                    ("contiguous", (1, 2, 2, 4, 5, 3, 1, 1), "aten"),
