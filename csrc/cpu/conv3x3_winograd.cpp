@@ -223,7 +223,7 @@ Filters<T> filters_of(const at::Tensor& weight, bool transposed) {
 template <typename T>
 void weight_transform(const Filters<const T>& w, int64_t out_channels, int64_t channels, T* u) {
   at::parallel_for(0, out_channels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> taps(9 * channels), mixed(kInput * 3 * channels), out(kInput * channels);
+    std::vector<T> taps(9 * channels), mixed(kInput * 3 * channels);
     for (int64_t k = begin; k < end; ++k) {
       for (int64_t t = 0; t < 9; ++t) {
         for (int64_t c = 0; c < channels; ++c) {
@@ -410,11 +410,12 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
                   weight.size(3) == 3,
               op, ": weight must be ", transposed ? "(" : "(K, ", input.size(1), transposed ? ", K" : "",
               ", 3, 3), got ", weight.sizes());
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": input and weight dtypes differ");
+  TORCH_CHECK(weight.scalar_type() == input.scalar_type() && weight.device() == input.device(), op,
+              ": input and weight must share dtype and device");
   const int64_t out_channels = weight.size(1 - in_dim);
   TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == out_channels &&
-                        bias->scalar_type() == input.scalar_type()),
-              op, ": bias must be a (", out_channels, ",) tensor of the input's dtype");
+                        bias->scalar_type() == input.scalar_type() && bias->device() == input.device()),
+              op, ": bias must be a (", out_channels, ",) tensor of the input's dtype and device");
   const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const auto b = bias ? bias->contiguous() : at::Tensor();
   const Geometry g = geometry(x, padding);
@@ -442,7 +443,8 @@ at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Te
   const Geometry g = geometry(x, padding);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == g.n && grad.size(2) == g.out_h && grad.size(3) == g.out_w, op,
               ": grad must be (", g.n, ", K, ", g.out_h, ", ", g.out_w, "), got ", grad.sizes());
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), op, ": grad and input dtypes differ");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.device() == x.device(), op,
+              ": grad and input must share dtype and device");
   const auto dy = grad.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t out_channels = dy.size(1);
   auto z = at::empty({kPoints, g.n * g.tiles(), out_channels}, x.options());

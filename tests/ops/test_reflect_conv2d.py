@@ -633,6 +633,10 @@ def test_winograd_native_op_checks_its_arguments():
         torch.ops.fastgan.conv3x3_winograd(x, wt, None, 5, "reflect")
     with pytest.raises(RuntimeError, match="grad must be"):
         torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 3, 3), x, 1, "reflect")
+    with pytest.raises(RuntimeError, match="input and weight must share dtype and device"):
+        torch.ops.fastgan.conv3x3_winograd(x, wt.double(), None, 1, "reflect")
+    with pytest.raises(RuntimeError, match="grad and input must share dtype and device"):
+        torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 5, 6).double(), x, 1, "reflect")
 
 
 # ------------------------------------------------------------------ arguments, autocast
