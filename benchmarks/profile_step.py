@@ -54,7 +54,7 @@ def profile_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, 
 def run(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     levels = train_throughput.GPU_LEVELS if device == "cuda" else train_throughput.CPU_LEVELS
-    names = args.levels.split(",") if args.levels else ["eager", "default (fp32)" if device == "cuda" else "accelerate"]
+    names = args.levels.split(",") if args.levels else ["eager", "default (fp32)" if device == "cuda" else "default"]
     unknown = [n for n in names if n not in levels]
     if unknown:
         raise SystemExit(f"unknown level(s) {unknown}; this device's: {', '.join(levels)}")

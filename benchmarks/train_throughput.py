@@ -38,9 +38,9 @@ BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100"
 
 CPU_LEVELS = {
     "eager": dict(eager=True),
-    "accelerate (passes apart)": dict(accelerate=True, merge_passes=False),
-    "accelerate": dict(accelerate=True),
-    "accelerate+channels_last": dict(accelerate=True, channels_last=True),
+    "accelerate alone": dict(accelerate=True, channels_last=False, merge_passes=False),
+    "accelerate+merge_passes": dict(accelerate=True, channels_last=False),
+    "default": dict(),
     "compile": dict(accelerate=False, compile="nets"),
     "fast": dict(fast=True),
 }

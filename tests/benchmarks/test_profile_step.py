@@ -10,7 +10,7 @@ from benchmarks import profile_step
 def test_profile_writes_the_top_ops_of_each_level(tmp_path):
     profile_step.main(["--size", "32", "--iters", "1", "--warmup", "1", "--top", "4", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "profile_step_cpu.json").read_text())
-    assert list(report["profiles"]) == ["eager", "accelerate"]
+    assert list(report["profiles"]) == ["eager", "default"]
     for name, prof in report["profiles"].items():
         rows = prof["top"]
         assert len(rows) == 4 and prof["ms_per_iteration"] > 0

@@ -17,7 +17,7 @@ def levels(device=CPU, arch="cyclegan", **explicit) -> Levels:
 
 
 def test_defaults_keep_fp32_and_fit_the_device():
-    assert levels(CPU) == Levels(accelerate=True, merge_passes=True)
+    assert levels(CPU) == Levels(accelerate=True, channels_last=True, merge_passes=True)
     assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True)
     assert levels(CPU, eager=True) == EAGER and EAGER.describe().startswith("eager")
 
@@ -34,12 +34,26 @@ def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
 
 
 def test_explicit_options_override_the_defaults():
-    assert levels(CPU, accelerate=False, merge_passes=False) == EAGER
+    assert levels(CPU, accelerate=False, merge_passes=False) == EAGER  # channels_last: left out, below
     assert levels(CUDA, cuda_graphs=False, compile="none").cuda_graphs is False
     assert levels(CPU, fast=True, amp="bf16", channels_last=False) == Levels(accelerate=True, amp="bf16",
                                                                             merge_passes=True)
+    assert levels(CPU, channels_last=False) == Levels(accelerate=True, merge_passes=True)
     assert levels(CPU, adam="foreach", channels_last=True) == Levels(accelerate=True, adam="foreach",
                                                                     channels_last=True, merge_passes=True)
+
+
+def test_a_cpu_default_that_cannot_apply_is_left_out():
+    """channels_last is a CPU default, but without --accelerate torch's own instance norm
+    runs, whose channels_last backward is wrong at batch 1: left out there; asked for, refused."""
+    assert not levels(CPU, accelerate=False).channels_last
+    assert levels(CPU, accelerate=False, norm="batch").channels_last
+    with pytest.raises(ValueError, match="needs --accelerate"):
+        levels(CPU, accelerate=False, channels_last=True)
+    # dropout draws its mask in memory order: the default keeps NCHW, and the reference's draws
+    assert not levels(CPU, arch="pix2pix").channels_last
+    assert levels(CPU, arch="pix2pix", no_dropout=True).channels_last
+    assert levels(CPU, arch="pix2pix", channels_last=True).channels_last
 
 
 def test_merged_passes_only_for_per_sample_nets():
@@ -78,7 +92,7 @@ def test_cuda_levels_that_do_not_compose_are_refused():
 
 def test_build_model_takes_level_options():
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", amp="bf16")
-    assert model.levels == Levels(accelerate=True, amp="bf16", merge_passes=True)
+    assert model.levels == Levels(accelerate=True, amp="bf16", channels_last=True, merge_passes=True)
     with pytest.raises(ValueError, match="--cuda_graphs"):
         fastgan.build_model("cyclegan", device="cpu", cuda_graphs=True)
 
