@@ -10,7 +10,9 @@ loader_throughput.py does that). The baseline, "eager", is the reference's
 path: plain nn modules, fp32, the reference's update order and pool, torch's
 own Adam (fastgan.engine.levels.EAGER). Each level is built from the same seed,
 warmed up (compilation and CUDA-graph capture happen there), then timed over
---iters iterations; the device is synchronized before the clock stops.
+--iters iterations and at least --min_seconds (short iterations would otherwise be
+timed over a fraction of a second, at the mercy of a shared machine's noise); the
+device is synchronized before the clock stops.
 
 Model FLOPs per iteration are counted once (torch.utils.flop_counter on one
 eager iteration); on a GPU the table adds the share of the card's dense bf16
@@ -79,7 +81,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int) -> dict:
+def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, min_seconds: float = 0.0) -> dict:
     model = build(cfg, level, device)
     inputs = batch(cfg, device)
     start = time.perf_counter()
@@ -88,13 +90,16 @@ def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int) -> 
     sync(device)
     warm_s = time.perf_counter() - start
     start = time.perf_counter()
-    for _ in range(iters):
+    done = 0
+    while done < iters or time.perf_counter() - start < min_seconds:
         losses = model.step(*inputs)
+        done += 1
     sync(device)
     seconds = time.perf_counter() - start
     finite = all(torch.isfinite(v).item() for v in losses.values())
-    return {"levels": model.levels.describe(), "images_per_second": iters * cfg["batch"] / seconds,
-            "seconds_per_iteration": seconds / iters, "warmup_seconds": warm_s, "losses_finite": finite}
+    return {"levels": model.levels.describe(), "images_per_second": done * cfg["batch"] / seconds,
+            "seconds_per_iteration": seconds / done, "iterations": done, "warmup_seconds": warm_s,
+            "losses_finite": finite}
 
 
 def iteration_flops(cfg: dict, device: str) -> int:
@@ -122,6 +127,7 @@ def run(args, on_row=lambda report: None) -> dict:
     peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
     results = []
     report = {"machine": describe_machine(), "warmup": args.warmup, "iters": args.iters,
+              "min_seconds": args.min_seconds,
               "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in peaks.items()}, "results": results}
     for cfg in config(args):
         rows = []
@@ -130,7 +136,7 @@ def run(args, on_row=lambda report: None) -> dict:
             if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
                 continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
             try:
-                row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters)}
+                row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters, args.min_seconds)}
             except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
                 row = {"level": name, "error": str(e).splitlines()[0]}
             rows.append(row)
@@ -165,8 +171,9 @@ def markdown(report: dict) -> str:
     peaks = report["bf16_peak_tflops"]
     peak_note = ", ".join(f"{kind} {tflops:.0f} TFLOP/s" for kind, tflops in peaks.items() if tflops)
     lines = [f"# Training throughput on {report['machine']}", "",
-             f"Full iterations on one fixed batch on the device; {report['warmup']} warm-up, "
-             f"{report['iters']} timed. Baseline: the reference-style eager trainer (same run)."
+             f"Full iterations on one fixed batch on the device; {report['warmup']} warm-up, then at least "
+             f"{report['iters']} timed" + (f" and {report['min_seconds']:g} s" if report.get("min_seconds") else "")
+             + ". Baseline: the reference-style eager trainer (same run)."
              + (f" Dense bf16 peaks: {peak_note}." if peak_note else ""), ""]
     for res in report["results"]:
         cfg = res["config"]
@@ -193,7 +200,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=None, help="crop size (default: the device's configs)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=10, help="timed iterations, at least")
+    parser.add_argument("--min_seconds", type=float, default=0.0 if torch.cuda.is_available() else 20.0,
+                        help="time at least this long (default: 20 s on a CPU, whose shared cores are noisy)")
     parser.add_argument("--levels", default=None, help="comma-separated subset of the level names")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     parser.add_argument("--ceilings", default=None, help="benchmarks/ceilings.py's JSON (measured bf16 peak)")

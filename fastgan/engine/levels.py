@@ -25,7 +25,7 @@ out: merged passes for batch-norm nets; channels_last on a CPU without --acceler
 (torch's own instance norm has a channels_last bug) or with dropout in the generator
 (dropout draws its mask in memory order, so channels_last would change which units the
 reference's random stream drops). Asked for explicitly, the first two are refused; the
-third runs, equal to the reference in distribution only.
+third runs, equal to the reference in distribution only, as under --fast.
 `--fast` takes the fastest combination measured for the device, mixed precision
 included where it pays (bf16 on a GPU, on a CPU only with AMX); `--eager` is the reference's path with none of fastgan's. Explicit
 options override the defaults; a level the device cannot run is refused with
@@ -143,7 +143,7 @@ def resolve_levels(opt, device: torch.device) -> Levels:
             raise ValueError("--channels_last on a CPU with instance norm needs --accelerate: torch's own "
                              "CPU instance norm computes wrong gradients in channels_last at batch size 1")
         levels = dataclasses.replace(levels, channels_last=False)  # a default that cannot apply here
-    if levels.channels_last and "channels_last" not in chosen and not opt.no_dropout:
+    if levels.channels_last and "channels_last" not in chosen and not opt.no_dropout and not opt.fast:
         levels = dataclasses.replace(levels, channels_last=False)  # keeps the reference's dropout draws
     return levels
 

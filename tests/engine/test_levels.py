@@ -54,6 +54,7 @@ def test_a_cpu_default_that_cannot_apply_is_left_out():
     assert not levels(CPU, arch="pix2pix").channels_last
     assert levels(CPU, arch="pix2pix", no_dropout=True).channels_last
     assert levels(CPU, arch="pix2pix", channels_last=True).channels_last
+    assert levels(CPU, arch="pix2pix", fast=True).channels_last  # --fast: the draws equal in distribution
 
 
 def test_merged_passes_only_for_per_sample_nets():
