@@ -19,8 +19,8 @@
 
 Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs +
 fused Adam + merged passes, on a CPU accelerate + channels_last + merged passes
-(compiling would dominate short runs; channels_last measured 1.1-1.3x faster than NCHW
-on this project's CPU for CycleGAN and pix2pix). A default that cannot apply is left
+(compiling would dominate short runs; channels_last measured 1.1x faster than NCHW for
+CycleGAN on this project's CPU, with the Winograd convolutions reading NHWC). A default that cannot apply is left
 out: merged passes for batch-norm nets; channels_last on a CPU without --accelerate
 (torch's own instance norm has a channels_last bug) or with dropout in the generator
 (dropout draws its mask in memory order, so channels_last would change which units the
