@@ -44,7 +44,7 @@ TORCH_LIBRARY(fastgan, m) {
         {at::Tag::pt2_compliant_tag});
   // conv2d(pad(input, padding, pad_mode), weight, bias) for 3x3 weights at stride 1 by
   // Winograd's F(4x4, 3x3), the padding ("reflect" or "zeros") read through an index
-  // map. float32/float64, CPU; output contiguous (N, K, H + 2p - 2, W + 2p - 2). Used by
+  // map. float32/float64, CPU; output (N, K, H + 2p - 2, W + 2p - 2), channels_last. Used by
   // reflect_conv2d's `cpu` back end where it measures faster than pad + oneDNN. With
   // transposed, weight is (C_in, K, 3, 3) and the convolution's filters are
   // weight.flip(2, 3).transpose(0, 1) (an input gradient), read in place.
