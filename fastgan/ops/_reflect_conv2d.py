@@ -297,11 +297,21 @@ def _triton_problem(device: torch.device) -> str | None:
 WINOGRAD_DTYPES = (torch.float32, torch.float64)
 
 
-def _winograd_problem(x: torch.Tensor, weight: torch.Tensor, stride: int) -> str | None:
+def _winograd_kernels_problem() -> str | None:
     for op in ("conv3x3_winograd", "conv3x3_winograd_grad_weight"):
         problem = _native.kernel_check(op, "CPU")()
         if problem:
             return problem
+    return None
+
+
+# fixed once fastgan._C is loaded: asked once, not on every convolution
+_WINOGRAD_KERNELS_PROBLEM = _winograd_kernels_problem()
+
+
+def _winograd_problem(x: torch.Tensor, weight: torch.Tensor, stride: int) -> str | None:
+    if _WINOGRAD_KERNELS_PROBLEM:
+        return _WINOGRAD_KERNELS_PROBLEM
     if x.device.type != "cpu":
         return f"the Winograd kernels run on CPU tensors, not {x.device.type}"
     if tuple(weight.shape[2:]) != (3, 3) or stride != 1:

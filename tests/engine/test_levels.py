@@ -8,6 +8,7 @@ import torch
 import fastgan
 from fastgan.engine.levels import EAGER, Levels, fast_note, resolve_levels
 from fastgan.options import resolve
+from tests.engine.cancelled_biases import instance_norm_cancelled_biases
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -153,11 +154,12 @@ def test_fp32_levels_match_the_eager_path_over_20_iterations(eager_runs, arch, l
     eager_model = eager_runs[arch][0]
     for name, net in model.nets.items():
         reference = eager_model.nets[name].state_dict()
+        # the biases an instance norm cancels move by Adam-scaled float64 rounding noise (larger on the
+        # Winograd path the per-shape measurement may pick): ~1e-9, not the other weights' bound
+        cancelled = instance_norm_cancelled_biases(eager_model.nets[name])
         for key, value in net.state_dict().items():
-            # atol: the biases of convs that an instance norm follows cancel in every output and have
-            # a zero gradient in exact arithmetic; Adam scales their float64 rounding noise (larger on
-            # the Winograd path the per-shape measurement may pick) into drifts of ~1e-9
-            torch.testing.assert_close(value, reference[key], rtol=1e-4, atol=1e-7, msg=f"{name}.{key}")
+            atol = 1e-7 if key in cancelled else 1e-9
+            torch.testing.assert_close(value, reference[key], rtol=1e-4, atol=atol, msg=f"{name}.{key}")
 
 
 def test_compiled_nets_match_the_eager_path(eager_runs):
