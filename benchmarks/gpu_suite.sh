@@ -2,8 +2,9 @@
 # The GPU machine's one script, in this order: build fastgan._C against that machine's
 # torch, measure the card's ceilings (copy bandwidth, bf16 matrix rate), run the GPU
 # tests (pytest -m gpu: every back end's correctness on CUDA, CUDA-graph capture and
-# replay), the end-to-end training throughput, a profile of one batch-1 iteration (the
-# top kernels of eager and of the default level), the kernel benchmarks (one run per op)
+# replay), the end-to-end training throughput with a profile of each level (its top
+# kernels, and its kernel time against its wall time: bound by the device or by the
+# host?), the kernel benchmarks (one run per op)
 # and the loaders' throughput (no DALI there: torch and the device cache), and write a
 # markdown summary.
 #
@@ -81,29 +82,26 @@ step build 200 $PY setup.py -q build_ext --inplace
 step ceilings 20 $PY -m benchmarks.ceilings --out "$RESULTS"
 CEILINGS=$(ls "$RESULTS"/ceilings_*.json 2>/dev/null | head -n 1)
 export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: failures as they happen
-step gpu_tests 120 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
+step gpu_tests 110 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
   --junitxml="$RESULTS/gpu_tests.xml"
 unset FASTGAN_FAILURE_LOG
-step train_throughput 120 $PY -m benchmarks.train_throughput --out "$RESULTS" \
+# each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model
+step train_throughput 150 $PY -m benchmarks.train_throughput --out "$RESULTS" --profile_iters 2 --top 10 \
   ${CEILINGS:+--ceilings "$CEILINGS"}
-# where batch 1's time goes: the kernels of the eager baseline and of the default level
-step profile_step 40 $PY -m benchmarks.profile_step --out "$RESULTS" --size 256 --iters 3 --top 25 \
-  --levels "eager,default (fp32)"
 
 # one benchmark run per op, so that a cut run loses one op's rows only
 for op in instance_norm_act cycle_losses reflect_conv2d l1_loss; do
-  step "kernels_$op" 30 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider -k "$op" \
+  step "kernels_$op" 25 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider -k "$op" \
     --benchmark-json="$WORK/kernels_$op.json"
 done
-step kernel_report 15 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.json --out "$RESULTS" \
+step kernel_report 10 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.json --out "$RESULTS" \
   ${CEILINGS:+--ceilings "$CEILINGS"}
-step loader_throughput 20 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
+step loader_throughput 15 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
 {
   echo
   echo "Total: $SECONDS s."
   echo
-  for f in "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md \
-           "$RESULTS"/profile_step_*.md; do
+  for f in "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md; do
     [ -f "$f" ] && cat "$f" && echo
   done
   echo "## GPU test failures"

@@ -7,7 +7,8 @@ For each level (the names of benchmarks/train_throughput.py), the model is built
 warmed up as there, then --iters iterations run under torch.profiler (CPU, and CUDA
 where there is a GPU: kernels inside CUDA graphs included). The table lists the --top
 ops by self time on the device (CUDA kernels on a GPU, CPU ops on a CPU), per
-iteration, with their share of the profiled time. Results: printed, and written as
+iteration, with their share of the profiled time, and their sum against the wall time
+of as many unprofiled iterations (how busy the device is). Results: printed, and written as
 JSON and markdown to $OUT, else benchmarks/results/ (profile_step_<machine>.*).
 """
 
@@ -15,18 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from benchmarks import train_throughput
+from benchmarks import profiler, train_throughput
 from benchmarks.machine import describe_machine, write_results
-
-
-def _self_time_us(event, on_gpu: bool) -> float:
-    if on_gpu:
-        return getattr(event, "self_device_time_total", 0.0) or getattr(event, "self_cuda_time_total", 0.0)
-    return event.self_cpu_time_total
 
 
 def profile_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, top: int) -> dict:
@@ -35,20 +30,13 @@ def profile_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, 
     for _ in range(warmup):
         model.step(*inputs)
     train_throughput.sync(device)
-    on_gpu = device == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    with profile(activities=activities) as prof:
-        for _ in range(iters):
-            model.step(*inputs)
-        train_throughput.sync(device)
-    events = [e for e in prof.key_averages() if _self_time_us(e, on_gpu) > 0]
-    total = sum(_self_time_us(e, on_gpu) for e in events)
-    events.sort(key=lambda e: -_self_time_us(e, on_gpu))
-    rows = [{"op": e.key, "calls_per_iteration": e.count / iters,
-             "ms_per_iteration": _self_time_us(e, on_gpu) / iters / 1e3,
-             "share": _self_time_us(e, on_gpu) / total if total else None} for e in events[:top]]
-    return {"levels": model.levels.describe(), "timeline": "CUDA kernels" if on_gpu else "CPU ops",
-            "ms_per_iteration": total / iters / 1e3, "top": rows}
+    start = time.perf_counter()  # the wall time without the profiler's own overhead
+    for _ in range(iters):
+        model.step(*inputs)
+    train_throughput.sync(device)
+    wall_ms = (time.perf_counter() - start) / iters * 1e3
+    return {"levels": model.levels.describe(), "wall_ms_per_iteration": wall_ms,
+            **profiler.profile_iterations(model, inputs, device, iters, top)}
 
 
 def run(args) -> dict:
@@ -72,13 +60,9 @@ def markdown(report: dict) -> str:
              f"{cfg['arch']}, {cfg['size']}², batch {cfg['batch']}; {report['iters']} profiled iterations "
              "after warm-up; self time per iteration.", ""]
     for name, prof in report["profiles"].items():
-        lines += [f"## {name} ({prof['levels']}): {prof['ms_per_iteration']:.1f} ms of {prof['timeline']} "
-                  "per iteration", "", "| op | calls | ms | share |", "|---|---:|---:|---:|"]
-        for r in prof["top"]:
-            op = r["op"].replace("|", "/")[:90]
-            lines.append(f"| {op} | {r['calls_per_iteration']:.0f} | {r['ms_per_iteration']:.2f} | "
-                         f"{r['share'] * 100:.1f}% |")
-        lines.append("")
+        lines += [f"## {name} ({prof['levels']}): "
+                  f"{profiler.busy_note(prof, prof['wall_ms_per_iteration'])} per iteration", ""]
+        lines += profiler.top_table(prof) + [""]
     return "\n".join(lines)
 
 

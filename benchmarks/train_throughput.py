@@ -17,7 +17,9 @@ device is synchronized before the clock stops.
 Model FLOPs per iteration are counted once (torch.utils.flop_counter on one
 eager iteration); on a GPU the table adds the share of the card's dense bf16
 matrix peak those FLOPs reach: the datasheet's, and the one benchmarks/ceilings.py
-measured (--ceilings). Results: printed, and written as JSON and
+measured (--ceilings). With --profile_iters N, N more iterations of each level run
+under torch.profiler (benchmarks/profiler.py): its top ops, and the device's busy
+time against the wall time (on a GPU: bound by the device or by the host?). Results: printed, and written as JSON and
 markdown to $OUT, else benchmarks/results/ (train_throughput_<machine>.*).
 """
 
@@ -31,6 +33,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import profiler
 from benchmarks.machine import describe_machine, write_results
 from fastgan.engine.models import model_from_options
 from fastgan.options import resolve
@@ -81,7 +84,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, min_seconds: float = 0.0) -> dict:
+def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, min_seconds: float = 0.0,
+               profile_iters: int = 0, top: int = 8) -> dict:
     model = build(cfg, level, device)
     inputs = batch(cfg, device)
     start = time.perf_counter()
@@ -97,9 +101,12 @@ def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, min
     sync(device)
     seconds = time.perf_counter() - start
     finite = all(torch.isfinite(v).item() for v in losses.values())
-    return {"levels": model.levels.describe(), "images_per_second": done * cfg["batch"] / seconds,
-            "seconds_per_iteration": seconds / done, "iterations": done, "warmup_seconds": warm_s,
-            "losses_finite": finite}
+    row = {"levels": model.levels.describe(), "images_per_second": done * cfg["batch"] / seconds,
+           "seconds_per_iteration": seconds / done, "iterations": done, "warmup_seconds": warm_s,
+           "losses_finite": finite}
+    if profile_iters:  # on the model just timed: nothing is built or compiled again
+        row["profile"] = profiler.profile_iterations(model, inputs, device, profile_iters, top)
+    return row
 
 
 def iteration_flops(cfg: dict, device: str) -> int:
@@ -136,7 +143,8 @@ def run(args, on_row=lambda report: None) -> dict:
             if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
                 continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
             try:
-                row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters, args.min_seconds)}
+                row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters, args.min_seconds,
+                                                   args.profile_iters, args.top)}
             except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
                 row = {"level": name, "error": str(e).splitlines()[0]}
             rows.append(row)
@@ -191,6 +199,10 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['level']} | {r['levels']} | {r['images_per_second']:.2f} | "
                          f"{ratio} | {r['model_tflops_per_second']:.2f} | {share} |")
         lines.append("")
+        for r in res["rows"]:
+            if "profile" in r:
+                lines += [f"### {r['level']}: {profiler.busy_note(r['profile'], r['seconds_per_iteration'] * 1e3)} "
+                          "per iteration", ""] + profiler.top_table(r["profile"]) + [""]
     return "\n".join(lines)
 
 
@@ -206,6 +218,10 @@ def main(argv=None) -> None:
     parser.add_argument("--levels", default=None, help="comma-separated subset of the level names")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     parser.add_argument("--ceilings", default=None, help="benchmarks/ceilings.py's JSON (measured bf16 peak)")
+    parser.add_argument("--profile_iters", type=int, default=0,
+                        help="after timing each level, profile this many more iterations: its top --top ops "
+                             "and how busy the device was (benchmarks/profiler.py)")
+    parser.add_argument("--top", type=int, default=8, help="ops listed per profiled level")
     args = parser.parse_args(argv)
     def write(report: dict) -> str:
         return write_results(args.out, "train_throughput", report, markdown(report))

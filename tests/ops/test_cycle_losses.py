@@ -86,8 +86,8 @@ def reference_f64(images, lambdas=LAMBDAS, coeffs=COEFFS):
     wanted = [t for t in leaves if t is not None and t.requires_grad]
     if not wanted:
         return values.detach(), [None] * 6
-    grads = torch.autograd.grad((values * torch.tensor(coeffs, dtype=torch.float64)).sum(), wanted,
-                                allow_unused=True)
+    weights = torch.tensor(coeffs, dtype=torch.float64, device=values.device)  # a CUDA run's device too
+    grads = torch.autograd.grad((values * weights).sum(), wanted, allow_unused=True)
     it = iter(grads)
     return values.detach(), [next(it) if t is not None and t.requires_grad else None for t in leaves]
 
@@ -113,7 +113,7 @@ def check_against_reference(backend, images, lambdas=LAMBDAS, coeffs=COEFFS, gra
     assert values.shape == (4,) and values.dtype == dtype and values.device == images[0].device
     assert torch.equal(torch.stack([out.cycle_A, out.cycle_B, out.idt_A, out.idt_B]), values)
     rtol = RTOL[dtype]
-    torch.testing.assert_close(values.double().cpu(), ref.cpu(), rtol=rtol, atol=1e-30)
+    torch.testing.assert_close(values.double(), ref, rtol=rtol, atol=1e-30)
     for name, t, g, r in zip(NAMES, images, grads, ref_grads):
         if r is None:
             assert g is None, f"{name} got a gradient it should not have"
@@ -123,11 +123,11 @@ def check_against_reference(backend, images, lambdas=LAMBDAS, coeffs=COEFFS, gra
         if name.startswith("real"):
             # -(sum of two terms), each rounded: tolerance (plus an absolute floor for sums near 0)
             floor = rtol * r.abs().max().item()
-            torch.testing.assert_close(g.double().cpu(), r.cpu(), rtol=rtol, atol=floor, msg=name)
+            torch.testing.assert_close(g.double(), r, rtol=rtol, atol=floor, msg=name)
         else:
             ties = (t == images[2 if name in ("rec_B", "idt_A") else 0])
             assert (g[ties] == 0).all(), f"{name}: sign(0) = 0 at ties"
-            torch.testing.assert_close(g.double().cpu(), r.cpu(), rtol=rtol, atol=0, msg=name)
+            torch.testing.assert_close(g.double(), r, rtol=rtol, atol=0, msg=name)
             if backend in ("cpu", "cuda"):
                 # sign * scale with scale rounded once: the dtype's rounding of the reference
                 assert torch.equal(g, r.to(device=g.device, dtype=dtype)), name

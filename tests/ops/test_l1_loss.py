@@ -93,9 +93,9 @@ def check_against_reference(backend, x, t, weight):
     ties = (x == t)
     assert (gx[ties] == 0).all() and (gt[ties] == 0).all(), "sign(0) = 0 at ties"
     rtol = RTOL[dtype]
-    torch.testing.assert_close(loss.double().cpu(), ref.cpu(), rtol=rtol, atol=0)
-    torch.testing.assert_close(gx.double().cpu(), ref_gx.cpu(), rtol=rtol, atol=0)
-    torch.testing.assert_close(gt.double().cpu(), ref_gt.cpu(), rtol=rtol, atol=0)
+    torch.testing.assert_close(loss.double(), ref, rtol=rtol, atol=0)
+    torch.testing.assert_close(gx.double(), ref_gx, rtol=rtol, atol=0)
+    torch.testing.assert_close(gt.double(), ref_gt, rtol=rtol, atol=0)
     if backend in ("cpu", "cuda"):
         # Native gradients are sign * scale with scale rounded once: the dtype's rounding
         # of the float64 reference, exactly.

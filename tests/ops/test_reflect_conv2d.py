@@ -98,7 +98,7 @@ def run(backend, x, wt, b, gy, stride, padding, choice="auto"):
 def assert_close(actual, expected, tol, what=""):
     assert actual.shape == expected.shape, what
     scale = expected.abs().max().item()
-    torch.testing.assert_close(actual.double().cpu(), expected.cpu(), rtol=tol, atol=tol * scale,
+    torch.testing.assert_close(actual.double(), expected.to(actual.device), rtol=tol, atol=tol * scale,
                                msg=lambda m: f"{what}: {m}")
 
 
