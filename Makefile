@@ -36,6 +36,7 @@ clean:
 bench-kernels: build
 	$(PY) -m pytest benchmarks/kernels -q -p no:cacheprovider --benchmark-json=build/kernels_run.json
 	$(PY) -m benchmarks.kernels.report build/kernels_run.json
+	$(PY) -m benchmarks.host_overhead
 
 # Data-parallel scaling: images/s at 1 and 2 ranks (CPU) or 1..N GPUs, all-reduce time against compute.
 .PHONY: bench-scaling

@@ -4,7 +4,7 @@
 # tests (pytest -m gpu: every back end's correctness on CUDA, CUDA-graph capture and
 # replay), the end-to-end training throughput with a profile of each level (its top
 # kernels, and its kernel time against its wall time: bound by the device or by the
-# host?), the kernel benchmarks (one run per op)
+# host?), the kernel benchmarks (one run per op), each op's host time per call
 # and the loaders' throughput (no DALI there: torch and the device cache), and write a
 # markdown summary.
 #
@@ -88,6 +88,8 @@ unset FASTGAN_FAILURE_LOG
 # each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model
 step train_throughput 150 $PY -m benchmarks.train_throughput --out "$RESULTS" --profile_iters 2 --top 10 \
   ${CEILINGS:+--ceilings "$CEILINGS"}
+# each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on)
+step host_overhead 15 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
 
 # one benchmark run per op, so that a cut run loses one op's rows only
 for op in instance_norm_act cycle_losses reflect_conv2d l1_loss; do
@@ -101,7 +103,8 @@ step loader_throughput 15 $PY -m benchmarks.loader_throughput --images 300 --sec
   echo
   echo "Total: $SECONDS s."
   echo
-  for f in "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md; do
+  for f in "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md \
+           "$RESULTS"/host_overhead_*.md; do
     [ -f "$f" ] && cat "$f" && echo
   done
   echo "## GPU test failures"

@@ -52,9 +52,9 @@ def _randn(shape, g, dtype, device, grad=True):
     return torch.randn(shape, generator=g, dtype=dtype).to(device).requires_grad_(grad)
 
 
-def l1_loss_cases(dtype=torch.float32) -> list[Case]:
+def l1_loss_cases(shapes=IMAGE_SHAPES, dtype=torch.float32) -> list[Case]:
     cases = []
-    for shape in IMAGE_SHAPES:
+    for shape in shapes:
         n, size = torch.Size(shape).numel(), _element_size(dtype)
 
         def make(device, shape=shape):
@@ -71,10 +71,10 @@ def l1_loss_cases(dtype=torch.float32) -> list[Case]:
     return cases
 
 
-def cycle_losses_cases(dtype=torch.float32) -> list[Case]:
+def cycle_losses_cases(shapes=IMAGE_SHAPES, dtype=torch.float32) -> list[Case]:
     """The four L1 terms of a CycleGAN iteration (lambda 10, 10, identity 0.5)."""
     cases = []
-    for shape in IMAGE_SHAPES:
+    for shape in shapes:
         n, size = torch.Size(shape).numel(), _element_size(dtype)
 
         def make(device, shape=shape):
@@ -118,13 +118,15 @@ def instance_norm_act_cases(shapes, dtype=torch.float32) -> list[Case]:
     return cases
 
 
-def reflect_conv2d_cases(batches, dtype=torch.float32) -> list[Case]:
-    """The generator's reflection-padded convolutions: the 7x7 stem and the 3x3 residual convs."""
-    layers = [  # (C_in, C_out, H, kernel, padding)
-        (3, 64, 256, 7, 3),
-        (64, 3, 256, 7, 3),
-        (256, 256, 64, 3, 1),
-    ]
+# The generator's reflection-padded convolutions: the 7x7 stem and head, a 3x3 residual conv.
+CONV_LAYERS = [  # (C_in, C_out, H, kernel, padding)
+    (3, 64, 256, 7, 3),
+    (64, 3, 256, 7, 3),
+    (256, 256, 64, 3, 1),
+]
+
+
+def reflect_conv2d_cases(batches, dtype=torch.float32, layers=CONV_LAYERS) -> list[Case]:
     cases = []
     for batch in batches:
         for c_in, c_out, h, k, p in layers:
@@ -152,6 +154,14 @@ def all_cases(device: torch.device) -> list[Case]:
     on_gpu = device.type == "cuda"
     return (l1_loss_cases() + cycle_losses_cases() + instance_norm_act_cases(ACTIVATION_SHAPES)
             + reflect_conv2d_cases((1, 16) if on_gpu else (1,)))
+
+
+def host_cases() -> list[Case]:
+    """Each op at a size whose kernels take next to nothing: a call's time is then the
+    host's (Python, dispatch, autograd, launches), which is what a batch-1 GPU
+    iteration outside a CUDA graph waits on."""
+    return (l1_loss_cases([(1, 3, 8, 8)]) + cycle_losses_cases([(1, 3, 8, 8)])
+            + instance_norm_act_cases([(1, 8, 8, 8)]) + reflect_conv2d_cases((1,), layers=[(8, 8, 8, 3, 1)]))
 
 
 def providers(device: torch.device, op: str) -> list[str]:

@@ -17,7 +17,9 @@ here it gets its fake (meta) rule and its autograd rule:
 
 The backward op is itself differentiable (double backward, e.g. a gradient penalty
 through a discriminator with instance norm): its derivative is taken through an aten
-composition of the same formulas (`_composite_backward`).
+composition of the same formulas (`_composite_backward`). In eager mode the native back
+end runs this autograd rule in an autograd.Function below the autograd dispatch
+(fastgan/ops/_eager.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._eager import takes_eager_path
 
 INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
 ACTIVATIONS = reference.INSTANCE_NORM_ACTIVATIONS
@@ -140,20 +143,26 @@ def _composite_backward(grad, x, weight, bias, mean, rstd, activation, negative_
     return dx.to(x.dtype), b.sum(dim=(0, 2, 3)).to(param_dtype), a.sum(dim=(0, 2, 3)).to(param_dtype)
 
 
+def save_for_backward(ctx, inputs, mean, rstd) -> None:
+    """What the backward of the forward op (x, weight, bias, residual, eps, activation,
+    negative_slope) -> (out, mean, rstd) keeps."""
+    x, weight, bias, residual, eps, activation, negative_slope = inputs
+    ctx.activation = activation
+    ctx.negative_slope = float(negative_slope)
+    ctx.has_weight = weight is not None
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+
+
 def make_autograd(backward_op):
     """(setup_context, backward, setup_context_backward, backward_backward) for a
     forward op (input, weight, bias, residual, eps, activation, negative_slope) ->
     (out, mean, rstd) whose backward op is `backward_op`."""
 
     def setup_context(ctx, inputs, output):
-        x, weight, bias, residual, eps, activation, negative_slope = inputs
         _, mean, rstd = output
-        ctx.activation = activation
-        ctx.negative_slope = float(negative_slope)
-        ctx.has_weight = weight is not None
-        ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        save_for_backward(ctx, inputs, mean, rstd)
 
     def backward(ctx, grad, grad_mean, grad_rstd):
         x, weight, bias, mean, rstd = ctx.saved_tensors
@@ -205,8 +214,31 @@ def make_autograd(backward_op):
 
 def _native_instance_norm_act(x, weight=None, bias=None, eps=1e-5, activation="relu", negative_slope=0.2,
                               residual=None):
-    return torch.ops.fastgan.instance_norm_act(x, weight, bias, residual, float(eps), activation,
-                                               float(negative_slope))[0]
+    args = (x, weight, bias, residual, float(eps), activation, float(negative_slope))
+    if takes_eager_path(x, weight, bias, residual):
+        return _EagerInstanceNormAct.apply(*args)
+    return torch.ops.fastgan.instance_norm_act(*args)[0]
+
+
+class _EagerInstanceNormAct(torch.autograd.Function):
+    """The native op's autograd rule (make_autograd's) in an autograd.Function that calls
+    the kernels below the autograd dispatch (fastgan/ops/_eager.py says why). A backward
+    that builds a graph (create_graph: double backward) goes through the differentiable
+    backward op."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        with torch._C._AutoDispatchBelowAutograd():
+            out, mean, rstd = torch.ops.fastgan.instance_norm_act(*inputs)
+        save_for_backward(ctx, inputs, mean, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            return _bwd(ctx, grad, None, None)
+        with torch._C._AutoDispatchBelowAutograd():
+            return _bwd(ctx, grad, None, None)
 
 
 INSTANCE_NORM_ACT.impl("cpu", _native_instance_norm_act,

@@ -43,7 +43,10 @@ choices (fastgan/engine/state.py), so a resumed run keeps its kernels.
 The choice happens inside the custom op's implementation, at run time, so that
 torch.compile (fullgraph=True) sees one opaque op and no graph break; the custom ops
 have fake rules and autograd rules (whose backward ops are custom ops as well, with
-their own autograd rules: double backward works) and pass torch.library.opcheck.
+their own autograd rules: double backward works) and pass torch.library.opcheck. In
+eager mode the same functions run through an autograd.Function instead of the
+dispatcher (fastgan/ops/_eager.py): at batch 1 the custom-op machinery cost more host
+time than the convolution.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._eager import takes_eager_path
 from fastgan.ops import triton as _triton_backend
 
 if _triton_backend.IMPORT_ERROR is None:
@@ -171,13 +175,24 @@ def _empty(shape, like: torch.Tensor, memory_format: torch.memory_format) -> tor
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
+_DENSE_STRIDES: dict[tuple, tuple] = {}
+
+
+def _dense_strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple:
+    """The strides torch.empty(shape, memory_format=...) gives, asked of torch once per shape."""
+    key = (tuple(shape), memory_format)
+    strides = _DENSE_STRIDES.get(key)
+    if strides is None:
+        strides = _DENSE_STRIDES[key] = torch.empty(shape, device="meta", memory_format=memory_format).stride()
+    return strides
+
+
 def _in_layout(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """t with exactly the strides torch.empty(..., memory_format) gives (what the fake
     rules promise): t itself when it has them, else a copy."""
-    target = _empty(t.shape, t, memory_format)
-    if t.stride() == target.stride():
+    if t.stride() == _dense_strides(t.shape, memory_format):
         return t
-    return target.copy_(t)
+    return _empty(t.shape, t, memory_format).copy_(t)
 
 
 def _like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -201,17 +216,28 @@ def _aten_forward(x, weight, bias, stride, padding):
     return torch.nn.functional.conv2d(_pad(x, padding), weight, bias, stride)
 
 
+def _convolution_backward(grad, padded, weight, stride, mask):
+    """aten.convolution_backward of conv2d(padded, weight, stride=stride) (what
+    torch.nn.grad.conv2d_input/_weight call, without their Python around it); `padded`
+    or `weight` may be an expanded stand-in where only its shape is read."""
+    return torch.ops.aten.convolution_backward(grad, padded, weight, None, [stride, stride], [0, 0], [1, 1],
+                                               False, [0, 0], 1, mask)
+
+
 def _aten_grad_input(grad, x, weight, stride, padding):
     """The gradient of the padded input (cuDNN dgrad) folded back (reflection_pad2d_backward)."""
     n, c, h, w = x.shape
-    dpad = torch.nn.grad.conv2d_input((n, c, h + 2 * padding, w + 2 * padding), weight, grad, stride)
+    padded_shape = (n, c, h + 2 * padding, w + 2 * padding)
+    dpad = _convolution_backward(grad, grad.new_empty(1).expand(padded_shape), weight, stride,
+                                 [True, False, False])[0]
     if not padding:
         return dpad
     return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
 
 
 def _aten_grad_weight(grad, x, weight, stride, padding):
-    return torch.nn.grad.conv2d_weight(_pad(x, padding), weight.shape, grad, stride)
+    return _convolution_backward(grad, _pad(x, padding), grad.new_empty(1).expand(weight.shape), stride,
+                                 [False, True, False])[1]
 
 
 # ------------------------------------------------------------------ the measured choice
@@ -281,9 +307,10 @@ def _layout(t: torch.Tensor) -> str:
 def _signature(phase: str, fused: str, stride: int, padding: int, *tensors: torch.Tensor | None) -> tuple:
     """The selection cache's key: the phase, the fused kernel and everything the speed depends on."""
     first = tensors[0]
-    tf32 = first.dtype == torch.float32 and first.device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    return (phase, fused, str(first.device), str(first.dtype), stride, padding, tf32,
-            tuple(None if t is None else (tuple(t.shape), _layout(t)) for t in tensors))
+    device, dtype = first.device, first.dtype
+    tf32 = dtype == torch.float32 and device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    return (phase, fused, str(device), str(dtype), stride, padding, tf32,
+            tuple([None if t is None else (tuple(t.shape), _layout(t)) for t in tensors]))
 
 
 def _triton_problem(device: torch.device) -> str | None:
@@ -421,15 +448,16 @@ def _winograd_grad_input(grad, x, weight, padding):
 def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors: tuple,
          x: torch.Tensor, weight: torch.Tensor, kernels: dict[str, Callable], unfused: Callable):
     """One phase of the custom op: the fused kernel `fused` (kernels[fused]) or aten."""
-    problem = _fused_problem(fused, x, weight, stride)
-    key = _signature(phase, fused, stride, padding, *tensors)
     run_fused = kernels[fused]
-    return run_fused() if _decide(choice, fused, problem, key, x.device, run_fused, unfused) == fused else unfused()
+    key = _signature(phase, fused, stride, padding, *tensors) if choice == "auto" else None
+    picked = _SELECTION.get(key)  # every call after a shape's first: its measured choice, and no more
+    if picked is None:
+        picked = _decide(choice, fused, _fused_problem(fused, x, weight, stride), key, x.device, run_fused, unfused)
+    return run_fused() if picked == fused else unfused()
 
 
-@torch.library.custom_op("fastgan::reflect_conv2d", mutates_args=())
-def _reflect_conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                       stride: int, padding: int, fused: str, choice: str) -> torch.Tensor:
+def _forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  stride: int, padding: int, fused: str, choice: str) -> torch.Tensor:
     fmt = _out_format(x, weight)
     kernels = {
         "triton": lambda: _kernels.forward(x, weight, bias, stride, padding,
@@ -443,6 +471,9 @@ def _reflect_conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     return _run("forward", fused, choice, stride, padding, (x, weight, bias), x, weight, kernels, unfused)
 
 
+_reflect_conv2d_op = torch.library.custom_op("fastgan::reflect_conv2d", _forward_impl, mutates_args=())
+
+
 @_reflect_conv2d_op.register_fake
 def _(x, weight, bias, stride, padding, fused, choice):
     torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "reflect_conv2d: 4-d x and weight")
@@ -451,9 +482,8 @@ def _(x, weight, bias, stride, padding, fused, choice):
     return _empty(_out_shape(x, weight, stride, padding), x, _out_format(x, weight))
 
 
-@torch.library.custom_op("fastgan::reflect_conv2d_grad_input", mutates_args=())
-def _grad_input_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                   fused: str, choice: str) -> torch.Tensor:
+def _grad_input_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                     fused: str, choice: str) -> torch.Tensor:
     """The gradient of reflect_conv2d with respect to x (x is read for its shape and
     layout only)."""
     fmt = _x_format(x)
@@ -468,14 +498,16 @@ def _grad_input_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, st
     return _run("grad_input", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
 
 
+_grad_input_op = torch.library.custom_op("fastgan::reflect_conv2d_grad_input", _grad_input_impl, mutates_args=())
+
+
 @_grad_input_op.register_fake
 def _(grad, x, weight, stride, padding, fused, choice):
     return _empty(x.shape, x, _x_format(x))
 
 
-@torch.library.custom_op("fastgan::reflect_conv2d_grad_weight", mutates_args=())
-def _grad_weight_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                    fused: str, choice: str) -> torch.Tensor:
+def _grad_weight_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                      fused: str, choice: str) -> torch.Tensor:
     """The gradient of reflect_conv2d with respect to weight (weight is read for its
     shape and layout only), in weight's layout."""
     kernels = {
@@ -488,6 +520,9 @@ def _grad_weight_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, s
         return _like(_aten_grad_weight(grad, x, weight, stride, padding), weight)
 
     return _run("grad_weight", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
+
+
+_grad_weight_op = torch.library.custom_op("fastgan::reflect_conv2d_grad_weight", _grad_weight_impl, mutates_args=())
 
 
 @_grad_weight_op.register_fake
@@ -507,20 +542,54 @@ def _setup_forward(ctx, inputs, output):
     ctx.save_for_backward(x, weight)
 
 
-def _backward_forward(ctx, grad):
+def _backward(ctx, grad, grad_input: Callable, grad_weight: Callable):
     x, weight = ctx.saved_tensors
     stride, padding, fused, choice = ctx.conf
     dx = dw = db = None
     if ctx.needs_input_grad[0]:
-        dx = torch.ops.fastgan.reflect_conv2d_grad_input(grad, x, weight, stride, padding, fused, choice)
+        dx = grad_input(grad, x, weight, stride, padding, fused, choice)
     if ctx.needs_input_grad[1]:
-        dw = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, x, weight, stride, padding, fused, choice)
+        dw = grad_weight(grad, x, weight, stride, padding, fused, choice)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         db = _bias_grad(grad)
     return dx, dw, db, None, None, None, None
 
 
+def _backward_forward(ctx, grad):
+    """The custom op's backward: the gradient custom ops (differentiable: double backward)."""
+    return _backward(ctx, grad, torch.ops.fastgan.reflect_conv2d_grad_input,
+                     torch.ops.fastgan.reflect_conv2d_grad_weight)
+
+
 _reflect_conv2d_op.register_autograd(_backward_forward, setup_context=_setup_forward)
+
+
+class _EagerReflectConv2d(torch.autograd.Function):
+    """The custom op's forward and backward functions, called without the dispatcher
+    (fastgan/ops/_eager.py says why): the same kernels and choices. A backward that
+    builds a graph (create_graph: double backward) goes through the differentiable
+    custom ops."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, fused, choice):
+        # ctx in forward, not setup_context: Function.apply then skips binding the
+        # arguments through inspect.signature, which costs more than the rest of a call
+        inputs = (x, weight, bias, stride, padding, fused, choice)
+        output = _forward_impl(*inputs)
+        _setup_forward(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            return _backward_forward(ctx, grad)
+        return _backward(ctx, grad, _grad_input_impl, _grad_weight_impl)
+
+
+def _call(x, weight, bias, stride, padding, fused):
+    if takes_eager_path(x, weight, bias):
+        return _EagerReflectConv2d.apply(x, weight, bias, stride, padding, fused, _state["choice"])
+    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, fused, _state["choice"])
 
 
 # Double backward. grad_input(g, w) is the adjoint of x -> forward(x, w) and
@@ -566,12 +635,12 @@ _grad_weight_op.register_autograd(_backward_grad_weight, setup_context=_setup_gr
 
 def _triton_impl(x, weight, bias=None, stride=1, padding=1):
     """The `triton` back end: the custom op with the Triton kernels (see module docstring)."""
-    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, "triton", _state["choice"])
+    return _call(x, weight, bias, stride, padding, "triton")
 
 
 def _cpu_impl(x, weight, bias=None, stride=1, padding=1):
     """The `cpu` back end: the custom op with the Winograd kernels (see module docstring)."""
-    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, "winograd", _state["choice"])
+    return _call(x, weight, bias, stride, padding, "winograd")
 
 
 REFLECT_CONV2D.impl("cpu", _cpu_impl)

@@ -22,6 +22,7 @@ from torch._dynamo.utils import counters
 import fastgan.ops as ops
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import reference
+from fastgan.ops._eager import takes_eager_path
 
 HAS_CUDA = torch.cuda.is_available()
 CPU_BACKENDS = ops.available_backends("cpu", op="reflect_conv2d")
@@ -333,6 +334,58 @@ def test_gradcheck_float64_triton_kernels():
     args = (x.requires_grad_(), wt.requires_grad_(), b.requires_grad_())
     assert torch.autograd.gradcheck(f, args, fast_mode=True)
     assert torch.autograd.gradgradcheck(f, args, fast_mode=True)
+
+
+# ------------------------------------------------- the eager path and the custom op
+
+
+def _grads_through(fn, x, wt, b, gy):
+    leaves = [t.detach().requires_grad_() for t in (x, wt, b)]
+    y = fn(*leaves)
+    y.backward(gy)
+    return y, [y.detach()] + [t.grad for t in leaves]
+
+
+@needs_native
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("choice", ["winograd", "aten", "auto"])
+def test_eager_path_equals_the_custom_op_bitwise(choice, layout):
+    """In eager mode the public function calls the custom op's own functions through an
+    autograd.Function (no dispatcher): the same kernels and choices, so the same bits."""
+    x, wt, b, gy = make_case((2, 5, 6, 11, 9, 3, 1, 1), torch.float32, layout, seed=21)
+    with ops.use_backend("cpu"), rc.force_choice(choice):
+        eager_y, eager = _grads_through(lambda a, w, c: ops.reflect_conv2d(a, w, c, 1, 1), x, wt, b, gy)
+        op_y, op = _grads_through(lambda a, w, c: torch.ops.fastgan.reflect_conv2d(a, w, c, 1, 1, "winograd", choice),
+                                  x, wt, b, gy)
+    assert type(eager_y.grad_fn).__name__ == "_EagerReflectConv2dBackward"
+    assert "fastgan" in type(op_y.grad_fn).__name__ and "Eager" not in type(op_y.grad_fn).__name__
+    for name, e, o in zip(("y", "grad x", "grad weight", "grad bias"), eager, op):
+        assert torch.equal(e, o), name
+        assert e.stride() == o.stride(), name
+
+
+@needs_native
+def test_compile_and_fake_tensors_take_the_custom_op():
+    """What needs the registered op gets it: torch.compile's tracing (no graph break, as
+    the compile tests check) and fake tensors (its fake rule)."""
+    x, wt, _, _ = make_case((1, 3, 4, 6, 5, 3, 1, 1), torch.float32, "contiguous", seed=22)
+    assert takes_eager_path(x, wt, None)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fx, fw = mode.from_tensor(x), mode.from_tensor(wt)
+        assert not takes_eager_path(fx, fw, None)
+        with ops.use_backend("cpu"):
+            fake = ops.reflect_conv2d(fx, fw, None, 1, 1)
+    assert fake.shape == (1, 4, 6, 5)
+    seen = []
+
+    def traced(a, w):
+        seen.append(takes_eager_path(a, w, None))
+        return a
+
+    torch.compile(traced, backend="eager", fullgraph=True)(x, wt)
+    assert seen == [False]
 
 
 # --------------------------------------------------------------------------- opcheck

@@ -1,0 +1,20 @@
+"""When a fused op may skip the dispatcher.
+
+In eager mode a registered op's Python autograd rule (torch.library.custom_op or
+register_autograd) costs tens of microseconds of host time per call, more than a
+batch-1 GPU kernel takes, and an iteration outside a CUDA graph waits on exactly
+that. The ops then run their same kernels and autograd rules through a plain
+torch.autograd.Function instead (same results, bit for bit: tested per op).
+torch.compile's tracing and tensor subclasses need the registered op (its fake rule,
+its place in a graph), so they keep it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def takes_eager_path(*tensors: torch.Tensor | None) -> bool:
+    """Plain tensors (or None) in eager mode: not under torch.compile's tracing nor a
+    tensor subclass (fake, functional, DTensor ...)."""
+    return not torch.compiler.is_compiling() and all(t is None or type(t) is torch.Tensor for t in tensors)

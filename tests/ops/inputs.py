@@ -1,0 +1,21 @@
+"""Shared pieces of the op tests' random inputs."""
+
+from __future__ import annotations
+
+import torch
+
+# the smallest magnitude a drawn input keeps: float16 rounds values under 2**-25 to
+# (negative) zero, which would break the tests' "never zero" inputs at GPU sizes
+MIN_MAGNITUDE = 1e-3
+
+
+def away_from_zero(t: torch.Tensor) -> torch.Tensor:
+    """float64 draws with every |value| of at least MIN_MAGNITUDE, signs kept."""
+    return torch.where(t.abs() < MIN_MAGNITUDE, torch.copysign(torch.full_like(t, MIN_MAGNITUDE), t), t)
+
+
+def subnormal_atol(dtype: torch.dtype) -> float:
+    """An absolute tolerance of half float16's subnormal step: a gradient like weight / numel
+    at 1.6 million elements (4e-7) is a float16 subnormal, where even exact rounding is
+    off by up to 6% of the value; no other dtype here has subnormals in these tests' range."""
+    return 2.0 ** -25 if dtype == torch.float16 else 0.0
