@@ -82,23 +82,23 @@ step build 200 $PY setup.py -q build_ext --inplace
 step ceilings 20 $PY -m benchmarks.ceilings --out "$RESULTS"
 CEILINGS=$(ls "$RESULTS"/ceilings_*.json 2>/dev/null | head -n 1)
 export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: failures as they happen
-step gpu_tests 110 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
+step gpu_tests 130 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
   --junitxml="$RESULTS/gpu_tests.xml"
 unset FASTGAN_FAILURE_LOG
 # each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model
-step train_throughput 150 $PY -m benchmarks.train_throughput --out "$RESULTS" --profile_iters 2 --top 10 \
+step train_throughput 140 $PY -m benchmarks.train_throughput --out "$RESULTS" --profile_iters 2 --top 10 \
   ${CEILINGS:+--ceilings "$CEILINGS"}
 # each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on)
-step host_overhead 15 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
+step host_overhead 10 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
 
 # one benchmark run per op, so that a cut run loses one op's rows only
 for op in instance_norm_act cycle_losses reflect_conv2d l1_loss; do
-  step "kernels_$op" 25 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider -k "$op" \
+  step "kernels_$op" 20 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider -k "$op" \
     --benchmark-json="$WORK/kernels_$op.json"
 done
 step kernel_report 10 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.json --out "$RESULTS" \
   ${CEILINGS:+--ceilings "$CEILINGS"}
-step loader_throughput 15 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
+step loader_throughput 10 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
 {
   echo
   echo "Total: $SECONDS s."

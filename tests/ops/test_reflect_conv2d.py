@@ -767,12 +767,13 @@ def test_tf32_cuda(case):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=_id)
-def test_kernels_cuda_small_and_strided(dtype, no_tf32):
-    """The CPU matrix on the GPU too (every stride, kernel, aligned or not)."""
-    for case in CASES:
-        for layout in LAYOUTS:
-            check("triton", case, dtype, layout, device="cuda", choice="triton")
+def test_kernels_cuda_small_and_strided(dtype, layout, case, no_tf32):
+    """The CPU matrix on the GPU too (every stride, kernel, aligned or not); one test per
+    case, as each autotunes its own kernels (within the GPU suite's per-test timeout)."""
+    check("triton", case, dtype, layout, device="cuda", choice="triton")
 
 
 @pytest.mark.gpu
