@@ -85,9 +85,12 @@ export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: f
 step gpu_tests 130 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
   --junitxml="$RESULTS/gpu_tests.xml"
 unset FASTGAN_FAILURE_LOG
-# each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model
-step train_throughput 140 $PY -m benchmarks.train_throughput --out "$RESULTS" --profile_iters 2 --top 10 \
-  ${CEILINGS:+--ceilings "$CEILINGS"}
+# each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model;
+# batch 1 and batch 16 as two steps, so that a cut one leaves the other's rows
+step train_b1 85 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 1 --tag b1 \
+  --levels "eager,default (fp32),fast,accelerate" --profile_iters 2 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
+step train_b16 55 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 16 --tag b16 \
+  --levels "eager,fast" --profile_iters 1 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
 # each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on)
 step host_overhead 10 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
 

@@ -222,9 +222,13 @@ def main(argv=None) -> None:
                         help="after timing each level, profile this many more iterations: its top --top ops "
                              "and how busy the device was (benchmarks/profiler.py)")
     parser.add_argument("--top", type=int, default=8, help="ops listed per profiled level")
+    parser.add_argument("--tag", default="", help="results file train_throughput_<tag>_<machine>.* (runs of "
+                                                  "different configs side by side)")
     args = parser.parse_args(argv)
+    name = f"train_throughput_{args.tag}" if args.tag else "train_throughput"
+
     def write(report: dict) -> str:
-        return write_results(args.out, "train_throughput", report, markdown(report))
+        return write_results(args.out, name, report, markdown(report))
 
     report = run(args, on_row=write)
     stem = write(report)
