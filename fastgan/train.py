@@ -99,7 +99,13 @@ def fail_rank(ranks, error: BaseException) -> None:
     print(f"error: rank {ranks.rank} of {ranks.world_size} stopped: another rank died or stopped answering "
           f"({cause}). A rank that crashes, or is silent for {timeout_seconds():g} s (${TIMEOUT_ENV}), stops "
           f"every rank; the first rank to fail logged the cause", file=sys.stderr)
-    raise SystemExit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not SystemExit: the gloo threads still blocked on the lost peer would live on into
+    # interpreter finalization, where one that needs the GIL ends in std::terminate (SIGABRT,
+    # "terminate called without an active exception") instead of exit status 1. Nothing is
+    # lost: the logs open, append and close the file at every line, the progress bar is closed.
+    os._exit(1)
 
 
 def report_demo_score(opt, trainer, demo_score) -> dict:
