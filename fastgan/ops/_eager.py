@@ -14,7 +14,11 @@ from __future__ import annotations
 import torch
 
 
+# nn.Parameter is a subclass that changes nothing about how ops run on it
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def takes_eager_path(*tensors: torch.Tensor | None) -> bool:
-    """Plain tensors (or None) in eager mode: not under torch.compile's tracing nor a
-    tensor subclass (fake, functional, DTensor ...)."""
-    return not torch.compiler.is_compiling() and all(t is None or type(t) is torch.Tensor for t in tensors)
+    """Plain tensors and parameters (or None) in eager mode: not under torch.compile's
+    tracing nor another tensor subclass (fake, functional, DTensor ...)."""
+    return not torch.compiler.is_compiling() and all(t is None or type(t) in _PLAIN for t in tensors)

@@ -513,3 +513,25 @@ def test_compiles_without_graph_breaks():
     x = _input("ref_resnet_instance")
     compiled = torch.compile(accel, backend="eager", fullgraph=True)
     _close(compiled(x).detach(), plain(x).detach(), "compiled")
+
+
+def _backward_node_names(output: torch.Tensor) -> set[str]:
+    seen, names, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_an_accelerated_generator_runs_the_eager_path_in_eager_mode():
+    """Its parameters (nn.Parameter) and activations take the ops' autograd.Function path
+    (fastgan/ops/_eager.py), not the registered ops' heavier host path."""
+    net = fastgan.accelerate(define_G(3, 3, 8, "resnet_6blocks", norm="instance", init_gain=0.02))
+    with ops.use_backend("auto"):
+        names = _backward_node_names(net(torch.randn(1, 3, 32, 32)))
+    assert {"_EagerReflectConv2dBackward", "_EagerInstanceNormActBackward"} <= names
+    assert not any(name.startswith("GeneratedBackwardFor_fastgan") for name in names), names
