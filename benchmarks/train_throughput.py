@@ -43,8 +43,8 @@ BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100"
 
 CPU_LEVELS = {
     "eager": dict(eager=True),
-    "accelerate alone": dict(accelerate=True, channels_last=False, merge_passes=False),
-    "accelerate+merge_passes": dict(accelerate=True, channels_last=False),
+    "accelerate alone": dict(accelerate=True, channels_last=False, merge_passes=False, adam="default"),
+    "accelerate+merge_passes": dict(accelerate=True, channels_last=False, adam="default"),
     "default": dict(),
     "compile": dict(accelerate=False, compile="nets"),
     "fast": dict(fast=True),

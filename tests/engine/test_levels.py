@@ -18,16 +18,17 @@ def levels(device=CPU, arch="cyclegan", **explicit) -> Levels:
 
 
 def test_defaults_keep_fp32_and_fit_the_device():
-    assert levels(CPU) == Levels(accelerate=True, channels_last=True, merge_passes=True)
+    assert levels(CPU) == Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
     assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True)
     assert levels(CPU, eager=True) == EAGER and EAGER.describe().startswith("eager")
 
 
 def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, amp="bf16", merge_passes=True)
+    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, amp="bf16", adam="fused",
+                                            merge_passes=True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, merge_passes=True)
+    assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
     assert "no AMX" in fast_note(CPU)
     fast_gpu = levels(CUDA, fast=True)
     assert fast_gpu.amp == "bf16" and fast_gpu.cuda_graphs and fast_gpu.channels_last
@@ -35,11 +36,11 @@ def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
 
 
 def test_explicit_options_override_the_defaults():
-    assert levels(CPU, accelerate=False, merge_passes=False) == EAGER  # channels_last: left out, below
+    assert levels(CPU, accelerate=False, merge_passes=False, adam="default") == EAGER  # channels_last: below
     assert levels(CUDA, cuda_graphs=False, compile="none").cuda_graphs is False
     assert levels(CPU, fast=True, amp="bf16", channels_last=False) == Levels(accelerate=True, amp="bf16",
-                                                                            merge_passes=True)
-    assert levels(CPU, channels_last=False) == Levels(accelerate=True, merge_passes=True)
+                                                                            adam="fused", merge_passes=True)
+    assert levels(CPU, channels_last=False) == Levels(accelerate=True, adam="fused", merge_passes=True)
     assert levels(CPU, adam="foreach", channels_last=True) == Levels(accelerate=True, adam="foreach",
                                                                     channels_last=True, merge_passes=True)
 
@@ -94,7 +95,7 @@ def test_cuda_levels_that_do_not_compose_are_refused():
 
 def test_build_model_takes_level_options():
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", amp="bf16")
-    assert model.levels == Levels(accelerate=True, amp="bf16", channels_last=True, merge_passes=True)
+    assert model.levels == Levels(accelerate=True, amp="bf16", channels_last=True, adam="fused", merge_passes=True)
     with pytest.raises(ValueError, match="--cuda_graphs"):
         fastgan.build_model("cyclegan", device="cpu", cuda_graphs=True)
 
