@@ -9,7 +9,8 @@ autograd and the kernel launches of every op. This times exactly that: each case
 benchmarks/kernels/cases.py's host_cases() (1x8x8x8 activations, 1x3x8x8 images),
 forward and forward+backward, each back end of the device against the eager
 composition, as microseconds per call over rounds of back-to-back calls that end in
-one synchronization (no CUDA graph). Results: printed, and written as JSON and
+one synchronization (no CUDA graph); the first calls, not timed, also make the
+measured kernel choices and compile what Triton compiles. Results: printed, and written as JSON and
 markdown to $OUT, else benchmarks/results/ (host_overhead_<machine>.*).
 """
 
@@ -65,8 +66,11 @@ def time_per_call(case, provider: str, mode: str, device: torch.device, calls: i
     return statistics.median(per_call)
 
 
-def run(device: torch.device, calls: int, rounds: int, backends: list[str] | None = None) -> dict:
+def run(device: torch.device, calls: int, rounds: int, backends: list[str] | None = None,
+        on_row=lambda report: None) -> dict:
     rows = []
+    report = {"machine": describe_machine(), "device": device.type, "calls_per_round": calls, "rounds": rounds,
+              "torch_threads": torch.get_num_threads(), "rows": rows}
     for case in host_cases():
         available = [b for b in ops.available_backends(device, op=case.op) if b != "torch"]
         providers = ["eager", *[b for b in available if backends is None or b in backends]]
@@ -78,8 +82,8 @@ def run(device: torch.device, calls: int, rounds: int, backends: list[str] | Non
                 rows.append({"case": case.name, "op": case.op, "provider": provider, "mode": mode,
                              "us_per_call": us, "vs_eager": base / us})
                 print(f"{case.name} {mode} {provider}: {us:.1f} us", flush=True)
-    return {"machine": describe_machine(), "device": device.type, "calls_per_round": calls, "rounds": rounds,
-            "torch_threads": torch.get_num_threads(), "rows": rows}
+                on_row(report)  # written after each row: a run cut short keeps what it measured
+    return report
 
 
 def markdown(report: dict) -> str:
@@ -104,8 +108,12 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    report = run(device, args.calls, args.rounds, args.backends.split(",") if args.backends else None)
-    stem = write_results(args.out, "host_overhead", report, markdown(report))
+
+    def write(report: dict) -> str:
+        return write_results(args.out, "host_overhead", report, markdown(report))
+
+    report = run(device, args.calls, args.rounds, args.backends.split(",") if args.backends else None, write)
+    stem = write(report)
     print(markdown(report))
     print(f"wrote {stem}.json and {stem}.md")
 
