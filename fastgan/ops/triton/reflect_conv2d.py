@@ -59,13 +59,15 @@ Fraction of the floor (or of peak FLOPs) reached: not measured (no GPU where thi
 written); benchmarks/ is where it is to be recorded.
 
 Tile configurations: autotuned on a GPU over a few standard GEMM tiles (key: the
-shape and the channel stride); one 64 x 16 x 32 (M x N x K) tile under the interpreter
+shape and the channel stride; timings kept on disk where Triton can, >= 3.4); one
+64 x 16 x 32 (M x N x K) tile under the interpreter
 (TRITON_INTERPRET=1), where these kernels run on CPU tensors for the tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 import triton
@@ -74,6 +76,14 @@ import triton.language as tl
 from fastgan.ops.triton import INTERPRET
 
 __all__ = ["forward", "grad_input", "grad_weight", "default_split"]
+
+
+# Autotuning timings kept in Triton's cache directory (Triton >= 3.4): a later process on the
+# same GPU, Triton and kernel source (the next training run, the GPU suite's next step)
+# takes the tile measured before instead of compiling and timing every tile again
+# (53 s of warm-up for a CycleGAN level on an H200 without it).
+_AUTOTUNE_DISK_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters \
+    else {}
 
 
 def _configs(gpu: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
@@ -118,7 +128,8 @@ def _reflect(i, size):
     return tl.where(i >= size, 2 * size - 2 - i, i)
 
 
-@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sxc", "syc"])
+@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sxc", "syc"],
+                 **_AUTOTUNE_DISK_CACHE)
 @triton.heuristics({"ALIGNED": lambda a: a["C_in"] % a["BLOCK_K"] == 0})
 @triton.jit
 def _forward_kernel(
@@ -238,7 +249,8 @@ def _dx_source_pair(
     return acc
 
 
-@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sgc", "sdc"])
+@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sgc", "sdc"],
+                 **_AUTOTUNE_DISK_CACHE)
 @triton.heuristics({"ALIGNED": lambda a: a["C_out"] % a["BLOCK_K"] == 0})
 @triton.jit
 def _grad_input_kernel(
@@ -293,7 +305,8 @@ def _grad_input_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-@triton.autotune(configs=_configs(_GPU_TILES_DW), key=["N", "C_in", "H", "W", "C_out", "sgc", "sxc", "PIX_PER_SPLIT"])
+@triton.autotune(configs=_configs(_GPU_TILES_DW), key=["N", "C_in", "H", "W", "C_out", "sgc", "sxc", "PIX_PER_SPLIT"],
+                 **_AUTOTUNE_DISK_CACHE)
 @triton.heuristics({"ALIGNED": lambda a: a["C_in"] % a["BLOCK_N"] == 0})
 @triton.jit
 def _grad_weight_kernel(
