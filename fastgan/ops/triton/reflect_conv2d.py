@@ -81,7 +81,7 @@ __all__ = ["forward", "grad_input", "grad_weight", "default_split"]
 # Autotuning timings kept in Triton's cache directory (Triton >= 3.4): a later process on the
 # same GPU, Triton and kernel source (the next training run, the GPU suite's next step)
 # takes the tile measured before instead of compiling and timing every tile again
-# (53 s of warm-up for a CycleGAN level on an H200 without it).
+# (the first CycleGAN level with these kernels took 53 s to warm up on an H200, tuning included).
 _AUTOTUNE_DISK_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters \
     else {}
 
