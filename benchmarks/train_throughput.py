@@ -19,8 +19,9 @@ eager iteration); on a GPU the table adds the share of the card's dense bf16
 matrix peak those FLOPs reach: the datasheet's, and the one benchmarks/ceilings.py
 measured (--ceilings). With --profile_iters N, N more iterations of each level run
 under torch.profiler (benchmarks/profiler.py): its top ops, and the device's busy
-time against the wall time (on a GPU: bound by the device or by the host?). Results: printed, and written as JSON and
-markdown to $OUT, else benchmarks/results/ (train_throughput_<machine>.*).
+time against the wall time (on a GPU: bound by the device or by the host?). Results:
+printed, and written as JSON and markdown to $OUT, else benchmarks/results/
+(train_throughput[_<tag>]_<machine>.*).
 """
 
 from __future__ import annotations
