@@ -46,7 +46,11 @@ have fake rules and autograd rules (whose backward ops are custom ops as well, w
 their own autograd rules: double backward works) and pass torch.library.opcheck. In
 eager mode the same functions run through an autograd.Function instead of the
 dispatcher (fastgan/ops/_eager.py): at batch 1 the custom-op machinery cost more host
-time than the convolution.
+time than the convolution. Where the forward ran aten, the eager path also keeps the
+padded x for the aten gradients, as the unfused path does (the custom op cannot return
+it, so under torch.compile the weight gradient pads again): the 64->3 7x7 convolution at
+256² took 1.2x the unfused forward+backward on a CPU with the second pad and an expanded
+stand-in for the input gradient's input (copied to full size by oneDNN), 1.0x without.
 """
 
 from __future__ import annotations
@@ -205,15 +209,15 @@ def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     for channels_last activations)."""
     if not padding:
         return x
+    if torch.is_autocast_enabled(x.device.type):
+        # CPU autocast runs reflection_pad2d in float32; x is already in the dtype the
+        # convolution takes, and the eager path keeps the padded x for the gradients
+        with torch.autocast(x.device.type, enabled=False):
+            return _pad(x, padding)
     padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect")
     if _channels_last(x) and not padded.is_contiguous(memory_format=torch.channels_last):
         padded = padded.contiguous(memory_format=torch.channels_last)
     return padded
-
-
-def _aten_forward(x, weight, bias, stride, padding):
-    """pad + the aten convolution (cuDNN on CUDA, oneDNN on CPU)."""
-    return torch.nn.functional.conv2d(_pad(x, padding), weight, bias, stride)
 
 
 def _convolution_backward(grad, padded, weight, stride, mask):
@@ -224,19 +228,26 @@ def _convolution_backward(grad, padded, weight, stride, mask):
                                                False, [0, 0], 1, mask)
 
 
-def _aten_grad_input(grad, x, weight, stride, padding):
-    """The gradient of the padded input (cuDNN dgrad) folded back (reflection_pad2d_backward)."""
-    n, c, h, w = x.shape
-    padded_shape = (n, c, h + 2 * padding, w + 2 * padding)
-    dpad = _convolution_backward(grad, grad.new_empty(1).expand(padded_shape), weight, stride,
-                                 [True, False, False])[0]
+def _aten_grad_input(grad, x, weight, stride, padding, padded=None):
+    """The gradient of the padded input (cuDNN dgrad) folded back (reflection_pad2d_backward).
+    The input is read for its shape and layout only: `padded` (the forward's padded x)
+    when kept, else an uninitialized tensor of its shape (an expanded one-element
+    stand-in gets made contiguous, a copy as large as the padded input: 1.25x the time
+    of the 64->3 7x7 gradient at 256² on a CPU)."""
+    if padded is None:
+        n, c, h, w = x.shape
+        padded = _empty((n, c, h + 2 * padding, w + 2 * padding), grad, _x_format(x))
+    dpad = _convolution_backward(grad, padded, weight, stride, [True, False, False])[0]
     if not padding:
         return dpad
     return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
 
 
-def _aten_grad_weight(grad, x, weight, stride, padding):
-    return _convolution_backward(grad, _pad(x, padding), grad.new_empty(1).expand(weight.shape), stride,
+def _aten_grad_weight(grad, x, weight, stride, padding, padded=None):
+    """cuDNN/oneDNN wgrad of the padded x: `padded` (the forward's) when kept, else x padded again."""
+    if padded is None:
+        padded = _pad(x, padding)
+    return _convolution_backward(grad, padded, grad.new_empty(1).expand(weight.shape), stride,
                                  [False, True, False])[1]
 
 
@@ -456,19 +467,27 @@ def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors
     return run_fused() if picked == fused else unfused()
 
 
-def _forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  stride: int, padding: int, fused: str, choice: str) -> torch.Tensor:
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+             stride: int, padding: int, fused: str, choice: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The output, and the padded x when the aten path made one (None after a fused kernel)."""
     fmt = _out_format(x, weight)
     kernels = {
-        "triton": lambda: _kernels.forward(x, weight, bias, stride, padding,
-                                           _empty(_out_shape(x, weight, stride, padding), x, fmt)),
-        "winograd": lambda: _in_layout(torch.ops.fastgan.conv3x3_winograd(x, weight, bias, padding, "reflect"), fmt),
+        "triton": lambda: (_kernels.forward(x, weight, bias, stride, padding,
+                                            _empty(_out_shape(x, weight, stride, padding), x, fmt)), None),
+        "winograd": lambda: (_in_layout(torch.ops.fastgan.conv3x3_winograd(x, weight, bias, padding, "reflect"),
+                                        fmt), None),
     }
 
     def unfused():
-        return _in_layout(_aten_forward(x, weight, bias, stride, padding), fmt)
+        padded = _pad(x, padding)
+        return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), fmt), padded
 
     return _run("forward", fused, choice, stride, padding, (x, weight, bias), x, weight, kernels, unfused)
+
+
+def _forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  stride: int, padding: int, fused: str, choice: str) -> torch.Tensor:
+    return _forward(x, weight, bias, stride, padding, fused, choice)[0]
 
 
 _reflect_conv2d_op = torch.library.custom_op("fastgan::reflect_conv2d", _forward_impl, mutates_args=())
@@ -482,10 +501,10 @@ def _(x, weight, bias, stride, padding, fused, choice):
     return _empty(_out_shape(x, weight, stride, padding), x, _out_format(x, weight))
 
 
-def _grad_input_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                     fused: str, choice: str) -> torch.Tensor:
+def _grad_input(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                fused: str, choice: str, padded: torch.Tensor | None = None) -> torch.Tensor:
     """The gradient of reflect_conv2d with respect to x (x is read for its shape and
-    layout only)."""
+    layout only; `padded`: the forward's padded x, when kept)."""
     fmt = _x_format(x)
     kernels = {
         "triton": lambda: _kernels.grad_input(grad, weight, stride, padding, _empty(x.shape, x, fmt)),
@@ -493,9 +512,14 @@ def _grad_input_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
     }
 
     def unfused():
-        return _in_layout(_aten_grad_input(grad, x, weight, stride, padding), fmt)
+        return _in_layout(_aten_grad_input(grad, x, weight, stride, padding, padded), fmt)
 
     return _run("grad_input", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
+
+
+def _grad_input_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                     fused: str, choice: str) -> torch.Tensor:
+    return _grad_input(grad, x, weight, stride, padding, fused, choice)
 
 
 _grad_input_op = torch.library.custom_op("fastgan::reflect_conv2d_grad_input", _grad_input_impl, mutates_args=())
@@ -506,10 +530,10 @@ def _(grad, x, weight, stride, padding, fused, choice):
     return _empty(x.shape, x, _x_format(x))
 
 
-def _grad_weight_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                      fused: str, choice: str) -> torch.Tensor:
+def _grad_weight(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                 fused: str, choice: str, padded: torch.Tensor | None = None) -> torch.Tensor:
     """The gradient of reflect_conv2d with respect to weight (weight is read for its
-    shape and layout only), in weight's layout."""
+    shape and layout only), in weight's layout; `padded`: the forward's padded x, when kept."""
     kernels = {
         "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
         "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(
@@ -517,9 +541,14 @@ def _grad_weight_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     }
 
     def unfused():
-        return _like(_aten_grad_weight(grad, x, weight, stride, padding), weight)
+        return _like(_aten_grad_weight(grad, x, weight, stride, padding, padded), weight)
 
     return _run("grad_weight", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
+
+
+def _grad_weight_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                      fused: str, choice: str) -> torch.Tensor:
+    return _grad_weight(grad, x, weight, stride, padding, fused, choice)
 
 
 _grad_weight_op = torch.library.custom_op("fastgan::reflect_conv2d_grad_weight", _grad_weight_impl, mutates_args=())
@@ -535,21 +564,27 @@ def _bias_grad(grad: torch.Tensor) -> torch.Tensor:
     return grad.sum((0, 2, 3), dtype=acc).to(grad.dtype)
 
 
-def _setup_forward(ctx, inputs, output):
+def _setup_forward(ctx, inputs, output, padded=None):
+    """Saves x and weight, and the padded x when the forward's aten path made one (the
+    eager path only: the custom op cannot return it), so that the aten gradients need
+    no second pad: the unfused path's memory, where it runs."""
     x, weight, bias, stride, padding, fused, choice = inputs
     ctx.conf = (stride, padding, fused, choice)
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight)
+    ctx.save_for_backward(x, weight, padded)
 
 
-def _backward(ctx, grad, grad_input: Callable, grad_weight: Callable):
-    x, weight = ctx.saved_tensors
+def _backward(ctx, grad, grad_input: Callable, grad_weight: Callable, with_padded: bool = False):
+    """The gradients by grad_input and grad_weight, which take the saved padded x as a
+    last argument when with_padded (the eager path's functions; the custom ops do not)."""
+    x, weight, padded = ctx.saved_tensors
     stride, padding, fused, choice = ctx.conf
+    extra = (padded,) if with_padded else ()
     dx = dw = db = None
     if ctx.needs_input_grad[0]:
-        dx = grad_input(grad, x, weight, stride, padding, fused, choice)
+        dx = grad_input(grad, x, weight, stride, padding, fused, choice, *extra)
     if ctx.needs_input_grad[1]:
-        dw = grad_weight(grad, x, weight, stride, padding, fused, choice)
+        dw = grad_weight(grad, x, weight, stride, padding, fused, choice, *extra)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         db = _bias_grad(grad)
     return dx, dw, db, None, None, None, None
@@ -575,15 +610,15 @@ class _EagerReflectConv2d(torch.autograd.Function):
         # ctx in forward, not setup_context: Function.apply then skips binding the
         # arguments through inspect.signature, which costs more than the rest of a call
         inputs = (x, weight, bias, stride, padding, fused, choice)
-        output = _forward_impl(*inputs)
-        _setup_forward(ctx, inputs, output)
+        output, padded = _forward(*inputs)
+        _setup_forward(ctx, inputs, output, padded)
         return output
 
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():
             return _backward_forward(ctx, grad)
-        return _backward(ctx, grad, _grad_input_impl, _grad_weight_impl)
+        return _backward(ctx, grad, _grad_input, _grad_weight, with_padded=True)
 
 
 def _call(x, weight, bias, stride, padding, fused):

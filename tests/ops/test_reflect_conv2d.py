@@ -365,6 +365,49 @@ def test_eager_path_equals_the_custom_op_bitwise(choice, layout):
 
 
 @needs_native
+@pytest.mark.parametrize("choice", ["aten", "auto"])
+def test_eager_aten_path_pads_once(monkeypatch, choice):
+    """Where the forward runs pad + the vendor convolution (a 7x7 kernel has no
+    Winograd kernel), the eager path keeps the padded x for the weight gradient instead
+    of padding again: the unfused path's work and memory, no more."""
+    pads = []
+
+    def counting_pad(x, padding):
+        pads.append(padding)
+        return real_pad(x, padding)
+
+    real_pad = rc._pad
+    monkeypatch.setattr(rc, "_pad", counting_pad)
+    x, wt, b, gy = make_case((1, 4, 5, 13, 12, 7, 3, 1), torch.float32, "contiguous", seed=23)
+    with ops.use_backend("cpu"), rc.force_choice(choice):
+        _, got = _grads_through(lambda a, w, c: ops.reflect_conv2d(a, w, c, 1, 3), x, wt, b, gy)
+    assert len(pads) == 1
+    want = [t.detach().requires_grad_() for t in (x, wt, b)]
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(want[0], (3,) * 4, mode="reflect"), want[1], want[2])
+    y.backward(gy)
+    for name, g, w in zip(("y", "grad x", "grad weight", "grad bias"), got, [y.detach()] + [t.grad for t in want]):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@needs_native
+def test_eager_aten_path_under_cpu_autocast_keeps_the_cast_dtype():
+    """CPU autocast runs reflection_pad2d in float32: the kept padded x must still be the
+    bf16 the convolution ran on, so that its gradients are bf16 convolutions too."""
+    x, wt, b, gy = make_case((1, 4, 5, 13, 12, 7, 3, 1), torch.float32, "contiguous", seed=24)
+    leaves = [t.detach().requires_grad_() for t in (x, wt, b)]
+    with ops.use_backend("cpu"), torch.autocast("cpu", torch.bfloat16):
+        y = ops.reflect_conv2d(*leaves, 1, 3)
+    assert y.dtype == torch.bfloat16
+    y.backward(gy.bfloat16())
+    ref = reference_f64(x, wt, b, gy, 1, 3)
+    for name, got, want in zip(("y", "grad x", "grad weight", "grad bias"), [y.detach()] + [t.grad for t in leaves],
+                               ref):
+        assert got.dtype == (torch.bfloat16 if name == "y" else torch.float32), name
+        scale = want.abs().max()
+        assert (got.double() - want).abs().max() <= 2e-2 * scale, name
+
+
+@needs_native
 def test_compile_and_fake_tensors_take_the_custom_op():
     """What needs the registered op gets it: torch.compile's tracing (no graph break, as
     the compile tests check) and fake tensors (its fake rule)."""
