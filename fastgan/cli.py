@@ -15,7 +15,7 @@ from fastgan.options import Options
 # flags that take no value, as in the reference
 FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager"}
 # level switches: bare means on, and `--name false` turns off what a device's default turns on
-SWITCHES = {"accelerate", "cuda_graphs", "channels_last", "merge_passes"}
+SWITCHES = {"accelerate", "cuda_graphs", "channels_last", "merge_passes", "cudnn_benchmark"}
 # options whose default is None: their value type
 NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int, "compile": str, "amp": str, "adam": str}
 # options that may be given bare: the value they then take

@@ -86,6 +86,7 @@ class Options:
     channels_last: bool | None = None
     adam: str | None = None  # default | foreach | fused
     merge_passes: bool | None = None
+    cudnn_benchmark: bool | None = None
     fast: bool = False
     eager: bool = False
     # where the demo data lives when dataroot is None (filled by resolve)

@@ -22,7 +22,7 @@ from torch import nn
 from fastgan.engine.device_pool import DeviceImagePool
 from fastgan.engine.distributed import distribute, is_data_parallel
 from fastgan.engine.image_pool import ImagePool
-from fastgan.engine.levels import EAGER, PER_SAMPLE_NORMS, Levels, resolve_levels
+from fastgan.engine.levels import EAGER, PER_SAMPLE_NORMS, Levels, apply_process_levels, resolve_levels
 from fastgan.engine.schedulers import build_scheduler, step_schedulers
 from fastgan.models import export_state_dict, load_reference_checkpoint, save_checkpoint_file
 from fastgan.ops import use_backend
@@ -75,6 +75,7 @@ class TrainingModel:
             raise ValueError(f"merge_passes needs nets that treat each sample alone (norm instance or none), "
                              f"not norm {opt.norm!r}")
         self.merge_passes = self.levels.merge_passes
+        apply_process_levels(self.levels, device)
         self.nets: dict[str, nn.Module] = {}
         self.run_nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}

@@ -16,9 +16,13 @@
                  passes); generators with dropout keep their passes apart (the
                  reference's order of random draws). Same values per sample, fewer
                  and larger kernels.
+  cudnn_benchmark  cuDNN times its algorithms for each convolution shape on first use
+                 and keeps the fastest (torch.backends.cudnn.benchmark; CUDA only). A
+                 process-wide flag: building a model on a GPU sets it to its level. The
+                 reference leaves it off, so cuDNN picks by heuristics.
 
 Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs +
-fused Adam + merged passes, on a CPU accelerate + channels_last + fused Adam + merged
+fused Adam + merged passes + cuDNN's timed algorithms, on a CPU accelerate + channels_last + fused Adam + merged
 passes (compiling would dominate short runs; channels_last measured 1.1x faster than NCHW
 for CycleGAN on this project's CPU, with the Winograd convolutions reading NHWC; torch's
 fused CPU Adam took 19 ms a step for CycleGAN's 28.3M parameters against 59 ms for the
@@ -44,7 +48,8 @@ import torch
 COMPILE_MODES = ("none", "nets")
 AMP_MODES = ("none", "bf16", "fp16")
 ADAM_IMPLS = ("default", "foreach", "fused")
-LEVEL_NAMES = ("accelerate", "compile", "cuda_graphs", "amp", "channels_last", "adam", "merge_passes")
+LEVEL_NAMES = ("accelerate", "compile", "cuda_graphs", "amp", "channels_last", "adam", "merge_passes",
+               "cudnn_benchmark")
 PER_SAMPLE_NORMS = ("instance", "none")  # the norms under which a net treats each sample alone
 
 
@@ -57,6 +62,7 @@ class Levels:
     channels_last: bool = False
     adam: str = "default"
     merge_passes: bool = False
+    cudnn_benchmark: bool = False
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -67,7 +73,8 @@ class Levels:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def describe(self) -> str:
-        on = [name for name in ("accelerate", "cuda_graphs", "channels_last", "merge_passes") if getattr(self, name)]
+        on = [name for name in ("accelerate", "cuda_graphs", "channels_last", "merge_passes", "cudnn_benchmark")
+              if getattr(self, name)]
         if self.compile != "none":
             on.append(f"compile={self.compile}")
         if self.amp != "none":
@@ -83,7 +90,8 @@ EAGER = Levels()
 def device_defaults(device: torch.device) -> Levels:
     """The fastest levels that keep fp32 semantics on `device`."""
     if device.type == "cuda":
-        return Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True)
+        return Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True,
+                      cudnn_benchmark=True)
     return Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
 
 
@@ -103,7 +111,7 @@ def fastest(device: torch.device) -> Levels:
     """
     if device.type == "cuda":
         return Levels(accelerate=True, compile="nets", cuda_graphs=True, amp="bf16", channels_last=True,
-                      adam="fused", merge_passes=True)
+                      adam="fused", merge_passes=True, cudnn_benchmark=True)
     return Levels(accelerate=True, channels_last=True, amp="bf16" if cpu_has_amx() else "none", adam="fused",
                   merge_passes=True)
 
@@ -162,6 +170,8 @@ def check_levels(levels: Levels, device: torch.device) -> None:
     if device.type != "cuda":
         if levels.cuda_graphs:
             raise ValueError(f"--cuda_graphs needs a CUDA device; this run is on {device.type}")
+        if levels.cudnn_benchmark:
+            raise ValueError(f"--cudnn_benchmark needs a CUDA device (cuDNN); this run is on {device.type}")
         if levels.amp == "fp16":
             raise ValueError(f"--amp fp16 needs a CUDA device (no fp16 autocast on {device.type}); "
                              "use --amp bf16")
@@ -170,3 +180,11 @@ def check_levels(levels: Levels, device: torch.device) -> None:
     if levels.cuda_graphs and levels.amp == "fp16":
         raise ValueError("--cuda_graphs with --amp fp16: the gradient scaler syncs with the host every "
                          "step, which a CUDA graph cannot capture; use --amp bf16")
+
+
+def apply_process_levels(levels: Levels, device: torch.device) -> None:
+    """The levels that are process-wide flags rather than parts of a model: set to this
+    model's levels on a GPU, so that each model built there (the eager baseline of a
+    benchmark included) runs cuDNN as its levels say."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = levels.cudnn_benchmark

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastgan
-from fastgan.engine.levels import EAGER, Levels, fast_note, resolve_levels
+from fastgan.engine.levels import EAGER, Levels, apply_process_levels, fast_note, resolve_levels
 from fastgan.options import resolve
 from tests.engine.cancelled_biases import instance_norm_cancelled_biases
 
@@ -19,7 +19,8 @@ def levels(device=CPU, arch="cyclegan", **explicit) -> Levels:
 
 def test_defaults_keep_fp32_and_fit_the_device():
     assert levels(CPU) == Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
-    assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True)
+    assert levels(CUDA) == Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True,
+                                  cudnn_benchmark=True)
     assert levels(CPU, eager=True) == EAGER and EAGER.describe().startswith("eager")
 
 
@@ -31,7 +32,7 @@ def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
     assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
     assert "no AMX" in fast_note(CPU)
     fast_gpu = levels(CUDA, fast=True)
-    assert fast_gpu.amp == "bf16" and fast_gpu.cuda_graphs and fast_gpu.channels_last
+    assert fast_gpu.amp == "bf16" and fast_gpu.cuda_graphs and fast_gpu.channels_last and fast_gpu.cudnn_benchmark
     assert "amp=bf16" in fast_gpu.describe()
 
 
@@ -77,6 +78,7 @@ def test_merged_passes_only_for_per_sample_nets():
 @pytest.mark.parametrize("explicit,message", [
     (dict(cuda_graphs=True), "--cuda_graphs needs a CUDA device"),
     (dict(amp="fp16"), "--amp fp16 needs a CUDA device"),
+    (dict(cudnn_benchmark=True), "--cudnn_benchmark needs a CUDA device"),
     (dict(eager=True, amp="bf16"), "cannot be combined with --amp"),
     (dict(eager=True, fast=True), "contradict"),
     (dict(channels_last=True, accelerate=False), "needs --accelerate"),
@@ -91,6 +93,22 @@ def test_cuda_levels_that_do_not_compose_are_refused():
         levels(CUDA, amp="fp16")
     with pytest.raises(ValueError, match="--compile 'step'"):
         levels(CUDA, compile="step")
+
+
+def test_cudnn_benchmark_follows_each_models_levels(monkeypatch):
+    """A process-wide flag, set on a GPU to the levels of the model being built (so a
+    benchmark's eager baseline runs cuDNN's heuristics, as the reference); untouched on a CPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    apply_process_levels(levels(CUDA), CUDA)
+    assert torch.backends.cudnn.benchmark
+    apply_process_levels(levels(CUDA, cudnn_benchmark=False), CUDA)
+    assert not torch.backends.cudnn.benchmark
+    apply_process_levels(levels(CUDA, fast=True), CUDA)
+    apply_process_levels(EAGER, CPU)
+    assert torch.backends.cudnn.benchmark
+    apply_process_levels(EAGER, CUDA)
+    assert not torch.backends.cudnn.benchmark
+    assert "cudnn_benchmark" in levels(CUDA).describe() and "cudnn_benchmark" not in levels(CPU).describe()
 
 
 def test_build_model_takes_level_options():
