@@ -5,8 +5,8 @@
 # replay), the end-to-end training throughput with a profile of each level (its top
 # kernels, and its kernel time against its wall time: bound by the device or by the
 # host?), the kernel benchmarks (one run per op), each op's host time per call
-# and the loaders' throughput (no DALI there: torch and the device cache), and write a
-# markdown summary.
+# and the loaders' throughput (torch and the device cache; DALI too when its wheels were
+# carried there in parts: tools/device_dali.sh), and write a markdown summary.
 #
 # Made for the lent H100/H200: Python 3.12 with its own torch and triton, nvcc, pytest,
 # pytest-benchmark, pytest-xdist and pytest-timeout, no DALI, no network. Each step has
@@ -80,6 +80,14 @@ TIMEOUT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 60")
 rm -rf build/temp* build/lib* fastgan/_C*.so
 step build 200 $PY setup.py -q build_ext --inplace
 step ceilings 20 $PY -m benchmarks.ceilings --out "$RESULTS"
+LOADER_CAP=10
+if [ -d build/dali_parts ]; then  # DALI's wheels, carried in parts (tools/device_dali.sh)
+  step dali_install 60 bash tools/device_dali.sh install
+  if grep -q "^DALI .* installed in /tmp/dali_site" "$LOGS/dali_install.log"; then
+    export PYTHONPATH="/tmp/dali_site${PYTHONPATH:+:$PYTHONPATH}"
+    LOADER_CAP=25  # DALI's pipelines build and warm up too
+  fi
+fi
 CEILINGS=$(ls "$RESULTS"/ceilings_*.json 2>/dev/null | head -n 1)
 export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: failures as they happen
 step gpu_tests 130 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
@@ -103,7 +111,7 @@ for op in instance_norm_act cycle_losses reflect_conv2d; do
 done
 step kernel_report 10 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.json --out "$RESULTS" \
   ${CEILINGS:+--ceilings "$CEILINGS"}
-step loader_throughput 10 $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
+step loader_throughput $LOADER_CAP $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
 {
   echo
   echo "Total: $SECONDS s."
