@@ -138,20 +138,24 @@ def run(args, on_row=lambda report: None) -> dict:
               "min_seconds": args.min_seconds,
               "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in peaks.items()}, "results": results}
     for cfg in config(args):
-        rows = []
-        results.append({"config": cfg, "flops_per_iteration": iteration_flops(cfg, device), "rows": rows})
-        for name, level in levels.items():
-            if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
-                continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
-            try:
-                row = {"level": name, **time_level(cfg, level, device, args.warmup, args.iters, args.min_seconds,
-                                                   args.profile_iters, args.top)}
-            except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
-                row = {"level": name, "error": str(e).splitlines()[0]}
-            rows.append(row)
-            add_ratios(results[-1], peaks)
-            print(f"{cfg} {name}: {row}", flush=True)
-            on_row(report)  # written after each row: a run cut short keeps what it measured
+        results.append({"config": cfg, "flops_per_iteration": iteration_flops(cfg, device), "rows": []})
+    # every config's eager row first: the other levels set process-wide state on a CPU
+    # (fastgan/engine/host_memory.py) that the reference's trainer would not have
+    order = ([(result, "eager") for result in results if "eager" in levels]
+             + [(result, name) for result in results for name in levels if name != "eager"])
+    for result, name in order:
+        cfg = result["config"]
+        if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
+            continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
+        try:
+            row = {"level": name, **time_level(cfg, levels[name], device, args.warmup, args.iters,
+                                               args.min_seconds, args.profile_iters, args.top)}
+        except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
+            row = {"level": name, "error": str(e).splitlines()[0]}
+        result["rows"].append(row)
+        add_ratios(result, peaks)
+        print(f"{cfg} {name}: {row}", flush=True)
+        on_row(report)  # written after each row: a run cut short keeps what it measured
     return report
 
 

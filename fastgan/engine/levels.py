@@ -45,6 +45,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from fastgan.engine.host_memory import reuse_freed_memory
+
 COMPILE_MODES = ("none", "nets")
 AMP_MODES = ("none", "bf16", "fp16")
 ADAM_IMPLS = ("default", "foreach", "fused")
@@ -183,8 +185,12 @@ def check_levels(levels: Levels, device: torch.device) -> None:
 
 
 def apply_process_levels(levels: Levels, device: torch.device) -> None:
-    """The levels that are process-wide flags rather than parts of a model: set to this
-    model's levels on a GPU, so that each model built there (the eager baseline of a
-    benchmark included) runs cuDNN as its levels say."""
+    """The process-wide settings of a model's levels. On a GPU, cuDNN's timed algorithms
+    are set to this model's levels, so that each model built there (the eager baseline of
+    a benchmark included) runs cuDNN as its levels say. On a CPU, every level but eager
+    has glibc's malloc keep freed blocks for reuse (fastgan/engine/host_memory.py says
+    why); that cannot be undone, so a benchmark builds its eager baseline first."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = levels.cudnn_benchmark
+    elif device.type == "cpu" and levels != EAGER:
+        reuse_freed_memory()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from benchmarks import train_throughput
@@ -26,3 +27,23 @@ def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
         assert times == sorted(times, reverse=True) and sum(times) <= prof["ms_per_iteration"] + 1e-9
     md = (tmp_path / "train_throughput_cpu.md").read_text()
     assert "### default: " in md and "% busy) per iteration" in md and "| op | calls | ms | share |" in md
+
+
+def test_every_configs_eager_row_runs_first(monkeypatch):
+    """The levels set process-wide state on a CPU (fastgan/engine/host_memory.py) that the
+    reference's trainer would not have: the eager baselines run before any of them."""
+    ran = []
+
+    def fake_time_level(cfg, level, *args):
+        ran.append((cfg["arch"], "eager" if level.get("eager") else "other"))
+        return {"images_per_second": 1.0}
+
+    monkeypatch.setattr(train_throughput, "config", lambda args: [dict(arch="cyclegan", size=32, batch=1),
+                                                                  dict(arch="pix2pix", size=32, batch=1)])
+    monkeypatch.setattr(train_throughput, "time_level", fake_time_level)
+    monkeypatch.setattr(train_throughput, "iteration_flops", lambda cfg, device: 1)
+    args = argparse.Namespace(levels="default,eager", ceilings=None, warmup=0, iters=1, min_seconds=0.0,
+                              profile_iters=0, top=1)
+    report = train_throughput.run(args)
+    assert ran[:2] == [("cyclegan", "eager"), ("pix2pix", "eager")]
+    assert [[r["level"] for r in result["rows"]] for result in report["results"]] == [["eager", "default"]] * 2
