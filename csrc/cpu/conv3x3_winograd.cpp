@@ -28,6 +28,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string_view>
 #include <vector>
 
@@ -219,34 +220,67 @@ Filters<T> filters_of(const at::Tensor& weight, bool transposed) {
           -weight.stride(3)};
 }
 
+constexpr int64_t kFilterBlock = 16;  // filters gathered together (and channels per tile of the transposed gather)
+
+// taps[kk][t][c] = tap t (= 3r + s) of filter (k0 + kk, c), kk < count: read in the order
+// that walks the filter bank's smaller stride innermost. For the input gradient's
+// transposed filters c is the weight's output channel (stride 9 or 2304 floats), and
+// reading down c for each k (as the forward may) touched a new cache line per tap: 2.0 ms
+// instead of 0.8 for a 256x256 bank on a 2-core Xeon.
+template <typename T>
+void gather_taps(const Filters<const T>& w, int64_t k0, int64_t count, int64_t channels, T* taps) {
+  if (std::abs(w.sk) < std::abs(w.sc)) {  // a tiled transpose: kFilterBlock channels at a time
+    for (int64_t c0 = 0; c0 < channels; c0 += kFilterBlock) {
+      const int64_t c_end = std::min(c0 + kFilterBlock, channels);
+      for (int64_t t = 0; t < 9; ++t) {
+        for (int64_t kk = 0; kk < count; ++kk) {
+          T* dst = &taps[(kk * 9 + t) * channels];
+          for (int64_t c = c0; c < c_end; ++c) {
+            dst[c] = w.at(k0 + kk, c, t / 3, t % 3);
+          }
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t kk = 0; kk < count; ++kk) {
+    for (int64_t t = 0; t < 9; ++t) {
+      for (int64_t c = 0; c < channels; ++c) {
+        taps[(kk * 9 + t) * channels + c] = w.at(k0 + kk, c, t / 3, t % 3);
+      }
+    }
+  }
+}
+
 // U[36][K][C] = G g G^T of every (k, c) filter g.
 template <typename T>
 void weight_transform(const Filters<const T>& w, int64_t out_channels, int64_t channels, T* u) {
-  at::parallel_for(0, out_channels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> taps(9 * channels), mixed(kInput * 3 * channels);
-    for (int64_t k = begin; k < end; ++k) {
-      for (int64_t t = 0; t < 9; ++t) {
-        for (int64_t c = 0; c < channels; ++c) {
-          taps[t * channels + c] = w.at(k, c, t / 3, t % 3);
+  const int64_t blocks = (out_channels + kFilterBlock - 1) / kFilterBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> taps(kFilterBlock * 9 * channels), mixed(kInput * 3 * channels);
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t k0 = block * kFilterBlock, count = std::min(kFilterBlock, out_channels - k0);
+      gather_taps(w, k0, count, channels, taps.data());
+      for (int64_t kk = 0; kk < count; ++kk) {
+        const T* tap = &taps[kk * 9 * channels];
+        // down the filter's rows, for each of its 3 columns: mixed[xi][s]
+        for (int64_t s = 0; s < 3; ++s) {
+          const T* in[3] = {&tap[s * channels], &tap[(3 + s) * channels], &tap[(6 + s) * channels]};
+          T* dst[kInput];
+          for (int64_t xi = 0; xi < kInput; ++xi) {
+            dst[xi] = &mixed[(xi * 3 + s) * channels];
+          }
+          apply_g<T>(in, dst, channels);
         }
-      }
-      // down the filter's rows, for each of its 3 columns: mixed[xi][s]
-      for (int64_t s = 0; s < 3; ++s) {
-        const T* in[3] = {&taps[s * channels], &taps[(3 + s) * channels], &taps[(6 + s) * channels]};
-        T* dst[kInput];
         for (int64_t xi = 0; xi < kInput; ++xi) {
-          dst[xi] = &mixed[(xi * 3 + s) * channels];
+          const T* in[3] = {&mixed[(xi * 3) * channels], &mixed[(xi * 3 + 1) * channels],
+                            &mixed[(xi * 3 + 2) * channels]};
+          T* dst[kInput];
+          for (int64_t eta = 0; eta < kInput; ++eta) {
+            dst[eta] = u + ((xi * kInput + eta) * out_channels + k0 + kk) * channels;
+          }
+          apply_g<T>(in, dst, channels);
         }
-        apply_g<T>(in, dst, channels);
-      }
-      for (int64_t xi = 0; xi < kInput; ++xi) {
-        const T* in[3] = {&mixed[(xi * 3) * channels], &mixed[(xi * 3 + 1) * channels],
-                          &mixed[(xi * 3 + 2) * channels]};
-        T* dst[kInput];
-        for (int64_t eta = 0; eta < kInput; ++eta) {
-          dst[eta] = u + ((xi * kInput + eta) * out_channels + k) * channels;
-        }
-        apply_g<T>(in, dst, channels);
       }
     }
   });
