@@ -1,0 +1,69 @@
+"""benchmarks/gpu_suite.sh runs only on a lent GPU machine, minutes at a time: what can be
+checked without one is checked here, so that a renamed flag or level does not cost a
+GPU session. The scripts parse; every benchmark module it runs takes the flags it is
+given; the level names exist; each op's kernel benchmarks are selected by its -k."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import train_throughput
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = REPO / "benchmarks" / "gpu_suite.sh"
+
+
+def suite_commands() -> list[list[str]]:
+    """The `$PY -m benchmarks.<module> ...` commands of the suite, continuation lines joined."""
+    text = SUITE.read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        match = re.search(r"\$PY -m (benchmarks\.[\w.]+)(.*)", line)
+        if match:
+            args = re.sub(r"\$\{[^}]*\}|\$\w+|\"\$[^\"]*\"", "", match.group(2))  # shell variables go
+            commands.append([match.group(1)] + shlex.split(args))
+    return commands
+
+
+@pytest.mark.parametrize("script", ["benchmarks/gpu_suite.sh", "tools/device_dali.sh"])
+def test_the_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(REPO / script)], check=True)
+
+
+def test_every_benchmark_module_takes_the_flags_it_is_given():
+    commands = suite_commands()
+    modules = {c[0] for c in commands}
+    assert {"benchmarks.ceilings", "benchmarks.train_throughput", "benchmarks.host_overhead",
+            "benchmarks.kernels.report", "benchmarks.loader_throughput"} <= modules
+    for module, *args in commands:
+        help_text = io.StringIO()
+        with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+            importlib.import_module(module).main(["--help"])
+        for flag in (a for a in args if a.startswith("--")):
+            assert f"{flag} " in help_text.getvalue() or f"{flag}\n" in help_text.getvalue(), (module, flag)
+
+
+def test_the_training_levels_it_asks_for_exist():
+    asked = [c[c.index("--levels") + 1] for c in suite_commands() if "--levels" in c]
+    assert asked
+    for levels in asked:
+        assert set(levels.split(",")) <= set(train_throughput.GPU_LEVELS), levels
+
+
+def test_each_ops_kernel_benchmarks_are_selected():
+    ops = re.search(r"for op in ([\w ]+); do", SUITE.read_text()).group(1).split()
+    assert ops
+    listed = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/kernels", "--collect-only", "-q",
+                             "-p", "no:cacheprovider", "-k", " or ".join(ops)],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for op in ops:
+        assert f"[{op}-" in listed, op
