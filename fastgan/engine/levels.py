@@ -21,9 +21,9 @@
                  process-wide flag: building a model on a GPU sets it to its level. The
                  reference leaves it off, so cuDNN picks by heuristics.
 
-Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs +
-fused Adam + merged passes + cuDNN's timed algorithms, on a CPU accelerate + channels_last + fused Adam + merged
-passes (compiling would dominate short runs; channels_last measured 1.1x faster than NCHW
+Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs + fused Adam +
+merged passes + cuDNN's timed algorithms, on a CPU accelerate + channels_last + fused Adam +
+merged passes (compiling would dominate short runs; channels_last measured 1.1x faster than NCHW
 for CycleGAN on this project's CPU, with the Winograd convolutions reading NHWC; torch's
 fused CPU Adam took 19 ms a step for CycleGAN's 28.3M parameters against 59 ms for the
 default single-tensor loop). A default that cannot apply is left
@@ -35,7 +35,8 @@ third runs, equal to the reference in distribution only, as under --fast.
 `--fast` takes the fastest combination measured for the device, mixed precision
 included where it pays (bf16 on a GPU, on a CPU only with AMX); `--eager` is the reference's path with none of fastgan's. Explicit
 options override the defaults; a level the device cannot run is refused with
-a ValueError that says why, never dropped.
+a ValueError that says why, never dropped. On a CPU every level but eager also has malloc
+keep freed blocks for reuse (fastgan/engine/host_memory.py; apply_process_levels).
 """
 
 from __future__ import annotations
