@@ -51,6 +51,9 @@ padded x for the aten gradients, as the unfused path does (the custom op cannot 
 it, so under torch.compile the weight gradient pads again): the 64->3 7x7 convolution at
 256² took 1.2x the unfused forward+backward on a CPU with the second pad and an expanded
 stand-in for the input gradient's input (copied to full size by oneDNN), 1.0x without.
+Where every phase runs aten (forced, a call the fused kernel cannot run, or a shape whose
+measured choices all came out aten: _ALL_ATEN), the eager path is the unfused
+composition itself, under torch's autograd.
 """
 
 from __future__ import annotations
@@ -302,11 +305,13 @@ def load_selection_cache(entries: dict[tuple, dict]) -> None:
     for key, entry in entries.items():
         _SELECTION[key] = _validate_choice(entry["choice"])
         _TIMINGS[key] = dict(entry["times"])
+    _ALL_ATEN.clear()  # derived from the choices: recorded again
 
 
 def clear_selection_cache() -> None:
     _SELECTION.clear()
     _TIMINGS.clear()
+    _ALL_ATEN.clear()
 
 
 def _layout(t: torch.Tensor) -> str:
@@ -457,19 +462,23 @@ def _winograd_grad_input(grad, x, weight, padding):
 
 
 def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors: tuple,
-         x: torch.Tensor, weight: torch.Tensor, kernels: dict[str, Callable], unfused: Callable):
-    """One phase of the custom op: the fused kernel `fused` (kernels[fused]) or aten."""
+         x: torch.Tensor, weight: torch.Tensor, kernels: dict[str, Callable], unfused: Callable,
+         key: tuple | None = None):
+    """One phase of the custom op: the fused kernel `fused` (kernels[fused]) or aten.
+    `key`: this phase's signature when the caller has it."""
     run_fused = kernels[fused]
-    key = _signature(phase, fused, stride, padding, *tensors) if choice == "auto" else None
+    if key is None and choice == "auto":
+        key = _signature(phase, fused, stride, padding, *tensors)
     picked = _SELECTION.get(key)  # every call after a shape's first: its measured choice, and no more
     if picked is None:
         picked = _decide(choice, fused, _fused_problem(fused, x, weight, stride), key, x.device, run_fused, unfused)
     return run_fused() if picked == fused else unfused()
 
 
-def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-             stride: int, padding: int, fused: str, choice: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The output, and the padded x when the aten path made one (None after a fused kernel)."""
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int,
+             fused: str, choice: str, key: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The output, and the padded x when the aten path made one (None after a fused kernel);
+    `key`: the forward's signature when the caller has it."""
     fmt = _out_format(x, weight)
     kernels = {
         "triton": lambda: (_kernels.forward(x, weight, bias, stride, padding,
@@ -482,7 +491,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         padded = _pad(x, padding)
         return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), fmt), padded
 
-    return _run("forward", fused, choice, stride, padding, (x, weight, bias), x, weight, kernels, unfused)
+    return _run("forward", fused, choice, stride, padding, (x, weight, bias), x, weight, kernels, unfused, key)
 
 
 def _forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -603,27 +612,75 @@ class _EagerReflectConv2d(torch.autograd.Function):
     """The custom op's forward and backward functions, called without the dispatcher
     (fastgan/ops/_eager.py says why): the same kernels and choices. A backward that
     builds a graph (create_graph: double backward) goes through the differentiable
-    custom ops."""
+    custom ops. `key` (see _ALL_ATEN) is recorded after the first backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, fused, choice):
+    def forward(ctx, x, weight, bias, stride, padding, fused, choice, key):
         # ctx in forward, not setup_context: Function.apply then skips binding the
         # arguments through inspect.signature, which costs more than the rest of a call
         inputs = (x, weight, bias, stride, padding, fused, choice)
-        output, padded = _forward(*inputs)
+        output, padded = _forward(*inputs, key=key[0] if key else None)
         _setup_forward(ctx, inputs, output, padded)
+        ctx.all_aten_key = key
         return output
 
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():
-            return _backward_forward(ctx, grad)
-        return _backward(ctx, grad, _grad_input, _grad_weight, with_padded=True)
+            grads = _backward_forward(ctx, grad)
+        else:
+            grads = _backward(ctx, grad, _grad_input, _grad_weight, with_padded=True)
+        key = ctx.all_aten_key
+        if key is not None and key not in _ALL_ATEN:
+            _ALL_ATEN[key] = _ran_only_aten(ctx, grad, key[0])
+        return grads + (None,)
+
+
+# Forward signatures (with which of x and weight need gradients) whose every phase ran
+# aten, measured: after their first backward the eager path runs the unfused
+# composition itself there, under torch's autograd (one convolution_backward for both
+# gradients and the bias's, no Python in the backward), as it does where the choice is
+# "aten" or the fused kernel cannot run the call. Where nothing is fused, fastgan's
+# wrapper would only add host time (1x8x8x8 on a CPU, 1 thread: 186 µs a forward and
+# backward through the autograd.Function against 74 µs for the composition).
+_ALL_ATEN: dict[tuple, bool] = {}
+
+
+def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool:
+    x, weight, _ = ctx.saved_tensors
+    stride, padding, fused, _ = ctx.conf
+    keys = [forward_key]
+    if ctx.needs_input_grad[0]:
+        keys.append(_signature("grad_input", fused, stride, padding, grad, x, weight))
+    if ctx.needs_input_grad[1]:
+        keys.append(_signature("grad_weight", fused, stride, padding, grad, x, weight))
+    return all(_SELECTION.get(k) == "aten" for k in keys)
+
+
+def _unfused(x, weight, bias, stride, padding):
+    """pad + the vendor convolution under torch's autograd, in the op's output layout."""
+    return _in_layout(torch.nn.functional.conv2d(_pad(x, padding), weight, bias, stride), _out_format(x, weight))
+
+
+def _eager(x, weight, bias, stride, padding, fused, choice):
+    if choice == "aten" or (choice == "auto" and _fused_problem(fused, x, weight, stride)):
+        return _unfused(x, weight, bias, stride, padding)
+    key = None
+    if choice == "auto":
+        forward_key = _signature("forward", fused, stride, padding, x, weight, bias)
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+            if _SELECTION.get(forward_key) == "aten":  # no gradients: the forward's choice is all there is
+                return _unfused(x, weight, bias, stride, padding)
+        else:
+            key = (forward_key, x.requires_grad, weight.requires_grad)
+            if _ALL_ATEN.get(key):
+                return _unfused(x, weight, bias, stride, padding)
+    return _EagerReflectConv2d.apply(x, weight, bias, stride, padding, fused, choice, key)
 
 
 def _call(x, weight, bias, stride, padding, fused):
     if takes_eager_path(x, weight, bias):
-        return _EagerReflectConv2d.apply(x, weight, bias, stride, padding, fused, _state["choice"])
+        return _eager(x, weight, bias, stride, padding, fused, _state["choice"])
     return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, fused, _state["choice"])
 
 

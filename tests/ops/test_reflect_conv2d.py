@@ -348,20 +348,87 @@ def _grads_through(fn, x, wt, b, gy):
 
 @needs_native
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("choice", ["winograd", "aten", "auto"])
+@pytest.mark.parametrize("choice", ["winograd", "auto"])
 def test_eager_path_equals_the_custom_op_bitwise(choice, layout):
     """In eager mode the public function calls the custom op's own functions through an
     autograd.Function (no dispatcher): the same kernels and choices, so the same bits."""
     x, wt, b, gy = make_case((2, 5, 6, 11, 9, 3, 1, 1), torch.float32, layout, seed=21)
+    rc.clear_selection_cache()
     with ops.use_backend("cpu"), rc.force_choice(choice):
         eager_y, eager = _grads_through(lambda a, w, c: ops.reflect_conv2d(a, w, c, 1, 1), x, wt, b, gy)
         op_y, op = _grads_through(lambda a, w, c: torch.ops.fastgan.reflect_conv2d(a, w, c, 1, 1, "winograd", choice),
                                   x, wt, b, gy)
-    assert type(eager_y.grad_fn).__name__ == "_EagerReflectConv2dBackward"
+    assert type(eager_y.grad_fn).__name__ == "_EagerReflectConv2dBackward"  # a shape's first call: measured
     assert "fastgan" in type(op_y.grad_fn).__name__ and "Eager" not in type(op_y.grad_fn).__name__
     for name, e, o in zip(("y", "grad x", "grad weight", "grad bias"), eager, op):
         assert torch.equal(e, o), name
         assert e.stride() == o.stride(), name
+
+
+def _unfused_grads(x, wt, b, gy, padding):
+    return _grads_through(lambda a, w, c: torch.nn.functional.conv2d(
+        torch.nn.functional.pad(a, (padding,) * 4, mode="reflect"), w, c), x, wt, b, gy)
+
+
+@needs_native
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_where_only_aten_runs_the_eager_path_is_the_unfused_composition(layout, monkeypatch):
+    """Forced aten, a kernel the fused path cannot run (7x7 on the cpu back end), and a
+    shape whose measured choices all came out aten (after its first backward): the eager
+    path is pad + conv2d under torch's autograd, bit for bit, in the op's layouts; a
+    shape where a fused kernel won keeps the autograd.Function."""
+    case = (2, 5, 6, 11, 9, 3, 1, 1)
+    x, wt, b, gy = make_case(case, torch.float32, layout, seed=25)
+    want_y, want = _unfused_grads(x, wt, b, gy, 1)
+
+    def through_op():
+        return _grads_through(lambda a, w, c: ops.reflect_conv2d(a, w, c, 1, 1), x, wt, b, gy)
+
+    rc.clear_selection_cache()
+    with ops.use_backend("cpu"), rc.force_choice("aten"):
+        y, got = through_op()
+    assert type(y.grad_fn).__name__ == "ConvolutionBackward0"
+    for name, g, w in zip(("y", "grad x", "grad weight", "grad bias"), got, want):
+        assert torch.equal(g, w) and g.stride() == w.stride(), name
+
+    x7, wt7, b7, gy7 = make_case((1, 4, 5, 13, 12, 7, 3, 1), torch.float32, layout, seed=26)
+    with ops.use_backend("cpu"):
+        y7 = ops.reflect_conv2d(x7, wt7.requires_grad_(), b7, 1, 3)
+    assert type(y7.grad_fn).__name__ == "ConvolutionBackward0"
+
+    for winner, functions in (("aten", ["_EagerReflectConv2dBackward", "ConvolutionBackward0"]),
+                              ("winograd", ["_EagerReflectConv2dBackward"] * 2)):
+        rc.clear_selection_cache()
+        times = {"aten": 1.0, "winograd": 2.0} if winner == "aten" else {"aten": 2.0, "winograd": 1.0}
+        monkeypatch.setattr(rc, "_decide", _fixed_decide(times))
+        seen = []
+        with ops.use_backend("cpu"), rc.force_choice("auto"):
+            for _ in range(2):
+                y, got = through_op()
+                seen.append(type(y.grad_fn).__name__)
+        assert seen == functions, winner
+        if winner == "aten":
+            for name, g, w in zip(("y", "grad x", "grad weight", "grad bias"), got, want):
+                assert torch.equal(g, w), name
+        functions_applied = []  # without gradients the forward's choice decides alone
+        monkeypatch.setattr(rc._EagerReflectConv2d, "apply", lambda *a: functions_applied.append(1) or rc._forward(
+            *a[:7])[0])
+        with torch.no_grad(), ops.use_backend("cpu"):
+            y = ops.reflect_conv2d(x, wt, b, 1, 1)
+        assert functions_applied == ([] if winner == "aten" else [1]), winner
+        if winner == "aten":
+            assert torch.equal(y, want_y.detach())
+        monkeypatch.undo()
+
+
+def _fixed_decide(times: dict):
+    """rc._decide with the given measured times: the faster one, cached as a measurement is."""
+    def decide(choice, kernel, problem, key, device, fused, unfused):
+        picked = min(times, key=times.get)
+        rc._SELECTION[key] = picked
+        rc._TIMINGS[key] = dict(times)
+        return picked
+    return decide
 
 
 @needs_native
