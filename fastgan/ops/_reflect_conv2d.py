@@ -632,7 +632,9 @@ class _EagerReflectConv2d(torch.autograd.Function):
             grads = _backward(ctx, grad, _grad_input, _grad_weight, with_padded=True)
         key = ctx.all_aten_key
         if key is not None and key not in _ALL_ATEN:
-            _ALL_ATEN[key] = _ran_only_aten(ctx, grad, key[0])
+            only_aten = _ran_only_aten(ctx, grad, key[0])
+            if only_aten is not None:
+                _ALL_ATEN[key] = only_aten
         return grads + (None,)
 
 
@@ -646,7 +648,9 @@ class _EagerReflectConv2d(torch.autograd.Function):
 _ALL_ATEN: dict[tuple, bool] = {}
 
 
-def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool:
+def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool | None:
+    """Whether every phase this call ran was measured to run aten; None while one of them
+    is not measured yet (a phase first met inside a CUDA graph capture runs aten unmeasured)."""
     x, weight, _ = ctx.saved_tensors
     stride, padding, fused, _ = ctx.conf
     keys = [forward_key]
@@ -654,7 +658,8 @@ def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool:
         keys.append(_signature("grad_input", fused, stride, padding, grad, x, weight))
     if ctx.needs_input_grad[1]:
         keys.append(_signature("grad_weight", fused, stride, padding, grad, x, weight))
-    return all(_SELECTION.get(k) == "aten" for k in keys)
+    picks = [_SELECTION.get(k) for k in keys]
+    return None if None in picks else all(p == "aten" for p in picks)
 
 
 def _unfused(x, weight, bias, stride, padding):

@@ -422,6 +422,20 @@ def test_where_only_aten_runs_the_eager_path_is_the_unfused_composition(layout, 
     rc.clear_selection_cache()  # no made-up measurements left for other tests
 
 
+@needs_native
+def test_phases_run_unmeasured_record_nothing(monkeypatch):
+    """A phase first met inside a CUDA graph capture runs aten without a measurement: no
+    conclusion is drawn from it, and the shape keeps the autograd.Function."""
+    rc.clear_selection_cache()
+    monkeypatch.setattr(rc, "_decide", lambda choice, kernel, problem, key, device, fused, unfused: "aten")
+    x, wt, b, gy = make_case((2, 5, 6, 11, 9, 3, 1, 1), torch.float32, "contiguous", seed=27)
+    with ops.use_backend("cpu"), rc.force_choice("auto"):
+        for _ in range(2):
+            y, _ = _grads_through(lambda a, w, c: ops.reflect_conv2d(a, w, c, 1, 1), x, wt, b, gy)
+            assert type(y.grad_fn).__name__ == "_EagerReflectConv2dBackward"
+    assert rc._ALL_ATEN == {}
+
+
 def _fixed_decide(times: dict):
     """rc._decide with the given measured times: the faster one, cached as a measurement is."""
     def decide(choice, kernel, problem, key, device, fused, unfused):
