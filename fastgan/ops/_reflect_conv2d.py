@@ -223,10 +223,17 @@ def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     return padded
 
 
+def _pad_and_convolve(x, weight, bias, stride, padding) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unfused path's output (pad + the vendor convolution, in the op's output layout)
+    and its padded x."""
+    padded = _pad(x, padding)
+    return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), _out_format(x, weight)), padded
+
+
 def _convolution_backward(grad, padded, weight, stride, mask):
     """aten.convolution_backward of conv2d(padded, weight, stride=stride) (what
     torch.nn.grad.conv2d_input/_weight call, without their Python around it); `padded`
-    or `weight` may be an expanded stand-in where only its shape is read."""
+    or `weight`, where only its shape is read, may be a stand-in."""
     return torch.ops.aten.convolution_backward(grad, padded, weight, None, [stride, stride], [0, 0], [1, 1],
                                                False, [0, 0], 1, mask)
 
@@ -488,8 +495,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     }
 
     def unfused():
-        padded = _pad(x, padding)
-        return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), fmt), padded
+        return _pad_and_convolve(x, weight, bias, stride, padding)
 
     return _run("forward", fused, choice, stride, padding, (x, weight, bias), x, weight, kernels, unfused, key)
 
@@ -664,7 +670,7 @@ def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool | None:
 
 def _unfused(x, weight, bias, stride, padding):
     """pad + the vendor convolution under torch's autograd, in the op's output layout."""
-    return _in_layout(torch.nn.functional.conv2d(_pad(x, padding), weight, bias, stride), _out_format(x, weight))
+    return _pad_and_convolve(x, weight, bias, stride, padding)[0]
 
 
 def _eager(x, weight, bias, stride, padding, fused, choice):
