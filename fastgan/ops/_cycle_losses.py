@@ -4,7 +4,8 @@ Back ends: `torch` (reference.cycle_losses: four l1 terms), `cpu` and `cuda` (th
 op torch.ops.fastgan.cycle_losses, csrc/{cpu,cuda}/cycle_losses.*), `triton`
 (torch.ops.fastgan_triton.cycle_losses, ops/triton/cycle_losses.py). The native and
 Triton ops share here their fake (meta) rules and their autograd rule, so that
-torch.compile(fullgraph=True) traces them without graph breaks.
+torch.compile(fullgraph=True) traces them without graph breaks. In eager mode the native
+op's kernels and rules run through a plain autograd.Function (fastgan/ops/_eager.py).
 
 The forward reads the six images once and, when a gradient will be needed, writes one
 byte per element holding the four 2-bit codes of sign(x - t) (csrc/cycle_losses.h); the
@@ -21,6 +22,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
 
 CYCLE_LOSSES = registry.Op("cycle_losses", reference.cycle_losses)
@@ -161,10 +163,11 @@ def cycle_losses_backward_fake(grad, signs, real_A, rec_A, real_B, rec_B, idt_A,
 # ---------------------------------------------------------------------------- autograd
 
 
-def register_autograd(forward_op, backward_op) -> None:
-    """Autograd rules of a (cycle_losses, cycle_losses_backward) op pair with the native
-    schemas: backward from the saved sign codes; the backward op's own derivative
-    (in grad only: it is piecewise constant in the images) for double backward."""
+def make_autograd(forward_op, backward_op):
+    """(setup_context, backward, setup_context_backward, backward_backward): the autograd
+    rules of a (cycle_losses, cycle_losses_backward) op pair with the native schemas:
+    backward from the saved sign codes; the backward op's own derivative (in grad only:
+    it is piecewise constant in the images) for double backward."""
 
     def setup_context(ctx, inputs, output):
         real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_identity, _ = inputs
@@ -183,8 +186,6 @@ def register_autograd(forward_op, backward_op) -> None:
             signs = forward_op(real_A, rec_A, real_B, rec_B, idt_A, idt_B, *ctx.lambdas, True)[1]
         grads = backward_op(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, *ctx.lambdas, mask)
         return (*(g if m else None for g, m in zip(grads, mask)), None, None, None, None)
-
-    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 
     def setup_context_backward(ctx, inputs, output):
         grad, _signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_identity, mask = inputs
@@ -221,16 +222,27 @@ def register_autograd(forward_op, backward_op) -> None:
         shape, dtype = ctx.grad_meta
         return (values.to(dtype).reshape(shape),) + (None,) * 11
 
+    return setup_context, backward, setup_context_backward, backward_backward
+
+
+def register_autograd(forward_op, backward_op):
+    """Registers make_autograd's rules on the op pair; returns them."""
+    rules = make_autograd(forward_op, backward_op)
+    setup_context, backward, setup_context_backward, backward_backward = rules
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
     torch.library.register_autograd(backward_op, backward_backward, setup_context=setup_context_backward)
+    return rules
 
 
 # ----------------------------------------------------------------------- native kernels
 
 
 def _native_cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_identity):
-    losses, _ = torch.ops.fastgan.cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B,
-                                               lambda_identity, needs_signs(real_A, rec_A, real_B, rec_B, idt_A, idt_B))
-    return losses
+    images = (real_A, rec_A, real_B, rec_B, idt_A, idt_B)
+    args = (*images, lambda_A, lambda_B, lambda_identity, needs_signs(*images))
+    if takes_eager_path(*images):
+        return _EagerCycleLosses.apply(*args)
+    return torch.ops.fastgan.cycle_losses(*args)[0]
 
 
 CYCLE_LOSSES.impl("cpu", _native_cycle_losses, available=_native.kernel_check("cycle_losses", "CPU"))
@@ -239,7 +251,10 @@ CYCLE_LOSSES.impl("cuda", _native_cycle_losses, available=_native.kernel_check("
 if _native.LOADED and hasattr(torch.ops.fastgan, "cycle_losses"):
     torch.library.register_fake("fastgan::cycle_losses", cycle_losses_fake)
     torch.library.register_fake("fastgan::cycle_losses_backward", cycle_losses_backward_fake)
-    register_autograd(torch.ops.fastgan.cycle_losses.default, torch.ops.fastgan.cycle_losses_backward.default)
+    _setup, _bwd, _, _ = register_autograd(torch.ops.fastgan.cycle_losses.default,
+                                           torch.ops.fastgan.cycle_losses_backward.default)
+    _EagerCycleLosses = eager_function("_EagerCycleLosses", torch.ops.fastgan.cycle_losses.default, _setup, _bwd,
+                                       outputs=2)
 
 # The triton back end's kernels register themselves (CYCLE_LOSSES.impl("triton", ...)).
 from fastgan.ops import triton as _triton  # noqa: E402

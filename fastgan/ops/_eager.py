@@ -24,3 +24,32 @@ def takes_eager_path(*tensors: torch.Tensor | None) -> bool:
     """Plain tensors and parameters (or None) in eager mode: not under torch.compile's
     tracing nor another tensor subclass (fake, functional, DTensor ...)."""
     return not torch.compiler.is_compiling() and all(t is None or type(t) in _PLAIN for t in tensors)
+
+
+def eager_function(name: str, op, setup_context, backward, outputs: int) -> type[torch.autograd.Function]:
+    """An autograd.Function called `name` for a registered op and its autograd rules.
+
+    Its forward runs `op` below the autograd dispatch, hands the op's output to
+    `setup_context(ctx, inputs, output)` and returns the output (the first of `outputs`
+    when the op returns several: the others are saved, not differentiated). Its backward
+    is `backward(ctx, grad, None, ...)`, below the autograd dispatch too unless the
+    backward builds a graph (create_graph: double backward), which then goes through the
+    differentiable backward op.
+    """
+    extra = (None,) * (outputs - 1)
+
+    def forward(ctx, *inputs):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = op(*inputs)
+        setup_context(ctx, inputs, output)
+        return output[0] if outputs > 1 else output
+
+    def backward_(ctx, grad):
+        if torch.is_grad_enabled():
+            return backward(ctx, grad, *extra)
+        with torch._C._AutoDispatchBelowAutograd():
+            return backward(ctx, grad, *extra)
+
+    doc = f"{op}'s kernels and autograd rules, skipping the dispatcher's autograd (fastgan/ops/_eager.py)."
+    return type(name, (torch.autograd.Function,),
+                {"__doc__": doc, "forward": staticmethod(forward), "backward": staticmethod(backward_)})

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.ops import _native, reference, registry
-from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._eager import eager_function, takes_eager_path
 
 INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
 ACTIVATIONS = reference.INSTANCE_NORM_ACTIVATIONS
@@ -220,27 +220,6 @@ def _native_instance_norm_act(x, weight=None, bias=None, eps=1e-5, activation="r
     return torch.ops.fastgan.instance_norm_act(*args)[0]
 
 
-class _EagerInstanceNormAct(torch.autograd.Function):
-    """The native op's autograd rule (make_autograd's) in an autograd.Function that calls
-    the kernels below the autograd dispatch (fastgan/ops/_eager.py says why). A backward
-    that builds a graph (create_graph: double backward) goes through the differentiable
-    backward op."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        with torch._C._AutoDispatchBelowAutograd():
-            out, mean, rstd = torch.ops.fastgan.instance_norm_act(*inputs)
-        save_for_backward(ctx, inputs, mean, rstd)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        if torch.is_grad_enabled():
-            return _bwd(ctx, grad, None, None)
-        with torch._C._AutoDispatchBelowAutograd():
-            return _bwd(ctx, grad, None, None)
-
-
 INSTANCE_NORM_ACT.impl("cpu", _native_instance_norm_act,
                        available=_native.kernel_check("instance_norm_act", "CPU"))
 INSTANCE_NORM_ACT.impl("cuda", _native_instance_norm_act,
@@ -258,6 +237,10 @@ if _native.LOADED:
                              activation)
 
     _setup, _bwd, _setup_bwd, _bwd_bwd = make_autograd(torch.ops.fastgan.instance_norm_act_backward)
+    # mean and rstd are saved, not outputs, of the autograd.Function (no mark_non_differentiable)
+    _EagerInstanceNormAct = eager_function(
+        "_EagerInstanceNormAct", torch.ops.fastgan.instance_norm_act.default,
+        lambda ctx, inputs, output: save_for_backward(ctx, inputs, output[1], output[2]), _bwd, outputs=3)
     torch.library.register_autograd("fastgan::instance_norm_act", _bwd, setup_context=_setup)
     torch.library.register_autograd("fastgan::instance_norm_act_backward", _bwd_bwd, setup_context=_setup_bwd)
 

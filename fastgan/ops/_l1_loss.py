@@ -4,7 +4,8 @@ Back ends: `torch` (reference.l1_loss), `cpu` and `cuda` (the native op
 torch.ops.fastgan.l1_loss, csrc/{cpu,cuda}/l1_loss.*). The native op gets here its fake
 (meta) rule and its autograd rule, whose backward is the native
 fastgan::l1_loss_backward (itself differentiable, for double backward), so that
-torch.compile(fullgraph=True) traces it without graph breaks.
+torch.compile(fullgraph=True) traces it without graph breaks. In eager mode the same
+kernels and rules run through a plain autograd.Function (fastgan/ops/_eager.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._eager import eager_function, takes_eager_path
+from fastgan.ops._layout import is_dense
 
 L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
 
@@ -32,6 +35,8 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
 
 
 def _native_l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    if takes_eager_path(input, target):
+        return _EagerL1Loss.apply(input, target, float(weight))
     return torch.ops.fastgan.l1_loss(input, target, float(weight))
 
 
@@ -39,22 +44,11 @@ L1_LOSS.impl("cpu", _native_l1_loss, available=_native.kernel_check("l1_loss", "
 L1_LOSS.impl("cuda", _native_l1_loss, available=_native.kernel_check("l1_loss", "CUDA"))
 
 
-def _is_dense(t: torch.Tensor) -> bool:
-    """c10's is_non_overlapping_and_dense: some permutation of the dims is contiguous."""
-    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride()) if size != 1)
-    expected = 1
-    for stride, size in dims:
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def _grad_like(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """An empty gradient laid out as the kernels lay it out (csrc/common.h dense_pair)."""
-    if _is_dense(input):
+    if is_dense(input):
         return torch.empty_like(input)
-    if _is_dense(target):
+    if is_dense(target):
         return torch.empty_like(target)
     return input.new_empty(input.shape)
 
@@ -86,6 +80,8 @@ if _native.LOADED:
                 None)
 
     torch.library.register_autograd("fastgan::l1_loss", _backward, setup_context=_setup_context)
+    _EagerL1Loss = eager_function("_EagerL1Loss", torch.ops.fastgan.l1_loss.default, _setup_context, _backward,
+                                  outputs=1)
 
     def _setup_context_backward(ctx, inputs, output):
         grad, input, target, weight = inputs

@@ -279,6 +279,33 @@ def test_forward_without_grad_writes_no_signs(backend):
     assert torch.equal(leaves[1].grad, ref.float())
 
 
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("idt,layout,grad_of", [(True, "mixed", (1, 3, 4, 5)), (True, "contiguous", range(6)),
+                                                (False, "channels_last", (0, 1, 3))],
+                         ids=["idt-mixed", "idt-all_grads", "no_idt"])
+def test_eager_path_equals_the_registered_op_bitwise(idt, layout, grad_of):
+    """In eager mode the native back end runs its kernels and autograd rules through an
+    autograd.Function below the autograd dispatch (fastgan/ops/_eager.py): the same bits
+    as the registered op's autograd, which torch.compile and fake tensors use."""
+    images = make_images((2, 3, 9, 7), torch.float32, layout, seed=12, idt=idt)
+    weights = torch.tensor(COEFFS)
+
+    def through(fn):
+        leaves = [None if t is None else t.detach().requires_grad_(i in grad_of) for i, t in enumerate(images)]
+        values = fn(*leaves)
+        (values * weights).sum().backward()
+        return values, [values.detach()] + [t.grad for t in leaves if t is not None and t.requires_grad]
+
+    with ops.use_backend("cpu"):
+        eager_values, eager = through(lambda *t: ops.cycle_losses(*t, **LAMBDAS).values)
+    op_values, op = through(lambda *t: torch.ops.fastgan.cycle_losses(*t, *LAMBDAS.values(), True)[0])
+    assert type(eager_values.grad_fn).__name__ == "_EagerCycleLossesBackward"
+    assert "Eager" not in type(op_values.grad_fn).__name__
+    assert len(eager) == len(op) == 1 + len([i for i in grad_of if idt or i < 4])
+    for e, o in zip(eager, op):
+        assert torch.equal(e, o) and e.stride() == o.stride()
+
+
 _NATIVE_OPS = [("cpu", "fastgan")] if NATIVE_CPU else []
 _TRITON_OPS = [("triton", "fastgan_triton")] if TRITON_CPU else []
 

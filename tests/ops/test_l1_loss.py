@@ -193,6 +193,29 @@ def test_deterministic_across_thread_counts(backend):
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 @pytest.mark.parametrize("layout", LAYOUTS)
+def test_eager_path_equals_the_registered_op_bitwise(layout):
+    """In eager mode the native back end runs its kernels and autograd rule through an
+    autograd.Function below the autograd dispatch (fastgan/ops/_eager.py): the same bits
+    as the registered op's autograd, which torch.compile and fake tensors use."""
+    x, t = make_inputs((2, 3, 17, 13), torch.float32, layout, seed=31)
+
+    def through(fn):
+        a, b = x.detach().requires_grad_(), t.detach().requires_grad_()
+        loss = fn(a, b)
+        (loss * 1.5).backward()
+        return loss, [loss.detach(), a.grad, b.grad]
+
+    with ops.use_backend("cpu"):
+        eager_loss, eager = through(lambda a, b: ops.l1_loss(a, b, 0.7))
+    op_loss, op = through(lambda a, b: torch.ops.fastgan.l1_loss(a, b, 0.7))
+    assert type(eager_loss.grad_fn).__name__ == "_EagerL1LossBackward"
+    assert "Eager" not in type(op_loss.grad_fn).__name__
+    for e, o in zip(eager, op):
+        assert torch.equal(e, o) and e.stride() == o.stride()
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_opcheck(dtype, layout):
     x, t = make_inputs((2, 3, 6, 5), dtype, layout)
