@@ -154,8 +154,7 @@ def _cycle_backward_kernel(grad_ptr, codes_ptr,
                            REC_B: tl.constexpr, IDT_A: tl.constexpr, IDT_B: tl.constexpr,
                            HAS_IDT: tl.constexpr, F64: tl.constexpr, BF16: tl.constexpr,
                            BLOCK: tl.constexpr):
-    # g_real_a_ptr is always a real gradient buffer (the first one asked for): its
-    # element type is the dtype of every gradient.
+    # every pointer (a gradient or its stand-in) has the gradients' element type
     dtype = g_real_a_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -237,7 +236,7 @@ def _cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tenso
     wide = real_A.dtype in (torch.float32, torch.float64)
     wrap_triton(_cycle_partial_kernel)[(programs,)](
         xa, ra, ib, xb, rb, ia, signs if compute_signs else partial, partial, n_A, n_B, n_max, per_program,
-        HAS_IDT=has_idt, CODES=bool(compute_signs) and n_max > 0, ACC64=wide, BLOCK=BLOCK)
+        HAS_IDT=has_idt, CODES=bool(compute_signs), ACC64=wide, BLOCK=BLOCK)  # (n_max > 0 here)
     wrap_triton(_cycle_finalize_kernel)[(1,)](
         partial, losses, programs, n_A, n_B, *_weights(lambda_A, lambda_B, lambda_identity, has_idt),
         HAS_IDT=has_idt, OUT64=real_A.dtype == torch.float64, BF16=real_A.dtype == torch.bfloat16,
@@ -259,24 +258,24 @@ def _cycle_losses_backward(grad: torch.Tensor, signs: torch.Tensor, real_A: torc
                  lambda: f"{op}: signs must be the uint8 codes of the forward ({n_max} of them)")
     has_idt = idt_A is not None
     outs = backward_outputs(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask)
-    write = [o.numel() > 0 for o in outs]
+    # from the mask, not from the outputs' sizes: constexprs must be plain bools when
+    # torch.compile traces with symbolic sizes
+    write = [bool(m) and (i < 4 or has_idt) for i, m in enumerate(output_mask)]
     if n_max == 0 or not any(write):
         return outs
-    # one written buffer stands in for those not written (never touched there)
-    anchor = next(o for o, w in zip(outs, write) if w)
-    ptrs = [o if w else anchor for o, w in zip(outs, write)]
+    # Each gradient not written gets its own stand-in (of the gradients' dtype, never
+    # touched): a compiled graph's functionalization of the kernel must see no aliasing
+    # pointer arguments.
+    ptrs = [o if w else real_A.new_empty((1,)) for o, w in zip(outs, write)]
     g = grad.reshape(4).contiguous()
     wrap_triton(_cycle_backward_kernel)[(triton.cdiv(n_max, BLOCK),)](
-        g, signs, anchor, *ptrs[1:], n_A, n_B, *_weights(lambda_A, lambda_B, lambda_identity, has_idt),
+        g, signs, *ptrs, n_A, n_B, *_weights(lambda_A, lambda_B, lambda_identity, has_idt),
         REAL_A=write[0], REC_A=write[1], REAL_B=write[2], REC_B=write[3],
         IDT_A=write[4], IDT_B=write[5], HAS_IDT=has_idt, F64=real_A.dtype == torch.float64,
         BF16=real_A.dtype == torch.bfloat16, BLOCK=BLOCK)
     return outs
 
 
-# _cycle_backward_kernel's first gradient pointer is written only when REAL_A: it is
-# passed the real_A gradient when asked for, else another written buffer (`anchor`),
-# whose element type is the same.
 cycle_losses_op = define_op("fastgan_triton::cycle_losses", _cycle_losses, cycle_losses_fake)
 cycle_losses_backward_op = define_op("fastgan_triton::cycle_losses_backward", _cycle_losses_backward,
                                      cycle_losses_backward_fake)

@@ -325,10 +325,14 @@ def _geometry(x: torch.Tensor):
     N, C, H, W = x.shape
     HW = H * W
     if x.is_contiguous():
-        block_hw = min(1024, triton.next_power_of_2(max(HW, 1)))
-        return C * HW, HW, 1, 1, block_hw, SPLIT_NCHW
-    block_c = min(32, triton.next_power_of_2(C))
-    return HW * C, 1, C, block_c, 32, SPLIT_NHWC
+        return C * HW, HW, 1, 1, _pow2_block(HW, 1024), SPLIT_NCHW
+    return HW * C, 1, C, _pow2_block(C, 32), 32, SPLIT_NHWC
+
+
+def _pow2_block(n, cap: int) -> int:
+    """min(cap, the next power of two of n) as a plain int: a block size is a constexpr,
+    and torch.compile may trace with symbolic sizes (this guards on them instead)."""
+    return cap if n >= cap else triton.next_power_of_2(max(int(n), 1))
 
 
 def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -354,11 +358,12 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
     b = bias.to(acc).contiguous() if bias is not None else unused
     sN, sC, sHW, block_c, block_hw, split = _geometry(x)
     S = triton.cdiv(HW, split)
+    fused = bool(S == 1)  # a constexpr: a plain bool under symbolic sizes too
     grid = (N * triton.cdiv(C, block_c), S)
     shift_n = min(HW, SHIFT_ELEMS)
     eps_hi, eps_lo = _split_f64(float(eps))
     slope_hi, slope_lo = _split_f64(float(negative_slope))
-    if S > 1:
+    if not fused:
         p1 = x.new_empty((N * C * S,), dtype=torch.float64)
         p2 = torch.empty_like(p1)
         wrap_triton(_fwd_stats_kernel)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
@@ -368,7 +373,7 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
     wrap_triton(_fwd_kernel)[grid](
         x, res, out, p1, p2, mean, rstd, w, b, C, HW, sN, sC, sHW, S, split, shift_n, eps_hi, eps_lo,
         slope_hi, slope_lo, ACT=ACT_CODES[activation], HAS_RES=residual is not None,
-        HAS_W=weight is not None, HAS_B=bias is not None, FUSED=S == 1, BLOCK_C=block_c,
+        HAS_W=weight is not None, HAS_B=bias is not None, FUSED=fused, BLOCK_C=block_c,
         BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
     return out, mean, rstd
 
@@ -395,12 +400,13 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     b = bias.to(acc).contiguous() if bias is not None else unused
     sN, sC, sHW, block_c, block_hw, split = _geometry(x)
     S = triton.cdiv(HW, split)
+    fused = bool(S == 1)
     grid = (N * triton.cdiv(C, block_c), S)
     act = ACT_CODES[activation]
     slope_hi, slope_lo = _split_f64(float(negative_slope))
     sa = x.new_empty((N * C,), dtype=torch.float64)  # per plane: sum(gz)
     sb = torch.empty_like(sa)                          # sum(gz * (x - mean))
-    if S > 1:
+    if not fused:
         pa = x.new_empty((N * C * S,), dtype=torch.float64)
         pb = torch.empty_like(pa)
         wrap_triton(_bwd_stats_kernel)[grid](
@@ -411,7 +417,7 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
         pa = pb = x.new_zeros((1,), dtype=torch.float64)  # unused
     wrap_triton(_bwd_kernel)[grid](
         g, x, dx, mean, rstd, w, b, pa, pb, sa, sb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
-        ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, FUSED=S == 1,
+        ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, FUSED=fused,
         BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
     dw = x.new_empty((C,), dtype=torch.float64)
     db = torch.empty_like(dw)  # separate: with float64 parameters they are the outputs
