@@ -11,6 +11,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _cudnn_flags_restored():
+    """Each test leaves cuDNN's process-wide flags as it found them: a model built on a
+    GPU sets torch.backends.cudnn.benchmark to its levels (fastgan/engine/levels.py), and
+    a later test in the same process would otherwise run with timed, nondeterministic
+    algorithms it did not ask for."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

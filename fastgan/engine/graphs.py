@@ -64,8 +64,11 @@ class GraphedIteration:
     def _capture(self, inputs) -> None:
         self.static_inputs = [x.clone() for x in inputs]
         graph = torch.cuda.CUDAGraph()
-        # captured work does not run: the call that captures replays right after
-        with torch.cuda.graph(graph):
+        # Captured work does not run: the call that captures replays right after.
+        # thread_local: the loader's threads (the DataLoader's pinning thread, DALI's)
+        # go on allocating and copying while this thread captures; the default global
+        # mode would fail those calls, and with them the run.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.static_losses = self.iteration(*self.static_inputs)
         self.static_visuals = dict(self.model.visuals)
         self.graph = graph

@@ -81,16 +81,21 @@ def make_images(shape_A, dtype, layout="contiguous", device="cpu", seed=0, idt=T
 
 
 def reference_f64(images, lambdas=LAMBDAS, coeffs=COEFFS):
-    """Values and gradients (None where not asked for) of the reference, in float64."""
-    leaves = [None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in images]
+    """Values and gradients (None where not asked for) of the reference, in float64,
+    computed on the CPU (CUDA's division by the element count multiplies by its
+    reciprocal: one bit off the exact quotient the bitwise checks compare with), on
+    the images' device."""
+    device = images[0].device
+    leaves = [None if t is None else t.detach().cpu().double().requires_grad_(t.requires_grad) for t in images]
     values = reference.cycle_losses(*leaves, **lambdas)
     wanted = [t for t in leaves if t is not None and t.requires_grad]
     if not wanted:
-        return values.detach(), [None] * 6
-    weights = torch.tensor(coeffs, dtype=torch.float64, device=values.device)  # a CUDA run's device too
-    grads = torch.autograd.grad((values * weights).sum(), wanted, allow_unused=True)
+        return values.detach().to(device), [None] * 6
+    grads = torch.autograd.grad((values * torch.tensor(coeffs, dtype=torch.float64)).sum(), wanted,
+                                allow_unused=True)
     it = iter(grads)
-    return values.detach(), [next(it) if t is not None and t.requires_grad else None for t in leaves]
+    return values.detach().to(device), [next(it).to(device) if t is not None and t.requires_grad else None
+                                        for t in leaves]
 
 
 def run_backend(backend, images, lambdas=LAMBDAS, coeffs=COEFFS, grad_of=(1, 3, 4, 5)):

@@ -68,12 +68,14 @@ def make_inputs(shape, dtype, layout, device="cpu", seed=0, tie_fraction=0.1):
 
 
 def reference_f64(x, t, weight):
-    """Loss and both gradients of the reference in float64."""
-    xr = x.detach().double().requires_grad_()
-    tr = t.detach().double().requires_grad_()
+    """Loss and both gradients of the reference in float64, computed on the CPU (CUDA's
+    division by the element count multiplies by its reciprocal: one bit off the exact
+    quotient the bitwise checks compare with), on x's device."""
+    xr = x.detach().cpu().double().requires_grad_()
+    tr = t.detach().cpu().double().requires_grad_()
     loss = reference.l1_loss(xr, tr, weight)
     gx, gt = torch.autograd.grad(loss, (xr, tr))
-    return loss.detach(), gx, gt
+    return loss.detach().to(x.device), gx.to(x.device), gt.to(x.device)
 
 
 def run_backend(backend, x, t, weight):
