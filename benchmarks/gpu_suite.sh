@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU machine's one script, in this order: build fastgan._C against that machine's
-# torch, measure the card's ceilings (copy bandwidth, bf16 matrix rate), run the GPU
-# tests (pytest -m gpu: every back end's correctness on CUDA, CUDA-graph capture and
-# replay), the end-to-end training throughput with a profile of each level (its top
-# kernels, and its kernel time against its wall time: bound by the device or by the
-# host?), the kernel benchmarks (one run per op), each op's host time per call
-# and the loaders' throughput (torch and the device cache; DALI too when its wheels were
-# carried there in parts: tools/device_dali.sh), and write a markdown summary.
+# torch, measure the card's ceilings (copy bandwidth, bf16 matrix rate), the loaders'
+# throughput (torch and the device cache; DALI too when its wheels were carried there
+# in parts: tools/device_dali.sh), the GPU tests (pytest -m gpu: every back end's
+# correctness on CUDA, CUDA-graph capture and replay), the end-to-end training
+# throughput with a profile of each level (its top kernels, and its kernel time against
+# its wall time: bound by the device or by the host?), the kernel benchmarks (one run
+# per op) and each op's host time per call, and write a markdown summary.
 #
 # Made for the lent H100/H200: Python 3.12 with its own torch and triton, nvcc, pytest,
 # pytest-benchmark, pytest-xdist and pytest-timeout, no DALI, no network. Each step has
@@ -80,38 +80,44 @@ TIMEOUT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 60")
 rm -rf build/temp* build/lib* fastgan/_C*.so
 step build 200 $PY setup.py -q build_ext --inplace
 step ceilings 20 $PY -m benchmarks.ceilings --out "$RESULTS"
-LOADER_CAP=10
+LOADER_CAP=20
+WITH_DALI=()  # the steps that use DALI run with its site first on the path; the others never see it
 if [ -d build/dali_parts ]; then  # DALI's wheels, carried in parts (tools/device_dali.sh)
   step dali_install 60 bash tools/device_dali.sh install
   if grep -q "^DALI .* installed in /tmp/dali_site" "$LOGS/dali_install.log"; then
-    export PYTHONPATH="/tmp/dali_site${PYTHONPATH:+:$PYTHONPATH}"
-    LOADER_CAP=25  # DALI's pipelines build and warm up too
+    WITH_DALI=(env "PYTHONPATH=/tmp/dali_site${PYTHONPATH:+:$PYTHONPATH}")
+    LOADER_CAP=30  # DALI's pipelines build and warm up too
   fi
 fi
 CEILINGS=$(ls "$RESULTS"/ceilings_*.json 2>/dev/null | head -n 1)
+# early: the loaders' rows (DALI's above all, carried at some cost) must not be the step the
+# budget skips
+step loader_throughput $LOADER_CAP "${WITH_DALI[@]}" $PY -m benchmarks.loader_throughput --images 300 --seconds 2 \
+  --out "$RESULTS"
 export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: failures as they happen
-step gpu_tests 130 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE --durations=15 \
-  --junitxml="$RESULTS/gpu_tests.xml"
+step gpu_tests 100 "${WITH_DALI[@]}" $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE \
+  --durations=15 --junitxml="$RESULTS/gpu_tests.xml"
 unset FASTGAN_FAILURE_LOG
 # each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model;
-# batch 1 and batch 16 as two steps, so that a cut one leaves the other's rows
-step train_b1 85 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 1 --tag b1 \
+# batch 1 and batch 16 as two steps, so that a cut one leaves the other's rows (the first
+# compiled level of each pays its compile and reflect_conv2d's autotuning: ~50 s on the H200)
+step train_b1 100 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 1 --tag b1 \
   --levels "eager,default (fp32),fast,accelerate" --profile_iters 2 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
-step train_b16 55 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 16 --tag b16 \
+step train_b16 80 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 16 --tag b16 \
   --levels "eager,fast" --profile_iters 1 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
-# each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on)
-# (reflect_conv2d's Triton kernels compile and autotune for its tiny shape first: 30 s)
-step host_overhead 30 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
 
-# one benchmark run per op, so that a cut run loses one op's rows only (not l1_loss, pix2pix's
-# single L1 term, the least of an iteration: the time goes to the other three)
+# one benchmark run per op (not l1_loss, pix2pix's single L1 term, the least of an iteration:
+# the time goes to the other three); each row is written as it is measured (--rows-jsonl), so
+# a run cut at its cap keeps the rows it finished
 for op in instance_norm_act cycle_losses reflect_conv2d; do
   step "kernels_$op" 20 $PY -m pytest benchmarks/kernels -q -p no:cacheprovider -k "$op" \
-    --benchmark-json="$WORK/kernels_$op.json"
+    --rows-jsonl="$WORK/kernels_$op.jsonl"
 done
-step kernel_report 10 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.json --out "$RESULTS" \
+step kernel_report 10 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.jsonl --out "$RESULTS" \
   ${CEILINGS:+--ceilings "$CEILINGS"}
-step loader_throughput $LOADER_CAP $PY -m benchmarks.loader_throughput --images 300 --seconds 2 --out "$RESULTS"
+# each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on;
+# reflect_conv2d's Triton kernels compile and autotune for its tiny shape first)
+step host_overhead 25 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
 {
   echo
   echo "Total: $SECONDS s."

@@ -128,6 +128,7 @@ def main(argv=None) -> dict:
     machine = describe_machine()
     print(f"{machine}\n" + ", ".join(f"{k} {v}" for k, v in config.items()))
     wanted = args.loaders.split(",") if args.loaders else None
+    out_dir = args.out or os.environ.get("OUT") or "benchmarks/results"
     rows = []
     for name, make in loaders(opt, device).items():
         if wanted and name not in wanted:
@@ -135,16 +136,22 @@ def main(argv=None) -> dict:
         result = {"loader": name, **measure(make(), device, args.seconds)}
         rows.append(result)
         print(f"  {name:18s} {result['images_per_s']:8.0f} images/s  (warm-up {result['setup_s']:.2f} s)", flush=True)
+        # written after every row: a run cut at its time limit keeps the loaders it measured
+        text, stem = write_rows(out_dir, machine, config, rows)
+    print("\n" + text)
+    print(f"wrote {stem}.json and {stem}.md")
+    return {"machine": machine, "rows": rows}
+
+
+def write_rows(out_dir: str, machine: str, config: dict, rows: list[dict]) -> tuple[str, str]:
+    """The results files of the rows so far (ratios against the torch row, the first)."""
     base = next((r["images_per_s"] for r in rows if r["loader"] == "torch"), None)
     for r in rows:
         r["vs_torch"] = r["images_per_s"] / base if base else float("nan")
     text = markdown(machine, config, rows)
-    print("\n" + text)
-    out_dir = args.out or os.environ.get("OUT") or "benchmarks/results"
     stem = write_results(out_dir, "loader", {"machine": machine, "config": config, "targets": TARGETS,
                                              "rows": rows}, text)
-    print(f"wrote {stem}.json and {stem}.md")
-    return {"machine": machine, "rows": rows}
+    return text, stem
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from benchmarks.machine import describe_machine, write_results
 def profile_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, top: int) -> dict:
     model = train_throughput.build(cfg, level, device)
     inputs = train_throughput.batch(cfg, device)
-    for _ in range(warmup):
+    for _ in range(max(warmup, model.iterations_before_replay)):
         model.step(*inputs)
     train_throughput.sync(device)
     start = time.perf_counter()  # the wall time without the profiler's own overhead

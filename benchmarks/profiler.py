@@ -20,6 +20,18 @@ def _self_time_us(event, on_gpu: bool) -> float:
     return event.self_cpu_time_total
 
 
+def timeline_events(events, on_gpu: bool) -> list:
+    """The events whose self time makes the timeline, each counted once. On a GPU: the
+    kernels (and copies) themselves. The profiler also adds each kernel's time to the
+    CPU op that launched it and to GPU-side user annotations (`Optimizer.step#...`);
+    summing those too would count an eager level's kernels two or three times, a
+    replayed graph's (no launching ops) once."""
+    if on_gpu:
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                  and not getattr(e, "is_user_annotation", False)]
+    return [e for e in events if _self_time_us(e, on_gpu) > 0]
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -37,7 +49,7 @@ def profile_iterations(model, inputs, device: str, iters: int, top: int) -> dict
         for _ in range(iters):
             model.step(*inputs)
         _sync(device)
-    events = [e for e in prof.key_averages() if _self_time_us(e, on_gpu) > 0]
+    events = timeline_events(prof.key_averages(), on_gpu)
     total = sum(_self_time_us(e, on_gpu) for e in events)
     events.sort(key=lambda e: -_self_time_us(e, on_gpu))
     rows = [{"op": e.key, "calls_per_iteration": e.count / iters,

@@ -1,6 +1,10 @@
-"""Turns a pytest-benchmark JSON of benchmarks/kernels into the results files.
+"""Turns runs of benchmarks/kernels into the results files.
 
-    python -m benchmarks.kernels.report RUN.json [RUN.json ...] [--out DIR] [--ceilings FILE]
+    python -m benchmarks.kernels.report RUN.json|RUN.jsonl [...] [--out DIR] [--ceilings FILE]
+
+A run is a pytest-benchmark JSON (--benchmark-json, written when the run ends) or the
+rows its benchmarks appended as they finished (--rows-jsonl, benchmarks/kernels/
+conftest.py: what a run cut at its time limit leaves).
 
 Prints one row per case x mode x provider: median time of one call, achieved GB/s
 (the case's byte floor over that time) and the ratio to the eager composition of
@@ -17,6 +21,28 @@ import json
 import os
 
 from benchmarks.machine import describe_machine, machine_slug, write_results
+
+
+def read_run(path: str) -> dict | None:
+    """{"benchmarks": [...]} from a pytest-benchmark JSON or a --rows-jsonl file (its
+    complete lines); None when there is no file or no complete result in it."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if path.endswith(".jsonl"):
+        entries = []
+        for line in text.splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # the line being written when the run was cut
+                pass
+        return {"benchmarks": entries} if entries else None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def rows_from(run: dict, copy_gb_per_s: float | None = None) -> list[dict]:
@@ -82,10 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             ceilings = json.load(f)
     rows, missing = [], []
     for path in args.runs:
-        try:
-            with open(path) as f:
-                run = json.load(f)
-        except (OSError, json.JSONDecodeError):  # a run cut short by its time limit writes none, or half
+        run = read_run(path)
+        if run is None:  # a run cut short by its time limit writes no JSON, or half of one
             print(f"{path}: missing or incomplete (that run did not finish)")
             missing.append(os.path.basename(path))
             continue

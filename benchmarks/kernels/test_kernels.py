@@ -53,6 +53,17 @@ def runner(case, provider):
     return fused
 
 
+def check_tolerance(case, device: torch.device) -> float:
+    """Of the largest value (sums of many products). float32 convolutions on a GPU run
+    in TF32 where cuDNN may (torch's default, which the Triton kernels follow): both
+    sides then round their products to 10-bit mantissas, apart by ~1e-3."""
+    if case.dtype != torch.float32:
+        return 2e-2
+    if case.op == "reflect_conv2d" and device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return 5e-3
+    return 1e-4
+
+
 @pytest.mark.parametrize("case,provider,mode", list(params()))
 def test_kernel(benchmark, case, provider, mode):
     measures_conv_choice = case.op == "reflect_conv2d" and provider in ("triton", "cpu")
@@ -92,7 +103,7 @@ def test_kernel(benchmark, case, provider, mode):
     # the fused result must equal the composition before its time means anything
     expected = case.composition(*inputs).detach().double()
     got = once().detach().double()
-    tol = 1e-4 if case.dtype == torch.float32 else 2e-2  # of the largest value (sums of many products)
+    tol = check_tolerance(case, DEVICE)
     scale = float(expected.abs().max()) or 1.0
     assert torch.allclose(got, expected, rtol=tol, atol=tol * scale), (provider, float((got - expected).abs().max()))
 

@@ -13,7 +13,9 @@ different cubic kernel and ~15x slower here (9 ms vs 0.5 ms for a 600x400 ->
 conversion rides on the first arithmetic op) and finishes the whole batch with
 one in-place op: x / 127.5 - 1 is bit-identical in float32 to ToTensor +
 Normalize(0.5, 0.5)'s (x / 255 - 0.5) / 0.5 for every uint8 value (tested), so
-the cache's batches equal the torch path's exactly.
+the cache's batches equal the torch path's exactly. (On a GPU the divisor is a
+0-dim tensor on the device: CUDA divides by a Python scalar as a product with its
+reciprocal, one bit off the quotient for 111 of the 256 values.)
 
 On the CPU these per-image ops run on the calling thread alone
 (`one_torch_thread`): an OpenMP team per op of ~0.2 ms costs more in barriers
@@ -71,9 +73,23 @@ def to_batch(images: list[torch.Tensor], device: torch.device, channels_last: bo
             staged = torch.empty(shape, dtype=torch.uint8, pin_memory=True, memory_format=fmt)
             for i, img in enumerate(images):
                 staged[i].copy_(img)
-        return torch.div(staged.to(device, non_blocking=True), 127.5).sub_(1)
+        return torch.div(staged.to(device, non_blocking=True), _divisor(device)).sub_(1)
+    divisor = _divisor(device)
     with contextlib.nullcontext() if device.type == "cuda" else one_torch_thread():
         out = torch.empty(shape, dtype=torch.float32, device=device, memory_format=fmt)
         for i, img in enumerate(images):
-            torch.div(img, 127.5, out=out[i])
+            torch.div(img, divisor, out=out[i])
         return out.sub_(1)
+
+
+_DIVISORS: dict[torch.device, torch.Tensor] = {}
+
+
+def _divisor(device: torch.device) -> float | torch.Tensor:
+    """127.5 as the CPU divides by it exactly: the number on a CPU, a 0-dim float32
+    tensor on a GPU (made once per device)."""
+    if device.type == "cpu":
+        return 127.5
+    if device not in _DIVISORS:
+        _DIVISORS[device] = torch.tensor(127.5, dtype=torch.float32, device=device)
+    return _DIVISORS[device]

@@ -120,6 +120,12 @@ class TrainingModel:
 
             self._iterate = GraphedIteration(self._iterate, self)
 
+    @property
+    def iterations_before_replay(self) -> int:
+        """Steps before the iteration replays a CUDA graph: the graph's side-stream warm-up
+        and the step that captures it (0 without --cuda_graphs). A benchmark times after them."""
+        return self._iterate.warmup + 1 if self.levels.cuda_graphs else 0
+
     # -- the iteration -------------------------------------------------------
     def iteration(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """One reference iteration on inputs already on the device, in the nets' memory format."""

@@ -18,3 +18,25 @@ def test_profile_writes_the_top_ops_of_each_level(tmp_path):
         assert 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
     md = (tmp_path / "profile_step_cpu.md").read_text()
     assert "| op | calls | ms | share |" in md and "% busy) per iteration" in md
+
+
+def test_a_gpu_timeline_counts_each_kernel_once():
+    """On a GPU the profiler also credits each kernel's time to the CPU op that launched
+    it and to user annotations: only the kernels themselves make the timeline."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from benchmarks.profiler import timeline_events
+
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+
+    def event(key, device_type, self_us, annotation=False):
+        return SimpleNamespace(key=key, device_type=device_type, self_device_time_total=self_us,
+                               self_cpu_time_total=5.0, is_user_annotation=annotation)
+
+    events = [event("aten::cudnn_convolution", cpu, 40.0), event("sm90_xmma_fprop", cuda, 40.0),
+              event("Optimizer.step#Adam.step", cuda, 12.0, annotation=True),
+              event("multi_tensor_apply_kernel", cuda, 12.0), event("aten::add_", cpu, 0.0)]
+    assert [e.key for e in timeline_events(events, on_gpu=True)] == ["sm90_xmma_fprop", "multi_tensor_apply_kernel"]
+    assert len(timeline_events(events, on_gpu=False)) == 5  # CPU self time: every op

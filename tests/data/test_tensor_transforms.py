@@ -48,3 +48,14 @@ def test_batch_equals_to_tensor_bit_for_bit():
         assert batch.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         assert torch.equal(batch, want)
     assert torch.get_num_threads() == threads  # one_torch_thread gave the threads back
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("source", ["cuda", "pinned"])
+def test_batch_on_a_gpu_equals_the_cpu_bit_for_bit(source):
+    """Every uint8 value, crops on the GPU (the cache there) or in pinned host memory."""
+    values = torch.arange(256, dtype=torch.uint8).view(1, 16, 16)
+    want = to_batch([values], torch.device("cpu"), False)
+    image = values.cuda() if source == "cuda" else values
+    got = to_batch([image], torch.device("cuda", torch.cuda.current_device()), False)
+    assert got.is_cuda and torch.equal(got.cpu(), want)

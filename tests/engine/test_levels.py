@@ -216,3 +216,11 @@ def test_bf16_autocast_trains_close_to_fp32():
     for k in ("cycle_A", "cycle_B"):
         last, ref_last = (sum(h[k] for h in hist[-5:]) / 5 for hist in (history, reference))
         assert last == pytest.approx(ref_last, rel=0.1), k
+
+
+def test_no_graph_warm_up_without_cuda_graphs():
+    """A benchmark times after iterations_before_replay steps: none to wait for on a CPU
+    (tests/engine/test_levels_gpu.py checks the captured case)."""
+    for level in ({}, {"eager": True}):
+        m = fastgan.build_model("cyclegan", ngf=8, ndf=8, netG="resnet_6blocks", device="cpu", **level)
+        assert m.iterations_before_replay == 0

@@ -69,6 +69,17 @@ def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+def test_replay_starts_after_iterations_before_replay():
+    graphed = model(compile="none", cuda_graphs=True)
+    data = batches(graphed.iterations_before_replay)
+    assert len(data) == graphed._iterate.warmup + 1
+    for A, B in data[:-1]:
+        graphed.step(A, B)
+    assert graphed._iterate.graph is None
+    graphed.step(*data[-1])
+    assert graphed._iterate.graph is not None
+
+
 def test_a_short_batch_runs_outside_the_graph_and_replay_goes_on():
     graphed = model(compile="none", cuda_graphs=True, pool_size=4)
     for A, B in batches(5):

@@ -1,0 +1,32 @@
+"""benchmarks/kernels rows written as each benchmark finishes (--rows-jsonl) and the
+report made from them, also from a run cut in the middle of a line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.kernels import report
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_rows_written_as_measured_make_the_report(tmp_path):
+    rows = tmp_path / "kernels_l1_loss.jsonl"
+    subprocess.run([sys.executable, "-m", "pytest", "benchmarks/kernels", "-q", "-p", "no:cacheprovider",
+                    "-k", "l1_loss-1x3x256x256 and (eager or cpu)", f"--rows-jsonl={rows}"],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    entries = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert len(entries) == 4  # eager and cpu, forward and forward+backward
+    assert all(e["stats"]["median"] > 0 and e["extra_info"]["op"] == "l1_loss" for e in entries)
+
+    with rows.open("a") as f:  # the line being written when a time limit cut the run
+        f.write('{"name": "test_kernel[l1_loss-16x3x256x256-float32-eager-forward]", "extra_')
+    out = tmp_path / "out"
+    report.main([str(rows), str(tmp_path / "kernels_cut_before_any_row.jsonl"), "--out", str(out)])
+    written = json.loads(next(out.glob("kernels_*.json")).read_text())
+    assert len(written["rows"]) == 4 and written["missing_runs"] == ["kernels_cut_before_any_row.jsonl"]
+    cpu = [r for r in written["rows"] if r["provider"] == "cpu"]
+    assert len(cpu) == 2 and all(r["speedup_vs_eager"] > 0 for r in cpu)
