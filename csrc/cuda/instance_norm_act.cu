@@ -22,6 +22,10 @@
 //     a statistics kernel writes one double pair per (plane, split); the output kernel's
 //     blocks each add their plane's S pairs in split order (a deterministic second
 //     pass), and split 0 writes mean and rstd. 16-byte loads when the planes are aligned.
+//     On sm_90 and newer, planes of 16384 < HW <= 65536 elements (e.g. 256x256) run
+//     instead as one thread-block cluster each, a block per 8192-element chunk held in
+//     registers, the blocks' sums exchanged through distributed shared memory (see
+//     fwd_cluster_nchw); FASTGAN_IN_CLUSTERS=0 keeps them on the two-kernel path.
 //   NHWC (channels_last): a block is 32 channels (threadIdx.x, coalesced) x 8 pixel
 //     lanes (threadIdx.y) over kRowsSplit pixels; the 8 lanes are reduced in shared
 //     memory in lane order; splits are combined as for NCHW (always two kernels).
@@ -31,11 +35,11 @@
 // Memory traffic floor (each input read once, each output written once):
 //   forward  numel * itemsize * (2 + [residual]) + N * C * 8 bytes (mean, rstd);
 //   backward numel * itemsize * 3 (grad and x read, dx written) + (N, C) statistics.
-// Fused (S == 1) planes re-read x / grad from L1/L2, so DRAM traffic is the floor;
-// split planes read x (forward) or grad and x (backward) twice from DRAM when the
-// tensor exceeds L2 (the floor for a plane that does not fit on chip: 1.5x forward,
-// 5/3 backward). Fraction of the floor reached: not measured yet (no GPU in the build
-// environment).
+// Fused (S == 1) planes re-read x / grad from L1/L2 and cluster planes keep them in
+// registers, so DRAM traffic is the floor; split planes read x (forward) or grad and x
+// (backward) twice from DRAM when the tensor exceeds L2 (1.5x the floor forward, 5/3
+// backward). Fraction of the floor reached: measured by the GPU suite's kernel benchmarks
+// (benchmarks/results/kernels_<card>.md); the cluster kernels not yet (written without a GPU).
 #include "../instance_norm_act.h"
 
 #include <ATen/Dispatch.h>
@@ -45,13 +49,19 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cooperative_groups.h>
 #include <torch/library.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <unordered_map>
 #include <limits>
 
 namespace fastgan::cuda {
 namespace {
+
+namespace cg = cooperative_groups;
 
 using instance_norm::Activation;
 using instance_norm::Dims;
@@ -429,6 +439,206 @@ __global__ void __launch_bounds__(kThreads)
                           sh_c[0], sh_c[1], sh_c[2]);
 }
 
+// ------------------------------------------------------- NCHW, one plane per cluster
+// (sm_90 and newer) A plane of kSplit < HW <= kMaxCluster * kClusterChunk elements
+// (e.g. 256x256) is cut into S = ceil(HW / kClusterChunk) chunks, one per block of a
+// thread-block cluster of S blocks (blockIdx.x = plane * S + rank). Each block keeps its
+// chunk in registers (kPerThread elements per thread, pack j of thread t at
+// lo + (j * kThreads + t) * kVec), the blocks exchange their partial sums through
+// distributed shared memory, each adding the S pairs in rank order (the same statistics
+// in every block, deterministically), and the output is written from the registers:
+// x (forward), grad and x (backward) are read from DRAM once, the traffic floor, where
+// the two-kernel split path reads them twice.
+
+constexpr int64_t kClusterChunk = 8192;                // plane elements per block of a cluster
+constexpr int kMaxCluster = 8;                         // the portable cluster size
+constexpr int kPerThread = kClusterChunk / kThreads;   // 32
+static_assert(kClusterChunk % (kThreads * 8) == 0, "whole 16-byte packs per thread");
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FASTGAN_CLUSTERS 1
+#endif
+
+// Element j * kVec + k of this thread's chunk [lo, hi) of a plane is at
+// lo + (j * kThreads + threadIdx.x) * kVec + k; a pack is in the chunk entirely or not at
+// all (hi - lo is a multiple of kVec on the vector path). Packs out of it read as 0.
+template <int kVec>
+__device__ __forceinline__ int64_t chunk_offset(int64_t lo, int j) {
+  return lo + (static_cast<int64_t>(j) * kThreads + threadIdx.x) * kVec;
+}
+
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_chunk(const scalar_t* __restrict__ p, int64_t lo, int64_t hi,
+                                           acc_t (&v)[kPerThread]) {
+#pragma unroll
+  for (int j = 0; j < kPerThread / kVec; ++j) {
+    const int64_t i = chunk_offset<kVec>(lo, j);
+    acc_t pack[kVec];
+    if (i < hi) {
+      load_pack<kVec>(p, i, pack);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) pack[k] = acc_t(0);
+    }
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) v[j * kVec + k] = pack[k];
+  }
+}
+
+template <int kVec, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store_chunk(scalar_t* __restrict__ p, int64_t lo, int64_t hi,
+                                            const acc_t (&v)[kPerThread]) {
+#pragma unroll
+  for (int j = 0; j < kPerThread / kVec; ++j) {
+    const int64_t i = chunk_offset<kVec>(lo, j);
+    if (i < hi) {
+      acc_t pack[kVec];
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) pack[k] = v[j * kVec + k];
+      store_pack<kVec>(p, i, pack);
+    }
+  }
+}
+
+#ifdef FASTGAN_CLUSTERS
+// The (a, b) pairs the cluster's S blocks left in `part` (in each block's shared memory),
+// added in rank order. Call between two cluster.sync(): after every block wrote its pair,
+// before any block exits or reuses it.
+__device__ __forceinline__ double2 cluster_sum2(const cg::cluster_group& cluster, double2* part, int64_t S) {
+  double a = 0.0, b = 0.0;
+  for (int r = 0; r < static_cast<int>(S); ++r) {
+    const double2 q = *cluster.map_shared_rank(part, r);
+    a += q.x;
+    b += q.y;
+  }
+  return make_double2(a, b);
+}
+#endif
+
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    fwd_cluster_nchw(const scalar_t* __restrict__ x, const scalar_t* __restrict__ res, scalar_t* __restrict__ y,
+                     at::opmath_type<scalar_t>* __restrict__ mean_out, at::opmath_type<scalar_t>* __restrict__ rstd_out,
+                     const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                     int64_t C, int64_t HW, int64_t S, double eps, int act, at::opmath_type<scalar_t> slope) {
+#ifdef FASTGAN_CLUSTERS
+  using acc_t = at::opmath_type<scalar_t>;
+  const cg::cluster_group cluster = cg::this_cluster();
+  __shared__ double2 part;
+  __shared__ acc_t sh_k, sh_mean, sh_scale;
+  const int64_t s = cluster.block_rank();
+  const int64_t p = blockIdx.x / S;
+  const int64_t base = p * HW, lo = s * kClusterChunk, hi = min(HW, lo + kClusterChunk);
+  const int64_t c = p % C;
+  if (threadIdx.x < 32) {
+    const acc_t k = plane_shift_warp<scalar_t, acc_t>(x + base, 1, HW, threadIdx.x);
+    if (threadIdx.x == 0) sh_k = k;
+  }
+  acc_t v[kPerThread];
+  load_chunk<kVec>(x + base, lo, hi, v);
+  __syncthreads();
+  const acc_t k = sh_k;
+  acc_t a = acc_t(0), q = acc_t(0);
+#pragma unroll
+  for (int j = 0; j < kPerThread / kVec; ++j) {
+    if (chunk_offset<kVec>(lo, j) < hi) {
+#pragma unroll
+      for (int e = j * kVec; e < (j + 1) * kVec; ++e) {
+        const acc_t d = v[e] - k;
+        a += d;
+        q += d * d;
+      }
+    }
+  }
+  double s1 = static_cast<double>(a), s2 = static_cast<double>(q);
+  block_sum2(s1, s2);
+  if (threadIdx.x == 0) part = make_double2(s1, s2);
+  cluster.sync();
+  if (threadIdx.x == 0) {
+    const double2 t = cluster_sum2(cluster, &part, S);
+    double mean, rstd;
+    stats_from_sums(t.x, t.y, static_cast<double>(k), HW, eps, mean, rstd);
+    const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
+    if (s == 0) {
+      mean_out[p] = m;
+      rstd_out[p] = r;
+    }
+    sh_mean = m;
+    sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
+  }
+  cluster.sync();  // every block has read the others' pairs; sh_mean and sh_scale are set
+  const acc_t m = sh_mean, scale = sh_scale, shift = b ? b[c] : acc_t(0);
+#pragma unroll
+  for (int e = 0; e < kPerThread; ++e) v[e] = act_fn((v[e] - m) * scale + shift, act, slope);
+  if (res != nullptr) {
+    acc_t r[kPerThread];
+    load_chunk<kVec>(res + base, lo, hi, r);
+#pragma unroll
+    for (int e = 0; e < kPerThread; ++e) v[e] = r[e] + v[e];
+  }
+  store_chunk<kVec>(y + base, lo, hi, v);
+#else
+  __trap();  // launched only where the device and this binary have clusters (cluster_path)
+#endif
+}
+
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    bwd_cluster_nchw(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+                     const at::opmath_type<scalar_t>* __restrict__ mean,
+                     const at::opmath_type<scalar_t>* __restrict__ rstd,
+                     const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
+                     double2* __restrict__ sums, int64_t C, int64_t HW, int64_t S, int act,
+                     at::opmath_type<scalar_t> slope) {
+#ifdef FASTGAN_CLUSTERS
+  using acc_t = at::opmath_type<scalar_t>;
+  const cg::cluster_group cluster = cg::this_cluster();
+  __shared__ double2 part;
+  __shared__ acc_t sh_c[3];
+  const int64_t s = cluster.block_rank();
+  const int64_t p = blockIdx.x / S;
+  const int64_t base = p * HW, lo = s * kClusterChunk, hi = min(HW, lo + kClusterChunk);
+  const int64_t c = p % C;
+  const acc_t m = mean[p];
+  const double wc = w ? static_cast<double>(w[c]) : 1.0;
+  const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * wc);
+  const acc_t shift = b ? b[c] : acc_t(0);
+  // gv becomes gz, xv becomes x - mean; out of the chunk both read as 0, so gz is 0
+  // there (every activation's gradient of a zero output gradient) and adds nothing
+  acc_t gv[kPerThread], xv[kPerThread];
+  load_chunk<kVec>(g + base, lo, hi, gv);
+  load_chunk<kVec>(x + base, lo, hi, xv);
+  acc_t a = acc_t(0), bb = acc_t(0);
+#pragma unroll
+  for (int e = 0; e < kPerThread; ++e) {
+    xv[e] = xv[e] - m;
+    gv[e] = act_grad(gv[e], xv[e] * scale + shift, act, slope);
+    a += gv[e];
+    bb += gv[e] * xv[e];
+  }
+  double sa = static_cast<double>(a), sb = static_cast<double>(bb);
+  block_sum2(sa, sb);
+  if (threadIdx.x == 0) part = make_double2(sa, sb);
+  cluster.sync();
+  if (threadIdx.x == 0) {
+    const double2 t = cluster_sum2(cluster, &part, S);
+    if (s == 0) sums[p] = t;
+    double c1, c2, c3;
+    grad_consts(t.x, t.y, static_cast<double>(rstd[p]), wc, HW, c1, c2, c3);
+    sh_c[0] = static_cast<acc_t>(c1);
+    sh_c[1] = static_cast<acc_t>(c2);
+    sh_c[2] = static_cast<acc_t>(c3);
+  }
+  cluster.sync();  // every block has read the others' pairs; sh_c is set
+  const acc_t c1 = sh_c[0], c2 = sh_c[1], c3 = sh_c[2];
+#pragma unroll
+  for (int e = 0; e < kPerThread; ++e) gv[e] = gv[e] * c1 - xv[e] * c3 - c2;
+  store_chunk<kVec>(dx + base, lo, hi, gv);
+#else
+  __trap();  // launched only where the device and this binary have clusters (cluster_path)
+#endif
+}
+
 // ------------------------------------------------------------------------------- NHWC
 // Block (kTileC, kLanes): channel c0 + threadIdx.x of image n over pixels
 // [s * kRowsSplit, ...), pixel lane threadIdx.y. blockIdx.x = (n * tiles + tile) * S + s.
@@ -634,6 +844,52 @@ inline unsigned grid_of(int64_t blocks) {
   return static_cast<unsigned>(blocks);
 }
 
+// Whether the cluster kernels can run on `device`: cluster launch (sm_90 and newer) and
+// this file's code for it built from sm_90 PTX or newer (code JIT-compiled from older PTX
+// has them trap). Asked once per device.
+bool clusters_on(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, bool> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find(device);
+  if (it != known.end()) return it->second;
+  int launch = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&launch, cudaDevAttrClusterLaunch, device));
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, fwd_cluster_nchw<float, 4>));
+  return known[device] = launch != 0 && attr.ptxVersion >= 90;
+}
+
+// Clusters of S blocks for a plane of HW elements on the current device, or 0 where the
+// cluster kernels do not run: planes the fused kernel takes whole (HW <= kSplit) or too
+// large for a portable cluster, a device or build without them (clusters_on), or
+// FASTGAN_IN_CLUSTERS=0 (the two-kernel path, to compare).
+int64_t cluster_size(int64_t HW) {
+  const int64_t S = (HW + kClusterChunk - 1) / kClusterChunk;
+  if (HW <= kSplit || S > kMaxCluster) return 0;
+  const char* env = std::getenv("FASTGAN_IN_CLUSTERS");
+  if (env != nullptr && env[0] == '0') return 0;
+  return clusters_on(c10::cuda::current_device()) ? S : 0;
+}
+
+// kernel<<<planes * S, kThreads>>>(args...) in clusters of S blocks, on `stream`.
+template <typename... Params, typename... Args>
+void launch_clusters(void (*kernel)(Params...), int64_t planes, int64_t S, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid_of(planes * S));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = static_cast<unsigned>(S);
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
     const at::Tensor& input, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& residual, double eps, c10::string_view activation, double negative_slope) {
@@ -680,10 +936,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
       const int64_t S = (d.HW + kSplit - 1) / kSplit;
       auto launch = [&](auto vec_tag) {
         constexpr int V = decltype(vec_tag)::value;
+        const int64_t cluster = cluster_size(d.HW);
         if (S == 1) {
           fwd_fused_nchw<scalar_t, V><<<grid_of(d.planes()), kThreads, 0, stream>>>(
               xp, rp, yp, mp, sp, wp, bp, d.C, d.HW, eps, act_i, slope);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
+        } else if (cluster > 0) {
+          launch_clusters(fwd_cluster_nchw<scalar_t, V>, d.planes(), cluster, stream, xp, rp, yp, mp, sp, wp, bp,
+                          d.C, d.HW, cluster, eps, act_i, slope);
         } else {
           auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
           double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
@@ -768,10 +1028,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
       const int64_t S = (d.HW + kSplit - 1) / kSplit;
       auto launch = [&](auto vec_tag) {
         constexpr int V = decltype(vec_tag)::value;
+        const int64_t cluster = cluster_size(d.HW);
         if (S == 1) {
           bwd_fused_nchw<scalar_t, V><<<grid_of(d.planes()), kThreads, 0, stream>>>(
               gp, xp, dxp, mp, sp, wp, bp, sums_p, d.C, d.HW, act_i, slope);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
+        } else if (cluster > 0) {
+          launch_clusters(bwd_cluster_nchw<scalar_t, V>, d.planes(), cluster, stream, gp, xp, dxp, mp, sp, wp, bp,
+                          sums_p, d.C, d.HW, cluster, act_i, slope);
         } else {
           auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
           double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());

@@ -597,6 +597,47 @@ def test_gpu_float64_and_misaligned(backend):
     check(backend, xs, w, b, r, go, "relu")
 
 
+# Planes the CUDA back end spreads over a thread-block cluster on sm_90 (16384 < HW <= 65536,
+# csrc/cuda/instance_norm_act.cu): with a partial last chunk, 16-byte packs and one element at a
+# time (odd planes, a misaligned view); FASTGAN_IN_CLUSTERS=0 runs the same shapes through the
+# two-kernel split path (every GPU before sm_90 takes it).
+CLUSTER_CASES = [((2, 3, 200, 180), torch.float32, "relu", True, True),
+                 ((2, 3, 200, 180), torch.bfloat16, "leaky_relu", False, False),
+                 ((1, 2, 181, 203), torch.float32, "leaky_relu", True, False),
+                 ((1, 2, 256, 256), torch.float16, "none", False, True),
+                 ((1, 2, 256, 256), torch.float64, "relu", True, True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("clusters", ["1", "0"], ids=["clusters", "split"])
+@pytest.mark.parametrize("shape,dtype,activation,affine,residual", CLUSTER_CASES, ids=lambda v: _id(v))
+def test_cluster_sized_planes_cuda(shape, dtype, activation, affine, residual, clusters, monkeypatch, poison):
+    monkeypatch.setenv("FASTGAN_IN_CLUSTERS", clusters)
+    x, w, b, r, go = make_case(shape, dtype, "contiguous", affine=affine, residual=residual, device="cuda",
+                               seed=seed_of(shape, dtype, activation))
+    check("cuda", x, w, b, r, go, activation)
+    # a view 4 bytes past its allocation: one element at a time
+    xs = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")[1:].view(x.shape).copy_(x)
+    check("cuda", xs, w, b, r, go, activation)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cluster_runs_are_bitwise_equal_and_capturable(monkeypatch):
+    monkeypatch.setenv("FASTGAN_IN_CLUSTERS", "1")
+    x, w, b, r, go = make_case((4, 8, 256, 256), torch.float32, "contiguous", residual=True, device="cuda", seed=73)
+    first = run("cuda", x, w, b, r, go, "relu")
+    second = run("cuda", x, w, b, r, go, "relu")
+    assert torch.equal(first[0], second[0]) and all(torch.equal(p, q) for p, q in zip(first[1], second[1]))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), ops.use_backend("cuda"):
+        y = ops.instance_norm_act(x, w, b, residual=r)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, first[0])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
