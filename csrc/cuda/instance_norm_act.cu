@@ -170,6 +170,25 @@ __device__ __forceinline__ void stats_from_sums(double s1, double s2, double k, 
   rstd = 1.0 / sqrt(var + eps);
 }
 
+// Thread 0's end of a plane's statistics from its shifted sums: mean and rstd written
+// when `write` (one block per plane does), and the constants every thread of the block
+// normalizes with (mean, rstd * weight[c]) left in shared memory.
+template <typename acc_t>
+__device__ __forceinline__ void finish_stats(double s1, double s2, acc_t k, int64_t HW, double eps, bool write,
+                                             int64_t p, int64_t c, acc_t* __restrict__ mean_out,
+                                             acc_t* __restrict__ rstd_out, const acc_t* __restrict__ w,
+                                             acc_t& sh_mean, acc_t& sh_scale) {
+  double mean, rstd;
+  stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
+  const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
+  if (write) {
+    mean_out[p] = m;
+    rstd_out[p] = r;
+  }
+  sh_mean = m;
+  sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
+}
+
 // ------------------------------------------------------------------------ NCHW forward
 
 // Thread sums of (x - k) and (x - k)^2 over [lo, hi) of one plane.
@@ -231,15 +250,7 @@ __global__ void __launch_bounds__(kThreads)
   thread_shifted_sums<kVec>(x + base, 0, HW, k, s1, s2);
   block_sum2(s1, s2);
   const int64_t c = p % C;
-  if (threadIdx.x == 0) {
-    double mean, rstd;
-    stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
-    const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
-    mean_out[p] = m;
-    rstd_out[p] = r;
-    sh_mean = m;
-    sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
-  }
+  if (threadIdx.x == 0) finish_stats(s1, s2, k, HW, eps, true, p, c, mean_out, rstd_out, w, sh_mean, sh_scale);
   __syncthreads();
   thread_apply<kVec>(x + base, res ? res + base : nullptr, y + base, 0, HW, sh_mean, sh_scale,
                      b ? b[c] : acc_t(0), act, slope);
@@ -287,15 +298,7 @@ __global__ void __launch_bounds__(kThreads)
         s1 += q.x;
         s2 += q.y;
       }
-      double mean, rstd;
-      stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
-      const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
-      if (s == 0) {
-        mean_out[p] = m;
-        rstd_out[p] = r;
-      }
-      sh_mean = m;
-      sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
+      finish_stats(s1, s2, k, HW, eps, s == 0, p, c, mean_out, rstd_out, w, sh_mean, sh_scale);
     }
   }
   __syncthreads();
@@ -556,15 +559,7 @@ __global__ void __launch_bounds__(kThreads)
   cluster.sync();
   if (threadIdx.x == 0) {
     const double2 t = cluster_sum2(cluster, &part, S);
-    double mean, rstd;
-    stats_from_sums(t.x, t.y, static_cast<double>(k), HW, eps, mean, rstd);
-    const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
-    if (s == 0) {
-      mean_out[p] = m;
-      rstd_out[p] = r;
-    }
-    sh_mean = m;
-    sh_scale = static_cast<acc_t>(static_cast<double>(r) * (w ? static_cast<double>(w[c]) : 1.0));
+    finish_stats(t.x, t.y, k, HW, eps, s == 0, p, c, mean_out, rstd_out, w, sh_mean, sh_scale);
   }
   cluster.sync();  // every block has read the others' pairs; sh_mean and sh_scale are set
   const acc_t m = sh_mean, scale = sh_scale, shift = b ? b[c] : acc_t(0);
