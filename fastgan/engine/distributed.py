@@ -89,11 +89,18 @@ def rank_device(device: torch.device, local_rank: int) -> torch.device:
     """This rank's device: the node's GPU number LOCAL_RANK, or the CPU that all ranks share.
 
     With one visible GPU per process (a launcher that sets CUDA_VISIBLE_DEVICES
-    per rank) every rank takes its only GPU.
+    per rank) every rank takes its only GPU. Several processes of a node on its one
+    GPU, with nothing restricting what they see, are refused here: NCCL would fail
+    later on them ("Duplicate GPU detected").
     """
     if device.type != "cuda":
         return device
     count = torch.cuda.device_count()
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if count == 1 and local_size > 1 and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        raise ValueError(f"{local_size} processes on this node share its one CUDA device: NCCL needs a GPU per "
+                         "process; start --nproc_per_node 1 (or give each process its own GPU with "
+                         "CUDA_VISIBLE_DEVICES)")
     if count == 1:
         return torch.device("cuda", 0)
     if local_rank >= count:

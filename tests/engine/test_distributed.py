@@ -316,3 +316,23 @@ def test_cuda_graphs_with_several_ranks_is_refused_before_anything_starts(unalig
     err = capsys.readouterr().err
     assert "--cuda_graphs cannot be combined with data-parallel training" in err
 
+
+
+def test_ranks_sharing_a_nodes_one_gpu_are_refused_clearly(monkeypatch):
+    from fastgan.engine.distributed import rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="2 processes on this node share its one CUDA device"):
+        rank_device(torch.device("cuda"), 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # a launcher giving each process its own GPU
+    assert rank_device(torch.device("cuda"), 1) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert rank_device(torch.device("cuda"), 0) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="LOCAL_RANK 2 but this node has 2 CUDA devices"):
+        rank_device(torch.device("cuda"), 2)
+    assert rank_device(torch.device("cpu"), 5) == torch.device("cpu")
