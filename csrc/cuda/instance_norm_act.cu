@@ -598,18 +598,23 @@ __global__ void __launch_bounds__(kThreads)
   const double wc = w ? static_cast<double>(w[c]) : 1.0;
   const acc_t scale = static_cast<acc_t>(static_cast<double>(rstd[p]) * wc);
   const acc_t shift = b ? b[c] : acc_t(0);
-  // gv becomes gz, xv becomes x - mean; out of the chunk both read as 0, so gz is 0
-  // there (every activation's gradient of a zero output gradient) and adds nothing
+  // gv becomes gz, xv becomes x - mean (out of the chunk: computed, not summed, not stored)
   acc_t gv[kPerThread], xv[kPerThread];
   load_chunk<kVec>(g + base, lo, hi, gv);
   load_chunk<kVec>(x + base, lo, hi, xv);
   acc_t a = acc_t(0), bb = acc_t(0);
 #pragma unroll
-  for (int e = 0; e < kPerThread; ++e) {
-    xv[e] = xv[e] - m;
-    gv[e] = act_grad(gv[e], xv[e] * scale + shift, act, slope);
-    a += gv[e];
-    bb += gv[e] * xv[e];
+  for (int j = 0; j < kPerThread / kVec; ++j) {
+    const bool in_chunk = chunk_offset<kVec>(lo, j) < hi;
+#pragma unroll
+    for (int e = j * kVec; e < (j + 1) * kVec; ++e) {
+      xv[e] = xv[e] - m;
+      gv[e] = act_grad(gv[e], xv[e] * scale + shift, act, slope);
+      if (in_chunk) {
+        a += gv[e];
+        bb += gv[e] * xv[e];
+      }
+    }
   }
   double sa = static_cast<double>(a), sb = static_cast<double>(bb);
   block_sum2(sa, sb);
@@ -850,9 +855,26 @@ bool clusters_on(int device) {
   if (it != known.end()) return it->second;
   int launch = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&launch, cudaDevAttrClusterLaunch, device));
+  if (!launch) return known[device] = false;
   cudaFuncAttributes attr;
   C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, fwd_cluster_nchw<float, 4>));
-  return known[device] = launch != 0 && attr.ptxVersion >= 90;
+  if (attr.ptxVersion < 90) return known[device] = false;
+  // the largest cluster of the heaviest kernel (222 registers a thread: one block per SM)
+  // must fit the device as this process sees it (MPS, green contexts and small MIG slices
+  // have fewer SMs): else its launch would fail where the two-kernel path runs
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(kMaxCluster);
+  config.blockDim = dim3(kThreads);
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kMaxCluster;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  int fitting = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fitting, fwd_cluster_nchw<double, 1>, &config));
+  return known[device] = fitting > 0;
 }
 
 // Clusters of S blocks for a plane of HW elements on the current device, or 0 where the

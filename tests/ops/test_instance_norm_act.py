@@ -601,11 +601,24 @@ def test_gpu_float64_and_misaligned(backend):
 # csrc/cuda/instance_norm_act.cu): with a partial last chunk, 16-byte packs and one element at a
 # time (odd planes, a misaligned view); FASTGAN_IN_CLUSTERS=0 runs the same shapes through the
 # two-kernel split path (every GPU before sm_90 takes it).
-CLUSTER_CASES = [((2, 3, 200, 180), torch.float32, "relu", True, True),
+CLUSTER_CASES = [((1, 1, 130, 131), torch.float32, "relu", True, True),       # clusters of 3 blocks
+                 ((1, 2, 160, 200), torch.float32, "leaky_relu", False, False),  # 4
+                 ((2, 3, 200, 180), torch.float32, "relu", True, True),          # 5
                  ((2, 3, 200, 180), torch.bfloat16, "leaky_relu", False, False),
                  ((1, 2, 181, 203), torch.float32, "leaky_relu", True, False),
-                 ((1, 2, 256, 256), torch.float16, "none", False, True),
+                 ((1, 1, 200, 240), torch.float32, "none", True, False),         # 6
+                 ((1, 2, 224, 224), torch.float32, "relu", False, True),         # 7
+                 ((1, 2, 256, 256), torch.float16, "none", False, True),         # 8
                  ((1, 2, 256, 256), torch.float64, "relu", True, True)]
+
+
+def cuda_kernel_names(fn) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key for e in prof.key_averages()}
 
 
 @pytest.mark.gpu
@@ -616,7 +629,10 @@ def test_cluster_sized_planes_cuda(shape, dtype, activation, affine, residual, c
     monkeypatch.setenv("FASTGAN_IN_CLUSTERS", clusters)
     x, w, b, r, go = make_case(shape, dtype, "contiguous", affine=affine, residual=residual, device="cuda",
                                seed=seed_of(shape, dtype, activation))
-    check("cuda", x, w, b, r, go, activation)
+    names = cuda_kernel_names(lambda: check("cuda", x, w, b, r, go, activation))
+    ran = [k for k in ("fwd_cluster_nchw", "bwd_cluster_nchw") if any(k in n for n in names)]
+    expected = clusters == "1" and torch.cuda.get_device_capability() >= (9, 0)
+    assert ran == (["fwd_cluster_nchw", "bwd_cluster_nchw"] if expected else []), sorted(names)
     # a view 4 bytes past its allocation: one element at a time
     xs = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")[1:].view(x.shape).copy_(x)
     check("cuda", xs, w, b, r, go, activation)
