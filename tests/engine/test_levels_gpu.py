@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -43,28 +44,30 @@ def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
     """A loader's threads (the DataLoader's pinning thread, DALI's) allocate page-locked
     memory while the training thread captures its iteration: fastgan/engine/graphs.py
     captures in thread_local mode, where only the capturing thread is restricted."""
-    stop, errors = threading.Event(), []
+    stop, errors, held = threading.Event(), [], []
 
-    def pin():
-        size = 1 << 16
+    def pin():  # every block kept: each allocation is a fresh cudaHostAlloc, not a cached block
         try:
-            while not stop.is_set():
-                torch.empty(size, dtype=torch.uint8, pin_memory=True)
-                size = size * 2 if size < 1 << 24 else 1 << 16
-                torch._C._host_emptyCache()  # the next one is a fresh cudaHostAlloc
+            while not stop.is_set() and len(held) < 256:
+                held.append(torch.empty(1 << 20, dtype=torch.uint8, pin_memory=True))
+                time.sleep(0.001)
         except RuntimeError as e:
             errors.append(e)
 
     graphed = model(compile="none", cuda_graphs=True)
+    data = batches(graphed.iterations_before_replay + 2)
+    for A, B in data[:graphed.iterations_before_replay - 1]:  # the side-stream warm-up
+        graphed.step(A, B)
     pinning = threading.Thread(target=pin, daemon=True)
     pinning.start()
     try:
-        for A, B in batches(6):  # 3 warm-up, 1 capture, 2 replays
+        for A, B in data[graphed.iterations_before_replay - 1:]:  # the capture, then 2 replays
             losses = graphed.step(A, B)
     finally:
         stop.set()
         pinning.join()
     assert not errors, errors
+    assert held, "the pinning thread allocated nothing"
     assert graphed._iterate.graph is not None
     assert all(torch.isfinite(v) for v in losses.values())
 
