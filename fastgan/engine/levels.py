@@ -24,7 +24,8 @@
 Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs + fused Adam +
 merged passes + cuDNN's timed algorithms, on a CPU accelerate + channels_last + fused Adam +
 merged passes (compiling would dominate short runs; channels_last measured 1.1x faster than NCHW
-for CycleGAN on this project's CPU, with the Winograd convolutions reading NHWC; torch's
+for CycleGAN on this project's CPU, with the Winograd convolutions reading NHWC, and slower
+for U-Net generators, so on a CPU it is a default, and in --fast, for ResNet ones only; torch's
 fused CPU Adam took 19 ms a step for CycleGAN's 28.3M parameters against 59 ms for the
 default single-tensor loop). A default that cannot apply is left
 out: merged passes for batch-norm nets; channels_last on a CPU without --accelerate
@@ -159,6 +160,12 @@ def resolve_levels(opt, device: torch.device) -> Levels:
         levels = dataclasses.replace(levels, channels_last=False)  # a default that cannot apply here
     if levels.channels_last and "channels_last" not in chosen and not opt.no_dropout and not opt.fast:
         levels = dataclasses.replace(levels, channels_last=False)  # keeps the reference's dropout draws
+    if levels.channels_last and "channels_last" not in chosen and device.type == "cpu" \
+            and not opt.netG.startswith("resnet"):
+        # on a CPU NHWC pays through the Winograd kernels of ResNet blocks; pix2pix's U-Net
+        # (4x4 strided convolutions, batch norm) measured slower in it: 3.82 against 4.70
+        # images/s at 128² (benchmarks/train_throughput.py, 2-core Xeon)
+        levels = dataclasses.replace(levels, channels_last=False)
     return levels
 
 

@@ -54,10 +54,23 @@ def test_a_cpu_default_that_cannot_apply_is_left_out():
     with pytest.raises(ValueError, match="needs --accelerate"):
         levels(CPU, accelerate=False, channels_last=True)
     # dropout draws its mask in memory order: the default keeps NCHW, and the reference's draws
-    assert not levels(CPU, arch="pix2pix").channels_last
-    assert levels(CPU, arch="pix2pix", no_dropout=True).channels_last
+    resnet = dict(arch="pix2pix", netG="resnet_9blocks")
+    assert not levels(CPU, **resnet).channels_last
+    assert levels(CPU, **resnet, no_dropout=True).channels_last
+    assert levels(CPU, **resnet, fast=True).channels_last  # --fast: the draws equal in distribution
     assert levels(CPU, arch="pix2pix", channels_last=True).channels_last
-    assert levels(CPU, arch="pix2pix", fast=True).channels_last  # --fast: the draws equal in distribution
+
+
+def test_channels_last_on_a_cpu_only_for_resnet_generators():
+    """NHWC pays on a CPU through the Winograd kernels of ResNet blocks; the U-Net measured
+    slower in it (benchmarks/train_throughput.py): neither the default nor --fast takes it
+    there, asked for it runs; a GPU keeps it under --fast."""
+    for level in ({}, {"fast": True}, {"no_dropout": True}):
+        assert not levels(CPU, arch="pix2pix", **level).channels_last, level
+        assert not levels(CPU, arch="cyclegan", netG="unet_256", **level).channels_last, level
+    assert levels(CPU, arch="cyclegan", netG="resnet_6blocks", fast=True).channels_last
+    assert levels(CPU, arch="pix2pix", netG="unet_256", channels_last=True).channels_last
+    assert levels(CUDA, arch="pix2pix", fast=True).channels_last
 
 
 def test_merged_passes_only_for_per_sample_nets():
