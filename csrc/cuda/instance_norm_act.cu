@@ -504,17 +504,23 @@ __device__ __forceinline__ void store_chunk(scalar_t* __restrict__ p, int64_t lo
 }
 
 #ifdef FASTGAN_CLUSTERS
-// The (a, b) pairs the cluster's S blocks left in `part` (in each block's shared memory),
-// added in rank order. Call between two cluster.sync(): after every block wrote its pair,
-// before any block exits or reuses it.
-__device__ __forceinline__ double2 cluster_sum2(const cg::cluster_group& cluster, double2* part, int64_t S) {
-  double a = 0.0, b = 0.0;
-  for (int r = 0; r < static_cast<int>(S); ++r) {
-    const double2 q = *cluster.map_shared_rank(part, r);
-    a += q.x;
-    b += q.y;
+// (a, b) summed over the block (block_sum2), then over the cluster's S blocks in rank
+// order through each block's `part` (its shared memory); valid in thread 0. Leaves the
+// pairs published: the caller syncs the cluster once more before any block exits.
+__device__ __forceinline__ double2 cluster_sum2(const cg::cluster_group& cluster, double2* part, double a,
+                                                double b, int64_t S) {
+  block_sum2(a, b);
+  if (threadIdx.x == 0) *part = make_double2(a, b);
+  cluster.sync();
+  double2 total = make_double2(0.0, 0.0);
+  if (threadIdx.x == 0) {
+    for (int r = 0; r < static_cast<int>(S); ++r) {
+      const double2 q = *cluster.map_shared_rank(part, r);
+      total.x += q.x;
+      total.y += q.y;
+    }
   }
-  return make_double2(a, b);
+  return total;
 }
 #endif
 
@@ -553,14 +559,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  double s1 = static_cast<double>(a), s2 = static_cast<double>(q);
-  block_sum2(s1, s2);
-  if (threadIdx.x == 0) part = make_double2(s1, s2);
-  cluster.sync();
-  if (threadIdx.x == 0) {
-    const double2 t = cluster_sum2(cluster, &part, S);
-    finish_stats(t.x, t.y, k, HW, eps, s == 0, p, c, mean_out, rstd_out, w, sh_mean, sh_scale);
-  }
+  const double2 t = cluster_sum2(cluster, &part, static_cast<double>(a), static_cast<double>(q), S);
+  if (threadIdx.x == 0) finish_stats(t.x, t.y, k, HW, eps, s == 0, p, c, mean_out, rstd_out, w, sh_mean, sh_scale);
   cluster.sync();  // every block has read the others' pairs; sh_mean and sh_scale are set
   const acc_t m = sh_mean, scale = sh_scale, shift = b ? b[c] : acc_t(0);
 #pragma unroll
@@ -616,12 +616,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  double sa = static_cast<double>(a), sb = static_cast<double>(bb);
-  block_sum2(sa, sb);
-  if (threadIdx.x == 0) part = make_double2(sa, sb);
-  cluster.sync();
+  const double2 t = cluster_sum2(cluster, &part, static_cast<double>(a), static_cast<double>(bb), S);
   if (threadIdx.x == 0) {
-    const double2 t = cluster_sum2(cluster, &part, S);
     if (s == 0) sums[p] = t;
     double c1, c2, c3;
     grad_consts(t.x, t.y, static_cast<double>(rstd[p]), wc, HW, c1, c2, c3);
