@@ -94,10 +94,12 @@ CEILINGS=$(ls "$RESULTS"/ceilings_*.json 2>/dev/null | head -n 1)
 # budget skips
 step loader_throughput $LOADER_CAP "${WITH_DALI[@]}" $PY -m benchmarks.loader_throughput --images 300 --seconds 2 \
   --out "$RESULTS"
-export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log"  # tests/conftest.py: failures as they happen
+# tests/conftest.py: failures and each test's outcome logged as they happen (a cut run keeps
+# them), and on a GPU the cases in breadth-first order (a cut run has run some of every test)
+export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log" FASTGAN_OUTCOME_LOG="$LOGS/gpu_test_outcomes.log"
 step gpu_tests 100 "${WITH_DALI[@]}" $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE \
   --durations=15 --junitxml="$RESULTS/gpu_tests.xml"
-unset FASTGAN_FAILURE_LOG
+unset FASTGAN_FAILURE_LOG FASTGAN_OUTCOME_LOG
 # each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model;
 # batch 1 and batch 16 as two steps, so that a cut one leaves the other's rows (the first
 # compiled level of each pays its compile and reflect_conv2d's autotuning: ~50 s on the H200)
@@ -126,7 +128,12 @@ step host_overhead 25 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --o
            "$RESULTS"/host_overhead_*.md; do
     [ -f "$f" ] && cat "$f" && echo
   done
-  echo "## GPU test failures"
+  echo "## GPU tests"
+  echo
+  OUTCOMES="$LOGS/gpu_test_outcomes.log"
+  COLLECTED=$(grep -oE "[0-9]+ items" "$LOGS/gpu_tests.log" | head -n 1)
+  echo "Ended: $(cut -d' ' -f1 "$OUTCOMES" 2>/dev/null | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}')of" \
+    "${COLLECTED:-? items} collected (the rest not reached)."
   echo
   grep -E "^(FAILED|ERROR) |passed|failed" "$LOGS/gpu_tests.log" | tail -n 60
   [ -f "$LOGS/gpu_test_failures.log" ] && grep "^=== " "$LOGS/gpu_test_failures.log" | head -n 60

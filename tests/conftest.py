@@ -22,8 +22,25 @@ def _cudnn_flags_restored():
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
 
 
+def breadth_first(items: list) -> list:
+    """The items with every test function's cases interleaved: the first case of each
+    function, then the second of each, and so on (file order kept within a round). The
+    GPU suite runs these under a time cap; cut, it has then run some cases of every
+    test instead of all of the first files' and none of the last's."""
+    groups: dict = {}
+    for item in items:
+        groups.setdefault((str(item.path), getattr(item, "originalname", item.name)), []).append(item)
+    queues = [list(reversed(cases)) for cases in groups.values()]
+    ordered = []
+    while queues:
+        ordered += [cases.pop() for cases in queues]
+        queues = [cases for cases in queues if cases]
+    return ordered
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
+        items[:] = breadth_first(items)
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (benchmarks/gpu_suite.sh runs these)")
     for item in items:
@@ -32,11 +49,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 # FASTGAN_FAILURE_LOG=path: each failing test's id and traceback appended to that file
-# as it fails (benchmarks/gpu_suite.sh sets it: a run cut at its time limit then still
-# says what failed; pytest's own summary comes only at the end). With pytest-xdist this
-# hook runs in the controller, for every worker's reports.
+# as it fails; FASTGAN_OUTCOME_LOG=path: one line per test as it ends, "outcome nodeid
+# phase seconds" (benchmarks/gpu_suite.sh sets both: a run cut at its time limit then
+# still says what ran and what failed; pytest's own summary comes only at the end). With
+# pytest-xdist this hook runs in the controller, for every worker's reports.
 def pytest_runtest_logreport(report):
-    path = os.environ.get("FASTGAN_FAILURE_LOG")
-    if path and report.failed:
-        with open(path, "a") as f:
+    failures = os.environ.get("FASTGAN_FAILURE_LOG")
+    if failures and report.failed:
+        with open(failures, "a") as f:
             f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+    outcomes = os.environ.get("FASTGAN_OUTCOME_LOG")
+    # a test's one line: its call, or the setup or teardown that failed or skipped it
+    if outcomes and (report.when == "call" or report.outcome != "passed"):
+        with open(outcomes, "a") as f:
+            f.write(f"{report.outcome} {report.nodeid} {report.when} {report.duration:.2f}\n")
