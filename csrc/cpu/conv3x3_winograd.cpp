@@ -12,6 +12,9 @@
 //   y = A^T M A                  tiles written into the (N, K, Ho, Wo) output, + bias
 // The weight gradient is the transpose of that linear map in g:
 //   dW = G^T [sum over tiles of (A dY A^T) . V] G,  the sum again one bmm.
+// U depends on the weights alone: conv3x3_winograd_weight computes it for a caller that
+// reuses it across calls (fastgan/ops/_weight_transforms.py), passed back as
+// transformed_weight.
 // (The input gradient is this forward on the zero-padded output gradient with the
 // weights rotated and transposed, read in place (`transposed`);
 // fastgan/ops/_reflect_conv2d.py folds the reflected border back.)
@@ -434,9 +437,35 @@ at::Tensor transformed_input(const at::Tensor& x, const Geometry& g, bool reflec
   return v;
 }
 
+// U (36, K, C) of a (K, C, 3, 3) weight, or with transposed of the transposed filters of a
+// (C, K, 3, 3) one.
+at::Tensor transformed_weight(const at::Tensor& weight, bool transposed) {
+  const int64_t in_dim = transposed ? 0 : 1;
+  const int64_t channels = weight.size(in_dim), out_channels = weight.size(1 - in_dim);
+  auto u = at::empty({kPoints, out_channels, channels}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "conv3x3_winograd_weight", [&] {
+    const auto f = filters_of<scalar_t>(weight, transposed);
+    weight_transform<scalar_t>({f.base, f.sk, f.sc, f.sr, f.ss}, out_channels, channels, u.data_ptr<scalar_t>());
+  });
+  return u;
+}
+
+void check_weight(const char* op, const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, op,
+              ": weight must be a 3x3 filter bank (4-d, 3x3), got ", weight.sizes());
+  TORCH_CHECK(weight.device().is_cpu(), op, ": a CPU weight only, got one on ", weight.device());
+  TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble, op,
+              ": float32 or float64 only, got ", weight.scalar_type());
+}
+
+at::Tensor conv3x3_winograd_weight_cpu(const at::Tensor& weight, bool transposed) {
+  check_weight("conv3x3_winograd_weight", weight);
+  return transformed_weight(weight, transposed);
+}
+
 at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, int64_t padding, c10::string_view pad_mode,
-                                bool transposed) {
+                                bool transposed, const std::optional<at::Tensor>& transformed) {
   const char* op = "conv3x3_winograd";
   const bool reflect = reflect_mode(op, pad_mode);
   check_input(op, input, padding, reflect);
@@ -448,19 +477,21 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
   TORCH_CHECK(weight.scalar_type() == input.scalar_type() && weight.device() == input.device(), op,
               ": input and weight must share dtype and device");
   const int64_t out_channels = weight.size(1 - in_dim);
+  TORCH_CHECK(!transformed || (transformed->sizes() == at::IntArrayRef{kPoints, out_channels, input.size(1)} &&
+                               transformed->is_contiguous() && transformed->scalar_type() == input.scalar_type() &&
+                               transformed->device() == input.device()),
+              op, ": transformed_weight must be a contiguous (", kPoints, ", ", out_channels, ", ", input.size(1),
+              ") tensor of the input's dtype and device (conv3x3_winograd_weight's), got ",
+              transformed ? transformed->sizes() : at::IntArrayRef{});
   TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == out_channels &&
                         bias->scalar_type() == input.scalar_type() && bias->device() == input.device()),
               op, ": bias must be a (", out_channels, ",) tensor of the input's dtype and device");
   const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const auto b = bias ? bias->contiguous() : at::Tensor();
   const Geometry g = geometry(x, padding);
-  auto u = at::empty({kPoints, out_channels, g.channels}, x.options());
   auto y = at::empty({g.n, out_channels, g.out_h, g.out_w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const auto v = transformed_input(x, g, reflect);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_weight", [&] {
-    const auto f = filters_of<scalar_t>(weight, transposed);
-    weight_transform<scalar_t>({f.base, f.sk, f.sc, f.sr, f.ss}, out_channels, g.channels, u.data_ptr<scalar_t>());
-  });
+  const auto u = transformed ? *transformed : transformed_weight(weight, transposed);
   const auto m = at::bmm(v, u.transpose(1, 2));  // [36, N*T, K]
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_output", [&] {
     output_transform<scalar_t>(m.data_ptr<scalar_t>(), b.defined() ? b.data_ptr<scalar_t>() : nullptr, g,
@@ -501,6 +532,7 @@ at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Te
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("conv3x3_winograd", &conv3x3_winograd_cpu);
+  m.impl("conv3x3_winograd_weight", &conv3x3_winograd_weight_cpu);
   m.impl("conv3x3_winograd_grad_weight", &conv3x3_winograd_grad_weight_cpu);
 }
 

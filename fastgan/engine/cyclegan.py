@@ -19,6 +19,7 @@ import torch
 from fastgan.engine.base import TrainingModel, as_dtype, set_requires_grad, split_batch
 from fastgan.losses import GANLoss, cycle_losses, discriminator_loss
 from fastgan.models import define_D, define_G
+from fastgan.ops import reuse_weight_transforms
 
 
 class CycleGAN(TrainingModel):
@@ -60,33 +61,38 @@ class CycleGAN(TrainingModel):
         # a generator's translation and identity passes as one batch: not with dropout, whose
         # draws from the torch RNG follow the reference's order of generator calls
         merge_generators = self.merge_passes and lambda_idt > 0 and opt.no_dropout
-        with self.autocast():
-            # 1. forward
-            if merge_generators:
-                fake_B, idt_A = split_batch(G_A(torch.cat([real_A, real_B])), real_A)
-                fake_A, idt_B = split_batch(G_B(torch.cat([real_B, real_A])), real_B)
-                rec_A, rec_B = G_B(fake_B), G_A(fake_A)
-            else:
-                fake_B = G_A(real_A)
-                rec_A = G_B(fake_B)
-                fake_A = G_B(real_B)
-                rec_B = G_A(fake_A)
+        # G_A and G_B keep their weights until their Adam step: on a CPU each Winograd
+        # convolution transforms its weights once for the forward passes and once for the
+        # backward, not on every call (fastgan/ops/_weight_transforms.py)
+        with reuse_weight_transforms():
+            with self.autocast():
+                # 1. forward
+                if merge_generators:
+                    fake_B, idt_A = split_batch(G_A(torch.cat([real_A, real_B])), real_A)
+                    fake_A, idt_B = split_batch(G_B(torch.cat([real_B, real_A])), real_B)
+                    rec_A, rec_B = G_B(fake_B), G_A(fake_A)
+                else:
+                    fake_B = G_A(real_A)
+                    rec_A = G_B(fake_B)
+                    fake_A = G_B(real_B)
+                    rec_B = G_A(fake_A)
 
-        # 2. generators, discriminators frozen
-        set_requires_grad([self.nets["D_A"], self.nets["D_B"]], False)
-        self.optimizers["G"].zero_grad()
-        with self.autocast():
-            if not merge_generators:  # the reference's order of generator calls
-                idt_A = G_A(real_B) if lambda_idt > 0 else None
-                idt_B = G_B(real_A) if lambda_idt > 0 else None
-            loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
-            loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
-        # every L1 term (cycle A/B, identity A/B with their lambdas) in one fused op, in
-        # the images' precision (mixed precision leaves the generators' outputs in bf16/fp16)
-        rec_A, rec_B, idt_A, idt_B = (as_dtype(x, real_A.dtype) for x in (rec_A, rec_B, idt_A, idt_B))
-        l1 = cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_idt)
-        loss_G = loss_G_A + loss_G_B + l1.values.sum()
-        self.backward(loss_G)
+            # 2. generators, discriminators frozen
+            set_requires_grad([self.nets["D_A"], self.nets["D_B"]], False)
+            self.optimizers["G"].zero_grad()
+            with self.autocast():
+                if not merge_generators:  # the reference's order of generator calls
+                    idt_A = G_A(real_B) if lambda_idt > 0 else None
+                    idt_B = G_B(real_A) if lambda_idt > 0 else None
+                loss_G_A = self.criterionGAN(D_A(fake_B), True, for_discriminator=False)
+                loss_G_B = self.criterionGAN(D_B(fake_A), True, for_discriminator=False)
+            # every L1 term (cycle A/B, identity A/B with their lambdas) in one fused op, in
+            # the images' precision (mixed precision leaves the generators' outputs in bf16/fp16)
+            rec_A, rec_B, idt_A, idt_B = (as_dtype(x, real_A.dtype) for x in (rec_A, rec_B, idt_A, idt_B))
+            l1 = cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_idt)
+            loss_G = loss_G_A + loss_G_B + l1.values.sum()
+        with reuse_weight_transforms():
+            self.backward(loss_G)
         self.optimizer_step("G")
 
         # 3. discriminators

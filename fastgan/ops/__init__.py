@@ -11,6 +11,8 @@
     fastgan.ops.reflect_conv2d_choice(name)              context manager: reflect_conv2d's fused kernel
                                                          ("triton" / "winograd"), "aten" or "auto" (measured
                                                          per shape; FASTGAN_REFLECT_CONV2D sets the default)
+    fastgan.ops.reuse_weight_transforms()                context manager: the CPU Winograd convolutions
+                                                         transform each weight once while it is unchanged
 
 `auto` (the default) picks the native kernels when fastgan._C is built (`make build`),
 else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_BACKEND
@@ -24,6 +26,7 @@ from fastgan.ops._l1_loss import l1_loss
 from fastgan.ops._instance_norm_act import instance_norm_act
 from fastgan.ops._reflect_conv2d import force_choice as reflect_conv2d_choice
 from fastgan.ops._reflect_conv2d import reflect_conv2d
+from fastgan.ops._weight_transforms import reuse_weight_transforms
 from fastgan.ops.registry import (
     BackendFallbackWarning,
     BackendUnavailableError,
@@ -49,6 +52,7 @@ __all__ = [
     "native_loaded",
     "reference",
     "reflect_conv2d",
+    "reuse_weight_transforms",
     "reflect_conv2d_choice",
     "registry",
     "set_default_backend",

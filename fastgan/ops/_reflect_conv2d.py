@@ -70,6 +70,7 @@ import torch
 
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
 
 if _triton_backend.IMPORT_ERROR is None:
@@ -348,7 +349,7 @@ WINOGRAD_DTYPES = (torch.float32, torch.float64)
 
 
 def _winograd_kernels_problem() -> str | None:
-    for op in ("conv3x3_winograd", "conv3x3_winograd_grad_weight"):
+    for op in ("conv3x3_winograd", "conv3x3_winograd_grad_weight", "conv3x3_winograd_weight"):
         problem = _native.kernel_check(op, "CPU")()
         if problem:
             return problem
@@ -448,7 +449,7 @@ def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: t
 if _native.has_kernel("conv3x3_winograd", "CPU"):
 
     @torch.library.register_fake("fastgan::conv3x3_winograd")
-    def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transposed=False):
+    def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transposed=False, transformed_weight=None):
         n, _, h, w = input.shape
         shape = (n, weight.shape[1 if transposed else 0], h + 2 * padding - 2, w + 2 * padding - 2)
         return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
@@ -459,10 +460,19 @@ if _native.has_kernel("conv3x3_winograd", "CPU"):
                            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+if _native.has_kernel("conv3x3_winograd_weight", "CPU"):
+
+    @torch.library.register_fake("fastgan::conv3x3_winograd_weight")
+    def _conv3x3_winograd_weight_fake(weight, transposed=False):
+        out_channels, channels = (weight.shape[1], weight.shape[0]) if transposed else weight.shape[:2]
+        return weight.new_empty((36, out_channels, channels))
+
+
 def _winograd_grad_input(grad, x, weight, padding):
     """The padded input's gradient by Winograd (the zero-padded output gradient through
     the rotated, transposed weights), folded back like aten's."""
-    dpad = torch.ops.fastgan.conv3x3_winograd(grad, weight, None, 2, "zeros", transposed=True)
+    dpad = torch.ops.fastgan.conv3x3_winograd(grad, weight, None, 2, "zeros", transposed=True,
+                                              transformed_weight=kept_transform(weight, transposed=True))
     if not padding:
         return dpad
     return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
@@ -490,8 +500,9 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     kernels = {
         "triton": lambda: (_kernels.forward(x, weight, bias, stride, padding,
                                             _empty(_out_shape(x, weight, stride, padding), x, fmt)), None),
-        "winograd": lambda: (_in_layout(torch.ops.fastgan.conv3x3_winograd(x, weight, bias, padding, "reflect"),
-                                        fmt), None),
+        "winograd": lambda: (_in_layout(torch.ops.fastgan.conv3x3_winograd(
+            x, weight, bias, padding, "reflect", transformed_weight=kept_transform(weight, transposed=False)),
+            fmt), None),
     }
 
     def unfused():

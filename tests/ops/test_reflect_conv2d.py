@@ -808,6 +808,11 @@ def test_winograd_opcheck():
         torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default, (x.detach(), wt.detach(), b, padding, mode))
         torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default,
                               (gy, wt.detach(), None, padding, mode, True))
+        for transposed in (False, True):
+            u = torch.ops.fastgan.conv3x3_winograd_weight(wt.detach(), transposed)
+            torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_weight.default, (wt.detach(), transposed))
+            torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default,
+                                  (gy if transposed else x.detach(), wt.detach(), None, padding, mode, transposed, u))
         for channels_last in (False, True):
             torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_grad_weight.default,
                                   (torch.randn(1, 4, 4 + 2 * padding, 3 + 2 * padding), x.detach(), padding, mode,
@@ -829,6 +834,23 @@ def test_winograd_transposed_reads_the_rotated_transposed_weight():
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_winograd_with_a_kept_weight_transform_is_the_same_convolution(dtype):
+    """conv3x3_winograd given conv3x3_winograd_weight's transform: bit for bit what it
+    computes from the weight itself, forward and transposed, for any weight layout."""
+    g = torch.Generator().manual_seed(23)
+    x, wt = torch.randn(2, 6, 9, 7, generator=g, dtype=dtype), torch.randn(5, 6, 3, 3, generator=g, dtype=dtype)
+    grad = torch.randn(2, 5, 9, 7, generator=g, dtype=dtype)
+    for weight in (wt, wt.contiguous(memory_format=torch.channels_last)):
+        for inputs, transposed, padding, mode in ((x, False, 1, "reflect"), (grad, True, 2, "zeros")):
+            u = torch.ops.fastgan.conv3x3_winograd_weight(weight, transposed)
+            assert u.shape == (36, weight.shape[1 if transposed else 0], inputs.shape[1]) and u.is_contiguous()
+            own = torch.ops.fastgan.conv3x3_winograd(inputs, weight, None, padding, mode, transposed)
+            kept = torch.ops.fastgan.conv3x3_winograd(inputs, weight, None, padding, mode, transposed, u)
+            torch.testing.assert_close(kept, own, rtol=0, atol=0)
+
+
+@needs_native
 def test_winograd_native_op_checks_its_arguments():
     x, wt = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
     with pytest.raises(RuntimeError, match='pad_mode must be "reflect" or "zeros"'):
@@ -845,6 +867,14 @@ def test_winograd_native_op_checks_its_arguments():
         torch.ops.fastgan.conv3x3_winograd(x, wt.double(), None, 1, "reflect")
     with pytest.raises(RuntimeError, match="grad and input must share dtype and device"):
         torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 5, 6).double(), x, 1, "reflect")
+    u = torch.ops.fastgan.conv3x3_winograd_weight(wt)
+    for wrong in (u.transpose(1, 2), u.double(), u[:, :3]):
+        with pytest.raises(RuntimeError, match=r"transformed_weight must be a contiguous \(36, 4, 3\) tensor"):
+            torch.ops.fastgan.conv3x3_winograd(x, wt, None, 1, "reflect", False, wrong)
+    with pytest.raises(RuntimeError, match="float32 or float64 only"):
+        torch.ops.fastgan.conv3x3_winograd_weight(wt.bfloat16())
+    with pytest.raises(RuntimeError, match="3x3 filter bank"):
+        torch.ops.fastgan.conv3x3_winograd_weight(torch.randn(4, 3, 5, 5))
 
 
 # ------------------------------------------------------------------ arguments, autocast

@@ -1,0 +1,75 @@
+"""fastgan.ops.reuse_weight_transforms: the CPU Winograd convolutions' weight transforms
+kept across calls while the weights stay as they are (fastgan/ops/_weight_transforms.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan.ops as ops
+from fastgan.ops import _weight_transforms
+
+pytestmark = pytest.mark.skipif("cpu" not in ops.available_backends("cpu", op="reflect_conv2d"),
+                                reason="fastgan._C not built")
+
+
+def make(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 6, 9, 8, generator=g, requires_grad=True)
+    weight = torch.nn.Parameter(torch.randn(6, 6, 3, 3, generator=g))
+    return x, weight, torch.randn(1, 6, 9, 8, generator=g)
+
+
+def twice_forward_and_backward(x, weight, grad):
+    """Two calls with the same weight, the second on the first's output (as a generator
+    runs on its own translation), and their backward: y, dx, dweight."""
+    with ops.use_backend("cpu"), ops.reflect_conv2d_choice("winograd"):
+        y = ops.reflect_conv2d(ops.reflect_conv2d(x, weight), weight)
+    dx, dweight = torch.autograd.grad(y, (x, weight), grad)
+    return y.detach(), dx, dweight
+
+
+def test_within_the_scope_each_weight_is_transformed_once_per_direction_and_results_do_not_change():
+    x, weight, grad = make(0)
+    outside = twice_forward_and_backward(x, weight, grad)
+    assert _weight_transforms._kept is None
+    with ops.reuse_weight_transforms():
+        inside = twice_forward_and_backward(x, weight, grad)
+        kept = _weight_transforms._kept
+        assert sorted(key[-1] for key in kept) == [False, True]  # the forward's and the input gradient's
+    assert _weight_transforms._kept is None  # dropped at the end
+    for a, b in zip(inside, outside):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_an_in_place_update_inside_the_scope_is_seen():
+    x, weight, grad = make(1)
+    with ops.reuse_weight_transforms():
+        twice_forward_and_backward(x, weight, grad)
+        with torch.no_grad():
+            weight.mul_(0.5)  # as an optimizer step does: the version moves on
+        after = twice_forward_and_backward(x, weight, grad)
+    fresh = twice_forward_and_backward(x, weight, grad)
+    for a, b in zip(after, fresh):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_nested_scopes_share_the_outermost_transforms():
+    x, weight, grad = make(2)
+    with ops.reuse_weight_transforms():
+        outer = _weight_transforms._kept
+        with ops.reuse_weight_transforms():
+            assert _weight_transforms._kept is outer
+            twice_forward_and_backward(x, weight, grad)
+        assert _weight_transforms._kept is outer and len(outer) == 2
+    assert _weight_transforms._kept is None
+
+
+def test_inference_tensors_and_no_scope_transform_in_the_kernel():
+    _, weight, _ = make(3)
+    assert _weight_transforms.kept_transform(weight, False) is None
+    with torch.inference_mode():
+        frozen = weight.detach().clone()
+    with ops.reuse_weight_transforms():
+        assert _weight_transforms.kept_transform(frozen, False) is None
+        assert _weight_transforms.kept_transform(weight, False) is not None
