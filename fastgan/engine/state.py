@@ -21,6 +21,7 @@ import torch
 
 from fastgan.engine.distributed import seed_rank_streams
 from fastgan.models import save_checkpoint_file
+from fastgan.ops import _unfolded_conv
 from fastgan.ops._reflect_conv2d import load_selection_cache, selection_cache
 
 STATE_FILE = "training_state.pt"
@@ -52,7 +53,7 @@ def rank_state(model) -> dict:
     """What differs between the ranks of a data-parallel run: RNG states, image pools and
     measured kernel choices."""
     return {"rng": rng_state(), "pools": {k: p.state_dict() for k, p in model.pools().items()},
-            "conv_choices": selection_cache()}
+            "conv_choices": selection_cache(), "unfolded_conv_choices": _unfolded_conv.selection_cache()}
 
 
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None) -> str:
@@ -63,6 +64,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "progress": vars(progress),
         "rng": rng_state(),
         "conv_choices": selection_cache(),
+        "unfolded_conv_choices": _unfolded_conv.selection_cache(),
         "options": model.opt.as_dict(),
     }
     if rank_states is not None:
@@ -86,11 +88,13 @@ def load_training_state(model, directory: str, rank: int = 0) -> Progress | None
     model.load_state_dict(state["model"])
     set_rng_state(state["rng"])
     load_selection_cache(state.get("conv_choices", {}))
+    _unfolded_conv.load_selection_cache(state.get("unfolded_conv_choices", {}))
     progress = Progress(**state["progress"])
     saved = state.get("ranks") or []
     if rank < len(saved):
         set_rng_state(saved[rank]["rng"])
         load_selection_cache(saved[rank].get("conv_choices", {}))
+        _unfolded_conv.load_selection_cache(saved[rank].get("unfolded_conv_choices", {}))
         for k, pool in model.pools().items():
             pool.load_state_dict(saved[rank]["pools"][k], model.device)
     elif rank > 0:

@@ -11,6 +11,10 @@
     fastgan.ops.reflect_conv2d_choice(name)              context manager: reflect_conv2d's fused kernel
                                                          ("triton" / "winograd"), "aten" or "auto" (measured
                                                          per shape; FASTGAN_REFLECT_CONV2D sets the default)
+    fastgan.ops.conv2d(x, weight, bias, stride, padding), conv_transpose2d(..., output_padding)
+                                                         on a CPU the faster, measured per shape, of the
+                                                         vendor convolution and one explicit matrix
+                                                         product; conv_choice(name) forces one
     fastgan.ops.reuse_weight_transforms()                context manager: the CPU Winograd convolutions
                                                          transform each weight once while it is unchanged
 
@@ -26,6 +30,7 @@ from fastgan.ops._l1_loss import l1_loss
 from fastgan.ops._instance_norm_act import instance_norm_act
 from fastgan.ops._reflect_conv2d import force_choice as reflect_conv2d_choice
 from fastgan.ops._reflect_conv2d import reflect_conv2d
+from fastgan.ops._unfolded_conv import conv2d, conv_choice, conv_transpose2d
 from fastgan.ops._weight_transforms import reuse_weight_transforms
 from fastgan.ops.registry import (
     BackendFallbackWarning,
@@ -45,6 +50,9 @@ __all__ = [
     "CycleLosses",
     "available_backends",
     "backend_for",
+    "conv2d",
+    "conv_choice",
+    "conv_transpose2d",
     "cycle_losses",
     "get_default_backend",
     "instance_norm_act",

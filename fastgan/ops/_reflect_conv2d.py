@@ -61,8 +61,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import statistics
-import time
 import warnings
 from typing import Callable, Iterator, Optional
 
@@ -70,6 +68,7 @@ import torch
 
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._measure import median_seconds as _time
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
 
@@ -266,10 +265,6 @@ def _aten_grad_weight(grad, x, weight, stride, padding, padded=None):
 
 _SELECTION: dict[tuple, str] = {}
 _TIMINGS: dict[tuple, dict[str, float]] = {}
-# (warm-up runs, timed runs) of each candidate: the first warm-up run of the Triton
-# kernel compiles (and on a GPU autotunes) it; on a CPU the first runs also fault in the
-# Winograd transforms' buffers (a few MB), which one warm-up run left in the timing
-MEASURE_RUNS = {"cuda": (3, 10), "cpu": (3, 5)}
 
 
 def _validate_choice(name: str) -> str:
@@ -378,29 +373,6 @@ def _fused_problem(fused: str, x: torch.Tensor, weight: torch.Tensor, stride: in
     if fused == "triton":
         return _triton_problem(x.device)
     return _winograd_problem(x, weight, stride)
-
-
-def _time(fn: Callable[[], object], device: torch.device) -> float:
-    """Median seconds of fn() after warm-up (CUDA events on a GPU)."""
-    warmup, runs = MEASURE_RUNS.get(device.type, MEASURE_RUNS["cpu"])
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(runs)]
-            for start, end in events:
-                start.record()
-                fn()
-                end.record()
-            torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: torch.device,

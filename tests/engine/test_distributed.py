@@ -242,7 +242,7 @@ def test_stopped_and_resumed_two_rank_run_continues_identically(unaligned_root, 
     they could pick different ones (Winograd or oneDNN: different rounding); both take oneDNN's
     here. That a resumed process keeps the kernels its run measured: test_state.py."""
     extra = ["--pool_size", "2", "--batch_size", "1"]
-    same_kernels = dict(FASTGAN_REFLECT_CONV2D="aten")
+    same_kernels = dict(FASTGAN_REFLECT_CONV2D="aten", FASTGAN_CONV="aten")
     torchrun(["-m", "fastgan.train", *options("cyclegan", unaligned_root, tmp_path, "full", 1, *extra)],
              **same_kernels)
     torchrun(["-m", "fastgan.train", *options("cyclegan", unaligned_root, tmp_path, "part", 1, *extra),

@@ -1,5 +1,6 @@
-"""The training-state file keeps reflect_conv2d's measured kernel choices: a resumed run
-runs the kernels its run measured, not a fresh (timing-dependent) measurement."""
+"""The training-state file keeps reflect_conv2d's measured kernel choices and the other
+convolutions' measured algorithms: a resumed run runs the kernels its run measured, not
+a fresh (timing-dependent) measurement."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import torch
 import fastgan
 from fastgan.engine.state import Progress, load_training_state, save_training_state
 from fastgan.ops import _reflect_conv2d as rc
+from fastgan.ops import _unfolded_conv as uc
 
 
 @pytest.fixture
 def clean_selection():
     rc.clear_selection_cache()
+    uc.clear_selection_cache()
     yield
     rc.clear_selection_cache()
+    uc.clear_selection_cache()
 
 
 def _tiny_model():
@@ -33,16 +37,23 @@ def test_resume_restores_the_measured_kernel_choices(tmp_path, clean_selection):
     flipped = "aten" if measured[key]["choice"] == "winograd" else "winograd"
     rc._SELECTION[key] = flipped
     saved = rc.selection_cache()
+    conv_key = next(iter(uc.selection_cache()))  # the downsampling, upsampling and D convolutions
+    uc._SELECTION[conv_key] = "aten" if uc.selection_cache()[conv_key] == "gemm" else "gemm"
+    saved_conv = uc.selection_cache()
     save_training_state(model, Progress(epoch=1, batch=1, total_iters=1, iteration=1), str(tmp_path),
                         rank_states=None)
 
     rc.clear_selection_cache()  # a new process
+    uc.clear_selection_cache()
     resumed = _tiny_model()
     assert load_training_state(resumed, str(tmp_path)) is not None
     assert rc.selection_cache() == saved
+    assert uc.selection_cache() == saved_conv
     assert rc.selection_cache()[key]["choice"] == flipped
 
 
 def test_unknown_saved_choice_is_an_error(clean_selection):
     with pytest.raises(ValueError, match="unknown choice 'cudnn'"):
         rc.load_selection_cache({("forward",): {"choice": "cudnn", "times": {}}})
+    with pytest.raises(ValueError, match="unknown choice 'cudnn'"):
+        uc.load_selection_cache({("conv2d",): "cudnn"})

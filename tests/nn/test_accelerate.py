@@ -63,32 +63,33 @@ def _norm(name):
     return ref.get_norm_layer(name)
 
 
-# name -> (builder, input shape, expected (reflect_conv, norm_act, residual, lone norm) replacements)
+# name -> (builder, input shape, expected (reflect_conv, norm_act, residual, lone norm, lone conv)
+# replacements)
 MODELS = {
     "ref_resnet_instance": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance"), n_blocks=2),
-                            (2, 3, 20, 20), (6, 7, 2, 0)),
+                            (2, 3, 20, 20), (6, 7, 2, 0, 4)),
     "ref_resnet_affine_dropout": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance_affine"), use_dropout=True,
-                                                              n_blocks=2), (2, 3, 20, 20), (6, 7, 2, 0)),
+                                                              n_blocks=2), (2, 3, 20, 20), (6, 7, 2, 0, 4)),
     "ref_resnet_zero_padding": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance"), n_blocks=2,
-                                                            padding_type="zero"), (2, 3, 20, 20), (2, 7, 2, 0)),
+                                                            padding_type="zero"), (2, 3, 20, 20), (2, 7, 2, 0, 8)),
     "ref_resnet_batch": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("batch"), n_blocks=2),
-                         (2, 3, 20, 20), (6, 0, 0, 0)),
+                         (2, 3, 20, 20), (6, 0, 0, 0, 4)),
     "ref_resnet_running_stats": (lambda: ref.ResnetGenerator(3, 3, 4, _norm("instance_running"), n_blocks=2),
-                                 (2, 3, 20, 20), (6, 0, 0, 0)),
+                                 (2, 3, 20, 20), (6, 0, 0, 0, 4)),
     "ref_unet_instance": (lambda: ref.UnetGenerator(3, 3, 5, 4, _norm("instance"), use_dropout=True),
-                          (2, 3, 32, 32), (0, 0, 0, 7)),
-    "ref_nlayer_instance": (lambda: ref.NLayerDiscriminator(6, 4, 3, _norm("instance")), (2, 6, 32, 32), (0, 3, 0, 0)),
-    "ref_pixel_affine": (lambda: ref.PixelDiscriminator(3, 4, _norm("instance_affine")), (2, 3, 9, 7), (0, 1, 0, 0)),
+                          (2, 3, 32, 32), (0, 0, 0, 7, 10)),
+    "ref_nlayer_instance": (lambda: ref.NLayerDiscriminator(6, 4, 3, _norm("instance")), (2, 6, 32, 32), (0, 3, 0, 0, 5)),
+    "ref_pixel_affine": (lambda: ref.PixelDiscriminator(3, 4, _norm("instance_affine")), (2, 3, 9, 7), (0, 1, 0, 0, 3)),
     "fastgan_resnet_6blocks": (lambda: define_G(3, 3, 4, "resnet_6blocks", norm="instance", use_dropout=True),
-                               (1, 3, 16, 16), (14, 11, 6, 0)),
+                               (1, 3, 16, 16), (14, 11, 6, 0, 4)),
     "fastgan_unet_128_affine": (lambda: define_G(3, 3, 2, "unet_128", norm="instance_affine"),
-                                (1, 3, 128, 128), (0, 0, 0, 11)),
-    "fastgan_basic_d": (lambda: define_D(6, 4, "basic", norm="instance"), (2, 6, 32, 32), (0, 3, 0, 0)),
+                                (1, 3, 128, 128), (0, 0, 0, 11, 14)),
+    "fastgan_basic_d": (lambda: define_D(6, 4, "basic", norm="instance"), (2, 6, 32, 32), (0, 3, 0, 0, 5)),
     "fastgan_n_layers_d_affine": (lambda: define_D(3, 4, "n_layers", n_layers_D=2, norm="instance_affine"),
-                                  (2, 3, 24, 24), (0, 2, 0, 0)),
-    "fastgan_pixel_d": (lambda: define_D(3, 4, "pixel", norm="instance"), (2, 3, 8, 8), (0, 1, 0, 0)),
-    # stem 1+1; two distinct residual blocks 2+1+1 each (the third is shared); head 1+1
-    "unseen": (UnseenNet, (2, 3, 18, 18), (6, 4, 2, 0)),
+                                  (2, 3, 24, 24), (0, 2, 0, 0, 4)),
+    "fastgan_pixel_d": (lambda: define_D(3, 4, "pixel", norm="instance"), (2, 3, 8, 8), (0, 1, 0, 0, 3)),
+    # stem 1+1; two distinct residual blocks 2+1+1 each (the third is shared); head 1+1; one lone conv
+    "unseen": (UnseenNet, (2, 3, 18, 18), (6, 4, 2, 0, 1)),
 }
 
 
@@ -147,7 +148,8 @@ def _count_modules(model):
             sum(type(m) is FusedInstanceNormAct and m.activation != "none" for m in modules),
             sum(type(m) is FusedResidualBlock for m in modules),
             sum(type(m) is FusedInstanceNormAct and m.activation == "none" for m in modules)
-            - sum(type(m) is FusedResidualBlock for m in modules))
+            - sum(type(m) is FusedResidualBlock for m in modules),
+            sum(type(m) in (fastgan.nn.Conv2d, fastgan.nn.ConvTranspose2d) for m in modules))
 
 
 # ------------------------------------------------------------------ every model
@@ -160,7 +162,7 @@ def test_replaces_the_expected_patterns(name):
     expected = MODELS[name][2]
     assert tuple(report.counts().values()) == expected
     assert _count_modules(accel) == expected  # what is really in the model, counted apart from the report
-    assert _count_modules(plain) == (0, 0, 0, 0)
+    assert _count_modules(plain) == (0, 0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -178,11 +180,12 @@ def test_keys_parameters_and_metadata_unchanged(name):
     assert all(a is b for (_, a), (_, b) in zip(after_params, before_params))  # the same Parameter objects
 
 
-# float32 with the fused modules' vendor convolutions (choice "aten"): equal to float32
-# rounding. float64 with whatever the per-shape measurement picks, Winograd included on
-# CPU: its float32 error is up to ~50x a direct convolution's, which these random models
-# (whose eval-mode running statistics amplify rounding ~1e4x) would turn into noise;
-# in float64 it is ~1e-14 relative, so a wrong rewrite still fails.
+# float32 with the fused modules' vendor convolutions (choice "aten", for reflect_conv2d
+# and the other convolutions): equal to float32 rounding. float64 with whatever the
+# per-shape measurements pick, Winograd and the matrix-product convolutions included on
+# CPU: Winograd's float32 error is up to ~50x a direct convolution's, which these random
+# models (whose eval-mode running statistics amplify rounding ~1e4x) would turn into
+# noise; in float64 it is ~1e-14 relative, so a wrong rewrite still fails.
 @pytest.mark.parametrize("dtype,choice", [(torch.float32, "aten"), (torch.float64, "auto")], ids=str)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name", MODELS)
@@ -192,7 +195,7 @@ def test_outputs_and_gradients_equal_the_plain_model(name, mode, dtype, choice):
     accel.train(mode == "train")
     x = _input(name).to(dtype)
     out_plain, grads_plain = _run(plain, x)
-    with ops.reflect_conv2d_choice(choice):
+    with ops.reflect_conv2d_choice(choice), ops.conv_choice(choice):
         out_accel, grads_accel = _run(accel, x)
     _close(out_accel, out_plain, "output")
     assert list(grads_accel) == list(grads_plain)
@@ -229,7 +232,8 @@ def test_idempotent(name):
     modules = [id(m) for m in accel.modules()]
     keys = list(accel.state_dict())
     assert fastgan.accelerate(accel) is accel
-    assert accel.accelerate_report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": 0}
+    assert accel.accelerate_report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": 0,
+                                                "conv": 0}
     assert repr(accel) == structure
     assert [id(m) for m in accel.modules()] == modules
     assert list(accel.state_dict()) == keys
@@ -330,11 +334,15 @@ def test_look_alikes_are_left_alone(case):
     expected = model(x)
     plain_norms = sum(type(m) is nn.InstanceNorm2d and not m.track_running_stats and not m._forward_hooks
                       for m in model.modules())
+    plain_convs = sum(type(m) is nn.Conv2d and m.groups == 1 and m.dilation == (1, 1) for m in model.modules())
     structure = [FusedInstanceNormAct if type(m) is nn.InstanceNorm2d and not m.track_running_stats
-                 and not m._forward_hooks else type(m) for m in model.modules()]
+                 and not m._forward_hooks else
+                 fastgan.nn.Conv2d if type(m) is nn.Conv2d and m.groups == 1 and m.dilation == (1, 1) else
+                 type(m) for m in model.modules()]
     fastgan.accelerate(model)
     report = model.accelerate_report
-    assert report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": plain_norms}
+    assert report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": plain_norms,
+                               "conv": plain_convs}
     assert [type(m) for m in model.modules()] == structure
     if why is None:
         assert report.left_alone == []
@@ -342,8 +350,9 @@ def test_look_alikes_are_left_alone(case):
         assert len(report.left_alone) == 1 and why in report.left_alone[0]
     if plain_norms:  # fastgan's norm kernel: equal to float32 rounding
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
-    else:
-        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+    else:  # the convolutions' measured choice forced to aten: the very same computation
+        with fastgan.ops.conv_choice("aten"):
+            torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
 
 
 class _Scaled(nn.Module):
@@ -499,7 +508,7 @@ def test_bad_backends_are_refused_at_once():
     if not torch.cuda.is_available():
         with pytest.raises(ops.BackendUnavailableError):
             fastgan.accelerate(model, backend="cuda")
-    assert _count_modules(model) == (0, 0, 0, 0)
+    assert _count_modules(model) == (0, 0, 0, 0, 0)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

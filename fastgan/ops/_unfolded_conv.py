@@ -1,0 +1,214 @@
+"""Convolutions as one explicit matrix product, where that measures faster.
+
+    unfolded_conv2d(x, weight, bias, stride, padding)          unfold + matmul
+    unfolded_conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+                                                                matmul + fold
+    conv2d(...), conv_transpose2d(...)    on a CPU the faster of those and the vendor
+                                          convolution, measured once per shape;
+                                          elsewhere the vendor convolution
+
+Why: at a U-Net's innermost levels (pix2pix's unet_128 and unet_256: 512 to 1024
+channels at 1x1 to 8x8 pixels, 4x4 kernels, stride 2) a convolution is a matrix product
+of a few columns against millions of weights, and oneDNN runs it 3 to 6 times slower
+than that product (a 2-core Xeon, float32, forward + backward: ConvTranspose2d
+1024 -> 512 at 4x4 49.5 ms against 14.6 ms; Conv2d 512 -> 512 at 2x2 13.9 against
+1.8 ms). The column matrix is the input's im2col (conv2d) or the output's (the
+transposed convolution's), so the formulation is plain torch ops, differentiated by
+autograd (unfold's adjoint is fold and back). It equals the convolution to float32
+rounding (a different order of the same sums). The choice is measured per shape,
+layout, dtype and which gradients are needed, forward and backward together, and
+kept for the process; autocast, torch.compile's tracing, tensor subclasses and any
+device but the CPU take the vendor convolution. `conv_choice(name)` (a context manager;
+FASTGAN_CONV sets the default) forces "aten" or "gemm".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._measure import median_seconds
+
+__all__ = ["conv2d", "conv_transpose2d", "conv_choice", "unfolded_conv2d", "unfolded_conv_transpose2d"]
+
+CHOICES = ("auto", "aten", "gemm")
+# the most column-matrix elements the matrix-product candidate may allocate (256 MB in
+# float32): a large image's im2col is the memory oneDNN's direct kernels do without
+MAX_COLUMN_ELEMENTS = 1 << 26
+
+_SELECTION: dict[tuple, str] = {}
+
+
+def _choice_from_environment() -> str:
+    name = os.environ.get("FASTGAN_CONV", "auto") or "auto"
+    if name not in CHOICES:
+        raise ValueError(f"FASTGAN_CONV={name!r}: expected one of {', '.join(CHOICES)}")
+    return name
+
+
+_state = {"choice": _choice_from_environment()}
+
+
+@contextlib.contextmanager
+def conv_choice(name: str) -> Iterator[str]:
+    """Within the block conv2d and conv_transpose2d run `name`: "aten" (the vendor
+    convolution), "gemm" (the matrix product, on any device) or "auto" (measured)."""
+    if name not in CHOICES:
+        raise ValueError(f"conv_choice: unknown choice {name!r} (one of {', '.join(CHOICES)})")
+    previous = _state["choice"]
+    _state["choice"] = name
+    try:
+        yield name
+    finally:
+        _state["choice"] = previous
+
+
+def clear_selection_cache() -> None:
+    _SELECTION.clear()
+
+
+def selection_cache() -> dict[tuple, str]:
+    """{(kind, shapes, layout, geometry, dtype, gradients needed): "aten" | "gemm"} for
+    every convolution measured so far in this process."""
+    return dict(_SELECTION)
+
+
+def load_selection_cache(entries: dict[tuple, str]) -> None:
+    """Adopt choices that selection_cache() returned in another process: a resumed
+    training run keeps the algorithms it measured, so it continues bit for bit."""
+    for key, choice in entries.items():
+        if choice not in ("aten", "gemm"):
+            raise ValueError(f"conv choice: unknown choice {choice!r} for {key}")
+        _SELECTION[key] = choice
+
+
+def _like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y in x's memory format (the vendor convolution's output follows its input's)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+def unfolded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                    stride=(1, 1), padding=(0, 0)) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, stride, padding) (groups 1, dilation 1) as
+    weight (K, C*kh*kw) @ unfold(x) (N, C*kh*kw, L)."""
+    n, _, h, w = x.shape
+    out_channels, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    columns = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))
+    y = torch.matmul(weight.reshape(out_channels, -1), columns)
+    if bias is not None:
+        y = y + bias.unsqueeze(1)
+    return _like_input(y.view(n, out_channels, ho, wo), x)
+
+
+def unfolded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                              stride=(1, 1), padding=(0, 0), output_padding=(0, 0)) -> torch.Tensor:
+    """F.conv_transpose2d(x, weight, bias, stride, padding, output_padding) (groups 1,
+    dilation 1) as fold(weight (C, K*kh*kw)^T @ x (N, C, H*W)): each input pixel's
+    contribution to its kh x kw output window, summed where windows overlap."""
+    n, channels, h, w = x.shape
+    _, out_channels, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (oh, ow) = _pair(stride), _pair(padding), _pair(output_padding)
+    ho, wo = (h - 1) * sh - 2 * ph + kh + oh, (w - 1) * sw - 2 * pw + kw + ow
+    columns = torch.matmul(weight.reshape(channels, -1).t(), x.reshape(n, channels, h * w))
+    y = F.fold(columns, (ho, wo), (kh, kw), padding=(ph, pw), stride=(sh, sw))
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return _like_input(y, x)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _column_elements(kind: str, x: torch.Tensor, weight: torch.Tensor, out_hw: tuple[int, int]) -> int:
+    kh, kw = weight.shape[2:]
+    if kind == "conv2d":
+        return x.shape[0] * x.shape[1] * kh * kw * out_hw[0] * out_hw[1]
+    return x.shape[0] * weight.shape[1] * kh * kw * x.shape[2] * x.shape[3]
+
+
+def _measurable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether the measured choice applies: plain CPU float tensors in eager mode, no autocast."""
+    return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and weight.dtype == x.dtype and takes_eager_path(x, weight, bias)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Callable[[], None]:
+    """One forward (and backward, for the gradients `needs` asks for) of run on detached
+    copies of the arguments: what the measurement times."""
+    leaves = [t.detach().requires_grad_(need) if t is not None else None for t, need in zip((x, weight, bias), needs)]
+    wanted = [t for t, need in zip(leaves, needs) if need]
+
+    def once() -> None:
+        with torch.enable_grad() if wanted else torch.no_grad():
+            y = run(*leaves)
+            if wanted:
+                torch.autograd.grad(y, wanted, torch.ones_like(y))
+
+    return once
+
+
+def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, key: tuple, out_hw: tuple[int, int]):
+    """The call by the forced choice, else by the measured one (measured now when this
+    key is new)."""
+    choice = _state["choice"]
+    if choice == "gemm":
+        return gemm(x, weight, bias)
+    if choice == "aten" or not _measurable(x, weight, bias):
+        return aten(x, weight, bias)
+    picked = _SELECTION.get(key)
+    if picked is None:
+        if _column_elements(kind, x, weight, out_hw) > MAX_COLUMN_ELEMENTS:
+            picked = "aten"
+        else:
+            needs = key[-1]
+            times = {name: median_seconds(_candidate(run, x, weight, bias, needs), x.device)
+                     for name, run in (("aten", aten), ("gemm", gemm))}
+            picked = min(times, key=times.get)
+        _SELECTION[key] = picked
+    return (gemm if picked == "gemm" else aten)(x, weight, bias)
+
+
+def _needs(x, weight, bias) -> tuple[bool, ...]:
+    if not torch.is_grad_enabled():
+        return (False, False, False)
+    return (x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+
+
+def _key(kind: str, x, weight, bias, *geometry) -> tuple:
+    return (kind, tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
+            tuple(weight.shape), bias is not None, *geometry, x.dtype, _needs(x, weight, bias))
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           stride=(1, 1), padding=(0, 0)) -> torch.Tensor:
+    """F.conv2d (groups 1, dilation 1, zero padding) by the vendor convolution or
+    unfolded_conv2d (see the module docstring)."""
+    stride, padding = _pair(stride), _pair(padding)
+    out_hw = tuple((size + 2 * p - k) // s + 1
+                   for size, p, k, s in zip(x.shape[2:], padding, weight.shape[2:], stride))
+    return _run("conv2d", x, weight, bias,
+                lambda x, w, b: F.conv2d(x, w, b, stride, padding),
+                lambda x, w, b: unfolded_conv2d(x, w, b, stride, padding),
+                _key("conv2d", x, weight, bias, stride, padding), out_hw)
+
+
+def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                     stride=(1, 1), padding=(0, 0), output_padding=(0, 0)) -> torch.Tensor:
+    """F.conv_transpose2d (groups 1, dilation 1) by the vendor convolution or
+    unfolded_conv_transpose2d (see the module docstring)."""
+    stride, padding, output_padding = _pair(stride), _pair(padding), _pair(output_padding)
+    return _run("conv_transpose2d", x, weight, bias,
+                lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding),
+                lambda x, w, b: unfolded_conv_transpose2d(x, w, b, stride, padding, output_padding),
+                _key("conv_transpose2d", x, weight, bias, stride, padding, output_padding), (0, 0))

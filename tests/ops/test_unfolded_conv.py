@@ -1,0 +1,176 @@
+"""The convolutions as one matrix product (fastgan/ops/_unfolded_conv.py) and their
+measured choice, and the modules fastgan.nn.Conv2d / ConvTranspose2d."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fastgan.nn
+import fastgan.ops as ops
+from fastgan.ops import _unfolded_conv as uc
+
+# (N, C, H, W, K, kernel, stride, padding): odd and rectangular sizes, strides and pads
+CONV_CASES = [
+    (2, 3, 9, 7, 5, (3, 3), (1, 1), (1, 1)),
+    (1, 8, 8, 8, 4, (4, 4), (2, 2), (1, 1)),  # the U-Net's and PatchGAN's
+    (2, 4, 5, 6, 3, (4, 2), (2, 1), (2, 0)),
+    (1, 6, 2, 2, 7, (4, 4), (2, 2), (1, 1)),  # an innermost level: 2x2 -> 1x1
+    (3, 2, 1, 1, 3, (1, 1), (1, 1), (0, 0)),
+]
+# (N, C, H, W, K, kernel, stride, padding, output_padding)
+TRANSPOSE_CASES = [
+    (2, 5, 4, 3, 3, (4, 4), (2, 2), (1, 1), (0, 0)),  # the U-Net's up convolutions
+    (1, 4, 1, 1, 6, (4, 4), (2, 2), (1, 1), (0, 0)),  # the innermost: 1x1 -> 2x2
+    (2, 3, 5, 4, 4, (3, 3), (2, 2), (1, 1), (1, 1)),  # the ResNet generator's (output_padding 1)
+    (1, 2, 3, 5, 3, (3, 2), (1, 2), (0, 1), (0, 1)),
+]
+
+
+def tensors(seed, *shapes, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+
+def output_and_grads(f, x, w, b):
+    y = f(x, w, b)
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(99), dtype=torch.float64).to(y.dtype)
+    return (y.detach(), *torch.autograd.grad(y, (x, w, b), grad))
+
+
+def assert_all_close(got, want, rtol):
+    for name, a, e in zip(("y", "dx", "dweight", "dbias"), got, want):
+        scale = e.abs().max().item()
+        torch.testing.assert_close(a, e, rtol=0, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_unfolded_conv2d_is_conv2d(case, layout):
+    n, c, h, w, k, kernel, stride, padding = case
+    x, weight, bias = tensors(1, (n, c, h, w), (k, c, *kernel), (k,))
+    if layout == "channels_last":
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    got = output_and_grads(lambda *a: uc.unfolded_conv2d(*a, stride, padding), x, weight, bias)
+    want = output_and_grads(lambda *a: F.conv2d(*a, stride, padding), x, weight, bias)
+    assert_all_close(got, want, 1e-12)
+    for fmt in (torch.contiguous_format, torch.channels_last):  # the layout aten gives
+        assert got[0].is_contiguous(memory_format=fmt) == want[0].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=str)
+def test_unfolded_conv_transpose2d_is_conv_transpose2d(case):
+    n, c, h, w, k, kernel, stride, padding, output_padding = case
+    x, weight, bias = tensors(2, (n, c, h, w), (c, k, *kernel), (k,))
+    got = output_and_grads(lambda *a: uc.unfolded_conv_transpose2d(*a, stride, padding, output_padding),
+                           x, weight, bias)
+    want = output_and_grads(lambda *a: F.conv_transpose2d(*a, stride, padding, output_padding), x, weight, bias)
+    assert_all_close(got, want, 1e-12)
+
+
+def test_float32_within_rounding_of_float64():
+    x, weight, bias = tensors(3, (2, 64, 4, 4), (64, 32, 4, 4), (32,))
+    want = output_and_grads(lambda *a: F.conv_transpose2d(*a, 2, 1), x, weight, bias)
+    x32, w32, b32 = (t.detach().float().requires_grad_() for t in (x, weight, bias))
+    got = output_and_grads(lambda *a: uc.unfolded_conv_transpose2d(*a, 2, 1), x32, w32, b32)
+    assert_all_close([g.double() for g in got], want, 2e-6)
+
+
+# ------------------------------------------------------------------ the measured choice
+
+
+@pytest.fixture
+def fresh_selection():
+    uc.clear_selection_cache()
+    yield
+    uc.clear_selection_cache()
+
+
+def test_the_choice_is_measured_once_per_shape_and_gradient_need(fresh_selection, monkeypatch):
+    timed = []
+    real = uc.median_seconds
+    monkeypatch.setattr(uc, "median_seconds", lambda fn, device: timed.append(fn) or real(fn, device))
+    x, weight, bias = tensors(4, (1, 8, 4, 4), (8, 8, 4, 4), (8,), dtype=torch.float32)
+    ops.conv2d(x, weight, bias, 2, 1)
+    ops.conv2d(x, weight, bias, 2, 1)
+    assert len(timed) == 2  # aten and gemm, once
+    with torch.no_grad():  # no gradients needed: another choice to make
+        ops.conv2d(x, weight, bias, 2, 1)
+    assert len(timed) == 4
+    (forward_and_backward, forward_only), = [sorted(uc.selection_cache(), key=lambda k: not any(k[-1]))]
+    assert forward_and_backward[-1] == (True, True, True) and forward_only[-1] == (False, False, False)
+    assert set(uc.selection_cache().values()) <= {"aten", "gemm"}
+
+
+@pytest.mark.parametrize("choice", ["aten", "gemm"])
+def test_picked_or_forced_the_result_is_that_path(choice, fresh_selection, monkeypatch):
+    x, weight, bias = tensors(5, (1, 6, 3, 3), (6, 5, 4, 4), (5,), dtype=torch.float32)
+    runs = {"aten": lambda *a: F.conv_transpose2d(*a, 2, 1), "gemm": lambda *a: uc.unfolded_conv_transpose2d(*a, 2, 1)}
+    want = output_and_grads(runs[choice], x, weight, bias)
+    with ops.conv_choice(choice):
+        forced = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
+    # measured: the candidate named `choice` made the faster (they are timed aten, then gemm)
+    names = iter(["aten", "gemm"])
+    monkeypatch.setattr(uc, "median_seconds", lambda fn, device: 0.0 if next(names) == choice else 1.0)
+    measured = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
+    assert set(uc.selection_cache().values()) == {choice}
+    for got in (forced, measured):
+        for a, e in zip(got, want):
+            assert torch.equal(a, e)
+
+
+def test_the_vendor_convolution_without_measuring_where_the_choice_does_not_apply(fresh_selection, monkeypatch):
+    monkeypatch.setattr(uc, "median_seconds", lambda fn, device: pytest.fail("measured"))
+    x, weight = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ops.conv2d(x, weight, None, 1, 1).dtype == torch.bfloat16
+    y = ops.conv2d(x.bfloat16(), weight.bfloat16(), None, 1, 1)
+    assert torch.equal(y, F.conv2d(x.bfloat16(), weight.bfloat16(), None, 1, 1))
+    monkeypatch.setattr(uc, "MAX_COLUMN_ELEMENTS", 10)  # its column matrix would be too large
+    assert torch.equal(ops.conv2d(x, weight, None, 1, 1), F.conv2d(x, weight, None, 1, 1))
+    assert list(uc.selection_cache().values()) == ["aten"]
+
+
+def test_unknown_choices_are_refused():
+    with pytest.raises(ValueError, match="unknown choice 'fast'"):
+        with ops.conv_choice("fast"):
+            pass
+
+
+# ------------------------------------------------------------------ the modules
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv2d(4, 6, 4, 2, 1), lambda: nn.Conv2d(4, 6, 3, bias=False),
+                                  lambda: nn.ConvTranspose2d(4, 6, 4, 2, 1),
+                                  lambda: nn.ConvTranspose2d(4, 6, 3, 2, 1, output_padding=1)])
+def test_the_modules_stand_in_for_torchs(make, fresh_selection):
+    torch.manual_seed(0)
+    conv = make()
+    ours = (fastgan.nn.Conv2d if type(conv) is nn.Conv2d else fastgan.nn.ConvTranspose2d).from_module(conv)
+    assert isinstance(ours, type(conv)) and ours.weight is conv.weight and ours.bias is conv.bias
+    assert list(ours.state_dict()) == list(conv.state_dict()) and repr(ours).endswith(repr(conv).split("(", 1)[1])
+    x = torch.randn(2, 4, 5, 5)
+    with ops.conv_choice("aten"):
+        assert torch.equal(ours(x), conv(x))
+    with ops.conv_choice("gemm"):
+        torch.testing.assert_close(ours(x), conv(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours(x), conv(x), rtol=1e-5, atol=1e-5)  # measured
+
+
+def test_a_transposed_call_with_output_size_runs_torchs_forward():
+    conv = nn.ConvTranspose2d(3, 2, 3, 2, 1)
+    ours = fastgan.nn.ConvTranspose2d.from_module(conv)
+    x = torch.randn(1, 3, 4, 4)
+    with ops.conv_choice("gemm"):
+        assert torch.equal(ours(x, output_size=[8, 8]), conv(x, output_size=[8, 8]))
+
+
+@pytest.mark.parametrize("conv,why", [(nn.Conv2d(4, 4, 3, groups=2), "grouped or dilated"),
+                                      (nn.Conv2d(4, 4, 3, dilation=2), "grouped or dilated"),
+                                      (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), "zero padding"),
+                                      (nn.Conv2d(4, 4, 3, padding="same"), "zero padding")])
+def test_the_modules_refuse_what_they_cannot_compute(conv, why):
+    with pytest.raises(ValueError, match=why):
+        fastgan.nn.Conv2d.from_module(conv)
