@@ -129,10 +129,13 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _column_elements(kind: str, x: torch.Tensor, weight: torch.Tensor, out_hw: tuple[int, int]) -> int:
+def _column_elements(kind: str, x: torch.Tensor, weight: torch.Tensor, geometry: tuple) -> int:
+    """The size of the candidate's column matrix (N, C*kh*kw, L) or (N, K*kh*kw, H*W)."""
     kh, kw = weight.shape[2:]
     if kind == "conv2d":
-        return x.shape[0] * x.shape[1] * kh * kw * out_hw[0] * out_hw[1]
+        (sh, sw), (ph, pw) = geometry
+        ho, wo = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+        return x.shape[0] * x.shape[1] * kh * kw * ho * wo
     return x.shape[0] * weight.shape[1] * kh * kw * x.shape[2] * x.shape[3]
 
 
@@ -158,17 +161,19 @@ def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Calla
     return once
 
 
-def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, key: tuple, out_hw: tuple[int, int]):
+def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: tuple):
     """The call by the forced choice, else by the measured one (measured now when this
-    key is new)."""
+    shape is new). Where the choice does not apply, nothing else is computed: a GPU call
+    costs the host one check more than F.conv2d, and torch.compile traces only that."""
     choice = _state["choice"]
     if choice == "gemm":
         return gemm(x, weight, bias)
     if choice == "aten" or not _measurable(x, weight, bias):
         return aten(x, weight, bias)
+    key = _key(kind, x, weight, bias, *geometry)
     picked = _SELECTION.get(key)
     if picked is None:
-        if _column_elements(kind, x, weight, out_hw) > MAX_COLUMN_ELEMENTS:
+        if _column_elements(kind, x, weight, geometry) > MAX_COLUMN_ELEMENTS:
             picked = "aten"
         else:
             needs = key[-1]
@@ -195,12 +200,10 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.conv2d (groups 1, dilation 1, zero padding) by the vendor convolution or
     unfolded_conv2d (see the module docstring)."""
     stride, padding = _pair(stride), _pair(padding)
-    out_hw = tuple((size + 2 * p - k) // s + 1
-                   for size, p, k, s in zip(x.shape[2:], padding, weight.shape[2:], stride))
     return _run("conv2d", x, weight, bias,
                 lambda x, w, b: F.conv2d(x, w, b, stride, padding),
                 lambda x, w, b: unfolded_conv2d(x, w, b, stride, padding),
-                _key("conv2d", x, weight, bias, stride, padding), out_hw)
+                (stride, padding))
 
 
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -211,4 +214,4 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return _run("conv_transpose2d", x, weight, bias,
                 lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding),
                 lambda x, w, b: unfolded_conv_transpose2d(x, w, b, stride, padding, output_padding),
-                _key("conv_transpose2d", x, weight, bias, stride, padding, output_padding), (0, 0))
+                (stride, padding, output_padding))

@@ -36,7 +36,7 @@ def tensors(seed, *shapes, dtype=torch.float64):
 
 def output_and_grads(f, x, w, b):
     y = f(x, w, b)
-    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(99), dtype=torch.float64).to(y.dtype)
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(99), dtype=torch.float64).to(y)
     return (y.detach(), *torch.autograd.grad(y, (x, w, b), grad))
 
 
@@ -174,3 +174,41 @@ def test_a_transposed_call_with_output_size_runs_torchs_forward():
 def test_the_modules_refuse_what_they_cannot_compute(conv, why):
     with pytest.raises(ValueError, match=why):
         fastgan.nn.Conv2d.from_module(conv)
+
+
+def test_torch_compile_traces_the_modules_without_graph_breaks(fresh_selection):
+    """Under torch.compile (fullgraph) the modules are torch's convolutions: no measuring,
+    nothing a trace cannot follow."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    net = nn.Sequential(fastgan.nn.Conv2d.from_module(nn.Conv2d(3, 8, 4, 2, 1)), nn.LeakyReLU(0.2),
+                        fastgan.nn.ConvTranspose2d.from_module(nn.ConvTranspose2d(8, 3, 4, 2, 1)))
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    compiled(x).sum().backward()
+    assert dict(counters["graph_break"]) == {}
+    assert uc.selection_cache() == {}
+    with ops.conv_choice("aten"):
+        torch.testing.assert_close(compiled(x), net(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_auto_is_the_vendor_convolution_and_gemm_still_computes_it(fresh_selection):
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # restored below: compare full float32 products
+    try:
+        x, weight, bias = (t.detach().float().cuda().requires_grad_()
+                           for t in tensors(6, (2, 8, 6, 6), (8, 4, 4, 4), (4,)))
+        want = output_and_grads(lambda *a: F.conv_transpose2d(*a, 2, 1), x, weight, bias)
+        auto = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
+        for a, e in zip(auto, want):
+            assert torch.equal(a, e)
+        assert uc.selection_cache() == {}
+        with ops.conv_choice("gemm"):
+            gemm = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
+        assert_all_close(gemm, want, 1e-5)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
