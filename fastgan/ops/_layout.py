@@ -24,6 +24,18 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
+def suggests_channels_last(t: torch.Tensor) -> bool:
+    """aten's suggest_memory_format(t) == channels_last."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def convolution_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """The layout aten's CPU and cuDNN convolutions (and transposed ones) give their
+    output: channels_last when x or weight suggests it."""
+    return (torch.channels_last if suggests_channels_last(x) or suggests_channels_last(weight)
+            else torch.contiguous_format)
+
+
 def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     """a and b (same sizes) put every index at the same memory offset (common.h)."""
     return all(size <= 1 or sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride()))

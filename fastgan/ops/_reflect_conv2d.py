@@ -68,6 +68,7 @@ import torch
 
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._layout import convolution_format, suggests_channels_last
 from fastgan.ops._measure import median_seconds as _time
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
@@ -158,18 +159,8 @@ def _validate(x, weight, bias, stride, padding) -> None:
 # ----------------------------------------------------------------------- layouts, aten
 
 
-def _channels_last(t: torch.Tensor) -> bool:
-    """aten's suggest_memory_format(t) == channels_last."""
-    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
-def _out_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
-    """The forward's layout: channels_last when x or weight is (as aten's convolution)."""
-    return torch.channels_last if _channels_last(x) or _channels_last(weight) else torch.contiguous_format
-
-
 def _x_format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if _channels_last(x) else torch.contiguous_format
+    return torch.channels_last if suggests_channels_last(x) else torch.contiguous_format
 
 
 def _out_shape(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> tuple:
@@ -218,7 +209,7 @@ def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return _pad(x, padding)
     padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect")
-    if _channels_last(x) and not padded.is_contiguous(memory_format=torch.channels_last):
+    if suggests_channels_last(x) and not padded.is_contiguous(memory_format=torch.channels_last):
         padded = padded.contiguous(memory_format=torch.channels_last)
     return padded
 
@@ -227,7 +218,7 @@ def _pad_and_convolve(x, weight, bias, stride, padding) -> tuple[torch.Tensor, t
     """The unfused path's output (pad + the vendor convolution, in the op's output layout)
     and its padded x."""
     padded = _pad(x, padding)
-    return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), _out_format(x, weight)), padded
+    return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), convolution_format(x, weight)), padded
 
 
 def _convolution_backward(grad, padded, weight, stride, mask):
@@ -468,7 +459,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
              fused: str, choice: str, key: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The output, and the padded x when the aten path made one (None after a fused kernel);
     `key`: the forward's signature when the caller has it."""
-    fmt = _out_format(x, weight)
+    fmt = convolution_format(x, weight)
     kernels = {
         "triton": lambda: (_kernels.forward(x, weight, bias, stride, padding,
                                             _empty(_out_shape(x, weight, stride, padding), x, fmt)), None),
@@ -496,7 +487,7 @@ def _(x, weight, bias, stride, padding, fused, choice):
     torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "reflect_conv2d: 4-d x and weight")
     torch._check(weight.shape[1] == x.shape[1], lambda: "reflect_conv2d: channel mismatch")
     torch._check(x.dtype == weight.dtype, lambda: "reflect_conv2d: x and weight dtypes differ")
-    return _empty(_out_shape(x, weight, stride, padding), x, _out_format(x, weight))
+    return _empty(_out_shape(x, weight, stride, padding), x, convolution_format(x, weight))
 
 
 def _grad_input(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
@@ -535,7 +526,7 @@ def _grad_weight(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stri
     kernels = {
         "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
         "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(
-            grad, x, padding, "reflect", channels_last=_channels_last(weight)), weight),
+            grad, x, padding, "reflect", channels_last=suggests_channels_last(weight)), weight),
     }
 
     def unfused():

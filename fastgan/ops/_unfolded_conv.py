@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._layout import convolution_format
 from fastgan.ops._measure import median_seconds
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_choice", "unfolded_conv2d", "unfolded_conv_transpose2d"]
@@ -87,11 +88,9 @@ def load_selection_cache(entries: dict[tuple, str]) -> None:
         _SELECTION[key] = choice
 
 
-def _like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """y in x's memory format (the vendor convolution's output follows its input's)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return y.contiguous(memory_format=torch.channels_last)
-    return y
+def _like_aten(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y in the layout the vendor convolution would give it (fastgan/ops/_layout.py)."""
+    return y.contiguous(memory_format=convolution_format(x, weight))
 
 
 def unfolded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -106,7 +105,7 @@ def unfolded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     y = torch.matmul(weight.reshape(out_channels, -1), columns)
     if bias is not None:
         y = y + bias.unsqueeze(1)
-    return _like_input(y.view(n, out_channels, ho, wo), x)
+    return _like_aten(y.view(n, out_channels, ho, wo), x, weight)
 
 
 def unfolded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -122,7 +121,7 @@ def unfolded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch
     y = F.fold(columns, (ho, wo), (kh, kw), padding=(ph, pw), stride=(sh, sw))
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
-    return _like_input(y, x)
+    return _like_aten(y, x, weight)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -191,8 +190,9 @@ def _needs(x, weight, bias) -> tuple[bool, ...]:
 
 
 def _key(kind: str, x, weight, bias, *geometry) -> tuple:
-    return (kind, tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
-            tuple(weight.shape), bias is not None, *geometry, x.dtype, _needs(x, weight, bias))
+    channels_last = convolution_format(x, weight) == torch.channels_last  # a bool: keys are saved with torch.save
+    return (kind, tuple(x.shape), channels_last, tuple(weight.shape), bias is not None, *geometry, x.dtype,
+            _needs(x, weight, bias))
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
