@@ -29,7 +29,7 @@ PLAIN = (bool, int, float, str, type(None))
 
 
 class Launches:
-    """Stands in for torch.library.wrap_triton: records each launch, runs nothing."""
+    """Stands in for the modules' launcher (wrap_triton on a GPU): records each launch, runs nothing."""
 
     def __init__(self):
         self.calls = []
@@ -46,7 +46,7 @@ class Launches:
 def launches(monkeypatch):
     recorder = Launches()
     for module in (tcl, tin, tl1):
-        monkeypatch.setattr(module, "wrap_triton", recorder)
+        monkeypatch.setattr(module, "launcher", recorder)
     return recorder
 
 

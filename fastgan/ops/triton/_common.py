@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from fastgan.ops.triton import INTERPRET
 
@@ -36,6 +37,13 @@ def define_op(name: str, fn: Callable, fake: Callable):
     else:
         op = torch.library.triton_op(name, fn, mutates_args=())
     return op
+
+
+def launcher(kernel):
+    """What launches `kernel` inside an op: wrap_triton(kernel) on a GPU (torch.compile
+    traces the launch); under TRITON_INTERPRET=1 the interpreted kernel itself (the op is
+    an opaque custom op there; torch 2.11's wrap_triton refuses interpreted kernels)."""
+    return kernel if INTERPRET else wrap_triton(kernel)
 
 
 def split_f64(value: float) -> tuple[float, float, float]:

@@ -39,7 +39,6 @@ import struct
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from fastgan.ops._instance_norm_act import (
     INSTANCE_NORM_ACT,
@@ -52,7 +51,7 @@ from fastgan.ops._instance_norm_act import (
 )
 from fastgan.ops._layout import in_order
 from fastgan.ops.triton import triton_problem
-from fastgan.ops.triton._common import define_op
+from fastgan.ops.triton._common import define_op, launcher
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 SPLIT_NCHW = 4096   # pixels per program, NCHW (one plane's run)
@@ -366,11 +365,11 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
     if not fused:
         p1 = x.new_empty((N * C * S,), dtype=torch.float64)
         p2 = torch.empty_like(p1)
-        wrap_triton(_fwd_stats_kernel)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
+        launcher(_fwd_stats_kernel)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
                                              BLOCK_C=block_c, BLOCK_HW=block_hw)
     else:
         p1 = p2 = x.new_zeros((1,), dtype=torch.float64)  # unused
-    wrap_triton(_fwd_kernel)[grid](
+    launcher(_fwd_kernel)[grid](
         x, res, out, p1, p2, mean, rstd, w, b, C, HW, sN, sC, sHW, S, split, shift_n, eps_hi, eps_lo,
         slope_hi, slope_lo, ACT=ACT_CODES[activation], HAS_RES=residual is not None,
         HAS_W=weight is not None, HAS_B=bias is not None, FUSED=fused, BLOCK_C=block_c,
@@ -409,19 +408,19 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     if not fused:
         pa = x.new_empty((N * C * S,), dtype=torch.float64)
         pb = torch.empty_like(pa)
-        wrap_triton(_bwd_stats_kernel)[grid](
+        launcher(_bwd_stats_kernel)[grid](
             g, x, mean, rstd, w, b, pa, pb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
             ACT=act, HAS_W=weight is not None, HAS_B=bias is not None,
             BLOCK_C=block_c, BLOCK_HW=block_hw)
     else:
         pa = pb = x.new_zeros((1,), dtype=torch.float64)  # unused
-    wrap_triton(_bwd_kernel)[grid](
+    launcher(_bwd_kernel)[grid](
         g, x, dx, mean, rstd, w, b, pa, pb, sa, sb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
         ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, FUSED=fused,
         BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
     dw = x.new_empty((C,), dtype=torch.float64)
     db = torch.empty_like(dw)  # separate: with float64 parameters they are the outputs
-    wrap_triton(_param_kernel)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
+    launcher(_param_kernel)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
     return dx, dw.to(param_dtype), db.to(param_dtype)
 
 

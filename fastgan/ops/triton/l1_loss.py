@@ -27,12 +27,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from fastgan.ops._l1_loss import L1_LOSS, _grad_like
 from fastgan.ops._layout import dense_pair
 from fastgan.ops.triton import INTERPRET, triton_problem
-from fastgan.ops.triton._common import define_op, join_f64, reduction_grid, round_f64, split_f64
+from fastgan.ops.triton._common import define_op, join_f64, launcher, reduction_grid, round_f64, split_f64
 
 # elements per tile (pass 1) and per program (backward); the interpreter (CPU tests) runs
 # programs one after the other, so it gets fewer, larger ones
@@ -113,9 +112,9 @@ def _l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float) -> torch.
     programs, per_program = reduction_grid(n, BLOCK)
     partial = input.new_empty((programs,), dtype=torch.float64)
     w_hi, w_mid, w_lo = split_f64(weight)
-    wrap_triton(_l1_partial_kernel)[(programs,)](
+    launcher(_l1_partial_kernel)[(programs,)](
         x, t, partial, n, per_program, BLOCK=BLOCK, ACC64=input.dtype in (torch.float32, torch.float64))
-    wrap_triton(_l1_finalize_kernel)[(1,)](
+    launcher(_l1_finalize_kernel)[(1,)](
         partial, out, programs, n, w_hi, w_mid, w_lo, BLOCK=FINAL_BLOCK, OUT64=input.dtype == torch.float64,
         BF16=input.dtype == torch.bfloat16)
     return out
@@ -132,7 +131,7 @@ def _l1_loss_backward(grad: torch.Tensor, input: torch.Tensor, target: torch.Ten
     if n > 0:
         w_hi, w_mid, w_lo = split_f64(weight)
         g = grad.reshape(1)
-        wrap_triton(_l1_backward_kernel)[(triton.cdiv(n, BLOCK),)](
+        launcher(_l1_backward_kernel)[(triton.cdiv(n, BLOCK),)](
             g, x, t, grad_input, grad_target, n, w_hi, w_mid, w_lo, BLOCK=BLOCK, F64=input.dtype == torch.float64,
             BF16=input.dtype == torch.bfloat16)
     return grad_input, grad_target
