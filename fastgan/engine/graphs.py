@@ -6,12 +6,16 @@ the image pools (device ring buffers drawing from the CUDA RNG, which CUDA
 graphs advance on every replay) and the loss values: one graph launch per
 iteration instead of thousands of kernel launches from Python.
 
-The first `warmup` iterations run eagerly on a side stream (the pools and the
-optimizers allocate their state there, and cuDNN picks its algorithms); the
-next one is captured and then replayed, as is every later one of the same
-input shapes. A batch of another shape (an epoch's short last batch) runs
-eagerly: the capturable optimizers and the device pools work outside the
-graph as well. Inputs are copied into the graph's static input buffers.
+The first `warmup` iterations of an input shape run eagerly on a side stream
+(the pools and the optimizers allocate their state there, cuDNN picks its
+algorithms, a compiled net compiles for the shape); the shape's next one is
+captured and then replayed, as is every later one of that shape. The count is
+per shape, so an epoch's short last batch arriving early is never the one
+captured cold (a capture cannot time cuDNN's algorithms or compile). Once a
+graph exists, a batch of another shape runs eagerly: the capturable optimizers
+and the device pools work outside the graph as well. Inputs are copied into the
+graph's static input buffers. Everything runs on the model's device, whichever
+device is current.
 """
 
 from __future__ import annotations
@@ -21,37 +25,62 @@ from typing import Callable
 import torch
 
 
-class GraphedIteration:
-    def __init__(self, iteration: Callable[..., dict], model, warmup: int = 3):
+class CapturePlan:
+    """What to do with an iteration of input signature `signature` (shapes, dtypes,
+    strides): "warm" (eagerly, its first `warmup` times), then "capture"; once one
+    signature is captured, "replay" for it and "eager" for any other."""
+
+    def __init__(self, warmup: int):
         if warmup < 1:
             raise ValueError("CUDA graph capture needs at least one warm-up iteration")
+        self.warmup = warmup
+        self.warmed: dict[tuple, int] = {}
+        self.captured: tuple | None = None
+
+    def action(self, signature: tuple) -> str:
+        if self.captured is not None:
+            return "replay" if signature == self.captured else "eager"
+        count = self.warmed.get(signature, 0)
+        if count < self.warmup:
+            self.warmed[signature] = count + 1
+            return "warm"
+        return "capture"
+
+
+def signature(inputs) -> tuple:
+    return tuple((tuple(x.shape), x.dtype, x.stride()) for x in inputs)
+
+
+class GraphedIteration:
+    def __init__(self, iteration: Callable[..., dict], model, warmup: int = 3):
         self.iteration = iteration
         self.model = model
-        self.warmup = warmup
-        self.warmed = 0
+        self.plan = CapturePlan(warmup)
+        self.device = torch.device(model.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: list[torch.Tensor] = []
         self.static_losses: dict[str, torch.Tensor] = {}
         self.static_visuals: dict[str, torch.Tensor] = {}
-        self.side_stream = torch.cuda.Stream()
+        self.side_stream = torch.cuda.Stream(device=self.device)
 
-    def _signature(self, inputs) -> list:
-        return [(x.shape, x.dtype, x.stride()) for x in inputs]
+    @property
+    def warmup(self) -> int:
+        return self.plan.warmup
 
     def __call__(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.graph is not None:
-            if self._signature(inputs) != self._signature(self.static_inputs):
-                return self.iteration(*inputs)  # another shape: eager, same semantics
+        with torch.cuda.device(self.device):  # the streams and the capture of the model's device
+            action = self.plan.action(signature(inputs))
+            if action == "eager":
+                return self.iteration(*inputs)  # another shape than the graph's: same semantics
+            if action == "warm":
+                return self._on_side_stream(inputs)
+            if action == "capture":
+                self._capture(inputs)
             for static, x in zip(self.static_inputs, inputs):
                 static.copy_(x, non_blocking=True)
             self.graph.replay()
             self.model.visuals = dict(self.static_visuals)
             return dict(self.static_losses)
-        if self.warmed < self.warmup:
-            self.warmed += 1
-            return self._on_side_stream(inputs)
-        self._capture(inputs)
-        return self(*inputs)
 
     def _on_side_stream(self, inputs) -> dict[str, torch.Tensor]:
         stream = self.side_stream
@@ -72,3 +101,4 @@ class GraphedIteration:
             self.static_losses = self.iteration(*self.static_inputs)
         self.static_visuals = dict(self.model.visuals)
         self.graph = graph
+        self.plan.captured = signature(inputs)

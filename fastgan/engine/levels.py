@@ -149,6 +149,9 @@ def resolve_levels(opt, device: torch.device) -> Levels:
             raise ValueError(f"--merge_passes needs nets that treat each sample alone (--norm instance or "
                              f"none); with --norm {opt.norm} the batch statistics would mix the merged passes")
         levels = dataclasses.replace(levels, merge_passes=False)  # a default that cannot apply here
+    if levels.cuda_graphs and levels.amp == "fp16" and "cuda_graphs" not in chosen:
+        # fp16's gradient scaler syncs with the host every step: a default that cannot apply
+        levels = dataclasses.replace(levels, cuda_graphs=False)
     check_levels(levels, device)
     if levels.channels_last and not levels.accelerate and device.type == "cpu" and "instance" in opt.norm:
         # torch's CPU instance_norm backward returns wrong gradients for a batch of one in

@@ -103,9 +103,16 @@ def test_levels_the_cpu_cannot_run_are_refused(explicit, message):
 
 def test_cuda_levels_that_do_not_compose_are_refused():
     with pytest.raises(ValueError, match="gradient scaler"):
-        levels(CUDA, amp="fp16")
+        levels(CUDA, amp="fp16", cuda_graphs=True)
     with pytest.raises(ValueError, match="--compile 'step'"):
         levels(CUDA, compile="step")
+
+
+def test_fp16_leaves_out_the_graphs_it_cannot_run_unless_they_were_asked_for():
+    for base in ({}, {"fast": True}):
+        chosen = levels(CUDA, amp="fp16", **base)
+        assert chosen.amp == "fp16" and not chosen.cuda_graphs
+        assert chosen.compile == "nets" and chosen.accelerate  # the other defaults stay
 
 
 def test_cudnn_benchmark_follows_each_models_levels(monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fastgan
+from fastgan.engine.graphs import signature
 
 pytestmark = pytest.mark.gpu
 
@@ -48,13 +49,22 @@ def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
 
     def pin():  # every block kept: each allocation is a fresh cudaHostAlloc, not a cached block
         try:
-            while not stop.is_set() and len(held) < 256:
+            while not stop.is_set() and len(held) < 4096:
                 held.append(torch.empty(1 << 20, dtype=torch.uint8, pin_memory=True))
                 time.sleep(0.001)
         except RuntimeError as e:
             errors.append(e)
 
     graphed = model(compile="none", cuda_graphs=True)
+    iterate, during_capture = graphed._iterate, []
+    capture = iterate._capture
+
+    def counted_capture(inputs):  # how many blocks the thread pinned while this one captured
+        before = len(held)
+        capture(inputs)
+        during_capture.append(len(held) - before)
+
+    iterate._capture = counted_capture
     data = batches(graphed.iterations_before_replay + 2)
     for A, B in data[:graphed.iterations_before_replay - 1]:  # the side-stream warm-up
         graphed.step(A, B)
@@ -67,7 +77,7 @@ def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
         stop.set()
         pinning.join()
     assert not errors, errors
-    assert held, "the pinning thread allocated nothing"
+    assert during_capture and during_capture[0] > 0, "no block was pinned while the iteration was captured"
     assert graphed._iterate.graph is not None
     assert all(torch.isfinite(v) for v in losses.values())
 
@@ -93,6 +103,22 @@ def test_a_short_batch_runs_outside_the_graph_and_replay_goes_on():
     A, B = batches(1)[0]
     losses = graphed.step(A, B)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_short_batch_where_the_capture_would_come_warms_up_instead():
+    """The capture needs warmed-up shapes (cuDNN's timing, a compiled net's compile
+    cannot run inside it): an epoch's short batch arriving at the capture point is
+    warmed up, and the full shape is captured on its own next call."""
+    graphed = model(compile="none", cuda_graphs=True)
+    full, (short,) = batches(graphed.iterations_before_replay), batches(1, batch=1)
+    for A, B in full[:-1]:
+        graphed.step(A, B)
+    losses = graphed.step(*short)
+    assert graphed._iterate.graph is None
+    assert all(torch.isfinite(v) for v in losses.values())
+    graphed.step(*full[-1])
+    assert graphed._iterate.graph is not None
+    assert graphed._iterate.plan.captured == signature(full[-1])
 
 
 def test_the_learning_rate_schedule_reaches_the_graph():
