@@ -47,8 +47,12 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run within min(cap, budget left), 
   echo "== $name (limit $limit s)"
   timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$? result=ok
-  [ $rc -eq 124 ] && result="CUT at its $limit s limit"
-  [ $rc -ne 0 ] && [ $rc -ne 124 ] && result="FAILED (exit $rc)"
+  # 124: timeout's TERM ended it; 137: its KILL, 5 s later, for a step that ignored TERM
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    result="CUT at its $limit s limit"
+  elif [ $rc -ne 0 ]; then
+    result="FAILED (exit $rc)"
+  fi
   echo "| $name | $result | $((SECONDS - start)) s |" >>"$SUMMARY"
   tail -n 4 "$LOGS/$name.log"
   pack
@@ -97,7 +101,8 @@ step loader_throughput $LOADER_CAP "${WITH_DALI[@]}" $PY -m benchmarks.loader_th
 # tests/conftest.py: failures and each test's outcome logged as they happen (a cut run keeps
 # them), and on a GPU the cases in breadth-first order (a cut run has run some of every test)
 export FASTGAN_FAILURE_LOG="$LOGS/gpu_test_failures.log" FASTGAN_OUTCOME_LOG="$LOGS/gpu_test_outcomes.log"
-step gpu_tests 100 "${WITH_DALI[@]}" $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE \
+# 8 workers, each with inductor's compile pool: 2 compile threads each, not one per CPU
+step gpu_tests 100 "${WITH_DALI[@]}" env TORCHINDUCTOR_COMPILE_THREADS=2 $PY -m pytest -q -m gpu tests -p no:cacheprovider $XDIST $TIMEOUT -rfE \
   --durations=15 --junitxml="$RESULTS/gpu_tests.xml"
 unset FASTGAN_FAILURE_LOG FASTGAN_OUTCOME_LOG
 # each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model;

@@ -52,8 +52,11 @@ def pytest_collection_modifyitems(config, items):
 # as it fails; FASTGAN_OUTCOME_LOG=path: one line per test as it ends, "outcome nodeid
 # phase seconds" (benchmarks/gpu_suite.sh sets both: a run cut at its time limit then
 # still says what ran and what failed; pytest's own summary comes only at the end). With
-# pytest-xdist this hook runs in the controller, for every worker's reports.
+# pytest-xdist this hook runs in each worker and again in the controller for every
+# worker's reports: only the controller writes, else every line would come twice.
 def pytest_runtest_logreport(report):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     failures = os.environ.get("FASTGAN_FAILURE_LOG")
     if failures and report.failed:
         with open(failures, "a") as f:

@@ -39,3 +39,19 @@ def test_each_test_ends_as_one_outcome_line_and_failures_keep_their_trace(tmp_pa
     assert outcomes.read_text().splitlines() == [
         "passed t::ok call 1.23", "failed t::bad call 1.23", "skipped t::skip setup 1.23", "failed t::broken setup 1.23"]
     assert failures.read_text().count("=== ") == 2 and "trace of t::broken" in failures.read_text()
+
+
+def test_under_xdist_only_the_controller_writes(tmp_path, monkeypatch):
+    """pytest-xdist calls the hook in the worker that ran a test and again in the
+    controller for the same report: the worker's call writes nothing."""
+    outcomes, failures = tmp_path / "outcomes.log", tmp_path / "failures.log"
+    monkeypatch.setenv("FASTGAN_OUTCOME_LOG", str(outcomes))
+    monkeypatch.setenv("FASTGAN_FAILURE_LOG", str(failures))
+    bad = report("t::bad", "call", "failed")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    pytest_runtest_logreport(bad)
+    assert not outcomes.exists() and not failures.exists()
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    pytest_runtest_logreport(bad)
+    assert outcomes.read_text().splitlines() == ["failed t::bad call 1.23"]
+    assert failures.read_text().count("=== ") == 1

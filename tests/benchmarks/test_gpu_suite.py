@@ -34,7 +34,7 @@ def suite_commands() -> list[list[str]]:
     return commands
 
 
-@pytest.mark.parametrize("script", ["benchmarks/gpu_suite.sh", "tools/device_dali.sh"])
+@pytest.mark.parametrize("script", ["benchmarks/gpu_suite.sh", "tools/device_dali.sh", "tools/gpu_stack_check.sh"])
 def test_the_scripts_parse(script):
     subprocess.run(["bash", "-n", str(REPO / script)], check=True)
 
@@ -67,3 +67,24 @@ def test_each_ops_kernel_benchmarks_are_selected():
                             cwd=REPO, capture_output=True, text=True, check=True).stdout
     for op in ops:
         assert f"[{op}-" in listed, op
+
+
+def shell_function(name: str) -> str:
+    """The definition of the suite's shell function `name`, from `name() {` to its closing `}`."""
+    text = SUITE.read_text()
+    return re.search(rf"^{name}\(\) {{.*?^}}$", text, re.S | re.M).group(0)
+
+
+@pytest.mark.parametrize("command,verdict", [
+    ("true", "| t | ok |"),
+    ("exit 3", "| t | FAILED (exit 3) |"),
+    ("sleep 30", "| t | CUT at its 10 s limit |"),  # ended by timeout's TERM
+    ("trap '' TERM; sleep 30", "| t | CUT at its 10 s limit |"),  # ignores TERM: KILLed 5 s later
+])
+def test_a_step_says_how_it_ended(tmp_path, command, verdict):
+    script = "\n".join([
+        f"SUMMARY={tmp_path}/summary.md LOGS={tmp_path} BUDGET=1000",
+        shell_function("pack"), shell_function("step"),
+        f"step t 10 bash -c {shlex.quote(command)}"])
+    subprocess.run(["bash", "-c", script], check=True, capture_output=True, timeout=60)
+    assert (tmp_path / "summary.md").read_text().startswith(verdict)
