@@ -855,9 +855,9 @@ bool clusters_on(int device) {
   cudaFuncAttributes attr;
   C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, fwd_cluster_nchw<float, 4>));
   if (attr.ptxVersion < 90) return known[device] = false;
-  // the largest cluster of the heaviest kernel (222 registers a thread: one block per SM)
-  // must fit the device as this process sees it (MPS, green contexts and small MIG slices
-  // have fewer SMs): else its launch would fail where the two-kernel path runs
+  // the largest cluster of the heaviest kernels (the float64 forward and backward, one
+  // block per SM) must fit the device as this process sees it (MPS, green contexts and
+  // small MIG slices have fewer SMs): else a launch would fail where the two-kernel path runs
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(kMaxCluster);
   config.blockDim = dim3(kThreads);
@@ -868,9 +868,10 @@ bool clusters_on(int device) {
   cluster.val.clusterDim.z = 1;
   config.attrs = &cluster;
   config.numAttrs = 1;
-  int fitting = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fitting, fwd_cluster_nchw<double, 1>, &config));
-  return known[device] = fitting > 0;
+  int forward = 0, backward = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&forward, fwd_cluster_nchw<double, 1>, &config));
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&backward, bwd_cluster_nchw<double, 1>, &config));
+  return known[device] = forward > 0 && backward > 0;
 }
 
 // Clusters of S blocks for a plane of HW elements on the current device, or 0 where the
