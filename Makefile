@@ -52,3 +52,8 @@ bench-loader: build
 .PHONY: bench
 bench: build
 	$(PY) -m benchmarks.train_throughput
+
+# The GPU machine's torch and triton (2.11, 3.6) on this CPU: build, op/engine tests, sm_90 compile of the Triton kernels.
+.PHONY: gpu-stack-check
+gpu-stack-check:
+	bash tools/gpu_stack_check.sh
