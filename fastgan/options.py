@@ -103,6 +103,12 @@ class Options:
         return dataclasses.asdict(self)
 
 
+def checkpoint_label(opt: Options) -> str:
+    """The label of the networks --epoch and --load_iter name ({label}_net_G_A.pth ...): as
+    the reference, iter_{load_iter} when load_iter > 0, else the epoch ("latest", "5", ...)."""
+    return f"iter_{opt.load_iter}" if opt.load_iter > 0 else str(opt.epoch)
+
+
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "cyclegan": {"no_dropout": True},
     "pix2pix": {

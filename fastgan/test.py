@@ -4,13 +4,15 @@
     python -m fastgan.test --name demo_cyclegan                # the demo's test split
     python -m fastgan.test --checkpoint latest_net_G.pth --dataroot photos/ --netG resnet_9blocks
 
-Loads {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (G_B with --direction BtoA,
-G for pix2pix) or any reference checkpoint given with --checkpoint. Model
+Loads {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
+--load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
+with --checkpoint. Model
 options come from the experiment's train_opt.json when it exists; options
 typed here override them. As the reference's test: batch 1, serial order, no
 flip, load_size = crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/
 images/*_real.png, *_fake.png (and *_target.png for aligned data) and an
-index.html showing input beside output.
+index.html showing input beside output ({phase}_{epoch}_iter{load_iter} with --load_iter,
+as the reference; {phase}_{file's label} with --checkpoint).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import torch
 
 from fastgan.cli import add_option_arguments, fail
-from fastgan.options import resolve
+from fastgan.options import checkpoint_label, resolve
 
 # what a test run takes over from the training run's train_opt.json
 MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
@@ -37,7 +39,7 @@ def parse(argv=None) -> dict:
     add_option_arguments(parser, names={
         "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
-        "preprocess", "epoch", "max_dataset_size",
+        "preprocess", "epoch", "load_iter", "max_dataset_size",
     })
     parser.add_argument("--checkpoint", default=None, help="a generator .pth file (fastgan's or the reference's)")
     parser.add_argument("--results_dir", default="./results/")
@@ -79,15 +81,24 @@ def generator_file(opt, checkpoint: str | None) -> tuple[str, str]:
         net = "G_A" if opt.direction == "AtoB" else "G_B"
     if checkpoint:
         return net, checkpoint
-    folder = os.path.join(opt.checkpoints_dir, opt.name)
-    path = os.path.join(folder, f"{opt.epoch}_net_{net}.pth")
-    plain = os.path.join(folder, f"{opt.epoch}_net_G.pth")  # published pretrained generators
+    folder, label = os.path.join(opt.checkpoints_dir, opt.name), checkpoint_label(opt)
+    path = os.path.join(folder, f"{label}_net_{net}.pth")
+    plain = os.path.join(folder, f"{label}_net_G.pth")  # published pretrained generators
     if not os.path.exists(path) and os.path.exists(plain):
         return net, plain
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint {path}; train with --name {opt.name} first, "
                                 "or give a generator file with --checkpoint")
     return net, path
+
+
+def results_folder(opt, tool: dict, path: str) -> str:
+    """The reference's {phase}_{epoch}[_iter{load_iter}]; with --checkpoint, {phase}_ and the
+    label in the file's name (latest_net_G.pth: latest)."""
+    if tool["checkpoint"]:
+        return f"{tool['phase']}_{os.path.splitext(os.path.basename(path))[0].split('_net_')[0]}"
+    folder = f"{tool['phase']}_{opt.epoch}"
+    return f"{folder}_iter{opt.load_iter}" if opt.load_iter > 0 else folder
 
 
 def input_dataset(opt, training_root: str | None):
@@ -138,8 +149,7 @@ def translate(opt, tool: dict, training_root: str | None = None) -> str:
     if tool["eval"]:
         G.eval()
     dataset = input_dataset(opt, training_root)
-    label = os.path.splitext(os.path.basename(path))[0].split("_net_")[0]
-    out_dir = os.path.join(tool["results_dir"], opt.name, f"{tool['phase']}_{label}")
+    out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, path))
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     rows = []

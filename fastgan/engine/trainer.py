@@ -30,7 +30,7 @@ from fastgan.engine.logs import LossLog, save_sample_grid
 from fastgan.engine.models import model_from_options
 from fastgan.engine.state import Progress, load_training_state, rank_state, save_training_state
 from fastgan.models import CheckpointError, count_parameters
-from fastgan.options import Options
+from fastgan.options import Options, checkpoint_label
 
 
 def crossed(total: int, step: int, freq: int) -> bool:
@@ -121,7 +121,7 @@ class Trainer:
             self.log(f"resumed from {self.dir}/training_state.pt: epoch {progress.epoch}, "
                      f"batch {progress.batch}, {progress.total_iters} images seen")
             return
-        label = self.opt.epoch if self.opt.load_iter <= 0 else f"iter_{self.opt.load_iter}"
+        label = checkpoint_label(self.opt)
         self.model.load_networks(label, self.dir)
         self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count} "
                  "(no training_state.pt: optimizer and schedule restart)")

@@ -120,6 +120,22 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert np.abs(written - fake).max() < 2.5 / 127.5
 
 
+def test_inference_cli_loads_the_networks_load_iter_names(unaligned_root, tmp_path, capsys):
+    """--load_iter N: iter_N_net_G_A.pth (--save_by_iter's files), results in
+    {phase}_{epoch}_iterN, as the reference's test."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "4", "--save_by_iter",
+                                                                 "--save_latest_freq", "2"])
+    saved = sorted(f for f in os.listdir(tmp_path / "run") if f.endswith("_net_G_A.pth"))
+    assert "iter_2_net_G_A.pth" in saved, saved
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--device", "cpu", "--load_iter", "2", "--num_test", "1"])
+    assert os.path.dirname(index) == str(tmp_path / "results" / "run" / "test_latest_iter2")
+    assert "iter_2_net_G_A.pth" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # no such iteration saved: the missing file is named
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--load_iter", "3"])
+    assert "iter_3_net_G_A.pth" in capsys.readouterr().err
+
+
 def test_inference_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "nothing", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path)])
