@@ -6,9 +6,8 @@
 
 Loads {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
 --load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
-with --checkpoint. Model
-options come from the experiment's train_opt.json when it exists; options
-typed here override them. As the reference's test: batch 1, serial order, no
+with --checkpoint. Model options come from the experiment's train_opt.json when it
+exists; options typed here override them. As the reference's test: batch 1, serial order, no
 flip, load_size = crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/
 images/*_real.png, *_fake.png (and *_target.png for aligned data) and an
 index.html showing input beside output ({phase}_{epoch}_iter{load_iter} with --load_iter,

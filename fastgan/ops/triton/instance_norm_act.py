@@ -366,7 +366,7 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
         p1 = x.new_empty((N * C * S,), dtype=torch.float64)
         p2 = torch.empty_like(p1)
         launcher(_fwd_stats_kernel)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
-                                             BLOCK_C=block_c, BLOCK_HW=block_hw)
+                                          BLOCK_C=block_c, BLOCK_HW=block_hw)
     else:
         p1 = p2 = x.new_zeros((1,), dtype=torch.float64)  # unused
     launcher(_fwd_kernel)[grid](
