@@ -37,6 +37,7 @@ bench-kernels: build
 	$(PY) -m pytest benchmarks/kernels -q -p no:cacheprovider --benchmark-json=build/kernels_run.json
 	$(PY) -m benchmarks.kernels.report build/kernels_run.json
 	$(PY) -m benchmarks.host_overhead
+	$(PY) -m benchmarks.targets
 
 # Data-parallel scaling: images/s at 1 and 2 ranks (CPU) or 1..N GPUs, all-reduce time against compute.
 .PHONY: bench-scaling
@@ -47,11 +48,18 @@ bench-scaling: build
 .PHONY: bench-loader
 bench-loader: build
 	$(PY) -m benchmarks.loader_throughput
+	$(PY) -m benchmarks.targets
 
 # End-to-end training throughput: the reference-style eager trainer against each speed level.
 .PHONY: bench
 bench: build
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.targets
+
+# The issues' targets, met / missed / unmeasured, from benchmarks/results/ (the bench targets end with it).
+.PHONY: targets
+targets: venv
+	$(PY) -m benchmarks.targets
 
 # The GPU machine's torch and triton (2.11, 3.6) on this CPU: build, op/engine tests, sm_90 compile of the Triton kernels.
 .PHONY: gpu-stack-check

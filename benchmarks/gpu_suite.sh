@@ -6,7 +6,8 @@
 # correctness on CUDA, CUDA-graph capture and replay), the end-to-end training
 # throughput with a profile of each level (its top kernels, and its kernel time against
 # its wall time: bound by the device or by the host?), the kernel benchmarks (one run
-# per op) and each op's host time per call, and write a markdown summary.
+# per op) and each op's host time per call, judge the issues' GPU targets from those
+# results (benchmarks/targets.py), and write a markdown summary.
 #
 # Made for the lent H100/H200: Python 3.12 with its own torch and triton, nvcc, pytest,
 # pytest-benchmark, pytest-xdist and pytest-timeout, no DALI, no network. Each step has
@@ -125,11 +126,14 @@ step kernel_report 10 $PY -m benchmarks.kernels.report "$WORK"/kernels_*.jsonl -
 # each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on;
 # reflect_conv2d's Triton kernels compile and autotune for its tiny shape first)
 step host_overhead 25 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
+# the issues' GPU targets, met / missed / unmeasured, from this run's result files (instant:
+# outside the budget, so a run that used it up still says where it stands)
+$PY -m benchmarks.targets --results "$RESULTS" --device gpu >"$LOGS/targets.log" 2>&1
 {
   echo
   echo "Total: $SECONDS s."
   echo
-  for f in "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md \
+  for f in "$RESULTS"/targets.md "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md \
            "$RESULTS"/host_overhead_*.md; do
     [ -f "$f" ] && cat "$f" && echo
   done

@@ -1,0 +1,196 @@
+"""The issues' benchmark targets, judged from the result files: met, missed or unmeasured.
+
+    python -m benchmarks.targets                                         # benchmarks/results
+    python -m benchmarks.targets --results build/gpu_suite/results --out build/gpu_suite/results
+
+Reads the kernels_*, loader_* and train_throughput*_* JSON files in --results. A CPU
+target is judged from a CPU's files (*_cpu.json), a GPU target from an NVIDIA card's; a
+target none of whose rows is in any file is "unmeasured", never met. Each verdict shows
+the figures it rests on (the worst row where a target holds for every row) and the
+file they come from. Prints the table and writes it to --out/targets.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+FWD, FWD_BWD = "forward", "forward+backward"
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    what: str      # the row it comes from
+    source: str    # the result file's name
+
+
+@dataclass(frozen=True)
+class Target:
+    issue: int
+    device: str                      # "cpu" or "gpu": whose result files judge it
+    text: str
+    figures: Callable[[dict], list]  # the figures the target must hold for, from one device's results
+    threshold: float
+    unit: str = "x"                  # how the figures print: "x" (a ratio), "%" (a share), "/s"
+
+    def judge(self, results: dict) -> tuple[str, str]:
+        found = self.figures(results[self.device])
+        if not found:
+            return "unmeasured", ""
+        worst = min(found, key=lambda f: f.value)
+        verdict = "met" if worst.value >= self.threshold else "missed"
+        lead = "worst of %d: " % len(found) if len(found) > 1 else ""
+        return verdict, f"{lead}{self._format(worst.value)} ({worst.what}; {worst.source})"
+
+    def _format(self, value: float) -> str:
+        if self.unit == "%":
+            return f"{value:.0%}"
+        if self.unit == "/s":
+            return f"{value:,.0f}/s"
+        return f"{value:.2f}x"
+
+
+def _shape(row: dict) -> str:
+    return "x".join(str(d) for d in row["shape"])
+
+
+def kernel_figures(op: str, provider: str, modes: tuple[str, ...], key: str,
+                   shape: tuple[int, ...] | None = None, dtype: str | None = None) -> Callable[[dict], list]:
+    """`key` ("speedup_vs_eager" or "share_of_copy") of every kernels row of op x provider x mode."""
+
+    def figures(results: dict) -> list[Figure]:
+        out = []
+        for doc in results.get("kernels", []):
+            for row in doc["rows"]:
+                if (row["op"] == op and row["provider"] == provider and row["mode"] in modes
+                        and (shape is None or tuple(row["shape"]) == shape)
+                        and (dtype is None or row["dtype"] == dtype) and row.get(key) is not None):
+                    what = f"{op} {_shape(row)} {row['dtype'].replace('torch.', '')} {row['mode']}"
+                    if row["device"] == "cuda":  # wall: host dispatch included; cuda graph: the device's work
+                        what += f", timed {row.get('timing', 'wall')}"
+                    out.append(Figure(row[key], what, doc["source"]))
+        return out
+
+    return figures
+
+
+def loader_figures(loader: str, key: str) -> Callable[[dict], list]:
+    """`key` ("vs_torch" or "images_per_s") of the `loader` rows."""
+
+    def figures(results: dict) -> list[Figure]:
+        return [Figure(row[key], f"--loader {loader}", doc["source"])
+                for doc in results.get("loader", []) for row in doc["rows"] if row["loader"] == loader]
+
+    return figures
+
+
+def train_figures(levels: tuple[str, ...] | None, key: str, arch: str, size: int, batch: int,
+                  best: bool = False) -> Callable[[dict], list]:
+    """`key` of the rows of `levels` (None: every level but eager) at one config; with
+    `best`, only the best of them (a target the fastest level must reach)."""
+
+    def figures(results: dict) -> list[Figure]:
+        out = []
+        for doc in results.get("train", []):
+            for result in doc["results"]:
+                cfg = result["config"]
+                if (cfg["arch"], cfg["size"], cfg["batch"]) != (arch, size, batch):
+                    continue
+                for row in result["rows"]:
+                    wanted = row["level"] != "eager" if levels is None else row["level"] in levels
+                    if wanted and row.get(key) is not None:
+                        out.append(Figure(row[key], f"{arch} {size}² batch {batch}, level {row['level']}",
+                                          doc["source"]))
+        return [max(out, key=lambda f: f.value)] if best and out else out
+
+    return figures
+
+
+IN_SHAPE = (1, 256, 64, 64)
+TARGETS = [
+    Target(3, "cpu", "instance_norm_act forward+backward ≥2x eager (1x256x64x64 fp32)",
+           kernel_figures("instance_norm_act", "cpu", (FWD_BWD,), "speedup_vs_eager", IN_SHAPE, "torch.float32"), 2.0),
+    Target(3, "cpu", "cycle_losses forward+backward ≥2x eager",
+           kernel_figures("cycle_losses", "cpu", (FWD_BWD,), "speedup_vs_eager"), 2.0),
+    Target(3, "gpu", "instance_norm_act forward ≥85% of copy bandwidth",
+           kernel_figures("instance_norm_act", "cuda", (FWD,), "share_of_copy"), 0.85, "%"),
+    Target(3, "gpu", "instance_norm_act forward ≥3x eager",
+           kernel_figures("instance_norm_act", "cuda", (FWD,), "speedup_vs_eager"), 3.0),
+    Target(3, "gpu", "instance_norm_act backward ≥70% of copy bandwidth (forward+backward rows)",
+           kernel_figures("instance_norm_act", "cuda", (FWD_BWD,), "share_of_copy"), 0.70, "%"),
+    Target(3, "gpu", "reflect_conv2d never slower than pad + cuDNN (its measured choice; 5% for timing noise)",
+           kernel_figures("reflect_conv2d", "triton", (FWD, FWD_BWD), "speedup_vs_eager"), 0.95),
+    Target(3, "gpu", "cycle_losses ≥85% of copy bandwidth",
+           kernel_figures("cycle_losses", "cuda", (FWD, FWD_BWD), "share_of_copy"), 0.85, "%"),
+    Target(4, "cpu", "--loader dali ≥1.5x the DataLoader", loader_figures("dali", "vs_torch"), 1.5),
+    Target(4, "cpu", "--loader cache ≥10x the DataLoader", loader_figures("cache", "vs_torch"), 10.0),
+    Target(4, "gpu", "--loader dali (mixed) ≥5,000 images/s", loader_figures("dali", "images_per_s"), 5000, "/s"),
+    Target(4, "gpu", "--loader cache ≥5,000 images/s", loader_figures("cache", "images_per_s"), 5000, "/s"),
+    Target(5, "cpu", "--fast ≥3x eager (cyclegan 128², batch 1)",
+           train_figures(("fast",), "vs_eager", "cyclegan", 128, 1), 3.0),
+    Target(5, "cpu", "the default fp32 level ≥1.3x eager (cyclegan 128², batch 1)",
+           train_figures(("default",), "vs_eager", "cyclegan", 128, 1), 1.3),
+    Target(5, "gpu", "the fastest level ≥5x eager (cyclegan 256², batch 1)",
+           train_figures(None, "vs_eager", "cyclegan", 256, 1, best=True), 5.0),
+    Target(5, "gpu", "bf16 (--fast) ≥40% of the card's bf16 peak in model FLOPs (cyclegan 256², batch 16)",
+           train_figures(("fast",), "share_of_datasheet_bf16_peak", "cyclegan", 256, 16), 0.40, "%"),
+]
+
+KINDS = {"kernels": "kernels_*.json", "loader": "loader_*.json", "train": "train_throughput*_*.json"}
+
+
+def load_results(folder: str) -> dict:
+    """{"cpu": {kind: [doc, ...]}, "gpu": {...}} of the result files in `folder`."""
+    results = {"cpu": {}, "gpu": {}}
+    for kind, pattern in KINDS.items():
+        for path in sorted(glob.glob(os.path.join(folder, pattern))):
+            with open(path) as f:
+                doc = {**json.load(f), "source": os.path.basename(path)}
+            device = "cpu" if path.endswith("_cpu.json") else "gpu"
+            results[device].setdefault(kind, []).append(doc)
+    return results
+
+
+def verdicts(results: dict, devices: tuple[str, ...] = ("cpu", "gpu")) -> list[tuple[Target, str, str]]:
+    return [(t, *t.judge(results)) for t in TARGETS if t.device in devices]
+
+
+def markdown(judged: list[tuple[Target, str, str]], folder: str, results: dict) -> str:
+    sources = [f"{doc['source']} ({doc['machine']})" for device in results.values()
+               for docs in device.values() for doc in docs]
+    lines = [f"# Benchmark targets, judged from {folder}", "",
+             "Generated by `python -m benchmarks.targets` from the result files; a target none of whose "
+             "rows was measured is unmeasured. Read: " + ("; ".join(sources) or "no result files") + ".", "",
+             "| issue | where | target | verdict | figures |", "|---:|---|---|---|---|"]
+    for target, verdict, figures in judged:
+        lines.append(f"| {target.issue} | {target.device} | {target.text} | {verdict} | {figures} |")
+    counts = {v: sum(1 for _, verdict, _ in judged if verdict == v) for v in ("met", "missed", "unmeasured")}
+    lines += ["", ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(judged)}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default="benchmarks/results", help="the folder of result files")
+    parser.add_argument("--out", default=None, help="where targets.md goes (default: --results)")
+    parser.add_argument("--device", choices=("cpu", "gpu", "all"), default="all",
+                        help="only the targets of this kind of device")
+    args = parser.parse_args(argv)
+    devices = ("cpu", "gpu") if args.device == "all" else (args.device,)
+    results = load_results(args.results)
+    text = markdown(verdicts(results, devices), args.results, results)
+    out = args.out or args.results
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "targets.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

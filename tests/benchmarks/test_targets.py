@@ -1,0 +1,80 @@
+"""benchmarks/targets.py: the issues' targets judged from result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import targets
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def kernel_row(op, provider, mode, shape, speedup, share=None, device="cpu", timing="wall"):
+    return {"op": op, "provider": provider, "mode": mode, "shape": list(shape), "dtype": "torch.float32",
+            "device": device, "timing": timing, "speedup_vs_eager": speedup, "share_of_copy": share}
+
+
+def write(folder: Path, name: str, doc: dict) -> None:
+    (folder / name).write_text(json.dumps({"machine": "test machine", **doc}))
+
+
+def judged(folder: Path, devices=("cpu", "gpu")) -> dict[str, tuple[str, str]]:
+    return {t.text: (verdict, figures)
+            for t, verdict, figures in targets.verdicts(targets.load_results(str(folder)), devices)}
+
+
+def target(start: str) -> str:
+    matches = [t.text for t in targets.TARGETS if t.text.startswith(start)]
+    assert len(matches) == 1, (start, matches)
+    return matches[0]
+
+
+def test_met_missed_and_unmeasured_from_the_worst_row(tmp_path):
+    write(tmp_path, "kernels_cpu.json", {"rows": [
+        kernel_row("instance_norm_act", "cpu", "forward+backward", (1, 256, 64, 64), 2.4),
+        kernel_row("instance_norm_act", "cpu", "forward+backward", (1, 64, 256, 256), 1.1),  # another shape: not this target's
+        kernel_row("cycle_losses", "cpu", "forward+backward", (1, 3, 256, 256), 2.9),
+        kernel_row("cycle_losses", "cpu", "forward+backward", (16, 3, 256, 256), 1.9),
+        kernel_row("cycle_losses", "cpu", "forward", (16, 3, 256, 256), 0.5),  # forward alone: not judged
+    ]})
+    write(tmp_path, "kernels_nvidia-h200.json", {"rows": [
+        kernel_row("instance_norm_act", "cuda", "forward", (16, 64, 256, 256), 3.5, 0.9, "cuda", "cuda graph"),
+        kernel_row("instance_norm_act", "cuda", "forward", (1, 64, 256, 256), 3.1, 0.8, "cuda", "cuda graph"),
+    ]})
+    got = judged(tmp_path)
+    assert got[target("instance_norm_act forward+backward ≥2x")] == (
+        "met", "2.40x (instance_norm_act 1x256x64x64 float32 forward+backward; kernels_cpu.json)")
+    assert got[target("cycle_losses forward+backward ≥2x")][0] == "missed"
+    assert got[target("cycle_losses forward+backward ≥2x")][1].startswith("worst of 2: 1.90x (cycle_losses 16x3x256x256")
+    assert got[target("instance_norm_act forward ≥85%")] == (
+        "missed", "worst of 2: 80% (instance_norm_act 1x64x256x256 float32 forward, timed cuda graph; "
+                  "kernels_nvidia-h200.json)")
+    assert got[target("instance_norm_act forward ≥3x")][0] == "met"
+    assert got[target("--loader dali ≥1.5x")] == ("unmeasured", "")
+    assert got[target("cycle_losses ≥85%")] == ("unmeasured", "")
+
+
+def test_gpu_training_target_takes_the_fastest_level_and_cpu_files_judge_only_cpu_targets(tmp_path):
+    def train(rows, size, batch):
+        return {"results": [{"config": {"arch": "cyclegan", "size": size, "batch": batch}, "rows": rows}]}
+
+    levels = [{"level": "eager", "vs_eager": 1.0}, {"level": "default (fp32)", "vs_eager": 5.5},
+              {"level": "fast", "vs_eager": 4.0, "share_of_datasheet_bf16_peak": 0.1}]
+    write(tmp_path, "train_throughput_b1_nvidia-h200.json", train(levels, 256, 1))
+    write(tmp_path, "train_throughput_cpu.json", train([{"level": "fast", "vs_eager": 3.2}], 256, 1))
+    got = judged(tmp_path)
+    assert got[target("the fastest level ≥5x")] == (
+        "met", "5.50x (cyclegan 256² batch 1, level default (fp32); train_throughput_b1_nvidia-h200.json)")
+    assert got[target("bf16 (--fast) ≥40%")] == ("unmeasured", "")  # batch 16 was not run
+    assert got[target("--fast ≥3x")] == ("unmeasured", "")  # the CPU target's config is 128²
+    assert set(judged(tmp_path, ("gpu",))) == {t.text for t in targets.TARGETS if t.device == "gpu"}
+
+
+def test_the_repositorys_results_give_a_verdict_for_every_target(tmp_path):
+    text = targets.main(["--results", str(REPO / "benchmarks" / "results"), "--out", str(tmp_path)])
+    assert (tmp_path / "targets.md").read_text() == text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == len(targets.TARGETS)
+    assert all(any(f"| {v} |" in row for v in ("met", "missed", "unmeasured")) for row in rows)
+    assert f"of {len(targets.TARGETS)}." in text
