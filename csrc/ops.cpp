@@ -45,23 +45,27 @@ TORCH_LIBRARY(fastgan, m) {
   // conv2d(pad(input, padding, pad_mode), weight, bias) for 3x3 weights at stride 1 by
   // Winograd's F(4x4, 3x3), the padding ("reflect" or "zeros") read through an index
   // map. float32/float64, CPU; output (N, K, H + 2p - 2, W + 2p - 2), channels_last. Used by
-  // reflect_conv2d's `cpu` back end where it measures faster than pad + oneDNN. With
-  // transposed, weight is (C_in, K, 3, 3) and the convolution's filters are
-  // weight.flip(2, 3).transpose(0, 1) (an input gradient), read in place. transformed_weight:
-  // conv3x3_winograd_weight(weight, transposed), when the caller keeps it (then weight
-  // gives shapes only).
+  // reflect_conv2d's `cpu` back end where it measures faster than pad + oneDNN.
+  // transformed_weight: conv3x3_winograd_weight(weight), when the caller keeps it (then
+  // weight gives shapes only).
   m.def("conv3x3_winograd(Tensor input, Tensor weight, Tensor? bias, int padding, str pad_mode, "
-        "bool transposed=False, Tensor? transformed_weight=None) -> Tensor",
+        "Tensor? transformed_weight=None) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   // The weights' Winograd transform U = G g G^T of every filter g, as a (36, K, C) tensor:
-  // what conv3x3_winograd computes on each call, for a caller that reuses it across calls
-  // with the same weights.
-  m.def("conv3x3_winograd_weight(Tensor weight, bool transposed=False) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
+  // what conv3x3_winograd and its input gradient compute on each call, for a caller that
+  // reuses it across calls with the same weights.
+  m.def("conv3x3_winograd_weight(Tensor weight) -> Tensor", {at::Tag::pt2_compliant_tag});
   // The weight gradient (K, C, 3, 3) of conv3x3_winograd given the output gradient,
   // contiguous or channels_last.
   m.def("conv3x3_winograd_grad_weight(Tensor grad, Tensor input, int padding, str pad_mode, "
         "bool channels_last=False) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // The input gradient (N, C, H, W), channels_last, of conv3x3_winograd
+  // given the output gradient: the adjoint of its Winograd transforms, with the forward's
+  // weight transform (transformed_weight when kept), the padding's gradient folded back
+  // (reflect) or dropped (zeros). input gives shapes only.
+  m.def("conv3x3_winograd_grad_input(Tensor grad, Tensor input, Tensor weight, int padding, str pad_mode, "
+        "Tensor? transformed_weight=None) -> Tensor",
         {at::Tag::pt2_compliant_tag});
 }
 

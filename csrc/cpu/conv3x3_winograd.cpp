@@ -1,4 +1,4 @@
-// fastgan::conv3x3_winograd and fastgan::conv3x3_winograd_grad_weight on the CPU:
+// fastgan::conv3x3_winograd and its gradients (conv3x3_winograd_grad_input, _grad_weight) on the CPU:
 // 3x3, stride-1 convolutions of a padded input by Winograd's F(4x4, 3x3) (Lavin & Gray,
 // "Fast Algorithms for Convolutional Neural Networks", 2016), the padding read through
 // an index map (reflected or zero), never materialized.
@@ -10,14 +10,13 @@
 //   U = G g G^T   [36, K, C]     weights
 //   M = V @ U^T   [36, N*T, K]   one bmm
 //   y = A^T M A                  tiles written into the (N, K, Ho, Wo) output, + bias
-// The weight gradient is the transpose of that linear map in g:
-//   dW = G^T [sum over tiles of (A dY A^T) . V] G,  the sum again one bmm.
+// The gradients are the transposes of that linear map:
+//   dW = G^T [sum over tiles of (A dY A^T) . V] G,  the sum again one bmm;
+//   dx = the 6x6 windows B [(A dY A^T) @ U] B^T added where V read them (the padding's
+//        back onto the pixels it mirrors), with the forward's U.
 // U depends on the weights alone: conv3x3_winograd_weight computes it for a caller that
-// reuses it across calls (fastgan/ops/_weight_transforms.py), passed back as
+// reuses it across calls and passes (fastgan/ops/_weight_transforms.py), passed back as
 // transformed_weight.
-// (The input gradient is this forward on the zero-padded output gradient with the
-// weights rotated and transposed, read in place (`transposed`);
-// fastgan/ops/_reflect_conv2d.py folds the reflected border back.)
 //
 // Activations are read and written channels-last (NCHW inputs are converted once; the
 // output is channels-last), so every transform is separable arithmetic on contiguous
@@ -31,7 +30,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <string_view>
 #include <vector>
 
@@ -60,6 +58,22 @@ void apply_bt(const T* const in[6], T* const out[6], int64_t n) {
     out[3][i] = T(2) * (a3 - a1) - a2 + a4;
     out[4][i] = T(2) * (a1 - a3) - a2 + a4;
     out[5][i] = T(4) * a1 - T(5) * a3 + a5;
+  }
+}
+
+// B (6x6), the transpose of B^T: transformed input-gradient rows -> input-gradient rows.
+template <typename T>
+void apply_b(const T* const in[6], T* const out[6], int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T m0 = in[0][i], m1 = in[1][i], m2 = in[2][i], m3 = in[3][i], m4 = in[4][i], m5 = in[5][i];
+    const T s34 = m3 + m4, d34 = m3 - m4;
+    out[0][i] = T(4) * m0;
+    out[1][i] = T(4) * (m2 - m1) + T(2) * (m4 - m3) + T(4) * m5;
+    out[2][i] = -T(5) * m0 - T(4) * (m1 + m2) - s34;
+    out[3][i] = m1 - m2 + T(2) * d34 - T(5) * m5;
+    out[4][i] = m0 + m1 + m2 + s34;
+    out[5][i] = m5;
   }
 }
 
@@ -211,42 +225,17 @@ struct Filters {
   T& at(int64_t k, int64_t c, int64_t r, int64_t s) const { return base[k * sk + c * sc + r * sr + s * ss]; }
 };
 
-// The weight's filters, or with `transposed` those of the transposed convolution (the
-// input gradient's): weight (C, K, 3, 3) rotated by 180 degrees and transposed.
+// A (K, C, 3, 3) weight's filters, any layout.
 template <typename T>
-Filters<T> filters_of(const at::Tensor& weight, bool transposed) {
-  T* data = weight.data_ptr<T>();
-  if (!transposed) {
-    return {data, weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)};
-  }
-  return {data + 2 * weight.stride(2) + 2 * weight.stride(3), weight.stride(1), weight.stride(0), -weight.stride(2),
-          -weight.stride(3)};
+Filters<T> filters_of(const at::Tensor& weight) {
+  return {weight.data_ptr<T>(), weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)};
 }
 
-constexpr int64_t kFilterBlock = 16;  // filters gathered together (and channels per tile of the transposed gather)
+constexpr int64_t kFilterBlock = 16;  // filters gathered together
 
-// taps[kk][t][c] = tap t (= 3r + s) of filter (k0 + kk, c), kk < count: read in the order
-// that walks the filter bank's smaller stride innermost. For the input gradient's
-// transposed filters c is the weight's output channel (stride 9 or 2304 floats), and
-// reading down c for each k (as the forward may) touched a new cache line per tap: about
-// 2.0 ms for a 256x256 channels_last bank on a 2-core Xeon, 0.9 ms this way (the forward's
-// transform: 0.6 ms).
+// taps[kk][t][c] = tap t (= 3r + s) of filter (k0 + kk, c), kk < count.
 template <typename T>
 void gather_taps(const Filters<const T>& w, int64_t k0, int64_t count, int64_t channels, T* taps) {
-  if (std::abs(w.sk) < std::abs(w.sc)) {  // a tiled transpose: kFilterBlock channels at a time
-    for (int64_t c0 = 0; c0 < channels; c0 += kFilterBlock) {
-      const int64_t c_end = std::min(c0 + kFilterBlock, channels);
-      for (int64_t t = 0; t < 9; ++t) {
-        for (int64_t kk = 0; kk < count; ++kk) {
-          T* dst = &taps[(kk * 9 + t) * channels];
-          for (int64_t c = c0; c < c_end; ++c) {
-            dst[c] = w.at(k0 + kk, c, t / 3, t % 3);
-          }
-        }
-      }
-    }
-    return;
-  }
   for (int64_t kk = 0; kk < count; ++kk) {
     for (int64_t t = 0; t < 9; ++t) {
       for (int64_t c = 0; c < channels; ++c) {
@@ -376,6 +365,67 @@ void grad_output_transform(const T* dy, const Geometry& g, int64_t out_channels,
   });
 }
 
+// Tiles of a row (or column) apart that input_grad_transform may run at once: tile t
+// writes padded rows [4t, 4t + 6), the first tile up to 2p too (its reflected border),
+// a last tile down to 4t - 2p (its reflected border), so tiles m apart never meet when
+// 4m > 5 + 2p and, for the first tile, 4m > 4p.
+int64_t adjoint_tile_step(int64_t padding) {
+  return std::max((5 + 2 * padding) / kTile + 1, padding + 1);
+}
+
+// dx (channels-last: N, H, W, C, zeroed) += B dV B^T of every tile of dV[36][N*T][C],
+// each 6x6 window added where the input transform read it (a reflected border back onto
+// the pixels it mirrors, a zero pad nowhere): the adjoint of input_transform. Windows of
+// neighbouring tiles overlap, so the tiles run in m x m passes by their row and column
+// modulo m = adjoint_tile_step (4 passes at padding 1): within a pass no two tiles write
+// the same pixel, and the sum's order is fixed.
+template <typename T>
+void input_grad_transform(const T* dv, const Geometry& g, bool reflect, T* dx) {
+  const int64_t c = g.channels, nt = g.n * g.tiles(), m = adjoint_tile_step(g.padding);
+  const auto row_src = source_index(kTile * g.tiles_h + 2, g.height, g.padding, reflect);
+  const auto col_src = source_index(kTile * g.tiles_w + 2, g.width, g.padding, reflect);
+  for (int64_t pass = 0; pass < m * m; ++pass) {
+    at::parallel_for(0, nt, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> across(kPoints * c), window(kPoints * c);  // across[xi][s], window[r][s]
+      for (int64_t t = begin; t < end; ++t) {
+        const TileIndex at = tile_at(g, t);
+        if ((at.th % m) * m + at.tw % m != pass) continue;
+        for (int64_t xi = 0; xi < kInput; ++xi) {
+          const T* in[kInput];
+          T* out[kInput];
+          for (int64_t eta = 0; eta < kInput; ++eta) {
+            in[eta] = dv + ((xi * kInput + eta) * nt + t) * c;
+            out[eta] = &across[(xi * kInput + eta) * c];
+          }
+          apply_b<T>(in, out, c);
+        }
+        for (int64_t s = 0; s < kInput; ++s) {
+          const T* in[kInput];
+          T* out[kInput];
+          for (int64_t xi = 0; xi < kInput; ++xi) {
+            in[xi] = &across[(xi * kInput + s) * c];
+            out[xi] = &window[(xi * kInput + s) * c];
+          }
+          apply_b<T>(in, out, c);
+        }
+        for (int64_t r = 0; r < kInput; ++r) {
+          const int64_t sr = row_src[kTile * at.th + r];
+          for (int64_t s = 0; s < kInput; ++s) {
+            const int64_t sc = col_src[kTile * at.tw + s];
+            if (sr < 0 || sc < 0) continue;
+            T* o = dx + ((at.n * g.height + sr) * g.width + sc) * c;
+            const T* w = &window[(r * kInput + s) * c];
+#pragma omp simd
+            for (int64_t ch = 0; ch < c; ++ch) {
+              o[ch] += w[ch];
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
 // dW (K, C, 3, 3, any layout) = G^T S G of every (k, c) from S[36][K][C].
 template <typename T>
 void weight_grad_transform(const T* s, int64_t out_channels, int64_t channels, const Filters<T>& dw) {
@@ -437,14 +487,12 @@ at::Tensor transformed_input(const at::Tensor& x, const Geometry& g, bool reflec
   return v;
 }
 
-// U (36, K, C) of a (K, C, 3, 3) weight, or with transposed of the transposed filters of a
-// (C, K, 3, 3) one.
-at::Tensor transformed_weight(const at::Tensor& weight, bool transposed) {
-  const int64_t in_dim = transposed ? 0 : 1;
-  const int64_t channels = weight.size(in_dim), out_channels = weight.size(1 - in_dim);
+// U (36, K, C) of a (K, C, 3, 3) weight.
+at::Tensor transformed_weight(const at::Tensor& weight) {
+  const int64_t channels = weight.size(1), out_channels = weight.size(0);
   auto u = at::empty({kPoints, out_channels, channels}, weight.options());
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "conv3x3_winograd_weight", [&] {
-    const auto f = filters_of<scalar_t>(weight, transposed);
+    const auto f = filters_of<scalar_t>(weight);
     weight_transform<scalar_t>({f.base, f.sk, f.sc, f.sr, f.ss}, out_channels, channels, u.data_ptr<scalar_t>());
   });
   return u;
@@ -458,25 +506,22 @@ void check_weight(const char* op, const at::Tensor& weight) {
               ": float32 or float64 only, got ", weight.scalar_type());
 }
 
-at::Tensor conv3x3_winograd_weight_cpu(const at::Tensor& weight, bool transposed) {
+at::Tensor conv3x3_winograd_weight_cpu(const at::Tensor& weight) {
   check_weight("conv3x3_winograd_weight", weight);
-  return transformed_weight(weight, transposed);
+  return transformed_weight(weight);
 }
 
 at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, int64_t padding, c10::string_view pad_mode,
-                                bool transposed, const std::optional<at::Tensor>& transformed) {
+                                const std::optional<at::Tensor>& transformed) {
   const char* op = "conv3x3_winograd";
   const bool reflect = reflect_mode(op, pad_mode);
   check_input(op, input, padding, reflect);
-  const int64_t in_dim = transposed ? 0 : 1;
-  TORCH_CHECK(weight.dim() == 4 && weight.size(in_dim) == input.size(1) && weight.size(2) == 3 &&
-                  weight.size(3) == 3,
-              op, ": weight must be ", transposed ? "(" : "(K, ", input.size(1), transposed ? ", K" : "",
-              ", 3, 3), got ", weight.sizes());
+  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == input.size(1) && weight.size(2) == 3 && weight.size(3) == 3,
+              op, ": weight must be (K, ", input.size(1), ", 3, 3), got ", weight.sizes());
   TORCH_CHECK(weight.scalar_type() == input.scalar_type() && weight.device() == input.device(), op,
               ": input and weight must share dtype and device");
-  const int64_t out_channels = weight.size(1 - in_dim);
+  const int64_t out_channels = weight.size(0);
   TORCH_CHECK(!transformed || (transformed->sizes() == at::IntArrayRef{kPoints, out_channels, input.size(1)} &&
                                transformed->is_contiguous() && transformed->scalar_type() == input.scalar_type() &&
                                transformed->device() == input.device()),
@@ -491,7 +536,7 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
   const Geometry g = geometry(x, padding);
   auto y = at::empty({g.n, out_channels, g.out_h, g.out_w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const auto v = transformed_input(x, g, reflect);
-  const auto u = transformed ? *transformed : transformed_weight(weight, transposed);
+  const auto u = transformed ? *transformed : transformed_weight(weight);
   const auto m = at::bmm(v, u.transpose(1, 2));  // [36, N*T, K]
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_output", [&] {
     output_transform<scalar_t>(m.data_ptr<scalar_t>(), b.defined() ? b.data_ptr<scalar_t>() : nullptr, g,
@@ -523,9 +568,46 @@ at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Te
   });
   const auto s = at::bmm(z.transpose(1, 2), v);  // [36, K, C]
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_grad_weight", [&] {
-    weight_grad_transform<scalar_t>(s.data_ptr<scalar_t>(), out_channels, g.channels, filters_of<scalar_t>(dw, false));
+    weight_grad_transform<scalar_t>(s.data_ptr<scalar_t>(), out_channels, g.channels, filters_of<scalar_t>(dw));
   });
   return dw;
+}
+
+at::Tensor conv3x3_winograd_grad_input_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
+                                           int64_t padding, c10::string_view pad_mode,
+                                           const std::optional<at::Tensor>& transformed) {
+  const char* op = "conv3x3_winograd_grad_input";
+  const bool reflect = reflect_mode(op, pad_mode);
+  check_input(op, input, padding, reflect);
+  const Geometry g = geometry(input, padding);
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == g.n && grad.size(2) == g.out_h && grad.size(3) == g.out_w, op,
+              ": grad must be (", g.n, ", K, ", g.out_h, ", ", g.out_w, "), got ", grad.sizes());
+  const int64_t out_channels = grad.size(1);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == out_channels && weight.size(1) == g.channels &&
+                  weight.size(2) == 3 && weight.size(3) == 3,
+              op, ": weight must be (", out_channels, ", ", g.channels, ", 3, 3), got ", weight.sizes());
+  TORCH_CHECK(grad.scalar_type() == input.scalar_type() && weight.scalar_type() == input.scalar_type() &&
+                  grad.device() == input.device() && weight.device() == input.device(),
+              op, ": grad, input and weight must share dtype and device");
+  TORCH_CHECK(!transformed || (transformed->sizes() == at::IntArrayRef{kPoints, out_channels, g.channels} &&
+                               transformed->is_contiguous() && transformed->scalar_type() == input.scalar_type() &&
+                               transformed->device() == input.device()),
+              op, ": transformed_weight must be a contiguous (", kPoints, ", ", out_channels, ", ", g.channels,
+              ") tensor of the input's dtype and device (conv3x3_winograd_weight's), got ",
+              transformed ? transformed->sizes() : at::IntArrayRef{});
+  const auto dy = grad.contiguous(at::MemoryFormat::ChannelsLast);
+  auto z = at::empty({kPoints, g.n * g.tiles(), out_channels}, input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv3x3_winograd_grad_output", [&] {
+    grad_output_transform<scalar_t>(dy.data_ptr<scalar_t>(), g, out_channels, z.data_ptr<scalar_t>());
+  });
+  const auto u = transformed ? *transformed : transformed_weight(weight);
+  const auto dv = at::bmm(z, u);  // [36, N*T, C]
+  auto dx = at::empty({g.n, g.channels, g.height, g.width},
+                      input.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv3x3_winograd_grad_input", [&] {
+    input_grad_transform<scalar_t>(dv.data_ptr<scalar_t>(), g, reflect, dx.data_ptr<scalar_t>());
+  });
+  return dx;
 }
 
 }  // namespace
@@ -534,6 +616,7 @@ TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("conv3x3_winograd", &conv3x3_winograd_cpu);
   m.impl("conv3x3_winograd_weight", &conv3x3_winograd_weight_cpu);
   m.impl("conv3x3_winograd_grad_weight", &conv3x3_winograd_grad_weight_cpu);
+  m.impl("conv3x3_winograd_grad_input", &conv3x3_winograd_grad_input_cpu);
 }
 
 }  // namespace fastgan::cpu

@@ -335,7 +335,8 @@ WINOGRAD_DTYPES = (torch.float32, torch.float64)
 
 
 def _winograd_kernels_problem() -> str | None:
-    for op in ("conv3x3_winograd", "conv3x3_winograd_grad_weight", "conv3x3_winograd_weight"):
+    for op in ("conv3x3_winograd", "conv3x3_winograd_grad_input", "conv3x3_winograd_grad_weight",
+               "conv3x3_winograd_weight"):
         problem = _native.kernel_check(op, "CPU")()
         if problem:
             return problem
@@ -412,10 +413,14 @@ def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: t
 if _native.has_kernel("conv3x3_winograd", "CPU"):
 
     @torch.library.register_fake("fastgan::conv3x3_winograd")
-    def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transposed=False, transformed_weight=None):
+    def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transformed_weight=None):
         n, _, h, w = input.shape
-        shape = (n, weight.shape[1 if transposed else 0], h + 2 * padding - 2, w + 2 * padding - 2)
+        shape = (n, weight.shape[0], h + 2 * padding - 2, w + 2 * padding - 2)
         return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
+
+    @torch.library.register_fake("fastgan::conv3x3_winograd_grad_input")
+    def _conv3x3_winograd_grad_input_fake(grad, input, weight, padding, pad_mode, transformed_weight=None):
+        return torch.empty(input.shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
 
     @torch.library.register_fake("fastgan::conv3x3_winograd_grad_weight")
     def _conv3x3_winograd_grad_weight_fake(grad, input, padding, pad_mode, channels_last=False):
@@ -426,19 +431,15 @@ if _native.has_kernel("conv3x3_winograd", "CPU"):
 if _native.has_kernel("conv3x3_winograd_weight", "CPU"):
 
     @torch.library.register_fake("fastgan::conv3x3_winograd_weight")
-    def _conv3x3_winograd_weight_fake(weight, transposed=False):
-        out_channels, channels = (weight.shape[1], weight.shape[0]) if transposed else weight.shape[:2]
-        return weight.new_empty((36, out_channels, channels))
+    def _conv3x3_winograd_weight_fake(weight):
+        return weight.new_empty((36, *weight.shape[:2]))
 
 
 def _winograd_grad_input(grad, x, weight, padding):
-    """The padded input's gradient by Winograd (the zero-padded output gradient through
-    the rotated, transposed weights), folded back like aten's."""
-    dpad = torch.ops.fastgan.conv3x3_winograd(grad, weight, None, 2, "zeros", transposed=True,
-                                              transformed_weight=kept_transform(weight, transposed=True))
-    if not padding:
-        return dpad
-    return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
+    """x's gradient by the adjoint of the Winograd forward, with the forward's weight
+    transform (the reflected border's gradient folded back in the kernel)."""
+    return torch.ops.fastgan.conv3x3_winograd_grad_input(
+        grad, x, weight, padding, "reflect", transformed_weight=kept_transform(weight))
 
 
 def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors: tuple,
@@ -464,7 +465,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         "triton": lambda: (_kernels.forward(x, weight, bias, stride, padding,
                                             _empty(_out_shape(x, weight, stride, padding), x, fmt)), None),
         "winograd": lambda: (_in_layout(torch.ops.fastgan.conv3x3_winograd(
-            x, weight, bias, padding, "reflect", transformed_weight=kept_transform(weight, transposed=False)),
+            x, weight, bias, padding, "reflect", transformed_weight=kept_transform(weight)),
             fmt), None),
     }
 

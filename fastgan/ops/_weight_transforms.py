@@ -1,11 +1,11 @@
 """Winograd weight transforms reused while the weights stay as they are.
 
-Each CPU Winograd convolution (csrc/cpu/conv3x3_winograd.cpp) transforms its 3x3
-weights first: for a 256 -> 256 ResNet-block convolution 0.7 ms of a 2.7 ms call at
-1x256x32x32 on a 2-core Xeon. A CycleGAN iteration calls each generator's
-convolutions twice forward and twice backward with the same weights, so inside
-`reuse_weight_transforms()` each weight is transformed once per direction, and the
-transform is kept until the scope ends.
+Each CPU Winograd convolution (csrc/cpu/conv3x3_winograd.cpp) and its input gradient
+transform the 3x3 weights first: for a 256 -> 256 ResNet-block convolution 0.7 ms of a
+2.7 ms call at 1x256x32x32 on a 2-core Xeon. A CycleGAN iteration calls each
+generator's convolutions twice forward and twice backward with the same weights, so
+inside `reuse_weight_transforms()` each weight is transformed once, and the transform
+is kept until the scope ends.
 
 The promise the scope asks of its caller: the weights are not written in it except by
 in-place ops on the weight tensors themselves (they bump the tensor's version, which is
@@ -22,7 +22,7 @@ from typing import Iterator
 
 import torch
 
-# (data_ptr, version, shape, strides, dtype, transposed) -> (weight, its transform); None
+# (data_ptr, version, shape, strides, dtype) -> (weight, its transform); None
 # outside every scope. The weight is kept with its transform so that its memory cannot be
 # freed and reused by another tensor while the key stands for it.
 _kept: dict[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -30,9 +30,9 @@ _kept: dict[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
 @contextlib.contextmanager
 def reuse_weight_transforms() -> Iterator[None]:
-    """Within: the Winograd convolutions transform each weight (and its transposed
-    filters, for input gradients) once, and reuse the transform while the weight's
-    version is unchanged. Nested scopes share the outermost's transforms; it drops them."""
+    """Within: the Winograd convolutions and their input gradients transform each weight
+    once, and reuse the transform while the weight's version is unchanged. Nested scopes
+    share the outermost's transforms; it drops them."""
     global _kept
     outermost = _kept is None
     if outermost:
@@ -44,13 +44,13 @@ def reuse_weight_transforms() -> Iterator[None]:
             _kept = None
 
 
-def kept_transform(weight: torch.Tensor, transposed: bool) -> torch.Tensor | None:
+def kept_transform(weight: torch.Tensor) -> torch.Tensor | None:
     """The weight's transform inside a scope (made on first use), else None (the kernel
     transforms it itself)."""
     if _kept is None or weight.is_inference():  # inference tensors have no version
         return None
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), weight.dtype, transposed)
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), weight.dtype)
     kept = _kept.get(key)
     if kept is None:
-        kept = _kept[key] = (weight, torch.ops.fastgan.conv3x3_winograd_weight(weight.detach(), transposed))
+        kept = _kept[key] = (weight, torch.ops.fastgan.conv3x3_winograd_weight(weight.detach()))
     return kept[1]
