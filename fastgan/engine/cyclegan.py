@@ -62,8 +62,9 @@ class CycleGAN(TrainingModel):
         # draws from the torch RNG follow the reference's order of generator calls
         merge_generators = self.merge_passes and lambda_idt > 0 and opt.no_dropout
         # G_A and G_B keep their weights until their Adam step: on a CPU each Winograd
-        # convolution transforms its weights once for the forward passes and once for the
-        # backward, not on every call (fastgan/ops/_weight_transforms.py)
+        # convolution transforms its weights once for all the forward passes and the backward
+        # (the input gradient, the forward's adjoint, uses the same transform), not on every
+        # call (fastgan/ops/_weight_transforms.py)
         with reuse_weight_transforms():
             with self.autocast():
                 # 1. forward
@@ -91,7 +92,6 @@ class CycleGAN(TrainingModel):
             rec_A, rec_B, idt_A, idt_B = (as_dtype(x, real_A.dtype) for x in (rec_A, rec_B, idt_A, idt_B))
             l1 = cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_idt)
             loss_G = loss_G_A + loss_G_B + l1.values.sum()
-        with reuse_weight_transforms():
             self.backward(loss_G)
         self.optimizer_step("G")
 
