@@ -11,8 +11,8 @@ The promise the scope asks of its caller: the weights are not written in it exce
 in-place ops on the weight tensors themselves (they bump the tensor's version, which is
 part of the key, so an optimizer step inside is safe). A write through `.data` or
 another tensor that shares the storage does not bump it, and a transform kept from
-before would then be stale. The trainers open it around their generators' forward
-passes and around their backward, where nothing writes the weights.
+before would then be stale. The CycleGAN trainer opens it from its generators' forward
+passes through their backward, where nothing writes their weights.
 """
 
 from __future__ import annotations
