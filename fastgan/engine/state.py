@@ -21,8 +21,7 @@ import torch
 
 from fastgan.engine.distributed import seed_rank_streams
 from fastgan.models import save_checkpoint_file
-from fastgan.ops import _unfolded_conv
-from fastgan.ops._reflect_conv2d import load_selection_cache, selection_cache
+from fastgan.ops import _reflect_conv2d, _unfolded_conv
 
 STATE_FILE = "training_state.pt"
 
@@ -53,7 +52,19 @@ def rank_state(model) -> dict:
     """What differs between the ranks of a data-parallel run: RNG states, image pools and
     measured kernel choices."""
     return {"rng": rng_state(), "pools": {k: p.state_dict() for k, p in model.pools().items()},
-            "conv_choices": selection_cache(), "unfolded_conv_choices": _unfolded_conv.selection_cache()}
+            **measured_choices()}
+
+
+def measured_choices() -> dict:
+    """The kernels and algorithms this process measured per shape (reflect_conv2d's, the
+    convolutions'): a resumed run computes with them, so it continues bit for bit."""
+    return {"conv_choices": _reflect_conv2d.selection_cache(),
+            "unfolded_conv_choices": _unfolded_conv.selection_cache()}
+
+
+def load_measured_choices(saved: dict) -> None:
+    _reflect_conv2d.load_selection_cache(saved.get("conv_choices", {}))
+    _unfolded_conv.load_selection_cache(saved.get("unfolded_conv_choices", {}))
 
 
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None) -> str:
@@ -63,8 +74,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "model": model.state_dict(),
         "progress": vars(progress),
         "rng": rng_state(),
-        "conv_choices": selection_cache(),
-        "unfolded_conv_choices": _unfolded_conv.selection_cache(),
+        **measured_choices(),
         "options": model.opt.as_dict(),
     }
     if rank_states is not None:
@@ -87,14 +97,12 @@ def load_training_state(model, directory: str, rank: int = 0) -> Progress | None
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     set_rng_state(state["rng"])
-    load_selection_cache(state.get("conv_choices", {}))
-    _unfolded_conv.load_selection_cache(state.get("unfolded_conv_choices", {}))
+    load_measured_choices(state)
     progress = Progress(**state["progress"])
     saved = state.get("ranks") or []
     if rank < len(saved):
         set_rng_state(saved[rank]["rng"])
-        load_selection_cache(saved[rank].get("conv_choices", {}))
-        _unfolded_conv.load_selection_cache(saved[rank].get("unfolded_conv_choices", {}))
+        load_measured_choices(saved[rank])
         for k, pool in model.pools().items():
             pool.load_state_dict(saved[rank]["pools"][k], model.device)
     elif rank > 0:

@@ -427,9 +427,6 @@ if _native.has_kernel("conv3x3_winograd", "CPU"):
         return torch.empty((grad.shape[1], input.shape[1], 3, 3), dtype=input.dtype, device=input.device,
                            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
-
-if _native.has_kernel("conv3x3_winograd_weight", "CPU"):
-
     @torch.library.register_fake("fastgan::conv3x3_winograd_weight")
     def _conv3x3_winograd_weight_fake(weight):
         return weight.new_empty((36, *weight.shape[:2]))

@@ -97,11 +97,9 @@ def unfolded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
                     stride=(1, 1), padding=(0, 0)) -> torch.Tensor:
     """F.conv2d(x, weight, bias, stride, padding) (groups 1, dilation 1) as
     weight (K, C*kh*kw) @ unfold(x) (N, C*kh*kw, L)."""
-    n, _, h, w = x.shape
-    out_channels, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    columns = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))
+    n, out_channels, (kh, kw) = x.shape[0], weight.shape[0], weight.shape[2:]
+    ho, wo = _conv2d_out_size(x, weight, stride, padding)
+    columns = F.unfold(x, (kh, kw), padding=padding, stride=stride)
     y = torch.matmul(weight.reshape(out_channels, -1), columns)
     if bias is not None:
         y = y + bias.unsqueeze(1)
@@ -128,12 +126,17 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _conv2d_out_size(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> tuple[int, int]:
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    kh, kw = weight.shape[2:]
+    return (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+
+
 def _column_elements(kind: str, x: torch.Tensor, weight: torch.Tensor, geometry: tuple) -> int:
     """The size of the candidate's column matrix (N, C*kh*kw, L) or (N, K*kh*kw, H*W)."""
     kh, kw = weight.shape[2:]
     if kind == "conv2d":
-        (sh, sw), (ph, pw) = geometry
-        ho, wo = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+        ho, wo = _conv2d_out_size(x, weight, *geometry)
         return x.shape[0] * x.shape[1] * kh * kw * ho * wo
     return x.shape[0] * weight.shape[1] * kh * kw * x.shape[2] * x.shape[3]
 
