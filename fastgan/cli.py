@@ -20,7 +20,7 @@ SWITCHES = {"accelerate", "cuda_graphs", "channels_last", "merge_passes", "cudnn
 NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int, "compile": str, "amp": str, "adam": str}
 # options that may be given bare: the value they then take
 BARE_VALUES = {"compile": "nets"}
-HIDDEN = {"demo"}
+HIDDEN = {"demo", "isTrain"}
 
 CHOICES = {
     "arch": ("cyclegan", "pix2pix"),

@@ -19,8 +19,9 @@ Both are differentiable, run on fastgan.ops' back ends (native kernels when buil
 and equal the plain torch expressions to float32 rounding. Used with
 fastgan.accelerate(model) they put another trainer's step on fastgan's kernels.
 
-The reference defines a gradient penalty but never calls it; fastgan applies
-it to every discriminator loss when gan_mode is wgangp (see
+The reference defines a gradient penalty but never calls it, so its wgangp
+trains without one, and so does fastgan's by default; `lambda_gp > 0` (the CLI's
+--lambda_gp, fastgan's addition) adds it to every discriminator loss (see
 `discriminator_loss`).
 """
 
@@ -96,12 +97,13 @@ def gradient_penalty(
 
 def discriminator_loss(
     criterion: GANLoss, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, fake_first: bool = False,
-    one_pass: bool = False,
+    one_pass: bool = False, lambda_gp: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference's D objective: 0.5 * (GAN(D(real), real) + GAN(D(fake), fake)).
 
-    Returns (loss, loss_real, loss_fake). With wgangp the gradient penalty
-    between real and fake is added to loss (after the 0.5). CycleGAN's D sees
+    Returns (loss, loss_real, loss_fake). With lambda_gp > 0 the gradient penalty
+    between real and fake, weighted by it, is added to loss (after the 0.5); the
+    reference never adds it (0, the default). CycleGAN's D sees
     the real image first, pix2pix's the fake first (fake_first); the order
     matters for batch-norm running statistics. one_pass: D sees real and fake
     as one batch (the same values for a D that treats each sample alone:
@@ -121,8 +123,8 @@ def discriminator_loss(
         loss_real = criterion(netD(real), True)
         loss_fake = criterion(netD(fake), False)
     loss = (loss_real + loss_fake) * 0.5
-    if criterion.gan_mode == "wgangp":
-        loss = loss + gradient_penalty(netD, real, fake)
+    if lambda_gp > 0:
+        loss = loss + gradient_penalty(netD, real, fake, lambda_gp=lambda_gp)
     return loss, loss_real, loss_fake
 
 

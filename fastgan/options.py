@@ -71,6 +71,7 @@ class Options:
     lr: float = 0.0002
     beta1: float = 0.5
     gan_mode: str = "lsgan"
+    lambda_gp: float = 0.0  # fastgan's: weight of the WGAN-GP gradient penalty (the reference: none)
     pool_size: int = 50
     lr_policy: str = "linear"
     lr_decay_iters: int = 50
@@ -91,10 +92,9 @@ class Options:
     eager: bool = False
     # where the demo data lives when dataroot is None (filled by resolve)
     demo: bool = field(default=False)
-
-    @property
-    def isTrain(self) -> bool:  # the reference's name, read by data transforms
-        return self.phase == "train"
+    # the reference's name: training-time transforms (random crop, flip) whatever --phase names
+    # the split; fastgan.test sets it False
+    isTrain: bool = True
 
     def replace(self, **changes: Any) -> "Options":
         return dataclasses.replace(self, **changes)

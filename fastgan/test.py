@@ -31,6 +31,10 @@ from fastgan.options import checkpoint_label, resolve
 MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
                  "crop_size", "preprocess", "direction")
 FILE_SUFFIX = {"input": "real", "output": "fake", "target": "target"}
+# the reference's base options that a test run takes and has no use for (it translates with G
+# alone, batch 1, serial order, no flip): accepted, so its test command lines run unchanged
+ACCEPTED_UNUSED = ("ndf", "netD", "n_layers_D", "init_type", "init_gain", "serial_batches", "num_threads",
+                   "batch_size", "no_flip")
 
 
 def parse(argv=None) -> dict:
@@ -38,7 +42,7 @@ def parse(argv=None) -> dict:
     add_option_arguments(parser, names={
         "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
-        "preprocess", "epoch", "load_iter", "max_dataset_size",
+        "preprocess", "epoch", "load_iter", "max_dataset_size", *ACCEPTED_UNUSED,
     })
     parser.add_argument("--checkpoint", default=None, help="a generator .pth file (fastgan's or the reference's)")
     parser.add_argument("--results_dir", default="./results/")
@@ -67,7 +71,7 @@ def test_options(args: dict):
     arch = merged.pop("arch", "cyclegan")
     opt = resolve(arch, merged)
     opt = opt.replace(load_size=opt.crop_size, batch_size=1, serial_batches=True, no_flip=True,
-                      num_threads=0, phase=tool["phase"])
+                      num_threads=0, phase=tool["phase"], isTrain=False)
     training_root = None if saved.get("demo") else saved.get("dataroot")
     return opt, tool, training_root
 
@@ -101,18 +105,25 @@ def results_folder(opt, tool: dict, path: str) -> str:
 
 
 def input_dataset(opt, training_root: str | None):
-    """Images to translate: --dataroot as a folder of images (aligned pairs with
-    --dataset_mode aligned); else the test split of the training run's data, or of the demo."""
+    """Images to translate: --dataroot's; else the --phase split of the training run's data, or
+    of the demo. A --dataroot is aligned pairs (its {phase}/ folder) with --dataset_mode aligned,
+    the folder itself with single; unaligned (cyclegan's default) takes its {phase}A/ folder
+    ({phase}B/ with --direction BtoA) where it has one, as the reference's unaligned data, and
+    else the folder itself (a folder of images: testA/, photos/)."""
     from fastgan.data import create_dataset, prepare_demo
 
-    if opt.dataroot is not None:
-        mode = "aligned" if opt.dataset_mode == "aligned" else "single"
-        return create_dataset(opt.replace(dataset_mode=mode))
-    root = training_root or prepare_demo(opt.arch)
-    if opt.arch == "pix2pix":
+    root = opt.dataroot
+    if root is None:
+        root = training_root or prepare_demo(opt.arch)
+        mode = "aligned" if opt.arch == "pix2pix" else "unaligned"
+    else:
+        mode = opt.dataset_mode
+    if mode == "aligned":
         return create_dataset(opt.replace(dataroot=root, dataset_mode="aligned"))
-    side = opt.phase + ("A" if opt.direction == "AtoB" else "B")
-    return create_dataset(opt.replace(dataroot=os.path.join(root, side), dataset_mode="single"))
+    side = os.path.join(root, opt.phase + ("A" if opt.direction == "AtoB" else "B"))
+    if mode == "unaligned" and os.path.isdir(side):
+        root = side
+    return create_dataset(opt.replace(dataroot=root, dataset_mode="single"))
 
 
 def to_uint8_image(x: torch.Tensor):

@@ -100,11 +100,11 @@ class CycleGAN(TrainingModel):
         self.optimizers["D"].zero_grad()
         with self.autocast():
             loss_D_A, _, _ = discriminator_loss(self.criterionGAN, D_A, real_B, self.fake_B_pool.query(fake_B),
-                                                one_pass=self.merge_passes)
+                                                one_pass=self.merge_passes, lambda_gp=self.opt.lambda_gp)
         self.backward(loss_D_A)
         with self.autocast():
             loss_D_B, _, _ = discriminator_loss(self.criterionGAN, D_B, real_A, self.fake_A_pool.query(fake_A),
-                                                one_pass=self.merge_passes)
+                                                one_pass=self.merge_passes, lambda_gp=self.opt.lambda_gp)
         self.backward(loss_D_B)
         self.optimizer_step("D")
 

@@ -44,7 +44,8 @@ class Pix2Pix(TrainingModel):
         with self.autocast():
             loss_D, loss_D_real, loss_D_fake = discriminator_loss(
                 self.criterionGAN, D, torch.cat((real_A, real_B), 1),
-                torch.cat((real_A, fake_B.to(real_A.dtype)), 1), fake_first=True, one_pass=self.merge_passes)
+                torch.cat((real_A, fake_B.to(real_A.dtype)), 1), fake_first=True, one_pass=self.merge_passes,
+                lambda_gp=self.opt.lambda_gp)
         self.backward(loss_D)
         self.optimizer_step("D")
 

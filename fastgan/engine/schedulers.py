@@ -10,9 +10,14 @@ cosine CosineAnnealingLR(T_max = n_epochs).
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 from torch.optim import Optimizer, lr_scheduler
 
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
+# the options a learning-rate schedule is made of (Adam's beta1 included)
+SCHEDULE_OPTIONS = ("lr", "beta1", "lr_policy", "lr_decay_iters", "n_epochs", "n_epochs_decay", "epoch_count")
 
 
 def linear_factor(epoch: int, epoch_count: int, n_epochs: int, n_epochs_decay: int) -> float:
@@ -41,3 +46,23 @@ def step_schedulers(schedulers, metric: float = 0.0) -> None:
             scheduler.step(metric)
         else:
             scheduler.step()
+
+
+def restart_schedules(optimizers: dict, opt, epochs_done: int) -> dict:
+    """New schedulers for `optimizers` from `opt`, as if it had driven them from the start:
+    lr and beta1 set from `opt`, then `epochs_done` end-of-epoch steps (plateau's on the
+    reference's metric, 0). The optimizers' moments are kept. Returns the schedulers."""
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group.pop("initial_lr", None)
+            if isinstance(group["lr"], torch.Tensor):  # a CUDA graph reads it in place
+                group["lr"].fill_(opt.lr)
+            else:
+                group["lr"] = opt.lr
+            group["betas"] = (opt.beta1, group["betas"][1])
+    schedulers = {k: build_scheduler(o, opt) for k, o in optimizers.items()}
+    with warnings.catch_warnings():  # "scheduler stepped before optimizer.step()": replayed epochs
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs_done):
+            step_schedulers(schedulers.values())
+    return schedulers

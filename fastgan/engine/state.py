@@ -83,8 +83,9 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
     return path
 
 
-def load_training_state(model, directory: str, rank: int = 0) -> Progress | None:
-    """Restore the model, optimizers, pools and RNGs; None when no state file exists.
+def load_training_state(model, directory: str, rank: int = 0) -> tuple[Progress, dict] | None:
+    """Restore the model, optimizers, pools and RNGs; returns where the run stands and the
+    options it was saved with, or None when no state file exists.
 
     Rank `rank` restores its own RNG states and pools when the file has them;
     a rank it has none for (the run was saved by fewer ranks) keeps the
@@ -107,4 +108,4 @@ def load_training_state(model, directory: str, rank: int = 0) -> Progress | None
             pool.load_state_dict(saved[rank]["pools"][k], model.device)
     elif rank > 0:
         seed_rank_streams(model, rank, progress.iteration)
-    return progress
+    return progress, state.get("options", {})

@@ -28,7 +28,8 @@ from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
 from fastgan.engine.logs import LossLog, save_sample_grid
 from fastgan.engine.models import model_from_options
-from fastgan.engine.state import Progress, load_training_state, rank_state, save_training_state
+from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
+from fastgan.engine.state import STATE_FILE, Progress, load_training_state, rank_state, save_training_state
 from fastgan.models import CheckpointError, count_parameters
 from fastgan.options import Options, checkpoint_label
 
@@ -90,7 +91,7 @@ class Trainer:
             else f"{model.device}"
         self.log(f"fastgan {opt.arch} on {where}: {self.loader.num_images} images, "
                  f"{len(self.loader)} batches of {opt.batch_size * world} per epoch, "
-                 f"epochs {opt.epoch_count}..{self.last_epoch}")
+                 f"epochs {self.progress.epoch}..{self.last_epoch}")
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
             self.log(fast_note(model.device))
@@ -105,26 +106,54 @@ class Trainer:
         return self.opt.n_epochs + self.opt.n_epochs_decay
 
     def resume(self) -> None:
-        """--continue_train: the exact training state if there is one, else the nets of --epoch.
+        """--continue_train. As the reference's when the command names the networks or the first
+        epoch (--epoch other than latest, --load_iter, --epoch_count): those networks, fresh
+        optimizers, the schedule from --epoch_count. Otherwise the exact training state if there
+        is one, its learning-rate schedule following this command's options where they differ
+        from the run's; else the latest networks.
 
         Every rank reads the files, so the checkpoint folder must be one every node sees.
         """
-        progress = load_training_state(self.model, self.dir, self.ranks.rank)
-        found = self.ranks.all_gather(None if progress is None else vars(progress))
+        opt = self.opt
+        if opt.epoch != "latest" or opt.load_iter > 0 or opt.epoch_count != 1:
+            self._continue_from_networks(f"; {STATE_FILE} unused: --epoch, --load_iter or --epoch_count "
+                                         "asks for the reference's continue")
+            return
+        loaded = load_training_state(self.model, self.dir, self.ranks.rank)
+        found = self.ranks.all_gather(None if loaded is None else vars(loaded[0]))
         if any(f != found[0] for f in found):
             raise CheckpointError(f"the ranks found different training states in {self.dir} "
                                   f"({found}): --continue_train needs it on storage that every node reads")
-        if progress is not None:
-            self.progress = progress
-            if self.main:
-                self.loss_log.truncate_after(progress.total_iters)
-            self.log(f"resumed from {self.dir}/training_state.pt: epoch {progress.epoch}, "
-                     f"batch {progress.batch}, {progress.total_iters} images seen")
+        if loaded is None:
+            self._continue_from_networks(f" (no {STATE_FILE}: optimizer and schedule restart)")
             return
+        self.progress, saved = loaded
+        if self.main:
+            self.loss_log.truncate_after(self.progress.total_iters)
+        self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {self.progress.epoch}, "
+                 f"batch {self.progress.batch}, {self.progress.total_iters} images seen")
+        self._follow_schedule_options(saved)
+
+    def _continue_from_networks(self, why: str) -> None:
         label = checkpoint_label(self.opt)
         self.model.load_networks(label, self.dir)
-        self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count} "
-                 "(no training_state.pt: optimizer and schedule restart)")
+        self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
+
+    def _follow_schedule_options(self, saved: dict) -> None:
+        """After an exact resume: the run's first epoch is the saved one (only the state knows
+        it); the other schedule options are this command's. Where any differs from the run's,
+        the schedulers restart from them, stepped through the epochs done."""
+        first = saved.get("epoch_count", self.opt.epoch_count)
+        changed = {k: (saved[k], getattr(self.opt, k)) for k in SCHEDULE_OPTIONS
+                   if k != "epoch_count" and k in saved and saved[k] != getattr(self.opt, k)}
+        if first == self.opt.epoch_count and not changed:
+            return  # the loaded schedulers are this command's
+        self.opt = self.model.opt = self.opt.replace(epoch_count=first)
+        self.model.schedulers = restart_schedules(self.model.optimizers, self.opt, self.progress.epoch - first)
+        if changed:
+            self.log("learning-rate schedule from this command's options ("
+                     + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+                     + f"): lr {self.model.learning_rate:.7f} in epoch {self.progress.epoch}")
 
     # -- saving --------------------------------------------------------------
     def save(self, labels) -> None:

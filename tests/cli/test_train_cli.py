@@ -98,6 +98,36 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
     assert len(samples) == (2 * per_epoch) // 4
 
 
+def test_continue_naming_an_epoch_is_the_references_continue(unaligned_root, tmp_path, capsys):
+    """--continue_train --epoch 1 --epoch_count 2: epoch 1's networks, fresh optimizers and the
+    schedule from epoch 2, as the reference; the training state (after epoch 2) is not used."""
+    args = tiny_args(unaligned_root, tmp_path, "run")  # 2 epochs of 6 images
+    train_cli.main(args)
+    capsys.readouterr()
+    result = train_cli.main(args + ["--continue_train", "--epoch", "1", "--epoch_count", "2"])
+    out = capsys.readouterr().out
+    assert "continuing from the 1 networks" in out and "training_state.pt unused" in out
+    assert result["images"] == 6 and result["epoch"] == 3
+    records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))[-6:]
+    # linear: factor 1 - max(0, 0 + 2 - 1) / 2 in the first epoch of the continued run
+    assert [r["epoch"] for r in records] == [2] * 6 and all(r["lr"] == pytest.approx(1e-4) for r in records)
+
+
+def test_exact_resume_follows_the_schedule_options_typed(unaligned_root, tmp_path, capsys):
+    """A finished run continued with more epochs: the state is restored, and the learning rate is
+    what the longer schedule gives in the next epoch (not the finished run's 0)."""
+    args = tiny_args(unaligned_root, tmp_path, "run")  # n_epochs 1, n_epochs_decay 1
+    train_cli.main(args)
+    capsys.readouterr()
+    result = train_cli.main(args + ["--continue_train", "--n_epochs", "3", "--n_epochs_decay", "0"])
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "n_epochs 1 -> 3, n_epochs_decay 1 -> 0" in out
+    assert result["images"] == 6 and result["epoch"] == 4
+    records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
+    assert [r["total_iters"] for r in records] == list(range(1, 19))
+    assert all(r["epoch"] == 3 and r["lr"] == pytest.approx(2e-4) for r in records[-6:])
+
+
 def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
     index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
@@ -134,6 +164,29 @@ def test_inference_cli_loads_the_networks_load_iter_names(unaligned_root, tmp_pa
     with pytest.raises(SystemExit):  # no such iteration saved: the missing file is named
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--load_iter", "3"])
     assert "iter_3_net_G_A.pth" in capsys.readouterr().err
+
+
+def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned_root, tmp_path):
+    """--dataroot holding trainA/trainB/testA: the {phase}A images through G_A ({phase}B through
+    G_B with BtoA), never the other domain's or split's; the reference's base options that a test
+    has no use for are accepted."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+              "--results_dir", str(tmp_path / "results"), "--device", "cpu"]
+
+    def translated(index):
+        return sorted(os.listdir(os.path.join(os.path.dirname(index), "images")))
+
+    index = test_cli.main(common + ["--netD", "basic", "--ndf", "4", "--n_layers_D", "3", "--batch_size", "1",
+                                    "--no_flip", "--serial_batches", "--num_threads", "4", "--init_type", "normal",
+                                    "--init_gain", "0.02"])
+    assert translated(index) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
+    real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img002_real.png")))
+    with Image.open(os.path.join(unaligned_root, "testA", "img002.png")) as source:  # load = crop: 32x32
+        assert np.abs(real.astype(int) - np.asarray(source.resize((32, 32), Image.BICUBIC), dtype=int)).max() <= 1
+    index = test_cli.main(common + ["--phase", "train", "--direction", "BtoA"])
+    assert os.path.dirname(index).endswith("train_latest")
+    assert len(translated(index)) == 2 * 5  # trainB's 5 images
 
 
 def test_inference_cli_reports_a_missing_checkpoint(tmp_path, capsys):

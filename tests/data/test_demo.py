@@ -152,7 +152,8 @@ def test_demo_defaults_fit_the_demo(demos, arch):
     if opt.netG.startswith("unet_"):
         assert opt.crop_size % int(opt.netG.split("_")[1]) == 0
     # at test time the held-out crops pass through unchanged
-    test = create_dataset(opt.replace(phase="test", dataset_mode="single" if arch == "cyclegan" else "aligned",
+    test = create_dataset(opt.replace(phase="test", isTrain=False,
+                                      dataset_mode="single" if arch == "cyclegan" else "aligned",
                                       dataroot=os.path.join(demos[1][arch], "testA") if arch == "cyclegan"
                                       else demos[1][arch]))
     assert test.get(0, 0)["A"].shape == (3, opt.crop_size, opt.crop_size)

@@ -111,9 +111,16 @@ def test_no_flip_and_test_phase_are_deterministic():
     size = (80, 70)
     flips = [get_params(opt(no_flip=True), size, item_rng(0, 0, i))["flip"] for i in range(100)]
     assert not any(flips)
-    test_opt = opt(phase="test")
+    test_opt = opt(phase="test", isTrain=False)
     p = [get_params(test_opt, size, item_rng(0, 0, i)) for i in range(20)]
     assert all(q == {"crop_pos": (4, 4), "flip": False} for q in p)  # centre of the 72x72 resize
+
+
+def test_training_on_another_split_still_augments():
+    """As the reference: the split's name (--phase) does not turn the random crop and flip off."""
+    size = (80, 70)
+    p = [get_params(opt(phase="trainval"), size, item_rng(0, 0, i)) for i in range(40)]
+    assert len({q["crop_pos"] for q in p}) > 1 and {q["flip"] for q in p} == {False, True}
 
 
 def test_params_depend_only_on_seed_epoch_index():

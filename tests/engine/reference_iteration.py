@@ -25,15 +25,16 @@ def gan_loss(mode, pred, real, for_d=True):
     raise ValueError(mode)
 
 
-def penalty(D, real, fake):
+def penalty(D, real, fake, weight):
+    """WGAN-GP's penalty: defined by the reference, never called by it (fastgan's --lambda_gp)."""
     alpha = torch.rand(real.shape[0], 1, 1, 1)
     x = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
     out = D(x)
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out), create_graph=True)
-    return ((g.reshape(real.shape[0], -1) + 1e-16).norm(2, dim=1) - 1).pow(2).mean() * 10
+    return ((g.reshape(real.shape[0], -1) + 1e-16).norm(2, dim=1) - 1).pow(2).mean() * weight
 
 
-def d_loss(mode, D, real, fake, fake_first=False):
+def d_loss(mode, D, real, fake, fake_first=False, lambda_gp=0.0):
     fake = fake.detach()
     if fake_first:
         lf = gan_loss(mode, D(fake), False)
@@ -42,8 +43,8 @@ def d_loss(mode, D, real, fake, fake_first=False):
         lr = gan_loss(mode, D(real), True)
         lf = gan_loss(mode, D(fake), False)
     loss = 0.5 * (lr + lf)
-    if mode == "wgangp":
-        loss = loss + penalty(D, real, fake)
+    if lambda_gp > 0:
+        loss = loss + penalty(D, real, fake, lambda_gp)
     return loss, lr, lf
 
 
@@ -56,11 +57,11 @@ def freeze(nets, flag):
 class ReferenceCycleGAN:
     """pool_size 0 (the pool is tested on its own)."""
 
-    def __init__(self, G_A, G_B, D_A, D_B, lr, beta1, mode, lA, lB, lidt):
+    def __init__(self, G_A, G_B, D_A, D_B, lr, beta1, mode, lA, lB, lidt, lambda_gp=0.0):
         self.G_A, self.G_B, self.D_A, self.D_B = G_A, G_B, D_A, D_B
         self.opt_G = torch.optim.Adam(itertools.chain(G_A.parameters(), G_B.parameters()), lr=lr, betas=(beta1, 0.999))
         self.opt_D = torch.optim.Adam(itertools.chain(D_A.parameters(), D_B.parameters()), lr=lr, betas=(beta1, 0.999))
-        self.mode, self.lA, self.lB, self.lidt = mode, lA, lB, lidt
+        self.mode, self.lA, self.lB, self.lidt, self.lambda_gp = mode, lA, lB, lidt, lambda_gp
 
     def iterate(self, A, B):
         fake_B = self.G_A(A)
@@ -82,9 +83,9 @@ class ReferenceCycleGAN:
         self.opt_G.step()
         freeze([self.D_A, self.D_B], True)
         self.opt_D.zero_grad()
-        d_A, _, _ = d_loss(self.mode, self.D_A, B, fake_B)
+        d_A, _, _ = d_loss(self.mode, self.D_A, B, fake_B, lambda_gp=self.lambda_gp)
         d_A.backward()
-        d_B, _, _ = d_loss(self.mode, self.D_B, A, fake_A)
+        d_B, _, _ = d_loss(self.mode, self.D_B, A, fake_A, lambda_gp=self.lambda_gp)
         d_B.backward()
         self.opt_D.step()
         return {"D_A": d_A, "G_A": g_A, "cycle_A": cyc_A, "idt_A": idt_A,
@@ -92,18 +93,18 @@ class ReferenceCycleGAN:
 
 
 class ReferencePix2Pix:
-    def __init__(self, G, D, lr, beta1, mode, l1):
+    def __init__(self, G, D, lr, beta1, mode, l1, lambda_gp=0.0):
         self.G, self.D = G, D
         self.opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999))
         self.opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999))
-        self.mode, self.l1 = mode, l1
+        self.mode, self.l1, self.lambda_gp = mode, l1, lambda_gp
 
     def iterate(self, A, B):
         fake_B = self.G(A)
         freeze([self.D], True)
         self.opt_D.zero_grad()
         loss_D, d_real, d_fake = d_loss(self.mode, self.D, torch.cat((A, B), 1), torch.cat((A, fake_B), 1),
-                                        fake_first=True)
+                                        fake_first=True, lambda_gp=self.lambda_gp)
         loss_D.backward()
         self.opt_D.step()
         freeze([self.D], False)

@@ -22,16 +22,17 @@ def _d_and_images(in_nc=3, batch=2, seed=0):
     return D, real, fake
 
 
-@pytest.mark.parametrize("gan_mode", ["lsgan", "vanilla", "wgangp"])
+@pytest.mark.parametrize("gan_mode,lambda_gp", [("lsgan", 0.0), ("vanilla", 0.0), ("wgangp", 0.0), ("wgangp", 10.0)])
 @pytest.mark.parametrize("fake_first", [False, True])
-def test_one_pass_discriminator_loss_equals_two_passes(gan_mode, fake_first):
+def test_one_pass_discriminator_loss_equals_two_passes(gan_mode, lambda_gp, fake_first):
     D, real, fake = _d_and_images()
     criterion = GANLoss(gan_mode)
     results = []
     for one_pass in (False, True):
         D.zero_grad()
-        torch.manual_seed(5)  # wgangp's interpolation weights
-        losses = discriminator_loss(criterion, D, real, fake, fake_first=fake_first, one_pass=one_pass)
+        torch.manual_seed(5)  # the gradient penalty's interpolation weights
+        losses = discriminator_loss(criterion, D, real, fake, fake_first=fake_first, one_pass=one_pass,
+                                    lambda_gp=lambda_gp)
         losses[0].backward()
         results.append((losses, [p.grad.clone() for p in D.parameters()]))
     (two, grads_two), (one, grads_one) = results

@@ -3,6 +3,7 @@
 import pytest
 
 import fastgan
+from fastgan.engine.schedulers import restart_schedules
 
 
 def lrs(epochs, **options):
@@ -55,3 +56,30 @@ def test_both_optimizers_follow_the_schedule():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="lr_policy"):
         fastgan.build_model("cyclegan", ngf=2, ndf=2, device="cpu", lr_policy="exp")
+
+
+@pytest.mark.parametrize("options", [
+    dict(lr=0.3, n_epochs=2, n_epochs_decay=5),
+    dict(lr=0.3, n_epochs=2, n_epochs_decay=5, epoch_count=2),
+    dict(lr=0.3, lr_policy="step", lr_decay_iters=2),
+    dict(lr=0.3, lr_policy="cosine", n_epochs=6),
+    dict(lr=0.3, lr_policy="plateau"),
+])
+def test_restarted_schedule_equals_one_that_ran_from_the_start(options):
+    """--continue_train with other schedule options: the optimizers of a run driven by other
+    options get the schedule these options give after as many epochs."""
+    epochs = 7
+    other = fastgan.build_model("cyclegan", ngf=2, ndf=2, netG="resnet_6blocks", device="cpu", lr=1.0,
+                                beta1=0.9, n_epochs=1, n_epochs_decay=1)
+    for _ in range(2):
+        other.update_learning_rate()
+    assert other.learning_rate == 0.0  # that run's schedule is over
+    reference = lrs(epochs + 2, **options)
+    model_options = other.opt.replace(beta1=0.5, **options)
+    other.schedulers = restart_schedules(other.optimizers, model_options, epochs)
+    for optimizer in other.optimizers.values():
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(reference[epochs])
+        assert optimizer.param_groups[0]["betas"] == (0.5, 0.999)
+    other.opt = model_options
+    # and the schedule goes on as that run's would
+    assert [other.update_learning_rate() for _ in range(2)] == pytest.approx(reference[epochs + 1:])

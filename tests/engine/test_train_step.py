@@ -9,6 +9,8 @@ from fastgan.engine.models import model_from_options
 from tests.engine.reference_iteration import ReferenceCycleGAN, ReferencePix2Pix
 
 GAN_MODES = ["lsgan", "vanilla", "wgangp", "hinge"]
+# (gan_mode, lambda_gp): the reference's wgangp has no penalty; --lambda_gp adds it
+GAN_OBJECTIVES = [(mode, 0.0) for mode in GAN_MODES] + [("wgangp", 10.0), ("lsgan", 2.0)]
 
 
 def biases_an_instance_norm_cancels(net) -> set[str]:
@@ -60,16 +62,17 @@ def batches(n, shape, seed):
              torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) for _ in range(n)]
 
 
-@pytest.mark.parametrize("gan_mode", GAN_MODES)
+@pytest.mark.parametrize("gan_mode,lambda_gp", GAN_OBJECTIVES)
 @pytest.mark.parametrize("lambda_identity", [0.5, 0.0])
-def test_cyclegan_train_step_matches_reference(gan_mode, lambda_identity):
+def test_cyclegan_train_step_matches_reference(gan_mode, lambda_gp, lambda_identity):
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", pool_size=0, device="cpu",
                                 gan_mode=gan_mode, lambda_identity=lambda_identity, lambda_A=7.0, lambda_B=3.0,
-                                lr=0.01, seed=3)
+                                lr=0.01, seed=3, lambda_gp=lambda_gp)
     assert set(model.nets) == {"G_A", "G_B", "D_A", "D_B"}
     ref_nets = plain_nets(model)
     ref = ReferenceCycleGAN(ref_nets["G_A"], ref_nets["G_B"], ref_nets["D_A"], ref_nets["D_B"], lr=0.01,
-                            beta1=0.5, mode=gan_mode, lA=7.0, lB=3.0, lidt=lambda_identity)
+                            beta1=0.5, mode=gan_mode, lA=7.0, lB=3.0, lidt=lambda_identity,
+                            lambda_gp=lambda_gp)
     for i, (A, B) in enumerate(batches(3, (2, 3, 32, 32), seed=11)):
         torch.manual_seed(100 + i)  # the gradient penalty draws its interpolation weights
         losses = model.train_step({"A": A, "B": B})
@@ -82,13 +85,14 @@ def test_cyclegan_train_step_matches_reference(gan_mode, lambda_identity):
         "cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=3).nets["G_A"].state_dict()["model.1.weight"])
 
 
-@pytest.mark.parametrize("gan_mode", GAN_MODES)
-def test_pix2pix_train_step_matches_reference(gan_mode):
+@pytest.mark.parametrize("gan_mode,lambda_gp", GAN_OBJECTIVES)
+def test_pix2pix_train_step_matches_reference(gan_mode, lambda_gp):
     model = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu", gan_mode=gan_mode,
-                                lambda_L1=50.0, lr=0.01, seed=5, no_dropout=True)
+                                lambda_L1=50.0, lr=0.01, seed=5, no_dropout=True, lambda_gp=lambda_gp)
     assert set(model.nets) == {"G", "D"}
     ref_nets = plain_nets(model)
-    ref = ReferencePix2Pix(ref_nets["G"], ref_nets["D"], lr=0.01, beta1=0.5, mode=gan_mode, l1=50.0)
+    ref = ReferencePix2Pix(ref_nets["G"], ref_nets["D"], lr=0.01, beta1=0.5, mode=gan_mode, l1=50.0,
+                          lambda_gp=lambda_gp)
     for i, (A, B) in enumerate(batches(3, (2, 3, 128, 128), seed=12)):
         torch.manual_seed(200 + i)
         losses = model.train_step({"A": A, "B": B})
