@@ -10,10 +10,11 @@ import argparse
 import dataclasses
 import sys
 
+from fastgan.option_help import DEFAULT_TEXT, HELP
 from fastgan.options import Options
 
 # flags that take no value, as in the reference
-FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager"}
+FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager", "verbose"}
 # level switches: bare means on, and `--name false` turns off what a device's default turns on
 SWITCHES = {"accelerate", "cuda_graphs", "channels_last", "merge_passes", "cudnn_benchmark"}
 # options whose default is None: their value type
@@ -45,18 +46,91 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None) -> None:
     for field in dataclasses.fields(Options):
         if field.name in HIDDEN or (names is not None and field.name not in names):
             continue
-        flag = f"--{field.name}"
+        flag, text = f"--{field.name}", HELP[field.name]
         if field.name in FLAGS:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS)
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
             continue
         if field.name in SWITCHES:
             parser.add_argument(flag, type=switch, nargs="?", const=True, default=argparse.SUPPRESS,
-                                metavar="true|false", help="(default: the device's)")
+                                metavar="true|false", help=f"{text} (default: the device's)")
             continue
         kind = NONE_DEFAULT_TYPES.get(field.name) or type(field.default)
         bare = {"nargs": "?", "const": BARE_VALUES[field.name]} if field.name in BARE_VALUES else {}
+        default = DEFAULT_TEXT.get(field.name, field.default)
         parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
-                            help=f"(default: {field.default})", **bare)
+                            help=f"{text} (default: {default})", **bare)
+
+
+# the reference's options for its visdom, HTML and wandb displays, which fastgan replaces with
+# samples/*.png and loss_curve.png: accepted (its command lines run unchanged), and unused
+DISPLAY_OPTIONS = {"display_id": int, "display_winsize": int, "display_ncols": int, "display_server": str,
+                   "display_env": str, "display_port": int, "update_html_freq": int, "no_html": None,
+                   "use_wandb": None, "wandb_project_name": str}
+MODEL_NAMES = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix"}
+
+
+def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False) -> None:
+    """The reference's options that fastgan spells otherwise, or has no use for."""
+    models = (*MODEL_NAMES, "test") if test else tuple(MODEL_NAMES)
+    parser.add_argument("--model", choices=models, default=argparse.SUPPRESS,
+                        help="the reference's name for --arch" + (" (test: one generator, as always here)" if test else ""))
+    parser.add_argument("--gpu_ids", default=argparse.SUPPRESS,
+                        help="the reference's device choice: -1 is --device cpu, N is --device cuda:N "
+                             "(several GPUs: torchrun, see README)")
+    parser.add_argument("--suffix", default=argparse.SUPPRESS,
+                        help="appended to --name as _SUFFIX, formatted with the options: {netG}_size{load_size}")
+    for name, kind in DISPLAY_OPTIONS.items():
+        unused = "the reference's display option: accepted, unused (fastgan writes samples/ and loss_curve.png)"
+        if kind is None:
+            parser.add_argument(f"--{name}", action="store_true", default=argparse.SUPPRESS, help=unused)
+        else:
+            parser.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=unused)
+
+
+def from_reference_arguments(args: dict) -> tuple[str | None, list[str]]:
+    """Turns the reference's spellings in parsed `args` into fastgan's, in place (--model into
+    --arch, --gpu_ids into --device) and drops the display options. Returns the --suffix (applied
+    to the resolved options by `with_suffix`) and notes to print."""
+    notes = []
+    model = args.pop("model", None)
+    if model in MODEL_NAMES:
+        if args.get("arch", MODEL_NAMES[model]) != MODEL_NAMES[model]:
+            raise ValueError(f"--model {model} and --arch {args['arch']} disagree; give one of them")
+        args["arch"] = MODEL_NAMES[model]
+    if "gpu_ids" in args:
+        args_device = device_of_gpu_ids(args.pop("gpu_ids"))
+        if args.get("device", args_device) != args_device:
+            raise ValueError(f"--gpu_ids and --device {args['device']} disagree; give one of them")
+        args["device"] = args_device
+    unused = [name for name in DISPLAY_OPTIONS if args.pop(name, None) is not None]
+    if unused:
+        notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/HTML/wandb display; fastgan writes "
+                     "samples/ and loss_curve.png)")
+    return args.pop("suffix", None), notes
+
+
+def device_of_gpu_ids(text: str) -> str:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids or any(not part.lstrip("-").isdigit() for part in ids):
+        raise ValueError(f"--gpu_ids {text!r}: expected -1 or GPU numbers such as 0 or 0,1")
+    if ids == ["-1"]:
+        return "cpu"
+    if len(ids) > 1:
+        raise ValueError(f"--gpu_ids {text}: fastgan trains on several GPUs with one process per GPU: "
+                         f"torchrun --nproc_per_node {len(ids)} -m fastgan.train ... (CUDA_VISIBLE_DEVICES={text} "
+                         "picks them)")
+    return f"cuda:{ids[0]}"
+
+
+def with_suffix(opt: Options, suffix: str | None) -> Options:
+    """The reference's --suffix: name + '_' + suffix.format(**options)."""
+    if not suffix:
+        return opt
+    try:
+        formatted = suffix.format(**opt.as_dict())
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"--suffix {suffix!r}: {e!r} is not an option to format with") from None
+    return opt.replace(name=f"{opt.name}_{formatted}")
 
 
 def switch(text: str) -> bool:

@@ -63,6 +63,7 @@ class Options:
     save_latest_freq: int = 5000
     save_epoch_freq: int = 5
     save_by_iter: bool = False
+    verbose: bool = False  # print the networks
     continue_train: bool = False
     epoch_count: int = 1
     # optimisation
@@ -143,4 +144,17 @@ def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] |
         values["demo"] = True
     values.update(explicit)
     values["arch"] = arch
-    return Options(**values)
+    opt = Options(**values)
+    check_values(opt)
+    return opt
+
+
+# options that count something or weigh a term: never negative
+NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambda_gp", "pool_size")
+
+
+def check_values(opt: Options) -> None:
+    for name in NON_NEGATIVE:
+        value = getattr(opt, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name} {value} must not be negative")

@@ -8,7 +8,7 @@ Loads {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth
 --load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
 with --checkpoint. Model options come from the experiment's train_opt.json when it
 exists; options typed here override them. As the reference's test: batch 1, serial order, no
-flip, load_size = crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/
+flip, load_size defaults to crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/
 images/*_real.png, *_fake.png (and *_target.png for aligned data) and an
 index.html showing input beside output ({phase}_{epoch}_iter{load_iter} with --load_iter,
 as the reference; {phase}_{file's label} with --checkpoint).
@@ -24,7 +24,7 @@ import sys
 
 import torch
 
-from fastgan.cli import add_option_arguments, fail
+from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
 from fastgan.options import checkpoint_label, resolve
 
 # what a test run takes over from the training run's train_opt.json
@@ -38,16 +38,20 @@ ACCEPTED_UNUSED = ("ndf", "netD", "n_layers_D", "init_type", "init_gain", "seria
 
 
 def parse(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m fastgan.test", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fastgan.test", description=__doc__.split("\n\n")[0],
+                                     usage="%(prog)s --name NAME [--dataroot DIR] [options] (--help lists them)")
     add_option_arguments(parser, names={
         "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
         "preprocess", "epoch", "load_iter", "max_dataset_size", *ACCEPTED_UNUSED,
     })
+    add_reference_arguments(parser, test=True)
     parser.add_argument("--checkpoint", default=None, help="a generator .pth file (fastgan's or the reference's)")
-    parser.add_argument("--results_dir", default="./results/")
-    parser.add_argument("--phase", default="test")
-    parser.add_argument("--num_test", type=int, default=50)
+    parser.add_argument("--results_dir", default="./results/", help="where NAME/ goes (default: ./results/)")
+    parser.add_argument("--phase", default="test", help="the split to translate (default: test)")
+    parser.add_argument("--num_test", type=int, default=50, help="translate at most this many images (default: 50)")
+    parser.add_argument("--aspect_ratio", type=float, default=1.0,
+                        help="saved images' width / height, as the reference's (default: 1.0)")
     parser.add_argument("--eval", action="store_true", help="run the generator in eval mode")
     return vars(parser.parse_args(argv))
 
@@ -65,13 +69,19 @@ def test_options(args: dict):
 
     Returns (options, tool settings, the training run's dataroot or None).
     """
-    tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval")}
+    tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval", "aspect_ratio")}
+    if tool["aspect_ratio"] <= 0:
+        raise ValueError(f"--aspect_ratio {tool['aspect_ratio']} must be positive")
+    suffix, notes = from_reference_arguments(args)
+    for note in notes:
+        print(note)
     saved = saved_train_options(args.get("checkpoints_dir", "./checkpoints"), args.get("name", "experiment_name"))
     merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
     arch = merged.pop("arch", "cyclegan")
-    opt = resolve(arch, merged)
-    opt = opt.replace(load_size=opt.crop_size, batch_size=1, serial_batches=True, no_flip=True,
-                      num_threads=0, phase=tool["phase"], isTrain=False)
+    opt = with_suffix(resolve(arch, merged), suffix)
+    # the reference's test defaults load_size to crop_size (no crop); a typed one is kept
+    opt = opt.replace(load_size=args.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
+                      no_flip=True, num_threads=0, phase=tool["phase"], isTrain=False)
     training_root = None if saved.get("demo") else saved.get("dataroot")
     return opt, tool, training_root
 
@@ -126,6 +136,26 @@ def input_dataset(opt, training_root: str | None):
     return create_dataset(opt.replace(dataroot=root, dataset_mode="single"))
 
 
+def unique_stem(path: str, root: str, taken: set) -> str:
+    """The file's name without extension, as the reference names results; where two files of a
+    folder tree share it, the later one's path under the root (sub_dir_name) instead."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in taken:
+        stem = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "_")
+    taken.add(stem)
+    return stem
+
+
+def with_aspect_ratio(image, aspect_ratio: float):
+    """The reference's save_image: wider by aspect_ratio above 1, taller by 1/aspect_ratio below."""
+    w, h = image.size
+    if aspect_ratio > 1.0:
+        return image.resize((int(w * aspect_ratio), h), resample=3)  # 3: bicubic
+    if aspect_ratio < 1.0:
+        return image.resize((w, int(h / aspect_ratio)), resample=3)
+    return image
+
+
 def to_uint8_image(x: torch.Tensor):
     from PIL import Image
 
@@ -162,21 +192,21 @@ def translate(opt, tool: dict, training_root: str | None = None) -> str:
     out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, path))
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
-    rows = []
+    rows, stems = [], set()
     count = min(len(dataset), tool["num_test"])
     with torch.no_grad():
         for i in range(count):
             item = dataset[i]
             real = item["A"].unsqueeze(0).to(device)
             fake = G(real)[0]
-            stem = os.path.splitext(os.path.basename(item["A_paths"]))[0]
+            stem = unique_stem(item["A_paths"], dataset.root, stems)
             images = [("input", item["A"]), ("output", fake)]
             if "B" in item:
                 images.append(("target", item["B"]))
             entries = []
             for kind, tensor in images:
                 file = f"{stem}_{FILE_SUFFIX[kind]}.png"
-                to_uint8_image(tensor).save(os.path.join(image_dir, file))
+                with_aspect_ratio(to_uint8_image(tensor), tool["aspect_ratio"]).save(os.path.join(image_dir, file))
                 entries.append((kind, f"images/{file}"))
             rows.append((stem, entries))
     index = os.path.join(out_dir, "index.html")

@@ -3,8 +3,9 @@
     python -m fastgan.train --arch cyclegan --dataroot ./datasets/horse2zebra --name horse2zebra
     python -m fastgan.train --arch cyclegan            # the embedded demo
 
-Every reference option name works; fastgan adds --arch, --device, --seed and
---max_iters. With no --dataroot the run trains on the embedded demo and ends
+Every reference option name works (--model as --arch, --gpu_ids as --device, the
+display options accepted and unused); fastgan adds --arch, --device, --seed,
+--max_iters, --lambda_gp and its speed levels. With no --dataroot the run trains on the embedded demo and ends
 by scoring G against the demo's ground truth.
 
     torchrun --nproc_per_node=4 -m fastgan.train --dataroot ./datasets/horse2zebra --name h2z
@@ -19,13 +20,16 @@ import json
 import os
 import sys
 
-from fastgan.cli import add_option_arguments, fail
+from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
 from fastgan.options import resolve
 
 
 def parse(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m fastgan.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fastgan.train", description=__doc__.split("\n\n")[0],
+                                     usage="%(prog)s [--arch cyclegan|pix2pix] [--dataroot DIR] [options] "
+                                           "(--help lists them)")
     add_option_arguments(parser)
+    add_reference_arguments(parser)
     return vars(parser.parse_args(argv))
 
 
@@ -38,14 +42,17 @@ def main(argv=None) -> dict:
     from fastgan.models import CheckpointError
 
     explicit = parse(argv)
-    arch = explicit.pop("arch", "cyclegan")
-    demo_defaults = {"name": f"demo_{arch}", **DEMO_DEFAULTS[arch]}
     ranks = Ranks()
     try:
         try:  # bad option values surface as ValueError while building
-            opt = resolve(arch, explicit, demo_defaults)
+            suffix, notes = from_reference_arguments(explicit)
+            arch = explicit.pop("arch", "cyclegan")
+            demo_defaults = {"name": f"demo_{arch}", **DEMO_DEFAULTS[arch]}
+            opt = with_suffix(resolve(arch, explicit, demo_defaults), suffix)
             if launched_world_size() > 1:
                 opt, ranks = start_data_parallel(opt)
+            for note in notes if ranks.is_main else ():
+                print(note)
             if opt.demo:
                 opt = opt.replace(dataroot=prepare_demo(arch))
                 if ranks.is_main:
@@ -59,15 +66,26 @@ def main(argv=None) -> dict:
             fail(str(e))
         summary = trainer.run()
         ranks.close(trainer.model)  # after a finished or stopped run only: see Ranks.close
-    except (DatasetError, CheckpointError, FileNotFoundError) as e:
+    except (DatasetError, CheckpointError) as e:
         fail(str(e))
+    except OSError as e:  # a folder that cannot be made or written, a file that went missing
+        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+    except KeyboardInterrupt:  # the second Ctrl-C: at once, nothing saved since the last checkpoint
+        print("\nstopped at once: what this run did since its last checkpoint is not saved", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as e:
         if ranks.world_size > 1 and is_peer_failure(e):
             fail_rank(ranks, e)
         raise
-    if opt.demo and ranks.is_main:
+    if opt.demo and ranks.is_main and summary["signal"] is None:
         summary["demo_score"] = report_demo_score(opt, trainer, demo_score)
     return summary
+
+
+def exit_status(summary: dict) -> int:
+    """0, or 128 + the signal that stopped the run (saved, resumable), as a shell reports a
+    process that signal ended, so a scheduler can tell a stopped run from a finished one."""
+    return 128 + summary["signal"] if summary.get("signal") else 0
 
 
 def start_data_parallel(opt):
@@ -122,4 +140,4 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(exit_status(main(sys.argv[1:])))

@@ -42,9 +42,14 @@ def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, s
     """(arch, url) of dataset `name`: the pix2pix archive when both exist, unless arch says otherwise."""
     known = {"cyclegan": CYCLEGAN_SETS, "pix2pix": PIX2PIX_SETS}
     if arch is None:
+        if name not in CYCLEGAN_SETS + PIX2PIX_SETS:
+            raise DatasetError(f"no dataset {name!r}; the cyclegan datasets are {', '.join(CYCLEGAN_SETS)}; "
+                               f"the pix2pix datasets are {', '.join(PIX2PIX_SETS)}")
         arch = "pix2pix" if name in PIX2PIX_SETS else "cyclegan"
     if arch not in known:
         raise DatasetError(f"unknown --arch {arch!r}; choose cyclegan or pix2pix")
+    if not host.startswith(("http://", "https://")):
+        raise DatasetError(f"--host {host!r} is not an http:// or https:// address")
     if name not in known[arch]:
         raise DatasetError(f"no {arch} dataset {name!r}; the {arch} datasets are {', '.join(known[arch])}"
                            + (" (cityscapes: CycleGAN form only, see the reference's "

@@ -11,10 +11,32 @@ from fastgan.options import Options, resolve
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: fastgan trains on cpu or cuda devices")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu")
     return device
+
+
+def generator_size_multiple(netG: str) -> int:
+    """What an input side must be a multiple of for the generator's output to have its size:
+    a ResNet generator halves twice, unet_N halves log2(N) times."""
+    return int(netG.split("_")[1]) if netG.startswith("unet_") else 4
+
+
+def check_generator_input_size(opt: Options) -> None:
+    """Cropped training images of a size the generator cannot give back (its output would not
+    match the target of the cycle or L1 loss) are refused before anything runs."""
+    multiple = generator_size_multiple(opt.netG)
+    if "crop" in opt.preprocess and opt.crop_size % multiple:
+        fits = [n for n in ("resnet_9blocks", "unet_128", "unet_256") if opt.crop_size % generator_size_multiple(n) == 0]
+        raise ValueError(f"--netG {opt.netG} needs --crop_size a multiple of {multiple} (got {opt.crop_size}): "
+                         f"use --crop_size {max(multiple, opt.crop_size // multiple * multiple)}"
+                         + (f" or --netG {' / '.join(fits)}" if fits else ""))
 
 
 def model_from_options(opt: Options):
@@ -23,6 +45,7 @@ def model_from_options(opt: Options):
     from fastgan.engine.cyclegan import CycleGAN
     from fastgan.engine.pix2pix import Pix2Pix
 
+    check_generator_input_size(opt)
     device = resolve_device(opt.device)
     levels = resolve_levels(opt, device)
     torch.manual_seed(opt.seed)

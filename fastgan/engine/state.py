@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from fastgan.engine.distributed import seed_rank_streams
-from fastgan.models import save_checkpoint_file
+from fastgan.models import CheckpointError, save_checkpoint_file
 from fastgan.ops import _reflect_conv2d, _unfolded_conv
 
 STATE_FILE = "training_state.pt"
@@ -96,6 +96,12 @@ def load_training_state(model, directory: str, rank: int = 0) -> tuple[Progress,
         return None
     # our own file: it holds Python RNG tuples and optimizer dicts, not only tensors
     state = torch.load(path, map_location="cpu", weights_only=False)
+    saved_nets = sorted(state["model"]["nets"])
+    if saved_nets != sorted(model.nets):
+        saved_arch = state.get("options", {}).get("arch", "another")
+        raise CheckpointError(f"{path} is a {saved_arch} run's (nets {', '.join(saved_nets)}), not one of "
+                              f"this --arch {model.opt.arch} (nets {', '.join(sorted(model.nets))}): "
+                              "continue it with its own --arch, or train this one under another --name")
     model.load_state_dict(state["model"])
     set_rng_state(state["rng"])
     load_measured_choices(state)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 import torch
@@ -44,6 +45,7 @@ class StopRequest:
 
     def __init__(self):
         self.requested = False
+        self.signal: int | None = None  # the first signal received
         self._previous = {}
 
     def __enter__(self):
@@ -57,7 +59,10 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.requested:  # a second signal stops at once
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
+        # straight to stderr: a handler must not wait for the progress bar's lock
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving "
+                         "(again to stop at once, unsaved)\n")
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -96,6 +101,8 @@ class Trainer:
         if opt.fast:
             self.log(fast_note(model.device))
         for name, net in model.nets.items():
+            if opt.verbose:  # as the reference: the net, then its size
+                self.log(str(net))
             self.log(f"[Network {name}] Total number of parameters : {count_parameters(net) / 1e6:.3f} M")
         if self.main:
             with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
@@ -136,6 +143,13 @@ class Trainer:
 
     def _continue_from_networks(self, why: str) -> None:
         label = checkpoint_label(self.opt)
+        missing = [f"{label}_net_{name}.pth" for name in self.model.nets
+                   if not os.path.exists(os.path.join(self.dir, f"{label}_net_{name}.pth"))]
+        if missing:
+            raise CheckpointError(f"--continue_train: {self.dir} holds no {', '.join(missing)}"
+                                  + ("" if os.path.exists(os.path.join(self.dir, STATE_FILE)) else f" and no {STATE_FILE}")
+                                  + "; train without --continue_train first, or name saved networks with "
+                                  "--epoch / --load_iter")
         self.model.load_networks(label, self.dir)
         self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
 
@@ -171,17 +185,25 @@ class Trainer:
             self.resume()
         opt, model, p = self.opt, self.model, self.progress
         self.describe()
-        total_batches = (self.last_epoch - p.epoch + 1) * len(self.loader) - p.batch
+        done = (p.epoch - opt.epoch_count) * len(self.loader) + p.batch  # batches before this run
+        total_batches = (self.last_epoch - opt.epoch_count + 1) * len(self.loader)
         if opt.max_iters is not None:
-            total_batches = max(0, min(total_batches, opt.max_iters - p.iteration))
-        bar = tqdm(total=total_batches, unit="it", dynamic_ncols=True, mininterval=1.0, disable=not self.main)
-        start, images_this_run, stopped = time.perf_counter(), 0, None
+            total_batches = min(total_batches, done + max(0, opt.max_iters - p.iteration))
+        start, images_this_run, stopped, signum = time.perf_counter(), 0, None, None
+        if opt.max_iters is not None and p.iteration >= opt.max_iters:
+            stopped = f"already at --max_iters {opt.max_iters} (iteration {p.iteration})"
+        bar = tqdm(total=total_batches, initial=min(done, total_batches), unit="it", dynamic_ncols=True,
+                   mininterval=1.0, disable=not self.main)
+        if stopped is None:  # the first iteration measures kernels, compiles, captures: slow
+            bar.set_description_str("first iteration")
         with StopRequest() as stop, bar:  # the bar closes before any error is reported
             while p.epoch <= self.last_epoch and stopped is None:
                 for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
                     losses = model.step(*(batch[k] for k in model.input_names))
                     # images of this iteration over all ranks; a stop asked of any rank stops all
                     n, stop_requested = self.ranks.agree(batch["A"].shape[0], stop.requested)
+                    if images_this_run == 0:
+                        bar.set_description_str("")
                     p.batch += 1
                     p.iteration += 1
                     p.total_iters += n
@@ -189,7 +211,7 @@ class Trainer:
                     bar.update(1)
                     self.after_iteration(losses, n, bar, images_this_run / (time.perf_counter() - start))
                     if stop_requested:
-                        stopped = "stopped by signal"
+                        stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
                     elif opt.max_iters is not None and p.iteration >= opt.max_iters:
                         stopped = f"reached --max_iters {opt.max_iters}"
                     if stopped:
@@ -198,13 +220,14 @@ class Trainer:
                     break
                 self.end_epoch()
         elapsed = time.perf_counter() - start
-        self.save(["latest"])
+        if images_this_run:
+            self.save(["latest"])
         summary = {"images": images_this_run, "seconds": elapsed,
                    "images_per_second": images_this_run / elapsed if elapsed > 0 else 0.0,
-                   "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped}
+                   "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped, "signal": signum}
         self.log(f"{stopped or 'finished'}: {images_this_run} images in {elapsed:.1f} s "
                  f"({summary['images_per_second']:.2f} images/s); checkpoints in {self.dir}"
-                 + ("; resume with --continue_train" if stopped else ""))
+                 + ("; resume with --continue_train" if stopped and images_this_run else ""))
         return summary
 
     def after_iteration(self, losses: dict, n: int, bar, rate: float) -> None:

@@ -189,6 +189,30 @@ def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned
     assert len(translated(index)) == 2 * 5  # trainB's 5 images
 
 
+def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tmp_path, capsys):
+    """--model test, --gpu_ids -1, --display_id, --aspect_ratio (saved images' shape), a typed
+    --load_size (resize, then the fixed centre crop), and same-named files in a folder tree."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    tree = tmp_path / "tree"
+    write_images(tree / "x", 2, 40, seed=8)
+    write_images(tree / "y", 1, 40, seed=9)  # y/img000.png beside x/img000.png
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+              "--model", "test", "--gpu_ids", "-1", "--display_id", "0", "--no_dropout"]
+    index = test_cli.main(common + ["--dataroot", str(tree), "--aspect_ratio", "2.0"])
+    assert "unused: --display_id" in capsys.readouterr().out
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"{stem}_{k}.png" for stem in ("img000", "img001", "y_img000")
+                                                for k in ("real", "fake"))
+    with Image.open(os.path.join(images, "img000_fake.png")) as fake:
+        assert fake.size == (64, 32)  # width x height: twice as wide
+
+    index = test_cli.main(common + ["--dataroot", str(tree / "y"), "--load_size", "40", "--results_dir",
+                                    str(tmp_path / "loaded")])
+    real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")), dtype=int)
+    with Image.open(tree / "y" / "img000.png") as source:  # load 40 = the file's size: the centre 32x32
+        assert np.abs(real - np.asarray(source, dtype=int)[4:36, 4:36]).max() <= 1
+
+
 def test_inference_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "nothing", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path)])
@@ -218,13 +242,96 @@ def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
+    assert process.returncode == 128 + signal.SIGTERM, err  # saved, and says it was stopped
     assert "stopped by signal" in out and "--continue_train" in out
+    assert "SIGTERM: stopping after this iteration and saving" in err
     state = torch.load(tmp_path / "killed" / "training_state.pt", map_location="cpu", weights_only=False)
     done = state["progress"]["iteration"]
     assert done >= 3
     resumed = train_cli.main(args + ["--continue_train", "--max_iters", str(done + 2)])
     assert resumed["iteration"] == done + 2 and resumed["images"] == 2
+
+
+def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, capsys):
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    assert train_cli.main(args + ["--max_iters", "0"])["images"] == 0
+    assert not (tmp_path / "run" / "training_state.pt").exists()
+    assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
+    capsys.readouterr()
+    again = train_cli.main(args + ["--continue_train", "--max_iters", "2"])
+    assert again["images"] == 0 and again["iteration"] == 3
+    assert "already at --max_iters 2 (iteration 3)" in capsys.readouterr().out
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] == 3
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--max_iters", "-5"], "--max_iters -5 must not be negative"),
+    (["--device", "tpu"], "--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
+    (["--device", "meta"], "--device meta: fastgan trains on cpu or cuda devices"),
+    (["--device", "cuda:abc"], "--device 'cuda:abc' is not a device"),
+    (["--crop_size", "30", "--load_size", "30"], "--netG resnet_6blocks needs --crop_size a multiple of 4 "
+                                                 "(got 30): use --crop_size 28"),
+    (["--netG", "unet_128"], "--netG unet_128 needs --crop_size a multiple of 128 (got 32)"),
+    (["--continue_train"], "holds no latest_net_G_A.pth, latest_net_G_B.pth, latest_net_D_A.pth, "
+                           "latest_net_D_B.pth and no training_state.pt; train without --continue_train first"),
+])
+def test_bad_options_are_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(tiny_args(unaligned_root, tmp_path, "bad") + extra)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_continuing_another_arch_run_is_one_clear_line(unaligned_root, aligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    with pytest.raises(SystemExit):
+        train_cli.main(tiny_args(aligned_root, tmp_path, "run", "pix2pix") + ["--continue_train"])
+    assert "is a cyclegan run's (nets D_A, D_B, G_A, G_B), not one of this --arch pix2pix" in capsys.readouterr().err
+
+
+def test_a_file_as_checkpoints_dir_is_one_clear_line(unaligned_root, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(tiny_args(unaligned_root, tmp_path / "file", "run") + ["--max_iters", "1"])
+    assert e.value.code == 2 and "Not a directory" in capsys.readouterr().err
+
+
+def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys):
+    """--model, --gpu_ids, the display options, --suffix and --verbose, as the reference takes them."""
+    args = [a for a in tiny_args(unaligned_root, tmp_path, "ref") if a not in ("--arch", "cyclegan", "--device", "cpu")]
+    result = train_cli.main(args + ["--model", "cycle_gan", "--gpu_ids", "-1", "--display_id", "0", "--no_html",
+                                    "--display_port", "8097", "--suffix", "{netG}_size{load_size}", "--verbose",
+                                    "--max_iters", "1"])
+    out = capsys.readouterr().out
+    assert result["iteration"] == 1
+    assert "unused: --display_id, --display_port, --no_html" in out
+    assert "fastgan cyclegan on cpu" in out and "ResnetGenerator(" in out
+    saved = json.load(open(tmp_path / "ref_resnet_6blocks_size36" / "train_opt.json"))
+    assert saved["name"] == "ref_resnet_6blocks_size36" and saved["device"] == "cpu"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--gpu_ids", "0,1"], "torchrun --nproc_per_node 2 -m fastgan.train"),
+    (["--gpu_ids", "x"], "--gpu_ids 'x': expected -1 or GPU numbers"),
+    (["--model", "pix2pix"], "--model pix2pix and --arch cyclegan disagree"),
+    (["--gpu_ids", "-1", "--device", "cuda"], "--gpu_ids and --device cuda disagree"),
+    (["--suffix", "{nope}"], "--suffix '{nope}': KeyError('nope') is not an option"),
+])
+def test_reference_options_that_cannot_apply_are_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_cli.main([a for a in tiny_args(unaligned_root, tmp_path, "bad") if a not in ("--device", "cpu")] + extra)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_option_is_described_in_help():
+    from fastgan.option_help import HELP
+    from fastgan.options import OPTION_NAMES
+
+    assert set(HELP) == OPTION_NAMES - {"demo", "isTrain"}
+    text = run_module(["fastgan.train", "--help"], timeout=120).stdout
+    assert "--lambda_gp LAMBDA_GP" in text and "the reference: none" in text and "(default: None)" not in text
 
 
 def test_saved_options_are_the_reference_names(unaligned_root, tmp_path):

@@ -90,8 +90,13 @@ def test_published_addresses():
     assert source("facades") == ("pix2pix", "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz")
     assert source("facades", "cyclegan")[1].endswith("/cyclegan/datasets/facades.zip")
     assert source("edges2shoes")[1] == "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/edges2shoes.tar.gz"
-    with pytest.raises(DatasetError, match="no cyclegan dataset 'horse2cat'; the cyclegan datasets are apple2orange"):
+    with pytest.raises(DatasetError, match="no dataset 'horse2cat'; the cyclegan datasets are apple2orange.*"
+                                           "; the pix2pix datasets are facades"):
         source("horse2cat")
+    with pytest.raises(DatasetError, match="no pix2pix dataset 'horse2zebra'; the pix2pix datasets are facades"):
+        source("horse2zebra", "pix2pix")
+    with pytest.raises(DatasetError, match="--host 'notaurl' is not an http"):
+        source("facades", host="notaurl")
 
 
 def test_resumes_a_partial_download_and_unpacks_the_layout(server, tmp_path):
