@@ -23,6 +23,7 @@ import os
 import sys
 
 import torch
+from tqdm import tqdm
 
 from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
 from fastgan.options import checkpoint_label, resolve
@@ -195,7 +196,7 @@ def translate(opt, tool: dict, training_root: str | None = None) -> str:
     rows, stems = [], set()
     count = min(len(dataset), tool["num_test"])
     with torch.no_grad():
-        for i in range(count):
+        for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
             item = dataset[i]
             real = item["A"].unsqueeze(0).to(device)
             fake = G(real)[0]
