@@ -132,8 +132,11 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
     G = generator_for_scoring(trainer.model)
     score = demo_score(opt.arch, G, opt.dataroot, trainer.model.device)
     verdict = "beats" if score["model"] < score["identity"] else "does NOT beat"
+    short = trainer.progress.epoch <= trainer.last_epoch  # stopped before the demo's schedule ended
     print(f"demo ground truth, held-out crops: G error {score['model']:.4f} vs identity baseline "
-          f"{score['identity']:.4f} (mean absolute error, [0,1] pixels): the model {verdict} the baseline")
+          f"{score['identity']:.4f} (mean absolute error, [0,1] pixels): the model {verdict} the baseline"
+          + (f" after {trainer.progress.iteration} iterations, short of the demo's "
+             f"{trainer.last_epoch - trainer.opt.epoch_count + 1} epochs" if short else ""))
     with open(os.path.join(trainer.dir, "demo_score.json"), "w") as f:
         json.dump(score, f)
     return score
