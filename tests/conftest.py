@@ -6,6 +6,9 @@ import os
 # must be set before triton is imported anywhere, so before torch
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# every test measures its kernels itself: no choices carried over from other runs on this
+# machine (fastgan/engine/choice_cache.py; its test turns it on in a folder of its own)
+os.environ["FASTGAN_CHOICE_CACHE"] = "off"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

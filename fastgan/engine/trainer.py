@@ -25,6 +25,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
 from fastgan.engine.logs import LossLog, save_sample_grid
@@ -86,6 +87,7 @@ class Trainer:
         if self.main:
             os.makedirs(self.dir, exist_ok=True)
         self.model = model_from_options(opt)
+        self.choices_adopted = choice_cache.adopt(self.model.device)  # before any kernel is timed
         self.loss_log = LossLog(self.dir, self.model.loss_names) if self.main else None
         self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
 
@@ -100,6 +102,9 @@ class Trainer:
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
             self.log(fast_note(model.device))
+        if self.choices_adopted:
+            self.log(f"kernel choices: {self.choices_adopted} measured by an earlier run on this machine "
+                     f"({choice_cache.cache_file(model.device)}; {choice_cache.ENV}=off measures anew)")
         for name, net in model.nets.items():
             if opt.verbose:  # as the reference: the net, then its size
                 self.log(str(net))
@@ -178,6 +183,7 @@ class Trainer:
         for label in labels:
             self.model.save_networks(label, self.dir)
         save_training_state(self.model, self.progress, self.dir, rank_states)
+        choice_cache.record(self.model.device)
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> dict:

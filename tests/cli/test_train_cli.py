@@ -334,6 +334,48 @@ def test_every_option_is_described_in_help():
     assert "--lambda_gp LAMBDA_GP" in text and "the reference: none" in text and "(default: None)" not in text
 
 
+def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned_root, tmp_path, monkeypatch,
+                                                                      capsys):
+    from fastgan.engine import choice_cache
+    from fastgan.engine.state import measured_choices
+    from fastgan.ops import _reflect_conv2d, _unfolded_conv
+
+    def new_process():
+        _reflect_conv2d.clear_selection_cache()
+        _unfolded_conv.clear_selection_cache()
+
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path / "choices"))
+    new_process()
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "first") + ["--max_iters", "2"])
+    path = choice_cache.cache_file(torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert saved == measured_choices() and saved["conv_choices"] and saved["unfolded_conv_choices"]
+    # a choice the next run could not have measured itself: it must come from the file
+    key, choice = next(iter(saved["unfolded_conv_choices"].items()))
+    saved["unfolded_conv_choices"][key] = flipped = "aten" if choice == "gemm" else "gemm"
+    torch.save(saved, path)
+    new_process()
+    capsys.readouterr()
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "second") + ["--max_iters", "2"])
+    count = len(saved["conv_choices"]) + len(saved["unfolded_conv_choices"])
+    assert f"kernel choices: {count} measured by an earlier run on this machine" in capsys.readouterr().out
+    assert _unfolded_conv.selection_cache()[key] == flipped
+
+    monkeypatch.setenv(choice_cache.ENV, "off")  # measures anew, reads and writes nothing
+    new_process()
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "third") + ["--max_iters", "2"])
+    assert "kernel choices" not in capsys.readouterr().out and choice_cache.cache_file(torch.device("cpu")) is None
+    assert torch.load(path, weights_only=False)["unfolded_conv_choices"][key] == flipped
+    threads = torch.get_num_threads()
+    key_here = choice_cache.machine_key(torch.device("cpu"))
+    torch.set_num_threads(threads + 1)
+    try:
+        assert choice_cache.machine_key(torch.device("cpu")) != key_here  # timings depend on threads
+    finally:
+        torch.set_num_threads(threads)
+        new_process()  # no flipped choice left for the next test
+
+
 def test_saved_options_are_the_reference_names(unaligned_root, tmp_path):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "opts") + ["--max_iters", "1", "--lambda_identity", "0.25"])
     saved = json.load(open(tmp_path / "opts" / "train_opt.json"))
