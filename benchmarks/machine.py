@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from fastgan.machine import cpu_model
 
 
 def describe_machine() -> str:

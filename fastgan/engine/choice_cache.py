@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 
 import torch
 
 from fastgan.engine.state import load_measured_choices, measured_choices
+from fastgan.machine import cpu_model
 
 ENV = "FASTGAN_CHOICE_CACHE"
 # bump when the candidates or the keys of the measured choices change
@@ -45,17 +45,6 @@ def machine_key(device: torch.device) -> str:
         hardware = f"{cpu_model()} x{os.cpu_count()} threads{torch.get_num_threads()}"
     text = f"{hardware} | torch {torch.__version__} | v{VERSION}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cache_file(device: torch.device) -> str | None:
