@@ -5,8 +5,9 @@
 
 Every reference option name works (--model as --arch, --gpu_ids as --device, the
 display options accepted and unused); fastgan adds --arch, --device, --seed,
---max_iters, --lambda_gp and its speed levels. With no --dataroot the run trains on the embedded demo and ends
-by scoring G against the demo's ground truth.
+--max_iters, --lambda_gp and its speed levels. With no --dataroot the run trains on
+the embedded demo and ends by scoring G against the demo's ground truth. A run
+stopped by a signal saves and exits with 128 + the signal's number.
 
     torchrun --nproc_per_node=4 -m fastgan.train --dataroot ./datasets/horse2zebra --name h2z
 
