@@ -98,14 +98,20 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
     assert len(samples) == (2 * per_epoch) // 4
 
 
+def continue_finished_run(root, tmp_path, capsys, extra):
+    """A tiny cyclegan run to its end (n_epochs 1, n_epochs_decay 1: 2 epochs of 6 images), then
+    --continue_train with `extra`: (the continued run's summary, what it printed)."""
+    args = tiny_args(root, tmp_path, "run")
+    train_cli.main(args)
+    capsys.readouterr()
+    result = train_cli.main(args + ["--continue_train", *extra])
+    return result, capsys.readouterr().out
+
+
 def test_continue_naming_an_epoch_is_the_references_continue(unaligned_root, tmp_path, capsys):
     """--continue_train --epoch 1 --epoch_count 2: epoch 1's networks, fresh optimizers and the
     schedule from epoch 2, as the reference; the training state (after epoch 2) is not used."""
-    args = tiny_args(unaligned_root, tmp_path, "run")  # 2 epochs of 6 images
-    train_cli.main(args)
-    capsys.readouterr()
-    result = train_cli.main(args + ["--continue_train", "--epoch", "1", "--epoch_count", "2"])
-    out = capsys.readouterr().out
+    result, out = continue_finished_run(unaligned_root, tmp_path, capsys, ["--epoch", "1", "--epoch_count", "2"])
     assert "continuing from the 1 networks" in out and "training_state.pt unused" in out
     assert result["images"] == 6 and result["epoch"] == 3
     records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))[-6:]
@@ -116,11 +122,7 @@ def test_continue_naming_an_epoch_is_the_references_continue(unaligned_root, tmp
 def test_exact_resume_follows_the_schedule_options_typed(unaligned_root, tmp_path, capsys):
     """A finished run continued with more epochs: the state is restored, and the learning rate is
     what the longer schedule gives in the next epoch (not the finished run's 0)."""
-    args = tiny_args(unaligned_root, tmp_path, "run")  # n_epochs 1, n_epochs_decay 1
-    train_cli.main(args)
-    capsys.readouterr()
-    result = train_cli.main(args + ["--continue_train", "--n_epochs", "3", "--n_epochs_decay", "0"])
-    out = capsys.readouterr().out
+    result, out = continue_finished_run(unaligned_root, tmp_path, capsys, ["--n_epochs", "3", "--n_epochs_decay", "0"])
     assert "resumed from" in out and "n_epochs 1 -> 3, n_epochs_decay 1 -> 0" in out
     assert result["images"] == 6 and result["epoch"] == 4
     records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
