@@ -1,17 +1,23 @@
-"""`python -m fastgan.test`: translate images with a trained generator.
+"""`python -m fastgan.test`: translate images with trained generators, as the reference's test.
 
-    python -m fastgan.test --name horse2zebra --dataroot ./datasets/horse2zebra/testA
+    python -m fastgan.test --name horse2zebra --dataroot ./datasets/horse2zebra        # both ways
+    python -m fastgan.test --name horse2zebra --dataroot ./datasets/horse2zebra/testA  # G_A only
     python -m fastgan.test --name demo_cyclegan                # the demo's test split
     python -m fastgan.test --checkpoint latest_net_G.pth --dataroot photos/ --netG resnet_9blocks
 
-Loads {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
+What runs follows the data, as the reference's test models (input_data):
+- {phase}A/ and {phase}B/ (a CycleGAN dataset): its cycle_gan test, G_A and G_B both ways,
+  writing *_real_A, *_fake_B, *_rec_A, *_real_B, *_fake_A, *_rec_B.png;
+- aligned pairs (pix2pix's): G on A, writing *_real_A, *_fake_B, *_real_B.png;
+- a folder of images, --model test or --checkpoint: one generator, its --model test, writing
+  *_real.png and *_fake.png.
+Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
 --load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
 with --checkpoint. Model options come from the experiment's train_opt.json when it
 exists; options typed here override them. As the reference's test: batch 1, serial order, no
-flip, load_size defaults to crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/
-images/*_real.png, *_fake.png (and *_target.png for aligned data) and an
-index.html showing input beside output ({phase}_{epoch}_iter{load_iter} with --load_iter,
-as the reference; {phase}_{file's label} with --checkpoint).
+flip, load_size defaults to crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/images/
+and an index.html of the images side by side ({phase}_{epoch}_iter{load_iter} with
+--load_iter, as the reference; {phase}_{file's label} with --checkpoint).
 """
 
 from __future__ import annotations
@@ -31,7 +37,12 @@ from fastgan.options import checkpoint_label, resolve
 # what a test run takes over from the training run's train_opt.json
 MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
                  "crop_size", "preprocess", "direction")
-FILE_SUFFIX = {"input": "real", "output": "fake", "target": "target"}
+# what each translated item writes, {stem}_{name}.png, as the reference's test models name them
+VISUALS = {
+    "single": ("real", "fake"),  # --model test: one generator on a folder of images
+    "paired": ("real_A", "fake_B", "real_B"),  # pix2pix on aligned pairs
+    "cycle": ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"),  # cycle_gan on {phase}A, {phase}B
+}
 # the reference's base options that a test run takes and has no use for (it translates with G
 # alone, batch 1, serial order, no flip): accepted, so its test command lines run unchanged
 ACCEPTED_UNUSED = ("ndf", "netD", "n_layers_D", "init_type", "init_gain", "serial_batches", "num_threads",
@@ -73,6 +84,7 @@ def test_options(args: dict):
     tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval", "aspect_ratio")}
     if tool["aspect_ratio"] <= 0:
         raise ValueError(f"--aspect_ratio {tool['aspect_ratio']} must be positive")
+    tool["one_generator"] = args.get("model") == "test" or tool["checkpoint"] is not None
     suffix, notes = from_reference_arguments(args)
     for note in notes:
         print(note)
@@ -87,23 +99,27 @@ def test_options(args: dict):
     return opt, tool, training_root
 
 
-def generator_file(opt, checkpoint: str | None) -> tuple[str, str]:
-    """(net name in a training model, checkpoint path)."""
+def translating_net(opt) -> str:
+    """The net that translates A to the other domain: G_A (G_B with --direction BtoA), pix2pix's G."""
     if opt.arch == "pix2pix":
-        net = "G"
-    else:
-        net = "G_A" if opt.direction == "AtoB" else "G_B"
+        return "G"
+    return "G_A" if opt.direction == "AtoB" else "G_B"
+
+
+def generator_file(opt, net: str, checkpoint: str | None) -> str:
+    """The checkpoint of `net`: --checkpoint, else {label}_net_{net}.pth of the experiment (or
+    a published pretrained generator's {label}_net_G.pth)."""
     if checkpoint:
-        return net, checkpoint
+        return checkpoint
     folder, label = os.path.join(opt.checkpoints_dir, opt.name), checkpoint_label(opt)
     path = os.path.join(folder, f"{label}_net_{net}.pth")
     plain = os.path.join(folder, f"{label}_net_G.pth")  # published pretrained generators
     if not os.path.exists(path) and os.path.exists(plain):
-        return net, plain
+        return plain
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint {path}; train with --name {opt.name} first, "
                                 "or give a generator file with --checkpoint")
-    return net, path
+    return path
 
 
 def results_folder(opt, tool: dict, path: str) -> str:
@@ -115,13 +131,14 @@ def results_folder(opt, tool: dict, path: str) -> str:
     return f"{folder}_iter{opt.load_iter}" if opt.load_iter > 0 else folder
 
 
-def input_dataset(opt, training_root: str | None):
-    """Images to translate: --dataroot's; else the --phase split of the training run's data, or
-    of the demo. A --dataroot is aligned pairs (its {phase}/ folder) with --dataset_mode aligned,
-    the folder itself with single; unaligned (cyclegan's default) takes its {phase}A/ folder
-    ({phase}B/ with --direction BtoA) where it has one, as the reference's unaligned data, and
-    else the folder itself (a folder of images: testA/, photos/)."""
-    from fastgan.data import create_dataset, prepare_demo
+def input_data(opt, training_root: str | None, one_generator: bool):
+    """(kind, the options of its dataset): what to translate, and how (VISUALS). --dataroot's data, else the --phase
+    split of the training run's, or of the demo's. Aligned data (pix2pix's, --dataset_mode
+    aligned): "paired", its {phase}/ folder. Unaligned data (cyclegan's default) holding {phase}A/
+    and {phase}B/: "cycle", both generators both ways, as the reference's cycle_gan test; with
+    only one of them, or --model test or --checkpoint: "single", that folder ({phase}A/, {phase}B/
+    with --direction BtoA), else the folder itself (testA/, photos/), as its --model test."""
+    from fastgan.data import prepare_demo
 
     root = opt.dataroot
     if root is None:
@@ -130,11 +147,14 @@ def input_dataset(opt, training_root: str | None):
     else:
         mode = opt.dataset_mode
     if mode == "aligned":
-        return create_dataset(opt.replace(dataroot=root, dataset_mode="aligned"))
-    side = os.path.join(root, opt.phase + ("A" if opt.direction == "AtoB" else "B"))
+        return "paired", opt.replace(dataroot=root, dataset_mode="aligned")
+    sides = [os.path.join(root, opt.phase + domain) for domain in "AB"]
+    if mode == "unaligned" and opt.arch == "cyclegan" and not one_generator and all(map(os.path.isdir, sides)):
+        return "cycle", opt.replace(dataroot=root, dataset_mode="unaligned")
+    side = sides[0 if opt.direction == "AtoB" else 1]
     if mode == "unaligned" and os.path.isdir(side):
         root = side
-    return create_dataset(opt.replace(dataroot=root, dataset_mode="single"))
+    return "single", opt.replace(dataroot=root, dataset_mode="single")
 
 
 def unique_stem(path: str, root: str, taken: set) -> str:
@@ -176,21 +196,43 @@ def write_index(path: str, title: str, rows: list[tuple[str, list[tuple[str, str
                 f"<body><h1>{html.escape(title)}</h1><table>{''.join(cells)}</table></body></html>\n")
 
 
-def translate(opt, tool: dict, training_root: str | None = None) -> str:
-    from fastgan.engine.models import resolve_device
+def load_generator(opt, net: str, path: str, device, eval_mode: bool):
     from fastgan.models import define_G, load_reference_checkpoint
 
-    device = resolve_device(opt.device)
-    net_name, path = generator_file(opt, tool["checkpoint"])
-    in_nc, out_nc = (opt.input_nc, opt.output_nc) if net_name != "G_B" else (opt.output_nc, opt.input_nc)
+    in_nc, out_nc = (opt.input_nc, opt.output_nc) if net != "G_B" else (opt.output_nc, opt.input_nc)
     G = define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.norm, use_dropout=not opt.no_dropout,
                  init_type=opt.init_type, padding_type=opt.padding_type)
     load_reference_checkpoint(G, path)
     G.to(device)
-    if tool["eval"]:
+    if eval_mode:
         G.eval()
-    dataset = input_dataset(opt, training_root)
-    out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, path))
+    return G
+
+
+def visuals(kind: str, nets: dict, item: dict, device) -> dict:
+    """The images the reference's test model of `kind` shows for one item (VISUALS)."""
+    real_A = item["A"].unsqueeze(0).to(device)
+    if kind == "single":
+        return {"real": real_A, "fake": next(iter(nets.values()))(real_A)}
+    real_B = item["B"].unsqueeze(0).to(device)
+    if kind == "paired":
+        return {"real_A": real_A, "fake_B": nets["G"](real_A), "real_B": real_B}
+    fake_B, fake_A = nets["G_A"](real_A), nets["G_B"](real_B)
+    return {"real_A": real_A, "fake_B": fake_B, "rec_A": nets["G_B"](fake_B),
+            "real_B": real_B, "fake_A": fake_A, "rec_B": nets["G_A"](fake_A)}
+
+
+def translate(opt, tool: dict, training_root: str | None = None) -> str:
+    from fastgan.data import create_dataset
+    from fastgan.engine.models import resolve_device
+
+    device = resolve_device(opt.device)
+    kind, data_options = input_data(opt, training_root, tool["one_generator"])
+    names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt),)
+    paths = {net: generator_file(opt, net, tool["checkpoint"]) for net in names}
+    nets = {net: load_generator(opt, net, path, device, tool["eval"]) for net, path in paths.items()}
+    dataset = create_dataset(data_options)
+    out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     rows, stems = [], set()
@@ -198,21 +240,17 @@ def translate(opt, tool: dict, training_root: str | None = None) -> str:
     with torch.no_grad():
         for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
             item = dataset[i]
-            real = item["A"].unsqueeze(0).to(device)
-            fake = G(real)[0]
             stem = unique_stem(item["A_paths"], dataset.root, stems)
-            images = [("input", item["A"]), ("output", fake)]
-            if "B" in item:
-                images.append(("target", item["B"]))
             entries = []
-            for kind, tensor in images:
-                file = f"{stem}_{FILE_SUFFIX[kind]}.png"
-                with_aspect_ratio(to_uint8_image(tensor), tool["aspect_ratio"]).save(os.path.join(image_dir, file))
-                entries.append((kind, f"images/{file}"))
+            for name, tensor in visuals(kind, nets, item, device).items():
+                file = f"{stem}_{name}.png"
+                with_aspect_ratio(to_uint8_image(tensor[0]), tool["aspect_ratio"]).save(os.path.join(image_dir, file))
+                entries.append((name, f"images/{file}"))
             rows.append((stem, entries))
     index = os.path.join(out_dir, "index.html")
-    write_index(index, f"{opt.name}: {net_name} from {path}", rows)
-    print(f"translated {count} images with {path}; open {index}")
+    used = ", ".join(f"{net} from {path}" for net, path in paths.items())
+    write_index(index, f"{opt.name}: {used}", rows)
+    print(f"translated {count} images with {used}; open {index}")
     return index
 
 

@@ -169,9 +169,9 @@ def test_inference_cli_loads_the_networks_load_iter_names(unaligned_root, tmp_pa
 
 
 def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned_root, tmp_path):
-    """--dataroot holding trainA/trainB/testA: the {phase}A images through G_A ({phase}B through
-    G_B with BtoA), never the other domain's or split's; the reference's base options that a test
-    has no use for are accepted."""
+    """--dataroot holding trainA/trainB/testA: with testA alone, the testA images through G_A, never
+    the other domain's or split's; --model test on the train split: trainB's through G_B with
+    BtoA. The reference's base options that a test has no use for are accepted."""
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
     common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
               "--results_dir", str(tmp_path / "results"), "--device", "cpu"]
@@ -186,9 +186,49 @@ def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned
     real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img002_real.png")))
     with Image.open(os.path.join(unaligned_root, "testA", "img002.png")) as source:  # load = crop: 32x32
         assert np.abs(real.astype(int) - np.asarray(source.resize((32, 32), Image.BICUBIC), dtype=int)).max() <= 1
-    index = test_cli.main(common + ["--phase", "train", "--direction", "BtoA"])
+    index = test_cli.main(common + ["--phase", "train", "--direction", "BtoA", "--model", "test"])
     assert os.path.dirname(index).endswith("train_latest")
     assert len(translated(index)) == 2 * 5  # trainB's 5 images
+
+
+def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligned_root, tmp_path):
+    """{phase}A and {phase}B both there (the train split here: 6 A, 5 B images): both generators
+    both ways, max(|A|, |B|) items with B = index mod |B|, the reference's six images per item."""
+    from fastgan.models import define_G, load_reference_checkpoint
+
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+                           "--results_dir", str(tmp_path / "results"), "--phase", "train", "--eval"])
+    images = os.path.join(os.path.dirname(index), "images")
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(6) for k in names)
+
+    def read(stem, name):
+        return torch.from_numpy(np.asarray(Image.open(os.path.join(images, f"{stem}_{name}.png")),
+                                           dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
+    nets = {}
+    for net in ("G_A", "G_B"):
+        nets[net] = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
+        load_reference_checkpoint(nets[net], str(tmp_path / "run" / f"latest_net_{net}.pth"))
+        nets[net].eval()
+    with torch.no_grad():  # item 5: A = trainA/img005, B = trainB/img000 (5 mod 5)
+        real_A, real_B = read("img005", "real_A"), read("img005", "real_B")
+        with Image.open(os.path.join(unaligned_root, "trainB", "img000.png")) as b:
+            source_B = torch.from_numpy(np.asarray(b.resize((32, 32), Image.BICUBIC), dtype=np.float32))
+        assert (real_B[0].permute(1, 2, 0) - (source_B / 127.5 - 1)).abs().max() <= 1.5 / 127.5
+        for name, value in (("fake_B", nets["G_A"](real_A)), ("rec_A", nets["G_B"](nets["G_A"](real_A))),
+                            ("fake_A", nets["G_B"](real_B)), ("rec_B", nets["G_A"](nets["G_B"](real_B)))):
+            assert (read("img005", name) - value).abs().max() < 4 / 127.5, name
+
+
+def test_inference_cli_on_aligned_pairs_writes_the_references_pix2pix_names(aligned_root, tmp_path):
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "results")])
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(2)
+                                                for k in ("real_A", "fake_B", "real_B"))
 
 
 def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tmp_path, capsys):
