@@ -65,7 +65,7 @@ def cached_images(dataset, size_of) -> list[CachedImage]:
         region = None
         if half is not None:
             w2 = w // 2
-            region, (w, h) = ((0, 0, w2, h), (w2, h)) if half == 0 else ((w2, 0, w - w2, h), (w - w2, h))
+            region, (w, h) = ((0, 0, w2, h) if half == 0 else (w2, 0, w2, h)), (w2, h)
             if w2 == 0:
                 return CachedImage(path, region, channels, None, item)
         size = resize_stage_size(opt, (w, h))

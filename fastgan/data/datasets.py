@@ -114,8 +114,10 @@ class AlignedDataset(BaseDataset):
     """{dataroot}/{phase}/* images holding a pair side by side, A left and B right.
 
     The image is split at w // 2 and both halves get the same resize, crop and
-    flip, drawn for A's size. As the reference's, an odd-width image's B half (columns
-    w//2 .. w) is one column wider than A.
+    flip. An odd-width image has one column more than two halves: it is dropped
+    (B = columns w//2 .. 2*(w//2)), so both halves have the same size and stay
+    pixel-aligned from the left, where the reference's B half would be one
+    column wider and, under resize, scaled slightly differently from A.
     """
 
     mode = "aligned"
@@ -141,7 +143,7 @@ class AlignedDataset(BaseDataset):
         if w2 == 0:
             raise DatasetError(f"aligned image {path} is {w} pixel wide: it cannot hold A|B side by side")
         A = AB.crop((0, 0, w2, h))
-        B = AB.crop((w2, 0, w, h))
+        B = AB.crop((w2, 0, 2 * w2, h))
         if self.A_nc == 1:
             A = A.convert("L")
         if self.B_nc == 1:

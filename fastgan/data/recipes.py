@@ -132,12 +132,12 @@ class ItemRecipes:
         rng = item_rng(self.opt.seed, epoch, index)
         path = self.dataset.AB_paths[index]
         w, h = self.size_of(path)
-        w2 = w // 2  # an odd width's B is a column wider (datasets.AlignedDataset)
+        w2 = w // 2  # an odd width's last column belongs to neither half (datasets.AlignedDataset)
         if w2 == 0:
             raise Refused
         params = get_params(self.opt, (w2, h), rng)  # one draw for both halves
         A = self._recipe(path, (0, 0, w2, h), (w2, h), params)
-        B = self._recipe(path, (w2, 0, w - w2, h), (w - w2, h), params)
+        B = self._recipe(path, (w2, 0, w2, h), (w2, h), params)
         if self.dataset.btoa:
             A, B = B, A
         return {"A": A, "B": B, "A_paths": path, "B_paths": path}
