@@ -42,7 +42,9 @@ CHOICES = {
 }
 
 
-def add_option_arguments(parser: argparse.ArgumentParser, names=None) -> None:
+def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: dict | None = None) -> None:
+    """An argument per option (of `names`, default all); `defaults`: what --help says a default
+    is where the command's differs from the option's."""
     for field in dataclasses.fields(Options):
         if field.name in HIDDEN or (names is not None and field.name not in names):
             continue
@@ -56,7 +58,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None) -> None:
             continue
         kind = NONE_DEFAULT_TYPES.get(field.name) or type(field.default)
         bare = {"nargs": "?", "const": BARE_VALUES[field.name]} if field.name in BARE_VALUES else {}
-        default = DEFAULT_TEXT.get(field.name, field.default)
+        default = {**DEFAULT_TEXT, **(defaults or {})}.get(field.name, field.default)
         parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
                             help=f"{text} (default: {default})", **bare)
 
@@ -67,13 +69,14 @@ DISPLAY_OPTIONS = {"display_id": int, "display_winsize": int, "display_ncols": i
                    "display_env": str, "display_port": int, "update_html_freq": int, "no_html": None,
                    "use_wandb": None, "wandb_project_name": str}
 MODEL_NAMES = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix"}
+REFERENCE_MODEL = {arch: model for model, arch in MODEL_NAMES.items()}
 
 
 def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False) -> None:
     """The reference's options that fastgan spells otherwise, or has no use for."""
     models = (*MODEL_NAMES, "test") if test else tuple(MODEL_NAMES)
     parser.add_argument("--model", choices=models, default=argparse.SUPPRESS,
-                        help="the reference's name for --arch" + (" (test: one generator, as always here)" if test else ""))
+                        help="the reference's name for --arch" + (" (test: one generator only)" if test else ""))
     parser.add_argument("--gpu_ids", default=argparse.SUPPRESS,
                         help="the reference's device choice: -1 is --device cpu, N is --device cuda:N "
                              "(several GPUs: torchrun, see README)")
@@ -98,10 +101,12 @@ def from_reference_arguments(args: dict) -> tuple[str | None, list[str]]:
             raise ValueError(f"--model {model} and --arch {args['arch']} disagree; give one of them")
         args["arch"] = MODEL_NAMES[model]
     if "gpu_ids" in args:
-        args_device = device_of_gpu_ids(args.pop("gpu_ids"))
-        if args.get("device", args_device) != args_device:
-            raise ValueError(f"--gpu_ids and --device {args['device']} disagree; give one of them")
-        args["device"] = args_device
+        gpu_ids = args.pop("gpu_ids")
+        device = device_of_gpu_ids(gpu_ids)
+        typed = args.get("device", device)
+        if typed != device and {typed, device} != {"cuda", "cuda:0"}:
+            raise ValueError(f"--gpu_ids {gpu_ids} (--device {device}) and --device {typed} disagree; give one of them")
+        args["device"] = device
     unused = [name for name in DISPLAY_OPTIONS if args.pop(name, None) is not None]
     if unused:
         notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/HTML/wandb display; fastgan writes "
@@ -111,7 +116,7 @@ def from_reference_arguments(args: dict) -> tuple[str | None, list[str]]:
 
 def device_of_gpu_ids(text: str) -> str:
     ids = [part.strip() for part in text.split(",") if part.strip()]
-    if not ids or any(not part.lstrip("-").isdigit() for part in ids):
+    if not ids or any(not (part.isdigit() or part == "-1") for part in ids):
         raise ValueError(f"--gpu_ids {text!r}: expected -1 or GPU numbers such as 0 or 0,1")
     if ids == ["-1"]:
         return "cpu"
@@ -122,14 +127,18 @@ def device_of_gpu_ids(text: str) -> str:
     return f"cuda:{ids[0]}"
 
 
-def with_suffix(opt: Options, suffix: str | None) -> Options:
-    """The reference's --suffix: name + '_' + suffix.format(**options)."""
+def with_suffix(opt: Options, suffix: str | None, model: str | None = None) -> Options:
+    """The reference's --suffix: name + '_' + suffix.format(**options), {model} being the
+    reference's model name (cycle_gan, pix2pix; test in fastgan.test's --model test)."""
     if not suffix:
         return opt
+    fields = {**opt.as_dict(), "model": model or REFERENCE_MODEL[opt.arch]}
     try:
-        formatted = suffix.format(**opt.as_dict())
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f"--suffix {suffix!r}: {e!r} is not an option to format with") from None
+        formatted = suffix.format(**fields)
+    except KeyError as e:
+        raise ValueError(f"--suffix {suffix!r}: {{{e.args[0]}}} is not an option name") from None
+    except (IndexError, ValueError) as e:
+        raise ValueError(f"--suffix {suffix!r} is not a format such as {{netG}}_size{{load_size}}: {e}") from None
     return opt.replace(name=f"{opt.name}_{formatted}")
 
 

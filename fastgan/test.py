@@ -55,15 +55,19 @@ def parse(argv=None) -> dict:
     add_option_arguments(parser, names={
         "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
-        "preprocess", "epoch", "load_iter", "max_dataset_size", *ACCEPTED_UNUSED,
-    })
+        "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", *ACCEPTED_UNUSED,
+    }, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
+                 "dataroot": "the run's data"})
     add_reference_arguments(parser, test=True)
+    parser.add_argument("--model_suffix", default=None,
+                        help="with --model test: the generator {epoch}_net_G{SUFFIX}.pth, as the reference's "
+                             "(_A: G_A, _B: G_B; default: the one --direction asks for)")
     parser.add_argument("--checkpoint", default=None, help="a generator .pth file (fastgan's or the reference's)")
     parser.add_argument("--results_dir", default="./results/", help="where NAME/ goes (default: ./results/)")
     parser.add_argument("--phase", default="test", help="the split to translate (default: test)")
     parser.add_argument("--num_test", type=int, default=50, help="translate at most this many images (default: 50)")
     parser.add_argument("--aspect_ratio", type=float, default=1.0,
-                        help="saved images' width / height, as the reference's (default: 1.0)")
+                        help="resize saved images as the reference's save_image does (default: 1.0, none)")
     parser.add_argument("--eval", action="store_true", help="run the generator in eval mode")
     return vars(parser.parse_args(argv))
 
@@ -79,31 +83,48 @@ def saved_train_options(checkpoints_dir: str, name: str) -> dict:
 def test_options(args: dict):
     """Resolved options: defaults < the training run's saved options < what was typed.
 
-    Returns (options, tool settings, the training run's dataroot or None).
+    Returns (options, tool settings, the training run's data: (dataroot, dataset_mode) or None).
+    tool["trained_direction"] is the run's --direction (what its G_A takes), which a typed one
+    may reverse.
     """
-    tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval", "aspect_ratio")}
+    tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval", "aspect_ratio",
+                                     "model_suffix")}
     if tool["aspect_ratio"] <= 0:
         raise ValueError(f"--aspect_ratio {tool['aspect_ratio']} must be positive")
-    tool["one_generator"] = args.get("model") == "test" or tool["checkpoint"] is not None
+    model = args.get("model")
+    tool["model_test"] = model == "test"
+    tool["one_generator"] = tool["model_test"] or tool["checkpoint"] is not None
+    if tool["model_suffix"] is not None and model != "test":
+        raise ValueError("--model_suffix names the generator of --model test; add --model test")
     suffix, notes = from_reference_arguments(args)
     for note in notes:
         print(note)
-    saved = saved_train_options(args.get("checkpoints_dir", "./checkpoints"), args.get("name", "experiment_name"))
+    # the experiment's folder as the reference names it (--suffix formatted with the typed
+    # options), and then what its training run saved
+    typed = with_suffix(resolve(args.get("arch", "cyclegan"), dict(args)), suffix, model)
+    args["name"] = typed.name
+    saved = saved_train_options(typed.checkpoints_dir, typed.name)
     merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
+    if tool["model_test"] and "dataset_mode" not in args:
+        merged["dataset_mode"] = "single"  # the reference's test model reads a folder of images
     arch = merged.pop("arch", "cyclegan")
-    opt = with_suffix(resolve(arch, merged), suffix)
+    opt = resolve(arch, merged)
     # the reference's test defaults load_size to crop_size (no crop); a typed one is kept
     opt = opt.replace(load_size=args.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
                       no_flip=True, num_threads=0, phase=tool["phase"], isTrain=False)
-    training_root = None if saved.get("demo") else saved.get("dataroot")
-    return opt, tool, training_root
+    tool["trained_direction"] = saved.get("direction", opt.direction)
+    training = None if saved.get("demo") or not saved.get("dataroot") else (saved["dataroot"], saved["dataset_mode"])
+    return opt, tool, training
 
 
-def translating_net(opt) -> str:
-    """The net that translates A to the other domain: G_A (G_B with --direction BtoA), pix2pix's G."""
+def translating_net(opt, tool: dict) -> str:
+    """The one generator of a single-image test: pix2pix's G; --model_suffix's; else G_A where
+    --direction is the run's (G_A takes its A side), G_B where it reverses it."""
     if opt.arch == "pix2pix":
         return "G"
-    return "G_A" if opt.direction == "AtoB" else "G_B"
+    if tool["model_suffix"] is not None:
+        return f"G{tool['model_suffix']}"
+    return "G_A" if opt.direction == tool["trained_direction"] else "G_B"
 
 
 def generator_file(opt, net: str, checkpoint: str | None) -> str:
@@ -131,29 +152,42 @@ def results_folder(opt, tool: dict, path: str) -> str:
     return f"{folder}_iter{opt.load_iter}" if opt.load_iter > 0 else folder
 
 
-def input_data(opt, training_root: str | None, one_generator: bool):
-    """(kind, the options of its dataset): what to translate, and how (VISUALS). --dataroot's data, else the --phase
-    split of the training run's, or of the demo's. Aligned data (pix2pix's, --dataset_mode
-    aligned): "paired", its {phase}/ folder. Unaligned data (cyclegan's default) holding {phase}A/
-    and {phase}B/: "cycle", both generators both ways, as the reference's cycle_gan test; with
-    only one of them, or --model test or --checkpoint: "single", that folder ({phase}A/, {phase}B/
-    with --direction BtoA), else the folder itself (testA/, photos/), as its --model test."""
-    from fastgan.data import prepare_demo
+# folders that make a folder a dataset's root rather than a folder of images
+DATASET_FOLDERS = ("trainA", "trainB", "testA", "testB", "valA", "valB", "train", "test", "val")
 
-    root = opt.dataroot
+
+def input_data(opt, tool: dict, training: tuple[str, str] | None):
+    """(kind, the options of its dataset): what to translate, and how (VISUALS). --dataroot's
+    data, else the training run's (the demo's), its --phase split:
+    - pix2pix on aligned data: "paired", G on the A halves, as its pix2pix test;
+    - cyclegan on aligned data, or on unaligned data with {phase}A/ and {phase}B/: "cycle", both
+      generators both ways in the run's direction, as the reference's cycle_gan test;
+    - otherwise, with --model test (the reference's test model: one generator on a folder) or
+      a cyclegan --checkpoint: "single", one generator on the A halves of aligned data, on the
+      {phase}A/ folder ({phase}B/ with --direction BtoA) of a dataset's root, or on the folder
+      of images given (testA/, photos/).
+    """
+    from fastgan.data import DatasetError, prepare_demo
+
+    root, mode = opt.dataroot, opt.dataset_mode
     if root is None:
-        root = training_root or prepare_demo(opt.arch)
-        mode = "aligned" if opt.arch == "pix2pix" else "unaligned"
-    else:
-        mode = opt.dataset_mode
-    if mode == "aligned":
-        return "paired", opt.replace(dataroot=root, dataset_mode="aligned")
+        root, mode = training or (prepare_demo(opt.arch), "aligned" if opt.arch == "pix2pix" else "unaligned")
+    trained = opt.replace(dataroot=root, direction=tool["trained_direction"])
     sides = [os.path.join(root, opt.phase + domain) for domain in "AB"]
-    if mode == "unaligned" and opt.arch == "cyclegan" and not one_generator and all(map(os.path.isdir, sides)):
-        return "cycle", opt.replace(dataroot=root, dataset_mode="unaligned")
+    if mode == "aligned":
+        if opt.arch == "pix2pix" and not tool["model_test"]:
+            return "paired", trained.replace(dataset_mode="aligned")
+        if opt.arch == "cyclegan" and not tool["one_generator"]:
+            return "cycle", trained.replace(dataset_mode="aligned")
+        return "single", opt.replace(dataroot=root, dataset_mode="aligned")
+    if mode == "unaligned" and opt.arch == "cyclegan" and not tool["one_generator"] and all(map(os.path.isdir, sides)):
+        return "cycle", trained.replace(dataset_mode="unaligned")
     side = sides[0 if opt.direction == "AtoB" else 1]
-    if mode == "unaligned" and os.path.isdir(side):
+    if os.path.isdir(side):
         root = side
+    elif any(os.path.isdir(os.path.join(root, folder)) for folder in DATASET_FOLDERS):
+        raise DatasetError(f"{root} holds no {os.path.basename(side)}/ to translate: give --phase the split "
+                           "it has, or --dataroot a folder of images")
     return "single", opt.replace(dataroot=root, dataset_mode="single")
 
 
@@ -168,12 +202,14 @@ def unique_stem(path: str, root: str, taken: set) -> str:
 
 
 def with_aspect_ratio(image, aspect_ratio: float):
-    """The reference's save_image: wider by aspect_ratio above 1, taller by 1/aspect_ratio below."""
+    """The reference's save_image, as it is: for an h x w image, PIL size (h, w * aspect_ratio)
+    above 1 and (h / aspect_ratio, w) below (width first: a square image comes out taller
+    above 1, wider below)."""
     w, h = image.size
     if aspect_ratio > 1.0:
-        return image.resize((int(w * aspect_ratio), h), resample=3)  # 3: bicubic
+        return image.resize((h, int(w * aspect_ratio)), resample=3)  # 3: bicubic
     if aspect_ratio < 1.0:
-        return image.resize((w, int(h / aspect_ratio)), resample=3)
+        return image.resize((int(h / aspect_ratio), w), resample=3)
     return image
 
 
@@ -222,15 +258,18 @@ def visuals(kind: str, nets: dict, item: dict, device) -> dict:
             "real_B": real_B, "fake_A": fake_A, "rec_B": nets["G_A"](fake_A)}
 
 
-def translate(opt, tool: dict, training_root: str | None = None) -> str:
+def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan.data import create_dataset
     from fastgan.engine.models import resolve_device
 
     device = resolve_device(opt.device)
-    kind, data_options = input_data(opt, training_root, tool["one_generator"])
-    names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt),)
+    kind, data_options = input_data(opt, tool, training)
+    names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool["checkpoint"]) for net in names}
     nets = {net: load_generator(opt, net, path, device, tool["eval"]) for net, path in paths.items()}
+    if opt.verbose:
+        for net, G in nets.items():
+            print(f"{net}: {G}")
     dataset = create_dataset(data_options)
     out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))
     image_dir = os.path.join(out_dir, "images")
@@ -259,8 +298,8 @@ def main(argv=None) -> str:
     from fastgan.models import CheckpointError
 
     try:
-        opt, tool, training_root = test_options(parse(argv))
-        return translate(opt, tool, training_root)
+        opt, tool, training = test_options(parse(argv))
+        return translate(opt, tool, training)
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as e:
         fail(str(e))
 

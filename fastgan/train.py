@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
@@ -71,9 +72,9 @@ def main(argv=None) -> dict:
         fail(str(e))
     except OSError as e:  # a folder that cannot be made or written, a file that went missing
         fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
-    except KeyboardInterrupt:  # the second Ctrl-C: at once, nothing saved since the last checkpoint
+    except KeyboardInterrupt as e:  # a second signal (or Ctrl-C outside the loop): at once, unsaved
         print("\nstopped at once: what this run did since its last checkpoint is not saved", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None
     except Exception as e:
         if ranks.world_size > 1 and is_peer_failure(e):
             fail_rank(ranks, e)
@@ -133,7 +134,7 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
     G = generator_for_scoring(trainer.model)
     score = demo_score(opt.arch, G, opt.dataroot, trainer.model.device)
     verdict = "beats" if score["model"] < score["identity"] else "does NOT beat"
-    short = trainer.progress.epoch <= trainer.last_epoch  # stopped before the demo's schedule ended
+    short = trainer.progress.epoch <= trainer.last_epoch  # stopped before the schedule's last epoch ended
     print(f"demo ground truth, held-out crops: G error {score['model']:.4f} vs identity baseline "
           f"{score['identity']:.4f} (mean absolute error, [0,1] pixels): the model {verdict} the baseline"
           + (f" after {trainer.progress.iteration} iterations, short of the demo's "

@@ -33,7 +33,8 @@ def check_generator_input_size(opt: Options) -> None:
     match the target of the cycle or L1 loss) are refused before anything runs."""
     multiple = generator_size_multiple(opt.netG)
     if "crop" in opt.preprocess and opt.crop_size % multiple:
-        fits = [n for n in ("resnet_9blocks", "unet_128", "unet_256") if opt.crop_size % generator_size_multiple(n) == 0]
+        fits = [n for n in ("resnet_9blocks", "unet_128", "unet_256")
+                if opt.crop_size % generator_size_multiple(n) == 0]
         raise ValueError(f"--netG {opt.netG} needs --crop_size a multiple of {multiple} (got {opt.crop_size}): "
                          f"use --crop_size {max(multiple, opt.crop_size // multiple * multiple)}"
                          + (f" or --netG {' / '.join(fits)}" if fits else ""))

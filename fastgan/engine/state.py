@@ -83,24 +83,29 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
     return path
 
 
-def load_training_state(model, directory: str, rank: int = 0) -> tuple[Progress, dict] | None:
-    """Restore the model, optimizers, pools and RNGs; returns where the run stands and the
-    options it was saved with, or None when no state file exists.
-
-    Rank `rank` restores its own RNG states and pools when the file has them;
-    a rank it has none for (the run was saved by fewer ranks) keeps the
-    model's state, rank 0's, and starts streams of its own.
-    """
+def read_training_state(directory: str) -> dict | None:
+    """The training-state file of `directory` as saved, or None when there is none."""
     path = os.path.join(directory, STATE_FILE)
     if not os.path.exists(path):
         return None
     # our own file: it holds Python RNG tuples and optimizer dicts, not only tensors
     state = torch.load(path, map_location="cpu", weights_only=False)
+    state["path"] = path
+    return state
+
+
+def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
+    """Restore the model, optimizers, pools and RNGs from a read_training_state() result.
+
+    Rank `rank` restores its own RNG states and pools when the file has them;
+    a rank it has none for (the run was saved by fewer ranks) keeps the
+    model's state, rank 0's, and starts streams of its own.
+    """
     saved_nets = sorted(state["model"]["nets"])
     if saved_nets != sorted(model.nets):
         saved_arch = state.get("options", {}).get("arch", "another")
-        raise CheckpointError(f"{path} is a {saved_arch} run's (nets {', '.join(saved_nets)}), not one of "
-                              f"this --arch {model.opt.arch} (nets {', '.join(sorted(model.nets))}): "
+        raise CheckpointError(f"{state['path']} is a {saved_arch} run's (nets {', '.join(saved_nets)}), not one "
+                              f"of this --arch {model.opt.arch} (nets {', '.join(sorted(model.nets))}): "
                               "continue it with its own --arch, or train this one under another --name")
     model.load_state_dict(state["model"])
     set_rng_state(state["rng"])
@@ -114,4 +119,4 @@ def load_training_state(model, directory: str, rank: int = 0) -> tuple[Progress,
             pool.load_state_dict(saved[rank]["pools"][k], model.device)
     elif rank > 0:
         seed_rank_streams(model, rank, progress.iteration)
-    return progress, state.get("options", {})
+    return progress

@@ -31,7 +31,8 @@ from fastgan.engine.levels import fast_note
 from fastgan.engine.logs import LossLog, save_sample_grid
 from fastgan.engine.models import model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
-from fastgan.engine.state import STATE_FILE, Progress, load_training_state, rank_state, save_training_state
+from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
+                                  save_training_state)
 from fastgan.models import CheckpointError, count_parameters
 from fastgan.options import Options, checkpoint_label
 
@@ -39,6 +40,14 @@ from fastgan.options import Options, checkpoint_label
 def crossed(total: int, step: int, freq: int) -> bool:
     """Did total_iters pass a multiple of freq in the last `step` images?"""
     return freq > 0 and total // freq > (total - step) // freq
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop at once, unsaved (`signum`: that signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class StopRequest:
@@ -59,7 +68,7 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.requested:  # a second signal stops at once
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.requested, self.signal = True, signum
         # straight to stderr: a handler must not wait for the progress bar's lock
         sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving "
@@ -118,32 +127,36 @@ class Trainer:
         return self.opt.n_epochs + self.opt.n_epochs_decay
 
     def resume(self) -> None:
-        """--continue_train. As the reference's when the command names the networks or the first
-        epoch (--epoch other than latest, --load_iter, --epoch_count): those networks, fresh
-        optimizers, the schedule from --epoch_count. Otherwise the exact training state if there
-        is one, its learning-rate schedule following this command's options where they differ
-        from the run's; else the latest networks.
+        """--continue_train. As the reference's when the command names other networks or another
+        first epoch than the run's (--epoch other than latest, --load_iter, an --epoch_count the
+        saved run did not start at): those networks, fresh optimizers, the schedule from
+        --epoch_count. Otherwise the exact training state if there is one, its learning-rate
+        schedule following this command's options where they differ from the run's; else the
+        latest networks.
 
         Every rank reads the files, so the checkpoint folder must be one every node sees.
         """
         opt = self.opt
-        if opt.epoch != "latest" or opt.load_iter > 0 or opt.epoch_count != 1:
+        state = read_training_state(self.dir)
+        saved = {} if state is None else state.get("options", {})
+        first = saved.get("epoch_count", 1)
+        if opt.epoch != "latest" or opt.load_iter > 0 or opt.epoch_count not in (1, first):
             self._continue_from_networks(f"; {STATE_FILE} unused: --epoch, --load_iter or --epoch_count "
                                          "asks for the reference's continue")
             return
-        loaded = load_training_state(self.model, self.dir, self.ranks.rank)
-        found = self.ranks.all_gather(None if loaded is None else vars(loaded[0]))
+        progress = None if state is None else restore_training_state(self.model, state, self.ranks.rank)
+        found = self.ranks.all_gather(None if progress is None else vars(progress))
         if any(f != found[0] for f in found):
             raise CheckpointError(f"the ranks found different training states in {self.dir} "
                                   f"({found}): --continue_train needs it on storage that every node reads")
-        if loaded is None:
+        if progress is None:
             self._continue_from_networks(f" (no {STATE_FILE}: optimizer and schedule restart)")
             return
-        self.progress, saved = loaded
+        self.progress = progress
         if self.main:
-            self.loss_log.truncate_after(self.progress.total_iters)
-        self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {self.progress.epoch}, "
-                 f"batch {self.progress.batch}, {self.progress.total_iters} images seen")
+            self.loss_log.truncate_after(progress.total_iters)
+        self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
+                 f"batch {progress.batch}, {progress.total_iters} images seen")
         self._follow_schedule_options(saved)
 
     def _continue_from_networks(self, why: str) -> None:
@@ -151,10 +164,9 @@ class Trainer:
         missing = [f"{label}_net_{name}.pth" for name in self.model.nets
                    if not os.path.exists(os.path.join(self.dir, f"{label}_net_{name}.pth"))]
         if missing:
-            raise CheckpointError(f"--continue_train: {self.dir} holds no {', '.join(missing)}"
-                                  + ("" if os.path.exists(os.path.join(self.dir, STATE_FILE)) else f" and no {STATE_FILE}")
-                                  + "; train without --continue_train first, or name saved networks with "
-                                  "--epoch / --load_iter")
+            no_state = "" if os.path.exists(os.path.join(self.dir, STATE_FILE)) else f" and no {STATE_FILE}"
+            raise CheckpointError(f"--continue_train: {self.dir} holds no {', '.join(missing)}{no_state}; train "
+                                  "without --continue_train first, or name saved networks with --epoch / --load_iter")
         self.model.load_networks(label, self.dir)
         self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
 
@@ -198,6 +210,10 @@ class Trainer:
         start, images_this_run, stopped, signum = time.perf_counter(), 0, None, None
         if opt.max_iters is not None and p.iteration >= opt.max_iters:
             stopped = f"already at --max_iters {opt.max_iters} (iteration {p.iteration})"
+        elif p.epoch > self.last_epoch:
+            stopped = (f"nothing to train: epoch {p.epoch} is past the schedule's last, {self.last_epoch} "
+                       "(--n_epochs + --n_epochs_decay)")
+        total_batches = max(0, total_batches)
         bar = tqdm(total=total_batches, initial=min(done, total_batches), unit="it", dynamic_ncols=True,
                    mininterval=1.0, disable=not self.main)
         if stopped is None:  # the first iteration measures kernels, compiles, captures: slow
@@ -222,9 +238,9 @@ class Trainer:
                         stopped = f"reached --max_iters {opt.max_iters}"
                     if stopped:
                         break
-                if stopped:
+                if stopped and p.batch < len(self.loader):
                     break
-                self.end_epoch()
+                self.end_epoch()  # also when the stop came with the epoch's last batch
         elapsed = time.perf_counter() - start
         if images_this_run:
             self.save(["latest"])

@@ -130,6 +130,47 @@ def test_exact_resume_follows_the_schedule_options_typed(unaligned_root, tmp_pat
     assert all(r["epoch"] == 3 and r["lr"] == pytest.approx(2e-4) for r in records[-6:])
 
 
+def test_continuing_a_run_started_at_another_epoch_resumes_it(unaligned_root, tmp_path, capsys):
+    """A run whose first epoch is 2, stopped, then continued with the same --epoch_count: the
+    exact training state, not the reference's restart (the command names the run's own first
+    epoch); an --epoch_count past the schedule trains nothing and says so."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--epoch_count", "2", "--n_epochs", "2"]  # epochs 2..3
+    assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
+    capsys.readouterr()
+    result = train_cli.main(args + ["--continue_train"])
+    assert "resumed from" in capsys.readouterr().out
+    assert result["iteration"] == 12 and result["images"] == 9 and result["epoch"] == 4
+    result = train_cli.main(args + ["--continue_train", "--epoch", "3", "--epoch_count", "5"])
+    assert result["images"] == 0
+    assert "nothing to train: epoch 5 is past the schedule's last, 3" in capsys.readouterr().out
+
+
+def test_max_iters_ending_an_epoch_finishes_it(unaligned_root, tmp_path):
+    """--max_iters falling on an epoch's last batch: the epoch ends as usual (its networks saved,
+    the schedule stepped), so the run stands at the next epoch."""
+    result = train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "12"])
+    assert result["epoch"] == 3 and result["iteration"] == 12
+    assert (tmp_path / "run" / "2_net_G_A.pth").exists()
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"] == {"epoch": 3, "batch": 0, "total_iters": 12, "iteration": 12}
+
+
+def test_a_second_signal_stops_at_once_with_its_exit_status(unaligned_root, tmp_path, monkeypatch, capsys):
+    from fastgan.engine import trainer
+
+    stop = trainer.StopRequest()
+    stop._handle(signal.SIGTERM, None)
+    assert stop.requested and stop.signal == signal.SIGTERM
+    assert "SIGTERM: stopping after this iteration" in capsys.readouterr().err
+    with pytest.raises(trainer.StopNow) as second:
+        stop._handle(signal.SIGTERM, None)
+    monkeypatch.setattr(trainer.Trainer, "run", lambda self: (_ for _ in ()).throw(second.value))
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(tiny_args(unaligned_root, tmp_path, "run"))
+    assert e.value.code == 128 + signal.SIGTERM
+    assert "stopped at once" in capsys.readouterr().err
+
+
 def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
     index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
@@ -222,6 +263,55 @@ def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligne
             assert (read("img005", name) - value).abs().max() < 4 / 127.5, name
 
 
+def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp_path, capsys):
+    """A run trained BtoA (its G_A takes B images) under --suffix: the test finds the suffixed run
+    (the suffix formatted with the test's options, as the reference) and takes its options (norm,
+    direction); one generator (--model test) on the run's A side, testB, is G_A, the net the cycle
+    test applies to the same images; --model_suffix _B picks G_B; a dataset root without the split
+    asked for is refused."""
+    root = tmp_path / "both"
+    for folder, seed in (("trainA", 1), ("trainB", 2), ("testA", 3), ("testB", 4)):
+        write_images(root / folder, 2, 40, seed=seed)
+    train_cli.main(tiny_args(str(root), tmp_path, "run") + ["--direction", "BtoA", "--suffix", "{model}_{netG}",
+                                                            "--norm", "batch", "--max_iters", "1"])
+    name = "run_cycle_gan_resnet_6blocks"
+    index = test_cli.main(["--name", "run", "--suffix", "{model}_{netG}", "--netG", "resnet_6blocks",
+                           "--checkpoints_dir", str(tmp_path), "--dataroot", str(root), "--eval",
+                           "--results_dir", str(tmp_path / "cycle")])
+    cycle = os.path.join(os.path.dirname(index), "images")
+    assert os.path.dirname(index).endswith(os.path.join(name, "test_latest"))
+    common = ["--name", name, "--checkpoints_dir", str(tmp_path), "--dataroot", str(root), "--eval", "--results_dir"]
+    capsys.readouterr()
+    index = test_cli.main(common + [str(tmp_path / "single"), "--model", "test", "--verbose"])
+    assert "G_A: ResnetGenerator(" in capsys.readouterr().out
+    single = os.path.join(os.path.dirname(index), "images")
+
+    def pixels(folder, file):
+        return np.asarray(Image.open(os.path.join(folder, file)), dtype=int)
+
+    # the run's A side is testB: the same input both ways, and G_A's output both ways
+    assert np.array_equal(pixels(cycle, "img000_real_A.png"), pixels(single, "img000_real.png"))
+    assert np.abs(pixels(cycle, "img000_fake_B.png") - pixels(single, "img000_fake.png")).max() <= 1
+    with Image.open(root / "testB" / "img000.png") as b:
+        expected = np.asarray(b.resize((32, 32), Image.BICUBIC), dtype=int)
+    assert np.abs(pixels(single, "img000_real.png") - expected).max() <= 1
+    test_cli.main(common + [str(tmp_path / "g_b"), "--model", "test", "--model_suffix", "_B"])
+    assert "latest_net_G_B.pth" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        test_cli.main(common + [str(tmp_path / "val"), "--phase", "val"])
+    assert "holds no valB/ to translate" in capsys.readouterr().err  # the run's direction: its A side
+
+
+def test_inference_cli_on_aligned_pairs_with_a_cyclegan_run(aligned_root, tmp_path):
+    """A CycleGAN trained on aligned data: its cycle test on the aligned pairs."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "cyc", "cyclegan") + ["--dataset_mode", "aligned",
+                                                                          "--max_iters", "1"])
+    index = test_cli.main(["--name", "cyc", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "r")])
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(os.path.join(os.path.dirname(index), "images"))) == \
+        sorted(f"img{i:03d}_{k}.png" for i in range(2) for k in names)
+
+
 def test_inference_cli_on_aligned_pairs_writes_the_references_pix2pix_names(aligned_root, tmp_path):
     train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
     index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
@@ -246,7 +336,7 @@ def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tm
     assert sorted(os.listdir(images)) == sorted(f"{stem}_{k}.png" for stem in ("img000", "img001", "y_img000")
                                                 for k in ("real", "fake"))
     with Image.open(os.path.join(images, "img000_fake.png")) as fake:
-        assert fake.size == (64, 32)  # width x height: twice as wide
+        assert fake.size == (32, 64)  # the reference's save_image: PIL size (h, 2w), so twice as tall
 
     index = test_cli.main(common + ["--dataroot", str(tree / "y"), "--load_size", "40", "--results_dir",
                                     str(tmp_path / "loaded")])
@@ -357,8 +447,11 @@ def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys
     (["--gpu_ids", "0,1"], "torchrun --nproc_per_node 2 -m fastgan.train"),
     (["--gpu_ids", "x"], "--gpu_ids 'x': expected -1 or GPU numbers"),
     (["--model", "pix2pix"], "--model pix2pix and --arch cyclegan disagree"),
-    (["--gpu_ids", "-1", "--device", "cuda"], "--gpu_ids and --device cuda disagree"),
-    (["--suffix", "{nope}"], "--suffix '{nope}': KeyError('nope') is not an option"),
+    (["--gpu_ids", "-1", "--device", "cuda"], "--gpu_ids -1 (--device cpu) and --device cuda disagree"),
+    (["--gpu_ids", "0", "--device", "cuda"], "--device cuda:0: no CUDA device is available here"),
+    (["--gpu_ids", "-2"], "--gpu_ids '-2': expected -1 or GPU numbers"),
+    (["--suffix", "{nope}"], "--suffix '{nope}': {nope} is not an option name"),
+    (["--suffix", "{"], "--suffix '{' is not a format such as {netG}_size{load_size}"),
 ])
 def test_reference_options_that_cannot_apply_are_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

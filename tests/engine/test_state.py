@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastgan
-from fastgan.engine.state import Progress, load_training_state, save_training_state
+from fastgan.engine.state import Progress, read_training_state, restore_training_state, save_training_state
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import _unfolded_conv as uc
 
@@ -46,7 +46,7 @@ def test_resume_restores_the_measured_kernel_choices(tmp_path, clean_selection):
     rc.clear_selection_cache()  # a new process
     uc.clear_selection_cache()
     resumed = _tiny_model()
-    assert load_training_state(resumed, str(tmp_path)) is not None
+    assert restore_training_state(resumed, read_training_state(str(tmp_path))) is not None
     assert rc.selection_cache() == saved
     assert uc.selection_cache() == saved_conv
     assert rc.selection_cache()[key]["choice"] == flipped
