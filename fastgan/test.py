@@ -113,7 +113,8 @@ def test_options(args: dict):
     opt = opt.replace(load_size=args.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
                       no_flip=True, num_threads=0, phase=tool["phase"], isTrain=False)
     tool["trained_direction"] = saved.get("direction", opt.direction)
-    training = None if saved.get("demo") or not saved.get("dataroot") else (saved["dataroot"], saved["dataset_mode"])
+    training = None if saved.get("demo") or not saved.get("dataroot") else \
+        (saved["dataroot"], saved.get("dataset_mode", "aligned" if arch == "pix2pix" else "unaligned"))
     return opt, tool, training
 
 
