@@ -52,16 +52,24 @@ def cache_file(device: torch.device) -> str | None:
     return None if folder is None else os.path.join(folder, f"{machine_key(device)}.pt")
 
 
+def _read(path: str) -> dict:
+    """The file's choices; none where it is missing, cut short or not ours (measured again and
+    overwritten later)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # our own file: tuples of dtypes
+    except Exception:
+        return {}
+
+
 def adopt(device: torch.device) -> int:
     """Take the choices saved for this machine that this process has not measured itself;
     returns how many."""
     path = cache_file(device)
-    if path is None or not os.path.exists(path):
+    if path is None:
         return 0
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tuples of dtypes
-    except Exception:  # a file cut short or from elsewhere: measure again, and overwrite it later
-        return 0
+    saved = _read(path)
     current = measured_choices()
     fresh = {kind: {k: v for k, v in saved.get(kind, {}).items() if k not in current[kind]} for kind in current}
     load_measured_choices(fresh)
@@ -76,10 +84,7 @@ def record(device: torch.device) -> str | None:
         return None
     from fastgan.models import save_checkpoint_file
 
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else {}
-    except Exception:
-        saved = {}
+    saved = _read(path)
     current = measured_choices()
     merged = {kind: {**saved.get(kind, {}), **entries} for kind, entries in current.items()}
     if merged == saved:

@@ -16,8 +16,9 @@ import torch
 from torch.optim import Optimizer, lr_scheduler
 
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
-# the options a learning-rate schedule is made of (Adam's beta1 included)
-SCHEDULE_OPTIONS = ("lr", "beta1", "lr_policy", "lr_decay_iters", "n_epochs", "n_epochs_decay", "epoch_count")
+# the options a learning-rate schedule is made of (Adam's beta1 included), besides the run's
+# first epoch (epoch_count)
+SCHEDULE_OPTIONS = ("lr", "beta1", "lr_policy", "lr_decay_iters", "n_epochs", "n_epochs_decay")
 
 
 def linear_factor(epoch: int, epoch_count: int, n_epochs: int, n_epochs_decay: int) -> float:

@@ -176,7 +176,7 @@ class Trainer:
         the schedulers restart from them, stepped through the epochs done."""
         first = saved.get("epoch_count", self.opt.epoch_count)
         changed = {k: (saved[k], getattr(self.opt, k)) for k in SCHEDULE_OPTIONS
-                   if k != "epoch_count" and k in saved and saved[k] != getattr(self.opt, k)}
+                   if k in saved and saved[k] != getattr(self.opt, k)}
         if first == self.opt.epoch_count and not changed:
             return  # the loaded schedulers are this command's
         self.opt = self.model.opt = self.opt.replace(epoch_count=first)
