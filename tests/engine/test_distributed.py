@@ -130,43 +130,54 @@ LR = 0.0002  # the reference's default, which the runs keep
 
 
 def assert_same_training(arch, norm, one_rank_dir, two_rank_dir, two_rank_nets):
-    """Losses of every iteration to float32 rounding; final weights to a fraction of one Adam step.
+    """The first iteration's losses to float32 rounding; weights to a fraction of one Adam step.
 
     Adam's first steps are nearly sign steps (lr · g/|g| per element), so an element
     whose gradient is close to zero moves by up to ±lr on the strength of the
     gradient's rounding, which differs between one sum over 2B images and two over
-    B (and with the thread count): all but 0.5% of each tensor's elements must
-    agree to lr/4 and none may be more than 4 lr apart (measured: under 0.05% past
-    lr/4, at most 1.9 lr), while a missing or wrong rank's gradient moves nearly
-    every element by about lr. The losses, where those elements hardly count,
-    agree to 2e-5.
+    B (and with the thread count and the CPU's vector width). Measured on a Xeon
+    (AVX-512) and an EPYC (AVX2): at most 0.6% of a weight's elements past lr/4, at
+    most 2.7 lr apart, losses of later iterations up to 2e-4 apart. A wrong or
+    missing rank's gradient (one rank at batch 2 over half the images, measured)
+    puts 22% to 94% of each weight's elements past lr/4. So: all but 2% of each
+    weight's elements agree to lr/4 and none is more than 6 lr apart; the first
+    iteration's losses, computed from the same weights, agree to 2e-5 and later
+    ones to 1e-3. Running statistics move with the activations, not by Adam: they
+    agree to 0.5% of their largest value (measured: 0.1%), and the nets' outputs in
+    eval mode are compared as well.
     """
     log_1, log_2 = loss_records(one_rank_dir), loss_records(two_rank_dir)
     assert [r["total_iters"] for r in log_2] == [r["total_iters"] for r in log_1] == [4, 8, 12, 16]
-    for a, b in zip(log_1, log_2):
+    for i, (a, b) in enumerate(zip(log_1, log_2)):
         assert a["epoch"] == b["epoch"] and a["lr"] == b["lr"]
         for k in set(a) - LOSS_META:
-            assert b[k] == pytest.approx(a[k], rel=2e-5, abs=1e-6), (a["total_iters"], k)
+            assert b[k] == pytest.approx(a[k], rel=2e-5 if i == 0 else 1e-3, abs=1e-6), (a["total_iters"], k)
     size, d_channels = (32, 3) if arch == "cyclegan" else (128, 6)
     probe = torch.rand((2, d_channels, size, size), generator=torch.Generator().manual_seed(5)) * 2 - 1
     for name in NETS[arch]:
         one = checkpoint(one_rank_dir, name)
         net = plain_net(arch, name, norm)
         skip = biases_feeding_instance_norm(net)
+        parameters = {k for k, _ in net.named_parameters()}
         for k, v in two_rank_nets[name].items():
-            if k not in skip and v.is_floating_point():
-                apart = (v - one[k]).abs()
-                # rare sign-flipped elements (measured: under 0.05% beyond lr/4, none beyond 2 lr)
-                assert (apart > LR / 4).float().mean() < 5e-3, f"{name}.{k}: many elements apart"
-                assert apart.max() <= 4 * LR, f"{name}.{k}: {apart.max() / LR:.2f} lr apart"
+            if k in skip or not v.is_floating_point():
+                continue
+            apart = (v - one[k]).abs()
+            if k in parameters:
+                assert (apart > LR / 4).float().mean() < 2e-2, f"{name}.{k}: many elements apart"
+                assert apart.max() <= 6 * LR, f"{name}.{k}: {apart.max() / LR:.2f} lr apart"
+            else:
+                assert apart.max() <= 5e-3 * one[k].abs().max(), f"{name}.{k}: running statistics apart"
         net.eval()  # batch norm: its running statistics are compared through the outputs too
         x = probe[:, :3] if name.startswith("G") else probe
         with torch.no_grad():
             load_reference_checkpoint(net, one)
             expected = net(x)
             load_reference_checkpoint(net, two_rank_nets[name])
-            # the few elements that moved apart by up to lr/10 move outputs in [-1, 1] by ~1e-4
-            torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-3)
+            # measured: 0.24% of the outputs' largest value apart; one rank at batch 2 over
+            # half the images: 3% to 22%
+            apart = (net(x) - expected).abs().max()
+            assert apart <= 1e-2 * expected.abs().max(), f"{name}: outputs {apart:.2e} apart"
 
 
 @pytest.mark.parametrize("arch,norm", [("cyclegan", "instance"), ("pix2pix", "syncbatch")])
