@@ -218,17 +218,25 @@ inline void block_both(const C* xa, const C* ra, const C* ib, const C* xb, const
   }
 }
 
-// Element indices [lo, hi) where only one side has elements (numel_A != numel_B, so
-// no identity terms): plain double, codes of the other side 0.
+// Element indices [lo, hi) where only one side has elements (its images are larger
+// than the other side's): that side's cycle term and, when `idt` is given, its identity
+// term (idt_B against real_A on side A, idt_A against real_B on side B). Plain double;
+// the other side's code bits 0.
 template <typename scalar_t>
-inline void range_one_side(const scalar_t* x, const scalar_t* r, int64_t lo, int64_t hi, double& sum,
-                           uint8_t* codes, int shift) {
+inline void range_one_side(const scalar_t* x, const scalar_t* r, const scalar_t* idt, int64_t lo, int64_t hi,
+                           double& sum, double& idt_sum, uint8_t* codes, int shift, int idt_shift) {
   for (int64_t k = lo; k < hi; ++k) {
     const double xv = static_cast<double>(x[k]);
     const double rv = static_cast<double>(r[k]);
     sum += std::abs(xv - rv);
+    int code = code_of(xv > rv, xv < rv) << shift;
+    if (idt != nullptr) {
+      const double iv = static_cast<double>(idt[k]);
+      idt_sum += std::abs(iv - rv);
+      code |= code_of(iv > rv, iv < rv) << idt_shift;
+    }
     if (codes != nullptr) {
-      codes[k] = static_cast<uint8_t>(code_of(xv > rv, xv < rv) << shift);
+      codes[k] = static_cast<uint8_t>(code);
     }
   }
 }
@@ -286,12 +294,14 @@ void forward_impl(const Inputs<scalar_t>& in, int64_t n_A, int64_t n_B, uint8_t*
         chunk_both<scalar_t, kIdt, kCodes>(in, lo, both_hi, s, codes);
       }
       const int64_t one_lo = std::max(lo, n_both);
-      if (one_lo < hi) {  // only the larger side has elements here (no identity terms)
+      if (one_lo < hi) {  // only the larger side has elements here
         uint8_t* cp = kCodes ? codes : nullptr;
         if (n_A > n_B) {
-          range_one_side(in.xa, in.ra, one_lo, hi, s[kCycleA], cp, 2 * kCycleA);
+          range_one_side(in.xa, in.ra, kIdt ? in.ib : nullptr, one_lo, hi, s[kCycleA], s[kIdtB], cp, 2 * kCycleA,
+                         2 * kIdtB);
         } else {
-          range_one_side(in.xb, in.rb, one_lo, hi, s[kCycleB], cp, 2 * kCycleB);
+          range_one_side(in.xb, in.rb, kIdt ? in.ia : nullptr, one_lo, hi, s[kCycleB], s[kIdtA], cp, 2 * kCycleB,
+                         2 * kIdtA);
         }
       }
     }

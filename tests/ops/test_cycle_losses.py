@@ -207,11 +207,15 @@ def test_real_images_require_grad(backend, dtype, idt, poison):
 
 @pytest.mark.parametrize("shapes", [((2, 3, 8, 9), (2, 1, 8, 9)), ((1, 1, 5, 7), (2, 3, 40, 300))],
                          ids=["A_larger", "B_larger"])
+@pytest.mark.parametrize("idt", [False, True], ids=["no_idt", "idt"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_sides_of_different_sizes(backend, shapes, poison):
-    """input_nc != output_nc (identity off): the sides have different element counts."""
-    images = make_images(shapes[0], torch.float32, shape_B=shapes[1], idt=False, seed=5)
-    check_against_reference(backend, images, grad_of=range(4))
+def test_sides_of_different_sizes(backend, dtype, idt, shapes, poison):
+    """The sides have different element counts: input_nc != output_nc (identity off), or
+    another trainer's A and B images of different sizes or batches (identity terms too,
+    on the larger side's elements past the smaller side's count)."""
+    images = make_images(shapes[0], dtype, shape_B=shapes[1], idt=idt, seed=5)
+    check_against_reference(backend, images, grad_of=range(6 if idt else 4))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
