@@ -25,7 +25,7 @@ HELP = {
     "dataset_mode": "unaligned: {phase}A and {phase}B; aligned: {phase}/ of A|B pairs; single: one folder",
     "direction": "AtoB, or BtoA to swap the domains",
     "serial_batches": "take images in order (no shuffling; B indexed like A)",
-    "num_threads": "loader workers",
+    "num_threads": "loader workers (the torch loader starts at most one per CPU)",
     "batch_size": "images per iteration (per rank under torchrun)",
     "load_size": "resize images to this size",
     "crop_size": "then crop to this size",

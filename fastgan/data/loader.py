@@ -26,6 +26,7 @@ set_epoch made in the main process), so the epoch travels with each index instea
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
@@ -144,15 +145,25 @@ class PlannedLoader:
         """Stop background work, if any (the next epoch restarts it)."""
 
 
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_count(opt) -> int:
+    """opt.num_threads, at most one worker per usable CPU: more only compete for the
+    same cores (and torch warns at every epoch's iterator); the items do not depend on it."""
+    return min(int(opt.num_threads), usable_cpus())
+
+
 class TorchLoader(PlannedLoader):
-    """PIL decoding in `opt.num_threads` DataLoader workers (0: in this process).
+    """PIL decoding in `worker_count(opt)` DataLoader workers (0: in this process).
 
     Batches come through pinned memory with non-blocking copies on a GPU.
     """
 
     def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1):
         super().__init__(opt, device, dataset, rank, world_size)
-        workers = int(opt.num_threads)
+        workers = worker_count(opt)
         self._plan = _EpochPlan()
         self._loader = DataLoader(
             _EpochItems(self.dataset),

@@ -19,7 +19,7 @@ from fastgan.data.cache_loader import CacheLoader, amount, cached_images, free_m
 from fastgan.data.dali_loader import DaliLoader, dali_import_error
 from fastgan.data.datasets import create_dataset
 from fastgan.data.errors import DatasetError
-from fastgan.data.loader import TorchLoader
+from fastgan.data.loader import TorchLoader, worker_count
 from fastgan.data.recipes import ImageSizes
 
 LOADERS = ("auto", "dali", "cache", "torch")
@@ -41,6 +41,8 @@ def select_loader(opt, device: torch.device, rank: int = 0, world_size: int = 1)
     kind, why = opt.loader, "--loader " + opt.loader
     if kind == "auto":
         kind, why = auto_choice(opt, dataset, sizes, device, rank)
+    if kind == "torch" and worker_count(opt) < int(opt.num_threads):
+        why += f"; DataLoader workers: {worker_count(opt)}, one per CPU (--num_threads asks {opt.num_threads})"
     say_once(f"loader: {kind} ({why})", rank)
     if kind == "cache":
         return CacheLoader(opt, device, dataset, rank, world_size, sizes=sizes)

@@ -123,3 +123,20 @@ def test_batches_land_on_cuda(root):
     assert all(b["A"].is_cuda and b["B"].is_cuda for b in batches)
     cpu = collect(create_loader(make_opt(root, batch_size=2), "cpu"), 0)
     assert all(torch.equal(x["A"].cpu(), y["A"]) for x, y in zip(batches, cpu))
+
+
+def test_no_more_workers_than_cpus(root, monkeypatch, capsys):
+    """Workers past the usable CPUs only compete for them (torch warns at each epoch): the
+    loader starts one per CPU, says so once, and its batches are those of any worker count."""
+    from fastgan.data import loader as loader_module
+    from fastgan.data import select
+
+    monkeypatch.setattr(loader_module, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(select, "_said", set())
+    opt = make_opt(root, batch_size=2, num_threads=4)
+    capped = create_loader(opt, "cpu")
+    assert capped._loader.num_workers == 1
+    assert "DataLoader workers: 1, one per CPU (--num_threads asks 4)" in capsys.readouterr().out
+    assert same(collect(capped, 2), collect(create_loader(opt.replace(num_threads=0), "cpu"), 2))
+    monkeypatch.setattr(loader_module, "usable_cpus", lambda: 8)
+    assert create_loader(opt, "cpu")._loader.num_workers == 4
