@@ -27,13 +27,21 @@ exactly is left alone: modules with hooks, subclasses (their forward may differ)
 Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
 eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
 blocks whose forward does anything besides the one add. Every rewritten piece keeps
-the semantics of what it replaces in train and eval mode, in forward and backward,
-for the batched 4-D inputs these layers take in image models (the fused modules do
-not accept unbatched 3-D input).
+the semantics of what it replaces in train and eval mode, in forward and backward.
+Under torch.jit.trace and torch.fx.symbolic_trace the new modules run the torch
+composition they stand for (fastgan/nn/tracing.py), so the model still traces.
+
+Two things do change, by construction: a fused pair's second slot is an Identity, so
+code that slices a rewritten Sequential (`seq[:2]`) or runs its slots one by one to
+keep intermediate values sees the norm's output only after its activation; and the
+new modules are not instances of the classes they replace (isinstance(m, nn.Conv2d)
+is False for a ReflectConv2d): initialise or group parameters before accelerating,
+or by the class names (the reference's init_weights matches 'Conv' in ReflectConv2d).
 """
 
 from __future__ import annotations
 
+import dis
 import logging
 import operator
 from dataclasses import dataclass, field
@@ -45,6 +53,7 @@ import torch.nn as nn
 from fastgan.nn.conv import Conv2d, ConvTranspose2d, why_not_swappable
 from fastgan.nn.instance_norm_act import FusedInstanceNormAct
 from fastgan.nn.reflect_conv2d import ReflectConv2d
+from fastgan.nn.tracing import recording_a_trace
 from fastgan.ops import use_backend
 
 __all__ = ["AccelerateReport", "FusedResidualBlock", "accelerate"]
@@ -60,8 +69,9 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 
 @dataclass
 class AccelerateReport:
-    """What one accelerate() call did: the qualified names (from the model passed in) of
-    the modules it replaced, and the near misses it left alone, with why."""
+    """What accelerate() did to a model: the qualified names (from the model passed in)
+    of the modules it replaced, and the near misses it left alone, with why. A later
+    call on the same model adds what it did to the report it finds there."""
 
     reflect_conv: list[str] = field(default_factory=list)  # Conv2d slots now ReflectConv2d
     norm_act: list[str] = field(default_factory=list)  # InstanceNorm2d slots now FusedInstanceNormAct
@@ -73,6 +83,17 @@ class AccelerateReport:
     def counts(self) -> dict[str, int]:
         return {"reflect_conv": len(self.reflect_conv), "norm_act": len(self.norm_act),
                 "residual": len(self.residual), "norm": len(self.norm), "conv": len(self.conv)}
+
+    def merged(self, later: "AccelerateReport") -> "AccelerateReport":
+        """This report followed by what `later` adds to it."""
+        return AccelerateReport(**{name: getattr(self, name) + [e for e in getattr(later, name)
+                                                                if e not in getattr(self, name)]
+                                   for name in self.__dataclass_fields__})
+
+    def note_left_alone(self, where: str, why: str) -> None:
+        """Notes `where: why`, once per module (the first reason found stands)."""
+        if not any(entry.startswith(where + ": ") for entry in self.left_alone):
+            self.left_alone.append(f"{where}: {why}")
 
     def __str__(self) -> str:
         lines = [f"fastgan.accelerate: {len(self.reflect_conv)} ReflectionPad2d+Conv2d -> ReflectConv2d, "
@@ -106,6 +127,8 @@ class FusedResidualBlock(nn.Module):
         self.add_module(body_name, body)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if recording_a_trace():
+            return x + self._modules[self.body_name](x)
         *layers, norm = self._modules[self.body_name]
         h = x
         for layer in layers:
@@ -143,8 +166,9 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
     report = AccelerateReport()
     _rewrite(module, "", backend, report, {})
     _swap_lone_modules(module, "", backend, report, {})
-    module.accelerate_report = report
     logger.info("%s", report)
+    earlier = getattr(module, "accelerate_report", None)
+    module.accelerate_report = earlier.merged(report) if isinstance(earlier, AccelerateReport) else report
     return module
 
 
@@ -181,13 +205,16 @@ def _swap_lone_modules(module: nn.Module, prefix: str, backend: str, report: Acc
         if id(child) not in done:
             where = prefix + name
             done[id(child)] = child
-            if _fusable_norm(child):  # the others were reported by the pattern pass already
-                done[id(child)] = FusedInstanceNormAct.from_modules(child, None, backend=backend)
-                report.norm.append(where)
-            elif type(child) in _CONVS and not _has_hooks(child) and not why_not_swappable(child, type(child)):
-                # (the others stay torch's, unreported: no pattern was near)
-                done[id(child)] = _CONVS[type(child)].from_module(child)
-                report.conv.append(where)
+            if type(child) is nn.InstanceNorm2d or type(child) in _CONVS:
+                why = _why_left_alone(child)
+                if why:
+                    report.note_left_alone(where, why)
+                elif type(child) is nn.InstanceNorm2d:
+                    done[id(child)] = FusedInstanceNormAct.from_modules(child, None, backend=backend)
+                    report.norm.append(where)
+                else:
+                    done[id(child)] = _CONVS[type(child)].from_module(child)
+                    report.conv.append(where)
             else:
                 _swap_lone_modules(child, where + ".", backend, report, done)
         module._modules[name] = done[id(child)]
@@ -223,24 +250,34 @@ def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: Accele
         i += 1
 
 
+def _why_left_alone(module: nn.Module) -> str | None:
+    """Why a lone InstanceNorm2d, Conv2d or ConvTranspose2d keeps torch's module, or None."""
+    if _has_hooks(module):
+        return f"{type(module).__name__} has hooks, which would no longer run"
+    if type(module) is nn.InstanceNorm2d:
+        return "InstanceNorm2d tracks running stats (its eval output uses them)" if module.track_running_stats else None
+    why = why_not_swappable(module, type(module))
+    return f"{type(module).__name__} {why}" if why else None
+
+
 def _fused_or_why(where: str, report: AccelerateReport, modules, build) -> nn.Module | None:
     """build() when none of `modules` has hooks and build accepts them, else None with
     the reason noted in the report."""
     hooked = [type(m).__name__ for m in modules if _has_hooks(m)]
     if hooked:
-        report.left_alone.append(f"{where}: {' and '.join(hooked)} has hooks, which would no longer run")
+        report.note_left_alone(where, f"{' and '.join(hooked)} has hooks, which would no longer run")
         return None
     try:
         return build()
     except ValueError as why:
-        report.left_alone.append(f"{where}: {why}")
+        report.note_left_alone(where, str(why))
         return None
 
 
 def _fuse_residual(block: nn.Module, name: str, backend: str, report: AccelerateReport) -> nn.Module | None:
     """A FusedResidualBlock standing in for `block` when its forward is exactly
     x + body(x), else None (block untouched)."""
-    body_name = _residual_body_name(block)
+    body_name = _residual_body_name(block, name, report)
     if body_name is None:
         return None
     body = block._modules[body_name]
@@ -253,20 +290,44 @@ def _fuse_residual(block: nn.Module, name: str, backend: str, report: Accelerate
     return fused
 
 
-def _residual_body_name(block: nn.Module) -> str | None:
+def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -> str | None:
     """The name of block's only child `body` when replacing block by a
     FusedResidualBlock keeps its semantics and state_dict: block has no parameters,
     buffers, hooks or state_dict overrides of its own; body is a plain nn.Sequential
-    ending in an InstanceNorm2d that can be fused; and block's forward, traced with its
-    children as opaque calls, is exactly `x + body(x)` or `body(x) + x`."""
-    if len(block._modules) != 1 or _has_hooks(block) or not _has_plain_state(block):
+    without hooks ending in an InstanceNorm2d that can be fused; and block's forward is
+    straight-line code that, traced with its children as opaque calls, is exactly
+    `x + body(x)` or `body(x) + x`. A block of that shape whose forward or hooks rule
+    the fusion out is noted in the report."""
+    if len(block._modules) != 1 or not _has_plain_state(block):
         return None
     if any(p is not None for p in block._parameters.values()) or any(b is not None for b in block._buffers.values()):
         return None
     (body_name, body), = block._modules.items()
     if not (_is_plain_sequential(body) and len(body) and _fusable_norm(body[-1])):
         return None
-    return body_name if _forward_is_residual_add(block, body_name) else None
+    hooked = [what for what, m in (("the block", block), (body_name, body)) if _has_hooks(m)]
+    if hooked:
+        report.note_left_alone(name, f"{' and '.join(hooked)} has hooks, which would no longer run")
+        return None
+    if not (_straight_line_forward(block, body_name) and _forward_is_residual_add(block, body_name)):
+        report.note_left_alone(name, f"its forward is not exactly x + {body_name}(x)")
+        return None
+    return body_name
+
+
+def _straight_line_forward(block: nn.Module, body_name: str) -> bool:
+    """Whether block's forward is undecorated code without branches, loops, with-blocks
+    or try, naming nothing but body (and torch.add): what a trace records of it is then
+    all it does. A tracer takes one side of an `if self.training`, and records neither a
+    torch.no_grad() decorator nor an autocast block."""
+    forward = type(block).forward
+    code = getattr(forward, "__code__", None)
+    if code is None or hasattr(forward, "__wrapped__") or code.co_freevars:
+        return False
+    if set(code.co_names) - {body_name, "torch", "add"}:
+        return False
+    jumps = set(dis.hasjrel) | set(dis.hasjabs)
+    return not any(i.opcode in jumps or "WITH" in i.opname for i in dis.get_instructions(code))
 
 
 class _ChildrenAsLeaves(fx.Tracer):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fastgan.nn.tracing import recording_a_trace
 from fastgan.ops._unfolded_conv import conv2d, conv_transpose2d
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -38,6 +39,8 @@ class Conv2d(nn.Conv2d):
     choice: the same parameters, state_dict keys and outputs to float32 rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if recording_a_trace():
+            return super().forward(x)
         return conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     @classmethod
@@ -56,7 +59,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     rounding. A call with output_size runs torch's own forward."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None:
+        if output_size is not None or recording_a_trace():
             return super().forward(x, output_size)
         return conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
 

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn import init
 
+from fastgan.nn.tracing import recording_a_trace
 from fastgan.ops import instance_norm_act, use_backend
 from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS
 
@@ -104,16 +108,43 @@ class FusedInstanceNormAct(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"FusedInstanceNormAct: expected a 4-D (N, C, H, W) input, got {x.dim()}-D")
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"FusedInstanceNormAct: expected {self.num_features} channels, got {x.shape[1]}")
+        if recording_a_trace():
+            return self._plain_forward(x, residual)
+        self._check_input(x)
+        if x.dim() == 3:  # unbatched (C, H, W), as nn.InstanceNorm2d takes it
+            return self._fused(x.unsqueeze(0), None if residual is None else residual.unsqueeze(0)).squeeze(0)
+        return self._fused(x, residual)
+
+    def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if self.backend == "auto":
             return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope,
                                      residual)
         with use_backend(self.backend):
             return instance_norm_act(x, self.weight, self.bias, self.eps, self.activation, self.negative_slope,
                                      residual)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """nn.InstanceNorm2d's checks, in its words."""
+        if x.dim() not in (3, 4):
+            raise ValueError(f"expected 3D or 4D input (got {x.dim()}D input)")
+        channels = x.shape[-3]
+        if channels != self.num_features:
+            if self.affine:
+                raise ValueError(f"expected input's size at dim={x.dim() - 3} to match num_features "
+                                 f"({self.num_features}), but got: {channels}.")
+            warnings.warn(f"input's size at dim={x.dim() - 3} does not match num_features. You can silence this "
+                          "warning by not passing in num_features, which is not used because affine=False")
+        if x.shape[-1] * x.shape[-2] == 1:
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(x.shape)}")
+
+    def _plain_forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """The torch composition this module stands for (what a tracer records)."""
+        y = F.instance_norm(x, None, None, self.weight, self.bias, True, 0.1, self.eps)
+        if self.activation == "relu":
+            y = F.relu(y)
+        elif self.activation == "leaky_relu":
+            y = F.leaky_relu(y, self.negative_slope)
+        return y if residual is None else residual + y
 
     def extra_repr(self) -> str:
         s = f"{self.num_features}, eps={self.eps}, affine={self.affine}, activation={self.activation!r}"

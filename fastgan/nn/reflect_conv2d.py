@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 from torch.nn import init
 
-from fastgan.ops import reflect_conv2d, use_backend
+from fastgan.nn.tracing import recording_a_trace
+from fastgan.ops import reference, reflect_conv2d, use_backend
 
 __all__ = ["ReflectConv2d"]
 
@@ -113,6 +114,8 @@ class ReflectConv2d(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if recording_a_trace():
+            return reference.reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
         if self.backend == "auto":
             return reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
         with use_backend(self.backend):

@@ -231,9 +231,9 @@ def test_idempotent(name):
     structure = repr(accel)
     modules = [id(m) for m in accel.modules()]
     keys = list(accel.state_dict())
+    first = copy.deepcopy(accel.accelerate_report)
     assert fastgan.accelerate(accel) is accel
-    assert accel.accelerate_report.counts() == {"reflect_conv": 0, "norm_act": 0, "residual": 0, "norm": 0,
-                                                "conv": 0}
+    assert accel.accelerate_report == first  # the second call replaced nothing, and kept the first's report
     assert repr(accel) == structure
     assert [id(m) for m in accel.modules()] == modules
     assert list(accel.state_dict()) == keys
@@ -426,6 +426,96 @@ def test_residual_look_alikes_keep_their_add(block):
     assert model.accelerate_report.reflect_conv == ["0.body.1"]
     assert list(model.state_dict()) == keys
     _close(model(x).detach(), expected.detach(), "output")
+
+
+class _ResidualWhileTraining(_Scaled):
+    def forward(self, x):
+        return x + self.body(x) if self.training else self.body(x)
+
+
+class _Switchable(_Scaled):
+    use_skip = True
+
+    def forward(self, x):
+        if self.use_skip:
+            return x + self.body(x)
+        return self.body(x)
+
+
+class _Frozen(_Scaled):
+    @torch.no_grad()
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class _Float32Inside(_Scaled):
+    def forward(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return x + self.body(x)
+
+
+@pytest.mark.parametrize("block_type", [_ResidualWhileTraining, _Switchable, _Frozen, _Float32Inside],
+                         ids=["branch on training", "branch on a flag", "no_grad decorator", "autocast block"])
+def test_residual_blocks_whose_forward_does_more_than_a_trace_records_are_left_alone(block_type):
+    """A trace takes one side of a branch and records neither torch.no_grad() nor an
+    autocast block: such a block keeps its forward, and the report says why."""
+    model = nn.Sequential(block_type(_body()))
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    assert type(model[0]) is block_type and model.accelerate_report.residual == []
+    assert model.accelerate_report.left_alone == ["0: its forward is not exactly x + body(x)"]
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    for train in (True, False):
+        model.train(train), plain.train(train)
+        for m in (model, plain):
+            m[0].use_skip = not train
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, expected = model(x), plain(x)
+        assert got.requires_grad == expected.requires_grad and got.dtype == expected.dtype
+        _close(got.detach(), expected.detach(), f"train={train}")
+
+
+def test_a_residual_body_with_hooks_is_left_alone():
+    model = nn.Sequential(_Plain(_body()))
+    calls = []
+    model[0].body.register_forward_hook(lambda m, i, o: calls.append(1) or o * 0.5)
+    expected = model(torch.ones(1, 4, 6, 6))
+    fastgan.accelerate(model)
+    assert model.accelerate_report.residual == []
+    assert model.accelerate_report.left_alone == ["0: body has hooks, which would no longer run"]
+    calls.clear()
+    _close(model(torch.ones(1, 4, 6, 6)).detach(), expected.detach(), "hooked body")
+    assert calls == [1]
+
+
+def test_lone_modules_left_alone_are_reported():
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.InstanceNorm2d(6, track_running_stats=True),
+                          nn.Conv2d(6, 4, 3, dilation=2), nn.Conv2d(4, 4, 1))
+    fastgan.accelerate(model)
+    report = model.accelerate_report
+    assert report.conv == ["3"] and report.norm == []
+    assert report.left_alone == ["0: Conv2d grouped or dilated",
+                                 "1: InstanceNorm2d tracks running stats (its eval output uses them)",
+                                 "2: Conv2d grouped or dilated"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # torch's own instance norm check
+@pytest.mark.parametrize("tracer", ["jit.trace", "fx.symbolic_trace"])
+def test_an_accelerated_model_traces_as_the_plain_model(tracer):
+    """Tracers record torch's compositions for fastgan's modules: the trace computes what
+    the plain model does, for inputs of other sizes too (nothing measured was frozen in)."""
+    plain, accel = _pair("ref_resnet_instance")
+    accel.eval(), plain.eval()
+    x = _input("ref_resnet_instance")
+    if tracer == "jit.trace":
+        traced = torch.jit.trace(accel, x, check_trace=False)  # its check reruns the fused path
+    else:
+        traced = torch.fx.symbolic_trace(accel)
+        assert not [n for n in traced.graph.nodes if "fastgan" in str(n.target)]
+    other = torch.randn(1, 3, 24, 28)
+    for inp in (x, other):
+        _close(traced(inp).detach(), plain(inp).detach(), tracer)
 
 
 def test_residual_add_that_broadcasts_adds_the_plain_way():

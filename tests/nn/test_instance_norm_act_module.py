@@ -111,5 +111,33 @@ def test_repr_and_errors():
                                                                                       negative_slope=0.1))
     with pytest.raises(ValueError, match="activation"):
         FusedInstanceNormAct(4, activation="gelu")
-    with pytest.raises(ValueError, match="channels"):
-        FusedInstanceNormAct(4)(torch.randn(1, 3, 5, 5))
+    with pytest.raises(ValueError, match="expected 3D or 4D input"):
+        FusedInstanceNormAct(4)(torch.randn(4, 5))
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_takes_what_instance_norm_takes_and_refuses_what_it_refuses(affine):
+    """Unbatched (C, H, W) input; a channel count other than num_features (a warning
+    without affine parameters, which never read it; an error with them); one pixel per
+    plane (an error: nothing to normalize over) — each as nn.InstanceNorm2d does."""
+    plain = nn.Sequential(nn.InstanceNorm2d(6, affine=affine), nn.LeakyReLU(0.1))
+    _randomize(plain)
+    fused = FusedInstanceNormAct.from_modules(plain[0], plain[1])
+    x = _input((6, 9, 11))
+    torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused(x, x), x + plain(x), rtol=1e-5, atol=1e-5)
+    other = _input((2, 3, 9, 11))
+    if affine:
+        with pytest.raises(ValueError, match=r"to match num_features \(6\), but got: 3"):
+            plain(other)
+        with pytest.raises(ValueError, match=r"to match num_features \(6\), but got: 3"):
+            fused(other)
+    else:
+        with pytest.warns(UserWarning, match="does not match num_features"):
+            expected = plain(other)
+        with pytest.warns(UserWarning, match="does not match num_features"):
+            torch.testing.assert_close(fused(other), expected, rtol=1e-5, atol=1e-5)
+    one_pixel = _input((2, 6, 1, 1))
+    for module in (plain, fused):
+        with pytest.raises(ValueError, match="Expected more than 1 spatial element"):
+            module(one_pixel)
