@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
 _CONVS = {nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d}
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)  # never a residual block
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
                "_load_state_dict_post_hooks")
@@ -298,7 +299,7 @@ def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -
     straight-line code that, traced with its children as opaque calls, is exactly
     `x + body(x)` or `body(x) + x`. A block of that shape whose forward or hooks rule
     the fusion out is noted in the report."""
-    if len(block._modules) != 1 or not _has_plain_state(block):
+    if len(block._modules) != 1 or not _has_plain_state(block) or isinstance(block, _CONTAINERS):
         return None
     if any(p is not None for p in block._parameters.values()) or any(b is not None for b in block._buffers.values()):
         return None

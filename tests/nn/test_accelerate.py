@@ -324,6 +324,8 @@ def _left_alone_cases():
         "norm and act in different sequentials": (nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3),
                                                                               nn.InstanceNorm2d(4)), nn.ReLU()),
                                                   None),
+        "sequential wrapping one that ends in a norm": (
+            nn.Sequential(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4))), nn.ReLU()), None),
     }
 
 
