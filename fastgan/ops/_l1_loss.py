@@ -31,6 +31,9 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
     if input.shape != target.shape:
         raise ValueError(f"l1_loss: input and target must have the same shape, got "
                          f"{tuple(input.shape)} and {tuple(target.shape)}")
+    if isinstance(weight, torch.Tensor) and weight.requires_grad:
+        raise TypeError("l1_loss: weight is a constant (a Python float); for a learned weight, "
+                        "multiply the loss by it: weight * l1_loss(input, target)")
     return L1_LOSS(input, target, weight)
 
 

@@ -253,6 +253,14 @@ def test_shape_mismatch_is_an_error():
         ops.l1_loss(x, torch.randn(4))  # no silent broadcasting
 
 
+def test_a_weight_that_requires_grad_is_refused():
+    """weight is a constant: a learned one would silently get no gradient."""
+    x, t = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4)
+    with pytest.raises(TypeError, match="multiply the loss by it"):
+        ops.l1_loss(x, t, torch.tensor(2.0, requires_grad=True))
+    assert ops.l1_loss(x, t, torch.tensor(2.0)) == ops.l1_loss(x, t, 2.0)  # a constant tensor is a float
+
+
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 def test_native_op_checks_inputs():
     x = torch.randn(3, 4)
