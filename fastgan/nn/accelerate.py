@@ -253,8 +253,9 @@ def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: Accele
 
 def _why_left_alone(module: nn.Module) -> str | None:
     """Why a lone InstanceNorm2d, Conv2d or ConvTranspose2d keeps torch's module, or None."""
-    if _has_hooks(module):
-        return f"{type(module).__name__} has hooks, which would no longer run"
+    hooks = _hooks_reason([(type(module).__name__, module)])
+    if hooks:
+        return hooks
     if type(module) is nn.InstanceNorm2d:
         return "InstanceNorm2d tracks running stats (its eval output uses them)" if module.track_running_stats else None
     why = why_not_swappable(module, type(module))
@@ -264,9 +265,9 @@ def _why_left_alone(module: nn.Module) -> str | None:
 def _fused_or_why(where: str, report: AccelerateReport, modules, build) -> nn.Module | None:
     """build() when none of `modules` has hooks and build accepts them, else None with
     the reason noted in the report."""
-    hooked = [type(m).__name__ for m in modules if _has_hooks(m)]
-    if hooked:
-        report.note_left_alone(where, f"{' and '.join(hooked)} has hooks, which would no longer run")
+    hooks = _hooks_reason([(type(m).__name__, m) for m in modules])
+    if hooks:
+        report.note_left_alone(where, hooks)
         return None
     try:
         return build()
@@ -306,9 +307,9 @@ def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -
     (body_name, body), = block._modules.items()
     if not (_is_plain_sequential(body) and len(body) and _fusable_norm(body[-1])):
         return None
-    hooked = [what for what, m in (("the block", block), (body_name, body)) if _has_hooks(m)]
-    if hooked:
-        report.note_left_alone(name, f"{' and '.join(hooked)} has hooks, which would no longer run")
+    hooks = _hooks_reason([("the block", block), (body_name, body)])
+    if hooks:
+        report.note_left_alone(name, hooks)
         return None
     if not (_straight_line_forward(block, body_name) and _forward_is_residual_add(block, body_name)):
         report.note_left_alone(name, f"its forward is not exactly x + {body_name}(x)")
@@ -357,12 +358,18 @@ def _forward_is_residual_add(block: nn.Module, body_name: str) -> bool:
 
 
 def _fusable_norm(module: nn.Module) -> bool:
-    return type(module) is nn.InstanceNorm2d and not module.track_running_stats and not _has_hooks(module)
+    return type(module) is nn.InstanceNorm2d and _why_left_alone(module) is None
 
 
 def _is_plain_sequential(module: nn.Module) -> bool:
     """An nn.Sequential whose forward is nn.Sequential's: slots run one after another."""
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _hooks_reason(named: list[tuple[str, nn.Module]]) -> str | None:
+    """What the report says of (name, module) pairs some of which have hooks, or None."""
+    hooked = [name for name, module in named if _has_hooks(module)]
+    return f"{' and '.join(hooked)} has hooks, which would no longer run" if hooked else None
 
 
 def _has_hooks(module: nn.Module) -> bool:

@@ -12,7 +12,7 @@ from torch.nn import init
 
 from fastgan.nn.tracing import recording_a_trace
 from fastgan.ops import instance_norm_act, use_backend
-from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS
+from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS, activate
 
 __all__ = ["FusedInstanceNormAct"]
 
@@ -139,11 +139,8 @@ class FusedInstanceNormAct(nn.Module):
 
     def _plain_forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         """The torch composition this module stands for (what a tracer records)."""
-        y = F.instance_norm(x, None, None, self.weight, self.bias, True, 0.1, self.eps)
-        if self.activation == "relu":
-            y = F.relu(y)
-        elif self.activation == "leaky_relu":
-            y = F.leaky_relu(y, self.negative_slope)
+        y = activate(F.instance_norm(x, None, None, self.weight, self.bias, True, 0.1, self.eps), self.activation,
+                     self.negative_slope)
         return y if residual is None else residual + y
 
     def extra_repr(self) -> str:

@@ -81,11 +81,16 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
         y = y * weight.to(y.dtype).view(1, -1, 1, 1)
     if bias is not None:
         y = y + bias.to(y.dtype).view(1, -1, 1, 1)
-    if activation == "relu":
-        y = torch.relu(y)
-    elif activation == "leaky_relu":
-        y = torch.nn.functional.leaky_relu(y, negative_slope)
-    y = y.to(x.dtype)
+    y = activate(y, activation, negative_slope).to(x.dtype)
     if residual is not None:
         y = residual + y
+    return y
+
+
+def activate(y: torch.Tensor, activation: str, negative_slope: float = 0.2) -> torch.Tensor:
+    """y through one of INSTANCE_NORM_ACTIVATIONS."""
+    if activation == "relu":
+        return torch.relu(y)
+    if activation == "leaky_relu":
+        return torch.nn.functional.leaky_relu(y, negative_slope)
     return y
