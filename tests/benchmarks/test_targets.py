@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 from benchmarks import targets
@@ -78,3 +80,24 @@ def test_the_repositorys_results_give_a_verdict_for_every_target(tmp_path):
     assert len(rows) == len(targets.TARGETS)
     assert all(any(f"| {v} |" in row for v in ("met", "missed", "unmeasured")) for row in rows)
     assert f"of {len(targets.TARGETS)}." in text
+
+
+def test_the_files_read_say_when_git_last_committed_them(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    write(tmp_path, "loader_cpu.json", {"results": []})
+    assert targets.committed(str(tmp_path / "loader_cpu.json")) == ""  # not a git checkout
+    git("init", "-q")
+    assert targets.committed(str(tmp_path / "loader_cpu.json")) == "not committed"
+    git("add", "loader_cpu.json")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "figures")
+    (tmp_path / "other.txt").write_text("code")
+    git("add", "other.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code")
+    assert re.fullmatch(r"committed [0-9a-f]{7,} \d{4}-\d\d-\d\d, 1 commits ago",
+                        targets.committed(str(tmp_path / "loader_cpu.json")))
+    write(tmp_path, "loader_cpu.json", {"results": [], "changed": True})
+    assert targets.committed(str(tmp_path / "loader_cpu.json")) == "not committed"
+    text = targets.markdown([], str(tmp_path), targets.load_results(str(tmp_path)))
+    assert "loader_cpu.json (test machine; not committed)" in text
