@@ -7,7 +7,10 @@ same images as a run on one rank at batch W×B. Every rank gets the same number
 of batches (DistributedDataParallel needs that): the last global batch, when
 short, is split as evenly as it goes, and when it holds fewer items than
 there are ranks it is topped up from the start of the epoch's order (as
-torch's DistributedSampler pads), so no rank gets an empty batch.
+torch's DistributedSampler pads), so no rank gets an empty batch. Such a batch
+is uneven: `rank_shares` says how many of its real items (padding not counted)
+each rank holds, which weighs each rank's gradient in the average
+(fastgan.engine.distributed.GradientShares) so that the step is the one batch's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from fastgan.data.rng import epoch_order
 
 def batches_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
     return math.ceil(num_images / (batch_size * world_size))
+
+
+def rank_shares(num_images: int, batch_size: int, world_size: int, batch: int) -> list[int]:
+    """How many real items (padding not counted) each rank holds of global batch `batch`,
+    as epoch_plan splits it."""
+    step = batch_size * world_size
+    real = max(0, min(step, num_images - batch * step))
+    sizes = [len(part) for part in np.array_split(np.arange(max(real, world_size)), world_size)]
+    starts = np.cumsum([0] + sizes)
+    return [int(max(0, min(start + size, real) - start)) for start, size in zip(starts, sizes)]
 
 
 def epoch_plan(seed: int, epoch: int, num_images: int, batch_size: int, shuffle: bool = True,

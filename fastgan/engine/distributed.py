@@ -25,6 +25,12 @@ CPU. What the ranks share and what each keeps:
   tests/engine/test_distributed.py proves the configuration: 2 ranks at batch
   B train as 1 rank at batch 2B, to float32 rounding.
 - The data: each rank loads its slice of every global batch (fastgan.data.plan).
+  A short last batch splits unevenly (3 images: 2 and 1; 1 image: 1 and a
+  padding copy), and DDP's plain average of the ranks' batch means would weigh
+  those images unequally (1/4, 1/4, 1/2). Every DDP wrapper therefore averages
+  through `GradientShares`: before each iteration the trainer sets this rank's
+  weight, world size x its real images / the global batch's (1 for an even
+  batch, 0 for a padding copy), so the average is the one batch's mean gradient.
 - --norm syncbatch: nn.SyncBatchNorm, batch statistics over every rank's
   batch. torch's SyncBatchNorm takes CUDA tensors only; on the CPU (gloo) the
   same statistics come from GlooSyncBatchNorm.
@@ -135,13 +141,14 @@ class Ranks:
         dist.all_reduce(counts, group=self.control)
         return int(counts[0]), bool(counts[1])
 
-    def mean(self, values: list[float]) -> list[float]:
-        """Each value averaged over the ranks (losses: the mean of the per-rank batch means)."""
+    def mean(self, values: list[float], images: int = 1) -> list[float]:
+        """Each value averaged over the ranks, weighted by each rank's `images` (losses, the
+        ranks' batch means: the global batch's mean)."""
         if self.world_size == 1:
             return list(values)
-        total = torch.tensor(values, dtype=torch.float64)
+        total = torch.tensor([v * images for v in values] + [images], dtype=torch.float64)
         dist.all_reduce(total, group=self.control)
-        return (total / self.world_size).tolist()
+        return (total[:-1] / total[-1]).tolist() if total[-1] > 0 else [0.0] * len(values)
 
     def gather_to_main(self, obj) -> list | None:
         """Every rank's `obj` on rank 0 (in rank order), None on the others."""
@@ -193,23 +200,57 @@ class Ranks:
 
 
 def init_from_env(device: torch.device) -> tuple[Ranks, torch.device]:
-    """Join the process group torchrun describes; returns the ranks and this rank's device."""
+    """Join the process group torchrun describes; returns the ranks and this rank's device.
+    A launch that cannot work (RANK outside [0, WORLD_SIZE), a rendezvous that fails or
+    times out) is a ValueError of one line."""
     try:
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     except KeyError as e:
         raise ValueError(f"${e.args[0]} is not set: start data-parallel runs with torchrun") from None
+    if not 0 <= rank < world_size:
+        raise ValueError(f"$RANK {rank} is not in [0, $WORLD_SIZE {world_size}): start data-parallel runs with "
+                         "torchrun, or give each of the WORLD_SIZE processes its own RANK")
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     device = rank_device(device, local_rank)
     timeout = datetime.timedelta(seconds=timeout_seconds())
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", timeout=timeout, device_id=device)
-        # host-side agreement beside NCCL: CPU tensors, no stream sync
-        control = dist.new_group(backend="gloo", timeout=timeout)
-    else:
-        dist.init_process_group("gloo", timeout=timeout)
-        control = None
+    try:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", timeout=timeout, device_id=device)
+            # host-side agreement beside NCCL: CPU tensors, no stream sync
+            control = dist.new_group(backend="gloo", timeout=timeout)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
+            control = None
+    except dist.DistError as e:
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"rank {rank} of {world_size} could not join the others at {where} ({cause}): every "
+                         f"rank must start within {timeout_seconds():g} s (${TIMEOUT_ENV}) and reach that "
+                         "address") from None
     return Ranks(rank, world_size, control), device
+
+
+# options that may differ between ranks: where a node keeps the data and the checkpoints
+# (mounts differ), its device, its CPU count and how it decodes (the batches are the same)
+PER_NODE_OPTIONS = {"device", "dataroot", "checkpoints_dir", "num_threads", "loader", "cache_memory_fraction"}
+
+
+def check_ranks_agree(ranks: Ranks, opt, num_images: int) -> None:
+    """ValueError naming what differs when the ranks were started with different options
+    or datasets of different sizes. Unchecked, such ranks train apart without a word, or
+    wait for each other in different collectives until the timeout."""
+    if ranks.world_size == 1:
+        return
+    mine = {f"--{k}": v for k, v in opt.as_dict().items() if k not in PER_NODE_OPTIONS}
+    mine["images in the dataset"] = num_images
+    every = ranks.all_gather(mine)
+    differ = [k for k in mine if any(f.get(k) != mine[k] for f in every)]
+    if differ:
+        detail = "; ".join(f"{k}: " + ", ".join(f"rank {r} {f.get(k)!r}" for r, f in enumerate(every))
+                           for k in differ[:4])
+        raise ValueError(f"the ranks were started with different settings ({detail}): start every rank with "
+                         "the same command, on the same dataset")
 
 
 # what gloo's RuntimeErrors say when the peer is gone or silent
@@ -247,6 +288,25 @@ def seed_rank_streams(model, rank: int, *salt: int) -> None:
 
 
 # -- wrapping the nets --------------------------------------------------------
+class GradientShares:
+    """This rank's weight in the gradient average of the iteration about to run: world size x
+    its real images / the global batch's (see the module docstring). The trainer sets it."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self.weight = 1.0
+
+
+def _weighted_average(shares, bucket):  # unannotated: DDP checks the annotations' objects, strings here
+    """DDP's gradient average as torch's default hook computes it (divide by the world
+    size, then sum over the ranks), each rank's gradient first weighted by its share."""
+    buffer = bucket.buffer()
+    if shares.weight != 1.0:
+        buffer.mul_(shares.weight)
+    buffer.div_(shares.world_size)
+    return dist.all_reduce(buffer, async_op=True).get_future().then(lambda done: done.value()[0])
+
+
 def distribute(model) -> dict[str, nn.Module]:
     """`model.run_nets` for data-parallel training: each net in its own DistributedDataParallel.
 
@@ -266,7 +326,12 @@ def distribute(model) -> dict[str, nn.Module]:
     if rank > 0:
         seed_rank_streams(model, rank)
     device_ids = [model.device.index] if model.device.type == "cuda" else None
-    return {name: DistributedDataParallel(net, device_ids=device_ids) for name, net in model.nets.items()}
+    model.gradient_shares = GradientShares(dist.get_world_size())
+    wrapped = {}
+    for name, net in model.nets.items():
+        wrapped[name] = DistributedDataParallel(net, device_ids=device_ids)
+        wrapped[name].register_comm_hook(model.gradient_shares, _weighted_average)
+    return wrapped
 
 
 class _SumOverRanks(torch.autograd.Function):

@@ -49,6 +49,13 @@ def unaligned_root(tmp_path_factory):
     return str(root)
 
 
+def uneven_root(tmp_path_factory, a: int, b: int) -> str:
+    root = tmp_path_factory.mktemp("uneven")
+    write_images(root / "trainA", a, 36, 36, seed=11)
+    write_images(root / "trainB", b, 36, 36, seed=12)
+    return str(root)
+
+
 @pytest.fixture(scope="module")
 def aligned_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("aligned")
@@ -129,7 +136,7 @@ def biases_feeding_instance_norm(net: nn.Module) -> set[str]:
 LR = 0.0002  # the reference's default, which the runs keep
 
 
-def assert_same_training(arch, norm, one_rank_dir, two_rank_dir, two_rank_nets):
+def assert_same_training(arch, norm, one_rank_dir, two_rank_dir, two_rank_nets, total_iters=(4, 8, 12, 16)):
     """The first iteration's losses to float32 rounding; weights to a fraction of one Adam step.
 
     Adam's first steps are nearly sign steps (lr · g/|g| per element), so an element
@@ -147,7 +154,7 @@ def assert_same_training(arch, norm, one_rank_dir, two_rank_dir, two_rank_nets):
     eval mode are compared as well.
     """
     log_1, log_2 = loss_records(one_rank_dir), loss_records(two_rank_dir)
-    assert [r["total_iters"] for r in log_2] == [r["total_iters"] for r in log_1] == [4, 8, 12, 16]
+    assert [r["total_iters"] for r in log_2] == [r["total_iters"] for r in log_1] == list(total_iters)
     for i, (a, b) in enumerate(zip(log_1, log_2)):
         assert a["epoch"] == b["epoch"] and a["lr"] == b["lr"]
         for k in set(a) - LOSS_META:
@@ -218,6 +225,26 @@ def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, unaligne
         moved = max((v - start[name].state_dict()[k]).abs().max().item()
                     for k, v in ranks[0]["nets"][name].items() if v.is_floating_point())
         assert moved > 2 * LR, (name, moved)
+
+
+@pytest.mark.parametrize("items,batch,epochs,total_iters", [(7, 2, 2, (4, 7, 11, 14)), (3, 1, 1, (2, 3))])
+def test_an_uneven_last_batch_trains_as_one_batch(items, batch, epochs, total_iters, tmp_path_factory, tmp_path):
+    """7 items at batch 2: the last global batch of 3 splits 2 and 1. 3 items at batch 1: the
+    last one is 1 image, and rank 1's a padding copy. Each rank's gradient weighs its share
+    of the batch, so two ranks still train as one at batch 2B, and the copy counts nothing.
+    (DDP's plain average failed both: the first case's losses 6e-3 apart at the third
+    iteration; in the second 35% of G_A's first weight's elements past lr/4, and 4
+    images counted for 3.)"""
+    root = uneven_root(tmp_path_factory, items - 2, items)
+    extra = ["--pool_size", "0", "--eager", "--n_epochs_decay", str(epochs - 1)]
+    one = train_cli.main(options("cyclegan", root, tmp_path, "one", 2 * batch, *extra))
+    assert one["images"] == items * epochs
+    out = tmp_path / "ranks"
+    torchrun(["-m", "tests.engine.ddp_worker", str(out), "--",
+              *options("cyclegan", root, tmp_path, "two", batch, *extra)])
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["summary"]["images"] == items * epochs
+    assert_same_training("cyclegan", "instance", tmp_path / "one", tmp_path / "two", ranks[0]["nets"], total_iters)
 
 
 @pytest.mark.parametrize("levels", [["--amp", "bf16"], ["--channels_last"], ["--compile", "nets"]],
@@ -316,6 +343,39 @@ def test_a_dead_or_hung_rank_stops_the_other_with_a_clear_error(failure, unalign
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: rank 0 of 2 stopped: another rank died or stopped answering"), err[-3000:]
     assert "FASTGAN_DIST_TIMEOUT" in last and "Traceback" not in err
+
+
+def test_ranks_started_with_different_settings_are_refused_at_once(unaligned_root, tmp_path):
+    """Rank 1 with another --lr and a dataset of another size: both ranks exit 2 naming what
+    differs, before training (unchecked, they trained apart silently or waited for each
+    other until the timeout)."""
+    small = tmp_path / "small"
+    write_images(small / "trainA", 3, 40, 40, seed=9)
+    write_images(small / "trainB", 3, 40, 40, seed=10)
+    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", FASTGAN_DIST_TIMEOUT="60")
+    ranks = []
+    for r, (root, lr) in enumerate([(unaligned_root, "0.0002"), (str(small), "0.0003")]):
+        args = [sys.executable, "-m", "fastgan.train", *options("cyclegan", root, tmp_path, "differ", 1, "--lr", lr)]
+        ranks.append(subprocess.Popen(args, cwd=REPO, env=rank_env(RANK=str(r), LOCAL_RANK=str(r), **env),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    start = time.time()
+    errors = [p.communicate(timeout=90)[1] for p in ranks]
+    assert time.time() - start < 45  # not the 60 s timeout
+    for process, err in zip(ranks, errors):
+        assert process.returncode == 2, err[-3000:]
+        assert "the ranks were started with different settings" in err and "Traceback" not in err
+        assert "--lr: rank 0 0.0002, rank 1 0.0003" in err
+        assert "images in the dataset: rank 0 8, rank 1 3" in err
+    assert not (tmp_path / "differ" / "loss_log.jsonl").exists()
+
+
+def test_a_rank_outside_the_world_is_refused(unaligned_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(options("cyclegan", unaligned_root, tmp_path, "outside", 1))
+    assert e.value.code == 2
+    assert "$RANK 5 is not in [0, $WORLD_SIZE 2)" in capsys.readouterr().err
 
 
 def test_cuda_graphs_with_several_ranks_is_refused_before_anything_starts(unaligned_root, tmp_path, monkeypatch,
