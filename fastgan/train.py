@@ -37,7 +37,7 @@ def parse(argv=None) -> dict:
 
 def main(argv=None) -> dict:
     from fastgan.data import DEMO_DEFAULTS, DatasetError, create_loader, demo_score, prepare_demo
-    from fastgan.engine.distributed import Ranks, is_peer_failure, launched_world_size
+    from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size
     from fastgan.engine.levels import resolve_levels
     from fastgan.engine.models import resolve_device
     from fastgan.engine.trainer import Trainer
@@ -63,6 +63,7 @@ def main(argv=None) -> dict:
             if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches
                 opt = opt.replace(channels_last=True)
             loader = create_loader(opt, device, rank=ranks.rank, world_size=ranks.world_size)
+            check_ranks_agree(ranks, opt, loader.num_images)
             trainer = Trainer(opt, loader, ranks=ranks)
         except ValueError as e:
             fail(str(e))

@@ -25,6 +25,8 @@ import time
 import torch
 from tqdm import tqdm
 
+from fastgan.data.errors import DatasetError
+from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
@@ -157,7 +159,28 @@ class Trainer:
             self.loss_log.truncate_after(progress.total_iters)
         self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
                  f"batch {progress.batch}, {progress.total_iters} images seen")
+        self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
+
+    def _count_batches_as_this_run(self, state: dict) -> None:
+        """progress.batch counts the saved run's global batches (--batch_size x its ranks). A
+        run resumed with another global batch (another --batch_size, or number of ranks)
+        continues the epoch after the images already trained: the epoch's order does not
+        depend on the batch, so the first `batch` of this run's batches are those images,
+        rounded down to a whole batch (and the run says how many images then train twice)."""
+        p = self.progress
+        saved_batch = int(state.get("options", {}).get("batch_size", self.opt.batch_size))
+        saved_global = saved_batch * max(1, len(state.get("ranks") or []))
+        global_batch = self.opt.batch_size * self.ranks.world_size
+        if p.batch == 0 or saved_global == global_batch:
+            return
+        images = p.batch * saved_global  # whole batches: the short last one ends the epoch
+        p.batch = images // global_batch
+        again = images - p.batch * global_batch
+        self.log(f"the saved run trained {saved_global} images per iteration, this one {global_batch}: epoch "
+                 f"{p.epoch} continues after its first {p.batch * global_batch} images"
+                 + (f" ({again} of the {images} already trained train again: {images} is not a multiple of "
+                    f"{global_batch})" if again else ""))
 
     def _continue_from_networks(self, why: str) -> None:
         label = checkpoint_label(self.opt)
@@ -219,28 +242,39 @@ class Trainer:
         if stopped is None:  # the first iteration measures kernels, compiles, captures: slow
             bar.set_description_str("first iteration")
         with StopRequest() as stop, bar:  # the bar closes before any error is reported
-            while p.epoch <= self.last_epoch and stopped is None:
-                for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
-                    losses = model.step(*(batch[k] for k in model.input_names))
-                    # images of this iteration over all ranks; a stop asked of any rank stops all
-                    n, stop_requested = self.ranks.agree(batch["A"].shape[0], stop.requested)
-                    if images_this_run == 0:
-                        bar.set_description_str("")
-                    p.batch += 1
-                    p.iteration += 1
-                    p.total_iters += n
-                    images_this_run += n
-                    bar.update(1)
-                    self.after_iteration(losses, n, bar, images_this_run / (time.perf_counter() - start))
-                    if stop_requested:
-                        stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
-                    elif opt.max_iters is not None and p.iteration >= opt.max_iters:
-                        stopped = f"reached --max_iters {opt.max_iters}"
-                    if stopped:
+            try:
+                while p.epoch <= self.last_epoch and stopped is None:
+                    for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
+                        images = self._share_of_the_batch(p.batch, batch)
+                        losses = model.step(*(batch[k] for k in model.input_names))
+                        # images of this iteration over all ranks; a stop asked of any rank stops all
+                        n, stop_requested = self.ranks.agree(images, stop.requested)
+                        if images_this_run == 0:
+                            bar.set_description_str("")
+                        p.batch += 1
+                        p.iteration += 1
+                        p.total_iters += n
+                        images_this_run += n
+                        bar.update(1)
+                        rate = images_this_run / (time.perf_counter() - start)
+                        self.after_iteration(losses, n, images, bar, rate)
+                        if stop_requested:
+                            stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
+                        elif opt.max_iters is not None and p.iteration >= opt.max_iters:
+                            stopped = f"reached --max_iters {opt.max_iters}"
+                        if stopped:
+                            break
+                    if stopped and p.batch < len(self.loader):
                         break
-                if stopped and p.batch < len(self.loader):
-                    break
-                self.end_epoch()  # also when the stop came with the epoch's last batch
+                    self.end_epoch()  # also when the stop came with the epoch's last batch
+            except DatasetError:
+                # a bad file: keep what trained before it (not with several ranks: saving gathers
+                # from every rank, and the others wait in this iteration's collectives)
+                if images_this_run and self.ranks.world_size == 1:
+                    self.save(["latest"])
+                    self.log(f"saved the {images_this_run} images trained before the file below; replace or "
+                             "remove it, then resume with --continue_train")
+                raise
         elapsed = time.perf_counter() - start
         if images_this_run:
             self.save(["latest"])
@@ -252,10 +286,22 @@ class Trainer:
                  + ("; resume with --continue_train" if stopped and images_this_run else ""))
         return summary
 
-    def after_iteration(self, losses: dict, n: int, bar, rate: float) -> None:
+    def _share_of_the_batch(self, index: int, batch: dict) -> int:
+        """This rank's real images of the epoch's batch `index` (a padding copy is not one).
+        In a data-parallel run it also sets this rank's weight in the gradient average,
+        so that an uneven last batch trains as one batch (fastgan.engine.distributed)."""
+        world = self.ranks.world_size
+        if world == 1:
+            return batch["A"].shape[0]
+        shares = rank_shares(self.loader.num_images, self.opt.batch_size, world, index)
+        self.model.gradient_shares.weight = world * shares[self.ranks.rank] / sum(shares)
+        return shares[self.ranks.rank]
+
+    def after_iteration(self, losses: dict, n: int, images: int, bar, rate: float) -> None:
+        """`n`: the iteration's images over all ranks; `images`: this rank's."""
         opt, p = self.opt, self.progress
         if crossed(p.total_iters, n, opt.print_freq):
-            values = dict(zip(losses, self.ranks.mean([float(v) for v in losses.values()])))
+            values = dict(zip(losses, self.ranks.mean([float(v) for v in losses.values()], images)))
             if self.main:
                 record = {"epoch": p.epoch, "epoch_iter": p.batch * opt.batch_size * self.ranks.world_size,
                           "total_iters": p.total_iters, "lr": self.model.learning_rate,

@@ -384,6 +384,43 @@ def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
     assert resumed["iteration"] == done + 2 and resumed["images"] == 2
 
 
+@pytest.mark.parametrize("batch_size,after,again", [(3, 3, 0), (2, 2, 1)])
+def test_a_resume_with_another_batch_continues_after_the_images_trained(batch_size, after, again, unaligned_root,
+                                                                         tmp_path, capsys):
+    """The saved run trained 3 batches of 1 (the state counts batches); resumed at batch 3 it
+    skips 1 batch of 3, at batch 2 one batch of 2 (its third image trains again). The
+    same holds for another number of ranks: the global batch is what counts."""
+    args = tiny_args(unaligned_root, tmp_path, "run")  # 6 items per epoch
+    assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
+    capsys.readouterr()
+    resumed = train_cli.main(args + ["--continue_train", "--batch_size", str(batch_size), "--n_epochs_decay", "0"])
+    out = capsys.readouterr().out
+    assert f"this one {batch_size}: epoch 1 continues after its first {after} images" in out
+    assert (f"{again} of the 3 already trained train again" in out) == bool(again)
+    assert resumed["images"] == 6 - after  # the rest of epoch 1 and nothing more
+    records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
+    assert [r["epoch_iter"] for r in records] == [1, 2, 3] + list(range(after + batch_size, 7, batch_size))
+
+
+def test_a_bad_file_mid_run_keeps_what_trained_before_it(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_images(root / "trainA", 4, 40, seed=1)
+    write_images(root / "trainB", 4, 40, seed=2)
+    (root / "trainA" / "img003.png").write_bytes(b"not a png")  # the epoch's last item (--serial_batches)
+    args = tiny_args(str(root), tmp_path, "run") + ["--serial_batches", "--loader", "torch"]  # cache: decodes first
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(args)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    assert "img003.png" in captured.err
+    assert "saved the 3 images trained before the file below" in captured.out
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] == 3 and state["progress"]["batch"] == 3
+    write_images(root / "trainA", 4, 40, seed=1)  # replaced: the run resumes after the 3 images
+    resumed = train_cli.main(args + ["--continue_train", "--n_epochs_decay", "0"])
+    assert resumed["images"] == 1 and resumed["iteration"] == 4
+
+
 def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, capsys):
     args = tiny_args(unaligned_root, tmp_path, "run")
     assert train_cli.main(args + ["--max_iters", "0"])["images"] == 0
