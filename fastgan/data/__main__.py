@@ -19,7 +19,8 @@ def main(argv=None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     get = commands.add_parser(
         "download", help="fetch a CycleGAN or pix2pix dataset (resumes an interrupted download)",
-        epilog=f"CycleGAN: {', '.join(CYCLEGAN_SETS)}. pix2pix: {', '.join(PIX2PIX_SETS)}.")
+        epilog=f"CycleGAN: {', '.join(CYCLEGAN_SETS)}. pix2pix: {', '.join(PIX2PIX_SETS)}. cityscapes: "
+               f"licensed, see https://cityscapes-dataset.com (the command says how).")
     get.add_argument("name")
     get.add_argument("--root", default="./datasets", help="where NAME/ goes (default: ./datasets)")
     get.add_argument("--arch", choices=("cyclegan", "pix2pix"),

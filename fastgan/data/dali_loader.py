@@ -28,20 +28,26 @@ The pipeline, per output image:
   transform_on="torch" (the default on a CPU): DALI stops after decoding and
      tensor_transforms resizes, crops, flips and normalizes. DALI's CPU resize is
      scalar code: 9 ms per 600x400 -> 286x286 image on this 2-core Xeon, against
-     0.5 ms for torch's uint8 AVX2 resize (which matches PIL to one level) and
+     0.5 ms for torch's uint8 AVX2 resize (which matches PIL to two levels) and
      1.7 ms for DALI's decode; with it the DALI loader is no faster than the
      DataLoader here.
 
-Refusals: a file DALI cannot decode fails its batch; the loader then loads the
-batches in flight through the torch path, whose DatasetError (the words every
-loader uses) it raises. Refusals the recipes find (an image smaller than the
-crop, mixed sizes in a batch) are raised when their batch is due, after the
-batches before it were yielded, as from the torch loader.
+Refusals: a file DALI cannot decode fails its batch (and the pipeline). The
+loader then loads the batches in flight, in order, through the torch path's
+decoding (PIL in this process, fastgan.data.loader.load_batch), yields them,
+builds a new pipeline and carries on with the rest of the epoch: an image PIL
+reads and DALI does not (a 1-bit TIFF, say) costs speed, not the run, and a
+note says so once per loader. A file PIL cannot read either raises the torch
+path's DatasetError (the words every loader uses) when its batch is due, after
+the batches before it. Refusals the recipes find (an image smaller than the
+crop, mixed sizes in a batch) are raised the same way, as from the torch loader.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -50,7 +56,7 @@ import numpy as np
 import torch
 
 from fastgan.data.errors import DatasetError
-from fastgan.data.loader import PlannedLoader
+from fastgan.data.loader import PlannedLoader, load_batch
 from fastgan.data.recipes import ImageSizes, ItemRecipes, check_same_size
 from fastgan.data.tensor_transforms import crop_flip, one_torch_thread, resize_like_pil, to_batch
 
@@ -59,8 +65,8 @@ from fastgan.data.tensor_transforms import crop_flip, one_torch_thread, resize_l
 def dali_import_error() -> str | None:
     """Why NVIDIA DALI (with its PyTorch plugin) cannot be imported, or None when it can."""
     try:
-        import nvidia.dali  # noqa: F401
-        import nvidia.dali.plugin.pytorch  # noqa: F401
+        importlib.import_module("nvidia.dali")
+        importlib.import_module("nvidia.dali.plugin.pytorch")
     except Exception as e:  # ImportError, or a broken install's OSError/RuntimeError
         return f"{type(e).__name__}: {e}"
     return None
@@ -115,7 +121,10 @@ class _Feeder:
 
 
 def _path_bytes(path: str) -> np.ndarray:
-    return np.frombuffer(path.encode("utf-8"), dtype=np.uint8)
+    """The file name's bytes as the OS has them: os.fsencode, not .encode("utf-8"), so a name
+    that is not valid UTF-8 (a Latin-1 archive's b"caf\\xe9.png", surrogate-escaped by Python)
+    opens as the torch loader opens it."""
+    return np.frombuffer(os.fsencode(path), dtype=np.uint8)
 
 
 def _normalized(pos: int, extent: int, crop_size: int) -> float:
@@ -149,6 +158,7 @@ class DaliLoader(PlannedLoader):
         self.sources = self.keys if self.dataset.mode == "unaligned" else ["A"]
         self._feeder = _Feeder(self.recipes, self._columns(), opt.crop_size)
         self._pipe = None
+        self._fell_back = False  # the PIL fallback's note is printed once per loader
 
     # -- the pipeline --------------------------------------------------------------
     def _columns(self) -> list[_Column]:
@@ -224,33 +234,57 @@ class DaliLoader(PlannedLoader):
     def _iterate(self, ep: _Epoch) -> Iterator[dict]:
         if self._feeder.epoch is not None:  # an earlier iteration was left open: its prefetched batches are stale
             self.close()
-        if self._pipe is None:
-            self._pipe = self._build_pipeline()
-        pipe, self._feeder.epoch = self._pipe, ep
         try:
             while True:
+                if self._pipe is None:
+                    self._pipe = self._build_pipeline()
+                self._feeder.epoch = ep
                 try:
-                    outputs = pipe.run()
+                    outputs = self._pipe.run()
                 except StopIteration:
                     break
-                except RuntimeError:  # DALI failed a batch: say which file, in the torch path's words
-                    self.close()
-                    refusal = self._refusal(ep)
-                    if refusal is None:
+                except RuntimeError:
+                    if not ep.in_flight:  # no batch of ours to load instead: nothing to fall back on
+                        self.close()
                         raise
-                    raise refusal from None
-                _, items = ep.in_flight.popleft()
-                yield self._batch(outputs, items)
+                    outputs = None
+                if outputs is not None:
+                    _, items = ep.in_flight.popleft()
+                    yield self._batch(outputs, items)
+                    continue
+                # DALI failed a batch (a file its decoders refuse, or a bad one): drop the
+                # pipeline, load the batches in flight, in order, through the torch path (PIL),
+                # which raises the loaders' DatasetError for a file it cannot read either; then
+                # a new pipeline carries on with the batches still planned.
+                self.close()
+                self._say_fallback()
+                while ep.in_flight:
+                    indices, _ = ep.in_flight.popleft()
+                    yield load_batch(self.dataset, ep.epoch, indices, self.device, self.channels_last)
+                if ep.error is not None or not ep.pending:  # a refusal the recipes found after them, or the end
+                    break
         except GeneratorExit:  # the caller stopped early: run out what DALI prefetched
             self._drain(ep)
             raise
-        pipe.reset()
+        if self._pipe is not None:
+            self._pipe.reset()
         self._feeder.epoch = None
         if ep.error is not None:
             raise ep.error
 
+    def _say_fallback(self) -> None:
+        """The note, once per loader (rank 0), that DALI refused some images and PIL read them."""
+        if not self._fell_back:
+            self._fell_back = True
+            if self.rank == 0:
+                print("loader: dali: some images DALI could not decode were loaded through PIL",
+                      flush=True)
+
     def _drain(self, ep: _Epoch) -> None:
         ep.pending.clear()
+        ep.in_flight.clear()
+        if self._pipe is None or self._feeder.epoch is not ep:
+            return  # stopped while the fallback was yielding (no pipeline), or the pipeline is another iteration's
         try:
             while True:
                 self._pipe.run()
@@ -259,16 +293,6 @@ class DaliLoader(PlannedLoader):
             self._feeder.epoch = None
         except RuntimeError:
             self.close()
-
-    def _refusal(self, ep: _Epoch) -> DatasetError | None:
-        """The torch path's error for the first bad item of the batches in flight, if it finds one."""
-        for indices, _ in ep.in_flight:
-            for index in indices:
-                try:
-                    self.dataset.get(index, ep.epoch)
-                except DatasetError as e:
-                    return e
-        return None
 
     def close(self) -> None:
         """Drop the pipeline (its threads and buffers); the next epoch builds a new one."""

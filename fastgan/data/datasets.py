@@ -37,6 +37,9 @@ class BaseDataset(torch.utils.data.Dataset):
         if opt.direction not in DIRECTIONS:
             raise DatasetError(f"unknown --direction {opt.direction!r}; choose AtoB or BtoA")
         self.btoa = opt.direction == "BtoA"
+        if not opt.max_dataset_size >= 1:  # 0 would read as an empty folder
+            raise DatasetError(f"--max_dataset_size {opt.max_dataset_size:g} must be at least 1: it caps the "
+                               f"images used of each folder (leave it out to use them all)")
         self.root = dataroot(opt)
 
     def set_epoch(self, epoch: int) -> None:

@@ -6,8 +6,12 @@
 CycleGAN sets are zip files of unpaired folders (trainA, trainB, testA, testB),
 pix2pix sets tar.gz files of aligned A|B images (train, val, test), both under
 http://efrosgans.eecs.berkeley.edu (the reference's download scripts). facades
-and maps exist in both forms: the pix2pix one unless --arch cyclegan. The
-archive goes to DIR/NAME.<ext>.part first: an interrupted download resumes
+and maps exist in both forms: the pix2pix one unless --arch cyclegan.
+cityscapes is refused in either form with the reference's licence note: it
+comes from https://cityscapes-dataset.com, prepared by the reference's
+prepare_cityscapes_dataset.py, not from that server.
+
+The archive goes to DIR/NAME.<ext>.part first: an interrupted download resumes
 from where it stopped (HTTP Range) when the command runs again, and a download
 counts as complete only at the size the server announced (Content-Length or
 Content-Range). The archive is then unpacked into DIR/NAME (members that would
@@ -31,16 +35,24 @@ from fastgan.data.errors import DatasetError
 
 HOST = "http://efrosgans.eecs.berkeley.edu"
 CYCLEGAN_SETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
-                 "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades", "iphone2dslr_flower",
-                 "ae_photos")
+                 "ukiyoe2photo", "vangogh2photo", "maps", "facades", "iphone2dslr_flower", "ae_photos")
 PIX2PIX_SETS = ("facades", "maps", "edges2shoes", "edges2handbags", "night2day")
 LAYOUTS = {"cyclegan": ("trainA", "trainB", "testA", "testB"), "pix2pix": ("train", "val", "test")}
+# Sets the reference's scripts name but do not fetch: they print why and where to get them instead.
+LICENSED = {
+    "cityscapes": "Due to license issue, the Cityscapes dataset cannot be provided from the reference's "
+                  "server: download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip from "
+                  "https://cityscapes-dataset.com and prepare them with the reference's script "
+                  "datasets/prepare_cityscapes_dataset.py",
+}
 CHUNK = 1 << 20
 
 
 def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
     """(arch, url) of dataset `name`: the pix2pix archive when both exist, unless arch says otherwise."""
     known = {"cyclegan": CYCLEGAN_SETS, "pix2pix": PIX2PIX_SETS}
+    if name in LICENSED:  # in either form, whatever the arch
+        raise DatasetError(LICENSED[name])
     if arch is None:
         if name not in CYCLEGAN_SETS + PIX2PIX_SETS:
             raise DatasetError(f"no dataset {name!r}; the cyclegan datasets are {', '.join(CYCLEGAN_SETS)}; "
@@ -51,9 +63,7 @@ def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, s
     if not host.startswith(("http://", "https://")):
         raise DatasetError(f"--host {host!r} is not an http:// or https:// address")
     if name not in known[arch]:
-        raise DatasetError(f"no {arch} dataset {name!r}; the {arch} datasets are {', '.join(known[arch])}"
-                           + (" (cityscapes: CycleGAN form only, see the reference's "
-                              "prepare_cityscapes_dataset.py for pix2pix)" if name == "cityscapes" else ""))
+        raise DatasetError(f"no {arch} dataset {name!r}; the {arch} datasets are {', '.join(known[arch])}")
     ext = "zip" if arch == "cyclegan" else "tar.gz"
     return arch, f"{host.rstrip('/')}/{arch}/datasets/{name}.{ext}"
 

@@ -35,6 +35,12 @@ def is_image_file(filename: str) -> bool:
 def make_dataset(dir: str, max_dataset_size: float = math.inf) -> list[str]:
     """Image paths under `dir` (recursive, symlinks followed), sorted, at most `max_dataset_size`.
 
+    Symlinked folders are followed, but each real folder (device and inode) is
+    visited once: a link back up the tree (trainA/loop -> ../trainA) would
+    otherwise list the same images again at every depth until the path grows too
+    long, and two links to one folder would count its images twice. The copy
+    kept is the first one in sorted order (the walk descends in sorted order).
+
     Unlike the reference, which truncates before sorting (so which files survive
     max_dataset_size depends on the file system's listing order), the full list
     is sorted first: the kept files are always the first ones by path.
@@ -42,7 +48,14 @@ def make_dataset(dir: str, max_dataset_size: float = math.inf) -> list[str]:
     if not os.path.isdir(dir):
         raise DatasetError(f"image folder {dir} does not exist (or is not a folder); check --dataroot")
     images = []
-    for root, _, fnames in os.walk(dir, followlinks=True):
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, fnames in os.walk(dir, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []  # a folder already listed, reached again through a link
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()  # which of two links to one folder is kept does not depend on the listing order
         images.extend(os.path.join(root, f) for f in fnames if is_image_file(f))
     images.sort()
     if max_dataset_size < len(images):

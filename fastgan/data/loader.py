@@ -65,10 +65,13 @@ class _EpochItems(Dataset):
 
 
 def different_sizes_message(paths: list[str], sizes: list[tuple[int, int]]) -> str:
-    """The refusal of a batch whose images differ in (h, w), the same from every loader."""
-    listed = ", ".join(f"{p} {tuple(s)}" for p, s in zip(paths, sizes))
+    """The refusal of a batch whose images differ in size, the same from every loader.
+
+    `sizes` are (h, w) pairs (tensor shapes); the message writes them as WxH, as image sizes are read.
+    """
+    listed = ", ".join(f"{p} {int(w)}x{int(h)}" for p, (h, w) in zip(paths, sizes))
     return (
-        f"images of one batch have different sizes ({listed}): --preprocess scale_width "
+        f"images of one batch have different sizes (width x height: {listed}): --preprocess scale_width "
         f"and none keep each image's aspect. Use --batch_size 1 or a --preprocess that "
         f"crops (resize_and_crop, crop, scale_width_and_crop)"
     )
@@ -83,6 +86,27 @@ def with_index(device: torch.device) -> torch.device:
 
 def to_memory_format(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    """A collated batch with its tensors on `device` (non-blocking copies: pinned memory
+    on a GPU run) in the model's memory format; the path lists as they are."""
+    return {k: to_memory_format(v.to(device, non_blocking=True), channels_last) if isinstance(v, torch.Tensor)
+            else v for k, v in batch.items()}
+
+
+def load_batch(dataset, epoch: int, indices: list[int], device: torch.device, channels_last: bool) -> dict:
+    """The batch of `indices` (one batch of `epoch`'s plan) as TorchLoader makes it: each item
+    decoded with PIL (dataset.get) in this process, collated, on `device` in the memory format.
+
+    A DatasetError of an item (the first one in the batch) or of mixed sizes is raised
+    in TorchLoader's words. The DALI loader loads the batches DALI cannot decode with it.
+    """
+    items = _EpochItems(dataset)
+    batch = _collate([items[(epoch, i)] for i in indices])
+    if isinstance(batch, _Failed):
+        raise DatasetError(batch.message)
+    return to_device(batch, with_index(torch.device(device)), channels_last)
 
 
 def _collate(items: list):
@@ -191,11 +215,7 @@ class TorchLoader(PlannedLoader):
             for batch in self._loader:
                 if isinstance(batch, _Failed):
                     raise DatasetError(batch.message) from None
-                yield {
-                    k: to_memory_format(v.to(self.device, non_blocking=True), self.channels_last)
-                    if isinstance(v, torch.Tensor) else v
-                    for k, v in batch.items()
-                }
+                yield to_device(batch, self.device, self.channels_last)
         except GeneratorExit:  # the caller stopped early: the next epoch's iter() resets the workers
             raise
         except BaseException:

@@ -90,6 +90,14 @@ def test_max_dataset_size(unaligned_root):
     assert [p.rsplit("/", 1)[1] for p in ds.B_paths] == ["b0.png", "b1.png"]
 
 
+@pytest.mark.parametrize("size", [0, -1, 0.5])
+def test_max_dataset_size_below_one_is_refused_by_name(unaligned_root, size):
+    """Not as an empty folder: the folders hold images, the option asked for none of them."""
+    with pytest.raises(DatasetError, match=rf"^--max_dataset_size {size:g} must be at least 1") as e:
+        create_dataset(make_opt(unaligned_root, max_dataset_size=size))
+    assert "holds no images" not in str(e.value)
+
+
 def test_missing_and_empty_folders_name_the_folder_and_layout(tmp_path):
     save(tmp_path / "trainA" / "a.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DatasetError, match=rf"{tmp_path}/trainB does not exist.*trainA and .*trainB"):

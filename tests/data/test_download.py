@@ -99,6 +99,25 @@ def test_published_addresses():
         source("facades", host="notaurl")
 
 
+@pytest.mark.parametrize("arch", [None, "cyclegan", "pix2pix"])
+def test_cityscapes_is_refused_with_the_licence_note_without_a_request(server, tmp_path, arch, capsys):
+    """As the reference's scripts: licensed, so not on the server; where to get it and how to prepare it."""
+    handler, host = server
+    handler.files["/cyclegan/datasets/cityscapes.zip"] = zip_archive("cityscapes")
+    handler.files["/pix2pix/datasets/cityscapes.tar.gz"] = tar_archive("cityscapes")
+    with pytest.raises(DatasetError) as e:
+        download("cityscapes", str(tmp_path), arch=arch, host=host)
+    words = str(e.value)
+    assert "license" in words and "https://cityscapes-dataset.com" in words
+    assert "prepare_cityscapes_dataset.py" in words and "CycleGAN form only" not in words
+    assert handler.log == [] and list(tmp_path.iterdir()) == []  # nothing asked, nothing written
+    with pytest.raises(SystemExit) as e:
+        cli_main(["download", "cityscapes", "--root", str(tmp_path), "--host", host]
+                 + (["--arch", arch] if arch else []))
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == f"error: {words}"
+    assert handler.log == []
+
+
 def test_resumes_a_partial_download_and_unpacks_the_layout(server, tmp_path):
     handler, host = server
     archive = zip_archive("horse2zebra")

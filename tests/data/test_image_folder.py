@@ -32,6 +32,20 @@ def test_make_dataset_recursive_sorted_filtered_and_capped(tmp_path):
     assert make_dataset(str(tmp_path), 0) == []
 
 
+def test_make_dataset_follows_links_but_lists_each_folder_once(tmp_path):
+    top = tmp_path / "trainA"
+    for i in range(5):
+        (top / "sub" if i == 4 else top).mkdir(parents=True, exist_ok=True)
+        (top / ("sub" if i == 4 else "") / f"{i}.png").write_bytes(b"x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "o.png").write_bytes(b"x")
+    (top / "loop").symlink_to("../trainA")  # a link back up: a loop
+    (top / "z_other").symlink_to("../other")  # a linked folder outside: followed
+    (top / "a_other").symlink_to("../other")  # and a second link to it: listed once, the first by name
+    found = [p[len(str(top)) + 1 :] for p in make_dataset(str(top))]
+    assert found == ["0.png", "1.png", "2.png", "3.png", "a_other/o.png", "sub/4.png"]
+
+
 def test_make_dataset_missing_folder_names_it(tmp_path):
     with pytest.raises(DatasetError, match=str(tmp_path / "nope")):
         make_dataset(str(tmp_path / "nope"))

@@ -109,8 +109,11 @@ def test_mixed_sizes_without_crop_name_the_fix(tmp_path):
     save(tmp_path / "imgs" / "a.png", np.zeros((40, 40, 3), np.uint8))
     save(tmp_path / "imgs" / "b.png", np.zeros((40, 48, 3), np.uint8))
     opt = make_opt(tmp_path / "imgs", dataset_mode="single", preprocess="none", batch_size=2, num_threads=2)
-    with pytest.raises(DatasetError, match=r"different sizes.*--batch_size 1"):
+    with pytest.raises(DatasetError, match=r"different sizes.*--batch_size 1") as e:
         collect(create_loader(opt, "cpu"), 0)
+    # as image sizes are read: width x height (b.png is 48 wide, 40 high)
+    assert "different sizes (width x height: " in str(e.value)
+    assert f"{tmp_path / 'imgs' / 'b.png'} 48x40" in str(e.value) and f"{tmp_path / 'imgs' / 'a.png'} 40x40" in str(e.value)
 
 
 def test_negative_skip_refused(root):

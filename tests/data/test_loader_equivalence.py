@@ -3,8 +3,9 @@
 The torch loader (PIL, datasets.py) is the reference. The cache decodes with PIL
 once and draws the same recipes, so it must match bit for bit; DALI decodes
 with its own codecs (bit-identical to PIL for JPEG, PNG, BMP and TIFF on the
-CPU) and, on the CPU, resizes with torch's PIL-compatible resampler: within 1
-level per pixel, 2 allowed. "dali graph" is the pipeline a GPU runs (DALI's own
+CPU) and, on the CPU, resizes with torch's PIL-compatible resampler: within 2
+levels per pixel (one per pass, tensor_transforms.py). An image DALI cannot
+decode is loaded through PIL, as the torch loader loads it. "dali graph" is the pipeline a GPU runs (DALI's own
 cubic resize and crop_mirror_normalize), run here on the CPU: its resampler is
 close to PIL's kernel but not equal (1 level at most on these photo-like images,
 0.2 on average), so it is held to a mean of half a level and a maximum of 4,
@@ -14,6 +15,7 @@ which a crop off by one pixel or a missing flip exceed many times over.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -245,6 +247,92 @@ def test_dali_yields_the_batches_before_a_refusal(roots, tmp_path):
             for b in make_loader(kind, opt).epoch_batches(0):
                 got.append(b["A_paths"])
         assert got == [[str(tmp_path / "imgs" / "a.png")], [str(tmp_path / "imgs" / "b.png")]], kind
+
+
+def test_dali_reads_file_names_that_are_not_utf8(tmp_path):
+    """A Latin-1 archive's b"bad\\xe9name.png" (surrogate-escaped by Python) opens as PIL opens it."""
+    rng = np.random.default_rng(2)
+    odd = os.fsdecode(os.fsencode(str(tmp_path / "trainA")) + b"/bad\xe9name.png")
+    save(odd, photo_like(rng, 40, 40))
+    save(tmp_path / "trainA" / "good.png", photo_like(rng, 40, 40))
+    save(tmp_path / "trainB" / "b.png", photo_like(rng, 40, 40))
+    opt = make_opt(tmp_path, batch_size=2, serial_batches=True)
+    ref = epoch(make_loader("torch", opt))
+    assert odd in ref[0]["A_paths"]
+    assert_close("dali", ref, epoch(make_loader("dali", opt)))
+
+
+@pytest.fixture
+def one_bit_tiff_root(tmp_path):
+    """single: five PNGs and, second in order, a 1-bit TIFF, which PIL reads and DALI does not decode."""
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        save(tmp_path / "imgs" / f"{i}.png", photo_like(rng, 40, 40))
+    (tmp_path / "imgs" / "1.png").unlink()
+    Image.fromarray(photo_like(rng, 40, 40)).convert("1").save(tmp_path / "imgs" / "1.tif")
+    return tmp_path / "imgs"
+
+
+@pytest.mark.parametrize("kind", ["dali", "dali graph"])
+def test_dali_loads_what_it_cannot_decode_through_pil(one_bit_tiff_root, kind, capsys):
+    """DALI fails the TIFF's batch: the batches then in flight come from PIL, the rest of the
+    epoch from a new pipeline, all equal to the torch loader's; the note is printed once."""
+    opt = make_opt(one_bit_tiff_root, dataset_mode="single", serial_batches=True, batch_size=1)
+    ref = epoch(make_loader("torch", opt), 1)
+    assert [os.path.basename(b["A_paths"][0]) for b in ref] == ["0.png", "1.tif", "2.png", "3.png", "4.png", "5.png"]
+    loader = make_loader(kind, opt)
+    capsys.readouterr()
+    for e in (1, 1):  # and again: a second epoch (a new pipeline) falls back the same way
+        assert_close(kind, ref, epoch(loader, e))
+    assert capsys.readouterr().out.count("some images DALI could not decode were loaded through PIL") == 1
+    # shuffled, in batches of 2 and from a mid-epoch resume
+    opt = opt.replace(serial_batches=False, batch_size=2)
+    ref = epoch(make_loader("torch", opt), 2)
+    assert_close(kind, ref, epoch(make_loader(kind, opt), 2))
+    assert_close(kind, ref[1:], epoch(make_loader(kind, opt), 2, skip=1))
+
+
+def test_dali_stopped_early_while_pil_loads_its_batches(one_bit_tiff_root):
+    opt = make_opt(one_bit_tiff_root, dataset_mode="single", serial_batches=True, batch_size=1)
+    loader = make_loader("dali", opt)
+    batches = loader.epoch_batches(0)
+    got = [next(batches)["A_paths"], next(batches)["A_paths"]]  # 0.png from DALI, 1.tif from PIL
+    assert [os.path.basename(p[0]) for p in got] == ["0.png", "1.tif"]
+    batches.close()  # the consumer stops while the fallback holds the pipeline-less epoch
+    assert_close("dali", epoch(make_loader("torch", opt)), epoch(loader))
+
+
+def test_dali_failing_with_nothing_in_flight_raises_instead_of_looping(one_bit_tiff_root):
+    class Broken:  # a pipeline that fails before it asked for any batch
+        runs = 0
+
+        def run(self):
+            Broken.runs += 1
+            if Broken.runs > 3:
+                raise StopIteration
+            raise RuntimeError("Critical error in pipeline: out of memory")
+
+    loader = make_loader("dali", make_opt(one_bit_tiff_root, dataset_mode="single", serial_batches=True))
+    loader._build_pipeline = Broken
+    with pytest.raises(RuntimeError, match="out of memory"):
+        epoch(loader)
+    assert Broken.runs == 1
+
+
+def test_dali_yields_the_batches_before_a_file_pil_cannot_read_either(one_bit_tiff_root):
+    (one_bit_tiff_root / "3.png").write_bytes(b"not a png at all")
+    opt = make_opt(one_bit_tiff_root, dataset_mode="single", serial_batches=True, batch_size=1)
+    results = {}
+    for kind in ("torch", "dali"):
+        got = []
+        with pytest.raises(DatasetError) as e:
+            for b in make_loader(kind, opt).epoch_batches(0):
+                got.append(b)
+        results[kind] = (got, str(e.value))
+    (ref, words), (got, dali_words) = results["torch"], results["dali"]
+    assert words.startswith("cannot read image") and "3.png" in words and dali_words == words
+    assert len(ref) == 3  # 0.png, 1.tif, 2.png
+    assert_close("dali", ref, got)
 
 
 # resume, ranks, early stops, memory format --------------------------------------------------

@@ -11,10 +11,22 @@ from fastgan.data.tensor_transforms import crop_flip, resize_like_pil, to_batch
 from fastgan.data.transforms import to_tensor
 
 
-@pytest.mark.parametrize("src,dst", [((40, 40), (36, 36)), ((37, 41), (36, 44)), ((600, 400), (286, 286)),
-                                     ((33, 20), (36, 36)), ((50, 50), (28, 17))])
+RESIZES = {  # (w, h) -> (w, h), by what happens to the width and the height
+    "w down h down": [((40, 40), (36, 36)), ((600, 400), (286, 286)), ((50, 50), (28, 17))],
+    "w down h down, rows lost > 2 x columns lost": [((38, 100), (36, 53)), ((400, 600), (286, 286))],
+    "w up h down": [((33, 50), (36, 36)), ((200, 300), (286, 286)), ((66, 129), (123, 51))],
+    "w up h up": [((33, 20), (36, 36)), ((20, 20), (104, 66))],
+    "w down h up": [((37, 41), (36, 44)), ((99, 9), (61, 54))],
+    "one axis": [((27, 30), (58, 30)), ((30, 54), (30, 40))],
+}
+
+
+@pytest.mark.parametrize("src,dst", [pytest.param(*r, id=f"{kind}: {r[0]}->{r[1]}")
+                                     for kind, rs in RESIZES.items() for r in rs])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_resize_is_pils_bicubic_within_one_level(src, dst, channels):
+def test_resize_is_pils_bicubic_within_two_levels(src, dst, channels):
+    """Within one level per pass; the two passes run in PIL's order (the module docstring),
+    else pixel noise would be up to ~27 levels off."""
     rng = np.random.default_rng(sum(src) + channels)
     pixels = rng.integers(0, 256, (src[1], src[0], channels), dtype=np.uint8)  # noise: the hardest case
     pil = Image.fromarray(pixels[..., 0] if channels == 1 else pixels).resize(dst, Image.Resampling.BICUBIC)
@@ -23,7 +35,7 @@ def test_resize_is_pils_bicubic_within_one_level(src, dst, channels):
         img = torch.from_numpy(pixels).permute(2, 0, 1)
         img = img if layout == "HWC" else img.contiguous()
         got = resize_like_pil(img, dst).permute(1, 2, 0).numpy().astype(int)
-        assert got.shape == want.shape and np.abs(got - want).max() <= 1
+        assert got.shape == want.shape and np.abs(got - want).max() <= 2
     same = torch.from_numpy(pixels).permute(2, 0, 1)
     assert resize_like_pil(same, src) is same  # PIL's path skips the resize at equal size too
 
