@@ -95,11 +95,27 @@ def available_host_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def ranks_on_this_node() -> int:
+    """The processes torchrun started on this node (LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def host_memory_per_rank() -> int:
+    """Available host memory, divided among the ranks of this node: each caches the whole
+    dataset in the same memory, so each may take its part of the share, not the share."""
+    return available_host_memory() // ranks_on_this_node()
+
+
+def host_memory_words() -> str:
+    ranks = ranks_on_this_node()
+    return "of available host memory" + (f" (1/{ranks} of it: {ranks} ranks on this node)" if ranks > 1 else "")
+
+
 def free_memory(device: torch.device) -> int:
-    """Free memory of `device`: the GPU's, or available host memory for the CPU."""
+    """Free memory of `device`: the GPU's, or this rank's part of the available host memory for the CPU."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return available_host_memory()
+    return host_memory_per_rank()
 
 
 def amount(nbytes: float) -> str:
@@ -137,10 +153,10 @@ class CacheLoader(PlannedLoader):
         share = memory_share(self.opt)
         if self.device.type == "cuda" and self.nbytes <= share * free_memory(self.device):
             return self.device, False
-        host = available_host_memory()
+        host = host_memory_per_rank()
         if self.nbytes <= share * host:
             return torch.device("cpu"), self.device.type == "cuda"
-        room = f"{amount(host)} of available host memory"
+        room = f"{amount(host)} {host_memory_words()}"
         if self.device.type == "cuda":
             room = f"{amount(free_memory(self.device))} free on the GPU, " + room
         raise DatasetError(

@@ -70,17 +70,22 @@ def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, s
 
 def download(name: str, root: str = "./datasets", arch: str | None = None, host: str = HOST,
              log=print) -> str:
-    """Fetch dataset `name` into root/name (resuming a partial download) and return that folder."""
+    """Fetch dataset `name` into root/name (resuming a partial download) and return that folder.
+
+    The complete archive is removed only once unpacked: one found next to the folder
+    means an earlier run stopped while unpacking, and it is unpacked again over what
+    that run left (rather than taking a folder holding trainA alone as the dataset)."""
     arch, url = source(name, arch, host)
     target = os.path.join(root, name)
+    archive = os.path.join(root, url.rsplit("/", 1)[1])
     present = [d for d in LAYOUTS[arch] if os.path.isdir(os.path.join(target, d))]
-    if present:
+    if present and not os.path.exists(archive):
         log(f"{target} already holds {', '.join(present)}; nothing to download")
         return target
     os.makedirs(root, exist_ok=True)
-    archive = os.path.join(root, url.rsplit("/", 1)[1])
-    fetch(url, archive + ".part")
-    os.replace(archive + ".part", archive)
+    if not os.path.exists(archive):
+        fetch(url, archive + ".part")
+        os.replace(archive + ".part", archive)
     unpack(archive, target, LAYOUTS[arch])
     os.remove(archive)
     log(f"{name} ({arch}) is in {target}: "
@@ -133,7 +138,8 @@ def _range_total(content_range: str | None) -> int | None:
 
 
 def unpack(archive: str, target: str, layout: tuple[str, ...]) -> None:
-    """Unpack `archive` and move the folder holding the layout's subfolders to `target`."""
+    """Unpack `archive` and move the folder holding the layout's subfolders to `target`
+    (replacing what an interrupted unpack left there under the same names)."""
     root = os.path.dirname(os.path.abspath(archive))
     with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmp:
         try:
@@ -153,7 +159,12 @@ def unpack(archive: str, target: str, layout: tuple[str, ...]) -> None:
                                f"it is not the dataset expected")
         os.makedirs(target, exist_ok=True)
         for entry in os.listdir(found):
-            shutil.move(os.path.join(found, entry), os.path.join(target, entry))
+            destination = os.path.join(target, entry)
+            if os.path.isdir(destination) and not os.path.islink(destination):
+                shutil.rmtree(destination)
+            elif os.path.lexists(destination):
+                os.remove(destination)
+            shutil.move(os.path.join(found, entry), destination)
 
 
 def _inside(root: str, member: str, archive: str) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from fastgan.data.cache_loader import CacheLoader, amount, cached_images, free_memory, memory_share
+from fastgan.data.cache_loader import (CacheLoader, amount, cached_images, free_memory, host_memory_words,
+                                       memory_share)
 from fastgan.data.dali_loader import DaliLoader, dali_import_error
 from fastgan.data.datasets import create_dataset
 from fastgan.data.errors import DatasetError
@@ -55,7 +56,7 @@ def auto_choice(opt, dataset, sizes, device: torch.device, rank: int = 0) -> tup
     """(loader, reason) by the rules of the module docstring."""
     need = sum(im.nbytes for im in cached_images(dataset, sizes))
     share, free = memory_share(opt), free_memory(device)
-    where = f"{amount(free)} {'free on the GPU' if device.type == 'cuda' else 'of available host memory'}"
+    where = f"{amount(free)} {'free on the GPU' if device.type == 'cuda' else host_memory_words()}"
     if need <= share * free:
         return "cache", f"auto: the decoded dataset, {amount(need)}, fits in {share:g} of the {where}"
     too_big = f"auto: the decoded dataset, {amount(need)}, does not fit in {share:g} of the {where}"

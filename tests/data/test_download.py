@@ -135,6 +135,19 @@ def test_resumes_a_partial_download_and_unpacks_the_layout(server, tmp_path):
     assert len(handler.log) == 1 and "already holds trainA, trainB, testA, testB" in said[0]
 
 
+def test_an_unpack_cut_short_is_done_again_from_the_kept_archive(server, tmp_path):
+    handler, host = server
+    (tmp_path / "horse2zebra.zip").write_bytes(zip_archive("horse2zebra"))  # downloaded in full
+    (tmp_path / "horse2zebra" / "trainA").mkdir(parents=True)  # an earlier run stopped moving the folders
+    (tmp_path / "horse2zebra" / "trainA" / "0.jpg").write_bytes(b"cut")
+    download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
+    assert handler.log == []  # the archive was complete: nothing fetched
+    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+    assert sorted(p.name for p in (tmp_path / "horse2zebra" / "trainA").iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert (tmp_path / "horse2zebra" / "trainA" / "0.jpg").read_bytes().endswith(b"trainA")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["horse2zebra"]
+
+
 def test_a_short_download_is_refused_then_resumed(server, tmp_path):
     handler, host = server
     archive = tar_archive("facades")

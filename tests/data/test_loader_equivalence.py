@@ -393,6 +393,24 @@ def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
     assert isinstance(create_loader(opt.replace(loader="torch"), "cpu"), TorchLoader)
 
 
+def test_ranks_of_one_node_share_its_host_memory(roots, monkeypatch, capsys):
+    """Each rank caches the whole dataset: with 4 ranks on a node, each may take a quarter
+    of the share (without this, 4 ranks together took 4 times the share)."""
+    import fastgan.data.cache_loader as cache_module
+
+    monkeypatch.setattr(select_module, "_said", set())
+    opt = make_opt(roots / "unaligned", loader="auto")
+    need = sum(im.nbytes for im in cache_module.cached_images(CacheLoader(opt, "cpu").dataset,
+                                                                cache_module.ImageSizes()))
+    monkeypatch.setattr(cache_module, "available_host_memory", lambda: 3 * need)  # a share of 0.5 fits it
+    assert isinstance(create_loader(opt, "cpu"), CacheLoader)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # a quarter of it does not
+    assert isinstance(create_loader(opt, "cpu"), DaliLoader)
+    assert "(1/4 of it: 4 ranks on this node)" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match=r"of available host memory \(1/4 of it: 4 ranks on this node\)"):
+        create_loader(opt.replace(loader="cache"), "cpu")
+
+
 def test_explicit_choices_that_cannot_work_say_why(roots, monkeypatch):
     opt = make_opt(roots / "unaligned")
     with pytest.raises(DatasetError, match="unknown --loader 'fast'"):
