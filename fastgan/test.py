@@ -14,7 +14,9 @@ What runs follows the data, as the reference's test models (input_data):
 Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
 --load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
 with --checkpoint. Model options come from the experiment's train_opt.json when it
-exists; options typed here override them. As the reference's test: batch 1, serial order, no
+exists; options typed here override them (a typed --direction too: real_A is then the other
+side's image, as in the reference's test). One generator on a folder reads the side it takes
+with its input's channels (G_B: the B side, output_nc). As the reference's test: batch 1, serial order, no
 flip, load_size defaults to crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/images/
 and an index.html of the images side by side ({phase}_{epoch}_iter{load_iter} with
 --load_iter, as the reference; {phase}_{file's label} with --checkpoint).
@@ -91,6 +93,8 @@ def test_options(args: dict):
                                      "model_suffix")}
     if tool["aspect_ratio"] <= 0:
         raise ValueError(f"--aspect_ratio {tool['aspect_ratio']} must be positive")
+    if tool["num_test"] < 0:
+        raise ValueError(f"--num_test {tool['num_test']} must not be negative")
     model = args.get("model")
     tool["model_test"] = model == "test"
     tool["one_generator"] = tool["model_test"] or tool["checkpoint"] is not None
@@ -100,22 +104,30 @@ def test_options(args: dict):
     for note in notes:
         print(note)
     # the experiment's folder as the reference names it (--suffix formatted with the typed
-    # options), and then what its training run saved
-    typed = with_suffix(resolve(args.get("arch", "cyclegan"), dict(args)), suffix, model)
+    # options over the test's defaults), and then what its training run saved
+    typed = resolve(args.get("arch", "cyclegan"), dict(args))
+    typed = with_suffix(as_a_test(typed, args, tool["phase"]), suffix, model)
     args["name"] = typed.name
     saved = saved_train_options(typed.checkpoints_dir, typed.name)
     merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
     if tool["model_test"] and "dataset_mode" not in args:
         merged["dataset_mode"] = "single"  # the reference's test model reads a folder of images
     arch = merged.pop("arch", "cyclegan")
-    opt = resolve(arch, merged)
-    # the reference's test defaults load_size to crop_size (no crop); a typed one is kept
-    opt = opt.replace(load_size=args.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
-                      no_flip=True, num_threads=0, phase=tool["phase"], isTrain=False)
+    opt = as_a_test(resolve(arch, merged), args, tool["phase"])
     tool["trained_direction"] = saved.get("direction", opt.direction)
+    if "direction" in args and args["direction"] != tool["trained_direction"]:
+        print(f"note: --direction {args['direction']} is not the run's ({tool['trained_direction']}, "
+              "train_opt.json): real_A is the other side's image")
     training = None if saved.get("demo") or not saved.get("dataroot") else \
         (saved["dataroot"], saved.get("dataset_mode", "aligned" if arch == "pix2pix" else "unaligned"))
     return opt, tool, training
+
+
+def as_a_test(opt, typed: dict, phase: str):
+    """The reference's test options: batch 1, serial order, no flip, load_size = crop_size
+    unless typed (no crop), the phase, not training."""
+    return opt.replace(load_size=typed.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
+                       no_flip=True, num_threads=0, phase=phase, isTrain=False)
 
 
 def translating_net(opt, tool: dict) -> str:
@@ -173,23 +185,27 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
     root, mode = opt.dataroot, opt.dataset_mode
     if root is None:
         root, mode = training or (prepare_demo(opt.arch), "aligned" if opt.arch == "pix2pix" else "unaligned")
-    trained = opt.replace(dataroot=root, direction=tool["trained_direction"])
+    data = opt.replace(dataroot=root)  # --direction as typed, else the run's: the reference's real_A
     sides = [os.path.join(root, opt.phase + domain) for domain in "AB"]
     if mode == "aligned":
         if opt.arch == "pix2pix" and not tool["model_test"]:
-            return "paired", trained.replace(dataset_mode="aligned")
+            return "paired", data.replace(dataset_mode="aligned")
         if opt.arch == "cyclegan" and not tool["one_generator"]:
-            return "cycle", trained.replace(dataset_mode="aligned")
-        return "single", opt.replace(dataroot=root, dataset_mode="aligned")
+            return "cycle", data.replace(dataset_mode="aligned")
+        return "single", data.replace(dataset_mode="aligned")
     if mode == "unaligned" and opt.arch == "cyclegan" and not tool["one_generator"] and all(map(os.path.isdir, sides)):
-        return "cycle", trained.replace(dataset_mode="unaligned")
-    side = sides[0 if opt.direction == "AtoB" else 1]
+        return "cycle", data.replace(dataset_mode="unaligned")
+    # one generator on a folder: the side it takes (G_A the run's input side, G_B the other),
+    # read with its input's channels (a single dataset reads input_nc AtoB, output_nc BtoA)
+    net = translating_net(opt, tool)
+    side = sides[(tool["trained_direction"] == "BtoA") != (net == "G_B")] if net != "G" else \
+        sides[opt.direction == "BtoA"]
     if os.path.isdir(side):
         root = side
     elif any(os.path.isdir(os.path.join(root, folder)) for folder in DATASET_FOLDERS):
         raise DatasetError(f"{root} holds no {os.path.basename(side)}/ to translate: give --phase the split "
                            "it has, or --dataroot a folder of images")
-    return "single", opt.replace(dataroot=root, dataset_mode="single")
+    return "single", opt.replace(dataroot=root, dataset_mode="single", direction="BtoA" if net == "G_B" else "AtoB")
 
 
 def unique_stem(path: str, root: str, taken: set) -> str:
@@ -215,11 +231,14 @@ def with_aspect_ratio(image, aspect_ratio: float):
 
 
 def to_uint8_image(x: torch.Tensor):
+    """A (C, H, W) image in [-1, 1] as the reference's tensor2im makes it: (x + 1) / 2 * 255
+    truncated to uint8 (not rounded), one channel tiled to RGB."""
     from PIL import Image
 
-    image = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    array = image.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    image = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    return Image.fromarray(image.permute(1, 2, 0).numpy())
 
 
 def write_index(path: str, title: str, rows: list[tuple[str, list[tuple[str, str]]]]) -> None:
@@ -244,6 +263,23 @@ def load_generator(opt, net: str, path: str, device, eval_mode: bool):
     if eval_mode:
         G.eval()
     return G
+
+
+# how many times the U-Nets halve an image: its sides must be multiples of 2 to that power
+UNET_DOWNS = {"unet_128": 7, "unet_256": 8}
+
+
+def check_size(opt, item: dict) -> None:
+    """A DatasetError naming the image whose size the U-Net cannot take (--preprocess none or
+    scale_width keep each image's size), instead of an error deep inside the net."""
+    from fastgan.data import DatasetError
+
+    multiple = 2 ** UNET_DOWNS.get(opt.netG, 0)
+    h, w = item["A"].shape[-2:]
+    if h % multiple or w % multiple:
+        raise DatasetError(f"{item['A_paths']}: {w}x{h} after --preprocess {opt.preprocess}; --netG {opt.netG} "
+                           f"takes sides that are multiples of {multiple}: use a --preprocess that crops, or "
+                           f"--load_size/--crop_size multiples of {multiple}")
 
 
 def visuals(kind: str, nets: dict, item: dict, device) -> dict:
@@ -280,6 +316,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     with torch.no_grad():
         for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
             item = dataset[i]
+            check_size(opt, item)
             stem = unique_stem(item["A_paths"], dataset.root, stems)
             entries = []
             for name, tensor in visuals(kind, nets, item, device).items():
@@ -303,6 +340,8 @@ def main(argv=None) -> str:
         return translate(opt, tool, training)
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as e:
         fail(str(e))
+    except OSError as e:  # a results folder that is a file, or cannot be written
+        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,12 @@ def read_training_state(directory: str) -> dict | None:
     if not os.path.exists(path):
         return None
     # our own file: it holds Python RNG tuples and optimizer dicts, not only tensors
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated (a full disk at save time), or not ours: pickle, zip, EOF errors
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first}); move it away to continue "
+                              "from the latest networks instead") from None
     state["path"] = path
     return state
 

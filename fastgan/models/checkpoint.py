@@ -112,6 +112,27 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def read_checkpoint_file(path: str) -> dict:
+    """torch.load of a network file (tensors only); CheckpointError of one line for a file that
+    is not one (a folder, truncated, empty, a Git LFS pointer, another format)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, not a network file (.pth)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # pickle, zip and EOF errors: torch.load raises many kinds
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if "Weights only load failed" in str(e):
+            what = "it holds Python objects besides tensors, refused (loading them could run any code)"
+        elif head.startswith(b"version https://git-lfs"):
+            what = "a Git LFS pointer, not the file itself (git lfs pull)"
+        else:
+            what = "empty" if not head else f"not a PyTorch network file, or truncated ({type(e).__name__})"
+        raise CheckpointError(f"{path}: {what}") from None
+
+
 def load_reference_checkpoint(net, path_or_state_dict):
     """Load a reference-format checkpoint (a path or a state_dict) into `net`, strictly.
 
@@ -122,7 +143,7 @@ def load_reference_checkpoint(net, path_or_state_dict):
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         source = os.fspath(path_or_state_dict)
-        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        state_dict = read_checkpoint_file(source)
     else:
         source, state_dict = "<state_dict>", path_or_state_dict
     if not isinstance(state_dict, dict):

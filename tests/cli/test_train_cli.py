@@ -180,7 +180,7 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
     assert html.count("<tr>") == 3 and "img000_fake.png" in html
 
-    # the written fake is G_A of the written input (to uint8 rounding)
+    # the written fake is G_A of the written input (to uint8 truncation, of both)
     from fastgan.models import define_G, load_reference_checkpoint
 
     G = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
@@ -190,7 +190,87 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     with torch.no_grad():
         fake = G(torch.from_numpy(real).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
     written = np.asarray(Image.open(os.path.join(images, "img000_fake.png")), dtype=np.float32) / 127.5 - 1
-    assert np.abs(written - fake).max() < 2.5 / 127.5
+    assert np.abs(written - fake).max() < 4 / 127.5
+
+
+def test_saved_images_are_the_references_tensor2im():
+    """(x + 1) / 2 * 255 truncated, not rounded; one channel tiled to RGB."""
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0]).view(1, 1, 6)
+    image = test_cli.to_uint8_image(x)
+    assert image.mode == "RGB"
+    assert np.asarray(image)[0, :, 0].tolist() == [0, 0, 127, 191, 254, 255]
+    assert (np.asarray(image)[..., 0] == np.asarray(image)[..., 2]).all()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--num_test", "-1"], "--num_test -1 must not be negative"),
+    (["--checkpoint", "EMPTY"], "EMPTY: empty"),
+    (["--checkpoint", "LFS"], "a Git LFS pointer"),
+    (["--checkpoint", "GARBAGE"], "not a PyTorch network file"),
+    (["--checkpoint", "FOLDER"], "is a folder, not a network file"),
+    (["--results_dir", "FILE"], "Not a directory"),
+])
+def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    files = {"EMPTY": b"", "LFS": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n",
+             "GARBAGE": b"not a checkpoint" * 10, "FILE": b"a file"}
+    for key, content in files.items():
+        (tmp_path / key).write_bytes(content)
+    (tmp_path / "FOLDER").mkdir()
+    extra = [str(tmp_path / e) if e in (*files, "FOLDER") else e for e in extra]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                       os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results"), *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_inference_cli_honours_a_typed_direction_on_pairs(aligned_root, tmp_path, capsys):
+    """The reference's pix2pix test with --direction BtoA: real_A is the right half."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "results"), "--direction", "BtoA"])
+    assert "note: --direction BtoA is not the run's (AtoB" in capsys.readouterr().out
+    images = os.path.join(os.path.dirname(index), "images")
+    with Image.open(os.path.join(aligned_root, "test", "img000.png")) as pair:
+        right = np.asarray(pair.crop((40, 0, 80, 40)).resize((32, 32), Image.BICUBIC), dtype=np.float32)
+    real_A = np.asarray(Image.open(os.path.join(images, "img000_real_A.png")), dtype=np.float32)
+    assert np.abs(real_A - right).max() <= 2
+
+
+def test_inference_cli_model_suffix_b_takes_the_b_side_with_its_channels(unaligned_root, tmp_path):
+    """G_B of a run with --input_nc 1 --output_nc 3 takes 3-channel B images, from testB."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "gray") + ["--input_nc", "1", "--lambda_identity", "0",
+                                                                  "--max_iters", "1"])
+    os.makedirs(tmp_path / "data" / "testB")
+    write_images(tmp_path / "data" / "testB", 2, 40, seed=8)
+    os.makedirs(tmp_path / "data" / "testA")
+    index = test_cli.main(["--name", "gray", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path / "data"),
+                           "--results_dir", str(tmp_path / "results"), "--model", "test", "--model_suffix", "_B"])
+    images = sorted(os.listdir(os.path.join(os.path.dirname(index), "images")))
+    assert images == ["img000_fake.png", "img000_real.png", "img001_fake.png", "img001_real.png"]
+
+
+def test_inference_cli_names_an_image_the_unet_cannot_take(aligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--netG", "unet_128", "--load_size", "128",
+                                                                          "--crop_size", "128", "--max_iters", "1"])
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                       "--results_dir", str(tmp_path / "results"), "--preprocess", "none"])
+    assert e.value.code == 2
+    assert "40x40 after --preprocess none; --netG unet_128 takes sides that are multiples of 128" in \
+        capsys.readouterr().err
+
+
+def test_inference_cli_formats_the_suffix_with_the_tests_options(unaligned_root, tmp_path):
+    """The reference's test defaults load_size to crop_size: --suffix sz{load_size} names run_sz32."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run_sz32") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--suffix", "sz{load_size}", "--checkpoints_dir", str(tmp_path),
+                           "--dataroot", os.path.join(unaligned_root, "testA"), "--results_dir",
+                           str(tmp_path / "results"), "--crop_size", "32"])
+    assert os.path.basename(os.path.dirname(os.path.dirname(index))) == "run_sz32"
 
 
 def test_inference_cli_loads_the_networks_load_iter_names(unaligned_root, tmp_path, capsys):
@@ -260,7 +340,10 @@ def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligne
         assert (real_B[0].permute(1, 2, 0) - (source_B / 127.5 - 1)).abs().max() <= 1.5 / 127.5
         for name, value in (("fake_B", nets["G_A"](real_A)), ("rec_A", nets["G_B"](nets["G_A"](real_A))),
                             ("fake_A", nets["G_B"](real_B)), ("rec_B", nets["G_A"](nets["G_B"](real_B)))):
-            assert (read("img005", name) - value).abs().max() < 4 / 127.5, name
+            # the saved inputs are truncated to a level below (the reference's tensor2im), which
+            # a reconstruction's two nets amplify
+            levels = 8 if name.startswith("rec") else 4
+            assert (read("img005", name) - value).abs().max() < levels / 127.5, name
 
 
 def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp_path, capsys):
@@ -457,6 +540,19 @@ def test_continuing_another_arch_run_is_one_clear_line(unaligned_root, aligned_r
     with pytest.raises(SystemExit):
         train_cli.main(tiny_args(aligned_root, tmp_path, "run", "pix2pix") + ["--continue_train"])
     assert "is a cyclegan run's (nets D_A, D_B, G_A, G_B), not one of this --arch pix2pix" in capsys.readouterr().err
+
+
+def test_an_unreadable_training_state_is_one_clear_line(unaligned_root, tmp_path, capsys):
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--max_iters", "1"])
+    state = tmp_path / "run" / "training_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # cut short, as by a full disk
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(args + ["--continue_train"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{state} cannot be read" in err and "move it away" in err and "Traceback" not in err
 
 
 def test_a_file_as_checkpoints_dir_is_one_clear_line(unaligned_root, tmp_path, capsys):
