@@ -15,11 +15,12 @@ Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G
 --load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
 with --checkpoint. Model options come from the experiment's train_opt.json when it
 exists; options typed here override them (a typed --direction too: real_A is then the other
-side's image, as in the reference's test). One generator on a folder reads the side it takes
-with its input's channels (G_B: the B side, output_nc). As the reference's test: batch 1, serial order, no
-flip, load_size defaults to crop_size. Writes {results_dir}/{name}/{phase}_{epoch}/images/
-and an index.html of the images side by side ({phase}_{epoch}_iter{load_iter} with
---load_iter, as the reference; {phase}_{file's label} with --checkpoint).
+side's image, as in the reference's test). One generator on a folder reads the side it
+takes with its input's channels (G_B: the B side, output_nc). As the reference's test:
+batch 1, serial order, no flip, load_size defaults to crop_size. Writes
+{results_dir}/{name}/{phase}_{epoch}/images/ and an index.html of the images side by side
+({phase}_{epoch}_iter{load_iter} with --load_iter, as the reference; {phase}_{file's label}
+with --checkpoint).
 """
 
 from __future__ import annotations
@@ -151,6 +152,11 @@ def generator_file(opt, net: str, checkpoint: str | None) -> str:
     if not os.path.exists(path) and os.path.exists(plain):
         return plain
     if not os.path.exists(path):
+        saved = sorted({f.split("_net_")[0] for f in os.listdir(folder) if "_net_" in f and f.endswith(".pth")}) \
+            if os.path.isdir(folder) else []
+        if saved:
+            raise FileNotFoundError(f"no checkpoint {path}; {folder} holds the networks of --epoch "
+                                    f"{', '.join(saved)} (iter_N: --load_iter N)")
         raise FileNotFoundError(f"no checkpoint {path}; train with --name {opt.name} first, "
                                 "or give a generator file with --checkpoint")
     return path

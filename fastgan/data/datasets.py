@@ -54,6 +54,8 @@ class BaseDataset(torch.utils.data.Dataset):
     def _images(self, folder: str) -> list[str]:
         """The sorted image paths of `folder`, refusing a missing or empty one."""
         where = f"--dataset_mode {self.mode} expects {self.layout}"
+        if os.path.isfile(folder):
+            raise DatasetError(f"{folder} is a file, not a folder of images; {where}")
         if not os.path.isdir(folder):
             raise DatasetError(f"dataset folder {folder} does not exist; {where}")
         paths = make_dataset(folder, self.opt.max_dataset_size)

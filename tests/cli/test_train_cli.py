@@ -428,11 +428,22 @@ def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tm
         assert np.abs(real - np.asarray(source, dtype=int)[4:36, 4:36]).max() <= 1
 
 
-def test_inference_cli_reports_a_missing_checkpoint(tmp_path, capsys):
+def test_inference_cli_reports_a_missing_checkpoint(unaligned_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "nothing", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path)])
     assert e.value.code == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "train with --name nothing first" in err
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])  # latest only
+    capsys.readouterr()
+    testA = os.path.join(unaligned_root, "testA")
+    with pytest.raises(SystemExit):
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", testA, "--epoch", "5"])
+    assert "holds the networks of --epoch latest (iter_N: --load_iter N)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a file as --dataroot
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path),
+                       "--dataroot", os.path.join(testA, "img000.png")])
+    assert "img000.png is a file, not a folder of images" in capsys.readouterr().err
 
 
 def run_module(args, **kwargs):
