@@ -5,11 +5,12 @@ once and draws the same recipes, so it must match bit for bit; DALI decodes
 with its own codecs (bit-identical to PIL for JPEG, PNG, BMP and TIFF on the
 CPU) and, on the CPU, resizes with torch's PIL-compatible resampler: within 2
 levels per pixel (one per pass, tensor_transforms.py). An image DALI cannot
-decode is loaded through PIL, as the torch loader loads it. "dali graph" is the pipeline a GPU runs (DALI's own
-cubic resize and crop_mirror_normalize), run here on the CPU: its resampler is
-close to PIL's kernel but not equal (1 level at most on these photo-like images,
-0.2 on average), so it is held to a mean of half a level and a maximum of 4,
-which a crop off by one pixel or a missing flip exceed many times over.
+decode is loaded through PIL, as the torch loader loads it. "dali graph" is the
+pipeline a GPU runs (DALI's own cubic resize and crop_mirror_normalize), run
+here on the CPU: its resampler is close to PIL's kernel but not equal (1 level
+at most on these photo-like images, 0.2 on average), so it is held to a mean of
+half a level and a maximum of 4, which a crop off by one pixel or a missing
+flip exceed many times over.
 """
 
 from __future__ import annotations
