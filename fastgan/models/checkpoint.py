@@ -124,12 +124,14 @@ def read_checkpoint_file(path: str) -> dict:
     except Exception as e:  # pickle, zip and EOF errors: torch.load raises many kinds
         with open(path, "rb") as f:
             head = f.read(64)
-        if "Weights only load failed" in str(e):
-            what = "it holds Python objects besides tensors, refused (loading them could run any code)"
-        elif head.startswith(b"version https://git-lfs"):
+        if head.startswith(b"version https://git-lfs"):
             what = "a Git LFS pointer, not the file itself (git lfs pull)"
+        elif not head:
+            what = "empty"
+        elif "global" in str(e).lower():  # the weights-only unpickler met a class or function
+            what = "it holds Python objects besides tensors, refused (loading them could run any code)"
         else:
-            what = "empty" if not head else f"not a PyTorch network file, or truncated ({type(e).__name__})"
+            what = f"not a PyTorch network file, or truncated ({type(e).__name__})"
         raise CheckpointError(f"{path}: {what}") from None
 
 
