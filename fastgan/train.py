@@ -45,6 +45,10 @@ def main(argv=None) -> dict:
 
     explicit = parse(argv)
     ranks = Ranks()
+
+    def stop(message: str) -> None:  # one line; with several ranks, each says which it is
+        fail(message if ranks.world_size == 1 else f"rank {ranks.rank} of {ranks.world_size}: {message}")
+
     try:
         try:  # bad option values surface as ValueError while building
             suffix, notes = from_reference_arguments(explicit)
@@ -66,13 +70,13 @@ def main(argv=None) -> dict:
             check_ranks_agree(ranks, opt, loader.num_images)
             trainer = Trainer(opt, loader, ranks=ranks)
         except ValueError as e:
-            fail(str(e))
+            stop(str(e))
         summary = trainer.run()
         ranks.close(trainer.model)  # after a finished or stopped run only: see Ranks.close
     except (DatasetError, CheckpointError) as e:
-        fail(str(e))
+        stop(str(e))
     except OSError as e:  # a folder that cannot be made or written, a file that went missing
-        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+        stop(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
     except KeyboardInterrupt as e:  # a second signal (or Ctrl-C outside the loop): at once, unsaved
         print("\nstopped at once: what this run did since its last checkpoint is not saved", file=sys.stderr)
         raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None

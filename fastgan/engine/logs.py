@@ -90,5 +90,5 @@ def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None
     images = [to_image_tensor(visuals[n]) for n in names if n in visuals]
     grid = make_grid(images, nrow=len(images), padding=2, pad_value=1.0)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    array = (grid.permute(1, 2, 0).numpy() * 255).astype("uint8")  # truncated, as the reference's tensor2im
     Image.fromarray(array).save(path)

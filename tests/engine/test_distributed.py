@@ -361,9 +361,10 @@ def test_ranks_started_with_different_settings_are_refused_at_once(unaligned_roo
     start = time.time()
     errors = [p.communicate(timeout=90)[1] for p in ranks]
     assert time.time() - start < 45  # not the 60 s timeout
-    for process, err in zip(ranks, errors):
+    for r, (process, err) in enumerate(zip(ranks, errors)):
         assert process.returncode == 2, err[-3000:]
-        assert "the ranks were started with different settings" in err and "Traceback" not in err
+        assert f"error: rank {r} of 2: the ranks were started with different settings" in err
+        assert "Traceback" not in err
         assert "--lr: rank 0 0.0002, rank 1 0.0003" in err
         assert "images in the dataset: rank 0 8, rank 1 3" in err
     assert not (tmp_path / "differ" / "loss_log.jsonl").exists()
