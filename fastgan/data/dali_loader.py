@@ -28,7 +28,7 @@ The pipeline, per output image:
   transform_on="torch" (the default on a CPU): DALI stops after decoding and
      tensor_transforms resizes, crops, flips and normalizes. DALI's CPU resize is
      scalar code: 9 ms per 600x400 -> 286x286 image on this 2-core Xeon, against
-     0.5 ms for torch's uint8 AVX2 resize (which matches PIL to two levels) and
+     0.5 ms for torch's uint8 AVX2 resize (which matches PIL to a level or two) and
      1.7 ms for DALI's decode; with it the DALI loader is no faster than the
      DataLoader here.
 

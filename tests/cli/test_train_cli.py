@@ -180,17 +180,36 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
     assert html.count("<tr>") == 3 and "img000_fake.png" in html
 
-    # the written fake is G_A of the written input (to uint8 truncation, of both)
+    # the written images are the input and G_A of it, as tensor2im writes them
+    x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]
+    G = plain_generator(tmp_path / "run" / "latest_net_G_A.pth")
+    with torch.no_grad():
+        for name, value in (("real", x), ("fake", G(x))):
+            assert_written(os.path.join(images, f"img000_{name}.png"), value)
+
+
+def translated_inputs(args):
+    """The dataset fastgan.test translates for `args`: its items are the generators' exact inputs."""
+    from fastgan.data import create_dataset
+
+    opt, tool, training = test_cli.test_options(test_cli.parse(args))
+    return create_dataset(test_cli.input_data(opt, tool, training)[1])
+
+
+def plain_generator(path):
     from fastgan.models import define_G, load_reference_checkpoint
 
     G = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
-    load_reference_checkpoint(G, str(tmp_path / "run" / "latest_net_G_A.pth"))
-    G.eval()
-    real = np.asarray(Image.open(os.path.join(images, "img000_real.png")), dtype=np.float32) / 127.5 - 1
-    with torch.no_grad():
-        fake = G(torch.from_numpy(real).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
-    written = np.asarray(Image.open(os.path.join(images, "img000_fake.png")), dtype=np.float32) / 127.5 - 1
-    assert np.abs(written - fake).max() < 4 / 127.5
+    load_reference_checkpoint(G, str(path))
+    return G.eval()
+
+
+def assert_written(path, value):
+    """The PNG at `path` holds `value` (1 x C x H x W in [-1, 1]) as tensor2im writes it, to one
+    level where float rounding puts a value on the other side of a truncation step."""
+    written = np.asarray(Image.open(path), dtype=int)
+    want = np.asarray(test_cli.to_uint8_image(value[0]), dtype=int)
+    assert np.abs(written - want).max() <= 1, path
 
 
 def test_saved_images_are_the_references_tensor2im():
@@ -315,8 +334,6 @@ def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned
 def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligned_root, tmp_path):
     """{phase}A and {phase}B both there (the train split here: 6 A, 5 B images): both generators
     both ways, max(|A|, |B|) items with B = index mod |B|, the reference's six images per item."""
-    from fastgan.models import define_G, load_reference_checkpoint
-
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
     index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
                            "--results_dir", str(tmp_path / "results"), "--phase", "train", "--eval"])
@@ -328,22 +345,18 @@ def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligne
         return torch.from_numpy(np.asarray(Image.open(os.path.join(images, f"{stem}_{name}.png")),
                                            dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
 
-    nets = {}
-    for net in ("G_A", "G_B"):
-        nets[net] = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
-        load_reference_checkpoint(nets[net], str(tmp_path / "run" / f"latest_net_{net}.pth"))
-        nets[net].eval()
+    nets = {net: plain_generator(tmp_path / "run" / f"latest_net_{net}.pth") for net in ("G_A", "G_B")}
+    item = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+                              "--phase", "train", "--eval"])[5]
     with torch.no_grad():  # item 5: A = trainA/img005, B = trainB/img000 (5 mod 5)
-        real_A, real_B = read("img005", "real_A"), read("img005", "real_B")
+        real_A, real_B = item["A"][None], item["B"][None]
         with Image.open(os.path.join(unaligned_root, "trainB", "img000.png")) as b:
             source_B = torch.from_numpy(np.asarray(b.resize((32, 32), Image.BICUBIC), dtype=np.float32))
-        assert (real_B[0].permute(1, 2, 0) - (source_B / 127.5 - 1)).abs().max() <= 1.5 / 127.5
-        for name, value in (("fake_B", nets["G_A"](real_A)), ("rec_A", nets["G_B"](nets["G_A"](real_A))),
+        assert (read("img005", "real_B")[0].permute(1, 2, 0) - (source_B / 127.5 - 1)).abs().max() <= 1.5 / 127.5
+        for name, value in (("real_A", real_A), ("fake_B", nets["G_A"](real_A)),
+                            ("rec_A", nets["G_B"](nets["G_A"](real_A))), ("real_B", real_B),
                             ("fake_A", nets["G_B"](real_B)), ("rec_B", nets["G_A"](nets["G_B"](real_B)))):
-            # the saved inputs are truncated to a level below (the reference's tensor2im), which
-            # a reconstruction's two nets amplify
-            levels = 8 if name.startswith("rec") else 4
-            assert (read("img005", name) - value).abs().max() < levels / 127.5, name
+            assert_written(os.path.join(images, f"img005_{name}.png"), value)
 
 
 def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp_path, capsys):

@@ -3,8 +3,8 @@
 The torch loader (PIL, datasets.py) is the reference. The cache decodes with PIL
 once and draws the same recipes, so it must match bit for bit; DALI decodes
 with its own codecs (bit-identical to PIL for JPEG, PNG, BMP and TIFF on the
-CPU) and, on the CPU, resizes with torch's PIL-compatible resampler: within 2
-levels per pixel (one per pass, tensor_transforms.py). An image DALI cannot
+CPU) and, on the CPU, resizes with torch's PIL-compatible resampler: within 1
+level per pixel (tensor_transforms.py), 2 allowed. An image DALI cannot
 decode is loaded through PIL, as the torch loader loads it. "dali graph" is the
 pipeline a GPU runs (DALI's own cubic resize and crop_mirror_normalize), run
 here on the CPU: its resampler is close to PIL's kernel but not equal (1 level
