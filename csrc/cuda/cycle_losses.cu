@@ -19,8 +19,8 @@
 // Memory traffic floor (n = elements per image, s = bytes per element, identity terms
 // on, real images without grad): forward 6ns read + n written (codes), backward n read
 // + 4ns written; recomputing in backward instead would move 16ns (see
-// csrc/cpu/cycle_losses.cpp). Fraction of the floor reached on a GPU: not measured
-// (no GPU in the build environment); see benchmarks/.
+// csrc/cpu/cycle_losses.cpp). Fraction of the floor reached on a GPU: recorded by
+// make bench-kernels / benchmarks/gpu_suite.sh in benchmarks/results/kernels_<card>.md.
 #include "../cycle_losses.h"
 
 #include <ATen/Dispatch.h>

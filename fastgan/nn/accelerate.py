@@ -54,7 +54,7 @@ from fastgan.nn.conv import Conv2d, ConvTranspose2d, why_not_swappable
 from fastgan.nn.instance_norm_act import FusedInstanceNormAct
 from fastgan.nn.reflect_conv2d import ReflectConv2d
 from fastgan.nn.tracing import recording_a_trace
-from fastgan.ops import use_backend
+from fastgan.ops import check_backend
 
 __all__ = ["AccelerateReport", "FusedResidualBlock", "accelerate"]
 
@@ -161,9 +161,11 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
     stay the same objects.
     """
     if isinstance(module, torch.jit.ScriptModule):
-        raise TypeError("fastgan.accelerate rewrites Python modules; accelerate first, then script")
-    with use_backend(backend):  # validates the name now rather than at the first forward
-        pass
+        raise TypeError("fastgan.accelerate rewrites Python modules, not TorchScript ones (and its modules do "
+                        "not script): accelerate the Python model; torch.jit.trace or torch.export of it works")
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"fastgan.accelerate takes an nn.Module, got {type(module).__name__}")
+    check_backend(backend)  # now rather than at the first forward
     report = AccelerateReport()
     _rewrite(module, "", backend, report, {})
     _swap_lone_modules(module, "", backend, report, {})

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.nn import init
 
 from fastgan.nn.tracing import recording_a_trace
-from fastgan.ops import instance_norm_act, use_backend
+from fastgan.ops import check_backend, instance_norm_act, use_backend
 from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS, activate
 
 __all__ = ["FusedInstanceNormAct"]
@@ -49,7 +49,7 @@ class FusedInstanceNormAct(nn.Module):
         self.affine = affine
         self.activation = activation
         self.negative_slope = negative_slope
-        self.backend = backend
+        self.backend = check_backend(backend)
         if affine:
             factory = {"device": device, "dtype": dtype}
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
@@ -97,7 +97,7 @@ class FusedInstanceNormAct(nn.Module):
         module.affine = norm.affine
         module.activation = activation
         module.negative_slope = negative_slope
-        module.backend = backend
+        module.backend = check_backend(backend)
         if norm.affine:
             module.weight = norm.weight
             module.bias = norm.bias

@@ -10,7 +10,7 @@ import torch.nn as nn
 from torch.nn import init
 
 from fastgan.nn.tracing import recording_a_trace
-from fastgan.ops import reference, reflect_conv2d, use_backend
+from fastgan.ops import check_backend, reference, reflect_conv2d, use_backend
 
 __all__ = ["ReflectConv2d"]
 
@@ -50,7 +50,7 @@ class ReflectConv2d(nn.Module):
         self.kernel_size = (kh, kw)
         self.stride = _square(stride, "stride")
         self.padding = _square(padding, "padding")
-        self.backend = backend
+        self.backend = check_backend(backend)
         if self.stride < 1 or self.padding < 0:
             raise ValueError(f"ReflectConv2d: need stride >= 1 and padding >= 0, got {stride!r}, {padding!r}")
         factory = {"device": device, "dtype": dtype}
@@ -104,7 +104,7 @@ class ReflectConv2d(nn.Module):
         module.kernel_size = tuple(conv.kernel_size)
         module.stride = conv.stride[0]
         module.padding = padding[0]
-        module.backend = backend
+        module.backend = check_backend(backend)
         module.weight = conv.weight
         if conv.bias is not None:
             module.bias = conv.bias

@@ -1,13 +1,22 @@
 """Fused ops with interchangeable back ends (see fastgan/ops/registry.py).
 
+    fastgan.ops.instance_norm_act(x, weight=None, bias=None, eps=1e-5, activation="relu",
+                                  negative_slope=0.2, residual=None)
+                                                         per-(n, c) plane normalization, affine,
+                                                         activation and residual add in one pass
+    fastgan.ops.reflect_conv2d(x, weight, bias=None, stride=1, padding=1)
+                                                         conv2d of the reflection-padded x, the padded
+                                                         tensor never made
     fastgan.ops.l1_loss(input, target, weight=1.0)      weight * mean(|input - target|)
     fastgan.ops.cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B,
                              lambda_identity)    the CycleGAN L1 terms in one pass (CycleLosses)
 
-    fastgan.ops.use_backend(name)                        context manager: "auto", "torch", "cpu", "cuda"
+    fastgan.ops.use_backend(name)                        context manager: "auto", "torch", "cpu", "cuda",
+                                                         "triton"
     fastgan.ops.set_default_backend(name | None)         outside use_backend (None: FASTGAN_BACKEND / auto)
     fastgan.ops.available_backends(device=None, op=None) usable back end names
     fastgan.ops.backend_for(op, device)                  the back end a call would use now
+    fastgan.ops.check_backend(name)                      name, or use_backend's error for it
     fastgan.ops.reflect_conv2d_choice(name)              context manager: reflect_conv2d's fused kernel
                                                          ("triton" / "winograd"), "aten" or "auto" (measured
                                                          per shape; FASTGAN_REFLECT_CONV2D sets the default)
@@ -37,6 +46,7 @@ from fastgan.ops.registry import (
     BackendUnavailableError,
     available_backends,
     backend_for,
+    check_backend,
     get_default_backend,
     set_default_backend,
     use_backend,
@@ -50,6 +60,7 @@ __all__ = [
     "CycleLosses",
     "available_backends",
     "backend_for",
+    "check_backend",
     "conv2d",
     "conv_choice",
     "conv_transpose2d",

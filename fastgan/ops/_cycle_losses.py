@@ -24,6 +24,7 @@ import torch
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
+from fastgan.ops._loss_args import constant, promoted
 
 CYCLE_LOSSES = registry.Op("cycle_losses", reference.cycle_losses)
 
@@ -57,7 +58,9 @@ def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor
     Without identity terms (idt_A and idt_B None, or lambda_identity == 0) idt_A and
     idt_B are 0 and the identity images, if given, are not read and get no gradient.
     rec_A and idt_B must have real_A's shape, rec_B and idt_A real_B's (no
-    broadcasting); one dtype and device throughout; any layout. Differentiable in every
+    broadcasting); one device; floating dtypes, promoted to the widest where they differ
+    (bf16 outputs against float32 images under autocast); lambdas are constants (numbers
+    or one-element tensors without grad); any layout. Differentiable in every
     image (usually only rec_* and idt_* require grad). The native and Triton back ends
     accumulate in float64 (float32/float64 inputs; float32 for bf16/fp16) in a fixed
     order: the same bits on every run and for any number of CPU threads.
@@ -65,11 +68,14 @@ def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor
     if (idt_A is None) != (idt_B is None):
         raise ValueError("cycle_losses: give both idt_A and idt_B or neither, got "
                          + ("idt_A" if idt_A is not None else "idt_B") + " only")
-    if lambda_identity == 0:
+    lambdas = [constant("cycle_losses", name, value, f"{name} * the term")
+               for name, value in (("lambda_A", lambda_A), ("lambda_B", lambda_B),
+                                   ("lambda_identity", lambda_identity))]
+    if lambdas[2] == 0:
         idt_A = idt_B = None
     _check_shapes(real_A, rec_A, real_B, rec_B, idt_A, idt_B)
-    values = CYCLE_LOSSES(real_A, rec_A, real_B, rec_B, idt_A, idt_B, float(lambda_A), float(lambda_B),
-                          float(lambda_identity))
+    real_A, rec_A, real_B, rec_B, idt_A, idt_B = promoted(real_A, rec_A, real_B, rec_B, idt_A, idt_B)
+    values = CYCLE_LOSSES(real_A, rec_A, real_B, rec_B, idt_A, idt_B, *lambdas)
     cycle_a, cycle_b, idt_a, idt_b = values.unbind()
     return CycleLosses(cycle_a, cycle_b, idt_a, idt_b, values)
 
@@ -87,10 +93,10 @@ def _check_shapes(real_A, rec_A, real_B, rec_B, idt_A, idt_B) -> None:
         if t.shape != ref.shape:
             raise ValueError(f"cycle_losses: {name} and {ref_name} must have the same shape, got "
                              f"{tuple(t.shape)} and {tuple(ref.shape)}")
+    for name, t in named:
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"cycle_losses: {name} is {t.dtype}; the images must be floating point")
     for name, t in named[1:]:
-        if t.dtype != real_A.dtype:
-            raise ValueError(f"cycle_losses: every tensor must have real_A's dtype {real_A.dtype}, "
-                             f"{name} has {t.dtype}")
         if t.device != real_A.device:
             raise ValueError(f"cycle_losses: every tensor must be on real_A's device {real_A.device}, "
                              f"{name} is on {t.device}")

@@ -91,6 +91,10 @@ def check_args(op: str, x, weight, bias, residual, activation) -> None:
     if residual is not None:
         torch._check(residual.shape == x.shape, lambda: f"{op}: residual must have the input's shape")
         torch._check(residual.dtype == x.dtype, lambda: f"{op}: residual must have the input's dtype")
+    # the native kernels check devices too; a meta tensor among CPU ones reaches this rule instead
+    for name, t in (("weight", weight), ("bias", bias), ("residual", residual)):
+        if t is not None:
+            torch._check(t.device == x.device, lambda: f"{op}: {name} is on {t.device}, the input on {x.device}")
 
 
 def forward_fake(op: str, x, weight, bias, residual, activation):

@@ -15,6 +15,7 @@ import torch
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
+from fastgan.ops._loss_args import constant, promoted
 
 L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
 
@@ -22,18 +23,19 @@ L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """weight * mean(|input - target|) as a 0-dim tensor of input's dtype.
 
-    input and target: same shape, dtype and device (no broadcasting), any layout.
-    Differentiable in both. weight is a Python float. Runs on the back end chosen by
-    fastgan.ops.use_backend / FASTGAN_BACKEND / auto (native kernels when built).
-    The native kernels accumulate in float64 (float32 inputs; float32 for bf16/fp16)
-    and are deterministic: the same bits for any number of threads.
+    input and target: same shape and device (no broadcasting), any layout; of two
+    floating dtypes (a bf16 output against a float32 target under autocast) both are
+    promoted to the wider, as torch's l1_loss does. Differentiable in both. weight is a
+    constant: a Python number or a one-element tensor without grad. Runs on the back end
+    chosen by fastgan.ops.use_backend / FASTGAN_BACKEND / auto (native kernels when
+    built). The native kernels accumulate in float64 (float32 inputs; float32 for
+    bf16/fp16) and are deterministic: the same bits for any number of threads.
     """
     if input.shape != target.shape:
         raise ValueError(f"l1_loss: input and target must have the same shape, got "
                          f"{tuple(input.shape)} and {tuple(target.shape)}")
-    if isinstance(weight, torch.Tensor) and weight.requires_grad:
-        raise TypeError("l1_loss: weight is a constant (a Python float); for a learned weight, "
-                        "multiply the loss by it: weight * l1_loss(input, target)")
+    weight = constant("l1_loss", "weight", weight, "weight * l1_loss(input, target)")
+    input, target = promoted(input, target)
     return L1_LOSS(input, target, weight)
 
 
@@ -56,12 +58,38 @@ def _grad_like(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return input.new_empty(input.shape)
 
 
+def _setup_context_backward(ctx, inputs, output):
+    grad, input, target, weight = inputs
+    ctx.weight = float(weight)
+    ctx.grad_meta = (grad.shape, grad.dtype)
+    ctx.save_for_backward(input, target)
+
+
+def _backward_backward(ctx, grad_grad_input, grad_grad_target):
+    """The l1_loss backward's own backward, for the native and the Triton op: grad_input =
+    grad * w * sign(d) / n and grad_target = -grad_input are linear in grad and piecewise
+    constant in input and target (zero derivative there). Summed in float64."""
+    input, target = ctx.saved_tensors
+    grad_grad = None
+    if ctx.needs_input_grad[0]:
+        shape, dtype = ctx.grad_meta
+        d = 0.0
+        if grad_grad_input is not None:
+            d = grad_grad_input.double()
+        if grad_grad_target is not None:
+            d = d - grad_grad_target.double()
+        total = (torch.sign(input.double() - target.double()) * d).sum()
+        grad_grad = (total * (ctx.weight / max(input.numel(), 1))).to(dtype).reshape(shape)
+    return grad_grad, None, None, None
+
+
 if _native.LOADED:
 
     @torch.library.register_fake("fastgan::l1_loss")
     def _l1_loss_fake(input, target, weight=1.0):
         torch._check(input.shape == target.shape, lambda: "l1_loss: input and target shapes differ")
         torch._check(input.dtype == target.dtype, lambda: "l1_loss: input and target dtypes differ")
+        torch._check(input.device == target.device, lambda: "l1_loss: input and target devices differ")
         return input.new_empty(())
 
     @torch.library.register_fake("fastgan::l1_loss_backward")
@@ -85,24 +113,6 @@ if _native.LOADED:
     torch.library.register_autograd("fastgan::l1_loss", _backward, setup_context=_setup_context)
     _EagerL1Loss = eager_function("_EagerL1Loss", torch.ops.fastgan.l1_loss.default, _setup_context, _backward,
                                   outputs=1)
-
-    def _setup_context_backward(ctx, inputs, output):
-        grad, input, target, weight = inputs
-        ctx.weight = float(weight)
-        ctx.grad_meta = (grad.shape, grad.dtype)
-        ctx.save_for_backward(input, target)
-
-    def _backward_backward(ctx, grad_grad_input, grad_grad_target):
-        # grad_input = grad * w * sign(d) / n and grad_target = -grad_input are linear in
-        # grad and piecewise constant in input and target (zero derivative there).
-        input, target = ctx.saved_tensors
-        grad_grad = None
-        if ctx.needs_input_grad[0]:
-            shape, dtype = ctx.grad_meta
-            sign = torch.sign(input - target)
-            total = ((grad_grad_input - grad_grad_target) * sign).sum(dtype=torch.float64)
-            grad_grad = (total * (ctx.weight / max(input.numel(), 1))).to(dtype).reshape(shape)
-        return grad_grad, None, None, None
 
     torch.library.register_autograd("fastgan::l1_loss_backward", _backward_backward,
                                     setup_context=_setup_context_backward)

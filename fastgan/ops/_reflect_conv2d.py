@@ -87,7 +87,6 @@ __all__ = [
     "load_selection_cache",
     "reflect_conv2d",
     "selection_cache",
-    "set_choice",
 ]
 
 REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
@@ -128,11 +127,16 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """
     _validate(x, weight, bias, stride, padding)
     device_type = x.device.type
-    if x.is_floating_point() and torch.is_autocast_enabled(device_type):
+    if x.is_floating_point() and _autocasting(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
     return REFLECT_CONV2D(x, weight, bias, stride, padding)
+
+
+def _autocasting(device_type: str) -> bool:
+    # is_autocast_enabled raises for device types without autocast (meta: shape inference)
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 def _validate(x, weight, bias, stride, padding) -> None:
@@ -203,7 +207,7 @@ def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     for channels_last activations)."""
     if not padding:
         return x
-    if torch.is_autocast_enabled(x.device.type):
+    if _autocasting(x.device.type):
         # CPU autocast runs reflection_pad2d in float32; x is already in the dtype the
         # convolution takes, and the eager path keeps the padded x for the gradients
         with torch.autocast(x.device.type, enabled=False):
@@ -275,11 +279,6 @@ def force_choice(name: str) -> Iterator[str]:
         yield name
     finally:
         _state["choice"] = previous
-
-
-def set_choice(name: str) -> None:
-    """force_choice outside a block ("auto" is the default)."""
-    _state["choice"] = _validate_choice(name)
 
 
 def get_choice() -> str:

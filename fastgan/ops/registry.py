@@ -14,7 +14,7 @@ back end (`use_backend(name)`, `set_default_backend(name)` or the `FASTGAN_BACKE
 environment variable, read at import) is used as is: if it cannot run the op on
 that device, the call raises `BackendUnavailableError` saying why.
 
-Adding an op (say instance_norm_act) needs no change here:
+Adding an op needs no change here; instance_norm_act, for one, is added so:
 
     from fastgan.ops import registry, reference, _native
     INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
@@ -29,14 +29,16 @@ plus `op.impl("triton", fn)` for each op it implements; `AUTO_ORDER` already ran
 
 Choosing is plain Python over module state, so torch.compile traces through it (it
 guards on the override) without graph breaks; availability checks run once and are
-cached (`torch.compiler.assume_constant_result`). The override is process-wide, not
-per thread.
+cached (`torch.compiler.assume_constant_result`). The default is process-wide; a
+use_backend block holds for its own thread only (modules pinned to a back end enter
+one on every forward, and threads running different ones must not switch each other's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -51,6 +53,7 @@ __all__ = [
     "Op",
     "available_backends",
     "backend_for",
+    "check_backend",
     "get_default_backend",
     "register_backend",
     "set_default_backend",
@@ -96,10 +99,8 @@ class Backend:
 
 _BACKENDS: dict[str, Backend] = {}
 _OPS: dict[str, "Op"] = {}
-_state = {
-    "default": os.environ.get(ENV_VAR, "").strip() or AUTO,  # set_default_backend / FASTGAN_BACKEND
-    "override": None,  # innermost use_backend(...), None outside
-}
+_state = {"default": os.environ.get(ENV_VAR, "").strip() or AUTO}  # set_default_backend / FASTGAN_BACKEND
+_thread = threading.local()  # .override: this thread's innermost use_backend(...), absent outside
 _check_cache: dict[tuple, str | None] = {}
 _warned: set[str] = set()
 
@@ -207,7 +208,7 @@ class Op:
         `auto` warns once (BackendFallbackWarning) when it skips an implementation of
         this op that cannot run (e.g. fastgan._C not built), unless `warn` is False.
         """
-        chosen = _state["override"] or _state["default"]
+        chosen = getattr(_thread, "override", None) or _state["default"]
         if chosen != AUTO:
             problem = _problem(self.name, chosen, device_type)
             if problem:
@@ -260,21 +261,27 @@ def _validate(name: str) -> str:
     return name
 
 
+def check_backend(name: str) -> str:
+    """`name` if it is "auto" or a back end that can run in this process; else the error
+    use_backend would raise (ValueError, BackendUnavailableError)."""
+    return _validate(name)
+
+
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
     """Within the block, every fastgan op uses back end `name` ("auto" to choose).
 
     Raises ValueError for an unknown name and BackendUnavailableError, at once, for a
     back end that cannot run in this process (not built, no device). Nests; the
-    innermost wins; process-wide (not per thread).
+    innermost wins; holds in this thread only (other threads keep their own choice).
     """
     _validate(name)
-    previous = _state["override"]
-    _state["override"] = name
+    previous = getattr(_thread, "override", None)
+    _thread.override = name
     try:
         yield name
     finally:
-        _state["override"] = previous
+        _thread.override = previous
 
 
 def set_default_backend(name: str | None) -> None:

@@ -605,8 +605,36 @@ def test_bad_backends_are_refused_at_once():
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_script_modules_are_refused():
-    with pytest.raises(TypeError, match="then script"):
+    with pytest.raises(TypeError, match="not TorchScript ones"):
         fastgan.accelerate(torch.jit.script(nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3))))
+    with pytest.raises(TypeError, match="takes an nn.Module, got function"):
+        fastgan.accelerate(lambda x: x)
+
+
+def test_an_accelerated_model_runs_on_the_meta_device():
+    """Shape inference and deferred initialisation: the accelerated model on meta tensors gives
+    what the plain one gives (reflect_conv2d asked meta for its autocast state and failed)."""
+    plain = _build("ref_resnet_instance")
+    accel = fastgan.accelerate(_build("ref_resnet_instance")).to("meta")
+    x = _input("ref_resnet_instance")
+    y = accel(x.to("meta"))
+    assert y.device.type == "meta" and y.shape == plain(x).shape
+
+
+def test_torch_func_transforms_run_on_the_torch_back_end():
+    """README: torch.func (here grad of the input, then vmap over a batch) runs an accelerated
+    model inside use_backend("torch"), equal to the plain model's."""
+    plain, accel = _build("ref_resnet_instance"), fastgan.accelerate(_build("ref_resnet_instance"))
+    x = _input("ref_resnet_instance")
+
+    def input_grad(model):
+        return torch.func.grad(lambda y: model(y).square().mean())(x)
+
+    expected = input_grad(plain)
+    with ops.use_backend("torch"):
+        _close(input_grad(accel), expected, "torch.func.grad")
+        batched = torch.func.vmap(lambda y: accel(y.unsqueeze(0)).squeeze(0))(x)
+    _close(batched, plain(x).detach(), "torch.func.vmap")
 
 
 def test_compiles_without_graph_breaks():

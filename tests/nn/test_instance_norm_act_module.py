@@ -113,6 +113,10 @@ def test_repr_and_errors():
         FusedInstanceNormAct(4, activation="gelu")
     with pytest.raises(ValueError, match="expected 3D or 4D input"):
         FusedInstanceNormAct(4)(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="unknown back end 'bogus'"):  # at construction, not first forward
+        FusedInstanceNormAct(4, backend="bogus")
+    with pytest.raises(ValueError, match="unknown back end 'bogus'"):
+        FusedInstanceNormAct.from_modules(nn.InstanceNorm2d(4), backend="bogus")
 
 
 @pytest.mark.parametrize("affine", [False, True])

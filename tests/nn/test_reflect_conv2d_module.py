@@ -107,6 +107,13 @@ def test_from_modules_refuses_what_it_cannot_represent(pad, conv, why):
         ReflectConv2d.from_modules(pad, conv)
 
 
+def test_an_unknown_back_end_is_refused_at_construction():
+    with pytest.raises(ValueError, match="unknown back end 'bogus'"):
+        ReflectConv2d(3, 4, 3, backend="bogus")
+    with pytest.raises(ValueError, match="unknown back end 'bogus'"):
+        ReflectConv2d.from_modules(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), backend="bogus")
+
+
 def test_arguments():
     m = ReflectConv2d(2, 3, (3, 3), stride=(2, 2), padding=(1, 1), bias=False)
     assert m.stride == 2 and m.padding == 1 and m.bias is None

@@ -19,6 +19,7 @@ from torch._dynamo.utils import counters
 
 import fastgan.ops as ops
 from fastgan.ops import reference
+from tests.ops.fresh_interpreter import run_json, same_code_here
 from tests.ops.inputs import away_from_zero, subnormal_atol
 
 HAS_CUDA = torch.cuda.is_available()
@@ -375,8 +376,33 @@ def test_mismatched_shapes_are_clear_errors():
         ops.cycle_losses(a, a, b, b, b, torch.randn(1, 3, 4, 4))
     with pytest.raises(ValueError, match="both idt_A and idt_B or neither"):
         ops.cycle_losses(a, a, b, b, idt_A=b)
-    with pytest.raises(ValueError, match="dtype"):
-        ops.cycle_losses(a, a.double(), b, b)
+    with pytest.raises(ValueError, match="rec_A is torch.int64; the images must be floating point"):
+        ops.cycle_losses(a, a.long(), b, b)
+    with pytest.raises(TypeError, match="lambda_A is a constant"):  # it would get no gradient
+        ops.cycle_losses(a, a, b, b, lambda_A=torch.tensor(2.0, requires_grad=True))
+    with pytest.raises(ValueError, match="lambda_B is one number"):
+        ops.cycle_losses(a, a, b, b, lambda_B=torch.ones(2))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_mixed_dtypes_are_promoted_as_torch_promotes_them(backend):
+    """bf16 reconstructions against float32 images (autocast): computed in float32, the
+    gradients in each image's own dtype, equal to the float32 computation."""
+    g = torch.Generator().manual_seed(3)
+    real_A, real_B = (torch.randn(2, 3, 6, 5, generator=g) for _ in range(2))
+    rec_A, rec_B, idt_A, idt_B = (torch.randn(2, 3, 6, 5, generator=g).bfloat16().requires_grad_()
+                                  for _ in range(4))
+    with ops.use_backend(backend):
+        mixed = ops.cycle_losses(real_A, rec_A, real_B, rec_B, idt_A, idt_B, 10.0, 10.0, 0.5)
+        mixed.values.sum().backward()
+        wide = [t.detach().float().requires_grad_() for t in (rec_A, rec_B, idt_A, idt_B)]
+        plain = ops.cycle_losses(real_A, wide[0], real_B, wide[1], wide[2], wide[3], 10.0, 10.0, 0.5)
+        plain.values.sum().backward()
+    assert mixed.values.dtype == torch.float32
+    torch.testing.assert_close(mixed.values, plain.values, rtol=0, atol=0)
+    for narrow, w in zip((rec_A, rec_B, idt_A, idt_B), wide):
+        assert narrow.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(narrow.grad, w.grad.bfloat16(), rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
@@ -542,3 +568,35 @@ def test_compile_fullgraph_cuda(backend):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_opcheck_cuda(namespace, idt):
     _opcheck(getattr(torch.ops, namespace), make_images((2, 3, 6, 5), torch.float32, "mixed", device="cuda", idt=idt))
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+def test_generic_and_avx2_kernels_give_the_same_bits():
+    """FASTGAN_CPU_ISA=base runs the generic kernels; the default, the AVX2 copies where the CPU
+    has them (csrc/cpu/cycle_losses_avx2.cpp): the same bits, values and gradients, for every
+    dtype and layout, with and without identity terms, A and B of one size and of two."""
+    code = """
+        import hashlib, json, torch, fastgan.ops as ops
+        g = torch.Generator().manual_seed(0)
+        digest = hashlib.sha256()
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            for cl in (False, True):
+                for shape_B in ((2, 3, 19, 23), (1, 3, 29, 17)):
+                    for identity in (True, False):
+                        def image(shape):
+                            t = (torch.randn(shape, generator=g) * 2).to(dtype)
+                            t = t.contiguous(memory_format=torch.channels_last) if cl else t
+                            return t.requires_grad_()
+                        A, B = (2, 3, 19, 23), shape_B
+                        real_A, rec_A, idt_B = image(A), image(A), image(A)
+                        real_B, rec_B, idt_A = image(B), image(B), image(B)
+                        with ops.use_backend("cpu"):
+                            out = ops.cycle_losses(real_A, rec_A, real_B, rec_B, *((idt_A, idt_B) if identity else ()),
+                                                   lambda_A=10.0, lambda_B=7.0, lambda_identity=0.5)
+                            (out.values * torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=dtype)).sum().backward()
+                        for t in (out.values, real_A.grad, rec_A.grad, real_B.grad, rec_B.grad,
+                                  *((idt_A.grad, idt_B.grad) if identity else ())):
+                            digest.update(t.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        print(json.dumps({"digest": digest.hexdigest()}))
+    """
+    assert run_json(code, FASTGAN_CPU_ISA="base")["digest"] == same_code_here(code)["digest"]

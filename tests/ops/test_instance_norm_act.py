@@ -14,11 +14,6 @@ AVX2 CPU kernels). CUDA and Triton-on-GPU tests carry @pytest.mark.gpu.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import zlib
 
 import pytest
@@ -28,9 +23,9 @@ from torch._dynamo.utils import counters
 
 import fastgan.ops as ops
 from fastgan.ops import reference
+from tests.ops.fresh_interpreter import run_json, same_code_here
 from tests.ops.inputs import away_from_zero
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAS_CUDA = torch.cuda.is_available()
 OP = "instance_norm_act"
 
@@ -316,6 +311,11 @@ def test_argument_errors():
         ops.instance_norm_act(x, torch.ones(4))
     with pytest.raises(ValueError, match="residual"):
         ops.instance_norm_act(x, residual=torch.randn(2, 3, 4, 4))
+    meta = torch.randn(3, device="meta")  # the dispatcher takes the fake rule then: it must refuse too
+    with pytest.raises(RuntimeError, match="weight is on meta, the input on cpu"):
+        ops.instance_norm_act(x, meta)
+    with pytest.raises(RuntimeError, match="residual is on meta, the input on cpu"):
+        ops.instance_norm_act(x, residual=x.to("meta"))
     if NATIVE_CPU:
         with pytest.raises(RuntimeError, match="activation"):
             torch.ops.fastgan.instance_norm_act(x, None, None, None, 1e-5, "gelu", 0.2)
@@ -340,7 +340,7 @@ def test_triton_kernels_compile_for_gpu():
     """The interpreter runs the kernels' Python, not the compiler: compile every kernel
     (both layouts' tile shapes, float32 and bf16, fused and split variants) for sm_90
     through Triton's real front end, TTIR to cubin, which needs no GPU."""
-    out = _python("""
+    out = run_json("""
         import json, triton
         from triton.compiler import ASTSource
         from triton.backends.compiler import GPUTarget
@@ -409,16 +409,6 @@ def test_cpu_threads_do_not_change_bits(backend):
         torch.set_num_threads(saved)
 
 
-def _python(code: str, **env) -> dict:
-    """Runs code in a fresh interpreter; it prints one JSON line."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("FASTGAN_BACKEND", "FASTGAN_CPU_ISA")}
-    full_env.update(env)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 def test_generic_and_avx2_kernels_give_the_same_bits():
     """FASTGAN_CPU_ISA=base runs the generic at::vec kernels; the default, the AVX2 ones
@@ -443,10 +433,7 @@ def test_generic_and_avx2_kernels_give_the_same_bits():
                         digest.update(t.contiguous().view(torch.uint8).numpy().tobytes())
         print(json.dumps({"digest": digest.hexdigest()}))
     """
-    generic = _python(code, FASTGAN_CPU_ISA="base")
-    default = {}
-    exec(textwrap.dedent(code).replace("print(json.dumps(", "default.update(("), {"default": default})
-    assert generic["digest"] == default["digest"]
+    assert run_json(code, FASTGAN_CPU_ISA="base")["digest"] == same_code_here(code)["digest"]
 
 
 # ------------------------------------------------------------------------ torch.compile

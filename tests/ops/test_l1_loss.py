@@ -251,6 +251,8 @@ def test_shape_mismatch_is_an_error():
         ops.l1_loss(x, torch.randn(3, 5))
     with pytest.raises(ValueError, match="same shape"):
         ops.l1_loss(x, torch.randn(4))  # no silent broadcasting
+    with pytest.raises(RuntimeError, match="devices differ"):  # the fake rule answers for a meta tensor
+        ops.l1_loss(x, x.to("meta"))
 
 
 def test_a_weight_that_requires_grad_is_refused():
@@ -259,6 +261,26 @@ def test_a_weight_that_requires_grad_is_refused():
     with pytest.raises(TypeError, match="multiply the loss by it"):
         ops.l1_loss(x, t, torch.tensor(2.0, requires_grad=True))
     assert ops.l1_loss(x, t, torch.tensor(2.0)) == ops.l1_loss(x, t, 2.0)  # a constant tensor is a float
+    with pytest.raises(ValueError, match="weight is one number, got a tensor of shape"):
+        ops.l1_loss(x, t, torch.ones(2))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_mixed_dtypes_are_promoted_as_torch_promotes_them(backend):
+    """A bf16 output against a float32 target (autocast): the float32 loss, as torch's l1_loss
+    gives it, and the output's gradient in bf16; a float64 weight tensor does not widen it."""
+    g = torch.Generator().manual_seed(5)
+    out = torch.randn(3, 7, generator=g).bfloat16().requires_grad_()
+    target = torch.randn(3, 7, generator=g)
+    with ops.use_backend(backend):
+        loss = ops.l1_loss(out, target, torch.tensor(0.5, dtype=torch.float64))
+    loss.backward()
+    wide = out.detach().float().requires_grad_()
+    expected = torch.nn.functional.l1_loss(wide, target) * 0.5
+    expected.backward()
+    assert loss.dtype == torch.float32 and out.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out.grad, wide.grad.bfloat16(), rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
@@ -339,6 +361,36 @@ def test_use_backend_nests_and_restores():
             with ops.use_backend("auto"):
                 raise KeyError("restored even so")
         assert ops.backend_for("l1_loss", "cpu") == "torch"
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+def test_use_backend_holds_in_its_own_thread_only():
+    """Two threads in use_backend blocks of their own, interleaved (as models pinned to
+    different back ends are, run from two threads): each sees its own choice while the
+    other's block is open, and nothing is left set after both blocks end."""
+    import threading
+
+    seen, barrier = {}, threading.Barrier(2)
+
+    def in_block(name):
+        with ops.use_backend(name):
+            barrier.wait()  # both blocks open
+            seen[name] = ops.backend_for("l1_loss", "cpu")
+            barrier.wait()  # both have looked
+
+    threads = [threading.Thread(target=in_block, args=(name,)) for name in ("torch", "cpu")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"torch": "torch", "cpu": "cpu"}
+    with ops.use_backend("torch"):
+        other = []
+        thread = threading.Thread(target=lambda: other.append(ops.backend_for("l1_loss", "cpu")))
+        thread.start()
+        thread.join()
+        assert other == ["cpu"]  # a block in this thread leaves the others on the default
+    assert ops.backend_for("l1_loss", "cpu") == "cpu"
 
 
 def test_set_default_backend():

@@ -22,8 +22,8 @@ grad read on the device (no host sync); real images' gradients -(their two terms
 Memory traffic floor (n elements per image, s bytes each, identity terms on, real
 images without grad): forward 6ns read + n written (codes) (+ 32 bytes per partial);
 backward n read + 4ns written. Recomputing the signs in backward instead would move
-16ns. Fraction of the floor reached on a GPU: not measured (no GPU in the build
-environment); see benchmarks/.
+16ns. Fraction of the floor reached on a GPU: make bench-kernels / benchmarks/gpu_suite.sh
+record it (benchmarks/results/kernels_<card>.md).
 """
 
 from __future__ import annotations
@@ -276,9 +276,8 @@ def _cycle_losses_backward(grad: torch.Tensor, signs: torch.Tensor, real_A: torc
     return outs
 
 
-cycle_losses_op = define_op("fastgan_triton::cycle_losses", _cycle_losses, cycle_losses_fake)
-cycle_losses_backward_op = define_op("fastgan_triton::cycle_losses_backward", _cycle_losses_backward,
-                                     cycle_losses_backward_fake)
+define_op("fastgan_triton::cycle_losses", _cycle_losses, cycle_losses_fake)
+define_op("fastgan_triton::cycle_losses_backward", _cycle_losses_backward, cycle_losses_backward_fake)
 register_autograd(torch.ops.fastgan_triton.cycle_losses.default,
                   torch.ops.fastgan_triton.cycle_losses_backward.default)
 

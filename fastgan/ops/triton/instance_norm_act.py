@@ -28,8 +28,8 @@ Memory traffic floor (each input read once, each output written once): forward
 numel * itemsize * (2 + [residual]) + N * C * 8 bytes; backward numel * itemsize * 3
 + the (N, C) statistics. Fused planes re-read x (and grad) from cache; split planes
 read them twice (forward 1.5x the floor, backward 5/3 when the tensor exceeds L2).
-Fraction of that floor reached on a GPU: not measured yet (no GPU in the build
-environment).
+Fraction of that floor reached on a GPU: make bench-kernels / benchmarks/gpu_suite.sh
+record it (benchmarks/results/kernels_<card>.md).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ grad read on the device (no host sync).
 
 Memory traffic floor: forward 2 * numel * itemsize bytes read (+ 8 bytes per
 partial); backward 2 * numel * itemsize read + 2 * numel * itemsize written.
-Fraction of that floor reached on a GPU: not measured (no GPU in the build
-environment); see benchmarks/.
+Fraction of that floor reached on a GPU: make bench-kernels / benchmarks/gpu_suite.sh
+record it (benchmarks/results/kernels_<card>.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgan.ops._l1_loss import L1_LOSS, _grad_like
+from fastgan.ops._l1_loss import L1_LOSS, _backward_backward, _grad_like, _setup_context_backward
 from fastgan.ops._layout import dense_pair
 from fastgan.ops.triton import INTERPRET, triton_problem
 from fastgan.ops.triton._common import define_op, join_f64, launcher, reduction_grid, round_f64, split_f64
@@ -163,29 +163,6 @@ def _backward(ctx, grad):
     return (grad_input if ctx.needs_input_grad[0] else None,
             grad_target if ctx.needs_input_grad[1] else None,
             None)
-
-
-def _setup_context_backward(ctx, inputs, output):
-    grad, input, target, weight = inputs
-    ctx.weight = float(weight)
-    ctx.grad_meta = (grad.shape, grad.dtype)
-    ctx.save_for_backward(input, target)
-
-
-def _backward_backward(ctx, grad_grad_input, grad_grad_target):
-    # linear in grad, piecewise constant in input and target (see ops/_l1_loss.py)
-    input, target = ctx.saved_tensors
-    grad_grad = None
-    if ctx.needs_input_grad[0]:
-        shape, dtype = ctx.grad_meta
-        d = 0.0
-        if grad_grad_input is not None:
-            d = grad_grad_input.double()
-        if grad_grad_target is not None:
-            d = d - grad_grad_target.double()
-        total = (torch.sign(input.double() - target.double()) * d).sum()
-        grad_grad = (total * (ctx.weight / max(input.numel(), 1))).to(dtype).reshape(shape)
-    return grad_grad, None, None, None
 
 
 l1_loss_op.register_autograd(_backward, setup_context=_setup_context)

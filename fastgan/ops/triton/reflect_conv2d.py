@@ -55,8 +55,8 @@ again by the fold of the input gradient. CycleGAN's convolutions, bf16, batch 1:
         17.6 MB (the padded 64-channel input): memory bound, where the fusion pays most
 fastgan.ops.reflect_conv2d measures this kernel and pad + cuDNN per shape and keeps the
 faster, so the fused path is taken only where it wins.
-Fraction of the floor (or of peak FLOPs) reached: not measured (no GPU where this was
-written); benchmarks/ is where it is to be recorded.
+Time against pad + cuDNN on a GPU: make bench-kernels / benchmarks/gpu_suite.sh record it
+(benchmarks/results/kernels_<card>.md).
 
 Tile configurations: autotuned on a GPU over a few standard GEMM tiles (key: the
 shape and the channel stride; timings kept on disk where Triton can, >= 3.4); one
