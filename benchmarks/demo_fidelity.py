@@ -6,7 +6,7 @@ Trains the demo (the same command as `make train`) once with the fp32 default
 levels and once with --amp bf16, same seed, and compares the held-out
 ground-truth error each run reports (fastgan.data.demo_score; lower is
 better). The target: bf16's error within 5% of fp32's. Writes
-demo_fidelity_<machine>.json and .md to $OUT, else benchmarks/results/.
+demo_fidelity_<arch>_<machine>.json and .md to $OUT, else benchmarks/results/.
 """
 
 from __future__ import annotations

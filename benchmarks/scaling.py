@@ -113,8 +113,9 @@ def rank_main(local_rank: int, world_size: int, port: int, args, result_path: st
     if not use_cuda:  # the ranks share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     device = torch.device("cuda" if use_cuda else "cpu")
+    ranks = None
     if world_size > 1:
-        _, device = init_from_env(device)
+        ranks, device = init_from_env(device)
     elif use_cuda:
         torch.cuda.set_device(0)
         device = torch.device("cuda", 0)
@@ -130,8 +131,8 @@ def rank_main(local_rank: int, world_size: int, port: int, args, result_path: st
                "losses_finite": all(bool(torch.isfinite(v)) for v in losses.values())}
         with open(result_path, "w") as f:
             json.dump(row, f)
-    if world_size > 1:
-        dist.destroy_process_group()
+    if ranks is not None:
+        ranks.close(model)  # not destroy_process_group alone: see Ranks.close
 
 
 def measure(world_size: int, args) -> dict:

@@ -23,6 +23,8 @@ NONE_DEFAULT_TYPES = {"dataroot": str, "max_iters": int, "compile": str, "amp": 
 BARE_VALUES = {"compile": "nets"}
 HIDDEN = {"demo", "isTrain"}
 
+# the values each option takes, written out here so that parsing a command line imports no torch
+# or data code (seconds); tests/cli check each against the list its module keeps
 CHOICES = {
     "arch": ("cyclegan", "pix2pix"),
     "netG": ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"),

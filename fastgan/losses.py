@@ -107,10 +107,10 @@ def discriminator_loss(
     the real image first, pix2pix's the fake first (fake_first); the order
     matters for batch-norm running statistics. one_pass: D sees real and fake
     as one batch (the same values for a D that treats each sample alone:
-    instance norm or none, never batch norm).
+    instance norm or none, never batch norm), where real and fake images have one size.
     """
     fake = fake.detach()
-    if one_pass:
+    if one_pass and real.shape[1:] == fake.shape[1:]:  # images of one size only make one batch
         first, second = (fake, real) if fake_first else (real, fake)
         # torch.cat promotes mixed precisions (a bf16 fake beside a float32 real) to the wider
         out_first, out_second = netD(torch.cat([first, second])).split([first.shape[0], second.shape[0]])

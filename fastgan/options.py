@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +92,7 @@ class Options:
     cudnn_benchmark: bool | None = None
     fast: bool = False
     eager: bool = False
-    # where the demo data lives when dataroot is None (filled by resolve)
+    # a run on the embedded demo (no --dataroot; set by resolve)
     demo: bool = field(default=False)
     # the reference's name: training-time transforms (random crop, flip) whatever --phase names
     # the split; fastgan.test sets it False
@@ -133,11 +134,30 @@ def check_option_names(names) -> None:
         )
 
 
+# each option's annotation (a string: `from __future__ import annotations`) -> the values it takes
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Options)}
+_VALUE_TYPES = {"str": str, "int": numbers.Integral, "float": numbers.Real, "bool": bool}
+
+
+def check_option_types(explicit: dict[str, Any]) -> None:
+    """A TypeError naming an option given a value of another type (the Python API's callers:
+    the command line parses each option to its type)."""
+    for name, value in explicit.items():
+        kind = _FIELD_TYPES[name]
+        base, optional = kind.removesuffix(" | None"), kind.endswith(" | None")
+        if value is None and optional:
+            continue
+        if not isinstance(value, _VALUE_TYPES[base]) or (base != "bool" and isinstance(value, bool)):
+            raise TypeError(f"option {name} takes a{'n' if base == 'int' else ''} {base}"
+                            f"{' or None' if optional else ''}, got {value!r}")
+
+
 def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] | None = None) -> Options:
     """Options for `arch`: reference defaults < arch defaults < demo defaults < explicit."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     check_option_names(explicit)
+    check_option_types(explicit)
     values: dict[str, Any] = dict(ARCH_DEFAULTS[arch])
     if explicit.get("dataroot") is None and demo_defaults:
         values.update(demo_defaults)
@@ -150,7 +170,8 @@ def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] |
 
 
 # options that count something or weigh a term: never negative
-NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambda_gp", "pool_size")
+NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambda_gp", "pool_size", "lambda_A",
+                "lambda_B", "lambda_identity", "lambda_L1")
 
 
 def check_values(opt: Options) -> None:

@@ -113,6 +113,10 @@ def test_options(args: dict):
     merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
     if tool["model_test"] and "dataset_mode" not in args:
         merged["dataset_mode"] = "single"  # the reference's test model reads a folder of images
+    if tool["one_generator"] and "no_dropout" not in merged:
+        # no run's train_opt.json (a reference checkpoint): the reference's test model builds its
+        # generator with dropout unless --no_dropout is typed (cycle_gan's default is not its)
+        merged["no_dropout"] = False
     arch = merged.pop("arch", "cyclegan")
     opt = as_a_test(resolve(arch, merged), args, tool["phase"])
     tool["trained_direction"] = saved.get("direction", opt.direction)
@@ -141,16 +145,20 @@ def translating_net(opt, tool: dict) -> str:
     return "G_A" if opt.direction == tool["trained_direction"] else "G_B"
 
 
-def generator_file(opt, net: str, checkpoint: str | None) -> str:
-    """The checkpoint of `net`: --checkpoint, else {label}_net_{net}.pth of the experiment (or
-    a published pretrained generator's {label}_net_G.pth)."""
+def generator_file(opt, net: str, checkpoint: str | None, alone: bool) -> str:
+    """The checkpoint of `net`: --checkpoint, else {label}_net_{net}.pth of the experiment (or,
+    for a generator tested `alone`, a published pretrained generator's {label}_net_G.pth)."""
     if checkpoint:
         return checkpoint
     folder, label = os.path.join(opt.checkpoints_dir, opt.name), checkpoint_label(opt)
     path = os.path.join(folder, f"{label}_net_{net}.pth")
     plain = os.path.join(folder, f"{label}_net_G.pth")  # published pretrained generators
     if not os.path.exists(path) and os.path.exists(plain):
-        return plain
+        if alone:
+            return plain
+        # one generator cannot stand for both directions of the cycle test
+        raise FileNotFoundError(f"no checkpoint {path}; {folder} holds one generator, {os.path.basename(plain)} "
+                                "(a published pretrained model): test it alone with --model test")
     if not os.path.exists(path):
         saved = sorted({f.split("_net_")[0] for f in os.listdir(folder) if "_net_" in f and f.endswith(".pth")}) \
             if os.path.isdir(folder) else []
@@ -271,16 +279,14 @@ def load_generator(opt, net: str, path: str, device, eval_mode: bool):
     return G
 
 
-# how many times the U-Nets halve an image: its sides must be multiples of 2 to that power
-UNET_DOWNS = {"unet_128": 7, "unet_256": 8}
-
-
 def check_size(opt, item: dict) -> None:
     """A DatasetError naming the image whose size the U-Net cannot take (--preprocess none or
-    scale_width keep each image's size), instead of an error deep inside the net."""
+    scale_width keep each image's size), instead of an error deep inside the net. (A ResNet
+    generator takes any size: its output is then of another, as in the reference.)"""
     from fastgan.data import DatasetError
+    from fastgan.models import generator_size_multiple
 
-    multiple = 2 ** UNET_DOWNS.get(opt.netG, 0)
+    multiple = generator_size_multiple(opt.netG) if opt.netG.startswith("unet_") else 1
     h, w = item["A"].shape[-2:]
     if h % multiple or w % multiple:
         raise DatasetError(f"{item['A_paths']}: {w}x{h} after --preprocess {opt.preprocess}; --netG {opt.netG} "
@@ -289,31 +295,37 @@ def check_size(opt, item: dict) -> None:
 
 
 def visuals(kind: str, nets: dict, item: dict, device) -> dict:
-    """The images the reference's test model of `kind` shows for one item (VISUALS)."""
+    """The images the reference's test model of `kind` shows for one item, named by VISUALS."""
     real_A = item["A"].unsqueeze(0).to(device)
     if kind == "single":
-        return {"real": real_A, "fake": next(iter(nets.values()))(real_A)}
-    real_B = item["B"].unsqueeze(0).to(device)
-    if kind == "paired":
-        return {"real_A": real_A, "fake_B": nets["G"](real_A), "real_B": real_B}
-    fake_B, fake_A = nets["G_A"](real_A), nets["G_B"](real_B)
-    return {"real_A": real_A, "fake_B": fake_B, "rec_A": nets["G_B"](fake_B),
-            "real_B": real_B, "fake_A": fake_A, "rec_B": nets["G_A"](fake_A)}
+        images = (real_A, next(iter(nets.values()))(real_A))
+    elif kind == "paired":
+        images = (real_A, nets["G"](real_A), item["B"].unsqueeze(0).to(device))
+    else:
+        real_B = item["B"].unsqueeze(0).to(device)
+        fake_B, fake_A = nets["G_A"](real_A), nets["G_B"](real_B)
+        images = (real_A, fake_B, nets["G_B"](fake_B), real_B, fake_A, nets["G_A"](fake_A))
+    return dict(zip(VISUALS[kind], images, strict=True))
 
 
 def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan.data import create_dataset
+    from fastgan.engine.logs import write_options_table
     from fastgan.engine.models import resolve_device
 
     device = resolve_device(opt.device)
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
-    paths = {net: generator_file(opt, net, tool["checkpoint"]) for net in names}
+    paths = {net: generator_file(opt, net, tool["checkpoint"], alone=len(names) == 1) for net in names}
     nets = {net: load_generator(opt, net, path, device, tool["eval"]) for net, path in paths.items()}
     if opt.verbose:
         for net, G in nets.items():
             print(f"{net}: {G}")
     dataset = create_dataset(data_options)
+    try:  # as the reference's test: test_opt.txt beside the networks, where that folder can be written
+        write_options_table(opt.replace(phase="test"), os.path.join(opt.checkpoints_dir, opt.name))
+    except OSError:
+        pass
     out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)

@@ -23,6 +23,7 @@ import signal
 import sys
 
 from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
+from fastgan.errors import first_line
 from fastgan.options import resolve
 
 
@@ -66,6 +67,9 @@ def main(argv=None) -> dict:
             device = resolve_device(opt.device)
             if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches
                 opt = opt.replace(channels_last=True)
+            if opt.dataset_mode == "single":
+                raise ValueError("--dataset_mode single reads A images only, and training takes A and B: use "
+                                 "unaligned (trainA/, trainB/) or aligned (A|B pairs); single serves fastgan.test")
             loader = create_loader(opt, device, rank=ranks.rank, world_size=ranks.world_size)
             check_ranks_agree(ranks, opt, loader.num_images)
             trainer = Trainer(opt, loader, ranks=ranks)
@@ -120,10 +124,9 @@ def fail_rank(ranks, error: BaseException) -> None:
     """One clear line on stderr, exit status 1: this rank lost another (it died or stopped answering)."""
     from fastgan.engine.distributed import TIMEOUT_ENV, timeout_seconds
 
-    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(f"error: rank {ranks.rank} of {ranks.world_size} stopped: another rank died or stopped answering "
-          f"({cause}). A rank that crashes, or is silent for {timeout_seconds():g} s (${TIMEOUT_ENV}), stops "
-          f"every rank; the first rank to fail logged the cause", file=sys.stderr)
+          f"({first_line(error)}). A rank that crashes, or is silent for {timeout_seconds():g} s "
+          f"(${TIMEOUT_ENV}), stops every rank; the first rank to fail logged the cause", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     # Not SystemExit: the gloo threads still blocked on the lost peer would live on into

@@ -17,7 +17,8 @@ The interface:
 
 Every loader visits the items fastgan.data.plan assigns to its rank and batch,
 and makes each item as datasets.py does (same crop, flip and unaligned partner,
-fastgan.data.recipes), so switching loaders changes speed, not training.
+fastgan.data.recipes), so switching loaders changes speed and decoder rounding,
+not what trains (README, Loaders, gives the bounds).
 
 The torch loader's sampler yields (epoch, index) pairs rather than indices:
 workers keep their own copy of the dataset (persistent workers never see a

@@ -19,12 +19,13 @@ import os
 import torch
 from torch import nn
 
+from fastgan.data.transforms import sizes_vary
 from fastgan.engine.device_pool import DeviceImagePool
 from fastgan.engine.distributed import distribute, is_data_parallel
 from fastgan.engine.image_pool import ImagePool
 from fastgan.engine.levels import EAGER, PER_SAMPLE_NORMS, Levels, apply_process_levels, resolve_levels
 from fastgan.engine.schedulers import build_scheduler, step_schedulers
-from fastgan.models import export_state_dict, load_reference_checkpoint, save_checkpoint_file
+from fastgan.models import export_state_dict, generator_size_multiple, load_reference_checkpoint, save_checkpoint_file
 from fastgan.ops import use_backend
 
 
@@ -103,8 +104,9 @@ class TrainingModel:
         return adam(params, self.opt, self.levels, self.device)
 
     def make_pool(self, seed: int):
-        """The reference's pool on the eager path, the capturable device ring buffer otherwise."""
-        if self.levels == EAGER:
+        """The reference's pool on the eager path and for images of several sizes (a ring
+        buffer holds one), the capturable device ring buffer otherwise."""
+        if self.levels == EAGER or sizes_vary(self.opt.preprocess):
             return ImagePool(self.opt.pool_size, seed=seed)
         return DeviceImagePool(self.opt.pool_size)
 
@@ -159,6 +161,13 @@ class TrainingModel:
             optimizer.step()
 
     def train_step(self, batch: dict) -> dict[str, float]:
+        """One iteration on a batch of (N, C, H, W) images in [-1, 1]; the losses as floats."""
+        multiple = generator_size_multiple(self.opt.netG)
+        for name in self.input_names:
+            x = batch[name]
+            if x.dim() != 4 or x.shape[-1] % multiple or x.shape[-2] % multiple:
+                raise ValueError(f"train_step: {name} has shape {tuple(x.shape)}; --netG {self.opt.netG} takes "
+                                 f"(N, C, H, W) images with H and W multiples of {multiple}")
         losses = self.step(*(batch[name] for name in self.input_names))
         return {name: float(value) for name, value in losses.items()}
 

@@ -59,8 +59,9 @@ class CycleGAN(TrainingModel):
         lambda_A, lambda_B, lambda_idt = opt.lambda_A, opt.lambda_B, opt.lambda_identity
 
         # a generator's translation and identity passes as one batch: not with dropout, whose
-        # draws from the torch RNG follow the reference's order of generator calls
-        merge_generators = self.merge_passes and lambda_idt > 0 and opt.no_dropout
+        # draws from the torch RNG follow the reference's order of generator calls, nor for
+        # domains whose images differ in size (--preprocess none or scale_width)
+        merge_generators = self.merge_passes and lambda_idt > 0 and opt.no_dropout and real_A.shape == real_B.shape
         # G_A and G_B keep their weights until their Adam step: on a CPU each Winograd
         # convolution transforms its weights once for all the forward passes and the backward
         # (the input gradient, the forward's adjoint, uses the same transform), not on every

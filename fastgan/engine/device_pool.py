@@ -64,14 +64,16 @@ class DeviceImagePool:
         return {"size": self.size, "images": self.images.cpu(), "count": int(self.count)}
 
     def load_state_dict(self, state: dict, device: torch.device | str) -> None:
-        if state["size"] != self.size:
-            raise ValueError(f"saved image pool holds size {state['size']}, this run asks for {self.size}")
+        """The saved pool; one of another size (a run resumed with another --pool_size) gives
+        its first stored images, up to this pool's size."""
         images = state["images"]
-        if isinstance(images, list):  # written by the reference's pool (an --eager run)
-            count = len(images)
-            images = _stack_into_ring(images, self.size) if images else None
-        else:
-            count = state["count"]
+        if isinstance(images, torch.Tensor):
+            images = list(images[: state["count"]].split(1))
+        elif images is None:
+            images = []
+        # else a list: written by the reference's pool (an --eager run)
+        images, count = images[: self.size], min(len(images), self.size)
+        images = _stack_into_ring(images, self.size) if images else None
         if images is None:
             self.images = self.count = None
             return
@@ -84,8 +86,9 @@ class DeviceImagePool:
 
 
 def _stack_into_ring(images: list, size: int) -> torch.Tensor:
-    """The reference pool's list of (1, C, H, W) images as a ring of `size` slots."""
-    ring = torch.zeros((size, *images[0].shape[1:]), dtype=images[0].dtype)
+    """A list of (1, C, H, W) images as a ring of `size` slots, in their memory format."""
+    ring = torch.empty((size, *images[0].shape[1:]), dtype=images[0].dtype,
+                       memory_format=_memory_format(images[0])).zero_()
     ring[: len(images)] = torch.cat(images, 0)
     return ring
 

@@ -66,6 +66,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from fastgan.errors import first_line
+
 TIMEOUT_ENV = "FASTGAN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -224,8 +226,7 @@ def init_from_env(device: torch.device) -> tuple[Ranks, torch.device]:
             control = None
     except dist.DistError as e:
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"rank {rank} of {world_size} could not join the others at {where} ({cause}): every "
+        raise ValueError(f"rank {rank} of {world_size} could not join the others at {where} ({first_line(e)}): every "
                          f"rank must start within {timeout_seconds():g} s (${TIMEOUT_ENV}) and reach that "
                          "address") from None
     return Ranks(rank, world_size, control), device
@@ -254,7 +255,9 @@ def check_ranks_agree(ranks: Ranks, opt, num_images: int) -> None:
 
 
 # what gloo's RuntimeErrors say when the peer is gone or silent
-GLOO_PEER_FAILURES = ("gloo", "pair closure", "Connection closed by peer", "Connection reset by peer")
+# a gloo error names its source file (".../gloo/transport/tcp/pair.cc"): "gloo/", not the bare
+# word, which errors that are no peer's failure ("gloo backend does not support ...") hold too
+GLOO_PEER_FAILURES = ("gloo/", "pair closure", "Connection closed by peer", "Connection reset by peer")
 
 
 def is_peer_failure(error: BaseException) -> bool:
@@ -267,7 +270,6 @@ def is_peer_failure(error: BaseException) -> bool:
     if isinstance(error, dist.DistError):
         return True
     return isinstance(error, RuntimeError) and any(mark in str(error) for mark in GLOO_PEER_FAILURES)
-
 
 
 # -- random streams per rank --------------------------------------------------

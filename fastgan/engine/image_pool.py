@@ -45,11 +45,11 @@ class ImagePool:
         return {"size": self.size, "images": [t.cpu() for t in self.images], "rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict, device: torch.device | str) -> None:
-        if state["size"] != self.size:
-            raise ValueError(f"saved image pool holds size {state['size']}, this run asks for {self.size}")
+        """The saved pool; one of another size (a run resumed with another --pool_size) gives
+        its first stored images, up to this pool's size."""
         images = state["images"]
         if images is None or isinstance(images, torch.Tensor):  # written by the device pool
             images = [] if images is None else list(images[: state["count"]].split(1))
-        self.images = [t.to(device) for t in images]
+        self.images = [t.to(device) for t in images[: self.size]]
         if "rng" in state:  # the device pool draws from the torch RNG: keep this pool's own stream
             self.rng.setstate(state["rng"])

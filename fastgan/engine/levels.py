@@ -47,6 +47,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from fastgan.data.transforms import sizes_vary
 from fastgan.engine.host_memory import reuse_freed_memory
 
 COMPILE_MODES = ("none", "nets")
@@ -152,6 +153,13 @@ def resolve_levels(opt, device: torch.device) -> Levels:
     if levels.cuda_graphs and levels.amp == "fp16" and "cuda_graphs" not in chosen:
         # fp16's gradient scaler syncs with the host every step: a default that cannot apply
         levels = dataclasses.replace(levels, cuda_graphs=False)
+    if levels.cuda_graphs and opt.arch == "cyclegan" and opt.pool_size > 0 and sizes_vary(opt.preprocess):
+        # a pool of fakes of several sizes is the reference's list, drawn on the host: no capture
+        if chosen.get("cuda_graphs"):
+            raise ValueError(f"--cuda_graphs with --preprocess {opt.preprocess}: the images keep sizes of their "
+                             "own, which the image pool then holds; use a --preprocess that crops, or "
+                             "--pool_size 0")
+        levels = dataclasses.replace(levels, cuda_graphs=False)  # a default that cannot apply here
     check_levels(levels, device)
     if levels.channels_last and not levels.accelerate and device.type == "cpu" and "instance" in opt.norm:
         # torch's CPU instance_norm backward returns wrong gradients for a batch of one in

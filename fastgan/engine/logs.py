@@ -1,9 +1,11 @@
-"""What a run leaves to read: a JSON-lines loss log, a loss-curve PNG, sample grids."""
+"""What a run leaves to read: a JSON-lines loss log and the reference's text one, a loss-curve
+PNG, sample grids, the options in the reference's table."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import torch
 from PIL import Image, ImageDraw
@@ -15,18 +17,34 @@ CURVE_MARGIN = 60
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
+# what a loss-log record holds besides the losses: where the run stood, and how fast it ran
+# (the timings differ between two runs of one command; everything else is reproducible)
+PROGRESS_FIELDS = ("epoch", "epoch_iter", "total_iters", "lr")
+TIMING_FIELDS = ("images_per_second", "seconds_per_image", "data_seconds")
+
+
 class LossLog:
-    """Appends one JSON object per record to loss_log.jsonl; redraws loss_curve.png."""
+    """Appends one JSON object per record to loss_log.jsonl and the reference's line to
+    loss_log.txt (for scripts that parse it); redraws loss_curve.png."""
 
     def __init__(self, directory: str, loss_names):
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "loss_log.jsonl")
+        self.text_path = os.path.join(directory, "loss_log.txt")
         self.curve_path = os.path.join(directory, "loss_curve.png")
         self.loss_names = list(loss_names)
+
+    def start(self) -> None:
+        """The reference's header line in loss_log.txt, at the start of every run (a resumed one
+        included: the text log, as the reference's, keeps what the earlier run wrote)."""
+        with open(self.text_path, "a") as f:
+            f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
 
     def append(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        with open(self.text_path, "a") as f:
+            f.write(reference_loss_line(record, self.loss_names) + "\n")
 
     def truncate_after(self, total_iters: int) -> None:
         """Drop records past `total_iters` (a resumed run redoes those iterations)."""
@@ -36,6 +54,36 @@ class LossLog:
 
     def draw_curve(self) -> None:
         draw_loss_curve(read_loss_log(self.path), self.loss_names, self.curve_path)
+
+
+def reference_loss_line(record: dict, loss_names) -> str:
+    """A record as the reference's print_current_losses writes it: epoch, images into the
+    epoch, compute seconds per image and the batch's data wait, then each loss."""
+    line = (f"(epoch: {record['epoch']}, iters: {record['epoch_iter']}, time: {record['seconds_per_image']:.3f}, "
+            f"data: {record['data_seconds']:.3f}) ")
+    return line + "".join(f"{name}: {record[name]:.3f} " for name in loss_names if name in record)
+
+
+def options_table(options: dict, defaults: dict) -> str:
+    """The reference's print_options table: every option sorted by name, with its default
+    where the value differs."""
+    lines = ["----------------- Options ---------------"]
+    for name, value in sorted(options.items()):
+        default = defaults.get(name, value)
+        comment = "" if value == default else f"\t[default: {default}]"
+        lines.append(f"{name:>25}: {str(value):<30}{comment}")
+    lines.append("----------------- End -------------------")
+    return "\n".join(lines) + "\n"
+
+
+def write_options_table(opt, directory: str) -> str:
+    """{phase}_opt.txt in `directory`, as the reference writes it (defaults: the arch's)."""
+    from fastgan.options import resolve
+
+    path = os.path.join(directory, f"{opt.phase}_opt.txt")
+    with open(path, "w") as f:
+        f.write(options_table(opt.as_dict(), resolve(opt.arch, {}).as_dict()))
+    return path
 
 
 def read_loss_log(path: str) -> list[dict]:

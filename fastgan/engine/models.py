@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.engine.levels import resolve_levels
+from fastgan.models import generator_size_multiple
 from fastgan.options import Options, resolve
 
 
@@ -20,12 +21,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu")
     return device
-
-
-def generator_size_multiple(netG: str) -> int:
-    """What an input side must be a multiple of for the generator's output to have its size:
-    a ResNet generator halves twice, unet_N halves log2(N) times."""
-    return int(netG.split("_")[1]) if netG.startswith("unet_") else 4
 
 
 def check_generator_input_size(opt: Options) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from fastgan.engine.distributed import seed_rank_streams
+from fastgan.errors import first_line
 from fastgan.models import CheckpointError, save_checkpoint_file
 from fastgan.ops import _reflect_conv2d, _unfolded_conv
 
@@ -92,9 +93,8 @@ def read_training_state(directory: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated (a full disk at save time), or not ours: pickle, zip, EOF errors
-        first = (str(e).strip().splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first}); move it away to continue "
-                              "from the latest networks instead") from None
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first_line(e, 120)}); move it away "
+                              "to continue from the latest networks instead") from None
     state["path"] = path
     return state
 
@@ -112,16 +112,21 @@ def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
         raise CheckpointError(f"{state['path']} is a {saved_arch} run's (nets {', '.join(saved_nets)}), not one "
                               f"of this --arch {model.opt.arch} (nets {', '.join(sorted(model.nets))}): "
                               "continue it with its own --arch, or train this one under another --name")
-    model.load_state_dict(state["model"])
-    set_rng_state(state["rng"])
-    load_measured_choices(state)
-    progress = Progress(**state["progress"])
-    saved = state.get("ranks") or []
-    if rank < len(saved):
-        set_rng_state(saved[rank]["rng"])
-        load_measured_choices(saved[rank])
-        for k, pool in model.pools().items():
-            pool.load_state_dict(saved[rank]["pools"][k], model.device)
-    elif rank > 0:
-        seed_rank_streams(model, rank, progress.iteration)
+    try:
+        model.load_state_dict(state["model"])
+        set_rng_state(state["rng"])
+        load_measured_choices(state)
+        progress = Progress(**state["progress"])
+        saved = state.get("ranks") or []
+        if rank < len(saved):
+            set_rng_state(saved[rank]["rng"])
+            load_measured_choices(saved[rank])
+            for k, pool in model.pools().items():
+                pool.load_state_dict(saved[rank]["pools"][k], model.device)
+        elif rank > 0:
+            seed_rank_streams(model, rank, progress.iteration)
+    except (ValueError, KeyError, TypeError) as e:  # written by another fastgan, or for other options
+        raise CheckpointError(f"{state['path']} does not fit this run ({type(e).__name__}: {first_line(e)}); "
+                              "continue with the options the run was started with (train_opt.json), or move "
+                              "the file away to continue from the latest networks") from None
     return progress

@@ -30,7 +30,7 @@ from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
-from fastgan.engine.logs import LossLog, save_sample_grid
+from fastgan.engine.logs import LossLog, save_sample_grid, write_options_table
 from fastgan.engine.models import model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
@@ -123,6 +123,8 @@ class Trainer:
         if self.main:
             with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
                 json.dump(opt.as_dict(), f, indent=1, default=str)
+            write_options_table(opt, self.dir)
+            self.loss_log.start()
 
     @property
     def last_epoch(self) -> int:
@@ -143,8 +145,8 @@ class Trainer:
         saved = {} if state is None else state.get("options", {})
         first = saved.get("epoch_count", 1)
         if opt.epoch != "latest" or opt.load_iter > 0 or opt.epoch_count not in (1, first):
-            self._continue_from_networks(f"; {STATE_FILE} unused: --epoch, --load_iter or --epoch_count "
-                                         "asks for the reference's continue")
+            self._continue_from_networks("" if state is None else f"; {STATE_FILE} unused: --epoch, --load_iter "
+                                         "or --epoch_count asks for the reference's continue")
             return
         progress = None if state is None else restore_training_state(self.model, state, self.ranks.rank)
         found = self.ranks.all_gather(None if progress is None else vars(progress))
@@ -161,6 +163,9 @@ class Trainer:
                  f"batch {progress.batch}, {progress.total_iters} images seen")
         self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
+        if "pool_size" in saved and saved["pool_size"] != self.opt.pool_size:
+            self.log(f"--pool_size {self.opt.pool_size}, the run's {saved['pool_size']}: each image pool keeps "
+                     f"the first {min(self.opt.pool_size, saved['pool_size'])} fakes it saved")
 
     def _count_batches_as_this_run(self, state: dict) -> None:
         """progress.batch counts the saved run's global batches (--batch_size x its ranks). A
@@ -244,7 +249,10 @@ class Trainer:
         with StopRequest() as stop, bar:  # the bar closes before any error is reported
             try:
                 while p.epoch <= self.last_epoch and stopped is None:
+                    fetch_start = time.perf_counter()
                     for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
+                        step_start = time.perf_counter()  # the reference's iter_start_time
+                        waited = step_start - fetch_start  # its t_data: this batch's wait
                         images = self._share_of_the_batch(p.batch, batch)
                         losses = model.step(*(batch[k] for k in model.input_names))
                         # images of this iteration over all ranks; a stop asked of any rank stops all
@@ -257,13 +265,14 @@ class Trainer:
                         images_this_run += n
                         bar.update(1)
                         rate = images_this_run / (time.perf_counter() - start)
-                        self.after_iteration(losses, n, images, bar, rate)
+                        self.after_iteration(losses, n, images, bar, rate, (step_start, waited))
                         if stop_requested:
                             stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
                         elif opt.max_iters is not None and p.iteration >= opt.max_iters:
                             stopped = f"reached --max_iters {opt.max_iters}"
                         if stopped:
                             break
+                        fetch_start = time.perf_counter()
                     if stopped and p.batch < len(self.loader):
                         break
                     self.end_epoch()  # also when the stop came with the epoch's last batch
@@ -297,15 +306,20 @@ class Trainer:
         self.model.gradient_shares.weight = world * shares[self.ranks.rank] / sum(shares)
         return shares[self.ranks.rank]
 
-    def after_iteration(self, losses: dict, n: int, images: int, bar, rate: float) -> None:
-        """`n`: the iteration's images over all ranks; `images`: this rank's."""
+    def after_iteration(self, losses: dict, n: int, images: int, bar, rate: float, timing: tuple) -> None:
+        """`n`: the iteration's images over all ranks; `images`: this rank's; `timing`: when the
+        step started and how long its batch was waited for (seconds)."""
         opt, p = self.opt, self.progress
         if crossed(p.total_iters, n, opt.print_freq):
             values = dict(zip(losses, self.ranks.mean([float(v) for v in losses.values()], images)))
+            step_start, waited = timing
             if self.main:
                 record = {"epoch": p.epoch, "epoch_iter": p.batch * opt.batch_size * self.ranks.world_size,
                           "total_iters": p.total_iters, "lr": self.model.learning_rate,
-                          "images_per_second": rate, **values}
+                          "images_per_second": rate,
+                          # the reference's t_comp (per image, up to the losses read) and t_data
+                          "seconds_per_image": (time.perf_counter() - step_start) / max(images, 1),
+                          "data_seconds": waited, **values}
                 self.loss_log.append(record)
                 self.loss_log.draw_curve()
                 bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
@@ -319,11 +333,12 @@ class Trainer:
     def end_epoch(self) -> None:
         p = self.progress
         epoch = p.epoch
+        old_lr = self.model.learning_rate
         lr = self.model.update_learning_rate()
         p.epoch, p.batch = epoch + 1, 0
         labels = ["latest", epoch] if epoch % self.opt.save_epoch_freq == 0 else []
         self.save(labels)
-        self.log(f"end of epoch {epoch} / {self.last_epoch}; learning rate {lr:.7f}")
+        self.log(f"end of epoch {epoch} / {self.last_epoch}; learning rate {old_lr:.7f} -> {lr:.7f}")
 
 
 def generator_for_scoring(model) -> torch.nn.Module:

@@ -61,6 +61,12 @@ def define_D(input_nc, ndf, netD, n_layers_D=3, norm="batch", init_type="normal"
     return init_weights(net, init_type, init_gain)
 
 
+def generator_size_multiple(netG: str) -> int:
+    """What an input side must be a multiple of for the generator's output to have its size:
+    a ResNet generator halves twice, unet_N halves log2(N) times."""
+    return int(netG.split("_")[1]) if netG.startswith("unet_") else 4
+
+
 def count_parameters(net):
     """Number of parameters, trainable or not, as the reference prints it."""
     return sum(p.numel() for p in net.parameters())
@@ -82,6 +88,7 @@ __all__ = [
     "define_D",
     "define_G",
     "export_state_dict",
+    "generator_size_multiple",
     "get_norm_layer",
     "init_weights",
     "load_reference_checkpoint",

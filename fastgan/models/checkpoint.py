@@ -50,9 +50,10 @@ def unwrap(net):
 
 
 def export_state_dict(net):
-    """What a checkpoint file holds: a CPU copy of the state_dict, no wrapper prefixes."""
+    """What a checkpoint file holds: a CPU copy of the state_dict, no wrapper prefixes, in
+    contiguous (NCHW) memory whatever layout the run trained in, as the reference's files."""
     return OrderedDict(
-        (strip_wrapper_prefixes(k), v.detach().to("cpu", copy=True))
+        (strip_wrapper_prefixes(k), v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True))
         for k, v in unwrap(net).state_dict().items()
     )
 

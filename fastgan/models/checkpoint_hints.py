@@ -41,14 +41,15 @@ def _dropout_hint(ckpt, mine):
     # Dropout(0.5) sits between the two convs and shifts the second by one.
     if a[1] == b[1] + 1:
         return (f"the checkpoint's residual blocks have their second conv at conv_block.{a[1]}, "
-                f"the network's at conv_block.{b[1]}: the checkpoint was trained with dropout "
-                "(without --no_dropout) and the network built without; "
-                "was it trained with/without --no_dropout? build with use_dropout=True")
+                f"the network's at conv_block.{b[1]}: the checkpoint was trained with dropout and the "
+                "network built without it (--no_dropout, or a cyclegan run's default): leave out "
+                "--no_dropout and test the generator alone with --model test, or in Python build it "
+                "with use_dropout=True")
     if a[1] + 1 == b[1]:
         return (f"the checkpoint's residual blocks have their second conv at conv_block.{a[1]}, "
                 f"the network's at conv_block.{b[1]}: the checkpoint was trained without dropout "
-                "(--no_dropout) and the network built with it; "
-                "was it trained with/without --no_dropout? build with use_dropout=False")
+                "(--no_dropout) and the network built with it: add --no_dropout, or in Python build "
+                "it with use_dropout=False")
     return None
 
 

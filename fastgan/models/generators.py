@@ -11,6 +11,7 @@ import torch.nn as nn
 from fastgan.models.norm import use_conv_bias
 
 _PADDINGS = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": None}
+PADDING_TYPES = tuple(_PADDINGS)
 
 
 class ResnetBlock(nn.Module):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from PIL import Image
 
 from fastgan import test as test_cli
 from fastgan import train as train_cli
-from fastgan.engine.logs import read_loss_log
+from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,7 +80,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
     log_full = read_loss_log(str(tmp_path / "full" / "loss_log.jsonl"))
     log_part = read_loss_log(str(tmp_path / "part" / "loss_log.jsonl"))
     assert [r["total_iters"] for r in log_part] == [r["total_iters"] for r in log_full] == list(range(1, 2 * per_epoch + 1))
-    loss_names = set(log_full[0]) - {"epoch", "epoch_iter", "total_iters", "lr", "images_per_second"}
+    loss_names = set(log_full[0]) - {*PROGRESS_FIELDS, *TIMING_FIELDS}
     assert len(loss_names) == (8 if arch == "cyclegan" else 4)
     for a, b in zip(log_full, log_part):
         for name in loss_names | {"epoch", "lr"}:
@@ -96,6 +97,22 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
         assert curve.size == (960, 540)
     samples = sorted(os.listdir(out / "samples"))
     assert len(samples) == (2 * per_epoch) // 4
+    # the reference's text files, for scripts that read them
+    text = (out / "loss_log.txt").read_text().splitlines()
+    assert text[0].startswith("================ Training Loss (") and len(text) == 1 + 2 * per_epoch
+    names = [k for k in log_full[0] if k in loss_names]  # the losses, in the model's order
+    for line, record in zip(text[1:], log_full):
+        assert re.fullmatch(rf"\(epoch: {record['epoch']}, iters: {record['epoch_iter']}, time: \d+\.\d{{3}}, "
+                            r"data: \d+\.\d{3}\) " + "".join(rf"{n}: -?\d+\.\d{{3}} " for n in names), line), line
+        assert line.endswith(f"{names[-1]}: {record[names[-1]]:.3f} ")
+    table = (out / "train_opt.txt").read_text().splitlines()
+    assert table[0] == "----------------- Options ---------------"
+    assert table[-1] == "----------------- End -------------------"
+    assert f"{'ngf':>25}: {'4':<30}\t[default: 64]" in table and f"{'phase':>25}: {'train':<30}" in table
+    # a resumed run's text log, as the reference's, keeps the earlier lines under a new header
+    part_text = (tmp_path / "part" / "loss_log.txt").read_text().splitlines()
+    assert sum(line.startswith("================ Training Loss") for line in part_text) == 2
+    assert len(part_text) == 2 + 2 * per_epoch
 
 
 def continue_finished_run(root, tmp_path, capsys, extra):
@@ -179,6 +196,8 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     images = os.path.join(os.path.dirname(index), "images")
     assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
     assert html.count("<tr>") == 3 and "img000_fake.png" in html
+    table = (tmp_path / "run" / "test_opt.txt").read_text()  # as the reference's test writes it
+    assert f"{'phase':>25}: {'test':<30}\t[default: train]" in table and (tmp_path / "run" / "train_opt.txt").exists()
 
     # the written images are the input and G_A of it, as tensor2im writes them
     x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]
@@ -459,6 +478,62 @@ def test_inference_cli_reports_a_missing_checkpoint(unaligned_root, tmp_path, ca
     assert "img000.png is a file, not a folder of images" in capsys.readouterr().err
 
 
+def test_a_published_generator_is_tested_alone_never_as_both_of_the_cycle(unaligned_root, tmp_path, capsys):
+    """A folder holding one latest_net_G.pth (the published pretrained layout): --model test uses
+    it; the cycle test, which needs G_A and G_B, is refused rather than running it both ways."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    run = tmp_path / "run"
+    os.rename(run / "latest_net_G_A.pth", run / "latest_net_G.pth")
+    for net in ("G_B", "D_A", "D_B"):
+        os.remove(run / f"latest_net_{net}.pth")
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+              "--results_dir", str(tmp_path / "results"), "--phase", "train", "--device", "cpu"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common)
+    assert e.value.code == 2
+    assert "holds one generator, latest_net_G.pth" in capsys.readouterr().err
+    index = test_cli.main(common + ["--model", "test", "--num_test", "2"])
+    assert "G_A from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
+    assert len(os.listdir(os.path.join(os.path.dirname(index), "images"))) == 2 * 2
+
+
+def test_a_reference_generator_is_tested_with_its_dropout(unaligned_root, tmp_path, capsys):
+    """A reference checkpoint with no train_opt.json under --model test: the generator is built as
+    the reference's test model builds it, with dropout unless --no_dropout is typed (cycle_gan's
+    default, no dropout, used to apply), so a ResNet trained with dropout loads."""
+    from fastgan.models import define_G
+
+    os.makedirs(tmp_path / "ref")
+    G = define_G(3, 3, 4, "resnet_6blocks", norm="instance", use_dropout=True)
+    torch.save(G.state_dict(), tmp_path / "ref" / "latest_net_G.pth")
+    common = ["--name", "ref", "--checkpoints_dir", str(tmp_path), "--dataroot", os.path.join(unaligned_root, "testA"),
+              "--results_dir", str(tmp_path / "results"), "--model", "test", "--netG", "resnet_6blocks", "--ngf", "4",
+              "--crop_size", "32", "--num_test", "1", "--device", "cpu"]
+    test_cli.main(common + ["--verbose"])
+    assert "Dropout(p=0.5" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        test_cli.main(common + ["--no_dropout"])
+    assert "trained with dropout and the network built without it" in capsys.readouterr().err
+
+
+def test_the_command_lines_choices_are_the_modules():
+    """cli.CHOICES repeats each option's values (importing their modules would cost seconds at
+    every command line): each must be the list the code that takes the option keeps."""
+    from fastgan import cli, losses, options
+    from fastgan.data import datasets, select, transforms
+    from fastgan.engine import levels, schedulers
+    from fastgan.models import NETD_TYPES, NETG_TYPES, generators, init, norm
+
+    kept = {"arch": options.ARCHS, "netG": NETG_TYPES, "netD": NETD_TYPES, "norm": norm.NORM_TYPES,
+            "init_type": init.INIT_TYPES, "padding_type": generators.PADDING_TYPES,
+            "dataset_mode": tuple(datasets.DATASET_MODES), "direction": datasets.DIRECTIONS,
+            "preprocess": transforms.PREPROCESS, "gan_mode": losses.GAN_MODES, "lr_policy": schedulers.LR_POLICIES,
+            "loader": select.LOADERS, "compile": levels.COMPILE_MODES, "amp": levels.AMP_MODES,
+            "adam": levels.ADAM_IMPLS}
+    assert cli.CHOICES == kept
+
+
 def run_module(args, **kwargs):
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, **kwargs)
 
@@ -549,6 +624,7 @@ def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, caps
     (["--crop_size", "30", "--load_size", "30"], "--netG resnet_6blocks needs --crop_size a multiple of 4 "
                                                  "(got 30): use --crop_size 28"),
     (["--netG", "unet_128"], "--netG unet_128 needs --crop_size a multiple of 128 (got 32)"),
+    (["--dataset_mode", "single"], "--dataset_mode single reads A images only, and training takes A and B"),
     (["--continue_train"], "holds no latest_net_G_A.pth, latest_net_G_B.pth, latest_net_D_A.pth, "
                            "latest_net_D_B.pth and no training_state.pt; train without --continue_train first"),
 ])
@@ -577,6 +653,35 @@ def test_an_unreadable_training_state_is_one_clear_line(unaligned_root, tmp_path
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"{state} cannot be read" in err and "move it away" in err and "Traceback" not in err
+
+
+def test_a_resume_with_another_pool_size_keeps_the_first_saved_fakes(unaligned_root, tmp_path, capsys):
+    """--pool_size changed on --continue_train: the pools keep what fits of the saved ones, and
+    the run says so (it used to end in a ValueError traceback)."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--pool_size", "4", "--max_iters", "5"])
+    capsys.readouterr()
+    result = train_cli.main(args + ["--pool_size", "2", "--continue_train", "--max_iters", "6"])
+    assert result["iteration"] == 6
+    assert "--pool_size 2, the run's 4: each image pool keeps the first 2 fakes it saved" in capsys.readouterr().out
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    pools = state["model"]["pools"].values()
+    assert all(pool["size"] == 2 and len(pool["images"]) == 2 for pool in pools), pools
+
+
+def test_a_training_state_that_does_not_fit_is_one_clear_line(unaligned_root, tmp_path, capsys):
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--max_iters", "1"])
+    path = tmp_path / "run" / "training_state.pt"
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state["progress"]["phase"] = 1  # a field this fastgan does not know
+    torch.save(state, path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(args + ["--continue_train"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{path} does not fit this run (TypeError: " in err and "train_opt.json" in err
 
 
 def test_a_file_as_checkpoints_dir_is_one_clear_line(unaligned_root, tmp_path, capsys):

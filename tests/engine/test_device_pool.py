@@ -96,5 +96,28 @@ def test_state_round_trip_and_conversion_from_the_reference_pool():
     back = ImagePool(4)
     back.load_state_dict(from_ref.state_dict(), "cpu")
     assert ids(torch.cat(back.images)) == [0, 1]
-    with pytest.raises(ValueError, match="size 4"):
-        DeviceImagePool(5).load_state_dict(pool.state_dict(), "cpu")
+    x = images(1, 0).requires_grad_(True)
+    out = pool.query(x)
+    assert not out.requires_grad
+
+
+def test_a_pool_of_another_size_takes_the_first_stored_images():
+    """A run resumed with another --pool_size: each pool keeps the saved pool's first stored
+    images, up to its own size, and goes on filling when it is larger."""
+    pool = DeviceImagePool(4)
+    pool.query(images(3, 0))  # stores 0, 1, 2
+    ref = ImagePool(4, seed=2)
+    ref.query(images(3, 0))
+    for saved in (pool.state_dict(), ref.state_dict()):
+        larger, smaller = DeviceImagePool(5), DeviceImagePool(2)
+        larger.load_state_dict(saved, "cpu")
+        smaller.load_state_dict(saved, "cpu")
+        assert int(larger.count) == 3 and ids(larger.images)[:3] == [0, 1, 2]
+        assert int(smaller.count) == 2 and ids(smaller.images) == [0, 1]
+        assert ids(larger.query(images(2, 10))) == [10, 11] and int(larger.count) == 5  # fills its slots
+        small_ref = ImagePool(2)
+        small_ref.load_state_dict(saved, "cpu")
+        assert ids(torch.cat(small_ref.images)) == [0, 1]
+    none = DeviceImagePool(0)
+    none.load_state_dict(pool.state_dict(), "cpu")
+    assert none.images is None and ids(none.query(images(2, 7))) == [7, 8]

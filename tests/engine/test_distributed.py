@@ -25,12 +25,12 @@ from torch import nn
 
 import fastgan
 from fastgan import train as train_cli
-from fastgan.engine.logs import read_loss_log
+from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
 from fastgan.models import define_D, define_G, load_reference_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NETS = {"cyclegan": ("G_A", "G_B", "D_A", "D_B"), "pix2pix": ("G", "D")}
-LOSS_META = {"epoch", "epoch_iter", "total_iters", "lr", "images_per_second"}
+LOSS_META = {*PROGRESS_FIELDS, *TIMING_FIELDS}
 
 
 def write_images(folder, n, height, width, seed):
@@ -292,8 +292,8 @@ def test_stopped_and_resumed_two_rank_run_continues_identically(unaligned_root, 
     full, part = loss_records(tmp_path / "full"), loss_records(tmp_path / "part")
     assert [r["total_iters"] for r in part] == [r["total_iters"] for r in full] == list(range(2, 17, 2))
     for a, b in zip(full, part):
-        assert {k: v for k, v in a.items() if k != "images_per_second"} == \
-            {k: v for k, v in b.items() if k != "images_per_second"}
+        assert {k: v for k, v in a.items() if k not in TIMING_FIELDS} == \
+            {k: v for k, v in b.items() if k not in TIMING_FIELDS}
     for name in NETS["cyclegan"]:
         a, b = checkpoint(tmp_path / "full", name), checkpoint(tmp_path / "part", name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -408,3 +408,18 @@ def test_ranks_sharing_a_nodes_one_gpu_are_refused_clearly(monkeypatch):
     with pytest.raises(ValueError, match="LOCAL_RANK 2 but this node has 2 CUDA devices"):
         rank_device(torch.device("cuda"), 2)
     assert rank_device(torch.device("cpu"), 5) == torch.device("cpu")
+
+
+def test_only_the_process_groups_own_failures_count_as_a_lost_rank():
+    """is_peer_failure decides whether a rank exits as 'another rank died': gloo's errors name
+    its source files; an error that merely mentions gloo is this rank's own."""
+    from fastgan.engine.distributed import is_peer_failure
+
+    lost = ["[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 600000ms "
+            "for recv operation to complete", "Connection closed by peer [10.0.0.2]:4567",
+            "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection reset by peer"]
+    assert all(is_peer_failure(RuntimeError(message)) for message in lost)
+    assert is_peer_failure(torch.distributed.DistError("store timeout"))
+    assert not is_peer_failure(RuntimeError("ProcessGroupGloo does not support reduce_scatter on gloo tensors"))
+    assert not is_peer_failure(RuntimeError("the gloo backend does not support this op"))
+    assert not is_peer_failure(ValueError("gloo/ is a folder"))

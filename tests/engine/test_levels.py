@@ -115,6 +115,18 @@ def test_fp16_leaves_out_the_graphs_it_cannot_run_unless_they_were_asked_for():
         assert chosen.compile == "nets" and chosen.accelerate  # the other defaults stay
 
 
+@pytest.mark.parametrize("preprocess", ["none", "scale_width"])
+def test_images_of_their_own_sizes_leave_out_the_graphs_of_a_pooled_cyclegan(preprocess):
+    """The pool of fakes of several sizes is the reference's list (host draws): no capture."""
+    assert not levels(CUDA, preprocess=preprocess).cuda_graphs
+    assert levels(CUDA, preprocess=preprocess).compile == "nets"  # the other defaults stay
+    assert levels(CUDA, preprocess=preprocess, pool_size=0).cuda_graphs
+    assert levels(CUDA, "pix2pix", preprocess=preprocess).cuda_graphs  # no pool there
+    assert levels(CUDA, preprocess="scale_width_and_crop").cuda_graphs
+    with pytest.raises(ValueError, match=f"--cuda_graphs with --preprocess {preprocess}: the images keep sizes"):
+        levels(CUDA, preprocess=preprocess, cuda_graphs=True)
+
+
 def test_cudnn_benchmark_follows_each_models_levels(monkeypatch):
     """A process-wide flag, set on a GPU to the levels of the model being built (so a
     benchmark's eager baseline runs cuDNN's heuristics, as the reference); untouched on a CPU."""

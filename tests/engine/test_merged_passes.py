@@ -53,24 +53,23 @@ def test_one_pass_tells_real_from_fake():
     torch.testing.assert_close(loss_fake, criterion(D(fake), False), **TOL)
 
 
-def _train(merge: bool, iterations=3, **options):
+SQUARE = [((2, 3, 32, 32), (2, 3, 32, 32))] * 3  # (A's shape, B's shape) of each iteration
+
+
+def _train(merge: bool, iterations=3, shapes=SQUARE, **options):
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=4,
-                                pool_size=0, merge_passes=merge, **options)
+                                merge_passes=merge, **{"pool_size": 0, **options})
     for net in model.nets.values():
         net.double()
     g = torch.Generator().manual_seed(6)
     history = []
-    for _ in range(iterations):
-        A, B = (torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(2))
+    for shape_A, shape_B in shapes[:iterations]:
+        A, B = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1 for shape in (shape_A, shape_B))
         history.append(model.train_step({"A": A, "B": B}))
     return model, history
 
 
-def test_merged_cyclegan_step_equals_the_separate_passes():
-    """Batch 2, so that a merged generator pass holds 4 samples: losses and weights after 3
-    iterations equal the unmerged run's, and the generators did run merged."""
-    model_merged, merged = _train(True)
-    model_separate, separate = _train(False)
+def _assert_same_training(model_merged, merged, model_separate, separate):
     for a, b in zip(merged, separate):
         assert a == pytest.approx(b, rel=1e-9)
     for name in model_merged.nets:
@@ -79,12 +78,36 @@ def test_merged_cyclegan_step_equals_the_separate_passes():
                              model_separate.nets[name].state_dict().values()):
             atol = 1e-7 if k in cancelled else 1e-12
             torch.testing.assert_close(v, w, rtol=1e-9, atol=atol, msg=f"{name}.{k}")
+
+
+def test_merged_cyclegan_step_equals_the_separate_passes():
+    """Batch 2, so that a merged generator pass holds 4 samples: losses and weights after 3
+    iterations equal the unmerged run's, and the generators did run merged."""
+    model_merged, merged = _train(True)
+    _assert_same_training(model_merged, merged, *_train(False))
     calls = []
     handle = model_merged.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     model_merged.train_step({"A": torch.rand(2, 3, 32, 32, dtype=torch.float64),
                              "B": torch.rand(2, 3, 32, 32, dtype=torch.float64)})
     handle.remove()
     assert calls == [4, 2]  # A and B (translation and identity) merged, then rec_B alone
+
+
+def test_domains_of_other_sizes_train_in_separate_passes():
+    """--preprocess none: A and B of other sizes, and sizes changing between iterations, with an
+    image pool (the reference's list, which holds fakes of several sizes). The merged level
+    runs what cannot be one batch apart and trains as the separate passes do."""
+    shapes = [((1, 3, 32, 32), (1, 3, 24, 28)), ((1, 3, 28, 36), (1, 3, 32, 32)), ((1, 3, 32, 32), (1, 3, 32, 32)),
+              ((1, 3, 24, 24), (1, 3, 28, 32))]
+    options = dict(shapes=shapes, iterations=4, preprocess="none", pool_size=3)
+    model_merged, merged = _train(True, **options)
+    _assert_same_training(model_merged, merged, *_train(False, **options))
+    calls = []
+    handle = model_merged.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    model_merged.train_step({"A": torch.rand(1, 3, 32, 32, dtype=torch.float64),
+                             "B": torch.rand(1, 3, 28, 32, dtype=torch.float64)})
+    handle.remove()
+    assert calls == [1, 1, 1]
 
 
 def test_generators_with_dropout_keep_their_passes_apart():

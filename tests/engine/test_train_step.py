@@ -122,6 +122,31 @@ def test_build_model_rejects_unknown_options():
         fastgan.build_model("stargan")
 
 
+@pytest.mark.parametrize("options,message", [
+    (dict(ngf="8"), "option ngf takes an int, got '8'"),
+    (dict(seed=None), "option seed takes an int, got None"),
+    (dict(no_dropout=1), "option no_dropout takes a bool, got 1"),
+    (dict(ngf=True), "option ngf takes an int, got True"),
+    (dict(amp=16), "option amp takes a str or None, got 16"),
+])
+def test_build_model_names_an_option_of_the_wrong_type(options, message):
+    with pytest.raises(TypeError, match=message):
+        fastgan.build_model("cyclegan", device="cpu", **options)
+
+
+def test_train_step_names_an_image_the_generator_cannot_give_back():
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu")
+    with pytest.raises(ValueError, match=r"train_step: B has shape \(1, 3, 30, 30\); --netG resnet_6blocks takes "
+                                         r"\(N, C, H, W\) images with H and W multiples of 4"):
+        model.train_step({"A": torch.rand(1, 3, 32, 32), "B": torch.rand(1, 3, 30, 30)})
+
+
+@pytest.mark.parametrize("name", ["lambda_A", "lambda_B", "lambda_identity", "lambda_L1"])
+def test_negative_loss_weights_are_refused(name):
+    with pytest.raises(ValueError, match=f"--{name} -1.0 must not be negative"):
+        fastgan.build_model("pix2pix" if name == "lambda_L1" else "cyclegan", device="cpu", **{name: -1.0})
+
+
 def test_identity_loss_needs_matching_channels():
     with pytest.raises(ValueError, match="lambda_identity"):
         fastgan.build_model("cyclegan", ngf=4, ndf=4, input_nc=1, output_nc=3, device="cpu")

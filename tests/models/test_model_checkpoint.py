@@ -63,6 +63,17 @@ def test_export_is_a_cpu_copy_without_prefixes():
     assert all(v.device.type == "cpu" for v in sd.values())
 
 
+def test_export_of_a_channels_last_net_is_contiguous():
+    """A net trained channels_last saves NCHW-contiguous tensors, as the reference's files hold
+    (a script that .view()s a weight keeps working), with the same values."""
+    net = small_G(0).to(memory_format=torch.channels_last)
+    assert any(not v.is_contiguous() for v in net.state_dict().values())
+    sd = export_state_dict(net)
+    assert all(v.is_contiguous() for v in sd.values())
+    for k, v in net.state_dict().items():
+        assert torch.equal(sd[k], v)
+
+
 def test_export_of_compiled_module():
     net = small_G(0)
     compiled = torch.compile(net)  # lazily compiled: nothing runs here
