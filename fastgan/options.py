@@ -13,8 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 ARCHS = ("cyclegan", "pix2pix")
 
@@ -139,17 +142,29 @@ _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Options)}
 _VALUE_TYPES = {"str": str, "int": numbers.Integral, "float": numbers.Real, "bool": bool}
 
 
-def check_option_types(explicit: dict[str, Any]) -> None:
-    """A TypeError naming an option given a value of another type (the Python API's callers:
-    the command line parses each option to its type)."""
+def typed_options(explicit: dict[str, Any]) -> dict[str, Any]:
+    """`explicit` with each value as its option's type, or a TypeError naming an option given a
+    value of another type (the Python API's callers; the command line parses each option to
+    its type). Paths may be os.PathLike, an epoch an int, a switch a numpy bool, a number a
+    numpy one."""
+    typed = {}
     for name, value in explicit.items():
         kind = _FIELD_TYPES[name]
         base, optional = kind.removesuffix(" | None"), kind.endswith(" | None")
-        if value is None and optional:
-            continue
-        if not isinstance(value, _VALUE_TYPES[base]) or (base != "bool" and isinstance(value, bool)):
+        if base == "str" and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif name == "epoch" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = str(value)  # --epoch 200 names the networks 200_net_*.pth
+        elif base == "bool" and isinstance(value, np.bool_):
+            value = bool(value)
+        if not (value is None and optional) and (
+                not isinstance(value, _VALUE_TYPES[base]) or (base != "bool" and isinstance(value, bool))):
             raise TypeError(f"option {name} takes a{'n' if base == 'int' else ''} {base}"
                             f"{' or None' if optional else ''}, got {value!r}")
+        if value is not None and base in ("int", "float"):
+            value = int(value) if base == "int" else float(value)  # numpy numbers as Python's (train_opt.json)
+        typed[name] = value
+    return typed
 
 
 def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] | None = None) -> Options:
@@ -157,7 +172,7 @@ def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] |
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     check_option_names(explicit)
-    check_option_types(explicit)
+    explicit = typed_options(explicit)
     values: dict[str, Any] = dict(ARCH_DEFAULTS[arch])
     if explicit.get("dataroot") is None and demo_defaults:
         values.update(demo_defaults)
@@ -167,6 +182,12 @@ def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] |
     opt = Options(**values)
     check_values(opt)
     return opt
+
+
+def sizes_vary(preprocess: str) -> bool:
+    """Whether the images of a run keep sizes of their own (no crop to crop_size): under
+    none and scale_width each image's size follows its file's."""
+    return "crop" not in preprocess
 
 
 # options that count something or weigh a term: never negative
@@ -179,3 +200,7 @@ def check_values(opt: Options) -> None:
         value = getattr(opt, name)
         if value is not None and value < 0:
             raise ValueError(f"--{name} {value} must not be negative")
+    if opt.lambda_gp > 0 and opt.arch == "cyclegan" and sizes_vary(opt.preprocess):
+        raise ValueError(f"--lambda_gp interpolates real and fake images, which --preprocess {opt.preprocess} "
+                         "leaves of different sizes in a CycleGAN (each domain's own, and the pool's); use a "
+                         "--preprocess that crops")

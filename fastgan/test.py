@@ -46,6 +46,9 @@ VISUALS = {
     "paired": ("real_A", "fake_B", "real_B"),  # pix2pix on aligned pairs
     "cycle": ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"),  # cycle_gan on {phase}A, {phase}B
 }
+# the test's own options (not the model's or the data's) and their defaults
+TOOL_DEFAULTS = {"checkpoint": None, "results_dir": "./results/", "phase": "test", "num_test": 50,
+                 "aspect_ratio": 1.0, "eval": False, "model_suffix": None}
 # the reference's base options that a test run takes and has no use for (it translates with G
 # alone, batch 1, serial order, no flip): accepted, so its test command lines run unchanged
 ACCEPTED_UNUSED = ("ndf", "netD", "n_layers_D", "init_type", "init_gain", "serial_batches", "num_threads",
@@ -62,16 +65,16 @@ def parse(argv=None) -> dict:
     }, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
                  "dataroot": "the run's data"})
     add_reference_arguments(parser, test=True)
-    parser.add_argument("--model_suffix", default=None,
-                        help="with --model test: the generator {epoch}_net_G{SUFFIX}.pth, as the reference's "
-                             "(_A: G_A, _B: G_B; default: the one --direction asks for)")
-    parser.add_argument("--checkpoint", default=None, help="a generator .pth file (fastgan's or the reference's)")
-    parser.add_argument("--results_dir", default="./results/", help="where NAME/ goes (default: ./results/)")
-    parser.add_argument("--phase", default="test", help="the split to translate (default: test)")
-    parser.add_argument("--num_test", type=int, default=50, help="translate at most this many images (default: 50)")
-    parser.add_argument("--aspect_ratio", type=float, default=1.0,
-                        help="resize saved images as the reference's save_image does (default: 1.0, none)")
+    parser.add_argument("--model_suffix", help="with --model test: the generator {epoch}_net_G{SUFFIX}.pth, as the "
+                        "reference's (_A: G_A, _B: G_B; default: the one --direction asks for)")
+    parser.add_argument("--checkpoint", help="a generator .pth file (fastgan's or the reference's)")
+    parser.add_argument("--results_dir", help="where NAME/ goes (default: %(default)s)")
+    parser.add_argument("--phase", help="the split to translate (default: %(default)s)")
+    parser.add_argument("--num_test", type=int, help="translate at most this many images (default: %(default)s)")
+    parser.add_argument("--aspect_ratio", type=float,
+                        help="resize saved images as the reference's save_image does (default: %(default)s, none)")
     parser.add_argument("--eval", action="store_true", help="run the generator in eval mode")
+    parser.set_defaults(**TOOL_DEFAULTS)
     return vars(parser.parse_args(argv))
 
 
@@ -322,8 +325,10 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         for net, G in nets.items():
             print(f"{net}: {G}")
     dataset = create_dataset(data_options)
-    try:  # as the reference's test: test_opt.txt beside the networks, where that folder can be written
-        write_options_table(opt.replace(phase="test"), os.path.join(opt.checkpoints_dir, opt.name))
+    try:  # as the reference's test, beside the networks (always test_opt.txt: --phase train would
+        # overwrite the training run's train_opt.txt), where that folder can be written
+        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), opt,
+                            {k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"})
     except OSError:
         pass
     out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))

@@ -77,12 +77,6 @@ def get_params(opt, size: tuple[int, int], rng: np.random.Generator | None = Non
     return {"crop_pos": (x, y), "flip": flip}
 
 
-def sizes_vary(preprocess: str) -> bool:
-    """Whether the images of a run keep sizes of their own (no crop to crop_size): under
-    none and scale_width each image's size follows its file's."""
-    return "crop" not in preprocess
-
-
 def transform_image(opt, img: Image.Image, params: dict, path: str = "<image>") -> torch.Tensor:
     """Apply opt.preprocess with `params` to a loaded image: a C x H x W float tensor in [-1, 1]."""
     p = opt.preprocess

@@ -19,7 +19,6 @@ import os
 import torch
 from torch import nn
 
-from fastgan.data.transforms import sizes_vary
 from fastgan.engine.device_pool import DeviceImagePool
 from fastgan.engine.distributed import distribute, is_data_parallel
 from fastgan.engine.image_pool import ImagePool
@@ -27,6 +26,7 @@ from fastgan.engine.levels import EAGER, PER_SAMPLE_NORMS, Levels, apply_process
 from fastgan.engine.schedulers import build_scheduler, step_schedulers
 from fastgan.models import export_state_dict, generator_size_multiple, load_reference_checkpoint, save_checkpoint_file
 from fastgan.ops import use_backend
+from fastgan.options import sizes_vary
 
 
 def set_requires_grad(nets, requires_grad: bool) -> None:

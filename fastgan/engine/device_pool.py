@@ -74,13 +74,16 @@ class DeviceImagePool:
         # else a list: written by the reference's pool (an --eager run)
         images, count = images[: self.size], min(len(images), self.size)
         images = _stack_into_ring(images, self.size) if images else None
-        if images is None:
-            self.images = self.count = None
-            return
         if self.images is not None:  # keep the tensors (a captured CUDA graph points at them)
-            self.images.copy_(images)
+            if images is not None and images.shape != self.images.shape:
+                raise ValueError(f"the saved image pool holds images of shape {tuple(images.shape[1:])}, this "
+                                 f"run's {tuple(self.images.shape[1:])}")
             self.count.fill_(count)
+            if images is not None:
+                self.images.copy_(images)
             return
+        if images is None:
+            return  # empty: allocated by the first query
         self.images = images.to(device)
         self.count = torch.tensor(count, dtype=torch.int64, device=device)
 

@@ -47,8 +47,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from fastgan.data.transforms import sizes_vary
 from fastgan.engine.host_memory import reuse_freed_memory
+from fastgan.options import sizes_vary
 
 COMPILE_MODES = ("none", "nets")
 AMP_MODES = ("none", "bf16", "fp16")

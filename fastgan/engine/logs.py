@@ -76,14 +76,16 @@ def options_table(options: dict, defaults: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_options_table(opt, directory: str) -> str:
-    """{phase}_opt.txt in `directory`, as the reference writes it (defaults: the arch's)."""
+def write_options_table(path: str, opt, more: dict[str, tuple] | None = None) -> None:
+    """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
+    arch's); `more`: a command's own options, name -> (value, default)."""
     from fastgan.options import resolve
 
-    path = os.path.join(directory, f"{opt.phase}_opt.txt")
+    more = more or {}
+    values = {**opt.as_dict(), **{k: v for k, (v, _) in more.items()}}
+    defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
     with open(path, "w") as f:
-        f.write(options_table(opt.as_dict(), resolve(opt.arch, {}).as_dict()))
-    return path
+        f.write(options_table(values, defaults))
 
 
 def read_loss_log(path: str) -> list[dict]:

@@ -33,6 +33,25 @@ def check_generator_input_size(opt: Options) -> None:
         raise ValueError(f"--netG {opt.netG} needs --crop_size a multiple of {multiple} (got {opt.crop_size}): "
                          f"use --crop_size {max(multiple, opt.crop_size // multiple * multiple)}"
                          + (f" or --netG {' / '.join(fits)}" if fits else ""))
+    if opt.preprocess == "scale_width" and opt.load_size % multiple:  # every image's width
+        raise ValueError(f"--netG {opt.netG} needs sides that are multiples of {multiple}; --preprocess scale_width "
+                         f"makes every width --load_size {opt.load_size}: use --load_size "
+                         f"{max(multiple, opt.load_size // multiple * multiple)}")
+
+
+def check_batch_size_fits(opt: Options, batch: dict, names) -> None:
+    """Under --preprocess none or scale_width each image keeps a size of its own (heights, and
+    for none the widths, follow the files): a DatasetError names the first whose size the
+    generator cannot give back, before the losses fail on it."""
+    from fastgan.data import DatasetError
+
+    multiple = generator_size_multiple(opt.netG)
+    for name in names:
+        h, w = batch[name].shape[-2:]
+        if h % multiple or w % multiple:
+            raise DatasetError(f"{batch[name + '_paths'][0]}: {w}x{h} after --preprocess {opt.preprocess}; --netG "
+                               f"{opt.netG} takes sides that are multiples of {multiple} (the reference fails on "
+                               "it too): use a --preprocess that crops, or resize the file")
 
 
 def model_from_options(opt: Options):

@@ -31,12 +31,12 @@ from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
 from fastgan.engine.logs import LossLog, save_sample_grid, write_options_table
-from fastgan.engine.models import model_from_options
+from fastgan.engine.models import check_batch_size_fits, model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
                                   save_training_state)
 from fastgan.models import CheckpointError, count_parameters
-from fastgan.options import Options, checkpoint_label
+from fastgan.options import Options, checkpoint_label, sizes_vary
 
 
 def crossed(total: int, step: int, freq: int) -> bool:
@@ -123,7 +123,7 @@ class Trainer:
         if self.main:
             with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
                 json.dump(opt.as_dict(), f, indent=1, default=str)
-            write_options_table(opt, self.dir)
+            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt)
             self.loss_log.start()
 
     @property
@@ -163,9 +163,11 @@ class Trainer:
                  f"batch {progress.batch}, {progress.total_iters} images seen")
         self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
-        if "pool_size" in saved and saved["pool_size"] != self.opt.pool_size:
-            self.log(f"--pool_size {self.opt.pool_size}, the run's {saved['pool_size']}: each image pool keeps "
-                     f"the first {min(self.opt.pool_size, saved['pool_size'])} fakes it saved")
+        before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
+        if before != now and self.model.pools():
+            self.log(f"--pool_size {now}, the run's {before}: " + (
+                f"each image pool keeps the first {now} fakes it saved" if now < before else
+                f"each image pool keeps the fakes it saved and fills up to {now}"))
 
     def _count_batches_as_this_run(self, state: dict) -> None:
         """progress.batch counts the saved run's global batches (--batch_size x its ranks). A
@@ -253,6 +255,8 @@ class Trainer:
                     for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
                         step_start = time.perf_counter()  # the reference's iter_start_time
                         waited = step_start - fetch_start  # its t_data: this batch's wait
+                        if sizes_vary(opt.preprocess):
+                            check_batch_size_fits(opt, batch, model.input_names)
                         images = self._share_of_the_batch(p.batch, batch)
                         losses = model.step(*(batch[k] for k in model.input_names))
                         # images of this iteration over all ranks; a stop asked of any rank stops all

@@ -21,7 +21,7 @@ L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
 
 
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    """weight * mean(|input - target|) as a 0-dim tensor of input's dtype.
+    """weight * mean(|input - target|) as a 0-dim tensor of the inputs' (promoted) dtype.
 
     input and target: same shape and device (no broadcasting), any layout; of two
     floating dtypes (a bf16 output against a float32 target under autocast) both are

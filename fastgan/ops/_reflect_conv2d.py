@@ -135,8 +135,9 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def _autocasting(device_type: str) -> bool:
-    # is_autocast_enabled raises for device types without autocast (meta: shape inference)
-    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    # is_autocast_enabled raises for meta tensors (shape inference); is_autocast_available,
+    # which would say so, is opaque to torch 2.11's dynamo (a graph break)
+    return device_type != "meta" and torch.is_autocast_enabled(device_type)
 
 
 def _validate(x, weight, bias, stride, padding) -> None:

@@ -100,7 +100,10 @@ class Backend:
 _BACKENDS: dict[str, Backend] = {}
 _OPS: dict[str, "Op"] = {}
 _state = {"default": os.environ.get(ENV_VAR, "").strip() or AUTO}  # set_default_backend / FASTGAN_BACKEND
-_thread = threading.local()  # .override: this thread's innermost use_backend(...), absent outside
+# .override: this thread's innermost use_backend(...), absent outside. A plain threading.local
+# read through getattr: torch.compile (2.11 and 2.14) guards on that value, where it folds a
+# threading.local subclass's class attribute into the graph as a constant (measured)
+_thread = threading.local()
 _check_cache: dict[tuple, str | None] = {}
 _warned: set[str] = set()
 
@@ -227,7 +230,16 @@ class Op:
 
     def __call__(self, *args, **kwargs):
         device_type = _first_tensor(args, kwargs).device.type
+        if not torch.compiler.is_compiling() and _under_torch_func(args, kwargs):
+            # the fused kernels' autograd rules are not functorch's: torch.func runs the composition
+            return self.reference(*args, **kwargs)
         return self.select(device_type)[1](*args, **kwargs)
+
+
+def _under_torch_func(args, kwargs) -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev ...) wraps any tensor argument."""
+    return any(isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a)
+               for a in (*args, *kwargs.values()))
 
 
 def _first_tensor(args, kwargs) -> torch.Tensor:

@@ -198,6 +198,8 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert html.count("<tr>") == 3 and "img000_fake.png" in html
     table = (tmp_path / "run" / "test_opt.txt").read_text()  # as the reference's test writes it
     assert f"{'phase':>25}: {'test':<30}\t[default: train]" in table and (tmp_path / "run" / "train_opt.txt").exists()
+    assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
+    assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
 
     # the written images are the input and G_A of it, as tensor2im writes them
     x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]
@@ -625,6 +627,11 @@ def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, caps
                                                  "(got 30): use --crop_size 28"),
     (["--netG", "unet_128"], "--netG unet_128 needs --crop_size a multiple of 128 (got 32)"),
     (["--dataset_mode", "single"], "--dataset_mode single reads A images only, and training takes A and B"),
+    (["--preprocess", "scale_width", "--load_size", "34"], "--preprocess scale_width makes every width --load_size "
+                                                           "34: use --load_size 32"),
+    (["--preprocess", "none", "--netG", "unet_128"], "x40 after --preprocess none; --netG unet_128 takes sides that "
+                                                     "are multiples of 128"),
+    (["--preprocess", "none", "--gan_mode", "wgangp", "--lambda_gp", "10"], "--lambda_gp interpolates real and fake"),
     (["--continue_train"], "holds no latest_net_G_A.pth, latest_net_G_B.pth, latest_net_D_A.pth, "
                            "latest_net_D_B.pth and no training_state.pt; train without --continue_train first"),
 ])

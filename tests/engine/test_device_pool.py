@@ -121,3 +121,21 @@ def test_a_pool_of_another_size_takes_the_first_stored_images():
     none = DeviceImagePool(0)
     none.load_state_dict(pool.state_dict(), "cpu")
     assert none.images is None and ids(none.query(images(2, 7))) == [7, 8]
+
+
+def test_an_allocated_pool_keeps_its_tensors_on_load():
+    """A captured CUDA graph points at the pool's tensors: loading into an allocated pool
+    writes into them, an empty saved pool included; images of another shape are refused."""
+    pool = DeviceImagePool(3)
+    pool.query(images(2, 0))
+    ring, count = pool.images, pool.count
+    pool.load_state_dict(DeviceImagePool(3).state_dict(), "cpu")  # never queried: empty
+    assert pool.images is ring and pool.count is count and int(count) == 0
+    other = DeviceImagePool(3)
+    other.query(images(1, 5))
+    pool.load_state_dict(other.state_dict(), "cpu")
+    assert pool.images is ring and int(count) == 1 and ids(ring)[0] == 5
+    wider = DeviceImagePool(3)
+    wider.query(torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"holds images of shape \(3, 4, 4\), this run's \(3, 2, 2\)"):
+        pool.load_state_dict(wider.state_dict(), "cpu")

@@ -134,6 +134,21 @@ def test_build_model_names_an_option_of_the_wrong_type(options, message):
         fastgan.build_model("cyclegan", device="cpu", **options)
 
 
+def test_options_of_kindred_types_are_taken_as_the_options_type():
+    """A path object, an int epoch, numpy numbers and bools: taken, as plain Python values (so
+    that train_opt.json writes them as numbers, not strings)."""
+    import pathlib
+
+    import numpy as np
+
+    from fastgan.options import resolve
+
+    opt = resolve("cyclegan", dict(dataroot=pathlib.Path("/data/h2z"), epoch=200, no_flip=np.bool_(True),
+                                   ngf=np.int64(8), lr=np.float32(0.5), max_dataset_size=float("inf")))
+    assert (opt.dataroot, opt.epoch, opt.no_flip, opt.ngf, opt.lr) == ("/data/h2z", "200", True, 8, 0.5)
+    assert [type(v) for v in (opt.no_flip, opt.ngf, opt.lr)] == [bool, int, float]
+
+
 def test_train_step_names_an_image_the_generator_cannot_give_back():
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu")
     with pytest.raises(ValueError, match=r"train_step: B has shape \(1, 3, 30, 30\); --netG resnet_6blocks takes "

@@ -393,6 +393,25 @@ def test_use_backend_holds_in_its_own_thread_only():
     assert ops.backend_for("l1_loss", "cpu") == "cpu"
 
 
+def test_compiled_code_follows_the_back_end_chosen_after_compiling():
+    """torch.compile guards on use_backend's per-thread choice: a function compiled under one
+    back end runs another's when called in a block choosing that one (an op of this test,
+    whose two implementations differ)."""
+    from fastgan.ops import registry
+
+    op = registry.Op("test_compile_guard", lambda x: x + 1)
+    op.impl("cpu", lambda x: x * 3)
+    compiled = torch.compile(lambda x: op(x), fullgraph=True, backend="eager")
+    x = torch.ones(2)
+    with ops.use_backend("torch"):
+        assert compiled(x).tolist() == [2.0, 2.0]
+    if NATIVE_CPU:
+        with ops.use_backend("cpu"):
+            assert compiled(x).tolist() == [3.0, 3.0]
+    with ops.use_backend("torch"):
+        assert compiled(x).tolist() == [2.0, 2.0]
+
+
 def test_set_default_backend():
     saved = ops.get_default_backend()
     try:
