@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
+from fastgan.errors import os_error_line
 from fastgan.options import checkpoint_label, resolve
 
 # what a test run takes over from the training run's train_opt.json
@@ -283,18 +284,13 @@ def load_generator(opt, net: str, path: str, device, eval_mode: bool):
 
 
 def check_size(opt, item: dict) -> None:
-    """A DatasetError naming the image whose size the U-Net cannot take (--preprocess none or
-    scale_width keep each image's size), instead of an error deep inside the net. (A ResNet
-    generator takes any size: its output is then of another, as in the reference.)"""
-    from fastgan.data import DatasetError
-    from fastgan.models import generator_size_multiple
+    """The image a U-Net cannot take, named (--preprocess none or scale_width keep each image's
+    size); a ResNet generator takes any size (its output is then of another, as in the
+    reference's test)."""
+    from fastgan.engine.models import check_image_fits
 
-    multiple = generator_size_multiple(opt.netG) if opt.netG.startswith("unet_") else 1
-    h, w = item["A"].shape[-2:]
-    if h % multiple or w % multiple:
-        raise DatasetError(f"{item['A_paths']}: {w}x{h} after --preprocess {opt.preprocess}; --netG {opt.netG} "
-                           f"takes sides that are multiples of {multiple}: use a --preprocess that crops, or "
-                           f"--load_size/--crop_size multiples of {multiple}")
+    if opt.netG.startswith("unet_"):
+        check_image_fits(opt, item["A"], item["A_paths"])
 
 
 def visuals(kind: str, nets: dict, item: dict, device) -> dict:
@@ -364,7 +360,7 @@ def main(argv=None) -> str:
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     except OSError as e:  # a results folder that is a file, or cannot be written
-        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+        fail(os_error_line(e))
 
 
 if __name__ == "__main__":

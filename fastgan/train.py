@@ -23,7 +23,7 @@ import signal
 import sys
 
 from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
-from fastgan.errors import first_line
+from fastgan.errors import first_line, os_error_line
 from fastgan.options import resolve
 
 
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     except (DatasetError, CheckpointError) as e:
         stop(str(e))
     except OSError as e:  # a folder that cannot be made or written, a file that went missing
-        stop(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+        stop(os_error_line(e))
     except KeyboardInterrupt as e:  # a second signal (or Ctrl-C outside the loop): at once, unsaved
         print("\nstopped at once: what this run did since its last checkpoint is not saved", file=sys.stderr)
         raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None

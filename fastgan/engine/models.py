@@ -39,19 +39,19 @@ def check_generator_input_size(opt: Options) -> None:
                          f"{max(multiple, opt.load_size // multiple * multiple)}")
 
 
-def check_batch_size_fits(opt: Options, batch: dict, names) -> None:
+def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int | None = None) -> None:
     """Under --preprocess none or scale_width each image keeps a size of its own (heights, and
-    for none the widths, follow the files): a DatasetError names the first whose size the
-    generator cannot give back, before the losses fail on it."""
+    for none the widths, follow the files): a DatasetError names `path` when a side of `image`
+    is not a multiple of `multiple` (default: what the generator gives back), before the net
+    or the losses fail on it."""
     from fastgan.data import DatasetError
 
-    multiple = generator_size_multiple(opt.netG)
-    for name in names:
-        h, w = batch[name].shape[-2:]
-        if h % multiple or w % multiple:
-            raise DatasetError(f"{batch[name + '_paths'][0]}: {w}x{h} after --preprocess {opt.preprocess}; --netG "
-                               f"{opt.netG} takes sides that are multiples of {multiple} (the reference fails on "
-                               "it too): use a --preprocess that crops, or resize the file")
+    multiple = multiple or generator_size_multiple(opt.netG)
+    h, w = image.shape[-2:]
+    if h % multiple or w % multiple:
+        raise DatasetError(f"{path}: {w}x{h} after --preprocess {opt.preprocess}; --netG {opt.netG} takes sides "
+                           f"that are multiples of {multiple} (the reference fails on it too): use a --preprocess "
+                           "that crops, or --load_size/--crop_size multiples of it")
 
 
 def model_from_options(opt: Options):

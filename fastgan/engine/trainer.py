@@ -31,7 +31,7 @@ from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
 from fastgan.engine.logs import LossLog, save_sample_grid, write_options_table
-from fastgan.engine.models import check_batch_size_fits, model_from_options
+from fastgan.engine.models import check_image_fits, model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
                                   save_training_state)
@@ -255,8 +255,8 @@ class Trainer:
                     for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
                         step_start = time.perf_counter()  # the reference's iter_start_time
                         waited = step_start - fetch_start  # its t_data: this batch's wait
-                        if sizes_vary(opt.preprocess):
-                            check_batch_size_fits(opt, batch, model.input_names)
+                        for name in model.input_names if sizes_vary(opt.preprocess) else ():
+                            check_image_fits(opt, batch[name], batch[f"{name}_paths"][0])
                         images = self._share_of_the_batch(p.batch, batch)
                         losses = model.step(*(batch[k] for k in model.input_names))
                         # images of this iteration over all ranks; a stop asked of any rank stops all

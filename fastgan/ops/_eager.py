@@ -20,15 +20,19 @@ import torch
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-
-
 def takes_eager_path(*tensors: torch.Tensor | None) -> bool:
     """Plain tensors and parameters (or None) in eager mode: not under torch.compile's
-    tracing nor another tensor subclass (fake, functional, DTensor ...), nor wrapped by a
-    torch.func transform (whose tensors are of the plain type)."""
-    return not torch.compiler.is_compiling() and all(
-        t is None or (type(t) in _PLAIN and not _is_functorch_wrapped(t)) for t in tensors)
+    tracing nor another tensor subclass (fake, functional, DTensor ...). (torch.func's
+    wrapped tensors are of the plain type: the registry sends those calls to the torch
+    composition first, see under_torch_func.)"""
+    return not torch.compiler.is_compiling() and all(t is None or type(t) in _PLAIN for t in tensors)
+
+
+def under_torch_func(*values) -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev ...) wraps any tensor among `values`:
+    the fused kernels' autograd rules are not functorch's, so such a call runs the torch
+    composition (fastgan.ops.registry) or aten (the measured convolutions)."""
+    return any(isinstance(v, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(v) for v in values)
 
 
 def eager_function(name: str, op, setup_context, backward, outputs: int) -> type[torch.autograd.Function]:

@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._eager import takes_eager_path, under_torch_func
 from fastgan.ops._layout import convolution_format
 from fastgan.ops._measure import median_seconds
 
@@ -145,7 +145,7 @@ def _measurable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """Whether the measured choice applies: plain CPU float tensors in eager mode, no autocast."""
     return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
             and weight.dtype == x.dtype and takes_eager_path(x, weight, bias)
-            and not torch.is_autocast_enabled("cpu"))
+            and not under_torch_func(x, weight, bias) and not torch.is_autocast_enabled("cpu"))
 
 
 def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Callable[[], None]:

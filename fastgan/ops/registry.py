@@ -45,6 +45,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from fastgan.ops._eager import under_torch_func
+
 __all__ = [
     "AUTO_ORDER",
     "Backend",
@@ -230,16 +232,9 @@ class Op:
 
     def __call__(self, *args, **kwargs):
         device_type = _first_tensor(args, kwargs).device.type
-        if not torch.compiler.is_compiling() and _under_torch_func(args, kwargs):
-            # the fused kernels' autograd rules are not functorch's: torch.func runs the composition
+        if not torch.compiler.is_compiling() and under_torch_func(*args, *kwargs.values()):
             return self.reference(*args, **kwargs)
         return self.select(device_type)[1](*args, **kwargs)
-
-
-def _under_torch_func(args, kwargs) -> bool:
-    """Whether a torch.func transform (grad, vmap, jacrev ...) wraps any tensor argument."""
-    return any(isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a)
-               for a in (*args, *kwargs.values()))
 
 
 def _first_tensor(args, kwargs) -> torch.Tensor:
