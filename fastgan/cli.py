@@ -14,7 +14,8 @@ from fastgan.option_help import DEFAULT_TEXT, HELP
 from fastgan.options import Options
 
 # flags that take no value, as in the reference
-FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager", "verbose"}
+FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager", "verbose",
+         "no_html"}
 # level switches: bare means on, and `--name false` turns off what a device's default turns on
 SWITCHES = {"accelerate", "cuda_graphs", "channels_last", "merge_passes", "cudnn_benchmark"}
 # options whose default is None: their value type
@@ -65,11 +66,10 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: 
                             help=f"{text} (default: {default})", **bare)
 
 
-# the reference's options for its visdom, HTML and wandb displays, which fastgan replaces with
+# the reference's options for its visdom and wandb displays, which fastgan replaces with
 # samples/*.png and loss_curve.png: accepted (its command lines run unchanged), and unused
-DISPLAY_OPTIONS = {"display_id": int, "display_winsize": int, "display_ncols": int, "display_server": str,
-                   "display_env": str, "display_port": int, "update_html_freq": int, "no_html": None,
-                   "use_wandb": None, "wandb_project_name": str}
+DISPLAY_OPTIONS = {"display_id": int, "display_ncols": int, "display_server": str, "display_env": str,
+                   "display_port": int, "use_wandb": None, "wandb_project_name": str}
 MODEL_NAMES = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix"}
 REFERENCE_MODEL = {arch: model for model, arch in MODEL_NAMES.items()}
 
@@ -85,7 +85,7 @@ def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False)
     parser.add_argument("--suffix", default=argparse.SUPPRESS,
                         help="appended to --name as _SUFFIX, formatted with the options: {netG}_size{load_size}")
     for name, kind in DISPLAY_OPTIONS.items():
-        unused = "the reference's display option: accepted, unused (fastgan writes samples/ and loss_curve.png)"
+        unused = "the reference's visdom/wandb option: accepted, unused (fastgan writes samples/ and loss_curve.png)"
         if kind is None:
             parser.add_argument(f"--{name}", action="store_true", default=argparse.SUPPRESS, help=unused)
         else:
@@ -111,7 +111,7 @@ def from_reference_arguments(args: dict) -> tuple[str | None, list[str]]:
         args["device"] = device
     unused = [name for name in DISPLAY_OPTIONS if args.pop(name, None) is not None]
     if unused:
-        notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/HTML/wandb display; fastgan writes "
+        notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/wandb display; fastgan writes "
                      "samples/ and loss_curve.png)")
     return args.pop("suffix", None), notes
 

@@ -38,7 +38,11 @@ HELP = {
     "epoch": "networks to load: latest or an epoch number (--continue_train, fastgan.test)",
     "load_iter": "networks iter_N to load (saved with --save_by_iter); 0: use --epoch",
     "print_freq": "log losses every this many images",
-    "display_freq": "save a sample grid every this many images",
+    "display_freq": "save a sample grid (and update web/) every this many images",
+    "update_html_freq": "web/ keeps the images of a display crossing a multiple of this many images "
+                        "(and the epoch's first)",
+    "no_html": "do not write web/ (the HTML page of training images)",
+    "display_winsize": "width in pixels of the images on the HTML pages",
     "save_latest_freq": "save latest networks and state every this many images",
     "save_epoch_freq": "save networks {epoch}_net_* every this many epochs",
     "save_by_iter": "name the periodic saves iter_N instead of latest",

@@ -64,6 +64,9 @@ class Options:
     load_iter: int = 0
     print_freq: int = 100
     display_freq: int = 400
+    update_html_freq: int = 1000  # web/ keeps the images of a display_freq event crossing a multiple of this
+    no_html: bool = False
+    display_winsize: int = 256  # width of the images on web/index.html and fastgan.test's page
     save_latest_freq: int = 5000
     save_epoch_freq: int = 5
     save_by_iter: bool = False
@@ -200,6 +203,8 @@ def check_values(opt: Options) -> None:
         value = getattr(opt, name)
         if value is not None and value < 0:
             raise ValueError(f"--{name} {value} must not be negative")
+    if opt.display_winsize <= 0:
+        raise ValueError(f"--display_winsize {opt.display_winsize} must be positive (pixels)")
     if opt.lambda_gp > 0 and opt.arch == "cyclegan" and sizes_vary(opt.preprocess):
         raise ValueError(f"--lambda_gp interpolates real and fake images, which --preprocess {opt.preprocess} "
                          "leaves of different sizes in a CycleGAN (each domain's own, and the pool's); use a "

@@ -18,7 +18,7 @@ exists; options typed here override them (a typed --direction too: real_A is the
 side's image, as in the reference's test). One generator on a folder reads the side it
 takes with its input's channels (G_B: the B side, output_nc). As the reference's test:
 batch 1, serial order, no flip, load_size defaults to crop_size. Writes
-{results_dir}/{name}/{phase}_{epoch}/images/ and an index.html of the images side by side
+{results_dir}/{name}/{phase}_{epoch}/images/ and an index.html of each item's images in a row
 ({phase}_{epoch}_iter{load_iter} with --load_iter, as the reference; {phase}_{file's label}
 with --checkpoint).
 """
@@ -26,16 +26,17 @@ with --checkpoint).
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import sys
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
 from fastgan.errors import os_error_line
+from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.options import checkpoint_label, resolve
 
 # what a test run takes over from the training run's train_opt.json
@@ -62,7 +63,7 @@ def parse(argv=None) -> dict:
     add_option_arguments(parser, names={
         "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
-        "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", *ACCEPTED_UNUSED,
+        "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", "display_winsize", *ACCEPTED_UNUSED,
     }, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
                  "dataroot": "the run's data"})
     add_reference_arguments(parser, test=True)
@@ -248,28 +249,6 @@ def with_aspect_ratio(image, aspect_ratio: float):
     return image
 
 
-def to_uint8_image(x: torch.Tensor):
-    """A (C, H, W) image in [-1, 1] as the reference's tensor2im makes it: (x + 1) / 2 * 255
-    truncated to uint8 (not rounded), one channel tiled to RGB."""
-    from PIL import Image
-
-    image = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    return Image.fromarray(image.permute(1, 2, 0).numpy())
-
-
-def write_index(path: str, title: str, rows: list[tuple[str, list[tuple[str, str]]]]) -> None:
-    cells = []
-    for name, images in rows:
-        tds = "".join(f'<td><a href="{html.escape(src)}"><img src="{html.escape(src)}" width="256"></a>'
-                      f"<br>{html.escape(label)}</td>" for label, src in images)
-        cells.append(f"<tr><th>{html.escape(name)}</th>{tds}</tr>")
-    with open(path, "w") as f:
-        f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                f"<body><h1>{html.escape(title)}</h1><table>{''.join(cells)}</table></body></html>\n")
-
-
 def load_generator(opt, net: str, path: str, device, eval_mode: bool):
     from fastgan.models import define_G, load_reference_checkpoint
 
@@ -340,12 +319,13 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
             entries = []
             for name, tensor in visuals(kind, nets, item, device).items():
                 file = f"{stem}_{name}.png"
-                with_aspect_ratio(to_uint8_image(tensor[0]), tool["aspect_ratio"]).save(os.path.join(image_dir, file))
+                image = Image.fromarray(tensor2im(tensor[0]))
+                with_aspect_ratio(image, tool["aspect_ratio"]).save(os.path.join(image_dir, file))
                 entries.append((name, f"images/{file}"))
             rows.append((stem, entries))
     index = os.path.join(out_dir, "index.html")
     used = ", ".join(f"{net} from {path}" for net, path in paths.items())
-    write_index(index, f"{opt.name}: {used}", rows)
+    write_image_page(index, f"{opt.name}: {used}", rows, opt.display_winsize)
     print(f"translated {count} images with {used}; open {index}")
     return index
 

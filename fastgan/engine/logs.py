@@ -11,6 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from fastgan.image_pages import tensor2im
+
 CURVE_SIZE = (960, 540)
 CURVE_MARGIN = 60
 # one colour per loss, in the order of the model's loss_names
@@ -129,16 +131,10 @@ def draw_loss_curve(records: list[dict], names: list[str], path: str) -> None:
     os.replace(tmp, path)
 
 
-def to_image_tensor(x: torch.Tensor) -> torch.Tensor:
-    """First image of a [-1, 1] batch as a float [0, 1] tensor with 3 channels, on the CPU."""
-    image = (x[0].detach().float().cpu().clamp(-1, 1) + 1) / 2
-    return image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
-
-
 def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None:
-    """One row: the first image of each visual, in `names` order (missing ones skipped)."""
-    images = [to_image_tensor(visuals[n]) for n in names if n in visuals]
-    grid = make_grid(images, nrow=len(images), padding=2, pad_value=1.0)
+    """One row: the first image of each visual (as the reference's tensor2im makes it), in
+    `names` order (missing ones skipped), on white."""
+    images = [torch.from_numpy(tensor2im(visuals[n][0])).permute(2, 0, 1) for n in names if n in visuals]
+    grid = make_grid(images, nrow=len(images), padding=2, pad_value=255)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    array = (grid.permute(1, 2, 0).numpy() * 255).astype("uint8")  # truncated, as the reference's tensor2im
-    Image.fromarray(array).save(path)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)

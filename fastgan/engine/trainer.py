@@ -6,7 +6,8 @@ multiple of its frequency, so batch sizes that do not divide it still fire.
 Networks are written under the reference's names ({epoch}_net_{name}.pth,
 latest_net_*.pth, iter_N_net_*.pth with --save_by_iter); the training-state
 file beside them lets --continue_train resume exactly where the run stopped.
-SIGINT/SIGTERM stop after the current iteration and save first.
+SIGINT/SIGTERM stop after the current iteration and save first. Samples go to
+samples/ and, unless --no_html, to the reference's web/ page (fastgan.engine.web_page).
 
 In a data-parallel run (fastgan.engine.distributed) every rank runs this loop
 on its shard of each global batch and counts images globally; rank 0 alone
@@ -35,6 +36,7 @@ from fastgan.engine.models import check_image_fits, model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
                                   save_training_state)
+from fastgan.engine.web_page import TrainingPage
 from fastgan.models import CheckpointError, count_parameters
 from fastgan.options import Options, checkpoint_label, sizes_vary
 
@@ -100,6 +102,7 @@ class Trainer:
         self.model = model_from_options(opt)
         self.choices_adopted = choice_cache.adopt(self.model.device)  # before any kernel is timed
         self.loss_log = LossLog(self.dir, self.model.loss_names) if self.main else None
+        self.web_page = TrainingPage(self.dir, opt.name, opt.display_winsize) if self.main and not opt.no_html else None
         self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
 
     # -- set-up --------------------------------------------------------------
@@ -331,6 +334,9 @@ class Trainer:
         if self.main and crossed(p.total_iters, n, opt.display_freq):
             path = os.path.join(self.dir, "samples", f"epoch{p.epoch:03d}_iter{p.total_iters:08d}.png")
             save_sample_grid(self.model.visuals, self.model.visual_names, path)
+            if self.web_page is not None:
+                self.web_page.display(self.model.visuals, self.model.visual_names, p.epoch,
+                                      save_result=crossed(p.total_iters, n, opt.update_html_freq))
         if crossed(p.total_iters, n, opt.save_latest_freq):
             self.save([f"iter_{p.total_iters}" if opt.save_by_iter else "latest"])
 
@@ -340,6 +346,8 @@ class Trainer:
         old_lr = self.model.learning_rate
         lr = self.model.update_learning_rate()
         p.epoch, p.batch = epoch + 1, 0
+        if self.web_page is not None:
+            self.web_page.start_epoch()
         labels = ["latest", epoch] if epoch % self.opt.save_epoch_freq == 0 else []
         self.save(labels)
         self.log(f"end of epoch {epoch} / {self.last_epoch}; learning rate {old_lr:.7f} -> {lr:.7f}")

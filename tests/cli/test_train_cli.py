@@ -16,8 +16,12 @@ from PIL import Image
 from fastgan import test as test_cli
 from fastgan import train as train_cli
 from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
+from fastgan.image_pages import tensor2im
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the images each model shows, in the reference's order (cyclegan: identity loss on)
+VISUAL_NAMES = {"cyclegan": ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A"),
+                "pix2pix": ("real_A", "fake_B", "real_B")}
 
 
 def write_images(folder, n, size, seed, width_factor=1):
@@ -97,6 +101,19 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
         assert curve.size == (960, 540)
     samples = sorted(os.listdir(out / "samples"))
     assert len(samples) == (2 * per_epoch) // 4
+    # the reference's web/: each epoch's first display (images 4 and 8; update_html_freq 1000
+    # keeps no later one) as epoch{E}_{visual}.png, the sample grid's cells, newest epoch first
+    visuals = VISUAL_NAMES[arch]
+    assert sorted(os.listdir(out / "web" / "images")) == sorted(f"epoch{e:03d}_{v}.png" for e in (1, 2) for v in visuals)
+    for epoch, total in ((1, 4), (2, 8)):
+        grid = np.asarray(Image.open(out / "samples" / f"epoch{epoch:03d}_iter{total:08d}.png"))
+        for k, v in enumerate(visuals):
+            cell = grid[2:34, 2 + 34 * k:34 + 34 * k]
+            assert (np.asarray(Image.open(out / "web" / "images" / f"epoch{epoch:03d}_{v}.png")) == cell).all(), v
+    page = (out / "web" / "index.html").read_text()
+    assert "<meta http-equiv='refresh' content='1'>" in page and "Experiment name = full" in page
+    assert page.index("epoch [2]") < page.index("epoch [1]")
+    assert page.count("style='width:256px'") == 2 * len(visuals) and page.count("<h3>") == 2
     # the reference's text files, for scripts that read them
     text = (out / "loss_log.txt").read_text().splitlines()
     assert text[0].startswith("================ Training Loss (") and len(text) == 1 + 2 * per_epoch
@@ -191,11 +208,12 @@ def test_a_second_signal_stops_at_once_with_its_exit_status(unaligned_root, tmp_
 def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
     index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
-                           str(tmp_path / "results"), "--device", "cpu", "--eval"])
+                           str(tmp_path / "results"), "--device", "cpu", "--eval", "--display_winsize", "128"])
     html = open(index).read()
     images = os.path.join(os.path.dirname(index), "images")
     assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
     assert html.count("<tr>") == 3 and "img000_fake.png" in html
+    assert html.count("style='width:128px'") == 6 and html.index("<h3>img000</h3>") < html.index("<h3>img001</h3>")
     table = (tmp_path / "run" / "test_opt.txt").read_text()  # as the reference's test writes it
     assert f"{'phase':>25}: {'test':<30}\t[default: train]" in table and (tmp_path / "run" / "train_opt.txt").exists()
     assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
@@ -229,21 +247,26 @@ def assert_written(path, value):
     """The PNG at `path` holds `value` (1 x C x H x W in [-1, 1]) as tensor2im writes it, to one
     level where float rounding puts a value on the other side of a truncation step."""
     written = np.asarray(Image.open(path), dtype=int)
-    want = np.asarray(test_cli.to_uint8_image(value[0]), dtype=int)
+    want = tensor2im(value[0]).astype(int)
     assert np.abs(written - want).max() <= 1, path
 
 
 def test_saved_images_are_the_references_tensor2im():
-    """(x + 1) / 2 * 255 truncated, not rounded; one channel tiled to RGB."""
-    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0]).view(1, 1, 6)
-    image = test_cli.to_uint8_image(x)
-    assert image.mode == "RGB"
-    assert np.asarray(image)[0, :, 0].tolist() == [0, 0, 127, 191, 254, 255]
-    assert (np.asarray(image)[..., 0] == np.asarray(image)[..., 2]).all()
+    """(x + 1) / 2 * 255 truncated, not rounded; one channel tiled to RGB; out of range clamped."""
+    x = torch.tensor([-1.5, -1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 2.0]).view(1, 1, 8)
+    image = tensor2im(x)
+    assert image.shape == (1, 8, 3) and image.dtype == np.uint8
+    assert image[0, :, 0].tolist() == [0, 0, 0, 127, 191, 254, 255, 255]
+    assert (image[..., 0] == image[..., 2]).all()
+    rgb = torch.rand(3, 2, 5) * 2 - 1
+    assert (tensor2im(rgb) == ((rgb + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).numpy()).all()
+    with pytest.raises(ValueError, match="expected 1 or 3 channels"):
+        tensor2im(torch.zeros(2, 4, 4))
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--num_test", "-1"], "--num_test -1 must not be negative"),
+    (["--display_winsize", "-3"], "--display_winsize -3 must be positive (pixels)"),
     (["--checkpoint", "EMPTY"], "EMPTY: empty"),
     (["--checkpoint", "LFS"], "a Git LFS pointer"),
     (["--checkpoint", "GARBAGE"], "not a PyTorch network file"),
@@ -620,6 +643,7 @@ def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, caps
 
 @pytest.mark.parametrize("extra,message", [
     (["--max_iters", "-5"], "--max_iters -5 must not be negative"),
+    (["--display_winsize", "0"], "--display_winsize 0 must be positive (pixels)"),
     (["--device", "tpu"], "--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     (["--device", "meta"], "--device meta: fastgan trains on cpu or cuda devices"),
     (["--device", "cuda:abc"], "--device 'cuda:abc' is not a device"),
@@ -706,7 +730,8 @@ def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys
                                     "--max_iters", "1"])
     out = capsys.readouterr().out
     assert result["iteration"] == 1
-    assert "unused: --display_id, --display_port, --no_html" in out
+    assert "unused: --display_id, --display_port (the reference's visdom/wandb display" in out
+    assert not (tmp_path / "ref_resnet_6blocks_size36" / "web").exists()  # --no_html
     assert "fastgan cyclegan on cpu" in out and "ResnetGenerator(" in out
     saved = json.load(open(tmp_path / "ref_resnet_6blocks_size36" / "train_opt.json"))
     assert saved["name"] == "ref_resnet_6blocks_size36" and saved["device"] == "cpu"

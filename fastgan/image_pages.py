@@ -1,0 +1,45 @@
+"""Images and pages of images as the reference writes them: its tensor2im, and its HTML
+pages of images under headings (a training run's web/index.html, fastgan.test's
+index.html)."""
+
+from __future__ import annotations
+
+import html
+import os
+
+import numpy as np
+import torch
+
+
+def tensor2im(x: torch.Tensor) -> np.ndarray:
+    """A (C, H, W) image in [-1, 1] as the reference's tensor2im makes it: an (H, W, 3) uint8
+    array of (x + 1) / 2 * 255 truncated (not rounded), one channel tiled to RGB. Values
+    outside [-1, 1] are clamped (the reference would wrap them around)."""
+    if x.dim() != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"an image to save has shape {tuple(x.shape)}: expected 1 or 3 channels, (C, H, W)")
+    image = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
+    return image.expand(3, -1, -1).permute(1, 2, 0).numpy()
+
+
+def write_image_page(path: str, title: str, sections: list[tuple[str, list[tuple[str, str]]]], width: int,
+                     refresh: int | None = None) -> None:
+    """An HTML page at `path`: `title`, then each section's heading over one row of its
+    (label, image path relative to the page) images, each `width` pixels wide and linked to
+    itself, as the reference's html.HTML lays them out. `refresh`: seconds after which a
+    browser reloads the page (the reference's training page: 1). Written whole, then renamed
+    into place: a browser reloading it never reads half a page."""
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>"]
+    if refresh:
+        parts.append(f"<meta http-equiv='refresh' content='{int(refresh)}'>")
+    parts.append(f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>")
+    for heading, images in sections:
+        cells = "".join(f"<td style='word-wrap: break-word;' halign='center' valign='top'>"
+                        f"<a href=\"{html.escape(src)}\"><img style='width:{int(width)}px' src=\"{html.escape(src)}\">"
+                        f"</a><br><p>{html.escape(label)}</p></td>" for label, src in images)
+        parts.append(f"<h3>{html.escape(heading)}</h3><table border='1' style='table-layout: fixed;'>"
+                     f"<tr>{cells}</tr></table>")
+    parts.append("</body></html>\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(parts))
+    os.replace(tmp, path)
