@@ -9,7 +9,9 @@ import torch
 
 def constant(op: str, name: str, value, instead: str) -> float:
     """A loss's constant factor as a float: a number, or a one-element tensor without grad
-    (a learned factor would silently get no gradient: multiply the loss by it instead)."""
+    (a learned factor would silently get no gradient: multiply the loss by it instead).
+    A tensor is read to the host here: a sync on a GPU, a graph break under torch.compile
+    (cycle_losses branches on lambda_identity == 0, so the value is needed)."""
     if isinstance(value, torch.Tensor):
         if value.requires_grad:
             raise TypeError(f"{op}: {name} is a constant (a Python float); for a learned {name}, "
