@@ -340,12 +340,13 @@ inline double mean_of(double sum, int64_t n) {
   return sum / static_cast<double>(n);
 }
 
-// var from sum((x - m)^2) around the rounded mean m of the exact mean `exact`.
+// var from sum((x - m)^2) around the rounded mean m of the exact mean `exact`. A constant
+// plane with eps 0 gets rstd 0 (it normalizes to 0, its dx is 0), as aten's InvStd does.
 template <typename acc_t>
 inline acc_t rstd_of(double sq_dev, double exact, acc_t m, int64_t n, double eps) {
   const double d = exact - static_cast<double>(m);
   const double var = std::max(sq_dev / static_cast<double>(n) - d * d, 0.0);
-  return static_cast<acc_t>(1.0 / std::sqrt(var + eps));
+  return var + eps == 0.0 ? acc_t(0) : static_cast<acc_t>(1.0 / std::sqrt(var + eps));
 }
 
 // The three per-plane constants of dx from A = sum(gz), B = sum(gz * (x - mean)).

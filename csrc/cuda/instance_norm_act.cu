@@ -161,13 +161,14 @@ __device__ __forceinline__ acc_t plane_shift_warp(const scalar_t* __restrict__ p
   return __shfl_sync(0xffffffffu, v, 0) / static_cast<acc_t>(m);
 }
 
-// mean and rstd from the shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) over n.
+// mean and rstd from the shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) over n (rstd 0
+// for a constant plane with eps 0, as aten's InvStd).
 __device__ __forceinline__ void stats_from_sums(double s1, double s2, double k, int64_t n, double eps, double& mean,
                                                 double& rstd) {
   const double m1 = s1 / static_cast<double>(n);
   const double var = fmax(s2 / static_cast<double>(n) - m1 * m1, 0.0);
   mean = k + m1;
-  rstd = 1.0 / sqrt(var + eps);
+  rstd = var + eps == 0.0 ? 0.0 : 1.0 / sqrt(var + eps);
 }
 
 // Thread 0's end of a plane's statistics from its shifted sums: mean and rstd written

@@ -41,7 +41,8 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     x: (N, C, H, W), floating (float32, bfloat16, float16, float64), any layout; the
     output keeps x's layout when it is contiguous or channels_last. Each (n, c) plane
     is normalized over H x W with its mean and biased variance (nn.InstanceNorm2d
-    without running stats), eps added to the variance. weight, bias: (C,) or None.
+    without running stats), eps added to the variance (a constant plane with eps 0
+    normalizes to 0, with zero dx, as torch's instance_norm). weight, bias: (C,) or None.
     activation: "relu", "leaky_relu" (with negative_slope) or "none". residual: None
     or a tensor of x's shape and dtype, added after the activation (the end of a
     ResNet block: activation "none"). Differentiable in x, weight, bias and residual,

@@ -75,8 +75,11 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
         raise ValueError(f"instance_norm_act: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     mean = xf.mean(dim=(2, 3), keepdim=True)
-    var = (xf - mean).square().mean(dim=(2, 3), keepdim=True)
-    y = (xf - mean) * torch.rsqrt(var + eps)
+    var_eps = (xf - mean).square().mean(dim=(2, 3), keepdim=True) + eps
+    # as aten's InvStd: a constant plane with eps 0 normalizes to 0 (rstd 0), not to 0 * inf;
+    # the rsqrt never sees 0, so its gradient stays finite there
+    nonzero = var_eps != 0
+    y = (xf - mean) * (torch.rsqrt(torch.where(nonzero, var_eps, 1.0)) * nonzero)
     if weight is not None:
         y = y * weight.to(y.dtype).view(1, -1, 1, 1)
     if bias is not None:

@@ -228,6 +228,40 @@ def test_eps_and_slope_are_used():
         assert_close(got, want, 1e-5, backend)
 
 
+ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend,device", [(b, "cpu") for b in CPU_BACKENDS] + [
+    pytest.param(b, "cuda", marks=ON_GPU, id=f"{b}-gpu") for b in ("cuda", "triton")])
+def test_constant_plane_with_eps_zero_is_torchs_zero(backend, device, layout):
+    """With eps 0 a constant plane has rstd 1/sqrt(0): torch's instance_norm (aten's InvStd)
+    makes it 0, so it normalizes to 0 (the bias after affine) and passes no dx; the other
+    planes are untouched."""
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(2, 3, 5, 7, generator=g, dtype=torch.float64)
+    x[0, 1] = 0.75
+    x[1, 2] = -2.0
+    w, b = torch.rand(3, generator=g, dtype=torch.float64) + 0.5, torch.randn(3, generator=g, dtype=torch.float64)
+    go = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    if layout == "channels_last":
+        x, go = x.contiguous(memory_format=torch.channels_last), go.contiguous(memory_format=torch.channels_last)
+    want_leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    want = F.instance_norm(want_leaves[0], weight=want_leaves[1], bias=want_leaves[2], eps=0.0)
+    want_grads = torch.autograd.grad(want, want_leaves, go)
+    assert want[0, 1].eq(b[1]).all() and want_grads[0][0, 1].eq(0).all()  # torch's own convention
+    for dtype in (torch.float64, torch.float32):
+        leaves = [t.to(device, dtype).requires_grad_() for t in (x, w, b)]
+        with ops.use_backend(backend):
+            got = ops.instance_norm_act(*leaves, eps=0.0, activation="none")
+        grads = torch.autograd.grad(got, leaves, go.to(device, dtype))
+        rtol = RTOL[dtype]
+        assert_close(got, want.detach(), rtol, f"{dtype} output")
+        for name, a, e in zip(("dx", "dweight", "dbias"), grads, want_grads):
+            assert_close(a, e, rtol, f"{dtype} {name}")
+        assert got[0, 1].eq(leaves[2][1]).all() and grads[0][0, 1].eq(0).all() and grads[0][1, 2].eq(0).all()
+
+
 @pytest.mark.parametrize("backend", NATIVE_CPU)
 def test_gradcheck_float64(backend):
     for activation in ACTIVATIONS:

@@ -149,8 +149,9 @@ def _combine(p1_ptr, p2_ptr, plane, cmask, S, BLOCK_C: tl.constexpr, BLOCK_S: tl
 @triton.jit
 def _stats(s1, s2, k, HW, eps):
     m1 = s1 / HW
-    var = tl.maximum(s2 / HW - m1 * m1, 0.0)
-    return k.to(tl.float64) + m1, 1.0 / tl.sqrt(var + eps)
+    var_eps = tl.maximum(s2 / HW - m1 * m1, 0.0) + eps
+    # rstd 0 for a constant plane with eps 0 (it normalizes to 0), as aten's InvStd
+    return k.to(tl.float64) + m1, tl.where(var_eps == 0.0, 0.0, 1.0 / tl.sqrt(var_eps))
 
 
 @triton.jit
