@@ -14,6 +14,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+@pytest.fixture
+def server():
+    """A local HTTP server for the download tests (tests/local_http_server.py)."""
+    from tests.local_http_server import serving
+
+    with serving() as handler_and_address:
+        yield handler_and_address
+
+
 @pytest.fixture(autouse=True)
 def _cudnn_flags_restored():
     """Each test leaves cuDNN's process-wide flags as it found them: a model built on a

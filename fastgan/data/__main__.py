@@ -1,7 +1,10 @@
-"""`python -m fastgan.data download NAME`: the reference's public datasets into ./datasets/NAME.
+"""`python -m fastgan.data download NAME`: the reference's public datasets into ./datasets/NAME;
+`python -m fastgan.data download_model NAME`: its pretrained generators into
+./checkpoints/NAME_pretrained/latest_net_G.pth.
 
     python -m fastgan.data download horse2zebra
     python -m fastgan.data download facades --arch cyclegan --root /data
+    python -m fastgan.data download_model horse2zebra
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from fastgan.cli import fail
 from fastgan.data.download import CYCLEGAN_SETS, HOST, PIX2PIX_SETS, download
 from fastgan.data.errors import DatasetError
+from fastgan.data.pretrained import CYCLEGAN_MODELS, PIX2PIX_MODELS, download_pretrained
 
 
 def main(argv=None) -> None:
@@ -21,14 +25,24 @@ def main(argv=None) -> None:
         "download", help="fetch a CycleGAN or pix2pix dataset (resumes an interrupted download)",
         epilog=f"CycleGAN: {', '.join(CYCLEGAN_SETS)}. pix2pix: {', '.join(PIX2PIX_SETS)}. cityscapes: "
                f"licensed, see https://cityscapes-dataset.com (the command says how).")
-    get.add_argument("name")
     get.add_argument("--root", default="./datasets", help="where NAME/ goes (default: ./datasets)")
-    get.add_argument("--arch", choices=("cyclegan", "pix2pix"),
-                     help="which form of a dataset both have (facades, maps; default: pix2pix)")
-    get.add_argument("--host", default=HOST, help=f"server holding cyclegan/ and pix2pix/ (default: {HOST})")
+    get_model = commands.add_parser(
+        "download_model", help="fetch a pretrained CycleGAN or pix2pix generator (resumes an interrupted download)",
+        epilog=f"CycleGAN: {', '.join(CYCLEGAN_MODELS)}. pix2pix: {', '.join(PIX2PIX_MODELS)}.")
+    get_model.add_argument("--checkpoints_dir", default="./checkpoints",
+                           help="where NAME_pretrained/ goes (default: ./checkpoints)")
+    for command, both in ((get, "facades, maps"), (get_model, "sat2map, map2sat, facades_label2photo")):
+        command.add_argument("name")
+        command.add_argument("--arch", choices=("cyclegan", "pix2pix"),
+                             help=f"which form of a name both have ({both}; default: pix2pix)")
+        command.add_argument("--host", default=HOST,
+                             help=f"server holding cyclegan/ and pix2pix/ (default: {HOST})")
     args = parser.parse_args(argv)
     try:
-        download(args.name, args.root, args.arch, args.host)
+        if args.command == "download":
+            download(args.name, args.root, args.arch, args.host)
+        else:
+            download_pretrained(args.name, args.checkpoints_dir, args.arch, args.host)
     except DatasetError as e:
         fail(str(e))
 

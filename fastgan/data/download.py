@@ -50,22 +50,30 @@ CHUNK = 1 << 20
 
 def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
     """(arch, url) of dataset `name`: the pix2pix archive when both exist, unless arch says otherwise."""
-    known = {"cyclegan": CYCLEGAN_SETS, "pix2pix": PIX2PIX_SETS}
     if name in LICENSED:  # in either form, whatever the arch
         raise DatasetError(LICENSED[name])
-    if arch is None:
-        if name not in CYCLEGAN_SETS + PIX2PIX_SETS:
-            raise DatasetError(f"no dataset {name!r}; the cyclegan datasets are {', '.join(CYCLEGAN_SETS)}; "
-                               f"the pix2pix datasets are {', '.join(PIX2PIX_SETS)}")
-        arch = "pix2pix" if name in PIX2PIX_SETS else "cyclegan"
-    if arch not in known:
-        raise DatasetError(f"unknown --arch {arch!r}; choose cyclegan or pix2pix")
-    if not host.startswith(("http://", "https://")):
-        raise DatasetError(f"--host {host!r} is not an http:// or https:// address")
-    if name not in known[arch]:
-        raise DatasetError(f"no {arch} dataset {name!r}; the {arch} datasets are {', '.join(known[arch])}")
+    arch = pick_arch(name, arch, {"cyclegan": CYCLEGAN_SETS, "pix2pix": PIX2PIX_SETS}, "dataset", "datasets", host)
     ext = "zip" if arch == "cyclegan" else "tar.gz"
     return arch, f"{host.rstrip('/')}/{arch}/datasets/{name}.{ext}"
+
+
+def pick_arch(name: str, arch: str | None, known: dict[str, tuple[str, ...]], what: str, whats: str,
+              host: str) -> str:
+    """The arch whose `known` names hold `name` (a dataset, a pretrained model): pix2pix's
+    where both do, unless `arch` says otherwise; a DatasetError naming what there is, else.
+    Checks that `host` is an http(s) address too."""
+    if arch is None:
+        if not any(name in names for names in known.values()):
+            raise DatasetError(f"no {what} {name!r}; " + "; ".join(
+                f"the {a} {whats} are {', '.join(names)}" for a, names in known.items()))
+        arch = "pix2pix" if name in known["pix2pix"] else "cyclegan"
+    if arch not in known:
+        raise DatasetError(f"unknown --arch {arch!r}; choose cyclegan or pix2pix")
+    if name not in known[arch]:
+        raise DatasetError(f"no {arch} {what} {name!r}; the {arch} {whats} are {', '.join(known[arch])}")
+    if not host.startswith(("http://", "https://")):
+        raise DatasetError(f"--host {host!r} is not an http:// or https:// address")
+    return arch
 
 
 def download(name: str, root: str = "./datasets", arch: str | None = None, host: str = HOST,

@@ -1,16 +1,11 @@
-"""python -m fastgan.data download: a local HTTP server serves archives the tests build.
-
-The server speaks HTTP ranges (206 with Content-Range, 416 past the end) and can
-be told to drop the connection after some bytes, as a real network does.
-"""
+"""python -m fastgan.data download: a local HTTP server (the `server` fixture,
+tests/local_http_server.py) serves archives the tests build."""
 
 from __future__ import annotations
 
-import http.server
 import io
 import socket
 import tarfile
-import threading
 import zipfile
 
 import pytest
@@ -18,51 +13,6 @@ import pytest
 from fastgan.data import DatasetError
 from fastgan.data.__main__ import main as cli_main
 from fastgan.data.download import download, source
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    cut_after: int | None = None  # send only this many bytes of the next answer, then hang up
-    log: list[tuple[str, str | None]] = []
-
-    def do_GET(self):
-        data = self.files.get(self.path)
-        self.log.append((self.path, self.headers.get("Range")))
-        if data is None:
-            self.send_error(404)
-            return
-        start, status = 0, 200
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.end_headers()
-                return
-            status = 206
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data) - start))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        body = data[start:]
-        if type(self).cut_after is not None:
-            body, type(self).cut_after = body[: type(self).cut_after], None
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    _Handler.files, _Handler.log, _Handler.cut_after = {}, [], None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def zip_archive(name: str) -> bytes:

@@ -1,0 +1,58 @@
+"""A local HTTP server for the download tests: it serves `files` (path -> bytes), speaks
+HTTP ranges (206 with Content-Range, 416 past the end) and can be told to drop the
+connection after some bytes, as a real network does. The `server` fixture (tests/conftest.py)
+yields (Handler, "http://127.0.0.1:PORT") and `Handler.log` lists (path, Range header)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+from typing import Iterator
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    cut_after: int | None = None  # send only this many bytes of the next answer, then hang up
+    log: list[tuple[str, str | None]] = []
+
+    def do_GET(self):
+        data = self.files.get(self.path)
+        self.log.append((self.path, self.headers.get("Range")))
+        if data is None:
+            self.send_error(404)
+            return
+        start, status = 0, 200
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            status = 206
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data) - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        body = data[start:]
+        if type(self).cut_after is not None:
+            body, type(self).cut_after = body[: type(self).cut_after], None
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[tuple[type[Handler], str]]:
+    Handler.files, Handler.log, Handler.cut_after = {}, [], None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
