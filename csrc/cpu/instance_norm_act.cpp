@@ -1,8 +1,10 @@
 // fastgan::instance_norm_act and fastgan::instance_norm_act_backward on the CPU.
 //
 // Forward, per (n, c) plane of HW = H * W elements:
-//   mean = sum(x) / HW, var = sum((x - mean)^2) / HW (biased, two passes: exact up to
-//   the summation order, even for a large mean), rstd = 1 / sqrt(var + eps),
+//   mean = k + sum(x - k) / HW with k the plane's first element, var = sum((x - mean)^2)
+//   / HW (biased, two passes: exact up to the summation order, even for a large mean;
+//   exactly 0 for a constant plane), rstd = 1 / sqrt(var + eps) (0 when var + eps is 0,
+//   as aten's),
 //   z = (x - mean) * (rstd * w) + b, y = act(z) [+ residual].
 // Backward, with gz = grad * act'(z) (z recomputed from x, mean, rstd, w, b exactly as
 // the forward computed it), A = sum(gz), B = sum(gz * (x - mean)):

@@ -340,6 +340,14 @@ inline double mean_of(double sum, int64_t n) {
   return sum / static_cast<double>(n);
 }
 
+// The shift of a plane's sums, sum(x - k): its first element k, so that a constant plane
+// sums to exactly 0 and has a variance of exactly 0 (eps 0 then gives rstd 0, as aten's
+// Welford does), and a plane far from 0 cancels less. `first`: the plane's first element.
+template <typename scalar_t>
+inline at::opmath_type<scalar_t> shift_of(const scalar_t* first, int64_t HW) {
+  return HW > 0 ? static_cast<at::opmath_type<scalar_t>>(*first) : at::opmath_type<scalar_t>(0);
+}
+
 // var from sum((x - m)^2) around the rounded mean m of the exact mean `exact`. A constant
 // plane with eps 0 gets rstd 0 (it normalizes to 0, its dx is 0), as aten's InvStd does.
 template <typename acc_t>
@@ -386,7 +394,8 @@ void forward_nchw(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
     at::parallel_for(0, P, std::max<int64_t>(1, kGrain / std::max<int64_t>(HW, 1)), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const scalar_t* xp = x + p * HW;
-        const double exact = mean_of(run_sum(xp, HW, acc_t(0)), HW);
+        const acc_t k = shift_of(xp, HW);
+        const double exact = static_cast<double>(k) + mean_of(run_sum(xp, HW, k), HW);
         const acc_t m = static_cast<acc_t>(exact);
         mean_out[p] = m;
         rstd_out[p] = rstd_of(run_sq_dev(xp, HW, m), exact, m, HW, eps);
@@ -401,13 +410,13 @@ void forward_nchw(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   at::parallel_for(0, P * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / chunks, k = t % chunks;
-      partial[t] = run_sum(x + p * HW + k * kChunk, chunk_len(k), acc_t(0));
+      partial[t] = run_sum(x + p * HW + k * kChunk, chunk_len(k), shift_of(x + p * HW, HW));
     }
   });
   for (int64_t p = 0; p < P; ++p) {
     double s = 0.0;
     for (int64_t k = 0; k < chunks; ++k) s += partial[p * chunks + k];
-    exact[p] = mean_of(s, HW);
+    exact[p] = static_cast<double>(shift_of(x + p * HW, HW)) + mean_of(s, HW);
     mean_out[p] = static_cast<acc_t>(exact[p]);
   }
   at::parallel_for(0, P * chunks, 1, [&](int64_t begin, int64_t end) {
@@ -780,7 +789,8 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t P = d.planes();
   const int64_t chunks = ceil_div(d.HW, kRows);
-  std::vector<acc_t> zeros(P, acc_t(0)), scale(P), shift(P);
+  std::vector<acc_t> first(P), scale(P), shift(P);  // first: each plane's shift_of, its first pixel
+  for (int64_t p = 0; p < P; ++p) first[p] = shift_of(x + (p / d.C) * d.HW * d.C + p % d.C, d.HW);
   std::vector<double> exact(P);
 
   if (nhwc_fused<scalar_t>(d)) {
@@ -795,11 +805,11 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
         auto block = [&](int64_t k) { return NhwcBlock{n, c0, cn, k * kRows, std::min(kRows, d.HW - k * kRows)}; };
         std::fill(total, total + cn, 0.0);
         for (int64_t k = 0; k < chunks; ++k) {
-          nhwc_reduce<NhwcReduce::kSum>(x, d, block(k), zeros.data() + q, part);
+          nhwc_reduce<NhwcReduce::kSum>(x, d, block(k), first.data() + q, part);
           for (int64_t c = 0; c < cn; ++c) total[c] += part[c];
         }
         for (int64_t c = 0; c < cn; ++c) {
-          exact[q + c] = mean_of(total[c], d.HW);
+          exact[q + c] = static_cast<double>(first[q + c]) + mean_of(total[c], d.HW);
           mean_out[q + c] = static_cast<acc_t>(exact[q + c]);
         }
         std::fill(total, total + cn, 0.0);
@@ -838,11 +848,11 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const NhwcBlock bk = task(t);
-      nhwc_reduce<NhwcReduce::kSum>(x, d, bk, zeros.data() + bk.n * d.C + bk.c0, partial.data() + t * kChannels);
+      nhwc_reduce<NhwcReduce::kSum>(x, d, bk, first.data() + bk.n * d.C + bk.c0, partial.data() + t * kChannels);
     }
   });
   for (int64_t p = 0; p < P; ++p) {
-    exact[p] = mean_of(combine(partial, p / d.C, p % d.C), d.HW);
+    exact[p] = static_cast<double>(first[p]) + mean_of(combine(partial, p / d.C, p % d.C), d.HW);
     mean_out[p] = static_cast<acc_t>(exact[p]);
   }
   at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {

@@ -151,14 +151,17 @@ __device__ __forceinline__ void block_sum2(double& a, double& b) {
 }
 
 // The shift k of a plane: the mean of its first min(32, n) elements (element j at
-// p[j * stride]), computed by warp 0 alike in every block of the plane.
+// p[j * stride]), computed by warp 0 alike in every block of the plane, as the first
+// element plus the mean of the others' differences to it: a constant plane's k is its
+// value exactly, so its sums and variance are exactly 0.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t plane_shift_warp(const scalar_t* __restrict__ p, int64_t stride, int64_t n,
                                                   int lane) {
   const int m = static_cast<int>(n < kShiftElems ? n : kShiftElems);
-  acc_t v = lane < m ? static_cast<acc_t>(p[lane * stride]) : acc_t(0);
+  const acc_t first = static_cast<acc_t>(p[0]);
+  acc_t v = lane < m ? static_cast<acc_t>(p[lane * stride]) - first : acc_t(0);
   v = warp_sum(v);
-  return __shfl_sync(0xffffffffu, v, 0) / static_cast<acc_t>(m);
+  return first + __shfl_sync(0xffffffffu, v, 0) / static_cast<acc_t>(m);
 }
 
 // mean and rstd from the shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) over n (rstd 0
@@ -671,14 +674,17 @@ __device__ __forceinline__ void lanes_sum2(double& a, double& b) {
   }
 }
 
-// The channel's shift k: the mean of its first min(32, HW) pixels, in pixel order.
+// The channel's shift k: the mean of its first min(32, HW) pixels, in pixel order, as
+// plane_shift_warp forms it (the first pixel plus the mean difference to it: exact for a
+// constant channel).
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t channel_shift(const scalar_t* __restrict__ x, int64_t n, int64_t c, int64_t C,
                                                int64_t HW) {
   const int m = static_cast<int>(HW < kShiftElems ? HW : kShiftElems);
+  const acc_t first = static_cast<acc_t>(x[n * HW * C + c]);
   acc_t s = acc_t(0);
-  for (int j = 0; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + j) * C + c]);
-  return s / static_cast<acc_t>(m);
+  for (int j = 1; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + j) * C + c]) - first;
+  return first + s / static_cast<acc_t>(m);
 }
 
 template <typename scalar_t>

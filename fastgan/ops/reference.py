@@ -74,7 +74,10 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     if x.dim() != 4:
         raise ValueError(f"instance_norm_act: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    mean = xf.mean(dim=(2, 3), keepdim=True)
+    # sums shifted by each plane's first pixel, as the kernels: a constant plane's mean is its
+    # value and its variance 0 exactly, whatever its value's rounding in a sum
+    first = xf[:, :, :1, :1]
+    mean = first + (xf - first).mean(dim=(2, 3), keepdim=True)
     var_eps = (xf - mean).square().mean(dim=(2, 3), keepdim=True) + eps
     # as aten's InvStd: a constant plane with eps 0 normalizes to 0 (rstd 0), not to 0 * inf;
     # the rsqrt never sees 0, so its gradient stays finite there

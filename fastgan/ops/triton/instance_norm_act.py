@@ -106,11 +106,14 @@ def _tile_coords(HW, C, SPLIT, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC: tl.constexpr):
-    """k per channel: the mean of the plane's first SHIFT_N = min(32, HW) elements."""
+    """k per channel: the mean of the plane's first SHIFT_N = min(32, HW) elements, as the
+    first element plus the mean difference to it (a constant plane's k is its value exactly,
+    so its sums and variance are exactly 0)."""
     j = tl.arange(0, 32).to(tl.int64)
     m = cmask[:, None] & (j < SHIFT_N)[None, :]
     v = tl.load(x_ptr + base + c[:, None] * sC + j[None, :] * sHW, mask=m, other=0.0).to(ACC)
-    return tl.sum(v, axis=1) / SHIFT_N
+    first = tl.load(x_ptr + base + c * sC, mask=cmask, other=0.0).to(ACC)
+    return first + tl.sum(tl.where(m, v - first[:, None], 0.0), axis=1) / SHIFT_N
 
 
 @triton.jit
