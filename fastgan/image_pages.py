@@ -23,7 +23,7 @@ def tensor2im(x: torch.Tensor) -> np.ndarray:
 
 def write_image_page(path: str, title: str, sections: list[tuple[str, list[tuple[str, str]]]], width: int,
                      refresh: int | None = None) -> None:
-    """An HTML page at `path`: `title`, then each section's heading over one row of its
+    """An HTML page at `path` titled `title`: each section's heading over one row of its
     (label, image path relative to the page) images, each `width` pixels wide and linked to
     itself, as the reference's html.HTML lays them out. `refresh`: seconds after which a
     browser reloads the page (the reference's training page: 1). Written whole, then renamed
@@ -31,11 +31,11 @@ def write_image_page(path: str, title: str, sections: list[tuple[str, list[tuple
     parts = ["<!doctype html><html><head><meta charset='utf-8'>"]
     if refresh:
         parts.append(f"<meta http-equiv='refresh' content='{int(refresh)}'>")
-    parts.append(f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>")
+    parts.append(f"<title>{html.escape(title)}</title></head><body>")
     for heading, images in sections:
-        cells = "".join(f"<td style='word-wrap: break-word;' halign='center' valign='top'>"
+        cells = "".join(f"<td style='word-wrap: break-word;' halign='center' valign='top'><p>"
                         f"<a href=\"{html.escape(src)}\"><img style='width:{int(width)}px' src=\"{html.escape(src)}\">"
-                        f"</a><br><p>{html.escape(label)}</p></td>" for label, src in images)
+                        f"</a><br><p>{html.escape(label)}</p></p></td>" for label, src in images)
         parts.append(f"<h3>{html.escape(heading)}</h3><table border='1' style='table-layout: fixed;'>"
                      f"<tr>{cells}</tr></table>")
     parts.append("</body></html>\n")

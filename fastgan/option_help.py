@@ -40,7 +40,7 @@ HELP = {
     "print_freq": "log losses every this many images",
     "display_freq": "save a sample grid (and update web/) every this many images",
     "update_html_freq": "web/ keeps the images of a display crossing a multiple of this many images "
-                        "(and the epoch's first)",
+                        "(and the epoch's first; 0: the epoch's first only)",
     "no_html": "do not write web/ (the HTML page of training images)",
     "display_winsize": "width in pixels of the images on the HTML pages",
     "save_latest_freq": "save latest networks and state every this many images",

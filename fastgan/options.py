@@ -64,7 +64,7 @@ class Options:
     load_iter: int = 0
     print_freq: int = 100
     display_freq: int = 400
-    update_html_freq: int = 1000  # web/ keeps the images of a display_freq event crossing a multiple of this
+    update_html_freq: int = 1000  # web/ keeps the images of a display crossing a multiple of this (0: never)
     no_html: bool = False
     display_winsize: int = 256  # width of the images on web/index.html and fastgan.test's page
     save_latest_freq: int = 5000
@@ -195,7 +195,7 @@ def sizes_vary(preprocess: str) -> bool:
 
 # options that count something or weigh a term: never negative
 NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambda_gp", "pool_size", "lambda_A",
-                "lambda_B", "lambda_identity", "lambda_L1")
+                "lambda_B", "lambda_identity", "lambda_L1", "update_html_freq")
 
 
 def check_values(opt: Options) -> None:

@@ -16,6 +16,7 @@ from fastgan.cli import fail
 from fastgan.data.download import CYCLEGAN_SETS, HOST, PIX2PIX_SETS, download
 from fastgan.data.errors import DatasetError
 from fastgan.data.pretrained import CYCLEGAN_MODELS, PIX2PIX_MODELS, download_pretrained
+from fastgan.errors import os_error_line
 
 
 def main(argv=None) -> None:
@@ -45,6 +46,8 @@ def main(argv=None) -> None:
             download_pretrained(args.name, args.checkpoints_dir, args.arch, args.host)
     except DatasetError as e:
         fail(str(e))
+    except OSError as e:  # a folder that cannot be made or written
+        fail(os_error_line(e))
 
 
 if __name__ == "__main__":

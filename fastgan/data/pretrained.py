@@ -16,8 +16,9 @@ lines find it:
 
 sat2map, map2sat and facades_label2photo exist in both forms: the pix2pix one unless
 --arch cyclegan (as for the datasets both have). The file arrives
-as NAME_pretrained/latest_net_G.pth.part, resumed when the command runs again and
-renamed into place only at the size the server announced (fastgan.data.download.fetch).
+as NAME_pretrained/latest_net_G.pth.ARCH.part, resumed when the command runs again, and
+is renamed into place only at the size the server announced (fastgan.data.download.fetch)
+and when it loads as a state dict of tensors; downloaded_from.txt beside it keeps its address.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 
 from fastgan.data.download import HOST, fetch, pick_arch
 from fastgan.data.errors import DatasetError
+from fastgan.errors import first_line
 
 CYCLEGAN_MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite",
                    "horse2zebra", "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe",
@@ -33,6 +35,7 @@ CYCLEGAN_MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "wi
                    "facades_photo2label", "facades_label2photo", "iphone2dslr_flower")
 PIX2PIX_MODELS = ("edges2shoes", "sat2map", "map2sat", "facades_label2photo", "day2night")
 FOLDERS = {"cyclegan": "cyclegan/pretrained_models", "pix2pix": "pix2pix/models-pytorch"}
+SOURCE_FILE = "downloaded_from.txt"  # beside latest_net_G.pth: the address it came from
 
 
 def model_source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
@@ -46,22 +49,51 @@ def model_source(name: str, arch: str | None = None, host: str = HOST) -> tuple[
 def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch: str | None = None,
                         host: str = HOST, log=print) -> str:
     """Fetch generator `name` into checkpoints_dir/NAME_pretrained/latest_net_G.pth (resuming a
-    partial download; nothing when the file is there) and return its path."""
+    partial download; nothing when the file is there) and return its path. The address it
+    came from is kept beside it (SOURCE_FILE): a name both archs publish is not fetched in
+    one form over the other's file."""
     arch, url = model_source(name, arch, host)
     folder = os.path.join(checkpoints_dir, f"{name}_pretrained")
     path = os.path.join(folder, "latest_net_G.pth")
+    source_path = os.path.join(folder, SOURCE_FILE)
     if os.path.exists(path):
+        came_from = open(source_path).read().strip() if os.path.exists(source_path) else None
+        if came_from is not None and came_from != url:
+            raise DatasetError(f"{path} came from {came_from}, not {url}: move it away to download the {arch} "
+                               f"generator {name}")
         log(f"{path} is already there; nothing to download")
         return path
     os.makedirs(folder, exist_ok=True)
+    part = f"{path}.{arch}.part"  # one per address: a resumed download never joins two files
     try:
-        fetch(url, path + ".part")
+        fetch(url, part)
+        check_state_dict(part, url)
     except DatasetError:
         if not os.listdir(folder):  # nothing to resume from: no empty NAME_pretrained/ left behind
             os.rmdir(folder)
         raise
-    os.replace(path + ".part", path)
+    os.replace(part, path)
+    with open(source_path, "w") as f:
+        f.write(url + "\n")
     log(f"the pretrained {arch} generator {name} is {path}; translate with python -m fastgan.test "
         f"--name {name}_pretrained " + ("--model test --no_dropout --dataroot FOLDER_OF_IMAGES" if arch == "cyclegan"
                                          else "--model pix2pix --dataroot ALIGNED_DATASET (its --direction)"))
     return path
+
+
+def check_state_dict(path: str, url: str) -> None:
+    """A DatasetError, and `path` removed, unless it holds a state dict of tensors (a server
+    may answer with a page of its own)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        ok = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
+    except Exception as e:  # torch.load raises what its unpickler met: any of many types
+        ok, why = False, first_line(e)
+    else:
+        why = "not a state dict of tensors"
+    if not ok:
+        os.remove(path)
+        raise DatasetError(f"{url} sent a file that is not a network's weights ({why}); removed it: try again "
+                           "later, or check --host")

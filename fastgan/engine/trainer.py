@@ -37,6 +37,7 @@ from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
                                   save_training_state)
 from fastgan.engine.web_page import TrainingPage
+from fastgan.errors import os_error_line
 from fastgan.models import CheckpointError, count_parameters
 from fastgan.options import Options, checkpoint_label, sizes_vary
 
@@ -103,6 +104,7 @@ class Trainer:
         self.choices_adopted = choice_cache.adopt(self.model.device)  # before any kernel is timed
         self.loss_log = LossLog(self.dir, self.model.loss_names) if self.main else None
         self.web_page = TrainingPage(self.dir, opt.name, opt.display_winsize) if self.main and not opt.no_html else None
+        self.pictures_off: set[str] = set()  # picture outputs that could not be written (_write_picture)
         self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
 
     # -- set-up --------------------------------------------------------------
@@ -162,6 +164,8 @@ class Trainer:
         self.progress = progress
         if self.main:
             self.loss_log.truncate_after(progress.total_iters)
+            if self.web_page is not None and progress.batch > 0:
+                self.web_page.resume_epoch(progress.epoch)
         self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
                  f"batch {progress.batch}, {progress.total_iters} images seen")
         self._count_batches_as_this_run(state)
@@ -328,17 +332,31 @@ class Trainer:
                           "seconds_per_image": (time.perf_counter() - step_start) / max(images, 1),
                           "data_seconds": waited, **values}
                 self.loss_log.append(record)
-                self.loss_log.draw_curve()
+                self._write_picture("loss_curve.png", self.loss_log.draw_curve)
                 bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
                                     " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)
         if self.main and crossed(p.total_iters, n, opt.display_freq):
             path = os.path.join(self.dir, "samples", f"epoch{p.epoch:03d}_iter{p.total_iters:08d}.png")
-            save_sample_grid(self.model.visuals, self.model.visual_names, path)
+            self._write_picture("samples/", lambda: save_sample_grid(self.model.visuals, self.model.visual_names,
+                                                                     path))
             if self.web_page is not None:
-                self.web_page.display(self.model.visuals, self.model.visual_names, p.epoch,
-                                      save_result=crossed(p.total_iters, n, opt.update_html_freq))
+                self._write_picture("web/", lambda: self.web_page.display(
+                    self.model.visuals, self.model.visual_names, p.epoch,
+                    save_result=crossed(p.total_iters, n, opt.update_html_freq)))
         if crossed(p.total_iters, n, opt.save_latest_freq):
             self.save([f"iter_{p.total_iters}" if opt.save_by_iter else "latest"])
+
+    def _write_picture(self, what: str, write) -> None:
+        """A picture output (the loss curve, samples/, web/): one that cannot be written (a full
+        disk, a folder that is a file) is said once and left off for the rest of the run, which
+        trains on and saves its networks."""
+        if what in self.pictures_off:
+            return
+        try:
+            write()
+        except OSError as e:
+            self.pictures_off.add(what)
+            self.log(f"{what} not written from now on ({os_error_line(e)}); training goes on")
 
     def end_epoch(self) -> None:
         p = self.progress

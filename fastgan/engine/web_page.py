@@ -28,6 +28,12 @@ class TrainingPage:
     def start_epoch(self) -> None:
         self.saved = False
 
+    def resume_epoch(self, epoch: int) -> None:
+        """A run resumed inside `epoch`: what the epoch kept before the stop stays kept, as if
+        the run had never stopped (the reference restarts epochs, never resumes inside one)."""
+        folder = os.path.join(self.web_dir, "images")
+        self.saved = os.path.isdir(folder) and any(f.startswith(epoch_prefix(epoch)) for f in os.listdir(folder))
+
     def display(self, visuals: dict[str, torch.Tensor], names, epoch: int, save_result: bool) -> None:
         """`names`: the visuals in page order (missing ones skipped); `save_result`: total_iters
         crossed a multiple of update_html_freq."""
@@ -50,6 +56,10 @@ class TrainingPage:
         write_image_page(os.path.join(self.web_dir, "index.html"), self.title, sections, self.width, refresh=1)
 
 
+def epoch_prefix(epoch: int) -> str:
+    return f"epoch{epoch:03d}_"
+
+
 def image_file(epoch: int, name: str) -> str:
     """An image's path relative to web/ (the reference's names)."""
-    return f"images/epoch{epoch:03d}_{name}.png"
+    return f"images/{epoch_prefix(epoch)}{name}.png"

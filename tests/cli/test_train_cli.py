@@ -90,6 +90,11 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
         for name in loss_names | {"epoch", "lr"}:
             assert a[name] == b[name], (a["total_iters"], name)
     assert_same_nets(str(tmp_path / "full"), str(tmp_path / "part"), nets)
+    # web/ too: what an epoch kept before the stop stays kept after the resume
+    for image in os.listdir(tmp_path / "full" / "web" / "images"):
+        full_image, part_image = (np.asarray(Image.open(tmp_path / run / "web" / "images" / image))
+                                  for run in ("full", "part"))
+        assert (full_image == part_image).all(), image
 
     # the reference's file names, plus fastgan's logs
     out = tmp_path / "full"
@@ -641,8 +646,39 @@ def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, caps
     assert state["progress"]["iteration"] == 3
 
 
+def test_web_page_keeps_update_html_freq_crossings_at_display_winsize(unaligned_root, tmp_path):
+    """display_freq 2 over two epochs of 6 images: displays at 2, 4, 6 and 8, 10, 12; with
+    update_html_freq 4 web/ keeps each epoch's first (2, 8) and the crossings (4, 8, 12), so
+    epoch 1 shows image 4's visuals and epoch 2 image 12's."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--display_freq", "2", "--update_html_freq", "4",
+                                                                "--display_winsize", "64"])
+    out = tmp_path / "run"
+    for epoch, total in ((1, 4), (2, 12)):
+        grid = np.asarray(Image.open(out / "samples" / f"epoch{epoch:03d}_iter{total:08d}.png"))
+        for k, v in enumerate(VISUAL_NAMES["cyclegan"]):
+            web = np.asarray(Image.open(out / "web" / "images" / f"epoch{epoch:03d}_{v}.png"))
+            assert (web == grid[2:34, 2 + 34 * k:34 + 34 * k]).all(), (epoch, v)
+    page = (out / "web" / "index.html").read_text()
+    assert page.count("style='width:64px'") == 2 * len(VISUAL_NAMES["cyclegan"]) and "width:256px" not in page
+
+
+def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, tmp_path, capsys):
+    """web/ a file and samples/ a file: each is said once and left off; the run trains to its
+    end and saves its networks, and the other pictures are written."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "web").write_text("not a folder")
+    (tmp_path / "run" / "samples").write_text("not a folder")
+    result = train_cli.main(tiny_args(unaligned_root, tmp_path, "run"))
+    assert result["iteration"] == 12 and result["stopped"] is None
+    out = capsys.readouterr().out
+    assert out.count("web/ not written from now on (") == 1 and out.count("samples/ not written from now on (") == 1
+    assert "training goes on" in out
+    assert (tmp_path / "run" / "latest_net_G_A.pth").exists() and (tmp_path / "run" / "loss_curve.png").exists()
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--max_iters", "-5"], "--max_iters -5 must not be negative"),
+    (["--update_html_freq", "-1"], "--update_html_freq -1 must not be negative"),
     (["--display_winsize", "0"], "--display_winsize 0 must be positive (pixels)"),
     (["--device", "tpu"], "--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     (["--device", "meta"], "--device meta: fastgan trains on cpu or cuda devices"),

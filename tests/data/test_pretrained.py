@@ -50,12 +50,13 @@ def test_resumes_then_translates_with_the_references_test_command_line(server, t
     handler.files["/cyclegan/pretrained_models/horse2zebra.pth"] = data
     folder = tmp_path / "checkpoints" / "horse2zebra_pretrained"
     folder.mkdir(parents=True)
-    (folder / "latest_net_G.pth.part").write_bytes(data[:1000])  # an earlier, interrupted run
+    (folder / "latest_net_G.pth.cyclegan.part").write_bytes(data[:1000])  # an earlier, interrupted run
     said = []
     path = download_pretrained("horse2zebra", str(tmp_path / "checkpoints"), host=host, log=said.append)
     assert handler.log == [("/cyclegan/pretrained_models/horse2zebra.pth", "bytes=1000-")]
     assert path == str(folder / "latest_net_G.pth") and (folder / "latest_net_G.pth").read_bytes() == data
-    assert sorted(os.listdir(folder)) == ["latest_net_G.pth"]
+    assert sorted(os.listdir(folder)) == ["downloaded_from.txt", "latest_net_G.pth"]
+    assert (folder / "downloaded_from.txt").read_text() == f"{host}/cyclegan/pretrained_models/horse2zebra.pth\n"
     assert "--name horse2zebra_pretrained --model test --no_dropout" in said[0]
     download_pretrained("horse2zebra", str(tmp_path / "checkpoints"), host=host, log=said.append)
     assert len(handler.log) == 1 and "already there" in said[1]  # no second request
@@ -80,7 +81,7 @@ def test_a_short_download_is_refused_and_nothing_is_put_in_place(server, tmp_pat
     handler.cut_after = 500
     with pytest.raises(DatasetError, match=rf"stopped at 500 of {len(data)} bytes; run the command again"):
         download_pretrained("day2night", str(tmp_path), host=host)
-    assert sorted(os.listdir(tmp_path / "day2night_pretrained")) == ["latest_net_G.pth.part"]
+    assert sorted(os.listdir(tmp_path / "day2night_pretrained")) == ["latest_net_G.pth.pix2pix.part"]
     download_pretrained("day2night", str(tmp_path), host=host, log=lambda m: None)
     assert (tmp_path / "day2night_pretrained" / "latest_net_G.pth").read_bytes() == data
 
@@ -96,3 +97,46 @@ def test_command_line_errors_are_one_line(server, tmp_path, capsys):
     assert e.value.code == 2 and err.endswith("zebra2horse.pth failed: HTTP 404 Not Found") and "\n" not in err
     assert handler.log == [("/cyclegan/pretrained_models/zebra2horse.pth", None)]
     assert list(tmp_path.iterdir()) == []  # no empty zebra2horse_pretrained/ left
+
+
+def test_the_two_forms_of_a_name_never_mix(server, tmp_path):
+    """facades_label2photo is published by both archs: a pix2pix download cut short is not
+    completed from the cyclegan address, and a file of one form is not taken for the other."""
+    handler, host = server
+    pix2pix, cyclegan = generator_file(5, netG="unet_128", norm="batch"), generator_file(6, netG="resnet_6blocks")
+    handler.files["/pix2pix/models-pytorch/facades_label2photo.pth"] = pix2pix
+    handler.files["/cyclegan/pretrained_models/facades_label2photo.pth"] = cyclegan
+    handler.cut_after = 700
+    with pytest.raises(DatasetError, match="stopped at 700"):
+        download_pretrained("facades_label2photo", str(tmp_path), host=host)
+    path = download_pretrained("facades_label2photo", str(tmp_path), arch="cyclegan", host=host, log=lambda m: None)
+    assert open(path, "rb").read() == cyclegan
+    assert handler.log[-1] == ("/cyclegan/pretrained_models/facades_label2photo.pth", None)  # from its start
+    with pytest.raises(DatasetError, match="latest_net_G.pth came from .*/cyclegan/pretrained_models/"
+                                           "facades_label2photo.pth, not .*/pix2pix/models-pytorch/"
+                                           "facades_label2photo.pth: move it away to download the pix2pix"):
+        download_pretrained("facades_label2photo", str(tmp_path), host=host)
+    assert open(path, "rb").read() == cyclegan
+
+
+def test_a_file_that_is_no_state_dict_is_refused_and_removed(server, tmp_path):
+    """A server that answers with a page of its own, of the length it announces."""
+    handler, host = server
+    handler.files["/pix2pix/models-pytorch/edges2shoes.pth"] = b"<html>maintenance</html>"
+    with pytest.raises(DatasetError, match="edges2shoes.pth sent a file that is not a network's weights"):
+        download_pretrained("edges2shoes", str(tmp_path), host=host)
+    assert list(tmp_path.iterdir()) == []
+    buf = io.BytesIO()
+    torch.save({"epoch": 3}, buf)
+    handler.files["/pix2pix/models-pytorch/edges2shoes.pth"] = buf.getvalue()
+    with pytest.raises(DatasetError, match=r"not a network's weights \(not a state dict of tensors\)"):
+        download_pretrained("edges2shoes", str(tmp_path), host=host)
+
+
+def test_a_checkpoints_dir_that_cannot_be_made_is_one_line(server, tmp_path, capsys):
+    handler, host = server
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli_main(["download_model", "horse2zebra", "--checkpoints_dir", str(tmp_path / "file"), "--host", host])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: ") and "Not a directory" in err and "\n" not in err
