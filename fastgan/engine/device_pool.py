@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from fastgan.engine.image_pool import saved_images
+
 
 class DeviceImagePool:
     def __init__(self, size: int):
@@ -66,13 +68,8 @@ class DeviceImagePool:
     def load_state_dict(self, state: dict, device: torch.device | str) -> None:
         """The saved pool; one of another size (a run resumed with another --pool_size) gives
         its first stored images, up to this pool's size."""
-        images = state["images"]
-        if isinstance(images, torch.Tensor):
-            images = list(images[: state["count"]].split(1))
-        elif images is None:
-            images = []
-        # else a list: written by the reference's pool (an --eager run)
-        images, count = images[: self.size], min(len(images), self.size)
+        images = saved_images(state, self.size)  # either kind: the reference's list from an --eager run
+        count = len(images)
         images = _stack_into_ring(images, self.size) if images else None
         if self.images is not None:  # keep the tensors (a captured CUDA graph points at them)
             if images is not None and images.shape != self.images.shape:

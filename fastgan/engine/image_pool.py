@@ -47,9 +47,15 @@ class ImagePool:
     def load_state_dict(self, state: dict, device: torch.device | str) -> None:
         """The saved pool; one of another size (a run resumed with another --pool_size) gives
         its first stored images, up to this pool's size."""
-        images = state["images"]
-        if images is None or isinstance(images, torch.Tensor):  # written by the device pool
-            images = [] if images is None else list(images[: state["count"]].split(1))
-        self.images = [t.to(device) for t in images[: self.size]]
+        self.images = [t.to(device) for t in saved_images(state, self.size)]
         if "rng" in state:  # the device pool draws from the torch RNG: keep this pool's own stream
             self.rng.setstate(state["rng"])
+
+
+def saved_images(state: dict, size: int) -> list[torch.Tensor]:
+    """The first `size` images a saved pool of either kind holds (this pool's list, or the
+    device pool's ring and count: a run resumed at another level), as (1, C, H, W) tensors."""
+    images = state["images"]
+    if isinstance(images, torch.Tensor):
+        images = list(images[: state["count"]].split(1))
+    return list(images or [])[:size]
