@@ -1,11 +1,14 @@
-"""Timing candidates for a measured choice (reflect_conv2d's kernels, the convolutions'
-algorithms): the median of a few runs after warm-up, on the device's clock."""
+"""Measured choices (reflect_conv2d's kernels, the convolutions' algorithms): timing the
+candidates (the median of a few runs after warm-up, on the device's clock) and keeping
+the fastest per shape."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -36,3 +39,87 @@ def median_seconds(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class MeasuredChoices:
+    """Which candidate runs each shape, measured on the shape's first use and kept for the
+    process: `key` is a hashable signature of everything the speed depends on.
+
+    entries() / load() carry the choices to another process (a resumed training run keeps
+    the kernels it measured before it stopped, so it continues bit for bit instead of
+    re-measuring into a possibly different choice)."""
+
+    def __init__(self, what: str, names: tuple[str, ...], default: str = "auto"):
+        self.what = what
+        self.names = names  # the candidates
+        # the choice forced by a block, or "auto" (measured); read where the op is called:
+        # torch.compile guards on it
+        self.state = {"choice": self.validate(default, forcing=True)}
+        self._picks: dict[tuple, str] = {}
+        self._times: dict[tuple, dict[str, float]] = {}
+
+    @property
+    def choice(self) -> str:
+        return self.state["choice"]
+
+    @contextlib.contextmanager
+    def forced(self, name: str) -> Iterator[str]:
+        """Within the block the choice is `name` (a candidate, or "auto")."""
+        previous = self.state["choice"]
+        self.state["choice"] = self.validate(name, forcing=True)
+        try:
+            yield name
+        finally:
+            self.state["choice"] = previous
+
+    def validate(self, name: str, forcing: bool = False) -> str:
+        allowed = ("auto", *self.names) if forcing else self.names
+        if name not in allowed:
+            raise ValueError(f"{self.what}: unknown choice {name!r} (one of {', '.join(allowed)})")
+        return name
+
+    def get(self, key: tuple) -> str | None:
+        return self._picks.get(key)
+
+    def record(self, key: tuple, pick: str, times: dict[str, float]) -> None:
+        self._picks[key] = self.validate(pick)
+        self._times[key] = dict(times)
+
+    def entries(self) -> dict[tuple, dict]:
+        """{key: {"choice": name, "times": {candidate: seconds}}} for every key measured so far."""
+        return {k: {"choice": v, "times": dict(self._times.get(k, {}))} for k, v in self._picks.items()}
+
+    def load(self, entries: dict[tuple, dict | str]) -> None:
+        """Adopt what entries() returned; a bare name per key is also taken (the convolutions'
+        choices were saved so before they kept their times)."""
+        for key, entry in entries.items():
+            if isinstance(entry, str):
+                entry = {"choice": entry, "times": {}}
+            self.record(key, entry["choice"], entry["times"])
+
+    def clear(self) -> None:
+        self._picks.clear()
+        self._times.clear()
+
+    def measure(self, key: tuple, candidates: dict[str, Callable[[], object]], device: torch.device,
+                on_failure: Callable[[str, Exception], None] | None = None) -> str:
+        """Times each candidate (median_seconds), keeps and returns the fastest's name.
+        With `on_failure`, a candidate that raises is called with its name and error and
+        counts as infinitely slow (unless all fail: the first error is raised)."""
+        times, errors = {}, {}
+        for name, fn in candidates.items():
+            if on_failure is None:
+                times[name] = median_seconds(fn, device)
+                continue
+            try:
+                times[name] = median_seconds(fn, device)
+            except Exception as e:
+                times[name] = math.inf
+                errors[name] = e
+        if errors and len(errors) == len(candidates):
+            raise next(iter(errors.values()))
+        for name, e in errors.items():
+            on_failure(name, e)
+        pick = min(times, key=times.get)
+        self.record(key, pick, times)
+        return pick

@@ -59,17 +59,15 @@ composition itself, under torch's autograd.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
 from typing import Callable, Iterator, Optional
 
 import torch
 
-from fastgan.ops import _native, reference, registry
+from fastgan.ops import _measure, _native, reference, registry
 from fastgan.ops._eager import takes_eager_path
 from fastgan.ops._layout import convolution_format, suggests_channels_last
-from fastgan.ops._measure import median_seconds as _time
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
 
@@ -103,8 +101,9 @@ def _choice_from_environment() -> str:
     return name
 
 
-# read where the custom op is called (torch.compile guards on it)
-_state = {"choice": _choice_from_environment()}
+# the candidates per phase and shape (torch.compile guards on the forced choice, read
+# where the custom op is called)
+_CHOICES = _measure.MeasuredChoices("reflect_conv2d", ("triton", "winograd", "aten"), _choice_from_environment())
 
 
 # ---------------------------------------------------------------------- public function
@@ -259,52 +258,35 @@ def _aten_grad_weight(grad, x, weight, stride, padding, padded=None):
 
 # ------------------------------------------------------------------ the measured choice
 
-_SELECTION: dict[tuple, str] = {}
-_TIMINGS: dict[tuple, dict[str, float]] = {}
-
-
-def _validate_choice(name: str) -> str:
-    if name not in CHOICES:
-        raise ValueError(f"reflect_conv2d: unknown choice {name!r} (one of {', '.join(CHOICES)})")
-    return name
-
-
 @contextlib.contextmanager
 def force_choice(name: str) -> Iterator[str]:
     """Within the block reflect_conv2d runs `name`: the back end's fused kernels
     ("triton" for the `triton` back end, "winograd" for `cpu`), "aten" (pad + vendor
     convolution) or "auto" (the faster per shape, measured once)."""
-    previous = _state["choice"]
-    _state["choice"] = _validate_choice(name)
-    try:
+    with _CHOICES.forced(name):
         yield name
-    finally:
-        _state["choice"] = previous
 
 
 def get_choice() -> str:
-    return _state["choice"]
+    return _CHOICES.choice
 
 
 def selection_cache() -> dict[tuple, dict]:
     """{shape signature: {"choice": "triton" | "winograd" | "aten", "times": {candidate: seconds}}}
     for every (phase, fused kernel, shape, dtype, layout, device) measured so far in this process."""
-    return {k: {"choice": v, "times": dict(_TIMINGS.get(k, {}))} for k, v in _SELECTION.items()}
+    return _CHOICES.entries()
 
 
 def load_selection_cache(entries: dict[tuple, dict]) -> None:
     """Adopt choices that selection_cache() returned (in another process): a resumed
     training run keeps the kernels it measured before it stopped, so it continues bit
     for bit instead of re-measuring into a possibly different choice."""
-    for key, entry in entries.items():
-        _SELECTION[key] = _validate_choice(entry["choice"])
-        _TIMINGS[key] = dict(entry["times"])
+    _CHOICES.load(entries)
     _ALL_ATEN.clear()  # derived from the choices: recorded again
 
 
 def clear_selection_cache() -> None:
-    _SELECTION.clear()
-    _TIMINGS.clear()
+    _CHOICES.clear()
     _ALL_ATEN.clear()
 
 
@@ -373,14 +355,14 @@ def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: t
     else the cached measurement, else measure both now (once per key). `problem`: why
     the fused kernel cannot run this call, or None."""
     if choice != "auto":
-        if _validate_choice(choice) != "aten":
+        if _CHOICES.validate(choice, forcing=True) != "aten":
             if choice != kernel:
                 raise RuntimeError(f"reflect_conv2d: choice {choice!r} is not this back end's fused kernel "
                                    f"({kernel!r}); use force_choice({kernel!r}), 'aten' or 'auto'")
             if problem:
                 raise RuntimeError(f"reflect_conv2d: choice {choice!r} is unavailable: {problem}")
         return choice
-    cached = _SELECTION.get(key)
+    cached = _CHOICES.get(key)
     if cached is not None:
         return cached
     if problem:
@@ -388,23 +370,15 @@ def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: t
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         # no timing inside a CUDA graph capture: take the vendor path, measure later
         return "aten"
-    times, errors = {}, {}
-    for name, fn in (("aten", unfused), (kernel, fused)):
-        try:
-            times[name] = _time(fn, device)
-        except Exception as e:  # e.g. a tile the GPU cannot hold; or aten's reflection_pad2d_backward
-            times[name] = math.inf  # under torch.use_deterministic_algorithms on CUDA
-            errors[name] = e
-    if len(errors) == 2:
-        raise errors["aten"]
-    for name, e in errors.items():
+
+    def failed(name: str, e: Exception) -> None:
+        # e.g. a tile the GPU cannot hold; or aten's reflection_pad2d_backward under
+        # torch.use_deterministic_algorithms on CUDA
         other = f"{kernel} kernel" if name == "aten" else "pad + vendor convolution"
         warnings.warn(f"fastgan.ops.reflect_conv2d: the {name} path failed for {key} ({e!r}); "
-                      f"using the {other} there", RuntimeWarning, stacklevel=3)
-    choice = min(times, key=times.get)
-    _TIMINGS[key] = times
-    _SELECTION[key] = choice
-    return choice
+                      f"using the {other} there", RuntimeWarning, stacklevel=5)
+
+    return _CHOICES.measure(key, {"aten": unfused, kernel: fused}, device, on_failure=failed)
 
 
 # ------------------------------------------------------------------------- custom ops
@@ -447,7 +421,7 @@ def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors
     run_fused = kernels[fused]
     if key is None and choice == "auto":
         key = _signature(phase, fused, stride, padding, *tensors)
-    picked = _SELECTION.get(key)  # every call after a shape's first: its measured choice, and no more
+    picked = _CHOICES.get(key)  # every call after a shape's first: its measured choice, and no more
     if picked is None:
         picked = _decide(choice, fused, _fused_problem(fused, x, weight, stride), key, x.device, run_fused, unfused)
     return run_fused() if picked == fused else unfused()
@@ -636,7 +610,7 @@ def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool | None:
         keys.append(_signature("grad_input", fused, stride, padding, grad, x, weight))
     if ctx.needs_input_grad[1]:
         keys.append(_signature("grad_weight", fused, stride, padding, grad, x, weight))
-    picks = [_SELECTION.get(k) for k in keys]
+    picks = [_CHOICES.get(k) for k in keys]
     return None if None in picks else all(p == "aten" for p in picks)
 
 
@@ -652,7 +626,7 @@ def _eager(x, weight, bias, stride, padding, fused, choice):
     if choice == "auto":
         forward_key = _signature("forward", fused, stride, padding, x, weight, bias)
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
-            if _SELECTION.get(forward_key) == "aten":  # no gradients: the forward's choice is all there is
+            if _CHOICES.get(forward_key) == "aten":  # no gradients: the forward's choice is all there is
                 return _unfused(x, weight, bias, stride, padding)
         else:
             key = (forward_key, x.requires_grad, weight.requires_grad)
@@ -663,8 +637,8 @@ def _eager(x, weight, bias, stride, padding, fused, choice):
 
 def _call(x, weight, bias, stride, padding, fused):
     if takes_eager_path(x, weight, bias):
-        return _eager(x, weight, bias, stride, padding, fused, _state["choice"])
-    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, fused, _state["choice"])
+        return _eager(x, weight, bias, stride, padding, fused, _CHOICES.choice)
+    return torch.ops.fastgan.reflect_conv2d(x, weight, bias, stride, padding, fused, _CHOICES.choice)
 
 
 # Double backward. grad_input(g, w) is the adjoint of x -> forward(x, w) and

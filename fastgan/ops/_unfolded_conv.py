@@ -24,68 +24,53 @@ FASTGAN_CONV sets the default) forces "aten" or "gemm".
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Callable, Iterator
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
 
 from fastgan.ops._eager import takes_eager_path, under_torch_func
 from fastgan.ops._layout import convolution_format
-from fastgan.ops._measure import median_seconds
+from fastgan.ops._measure import MeasuredChoices
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_choice", "unfolded_conv2d", "unfolded_conv_transpose2d"]
 
-CHOICES = ("auto", "aten", "gemm")
 # the most column-matrix elements the matrix-product candidate may allocate (256 MB in
 # float32): a large image's im2col is the memory oneDNN's direct kernels do without
 MAX_COLUMN_ELEMENTS = 1 << 26
 
-_SELECTION: dict[tuple, str] = {}
-
 
 def _choice_from_environment() -> str:
     name = os.environ.get("FASTGAN_CONV", "auto") or "auto"
-    if name not in CHOICES:
-        raise ValueError(f"FASTGAN_CONV={name!r}: expected one of {', '.join(CHOICES)}")
+    if name not in ("auto", "aten", "gemm"):
+        raise ValueError(f"FASTGAN_CONV={name!r}: expected one of auto, aten, gemm")
     return name
 
 
-_state = {"choice": _choice_from_environment()}
+_CHOICES = MeasuredChoices("conv_choice", ("aten", "gemm"), _choice_from_environment())
 
 
-@contextlib.contextmanager
-def conv_choice(name: str) -> Iterator[str]:
+def conv_choice(name: str) -> ContextManager[str]:
     """Within the block conv2d and conv_transpose2d run `name`: "aten" (the vendor
     convolution), "gemm" (the matrix product, on any device) or "auto" (measured)."""
-    if name not in CHOICES:
-        raise ValueError(f"conv_choice: unknown choice {name!r} (one of {', '.join(CHOICES)})")
-    previous = _state["choice"]
-    _state["choice"] = name
-    try:
-        yield name
-    finally:
-        _state["choice"] = previous
+    return _CHOICES.forced(name)
 
 
 def clear_selection_cache() -> None:
-    _SELECTION.clear()
+    _CHOICES.clear()
 
 
-def selection_cache() -> dict[tuple, str]:
-    """{(kind, shapes, layout, geometry, dtype, gradients needed): "aten" | "gemm"} for
-    every convolution measured so far in this process."""
-    return dict(_SELECTION)
+def selection_cache() -> dict[tuple, dict]:
+    """{(kind, shapes, layout, geometry, dtype, gradients needed): {"choice": "aten" | "gemm",
+    "times": {candidate: seconds}}} for every convolution measured so far in this process."""
+    return _CHOICES.entries()
 
 
-def load_selection_cache(entries: dict[tuple, str]) -> None:
+def load_selection_cache(entries: dict[tuple, dict | str]) -> None:
     """Adopt choices that selection_cache() returned in another process: a resumed
     training run keeps the algorithms it measured, so it continues bit for bit."""
-    for key, choice in entries.items():
-        if choice not in ("aten", "gemm"):
-            raise ValueError(f"conv choice: unknown choice {choice!r} for {key}")
-        _SELECTION[key] = choice
+    _CHOICES.load(entries)
 
 
 def _like_aten(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -167,22 +152,21 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
     """The call by the forced choice, else by the measured one (measured now when this
     shape is new). Where the choice does not apply, nothing else is computed: a GPU call
     costs the host one check more than F.conv2d, and torch.compile traces only that."""
-    choice = _state["choice"]
+    choice = _CHOICES.choice
     if choice == "gemm":
         return gemm(x, weight, bias)
     if choice == "aten" or not _measurable(x, weight, bias):
         return aten(x, weight, bias)
     key = _key(kind, x, weight, bias, *geometry)
-    picked = _SELECTION.get(key)
+    picked = _CHOICES.get(key)
     if picked is None:
         if _column_elements(kind, x, weight, geometry) > MAX_COLUMN_ELEMENTS:
             picked = "aten"
+            _CHOICES.record(key, picked, {})
         else:
             needs = key[-1]
-            times = {name: median_seconds(_candidate(run, x, weight, bias, needs), x.device)
-                     for name, run in (("aten", aten), ("gemm", gemm))}
-            picked = min(times, key=times.get)
-        _SELECTION[key] = picked
+            picked = _CHOICES.measure(key, {name: _candidate(run, x, weight, bias, needs)
+                                            for name, run in (("aten", aten), ("gemm", gemm))}, x.device)
     return (gemm if picked == "gemm" else aten)(x, weight, bias)
 
 

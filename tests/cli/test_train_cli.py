@@ -816,21 +816,21 @@ def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned
     saved = torch.load(path, weights_only=False)
     assert saved == measured_choices() and saved["conv_choices"] and saved["unfolded_conv_choices"]
     # a choice the next run could not have measured itself: it must come from the file
-    key, choice = next(iter(saved["unfolded_conv_choices"].items()))
-    saved["unfolded_conv_choices"][key] = flipped = "aten" if choice == "gemm" else "gemm"
+    key, entry = next(iter(saved["unfolded_conv_choices"].items()))
+    entry["choice"] = flipped = "aten" if entry["choice"] == "gemm" else "gemm"
     torch.save(saved, path)
     new_process()
     capsys.readouterr()
     train_cli.main(tiny_args(unaligned_root, tmp_path, "second") + ["--max_iters", "2"])
     count = len(saved["conv_choices"]) + len(saved["unfolded_conv_choices"])
     assert f"kernel choices: {count} measured by an earlier run on this machine" in capsys.readouterr().out
-    assert _unfolded_conv.selection_cache()[key] == flipped
+    assert _unfolded_conv.selection_cache()[key]["choice"] == flipped
 
     monkeypatch.setenv(choice_cache.ENV, "off")  # measures anew, reads and writes nothing
     new_process()
     train_cli.main(tiny_args(unaligned_root, tmp_path, "third") + ["--max_iters", "2"])
     assert "kernel choices" not in capsys.readouterr().out and choice_cache.cache_file(torch.device("cpu")) is None
-    assert torch.load(path, weights_only=False)["unfolded_conv_choices"][key] == flipped
+    assert torch.load(path, weights_only=False)["unfolded_conv_choices"][key]["choice"] == flipped
     threads = torch.get_num_threads()
     key_here = choice_cache.machine_key(torch.device("cpu"))
     torch.set_num_threads(threads + 1)

@@ -35,10 +35,11 @@ def test_resume_restores_the_measured_kernel_choices(tmp_path, clean_selection):
     # a choice the measurement might not have made, so that restoring is visible
     key = next(k for k in measured if k[1] == "winograd")
     flipped = "aten" if measured[key]["choice"] == "winograd" else "winograd"
-    rc._SELECTION[key] = flipped
+    rc._CHOICES.record(key, flipped, measured[key]["times"])
     saved = rc.selection_cache()
     conv_key = next(iter(uc.selection_cache()))  # the downsampling, upsampling and D convolutions
-    uc._SELECTION[conv_key] = "aten" if uc.selection_cache()[conv_key] == "gemm" else "gemm"
+    conv_entry = uc.selection_cache()[conv_key]
+    uc._CHOICES.record(conv_key, "aten" if conv_entry["choice"] == "gemm" else "gemm", conv_entry["times"])
     saved_conv = uc.selection_cache()
     save_training_state(model, Progress(epoch=1, batch=1, total_iters=1, iteration=1), str(tmp_path),
                         rank_states=None)
@@ -57,3 +58,10 @@ def test_unknown_saved_choice_is_an_error(clean_selection):
         rc.load_selection_cache({("forward",): {"choice": "cudnn", "times": {}}})
     with pytest.raises(ValueError, match="unknown choice 'cudnn'"):
         uc.load_selection_cache({("conv2d",): "cudnn"})
+
+
+def test_convolution_choices_saved_without_times_still_load(clean_selection):
+    """Training states and choice caches written before the convolutions kept their times
+    hold a bare name per shape."""
+    uc.load_selection_cache({("conv2d", (1, 2, 3, 3)): "gemm"})
+    assert uc.selection_cache() == {("conv2d", (1, 2, 3, 3)): {"choice": "gemm", "times": {}}}

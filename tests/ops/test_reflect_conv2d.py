@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 import fastgan.ops as ops
+from fastgan.ops import _measure
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import reference
 from fastgan.ops._eager import takes_eager_path
@@ -470,8 +471,7 @@ def _fixed_decide(times: dict):
     """rc._decide with the given measured times: the faster one, cached as a measurement is."""
     def decide(choice, kernel, problem, key, device, fused, unfused):
         picked = min(times, key=times.get)
-        rc._SELECTION[key] = picked
-        rc._TIMINGS[key] = dict(times)
+        rc._CHOICES.record(key, picked, times)
         return picked
     return decide
 
@@ -631,13 +631,13 @@ def test_compile_fullgraph_block(backend, choice):
 def test_selection_measures_once_per_shape_and_reuses(monkeypatch):
     rc.clear_selection_cache()
     timed = []
-    real_time = rc._time
+    real_time = _measure.median_seconds
 
     def spy(fn, device):
         timed.append(fn)
         return real_time(fn, device)
 
-    monkeypatch.setattr(rc, "_time", spy)
+    monkeypatch.setattr(_measure, "median_seconds", spy)
     case = (1, 3, 4, 4, 5, 3, 1, 1)
     x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=12)
     first = run("triton", x, wt, b, gy, 1, 1, "auto")
@@ -676,7 +676,7 @@ def test_selection_runs_the_cached_choice(cached, monkeypatch):
     y_shape = (1, 4, 4, 5)
     for phase, tensors in (("forward", (x, wt, b)), ("grad_input", (gy.new_empty(y_shape), x, wt)),
                            ("grad_weight", (gy.new_empty(y_shape), x, wt))):
-        rc._SELECTION[rc._signature(phase, "triton", 1, 1, *tensors)] = cached
+        rc._CHOICES.record(rc._signature(phase, "triton", 1, 1, *tensors), cached, {})
     calls = []
 
     def spy(name):
@@ -689,7 +689,7 @@ def test_selection_runs_the_cached_choice(cached, monkeypatch):
 
     for name in ("forward", "grad_input", "grad_weight"):
         monkeypatch.setattr(kernels, name, spy(name))
-    monkeypatch.setattr(rc, "_time", lambda fn, device: pytest.fail("measured a cached shape"))
+    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: pytest.fail("measured a cached shape"))
     got = run("triton", x, wt, b, gy.contiguous(), 1, 1, "auto")
     assert sorted(calls) == (["forward", "grad_input", "grad_weight"] if cached == "triton" else [])
     ref = reference_f64(x, wt, b, gy, 1, 1)

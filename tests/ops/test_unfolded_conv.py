@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import fastgan.nn
 import fastgan.ops as ops
+from fastgan.ops import _measure
 from fastgan.ops import _unfolded_conv as uc
 
 # (N, C, H, W, K, kernel, stride, padding): odd and rectangular sizes, strides and pads
@@ -106,8 +107,8 @@ def fresh_selection():
 
 def test_the_choice_is_measured_once_per_shape_and_gradient_need(fresh_selection, monkeypatch):
     timed = []
-    real = uc.median_seconds
-    monkeypatch.setattr(uc, "median_seconds", lambda fn, device: timed.append(fn) or real(fn, device))
+    real = _measure.median_seconds
+    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: timed.append(fn) or real(fn, device))
     x, weight, bias = tensors(4, (1, 8, 4, 4), (8, 8, 4, 4), (8,), dtype=torch.float32)
     ops.conv2d(x, weight, bias, 2, 1)
     ops.conv2d(x, weight, bias, 2, 1)
@@ -117,7 +118,7 @@ def test_the_choice_is_measured_once_per_shape_and_gradient_need(fresh_selection
     assert len(timed) == 4
     needs = sorted(key[-1] for key in uc.selection_cache())
     assert needs == [(False, False, False), (True, True, True)]
-    assert set(uc.selection_cache().values()) <= {"aten", "gemm"}
+    assert {entry["choice"] for entry in uc.selection_cache().values()} <= {"aten", "gemm"}
 
 
 @pytest.mark.parametrize("choice", ["aten", "gemm"])
@@ -129,16 +130,16 @@ def test_picked_or_forced_the_result_is_that_path(choice, fresh_selection, monke
         forced = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
     # measured: the candidate named `choice` made the faster (they are timed aten, then gemm)
     names = iter(["aten", "gemm"])
-    monkeypatch.setattr(uc, "median_seconds", lambda fn, device: 0.0 if next(names) == choice else 1.0)
+    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: 0.0 if next(names) == choice else 1.0)
     measured = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
-    assert set(uc.selection_cache().values()) == {choice}
+    assert {entry["choice"] for entry in uc.selection_cache().values()} == {choice}
     for got in (forced, measured):
         for a, e in zip(got, want):
             assert torch.equal(a, e)
 
 
 def test_the_vendor_convolution_without_measuring_where_the_choice_does_not_apply(fresh_selection, monkeypatch):
-    monkeypatch.setattr(uc, "median_seconds", lambda fn, device: pytest.fail("measured"))
+    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: pytest.fail("measured"))
     x, weight = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ops.conv2d(x, weight, None, 1, 1).dtype == torch.bfloat16
@@ -146,7 +147,7 @@ def test_the_vendor_convolution_without_measuring_where_the_choice_does_not_appl
     assert torch.equal(y, F.conv2d(x.bfloat16(), weight.bfloat16(), None, 1, 1))
     monkeypatch.setattr(uc, "MAX_COLUMN_ELEMENTS", 10)  # its column matrix would be too large
     assert torch.equal(ops.conv2d(x, weight, None, 1, 1), F.conv2d(x, weight, None, 1, 1))
-    assert list(uc.selection_cache().values()) == ["aten"]
+    assert [entry["choice"] for entry in uc.selection_cache().values()] == ["aten"]
 
 
 def test_unknown_choices_are_refused():
