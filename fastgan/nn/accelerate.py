@@ -26,7 +26,8 @@ optimizer built before keeps training the model. Anything that does not match
 exactly is left alone: modules with hooks, subclasses (their forward may differ),
 Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
 eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
-blocks whose forward does anything besides the one add. Every rewritten piece keeps
+blocks whose forward does anything besides the one add (an in-place `x += body(x)`,
+which writes into the caller's x, included) or whose class has its own __call__. Every rewritten piece keeps
 the semantics of what it replaces in train and eval mode, in forward and backward.
 Under torch.jit.trace and torch.fx.symbolic_trace the new modules run the torch
 composition they stand for (fastgan/nn/tracing.py), so the model still traces.
@@ -35,13 +36,15 @@ Two things do change, by construction: a fused pair's second slot is an Identity
 code that slices a rewritten Sequential (`seq[:2]`) or runs its slots one by one to
 keep intermediate values sees the norm's output only after its activation; and the
 new modules are not instances of the classes they replace (isinstance(m, nn.Conv2d)
-is False for a ReflectConv2d): initialise or group parameters before accelerating,
+is False for a ReflectConv2d; a FusedResidualBlock keeps the block's attributes and
+answers for its class's methods, but is no instance of it): initialise or group parameters before accelerating,
 or by the class names (the reference's init_weights matches 'Conv' in ReflectConv2d).
 """
 
 from __future__ import annotations
 
 import dis
+import inspect
 import logging
 import operator
 from dataclasses import dataclass, field
@@ -116,6 +119,10 @@ class FusedResidualBlock(nn.Module):
     body's other layers, then that norm with the residual x (one pass instead of a norm
     and an add). When the add would broadcast or promote dtypes (shapes or dtypes of x
     and the norm's input differ), it adds the plain way, as the original block did.
+
+    stands_in_for(block) carries over what else the block held: its own attributes
+    (`block.dim`), and its class's methods and properties, found when nn.Module has no
+    attribute of that name and bound to the stand-in (`block.build_conv_block(...)`).
     """
 
     def __init__(self, body_name: str, body: nn.Sequential, replaces: str = ""):
@@ -126,6 +133,32 @@ class FusedResidualBlock(nn.Module):
         self.body_name = body_name
         self.replaces = replaces
         self.add_module(body_name, body)
+        self._replaced_type: type | None = None
+
+    def stands_in_for(self, block: nn.Module) -> "FusedResidualBlock":
+        """Takes over block's own attributes (those a fresh module does not have) and
+        class, for the attribute lookups nn.Module cannot answer; returns self."""
+        for name, value in block.__dict__.items():
+            self.__dict__.setdefault(name, value)
+        self._replaced_type = type(block)
+        self._version = block._version  # the state_dict metadata stays the block's
+        self.train(block.training)
+        return self
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            replaced = self.__dict__.get("_replaced_type")
+            if replaced is None or name.startswith("__"):
+                raise
+            try:
+                attr = inspect.getattr_static(replaced, name)
+            except AttributeError:
+                raise AttributeError(f"'{type(self).__name__}' object (standing in for {replaced.__name__}) "
+                                     f"has no attribute '{name}'") from None
+            # a method bound to the stand-in, a property's value, a classmethod bound to its class
+            return attr.__get__(self, replaced) if hasattr(attr, "__get__") else attr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if recording_a_trace():
@@ -287,9 +320,7 @@ def _fuse_residual(block: nn.Module, name: str, backend: str, report: Accelerate
     body = block._modules[body_name]
     last_key = list(body._modules)[-1]
     body._modules[last_key] = FusedInstanceNormAct.from_modules(body._modules[last_key], None, backend=backend)
-    fused = FusedResidualBlock(body_name, body, replaces=type(block).__name__)
-    fused._version = block._version  # the state_dict metadata stays the block's
-    fused.train(block.training)
+    fused = FusedResidualBlock(body_name, body, replaces=type(block).__name__).stands_in_for(block)
     report.residual.append(name)
     return fused
 
@@ -297,7 +328,7 @@ def _fuse_residual(block: nn.Module, name: str, backend: str, report: Accelerate
 def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -> str | None:
     """The name of block's only child `body` when replacing block by a
     FusedResidualBlock keeps its semantics and state_dict: block has no parameters,
-    buffers, hooks or state_dict overrides of its own; body is a plain nn.Sequential
+    buffers, hooks, state_dict overrides or __call__ of its own; body is a plain nn.Sequential
     without hooks ending in an InstanceNorm2d that can be fused; and block's forward is
     straight-line code that, traced with its children as opaque calls, is exactly
     `x + body(x)` or `body(x) + x`. A block of that shape whose forward or hooks rule
@@ -313,6 +344,9 @@ def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -
     if hooks:
         report.note_left_alone(name, hooks)
         return None
+    if not _calls_like_a_module(block):
+        report.note_left_alone(name, "its class overrides how a module is called (__call__)")
+        return None
     if not (_straight_line_forward(block, body_name) and _forward_is_residual_add(block, body_name)):
         report.note_left_alone(name, f"its forward is not exactly x + {body_name}(x)")
         return None
@@ -320,10 +354,11 @@ def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -
 
 
 def _straight_line_forward(block: nn.Module, body_name: str) -> bool:
-    """Whether block's forward is undecorated code without branches, loops, with-blocks
-    or try, naming nothing but body (and torch.add): what a trace records of it is then
-    all it does. A tracer takes one side of an `if self.training`, and records neither a
-    torch.no_grad() decorator nor an autocast block."""
+    """Whether block's forward is undecorated code without branches, loops, with-blocks,
+    try or in-place operators, naming nothing but body (and torch.add): what a trace
+    records of it is then all it does. A tracer takes one side of an `if self.training`,
+    records neither a torch.no_grad() decorator nor an autocast block, and records
+    `x += body(x)` as an add, where the block writes into its caller's x."""
     forward = type(block).forward
     code = getattr(forward, "__code__", None)
     if code is None or hasattr(forward, "__wrapped__") or code.co_freevars:
@@ -331,7 +366,12 @@ def _straight_line_forward(block: nn.Module, body_name: str) -> bool:
     if set(code.co_names) - {body_name, "torch", "add"}:
         return False
     jumps = set(dis.hasjrel) | set(dis.hasjabs)
-    return not any(i.opcode in jumps or "WITH" in i.opname for i in dis.get_instructions(code))
+    return not any(i.opcode in jumps or "WITH" in i.opname or _in_place(i) for i in dis.get_instructions(code))
+
+
+def _in_place(instruction: dis.Instruction) -> bool:
+    """`a += b` and the like (BINARY_OP "+=" since Python 3.11)."""
+    return instruction.opname == "BINARY_OP" and instruction.argrepr.endswith("=")
 
 
 class _ChildrenAsLeaves(fx.Tracer):
@@ -357,6 +397,13 @@ def _forward_is_residual_add(block: nn.Module, body_name: str) -> bool:
             and add.target in (operator.add, torch.add) and not add.kwargs
             and len(add.args) == 2 and set(add.args) == {x, call}
             and out.args == (add,))
+
+
+def _calls_like_a_module(module: nn.Module) -> bool:
+    """Whether calling module runs nn.Module's call machinery (hooks, then forward)."""
+    cls = type(module)
+    return all(getattr(cls, name) is getattr(nn.Module, name)
+               for name in ("__call__", "_call_impl", "_wrapped_call_impl"))
 
 
 def _fusable_norm(module: nn.Module) -> bool:

@@ -116,6 +116,8 @@ class ReflectConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if recording_a_trace():
             return reference.reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        if x.dim() == 3:  # unbatched (C, H, W), as nn.ReflectionPad2d and nn.Conv2d take it
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         if self.backend == "auto":
             return reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
         with use_backend(self.backend):

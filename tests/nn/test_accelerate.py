@@ -490,6 +490,83 @@ def test_a_residual_body_with_hooks_is_left_alone():
     assert calls == [1]
 
 
+class _InPlace(_Scaled):
+    def forward(self, x):
+        x += self.body(x)
+        return x
+
+
+def test_an_in_place_residual_add_is_left_alone():
+    """`x += body(x)` writes into the caller's x, which the fused block would not (a
+    trace records it as a plain add)."""
+    model = nn.Sequential(_InPlace(_body()))
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    assert type(model[0]) is _InPlace and model.accelerate_report.residual == []
+    assert model.accelerate_report.left_alone == ["0: its forward is not exactly x + body(x)"]
+    x = torch.randn(2, 4, 6, 6)
+    mine, theirs = x.clone(), x.clone()
+    with torch.no_grad():
+        _close(model(mine), plain(theirs), "output")
+    _close(mine, theirs, "the caller's x, added to in place")
+    assert not torch.equal(mine, x)
+
+
+class _HalvedCall(_Plain):
+    def __call__(self, x):
+        return super().__call__(x) * 0.5
+
+
+def test_a_residual_block_with_its_own_call_is_left_alone():
+    model = nn.Sequential(_HalvedCall(_body()))
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    assert type(model[0]) is _HalvedCall and model.accelerate_report.residual == []
+    assert model.accelerate_report.left_alone == ["0: its class overrides how a module is called (__call__)"]
+    x = torch.randn(2, 4, 6, 6)
+    _close(model(x).detach(), plain(x).detach(), "output")
+
+
+class _Described(_Plain):
+    kind = "residual"
+
+    def __init__(self, body, dim):
+        super().__init__(body)
+        self.dim = dim
+
+    def describe(self, prefix):
+        return f"{prefix} {self.kind} block of {self.dim}"
+
+    @property
+    def width(self):
+        return self.dim * 2
+
+    @classmethod
+    def made_by(cls):
+        return cls.__name__
+
+
+def test_a_fused_block_keeps_the_blocks_attributes_and_methods():
+    model = nn.Sequential(_Described(_body(), dim=4))
+    fastgan.accelerate(model)
+    block = model[0]
+    assert isinstance(block, FusedResidualBlock) and model.accelerate_report.residual == ["0"]
+    assert block.dim == 4 and block.kind == "residual" and block.width == 8
+    assert block.describe("a") == "a residual block of 4"
+    assert block.made_by() == "_Described"
+    with pytest.raises(AttributeError, match=r"standing in for _Described\) has no attribute 'depth'"):
+        block.depth
+    loaded = torch.load(_saved(model), weights_only=False)  # the stand-in pickles, the class by name
+    assert loaded[0].describe("b") == "b residual block of 4"
+
+
+def _saved(model):
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return buffer
+
+
 def test_lone_modules_left_alone_are_reported():
     model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.InstanceNorm2d(6, track_running_stats=True),
                           nn.Conv2d(6, 4, 3, dilation=2), nn.Conv2d(4, 4, 1))
@@ -543,10 +620,7 @@ def test_a_shared_block_stays_shared():
 
 def test_the_accelerated_model_pickles_whole():
     plain, accel = _pair("unseen")
-    buffer = io.BytesIO()
-    torch.save(accel, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer, weights_only=False)
+    loaded = torch.load(_saved(accel), weights_only=False)
     x = _input("unseen")
     assert list(loaded.state_dict()) == list(plain.state_dict())
     torch.testing.assert_close(loaded(x), accel(x), rtol=0, atol=0)

@@ -74,6 +74,24 @@ def test_forward_backward_match_pad_and_conv(backend, k, stride, padding):
     torch.testing.assert_close(fused.bias.grad, plain[1].bias.grad, **tol)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_unbatched_input_as_the_plain_modules_take_it(backend):
+    fused, plain = _pair(3, 4, 3, 1, 1, seed=5)
+    fused, plain = fused.double(), plain.double()
+    x = torch.randn(3, 6, 5, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with ops.use_backend(backend), rc.force_choice("triton" if backend == "triton" else "auto"):
+        ya = fused(xa)
+    yb = plain(xb)
+    assert ya.shape == yb.shape == (4, 6, 5)
+    g = torch.randn_like(yb)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(ya, yb, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fused.weight.grad, plain[1].weight.grad, rtol=1e-9, atol=1e-9)
+
+
 def test_from_modules_shares_the_parameters():
     torch.manual_seed(3)
     pad, conv = nn.ReflectionPad2d(3), nn.Conv2d(3, 4, 7, bias=True)
