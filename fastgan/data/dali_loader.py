@@ -257,10 +257,11 @@ class DaliLoader(PlannedLoader):
                 # which raises the loaders' DatasetError for a file it cannot read either; then
                 # a new pipeline carries on with the batches still planned.
                 self.close()
-                self._say_fallback()
                 while ep.in_flight:
                     indices, _ = ep.in_flight.popleft()
-                    yield load_batch(self.dataset, ep.epoch, indices, self.device, self.channels_last)
+                    batch = load_batch(self.dataset, ep.epoch, indices, self.device, self.channels_last)
+                    self._say_fallback()  # only once PIL did read what DALI refused
+                    yield batch
                 if ep.error is not None or not ep.pending:  # a refusal the recipes found after them, or the end
                     break
         except GeneratorExit:  # the caller stopped early: run out what DALI prefetched

@@ -336,6 +336,15 @@ def test_dali_yields_the_batches_before_a_file_pil_cannot_read_either(one_bit_ti
     assert_close("dali", ref, got)
 
 
+def test_dali_says_nothing_of_pil_when_pil_cannot_read_the_file_either(tmp_path, capsys):
+    (tmp_path / "0.png").write_bytes(b"not a png at all")
+    save(tmp_path / "1.png", photo_like(np.random.default_rng(2), 40, 40))
+    opt = make_opt(tmp_path, dataset_mode="single", serial_batches=True, batch_size=1)
+    capsys.readouterr()
+    assert "0.png" in refusal("dali", opt)
+    assert "through PIL" not in capsys.readouterr().out
+
+
 # resume, ranks, early stops, memory format --------------------------------------------------
 
 
