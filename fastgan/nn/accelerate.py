@@ -27,8 +27,9 @@ exactly is left alone: modules with hooks, subclasses (their forward may differ)
 Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
 eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
 blocks whose forward does anything besides the one add (an in-place `x += body(x)`,
-which writes into the caller's x, included) or whose class has its own __call__. Every rewritten piece keeps
-the semantics of what it replaces in train and eval mode, in forward and backward.
+which writes into the caller's x, included) or whose class has its own __call__.
+Every rewritten piece keeps the semantics of what it replaces in train and eval mode,
+in forward and backward.
 Under torch.jit.trace and torch.fx.symbolic_trace the new modules run the torch
 composition they stand for (fastgan/nn/tracing.py), so the model still traces.
 
@@ -37,8 +38,9 @@ code that slices a rewritten Sequential (`seq[:2]`) or runs its slots one by one
 keep intermediate values sees the norm's output only after its activation; and the
 new modules are not instances of the classes they replace (isinstance(m, nn.Conv2d)
 is False for a ReflectConv2d; a FusedResidualBlock keeps the block's attributes and
-answers for its class's methods, but is no instance of it): initialise or group parameters before accelerating,
-or by the class names (the reference's init_weights matches 'Conv' in ReflectConv2d).
+answers for its class's methods, but is no instance of it): initialise or group
+parameters before accelerating, or by the class names (the reference's init_weights
+matches 'Conv' in ReflectConv2d).
 """
 
 from __future__ import annotations
@@ -328,8 +330,8 @@ def _fuse_residual(block: nn.Module, name: str, backend: str, report: Accelerate
 def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -> str | None:
     """The name of block's only child `body` when replacing block by a
     FusedResidualBlock keeps its semantics and state_dict: block has no parameters,
-    buffers, hooks, state_dict overrides or __call__ of its own; body is a plain nn.Sequential
-    without hooks ending in an InstanceNorm2d that can be fused; and block's forward is
+    buffers, hooks, state_dict overrides or __call__ of its own; body is a plain
+    nn.Sequential without hooks ending in an InstanceNorm2d that can be fused; and block's forward is
     straight-line code that, traced with its children as opaque calls, is exactly
     `x + body(x)` or `body(x) + x`. A block of that shape whose forward or hooks rule
     the fusion out is noted in the report."""

@@ -108,12 +108,11 @@ class MeasuredChoices:
         counts as infinitely slow (unless all fail: the first error is raised)."""
         times, errors = {}, {}
         for name, fn in candidates.items():
-            if on_failure is None:
-                times[name] = median_seconds(fn, device)
-                continue
             try:
                 times[name] = median_seconds(fn, device)
             except Exception as e:
+                if on_failure is None:
+                    raise
                 times[name] = math.inf
                 errors[name] = e
         if errors and len(errors) == len(candidates):
