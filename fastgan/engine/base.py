@@ -216,7 +216,7 @@ class TrainingModel:
 
     def load_state_dict(self, state: dict) -> None:
         for k, net in self.nets.items():
-            load_reference_checkpoint(net, state["nets"][k])
+            load_reference_checkpoint(net, state["nets"][k], name=f"net {k}")
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
             if self.levels.cuda_graphs:  # the learning rate stays a device tensor (see adam())

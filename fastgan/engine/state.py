@@ -113,7 +113,10 @@ def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
                               f"of this --arch {model.opt.arch} (nets {', '.join(sorted(model.nets))}): "
                               "continue it with its own --arch, or train this one under another --name")
     try:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except CheckpointError as e:  # it names the net, not the file
+            raise CheckpointError(f"{state['path']}: {e}") from None
         set_rng_state(state["rng"])
         load_measured_choices(state)
         progress = Progress(**state["progress"])

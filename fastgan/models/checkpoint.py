@@ -136,8 +136,9 @@ def read_checkpoint_file(path: str) -> dict:
         raise CheckpointError(f"{path}: {what}") from None
 
 
-def load_reference_checkpoint(net, path_or_state_dict):
-    """Load a reference-format checkpoint (a path or a state_dict) into `net`, strictly.
+def load_reference_checkpoint(net, path_or_state_dict, name: str = "<state_dict>"):
+    """Load a reference-format checkpoint (a path or a state_dict) into `net`, strictly;
+    `name`: what the errors call a state_dict (a path names itself).
 
     Removes `_metadata` and wrapper prefixes, drops running-stat keys that old
     releases saved for InstanceNorm layers without running stats, then loads.
@@ -148,7 +149,7 @@ def load_reference_checkpoint(net, path_or_state_dict):
         source = os.fspath(path_or_state_dict)
         state_dict = read_checkpoint_file(source)
     else:
-        source, state_dict = "<state_dict>", path_or_state_dict
+        source, state_dict = name, path_or_state_dict
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{source}: expected a state_dict, got {type(state_dict).__name__}")
 

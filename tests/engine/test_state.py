@@ -1,6 +1,6 @@
 """The training-state file keeps reflect_conv2d's measured kernel choices and the other
 convolutions' measured algorithms: a resumed run runs the kernels its run measured, not
-a fresh (timing-dependent) measurement."""
+a fresh (timing-dependent) measurement; a state that does not fit the model says where."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 import fastgan
 from fastgan.engine.state import Progress, read_training_state, restore_training_state, save_training_state
+from fastgan.models import CheckpointError
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import _unfolded_conv as uc
 
@@ -65,3 +66,12 @@ def test_convolution_choices_saved_without_times_still_load(clean_selection):
     hold a bare name per shape."""
     uc.load_selection_cache({("conv2d", (1, 2, 3, 3)): "gemm"})
     assert uc.selection_cache() == {("conv2d", (1, 2, 3, 3)): {"choice": "gemm", "times": {}}}
+
+
+def test_a_state_whose_nets_do_not_fit_names_the_file_and_the_net(tmp_path, clean_selection):
+    model = _tiny_model()
+    path = save_training_state(model, Progress(epoch=1, batch=0, total_iters=0, iteration=0), str(tmp_path))
+    other = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_9blocks", device="cpu", seed=1)
+    with pytest.raises(CheckpointError) as e:
+        restore_training_state(other, read_training_state(str(tmp_path)))
+    assert str(e.value).startswith(f"{path}: cannot load checkpoint net G_A into ResnetGenerator:")
