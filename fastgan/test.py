@@ -227,13 +227,15 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
     return "single", opt.replace(dataroot=root, dataset_mode="single", direction="BtoA" if net == "G_B" else "AtoB")
 
 
-def unique_stem(path: str, root: str, taken: set) -> str:
+def unique_stem(path: str, root: str, taken: dict[str, str]) -> str:
     """The file's name without extension, as the reference names results; where two files of a
-    folder tree share it, the later one's path under the root (sub_dir_name) instead."""
+    folder tree share it, the later one's path under the root (sub_dir_name) instead. A file
+    met again (a side with fewer images than the other) keeps its name: its images are written
+    over, as the reference's are. `taken`: {stem: path} so far."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    if stem in taken:
+    if taken.get(stem, path) != path:
         stem = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "_")
-    taken.add(stem)
+    taken[stem] = path
     return stem
 
 
@@ -309,7 +311,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
-    rows, stems = [], set()
+    rows, stems = [], {}
     count = min(len(dataset), tool["num_test"])
     with torch.no_grad():
         for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):

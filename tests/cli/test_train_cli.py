@@ -408,6 +408,22 @@ def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligne
             assert_written(os.path.join(images, f"img005_{name}.png"), value)
 
 
+def test_inference_cli_writes_a_repeated_file_over_as_the_reference(unaligned_root, tmp_path):
+    """BtoA on the train split: the A side (trainB) has 5 images, the B side 6, so item 5
+    meets trainB/img000 again: its images are written over under the same name (the
+    reference's results), with item 5's B side, not kept under a second name."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    args = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+            "--phase", "train", "--eval", "--direction", "BtoA"]
+    index = test_cli.main(args + ["--results_dir", str(tmp_path / "results")])
+    images = os.path.join(os.path.dirname(index), "images")
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(5) for k in names)
+    item = translated_inputs(args)[5]
+    assert item["A_paths"].endswith(os.path.join("trainB", "img000.png"))
+    assert_written(os.path.join(images, "img000_real_B.png"), item["B"][None])
+
+
 def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp_path, capsys):
     """A run trained BtoA (its G_A takes B images) under --suffix: the test finds the suffixed run
     (the suffix formatted with the test's options, as the reference) and takes its options (norm,
