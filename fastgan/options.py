@@ -205,6 +205,17 @@ def check_values(opt: Options) -> None:
             raise ValueError(f"--{name} {value} must not be negative")
     if opt.display_winsize <= 0:
         raise ValueError(f"--display_winsize {opt.display_winsize} must be positive (pixels)")
+    if opt.batch_size < 1:
+        raise ValueError(f"--batch_size {opt.batch_size} must be at least 1")
+    # divisors: the reference fails on 0 only once the first epoch has trained
+    if opt.save_epoch_freq < 1:
+        raise ValueError(f"--save_epoch_freq {opt.save_epoch_freq} must be at least 1 (epochs)")
+    if opt.lr_policy == "step" and opt.lr_decay_iters < 1:
+        raise ValueError(f"--lr_decay_iters {opt.lr_decay_iters} must be at least 1 (epochs) with --lr_policy step")
+    if opt.lr < 0:
+        raise ValueError(f"--lr {opt.lr} must not be negative")
+    if not 0 <= opt.beta1 < 1:
+        raise ValueError(f"--beta1 {opt.beta1} must be in [0, 1) (Adam's first-moment decay)")
     if opt.lambda_gp > 0 and opt.arch == "cyclegan" and sizes_vary(opt.preprocess):
         raise ValueError(f"--lambda_gp interpolates real and fake images, which --preprocess {opt.preprocess} "
                          "leaves of different sizes in a CycleGAN (each domain's own, and the pool's); use a "

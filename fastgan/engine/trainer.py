@@ -31,7 +31,7 @@ from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
-from fastgan.engine.logs import LossLog, save_sample_grid, write_options_table
+from fastgan.engine.logs import LossLog, reference_loss_line, save_sample_grid, write_options_table
 from fastgan.engine.models import check_image_fits, model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
@@ -295,9 +295,11 @@ class Trainer:
                     self.log(f"saved the {images_this_run} images trained before the file below; replace or "
                              "remove it, then resume with --continue_train")
                 raise
-        elapsed = time.perf_counter() - start
-        if images_this_run:
-            self.save(["latest"])
+            elapsed = time.perf_counter() - start
+            if images_this_run:
+                self.save(["latest"])  # still under StopRequest: a signal now waits for the save
+            if stop.requested and signum is None:  # it came during that save: saved, and said so
+                stopped, signum = stopped or "stopped by signal", stop.signal
         summary = {"images": images_this_run, "seconds": elapsed,
                    "images_per_second": images_this_run / elapsed if elapsed > 0 else 0.0,
                    "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped, "signal": signum}
@@ -332,6 +334,7 @@ class Trainer:
                           "seconds_per_image": (time.perf_counter() - step_start) / max(images, 1),
                           "data_seconds": waited, **values}
                 self.loss_log.append(record)
+                self.log(reference_loss_line(record, self.loss_log.loss_names))  # printed too, as the reference does
                 self._write_picture("loss_curve.png", self.loss_log.draw_curve)
                 bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
                                     " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)

@@ -71,7 +71,13 @@ def save_checkpoint_file(state_dict_or_obj, path):
         # mkstemp creates mode 0600; give the file the mode a plain open() would.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(state_dict_or_obj, f)
+            try:
+                torch.save(state_dict_or_obj, f)
+            except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) so
+                failed_write = _os_error_in(e)
+                if failed_write is None:
+                    raise
+                raise OSError(failed_write.errno, failed_write.strerror, path) from e
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,6 +89,17 @@ def save_checkpoint_file(state_dict_or_obj, path):
         raise
     _fsync_dir(folder)  # make the rename itself durable
     return path
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError among the causes and contexts of `e`, if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _umask():

@@ -194,6 +194,38 @@ def test_max_iters_ending_an_epoch_finishes_it(unaligned_root, tmp_path):
     assert state["progress"] == {"epoch": 3, "batch": 0, "total_iters": 12, "iteration": 12}
 
 
+def test_a_signal_during_the_last_save_waits_for_it(unaligned_root, tmp_path, monkeypatch, capsys):
+    """The save after the last iteration still runs under the stop request: a signal then is
+    noted, the save completes, and the run ends with the signal's exit status."""
+    import os
+
+    from fastgan.engine import trainer
+
+    real_save = trainer.save_training_state
+
+    def signalled_save(model, progress, *args, **kwargs):
+        if progress.iteration == 2:  # the save after the loop
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(model, progress, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_training_state", signalled_save)
+    summary = train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
+    assert summary["signal"] == signal.SIGINT and summary["iteration"] == 2
+    assert "SIGINT: stopping after this iteration" in capsys.readouterr().err
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] == 2
+    assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+
+
+def test_the_loss_lines_are_printed_as_the_reference_prints_them(unaligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "3"])
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(epoch: ")]
+    with open(tmp_path / "run" / "loss_log.txt") as f:
+        logged = [line.rstrip("\n") for line in f if line.startswith("(epoch: ")]
+    assert len(printed) == 3 and printed == logged
+    assert printed[0].startswith("(epoch: 1, iters: 1, time: ") and " D_A: " in printed[0]
+
+
 def test_a_second_signal_stops_at_once_with_its_exit_status(unaligned_root, tmp_path, monkeypatch, capsys):
     from fastgan.engine import trainer
 
@@ -696,6 +728,12 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--max_iters", "-5"], "--max_iters -5 must not be negative"),
     (["--update_html_freq", "-1"], "--update_html_freq -1 must not be negative"),
     (["--display_winsize", "0"], "--display_winsize 0 must be positive (pixels)"),
+    (["--batch_size", "0"], "--batch_size 0 must be at least 1"),
+    (["--save_epoch_freq", "0"], "--save_epoch_freq 0 must be at least 1 (epochs)"),
+    (["--lr_policy", "step", "--lr_decay_iters", "0"], "--lr_decay_iters 0 must be at least 1 (epochs) with "
+                                                       "--lr_policy step"),
+    (["--lr", "-0.1"], "--lr -0.1 must not be negative"),
+    (["--beta1", "1.5"], "--beta1 1.5 must be in [0, 1) (Adam's first-moment decay)"),
     (["--device", "tpu"], "--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     (["--device", "meta"], "--device meta: fastgan trains on cpu or cuda devices"),
     (["--device", "cuda:abc"], "--device 'cuda:abc' is not a device"),

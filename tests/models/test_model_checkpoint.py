@@ -1,3 +1,5 @@
+import errno
+import io
 import os
 from collections import OrderedDict
 
@@ -280,3 +282,35 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint_file({"a": torch.ones(1)}, tmp_path / "latest_net_G.pth")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_while_saving_is_an_os_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    """torch's zip writer turns a failed write into a RuntimeError; the save says what failed
+    (an OSError naming the file, which the command lines print as one line)."""
+    path = tmp_path / "latest_net_G.pth"
+    save_checkpoint_file({"w": torch.zeros(3)}, path)
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            if self.f.tell() + len(data) > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def close(self):
+            self.f.close()
+            super().close()
+
+    monkeypatch.setattr(ckpt_mod.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(OSError) as e:
+        save_checkpoint_file({"w": torch.randn(100_000)}, path)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path)["w"], torch.zeros(3))
+    assert os.listdir(tmp_path) == ["latest_net_G.pth"]
