@@ -25,7 +25,7 @@ from fastgan.machine import cpu_model
 
 ENV = "FASTGAN_CHOICE_CACHE"
 # bump when the candidates or the keys of the measured choices change
-VERSION = 1
+VERSION = 2  # 2: the convolutions' choices keep their times ({"choice", "times"})
 
 
 def cache_folder() -> str | None:

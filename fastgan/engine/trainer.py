@@ -296,10 +296,12 @@ class Trainer:
                              "remove it, then resume with --continue_train")
                 raise
             elapsed = time.perf_counter() - start
-            if images_this_run:
+            if images_this_run:  # the same on every rank (the count is over all of them)
                 self.save(["latest"])  # still under StopRequest: a signal now waits for the save
-            if stop.requested and signum is None:  # it came during that save: saved, and said so
-                stopped, signum = stopped or "stopped by signal", stop.signal
+            # a signal during that save (on any rank: every rank waits here for rank 0's write)
+            _, late_stop = self.ranks.agree(0, stop.requested and signum is None)
+            if late_stop:  # saved: the run ends with the signal's status
+                signum = stop.signal or signal.SIGTERM
         summary = {"images": images_this_run, "seconds": elapsed,
                    "images_per_second": images_this_run / elapsed if elapsed > 0 else 0.0,
                    "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped, "signal": signum}

@@ -70,16 +70,20 @@ def save_checkpoint_file(state_dict_or_obj, path):
     try:
         # mkstemp creates mode 0600; give the file the mode a plain open() would.
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            try:
+        try:
+            with os.fdopen(fd, "wb") as f:
                 torch.save(state_dict_or_obj, f)
-            except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) so
-                failed_write = _os_error_in(e)
-                if failed_write is None:
-                    raise
-                raise OSError(failed_write.errno, failed_write.strerror, path) from e
-            f.flush()
-            os.fsync(f.fileno())
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) so
+            failed_write = _os_error_in(e)
+            if failed_write is None:
+                raise
+            raise OSError(failed_write.errno, failed_write.strerror, path) from e
+        except OSError as e:  # the write, flush or close of the temporary file: say which file
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror, path) from e
         os.replace(tmp, path)
     except BaseException:
         try:

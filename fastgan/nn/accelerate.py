@@ -125,6 +125,8 @@ class FusedResidualBlock(nn.Module):
     stands_in_for(block) carries over what else the block held: its own attributes
     (`block.dim`), and its class's methods and properties, found when nn.Module has no
     attribute of that name and bound to the stand-in (`block.build_conv_block(...)`).
+    The stand-in is no instance of that class: a method calling super() fails on it, and
+    assigning to a property stores a plain attribute.
     """
 
     def __init__(self, body_name: str, body: nn.Sequential, replaces: str = ""):
@@ -372,8 +374,9 @@ def _straight_line_forward(block: nn.Module, body_name: str) -> bool:
 
 
 def _in_place(instruction: dis.Instruction) -> bool:
-    """`a += b` and the like (BINARY_OP "+=" since Python 3.11)."""
-    return instruction.opname == "BINARY_OP" and instruction.argrepr.endswith("=")
+    """`a += b` and the like: INPLACE_ADD ... up to Python 3.10, BINARY_OP "+=" since 3.11."""
+    return instruction.opname.startswith("INPLACE_") or (instruction.opname == "BINARY_OP"
+                                                          and instruction.argrepr.endswith("="))
 
 
 class _ChildrenAsLeaves(fx.Tracer):

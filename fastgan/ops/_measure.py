@@ -95,7 +95,10 @@ class MeasuredChoices:
         for key, entry in entries.items():
             if isinstance(entry, str):
                 entry = {"choice": entry, "times": {}}
-            self.record(key, entry["choice"], entry["times"])
+            try:
+                self.record(key, entry["choice"], entry.get("times", {}))
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise ValueError(f"{self.what}: the saved choice for {key} cannot be read ({e})") from None
 
     def clear(self) -> None:
         self._picks.clear()

@@ -89,9 +89,6 @@ __all__ = [
 
 REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
 
-CHOICES = ("auto", "triton", "winograd", "aten")
-
-
 def _choice_from_environment() -> str:
     """FASTGAN_REFLECT_CONV2D: "auto" (default) or "aten" (a fused kernel by name is for
     force_choice: it fails on the shapes it cannot run)."""
@@ -104,6 +101,7 @@ def _choice_from_environment() -> str:
 # the candidates per phase and shape (torch.compile guards on the forced choice, read
 # where the custom op is called)
 _CHOICES = _measure.MeasuredChoices("reflect_conv2d", ("triton", "winograd", "aten"), _choice_from_environment())
+CHOICES = ("auto", *_CHOICES.names)
 
 
 # ---------------------------------------------------------------------- public function

@@ -1,5 +1,4 @@
 import errno
-import io
 import os
 from collections import OrderedDict
 
@@ -285,32 +284,22 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_while_saving_is_an_os_error_and_leaves_the_old_file(tmp_path, monkeypatch):
-    """torch's zip writer turns a failed write into a RuntimeError; the save says what failed
-    (an OSError naming the file, which the command lines print as one line)."""
+    """torch's zip writer turns a failed write into a RuntimeError, and closing the buffered
+    file fails again: the save says what failed, an OSError naming the file (which the
+    command lines print as one line). /dev/full fails every write with ENOSPC."""
     path = tmp_path / "latest_net_G.pth"
     save_checkpoint_file({"w": torch.zeros(3)}, path)
     real_fdopen = os.fdopen
 
-    class FullDisk(io.RawIOBase):
-        def __init__(self, f):
-            self.f = f
+    def full_disk(fd, mode):
+        os.close(fd)
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), mode)
 
-        def writable(self):
-            return True
-
-        def write(self, data):
-            if self.f.tell() + len(data) > 4096:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.f.write(data)
-
-        def close(self):
-            self.f.close()
-            super().close()
-
-    monkeypatch.setattr(ckpt_mod.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
-    with pytest.raises(OSError) as e:
-        save_checkpoint_file({"w": torch.randn(100_000)}, path)
-    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    monkeypatch.setattr(ckpt_mod.os, "fdopen", full_disk)
+    for size in (10, 100_000):  # found at close, or by torch.save itself
+        with pytest.raises(OSError) as e:
+            save_checkpoint_file({"w": torch.randn(size)}, path)
+        assert e.value.errno == errno.ENOSPC and e.value.filename == str(path), size
     monkeypatch.undo()
     assert torch.equal(torch.load(path)["w"], torch.zeros(3))
     assert os.listdir(tmp_path) == ["latest_net_G.pth"]

@@ -512,6 +512,17 @@ def test_an_in_place_residual_add_is_left_alone():
     assert not torch.equal(mine, x)
 
 
+def test_in_place_operators_are_seen_in_the_bytecode_of_python_3_10_and_3_11():
+    from types import SimpleNamespace as Instruction
+
+    from fastgan.nn.accelerate import _in_place
+
+    assert _in_place(Instruction(opname="INPLACE_ADD", argrepr=""))  # up to Python 3.10
+    assert _in_place(Instruction(opname="BINARY_OP", argrepr="+="))  # since 3.11
+    assert not _in_place(Instruction(opname="BINARY_OP", argrepr="+"))
+    assert not _in_place(Instruction(opname="BINARY_ADD", argrepr=""))
+
+
 class _HalvedCall(_Plain):
     def __call__(self, x):
         return super().__call__(x) * 0.5
