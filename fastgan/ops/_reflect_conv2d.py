@@ -89,6 +89,7 @@ __all__ = [
 
 REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
 
+
 def _choice_from_environment() -> str:
     """FASTGAN_REFLECT_CONV2D: "auto" (default) or "aten" (a fused kernel by name is for
     force_choice: it fails on the shapes it cannot run)."""
