@@ -456,16 +456,23 @@ class _Float32Inside(_Scaled):
             return x + self.body(x)
 
 
+def _accelerated_leaving_alone(block, why):
+    """(accelerated, plain copy) of nn.Sequential(block), asserting the block kept its class
+    and the report gives `why`."""
+    model = nn.Sequential(block)
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    assert type(model[0]) is type(block) and model.accelerate_report.residual == []
+    assert model.accelerate_report.left_alone == [f"0: {why}"]
+    return model, plain
+
+
 @pytest.mark.parametrize("block_type", [_ResidualWhileTraining, _Switchable, _Frozen, _Float32Inside],
                          ids=["branch on training", "branch on a flag", "no_grad decorator", "autocast block"])
 def test_residual_blocks_whose_forward_does_more_than_a_trace_records_are_left_alone(block_type):
     """A trace takes one side of a branch and records neither torch.no_grad() nor an
     autocast block: such a block keeps its forward, and the report says why."""
-    model = nn.Sequential(block_type(_body()))
-    plain = copy.deepcopy(model)
-    fastgan.accelerate(model)
-    assert type(model[0]) is block_type and model.accelerate_report.residual == []
-    assert model.accelerate_report.left_alone == ["0: its forward is not exactly x + body(x)"]
+    model, plain = _accelerated_leaving_alone(block_type(_body()), "its forward is not exactly x + body(x)")
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     for train in (True, False):
         model.train(train), plain.train(train)
@@ -499,11 +506,7 @@ class _InPlace(_Scaled):
 def test_an_in_place_residual_add_is_left_alone():
     """`x += body(x)` writes into the caller's x, which the fused block would not (a
     trace records it as a plain add)."""
-    model = nn.Sequential(_InPlace(_body()))
-    plain = copy.deepcopy(model)
-    fastgan.accelerate(model)
-    assert type(model[0]) is _InPlace and model.accelerate_report.residual == []
-    assert model.accelerate_report.left_alone == ["0: its forward is not exactly x + body(x)"]
+    model, plain = _accelerated_leaving_alone(_InPlace(_body()), "its forward is not exactly x + body(x)")
     x = torch.randn(2, 4, 6, 6)
     mine, theirs = x.clone(), x.clone()
     with torch.no_grad():
@@ -529,11 +532,8 @@ class _HalvedCall(_Plain):
 
 
 def test_a_residual_block_with_its_own_call_is_left_alone():
-    model = nn.Sequential(_HalvedCall(_body()))
-    plain = copy.deepcopy(model)
-    fastgan.accelerate(model)
-    assert type(model[0]) is _HalvedCall and model.accelerate_report.residual == []
-    assert model.accelerate_report.left_alone == ["0: its class overrides how a module is called (__call__)"]
+    model, plain = _accelerated_leaving_alone(_HalvedCall(_body()),
+                                              "its class overrides how a module is called (__call__)")
     x = torch.randn(2, 4, 6, 6)
     _close(model(x).detach(), plain(x).detach(), "output")
 
