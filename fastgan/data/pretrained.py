@@ -57,7 +57,10 @@ def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch:
     path = os.path.join(folder, "latest_net_G.pth")
     source_path = os.path.join(folder, SOURCE_FILE)
     if os.path.exists(path):
-        came_from = open(source_path).read().strip() if os.path.exists(source_path) else None
+        came_from = None
+        if os.path.exists(source_path):
+            with open(source_path) as f:
+                came_from = f.read().strip()
         if came_from is not None and came_from != url:
             raise DatasetError(f"{path} came from {came_from}, not {url}: move it away to download the {arch} "
                                f"generator {name}")
