@@ -91,14 +91,18 @@ class MeasuredChoices:
 
     def load(self, entries: dict[tuple, dict | str]) -> None:
         """Adopt what entries() returned; a bare name per key is also taken (the convolutions'
-        choices were saved so before they kept their times)."""
+        choices were saved so before they kept their times). All or nothing: an entry that
+        cannot be read raises before any is adopted."""
+        read = []
         for key, entry in entries.items():
             if isinstance(entry, str):
                 entry = {"choice": entry, "times": {}}
             try:
-                self.record(key, entry["choice"], entry.get("times", {}))
+                read.append((key, self.validate(entry["choice"]), dict(entry.get("times", {}))))
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise ValueError(f"{self.what}: the saved choice for {key} cannot be read ({e})") from None
+        for key, pick, times in read:
+            self.record(key, pick, times)
 
     def clear(self) -> None:
         self._picks.clear()

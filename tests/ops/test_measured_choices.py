@@ -60,3 +60,12 @@ def test_forced_choices_nest_and_unknown_names_are_refused():
             pass
     with pytest.raises(ValueError, match=r"op: unknown choice 'auto' \(one of a, b\)"):
         choices.record(("k",), "auto", {})
+
+
+def test_loading_takes_bare_names_and_adopts_nothing_when_an_entry_cannot_be_read():
+    choices = _measure.MeasuredChoices("op", ("a", "b"))
+    choices.load({("old",): "b"})  # the convolutions' choices before they kept their times
+    assert choices.entries() == {("old",): {"choice": "b", "times": {}}}
+    with pytest.raises(ValueError, match=r"op: the saved choice for \('bad',\) cannot be read"):
+        choices.load({("good",): {"choice": "a", "times": {"a": 1.0}}, ("bad",): {"choice": "z"}})
+    assert choices.get(("good",)) is None  # nothing of the failed load was adopted
