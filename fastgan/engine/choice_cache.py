@@ -82,7 +82,7 @@ def record(device: torch.device) -> str | None:
     path = cache_file(device)
     if path is None:
         return None
-    from fastgan.models import save_checkpoint_file
+    from fastgan.models import remove_stale_temporaries, save_checkpoint_file
 
     saved = _read(path)
     current = measured_choices()
@@ -91,6 +91,7 @@ def record(device: torch.device) -> str | None:
         return path
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        remove_stale_temporaries(os.path.dirname(path))
         save_checkpoint_file(merged, path)
     except OSError:
         return None

@@ -38,7 +38,7 @@ from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_trainin
                                   save_training_state)
 from fastgan.engine.web_page import TrainingPage
 from fastgan.errors import os_error_line
-from fastgan.models import CheckpointError, count_parameters
+from fastgan.models import CheckpointError, count_parameters, remove_stale_temporaries
 from fastgan.options import Options, checkpoint_label, sizes_vary
 
 
@@ -98,8 +98,10 @@ class Trainer:
         self.main = self.ranks.is_main
         self.log = log if self.main else _silent
         self.dir = os.path.join(opt.checkpoints_dir, opt.name)
+        self.stale_removed = []  # temporary files of saves a killed run never finished
         if self.main:
             os.makedirs(self.dir, exist_ok=True)
+            self.stale_removed = remove_stale_temporaries(self.dir)
         self.model = model_from_options(opt)
         self.choices_adopted = choice_cache.adopt(self.model.device)  # before any kernel is timed
         self.loss_log = LossLog(self.dir, self.model.loss_names) if self.main else None
@@ -118,6 +120,9 @@ class Trainer:
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
             self.log(fast_note(model.device))
+        if self.stale_removed:
+            self.log(f"removed {len(self.stale_removed)} unfinished checkpoint file(s) a killed run left in "
+                     f"{self.dir}: {', '.join(self.stale_removed)}")
         if self.choices_adopted:
             self.log(f"kernel choices: {self.choices_adopted} measured by an earlier run on this machine "
                      f"({choice_cache.cache_file(model.device)}; {choice_cache.ENV}=off measures anew)")

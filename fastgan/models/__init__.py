@@ -5,6 +5,7 @@ from fastgan.models.checkpoint import (
     CheckpointError,
     export_state_dict,
     load_reference_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint_file,
 )
 from fastgan.models.discriminators import NLayerDiscriminator, PixelDiscriminator
@@ -92,6 +93,7 @@ __all__ = [
     "get_norm_layer",
     "init_weights",
     "load_reference_checkpoint",
+    "remove_stale_temporaries",
     "save_checkpoint_file",
     "use_conv_bias",
 ]

@@ -5,6 +5,8 @@ A checkpoint file holds a plain state_dict, keys without any `module.`
 """
 
 import os
+import re
+import socket
 import tempfile
 from collections import OrderedDict
 
@@ -66,7 +68,7 @@ def save_checkpoint_file(state_dict_or_obj, path):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX)
     try:
         # mkstemp creates mode 0600; give the file the mode a plain open() would.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -93,6 +95,47 @@ def save_checkpoint_file(state_dict_or_obj, path):
         raise
     _fsync_dir(folder)  # make the rename itself durable
     return path
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: str) -> str:
+    # The writer's host and pid in the name let remove_stale_temporaries tell a file a killed
+    # process left behind from one a live process (this run's, another run's) is writing.
+    return f".{os.path.basename(path)}.{socket.gethostname()}.{os.getpid()}."
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files of saves that never finished (a process killed mid-save by
+    SIGKILL or the OOM killer) which processes of this host, no longer alive, left in `folder`.
+    Returns their names."""
+    pattern = re.compile(rf"\..+\.{re.escape(socket.gethostname())}\.(\d+)\.[^.]*{re.escape(TEMPORARY_SUFFIX)}")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or a pid this system cannot hold): leave its file
+    return True
 
 
 def _os_error_in(e: BaseException) -> OSError | None:

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -240,6 +241,17 @@ def test_a_second_signal_stops_at_once_with_its_exit_status(unaligned_root, tmp_
         train_cli.main(tiny_args(unaligned_root, tmp_path, "run"))
     assert e.value.code == 128 + signal.SIGTERM
     assert "stopped at once" in capsys.readouterr().err
+
+
+def test_a_run_removes_the_unfinished_saves_a_killed_run_left(unaligned_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = f".training_state.pt.{socket.gethostname()}.{int(dead.stdout)}.ab_c.tmp"
+    (run / stale).write_bytes(b"PK half a state")
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    assert not (run / stale).exists()
+    assert f"removed 1 unfinished checkpoint file(s) a killed run left in {run}: {stale}" in capsys.readouterr().out
 
 
 def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):

@@ -1,5 +1,9 @@
 import errno
 import os
+import signal
+import socket
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -13,6 +17,7 @@ from fastgan.models import (
     define_G,
     export_state_dict,
     load_reference_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint_file,
 )
 
@@ -243,6 +248,40 @@ def test_save_overwrites_and_leaves_no_temp_files(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys
+import torch
+from fastgan.models import save_checkpoint_file
+
+
+class KilledWhilePickled:  # the SIGKILL (the OOM killer) arrives halfway through the write
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+save_checkpoint_file({"a": torch.ones(1000), "b": KilledWhilePickled()}, sys.argv[1])
+"""
+
+
+def test_the_unfinished_save_of_a_killed_process_is_removed_and_live_ones_are_not(tmp_path):
+    path = tmp_path / "latest_net_G.pth"
+    save_checkpoint_file({"a": torch.zeros(1)}, path)
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(path)], cwd=os.getcwd(),
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    host = socket.gethostname()
+    being_written = f".latest_net_D.pth.{host}.{os.getpid()}.x1y2.tmp"  # this live process's
+    other_host = ".latest_net_D.pth.elsewhere.1.x1y2.tmp"  # its pid means nothing here
+    not_ours = ".notes.tmp"
+    for name in (being_written, other_host, not_ours):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_stale_temporaries(str(tmp_path)) == [left]
+    assert sorted(os.listdir(tmp_path)) == sorted([being_written, other_host, not_ours, "latest_net_G.pth"])
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(1))  # the old file stands
+    assert remove_stale_temporaries(str(tmp_path / "missing")) == []
 
 
 def _failing_save(obj, f, *args, **kwargs):
