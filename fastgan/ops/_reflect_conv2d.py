@@ -116,7 +116,7 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     floating dtype (float32, bfloat16, float16; float64 too) and device; NCHW,
     channels_last or any strides. stride >= 1 and 0 <= padding < min(H, W) (Python
     ints). Differentiable in x, weight and bias (twice, too). Under autocast the
-    inputs are cast to the autocast dtype, as for F.conv2d. The output is channels_last
+    inputs are cast to the autocast dtype as for F.conv2d (float64 ones are not). The output is channels_last
     when x or weight is (as aten's convolution), else contiguous.
 
     Runs on the back end chosen by fastgan.ops.use_backend / FASTGAN_BACKEND / auto
@@ -125,11 +125,15 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """
     _validate(x, weight, bias, stride, padding)
     device_type = x.device.type
-    if x.is_floating_point() and _autocasting(device_type):
+    if _autocasting(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+        x, weight, bias = (_autocast(t, dtype) for t in (x, weight, bias))
     return REFLECT_CONV2D(x, weight, bias, stride, padding)
+
+
+def _autocast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    # autocast's own rule for an op it casts: floating tensors other than float64
+    return t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
 
 
 def _autocasting(device_type: str) -> bool:

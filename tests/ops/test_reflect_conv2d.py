@@ -932,6 +932,17 @@ def test_autocast_casts_like_conv2d(backend):
     assert_close(got, expected.double(), TOL[torch.bfloat16])
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_autocast_leaves_float64_alone_like_conv2d(backend):
+    x, wt, b, _ = make_case(CASES[0], torch.float64, "contiguous", seed=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference.reflect_conv2d(x, wt, b, 1, 1)
+        with ops.use_backend(backend), rc.force_choice("triton" if backend == "triton" else "auto"):
+            got = ops.reflect_conv2d(x, wt, b, 1, 1)
+    assert expected.dtype == got.dtype == torch.float64
+    assert_close(got, expected, TOL[torch.float64])
+
+
 # ------------------------------------------------------------------------------ CUDA
 
 # CycleGAN's: residual 3x3 at 64x64 (256 channels), the 7x7 stem from 3 channels and the
