@@ -202,10 +202,14 @@ def make_autograd(forward_op, backward_op):
 
     def backward_backward(ctx, *grad_grads):
         # grad_x = sign(x - real) * grad[j] * w_j / n and grad_real = -(its two terms):
-        # linear in grad, piecewise constant in the images (zero derivative there).
+        # linear in grad, piecewise constant in the images: their derivative is zeros (as
+        # F.l1_loss's; None would read as "not used in the graph" to autograd.grad)
+        images = ctx.saved_tensors
+        zeros = tuple(torch.zeros_like(t) if t is not None and needed else None
+                      for t, needed in zip(images, ctx.needs_input_grad[2:8]))
         if not ctx.needs_input_grad[0]:
-            return (None,) * 12
-        real_A, rec_A, real_B, rec_B, idt_A, idt_B = ctx.saved_tensors
+            return (None, None, *zeros) + (None,) * 4
+        real_A, rec_A, real_B, rec_B, idt_A, idt_B = images
         lambda_A, lambda_B, lambda_identity = ctx.lambdas
         gg = [g if (m and g is not None and g.numel() > 0) else None for g, m in zip(grad_grads, ctx.mask)]
         gg_real_A, gg_rec_A, gg_real_B, gg_rec_B, gg_idt_A, gg_idt_B = gg
@@ -226,7 +230,7 @@ def make_autograd(forward_op, backward_op):
             term(idt_B, real_A, lambda_A * lambda_identity, gg_idt_B, gg_real_A),
         ])
         shape, dtype = ctx.grad_meta
-        return (values.to(dtype).reshape(shape),) + (None,) * 11
+        return (values.to(dtype).reshape(shape), None, *zeros) + (None,) * 4
 
     return setup_context, backward, setup_context_backward, backward_backward
 

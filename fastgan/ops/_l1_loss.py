@@ -68,8 +68,11 @@ def _setup_context_backward(ctx, inputs, output):
 def _backward_backward(ctx, grad_grad_input, grad_grad_target):
     """The l1_loss backward's own backward, for the native and the Triton op: grad_input =
     grad * w * sign(d) / n and grad_target = -grad_input are linear in grad and piecewise
-    constant in input and target (zero derivative there). Summed in float64."""
+    constant in input and target: their derivative is zeros (as F.l1_loss's; None would read
+    as "not used in the graph" to autograd.grad). Summed in float64."""
     input, target = ctx.saved_tensors
+    zero_input = torch.zeros_like(input) if ctx.needs_input_grad[1] else None
+    zero_target = torch.zeros_like(target) if ctx.needs_input_grad[2] else None
     grad_grad = None
     if ctx.needs_input_grad[0]:
         shape, dtype = ctx.grad_meta
@@ -80,7 +83,7 @@ def _backward_backward(ctx, grad_grad_input, grad_grad_target):
             d = d - grad_grad_target.double()
         total = (torch.sign(input.double() - target.double()) * d).sum()
         grad_grad = (total * (ctx.weight / max(input.numel(), 1))).to(dtype).reshape(shape)
-    return grad_grad, None, None, None
+    return grad_grad, zero_input, zero_target, None
 
 
 if _native.LOADED:

@@ -229,6 +229,18 @@ def test_empty_is_nan_like_aten(backend):
     assert images[1].grad.shape == (0, 3)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_second_derivative_in_the_images_is_zeros(backend):
+    """The gradients are piecewise constant in the images: autograd.grad of a function of them
+    gives zeros there (as F.l1_loss's), not "a tensor not used in the graph"."""
+    images = [t.requires_grad_() for t in make_images((2, 3, 4), torch.float64, seed=8, tie_fraction=0.0)]
+    with ops.use_backend(backend):
+        grads = torch.autograd.grad(ops.cycle_losses(*images, **LAMBDAS).values.sum(), images, create_graph=True)
+    mix = sum((g * torch.randn_like(g)).sum() for g in grads)
+    second = torch.autograd.grad(mix, images)
+    assert len(second) == 6 and all(s.shape == t.shape and not s.any() for s, t in zip(second, images))
+
+
 @pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
 def test_gradcheck_float64(backend):
     # the interpreter is slow: triton gets fewer elements and gradcheck's fast mode (a

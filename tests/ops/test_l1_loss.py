@@ -176,6 +176,21 @@ def test_gradcheck_float64(backend):
     assert torch.autograd.gradgradcheck(f, (x.requires_grad_(), t.requires_grad_()))
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_second_derivative_in_the_images_is_zeros_like_torchs(backend):
+    """The gradient is piecewise constant in input and target: autograd.grad of a function of
+    it gives zeros there, as for F.l1_loss, not "a tensor not used in the graph"."""
+    x, t = (v.requires_grad_() for v in make_inputs((3, 4), torch.float64, "contiguous", tie_fraction=0.0))
+    with ops.use_backend(backend):
+        gx, gt = torch.autograd.grad(ops.l1_loss(x, t, 2.0), (x, t), create_graph=True)
+    mix = torch.randn(3, 4, dtype=torch.float64)
+    second = torch.autograd.grad((gx * mix).sum() + (gt * mix).sum(), (x, t))
+    rx, rt = torch.autograd.grad(2.0 * torch.nn.functional.l1_loss(x, t), (x, t), create_graph=True)
+    expected = torch.autograd.grad((rx * mix).sum() + (rt * mix).sum(), (x, t))
+    for got, want in zip(second, expected):
+        assert torch.equal(got.abs(), want.abs()) and not want.any()
+
+
 @pytest.mark.parametrize("backend", NATIVE_CPU)
 def test_deterministic_across_thread_counts(backend):
     x, t = make_inputs((8, 3, 128, 129), torch.float32, "contiguous")  # 25 chunks
