@@ -11,6 +11,8 @@ transport, and the GPU tests (@pytest.mark.gpu).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -116,6 +118,29 @@ def test_weight_travels_exactly():
         hi, mid, lo = split_f64(w)
         assert all(v == torch.tensor(v, dtype=torch.float32).item() for v in (hi, mid, lo))
         assert (hi + mid) + lo == w
+
+
+@needs_triton_cpu
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 3.5e38, 1e300, 1e-50])
+def test_constants_float32_parts_cannot_carry_are_refused(value):
+    """inf - inf made the parts NaN (and 1e-50 underflowed to 0): the loss, the gradients and
+    the instance norm came out NaN or 0 where the other back ends follow torch. Refused."""
+    from fastgan.ops.triton._common import split_f64
+
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    t = torch.randn_like(x)
+    refused = re.escape(f"float32 parts, which cannot carry {value!r} (outside float32's range)")
+    with ops.use_backend("triton"):
+        with pytest.raises(ValueError, match=refused):
+            ops.l1_loss(x, t, value)
+        with pytest.raises(ValueError, match=refused):
+            ops.cycle_losses(t, x, t, x, lambda_A=value)
+        if value > 0:
+            with pytest.raises(ValueError, match=refused):
+                ops.instance_norm_act(x, eps=value, activation="none")
+        small = ops.l1_loss(x, t, 1e-30)  # a small constant the parts still carry is taken
+    torch.testing.assert_close(small, reference_f64(x, t, 1e-30)[0], rtol=1e-12, atol=0)
+    assert abs(sum(split_f64(1e-30, 2)) - 1e-30) <= 1e-30 * 2.0 ** -46
 
 
 def test_reduction_grid_is_fixed():

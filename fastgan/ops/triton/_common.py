@@ -11,6 +11,7 @@ schema, the same fake results.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Callable
 
@@ -46,13 +47,24 @@ def launcher(kernel):
     return kernel if INTERPRET else wrap_triton(kernel)
 
 
-def split_f64(value: float) -> tuple[float, float, float]:
-    """value as hi + mid + lo, three float32s (Triton passes Python floats as float32):
-    72 bits of significand, so the jit side's float64 sum (`join_f64`) is value itself
-    (for values far from float32's under- and overflow)."""
-    hi = _f32(value)
-    mid = _f32(value - hi)
-    return hi, mid, _f32(value - hi - mid)
+def split_f64(value: float, parts: int = 3) -> tuple[float, ...]:
+    """value as a sum of `parts` float32s (Triton passes Python floats as float32), which
+    the jit side adds in float64 (`join_f64`): three parts (72 bits of significand) carry
+    a float64 in float32's normal range to its last bit, two to ~2^-48 relative. A value
+    they carry less closely than 2^-46 is refused with a ValueError (inf or NaN; beyond
+    float32's range, where the parts overflow to inf - inf = NaN; so small that they
+    underflow): the kernels would compute NaN or 0 with it."""
+    value = float(value)
+    split, rest = [], value
+    if math.isfinite(value):
+        for _ in range(parts):
+            split.append(_f32(rest))
+            rest -= split[-1]
+    if not (split and all(map(math.isfinite, split))
+            and abs(math.fsum(split) - value) <= abs(value) * 2.0 ** -46):
+        raise ValueError(f"the triton back end passes constants to its kernels as float32 parts, which cannot "
+                         f"carry {value!r} (outside float32's range); use the cpu or torch back end for it")
+    return tuple(split)
 
 
 def _f32(value: float) -> float:

@@ -34,7 +34,6 @@ record it (benchmarks/results/kernels_<card>.md).
 
 from __future__ import annotations
 
-import struct
 
 import torch
 import triton
@@ -51,7 +50,7 @@ from fastgan.ops._instance_norm_act import (
 )
 from fastgan.ops._layout import in_order
 from fastgan.ops.triton import triton_problem
-from fastgan.ops.triton._common import define_op, launcher
+from fastgan.ops.triton._common import define_op, launcher, split_f64
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 SPLIT_NCHW = 4096   # pixels per program, NCHW (one plane's run)
@@ -59,13 +58,6 @@ SPLIT_NHWC = 512    # pixels per program, channels_last (32 channels each)
 BLOCK_S = 64        # partials per step when combining splits
 SHIFT_ELEMS = 32    # elements averaged for the shift k
 PARAM_BLOCK = 128   # channels per program of _param_kernel
-
-
-def _split_f64(value: float) -> tuple[float, float]:
-    """value as hi + lo, two float32s (Triton passes Python floats as float32); the
-    kernels add them back in float64 (_join_f64): eps and the slope to ~2^-48 relative."""
-    hi = struct.unpack("f", struct.pack("f", value))[0]
-    return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
 
 
 @triton.jit
@@ -364,8 +356,8 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
     fused = bool(S == 1)  # a constexpr: a plain bool under symbolic sizes too
     grid = (N * triton.cdiv(C, block_c), S)
     shift_n = min(HW, SHIFT_ELEMS)
-    eps_hi, eps_lo = _split_f64(float(eps))
-    slope_hi, slope_lo = _split_f64(float(negative_slope))
+    eps_hi, eps_lo = split_f64(eps, 2)
+    slope_hi, slope_lo = split_f64(negative_slope, 2)
     if not fused:
         p1 = x.new_empty((N * C * S,), dtype=torch.float64)
         p2 = torch.empty_like(p1)
@@ -406,7 +398,7 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     fused = bool(S == 1)
     grid = (N * triton.cdiv(C, block_c), S)
     act = ACT_CODES[activation]
-    slope_hi, slope_lo = _split_f64(float(negative_slope))
+    slope_hi, slope_lo = split_f64(negative_slope, 2)
     sa = x.new_empty((N * C,), dtype=torch.float64)  # per plane: sum(gz)
     sb = torch.empty_like(sa)                          # sum(gz * (x - mean))
     if not fused:
