@@ -4,7 +4,7 @@ One file, `training_state.pt` in the experiment folder, written atomically:
 the nets, optimizers, schedulers and image pools (model.state_dict()), the
 RNG states, reflect_conv2d's measured per-shape kernel choices (a fresh
 measurement could pick another kernel and change the rounding), and where the
-run stands (epoch, batches done in it, images seen).
+run stands (epoch, batches done in it, total_iters).
 The nets are in it too, so a resume never mixes weights and optimizer state
 written at different moments. A data-parallel run's file (written by rank 0)
 also holds every rank's own RNG states, image pools and kernel choices under
@@ -31,7 +31,7 @@ STATE_FILE = "training_state.pt"
 class Progress:
     epoch: int  # the epoch in progress (or the next one when batch == 0)
     batch: int  # batches of `epoch` already trained
-    total_iters: int  # images seen since the start of training (the reference's total_iters)
+    total_iters: int  # the reference's total_iters: --batch_size (global) per iteration since training began
     iteration: int  # training iterations since the start of training
 
 

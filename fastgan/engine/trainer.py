@@ -1,8 +1,9 @@
 """A training run: the reference's epoch loop with progress, logs, samples and resume.
 
-Frequencies count images, as the reference's total_iters does (print_freq,
-display_freq, save_latest_freq); an event fires when total_iters crosses a
-multiple of its frequency, so batch sizes that do not divide it still fire.
+Frequencies (print_freq, display_freq, save_latest_freq) count the reference's
+total_iters: --batch_size (the global batch) per iteration, also for an epoch's
+short last batch; an event fires when total_iters crosses a multiple of its
+frequency, so batch sizes that do not divide it still fire.
 Networks are written under the reference's names ({epoch}_net_{name}.pth,
 latest_net_*.pth, iter_N_net_*.pth with --save_by_iter); the training-state
 file beside them lets --continue_train resume exactly where the run stopped.
@@ -10,7 +11,7 @@ SIGINT/SIGTERM stop after the current iteration and save first. Samples go to
 samples/ and, unless --no_html, to the reference's web/ page (fastgan.engine.web_page).
 
 In a data-parallel run (fastgan.engine.distributed) every rank runs this loop
-on its shard of each global batch and counts images globally; rank 0 alone
+on its shard of each global batch and counts iterations globally; rank 0 alone
 writes checkpoints, logs, samples and the progress bar (the logged losses are
 the ranks' mean); every rank loads on resume; all stop after the same iteration.
 """
@@ -43,7 +44,7 @@ from fastgan.options import Options, checkpoint_label, sizes_vary
 
 
 def crossed(total: int, step: int, freq: int) -> bool:
-    """Did total_iters pass a multiple of freq in the last `step` images?"""
+    """Did total_iters pass a multiple of freq in its last `step`?"""
     return freq > 0 and total // freq > (total - step) // freq
 
 
@@ -172,7 +173,7 @@ class Trainer:
             if self.web_page is not None and progress.batch > 0:
                 self.web_page.resume_epoch(progress.epoch)
         self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
-                 f"batch {progress.batch}, {progress.total_iters} images seen")
+                 f"batch {progress.batch}, total_iters {progress.total_iters}")
         self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
@@ -246,6 +247,7 @@ class Trainer:
         opt, model, p = self.opt, self.model, self.progress
         self.describe()
         done = (p.epoch - opt.epoch_count) * len(self.loader) + p.batch  # batches before this run
+        step = opt.batch_size * self.ranks.world_size  # the reference's total_iters step
         total_batches = (self.last_epoch - opt.epoch_count + 1) * len(self.loader)
         if opt.max_iters is not None:
             total_batches = min(total_batches, done + max(0, opt.max_iters - p.iteration))
@@ -277,11 +279,11 @@ class Trainer:
                             bar.set_description_str("")
                         p.batch += 1
                         p.iteration += 1
-                        p.total_iters += n
+                        p.total_iters += step
                         images_this_run += n
                         bar.update(1)
                         rate = images_this_run / (time.perf_counter() - start)
-                        self.after_iteration(losses, n, images, bar, rate, (step_start, waited))
+                        self.after_iteration(losses, step, images, bar, rate, (step_start, waited))
                         if stop_requested:
                             stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
                         elif opt.max_iters is not None and p.iteration >= opt.max_iters:
@@ -326,11 +328,11 @@ class Trainer:
         self.model.gradient_shares.weight = world * shares[self.ranks.rank] / sum(shares)
         return shares[self.ranks.rank]
 
-    def after_iteration(self, losses: dict, n: int, images: int, bar, rate: float, timing: tuple) -> None:
-        """`n`: the iteration's images over all ranks; `images`: this rank's; `timing`: when the
-        step started and how long its batch was waited for (seconds)."""
+    def after_iteration(self, losses: dict, step: int, images: int, bar, rate: float, timing: tuple) -> None:
+        """`step`: what the iteration added to total_iters; `images`: this rank's real images;
+        `timing`: when the step started and how long its batch was waited for (seconds)."""
         opt, p = self.opt, self.progress
-        if crossed(p.total_iters, n, opt.print_freq):
+        if crossed(p.total_iters, step, opt.print_freq):
             values = dict(zip(losses, self.ranks.mean([float(v) for v in losses.values()], images)))
             step_start, waited = timing
             if self.main:
@@ -345,15 +347,15 @@ class Trainer:
                 self._write_picture("loss_curve.png", self.loss_log.draw_curve)
                 bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
                                     " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)
-        if self.main and crossed(p.total_iters, n, opt.display_freq):
+        if self.main and crossed(p.total_iters, step, opt.display_freq):
             path = os.path.join(self.dir, "samples", f"epoch{p.epoch:03d}_iter{p.total_iters:08d}.png")
             self._write_picture("samples/", lambda: save_sample_grid(self.model.visuals, self.model.visual_names,
                                                                      path))
             if self.web_page is not None:
                 self._write_picture("web/", lambda: self.web_page.display(
                     self.model.visuals, self.model.visual_names, p.epoch,
-                    save_result=crossed(p.total_iters, n, opt.update_html_freq)))
-        if crossed(p.total_iters, n, opt.save_latest_freq):
+                    save_result=crossed(p.total_iters, step, opt.update_html_freq)))
+        if crossed(p.total_iters, step, opt.save_latest_freq):
             self.save([f"iter_{p.total_iters}" if opt.save_by_iter else "latest"])
 
     def _write_picture(self, what: str, write) -> None:

@@ -185,6 +185,21 @@ def test_continuing_a_run_started_at_another_epoch_resumes_it(unaligned_root, tm
     assert "nothing to train: epoch 5 is past the schedule's last, 3" in capsys.readouterr().out
 
 
+def test_frequencies_count_the_batch_size_per_iteration_as_the_reference(aligned_root, tmp_path):
+    """5 aligned images at batch 2: batches of 2, 2 and 1 per epoch. The reference's
+    total_iters adds --batch_size for the short batch too, so every frequency and the
+    --save_by_iter names step by 2 (the image count stays the real one)."""
+    args = tiny_args(aligned_root, tmp_path, "run", "pix2pix") + [
+        "--batch_size", "2", "--save_latest_freq", "4", "--save_by_iter"]
+    result = train_cli.main(args)
+    assert result["images"] == 10 and result["iteration"] == 6
+    records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
+    assert [r["total_iters"] for r in records] == [2, 4, 6, 8, 10, 12]
+    assert [r["epoch_iter"] for r in records] == [2, 4, 6, 2, 4, 6]
+    saved = sorted(name for name in os.listdir(tmp_path / "run") if name.startswith("iter_"))
+    assert saved == [f"iter_{i}_net_{net}.pth" for i in (12, 4, 8) for net in ("D", "G")]
+
+
 def test_max_iters_ending_an_epoch_finishes_it(unaligned_root, tmp_path):
     """--max_iters falling on an epoch's last batch: the epoch ends as usual (its networks saved,
     the schedule stepped), so the run stands at the next epoch."""
