@@ -22,9 +22,10 @@ from typing import NamedTuple, Sequence
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
-from fastgan.ops._loss_args import constant, promoted
+from fastgan.ops._loss_args import as_autocast_runs_l1, constant
 
 CYCLE_LOSSES = registry.Op("cycle_losses", reference.cycle_losses)
 
@@ -59,7 +60,8 @@ def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor
     idt_B are 0 and the identity images, if given, are not read and get no gradient.
     rec_A and idt_B must have real_A's shape, rec_B and idt_A real_B's (no
     broadcasting); one device; floating dtypes, promoted to the widest where they differ
-    (bf16 outputs against float32 images under autocast); lambdas are constants (numbers
+    (bf16 outputs against float32 images), and under autocast bf16/fp16 in float32 (as
+    F.l1_loss runs there); lambdas are constants (numbers
     or one-element tensors without grad); any layout. Differentiable in every
     image (usually only rec_* and idt_* require grad). The native and Triton back ends
     accumulate in float64 (float32/float64 inputs; float32 for bf16/fp16) in a fixed
@@ -74,7 +76,8 @@ def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor
     if lambdas[2] == 0:
         idt_A = idt_B = None
     _check_shapes(real_A, rec_A, real_B, rec_B, idt_A, idt_B)
-    real_A, rec_A, real_B, rec_B, idt_A, idt_B = promoted(real_A, rec_A, real_B, rec_B, idt_A, idt_B)
+    real_A, rec_A, real_B, rec_B, idt_A, idt_B = promoted(*as_autocast_runs_l1(real_A, rec_A, real_B, rec_B,
+                                                                                 idt_A, idt_B))
     values = CYCLE_LOSSES(real_A, rec_A, real_B, rec_B, idt_A, idt_B, *lambdas)
     cycle_a, cycle_b, idt_a, idt_b = values.unbind()
     return CycleLosses(cycle_a, cycle_b, idt_a, idt_b, values)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 
 INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
@@ -44,8 +45,9 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     without running stats), eps added to the variance (a constant plane with eps 0
     normalizes to 0, with zero dx, as torch's instance_norm). weight, bias: (C,) or None.
     activation: "relu", "leaky_relu" (with negative_slope) or "none". residual: None
-    or a tensor of x's shape and dtype, added after the activation (the end of a
-    ResNet block: activation "none"). Differentiable in x, weight, bias and residual,
+    or a tensor of x's shape, added after the activation (the end of a ResNet block:
+    activation "none"); of another floating dtype, x and it are promoted to the wider,
+    as for x + residual. Differentiable in x, weight, bias and residual,
     twice in x, weight and bias. Runs on the back end chosen by
     fastgan.ops.use_backend / FASTGAN_BACKEND / auto; the native and Triton kernels
     accumulate in float32 (float64 for float64 inputs) and are deterministic.
@@ -61,6 +63,8 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"instance_norm_act: residual must have x's shape {tuple(x.shape)}, "
                          f"got {tuple(residual.shape)}")
+    if residual is not None:  # a residual of another dtype: both in the wider, as x + residual is
+        x, residual = promoted(x, residual)
     return INSTANCE_NORM_ACT(x, weight, bias, float(eps), activation, float(negative_slope), residual)
 
 

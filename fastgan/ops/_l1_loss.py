@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
-from fastgan.ops._loss_args import constant, promoted
+from fastgan.ops._loss_args import as_autocast_runs_l1, constant
 
 L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
 
@@ -24,8 +25,9 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
     """weight * mean(|input - target|) as a 0-dim tensor of the inputs' (promoted) dtype.
 
     input and target: same shape and device (no broadcasting), any layout; of two
-    floating dtypes (a bf16 output against a float32 target under autocast) both are
-    promoted to the wider, as torch's l1_loss does. Differentiable in both. weight is a
+    dtypes (a bf16 output against a float32 target) both are promoted to the wider, as
+    torch's l1_loss does; under autocast bf16/fp16 run in float32, as F.l1_loss does
+    there (autocast's float32 list). Differentiable in both. weight is a
     constant: a Python number or a one-element tensor without grad. Runs on the back end
     chosen by fastgan.ops.use_backend / FASTGAN_BACKEND / auto (native kernels when
     built). The native kernels accumulate in float64 (float32 inputs; float32 for
@@ -35,7 +37,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
         raise ValueError(f"l1_loss: input and target must have the same shape, got "
                          f"{tuple(input.shape)} and {tuple(target.shape)}")
     weight = constant("l1_loss", "weight", weight, "weight * l1_loss(input, target)")
-    input, target = promoted(input, target)
+    input, target = promoted(*as_autocast_runs_l1(input, target))
     return L1_LOSS(input, target, weight)
 
 

@@ -1,8 +1,6 @@
-"""What the fused losses take besides their images: constant factors, and mixed dtypes."""
+"""What the fused losses take besides their images: constant factors; their dtype under autocast."""
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -21,10 +19,12 @@ def constant(op: str, name: str, value, instead: str) -> float:
     return float(value)
 
 
-def promoted(*tensors: torch.Tensor | None) -> tuple:
-    """The tensors in their common floating dtype, where they differ (None stays None)."""
-    dtypes = {t.dtype for t in tensors if t is not None}
-    if len(dtypes) < 2 or not all(d.is_floating_point for d in dtypes):
+def as_autocast_runs_l1(*tensors: torch.Tensor | None) -> tuple:
+    """Under autocast on the tensors' device, bf16 and fp16 tensors in float32: autocast runs
+    F.l1_loss in float32 (its float32 list), so a loss of half-precision outputs is a
+    float32 value there, not one rounded to bf16."""
+    device_type = next(t for t in tensors if t is not None).device.type
+    # is_autocast_enabled raises for meta tensors (shape inference)
+    if device_type == "meta" or not torch.is_autocast_enabled(device_type):
         return tensors
-    dtype = functools.reduce(torch.promote_types, dtypes)
-    return tuple(t if t is None else t.to(dtype) for t in tensors)
+    return tuple(t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors)

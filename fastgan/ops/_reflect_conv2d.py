@@ -128,6 +128,7 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if _autocasting(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         x, weight, bias = (_autocast(t, dtype) for t in (x, weight, bias))
+    _check_dtypes(x, weight, bias)
     return REFLECT_CONV2D(x, weight, bias, stride, padding)
 
 
@@ -153,6 +154,8 @@ def _validate(x, weight, bias, stride, padding) -> None:
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"reflect_conv2d: weight {tuple(weight.shape)} expects {weight.shape[1]} input "
                          f"channels, x {tuple(x.shape)} has {x.shape[1]} (groups=1 only)")
+    if x.shape[1] == 0:
+        raise ValueError(f"reflect_conv2d: x {tuple(x.shape)} has no input channels")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"reflect_conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     if padding >= x.shape[2] or padding >= x.shape[3]:
@@ -161,6 +164,15 @@ def _validate(x, weight, bias, stride, padding) -> None:
     if x.shape[2] + 2 * padding < weight.shape[2] or x.shape[3] + 2 * padding < weight.shape[3]:
         raise ValueError(f"reflect_conv2d: kernel {tuple(weight.shape[2:])} is larger than the padded "
                          f"input {(x.shape[2] + 2 * padding, x.shape[3] + 2 * padding)}")
+
+
+def _check_dtypes(x, weight, bias) -> None:
+    """One floating dtype and one device for all (as F.conv2d asks), on every back end."""
+    tensors = {"x": x, "weight": weight, "bias": bias}
+    found = {name: (t.dtype, t.device) for name, t in tensors.items() if t is not None}
+    if len(set(found.values())) > 1 or not x.is_floating_point():
+        raise ValueError("reflect_conv2d: x, weight and bias must share one floating dtype and device, got "
+                         + ", ".join(f"{name} {dtype} on {device}" for name, (dtype, device) in found.items()))
 
 
 # ----------------------------------------------------------------------- layouts, aten

@@ -397,6 +397,23 @@ def test_mismatched_shapes_are_clear_errors():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_under_autocast_half_precision_runs_in_float32_as_l1_loss(backend):
+    """Autocast runs F.l1_loss in float32: with every image bf16 the terms are float32 values
+    (each weighted F.l1_loss of the images there), not ones rounded to bf16."""
+    images = make_images((2, 3, 6, 5), torch.bfloat16, seed=9)
+    real_A, rec_A, real_B, rec_B, idt_A, idt_B = images
+    l1 = torch.nn.functional.l1_loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with ops.use_backend(backend):
+            got = ops.cycle_losses(*images, **LAMBDAS)
+        lam_A, lam_B, lam_idt = LAMBDAS["lambda_A"], LAMBDAS["lambda_B"], LAMBDAS["lambda_identity"]
+        expected = torch.stack([l1(rec_A, real_A) * lam_A, l1(rec_B, real_B) * lam_B,
+                                l1(idt_A, real_B) * lam_B * lam_idt, l1(idt_B, real_A) * lam_A * lam_idt])
+    assert got.values.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(got.values, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_mixed_dtypes_are_promoted_as_torch_promotes_them(backend):
     """bf16 reconstructions against float32 images (autocast): computed in float32, the
     gradients in each image's own dtype, equal to the float32 computation."""

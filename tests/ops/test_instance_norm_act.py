@@ -207,6 +207,20 @@ def test_strided_input_and_mixed_layouts(backend):
           go.contiguous(memory_format=torch.channels_last), "none")
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_residual_of_another_dtype_promotes_as_the_sum_does(backend):
+    """A float64 residual to a float32 x: the float64 result of norm(x) + residual, as the
+    plain composition gives, with each gradient in its input's dtype (the cpu and triton
+    back ends refused the pair)."""
+    x, w, b, r, go = make_case(SMALL, torch.float32, "contiguous", seed=19)
+    y, grads = run(backend, x, w, b, r.double(), go.double(), "none")
+    ref, ref_grads = reference_f64(x, w, b, r, go, "none")
+    assert y.dtype == torch.float64 and [g.dtype for g in grads] == [torch.float32] * 3 + [torch.float64]
+    assert_close(y, ref, 1e-5, "output")
+    for name, got, want in zip(("dx", "dweight", "dbias", "dresidual"), grads, ref_grads):
+        assert_close(got, want, 1e-4, name)
+
+
 @pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
 def test_large_mean_small_variance(backend):
     """mean 1000, std 0.01: sums around the mean, not E[x^2] - E[x]^2 (no cancellation)."""

@@ -281,6 +281,35 @@ def test_a_weight_that_requires_grad_is_refused():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_under_autocast_half_precision_runs_in_float32_as_torchs(backend):
+    """Autocast runs F.l1_loss in float32 (its float32 list): two bf16 tensors give the float32
+    loss there, not one rounded to bf16; the gradients stay bf16."""
+    g = torch.Generator().manual_seed(6)
+    out, target = (torch.randn(3, 7, generator=g).bfloat16().requires_grad_() for _ in range(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.nn.functional.l1_loss(out, target) * 0.5
+        with ops.use_backend(backend):
+            loss = ops.l1_loss(out, target, 0.5)
+    grads = torch.autograd.grad(loss, (out, target))
+    expected_grads = torch.autograd.grad(expected, (out, target))
+    assert loss.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_an_integer_input_against_a_float_target_is_promoted(backend):
+    x = torch.arange(12).reshape(3, 4)
+    t = torch.randn(3, 4, generator=torch.Generator().manual_seed(7))
+    with ops.use_backend(backend):
+        loss = ops.l1_loss(x, t)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, torch.nn.functional.l1_loss(x, t), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_mixed_dtypes_are_promoted_as_torch_promotes_them(backend):
     """A bf16 output against a float32 target (autocast): the float32 loss, as torch's l1_loss
     gives it, and the output's gradient in bf16; a float64 weight tensor does not widen it."""

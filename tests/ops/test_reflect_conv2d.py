@@ -922,6 +922,20 @@ def test_bad_arguments_are_errors():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_no_input_channels_or_mixed_dtypes_are_refused_on_every_back_end(backend):
+    """As F.conv2d refuses them; the native and Triton back ends used to return the bias for
+    no channels, and Triton took a float64 bias to float32 tensors."""
+    x, wt = torch.randn(2, 3, 6, 7), torch.randn(4, 3, 3, 3)
+    with ops.use_backend(backend):
+        with pytest.raises(ValueError, match=r"x \(2, 0, 6, 7\) has no input channels"):
+            ops.reflect_conv2d(torch.randn(2, 0, 6, 7), torch.randn(4, 0, 3, 3), torch.randn(4))
+        for args in ((x, wt, torch.randn(4, dtype=torch.float64)), (x, wt.double(), None),
+                     (x.long(), wt.long(), None)):
+            with pytest.raises(ValueError, match="x, weight and bias must share one floating dtype and device"):
+                ops.reflect_conv2d(*args)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_autocast_casts_like_conv2d(backend):
     x, wt, b, _ = make_case(CASES[0], torch.float32, "contiguous", seed=15)
     with torch.autocast("cpu", dtype=torch.bfloat16):
