@@ -9,7 +9,7 @@ short, is split as evenly as it goes, and when it holds fewer items than
 there are ranks it is topped up from the start of the epoch's order (as
 torch's DistributedSampler pads), so no rank gets an empty batch. Such a batch
 is uneven: `rank_shares` says how many of its real items (padding not counted)
-each rank holds, which weighs each rank's gradient in the average
+each rank holds, which weighs each rank's losses
 (fastgan.engine.distributed.GradientShares) so that the step is the one batch's.
 """
 

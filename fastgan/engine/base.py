@@ -84,6 +84,8 @@ class TrainingModel:
         self.visuals: dict[str, torch.Tensor] = {}
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range
         self.scaler = torch.amp.GradScaler(device.type) if self.levels.amp == "fp16" else None
+        # a data-parallel run's weight of this rank's losses (fastgan.engine.distributed)
+        self.gradient_shares = None
         self._iterate = self.iteration
 
     # -- construction helpers -------------------------------------------------
@@ -151,6 +153,9 @@ class TrainingModel:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
+        shares = self.gradient_shares
+        if shares is not None and shares.weight != 1.0:  # an uneven batch (distributed.GradientShares)
+            loss = loss * shares.weight
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def optimizer_step(self, name: str) -> None:

@@ -27,13 +27,20 @@ CPU. What the ranks share and what each keeps:
 - The data: each rank loads its slice of every global batch (fastgan.data.plan).
   A short last batch splits unevenly (3 images: 2 and 1; 1 image: 1 and a
   padding copy), and DDP's plain average of the ranks' batch means would weigh
-  those images unequally (1/4, 1/4, 1/2). Every DDP wrapper therefore averages
-  through `GradientShares`: before each iteration the trainer sets this rank's
-  weight, world size x its real images / the global batch's (1 for an even
-  batch, 0 for a padding copy), so the average is the one batch's mean gradient.
+  those images unequally (1/4, 1/4, 1/2). Before each iteration the trainer
+  therefore sets this rank's weight in `GradientShares`, world size x its real
+  images / the global batch's (1 for an even batch, 0 for a padding copy), and
+  the model multiplies each of its losses by it before the backward, so DDP's
+  plain average is the one batch's mean gradient. The losses, not the
+  gradients: under --norm syncbatch a rank's backward also carries the other
+  ranks' loss terms (SyncBatchNorm all-reduces its gradient statistics), which
+  a weight on the finished gradient would scale with this rank's share.
 - --norm syncbatch: nn.SyncBatchNorm, batch statistics over every rank's
   batch. torch's SyncBatchNorm takes CUDA tensors only; on the CPU (gloo) the
   same statistics come from GlooSyncBatchNorm (fastgan.engine.gloo_sync_batch_norm).
+  A padding copy is in those statistics too (it is in the rank's batch; only
+  its losses weigh nothing): the one step of an epoch whose last global batch
+  holds fewer images than there are ranks normalizes with it.
 - Random streams: rank 0 keeps a single-process run's; every other rank draws
   dropout masks and image-pool choices from streams of its own (`rank_seed`),
   so ranks do not drop the same units. The image pools stay per rank.
@@ -292,22 +299,12 @@ def seed_rank_streams(model, rank: int, *salt: int) -> None:
 
 # -- wrapping the nets --------------------------------------------------------
 class GradientShares:
-    """This rank's weight in the gradient average of the iteration about to run: world size x
-    its real images / the global batch's (see the module docstring). The trainer sets it."""
+    """This rank's weight of its losses in the iteration about to run: world size x its real
+    images / the global batch's (see the module docstring). The trainer sets it; the
+    model's backward multiplies each loss by it."""
 
-    def __init__(self, world_size: int):
-        self.world_size = world_size
+    def __init__(self):
         self.weight = 1.0
-
-
-def _weighted_average(shares, bucket):  # unannotated: DDP checks the annotations' objects, strings here
-    """DDP's gradient average as torch's default hook computes it (divide by the world
-    size, then sum over the ranks), each rank's gradient first weighted by its share."""
-    buffer = bucket.buffer()
-    if shares.weight != 1.0:
-        buffer.mul_(shares.weight)
-    buffer.div_(shares.world_size)
-    return dist.all_reduce(buffer, async_op=True).get_future().then(lambda done: done.value()[0])
 
 
 def distribute(model) -> dict[str, nn.Module]:
@@ -329,9 +326,5 @@ def distribute(model) -> dict[str, nn.Module]:
     if rank > 0:
         seed_rank_streams(model, rank)
     device_ids = [model.device.index] if model.device.type == "cuda" else None
-    model.gradient_shares = GradientShares(dist.get_world_size())
-    wrapped = {}
-    for name, net in model.nets.items():
-        wrapped[name] = DistributedDataParallel(net, device_ids=device_ids)
-        wrapped[name].register_comm_hook(model.gradient_shares, _weighted_average)
-    return wrapped
+    model.gradient_shares = GradientShares()
+    return {name: DistributedDataParallel(net, device_ids=device_ids) for name, net in model.nets.items()}
