@@ -47,9 +47,11 @@ HELP = {
     "save_epoch_freq": "save networks {epoch}_net_* every this many epochs",
     "save_by_iter": "name the periodic saves iter_N instead of latest",
     "continue_train": "resume the run in checkpoints_dir/name (see README)",
-    "epoch_count": "the first epoch's number, for the learning-rate schedule",
+    "epoch_count": "the first epoch's number: epochs epoch_count .. n_epochs + n_epochs_decay train, and the "
+                   "learning-rate schedule starts there",
     "n_epochs": "epochs at the initial learning rate",
-    "n_epochs_decay": "epochs of linear decay to zero after them",
+    "n_epochs_decay": "epochs after them with a decaying learning rate (--lr_policy linear: the last one "
+                      "trains at lr / (n_epochs_decay + 1), zero comes after it)",
     "lr": "Adam's initial learning rate",
     "beta1": "Adam's beta1 (beta2 is 0.999)",
     "gan_mode": "GAN objective",

@@ -143,7 +143,8 @@ def _problem(op: str, backend: str, device_type: str) -> str:
         return _check_cache[key] or ""
     reason = None
     if backend not in _BACKENDS:
-        reason = f"unknown back end {backend!r} (known: {', '.join(sorted(_BACKENDS))}, or {AUTO!r})"
+        source = f" set by {ENV_VAR}" if backend == os.environ.get(ENV_VAR, "").strip() else ""
+        reason = f"unknown back end {backend!r}{source} (known: {', '.join(sorted(_BACKENDS))}, or {AUTO!r})"
     elif not _BACKENDS[backend].runs_on(device_type):
         runs = ", ".join(_BACKENDS[backend].devices or ())
         reason = f"back end {backend!r} runs on {runs} tensors, not {device_type}"
