@@ -56,7 +56,8 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
         count = torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float64)
         dist.all_reduce(count, group=group)
         n = float(count)
-        xf = x.float()  # statistics in fp32 whatever the autocast dtype, as torch's batch norm
+        # statistics in float32 for half-precision inputs (as torch's batch norm), else in x's dtype
+        xf = x if x.dtype == torch.float64 else x.float()
         mean = _SumOverRanks.apply(xf.sum(dims), group) / n
         centered = xf - mean.view(shape)
         var = _SumOverRanks.apply((centered * centered).sum(dims), group) / n
@@ -71,8 +72,8 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
     def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mean, factor)
-        self.running_var.lerp_(unbiased_var, factor)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), factor)
 
 
 def use_gloo_sync_batch_norm(net: nn.Module) -> None:

@@ -247,6 +247,20 @@ def test_an_uneven_last_batch_trains_as_one_batch(items, batch, epochs, total_it
     assert_same_training("cyclegan", "instance", tmp_path / "one", tmp_path / "two", ranks[0]["nets"], total_iters)
 
 
+def test_gloo_sync_batch_norm_is_the_batch_norm_of_the_whole_batch(tmp_path):
+    """Two ranks holding 3 and 1 images of a batch of 4: each rank's outputs, input gradients and
+    running statistics, and the summed parameter gradients, are nn.BatchNorm2d's on the batch
+    of 4, in float32 and in float64 (whose running-statistics update used to raise)."""
+    torchrun(["-m", "tests.engine.sync_batch_norm_worker", str(tmp_path)])
+    for rank in (0, 1):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            result = json.load(f)
+        for dtype, tolerance in (("torch.float32", 1e-5), ("torch.float64", 1e-12)):
+            found = result[dtype]
+            assert found.pop("dtype") == dtype
+            assert max(found.values()) < tolerance, (rank, dtype, found)
+
+
 def test_an_uneven_last_batch_under_syncbatch_trains_as_one_batch(aligned_root, tmp_path):
     """7 images at batch 2: the last global batch of 3 splits 2 and 1. Under syncbatch a rank's
     backward also carries the other rank's loss terms (the batch statistics' gradients are
