@@ -4,6 +4,7 @@ module running fastgan.ops.reflect_conv2d (the padded tensor is never materializ
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -44,7 +45,10 @@ class ReflectConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=1,
                  bias: bool = True, backend: str = "auto", device=None, dtype=None):
         super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        kernel = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) else tuple(kernel_size)
+        if len(kernel) != 2 or not all(isinstance(k, numbers.Integral) and k >= 1 for k in kernel):
+            raise ValueError(f"ReflectConv2d: kernel_size must be an int >= 1 or a pair of them, got {kernel_size!r}")
+        kh, kw = (int(k) for k in kernel)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = (kh, kw)

@@ -10,6 +10,8 @@ def constant(op: str, name: str, value, instead: str) -> float:
     (a learned factor would silently get no gradient: multiply the loss by it instead).
     A tensor is read to the host here: a sync on a GPU, a graph break under torch.compile
     (cycle_losses branches on lambda_identity == 0, so the value is needed)."""
+    if isinstance(value, (str, bytes)):  # float() would take "2"
+        raise TypeError(f"{op}: {name} is a number, got {value!r}")
     if isinstance(value, torch.Tensor):
         if value.requires_grad:
             raise TypeError(f"{op}: {name} is a constant (a Python float); for a learned {name}, "

@@ -125,6 +125,16 @@ def test_from_modules_refuses_what_it_cannot_represent(pad, conv, why):
         ReflectConv2d.from_modules(pad, conv)
 
 
+def test_kernel_sizes_conv2d_takes_are_taken_and_others_refused():
+    import numpy as np
+
+    assert ReflectConv2d(3, 4, np.int64(3)).kernel_size == (3, 3)
+    assert ReflectConv2d(3, 4, (3, 5), padding=2).weight.shape == (4, 3, 3, 5)
+    for bad in ((3, 3, 3), 0, (3, 2.5), "3"):
+        with pytest.raises(ValueError, match="kernel_size must be an int >= 1 or a pair of them"):
+            ReflectConv2d(3, 4, bad)
+
+
 def test_an_unknown_back_end_is_refused_at_construction():
     with pytest.raises(ValueError, match="unknown back end 'bogus'"):
         ReflectConv2d(3, 4, 3, backend="bogus")
