@@ -65,6 +65,14 @@ class BaseDataset(torch.utils.data.Dataset):
             )
         return paths
 
+    def _check_channels(self, *counts: int) -> None:
+        """Channel counts no loader produces, refused before any file is read (load_image
+        refuses them too; DALI's pipeline would quietly make RGB of them)."""
+        for nc in counts:
+            if nc not in (1, 3):
+                raise DatasetError(f"cannot load the images of {self.root} with {nc} channels: only 1 (grayscale) "
+                                   f"or 3 (RGB) are supported; set --input_nc/--output_nc to 1 or 3")
+
     def _transformed(self, img: Image.Image, path: str, rng: np.random.Generator) -> torch.Tensor:
         return transform_image(self.opt, img, get_params(self.opt, img.size, rng), path)
 
@@ -96,6 +104,7 @@ class UnalignedDataset(BaseDataset):
         # Channel counts of the folders (the reference swaps them with the direction).
         self.A_nc = opt.output_nc if self.btoa else opt.input_nc
         self.B_nc = opt.input_nc if self.btoa else opt.output_nc
+        self._check_channels(self.A_nc, self.B_nc)
 
     def __len__(self) -> int:
         return max(len(self.A_paths), len(self.B_paths))
@@ -135,6 +144,7 @@ class AlignedDataset(BaseDataset):
         self.AB_paths = self._images(self.dir_AB)
         self.A_nc = opt.output_nc if self.btoa else opt.input_nc  # of the left half
         self.B_nc = opt.input_nc if self.btoa else opt.output_nc
+        self._check_channels(self.A_nc, self.B_nc)
 
     def __len__(self) -> int:
         return len(self.AB_paths)
@@ -172,6 +182,7 @@ class SingleDataset(BaseDataset):
         check_preprocess_options(opt)
         self.A_paths = self._images(self.root)
         self.A_nc = opt.output_nc if self.btoa else opt.input_nc  # as the reference
+        self._check_channels(self.A_nc)
 
     def __len__(self) -> int:
         return len(self.A_paths)

@@ -225,6 +225,21 @@ def test_empty_folder_same_error_from_every_loader(tmp_path):
     assert len(words) == 1 and "holds no images" in words.pop()
 
 
+@pytest.mark.parametrize("mode", ["unaligned", "aligned", "single"])
+def test_channel_counts_no_loader_makes_are_refused_at_start_by_every_loader(roots, mode):
+    """--input_nc 4: one error before any file is read (DALI's pipeline made RGB batches of it
+    and training failed later in a convolution)."""
+    root = roots / "single" if mode == "single" else roots / mode
+    opt = make_opt(root, dataset_mode=mode, input_nc=4)
+    words = set()
+    for kind in ("torch", "cache", "dali", "auto"):
+        with pytest.raises(DatasetError) as e:
+            create_loader(opt.replace(loader=kind), "cpu")
+        words.add(str(e.value))
+    assert words == {f"cannot load the images of {root} with 4 channels: only 1 (grayscale) or 3 (RGB) are "
+                     "supported; set --input_nc/--output_nc to 1 or 3"}
+
+
 def test_mixed_sizes_and_small_images_same_error_from_every_loader(roots, tmp_path):
     opt = make_opt(roots / "single", dataset_mode="single", preprocess="none", batch_size=2, serial_batches=True)
     words = {refusal(kind, opt) for kind in KINDS}
