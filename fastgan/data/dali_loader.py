@@ -32,6 +32,11 @@ The pipeline, per output image:
      1.7 ms for DALI's decode; with it the DALI loader is no faster than the
      DataLoader here.
 
+Files DALI decodes without failing but to other pixels than PIL's convert (the
+reference's): a floating-point TIFF (PIL mode "F"), which DALI saturates. The loader
+refuses a dataset holding one, naming the file, and `auto` does not pick DALI for it
+(dali_misread_file: only .tif/.tiff headers are read).
+
 Refusals: a file DALI cannot decode fails its batch (and the pipeline). The
 loader then loads the batches in flight, in order, through the torch path's
 decoding (PIL in this process, fastgan.data.loader.load_batch), yields them,
@@ -54,6 +59,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 
 from fastgan.data.errors import DatasetError
 from fastgan.data.loader import PlannedLoader, load_batch
@@ -120,6 +126,27 @@ class _Feeder:
         return tuple(col.values(items) for col in self.columns)
 
 
+# PIL modes of TIFFs that DALI decodes without failing but to other pixels: a float image
+# comes out saturated where PIL's convert("RGB") (the reference's) clips its values
+_MISREAD_TIFF_MODES = ("F",)
+
+
+def dali_misread_file(dataset) -> str | None:
+    """The first of the dataset's files DALI would turn into other pixels than PIL, or None.
+    Reads the headers of its TIFFs only."""
+    for name in ("A_paths", "B_paths", "AB_paths"):
+        for path in getattr(dataset, name, ()):
+            if not path.lower().endswith((".tif", ".tiff")):
+                continue
+            try:
+                with Image.open(path) as im:
+                    if im.mode in _MISREAD_TIFF_MODES:
+                        return path
+            except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+                continue  # unreadable: every loader refuses it when its batch is due
+    return None
+
+
 def _path_bytes(path: str) -> np.ndarray:
     """The file name's bytes as the OS has them: os.fsencode, not .encode("utf-8"), so a name
     that is not valid UTF-8 (a Latin-1 archive's b"caf\\xe9.png", surrogate-escaped by Python)
@@ -146,6 +173,10 @@ class DaliLoader(PlannedLoader):
             raise DatasetError(f"--loader dali needs NVIDIA DALI, which cannot be imported ({problem}); "
                                f"install nvidia-dali (requirements.txt) or use --loader cache or torch")
         super().__init__(opt, device, dataset, rank, world_size)
+        misread = dali_misread_file(self.dataset)
+        if misread is not None:
+            raise DatasetError(f"--loader dali: DALI decodes {misread}, a floating-point TIFF, to other pixels than "
+                               "PIL (the reference's loader): saturated; use --loader cache or torch")
         self.on_gpu = self.device.type == "cuda"
         self.transform_on = transform_on or ("dali" if self.on_gpu else "torch")
         if self.transform_on not in ("dali", "torch"):

@@ -418,6 +418,23 @@ def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
     assert isinstance(create_loader(opt.replace(loader="torch"), "cpu"), TorchLoader)
 
 
+def test_dali_refuses_a_float_tiff_it_would_saturate_and_auto_passes_it_by(tmp_path, monkeypatch, capsys):
+    """DALI decodes a floating-point TIFF without failing, saturated (mean level 254 where PIL's
+    convert gives 126): refused by name; auto takes the DataLoader instead."""
+    monkeypatch.setattr(select_module, "_said", set())
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        save(tmp_path / "trainA" / f"a{i}.png", photo_like(rng, 40, 40))
+        save(tmp_path / "trainB" / f"b{i}.png", photo_like(rng, 40, 40))
+    floating = tmp_path / "trainB" / "b2.tif"
+    Image.fromarray(rng.uniform(0, 250, (40, 40)).astype(np.float32), mode="F").save(floating)
+    opt = make_opt(tmp_path)
+    with pytest.raises(DatasetError, match=f"DALI decodes {floating}, a floating-point TIFF"):
+        make_loader("dali", opt)
+    assert isinstance(create_loader(opt.replace(loader="auto", cache_memory_fraction=0.0), "cpu"), TorchLoader)
+    assert f"DALI would misread {floating} (a floating-point TIFF)" in capsys.readouterr().out
+
+
 def test_ranks_of_one_node_share_its_host_memory(roots, monkeypatch, capsys):
     """Each rank caches the whole dataset: with 4 ranks on a node, each may take a quarter
     of the share (without this, 4 ranks together took 4 times the share)."""
