@@ -148,6 +148,13 @@ class CacheLoader(PlannedLoader):
         self.store_device, self.pinned = self._placement()
         self._store: dict | None = None  # (path, region) -> (C, H, W) uint8 view; built by the first epoch
 
+    @property
+    def placement(self) -> str:
+        """Where the decoded set is kept, in words."""
+        if self.store_device.type == "cuda":
+            return "GPU memory"
+        return "pinned host memory (it does not fit in the GPU's share)" if self.pinned else "host memory"
+
     def _placement(self) -> tuple[torch.device, bool]:
         """The device memory when the set fits in its share of it, else (GPU runs) pinned host memory."""
         share = memory_share(self.opt)

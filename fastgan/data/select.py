@@ -45,12 +45,15 @@ def select_loader(opt, device: torch.device, rank: int = 0, world_size: int = 1)
         kind, why = auto_choice(opt, dataset, sizes, device, rank)
     if kind == "torch" and worker_count(opt) < int(opt.num_threads):
         why += f"; DataLoader workers: {worker_count(opt)}, one per CPU (--num_threads asks {opt.num_threads})"
-    say_once(f"loader: {kind} ({why})", rank)
     if kind == "cache":
-        return CacheLoader(opt, device, dataset, rank, world_size, sizes=sizes)
-    if kind == "dali":
-        return DaliLoader(opt, device, dataset, rank, world_size, sizes=sizes)
-    return TorchLoader(opt, device, dataset, rank, world_size)
+        loader = CacheLoader(opt, device, dataset, rank, world_size, sizes=sizes)
+        why += f"; {amount(loader.nbytes)} kept in {loader.placement}"
+    elif kind == "dali":
+        loader = DaliLoader(opt, device, dataset, rank, world_size, sizes=sizes)
+    else:
+        loader = TorchLoader(opt, device, dataset, rank, world_size)
+    say_once(f"loader: {kind} ({why})", rank)  # once the loader took the dataset: not before its refusal
+    return loader
 
 
 def auto_choice(opt, dataset, sizes, device: torch.device, rank: int = 0) -> tuple[str, str]:

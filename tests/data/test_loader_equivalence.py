@@ -406,7 +406,12 @@ def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
     monkeypatch.setattr(select_module, "_said", set())
     opt = make_opt(roots / "unaligned", loader="auto")
     assert isinstance(create_loader(opt, "cpu"), CacheLoader)
-    assert "loader: cache (auto: the decoded dataset, 31 kB, fits in 0.5 of the" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "loader: cache (auto: the decoded dataset, 31 kB, fits in 0.5 of the" in said
+    assert "; 31 kB kept in host memory)" in said  # where: GPU memory, or pinned host memory when it does not fit
+    with pytest.raises(DatasetError, match="more than --cache_memory_fraction 0"):
+        create_loader(opt.replace(loader="cache", cache_memory_fraction=0.0), "cpu")
+    assert "loader: cache" not in capsys.readouterr().out  # the choice is said once the loader took the data
     assert isinstance(create_loader(opt.replace(cache_memory_fraction=0.0), "cpu"), DaliLoader)
     assert "does not fit in 0 of the" in capsys.readouterr().out
     monkeypatch.setattr(select_module, "dali_import_error", lambda: "ImportError: no DALI here")
