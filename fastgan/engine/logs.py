@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import torch
@@ -131,10 +132,22 @@ def draw_loss_curve(records: list[dict], names: list[str], path: str) -> None:
     os.replace(tmp, path)
 
 
+# samples/ keeps this many grids, the newest: a CycleGAN grid of 8 photographs at 256² is
+# about 0.45 MB, and a horse2zebra run at the reference's display_freq writes some 700
+# (web/, the reference's page, keeps one row per epoch)
+SAMPLES_KEPT = 50
+SAMPLE_NAME = re.compile(r"epoch(\d+)_iter(\d+)\.png")  # the trainer's names for the grids
+
+
 def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None:
     """One row: the first image of each visual (as the reference's tensor2im makes it), in
-    `names` order (missing ones skipped), on white."""
+    `names` order (missing ones skipped), on white. Older grids of the folder beyond the
+    newest SAMPLES_KEPT are removed."""
     images = [torch.from_numpy(tensor2im(visuals[n][0])).permute(2, 0, 1) for n in names if n in visuals]
     grid = make_grid(images, nrow=len(images), padding=2, pad_value=255)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+    grids = [(tuple(map(int, m.groups())), m.group()) for m in map(SAMPLE_NAME.fullmatch, os.listdir(folder)) if m]
+    for _, name in sorted(grids)[:-SAMPLES_KEPT]:
+        os.remove(os.path.join(folder, name))
