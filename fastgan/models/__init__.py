@@ -1,6 +1,8 @@
 """Generators and discriminators with the reference's architectures and
 state_dict keys, their initialization, and reference checkpoint files."""
 
+import torch
+
 from fastgan.models.checkpoint import (
     CheckpointError,
     export_state_dict,
@@ -23,11 +25,12 @@ NETD_TYPES = ("basic", "n_layers", "pixel")
 
 
 def define_G(input_nc, output_nc, ngf, netG, norm="batch", use_dropout=False,
-             init_type="normal", init_gain=0.02, padding_type="reflect"):
-    """An initialized generator on the CPU (the caller moves it).
+             init_type="normal", init_gain=0.02, gpu_ids=(), *, padding_type="reflect"):
+    """An initialized generator: the reference's signature. On the CPU, or on the first GPU
+    of `gpu_ids` (not wrapped in DataParallel: several GPUs train under torchrun).
 
     netG: resnet_9blocks, resnet_6blocks, unet_256 (8 levels), unet_128 (7 levels).
-    padding_type applies to the ResNet blocks only.
+    padding_type (fastgan's, keyword only) applies to the ResNet blocks only.
     """
     norm_layer = get_norm_layer(norm)
     if netG in ("resnet_9blocks", "resnet_6blocks"):
@@ -41,12 +44,13 @@ def define_G(input_nc, output_nc, ngf, netG, norm="batch", use_dropout=False,
                             use_dropout=use_dropout)
     else:
         raise ValueError(f"unknown netG {netG!r}; valid: {', '.join(NETG_TYPES)}")
-    return init_weights(net, init_type, init_gain)
+    return _on_first_gpu(init_weights(net, init_type, init_gain), gpu_ids)
 
 
 def define_D(input_nc, ndf, netD, n_layers_D=3, norm="batch", init_type="normal",
-             init_gain=0.02):
-    """An initialized discriminator on the CPU (the caller moves it).
+             init_gain=0.02, gpu_ids=()):
+    """An initialized discriminator: the reference's signature. On the CPU, or on the first
+    GPU of `gpu_ids` (not wrapped in DataParallel).
 
     netD: basic (70x70 PatchGAN, 3 layers), n_layers (n_layers_D layers), pixel (1x1).
     """
@@ -59,7 +63,18 @@ def define_D(input_nc, ndf, netD, n_layers_D=3, norm="batch", init_type="normal"
         net = PixelDiscriminator(input_nc, ndf, norm_layer=norm_layer)
     else:
         raise ValueError(f"unknown netD {netD!r}; valid: {', '.join(NETD_TYPES)}")
-    return init_weights(net, init_type, init_gain)
+    return _on_first_gpu(init_weights(net, init_type, init_gain), gpu_ids)
+
+
+def _on_first_gpu(net, gpu_ids):
+    """The reference's init_net placement: the first of gpu_ids (initialized on the CPU first,
+    so the weights are the same draw either way)."""
+    gpu_ids = list(gpu_ids)
+    if not gpu_ids:
+        return net
+    if not torch.cuda.is_available():
+        raise ValueError(f"gpu_ids {gpu_ids}: no CUDA device here; pass gpu_ids=[] for the CPU")
+    return net.to(f"cuda:{gpu_ids[0]}")
 
 
 def generator_size_multiple(netG: str) -> int:

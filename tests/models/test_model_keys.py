@@ -84,3 +84,22 @@ def test_dropout_moves_second_conv_of_resnet_block():
     dropped = build("G/resnet_9blocks/instance/dropout=True").state_dict()
     assert "model.10.conv_block.5.weight" in plain and "model.10.conv_block.6.weight" not in plain
     assert "model.10.conv_block.6.weight" in dropped and "model.10.conv_block.5.weight" not in dropped
+
+
+def test_the_references_positional_calls_with_gpu_ids_build_the_same_nets():
+    """The reference's models call define_G(..., init_gain, gpu_ids) and define_D(..., init_gain,
+    gpu_ids): an empty gpu_ids is the CPU, the same draw as without it; a GPU without CUDA is
+    refused in one line (the list used to land in padding_type)."""
+    torch.manual_seed(0)
+    g = define_G(3, 3, 8, "resnet_6blocks", "instance", False, "normal", 0.02, [])
+    torch.manual_seed(0)
+    plain = define_G(3, 3, 8, "resnet_6blocks", "instance", False, "normal", 0.02)
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), plain.state_dict().values()))
+    d = define_D(3, 8, "n_layers", 2, "instance", "normal", 0.02, [])
+    assert next(d.parameters()).device.type == "cpu"
+    if torch.cuda.is_available():
+        on_gpu = define_G(3, 3, 8, "resnet_6blocks", "instance", False, "normal", 0.02, [0])
+        assert next(on_gpu.parameters()).device == torch.device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match=r"gpu_ids \[0\]: no CUDA device here"):
+            define_G(3, 3, 8, "resnet_6blocks", "instance", False, "normal", 0.02, [0])
