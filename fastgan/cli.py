@@ -152,6 +152,27 @@ def switch(text: str) -> bool:
     return value
 
 
+def import_ops_or_fail() -> None:
+    """Import fastgan.ops, which reads FASTGAN_REFLECT_CONV2D and FASTGAN_CONV: a bad value is one
+    line (fail), not an import's traceback. Call before anything that imports it."""
+    try:
+        import fastgan.ops  # noqa: F401
+    except ValueError as e:
+        fail(str(e))
+
+
+def check_backend_variable(device) -> None:
+    """FASTGAN_BACKEND naming a back end that cannot run on `device` (unknown, not built, for
+    another device): a ValueError now, not at the first op of the first iteration."""
+    from fastgan import ops
+
+    name = ops.get_default_backend()
+    usable = ops.available_backends(device)
+    if name != "auto" and name not in usable:
+        raise ValueError(f"FASTGAN_BACKEND={name!r} cannot run on {device}; back ends that can: "
+                         f"{', '.join(usable)} (or auto, the default)")
+
+
 def fail(message: str) -> None:
     """One clear line on stderr and exit status 2: for bad input, not for bugs."""
     print(f"error: {message}", file=sys.stderr)

@@ -34,7 +34,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
+from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
+                         from_reference_arguments, import_ops_or_fail, with_suffix)
 from fastgan.errors import os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.options import checkpoint_label, resolve
@@ -294,6 +295,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan.engine.models import resolve_device
 
     device = resolve_device(opt.device)
+    check_backend_variable(device)
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool["checkpoint"], alone=len(names) == 1) for net in names}
@@ -333,11 +335,13 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
 
 
 def main(argv=None) -> str:
+    args = parse(argv)  # --help before torch is imported
+    import_ops_or_fail()
     from fastgan.data import DatasetError
     from fastgan.models import CheckpointError
 
     try:
-        opt, tool, training = test_options(parse(argv))
+        opt, tool, training = test_options(args)
         return translate(opt, tool, training)
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as e:
         fail(str(e))

@@ -22,7 +22,8 @@ import os
 import signal
 import sys
 
-from fastgan.cli import add_option_arguments, add_reference_arguments, fail, from_reference_arguments, with_suffix
+from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
+                         from_reference_arguments, import_ops_or_fail, with_suffix)
 from fastgan.errors import first_line, os_error_line
 from fastgan.options import resolve
 
@@ -37,6 +38,8 @@ def parse(argv=None) -> dict:
 
 
 def main(argv=None) -> dict:
+    explicit = parse(argv)
+    import_ops_or_fail()
     from fastgan.data import DEMO_DEFAULTS, DatasetError, create_loader, demo_score, prepare_demo
     from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size
     from fastgan.engine.levels import resolve_levels
@@ -44,7 +47,6 @@ def main(argv=None) -> dict:
     from fastgan.engine.trainer import Trainer
     from fastgan.models import CheckpointError
 
-    explicit = parse(argv)
     ranks = Ranks()
 
     def stop(message: str) -> None:  # one line; with several ranks, each says which it is
@@ -65,6 +67,7 @@ def main(argv=None) -> dict:
                 if ranks.is_main:
                     print(f"no --dataroot: training on the embedded {arch} demo in {opt.dataroot}")
             device = resolve_device(opt.device)
+            check_backend_variable(device)
             if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches
                 opt = opt.replace(channels_last=True)
             if opt.dataset_mode == "single":

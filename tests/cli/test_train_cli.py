@@ -651,6 +651,24 @@ def test_bad_dataroot_is_one_clear_line(tmp_path):
     assert str(tmp_path / "missing") in result.stderr
 
 
+@pytest.mark.parametrize("variable,value,words", [
+    ("FASTGAN_REFLECT_CONV2D", "bogus", "FASTGAN_REFLECT_CONV2D='bogus': expected 'auto' or 'aten'"),
+    ("FASTGAN_CONV", "bogus", "FASTGAN_CONV='bogus': expected one of auto, aten, gemm"),
+    ("FASTGAN_BACKEND", "bogus", "FASTGAN_BACKEND='bogus' cannot run on cpu; back ends that can: "),
+])
+@pytest.mark.parametrize("command", ["fastgan.train", "fastgan.test"])
+def test_a_bad_fastgan_variable_is_one_line_before_anything_runs(command, variable, value, words, unaligned_root,
+                                                                 tmp_path):
+    """They were a traceback: at import (the first two), or at the first op of the first
+    iteration, with the dataset and the nets built (FASTGAN_BACKEND)."""
+    args = ([*tiny_args(unaligned_root, tmp_path, "run"), "--max_iters", "1"] if command == "fastgan.train" else
+            ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root, "--device", "cpu"])
+    result = run_module([command, *args], timeout=120, env={**os.environ, variable: value})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: {words}"), result.stderr
+    assert not (tmp_path / "run").exists()  # refused before the run began
+
+
 def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
     args = tiny_args(unaligned_root, tmp_path, "killed") + ["--n_epochs", "1000"]
     process = subprocess.Popen([sys.executable, "-m", "fastgan.train", *args], cwd=REPO,
