@@ -207,6 +207,8 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
         root, mode = training or (prepare_demo(opt.arch), "aligned" if opt.arch == "pix2pix" else "unaligned")
     data = opt.replace(dataroot=root)  # --direction as typed, else the run's: the reference's real_A
     sides = [os.path.join(root, opt.phase + domain) for domain in "AB"]
+    if mode == "unaligned" and not any(map(os.path.isdir, sides)) and os.path.isdir(os.path.join(root, opt.phase)):
+        mode = "aligned"  # a dataset of A|B pairs given to a run trained on unaligned folders
     if mode == "aligned":
         if opt.arch == "pix2pix" and not tool["model_test"]:
             return "paired", data.replace(dataset_mode="aligned")

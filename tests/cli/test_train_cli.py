@@ -532,6 +532,18 @@ def test_inference_cli_on_aligned_pairs_with_a_cyclegan_run(aligned_root, tmp_pa
         sorted(f"img{i:03d}_{k}.png" for i in range(2) for k in names)
 
 
+def test_inference_cli_takes_aligned_pairs_given_to_a_run_trained_on_unaligned_folders(unaligned_root,
+                                                                                        aligned_root, tmp_path):
+    """--dataroot holding test/ (A|B pairs) and no testA/ or testB/: its pairs, with the cycle
+    test, though the run's own data was unaligned (it said "holds no testA/" before)."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "r")])
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(os.path.join(os.path.dirname(index), "images"))) == \
+        sorted(f"img{i:03d}_{k}.png" for i in range(2) for k in names)
+
+
 def test_inference_cli_on_aligned_pairs_writes_the_references_pix2pix_names(aligned_root, tmp_path):
     train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
     index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
