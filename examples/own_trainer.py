@@ -1,4 +1,6 @@
 """A pix2pix-style trainer of your own, on fastgan's fused modules and losses."""
+import os
+
 import torch
 
 import fastgan
@@ -35,4 +37,5 @@ if __name__ == "__main__":
     G, l1_history = train()
     print(G.accelerate_report)
     print(f"L1 x 100: {l1_history[0]:.1f} at the first step, {l1_history[-1]:.1f} at the last")
-    torch.save(G.state_dict(), "latest_net_G.pth")  # the reference's keys: its test script loads it
+    os.makedirs("checkpoints/own_trainer", exist_ok=True)  # the reference's keys, where its test finds them
+    torch.save(G.state_dict(), "checkpoints/own_trainer/latest_net_G.pth")

@@ -45,13 +45,14 @@ CHOICES = {
 }
 
 
-def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: dict | None = None) -> None:
+def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: dict | None = None,
+                         texts: dict | None = None) -> None:
     """An argument per option (of `names`, default all); `defaults`: what --help says a default
-    is where the command's differs from the option's."""
+    is where the command's differs from the option's; `texts`: the command's own help texts."""
     for field in dataclasses.fields(Options):
         if field.name in HIDDEN or (names is not None and field.name not in names):
             continue
-        flag, text = f"--{field.name}", HELP[field.name]
+        flag, text = f"--{field.name}", {**HELP, **(texts or {})}[field.name]
         if field.name in FLAGS:
             parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
             continue

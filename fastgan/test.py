@@ -38,6 +38,7 @@ from fastgan.cli import (add_option_arguments, add_reference_arguments, check_ba
                          from_reference_arguments, import_ops_or_fail, with_suffix)
 from fastgan.errors import os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
+from fastgan.option_help import HELP
 from fastgan.options import checkpoint_label, resolve
 
 # what a test run takes over from the training run's train_opt.json
@@ -48,6 +49,12 @@ VISUALS = {
     "single": ("real", "fake"),  # --model test: one generator on a folder of images
     "paired": ("real_A", "fake_B", "real_B"),  # pix2pix on aligned pairs
     "cycle": ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"),  # cycle_gan on {phase}A, {phase}B
+}
+# what the options say in a test, where the training's words would mislead
+TEST_HELP = {
+    "arch": "the run's architecture: cyclegan (unpaired) or pix2pix (paired); the reference's --model",
+    "name": "the run to test: its networks are read from checkpoints_dir/name",
+    "dataroot": "what to translate: a dataset (testA/ and testB/, or test/ of A|B pairs) or a folder of images",
 }
 # the test's own options (not the model's or the data's) and their defaults
 TOOL_DEFAULTS = {"checkpoint": None, "results_dir": "./results/", "phase": "test", "num_test": 50,
@@ -66,7 +73,8 @@ def parse(argv=None) -> dict:
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
         "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", "display_winsize", *ACCEPTED_UNUSED,
     }, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
-                 "dataroot": "the run's data"})
+                 "dataroot": "the run's data"},
+        texts={**TEST_HELP, **{name: f"accepted, unused by a test: {HELP[name]}" for name in ACCEPTED_UNUSED}})
     add_reference_arguments(parser, test=True)
     parser.add_argument("--model_suffix", help="with --model test: the generator {epoch}_net_G{SUFFIX}.pth, as the "
                         "reference's (_A: G_A, _B: G_B; default: the one --direction asks for)")
@@ -332,7 +340,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     index = os.path.join(out_dir, "index.html")
     used = ", ".join(f"{net} from {path}" for net, path in paths.items())
     write_image_page(index, f"{opt.name}: {used}", rows, opt.display_winsize)
-    print(f"translated {count} images with {used}; open {index}")
+    print(f"translated {count} image{'' if count == 1 else 's'} with {used}; open {index}")
     return index
 
 

@@ -211,7 +211,8 @@ class Trainer:
             raise CheckpointError(f"--continue_train: {self.dir} holds no {', '.join(missing)}{no_state}; train "
                                   "without --continue_train first, or name saved networks with --epoch / --load_iter")
         self.model.load_networks(label, self.dir)
-        self.log(f"continuing from the {label} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
+        which = f"epoch {label}'s" if str(label).isdigit() else str(label)
+        self.log(f"continuing from the {which} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
 
     def _follow_schedule_options(self, saved: dict) -> None:
         """After an exact resume: the run's first epoch is the saved one (only the state knows

@@ -152,7 +152,7 @@ def test_continue_naming_an_epoch_is_the_references_continue(unaligned_root, tmp
     """--continue_train --epoch 1 --epoch_count 2: epoch 1's networks, fresh optimizers and the
     schedule from epoch 2, as the reference; the training state (after epoch 2) is not used."""
     result, out = continue_finished_run(unaligned_root, tmp_path, capsys, ["--epoch", "1", "--epoch_count", "2"])
-    assert "continuing from the 1 networks" in out and "training_state.pt unused" in out
+    assert "continuing from the epoch 1's networks" in out and "training_state.pt unused" in out
     assert result["images"] == 6 and result["epoch"] == 3
     records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))[-6:]
     # linear: factor 1 - max(0, 0 + 2 - 1) / 2 in the first epoch of the continued run
