@@ -48,8 +48,12 @@ def main(argv=None) -> dict:
     from fastgan.models import CheckpointError
 
     ranks = Ranks()
+    new_run_folder = []  # the run's folder, when this command will make it
 
     def stop(message: str) -> None:  # one line; with several ranks, each says which it is
+        for folder in new_run_folder:  # refused before anything was written: leave no empty run behind
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
         fail(message if ranks.world_size == 1 else f"rank {ranks.rank} of {ranks.world_size}: {message}")
 
     try:
@@ -66,6 +70,9 @@ def main(argv=None) -> dict:
                 opt = opt.replace(dataroot=prepare_demo(arch))
                 if ranks.is_main:
                     print(f"no --dataroot: training on the embedded {arch} demo in {opt.dataroot}")
+            run_folder = os.path.join(opt.checkpoints_dir, opt.name)
+            if ranks.is_main and not os.path.exists(run_folder):
+                new_run_folder.append(run_folder)
             device = resolve_device(opt.device)
             check_backend_variable(device)
             if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches

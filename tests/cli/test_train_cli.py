@@ -811,6 +811,7 @@ def test_bad_options_are_one_clear_line(extra, message, unaligned_root, tmp_path
         train_cli.main(tiny_args(unaligned_root, tmp_path, "bad") + extra)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() or os.listdir(tmp_path / "bad")  # no empty run folder left behind
 
 
 def test_continuing_another_arch_run_is_one_clear_line(unaligned_root, aligned_root, tmp_path, capsys):
