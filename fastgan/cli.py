@@ -130,6 +130,14 @@ def device_of_gpu_ids(text: str) -> str:
     return f"cuda:{ids[0]}"
 
 
+def reference_table_entries(arch: str, device, model: str | None = None) -> dict[str, tuple]:
+    """--model and --gpu_ids as the reference's options table ({phase}_opt.txt) prints them,
+    (value, default), for the scripts that read it: fastgan's --arch and --device say the same."""
+    device = str(device)
+    gpu_ids = device.split(":")[1] if device.startswith("cuda:") else "0" if device == "cuda" else "-1"
+    return {"model": (model or REFERENCE_MODEL[arch], "cycle_gan"), "gpu_ids": (gpu_ids, "0")}
+
+
 def with_suffix(opt: Options, suffix: str | None, model: str | None = None) -> Options:
     """The reference's --suffix: name + '_' + suffix.format(**options), {model} being the
     reference's model name (cycle_gan, pix2pix; test in fastgan.test's --model test)."""

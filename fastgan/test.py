@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
-                         from_reference_arguments, import_ops_or_fail, with_suffix)
+                         from_reference_arguments, import_ops_or_fail, reference_table_entries, with_suffix)
 from fastgan.errors import os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.option_help import HELP
@@ -317,7 +317,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     try:  # as the reference's test, beside the networks (always test_opt.txt: --phase train would
         # overwrite the training run's train_opt.txt), where that folder can be written
         write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), opt,
-                            {k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"})
+                            {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
+                             **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
     except OSError:
         pass
     out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))

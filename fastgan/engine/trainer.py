@@ -27,6 +27,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from fastgan.cli import reference_table_entries
 from fastgan.data.errors import DatasetError
 from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
@@ -134,7 +135,8 @@ class Trainer:
         if self.main:
             with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
                 json.dump(opt.as_dict(), f, indent=1, default=str)
-            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt)
+            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
+                                reference_table_entries(opt.arch, model.device))
             self.loss_log.start()
 
     @property

@@ -132,6 +132,8 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
     assert table[0] == "----------------- Options ---------------"
     assert table[-1] == "----------------- End -------------------"
     assert f"{'ngf':>25}: {'4':<30}\t[default: 64]" in table and f"{'phase':>25}: {'train':<30}" in table
+    model = {"cyclegan": f"{'cycle_gan':<30}", "pix2pix": f"{'pix2pix':<30}\t[default: cycle_gan]"}[arch]
+    assert f"{'model':>25}: {model}" in table and f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in table
     # a resumed run's text log, as the reference's, keeps the earlier lines under a new header
     part_text = (tmp_path / "part" / "loss_log.txt").read_text().splitlines()
     assert sum(line.startswith("================ Training Loss") for line in part_text) == 2
@@ -280,6 +282,7 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert html.count("style='width:128px'") == 6 and html.index("<h3>img000</h3>") < html.index("<h3>img001</h3>")
     table = (tmp_path / "run" / "test_opt.txt").read_text()  # as the reference's test writes it
     assert f"{'phase':>25}: {'test':<30}\t[default: train]" in table and (tmp_path / "run" / "train_opt.txt").exists()
+    assert f"{'model':>25}: {'cycle_gan':<30}\n" in table and f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in table
     assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
     assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
 
