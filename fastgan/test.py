@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -361,4 +362,8 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C: the images written so far stay
+        print("\nstopped", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

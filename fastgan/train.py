@@ -163,4 +163,8 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_status(main(sys.argv[1:])))
+    try:
+        sys.exit(exit_status(main(sys.argv[1:])))
+    except KeyboardInterrupt:  # Ctrl-C while torch loads, before the run began: nothing to save
+        print("\nstopped before the run began", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

@@ -684,6 +684,18 @@ def test_a_bad_fastgan_variable_is_one_line_before_anything_runs(command, variab
     assert not (tmp_path / "run").exists()  # refused before the run began
 
 
+def test_ctrl_c_while_torch_loads_is_one_line(unaligned_root, tmp_path):
+    """SIGINT 0.3 s after the start, while the imports run (torch takes seconds to load): exit
+    130 and one line, not a KeyboardInterrupt traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "fastgan.train", *tiny_args(unaligned_root, tmp_path, "run")],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+    assert "stopped before the run began" in err
+
+
 def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
     args = tiny_args(unaligned_root, tmp_path, "killed") + ["--n_epochs", "1000"]
     process = subprocess.Popen([sys.executable, "-m", "fastgan.train", *args], cwd=REPO,
