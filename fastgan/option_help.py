@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# the frequencies count the reference's total_iters: --batch_size (x ranks) every iteration
+COUNTED = " (as the reference's total_iters: --batch_size per iteration, a short last batch too)"
+
 HELP = {
     "arch": "what to train: cyclegan (unpaired) or pix2pix (paired); the reference's --model",
     "dataroot": "the dataset folder (trainA/trainB for unaligned data, train/ for aligned)",
@@ -37,13 +40,13 @@ HELP = {
     "cache_memory_fraction": "--loader cache/auto: the share of free device memory the decoded set may take",
     "epoch": "networks to load: latest or an epoch number (--continue_train, fastgan.test)",
     "load_iter": "networks iter_N to load (saved with --save_by_iter); 0: use --epoch",
-    "print_freq": "log losses every this many images",
-    "display_freq": "save a sample grid (and update web/) every this many images",
+    "print_freq": "log losses every this many images" + COUNTED,
+    "display_freq": "save a sample grid (and update web/) every this many images" + COUNTED,
     "update_html_freq": "web/ keeps the images of a display crossing a multiple of this many images "
                         "(and the epoch's first; 0: the epoch's first only)",
     "no_html": "do not write web/ (the HTML page of training images)",
     "display_winsize": "width in pixels of the images on the HTML pages",
-    "save_latest_freq": "save latest networks and state every this many images",
+    "save_latest_freq": "save latest networks and state every this many images" + COUNTED,
     "save_epoch_freq": "save networks {epoch}_net_* every this many epochs",
     "save_by_iter": "name the periodic saves iter_N instead of latest",
     "continue_train": "resume the run in checkpoints_dir/name (see README)",

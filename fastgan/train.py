@@ -74,7 +74,8 @@ def main(argv=None) -> dict:
             if ranks.is_main and not os.path.exists(run_folder):
                 new_run_folder.append(run_folder)
             device = resolve_device(opt.device)
-            check_backend_variable(device)
+            if not opt.eager:  # --eager runs the torch back end whatever the variable says
+                check_backend_variable(device)
             if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches
                 opt = opt.replace(channels_last=True)
             if opt.dataset_mode == "single":

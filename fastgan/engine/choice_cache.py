@@ -72,7 +72,10 @@ def adopt(device: torch.device) -> int:
     saved = _read(path)
     current = measured_choices()
     fresh = {kind: {k: v for k, v in saved.get(kind, {}).items() if k not in current[kind]} for kind in current}
-    load_measured_choices(fresh)
+    try:
+        load_measured_choices(fresh)
+    except ValueError:  # an entry this fastgan cannot read: measure anew (a cache never fails a run)
+        return 0
     return sum(len(entries) for entries in fresh.values())
 
 

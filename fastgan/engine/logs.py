@@ -136,7 +136,7 @@ def draw_loss_curve(records: list[dict], names: list[str], path: str) -> None:
 # about 0.45 MB, and a horse2zebra run at the reference's display_freq writes some 700
 # (web/, the reference's page, keeps one row per epoch)
 SAMPLES_KEPT = 50
-SAMPLE_NAME = re.compile(r"epoch(\d+)_iter(\d+)\.png")  # the trainer's names for the grids
+SAMPLE_NAME = re.compile(r"epoch\d+_iter\d+\.png")  # the trainer's names for the grids
 
 
 def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None:
@@ -148,6 +148,11 @@ def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
-    grids = [(tuple(map(int, m.groups())), m.group()) for m in map(SAMPLE_NAME.fullmatch, os.listdir(folder)) if m]
-    for _, name in sorted(grids)[:-SAMPLES_KEPT]:
-        os.remove(os.path.join(folder, name))
+    # newest by time written, not by name: a run reusing a --name starts its count again
+    grids = sorted((os.stat(os.path.join(folder, name)).st_mtime_ns, name)
+                   for name in os.listdir(folder) if SAMPLE_NAME.fullmatch(name))
+    for _, name in grids[:-SAMPLES_KEPT]:
+        try:
+            os.remove(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass

@@ -64,8 +64,18 @@ def measured_choices() -> dict:
 
 
 def load_measured_choices(saved: dict) -> None:
-    _reflect_conv2d.load_selection_cache(saved.get("conv_choices", {}))
-    _unfolded_conv.load_selection_cache(saved.get("unfolded_conv_choices", {}))
+    """Adopt saved choices, all or nothing: a ValueError (an entry that cannot be read) leaves
+    this process's choices as they were."""
+    before = measured_choices()
+    try:
+        _reflect_conv2d.load_selection_cache(saved.get("conv_choices", {}))
+        _unfolded_conv.load_selection_cache(saved.get("unfolded_conv_choices", {}))
+    except ValueError:
+        _reflect_conv2d.clear_selection_cache()
+        _unfolded_conv.clear_selection_cache()
+        _reflect_conv2d.load_selection_cache(before["conv_choices"])
+        _unfolded_conv.load_selection_cache(before["unfolded_conv_choices"])
+        raise
 
 
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None) -> str:

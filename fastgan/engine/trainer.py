@@ -322,8 +322,8 @@ class Trainer:
 
     def _share_of_the_batch(self, index: int, batch: dict) -> int:
         """This rank's real images of the epoch's batch `index` (a padding copy is not one).
-        In a data-parallel run it also sets this rank's weight in the gradient average,
-        so that an uneven last batch trains as one batch (fastgan.engine.distributed)."""
+        In a data-parallel run it also sets this rank's weight of its losses, so that an
+        uneven last batch trains as one batch (fastgan.engine.distributed)."""
         world = self.ranks.world_size
         if world == 1:
             return batch["A"].shape[0]

@@ -67,8 +67,9 @@ def define_D(input_nc, ndf, netD, n_layers_D=3, norm="batch", init_type="normal"
 
 
 def _on_first_gpu(net, gpu_ids):
-    """The reference's init_net placement: the first of gpu_ids (initialized on the CPU first,
-    so the weights are the same draw either way)."""
+    """The first of gpu_ids, where the reference's init_net puts the net (it initializes there,
+    and wraps it in DataParallel; fastgan initializes on the CPU, so the weights are the CPU
+    draw, and returns the plain net)."""
     gpu_ids = list(gpu_ids)
     if not gpu_ids:
         return net

@@ -46,7 +46,8 @@ class ReflectConv2d(nn.Module):
                  bias: bool = True, backend: str = "auto", device=None, dtype=None):
         super().__init__()
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) else tuple(kernel_size)
-        if len(kernel) != 2 or not all(isinstance(k, numbers.Integral) and k >= 1 for k in kernel):
+        if len(kernel) != 2 or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1
+                                       for k in kernel):
             raise ValueError(f"ReflectConv2d: kernel_size must be an int >= 1 or a pair of them, got {kernel_size!r}")
         kh, kw = (int(k) for k in kernel)
         self.in_channels = in_channels

@@ -682,6 +682,9 @@ def test_a_bad_fastgan_variable_is_one_line_before_anything_runs(command, variab
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"error: {words}"), result.stderr
     assert not (tmp_path / "run").exists()  # refused before the run began
+    if variable == "FASTGAN_BACKEND" and command == "fastgan.train":  # --eager runs the torch back end
+        eager = run_module([command, *args, "--eager"], timeout=120, env={**os.environ, variable: value})
+        assert eager.returncode == 0, eager.stderr
 
 
 def test_ctrl_c_while_torch_loads_is_one_line(unaligned_root, tmp_path):

@@ -230,8 +230,8 @@ def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, unaligne
 @pytest.mark.parametrize("items,batch,epochs,total_iters", [(7, 2, 2, (4, 8, 12, 16)), (3, 1, 1, (2, 4))])
 def test_an_uneven_last_batch_trains_as_one_batch(items, batch, epochs, total_iters, tmp_path_factory, tmp_path):
     """7 items at batch 2: the last global batch of 3 splits 2 and 1. 3 items at batch 1: the
-    last one is 1 image, and rank 1's a padding copy. Each rank's gradient weighs its share
-    of the batch, so two ranks still train as one at batch 2B, and the copy counts nothing.
+    last one is 1 image, and rank 1's a padding copy. Each rank's losses weigh its share of
+    the batch, so two ranks still train as one at batch 2B, and the copy counts nothing.
     (DDP's plain average failed both: the first case's losses 6e-3 apart at the third
     iteration; in the second 35% of G_A's first weight's elements past lr/4, and 4
     images counted for 3.)"""

@@ -75,3 +75,28 @@ def test_a_state_whose_nets_do_not_fit_names_the_file_and_the_net(tmp_path, clea
     with pytest.raises(CheckpointError) as e:
         restore_training_state(other, read_training_state(str(tmp_path)))
     assert str(e.value).startswith(f"{path}: cannot load checkpoint net G_A into ResnetGenerator:")
+
+
+def test_saved_choices_are_adopted_all_or_nothing(clean_selection):
+    """An unreadable convolution entry leaves the reflect_conv2d entries of the same save
+    unadopted too (they went in first, and stayed, before)."""
+    from fastgan.engine.state import load_measured_choices, measured_choices
+
+    saved = {"conv_choices": {("fwd", 1): {"choice": "aten", "times": {}}},
+             "unfolded_conv_choices": {("conv", 2): {"choice": "nonsense", "times": {}}}}
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_measured_choices(saved)
+    assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}
+
+
+def test_a_machine_cache_with_an_unreadable_entry_is_measured_anew(tmp_path, monkeypatch, clean_selection):
+    """The per-machine choice cache never fails a run: an entry this fastgan cannot read (another
+    version's) makes the run measure for itself."""
+    from fastgan.engine import choice_cache
+    from fastgan.engine.state import measured_choices
+
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
+    path = choice_cache.cache_file(torch.device("cpu"))
+    torch.save({"conv_choices": {("fwd", 1): {"choice": "warp_drive", "times": {}}}}, path)
+    assert choice_cache.adopt(torch.device("cpu")) == 0
+    assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}

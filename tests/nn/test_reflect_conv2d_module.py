@@ -130,7 +130,7 @@ def test_kernel_sizes_conv2d_takes_are_taken_and_others_refused():
 
     assert ReflectConv2d(3, 4, np.int64(3)).kernel_size == (3, 3)
     assert ReflectConv2d(3, 4, (3, 5), padding=2).weight.shape == (4, 3, 3, 5)
-    for bad in ((3, 3, 3), 0, (3, 2.5), "3"):
+    for bad in ((3, 3, 3), 0, (3, 2.5), "3", True):
         with pytest.raises(ValueError, match="kernel_size must be an int >= 1 or a pair of them"):
             ReflectConv2d(3, 4, bad)
 

@@ -63,7 +63,7 @@ def split_f64(value: float, parts: int = 3) -> tuple[float, ...]:
     if not (split and all(map(math.isfinite, split))
             and abs(math.fsum(split) - value) <= abs(value) * 2.0 ** -46):
         raise ValueError(f"the triton back end passes constants to its kernels as float32 parts, which cannot "
-                         f"carry {value!r} (outside float32's range); use the cpu or torch back end for it")
+                         f"carry {value!r} (not finite, or outside float32's range); use the cpu or torch back end for it")
     return tuple(split)
 
 

@@ -34,7 +34,6 @@ record it (benchmarks/results/kernels_<card>.md).
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
