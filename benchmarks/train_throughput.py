@@ -39,8 +39,10 @@ from benchmarks.machine import describe_machine, write_results
 from fastgan.engine.models import model_from_options
 from fastgan.options import resolve
 
-# dense bf16 tensor-core peaks (TFLOP/s, no sparsity), by a substring of the device name
-BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0}
+# dense bf16 tensor-core peaks (TFLOP/s, no sparsity), by a substring of the device name, the
+# first that matches (the NVL cards, at a lower power, before the names they contain)
+BF16_PEAK_TFLOPS = {"H200 NVL": 835.0, "H100 NVL": 835.0, "H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0,
+                    "H100": 989.0, "A100": 312.0}
 
 CPU_LEVELS = {
     "eager": dict(eager=True),
