@@ -117,9 +117,10 @@ step gpu_tests 100 "${WITH_DALI[@]}" env TORCHINDUCTOR_COMPILE_THREADS=2 $PY -m 
 unset FASTGAN_FAILURE_LOG FASTGAN_OUTCOME_LOG
 # each level's throughput, then 2 more iterations profiled on the same (compiled, captured) model;
 # batch 1 and batch 16 as two steps, so that a cut one leaves the other's rows (the first
-# compiled level of each pays its compile and reflect_conv2d's autotuning: ~50 s on the H200)
+# compiled level of each pays its compile and reflect_conv2d's autotuning: ~50 s on the H200;
+# the uncompiled accelerate level before them, so a cut step still has a fastgan row)
 step train_b1 100 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 1 --tag b1 \
-  --levels "eager,default (fp32),fast,accelerate" --profile_iters 2 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
+  --levels "eager,accelerate,default (fp32),fast" --profile_iters 2 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
 step train_b16 80 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 16 --tag b16 \
   --levels "eager,fast" --profile_iters 1 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
 
