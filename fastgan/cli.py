@@ -11,7 +11,7 @@ import dataclasses
 import sys
 
 from fastgan.option_help import DEFAULT_TEXT, HELP
-from fastgan.options import Options
+from fastgan.options import REFERENCE_MODEL, Options
 
 # flags that take no value, as in the reference
 FLAGS = {"no_dropout", "serial_batches", "no_flip", "save_by_iter", "continue_train", "fast", "eager", "verbose",
@@ -71,8 +71,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: 
 # samples/*.png and loss_curve.png: accepted (its command lines run unchanged), and unused
 DISPLAY_OPTIONS = {"display_id": int, "display_ncols": int, "display_server": str, "display_env": str,
                    "display_port": int, "use_wandb": None, "wandb_project_name": str}
-MODEL_NAMES = {"cycle_gan": "cyclegan", "pix2pix": "pix2pix"}
-REFERENCE_MODEL = {arch: model for model, arch in MODEL_NAMES.items()}
+MODEL_NAMES = {model: arch for arch, model in REFERENCE_MODEL.items()}
 
 
 def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False) -> None:
@@ -128,14 +127,6 @@ def device_of_gpu_ids(text: str) -> str:
                          f"torchrun --nproc_per_node {len(ids)} -m fastgan.train ... (CUDA_VISIBLE_DEVICES={text} "
                          "picks them)")
     return f"cuda:{ids[0]}"
-
-
-def reference_table_entries(arch: str, device, model: str | None = None) -> dict[str, tuple]:
-    """--model and --gpu_ids as the reference's options table ({phase}_opt.txt) prints them,
-    (value, default), for the scripts that read it: fastgan's --arch and --device say the same."""
-    device = str(device)
-    gpu_ids = device.split(":")[1] if device.startswith("cuda:") else "0" if device == "cuda" else "-1"
-    return {"model": (model or REFERENCE_MODEL[arch], "cycle_gan"), "gpu_ids": (gpu_ids, "0")}
 
 
 def with_suffix(opt: Options, suffix: str | None, model: str | None = None) -> Options:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 ARCHS = ("cyclegan", "pix2pix")
+# the reference's --model name of each arch (its options table and --suffix {model} say it)
+REFERENCE_MODEL = {"cyclegan": "cycle_gan", "pix2pix": "pix2pix"}
 
 
 @dataclass

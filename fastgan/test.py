@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
-                         from_reference_arguments, import_ops_or_fail, reference_table_entries, with_suffix)
+                         from_reference_arguments, import_ops_or_fail, with_suffix)
 from fastgan.errors import os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.option_help import HELP
@@ -302,7 +302,7 @@ def visuals(kind: str, nets: dict, item: dict, device) -> dict:
 
 def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan.data import create_dataset
-    from fastgan.engine.logs import write_options_table
+    from fastgan.engine.logs import reference_table_entries, write_options_table
     from fastgan.engine.models import resolve_device
 
     device = resolve_device(opt.device)

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from fastgan.image_pages import tensor2im
+from fastgan.options import REFERENCE_MODEL, resolve
 
 CURVE_SIZE = (960, 540)
 CURVE_MARGIN = 60
@@ -79,10 +80,17 @@ def options_table(options: dict, defaults: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference_table_entries(arch: str, device, model: str | None = None) -> dict[str, tuple]:
+    """--model and --gpu_ids as the reference's options table ({phase}_opt.txt) prints them,
+    (value, default), for the scripts that read it: fastgan's --arch and --device say the same."""
+    device = str(device)
+    gpu_ids = device.split(":")[1] if device.startswith("cuda:") else "0" if device == "cuda" else "-1"
+    return {"model": (model or REFERENCE_MODEL[arch], "cycle_gan"), "gpu_ids": (gpu_ids, "0")}
+
+
 def write_options_table(path: str, opt, more: dict[str, tuple] | None = None) -> None:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
     arch's); `more`: a command's own options, name -> (value, default)."""
-    from fastgan.options import resolve
 
     more = more or {}
     values = {**opt.as_dict(), **{k: v for k, (v, _) in more.items()}}

@@ -27,13 +27,13 @@ import time
 import torch
 from tqdm import tqdm
 
-from fastgan.cli import reference_table_entries
 from fastgan.data.errors import DatasetError
 from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
 from fastgan.engine.levels import fast_note
-from fastgan.engine.logs import LossLog, reference_loss_line, save_sample_grid, write_options_table
+from fastgan.engine.logs import (LossLog, reference_loss_line, reference_table_entries, save_sample_grid,
+                                 write_options_table)
 from fastgan.engine.models import check_image_fits, model_from_options
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
