@@ -91,7 +91,6 @@ def reference_table_entries(arch: str, device, model: str | None = None) -> dict
 def write_options_table(path: str, opt, more: dict[str, tuple] | None = None) -> None:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
     arch's); `more`: a command's own options, name -> (value, default)."""
-
     more = more or {}
     values = {**opt.as_dict(), **{k: v for k, (v, _) in more.items()}}
     defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
