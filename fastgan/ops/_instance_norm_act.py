@@ -46,8 +46,8 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     normalizes to 0, with zero dx, as torch's instance_norm). weight, bias: (C,) or None.
     activation: "relu", "leaky_relu" (with negative_slope) or "none". residual: None
     or a tensor of x's shape, added after the activation (the end of a ResNet block:
-    activation "none"); of another floating dtype, x and it are promoted to the wider,
-    as for x + residual. Differentiable in x, weight, bias and residual,
+    activation "none"); of another floating dtype, x and it are promoted to the wider
+    (x then normalized in it), whose dtype norm(x) + residual has. Differentiable in x, weight, bias and residual,
     twice in x, weight and bias. Runs on the back end chosen by
     fastgan.ops.use_backend / FASTGAN_BACKEND / auto; the native and Triton kernels
     accumulate in float32 (float64 for float64 inputs) and are deterministic.
