@@ -167,12 +167,14 @@ def _validate(x, weight, bias, stride, padding) -> None:
 
 
 def _check_dtypes(x, weight, bias) -> None:
-    """One floating dtype and one device for all (as F.conv2d asks), on every back end."""
-    tensors = {"x": x, "weight": weight, "bias": bias}
-    found = {name: (t.dtype, t.device) for name, t in tensors.items() if t is not None}
-    if len(set(found.values())) > 1 or not x.is_floating_point():
-        raise ValueError("reflect_conv2d: x, weight and bias must share one floating dtype and device, got "
-                         + ", ".join(f"{name} {dtype} on {device}" for name, (dtype, device) in found.items()))
+    """One floating dtype and one device for all (as F.conv2d asks), on every back end. Runs
+    on every call: plain comparisons, the message built only for a refusal."""
+    others = (weight,) if bias is None else (weight, bias)
+    if x.is_floating_point() and all(t.dtype == x.dtype and t.device == x.device for t in others):
+        return
+    found = {"x": x, "weight": weight, "bias": bias}
+    raise ValueError("reflect_conv2d: x, weight and bias must share one floating dtype and device, got "
+                     + ", ".join(f"{name} {t.dtype} on {t.device}" for name, t in found.items() if t is not None))
 
 
 # ----------------------------------------------------------------------- layouts, aten

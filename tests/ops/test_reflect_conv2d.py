@@ -935,26 +935,18 @@ def test_no_input_channels_or_mixed_dtypes_are_refused_on_every_back_end(backend
                 ops.reflect_conv2d(*args)
 
 
+# autocast casts floating inputs to its dtype, float64 ones excepted, as for F.conv2d
+@pytest.mark.parametrize("dtype,cast_to,seed", [(torch.float32, torch.bfloat16, 15),
+                                                (torch.float64, torch.float64, 16)])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_autocast_casts_like_conv2d(backend):
-    x, wt, b, _ = make_case(CASES[0], torch.float32, "contiguous", seed=15)
+def test_autocast_casts_like_conv2d(backend, dtype, cast_to, seed):
+    x, wt, b, _ = make_case(CASES[0], dtype, "contiguous", seed=seed)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = reference.reflect_conv2d(x, wt, b, 1, 1)
         with ops.use_backend(backend), rc.force_choice("triton" if backend == "triton" else "auto"):
             got = ops.reflect_conv2d(x, wt, b, 1, 1)
-    assert expected.dtype == got.dtype == torch.bfloat16
-    assert_close(got, expected.double(), TOL[torch.bfloat16])
-
-
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_autocast_leaves_float64_alone_like_conv2d(backend):
-    x, wt, b, _ = make_case(CASES[0], torch.float64, "contiguous", seed=16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = reference.reflect_conv2d(x, wt, b, 1, 1)
-        with ops.use_backend(backend), rc.force_choice("triton" if backend == "triton" else "auto"):
-            got = ops.reflect_conv2d(x, wt, b, 1, 1)
-    assert expected.dtype == got.dtype == torch.float64
-    assert_close(got, expected, TOL[torch.float64])
+    assert expected.dtype == got.dtype == cast_to
+    assert_close(got, expected.double(), TOL[cast_to])
 
 
 # ------------------------------------------------------------------------------ CUDA
