@@ -183,6 +183,19 @@ def test_matches_reference_split_triton(backend, layout, poison):
         check(backend, x, w, b, r, go, "relu")
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend", TRITON_CPU)
+def test_many_splits_triton(backend, layout, poison, monkeypatch):
+    """More splits per plane than the partial sums' block (64) and more planes than one
+    program of _sum_partials_kernel adds: split sizes shrunk so that the interpreter
+    runs it (2 x 20 planes of 2500 pixels, 79 NCHW splits or 157 channels_last ones)."""
+    from fastgan.ops.triton import instance_norm_act as kernels
+    monkeypatch.setattr(kernels, "SPLIT_NCHW", 32)
+    monkeypatch.setattr(kernels, "SPLIT_NHWC", 16)
+    x, w, b, r, go = make_case((2, 20, 50, 50), torch.float32, layout, seed=seed_of(layout, "many splits"))
+    check(backend, x, w, b, r, go, "leaky_relu")
+
+
 @pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
 def test_float64(backend, poison):
     x, w, b, r, go = make_case(SMALL, torch.float64, "contiguous", seed=11)
@@ -407,18 +420,18 @@ def test_triton_kernels_compile_for_gpu():
             for block_c, block_hw in ((1, 1024), (32, 32)):
                 types = {k: "*" + dt for k in ("x_ptr", "res_ptr", "y_ptr", "g_ptr", "dx_ptr")}
                 types.update({k: "*fp32" for k in ("mean_ptr", "rstd_ptr", "w_ptr", "b_ptr")})
-                types.update({k: "*fp64" for k in ("p1_ptr", "p2_ptr", "pa_ptr", "pb_ptr", "sa_ptr", "sb_ptr",
+                types.update({k: "*fp64" for k in ("p1_ptr", "p2_ptr", "pa_ptr", "pb_ptr", "s1_ptr", "s2_ptr", "sa_ptr",
+                                                   "sb_ptr",
                                                    "dw_ptr", "db_ptr")})
                 types.update({k: "fp32" for k in ("eps_hi", "eps_lo", "slope_hi", "slope_lo")})
                 base = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
                 cases = [
                     (K._fwd_stats_kernel, base),
-                    (K._fwd_kernel, dict(base, ACT=1, HAS_RES=True, HAS_W=True, HAS_B=True, FUSED=True, BLOCK_S=64)),
-                    (K._fwd_kernel, dict(base, ACT=2, HAS_RES=False, HAS_W=False, HAS_B=False, FUSED=False,
-                                         BLOCK_S=64)),
+                    (K._fwd_kernel, dict(base, ACT=1, HAS_RES=True, HAS_W=True, HAS_B=True, FUSED=True)),
+                    (K._fwd_kernel, dict(base, ACT=2, HAS_RES=False, HAS_W=False, HAS_B=False, FUSED=False)),
                     (K._bwd_stats_kernel, dict(base, ACT=2, HAS_W=True, HAS_B=True)),
-                    (K._bwd_kernel, dict(base, ACT=1, HAS_W=True, HAS_B=True, FUSED=True, BLOCK_S=64)),
-                    (K._bwd_kernel, dict(base, ACT=0, HAS_W=False, HAS_B=False, FUSED=False, BLOCK_S=64)),
+                    (K._bwd_kernel, dict(base, ACT=1, HAS_W=True, HAS_B=True, FUSED=True)),
+                    (K._bwd_kernel, dict(base, ACT=0, HAS_W=False, HAS_B=False, FUSED=False)),
                 ]
                 for fn, cx in cases:
                     sig = {a: "constexpr" if a in cx else types.get(a, "i32") for a in fn.arg_names}
@@ -428,9 +441,14 @@ def test_triton_kernels_compile_for_gpu():
                "N": "i32", "C": "i32", "BLOCK": "constexpr"}
         triton.compile(ASTSource(fn=K._param_kernel, signature=sig, constexprs={"BLOCK": 128}),
                        target=GPUTarget("cuda", 90, 32))
-        print(json.dumps({"compiled": n + 1}))
+        cx = {"BLOCK_P": K.SUM_PLANES, "BLOCK_S": K.BLOCK_S}
+        sig = {a: "constexpr" if a in cx else "*fp64" if a.endswith("_ptr") else "i64"
+               for a in K._sum_partials_kernel.arg_names}
+        triton.compile(ASTSource(fn=K._sum_partials_kernel, signature=sig, constexprs=cx),
+                       target=GPUTarget("cuda", 90, 32))
+        print(json.dumps({"compiled": n + 2}))
     """, TRITON_INTERPRET="0")
-    assert out["compiled"] == 25
+    assert out["compiled"] == 26
 
 
 # ------------------------------------------------------------------------ determinism

@@ -328,6 +328,18 @@ def test_kernels_compile_for_a_gpu():
     assert len(compiled) == 6 and all(size > 0 for _, _, size in compiled)
 
 
+def test_autotune_keys_name_every_constexpr_that_shapes_the_kernel():
+    """A tile measured for one kernel size, stride, padding, bias or precision is not
+    taken for another with the same sizes and strides (Triton keys only what it is told)."""
+    tk = pytest.importorskip("fastgan.ops.triton.reflect_conv2d")
+    variant = {"KH", "KW", "STRIDE", "PAD", "PRECISION"}
+    for kernel, extra in ((tk._forward_kernel, {"HAS_BIAS"}), (tk._grad_input_kernel, set()),
+                          (tk._grad_weight_kernel, set())):
+        keys = set(kernel.keys)
+        assert variant | extra <= keys, (kernel.fn.__name__, keys)
+        assert keys <= set(kernel.fn.arg_names)  # a misspelled key would be silently ignored
+
+
 # ------------------------------------------------------------------------- gradcheck
 
 

@@ -33,11 +33,13 @@ class Launches:
 
     def __init__(self):
         self.calls = []
+        self.devices = set()
 
-    def __call__(self, kernel):
+    def __call__(self, kernel, device):
         def at(grid):
             def launch(*args, **kwargs):
                 self.calls.append((kernel, grid, args, kwargs))
+                self.devices.add(device)
             return launch
         return type("Launcher", (), {"__getitem__": lambda _, grid: at(grid)})()
 
@@ -50,11 +52,15 @@ def launches(monkeypatch):
     return recorder
 
 
-def symbolic(*tensors: torch.Tensor) -> tuple[FakeTensorMode, list[torch.Tensor]]:
-    """A fake tensor mode and fake copies of `tensors` (real ones) with every size symbolic."""
+def symbolic(*tensors: torch.Tensor, device: str | None = None) -> tuple[FakeTensorMode, list[torch.Tensor]]:
+    """A fake tensor mode and fake copies of `tensors` (real ones) with every size symbolic
+    (on `device`, which needs no such device here, when given)."""
     mode = FakeTensorMode(shape_env=ShapeEnv())
     fakes = [mode.from_tensor(t, symbolic_context=StatelessSymbolicContext(
         dynamic_sizes=[DimDynamic.DYNAMIC] * t.dim())) for t in tensors]
+    if device is not None:
+        with mode:
+            fakes = [f.to(device) for f in fakes]
     assert all(isinstance(d, torch.SymInt) for f in fakes for d in f.shape if d > 1)
     return mode, fakes
 
@@ -104,14 +110,71 @@ def test_l1_loss(launches):
     check_launches(launches.calls, [loss, *grads])
 
 
+def test_every_launch_is_given_the_tensors_device(launches):
+    """Triton launches on the current CUDA device: each op names its tensors' device to the
+    launcher (which makes it current), here cuda:1 while cuda:0 would be current."""
+    shape = (2, 3, 70, 90)  # split planes: every kernel of instance_norm_act
+    mode, (x, w, b) = symbolic(torch.randn(shape), torch.randn(3), torch.randn(3), device="cuda:1")
+    with mode:
+        out, mean, rstd = tin._instance_norm_act(x, w, b, None, 1e-5, "relu", 0.2)
+        tin._instance_norm_act_backward(out, x, w, b, mean, rstd, "relu", 0.2)
+        losses, signs = tcl._cycle_losses(*[x] * 6, 10.0, 10.0, 0.5, True)
+        tcl._cycle_losses_backward(losses, signs, *[x] * 6, 10.0, 10.0, 0.5, [True] * 6)
+        loss = tl1._l1_loss(x, out, 0.5)
+        tl1._l1_loss_backward(loss, x, out, 0.5)
+    launched = {c[0] for c in launches.calls}
+    assert {tin._sum_partials_kernel, tin._param_kernel, tcl._cycle_backward_kernel, tl1._l1_finalize_kernel} <= launched
+    assert launches.devices == {torch.device("cuda", 1)}
+
+
+def test_the_launcher_makes_the_tensors_device_current(monkeypatch):
+    """launcher(kernel, device)[grid](...) runs the kernel inside torch.cuda.device(device)."""
+    from fastgan.ops.triton import _common
+    current = ["cuda:0"]
+
+    class Device:  # stands in for torch.cuda.device: no GPU here
+        def __init__(self, device):
+            self.device, self.before = str(device), None
+
+        def __enter__(self):
+            self.before, current[0] = current[0], self.device
+
+        def __exit__(self, *exc):
+            current[0] = self.before
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(_common, "INTERPRET", True)  # the kernel itself launches (no wrap_triton)
+    ran_on = []
+    kernel = type("Kernel", (), {"__getitem__": lambda _, grid: lambda *a: ran_on.append((grid, current[0], a))})()
+    _common.launcher(kernel, torch.device("cuda", 1))[(4,)](1, 2)
+    _common.launcher(kernel, torch.device("cpu"))[(2,)](3)
+    assert ran_on == [((4,), "cuda:1", (1, 2)), ((2,), "cuda:0", (3,))]
+    assert current == ["cuda:0"]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_grids_fit_cudas_limits(launches, layout):
+    """CUDA caps a grid's second and third axes at 65535 programs (the interpreter does
+    not): a 6000x6000 channels_last plane set has 70313 splits per plane."""
+    with FakeTensorMode():
+        x = torch.empty(1, 32, 6000, 6000, device="cuda:0")
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        out, mean, rstd = tin._instance_norm_act(x, None, None, None, 1e-5, "relu", 0.2)
+        tin._instance_norm_act_backward(out, x, None, None, mean, rstd, "relu", 0.2)
+    assert len(launches.calls) == 7  # statistics, sums, output; the same backward; parameters
+    for kernel, grid, _args, _kwargs in launches.calls:
+        assert grid[0] < 2 ** 31 and all(g <= 65535 for g in grid[1:]), (kernel.fn.__name__, grid)
+
+
 def test_the_check_catches_a_symbolic_constexpr_and_an_aliased_output(launches):
     mode, (x,) = symbolic(torch.randn(2, 3, 5, 7))
     with mode:
         out = x.new_empty((3,))
-        launches(tin._param_kernel)[(1,)](x, BLOCK=x.shape[2] * x.shape[3])
+        launches(tin._param_kernel, x.device)[(1,)](x, BLOCK=x.shape[2] * x.shape[3])
     with pytest.raises(AssertionError, match="constexpr BLOCK is SymInt"):
         check_launches(launches.calls, [])
     launches.calls.clear()
-    launches(tin._param_kernel)[(1,)](out, out, BLOCK=4)
+    launches(tin._param_kernel, out.device)[(1,)](out, out, BLOCK=4)
     with pytest.raises(AssertionError, match="an output passed as two pointers"):
         check_launches(launches.calls, [out])

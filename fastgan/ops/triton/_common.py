@@ -11,6 +11,7 @@ schema, the same fake results.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from typing import Callable
@@ -40,11 +41,33 @@ def define_op(name: str, fn: Callable, fake: Callable):
     return op
 
 
-def launcher(kernel):
-    """What launches `kernel` inside an op: wrap_triton(kernel) on a GPU (torch.compile
-    traces the launch); under TRITON_INTERPRET=1 the interpreted kernel itself (the op is
-    an opaque custom op there; torch 2.11's wrap_triton refuses interpreted kernels)."""
-    return kernel if INTERPRET else wrap_triton(kernel)
+def launcher(kernel, device: torch.device):
+    """What launches `kernel` inside an op, for tensors on `device`: wrap_triton(kernel) on a
+    GPU (torch.compile traces the launch); under TRITON_INTERPRET=1 the interpreted kernel
+    itself (the op is an opaque custom op there; torch 2.11's wrap_triton refuses
+    interpreted kernels). `launcher(k, device)[grid](*args)` launches on `device`: Triton
+    launches on the current CUDA device, which need not be the tensors' (cuda:1 while
+    cuda:0 is current: an illegal address, or a read across unsynchronized streams)."""
+    launch = kernel if INTERPRET else wrap_triton(kernel)
+    return _OnDevice(launch, device) if device.type == "cuda" else launch
+
+
+def on_device(device: torch.device):
+    """A context that makes `device` the current CUDA device (nothing for other devices)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+class _OnDevice:
+    """kernel[grid](*args) run with `device` current."""
+
+    def __init__(self, launch, device: torch.device):
+        self.launch, self.device = launch, device
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            with torch.cuda.device(self.device):
+                return self.launch[grid](*args, **kwargs)
+        return run
 
 
 def split_f64(value: float, parts: int = 3) -> tuple[float, ...]:

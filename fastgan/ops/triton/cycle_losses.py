@@ -234,10 +234,10 @@ def _cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tenso
     programs, per_program = reduction_grid(n_max, BLOCK)
     partial = real_A.new_empty((programs * 4,), dtype=torch.float64)
     wide = real_A.dtype in (torch.float32, torch.float64)
-    launcher(_cycle_partial_kernel)[(programs,)](
+    launcher(_cycle_partial_kernel, real_A.device)[(programs,)](
         xa, ra, ib, xb, rb, ia, signs if compute_signs else partial, partial, n_A, n_B, n_max, per_program,
         HAS_IDT=has_idt, CODES=bool(compute_signs), ACC64=wide, BLOCK=BLOCK)  # (n_max > 0 here)
-    launcher(_cycle_finalize_kernel)[(1,)](
+    launcher(_cycle_finalize_kernel, real_A.device)[(1,)](
         partial, losses, programs, n_A, n_B, *_weights(lambda_A, lambda_B, lambda_identity, has_idt),
         HAS_IDT=has_idt, OUT64=real_A.dtype == torch.float64, BF16=real_A.dtype == torch.bfloat16,
         BLOCK=FINAL_BLOCK)
@@ -268,7 +268,7 @@ def _cycle_losses_backward(grad: torch.Tensor, signs: torch.Tensor, real_A: torc
     # pointer arguments.
     ptrs = [o if w else real_A.new_empty((1,)) for o, w in zip(outs, write)]
     g = grad.reshape(4).contiguous()
-    launcher(_cycle_backward_kernel)[(triton.cdiv(n_max, BLOCK),)](
+    launcher(_cycle_backward_kernel, real_A.device)[(triton.cdiv(n_max, BLOCK),)](
         g, signs, *ptrs, n_A, n_B, *_weights(lambda_A, lambda_B, lambda_identity, has_idt),
         REAL_A=write[0], REC_A=write[1], REAL_B=write[2], REC_B=write[3],
         IDT_A=write[4], IDT_B=write[5], HAS_IDT=has_idt, F64=real_A.dtype == torch.float64,

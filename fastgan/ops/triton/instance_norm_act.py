@@ -17,11 +17,16 @@ lanes added in float64 by tl.sum's fixed tree):
   planes of at most SPLIT pixels: `_fwd_kernel` with FUSED, one program computes the
     statistics, then re-reads its planes (from L1/L2) to write the output;
   larger planes (split reduction): `_fwd_stats_kernel` writes one float64 pair per
-    (plane, split); every program of `_fwd_kernel` (not FUSED) adds its planes' pairs
-    in split order (deterministic), split 0 writes mean and rstd, all write the output.
+    (plane, split); `_sum_partials_kernel` adds each plane's pairs once, in a fixed
+    order (deterministic); every program of `_fwd_kernel` (not FUSED) reads its planes'
+    sums, split 0 writes mean and rstd, all write the output. (Each program adding all
+    its planes' pairs itself would read N*C*S^2 pairs: 4 GiB at 1x64x1024x1024
+    channels_last.)
 Backward likewise with A = sum(gz), B = sum(gz * (x - mean)) (`_bwd_kernel` FUSED, or
-`_bwd_stats_kernel` then `_bwd_kernel`), then `_param_kernel` sums dweight and dbias
-over the images in order. No atomics: the same bits on every run. All kernels compile
+`_bwd_stats_kernel`, `_sum_partials_kernel`, then `_bwd_kernel`), then `_param_kernel`
+sums dweight and dbias over the images in order. No atomics: the same bits on every
+run. The programs of a kernel are one grid axis (planes x splits): CUDA caps the
+other axes at 65535, which the splits of a large channels_last plane exceed. All kernels compile
 for sm_80 and sm_90 (checked here with triton.compile against those targets, no GPU).
 
 Memory traffic floor (each input read once, each output written once): forward
@@ -55,6 +60,7 @@ ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 SPLIT_NCHW = 4096   # pixels per program, NCHW (one plane's run)
 SPLIT_NHWC = 512    # pixels per program, channels_last (32 channels each)
 BLOCK_S = 64        # partials per step when combining splits
+SUM_PLANES = 16     # planes per program of _sum_partials_kernel
 SHIFT_ELEMS = 32    # elements averaged for the shift k
 PARAM_BLOCK = 128   # channels per program of _param_kernel
 
@@ -83,13 +89,15 @@ def _act_grad(g, z, slope, ACT: tl.constexpr):
 
 
 @triton.jit
-def _tile_coords(HW, C, SPLIT, BLOCK_C: tl.constexpr):
-    """(n, channels, channel mask, split index, first pixel, end pixel) of this program."""
+def _tile_coords(HW, C, SPLIT, S, BLOCK_C: tl.constexpr):
+    """(n, channels, channel mask, split index, first pixel, end pixel) of this program:
+    program id = (n * channel blocks + channel block) * S + split."""
     cb_count = tl.cdiv(C, BLOCK_C)
     pid = tl.program_id(0).to(tl.int64)
-    s = tl.program_id(1).to(tl.int64)
-    n = pid // cb_count
-    c = (pid % cb_count) * BLOCK_C + tl.arange(0, BLOCK_C).to(tl.int64)
+    s = pid % S
+    block = pid // S
+    n = block // cb_count
+    c = (block % cb_count) * BLOCK_C + tl.arange(0, BLOCK_C).to(tl.int64)
     lo = s * SPLIT
     hi = tl.minimum(lo + SPLIT, HW)
     return n, c, c < C, s, lo, hi
@@ -141,6 +149,16 @@ def _combine(p1_ptr, p2_ptr, plane, cmask, S, BLOCK_C: tl.constexpr, BLOCK_S: tl
 
 
 @triton.jit
+def _sum_partials_kernel(p1_ptr, p2_ptr, s1_ptr, s2_ptr, PLANES, S, BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Each plane's S partial pairs added once, in a fixed order: BLOCK_P planes a program."""
+    plane = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
+    pmask = plane < PLANES
+    s1, s2 = _combine(p1_ptr, p2_ptr, plane, pmask, S, BLOCK_P, BLOCK_S)
+    tl.store(s1_ptr + plane, s1, mask=pmask)
+    tl.store(s2_ptr + plane, s2, mask=pmask)
+
+
+@triton.jit
 def _stats(s1, s2, k, HW, eps):
     m1 = s1 / HW
     var_eps = tl.maximum(s2 / HW - m1 * m1, 0.0) + eps
@@ -181,7 +199,7 @@ def _affine(w_ptr, b_ptr, c, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr, BL
 def _fwd_stats_kernel(x_ptr, p1_ptr, p2_ptr, mean_ptr, C, HW, sN, sC, sHW, S, SPLIT, SHIFT_N,
                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     ACC = mean_ptr.dtype.element_ty  # float32, float64 for float64 inputs
-    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, S, BLOCK_C)
     base = n * sN
     k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC)
     s1, s2 = _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW, BLOCK_C, BLOCK_HW, ACC)
@@ -191,21 +209,22 @@ def _fwd_stats_kernel(x_ptr, p1_ptr, p2_ptr, mean_ptr, C, HW, sN, sC, sHW, S, SP
 
 
 @triton.jit
-def _fwd_kernel(x_ptr, res_ptr, y_ptr, p1_ptr, p2_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr,
+def _fwd_kernel(x_ptr, res_ptr, y_ptr, s1_ptr, s2_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr,
                 C, HW, sN, sC, sHW, S, SPLIT, SHIFT_N, eps_hi, eps_lo, slope_hi, slope_lo,
                 ACT: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                FUSED: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_S: tl.constexpr):
+                FUSED: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """FUSED (S == 1): statistics over the whole planes, then the output; else the
-    statistics from the S partials of _fwd_stats_kernel, then this split's output."""
+    statistics from the planes' sums (_sum_partials_kernel), then this split's output."""
     ACC = mean_ptr.dtype.element_ty
-    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, S, BLOCK_C)
     base = n * sN
     plane = n * C + c
     k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC)
     if FUSED:
         s1, s2 = _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW, BLOCK_C, BLOCK_HW, ACC)
     else:
-        s1, s2 = _combine(p1_ptr, p2_ptr, plane, cmask, S, BLOCK_C, BLOCK_S)
+        s1 = tl.load(s1_ptr + plane, mask=cmask, other=0.0)
+        s2 = tl.load(s2_ptr + plane, mask=cmask, other=0.0)
     mean64, rstd64 = _stats(s1, s2, k, HW, _join_f64(eps_hi, eps_lo))
     mean = mean64.to(ACC)
     rstd = rstd64.to(ACC)
@@ -242,7 +261,7 @@ def _bwd_stats_kernel(g_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pa_ptr, pb
                       ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     ACC = mean_ptr.dtype.element_ty
-    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, S, BLOCK_C)
     base = n * sN
     plane = n * C + c
     mean = tl.load(mean_ptr + plane, mask=cmask, other=0.0).to(ACC)
@@ -257,13 +276,14 @@ def _bwd_stats_kernel(g_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pa_ptr, pb
 
 
 @triton.jit
-def _bwd_kernel(g_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pa_ptr, pb_ptr, sa_ptr, sb_ptr,
+def _bwd_kernel(g_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sa_ptr, sb_ptr,
                 C, HW, sN, sC, sHW, S, SPLIT, slope_hi, slope_lo,
                 ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, FUSED: tl.constexpr,
-                BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_S: tl.constexpr):
-    """dx of this program's tile; split 0 also stores the planes' (A, B) sums."""
+                BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """dx of this program's tile. FUSED: the planes' (A, B) sums computed and stored here;
+    else read (_sum_partials_kernel wrote them)."""
     ACC = mean_ptr.dtype.element_ty
-    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, BLOCK_C)
+    n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, S, BLOCK_C)
     base = n * sN
     plane = n * C + c
     slope_acc = _join_f64(slope_hi, slope_lo).to(ACC)
@@ -274,10 +294,11 @@ def _bwd_kernel(g_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, pa_ptr, 
     if FUSED:
         sa, sb = _grad_sums(g_ptr, x_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, b, slope_acc,
                             ACT, BLOCK_C, BLOCK_HW, ACC)
+        tl.store(sa_ptr + plane, sa, mask=cmask)
+        tl.store(sb_ptr + plane, sb, mask=cmask)
     else:
-        sa, sb = _combine(pa_ptr, pb_ptr, plane, cmask, S, BLOCK_C, BLOCK_S)
-    tl.store(sa_ptr + plane, sa, mask=cmask & (s == 0))
-    tl.store(sb_ptr + plane, sb, mask=cmask & (s == 0))
+        sa = tl.load(sa_ptr + plane, mask=cmask, other=0.0)
+        sb = tl.load(sb_ptr + plane, mask=cmask, other=0.0)
     r64 = rstd.to(tl.float64)
     c1_64 = r64 * w.to(tl.float64)
     c1 = c1_64.to(ACC)
@@ -312,6 +333,13 @@ def _param_kernel(sa_ptr, sb_ptr, rstd_ptr, dw_ptr, db_ptr, N, C, BLOCK: tl.cons
 
 
 # ------------------------------------------------------------------------- host side
+
+
+def _sum_partials(p1: torch.Tensor, p2: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, S) -> None:
+    """s1, s2 (one float64 per plane) = the sums of each plane's S partials in p1, p2."""
+    planes = s1.numel()
+    launcher(_sum_partials_kernel, p1.device)[(triton.cdiv(planes, SUM_PLANES),)](
+        p1, p2, s1, s2, planes, S, BLOCK_P=SUM_PLANES, BLOCK_S=BLOCK_S)
 
 
 def _geometry(x: torch.Tensor):
@@ -353,22 +381,26 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
     sN, sC, sHW, block_c, block_hw, split = _geometry(x)
     S = triton.cdiv(HW, split)
     fused = bool(S == 1)  # a constexpr: a plain bool under symbolic sizes too
-    grid = (N * triton.cdiv(C, block_c), S)
+    grid = (N * triton.cdiv(C, block_c) * S,)
     shift_n = min(HW, SHIFT_ELEMS)
     eps_hi, eps_lo = split_f64(eps, 2)
     slope_hi, slope_lo = split_f64(negative_slope, 2)
     if not fused:
         p1 = x.new_empty((N * C * S,), dtype=torch.float64)
         p2 = torch.empty_like(p1)
-        launcher(_fwd_stats_kernel)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
-                                          BLOCK_C=block_c, BLOCK_HW=block_hw)
+        launcher(_fwd_stats_kernel, x.device)[grid](x, p1, p2, mean, C, HW, sN, sC, sHW, S, split, shift_n,
+                                                    BLOCK_C=block_c, BLOCK_HW=block_hw)
+        s1 = x.new_empty((N * C,), dtype=torch.float64)
+        s2 = torch.empty_like(s1)
+        _sum_partials(p1, p2, s1, s2, S)
     else:
-        p1 = p2 = x.new_zeros((1,), dtype=torch.float64)  # unused
-    launcher(_fwd_kernel)[grid](
-        x, res, out, p1, p2, mean, rstd, w, b, C, HW, sN, sC, sHW, S, split, shift_n, eps_hi, eps_lo,
+        s1 = x.new_zeros((1,), dtype=torch.float64)  # unused
+        s2 = torch.empty_like(s1)
+    launcher(_fwd_kernel, x.device)[grid](
+        x, res, out, s1, s2, mean, rstd, w, b, C, HW, sN, sC, sHW, S, split, shift_n, eps_hi, eps_lo,
         slope_hi, slope_lo, ACT=ACT_CODES[activation], HAS_RES=residual is not None,
         HAS_W=weight is not None, HAS_B=bias is not None, FUSED=fused, BLOCK_C=block_c,
-        BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
+        BLOCK_HW=block_hw)
     return out, mean, rstd
 
 
@@ -395,7 +427,7 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     sN, sC, sHW, block_c, block_hw, split = _geometry(x)
     S = triton.cdiv(HW, split)
     fused = bool(S == 1)
-    grid = (N * triton.cdiv(C, block_c), S)
+    grid = (N * triton.cdiv(C, block_c) * S,)
     act = ACT_CODES[activation]
     slope_hi, slope_lo = split_f64(negative_slope, 2)
     sa = x.new_empty((N * C,), dtype=torch.float64)  # per plane: sum(gz)
@@ -403,19 +435,18 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     if not fused:
         pa = x.new_empty((N * C * S,), dtype=torch.float64)
         pb = torch.empty_like(pa)
-        launcher(_bwd_stats_kernel)[grid](
+        launcher(_bwd_stats_kernel, x.device)[grid](
             g, x, mean, rstd, w, b, pa, pb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
             ACT=act, HAS_W=weight is not None, HAS_B=bias is not None,
             BLOCK_C=block_c, BLOCK_HW=block_hw)
-    else:
-        pa = pb = x.new_zeros((1,), dtype=torch.float64)  # unused
-    launcher(_bwd_kernel)[grid](
-        g, x, dx, mean, rstd, w, b, pa, pb, sa, sb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
+        _sum_partials(pa, pb, sa, sb, S)
+    launcher(_bwd_kernel, x.device)[grid](
+        g, x, dx, mean, rstd, w, b, sa, sb, C, HW, sN, sC, sHW, S, split, slope_hi, slope_lo,
         ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, FUSED=fused,
-        BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_S=BLOCK_S)
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
     dw = x.new_empty((C,), dtype=torch.float64)
     db = torch.empty_like(dw)  # separate: with float64 parameters they are the outputs
-    launcher(_param_kernel)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
+    launcher(_param_kernel, x.device)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
     return dx, dw.to(param_dtype), db.to(param_dtype)
 
 

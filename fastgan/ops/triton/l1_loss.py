@@ -112,9 +112,9 @@ def _l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float) -> torch.
     programs, per_program = reduction_grid(n, BLOCK)
     partial = input.new_empty((programs,), dtype=torch.float64)
     w_hi, w_mid, w_lo = split_f64(weight)
-    launcher(_l1_partial_kernel)[(programs,)](
+    launcher(_l1_partial_kernel, x.device)[(programs,)](
         x, t, partial, n, per_program, BLOCK=BLOCK, ACC64=input.dtype in (torch.float32, torch.float64))
-    launcher(_l1_finalize_kernel)[(1,)](
+    launcher(_l1_finalize_kernel, x.device)[(1,)](
         partial, out, programs, n, w_hi, w_mid, w_lo, BLOCK=FINAL_BLOCK, OUT64=input.dtype == torch.float64,
         BF16=input.dtype == torch.bfloat16)
     return out
@@ -131,7 +131,7 @@ def _l1_loss_backward(grad: torch.Tensor, input: torch.Tensor, target: torch.Ten
     if n > 0:
         w_hi, w_mid, w_lo = split_f64(weight)
         g = grad.reshape(1)
-        launcher(_l1_backward_kernel)[(triton.cdiv(n, BLOCK),)](
+        launcher(_l1_backward_kernel, x.device)[(triton.cdiv(n, BLOCK),)](
             g, x, t, grad_input, grad_target, n, w_hi, w_mid, w_lo, BLOCK=BLOCK, F64=input.dtype == torch.float64,
             BF16=input.dtype == torch.bfloat16)
     return grad_input, grad_target

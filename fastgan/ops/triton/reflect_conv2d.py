@@ -66,7 +66,6 @@ shape and the channel stride; timings kept on disk where Triton can, >= 3.4); on
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 
 import torch
@@ -74,6 +73,7 @@ import triton
 import triton.language as tl
 
 from fastgan.ops.triton import INTERPRET
+from fastgan.ops.triton._common import on_device
 
 __all__ = ["forward", "grad_input", "grad_weight", "default_split"]
 
@@ -84,6 +84,10 @@ __all__ = ["forward", "grad_input", "grad_weight", "default_split"]
 # (the first CycleGAN level with these kernels took 53 s to warm up on an H200, tuning included).
 _AUTOTUNE_DISK_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters \
     else {}
+
+# The constexprs that shape a kernel beyond its sizes, in every autotune key: a tile
+# measured for a 3x3 kernel (or under tf32) must not be taken for a 7x7 one (or ieee).
+_VARIANT_KEY = ("KH", "KW", "STRIDE", "PAD", "PRECISION")
 
 
 def _configs(gpu: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
@@ -128,7 +132,7 @@ def _reflect(i, size):
     return tl.where(i >= size, 2 * size - 2 - i, i)
 
 
-@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sxc", "syc"],
+@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sxc", "syc", *_VARIANT_KEY, "HAS_BIAS"],
                  **_AUTOTUNE_DISK_CACHE)
 @triton.heuristics({"ALIGNED": lambda a: a["C_in"] % a["BLOCK_K"] == 0})
 @triton.jit
@@ -249,7 +253,7 @@ def _dx_source_pair(
     return acc
 
 
-@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sgc", "sdc"],
+@triton.autotune(configs=_configs(_GPU_TILES), key=["N", "C_in", "H", "W", "C_out", "sgc", "sdc", *_VARIANT_KEY],
                  **_AUTOTUNE_DISK_CACHE)
 @triton.heuristics({"ALIGNED": lambda a: a["C_out"] % a["BLOCK_K"] == 0})
 @triton.jit
@@ -305,7 +309,7 @@ def _grad_input_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-@triton.autotune(configs=_configs(_GPU_TILES_DW), key=["N", "C_in", "H", "W", "C_out", "sgc", "sxc", "PIX_PER_SPLIT"],
+@triton.autotune(configs=_configs(_GPU_TILES_DW), key=["N", "C_in", "H", "W", "C_out", "sgc", "sxc", "PIX_PER_SPLIT", *_VARIANT_KEY],
                  **_AUTOTUNE_DISK_CACHE)
 @triton.heuristics({"ALIGNED": lambda a: a["C_in"] % a["BLOCK_N"] == 0})
 @triton.jit
@@ -408,11 +412,6 @@ def _packed(weight: torch.Tensor, fastest: int) -> torch.Tensor:
     return packed.permute(inverse)
 
 
-def _on(device: torch.device):
-    """Triton launches on the current CUDA device: make it the tensors' one."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
 def _check(*tensors: torch.Tensor) -> None:
     dtype, device = tensors[0].dtype, tensors[0].device
     for t in tensors:
@@ -443,7 +442,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
     def grid(meta):
         return (triton.cdiv(n * oh * ow, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),)
 
-    with _on(x.device):
+    with on_device(x.device):
         _forward_kernel[grid](
             x, weight, bias if bias is not None else x, out,
             n, c_in, h, w, c_out, oh, ow,
@@ -470,7 +469,7 @@ def grad_input(grad: torch.Tensor, weight: torch.Tensor, stride: int, padding: i
     def grid(meta):
         return (triton.cdiv(n * h * w, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]),)
 
-    with _on(grad.device):
+    with on_device(grad.device):
         _grad_input_kernel[grid](
             grad, weight, out,
             n, c_in, h, w, c_out, oh, ow,
@@ -516,7 +515,7 @@ def grad_weight(grad: torch.Tensor, x: torch.Tensor, stride: int, padding: int, 
     def grid(meta):
         return (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(k_total, meta["BLOCK_N"]), split)
 
-    with _on(x.device):
+    with on_device(x.device):
         _grad_weight_kernel[grid](
             grad, x, part,
             n, c_in, h, w, c_out, oh, ow, per_split,
