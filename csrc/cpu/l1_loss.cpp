@@ -170,7 +170,11 @@ at::Tensor l1_loss_cpu(const at::Tensor& input, const at::Tensor& target, double
   if (n == 0) {
     return out.fill_(std::numeric_limits<double>::quiet_NaN());  // mean of nothing, as aten
   }
-  const auto [x, t] = dense_pair(input, target);
+  // named references, not a structured binding: a lambda capturing one is C++20, and
+  // torch 2.11 builds extensions as C++17
+  const auto pair = dense_pair(input, target);
+  const at::Tensor& x = pair.first;
+  const at::Tensor& t = pair.second;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastgan_l1_loss_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* tp = t.const_data_ptr<scalar_t>();
@@ -198,7 +202,11 @@ std::tuple<at::Tensor, at::Tensor> l1_loss_backward_cpu(const at::Tensor& grad, 
               grad.sizes());
   TORCH_CHECK(grad.device() == input.device(), "fastgan::l1_loss_backward: grad is on ", grad.device(),
               ", input on ", input.device());
-  const auto [x, t] = dense_pair(input, target);
+  // named references, not a structured binding: a lambda capturing one is C++20, and
+  // torch 2.11 builds extensions as C++17
+  const auto pair = dense_pair(input, target);
+  const at::Tensor& x = pair.first;
+  const at::Tensor& t = pair.second;
   auto grad_input = at::empty_like(x);
   auto grad_target = at::empty_like(x);
   const int64_t n = x.numel();

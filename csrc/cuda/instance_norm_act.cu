@@ -28,7 +28,11 @@
 //     fwd_cluster_nchw); FASTGAN_IN_CLUSTERS=0 keeps them on the two-kernel path.
 //   NHWC (channels_last): a block is 32 channels (threadIdx.x, coalesced) x 8 pixel
 //     lanes (threadIdx.y) over kRowsSplit pixels; the 8 lanes are reduced in shared
-//     memory in lane order; splits are combined as for NCHW (always two kernels).
+//     memory in lane order. Always three kernels: the splits' pairs, then one block per
+//     plane adds them once in a fixed tree (sum_partials), then the output blocks read
+//     one pair per plane. (Each output block adding its planes' S pairs itself, as the
+//     NCHW kernels do with their few splits, would read N*C*S^2 pairs: 1 GiB at
+//     1x64x1024x1024, S = 1024.)
 //   Backward likewise: (A, B) sums per (plane, split), then dx; a last small kernel sums
 //   dweight and dbias over n in order (one thread per channel).
 //
@@ -657,6 +661,21 @@ __device__ __forceinline__ NhwcBlock nhwc_block(int64_t C, int64_t HW, int64_t t
   return {n, c, r_lo, min(HW, r_lo + kRowsSplit), s, c < C};
 }
 
+// Each plane's S partial pairs added once: a block per plane, its threads over the
+// splits in a fixed assignment, then block_sum2's fixed tree (deterministic).
+__global__ void __launch_bounds__(kThreads)
+    sum_partials(const double2* __restrict__ partial, double2* __restrict__ sums, int64_t S) {
+  const int64_t p = blockIdx.x;
+  double a = 0.0, b = 0.0;
+  for (int64_t j = threadIdx.x; j < S; j += kThreads) {
+    const double2 q = partial[p * S + j];
+    a += q.x;
+    b += q.y;
+  }
+  block_sum2(a, b);
+  if (threadIdx.x == 0) sums[p] = make_double2(a, b);
+}
+
 // (a, b) of each channel summed over the kLanes pixel lanes in lane order; valid in
 // threadIdx.y == 0.
 __device__ __forceinline__ void lanes_sum2(double& a, double& b) {
@@ -712,7 +731,7 @@ __global__ void __launch_bounds__(kTileC* kLanes)
 template <typename scalar_t>
 __global__ void __launch_bounds__(kTileC* kLanes)
     fwd_apply_nhwc(const scalar_t* __restrict__ x, const scalar_t* __restrict__ res, scalar_t* __restrict__ y,
-                   const double2* __restrict__ partial, at::opmath_type<scalar_t>* __restrict__ mean_out,
+                   const double2* __restrict__ sums, at::opmath_type<scalar_t>* __restrict__ mean_out,
                    at::opmath_type<scalar_t>* __restrict__ rstd_out, const at::opmath_type<scalar_t>* __restrict__ w,
                    const at::opmath_type<scalar_t>* __restrict__ b, int64_t C, int64_t HW, int64_t tiles, int64_t S,
                    double eps, int act, at::opmath_type<scalar_t> slope) {
@@ -722,14 +741,9 @@ __global__ void __launch_bounds__(kTileC* kLanes)
   if (threadIdx.y == 0 && blk.valid) {
     const int64_t p = blk.n * C + blk.c;
     const acc_t k = channel_shift<scalar_t, acc_t>(x, blk.n, blk.c, C, HW);
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t j = 0; j < S; ++j) {
-      const double2 q = partial[p * S + j];
-      s1 += q.x;
-      s2 += q.y;
-    }
+    const double2 q = sums[p];
     double mean, rstd;
-    stats_from_sums(s1, s2, static_cast<double>(k), HW, eps, mean, rstd);
+    stats_from_sums(q.x, q.y, static_cast<double>(k), HW, eps, mean, rstd);
     const acc_t m = static_cast<acc_t>(mean), r = static_cast<acc_t>(rstd);
     if (blk.s == 0) {
       mean_out[p] = m;
@@ -785,22 +799,16 @@ __global__ void __launch_bounds__(kTileC* kLanes)
     bwd_apply_nhwc(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
                    const at::opmath_type<scalar_t>* __restrict__ mean, const at::opmath_type<scalar_t>* __restrict__ rstd,
                    const at::opmath_type<scalar_t>* __restrict__ w, const at::opmath_type<scalar_t>* __restrict__ b,
-                   const double2* __restrict__ partial, double2* __restrict__ sums, int64_t C, int64_t HW,
-                   int64_t tiles, int64_t S, int act, at::opmath_type<scalar_t> slope) {
+                   const double2* __restrict__ sums, int64_t C, int64_t HW, int64_t tiles, int64_t S, int act,
+                   at::opmath_type<scalar_t> slope) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t sh_c[3][kTileC];
   const NhwcBlock blk = nhwc_block(C, HW, tiles, S);
   const int64_t p = blk.n * C + blk.c;
   if (threadIdx.y == 0 && blk.valid) {
-    double sa = 0.0, sb = 0.0;
-    for (int64_t j = 0; j < S; ++j) {
-      const double2 q = partial[p * S + j];
-      sa += q.x;
-      sb += q.y;
-    }
-    if (blk.s == 0) sums[p] = make_double2(sa, sb);
+    const double2 q = sums[p];
     double c1, c2, c3;
-    grad_consts(sa, sb, static_cast<double>(rstd[p]), w ? static_cast<double>(w[blk.c]) : 1.0, HW, c1, c2, c3);
+    grad_consts(q.x, q.y, static_cast<double>(rstd[p]), w ? static_cast<double>(w[blk.c]) : 1.0, HW, c1, c2, c3);
     sh_c[0][threadIdx.x] = static_cast<acc_t>(c1);
     sh_c[1][threadIdx.x] = static_cast<acc_t>(c2);
     sh_c[2][threadIdx.x] = static_cast<acc_t>(c3);
@@ -988,8 +996,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
       double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
       fwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(xp, pp, d.C, d.HW, tiles, S);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      auto sums = at::empty({d.planes() * 2}, x.options().dtype(at::kDouble));
+      double2* sums_p = reinterpret_cast<double2*>(sums.mutable_data_ptr<double>());
+      sum_partials<<<grid_of(d.planes()), kThreads, 0, stream>>>(pp, sums_p, S);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
       fwd_apply_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
-          xp, rp, yp, pp, mp, sp, wp, bp, d.C, d.HW, tiles, S, eps, act_i, slope);
+          xp, rp, yp, sums_p, mp, sp, wp, bp, d.C, d.HW, tiles, S, eps, act_i, slope);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -1082,8 +1094,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
       bwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
           gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, tiles, S, act_i, slope);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      sum_partials<<<grid_of(d.planes()), kThreads, 0, stream>>>(pp, sums_p, S);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
       bwd_apply_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
-          gp, xp, dxp, mp, sp, wp, bp, pp, sums_p, d.C, d.HW, tiles, S, act_i, slope);
+          gp, xp, dxp, mp, sp, wp, bp, sums_p, d.C, d.HW, tiles, S, act_i, slope);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     param_grads<acc_t><<<grid_of((d.C + kParamThreads - 1) / kParamThreads), kParamThreads, 0, stream>>>(

@@ -192,7 +192,11 @@ at::Tensor l1_loss_cuda(const at::Tensor& input, const at::Tensor& target, doubl
   if (n == 0) {
     return out.fill_(std::numeric_limits<double>::quiet_NaN());
   }
-  const auto [x, t] = dense_pair(input, target);
+  // named references, not a structured binding: a lambda capturing one is C++20, and
+  // torch 2.11 builds extensions as C++17
+  const auto pair = dense_pair(input, target);
+  const at::Tensor& x = pair.first;
+  const at::Tensor& t = pair.second;
   const int64_t want = (n + static_cast<int64_t>(kThreads) * kMinPerThread - 1) /
                        (static_cast<int64_t>(kThreads) * kMinPerThread);
   const int blocks = static_cast<int>(std::min<int64_t>(std::max<int64_t>(want, 1), kMaxBlocks));
@@ -229,7 +233,11 @@ std::tuple<at::Tensor, at::Tensor> l1_loss_backward_cuda(const at::Tensor& grad,
   TORCH_CHECK(grad.device() == input.device(), "fastgan::l1_loss_backward: grad is on ", grad.device(),
               ", input on ", input.device());
   const c10::cuda::OptionalCUDAGuard guard(input.device());
-  const auto [x, t] = dense_pair(input, target);
+  // named references, not a structured binding: a lambda capturing one is C++20, and
+  // torch 2.11 builds extensions as C++17
+  const auto pair = dense_pair(input, target);
+  const at::Tensor& x = pair.first;
+  const at::Tensor& t = pair.second;
   auto grad_input = at::empty_like(x);
   auto grad_target = at::empty_like(x);
   const int64_t n = x.numel();
