@@ -23,7 +23,9 @@ Each slot keeps its index, so parameter names, state_dict keys (and their metada
 versions) and the Sequential's indexing are unchanged, and the new modules hold the
 old Parameter objects: a checkpoint saved before loads after and back, and an
 optimizer built before keeps training the model. Anything that does not match
-exactly is left alone: modules with hooks, subclasses (their forward may differ),
+exactly is left alone: modules with hooks, modules holding something a fresh one of
+their class does not (a parameter, buffer or attribute set on them, a forward set on
+the instance: the replacement would not keep it), subclasses (their forward may differ),
 Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
 eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
 blocks whose forward does anything besides the one add (an in-place `x += body(x)`,
@@ -46,6 +48,7 @@ matches 'Conv' in ReflectConv2d).
 from __future__ import annotations
 
 import dis
+import functools
 import inspect
 import logging
 import operator
@@ -71,6 +74,8 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)  # never a residual 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
                "_load_state_dict_post_hooks")
+_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                      "_global_backward_pre_hooks", "_global_forward_hooks_always_called")
 
 
 @dataclass
@@ -165,9 +170,10 @@ class FusedResidualBlock(nn.Module):
             return attr.__get__(self, replaced) if hasattr(attr, "__get__") else attr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if recording_a_trace():
-            return x + self._modules[self.body_name](x)
-        *layers, norm = self._modules[self.body_name]
+        body = self._modules[self.body_name]
+        if recording_a_trace() or _has_hooks(body) or _global_module_hooks():
+            return x + body(x)  # body's own call runs the hooks registered on it since
+        *layers, norm = body
         h = x
         for layer in layers:
             h = layer(h)
@@ -292,9 +298,9 @@ def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: Accele
 
 def _why_left_alone(module: nn.Module) -> str | None:
     """Why a lone InstanceNorm2d, Conv2d or ConvTranspose2d keeps torch's module, or None."""
-    hooks = _hooks_reason([(type(module).__name__, module)])
-    if hooks:
-        return hooks
+    intercepted = _kept_by_reason([(type(module).__name__, module)])
+    if intercepted:
+        return intercepted
     if type(module) is nn.InstanceNorm2d:
         return "InstanceNorm2d tracks running stats (its eval output uses them)" if module.track_running_stats else None
     why = why_not_swappable(module, type(module))
@@ -302,11 +308,11 @@ def _why_left_alone(module: nn.Module) -> str | None:
 
 
 def _fused_or_why(where: str, report: AccelerateReport, modules, build) -> nn.Module | None:
-    """build() when none of `modules` has hooks and build accepts them, else None with
-    the reason noted in the report."""
-    hooks = _hooks_reason([(type(m).__name__, m) for m in modules])
-    if hooks:
-        report.note_left_alone(where, hooks)
+    """build() when none of `modules` has hooks or additions of its own and build
+    accepts them, else None with the reason noted in the report."""
+    intercepted = _kept_by_reason([(type(m).__name__, m) for m in modules])
+    if intercepted:
+        report.note_left_alone(where, intercepted)
         return None
     try:
         return build()
@@ -350,6 +356,9 @@ def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -
         return None
     if not _calls_like_a_module(block):
         report.note_left_alone(name, "its class overrides how a module is called (__call__)")
+        return None
+    if "forward" in block.__dict__:
+        report.note_left_alone(name, "it has a forward set on the module, which would no longer run")
         return None
     if not (_straight_line_forward(block, body_name) and _forward_is_residual_add(block, body_name)):
         report.note_left_alone(name, f"its forward is not exactly x + {body_name}(x)")
@@ -417,7 +426,8 @@ def _fusable_norm(module: nn.Module) -> bool:
 
 def _is_plain_sequential(module: nn.Module) -> bool:
     """An nn.Sequential whose forward is nn.Sequential's: slots run one after another."""
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+    return (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+            and "forward" not in module.__dict__)
 
 
 def _hooks_reason(named: list[tuple[str, nn.Module]]) -> str | None:
@@ -428,6 +438,49 @@ def _hooks_reason(named: list[tuple[str, nn.Module]]) -> str | None:
 
 def _has_hooks(module: nn.Module) -> bool:
     return any(getattr(module, hooks, None) for hooks in _HOOK_DICTS)
+
+
+def _global_module_hooks() -> bool:
+    """Whether hooks registered for every module (nn.modules.module.register_module_forward_hook
+    and the like) are set: they would run for each module called."""
+    return any(getattr(nn.modules.module, hooks, None) for hooks in _GLOBAL_HOOK_DICTS)
+
+
+def _kept_by_reason(named: list[tuple[str, nn.Module]]) -> str | None:
+    """Why (name, module) pairs must keep their modules: hooks, or what a replacement
+    would not keep; None when nothing stops their replacement."""
+    hooks = _hooks_reason(named)
+    if hooks:
+        return hooks
+    for name, module in named:
+        added = _own_additions(module)
+        if added:
+            return (f"{name} has {', '.join(added)} set on the module, which its replacement would not keep")
+    return None
+
+
+def _own_additions(module: nn.Module) -> list[str]:
+    """What `module` (of a type accelerate replaces) holds beyond what a fresh module of
+    its class holds: parameters, buffers and attributes set on it, a forward included."""
+    fresh = _fresh_module(type(module))
+    if fresh is None:
+        return []
+    added = [f"parameter {n!r}" for n in module._parameters if n not in fresh._parameters]
+    added += [f"buffer {n!r}" for n in module._buffers if n not in fresh._buffers]
+    added += ["its own forward" if n == "forward" else f"attribute {n!r}"
+              for n in module.__dict__ if n not in fresh.__dict__]
+    return added
+
+
+@functools.cache
+def _fresh_module(kind: type) -> nn.Module | None:
+    """A module of the class `kind` as its constructor leaves it (None: not a class
+    accelerate replaces)."""
+    makers = {nn.Conv2d: lambda: nn.Conv2d(1, 1, 1), nn.ConvTranspose2d: lambda: nn.ConvTranspose2d(1, 1, 1),
+              nn.InstanceNorm2d: lambda: nn.InstanceNorm2d(1), nn.ReflectionPad2d: lambda: nn.ReflectionPad2d(1),
+              nn.ReLU: nn.ReLU, nn.LeakyReLU: nn.LeakyReLU}
+    maker = makers.get(kind)
+    return maker() if maker else None
 
 
 def _has_plain_state(module: nn.Module) -> bool:

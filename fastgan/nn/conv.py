@@ -38,10 +38,10 @@ class Conv2d(nn.Conv2d):
     """nn.Conv2d (zero padding, groups 1, dilation 1) through fastgan.ops' measured
     choice: the same parameters, state_dict keys and outputs to float32 rounding."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's argument name: input= works
         if recording_a_trace():
-            return super().forward(x)
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding)
+            return super().forward(input)
+        return conv2d(input, self.weight, self.bias, self.stride, self.padding)
 
     @classmethod
     def from_module(cls, conv: nn.Conv2d) -> "Conv2d":
@@ -58,10 +58,10 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     measured choice: the same parameters, state_dict keys and outputs to float32
     rounding. A call with output_size runs torch's own forward."""
 
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is not None or recording_a_trace():
-            return super().forward(x, output_size)
-        return conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+            return super().forward(input, output_size)
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding)
 
     @classmethod
     def from_module(cls, conv: nn.ConvTranspose2d) -> "ConvTranspose2d":

@@ -107,7 +107,8 @@ class FusedInstanceNormAct(nn.Module):
         module.train(norm.training)
         return module
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        x = input  # (torch's modules' argument name: input= works)
         if recording_a_trace():
             return self._plain_forward(x, residual)
         self._check_input(x)

@@ -118,7 +118,8 @@ class ReflectConv2d(nn.Module):
         module.train(conv.training)
         return module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # torch's modules' argument name
+        x = input
         if recording_a_trace():
             return reference.reflect_conv2d(x, self.weight, self.bias, self.stride, self.padding)
         if x.dim() == 3:  # unbatched (C, H, W), as nn.ReflectionPad2d and nn.Conv2d take it

@@ -497,6 +497,105 @@ def test_a_residual_body_with_hooks_is_left_alone():
     assert calls == [1]
 
 
+def test_hooks_registered_on_a_fused_blocks_body_after_accelerate_run():
+    """The fused block runs its body's layers itself; a hook put on the body afterwards
+    (feature extraction, an output replaced) makes it call the body, as the plain block."""
+    x = torch.randn(1, 4, 6, 6)
+    model = nn.Sequential(_Plain(_body()))
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    assert model.accelerate_report.residual == ["0"]
+    for m in (model, plain):
+        m.calls = []
+        m[0].body.register_forward_pre_hook(lambda mod, args, m=m: m.calls.append("pre"))
+        m[0].body.register_forward_hook(lambda mod, args, out, m=m: m.calls.append("post") or out * 0.5)
+    _close(model(x).detach(), plain(x).detach(), "hooked body")
+    assert model.calls == plain.calls == ["pre", "post"]
+
+
+def test_global_module_hooks_see_a_fused_blocks_body():
+    x = torch.randn(1, 4, 6, 6)
+    model = fastgan.accelerate(nn.Sequential(_Plain(_body())))
+    body = model[0].body
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda mod, args, out: seen.append(mod))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    assert any(m is body for m in seen)
+
+
+def _with_forward(module, forward):
+    module.forward = forward
+    return module
+
+
+def _additions_cases():
+    """Models whose modules hold something set on them that a replacement would lose, each
+    with the slot of that module and the words the report should give."""
+    with_buffer = nn.Conv2d(3, 4, 3)
+    with_buffer.register_buffer("scale", torch.full((1,), 2.0))
+    with_parameter = nn.InstanceNorm2d(4, affine=True)
+    with_parameter.register_parameter("gamma", nn.Parameter(torch.ones(1)))
+    tagged = nn.Conv2d(3, 4, 3)
+    tagged.tag = "stem"
+    return {
+        "forward on the activation": (
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), _with_forward(nn.ReLU(), torch.tanh)),
+            2, "1: ReLU has its own forward"),
+        "forward on a lone norm": (
+            nn.Sequential(nn.Conv2d(3, 4, 3), _with_forward(nn.InstanceNorm2d(4), lambda x: x * 3)),
+            1, "1: InstanceNorm2d has its own forward"),
+        "forward on the pad": (
+            nn.Sequential(_with_forward(nn.ReflectionPad2d(1), lambda x: nn.functional.pad(x, (1,) * 4)),
+                          nn.Conv2d(3, 4, 3)),
+            0, "1: ReflectionPad2d has its own forward"),
+        "buffer on the conv": (nn.Sequential(nn.ReflectionPad2d(1), with_buffer), 1, "1: Conv2d has buffer 'scale'"),
+        "parameter on the norm": (nn.Sequential(nn.Conv2d(3, 4, 3), with_parameter, nn.ReLU()),
+                                  1, "1: InstanceNorm2d has parameter 'gamma'"),
+        "attribute on a lone conv": (nn.Sequential(tagged), 0, "0: Conv2d has attribute 'tag'"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_additions_cases()))
+def test_modules_holding_something_of_their_own_are_left_alone(case):
+    model, slot, why = _additions_cases()[case]
+    x = torch.randn(2, 3, 9, 7)
+    expected = model(x)
+    keys = list(model.state_dict())
+    holder = model[slot]
+    fastgan.accelerate(model)
+    report = model.accelerate_report
+    assert any(entry.startswith(why) for entry in report.left_alone), report.left_alone
+    assert list(model.state_dict()) == keys
+    assert model[slot] is holder
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_sequential_or_block_with_a_forward_of_its_own_is_left_alone():
+    x = torch.randn(1, 4, 6, 6)
+    seq = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(4, 4, 3), nn.InstanceNorm2d(4), nn.ReLU())
+    seq.forward = lambda x: x * 2
+    model = nn.Sequential(seq)
+    fastgan.accelerate(model)
+    assert model.accelerate_report.reflect_conv == [] and model.accelerate_report.norm_act == []
+    _close(model(x), x * 2, "own forward")
+    block = _Plain(_body())
+    block.forward = lambda x: block.body(x) * 3
+    model, plain = _accelerated_leaving_alone(block, "it has a forward set on the module, which would no "
+                                                     "longer run")
+    _close(model(x).detach(), plain(x).detach(), "block's own forward")
+
+
+@pytest.mark.parametrize("module", [FusedInstanceNormAct(4), ReflectConv2d(4, 4, 3),
+                                    fastgan.nn.Conv2d(4, 4, 3), fastgan.nn.ConvTranspose2d(4, 4, 3)],
+                         ids=lambda m: type(m).__name__)
+def test_modules_take_their_input_by_torchs_keyword(module):
+    x = torch.randn(1, 4, 6, 6)
+    torch.testing.assert_close(module(input=x), module(x))
+
+
 class _InPlace(_Scaled):
     def forward(self, x):
         x += self.body(x)
