@@ -12,8 +12,8 @@ What runs follows the data, as the reference's test models (input_data):
 - a folder of images, --model test or --checkpoint: one generator, its --model test, writing
   *_real.png and *_fake.png.
 Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
---load_iter; G_B with --direction BtoA, G for pix2pix) or any reference checkpoint given
-with --checkpoint. Model options come from the experiment's train_opt.json when it
+--load_iter; G_B with --direction BtoA, G for pix2pix, and for --model test where the run
+has a {epoch}_net_G.pth) or any reference checkpoint given with --checkpoint. Model options come from the experiment's train_opt.json when it
 exists; options typed here override them (a typed --direction too: real_A is then the other
 side's image, as in the reference's test). One generator on a folder reads the side it
 takes with its input's channels (G_B: the B side, output_nc). As the reference's test:
@@ -112,7 +112,12 @@ def test_options(args: dict):
     if tool["num_test"] < 0:
         raise ValueError(f"--num_test {tool['num_test']} must not be negative")
     model = args.get("model")
+    tool["model"] = model  # the reference's --model, when typed
     tool["model_test"] = model == "test"
+    # typed channel counts describe the generator --model test loads (the reference builds it
+    # with input_nc, output_nc whatever the suffix); the run's own are those of its G_A
+    tool["typed_nc"] = "input_nc" in args or "output_nc" in args
+    tool["typed_single"] = args.get("dataset_mode") == "single"
     tool["one_generator"] = tool["model_test"] or tool["checkpoint"] is not None
     if tool["model_suffix"] is not None and model != "test":
         raise ValueError("--model_suffix names the generator of --model test; add --model test")
@@ -134,6 +139,7 @@ def test_options(args: dict):
         merged["no_dropout"] = False
     arch = merged.pop("arch", "cyclegan")
     opt = as_a_test(resolve(arch, merged), args, tool["phase"])
+    note_run_preprocessing(arch, saved, args)
     tool["trained_direction"] = saved.get("direction", opt.direction)
     if "direction" in args and args["direction"] != tool["trained_direction"]:
         print(f"note: --direction {args['direction']} is not the run's ({tool['trained_direction']}, "
@@ -141,6 +147,17 @@ def test_options(args: dict):
     training = None if saved.get("demo") or not saved.get("dataroot") else \
         (saved["dataroot"], saved.get("dataset_mode", "aligned" if arch == "pix2pix" else "unaligned"))
     return opt, tool, training
+
+
+def note_run_preprocessing(arch: str, saved: dict, typed: dict) -> None:
+    """Says which image sizes the test takes from the run's train_opt.json where they differ
+    from the reference's test defaults (its test reads the command line alone)."""
+    default = resolve(arch, {})
+    taken = {k: saved[k] for k in ("preprocess", "crop_size") if k in saved and k not in typed
+             and saved[k] != getattr(default, k)}
+    if taken:
+        print(f"note: {' '.join(f'--{k} {v}' for k, v in taken.items())} from the run's train_opt.json (the "
+              f"reference's test would take {' '.join(f'--{k} {getattr(default, k)}' for k in taken)} unless typed)")
 
 
 def as_a_test(opt, typed: dict, phase: str):
@@ -151,13 +168,24 @@ def as_a_test(opt, typed: dict, phase: str):
 
 
 def translating_net(opt, tool: dict) -> str:
-    """The one generator of a single-image test: pix2pix's G; --model_suffix's; else G_A where
-    --direction is the run's (G_A takes its A side), G_B where it reverses it."""
+    """The one generator of a single-image test: pix2pix's G; --model_suffix's; under --model
+    test the experiment's {label}_net_G.pth where it has one (what the reference's test model
+    loads: G + the empty suffix); else G_A where --direction is the run's (G_A takes its A
+    side), G_B where it reverses it."""
     if opt.arch == "pix2pix":
         return "G"
     if tool["model_suffix"] is not None:
         return f"G{tool['model_suffix']}"
+    if tool["model_test"] and not tool["checkpoint"] and os.path.exists(
+            os.path.join(opt.checkpoints_dir, opt.name, f"{checkpoint_label(opt)}_net_G.pth")):
+        return "G"
     return "G_A" if opt.direction == tool["trained_direction"] else "G_B"
+
+
+def takes_b_channels(net: str, tool: dict) -> bool:
+    """Whether generator `net` takes the run's B side (output_nc channels): G_B, unless --model
+    test was given channel counts, which then are the loaded generator's own."""
+    return net == "G_B" and not (tool["model_test"] and tool["typed_nc"])
 
 
 def generator_file(opt, net: str, checkpoint: str | None, alone: bool) -> str:
@@ -214,6 +242,11 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
     root, mode = opt.dataroot, opt.dataset_mode
     if root is None:
         root, mode = training or (prepare_demo(opt.arch), "aligned" if opt.arch == "pix2pix" else "unaligned")
+    if not os.path.exists(root):
+        raise DatasetError(f"--dataroot {root} does not exist")
+    if tool["typed_single"]:  # the reference's single dataset: the folder itself, whatever it holds
+        net = translating_net(opt, tool)
+        return "single", opt.replace(dataroot=root, direction="BtoA" if takes_b_channels(net, tool) else "AtoB")
     data = opt.replace(dataroot=root)  # --direction as typed, else the run's: the reference's real_A
     sides = [os.path.join(root, opt.phase + domain) for domain in "AB"]
     if mode == "unaligned" and not any(map(os.path.isdir, sides)) and os.path.isdir(os.path.join(root, opt.phase)):
@@ -231,12 +264,18 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
     net = translating_net(opt, tool)
     side = sides[(tool["trained_direction"] == "BtoA") != (net == "G_B")] if net != "G" else \
         sides[opt.direction == "BtoA"]
+    typed = {"cycle_gan": f"both generators on {opt.phase}A/ and {opt.phase}B/ (or {opt.phase}/ of A|B pairs)",
+             "pix2pix": f"G on {opt.phase}/ of A|B pairs"}.get(tool["model"])
+    if typed and not tool["checkpoint"]:  # a typed model is honoured, not swapped for one generator
+        raise DatasetError(f"--model {tool['model']} tests {typed}: {root} holds none; to translate a folder "
+                           "of images with one generator, use --model test")
     if os.path.isdir(side):
         root = side
     elif any(os.path.isdir(os.path.join(root, folder)) for folder in DATASET_FOLDERS):
         raise DatasetError(f"{root} holds no {os.path.basename(side)}/ to translate: give --phase the split "
                            "it has, or --dataroot a folder of images")
-    return "single", opt.replace(dataroot=root, dataset_mode="single", direction="BtoA" if net == "G_B" else "AtoB")
+    return "single", opt.replace(dataroot=root, dataset_mode="single",
+                                 direction="BtoA" if takes_b_channels(net, tool) else "AtoB")
 
 
 def unique_stem(path: str, root: str, taken: dict[str, str]) -> str:
@@ -263,10 +302,11 @@ def with_aspect_ratio(image, aspect_ratio: float):
     return image
 
 
-def load_generator(opt, net: str, path: str, device, eval_mode: bool):
+def load_generator(opt, net: str, path: str, device, eval_mode: bool, b_channels: bool):
+    """`net` built with the options' channels (swapped: `b_channels`, G_B's) and loaded from path."""
     from fastgan.models import define_G, load_reference_checkpoint
 
-    in_nc, out_nc = (opt.input_nc, opt.output_nc) if net != "G_B" else (opt.output_nc, opt.input_nc)
+    in_nc, out_nc = (opt.output_nc, opt.input_nc) if b_channels else (opt.input_nc, opt.output_nc)
     G = define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.norm, use_dropout=not opt.no_dropout,
                  init_type=opt.init_type, padding_type=opt.padding_type)
     load_reference_checkpoint(G, path)
@@ -310,7 +350,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool["checkpoint"], alone=len(names) == 1) for net in names}
-    nets = {net: load_generator(opt, net, path, device, tool["eval"]) for net, path in paths.items()}
+    nets = {net: load_generator(opt, net, path, device, tool["eval"], takes_b_channels(net, tool))
+            for net, path in paths.items()}
     if opt.verbose:
         for net, G in nets.items():
             print(f"{net}: {G}")

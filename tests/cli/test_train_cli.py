@@ -383,6 +383,74 @@ def test_inference_cli_model_suffix_b_takes_the_b_side_with_its_channels(unalign
     assert images == ["img000_fake.png", "img000_real.png", "img001_fake.png", "img001_real.png"]
 
 
+def test_model_test_loads_the_runs_plain_g_as_the_reference_does(unaligned_root, tmp_path, capsys):
+    """The reference's test model loads G + the empty suffix: with latest_net_G.pth beside
+    G_A and G_B (its documented way of testing one side: copy it to latest_net_G.pth), that
+    file is translated with, not G_A."""
+    import shutil
+
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "two") + ["--max_iters", "1"])
+    run = tmp_path / "two"
+    shutil.copy(run / "latest_net_G_B.pth", run / "latest_net_G.pth")
+    common = ["--name", "two", "--checkpoints_dir", str(tmp_path), "--dataroot", os.path.join(unaligned_root, "testA"),
+              "--model", "test", "--num_test", "1"]
+    capsys.readouterr()
+    plain = test_cli.main(common + ["--results_dir", str(tmp_path / "plain")])
+    assert "with G from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
+    side_b = test_cli.main(common + ["--results_dir", str(tmp_path / "b"), "--model_suffix", "_B"])
+
+    def fake(index):
+        return np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png")))
+
+    assert np.array_equal(fake(plain), fake(side_b))
+
+
+def test_model_test_builds_the_generator_with_the_typed_channels(unaligned_root, tmp_path):
+    """--model test --model_suffix _B --input_nc 3 --output_nc 1, the reference's command line
+    for G_B of a run trained 1 -> 3: the typed counts are the loaded generator's own."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "gray") + ["--input_nc", "1", "--lambda_identity", "0",
+                                                                  "--max_iters", "1"])
+    index = test_cli.main(["--name", "gray", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                           os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results"),
+                           "--model", "test", "--model_suffix", "_B", "--input_nc", "3", "--output_nc", "1",
+                           "--num_test", "1"])
+    with Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")) as real:
+        assert real.mode == "RGB"  # read with input_nc 3
+
+
+def test_a_typed_model_is_honoured(unaligned_root, tmp_path, capsys):
+    """--model cycle_gan on a folder without testB/ is refused (the reference fails there too),
+    not run as one generator; --model test --dataset_mode single reads the dataroot itself,
+    recursively, as the reference's single dataset."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common + ["--dataroot", unaligned_root, "--model", "cycle_gan"])
+    assert e.value.code == 2
+    assert "--model cycle_gan tests both generators on testA/ and testB/" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        test_cli.main(common + ["--dataroot", str(tmp_path / "nowhere")])
+    assert f"--dataroot {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    index = test_cli.main(common + ["--dataroot", unaligned_root, "--model", "test", "--dataset_mode", "single"])
+    images = os.listdir(os.path.join(os.path.dirname(index), "images"))
+    assert len(images) == 2 * (6 + 5 + 3)  # trainA, trainB and testA, not testA alone
+
+
+def test_sizes_taken_from_the_run_are_said(unaligned_root, tmp_path, capsys):
+    """The reference's test reads the command line alone: sizes fastgan takes from the run's
+    train_opt.json instead are named where they differ from its defaults."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1", "--preprocess", "crop"])
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+              "--dataroot", os.path.join(unaligned_root, "testA"), "--model", "test", "--num_test", "1"]
+    capsys.readouterr()
+    test_cli.main(common)
+    assert ("note: --preprocess crop --crop_size 32 from the run's train_opt.json (the reference's test would "
+            "take --preprocess resize_and_crop --crop_size 256 unless typed)") in capsys.readouterr().out
+    test_cli.main(common + ["--preprocess", "crop", "--crop_size", "32"])
+    assert "note: --" not in capsys.readouterr().out
+
+
 def test_inference_cli_names_an_image_the_unet_cannot_take(aligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--netG", "unet_128", "--load_size", "128",
                                                                           "--crop_size", "128", "--max_iters", "1"])
@@ -614,7 +682,7 @@ def test_a_published_generator_is_tested_alone_never_as_both_of_the_cycle(unalig
     assert e.value.code == 2
     assert "holds one generator, latest_net_G.pth" in capsys.readouterr().err
     index = test_cli.main(common + ["--model", "test", "--num_test", "2"])
-    assert "G_A from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
+    assert "G from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
     assert len(os.listdir(os.path.join(os.path.dirname(index), "images"))) == 2 * 2
 
 
