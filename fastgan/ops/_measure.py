@@ -1,6 +1,5 @@
 """Measured choices (reflect_conv2d's kernels, the convolutions' algorithms): timing the
-candidates (the median of a few runs after warm-up, on the device's clock) and keeping
-the fastest per shape."""
+candidates after warm-up (candidate_seconds) and keeping the fastest per shape."""
 
 from __future__ import annotations
 
@@ -18,27 +17,52 @@ import torch
 MEASURE_RUNS = {"cuda": (3, 10), "cpu": (3, 5)}
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    """Median seconds of fn() after warm-up (CUDA events on a GPU)."""
+def candidate_seconds(candidates: dict[str, Callable[[], object]],
+                      device: torch.device) -> dict[str, float | Exception]:
+    """Each candidate's seconds per run after warm-up, or the exception it raised.
+
+    On a GPU, the median of timed runs (CUDA events), one candidate after the other. On a
+    CPU, rounds in which every candidate runs once in turn, and each one's fastest run:
+    another process's load only ever adds time, and it then falls on all candidates
+    alike. (Medians of runs taken one candidate after the other once kept oneDNN for a
+    shape that Winograd runs 3x faster, on a machine other jobs were loading.)"""
     warmup, runs = MEASURE_RUNS.get(device.type, MEASURE_RUNS["cpu"])
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(runs)]
-            for start, end in events:
-                start.record()
+    results: dict[str, float | Exception] = {}
+    ready = {}
+    for name, fn in candidates.items():
+        try:
+            for _ in range(warmup):
                 fn()
-                end.record()
-            torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
-    times = []
+            if device.type == "cuda":
+                results[name] = _cuda_median_seconds(fn, device, runs)
+            else:
+                ready[name] = fn
+        except Exception as e:
+            results[name] = e
+    fastest = dict.fromkeys(ready, math.inf)
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in list(ready.items()):
+            start = time.perf_counter()
+            try:
+                fn()
+            except Exception as e:
+                results[name] = e
+                del ready[name], fastest[name]
+                continue
+            fastest[name] = min(fastest[name], time.perf_counter() - start)
+    results.update(fastest)
+    return {name: results[name] for name in candidates}
+
+
+def _cuda_median_seconds(fn: Callable[[], object], device: torch.device, runs: int) -> float:
+    with torch.cuda.device(device):
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
 
 
 class MeasuredChoices:
@@ -110,20 +134,15 @@ class MeasuredChoices:
 
     def measure(self, key: tuple, candidates: dict[str, Callable[[], object]], device: torch.device,
                 on_failure: Callable[[str, Exception], None] | None = None) -> str:
-        """Times each candidate (median_seconds), keeps and returns the fastest's name.
+        """Times each candidate (candidate_seconds), keeps and returns the fastest's name.
         With `on_failure`, a candidate that raises is called with its name and error and
-        counts as infinitely slow (unless all fail: the first error is raised)."""
-        times, errors = {}, {}
-        for name, fn in candidates.items():
-            try:
-                times[name] = median_seconds(fn, device)
-            except Exception as e:
-                if on_failure is None:
-                    raise
-                times[name] = math.inf
-                errors[name] = e
-        if errors and len(errors) == len(candidates):
+        counts as infinitely slow (unless all fail: the first error is raised); without
+        it, the first error is raised."""
+        results = candidate_seconds(candidates, device)
+        errors = {name: r for name, r in results.items() if isinstance(r, Exception)}
+        if errors and (on_failure is None or len(errors) == len(candidates)):
             raise next(iter(errors.values()))
+        times = {name: math.inf if name in errors else r for name, r in results.items()}
         for name, e in errors.items():
             on_failure(name, e)
         pick = min(times, key=times.get)

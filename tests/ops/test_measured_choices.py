@@ -11,10 +11,17 @@ from fastgan.ops import _measure
 CPU = torch.device("cpu")
 
 
+def _outcome(fn):
+    try:
+        return fn()
+    except Exception as e:
+        return e
+
+
 @pytest.fixture
 def timed(monkeypatch):
-    """median_seconds reads each candidate's time off what it returns."""
-    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: fn())
+    """candidate_seconds reads each candidate's time off what it returns (or its error)."""
+    monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: {n: _outcome(f) for n, f in cands.items()})
 
 
 def test_the_fastest_candidate_is_kept_with_every_time(timed):
@@ -69,3 +76,48 @@ def test_loading_takes_bare_names_and_adopts_nothing_when_an_entry_cannot_be_rea
     with pytest.raises(ValueError, match=r"op: the saved choice for \('bad',\) cannot be read"):
         choices.load({("good",): {"choice": "a", "times": {"a": 1.0}}, ("bad",): {"choice": "z"}})
     assert choices.get(("good",)) is None  # nothing of the failed load was adopted
+
+
+class _FakeClock:
+    """perf_counter for candidate_seconds: each candidate call advances it by the
+    candidate's cost, plus a load spike's over the calls numbered in `spike`."""
+
+    def __init__(self, spike: range):
+        self.now, self.calls, self.spike = 0.0, 0, spike
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def candidate(self, cost: float):
+        def run():
+            self.now += cost + (10.0 if self.calls in self.spike else 0.0)
+            self.calls += 1
+        return run
+
+
+def test_cpu_candidates_are_timed_in_turn_so_a_load_spike_hits_them_alike(monkeypatch):
+    """Another process's load over a stretch of calls as long as one candidate's timed runs:
+    timed one candidate after the other, the faster one would have taken it all and lost."""
+    warmup, runs = _measure.MEASURE_RUNS["cpu"]
+    clock = _FakeClock(spike=range(warmup, warmup + runs))
+    monkeypatch.setattr(_measure, "time", type("Time", (), {"perf_counter": clock.perf_counter}))
+    choices = _measure.MeasuredChoices("op", ("fast", "slow"))
+    assert choices.measure(("k",), {"fast": clock.candidate(1.0), "slow": clock.candidate(2.0)}, CPU) == "fast"
+    assert choices.entries()[("k",)]["times"] == {"fast": 1.0, "slow": 2.0}
+    assert clock.calls == 2 * (warmup + runs)
+
+
+def test_a_candidate_failing_in_its_timed_runs_counts_as_failed(monkeypatch):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > _measure.MEASURE_RUNS["cpu"][0]:  # after its warm-up
+            raise RuntimeError("out of memory")
+
+    failed = []
+    choices = _measure.MeasuredChoices("op", ("flaky", "steady"))
+    pick = choices.measure(("k",), {"flaky": flaky, "steady": lambda: None}, CPU,
+                           on_failure=lambda name, e: failed.append(name))
+    assert pick == "steady" and failed == ["flaky"]
+    assert choices.entries()[("k",)]["times"]["flaky"] == float("inf")

@@ -643,13 +643,13 @@ def test_compile_fullgraph_block(backend, choice):
 def test_selection_measures_once_per_shape_and_reuses(monkeypatch):
     rc.clear_selection_cache()
     timed = []
-    real_time = _measure.median_seconds
+    real_time = _measure.candidate_seconds
 
-    def spy(fn, device):
-        timed.append(fn)
-        return real_time(fn, device)
+    def spy(cands, device):
+        timed.extend(cands.values())
+        return real_time(cands, device)
 
-    monkeypatch.setattr(_measure, "median_seconds", spy)
+    monkeypatch.setattr(_measure, "candidate_seconds", spy)
     case = (1, 3, 4, 4, 5, 3, 1, 1)
     x, wt, b, gy = make_case(case, torch.float32, "contiguous", seed=12)
     first = run("triton", x, wt, b, gy, 1, 1, "auto")
@@ -701,7 +701,7 @@ def test_selection_runs_the_cached_choice(cached, monkeypatch):
 
     for name in ("forward", "grad_input", "grad_weight"):
         monkeypatch.setattr(kernels, name, spy(name))
-    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: pytest.fail("measured a cached shape"))
+    monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: pytest.fail("measured a cached shape"))
     got = run("triton", x, wt, b, gy.contiguous(), 1, 1, "auto")
     assert sorted(calls) == (["forward", "grad_input", "grad_weight"] if cached == "triton" else [])
     ref = reference_f64(x, wt, b, gy, 1, 1)

@@ -107,8 +107,8 @@ def fresh_selection():
 
 def test_the_choice_is_measured_once_per_shape_and_gradient_need(fresh_selection, monkeypatch):
     timed = []
-    real = _measure.median_seconds
-    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: timed.append(fn) or real(fn, device))
+    real = _measure.candidate_seconds
+    monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: timed.extend(cands) or real(cands, device))
     x, weight, bias = tensors(4, (1, 8, 4, 4), (8, 8, 4, 4), (8,), dtype=torch.float32)
     ops.conv2d(x, weight, bias, 2, 1)
     ops.conv2d(x, weight, bias, 2, 1)
@@ -128,9 +128,9 @@ def test_picked_or_forced_the_result_is_that_path(choice, fresh_selection, monke
     want = output_and_grads(runs[choice], x, weight, bias)
     with ops.conv_choice(choice):
         forced = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
-    # measured: the candidate named `choice` made the faster (they are timed aten, then gemm)
-    names = iter(["aten", "gemm"])
-    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: 0.0 if next(names) == choice else 1.0)
+    # measured: the candidate named `choice` made the faster
+    monkeypatch.setattr(_measure, "candidate_seconds",
+                        lambda cands, device: {name: 0.0 if name == choice else 1.0 for name in cands})
     measured = output_and_grads(lambda *a: ops.conv_transpose2d(*a, 2, 1), x, weight, bias)
     assert {entry["choice"] for entry in uc.selection_cache().values()} == {choice}
     for got in (forced, measured):
@@ -139,7 +139,7 @@ def test_picked_or_forced_the_result_is_that_path(choice, fresh_selection, monke
 
 
 def test_the_vendor_convolution_without_measuring_where_the_choice_does_not_apply(fresh_selection, monkeypatch):
-    monkeypatch.setattr(_measure, "median_seconds", lambda fn, device: pytest.fail("measured"))
+    monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: pytest.fail("measured"))
     x, weight = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ops.conv2d(x, weight, None, 1, 1).dtype == torch.bfloat16
