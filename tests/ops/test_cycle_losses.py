@@ -537,6 +537,16 @@ def test_cuda_variants(backend, poison):
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_capped_grids(backend, poison):
+    """12.6M elements a side: past the forward's capped grid and into the backward's
+    grid-stride loop, which the cases above never reach."""
+    _gpu_backend_ready(backend)
+    check_against_reference(backend, make_images((16, 3, 512, 512), torch.float32, device="cuda", seed=83))
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_is_deterministic(backend):
     _gpu_backend_ready(backend)
     images = make_images((8, 3, 256, 257), torch.float32, device="cuda")

@@ -708,12 +708,22 @@ def test_cluster_runs_are_bitwise_equal_and_capturable(monkeypatch):
     first = run("cuda", x, w, b, r, go, "relu")
     second = run("cuda", x, w, b, r, go, "relu")
     assert torch.equal(first[0], second[0]) and all(torch.equal(p, q) for p, q in zip(first[1], second[1]))
+    # forward and backward captured (the backward's cluster kernel too), replayed: the same bits
+    xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), ops.use_backend("cuda"):
+        ops.instance_norm_act(xg, wg, bg, residual=r).backward(go)  # warm up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    xg.grad = wg.grad = bg.grad = None
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), ops.use_backend("cuda"):
-        y = ops.instance_norm_act(x, w, b, residual=r)
+        y = ops.instance_norm_act(xg, wg, bg, residual=r)
+        y.backward(go)
     graph.replay()
     torch.cuda.synchronize()
-    assert torch.equal(y, first[0])
+    assert torch.equal(y.detach(), first[0])
+    assert all(torch.equal(g, want) for g, want in zip((xg.grad, wg.grad, bg.grad), first[1][:3]))
 
 
 @pytest.mark.gpu
@@ -756,6 +766,8 @@ def test_gpu_cuda_graph_capture(backend):
     ref, ref_grads = reference_f64(x2, w, b, r, go, "relu")
     assert_close(y.detach(), ref, 1e-5, "output")
     assert_close(xg.grad, ref_grads[0], 1e-5, "dx")
+    assert_close(wg.grad, ref_grads[1], 1e-5, "dweight")
+    assert_close(bg.grad, ref_grads[2], 1e-5, "dbias")
 
 
 @pytest.mark.gpu
