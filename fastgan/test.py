@@ -363,7 +363,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
                              **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
     except OSError:
         pass
-    out_dir = os.path.join(tool["results_dir"], opt.name, results_folder(opt, tool, next(iter(paths.values()))))
+    folder = results_folder(opt, tool, next(iter(paths.values())))
+    out_dir = os.path.join(tool["results_dir"], opt.name, folder)
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     rows, stems = [], {}
@@ -382,7 +383,9 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
             rows.append((stem, entries))
     index = os.path.join(out_dir, "index.html")
     used = ", ".join(f"{net} from {path}" for net, path in paths.items())
-    write_image_page(index, f"{opt.name}: {used}", rows, opt.display_winsize)
+    epoch = folder[len(tool["phase"]) + 1:] if tool["checkpoint"] else opt.epoch  # (the file's label)
+    write_image_page(index, f"Experiment = {opt.name}, Phase = {tool['phase']}, Epoch = {epoch}", rows,
+                     opt.display_winsize)  # the reference's title
     print(f"translated {count} image{'' if count == 1 else 's'} with {used}; open {index}")
     return index
 

@@ -437,6 +437,15 @@ def test_a_typed_model_is_honoured(unaligned_root, tmp_path, capsys):
     assert len(images) == 2 * (6 + 5 + 3)  # trainA, trainB and testA, not testA alone
 
 
+def test_the_result_page_has_the_references_title(unaligned_root, tmp_path):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--dataroot", os.path.join(unaligned_root, "testA"),
+                           "--model", "test", "--num_test", "1", "--phase", "val"])
+    with open(index) as f:
+        assert "<title>Experiment = run, Phase = val, Epoch = latest</title>" in f.read()
+
+
 def test_sizes_taken_from_the_run_are_said(unaligned_root, tmp_path, capsys):
     """The reference's test reads the command line alone: sizes fastgan takes from the run's
     train_opt.json instead are named where they differ from its defaults."""
