@@ -475,12 +475,18 @@ def _own_additions(module: nn.Module) -> list[str]:
 @functools.cache
 def _fresh_module(kind: type) -> nn.Module | None:
     """A module of the class `kind` as its constructor leaves it (None: not a class
-    accelerate replaces)."""
-    makers = {nn.Conv2d: lambda: nn.Conv2d(1, 1, 1), nn.ConvTranspose2d: lambda: nn.ConvTranspose2d(1, 1, 1),
-              nn.InstanceNorm2d: lambda: nn.InstanceNorm2d(1), nn.ReflectionPad2d: lambda: nn.ReflectionPad2d(1),
-              nn.ReLU: nn.ReLU, nn.LeakyReLU: nn.LeakyReLU}
+    accelerate replaces). Built on the meta device with the RNG state put back: a
+    constructor's initialisation must not draw from the caller's random stream (a training
+    run would then draw differently from one resumed in a process that had built it)."""
+    makers = {nn.Conv2d: lambda: nn.Conv2d(1, 1, 1, device="meta"),
+              nn.ConvTranspose2d: lambda: nn.ConvTranspose2d(1, 1, 1, device="meta"),
+              nn.InstanceNorm2d: lambda: nn.InstanceNorm2d(1, device="meta"),
+              nn.ReflectionPad2d: lambda: nn.ReflectionPad2d(1), nn.ReLU: nn.ReLU, nn.LeakyReLU: nn.LeakyReLU}
     maker = makers.get(kind)
-    return maker() if maker else None
+    if maker is None:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        return maker()
 
 
 def _has_plain_state(module: nn.Module) -> bool:

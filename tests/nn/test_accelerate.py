@@ -857,3 +857,19 @@ def test_an_accelerated_generator_runs_the_eager_path_in_eager_mode():
         names = _backward_node_names(net(torch.randn(1, 3, 32, 32)))
     assert {"_EagerReflectConv2dBackward", "_EagerInstanceNormActBackward"} <= names
     assert not any(name.startswith("GeneratedBackwardFor_fastgan") for name in names), names
+
+
+def test_accelerate_draws_nothing_from_the_random_stream():
+    """A training run accelerates its nets between seeding and drawing: accelerate must leave
+    the stream where it was (a resumed run, whose process had accelerated before, drew
+    differently from the run that was never stopped)."""
+    import importlib
+
+    importlib.import_module("fastgan.nn.accelerate")._fresh_module.cache_clear()  # its first use builds modules
+    model = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.ReLU(),
+                          nn.ConvTranspose2d(4, 4, 3), nn.LeakyReLU(0.2))
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    fastgan.accelerate(model)
+    assert torch.equal(torch.rand(4), expected)
