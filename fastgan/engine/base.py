@@ -224,15 +224,31 @@ class TrainingModel:
             load_reference_checkpoint(net, state["nets"][k], name=f"net {k}")
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-            if self.levels.cuda_graphs:  # the learning rate stays a device tensor (see adam())
-                for group in o.param_groups:
-                    group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device)
+            self._keep_adam_implementation(o)
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         for k, p in self.pools().items():
             p.load_state_dict(state["pools"][k], self.device)
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
+
+    def _keep_adam_implementation(self, optimizer: torch.optim.Adam) -> None:
+        """After load_state_dict, which takes the saved groups whole: this run's Adam (its
+        capturable, fused and foreach flags; a device tensor learning rate under CUDA graphs,
+        else a float), whatever the saved run's levels were, and each step counter where that
+        implementation keeps it (a capturable or fused Adam on the parameter's device, else on
+        the CPU). A state saved without CUDA graphs otherwise failed a graphs run's first step
+        or its capture, and the reverse."""
+        for group in optimizer.param_groups:
+            for flag in ("capturable", "fused", "foreach"):
+                group[flag] = optimizer.defaults[flag]
+            lr = float(group["lr"])
+            group["lr"] = torch.tensor(lr, dtype=torch.float32, device=self.device) if self.levels.cuda_graphs else lr
+            on_device = group["capturable"] or group["fused"]
+            for p in group["params"]:
+                step = optimizer.state.get(p, {}).get("step")
+                if torch.is_tensor(step):
+                    optimizer.state[p]["step"] = step.to(p.device if on_device else "cpu")
 
     def pools(self) -> dict:
         return {}

@@ -43,6 +43,8 @@ class DeviceImagePool:
         elif self.images.shape[1:] != images.shape[1:]:
             raise ValueError(f"image pool holds images of shape {tuple(self.images.shape[1:])}, "
                              f"got {tuple(images.shape[1:])}")
+        elif self.images.dtype != images.dtype:  # resumed from a run of another precision
+            self.images = self.images.to(images.dtype)  # (before any capture: the first query)
         out = []
         draws = torch.rand(images.shape[0], 2, device=images.device)
         for i in range(images.shape[0]):

@@ -35,24 +35,32 @@ class Progress:
     iteration: int  # training iterations since the start of training
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The RNG states a run on `device` draws from: the CPU's, Python's, and on a GPU that
+    GPU's (not every visible GPU's by index: a run resumed on another GPU, or where fewer
+    are visible, restores the state its device drew from)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if device.type == "cuda" and saved is not None:
+        if isinstance(saved, (list, tuple)):  # earlier files: every visible GPU's, by index
+            index = device.index or 0
+            saved = saved[index] if index < len(saved) else None
+        if saved is not None:
+            torch.cuda.set_rng_state(saved, device)
 
 
 def rank_state(model) -> dict:
     """What differs between the ranks of a data-parallel run: RNG states, image pools and
     measured kernel choices."""
-    return {"rng": rng_state(), "pools": {k: p.state_dict() for k, p in model.pools().items()},
+    return {"rng": rng_state(model.device), "pools": {k: p.state_dict() for k, p in model.pools().items()},
             **measured_choices()}
 
 
@@ -84,7 +92,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
     state = {
         "model": model.state_dict(),
         "progress": vars(progress),
-        "rng": rng_state(),
+        "rng": rng_state(model.device),
         **measured_choices(),
         "options": model.opt.as_dict(),
     }
@@ -127,12 +135,12 @@ def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
             model.load_state_dict(state["model"])
         except CheckpointError as e:  # it names the net, not the file
             raise CheckpointError(f"{state['path']}: {e}") from None
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], model.device)
         load_measured_choices(state)
         progress = Progress(**state["progress"])
         saved = state.get("ranks") or []
         if rank < len(saved):
-            set_rng_state(saved[rank]["rng"])
+            set_rng_state(saved[rank]["rng"], model.device)
             load_measured_choices(saved[rank])
             for k, pool in model.pools().items():
                 pool.load_state_dict(saved[rank]["pools"][k], model.device)

@@ -255,6 +255,10 @@ class Trainer:
         if opt.max_iters is not None:
             total_batches = min(total_batches, done + max(0, opt.max_iters - p.iteration))
         start, images_this_run, stopped, signum = time.perf_counter(), 0, None, None
+
+        def rate() -> float:  # read once the losses are (a host sync): queued GPU work is not done work
+            return images_this_run / (time.perf_counter() - start)
+
         if opt.max_iters is not None and p.iteration >= opt.max_iters:
             stopped = f"already at --max_iters {opt.max_iters} (iteration {p.iteration})"
         elif p.epoch > self.last_epoch:
@@ -285,7 +289,6 @@ class Trainer:
                         p.total_iters += step
                         images_this_run += n
                         bar.update(1)
-                        rate = images_this_run / (time.perf_counter() - start)
                         self.after_iteration(losses, step, images, bar, rate, (step_start, waited))
                         if stop_requested:
                             stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
@@ -305,6 +308,8 @@ class Trainer:
                     self.log(f"saved the {images_this_run} images trained before the file below; replace or "
                              "remove it, then resume with --continue_train")
                 raise
+            if self.model.device.type == "cuda":  # the queued iterations are part of the run's time
+                torch.cuda.synchronize(self.model.device)
             elapsed = time.perf_counter() - start
             if images_this_run:  # the same on every rank (the count is over all of them)
                 self.save(["latest"])  # still under StopRequest: a signal now waits for the save
@@ -331,13 +336,15 @@ class Trainer:
         self.model.gradient_shares.weight = world * shares[self.ranks.rank] / sum(shares)
         return shares[self.ranks.rank]
 
-    def after_iteration(self, losses: dict, step: int, images: int, bar, rate: float, timing: tuple) -> None:
+    def after_iteration(self, losses: dict, step: int, images: int, bar, rate, timing: tuple) -> None:
         """`step`: what the iteration added to total_iters; `images`: this rank's real images;
-        `timing`: when the step started and how long its batch was waited for (seconds)."""
+        `rate()`: images/s so far (called once the losses are read); `timing`: when the step
+        started and how long its batch was waited for (seconds)."""
         opt, p = self.opt, self.progress
         if crossed(p.total_iters, step, opt.print_freq):
             values = dict(zip(losses, self.ranks.mean([float(v) for v in losses.values()], images)))
             step_start, waited = timing
+            rate = rate()
             if self.main:
                 record = {"epoch": p.epoch, "epoch_iter": p.batch * opt.batch_size * self.ranks.world_size,
                           "total_iters": p.total_iters, "lr": self.model.learning_rate,

@@ -139,3 +139,18 @@ def test_an_allocated_pool_keeps_its_tensors_on_load():
     wider.query(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match=r"holds images of shape \(3, 4, 4\), this run's \(3, 2, 2\)"):
         pool.load_state_dict(wider.state_dict(), "cpu")
+
+
+def test_a_pool_saved_in_another_precision_takes_this_runs_dtype():
+    """A bf16 run's pool resumed in float32: the images stored from then on are kept exactly,
+    not rounded to the saved ring's bf16."""
+    saved = DeviceImagePool(2)
+    saved.query(torch.randn(2, 3, 4, 4).to(torch.bfloat16))
+    pool = DeviceImagePool(2)
+    pool.load_state_dict(saved.state_dict(), "cpu")
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 4, 4, dtype=torch.float64) / 3
+    for _ in range(20):  # some query swaps it in: then it is stored, and later returned, exactly
+        pool.query(image)
+    assert pool.images.dtype == torch.float64
+    assert any(torch.equal(slot, image[0]) for slot in pool.images)

@@ -10,6 +10,7 @@ import torch
 import fastgan
 from fastgan.engine.state import Progress, read_training_state, restore_training_state, save_training_state
 from fastgan.models import CheckpointError
+from fastgan.options import resolve
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import _unfolded_conv as uc
 
@@ -100,3 +101,68 @@ def test_a_machine_cache_with_an_unreadable_entry_is_measured_anew(tmp_path, mon
     torch.save({"conv_choices": {("fwd", 1): {"choice": "warp_drive", "times": {}}}}, path)
     assert choice_cache.adopt(torch.device("cpu")) == 0
     assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}
+
+
+def _cyclegan_with(levels, monkeypatch):
+    """A tiny CycleGAN on the CPU with `levels` as given (not resolved for the device): CUDA
+    graphs' capture replaced by the plain iteration, to load and step its optimizers here."""
+    from fastgan.engine import graphs
+    from fastgan.engine.cyclegan import CycleGAN
+
+    monkeypatch.setattr(graphs, "GraphedIteration", lambda iterate, model: iterate)
+    opt = resolve("cyclegan", {"ngf": 4, "ndf": 4, "netG": "resnet_6blocks", "device": "cpu", "seed": 1})
+    torch.manual_seed(1)
+    return CycleGAN(opt, torch.device("cpu"), levels)
+
+
+@pytest.mark.parametrize("adam", ["default", "foreach", "fused"])
+def test_a_state_saved_under_other_levels_keeps_this_runs_adam(adam, monkeypatch):
+    """load_state_dict takes the saved param groups whole: a state saved without CUDA graphs
+    gave a graphs run a non-capturable Adam with a float learning rate (its first step or its
+    capture failed on a GPU), and the reverse gave an eager run a capturable one."""
+    from fastgan.engine.levels import EAGER, Levels
+
+    A, B = (torch.rand(1, 3, 32, 32) * 2 - 1 for _ in range(2))
+    eager = _cyclegan_with(EAGER, monkeypatch)
+    eager.train_step({"A": A, "B": B})  # step counters in the state
+    graphed = _cyclegan_with(Levels(cuda_graphs=True, adam=adam), monkeypatch)
+    graphed.load_state_dict(eager.state_dict())
+    for o in graphed.optimizers.values():
+        for group in o.param_groups:
+            assert group["capturable"] and bool(group["fused"]) == (adam == "fused")
+            assert bool(group["foreach"]) == (adam == "foreach")
+            assert torch.is_tensor(group["lr"]) and group["lr"].item() == pytest.approx(0.0002)
+    back = _cyclegan_with(Levels(adam=adam), monkeypatch)
+    back.load_state_dict(graphed.state_dict())
+    for o in back.optimizers.values():
+        for group in o.param_groups:
+            assert not group["capturable"] and isinstance(group["lr"], float)
+            assert all(o.state[p]["step"].device.type == "cpu" for p in group["params"])
+    back.train_step({"A": A, "B": B})  # steps (a capturable group on the CPU would refuse)
+    assert all(o.state[p]["step"].item() == 2 for o in back.optimizers.values() for g in o.param_groups
+               for p in g["params"])
+
+
+def test_a_gpu_runs_rng_state_is_its_own_devices(monkeypatch):
+    """Saved and restored for the run's GPU, not for every visible GPU by index: a file of three
+    GPUs' states restores the one of the run's device and no other, where fewer GPUs are
+    visible too (set_rng_state_all raised IndexError there, outside the errors a resume names)."""
+    from fastgan.engine import state as state_module
+
+    states = {0: torch.tensor([0], dtype=torch.uint8), 1: torch.tensor([1], dtype=torch.uint8)}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[device.index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value, device: restored.append((value.item(), device)))
+    cuda1 = torch.device("cuda", 1)
+    saved = state_module.rng_state(cuda1)
+    assert saved["cuda"].item() == 1
+    state_module.set_rng_state(saved, cuda1)
+    assert restored == [(1, cuda1)]
+    restored.clear()
+    older = dict(saved, cuda=[torch.tensor([7], dtype=torch.uint8), torch.tensor([8], dtype=torch.uint8),
+                              torch.tensor([9], dtype=torch.uint8)])  # an earlier file: one per GPU
+    state_module.set_rng_state(older, cuda1)
+    state_module.set_rng_state(older, torch.device("cuda", 5))  # that GPU's state is not in the file
+    state_module.set_rng_state(older, torch.device("cpu"))
+    assert restored == [(8, cuda1)]
+    assert "cuda" not in state_module.rng_state(torch.device("cpu"))
