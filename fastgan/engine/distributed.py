@@ -258,6 +258,9 @@ def check_ranks_agree(ranks: Ranks, opt, num_images: int) -> None:
     if differ:
         detail = "; ".join(f"{k}: " + ", ".join(f"rank {r} {f.get(k)!r}" for r, f in enumerate(every))
                            for k in differ[:4])
+        # every rank saw every rank's settings and refuses here alike: leave the group together,
+        # so no gloo thread lives on into interpreter exit (where one aborted the process once)
+        ranks.close()
         raise ValueError(f"the ranks were started with different settings ({detail}): start every rank with "
                          "the same command, on the same dataset")
 
