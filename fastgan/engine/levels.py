@@ -92,11 +92,22 @@ class Levels:
 EAGER = Levels()
 
 
+# The oldest GPUs (compute capability) that Triton and inductor (--compile) support, and
+# that have bf16 arithmetic (cuDNN's bf16 convolutions, autocast's bf16)
+COMPILE_CAPABILITY = (7, 0)
+BF16_CAPABILITY = (8, 0)
+
+
+def gpu_can(device: torch.device, capability: tuple[int, int]) -> bool:
+    """Whether the GPU `device` has at least that compute capability."""
+    return tuple(torch.cuda.get_device_capability(device)) >= capability
+
+
 def device_defaults(device: torch.device) -> Levels:
     """The fastest levels that keep fp32 semantics on `device`."""
     if device.type == "cuda":
-        return Levels(accelerate=True, compile="nets", cuda_graphs=True, adam="fused", merge_passes=True,
-                      cudnn_benchmark=True)
+        return Levels(accelerate=True, compile="nets" if gpu_can(device, COMPILE_CAPABILITY) else "none",
+                      cuda_graphs=True, adam="fused", merge_passes=True, cudnn_benchmark=True)
     return Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
 
 
@@ -115,8 +126,8 @@ def fastest(device: torch.device) -> Levels:
     benchmarks/train_throughput.py measures every level against eager.
     """
     if device.type == "cuda":
-        return Levels(accelerate=True, compile="nets", cuda_graphs=True, amp="bf16", channels_last=True,
-                      adam="fused", merge_passes=True, cudnn_benchmark=True)
+        return dataclasses.replace(device_defaults(device), channels_last=True,
+                                   amp="bf16" if gpu_can(device, BF16_CAPABILITY) else "none")
     return Levels(accelerate=True, channels_last=True, amp="bf16" if cpu_has_amx() else "none", adam="fused",
                   merge_passes=True)
 
@@ -201,6 +212,14 @@ def check_levels(levels: Levels, device: torch.device) -> None:
     if levels.cuda_graphs and levels.amp == "fp16":
         raise ValueError("--cuda_graphs with --amp fp16: the gradient scaler syncs with the host every "
                          "step, which a CUDA graph cannot capture; use --amp bf16")
+    if device.type == "cuda":
+        name = "this GPU (compute capability %d.%d)" % tuple(torch.cuda.get_device_capability(device))
+        if levels.compile != "none" and not gpu_can(device, COMPILE_CAPABILITY):
+            raise ValueError(f"--compile needs Triton, which needs compute capability 7.0 or newer; {name} "
+                             "is older: leave --compile out")
+        if levels.amp == "bf16" and not gpu_can(device, BF16_CAPABILITY):
+            raise ValueError(f"--amp bf16 needs compute capability 8.0 or newer (bf16 arithmetic); {name} "
+                             "is older: use --amp fp16")
 
 
 def apply_process_levels(levels: Levels, device: torch.device) -> None:

@@ -13,6 +13,29 @@ from tests.engine.cancelled_biases import instance_norm_cancelled_biases
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
+@pytest.fixture(autouse=True)
+def an_h100_where_there_is_no_gpu(monkeypatch):
+    """The CUDA levels are resolved for a GPU's compute capability: without a GPU, an H100's."""
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+
+
+@pytest.mark.parametrize("capability", [(6, 1), (7, 5)])
+def test_gpus_too_old_for_a_level_leave_its_default_out_and_refuse_it(capability, monkeypatch):
+    """Triton and inductor need compute capability 7.0, bf16 arithmetic 8.0: a Pascal card's
+    defaults do not compile, a Turing card's --fast stays fp32, and asking for either says why."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    can_compile = capability >= (7, 0)
+    assert levels(CUDA).compile == ("nets" if can_compile else "none")
+    assert levels(CUDA, fast=True).amp == "none" and levels(CUDA, fast=True).cuda_graphs
+    with pytest.raises(ValueError, match=r"--amp bf16 needs compute capability 8.0 or newer.*\(compute capability "
+                                         rf"{capability[0]}\.{capability[1]}\)"):
+        levels(CUDA, amp="bf16")
+    if not can_compile:
+        with pytest.raises(ValueError, match="--compile needs Triton, which needs compute capability 7.0"):
+            levels(CUDA, compile="nets")
+
+
 def levels(device=CPU, arch="cyclegan", **explicit) -> Levels:
     return resolve_levels(resolve(arch, explicit), device)
 
