@@ -118,6 +118,12 @@ def free_memory(device: torch.device) -> int:
     return host_memory_per_rank()
 
 
+def pinned_bytes(nbytes: int) -> int:
+    """What torch's caching pinned-memory allocator takes for a block of nbytes: the next power
+    of two."""
+    return 1 << max(nbytes - 1, 0).bit_length()
+
+
 def amount(nbytes: float) -> str:
     for unit, scale, digits in (("GB", 1e9, 2), ("MB", 1e6, 1)):
         if nbytes >= scale:
@@ -156,13 +162,17 @@ class CacheLoader(PlannedLoader):
         return "pinned host memory (it does not fit in the GPU's share)" if self.pinned else "host memory"
 
     def _placement(self) -> tuple[torch.device, bool]:
-        """The device memory when the set fits in its share of it, else (GPU runs) pinned host memory."""
+        """The device memory when the set fits in its share of it, else (GPU runs) pinned host
+        memory when the pinned block fits (torch's pinned allocator rounds a block up to a power
+        of two: up to twice the set), else plain host memory."""
         share = memory_share(self.opt)
         if self.device.type == "cuda" and self.nbytes <= share * free_memory(self.device):
             return self.device, False
         host = host_memory_per_rank()
+        if self.device.type == "cuda" and pinned_bytes(self.nbytes) <= share * host:
+            return torch.device("cpu"), True
         if self.nbytes <= share * host:
-            return torch.device("cpu"), self.device.type == "cuda"
+            return torch.device("cpu"), False
         room = f"{amount(host)} {host_memory_words()}"
         if self.device.type == "cuda":
             room = f"{amount(free_memory(self.device))} free on the GPU, " + room

@@ -478,6 +478,23 @@ def on_cpu(batches: list[dict]) -> list[dict]:
     return [{k: v.cpu() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
 
 
+def test_a_gpu_runs_cache_is_pinned_only_where_the_pinned_block_fits(roots, monkeypatch):
+    """torch's pinned allocator rounds a block up to a power of two: a set that fits the host's
+    share only unrounded is kept in plain host memory rather than pinning up to twice it."""
+    from fastgan.data.cache_loader import pinned_bytes
+
+    assert [pinned_bytes(n) for n in (1, 2, 3, 4096, 4097)] == [1, 2, 4, 4096, 8192]
+    opt = make_opt(roots / "unaligned", batch_size=2)
+    monkeypatch.setattr("fastgan.data.cache_loader.free_memory", lambda device: 0)  # no room on the GPU
+    nbytes = CacheLoader(opt, "cpu").nbytes
+    assert pinned_bytes(nbytes) > nbytes  # the test set is no power of two
+    share = opt.cache_memory_fraction
+    for host, placement in ((pinned_bytes(nbytes) / share, ("cpu", True)), (nbytes / share, ("cpu", False))):
+        monkeypatch.setattr("fastgan.data.cache_loader.host_memory_per_rank", lambda host=host: host)
+        loader = CacheLoader(opt, "cuda:0")  # (with its index: no CUDA call to find the current device)
+        assert (loader.store_device.type, loader.pinned) == placement
+
+
 @pytest.mark.gpu
 def test_gpu_cache_matches_the_torch_loader(roots, monkeypatch):
     opt = make_opt(roots / "unaligned", batch_size=2, num_threads=2)
