@@ -136,6 +136,9 @@ class TrainingModel:
         raise NotImplementedError
 
     def step(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration; the losses as device tensors. Under --cuda_graphs they (and
+        `visuals`) are the graph's own tensors, which the next replay overwrites: read or
+        clone them before the next step (train_step returns floats)."""
         inputs = [x.to(self.device, non_blocking=True).contiguous(memory_format=self.levels.memory_format)
                   for x in inputs]
         # the eager level is the reference's path: plain aten for the L1 terms too
