@@ -116,7 +116,7 @@ def test_options(args: dict):
     tool["model_test"] = model == "test"
     # typed channel counts describe the generator --model test loads (the reference builds it
     # with input_nc, output_nc whatever the suffix); the run's own are those of its G_A
-    tool["typed_nc"] = "input_nc" in args or "output_nc" in args
+    tool["typed_nc"] = {k: args[k] for k in ("input_nc", "output_nc") if k in args}
     tool["typed_single"] = args.get("dataset_mode") == "single"
     tool["one_generator"] = tool["model_test"] or tool["checkpoint"] is not None
     if tool["model_suffix"] is not None and model != "test":
@@ -141,6 +141,7 @@ def test_options(args: dict):
     opt = as_a_test(resolve(arch, merged), args, tool["phase"])
     note_run_preprocessing(arch, saved, args)
     tool["trained_direction"] = saved.get("direction", opt.direction)
+    tool["run_nc"] = (saved.get("input_nc", 3), saved.get("output_nc", 3))  # its G_A's (the reference's defaults)
     if "direction" in args and args["direction"] != tool["trained_direction"]:
         print(f"note: --direction {args['direction']} is not the run's ({tool['trained_direction']}, "
               "train_opt.json): real_A is the other side's image")
@@ -182,10 +183,17 @@ def translating_net(opt, tool: dict) -> str:
     return "G_A" if opt.direction == tool["trained_direction"] else "G_B"
 
 
-def takes_b_channels(net: str, tool: dict) -> bool:
-    """Whether generator `net` takes the run's B side (output_nc channels): G_B, unless --model
-    test was given channel counts, which then are the loaded generator's own."""
-    return net == "G_B" and not (tool["model_test"] and tool["typed_nc"])
+def generator_channels(opt, net: str, tool: dict) -> tuple[int, int]:
+    """(input, output) channels of generator `net`: G_A's (and G's) input_nc, output_nc, G_B's
+    swapped. Under --model test a typed --input_nc or --output_nc is the loaded generator's own
+    (the reference builds define_G(input_nc, output_nc) whatever the suffix), and one not typed
+    is the run's for that generator."""
+    a_in, a_out = tool["run_nc"] if tool["model_test"] else (opt.input_nc, opt.output_nc)
+    own = (a_out, a_in) if net == "G_B" else (a_in, a_out)
+    if tool["model_test"]:
+        typed = tool["typed_nc"]
+        own = (typed.get("input_nc", own[0]), typed.get("output_nc", own[1]))
+    return own
 
 
 def generator_file(opt, net: str, checkpoint: str | None, alone: bool) -> str:
@@ -246,7 +254,7 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
         raise DatasetError(f"--dataroot {root} does not exist")
     if tool["typed_single"]:  # the reference's single dataset: the folder itself, whatever it holds
         net = translating_net(opt, tool)
-        return "single", opt.replace(dataroot=root, direction="BtoA" if takes_b_channels(net, tool) else "AtoB")
+        return "single", opt.replace(dataroot=root, direction="AtoB", input_nc=generator_channels(opt, net, tool)[0])
     data = opt.replace(dataroot=root)  # --direction as typed, else the run's: the reference's real_A
     sides = [os.path.join(root, opt.phase + domain) for domain in "AB"]
     if mode == "unaligned" and not any(map(os.path.isdir, sides)) and os.path.isdir(os.path.join(root, opt.phase)):
@@ -274,8 +282,9 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
     elif any(os.path.isdir(os.path.join(root, folder)) for folder in DATASET_FOLDERS):
         raise DatasetError(f"{root} holds no {os.path.basename(side)}/ to translate: give --phase the split "
                            "it has, or --dataroot a folder of images")
-    return "single", opt.replace(dataroot=root, dataset_mode="single",
-                                 direction="BtoA" if takes_b_channels(net, tool) else "AtoB")
+    # read with the generator's input channels (a single dataset reads input_nc, AtoB)
+    return "single", opt.replace(dataroot=root, dataset_mode="single", direction="AtoB",
+                                 input_nc=generator_channels(opt, net, tool)[0])
 
 
 def unique_stem(path: str, root: str, taken: dict[str, str]) -> str:
@@ -302,11 +311,11 @@ def with_aspect_ratio(image, aspect_ratio: float):
     return image
 
 
-def load_generator(opt, net: str, path: str, device, eval_mode: bool, b_channels: bool):
-    """`net` built with the options' channels (swapped: `b_channels`, G_B's) and loaded from path."""
+def load_generator(opt, net: str, path: str, device, eval_mode: bool, channels: tuple[int, int]):
+    """`net` built with (input, output) `channels` and loaded from path."""
     from fastgan.models import define_G, load_reference_checkpoint
 
-    in_nc, out_nc = (opt.output_nc, opt.input_nc) if b_channels else (opt.input_nc, opt.output_nc)
+    in_nc, out_nc = channels
     G = define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.norm, use_dropout=not opt.no_dropout,
                  init_type=opt.init_type, padding_type=opt.padding_type)
     load_reference_checkpoint(G, path)
@@ -350,7 +359,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool["checkpoint"], alone=len(names) == 1) for net in names}
-    nets = {net: load_generator(opt, net, path, device, tool["eval"], takes_b_channels(net, tool))
+    nets = {net: load_generator(opt, net, path, device, tool["eval"], generator_channels(opt, net, tool))
             for net, path in paths.items()}
     if opt.verbose:
         for net, G in nets.items():

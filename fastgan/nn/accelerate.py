@@ -171,9 +171,11 @@ class FusedResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         body = self._modules[self.body_name]
-        if recording_a_trace() or _has_hooks(body) or _global_module_hooks():
-            return x + body(x)  # body's own call runs the hooks registered on it since
         *layers, norm = body
+        if recording_a_trace() or _has_hooks(body) or _has_hooks(norm) or _global_module_hooks():
+            # hooks registered since on the body (its call runs them) or on its norm (which
+            # would see the sum with x): the plain way
+            return x + body(x)
         h = x
         for layer in layers:
             h = layer(h)
@@ -467,6 +469,7 @@ def _own_additions(module: nn.Module) -> list[str]:
         return []
     added = [f"parameter {n!r}" for n in module._parameters if n not in fresh._parameters]
     added += [f"buffer {n!r}" for n in module._buffers if n not in fresh._buffers]
+    added += [f"module {n!r}" for n in module._modules if n not in fresh._modules]
     added += ["its own forward" if n == "forward" else f"attribute {n!r}"
               for n in module.__dict__ if n not in fresh.__dict__]
     return added

@@ -416,6 +416,10 @@ def test_model_test_builds_the_generator_with_the_typed_channels(unaligned_root,
                            "--num_test", "1"])
     with Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")) as real:
         assert real.mode == "RGB"  # read with input_nc 3
+    # one count typed: the other is the run's for G_B (3 in), not its G_A's (1 in)
+    test_cli.main(["--name", "gray", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                   os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results1"),
+                   "--model", "test", "--model_suffix", "_B", "--output_nc", "1", "--num_test", "1"])
 
 
 def test_a_typed_model_is_honoured(unaligned_root, tmp_path, capsys):

@@ -513,6 +513,20 @@ def test_hooks_registered_on_a_fused_blocks_body_after_accelerate_run():
     assert model.calls == plain.calls == ["pre", "post"]
 
 
+def test_a_hook_registered_on_a_fused_blocks_norm_after_accelerate_sees_the_norms_output():
+    """The fused norm adds x itself: a hook put on it afterwards makes the block run the plain
+    way, so the hook gets (and may replace) the norm's output, not the sum."""
+    x = torch.randn(1, 4, 6, 6)
+    model = nn.Sequential(_Plain(_body()))
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    seen = {}
+    for name, m in (("accelerated", model), ("plain", plain)):
+        m[0].body[-1].register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out) * 0.5)
+    _close(model(x).detach(), plain(x).detach(), "hooked norm")
+    _close(seen["accelerated"].detach(), seen["plain"].detach(), "what the hook saw")
+
+
 def test_global_module_hooks_see_a_fused_blocks_body():
     x = torch.randn(1, 4, 6, 6)
     model = fastgan.accelerate(nn.Sequential(_Plain(_body())))
@@ -540,6 +554,8 @@ def _additions_cases():
     with_parameter.register_parameter("gamma", nn.Parameter(torch.ones(1)))
     tagged = nn.Conv2d(3, 4, 3)
     tagged.tag = "stem"
+    gated = nn.Conv2d(3, 4, 3)
+    gated.gate = nn.Linear(1, 1)
     return {
         "forward on the activation": (
             nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), _with_forward(nn.ReLU(), torch.tanh)),
@@ -555,6 +571,8 @@ def _additions_cases():
         "parameter on the norm": (nn.Sequential(nn.Conv2d(3, 4, 3), with_parameter, nn.ReLU()),
                                   1, "1: InstanceNorm2d has parameter 'gamma'"),
         "attribute on a lone conv": (nn.Sequential(tagged), 0, "0: Conv2d has attribute 'tag'"),
+        "module on the conv": (nn.Sequential(nn.ReflectionPad2d(1), gated, nn.InstanceNorm2d(4), nn.ReLU()), 1,
+                               "1: Conv2d has module 'gate'"),
     }
 
 
