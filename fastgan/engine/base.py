@@ -63,6 +63,21 @@ def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None
     return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, 0.999), **kwargs)
 
 
+def _plain_schedule_values(scheduler) -> None:
+    """The learning rates a scheduler computes from, as floats: a CUDA-graphs run saves them as
+    tensors (its schedulers were built over tensor learning rates), from which a resumed run
+    without graphs would compute a tensor learning rate at its first epoch end (which a
+    non-capturable foreach Adam refuses). A graphs run fills its device tensor in place from
+    floats as well."""
+    for name in ("base_lrs", "_last_lr"):
+        values = getattr(scheduler, name, None)
+        if isinstance(values, list):
+            setattr(scheduler, name, [float(v) for v in values])
+    for group in scheduler.optimizer.param_groups:
+        if torch.is_tensor(group.get("initial_lr")):
+            group["initial_lr"] = float(group["initial_lr"])
+
+
 class TrainingModel:
     loss_names: tuple[str, ...] = ()
     # which batch entries are inputs of step()
@@ -230,6 +245,7 @@ class TrainingModel:
             self._keep_adam_implementation(o)
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
+            _plain_schedule_values(s)
         for k, p in self.pools().items():
             p.load_state_dict(state["pools"][k], self.device)
         if self.scaler is not None and state.get("scaler") is not None:

@@ -141,6 +141,18 @@ def test_a_state_saved_under_other_levels_keeps_this_runs_adam(adam, monkeypatch
     back.train_step({"A": A, "B": B})  # steps (a capturable group on the CPU would refuse)
     assert all(o.state[p]["step"].item() == 2 for o in back.optimizers.values() for g in o.param_groups
                for p in g["params"])
+    # a graphs run's schedulers were built over tensor rates, which its state holds: at an epoch's
+    # end a run resumed without graphs computes float rates from them
+    later = _cyclegan_with(Levels(adam=adam), monkeypatch)
+    later.load_state_dict(_cyclegan_with(Levels(cuda_graphs=True, adam=adam), monkeypatch).state_dict())
+    later.update_learning_rate()
+    assert all(isinstance(g["lr"], float) for o in later.optimizers.values() for g in o.param_groups)
+    later.train_step({"A": A, "B": B})  # (a foreach Adam refused a tensor lr)
+    graphed_lr = [g["lr"] for o in graphed.optimizers.values() for g in o.param_groups]
+    graphed.update_learning_rate()  # a graphs run's lr stays its device tensor, filled in place
+    assert [g["lr"] for o in graphed.optimizers.values() for g in o.param_groups] == graphed_lr
+    assert all(g["lr"] is t for g, t in zip((g for o in graphed.optimizers.values() for g in o.param_groups),
+                                             graphed_lr))
 
 
 def test_a_gpu_runs_rng_state_is_its_own_devices(monkeypatch):
