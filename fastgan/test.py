@@ -13,8 +13,9 @@ What runs follows the data, as the reference's test models (input_data):
   *_real.png and *_fake.png.
 Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
 --load_iter; G_B with --direction BtoA, G for pix2pix, and for --model test where the run
-has a {epoch}_net_G.pth) or any reference checkpoint given with --checkpoint. Model options come from the experiment's train_opt.json when it
-exists; options typed here override them (a typed --direction too: real_A is then the other
+has a {epoch}_net_G.pth) or any reference checkpoint given with --checkpoint. Model
+options come from the experiment's train_opt.json when it exists; options typed here
+override them (a typed --direction too: real_A is then the other
 side's image, as in the reference's test). One generator on a folder reads the side it
 takes with its input's channels (G_B: the B side, output_nc). As the reference's test:
 batch 1, serial order, no flip, load_size defaults to crop_size. Writes
