@@ -164,3 +164,30 @@ def test_the_default_and_fast_levels_run(level):
     for A, B in batches(6):
         losses = m.step(A, B)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("adam", ["foreach", "fused"])
+def test_a_state_saved_without_graphs_resumes_into_a_captured_run_and_back(adam):
+    """A run saved without CUDA graphs (torchrun, --eager, --amp fp16) resumed with them: its
+    Adam is this run's capturable one, so the capture and the replays go through, and the
+    schedule's end-of-epoch step keeps the graph's learning-rate tensor; resumed back
+    without graphs, the optimizer steps with float rates."""
+    plain = model(accelerate=True, compile="none", cuda_graphs=False, adam=adam, cudnn_benchmark=False)
+    for A, B in batches(2):
+        plain.step(A, B)
+    graphed = model(accelerate=True, compile="none", cuda_graphs=True, adam=adam, cudnn_benchmark=False)
+    graphed.load_state_dict(plain.state_dict())
+    for i, (A, B) in enumerate(batches(6)):  # 3 warm-up, 1 capture, 2 replays
+        losses = graphed.step(A, B)
+        assert all(torch.isfinite(v) for v in losses.values()), i
+        if i == 4:
+            lr = [g["lr"] for o in graphed.optimizers.values() for g in o.param_groups]
+            graphed.update_learning_rate()
+            assert all(g["lr"] is t for g, t in zip((g for o in graphed.optimizers.values() for g in o.param_groups),
+                                                     lr))
+    assert graphed._iterate.graph is not None
+    back = model(accelerate=True, compile="none", cuda_graphs=False, adam=adam, cudnn_benchmark=False)
+    back.load_state_dict(graphed.state_dict())
+    back.update_learning_rate()
+    for A, B in batches(2):
+        assert all(torch.isfinite(v) for v in back.step(A, B).values())
