@@ -24,7 +24,7 @@ versions) and the Sequential's indexing are unchanged, and the new modules hold 
 old Parameter objects: a checkpoint saved before loads after and back, and an
 optimizer built before keeps training the model. Anything that does not match
 exactly is left alone: modules with hooks, modules holding something a fresh one of
-their class does not (a parameter, buffer or attribute set on them, a forward set on
+their class does not (a parameter, buffer, child module or attribute set on them, a forward set on
 the instance: the replacement would not keep it), subclasses (their forward may differ),
 Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
 eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
