@@ -368,7 +368,9 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     dataset = create_dataset(data_options)
     try:  # as the reference's test, beside the networks (always test_opt.txt: --phase train would
         # overwrite the training run's train_opt.txt), where that folder can be written
-        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), opt,
+        # with the dataset mode the images are read with (the run's unaligned data read as single)
+        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"),
+                            opt.replace(dataset_mode=data_options.dataset_mode),
                             {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
                              **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
     except OSError:

@@ -285,6 +285,7 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert f"{'model':>25}: {'cycle_gan':<30}\n" in table and f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in table
     assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
     assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
+    assert f"{'dataset_mode':>25}: {'single':<30}\t[default: unaligned]" in table  # how testA/ was read
 
     # the written images are the input and G_A of it, as tensor2im writes them
     x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]

@@ -191,3 +191,60 @@ def test_a_state_saved_without_graphs_resumes_into_a_captured_run_and_back(adam)
     back.update_learning_rate()
     for A, B in batches(2):
         assert all(torch.isfinite(v) for v in back.step(A, B).values())
+
+
+def test_a_captured_run_resumed_from_its_own_state_goes_on_as_the_uninterrupted_run():
+    """The state of a run that replays a graph (device learning-rate tensors, capturable
+    Adam's device step counters) loads into a fresh captured run, which warms up and
+    captures again and trains as the run that was never stopped."""
+    torch.backends.cudnn.deterministic = True  # (tests/conftest.py restores it)
+    level = dict(accelerate=True, compile="none", cuda_graphs=True, adam="fused", cudnn_benchmark=False)
+    data = batches(10)
+    uninterrupted, stopped = model(**level), model(**level)
+    expected = [{k: v.clone() for k, v in uninterrupted.step(A, B).items()} for A, B in data]
+    for A, B in data[:6]:  # 3 warm-up, 1 capture, 2 replays
+        stopped.step(A, B)
+    assert stopped._iterate.graph is not None
+    resumed = model(**level)
+    resumed.load_state_dict(stopped.state_dict())
+    for i, (A, B) in enumerate(data[6:], start=6):  # its own warm-up, then the capture
+        got = resumed.step(A, B)
+        for k, v in expected[i].items():
+            torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"iteration {i}: {k}")
+
+
+def pix2pix_model(**level):
+    return fastgan.build_model("pix2pix", ngf=8, ndf=8, netG="unet_128", device="cuda", seed=4, **level)
+
+
+def test_pix2pix_graph_replay_matches_the_uncaptured_iteration():
+    torch.backends.cudnn.deterministic = True  # (tests/conftest.py restores it)
+    level = dict(accelerate=True, compile="none", adam="fused", cudnn_benchmark=False, no_dropout=True)
+    plain, graphed = pix2pix_model(cuda_graphs=False, **level), pix2pix_model(cuda_graphs=True, **level)
+    assert graphed.levels.cuda_graphs
+    for i, (A, B) in enumerate(batches(7, batch=1, size=128)):  # 3 warm-up, 1 capture, 3 replays
+        expected = plain.step(A, B)
+        got = graphed.step(A, B)
+        for k, v in expected.items():
+            torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"iteration {i}: {k}")
+    assert graphed._iterate.graph is not None
+    torch.testing.assert_close(graphed.visuals["fake_B"], plain.visuals["fake_B"], rtol=1e-3, atol=1e-4)
+
+
+def test_pix2pix_dropout_draws_fresh_masks_at_each_replay():
+    """The reference's pix2pix G keeps dropout on in training: a replayed graph must draw new
+    masks each time (CUDA graphs advance the generator's offset per replay), not repeat the
+    captured ones. With the learning rate 0, the same input gives a new fake_B only through them."""
+    graphed = pix2pix_model(accelerate=True, compile="none", cuda_graphs=True)
+    (A, B), = batches(1, batch=1, size=128)
+    for _ in range(4):  # 3 warm-up, 1 capture
+        graphed.step(A, B)
+    for optimizer in graphed.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"].fill_(0.0)
+    fakes = []
+    for _ in range(2):
+        losses = graphed.step(A, B)
+        assert all(torch.isfinite(v) for v in losses.values())
+        fakes.append(graphed.visuals["fake_B"].clone())
+    assert not torch.equal(fakes[0], fakes[1])
