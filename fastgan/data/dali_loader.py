@@ -32,19 +32,19 @@ The pipeline, per output image:
      1.7 ms for DALI's decode; with it the DALI loader is no faster than the
      DataLoader here.
 
-Files DALI decodes without failing but to other pixels than PIL's convert (the
-reference's): a floating-point TIFF (PIL mode "F"), which DALI saturates. The loader
-refuses a dataset holding one, naming the file, and `auto` does not pick DALI for it
-(dali_misread_file: only .tif/.tiff headers are read).
-
 Refusals: a file DALI cannot decode fails its batch (and the pipeline). The
 loader then loads the batches in flight, in order, through the torch path's
 decoding (PIL in this process, fastgan.data.loader.load_batch), yields them,
 builds a new pipeline and carries on with the rest of the epoch: an image PIL
 reads and DALI does not (a 1-bit TIFF, say) costs speed, not the run, and a
-note says so once per loader. A file PIL cannot read either raises the torch
-path's DatasetError (the words every loader uses) when its batch is due, after
-the batches before it. Refusals the recipes find (an image smaller than the
+note says so once per loader. A batch holding a file DALI decodes without failing
+but to other pixels than PIL's convert (the reference's) takes the same way: a
+floating-point image (PIL mode "F", found by its header's mode, whatever the file's
+name), which DALI saturates. A file PIL cannot read either raises the torch path's
+DatasetError (the words every loader uses) when its batch is due, after the
+batches before it: the recipes read every file's header, so a file PIL refuses
+to open (a decompression bomb, a damaged PNG chunk) is refused even where DALI
+would decode it. Refusals the recipes find (an image smaller than the
 crop, mixed sizes in a batch) are raised the same way, as from the torch loader.
 """
 
@@ -59,7 +59,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fastgan.data.errors import DatasetError
 from fastgan.data.loader import PlannedLoader, load_batch
@@ -106,8 +105,8 @@ class _Feeder:
     (no reference cycle: dropping the loader's pipeline frees it at once).
     """
 
-    def __init__(self, recipes: ItemRecipes, columns: list[_Column], crop_size: int):
-        self.recipes, self.columns, self.crop_size = recipes, columns, crop_size
+    def __init__(self, recipes: ItemRecipes, sizes: ImageSizes, columns: list[_Column], crop_size: int):
+        self.recipes, self.sizes, self.columns, self.crop_size = recipes, sizes, columns, crop_size
         self.epoch: _Epoch | None = None
 
     def __call__(self):
@@ -123,28 +122,19 @@ class _Feeder:
             ep.error = e
             raise StopIteration from None
         ep.in_flight.append((indices, items))
+        # (the recipes read every file's header: its mode is remembered)
+        if any(self.sizes.mode(it[key].path) in _MISREAD_MODES for it in items for key in self.recipes.channels):
+            raise _ReadThroughPil
         return tuple(col.values(items) for col in self.columns)
 
 
-# PIL modes of TIFFs that DALI decodes without failing but to other pixels: a float image
-# comes out saturated where PIL's convert("RGB") (the reference's) clips its values
-_MISREAD_TIFF_MODES = ("F",)
+# PIL modes DALI decodes without failing but to other pixels: a floating-point image comes
+# out saturated where PIL's convert("RGB") (the reference's) clips its values
+_MISREAD_MODES = ("F",)
 
 
-def dali_misread_file(dataset) -> str | None:
-    """The first of the dataset's files DALI would turn into other pixels than PIL, or None.
-    Reads the headers of its TIFFs only."""
-    for name in ("A_paths", "B_paths", "AB_paths"):
-        for path in getattr(dataset, name, ()):
-            if not path.lower().endswith((".tif", ".tiff")):
-                continue
-            try:
-                with Image.open(path) as im:
-                    if im.mode in _MISREAD_TIFF_MODES:
-                        return path
-            except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
-                continue  # unreadable: every loader refuses it when its batch is due
-    return None
+class _ReadThroughPil(Exception):
+    """A batch fed to DALI holds a file DALI would misread: the batches in flight go through PIL."""
 
 
 def _path_bytes(path: str) -> np.ndarray:
@@ -173,21 +163,18 @@ class DaliLoader(PlannedLoader):
             raise DatasetError(f"--loader dali needs NVIDIA DALI, which cannot be imported ({problem}); "
                                f"install nvidia-dali (requirements.txt) or use --loader cache or torch")
         super().__init__(opt, device, dataset, rank, world_size)
-        misread = dali_misread_file(self.dataset)
-        if misread is not None:
-            raise DatasetError(f"--loader dali: DALI decodes {misread}, a floating-point TIFF, to other pixels than "
-                               "PIL (the reference's loader): saturated; use --loader cache or torch")
         self.on_gpu = self.device.type == "cuda"
         self.transform_on = transform_on or ("dali" if self.on_gpu else "torch")
         if self.transform_on not in ("dali", "torch"):
             raise ValueError(f"transform_on must be 'dali' or 'torch', got {self.transform_on!r}")
         if self.transform_on == "torch" and self.on_gpu:
             raise ValueError("transform_on='torch' resizes on the CPU: use it with a CPU device")
-        self.recipes = ItemRecipes(self.dataset, sizes if sizes is not None else ImageSizes())
+        sizes = sizes if sizes is not None else ImageSizes()
+        self.recipes = ItemRecipes(self.dataset, sizes)
         self.keys = list(self.recipes.channels)
         # the files each item reads: one per domain, or one A|B file for both halves
         self.sources = self.keys if self.dataset.mode == "unaligned" else ["A"]
-        self._feeder = _Feeder(self.recipes, self._columns(), opt.crop_size)
+        self._feeder = _Feeder(self.recipes, sizes, self._columns(), opt.crop_size)
         self._pipe = None
         self._fell_back = False  # the PIL fallback's note is printed once per loader
 
@@ -274,7 +261,7 @@ class DaliLoader(PlannedLoader):
                     outputs = self._pipe.run()
                 except StopIteration:
                     break
-                except RuntimeError:
+                except (RuntimeError, _ReadThroughPil):
                     if not ep.in_flight:  # no batch of ours to load instead: nothing to fall back on
                         self.close()
                         raise
@@ -283,8 +270,9 @@ class DaliLoader(PlannedLoader):
                     _, items = ep.in_flight.popleft()
                     yield self._batch(outputs, items)
                     continue
-                # DALI failed a batch (a file its decoders refuse, or a bad one): drop the
-                # pipeline, load the batches in flight, in order, through the torch path (PIL),
+                # DALI failed a batch (a file its decoders refuse, or a bad one), or the feeder
+                # found a file DALI would misread: drop the pipeline, load the batches in
+                # flight, in order, through the torch path (PIL),
                 # which raises the loaders' DatasetError for a file it cannot read either; then
                 # a new pipeline carries on with the batches still planned.
                 self.close()
@@ -309,7 +297,7 @@ class DaliLoader(PlannedLoader):
         if not self._fell_back:
             self._fell_back = True
             if self.rank == 0:
-                print("loader: dali: some images DALI could not decode were loaded through PIL",
+                print("loader: dali: some images DALI cannot decode as PIL does were loaded through PIL",
                       flush=True)
 
     def _drain(self, ep: _Epoch) -> None:

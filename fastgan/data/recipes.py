@@ -47,21 +47,29 @@ class Refused(Exception):
 
 
 class ImageSizes:
-    """(w, h) of image files from their headers (no decoding), remembered per path."""
+    """(w, h) of image files from their headers (no decoding), remembered per path, and their
+    PIL modes (`mode(path)`). A header PIL cannot read (not an image, a decompression bomb,
+    a damaged chunk) raises Refused."""
 
     def __init__(self):
-        self._sizes: dict[str, tuple[int, int]] = {}
+        self._headers: dict[str, tuple[tuple[int, int], str]] = {}
 
     def __call__(self, path: str) -> tuple[int, int]:
-        size = self._sizes.get(path)
-        if size is None:
+        return self._header(path)[0]
+
+    def mode(self, path: str) -> str:
+        return self._header(path)[1]
+
+    def _header(self, path: str) -> tuple[tuple[int, int], str]:
+        header = self._headers.get(path)
+        if header is None:
             try:
                 with Image.open(path) as im:
-                    size = im.size
+                    header = im.size, im.mode
             except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
                 raise Refused from None
-            self._sizes[path] = size
-        return size
+            self._headers[path] = header
+        return header
 
 
 def output_channels(dataset) -> dict[str, int]:
@@ -88,9 +96,9 @@ class ItemRecipes:
     """recipes(index, epoch) -> {"A": ImageRecipe, "B": ..., "A_paths": str, "B_paths": str}
     (single: "A" and "A_paths"), the decisions dataset.get(index, epoch) makes.
 
-    `size_of(path)` gives a file's decoded (w, h); it is only asked when the
-    decisions depend on it (aligned files, and preprocess modes without a fixed
-    resize), so resize_and_crop on unaligned folders never touches a file here.
+    `size_of(path)` gives a file's decoded (w, h) from its header. Every file's header is
+    read, also where a fixed resize makes its size moot: a file PIL cannot open is refused
+    by the torch path's words when its item is due, where DALI would decode it anyway.
     """
 
     def __init__(self, dataset, size_of):
@@ -108,9 +116,8 @@ class ItemRecipes:
             raise DatasetError(f"item {index} of {self.dataset.root} cannot be loaded") from None
 
     def _size(self, path: str) -> tuple[int, int]:
-        if self._fixed_size:
-            return self.opt.load_size, self.opt.load_size  # the resize ignores it
-        return self.size_of(path)
+        size = self.size_of(path)
+        return (self.opt.load_size, self.opt.load_size) if self._fixed_size else size  # the resize ignores it
 
     def _unaligned(self, index: int, epoch: int) -> dict:
         ds, rng = self.dataset, item_rng(self.opt.seed, epoch, index)

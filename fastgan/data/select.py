@@ -4,8 +4,7 @@ auto, in order:
   cache  when the decoded set (uint8 at load size) fits in opt.cache_memory_fraction
          of the device's free memory (GPU memory; available host memory on a CPU
          run): nothing is decoded after the first epoch, the fastest input there is;
-  dali   else, when NVIDIA DALI imports and decodes every file as PIL does (not a
-         floating-point TIFF: dali_loader): decoding in DALI's threads, nvJPEG on a GPU;
+  dali   else, when NVIDIA DALI imports: decoding in DALI's threads, nvJPEG on a GPU;
   torch  else: PIL in DataLoader workers.
 The choice and its reason are printed once (by rank 0), and so is a DALI that
 cannot be imported when auto would have taken it. The dataset is opened first,
@@ -18,7 +17,7 @@ import torch
 
 from fastgan.data.cache_loader import (CacheLoader, amount, cached_images, free_memory, host_memory_words,
                                        memory_share)
-from fastgan.data.dali_loader import DaliLoader, dali_import_error, dali_misread_file
+from fastgan.data.dali_loader import DaliLoader, dali_import_error
 from fastgan.data.datasets import create_dataset
 from fastgan.data.errors import DatasetError
 from fastgan.data.loader import TorchLoader, worker_count
@@ -65,9 +64,6 @@ def auto_choice(opt, dataset, sizes, device: torch.device, rank: int = 0) -> tup
         return "cache", f"auto: the decoded dataset, {amount(need)}, fits in {share:g} of the {where}"
     too_big = f"auto: the decoded dataset, {amount(need)}, does not fit in {share:g} of the {where}"
     problem = dali_import_error()
-    misread = dali_misread_file(dataset) if problem is None else None
-    if misread is not None:
-        return "torch", too_big + f", and DALI would misread {misread} (a floating-point TIFF)"
     if problem is None:
         return "dali", too_big + "; DALI decodes each batch"
     say_once(f"NVIDIA DALI cannot be imported ({problem}): --loader auto falls back to the torch DataLoader",

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from fastgan.data import CacheLoader, DaliLoader, DatasetError, TorchLoader, create_loader
 from fastgan.data import select as select_module
@@ -191,15 +192,31 @@ def refusal(kind, opt) -> str:
     return str(e.value)
 
 
-@pytest.mark.parametrize("bad", ["garbage.jpg", "truncated.png", "headless.bmp"])
-def test_bad_file_same_error_from_every_loader(tmp_path, bad):
+def damaged_chunk_png(good: bytes) -> bytes:
+    """`good` with a text chunk whose CRC is zeroed: PIL refuses to open it, DALI decodes it."""
+    im, buf, info = Image.open(io.BytesIO(good)), io.BytesIO(), PngInfo()
+    info.add_text("k", "v")
+    im.save(buf, "PNG", pnginfo=info)
+    data = buf.getvalue()
+    at = data.index(b"tEXt")
+    length = int.from_bytes(data[at - 4:at], "big")
+    return data[:at + 4 + length] + bytes(4) + data[at + 8 + length:]
+
+
+@pytest.mark.parametrize("bad", ["garbage.jpg", "truncated.png", "headless.bmp", "damaged_chunk.png", "bomb.png"])
+def test_bad_file_same_error_from_every_loader(tmp_path, bad, monkeypatch):
     rng = np.random.default_rng(1)
     for i in range(4):
         save(tmp_path / "trainA" / f"a{i}.png", photo_like(rng, 40, 40))
     save(tmp_path / "trainB" / "b0.png", photo_like(rng, 40, 40))
     good = (tmp_path / "trainA" / "a1.png").read_bytes()
-    content = {"garbage.jpg": b"not a jpeg at all", "truncated.png": good[: len(good) // 2],
-               "headless.bmp": b"BM and then no bitmap at all"}[bad]
+    if bad == "bomb.png":  # PIL's decompression-bomb limit, scaled down: 60x60 is over twice it
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1700)
+        save(tmp_path / "bomb.png", photo_like(rng, 60, 60))
+    content = {"garbage.jpg": lambda: b"not a jpeg at all", "truncated.png": lambda: good[: len(good) // 2],
+               "headless.bmp": lambda: b"BM and then no bitmap at all",
+               "damaged_chunk.png": lambda: damaged_chunk_png(good),
+               "bomb.png": lambda: (tmp_path / "bomb.png").read_bytes()}[bad]()
     (tmp_path / "trainA" / bad).write_bytes(content)
     opt = make_opt(tmp_path, batch_size=2)
     words = refusal("torch", opt)
@@ -300,7 +317,7 @@ def test_dali_loads_what_it_cannot_decode_through_pil(one_bit_tiff_root, kind, c
     capsys.readouterr()
     for e in (1, 1):  # and again: a second epoch (a new pipeline) falls back the same way
         assert_close(kind, ref, epoch(loader, e))
-    assert capsys.readouterr().out.count("some images DALI could not decode were loaded through PIL") == 1
+    assert capsys.readouterr().out.count("some images DALI cannot decode as PIL does were loaded through PIL") == 1
     # shuffled, in batches of 2 and from a mid-epoch resume
     opt = opt.replace(serial_batches=False, batch_size=2)
     ref = epoch(make_loader("torch", opt), 2)
@@ -423,21 +440,28 @@ def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
     assert isinstance(create_loader(opt.replace(loader="torch"), "cpu"), TorchLoader)
 
 
-def test_dali_refuses_a_float_tiff_it_would_saturate_and_auto_passes_it_by(tmp_path, monkeypatch, capsys):
+def test_dali_loads_floating_point_images_through_pil_whatever_their_name(tmp_path, monkeypatch, capsys):
     """DALI decodes a floating-point TIFF without failing, saturated (mean level 254 where PIL's
-    convert gives 126): refused by name; auto takes the DataLoader instead."""
+    convert gives 126): the header's mode, not the name, sends its batches through PIL, also
+    for auto, which takes DALI here."""
     monkeypatch.setattr(select_module, "_said", set())
     rng = np.random.default_rng(3)
-    for i in range(2):
+    for i in range(3):
         save(tmp_path / "trainA" / f"a{i}.png", photo_like(rng, 40, 40))
         save(tmp_path / "trainB" / f"b{i}.png", photo_like(rng, 40, 40))
-    floating = tmp_path / "trainB" / "b2.tif"
-    Image.fromarray(rng.uniform(0, 250, (40, 40)).astype(np.float32), mode="F").save(floating)
-    opt = make_opt(tmp_path)
-    with pytest.raises(DatasetError, match=f"DALI decodes {floating}, a floating-point TIFF"):
-        make_loader("dali", opt)
-    assert isinstance(create_loader(opt.replace(loader="auto", cache_memory_fraction=0.0), "cpu"), TorchLoader)
-    assert f"DALI would misread {floating} (a floating-point TIFF)" in capsys.readouterr().out
+    for name in ("b3.tif", "b4.png"):  # a TIFF named .png: decoders go by content
+        Image.fromarray(rng.uniform(0, 250, (40, 40)).astype(np.float32), mode="F").save(
+            tmp_path / "trainB" / name, "TIFF")
+    opt = make_opt(tmp_path, batch_size=2, serial_batches=True, preprocess="none", no_flip=True)
+    ref = epoch(make_loader("torch", opt))
+    assert {os.path.basename(p) for b in ref for p in b["B_paths"]} >= {"b3.tif", "b4.png"}
+    capsys.readouterr()
+    for kind in ("dali", "dali graph"):
+        assert_close(kind, ref, epoch(make_loader(kind, opt)))
+    auto = create_loader(opt.replace(loader="auto", cache_memory_fraction=0.0), "cpu")
+    assert isinstance(auto, DaliLoader)
+    assert_close("dali", ref, epoch(auto))
+    assert capsys.readouterr().out.count("some images DALI cannot decode as PIL does were loaded through PIL") == 3  # once per loader
 
 
 def test_ranks_of_one_node_share_its_host_memory(roots, monkeypatch, capsys):
