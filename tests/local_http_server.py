@@ -1,6 +1,7 @@
 """A local HTTP server for the download tests: it serves `files` (path -> bytes), speaks
 HTTP ranges (206 with Content-Range, 416 past the end) and can be told to drop the
-connection after some bytes, as a real network does. The `server` fixture (tests/conftest.py)
+connection after some bytes, as a real network does, or to send the next answer as raw
+bytes (a malformed or cut-short answer). The `server` fixture (tests/conftest.py)
 yields (Handler, "http://127.0.0.1:PORT") and `Handler.log` lists (path, Range header)."""
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from typing import Iterator
 class Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     cut_after: int | None = None  # send only this many bytes of the next answer, then hang up
+    raw: bytes | None = None  # the next answer, status line and headers included, as it is
     log: list[tuple[str, str | None]] = []
 
     def do_GET(self):
         data = self.files.get(self.path)
         self.log.append((self.path, self.headers.get("Range")))
+        if type(self).raw is not None:
+            self.wfile.write(type(self).raw)
+            type(self).raw = None
+            return
         if data is None:
             self.send_error(404)
             return
@@ -47,7 +53,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serving() -> Iterator[tuple[type[Handler], str]]:
-    Handler.files, Handler.log, Handler.cut_after = {}, [], None
+    Handler.files, Handler.log, Handler.cut_after, Handler.raw = {}, [], None, None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ unreachable server, refused request, short download, unexpected archive.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tarfile
@@ -34,10 +35,14 @@ from tqdm import tqdm
 from fastgan.data.errors import DatasetError
 
 HOST = "http://efrosgans.eecs.berkeley.edu"
+# (the reference's cyclegan script also takes the mini sets and grumpifycat, which its list omits)
 CYCLEGAN_SETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
-                 "ukiyoe2photo", "vangogh2photo", "maps", "facades", "iphone2dslr_flower", "ae_photos")
+                 "ukiyoe2photo", "vangogh2photo", "maps", "facades", "iphone2dslr_flower", "ae_photos",
+                 "grumpifycat", "mini", "mini_pix2pix", "mini_colorization")
 PIX2PIX_SETS = ("facades", "maps", "edges2shoes", "edges2handbags", "night2day")
 LAYOUTS = {"cyclegan": ("trainA", "trainB", "testA", "testB"), "pix2pix": ("train", "val", "test")}
+# sets under the cyclegan address whose folders are not A/B: aligned A|B pairs, colour photos
+SPLIT_FOLDER_SETS = ("mini_pix2pix", "mini_colorization")
 # Sets the reference's scripts name but do not fetch: they print why and where to get them instead.
 LICENSED = {
     "cityscapes": "Due to license issue, the Cityscapes dataset cannot be provided from the reference's "
@@ -84,33 +89,43 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
     means an earlier run stopped while unpacking, and it is unpacked again over what
     that run left (rather than taking a folder holding trainA alone as the dataset)."""
     arch, url = source(name, arch, host)
+    layout = LAYOUTS["pix2pix" if name in SPLIT_FOLDER_SETS else arch]
     target = os.path.join(root, name)
     archive = os.path.join(root, url.rsplit("/", 1)[1])
-    present = [d for d in LAYOUTS[arch] if os.path.isdir(os.path.join(target, d))]
+    present = [d for d in layout if os.path.isdir(os.path.join(target, d))]
     if present and not os.path.exists(archive):
         log(f"{target} already holds {', '.join(present)}; nothing to download")
         return target
     os.makedirs(root, exist_ok=True)
     if not os.path.exists(archive):
-        fetch(url, archive + ".part")
+        fetch(url, archive + ".part", log=log)
         os.replace(archive + ".part", archive)
-    unpack(archive, target, LAYOUTS[arch])
+    unpack(archive, target, layout)
     os.remove(archive)
-    log(f"{name} ({arch}) is in {target}: "
-        f"{', '.join(d for d in LAYOUTS[arch] if os.path.isdir(os.path.join(target, d)))}")
+    log(f"{name} ({arch}) is in {target}: {', '.join(d for d in layout if os.path.isdir(os.path.join(target, d)))}")
     return target
 
 
-def fetch(url: str, part: str, timeout: float = 30.0) -> None:
+def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
     """Complete `part` from `url`: resume at its size with a Range request, check the total size."""
     have = os.path.getsize(part) if os.path.exists(part) else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have and _range_total(e.headers.get("Content-Range")) == have:
-            return  # the earlier run had it all
+        if e.code == 416 and have:
+            total = _range_total(e.headers.get("Content-Range"))
+            if total == have:
+                return  # the earlier run had it all
+            # longer than the file (or of a file since replaced): it cannot be resumed
+            log(f"{part} cannot be resumed: it holds {have} bytes, {url} "
+                f"{'has ' + str(total) if total is not None else 'has fewer'}; downloading it again")
+            os.remove(part)
+            return fetch(url, part, timeout, log)
         raise DatasetError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
+    except http.client.HTTPException as e:  # an answer that is not HTTP (BadStatusLine, ...)
+        raise DatasetError(f"downloading {url} failed: the server's answer is not HTTP "
+                           f"({type(e).__name__}: {str(e).strip()}); check --host") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DatasetError(f"cannot reach {url} ({reason}); are you offline? Run the command again "
@@ -128,7 +143,7 @@ def fetch(url: str, part: str, timeout: float = 30.0) -> None:
                 while chunk := response.read(CHUNK):
                     f.write(chunk)
                     bar.update(len(chunk))
-            except (OSError, urllib.error.URLError) as e:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as e:  # (a chunk cut short)
                 raise DatasetError(f"downloading {url} broke off ({e}); run the command again to resume "
                                    f"from {part}") from None
     got = os.path.getsize(part)

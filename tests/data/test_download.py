@@ -47,6 +47,21 @@ def test_published_addresses():
         source("horse2zebra", "pix2pix")
     with pytest.raises(DatasetError, match="--host 'notaurl' is not an http"):
         source("facades", host="notaurl")
+    for name in ("mini", "mini_pix2pix", "mini_colorization", "grumpifycat"):  # the script takes them too
+        assert source(name) == ("cyclegan", f"http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{name}.zip")
+
+
+def test_mini_pix2pix_comes_as_a_zip_of_aligned_folders(server, tmp_path):
+    handler, host = server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for folder in ("train", "test"):
+            z.writestr(f"mini_pix2pix/{folder}/1.jpg", folder.encode() * 100)
+    handler.files["/cyclegan/datasets/mini_pix2pix.zip"] = buf.getvalue()
+    said = []
+    target = download("mini_pix2pix", str(tmp_path), host=host, log=said.append)
+    assert sorted(p.name for p in (tmp_path / "mini_pix2pix").iterdir()) == ["test", "train"]
+    assert said == [f"mini_pix2pix (cyclegan) is in {target}: train, test"]
 
 
 @pytest.mark.parametrize("arch", [None, "cyclegan", "pix2pix"])
@@ -131,6 +146,40 @@ def test_complete_part_file_and_bad_archives(server, tmp_path):
     assert not (tmp_path.parent / "escape.txt").exists()
     with pytest.raises(DatasetError, match="HTTP 404"):
         download("apple2orange", str(tmp_path), host=host)
+
+
+def test_a_part_file_longer_than_the_archive_is_downloaded_again(server, tmp_path):
+    """The server answers its Range with 416 and a smaller total: the .part (of an archive since
+    replaced, or damaged) cannot be resumed, so it is fetched anew instead of failing every run."""
+    handler, host = server
+    archive = zip_archive("horse2zebra")
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = archive
+    (tmp_path / "horse2zebra.zip.part").write_bytes(archive + b"100 bytes too many" * 6)
+    said = []
+    download("horse2zebra", str(tmp_path), host=host, log=said.append)
+    assert [r for _, r in handler.log] == [f"bytes={len(archive) + 108}-", None]
+    assert f"cannot be resumed: it holds {len(archive) + 108} bytes, http" in said[0]
+    assert f"has {len(archive)}; downloading it again" in said[0]
+    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+
+
+def test_a_chunked_answer_cut_short_or_not_http_is_one_clear_line(server, tmp_path, capsys):
+    handler, host = server
+    handler.raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % 4096
+                   + b"x" * 2048)  # a chunk announced, half of it sent, the connection closed
+    args = ["download", "horse2zebra", "--root", str(tmp_path), "--host", host]
+    with pytest.raises(SystemExit) as e:
+        cli_main(args)
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the progress bar)
+    assert e.value.code == 2 and err.startswith("error: downloading http") and "broke off (IncompleteRead" in err
+    assert "run the command again to resume" in err
+    handler.raw = b"not an HTTP answer\r\n\r\n"
+    (tmp_path / "horse2zebra.zip.part").unlink()
+    with pytest.raises(SystemExit) as e:
+        cli_main(args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err
+    assert "failed: the server's answer is not HTTP (BadStatusLine" in err and err.endswith("check --host")
 
 
 def test_offline_is_one_clear_line(tmp_path, capsys):
