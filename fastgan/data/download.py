@@ -173,7 +173,7 @@ def unpack(archive: str, target: str, layout: tuple[str, ...]) -> None:
                     z.extractall(tmp)
             else:
                 with tarfile.open(archive) as t:
-                    t.extractall(tmp, filter="data")  # refuses links and paths leaving tmp
+                    _extract_tar(t, tmp, archive)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
             raise DatasetError(f"cannot unpack {archive} ({e}); delete it and download again") from None
         found = _layout_folder(tmp, layout)
@@ -188,6 +188,19 @@ def unpack(archive: str, target: str, layout: tuple[str, ...]) -> None:
             elif os.path.lexists(destination):
                 os.remove(destination)
             shutil.move(os.path.join(found, entry), destination)
+
+
+def _extract_tar(t: tarfile.TarFile, tmp: str, archive: str) -> None:
+    """Extract `t` into `tmp`, refusing links and paths leaving it: tarfile's "data" filter,
+    or, on a Python before it (3.10.11, 3.11.3), the same refusals checked here."""
+    if hasattr(tarfile, "data_filter"):
+        t.extractall(tmp, filter="data")
+        return
+    for member in t.getmembers():
+        if not (member.isfile() or member.isdir()):
+            raise DatasetError(f"{archive} has a member that is not a file or folder ({member.name}); refused")
+        _inside(tmp, member.name, archive)
+    t.extractall(tmp)
 
 
 def _inside(root: str, member: str, archive: str) -> None:

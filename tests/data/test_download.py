@@ -192,3 +192,26 @@ def test_offline_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot reach http://127.0.0.1:") and "are you offline?" in err
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("filtered", [True, False], ids=["data_filter", "python_before_it"])
+@pytest.mark.parametrize("bad", ["outside", "symlink"])
+def test_a_tar_member_leaving_the_folder_or_a_link_is_refused(server, tmp_path, monkeypatch, bad, filtered):
+    if not filtered:  # Python 3.10.11 / 3.11.3 and before have no tarfile.data_filter
+        monkeypatch.delattr(tarfile, "data_filter")
+    handler, host = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        info = tarfile.TarInfo("facades/train/1.jpg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"jpg"))
+        info = tarfile.TarInfo("../escape.txt" if bad == "outside" else "facades/train/link.jpg")
+        if bad == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        else:
+            info.size = 1
+        t.addfile(info, io.BytesIO(b"x") if bad == "outside" else None)
+    handler.files["/pix2pix/datasets/facades.tar.gz"] = buf.getvalue()
+    with pytest.raises(DatasetError, match="refused|cannot unpack"):
+        download("facades", str(tmp_path / "root"), host=host, log=lambda m: None)
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "root" / "facades").exists()
