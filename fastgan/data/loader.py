@@ -28,6 +28,7 @@ set_epoch made in the main process), so the epoch travels with each index instea
 from __future__ import annotations
 
 import os
+import signal
 from typing import Iterator
 
 import torch
@@ -180,6 +181,16 @@ def worker_count(opt) -> int:
     return min(int(opt.num_threads), usable_cpus())
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGINT and SIGTERM: sent to the whole process group (Ctrl-C
+    in a terminal, Slurm's scancel, systemd's stop), they would kill the workers, and torch
+    would raise "DataLoader worker is killed" in the training process wherever it was,
+    instead of its own handler stopping after the iteration and saving. The training process
+    shuts its workers down, and torch's watchdog ends them if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class TorchLoader(PlannedLoader):
     """PIL decoding in `worker_count(opt)` DataLoader workers (0: in this process).
 
@@ -197,6 +208,7 @@ class TorchLoader(PlannedLoader):
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_init_fn=_ignore_stop_signals,
             # DataLoader draws a base seed for every iterator it creates; from the global
             # RNG that would shift dropout masks and the like between a resumed run and an
             # uninterrupted one. Items are seeded by (seed, epoch, index) anyway.

@@ -801,6 +801,28 @@ def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
     assert resumed["iteration"] == done + 2 and resumed["images"] == 2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_with_dataloader_workers_saves_once(unaligned_root, tmp_path, sig):
+    """Slurm's scancel, systemd's stop and Ctrl-C in a terminal signal every process of the
+    group: the DataLoader workers too, whose death made torch raise in the training process
+    wherever it was (no save, exit 1), and whose copy of the handler printed its line again."""
+    args = tiny_args(unaligned_root, tmp_path, "killed") + ["--n_epochs", "1000", "--loader", "torch",
+                                                            "--num_threads", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "fastgan.train", *args], cwd=REPO, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "killed" / "loss_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and len(read_loss_log(str(log))) >= 3):
+        time.sleep(0.2)
+    os.killpg(process.pid, sig)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + sig and "Traceback" not in err, err
+    assert err.count(f"{signal.Signals(sig).name}: stopping after this iteration and saving") == 1, err
+    assert "stopped by signal" in out and (tmp_path / "killed" / "latest_net_G_A.pth").exists()
+    state = torch.load(tmp_path / "killed" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] >= 3
+
+
 @pytest.mark.parametrize("batch_size,after,again", [(3, 3, 0), (2, 2, 1)])
 def test_a_resume_with_another_batch_continues_after_the_images_trained(batch_size, after, again, unaligned_root,
                                                                          tmp_path, capsys):
