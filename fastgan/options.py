@@ -197,7 +197,8 @@ def sizes_vary(preprocess: str) -> bool:
 
 # options that count something or weigh a term: never negative
 NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambda_gp", "pool_size", "lambda_A",
-                "lambda_B", "lambda_identity", "lambda_L1", "update_html_freq")
+                "lambda_B", "lambda_identity", "lambda_L1", "update_html_freq", "print_freq", "display_freq",
+                "save_latest_freq", "n_layers_D")
 
 
 def check_values(opt: Options) -> None:
@@ -209,6 +210,12 @@ def check_values(opt: Options) -> None:
         raise ValueError(f"--display_winsize {opt.display_winsize} must be positive (pixels)")
     if opt.batch_size < 1:
         raise ValueError(f"--batch_size {opt.batch_size} must be at least 1")
+    for name in ("ngf", "ndf"):
+        if getattr(opt, name) < 1:
+            raise ValueError(f"--{name} {getattr(opt, name)} must be at least 1 (filters)")
+    if opt.init_gain < 0 and opt.init_type in ("normal", "xavier"):
+        raise ValueError(f"--init_gain {opt.init_gain} must not be negative with --init_type {opt.init_type} "
+                         "(it scales a standard deviation)")
     # divisors: the reference fails on 0 only once the first epoch has trained
     if opt.save_epoch_freq < 1:
         raise ValueError(f"--save_epoch_freq {opt.save_epoch_freq} must be at least 1 (epochs)")

@@ -39,6 +39,31 @@ def check_generator_input_size(opt: Options) -> None:
                          f"{max(multiple, opt.load_size // multiple * multiple)}")
 
 
+def patch_discriminator_sides(netD: str, n_layers_D: int, side: int) -> list[int]:
+    """The output sides of a PatchGAN's convs for square inputs of `side`: its 4x4 convs with
+    padding 1 halve a side (stride 2) or take one off it (stride 1)."""
+    sides = [side // 2]
+    for _ in range(1, 3 if netD == "basic" else n_layers_D):
+        sides.append(sides[-1] // 2)
+    return sides + [sides[-1] - 1, sides[-1] - 2]  # the two stride-1 convs
+
+
+def check_discriminator_input_size(opt: Options) -> None:
+    """A PatchGAN too deep for the cropped images (a small --crop_size, a large --n_layers_D)
+    is refused before anything runs, where the reference fails at its first iteration: a
+    conv would get less than its kernel. (Its last conv's input is the smallest side, so an
+    output of a pixel or more also spares every norm layer a single pixel.)"""
+    if opt.netD == "pixel" or "crop" not in opt.preprocess:
+        return
+    sides = patch_discriminator_sides(opt.netD, opt.n_layers_D, opt.crop_size)
+    if sides[-1] >= 1:
+        return
+    depth = "--netD basic (3 layers)" if opt.netD == "basic" else f"--netD n_layers --n_layers_D {opt.n_layers_D}"
+    raise ValueError(f"{depth} is too deep for --crop_size {opt.crop_size}: its 4x4 convs shrink the crop to "
+                     f"{' -> '.join(str(s) for s in sides if s >= 1)}, too small for the next; use a larger "
+                     "--crop_size or a shallower discriminator")
+
+
 def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int | None = None) -> None:
     """Under --preprocess none or scale_width each image keeps a size of its own (heights, and
     for none the widths, follow the files): a DatasetError names `path` when a side of `image`
@@ -61,6 +86,7 @@ def model_from_options(opt: Options):
     from fastgan.engine.pix2pix import Pix2Pix
 
     check_generator_input_size(opt)
+    check_discriminator_input_size(opt)
     device = resolve_device(opt.device)
     levels = resolve_levels(opt, device)
     torch.manual_seed(opt.seed)

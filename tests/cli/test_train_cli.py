@@ -912,6 +912,18 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--lr_policy", "step", "--lr_decay_iters", "0"], "--lr_decay_iters 0 must be at least 1 (epochs) with "
                                                        "--lr_policy step"),
     (["--lr", "-0.1"], "--lr -0.1 must not be negative"),
+    (["--ngf", "0"], "--ngf 0 must be at least 1 (filters)"),
+    (["--ndf", "-3"], "--ndf -3 must be at least 1 (filters)"),
+    (["--netD", "n_layers", "--n_layers_D", "-2"], "--n_layers_D -2 must not be negative"),
+    (["--init_gain", "-1"], "--init_gain -1.0 must not be negative with --init_type normal"),
+    (["--print_freq", "-1"], "--print_freq -1 must not be negative"),
+    (["--display_freq", "-2"], "--display_freq -2 must not be negative"),
+    (["--save_latest_freq", "-3"], "--save_latest_freq -3 must not be negative"),
+    (["--netD", "n_layers", "--n_layers_D", "6"], "--netD n_layers --n_layers_D 6 is too deep for --crop_size 32: "
+                                                  "its 4x4 convs shrink the crop to 16 -> 8 -> 4 -> 2 -> 1, too "
+                                                  "small for the next; use a larger --crop_size"),
+    (["--crop_size", "20", "--load_size", "20"], "--netD basic (3 layers) is too deep for --crop_size 20: its 4x4 "
+                                                 "convs shrink the crop to 10 -> 5 -> 2 -> 1, too small"),
     (["--beta1", "1.5"], "--beta1 1.5 must be in [0, 1) (Adam's first-moment decay)"),
     (["--device", "tpu"], "--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     (["--device", "meta"], "--device meta: fastgan trains on cpu or cuda devices"),
@@ -934,6 +946,16 @@ def test_bad_options_are_one_clear_line(extra, message, unaligned_root, tmp_path
     assert e.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() or os.listdir(tmp_path / "bad")  # no empty run folder left behind
+
+
+def test_frequencies_of_0_mean_never(unaligned_root, tmp_path):
+    args = tiny_args(unaligned_root, tmp_path, "quiet") + ["--print_freq", "0", "--display_freq", "0",
+                                                           "--save_latest_freq", "0", "--max_iters", "3"]
+    assert train_cli.main(args)["iteration"] == 3
+    run = tmp_path / "quiet"
+    assert read_loss_log(str(run / "loss_log.jsonl")) == []
+    assert not (run / "samples").exists() or not os.listdir(run / "samples")
+    assert (run / "latest_net_G_A.pth").exists()  # the stop's save
 
 
 def test_continuing_another_arch_run_is_one_clear_line(unaligned_root, aligned_root, tmp_path, capsys):
