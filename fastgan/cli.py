@@ -71,6 +71,10 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: 
 # samples/*.png and loss_curve.png: accepted (its command lines run unchanged), and unused
 DISPLAY_OPTIONS = {"display_id": int, "display_ncols": int, "display_server": str, "display_env": str,
                    "display_port": int, "use_wandb": None, "wandb_project_name": str}
+# what the reference's --suffix reads of its options fastgan drops: their defaults there
+SUFFIX_DEFAULTS = {"gpu_ids": "0", "display_id": 1, "display_ncols": 4, "display_server": "http://localhost",
+                   "display_env": "main", "display_port": 8097, "use_wandb": False,
+                   "wandb_project_name": "CycleGAN-and-pix2pix"}
 MODEL_NAMES = {model: arch for arch, model in REFERENCE_MODEL.items()}
 
 
@@ -92,11 +96,20 @@ def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False)
             parser.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, help=unused)
 
 
-def from_reference_arguments(args: dict) -> tuple[str | None, list[str]]:
+@dataclasses.dataclass(frozen=True)
+class Suffix:
+    """The reference's --suffix, and the values of the options fastgan drops that it may name."""
+
+    text: str
+    dropped: dict
+
+
+def from_reference_arguments(args: dict) -> tuple[Suffix | None, list[str]]:
     """Turns the reference's spellings in parsed `args` into fastgan's, in place (--model into
     --arch, --gpu_ids into --device) and drops the display options. Returns the --suffix (applied
     to the resolved options by `with_suffix`) and notes to print."""
     notes = []
+    dropped = {**SUFFIX_DEFAULTS, **{k: args[k] for k in SUFFIX_DEFAULTS if k in args}}
     model = args.pop("model", None)
     if model in MODEL_NAMES:
         if args.get("arch", MODEL_NAMES[model]) != MODEL_NAMES[model]:
@@ -113,7 +126,8 @@ def from_reference_arguments(args: dict) -> tuple[str | None, list[str]]:
     if unused:
         notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/wandb display; fastgan writes "
                      "samples/ and loss_curve.png)")
-    return args.pop("suffix", None), notes
+    text = args.pop("suffix", None)
+    return (Suffix(text, dropped) if text else None), notes
 
 
 def device_of_gpu_ids(text: str) -> str:
@@ -129,18 +143,19 @@ def device_of_gpu_ids(text: str) -> str:
     return f"cuda:{ids[0]}"
 
 
-def with_suffix(opt: Options, suffix: str | None, model: str | None = None) -> Options:
+def with_suffix(opt: Options, suffix: Suffix | None, model: str | None = None) -> Options:
     """The reference's --suffix: name + '_' + suffix.format(**options), {model} being the
-    reference's model name (cycle_gan, pix2pix; test in fastgan.test's --model test)."""
-    if not suffix:
+    reference's model name (cycle_gan, pix2pix; test in fastgan.test's --model test), and the
+    options fastgan drops ({gpu_ids}, the display's) as typed, else their reference defaults."""
+    if suffix is None:
         return opt
-    fields = {**opt.as_dict(), "model": model or REFERENCE_MODEL[opt.arch]}
+    fields = {**suffix.dropped, **opt.as_dict(), "model": model or REFERENCE_MODEL[opt.arch]}
     try:
-        formatted = suffix.format(**fields)
+        formatted = suffix.text.format(**fields)
     except KeyError as e:
-        raise ValueError(f"--suffix {suffix!r}: {{{e.args[0]}}} is not an option name") from None
+        raise ValueError(f"--suffix {suffix.text!r}: {{{e.args[0]}}} is not an option name") from None
     except (IndexError, ValueError) as e:
-        raise ValueError(f"--suffix {suffix!r} is not a format such as {{netG}}_size{{load_size}}: {e}") from None
+        raise ValueError(f"--suffix {suffix.text!r} is not a format such as {{netG}}_size{{load_size}}: {e}") from None
     return opt.replace(name=f"{opt.name}_{formatted}")
 
 

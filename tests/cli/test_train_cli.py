@@ -1027,6 +1027,10 @@ def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys
     assert "fastgan cyclegan on cpu" in out and "ResnetGenerator(" in out
     saved = json.load(open(tmp_path / "ref_resnet_6blocks_size36" / "train_opt.json"))
     assert saved["name"] == "ref_resnet_6blocks_size36" and saved["device"] == "cpu"
+    # the options fastgan drops format the suffix too: as typed, else as the reference's defaults
+    train_cli.main(args + ["--gpu_ids", "-1", "--display_id", "0", "--suffix", "g{gpu_ids}_{display_id}_{display_env}",
+                           "--max_iters", "1"])
+    assert (tmp_path / "ref_g-1_0_main" / "latest_net_G_A.pth").exists()
 
 
 @pytest.mark.parametrize("extra,message", [
