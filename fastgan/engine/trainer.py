@@ -272,7 +272,7 @@ class Trainer:
         with StopRequest() as stop, bar:  # the bar closes before any error is reported
             try:
                 while p.epoch <= self.last_epoch and stopped is None:
-                    fetch_start = time.perf_counter()
+                    fetch_start = epoch_start = time.perf_counter()
                     for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
                         step_start = time.perf_counter()  # the reference's iter_start_time
                         waited = step_start - fetch_start  # its t_data: this batch's wait
@@ -299,7 +299,7 @@ class Trainer:
                         fetch_start = time.perf_counter()
                     if stopped and p.batch < len(self.loader):
                         break
-                    self.end_epoch()  # also when the stop came with the epoch's last batch
+                    self.end_epoch(epoch_start)  # also when the stop came with the epoch's last batch
             except DatasetError:
                 # a bad file: keep what trained before it (not with several ranks: saving gathers
                 # from every rank, and the others wait in this iteration's collectives)
@@ -366,6 +366,7 @@ class Trainer:
                     self.model.visuals, self.model.visual_names, p.epoch,
                     save_result=crossed(p.total_iters, step, opt.update_html_freq)))
         if crossed(p.total_iters, step, opt.save_latest_freq):
+            self.log(f"saving the latest model (epoch {p.epoch}, total_iters {p.total_iters})")
             self.save([f"iter_{p.total_iters}" if opt.save_by_iter else "latest"])
 
     def _write_picture(self, what: str, write) -> None:
@@ -380,7 +381,9 @@ class Trainer:
             self.pictures_off.add(what)
             self.log(f"{what} not written from now on ({os_error_line(e)}); training goes on")
 
-    def end_epoch(self) -> None:
+    def end_epoch(self, started: float) -> None:
+        """The reference's end of an epoch, and its lines (for scripts that watch them); `started`:
+        when this run began the epoch (perf_counter)."""
         p = self.progress
         epoch = p.epoch
         old_lr = self.model.learning_rate
@@ -389,8 +392,11 @@ class Trainer:
         if self.web_page is not None:
             self.web_page.start_epoch()
         labels = ["latest", epoch] if epoch % self.opt.save_epoch_freq == 0 else []
+        if labels:
+            self.log(f"saving the model at the end of epoch {epoch}, iters {p.total_iters}")
         self.save(labels)
-        self.log(f"end of epoch {epoch} / {self.last_epoch}; learning rate {old_lr:.7f} -> {lr:.7f}")
+        self.log(f"End of epoch {epoch} / {self.last_epoch} \t Time Taken: {int(time.perf_counter() - started)} sec")
+        self.log(f"learning rate {old_lr:.7f} -> {lr:.7f}")
 
 
 def generator_for_scoring(model) -> torch.nn.Module:

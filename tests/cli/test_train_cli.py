@@ -948,6 +948,18 @@ def test_bad_options_are_one_clear_line(extra, message, unaligned_root, tmp_path
     assert not (tmp_path / "bad").exists() or os.listdir(tmp_path / "bad")  # no empty run folder left behind
 
 
+def test_saves_and_epoch_ends_print_the_references_lines(unaligned_root, tmp_path, capsys):
+    """For scripts that watch the reference's console (6 images per epoch, 2 epochs)."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--save_latest_freq", "4"])
+    out = capsys.readouterr().out
+    for line in ("saving the latest model (epoch 1, total_iters 4)", "saving the model at the end of epoch 1, iters 6",
+                 "End of epoch 1 / 2 \t Time Taken: ", "learning rate 0.0002000 -> 0.0001000",
+                 "saving the latest model (epoch 2, total_iters 8)", "saving the model at the end of epoch 2, iters 12",
+                 "End of epoch 2 / 2 \t Time Taken: "):
+        assert out.count(line) == 1, line
+    assert out.index("end of epoch 1, iters 6") < out.index("End of epoch 1 / 2") < out.index("learning rate 0.0002")
+
+
 def test_frequencies_of_0_mean_never(unaligned_root, tmp_path):
     args = tiny_args(unaligned_root, tmp_path, "quiet") + ["--print_freq", "0", "--display_freq", "0",
                                                            "--save_latest_freq", "0", "--max_iters", "3"]
