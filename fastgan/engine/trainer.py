@@ -18,6 +18,7 @@ the ranks' mean); every rank loads on resume; all stop after the same iteration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +65,8 @@ class StopRequest:
         self.requested = False
         self.signal: int | None = None  # the first signal received
         self._previous = {}
+        self._saving = False
+        self._deferred: int | None = None  # a second signal that came during a save
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,6 +77,10 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
+        if self.requested and self._saving:  # a second signal waits for the files being written
+            self._deferred = signum
+            sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping once this save is written\n")
+            return
         if self.requested:  # a second signal stops at once
             raise StopNow(signum)
         self.requested, self.signal = True, signum
@@ -84,6 +91,19 @@ class StopRequest:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def saving(self):
+        """A checkpoint being written: a second signal stops right after it rather than inside
+        it, so the networks and the training state written together are of one iteration (a
+        reference-style --continue_train or a test loads the networks alone)."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._deferred is not None:
+            raise StopNow(self._deferred)
 
 
 def _silent(*args, **kwargs) -> None:
@@ -98,6 +118,7 @@ class Trainer:
         self.loader = loader
         self.ranks = ranks if ranks is not None else Ranks()
         self.main = self.ranks.is_main
+        self.stop_request: StopRequest | None = None  # run()'s, which saves wait for
         self.log = log if self.main else _silent
         self.dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.stale_removed = []  # temporary files of saves a killed run never finished
@@ -238,9 +259,10 @@ class Trainer:
         rank_states = self.ranks.gather_to_main(rank_state(self.model)) if self.ranks.world_size > 1 else None
         if not self.main:
             return
-        for label in labels:
-            self.model.save_networks(label, self.dir)
-        save_training_state(self.model, self.progress, self.dir, rank_states)
+        with self.stop_request.saving() if self.stop_request is not None else contextlib.nullcontext():
+            for label in labels:
+                self.model.save_networks(label, self.dir)
+            save_training_state(self.model, self.progress, self.dir, rank_states)
         choice_cache.record(self.model.device)
 
     # -- the loop ------------------------------------------------------------
@@ -270,6 +292,7 @@ class Trainer:
         if stopped is None:  # the first iteration measures kernels, compiles, captures: slow
             bar.set_description_str("first iteration")
         with StopRequest() as stop, bar:  # the bar closes before any error is reported
+            self.stop_request = stop
             try:
                 while p.epoch <= self.last_epoch and stopped is None:
                     fetch_start = epoch_start = time.perf_counter()

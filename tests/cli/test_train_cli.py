@@ -235,6 +235,35 @@ def test_a_signal_during_the_last_save_waits_for_it(unaligned_root, tmp_path, mo
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
 
 
+def test_a_second_signal_during_a_save_stops_once_it_is_written(unaligned_root, tmp_path, monkeypatch, capsys):
+    """Two signals while the periodic save at iteration 4 writes its networks: the run stops
+    at once, but after the save, so the networks and the training state are of one iteration
+    (they were of iterations 4 and 2)."""
+    import os
+
+    from fastgan.engine import trainer
+
+    real_save = trainer.save_training_state
+
+    def signalled_save(model, progress, *args, **kwargs):
+        if progress.iteration == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(model, progress, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_training_state", signalled_save)
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--save_latest_freq", "2"]
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(args)
+    assert e.value.code == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "SIGINT: stopping once this save is written" in err and "stopped at once" in err
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] == 4
+    G_A = load(tmp_path / "run" / "latest_net_G_A.pth")
+    assert all(torch.equal(G_A[k], v) for k, v in state["model"]["nets"]["G_A"].items())
+
+
 def test_the_loss_lines_are_printed_as_the_reference_prints_them(unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "3"])
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(epoch: ")]
