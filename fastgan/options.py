@@ -201,6 +201,19 @@ NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambd
                 "save_latest_freq", "n_layers_D")
 
 
+# options one arch's model adds (the reference's modify_commandline_options): the other's
+# command line refuses them, as the reference's does ("unrecognized arguments")
+ARCH_OPTIONS = {"cyclegan": ("lambda_A", "lambda_B", "lambda_identity"), "pix2pix": ("lambda_L1",)}
+
+
+def check_arch_options(arch: str, typed) -> None:
+    """Refuse options typed for the other arch's model, which this one would ignore."""
+    for other, names in ARCH_OPTIONS.items():
+        for name in names if other != arch else ():
+            if name in typed:
+                raise ValueError(f"--{name} is a {other} option: --arch {arch} has no use for it")
+
+
 def check_values(opt: Options) -> None:
     for name in NON_NEGATIVE:
         value = getattr(opt, name)

@@ -25,7 +25,7 @@ import sys
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
                          from_reference_arguments, import_ops_or_fail, with_suffix)
 from fastgan.errors import first_line, os_error_line
-from fastgan.options import resolve
+from fastgan.options import check_arch_options, resolve
 
 
 def parse(argv=None) -> dict:
@@ -60,6 +60,7 @@ def main(argv=None) -> dict:
         try:  # bad option values surface as ValueError while building
             suffix, notes = from_reference_arguments(explicit)
             arch = explicit.pop("arch", "cyclegan")
+            check_arch_options(arch, explicit)
             demo_defaults = {"name": f"demo_{arch}", **DEMO_DEFAULTS[arch]}
             opt = with_suffix(resolve(arch, explicit, demo_defaults), suffix)
             if launched_world_size() > 1:

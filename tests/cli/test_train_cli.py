@@ -941,6 +941,7 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--lr_policy", "step", "--lr_decay_iters", "0"], "--lr_decay_iters 0 must be at least 1 (epochs) with "
                                                        "--lr_policy step"),
     (["--lr", "-0.1"], "--lr -0.1 must not be negative"),
+    (["--lambda_L1", "50"], "--lambda_L1 is a pix2pix option: --arch cyclegan has no use for it"),
     (["--ngf", "0"], "--ngf 0 must be at least 1 (filters)"),
     (["--ndf", "-3"], "--ndf -3 must be at least 1 (filters)"),
     (["--netD", "n_layers", "--n_layers_D", "-2"], "--n_layers_D -2 must not be negative"),
@@ -997,6 +998,13 @@ def test_frequencies_of_0_mean_never(unaligned_root, tmp_path):
     assert read_loss_log(str(run / "loss_log.jsonl")) == []
     assert not (run / "samples").exists() or not os.listdir(run / "samples")
     assert (run / "latest_net_G_A.pth").exists()  # the stop's save
+
+
+def test_a_cyclegan_option_is_refused_by_pix2pix(aligned_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(tiny_args(aligned_root, tmp_path, "p", "pix2pix") + ["--lambda_identity", "0.1"])
+    assert e.value.code == 2
+    assert "--lambda_identity is a cyclegan option: --arch pix2pix has no use for it" in capsys.readouterr().err
 
 
 def test_continuing_another_arch_run_is_one_clear_line(unaligned_root, aligned_root, tmp_path, capsys):
