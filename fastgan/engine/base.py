@@ -123,7 +123,7 @@ class TrainingModel:
     def make_pool(self, seed: int):
         """The reference's pool on the eager path and for images of several sizes (a ring
         buffer holds one), the capturable device ring buffer otherwise."""
-        if self.levels == EAGER or sizes_vary(self.opt.preprocess):
+        if self.levels.is_eager or sizes_vary(self.opt.preprocess):
             return ImagePool(self.opt.pool_size, seed=seed)
         return DeviceImagePool(self.opt.pool_size)
 
@@ -157,7 +157,7 @@ class TrainingModel:
         inputs = [x.to(self.device, non_blocking=True).contiguous(memory_format=self.levels.memory_format)
                   for x in inputs]
         # the eager level is the reference's path: plain aten for the L1 terms too
-        with use_backend("torch") if self.levels == EAGER else contextlib.nullcontext():
+        with use_backend("torch") if self.levels.is_eager else contextlib.nullcontext():
             losses = self._iterate(*inputs)
         if self.scaler is not None:
             self.scaler.update()

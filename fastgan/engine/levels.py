@@ -19,7 +19,9 @@
   cudnn_benchmark  cuDNN times its algorithms for each convolution shape on first use
                  and keeps the fastest (torch.backends.cudnn.benchmark; CUDA only). A
                  process-wide flag: building a model on a GPU sets it to its level. The
-                 reference leaves it off, so cuDNN picks by heuristics.
+                 reference turns it on too (its BaseModel), except under --preprocess
+                 scale_width, whose images vary in size: so does --eager. fastgan's
+                 defaults leave it off wherever sizes vary (scale_width, none).
 
 Defaults keep fp32 semantics: on a GPU accelerate + compile + CUDA graphs + fused Adam +
 merged passes + cuDNN's timed algorithms, on a CPU accelerate + channels_last + fused Adam +
@@ -77,7 +79,14 @@ class Levels:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    @property
+    def is_eager(self) -> bool:
+        """None of fastgan's paths: the reference's (whose cuDNN setting eager_levels follows)."""
+        return dataclasses.replace(self, cudnn_benchmark=False) == Levels()
+
     def describe(self) -> str:
+        if self.is_eager:
+            return "eager (the reference's path)"
         on = [name for name in ("accelerate", "cuda_graphs", "channels_last", "merge_passes", "cudnn_benchmark")
               if getattr(self, name)]
         if self.compile != "none":
@@ -86,10 +95,16 @@ class Levels:
             on.append(f"amp={self.amp}")
         if self.adam != "default":
             on.append(f"adam={self.adam}")
-        return ", ".join(on) if on else "eager (the reference's path)"
+        return ", ".join(on)
 
 
 EAGER = Levels()
+
+
+def eager_levels(opt, device: torch.device) -> Levels:
+    """--eager: none of fastgan's paths, and cuDNN as the reference sets it (timed algorithms on a
+    GPU, unless --preprocess scale_width: torch.backends.cudnn.benchmark in its BaseModel)."""
+    return Levels(cudnn_benchmark=device.type == "cuda" and opt.preprocess != "scale_width")
 
 
 # The oldest GPUs (compute capability) that Triton and inductor (--compile) support, and
@@ -153,7 +168,7 @@ def resolve_levels(opt, device: torch.device) -> Levels:
         if chosen:
             flags = ", ".join(f"--{name}" for name in chosen)
             raise ValueError(f"--eager runs the reference's plain path; it cannot be combined with {flags}")
-        return EAGER
+        return eager_levels(opt, device)
     base = fastest(device) if opt.fast else device_defaults(device)
     levels = Levels(**{**{f.name: getattr(base, f.name) for f in fields(Levels)}, **chosen})
     if levels.merge_passes and opt.norm not in PER_SAMPLE_NORMS:
@@ -171,6 +186,8 @@ def resolve_levels(opt, device: torch.device) -> Levels:
                              "own, which the image pool then holds; use a --preprocess that crops, or "
                              "--pool_size 0")
         levels = dataclasses.replace(levels, cuda_graphs=False)  # a default that cannot apply here
+    if levels.cudnn_benchmark and "cudnn_benchmark" not in chosen and sizes_vary(opt.preprocess):
+        levels = dataclasses.replace(levels, cudnn_benchmark=False)  # each new size would be timed anew
     check_levels(levels, device)
     if levels.channels_last and not levels.accelerate and device.type == "cpu" and "instance" in opt.norm:
         # torch's CPU instance_norm backward returns wrong gradients for a batch of one in
@@ -230,5 +247,5 @@ def apply_process_levels(levels: Levels, device: torch.device) -> None:
     why); that cannot be undone, so a benchmark builds its eager baseline first."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = levels.cudnn_benchmark
-    elif device.type == "cpu" and levels != EAGER:
+    elif device.type == "cpu" and not levels.is_eager:
         reuse_freed_memory()

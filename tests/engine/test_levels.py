@@ -151,8 +151,8 @@ def test_images_of_their_own_sizes_leave_out_the_graphs_of_a_pooled_cyclegan(pre
 
 
 def test_cudnn_benchmark_follows_each_models_levels(monkeypatch):
-    """A process-wide flag, set on a GPU to the levels of the model being built (so a
-    benchmark's eager baseline runs cuDNN's heuristics, as the reference); untouched on a CPU."""
+    """A process-wide flag, set on a GPU to the levels of the model being built (a benchmark's
+    eager baseline runs cuDNN as the reference sets it); untouched on a CPU."""
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     apply_process_levels(levels(CUDA), CUDA)
     assert torch.backends.cudnn.benchmark
@@ -161,9 +161,24 @@ def test_cudnn_benchmark_follows_each_models_levels(monkeypatch):
     apply_process_levels(levels(CUDA, fast=True), CUDA)
     apply_process_levels(EAGER, CPU)
     assert torch.backends.cudnn.benchmark
-    apply_process_levels(EAGER, CUDA)
+    apply_process_levels(levels(CUDA, eager=True, preprocess="scale_width"), CUDA)
     assert not torch.backends.cudnn.benchmark
     assert "cudnn_benchmark" in levels(CUDA).describe() and "cudnn_benchmark" not in levels(CPU).describe()
+
+
+def test_eager_sets_cudnn_as_the_reference_does():
+    """The reference's BaseModel turns torch.backends.cudnn.benchmark on, except under
+    --preprocess scale_width (its images vary in size): --eager on a GPU does the same; fastgan's
+    own defaults leave it off wherever sizes vary."""
+    eager = levels(CUDA, eager=True)
+    assert eager == Levels(cudnn_benchmark=True) and eager.is_eager and eager.describe().startswith("eager")
+    assert levels(CUDA, eager=True, preprocess="scale_width") == EAGER
+    assert levels(CUDA, eager=True, preprocess="none").cudnn_benchmark
+    assert levels(CPU, eager=True) == EAGER
+    for preprocess in ("none", "scale_width"):
+        assert not levels(CUDA, preprocess=preprocess, cuda_graphs=False).cudnn_benchmark, preprocess
+    assert levels(CUDA, preprocess="none", cuda_graphs=False, cudnn_benchmark=True).cudnn_benchmark  # asked for
+    assert not Levels(accelerate=True).is_eager
 
 
 def test_build_model_takes_level_options():
