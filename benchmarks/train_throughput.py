@@ -8,11 +8,15 @@ forward and backward, both Adam steps, the image pools) on one fixed batch
 already on the device, so the loader is not measured (benchmarks/
 loader_throughput.py does that). The baseline, "eager", is the reference's
 path: plain nn modules, fp32, the reference's update order and pool, torch's
-own Adam (fastgan.engine.levels.EAGER). Each level is built from the same seed,
-warmed up (compilation and CUDA-graph capture happen there), then timed over
---iters iterations and at least --min_seconds (short iterations would otherwise be
-timed over a fraction of a second, at the mercy of a shared machine's noise); the
-device is synchronized before the clock stops.
+own Adam, cuDNN as the reference sets it (fastgan.engine.levels.eager_levels). Each
+level is built from the same seed and warmed up (compilation and CUDA-graph capture
+happen there); then the levels are timed in --rounds interleaved rounds, each level's
+block in turn, over --iters iterations and at least --min_seconds in all (short
+iterations would otherwise be timed over a fraction of a second, at the mercy of a
+shared machine's noise), the device synchronized before the clock stops. A row holds
+the median round's images/s and the rounds' spread; a level whose losses are not
+finite gets no ratio. On a CPU the eager rounds run before any other level is built
+(the levels set process-wide malloc state the reference's trainer would not have).
 
 Model FLOPs per iteration are counted once (torch.utils.flop_counter on one
 eager iteration); on a GPU the table adds the share of the card's dense bf16
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 import torch
@@ -36,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import profiler
 from benchmarks.machine import describe_machine, write_results
+from fastgan.engine.levels import apply_process_levels
 from fastgan.engine.models import model_from_options
 from fastgan.options import resolve
 
@@ -87,30 +93,91 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, min_seconds: float = 0.0,
-               profile_iters: int = 0, top: int = 8) -> dict:
-    model = build(cfg, level, device)
-    inputs = batch(cfg, device)
-    start = time.perf_counter()
-    # at least until a captured level replays: the capture's own step is not timed
-    for _ in range(max(warmup, model.iterations_before_replay)):
-        losses = model.step(*inputs)
-    sync(device)
-    warm_s = time.perf_counter() - start
-    start = time.perf_counter()
-    done = 0
-    while done < iters or time.perf_counter() - start < min_seconds:
-        losses = model.step(*inputs)
-        done += 1
-    sync(device)
-    seconds = time.perf_counter() - start
-    finite = all(torch.isfinite(v).item() for v in losses.values())
-    row = {"levels": model.levels.describe(), "images_per_second": done * cfg["batch"] / seconds,
-           "seconds_per_iteration": seconds / done, "iterations": done, "warmup_seconds": warm_s,
-           "losses_finite": finite}
-    if profile_iters:  # on the model just timed: nothing is built or compiled again
-        row["profile"] = profiler.profile_iterations(model, inputs, device, profile_iters, top)
-    return row
+class Timed:
+    """One level of one config, built and warmed up once, then timed in blocks: the rounds of
+    `measure_group` run each level's block in turn, so a load spike on a shared machine falls
+    on all of them alike and the spread between rounds shows the noise."""
+
+    def __init__(self, cfg: dict, level: dict, device: str, warmup: int):
+        self.cfg, self.device = cfg, device
+        self.model = build(cfg, level, device)
+        self.inputs = batch(cfg, device)
+        start = time.perf_counter()
+        # at least until a captured level replays: the capture's own step is not timed
+        for _ in range(max(warmup, self.model.iterations_before_replay)):
+            self.losses = self.model.step(*self.inputs)
+        sync(device)
+        self.warmup_seconds = time.perf_counter() - start
+        self.rates: list[float] = []  # images/s of each timed block
+        self.iterations, self.seconds = 0, 0.0
+
+    def time_block(self, iters: int, min_seconds: float) -> None:
+        apply_process_levels(self.model.levels, torch.device(self.device))  # cuDNN's flag is process-wide
+        start = time.perf_counter()
+        done = 0
+        while done < iters or time.perf_counter() - start < min_seconds:
+            self.losses = self.model.step(*self.inputs)
+            done += 1
+        sync(self.device)
+        seconds = time.perf_counter() - start
+        self.rates.append(done * self.cfg["batch"] / seconds)
+        self.iterations, self.seconds = self.iterations + done, self.seconds + seconds
+
+    def row(self) -> dict:
+        rate = statistics.median(self.rates)
+        row = {"levels": self.model.levels.describe(), "images_per_second": rate,
+               "seconds_per_iteration": self.cfg["batch"] / rate, "iterations": self.iterations,
+               "rounds": len(self.rates), "images_per_second_rounds": self.rates,
+               "spread": (max(self.rates) - min(self.rates)) / rate, "warmup_seconds": self.warmup_seconds,
+               "losses_finite": all(torch.isfinite(v).item() for v in self.losses.values())}
+        if not row["losses_finite"]:  # timed, but no speed-up to claim from it
+            row["error"] = "its losses are not finite"
+        return row
+
+
+def measure_group(result: dict, names: list[str], levels: dict, device: str, args, on_row) -> None:
+    """Build and warm up each named level of `result`'s config, then time them in --rounds
+    interleaved rounds (--iters and --min_seconds split among the rounds); each row holds the
+    median round's images/s, and is written after every round (a run cut short keeps them)."""
+    cfg, rows = result["config"], result["rows"]
+    timed = {}
+    for name in names:
+        try:
+            timed[name] = Timed(cfg, levels[name], device, args.warmup)
+        except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
+            rows.append({"level": name, "error": str(e).splitlines()[0]})
+            print(f"{cfg} {name}: {rows[-1]['error']}", flush=True)
+    per_round, seconds = max(1, -(-args.iters // args.rounds)), args.min_seconds / args.rounds
+    for _ in range(args.rounds):
+        for name, t in list(timed.items()):
+            try:
+                t.time_block(per_round, seconds)
+            except RuntimeError as e:  # out of memory, say: the level's row says so
+                del timed[name]
+                set_row(rows, {"level": name, "error": str(e).splitlines()[0]})
+        for name, t in timed.items():
+            set_row(rows, {"level": name, **t.row()})
+        add_ratios(result, args.peaks)
+        on_row()
+    for name, t in timed.items():
+        print(f"{cfg} {name}: {rows_by_level(rows)[name]}", flush=True)
+        if args.profile_iters:  # on the model just timed: nothing is built or compiled again
+            rows_by_level(rows)[name]["profile"] = profiler.profile_iterations(t.model, t.inputs, device,
+                                                                               args.profile_iters, args.top)
+            on_row()
+
+
+def rows_by_level(rows: list[dict]) -> dict[str, dict]:
+    return {r["level"]: r for r in rows}
+
+
+def set_row(rows: list[dict], row: dict) -> None:
+    """Replace the row of the same level, or add it."""
+    for i, r in enumerate(rows):
+        if r["level"] == row["level"]:
+            rows[i] = row
+            return
+    rows.append(row)
 
 
 def iteration_flops(cfg: dict, device: str) -> int:
@@ -135,30 +202,28 @@ def run(args, on_row=lambda report: None) -> dict:
     levels = GPU_LEVELS if device == "cuda" else CPU_LEVELS
     if args.levels:
         levels = {k: levels[k] for k in args.levels.split(",")}
-    peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
+    args.peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
     results = []
-    report = {"machine": describe_machine(), "warmup": args.warmup, "iters": args.iters,
+    report = {"machine": describe_machine(), "device": device, "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds,
               "min_seconds": args.min_seconds,
-              "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in peaks.items()}, "results": results}
+              "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in args.peaks.items()}, "results": results}
     for cfg in config(args):
         results.append({"config": cfg, "flops_per_iteration": iteration_flops(cfg, device), "rows": []})
-    # every config's eager row first: the other levels set process-wide state on a CPU
-    # (fastgan/engine/host_memory.py) that the reference's trainer would not have
-    order = ([(result, "eager") for result in results if "eager" in levels]
-             + [(result, name) for result in results for name in levels if name != "eager"])
-    for result, name in order:
-        cfg = result["config"]
-        if name not in ("eager", "fast") and cfg["batch"] > 1 and device == "cuda":
-            continue  # at batch 16 the question is the bf16 share of peak: eager and fast only
-        try:
-            row = {"level": name, **time_level(cfg, levels[name], device, args.warmup, args.iters,
-                                               args.min_seconds, args.profile_iters, args.top)}
-        except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
-            row = {"level": name, "error": str(e).splitlines()[0]}
-        result["rows"].append(row)
-        add_ratios(result, peaks)
-        print(f"{cfg} {name}: {row}", flush=True)
-        on_row(report)  # written after each row: a run cut short keeps what it measured
+
+    def names(cfg: dict) -> list[str]:  # at batch 16 on a GPU the question is the bf16 share of peak
+        return [n for n in levels if device == "cpu" or cfg["batch"] == 1 or n in ("eager", "fast")]
+
+    if device == "cpu":
+        # every config's eager rounds first: the other levels set process-wide state on a CPU
+        # (fastgan/engine/host_memory.py) that the reference's trainer would not have
+        groups = ([(result, ["eager"]) for result in results if "eager" in levels]
+                  + [(result, [n for n in names(result["config"]) if n != "eager"]) for result in results])
+    else:  # on a GPU the one process-wide setting, cuDNN's, is set before each block
+        groups = [(result, names(result["config"])) for result in results]
+    for result, group in groups:
+        measure_group(result, group, levels, device, args, lambda: on_row(report))
+    for result in results:  # the levels' order
+        result["rows"].sort(key=lambda r: list(levels).index(r["level"]))
     return report
 
 
@@ -190,7 +255,9 @@ def markdown(report: dict) -> str:
              f"Full iterations on one fixed batch on the device; {report['warmup']} warm-up (and the "
              "CUDA graph's capture, where one is), then at least "
              f"{report['iters']} timed" + (f" and {report['min_seconds']:g} s" if report.get("min_seconds") else "")
-             + ". Baseline: the reference-style eager trainer (same run)."
+             + f" per level, in {report['rounds']} interleaved rounds: images/s is the median round's, ± half "
+             "the rounds' range. Baseline: the reference-style eager trainer (same run"
+             + ("; on a CPU its rounds come first" if report.get("device") == "cpu" else "") + ")."
              + (f" Dense bf16 peaks: {peak_note}." if peak_note else ""), ""]
     for res in report["results"]:
         cfg = res["config"]
@@ -200,12 +267,13 @@ def markdown(report: dict) -> str:
                   "|---|---|---:|---:|---:|---:|"]
         for r in res["rows"]:
             if "error" in r:
-                lines.append(f"| {r['level']} | refused: {r['error']} | - | - | - | - |")
+                what = f"{r['levels']}; not counted: {r['error']}" if "levels" in r else f"refused: {r['error']}"
+                lines.append(f"| {r['level']} | {what} | - | - | - | - |")
                 continue
             shares = [r.get(f"share_of_{kind}_bf16_peak") for kind in ("datasheet", "measured")]
             share = " / ".join(f"{v * 100:.1f}%" if v else "-" for v in shares)
             ratio = f"{r['vs_eager']:.2f}x" if r["vs_eager"] else "-"
-            lines.append(f"| {r['level']} | {r['levels']} | {r['images_per_second']:.2f} | "
+            lines.append(f"| {r['level']} | {r['levels']} | {r['images_per_second']:.3g} ±{r['spread'] * 50:.0f}% | "
                          f"{ratio} | {r['model_tflops_per_second']:.2f} | {share} |")
         lines.append("")
         for r in res["rows"]:
@@ -221,9 +289,13 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=None, help="crop size (default: the device's configs)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10, help="timed iterations, at least")
+    parser.add_argument("--iters", type=int, default=10, help="timed iterations of each level, at least, "
+                                                              "over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds: each level's timed block in "
+                                                             "turn; a row holds the median round")
     parser.add_argument("--min_seconds", type=float, default=0.0 if torch.cuda.is_available() else 20.0,
-                        help="time at least this long (default: 20 s on a CPU, whose shared cores are noisy)")
+                        help="time each level at least this long over all rounds (default: 20 s on a CPU, whose "
+                             "shared cores are noisy)")
     parser.add_argument("--levels", default=None, help="comma-separated subset of the level names")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     parser.add_argument("--ceilings", default=None, help="benchmarks/ceilings.py's JSON (measured bf16 peak)")

@@ -9,7 +9,7 @@ from benchmarks import train_throughput
 
 
 def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
-    train_throughput.main(["--size", "32", "--iters", "1", "--warmup", "1", "--min_seconds", "0",
+    train_throughput.main(["--size", "32", "--iters", "2", "--rounds", "2", "--warmup", "1", "--min_seconds", "0",
                            "--levels", "eager,default", "--profile_iters", "1", "--top", "3",
                            "--out", str(tmp_path)])
     report = json.loads((tmp_path / "train_throughput_cpu.json").read_text())
@@ -20,7 +20,8 @@ def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
     assert list(rows) == ["eager", "default"]
     assert rows["eager"]["vs_eager"] == 1.0 and rows["default"]["vs_eager"] > 0
     for row in rows.values():
-        assert row["losses_finite"] and row["iterations"] >= 1 and row["images_per_second"] > 0
+        assert row["losses_finite"] and row["iterations"] == 2 and row["images_per_second"] > 0
+        assert row["rounds"] == 2 and len(row["images_per_second_rounds"]) == 2 and row["spread"] >= 0
         prof = row["profile"]
         assert len(prof["top"]) == 3 and prof["timeline"] == "CPU ops" and prof["ms_per_iteration"] > 0
         times = [r["ms_per_iteration"] for r in prof["top"]]
@@ -29,21 +30,68 @@ def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
     assert "### default: " in md and "% busy) per iteration" in md and "| op | calls | ms | share |" in md
 
 
-def test_every_configs_eager_row_runs_first(monkeypatch):
-    """The levels set process-wide state on a CPU (fastgan/engine/host_memory.py) that the
-    reference's trainer would not have: the eager baselines run before any of them."""
-    ran = []
+class FakeTimed:
+    """Timed without a model: records which level's block ran when, and a rate per level."""
 
-    def fake_time_level(cfg, level, *args):
-        ran.append((cfg["arch"], "eager" if level.get("eager") else "other"))
-        return {"images_per_second": 1.0}
+    ran: list[tuple[str, str]] = []
+    rates = {"eager": [1.0], "default": [2.0, 3.0, 2.5], "fast": [float("nan")]}
 
+    def __init__(self, cfg, level, device, warmup):
+        self.name = "eager" if level.get("eager") else "fast" if level.get("fast") else "default"
+        self.cfg, self.rounds = cfg, 0
+
+    def time_block(self, iters, min_seconds):
+        FakeTimed.ran.append((self.cfg["arch"], self.name))
+        self.rounds += 1
+
+    def row(self):
+        rates = self.rates[self.name][:self.rounds] or [1.0]
+        rate = sorted(rates)[len(rates) // 2]
+        row = {"levels": self.name, "images_per_second": rate, "spread": 0.0}
+        if rate != rate:
+            row["error"] = "its losses are not finite"
+        return row
+
+
+def fake_run(monkeypatch, levels: str, rounds: int):
+    FakeTimed.ran = []
     monkeypatch.setattr(train_throughput, "config", lambda args: [dict(arch="cyclegan", size=32, batch=1),
                                                                   dict(arch="pix2pix", size=32, batch=1)])
-    monkeypatch.setattr(train_throughput, "time_level", fake_time_level)
+    monkeypatch.setattr(train_throughput, "Timed", FakeTimed)
     monkeypatch.setattr(train_throughput, "iteration_flops", lambda cfg, device: 1)
-    args = argparse.Namespace(levels="default,eager", ceilings=None, warmup=0, iters=1, min_seconds=0.0,
+    args = argparse.Namespace(levels=levels, ceilings=None, warmup=0, iters=1, rounds=rounds, min_seconds=0.0,
                               profile_iters=0, top=1)
-    report = train_throughput.run(args)
-    assert ran[:2] == [("cyclegan", "eager"), ("pix2pix", "eager")]
-    assert [[r["level"] for r in result["rows"]] for result in report["results"]] == [["eager", "default"]] * 2
+    return train_throughput.run(args)
+
+
+def test_every_configs_eager_rounds_run_first_then_the_levels_interleave(monkeypatch):
+    """The levels set process-wide state on a CPU (fastgan/engine/host_memory.py) that the
+    reference's trainer would not have: the eager baselines run before any of them. The other
+    levels run their blocks in turn, round after round, and a row holds the median round."""
+    report = fake_run(monkeypatch, "default,eager,fast", rounds=3)
+    assert FakeTimed.ran[:6] == [("cyclegan", "eager")] * 3 + [("pix2pix", "eager")] * 3
+    assert FakeTimed.ran[6:12] == [("cyclegan", "default"), ("cyclegan", "fast")] * 3
+    for result in report["results"]:
+        rows = {r["level"]: r for r in result["rows"]}
+        assert list(rows) == ["default", "eager", "fast"]  # the levels' order
+        assert rows["default"]["images_per_second"] == 2.5 and rows["default"]["vs_eager"] == 2.5
+        assert "vs_eager" not in rows["fast"] and rows["fast"]["error"] == "its losses are not finite"
+    md = train_throughput.markdown(report)
+    assert "| fast | fast; not counted: its losses are not finite | - |" in md
+
+
+def test_a_level_failing_in_a_round_keeps_an_error_row(monkeypatch):
+    class Failing(FakeTimed):
+        def time_block(self, iters, min_seconds):
+            if self.name == "default" and self.rounds == 1:
+                raise RuntimeError("CUDA out of memory\nmore")
+            super().time_block(iters, min_seconds)
+
+    monkeypatch.setattr(train_throughput, "Timed", Failing)
+    FakeTimed.ran = []
+    monkeypatch.setattr(train_throughput, "config", lambda args: [dict(arch="cyclegan", size=32, batch=1)])
+    monkeypatch.setattr(train_throughput, "iteration_flops", lambda cfg, device: 1)
+    args = argparse.Namespace(levels="eager,default", ceilings=None, warmup=0, iters=1, rounds=3, min_seconds=0.0,
+                              profile_iters=0, top=1)
+    (result,) = train_throughput.run(args)["results"]
+    assert result["rows"][1] == {"level": "default", "error": "CUDA out of memory"}
