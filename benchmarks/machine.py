@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import subprocess
+import sys
 
 import torch
 
@@ -26,10 +29,31 @@ def machine_slug(description: str | None = None) -> str:
     return "".join(c if c.isalnum() else "-" for c in gpu.lower()).strip("-")
 
 
+def provenance() -> dict:
+    """Where a result comes from: the code's commit (git's, else $FASTGAN_COMMIT: a copy of the
+    tree without .git, as on the lent GPU machine), whether files differed from it, when, and
+    the command line."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit or os.environ.get("FASTGAN_COMMIT"),
+            "uncommitted_changes": bool(changed) if changed is not None else None,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+
+
 def write_results(out_dir: str, name: str, report: dict, text: str, slug: str | None = None) -> str:
-    """benchmarks' results files: OUT_DIR/NAME_<machine>.json (report) and .md (text); returns the stem."""
+    """benchmarks' results files: OUT_DIR/NAME_<machine>.json (report, with its provenance) and .md
+    (text); returns the stem."""
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{name}_{slug or machine_slug()}")
+    report.setdefault("provenance", provenance())
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=1)
     with open(stem + ".md", "w") as f:

@@ -5,7 +5,9 @@
 
 Reads the kernels_*, loader_* and train_throughput*_* JSON files in --results. A CPU
 target is judged from a CPU's files (*_cpu.json), a GPU target from an NVIDIA card's; a
-target none of whose rows is in any file is "unmeasured", never met. Each verdict shows
+target none of whose rows is in any file is "unmeasured", never met. A training config is
+judged from the newest file that ran it (benchmarks.targets.newest_runs); a best-of target
+that a run cut short missed (a planned level not timed) is "unmeasured" too. Each verdict shows
 the figures it rests on (the worst row where a target holds for every row) and the
 file they come from; the list of files read says when git last committed each (a GPU
 file can be older than the code it judges). Prints the table and writes it to
@@ -18,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from typing import Callable
@@ -30,6 +33,7 @@ class Figure:
     value: float
     what: str      # the row it comes from
     source: str    # the result file's name
+    missing: tuple[str, ...] = ()  # levels its run planned and did not time (a best-of target)
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,22 @@ class Target:
         worst = min(found, key=lambda f: f.value)
         verdict = "met" if worst.value >= self.threshold else "missed"
         lead = "worst of %d: " % len(found) if len(found) > 1 else ""
+        if verdict == "missed" and worst.missing:  # a level not timed might have reached it
+            verdict, lead = "unmeasured", f"incomplete (not timed: {', '.join(worst.missing)}); best timed: "
         return verdict, f"{lead}{self._format(worst.value)} ({worst.what}; {worst.source})"
 
     def _format(self, value: float) -> str:
-        if self.unit == "%":
-            return f"{value:.0%}"
-        if self.unit == "/s":
-            return f"{value:,.0f}/s"
-        return f"{value:.2f}x"
+        """The value with enough digits to stay on its side of the threshold (2.996 is no 3.00x)."""
+        for digits in range(6):
+            if self.unit == "%":
+                text, shown = f"{value:.{digits}%}", round(value * 100, digits) / 100
+            elif self.unit == "/s":
+                text, shown = f"{value:,.{digits}f}/s", round(value, digits)
+            else:
+                text, shown = f"{value:.{digits + 2}f}x", round(value, digits + 2)
+            if (shown >= self.threshold) == (value >= self.threshold):
+                return text
+        return text
 
 
 def _shape(row: dict) -> str:
@@ -99,19 +111,38 @@ def train_figures(levels: tuple[str, ...] | None, key: str, arch: str, size: int
 
     def figures(results: dict) -> list[Figure]:
         out = []
-        for doc in results.get("train", []):
-            for result in doc["results"]:
-                cfg = result["config"]
-                if (cfg["arch"], cfg["size"], cfg["batch"]) != (arch, size, batch):
-                    continue
-                for row in result["rows"]:
-                    wanted = row["level"] != "eager" if levels is None else row["level"] in levels
-                    if wanted and row.get(key) is not None:
-                        out.append(Figure(row[key], f"{arch} {size}² batch {batch}, level {row['level']}",
-                                          doc["source"]))
+        for doc, result in newest_runs(results.get("train", []), (arch, size, batch)):
+            timed = [row["level"] for row in result["rows"] if row.get(key) is not None]
+            missing = tuple(level for level in result.get("levels_planned", ()) if level not in timed
+                            and level != "eager" and (levels is None or level in levels))
+            for row in result["rows"]:
+                wanted = row["level"] != "eager" if levels is None else row["level"] in levels
+                if wanted and row.get(key) is not None:
+                    out.append(Figure(row[key], f"{arch} {size}² batch {batch}, level {row['level']}",
+                                      doc["source"], missing if best else ()))
         return [max(out, key=lambda f: f.value)] if best and out else out
 
     return figures
+
+
+def newest_runs(docs: list[dict], config: tuple) -> list[tuple[dict, dict]]:
+    """(doc, result) of the newest files holding a run of `config` (arch, size, batch): the fewest
+    commits ago (files not committed are newest), then the latest provenance date. An older
+    file of the same config (a run before a results file was renamed) is left out."""
+    runs = [(doc, result) for doc in docs for result in doc["results"]
+            if (result["config"]["arch"], result["config"]["size"], result["config"]["batch"]) == config]
+    if not runs:
+        return []
+    newest = min(age(doc) for doc, _ in runs)
+    return [(doc, result) for doc, result in runs if age(doc) == newest]
+
+
+def age(doc: dict) -> tuple:
+    """Sorts newest first: commits since the file was committed, then the run's date, latest first."""
+    match = re.search(r", (\d+) commits ago", doc.get("committed", ""))
+    commits = -1 if doc.get("committed") == "not committed" else int(match.group(1)) if match else 0
+    date = doc.get("provenance", {}).get("date")
+    return commits, tuple(-ord(c) for c in date) if date else (1,)  # undated: older than dated
 
 
 IN_SHAPE = (1, 256, 64, 64)

@@ -213,6 +213,8 @@ def run(args, on_row=lambda report: None) -> dict:
     def names(cfg: dict) -> list[str]:  # at batch 16 on a GPU the question is the bf16 share of peak
         return [n for n in levels if device == "cpu" or cfg["batch"] == 1 or n in ("eager", "fast")]
 
+    for result in results:  # benchmarks.targets tells a run cut short from a complete one
+        result["levels_planned"] = names(result["config"])
     if device == "cpu":
         # every config's eager rounds first: the other levels set process-wide state on a CPU
         # (fastgan/engine/host_memory.py) that the reference's trainer would not have
@@ -304,9 +306,12 @@ def main(argv=None) -> None:
                              "and how busy the device was (benchmarks/profiler.py)")
     parser.add_argument("--top", type=int, default=8, help="ops listed per profiled level")
     parser.add_argument("--tag", default="", help="results file train_throughput_<tag>_<machine>.* (runs of "
-                                                  "different configs side by side)")
+                                                  "different configs side by side; default with --size: "
+                                                  "<arch><size>_b<batch>)")
     args = parser.parse_args(argv)
-    name = f"train_throughput_{args.tag}" if args.tag else "train_throughput"
+    # a config of one's own never writes over the device's configs' file, which benchmarks.targets judges
+    tag = args.tag or (f"{args.arch}{args.size}_b{args.batch}" if args.size else "")
+    name = f"train_throughput_{tag}" if tag else "train_throughput"
 
     def write(report: dict) -> str:
         return write_results(args.out, name, report, markdown(report))

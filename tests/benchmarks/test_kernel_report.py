@@ -30,3 +30,18 @@ def test_rows_written_as_measured_make_the_report(tmp_path):
     assert len(written["rows"]) == 4 and written["missing_runs"] == ["kernels_cut_before_any_row.jsonl"]
     cpu = [r for r in written["rows"] if r["provider"] == "cpu"]
     assert len(cpu) == 2 and all(r["speedup_vs_eager"] > 0 for r in cpu)
+
+
+def test_a_ratio_only_between_rows_timed_the_same_way():
+    """A provider whose CUDA-graph capture failed is timed by the wall clock (host dispatch
+    included): against eager's graph-timed row its ratio would mix two clocks."""
+
+    def bench(provider, seconds, timing):
+        return {"stats": {"median": seconds}, "extra_info": {"op": "l1_loss", "shape": [1, 3, 8, 8], "dtype": "fp32",
+                                                             "mode": "forward", "provider": provider, "bytes": 100,
+                                                             "timing": timing}}
+
+    rows = report.rows_from({"benchmarks": [bench("eager", 2.0, "cuda graph"), bench("cuda", 1.0, "cuda graph"),
+                                            bench("triton", 1.0, "wall (capture failed: no)")]})
+    ratios = {r["provider"]: r["speedup_vs_eager"] for r in rows}
+    assert ratios == {"eager": 1.0, "cuda": 2.0, "triton": None}

@@ -73,6 +73,27 @@ def test_gpu_training_target_takes_the_fastest_level_and_cpu_files_judge_only_cp
     assert set(judged(tmp_path, ("gpu",))) == {t.text for t in targets.TARGETS if t.device == "gpu"}
 
 
+def test_a_newer_run_of_a_config_replaces_an_older_file_and_a_cut_run_is_incomplete(tmp_path):
+    """The suite's tagged files beside an untagged one of an earlier run: the newest file of each
+    config judges it. A best-of target missed by a run that did not time every planned level is
+    unmeasured, not missed. A figure keeps the digits that put it on its side of the threshold."""
+    def train(rows, date, planned=None):
+        result = {"config": {"arch": "cyclegan", "size": 256, "batch": 1}, "rows": rows}
+        if planned:
+            result["levels_planned"] = planned
+        return {"results": [result], "provenance": {"date": date}}
+
+    write(tmp_path, "train_throughput_nvidia-h200.json", train([{"level": "default (fp32)", "vs_eager": 6.0}],
+                                                               "2026-01-01T00:00:00+00:00"))
+    write(tmp_path, "train_throughput_b1_nvidia-h200.json", train(
+        [{"level": "eager", "vs_eager": 1.0}, {"level": "accelerate", "vs_eager": 2.996}],
+        "2026-11-30T00:00:00+00:00", ["eager", "accelerate", "default (fp32)", "fast"]))
+    verdict, figures = judged(tmp_path)[target("the fastest level ≥5x")]
+    assert verdict == "unmeasured" and figures.startswith("incomplete (not timed: default (fp32), fast); best timed: ")
+    assert "3.00x (cyclegan 256² batch 1, level accelerate; train_throughput_b1_nvidia-h200.json)" in figures
+    assert targets.TARGETS[0]._format(1.996) == "1.996x" and targets.TARGETS[0]._format(2.4) == "2.40x"
+
+
 def test_the_repositorys_results_give_a_verdict_for_every_target(tmp_path):
     text = targets.main(["--results", str(REPO / "benchmarks" / "results"), "--out", str(tmp_path)])
     assert (tmp_path / "targets.md").read_text() == text

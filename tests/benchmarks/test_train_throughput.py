@@ -12,7 +12,8 @@ def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
     train_throughput.main(["--size", "32", "--iters", "2", "--rounds", "2", "--warmup", "1", "--min_seconds", "0",
                            "--levels", "eager,default", "--profile_iters", "1", "--top", "3",
                            "--out", str(tmp_path)])
-    report = json.loads((tmp_path / "train_throughput_cpu.json").read_text())
+    report = json.loads((tmp_path / "train_throughput_cyclegan32_b1_cpu.json").read_text())
+    assert report["provenance"]["commit"] and report["provenance"]["command"]
     (result,) = report["results"]
     assert result["config"] == {"arch": "cyclegan", "size": 32, "batch": 1}
     assert result["flops_per_iteration"] > 0
@@ -26,7 +27,7 @@ def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
         assert len(prof["top"]) == 3 and prof["timeline"] == "CPU ops" and prof["ms_per_iteration"] > 0
         times = [r["ms_per_iteration"] for r in prof["top"]]
         assert times == sorted(times, reverse=True) and sum(times) <= prof["ms_per_iteration"] + 1e-9
-    md = (tmp_path / "train_throughput_cpu.md").read_text()
+    md = (tmp_path / "train_throughput_cyclegan32_b1_cpu.md").read_text()
     assert "### default: " in md and "% busy) per iteration" in md and "| op | calls | ms | share |" in md
 
 
