@@ -120,9 +120,9 @@ unset FASTGAN_FAILURE_LOG FASTGAN_OUTCOME_LOG
 # compiled level of each pays its compile and reflect_conv2d's autotuning: ~50 s on the H200;
 # the uncompiled accelerate level before them, so a cut step still has a fastgan row)
 step train_b1 100 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 1 --tag b1 \
-  --levels "eager,accelerate,default (fp32),fast" --profile_iters 2 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
+  --levels "eager,accelerate,default (fp32),fast" --iters 20 --profile_iters 2 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
 step train_b16 80 $PY -m benchmarks.train_throughput --out "$RESULTS" --size 256 --batch 16 --tag b16 \
-  --levels "eager,fast" --profile_iters 1 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
+  --levels "eager,fast" --iters 15 --profile_iters 1 --top 10 ${CEILINGS:+--ceilings "$CEILINGS"}
 
 # one benchmark run per op (not l1_loss, pix2pix's single L1 term, the least of an iteration:
 # the time goes to the other three); each row is written as it is measured (--rows-jsonl), so

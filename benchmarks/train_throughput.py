@@ -10,8 +10,9 @@ loader_throughput.py does that). The baseline, "eager", is the reference's
 path: plain nn modules, fp32, the reference's update order and pool, torch's
 own Adam, cuDNN as the reference sets it (fastgan.engine.levels.eager_levels). Each
 level is built from the same seed and warmed up (compilation and CUDA-graph capture
-happen there); then the levels are timed in --rounds interleaved rounds, each level's
-block in turn, over --iters iterations and at least --min_seconds in all (short
+happen there) and timed in --rounds blocks: the first right after its warm-up, the
+others in interleaved rounds, each level's block in turn; over --iters iterations and
+at least --min_seconds in all (short
 iterations would otherwise be timed over a fraction of a second, at the mercy of a
 shared machine's noise), the device synchronized before the clock stops. A row holds
 the median round's images/s and the rounds' spread; a level whose losses are not
@@ -136,29 +137,36 @@ class Timed:
 
 
 def measure_group(result: dict, names: list[str], levels: dict, device: str, args, on_row) -> None:
-    """Build and warm up each named level of `result`'s config, then time them in --rounds
-    interleaved rounds (--iters and --min_seconds split among the rounds); each row holds the
-    median round's images/s, and is written after every round (a run cut short keeps them)."""
+    """Time the named levels of `result`'s config in --rounds blocks each (--iters and
+    --min_seconds split among them): each level's first block right after its build and
+    warm-up (a run cut while later levels compile keeps a row of every level built), the
+    other rounds interleaved. Each row holds the median block's images/s and is written
+    after every round."""
     cfg, rows = result["config"], result["rows"]
+    per_round, seconds = max(1, -(-args.iters // args.rounds)), args.min_seconds / args.rounds
     timed = {}
+
+    def time_round(group: dict) -> None:
+        for name, t in list(group.items()):
+            try:
+                t.time_block(per_round, seconds)
+                set_row(rows, {"level": name, **t.row()})
+            except RuntimeError as e:  # out of memory, say: the level's row says so
+                del timed[name]
+                set_row(rows, {"level": name, "error": str(e).splitlines()[0]})
+        add_ratios(result, args.peaks)
+        on_row()
+
     for name in names:
         try:
             timed[name] = Timed(cfg, levels[name], device, args.warmup)
         except (ValueError, RuntimeError) as e:  # a level this device refuses: say so in the table
             rows.append({"level": name, "error": str(e).splitlines()[0]})
             print(f"{cfg} {name}: {rows[-1]['error']}", flush=True)
-    per_round, seconds = max(1, -(-args.iters // args.rounds)), args.min_seconds / args.rounds
-    for _ in range(args.rounds):
-        for name, t in list(timed.items()):
-            try:
-                t.time_block(per_round, seconds)
-            except RuntimeError as e:  # out of memory, say: the level's row says so
-                del timed[name]
-                set_row(rows, {"level": name, "error": str(e).splitlines()[0]})
-        for name, t in timed.items():
-            set_row(rows, {"level": name, **t.row()})
-        add_ratios(result, args.peaks)
-        on_row()
+            continue
+        time_round({name: timed[name]})
+    for _ in range(args.rounds - 1):
+        time_round(timed)
     for name, t in timed.items():
         print(f"{cfg} {name}: {rows_by_level(rows)[name]}", flush=True)
         if args.profile_iters:  # on the model just timed: nothing is built or compiled again

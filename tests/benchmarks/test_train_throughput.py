@@ -71,6 +71,7 @@ def test_every_configs_eager_rounds_run_first_then_the_levels_interleave(monkeyp
     levels run their blocks in turn, round after round, and a row holds the median round."""
     report = fake_run(monkeypatch, "default,eager,fast", rounds=3)
     assert FakeTimed.ran[:6] == [("cyclegan", "eager")] * 3 + [("pix2pix", "eager")] * 3
+    # each level's first block right after its build, then the rounds interleaved
     assert FakeTimed.ran[6:12] == [("cyclegan", "default"), ("cyclegan", "fast")] * 3
     for result in report["results"]:
         rows = {r["level"]: r for r in result["rows"]}
