@@ -238,8 +238,11 @@ def load_reference_checkpoint(net, path_or_state_dict, name: str = "<state_dict>
 
 
 def _drop_stray_instance_norm_stats(net, state_dict):
+    """The reference's patch for checkpoints of PyTorch before 0.4: running stats of instance
+    norms that track none are dropped (also of fastgan.nn.FusedInstanceNormAct, which an
+    accelerated net holds in their place: matched by name, fastgan.nn builds on this package)."""
     for name, module in net.named_modules():
-        if not isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        if not (isinstance(module, nn.modules.instancenorm._InstanceNorm) or "InstanceNorm" in type(module).__name__):
             continue
         for stat in _INSTANCE_NORM_STATS:
             if getattr(module, stat, None) is None:

@@ -71,7 +71,10 @@ def _guess_arch(shapes):
 
 def _guess_norm(shapes):
     """Which --norm made these keys, from the reference's bias rule."""
-    if any(k.endswith(".running_mean") for k in shapes):
+    # a batch norm's running stats sit beside its weight (affine); an instance norm's stray ones
+    # (a checkpoint of PyTorch before 0.4) beside none
+    stats = [k[: -len(".running_mean")] for k in shapes if k.endswith(".running_mean")]
+    if any(len(shapes.get(p + ".weight", ())) == 1 for p in stats):
         return "batch"  # or syncbatch: same keys
     convs = [k[: -len(".weight")] for k, s in shapes.items() if k.endswith(".weight") and len(s) == 4]
     all_biased = bool(convs) and all(c + ".bias" in shapes for c in convs)

@@ -147,6 +147,26 @@ def test_stray_instance_norm_running_stats_are_dropped(netG):
     assert_same_state(src, dst)
 
 
+@pytest.mark.parametrize("netG", ["resnet_6blocks", "unet_128"])
+def test_stray_instance_norm_running_stats_are_dropped_for_an_accelerated_net(netG):
+    """An accelerated net holds FusedInstanceNormAct where the instance norms were (the default
+    levels' --continue_train, fastgan.accelerate'd models): an old release's file loads there too."""
+    from fastgan import accelerate
+
+    src, dst = small_G(0, netG), accelerate(small_G(1, netG))
+    load_reference_checkpoint(dst, with_instance_norm_stats(src.state_dict(), src))
+    plain = small_G(2, netG)
+    plain.load_state_dict(dst.state_dict())
+    assert_same_state(src, plain)
+
+
+def test_an_old_releases_instance_norm_file_is_not_taken_for_batch_norm():
+    """Its stray running stats sit beside no norm weight: the size hint, not a batch-norm one."""
+    src = small_G(0, ngf=4)
+    msg = error_of(small_G(1, ngf=8), with_instance_norm_stats(src.state_dict(), src))
+    assert "looks like norm=batch" not in msg and "--ngf" in msg
+
+
 def test_stray_stats_elsewhere_are_still_unexpected():
     src, dst = small_G(0), small_G(1)
     sd = OrderedDict(src.state_dict())
