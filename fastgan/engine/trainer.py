@@ -197,6 +197,8 @@ class Trainer:
                 self.web_page.resume_epoch(progress.epoch)
         self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
                  f"batch {progress.batch}, total_iters {progress.total_iters}")
+        if self.main:
+            self._say_replaced_latest_networks(state)
         self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
@@ -204,6 +206,27 @@ class Trainer:
             self.log(f"--pool_size {now}, the run's {before}: " + (
                 f"each image pool keeps the first {now} fakes it saved" if now < before else
                 f"each image pool keeps the fakes it saved and fills up to {now}"))
+
+    def _say_replaced_latest_networks(self, state: dict) -> None:
+        """latest_net_*.pth files that differ from the training state's networks (put there by
+        hand, or by another trainer in the same folder; or written by a save that stopped before
+        the state): the run resumes from the state, and says how to take the files instead."""
+        differ = []
+        for name, saved in state["model"]["nets"].items():
+            path = os.path.join(self.dir, f"latest_net_{name}.pth")
+            try:
+                found = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001  (missing or unreadable: nothing to compare)
+                continue
+            same = isinstance(found, dict) and found.keys() == saved.keys() and all(
+                isinstance(found[k], torch.Tensor) and torch.equal(found[k], v.cpu()) for k, v in saved.items())
+            if not same:
+                differ.append(os.path.basename(path))
+        if differ:
+            self.log(f"note: {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} from the networks in "
+                     f"{STATE_FILE}, which this run resumes "
+                     f"from; to continue from the .pth files instead (as the reference does), move {STATE_FILE} "
+                     "away and run again")
 
     def _count_batches_as_this_run(self, state: dict) -> None:
         """progress.batch counts the saved run's global batches (--batch_size x its ranks). A

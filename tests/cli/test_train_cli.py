@@ -810,6 +810,22 @@ def test_ctrl_c_while_torch_loads_is_one_line(unaligned_root, tmp_path):
     assert "stopped before the run began" in err
 
 
+def test_a_resume_says_when_latest_networks_differ_from_the_state(unaligned_root, tmp_path, capsys):
+    """latest_net_G_A.pth replaced (by hand, or by the reference trained in the same folder): the
+    run resumes from training_state.pt, which holds the networks too, and says so."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--max_iters", "2"])
+    train_cli.main(args + ["--continue_train", "--max_iters", "3"])
+    assert "from the networks in" not in capsys.readouterr().out  # the run's own files
+    path = tmp_path / "run" / "latest_net_G_A.pth"
+    replaced = {k: v + 1 if v.is_floating_point() else v for k, v in load(path).items()}
+    torch.save(replaced, path)
+    train_cli.main(args + ["--continue_train", "--max_iters", "4"])
+    out = capsys.readouterr().out
+    assert "note: latest_net_G_A.pth differs from the networks in training_state.pt, which this run resumes from" in out
+    assert "move training_state.pt away" in out
+
+
 def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
     args = tiny_args(unaligned_root, tmp_path, "killed") + ["--n_epochs", "1000"]
     process = subprocess.Popen([sys.executable, "-m", "fastgan.train", *args], cwd=REPO,
