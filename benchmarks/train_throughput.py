@@ -16,8 +16,7 @@ at least --min_seconds in all (short
 iterations would otherwise be timed over a fraction of a second, at the mercy of a
 shared machine's noise), the device synchronized before the clock stops. A row holds
 the median round's images/s and the rounds' spread; a level whose losses are not
-finite gets no ratio. On a CPU the eager rounds run before any other level is built
-(the levels set process-wide malloc state the reference's trainer would not have).
+finite gets no ratio. Eager takes part in the rounds like any level (see run()).
 
 Model FLOPs per iteration are counted once (torch.utils.flop_counter on one
 eager iteration); on a GPU the table adds the share of the card's dense bf16
@@ -223,15 +222,14 @@ def run(args, on_row=lambda report: None) -> dict:
 
     for result in results:  # benchmarks.targets tells a run cut short from a complete one
         result["levels_planned"] = names(result["config"])
-    if device == "cpu":
-        # every config's eager rounds first: the other levels set process-wide state on a CPU
-        # (fastgan/engine/host_memory.py) that the reference's trainer would not have
-        groups = ([(result, ["eager"]) for result in results if "eager" in levels]
-                  + [(result, [n for n in names(result["config"]) if n != "eager"]) for result in results])
-    else:  # on a GPU the one process-wide setting, cuDNN's, is set before each block
-        groups = [(result, names(result["config"])) for result in results]
-    for result, group in groups:
-        measure_group(result, group, levels, device, args, lambda: on_row(report))
+    # eager interleaved with the others too: on a shared machine, whose speed drifts over minutes,
+    # rounds of eager first and of the others later would compare two periods. Its first block
+    # runs before any other level's build; the later ones after the malloc setting the other
+    # levels apply on a CPU (fastgan/engine/host_memory.py), which ran eager 0-4% faster on a
+    # 2-core EPYC (0.236-0.254 against 0.259-0.264 images/s): the ratios lean against fastgan if
+    # anything. On a GPU cuDNN's process-wide flag is set to each level's before its block.
+    for result in results:
+        measure_group(result, names(result["config"]), levels, device, args, lambda: on_row(report))
     for result in results:  # the levels' order
         result["rows"].sort(key=lambda r: list(levels).index(r["level"]))
     return report
@@ -266,8 +264,7 @@ def markdown(report: dict) -> str:
              "CUDA graph's capture, where one is), then at least "
              f"{report['iters']} timed" + (f" and {report['min_seconds']:g} s" if report.get("min_seconds") else "")
              + f" per level, in {report['rounds']} interleaved rounds: images/s is the median round's, ± half "
-             "the rounds' range. Baseline: the reference-style eager trainer (same run"
-             + ("; on a CPU its rounds come first" if report.get("device") == "cpu" else "") + ")."
+             "the rounds' range. Baseline: the reference-style eager trainer (same run and rounds)."
              + (f" Dense bf16 peaks: {peak_note}." if peak_note else ""), ""]
     for res in report["results"]:
         cfg = res["config"]

@@ -244,7 +244,7 @@ def apply_process_levels(levels: Levels, device: torch.device) -> None:
     are set to this model's levels, so that each model built there (the eager baseline of
     a benchmark included) runs cuDNN as its levels say. On a CPU, every level but eager
     has glibc's malloc keep freed blocks for reuse (fastgan/engine/host_memory.py says
-    why); that cannot be undone, so a benchmark builds its eager baseline first."""
+    why); that cannot be undone (benchmarks/train_throughput.py says what it does to eager)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = levels.cudnn_benchmark
     elif device.type == "cpu" and not levels.is_eager:
