@@ -41,7 +41,9 @@ def provenance() -> dict:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "--short=12", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # (the results files the benchmarks rewrite are not a change to the code)
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                  ":(top,exclude)benchmarks/results") if commit else None
     return {"commit": commit or os.environ.get("FASTGAN_COMMIT"),
             "uncommitted_changes": bool(changed) if changed is not None else None,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -3,7 +3,8 @@
     python -m benchmarks.targets                                         # benchmarks/results
     python -m benchmarks.targets --results build/gpu_suite/results --out build/gpu_suite/results
 
-Reads the kernels_*, loader_* and train_throughput*_* JSON files in --results. A CPU
+Reads the kernels_*, loader_* and train_throughput_* JSON files in --results (of the
+training runs, make bench's and the GPU suite's --tag b1 and b16 only). A CPU
 target is judged from a CPU's files (*_cpu.json), a GPU target from an NVIDIA card's; a
 target none of whose rows is in any file is "unmeasured", never met. A training config is
 judged from the newest file that ran it (benchmarks.targets.newest_runs); a best-of target
@@ -112,8 +113,9 @@ def train_figures(levels: tuple[str, ...] | None, key: str, arch: str, size: int
     def figures(results: dict) -> list[Figure]:
         out = []
         for doc, result in newest_runs(results.get("train", []), (arch, size, batch)):
-            timed = [row["level"] for row in result["rows"] if row.get(key) is not None]
-            missing = tuple(level for level in result.get("levels_planned", ()) if level not in timed
+            # a planned level with no row: the run was cut before it (a refused or failed level has one)
+            rowed = [row["level"] for row in result["rows"]]
+            missing = tuple(level for level in result.get("levels_planned", ()) if level not in rowed
                             and level != "eager" and (levels is None or level in levels))
             for row in result["rows"]:
                 wanted = row["level"] != "eager" if levels is None else row["level"] in levels
@@ -175,14 +177,25 @@ TARGETS = [
            train_figures(("fast",), "share_of_datasheet_bf16_peak", "cyclegan", 256, 16), 0.40, "%"),
 ]
 
-KINDS = {"kernels": "kernels_*.json", "loader": "loader_*.json", "train": "train_throughput*_*.json"}
+# the files the targets are judged from: make bench's (train_throughput_<machine>) and the GPU
+# suite's (--tag b1, b16); a run of one's own config or tag is not judged
+KINDS = {"kernels": "kernels_*.json", "loader": "loader_*.json", "train": "train_throughput_*.json"}
+TRAIN_TAGS = ("b1", "b16")
+
+
+def judged_file(name: str) -> bool:
+    """Whether a results file is one the targets are judged from (machine names hold no "_")."""
+    if not name.startswith("train_throughput_"):
+        return True
+    rest = name[len("train_throughput_"):]
+    return "_" not in rest or rest.split("_", 1)[0] in TRAIN_TAGS
 
 
 def load_results(folder: str) -> dict:
     """{"cpu": {kind: [doc, ...]}, "gpu": {...}} of the result files in `folder`."""
     results = {"cpu": {}, "gpu": {}}
     for kind, pattern in KINDS.items():
-        for path in sorted(glob.glob(os.path.join(folder, pattern))):
+        for path in sorted(p for p in glob.glob(os.path.join(folder, pattern)) if judged_file(os.path.basename(p))):
             with open(path) as f:
                 doc = {**json.load(f), "source": os.path.basename(path), "committed": committed(path)}
             device = "cpu" if path.endswith("_cpu.json") else "gpu"

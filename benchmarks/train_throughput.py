@@ -164,11 +164,12 @@ def measure_group(result: dict, names: list[str], levels: dict, device: str, arg
             print(f"{cfg} {name}: {rows[-1]['error']}", flush=True)
             continue
         time_round({name: timed[name]})
-    for _ in range(args.rounds - 1):
-        time_round(timed)
+    for i in range(args.rounds - 1):  # the order reversed every other round: a steady drift falls on all alike
+        time_round(dict(reversed(timed.items())) if i % 2 == 0 else timed)
     for name, t in timed.items():
         print(f"{cfg} {name}: {rows_by_level(rows)[name]}", flush=True)
         if args.profile_iters:  # on the model just timed: nothing is built or compiled again
+            apply_process_levels(t.model.levels, torch.device(device))
             rows_by_level(rows)[name]["profile"] = profiler.profile_iterations(t.model, t.inputs, device,
                                                                                args.profile_iters, args.top)
             on_row()
@@ -290,6 +291,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="cyclegan", choices=("cyclegan", "pix2pix"))
@@ -298,8 +306,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10, help="timed iterations of each level, at least, "
                                                               "over all rounds")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds: each level's timed block in "
-                                                             "turn; a row holds the median round")
+    parser.add_argument("--rounds", type=positive, default=5, help="interleaved rounds: each level's timed block "
+                                                                  "in turn; a row holds the median round")
     parser.add_argument("--min_seconds", type=float, default=0.0 if torch.cuda.is_available() else 20.0,
                         help="time each level at least this long over all rounds (default: 20 s on a CPU, whose "
                              "shared cores are noisy)")

@@ -226,9 +226,10 @@ def check_values(opt: Options) -> None:
     for name in ("ngf", "ndf"):
         if getattr(opt, name) < 1:
             raise ValueError(f"--{name} {getattr(opt, name)} must be at least 1 (filters)")
-    if opt.init_gain < 0 and opt.init_type in ("normal", "xavier"):
-        raise ValueError(f"--init_gain {opt.init_gain} must not be negative with --init_type {opt.init_type} "
-                         "(it scales a standard deviation)")
+    if opt.init_gain < 0 and (opt.init_type in ("normal", "xavier") or opt.norm in ("batch", "syncbatch")):
+        why = f"--init_type {opt.init_type}" if opt.init_type in ("normal", "xavier") else \
+            f"--norm {opt.norm} (its weights are drawn around 1 with it)"
+        raise ValueError(f"--init_gain {opt.init_gain} must not be negative with {why}: it is a standard deviation")
     # divisors: the reference fails on 0 only once the first epoch has trained
     if opt.save_epoch_freq < 1:
         raise ValueError(f"--save_epoch_freq {opt.save_epoch_freq} must be at least 1 (epochs)")

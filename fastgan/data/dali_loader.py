@@ -38,9 +38,9 @@ decoding (PIL in this process, fastgan.data.loader.load_batch), yields them,
 builds a new pipeline and carries on with the rest of the epoch: an image PIL
 reads and DALI does not (a 1-bit TIFF, say) costs speed, not the run, and a
 note says so once per loader. A batch holding a file DALI decodes without failing
-but to other pixels than PIL's convert (the reference's) takes the same way: a
-floating-point image (PIL mode "F", found by its header's mode, whatever the file's
-name), which DALI saturates. A file PIL cannot read either raises the torch path's
+but to other pixels than PIL's convert (the reference's) is loaded through PIL too,
+in place of DALI's output, with no new pipeline: a floating-point image (PIL mode
+"F", found by its header's mode, whatever the file's name), which DALI saturates. A file PIL cannot read either raises the torch path's
 DatasetError (the words every loader uses) when its batch is due, after the
 batches before it: the recipes read every file's header, so a file PIL refuses
 to open (a decompression bomb, a damaged PNG chunk) is refused even where DALI
@@ -89,12 +89,13 @@ class _Column:
 
 class _Epoch:
     """One epoch as the external source sees it: batches still to feed, batches fed and
-    not yet returned (with their items, oldest first), and a refusal waiting its turn."""
+    not yet returned (with their items and whether PIL must load them instead, oldest
+    first), and a refusal waiting its turn."""
 
     def __init__(self, epoch: int, plan: list[list[int]]):
         self.epoch = epoch
         self.pending = deque(plan)
-        self.in_flight: deque[tuple[list[int], list[dict]]] = deque()
+        self.in_flight: deque[tuple[list[int], list[dict], bool]] = deque()
         self.error: Exception | None = None
 
 
@@ -121,20 +122,17 @@ class _Feeder:
         except DatasetError as e:  # raised by the loader once the batches before it are out
             ep.error = e
             raise StopIteration from None
-        ep.in_flight.append((indices, items))
-        # (the recipes read every file's header: its mode is remembered)
-        if any(self.sizes.mode(it[key].path) in _MISREAD_MODES for it in items for key in self.recipes.channels):
-            raise _ReadThroughPil
+        # a file DALI would misread (the recipes read every header: its mode is remembered): DALI
+        # still decodes the batch, and the loader takes PIL's instead of its output
+        misread = any(self.sizes.mode(it[key].path) in _MISREAD_MODES
+                      for it in items for key in self.recipes.channels)
+        ep.in_flight.append((indices, items, misread))
         return tuple(col.values(items) for col in self.columns)
 
 
 # PIL modes DALI decodes without failing but to other pixels: a floating-point image comes
 # out saturated where PIL's convert("RGB") (the reference's) clips its values
 _MISREAD_MODES = ("F",)
-
-
-class _ReadThroughPil(Exception):
-    """A batch fed to DALI holds a file DALI would misread: the batches in flight go through PIL."""
 
 
 def _path_bytes(path: str) -> np.ndarray:
@@ -261,26 +259,26 @@ class DaliLoader(PlannedLoader):
                     outputs = self._pipe.run()
                 except StopIteration:
                     break
-                except (RuntimeError, _ReadThroughPil):
+                except RuntimeError:
                     if not ep.in_flight:  # no batch of ours to load instead: nothing to fall back on
                         self.close()
                         raise
                     outputs = None
                 if outputs is not None:
-                    _, items = ep.in_flight.popleft()
-                    yield self._batch(outputs, items)
+                    indices, items, misread = ep.in_flight.popleft()
+                    if misread:
+                        yield self._through_pil(ep.epoch, indices)
+                    else:
+                        yield self._batch(outputs, items)
                     continue
-                # DALI failed a batch (a file its decoders refuse, or a bad one), or the feeder
-                # found a file DALI would misread: drop the pipeline, load the batches in
-                # flight, in order, through the torch path (PIL),
+                # DALI failed a batch (a file its decoders refuse, or a bad one): drop the
+                # pipeline, load the batches in flight, in order, through the torch path (PIL),
                 # which raises the loaders' DatasetError for a file it cannot read either; then
                 # a new pipeline carries on with the batches still planned.
                 self.close()
                 while ep.in_flight:
-                    indices, _ = ep.in_flight.popleft()
-                    batch = load_batch(self.dataset, ep.epoch, indices, self.device, self.channels_last)
-                    self._say_fallback()  # only once PIL did read what DALI refused
-                    yield batch
+                    indices, _, _ = ep.in_flight.popleft()
+                    yield self._through_pil(ep.epoch, indices)
                 if ep.error is not None or not ep.pending:  # a refusal the recipes found after them, or the end
                     break
         except GeneratorExit:  # the caller stopped early: run out what DALI prefetched
@@ -291,6 +289,12 @@ class DaliLoader(PlannedLoader):
         self._feeder.epoch = None
         if ep.error is not None:
             raise ep.error
+
+    def _through_pil(self, epoch: int, indices: list[int]) -> dict:
+        """A batch the torch path (PIL) loads in DALI's place."""
+        batch = load_batch(self.dataset, epoch, indices, self.device, self.channels_last)
+        self._say_fallback()  # only once PIL did read it
+        return batch
 
     def _say_fallback(self) -> None:
         """The note, once per loader (rank 0), that DALI refused some images and PIL read them."""

@@ -123,13 +123,13 @@ def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
             os.remove(part)
             return fetch(url, part, timeout, log)
         raise DatasetError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
-    except http.client.HTTPException as e:  # an answer that is not HTTP (BadStatusLine, ...)
-        raise DatasetError(f"downloading {url} failed: the server's answer is not HTTP "
-                           f"({type(e).__name__}: {str(e).strip()}); check --host") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError) as e:  # (before HTTPException: RemoteDisconnected is both)
         reason = getattr(e, "reason", e)
         raise DatasetError(f"cannot reach {url} ({reason}); are you offline? Run the command again "
                            f"when the network is back" + (f" (it resumes {part})" if have else "")) from None
+    except http.client.HTTPException as e:  # an answer that is not HTTP (BadStatusLine, ...)
+        raise DatasetError(f"downloading {url} failed: the server's answer is not HTTP "
+                           f"({type(e).__name__}: {str(e).strip()}); check --host") from None
     with response:
         if response.status == 206:
             total = _range_total(response.headers.get("Content-Range"))

@@ -282,10 +282,15 @@ class Trainer:
         rank_states = self.ranks.gather_to_main(rank_state(self.model)) if self.ranks.world_size > 1 else None
         if not self.main:
             return
-        with self.stop_request.saving() if self.stop_request is not None else contextlib.nullcontext():
+        stop = self.stop_request
+        with stop.saving() if stop is not None else contextlib.nullcontext():
             for label in labels:
                 self.model.save_networks(label, self.dir)
             save_training_state(self.model, self.progress, self.dir, rank_states)
+            if stop is not None and stop.requested and "latest" not in labels:
+                # the run is stopping, and a second signal would make this save its last: the
+                # latest networks then go with the state (a state-only save at an epoch's end)
+                self.model.save_networks("latest", self.dir)
         choice_cache.record(self.model.device)
 
     # -- the loop ------------------------------------------------------------

@@ -94,6 +94,25 @@ def test_a_newer_run_of_a_config_replaces_an_older_file_and_a_cut_run_is_incompl
     assert targets.TARGETS[0]._format(1.996) == "1.996x" and targets.TARGETS[0]._format(2.4) == "2.40x"
 
 
+def test_a_refused_level_completes_a_run_and_runs_of_ones_own_tag_are_not_judged(tmp_path):
+    """A level the device refused has a row (an error): the run is complete and the target missed.
+    A --size or --tag run of one's own beside make bench's file is not judged."""
+    def train(rows, planned):
+        return {"results": [{"config": {"arch": "cyclegan", "size": 256, "batch": 1}, "rows": rows,
+                             "levels_planned": planned}]}
+
+    write(tmp_path, "train_throughput_b1_tesla-v100.json", train(
+        [{"level": "eager", "vs_eager": 1.0}, {"level": "default (fp32)", "vs_eager": 2.0},
+         {"level": "fast", "error": "--amp bf16 needs compute capability 8.0"}], ["eager", "default (fp32)", "fast"]))
+    write(tmp_path, "train_throughput_cyclegan256_b1_tesla-v100.json", train(
+        [{"level": "eager", "vs_eager": 1.0}, {"level": "default (fp32)", "vs_eager": 9.0}], ["eager", "default (fp32)"]))
+    assert judged(tmp_path)[target("the fastest level ≥5x")] == (
+        "missed", "2.00x (cyclegan 256² batch 1, level default (fp32); train_throughput_b1_tesla-v100.json)")
+    assert [targets.judged_file(n) for n in ("train_throughput_cpu.json", "train_throughput_b16_nvidia-h100.json",
+                                             "train_throughput_pix2pix128_b1_cpu.json", "kernels_cpu.json")] == \
+        [True, True, False, True]
+
+
 def test_the_repositorys_results_give_a_verdict_for_every_target(tmp_path):
     text = targets.main(["--results", str(REPO / "benchmarks" / "results"), "--out", str(tmp_path)])
     assert (tmp_path / "targets.md").read_text() == text

@@ -264,6 +264,34 @@ def test_a_second_signal_during_a_save_stops_once_it_is_written(unaligned_root, 
     assert all(torch.equal(G_A[k], v) for k, v in state["model"]["nets"]["G_A"].items())
 
 
+def test_two_signals_during_an_epochs_state_only_save_leave_latest_networks_of_that_state(unaligned_root, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """With --save_epoch_freq 5 the end of epoch 1 saves the state alone; two signals while it
+    is written stop the run after it, and the latest networks are written with it (they were
+    the iteration-4 ones beside a state of iteration 6)."""
+    import os
+
+    from fastgan.engine import trainer
+
+    real_save = trainer.save_training_state
+
+    def signalled_save(model, progress, *args, **kwargs):
+        if progress.iteration == 6 and progress.epoch == 2:  # end_epoch's save (the epoch counted on)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(model, progress, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_training_state", signalled_save)
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--save_latest_freq", "4", "--save_epoch_freq", "5"]
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(args)
+    assert e.value.code == 128 + signal.SIGTERM and "stopped at once" in capsys.readouterr().err
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] == 6
+    G_A = load(tmp_path / "run" / "latest_net_G_A.pth")
+    assert all(torch.equal(G_A[k], v) for k, v in state["model"]["nets"]["G_A"].items())
+
+
 def test_the_loss_lines_are_printed_as_the_reference_prints_them(unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "3"])
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(epoch: ")]
@@ -962,6 +990,8 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--ndf", "-3"], "--ndf -3 must be at least 1 (filters)"),
     (["--netD", "n_layers", "--n_layers_D", "-2"], "--n_layers_D -2 must not be negative"),
     (["--init_gain", "-1"], "--init_gain -1.0 must not be negative with --init_type normal"),
+    (["--init_gain", "-1", "--init_type", "kaiming", "--norm", "batch"],
+     "--init_gain -1.0 must not be negative with --norm batch (its weights are drawn around 1 with it)"),
     (["--print_freq", "-1"], "--print_freq -1 must not be negative"),
     (["--display_freq", "-2"], "--display_freq -2 must not be negative"),
     (["--save_latest_freq", "-3"], "--save_latest_freq -3 must not be negative"),

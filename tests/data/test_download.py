@@ -173,8 +173,13 @@ def test_a_chunked_answer_cut_short_or_not_http_is_one_clear_line(server, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the progress bar)
     assert e.value.code == 2 and err.startswith("error: downloading http") and "broke off (IncompleteRead" in err
     assert "run the command again to resume" in err
-    handler.raw = b"not an HTTP answer\r\n\r\n"
+    handler.raw = b""  # the connection closed before any answer: the network's fault, not the host's
     (tmp_path / "horse2zebra.zip.part").unlink()
+    with pytest.raises(SystemExit) as e:
+        cli_main(args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: cannot reach http") and "closed connection" in err
+    handler.raw = b"not an HTTP answer\r\n\r\n"
     with pytest.raises(SystemExit) as e:
         cli_main(args)
     err = capsys.readouterr().err.strip()

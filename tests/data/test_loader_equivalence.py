@@ -442,8 +442,8 @@ def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
 
 def test_dali_loads_floating_point_images_through_pil_whatever_their_name(tmp_path, monkeypatch, capsys):
     """DALI decodes a floating-point TIFF without failing, saturated (mean level 254 where PIL's
-    convert gives 126): the header's mode, not the name, sends its batches through PIL, also
-    for auto, which takes DALI here."""
+    convert gives 126): the header's mode, not the name, has PIL load its batches in place of
+    DALI's output (no new pipeline), also for auto, which takes DALI here."""
     monkeypatch.setattr(select_module, "_said", set())
     rng = np.random.default_rng(3)
     for i in range(3):
@@ -456,8 +456,12 @@ def test_dali_loads_floating_point_images_through_pil_whatever_their_name(tmp_pa
     ref = epoch(make_loader("torch", opt))
     assert {os.path.basename(p) for b in ref for p in b["B_paths"]} >= {"b3.tif", "b4.png"}
     capsys.readouterr()
+    builds = []
+    real_build = DaliLoader._build_pipeline
+    monkeypatch.setattr(DaliLoader, "_build_pipeline", lambda self: builds.append(1) or real_build(self))
     for kind in ("dali", "dali graph"):
         assert_close(kind, ref, epoch(make_loader(kind, opt)))
+    assert len(builds) == 2  # one pipeline per loader: DALI's output of those batches is replaced, not failed
     auto = create_loader(opt.replace(loader="auto", cache_memory_fraction=0.0), "cpu")
     assert isinstance(auto, DaliLoader)
     assert_close("dali", ref, epoch(auto))
