@@ -222,11 +222,11 @@ class Trainer:
                 isinstance(found[k], torch.Tensor) and torch.equal(found[k], v.cpu()) for k, v in saved.items())
             if not same:
                 differ.append(os.path.basename(path))
-        if differ:
+        if differ:  # (after a save of the state alone, an epoch's end or --save_by_iter, the state's are newer)
             self.log(f"note: {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} from the networks in "
-                     f"{STATE_FILE}, which this run resumes "
-                     f"from; to continue from the .pth files instead (as the reference does), move {STATE_FILE} "
-                     "away and run again")
+                     f"{STATE_FILE}, which this run resumes from (newer where a save wrote the state alone); if "
+                     f"the files were put there to train on (another trainer's), move {STATE_FILE} away and run "
+                     "again to continue from them, as the reference does")
 
     def _count_batches_as_this_run(self, state: dict) -> None:
         """progress.batch counts the saved run's global batches (--batch_size x its ranks). A
