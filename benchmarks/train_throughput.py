@@ -11,8 +11,8 @@ path: plain nn modules, fp32, the reference's update order and pool, torch's
 own Adam, cuDNN as the reference sets it (fastgan.engine.levels.eager_levels). Each
 level is built from the same seed and warmed up (compilation and CUDA-graph capture
 happen there) and timed in --rounds blocks: the first right after its warm-up, the
-others in interleaved rounds, each level's block in turn; over --iters iterations and
-at least --min_seconds in all (short
+others in interleaved rounds, each level's block in turn (the order reversed every
+other round); over --iters iterations and at least --min_seconds in all (short
 iterations would otherwise be timed over a fraction of a second, at the mercy of a
 shared machine's noise), the device synchronized before the clock stops. A row holds
 the median round's images/s and the rounds' spread; a level whose losses are not
