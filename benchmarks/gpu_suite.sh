@@ -71,6 +71,9 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run within min(cap, budget left), 
   $PY -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name(), '| sm', '%d.%d' % torch.cuda.get_device_capability())"
   nvcc --version | tail -n 2
   echo "CPUs: $(nproc --all)"
+  # the device tool's copy of the tree has no .git: FASTGAN_COMMIT=<sha> names the code (and goes
+  # into every results file's provenance)
+  echo "commit: ${FASTGAN_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 'unknown (set FASTGAN_COMMIT)')}"
   echo '```'
   echo
   echo "| step | result | time |"
