@@ -18,8 +18,10 @@ file can be older than the code it judges). Prints the table and writes it to
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
+import math
 import os
 import re
 import subprocess
@@ -139,12 +141,13 @@ def newest_runs(docs: list[dict], config: tuple) -> list[tuple[dict, dict]]:
     return [(doc, result) for doc, result in runs if age(doc) == newest]
 
 
-def age(doc: dict) -> tuple:
-    """Sorts newest first: commits since the file was committed, then the run's date, latest first."""
+def age(doc: dict) -> tuple[int, float]:
+    """Sorts newest first: commits since the file was committed, then the run's date, latest first
+    (an undated file older than any dated one)."""
     match = re.search(r", (\d+) commits ago", doc.get("committed", ""))
     commits = -1 if doc.get("committed") == "not committed" else int(match.group(1)) if match else 0
     date = doc.get("provenance", {}).get("date")
-    return commits, tuple(-ord(c) for c in date) if date else (1,)  # undated: older than dated
+    return commits, -datetime.datetime.fromisoformat(date).timestamp() if date else math.inf
 
 
 IN_SHAPE = (1, 256, 64, 64)

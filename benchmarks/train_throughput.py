@@ -135,7 +135,7 @@ class Timed:
         return row
 
 
-def measure_group(result: dict, names: list[str], levels: dict, device: str, args, on_row) -> None:
+def measure_group(result: dict, names: list[str], levels: dict, device: str, args, peaks: dict, on_row) -> None:
     """Time the named levels of `result`'s config in --rounds blocks each (--iters and
     --min_seconds split among them): each level's first block right after its build and
     warm-up (a run cut while later levels compile keeps a row of every level built), the
@@ -153,7 +153,7 @@ def measure_group(result: dict, names: list[str], levels: dict, device: str, arg
             except RuntimeError as e:  # out of memory, say: the level's row says so
                 del timed[name]
                 set_row(rows, {"level": name, "error": str(e).splitlines()[0]})
-        add_ratios(result, args.peaks)
+        add_ratios(result, peaks)
         on_row()
 
     for name in names:
@@ -210,11 +210,11 @@ def run(args, on_row=lambda report: None) -> dict:
     levels = GPU_LEVELS if device == "cuda" else CPU_LEVELS
     if args.levels:
         levels = {k: levels[k] for k in args.levels.split(",")}
-    args.peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
+    peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
     results = []
-    report = {"machine": describe_machine(), "device": device, "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds,
-              "min_seconds": args.min_seconds,
-              "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in args.peaks.items()}, "results": results}
+    report = {"machine": describe_machine(), "device": device, "warmup": args.warmup, "iters": args.iters,
+              "rounds": args.rounds, "min_seconds": args.min_seconds,
+              "bf16_peak_tflops": {k: v / 1e12 if v else None for k, v in peaks.items()}, "results": results}
     for cfg in config(args):
         results.append({"config": cfg, "flops_per_iteration": iteration_flops(cfg, device), "rows": []})
 
@@ -230,7 +230,7 @@ def run(args, on_row=lambda report: None) -> dict:
     # 2-core EPYC (0.236-0.254 against 0.259-0.264 images/s): the ratios lean against fastgan if
     # anything. On a GPU cuDNN's process-wide flag is set to each level's before its block.
     for result in results:
-        measure_group(result, names(result["config"]), levels, device, args, lambda: on_row(report))
+        measure_group(result, names(result["config"]), levels, device, args, peaks, lambda: on_row(report))
     for result in results:  # the levels' order
         result["rows"].sort(key=lambda r: list(levels).index(r["level"]))
     return report

@@ -40,12 +40,13 @@ reads and DALI does not (a 1-bit TIFF, say) costs speed, not the run, and a
 note says so once per loader. A batch holding a file DALI decodes without failing
 but to other pixels than PIL's convert (the reference's) is loaded through PIL too,
 in place of DALI's output, with no new pipeline: a floating-point image (PIL mode
-"F", found by its header's mode, whatever the file's name), which DALI saturates. A file PIL cannot read either raises the torch path's
-DatasetError (the words every loader uses) when its batch is due, after the
-batches before it: the recipes read every file's header, so a file PIL refuses
-to open (a decompression bomb, a damaged PNG chunk) is refused even where DALI
-would decode it. Refusals the recipes find (an image smaller than the
-crop, mixed sizes in a batch) are raised the same way, as from the torch loader.
+"F", found by its header's mode, whatever the file's name), which DALI saturates.
+A file PIL cannot read either raises the torch path's DatasetError (the words
+every loader uses) when its batch is due, after the batches before it: the
+recipes read every file's header, so a file PIL refuses to open (a decompression
+bomb, a damaged PNG chunk) is refused even where DALI would decode it. Refusals
+the recipes find (an image smaller than the crop, mixed sizes in a batch) are
+raised the same way, as from the torch loader.
 """
 
 from __future__ import annotations
