@@ -63,6 +63,17 @@ def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None
     return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, 0.999), **kwargs)
 
 
+def _own_moments(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Optimizer.load_state_dict keeps a saved tensor that already has the parameter's device
+    and dtype: a state taken from a live model (`load_state_dict(other.state_dict())`) would
+    leave both models stepping one set of Adam moments. Such tensors are copied."""
+    shared = {t.data_ptr() for s in saved["state"].values() for t in s.values() if torch.is_tensor(t)}
+    for s in optimizer.state.values():
+        for key, t in s.items():
+            if torch.is_tensor(t) and t.data_ptr() in shared:
+                s[key] = t.clone()
+
+
 def _plain_schedule_values(scheduler) -> None:
     """The learning rates a scheduler computes from, as floats: a CUDA-graphs run saves them as
     tensors (its schedulers were built over tensor learning rates), from which a resumed run
@@ -242,6 +253,7 @@ class TrainingModel:
             load_reference_checkpoint(net, state["nets"][k], name=f"net {k}")
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
+            _own_moments(o, state["optimizers"][k])
             self._keep_adam_implementation(o)
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])

@@ -178,3 +178,32 @@ def test_a_gpu_runs_rng_state_is_its_own_devices(monkeypatch):
     state_module.set_rng_state(older, torch.device("cpu"))
     assert restored == [(8, cuda1)]
     assert "cuda" not in state_module.rng_state(torch.device("cpu"))
+
+
+
+@pytest.mark.parametrize("adam", ["default", "foreach", "fused"])
+def test_models_loaded_from_one_live_state_train_apart(adam):
+    """`b.load_state_dict(a.state_dict())` in one process: b's Adam moments are its own.
+    Optimizer.load_state_dict keeps a saved tensor already on the parameter's device, so b
+    and c loaded from a's state stepped one set of moments (a's): c's steps then followed
+    b's and trained other weights than b's."""
+    def model():
+        return fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=1,
+                                   pool_size=0, adam=adam)
+
+    g = torch.Generator().manual_seed(2)
+    A, B = (torch.rand(1, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+    source = model()
+    source.step(A, B)
+    state = source.state_dict()
+    moments = {k: v.clone() for k, v in state["optimizers"]["G"]["state"][0].items()}
+    b, c = model(), model()
+    b.load_state_dict(state)
+    c.load_state_dict(state)
+    for m in (b, c):
+        for _ in range(2):
+            m.step(A, B)
+    for k, v in b.nets["G_A"].state_dict().items():
+        torch.testing.assert_close(c.nets["G_A"].state_dict()[k], v, rtol=0, atol=0, msg=k)
+    for k, v in moments.items():  # the source's own, untouched by b's and c's steps
+        torch.testing.assert_close(source.optimizers["G"].state_dict()["state"][0][k], v, rtol=0, atol=0, msg=k)
