@@ -137,19 +137,19 @@ class Timed:
 
 def measure_group(result: dict, names: list[str], levels: dict, device: str, args, peaks: dict, on_row) -> None:
     """Time the named levels of `result`'s config in --rounds blocks each (--iters and
-    --min_seconds split among them): each level's first block right after its build and
-    warm-up (a run cut while later levels compile keeps a row of every level built), the
-    other rounds interleaved. Each row holds the median block's images/s and is written
-    after every round."""
+    --min_seconds split among them): each level's first block, then its profile, right after
+    its build and warm-up (a run cut while later levels compile keeps a row and a profile of
+    every level built), the other rounds interleaved. Each row holds the median block's
+    images/s and is written after every round."""
     cfg, rows = result["config"], result["rows"]
     per_round, seconds = max(1, -(-args.iters // args.rounds)), args.min_seconds / args.rounds
-    timed = {}
+    timed, profiles = {}, {}
 
     def time_round(group: dict) -> None:
         for name, t in list(group.items()):
             try:
                 t.time_block(per_round, seconds)
-                set_row(rows, {"level": name, **t.row()})
+                set_row(rows, {"level": name, **t.row(), **({"profile": profiles[name]} if name in profiles else {})})
             except RuntimeError as e:  # out of memory, say: the level's row says so
                 del timed[name]
                 set_row(rows, {"level": name, "error": str(e).splitlines()[0]})
@@ -164,15 +164,15 @@ def measure_group(result: dict, names: list[str], levels: dict, device: str, arg
             print(f"{cfg} {name}: {rows[-1]['error']}", flush=True)
             continue
         time_round({name: timed[name]})
+        if args.profile_iters and name in timed:  # on the model just timed: nothing is built or compiled again
+            profiles[name] = profiler.profile_iterations(timed[name].model, timed[name].inputs, device,
+                                                         args.profile_iters, args.top)
+            rows_by_level(rows)[name]["profile"] = profiles[name]
+            on_row()
     for i in range(args.rounds - 1):  # the order reversed every other round: a steady drift falls on all alike
         time_round(dict(reversed(timed.items())) if i % 2 == 0 else timed)
-    for name, t in timed.items():
+    for name in timed:
         print(f"{cfg} {name}: {rows_by_level(rows)[name]}", flush=True)
-        if args.profile_iters:  # on the model just timed: nothing is built or compiled again
-            apply_process_levels(t.model.levels, torch.device(device))
-            rows_by_level(rows)[name]["profile"] = profiler.profile_iterations(t.model, t.inputs, device,
-                                                                               args.profile_iters, args.top)
-            on_row()
 
 
 def rows_by_level(rows: list[dict]) -> dict[str, dict]:

@@ -97,3 +97,26 @@ def test_a_level_failing_in_a_round_keeps_an_error_row(monkeypatch):
                               profile_iters=0, top=1)
     (result,) = train_throughput.run(args)["results"]
     assert result["rows"][1] == {"level": "default", "error": "CUDA out of memory"}
+
+
+def test_each_level_is_profiled_right_after_its_first_block(monkeypatch):
+    """A run cut while a later level builds keeps the profile of every level built; the
+    later rounds keep the profile in the row they rewrite."""
+    class Profiled(FakeTimed):
+        model = inputs = None
+
+    def profile(model, inputs, device, iters, top):
+        FakeTimed.ran.append(("profile", iters))
+        return {"top": [], "ms_per_iteration": 1.0, "timeline": "CPU ops"}
+
+    monkeypatch.setattr(train_throughput.profiler, "profile_iterations", profile)
+    FakeTimed.ran = []
+    monkeypatch.setattr(train_throughput, "Timed", Profiled)
+    monkeypatch.setattr(train_throughput, "config", lambda args: [dict(arch="cyclegan", size=32, batch=1)])
+    monkeypatch.setattr(train_throughput, "iteration_flops", lambda cfg, device: 1)
+    args = argparse.Namespace(levels="eager,default", ceilings=None, warmup=0, iters=1, rounds=2, min_seconds=0.0,
+                              profile_iters=2, top=1)
+    (result,) = train_throughput.run(args)["results"]
+    assert FakeTimed.ran == [("cyclegan", "eager"), ("profile", 2), ("cyclegan", "default"), ("profile", 2),
+                             ("cyclegan", "default"), ("cyclegan", "eager")]
+    assert all(r["profile"]["ms_per_iteration"] == 1.0 for r in result["rows"])
