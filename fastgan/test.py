@@ -312,8 +312,8 @@ def with_aspect_ratio(image, aspect_ratio: float):
     return image
 
 
-def load_generator(opt, net: str, path: str, device, eval_mode: bool, channels: tuple[int, int]):
-    """`net` built with (input, output) `channels` and loaded from path."""
+def load_generator(opt, path: str, device, eval_mode: bool, channels: tuple[int, int]):
+    """The --netG generator built with (input, output) `channels` and loaded from path."""
     from fastgan.models import define_G, load_reference_checkpoint
 
     in_nc, out_nc = channels
@@ -360,7 +360,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool["checkpoint"], alone=len(names) == 1) for net in names}
-    nets = {net: load_generator(opt, net, path, device, tool["eval"], generator_channels(opt, net, tool))
+    nets = {net: load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
             for net, path in paths.items()}
     if opt.verbose:
         for net, G in nets.items():

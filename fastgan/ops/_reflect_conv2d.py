@@ -81,7 +81,6 @@ __all__ = [
     "REFLECT_CONV2D",
     "clear_selection_cache",
     "force_choice",
-    "get_choice",
     "load_selection_cache",
     "reflect_conv2d",
     "selection_cache",
@@ -282,10 +281,6 @@ def force_choice(name: str) -> Iterator[str]:
     convolution) or "auto" (the faster per shape, measured once)."""
     with _CHOICES.forced(name):
         yield name
-
-
-def get_choice() -> str:
-    return _CHOICES.choice
 
 
 def selection_cache() -> dict[tuple, dict]:

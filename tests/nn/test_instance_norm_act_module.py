@@ -11,7 +11,6 @@ import fastgan.ops as ops
 from fastgan.nn import FusedInstanceNormAct
 
 BACKENDS = ops.available_backends("cpu", op="instance_norm_act")
-NATIVE = [b for b in BACKENDS if b == "cpu"]
 
 
 def _input(shape=(2, 6, 9, 11), seed=0, channels_last=False):

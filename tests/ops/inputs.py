@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 # the smallest magnitude a drawn input keeps: float16 rounds values under 2**-25 to
@@ -19,3 +21,17 @@ def subnormal_atol(dtype: torch.dtype) -> float:
     at 1.6 million elements (4e-7) is a float16 subnormal, where even exact rounding is
     off by up to 6% of the value; no other dtype here has subnormals in these tests' range."""
     return 2.0 ** -25 if dtype == torch.float16 else 0.0
+
+
+def case_id(v) -> str:
+    """A parametrized case's id: float32 for a dtype, 2x3x5 for a shape."""
+    if isinstance(v, torch.dtype):
+        return str(v).replace("torch.", "")
+    if isinstance(v, (tuple, list)):
+        return "x".join(map(str, v))
+    return str(v)
+
+
+def seed_of(*parts) -> int:
+    """A fixed seed per test case (str hashes change between processes)."""
+    return zlib.crc32(repr(parts).encode())

@@ -11,8 +11,6 @@ CUDA and Triton-on-GPU tests carry @pytest.mark.gpu.
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -20,9 +18,8 @@ from torch._dynamo.utils import counters
 import fastgan.ops as ops
 from fastgan.ops import reference
 from tests.ops.fresh_interpreter import run_json, same_code_here
-from tests.ops.inputs import away_from_zero, subnormal_atol
+from tests.ops.inputs import away_from_zero, case_id, seed_of, subnormal_atol
 
-HAS_CUDA = torch.cuda.is_available()
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 LAYOUTS = ["contiguous", "channels_last", "slice", "mixed"]
@@ -33,14 +30,6 @@ NAMES = ("real_A", "rec_A", "real_B", "rec_B", "idt_A", "idt_B")
 LAMBDAS = dict(lambda_A=10.0, lambda_B=7.0, lambda_identity=0.3)
 # upstream gradient of each term (cycle_A, cycle_B, idt_A, idt_B): each term's scale shows
 COEFFS = (1.0, -2.0, 3.0, 0.5)
-
-
-def _id(v):
-    return str(v).replace("torch.", "") if isinstance(v, torch.dtype) else "x".join(map(str, v))
-
-
-def seed_of(*parts) -> int:
-    return zlib.crc32(repr(parts).encode())
 
 
 def make_images(shape_A, dtype, layout="contiguous", device="cpu", seed=0, idt=True, shape_B=None,
@@ -153,14 +142,14 @@ def test_backends_here():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_reference(backend, dtype, layout, poison):
     images = make_images((2, 3, 17, 13), dtype, layout, seed=seed_of(dtype, layout))
     check_against_reference(backend, images)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_reference_large(backend, dtype, poison):
     """Several CPU chunks (16384 indices) and Triton tiles; a numel no vector width divides."""
@@ -198,7 +187,7 @@ def test_without_identity_terms(backend, poison):
 
 
 @pytest.mark.parametrize("idt", [True, False], ids=["idt", "no_idt"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_real_images_require_grad(backend, dtype, idt, poison):
     images = make_images((2, 3, 9, 11), dtype, "mixed", idt=idt, seed=seed_of("real", dtype, idt))
@@ -209,7 +198,7 @@ def test_real_images_require_grad(backend, dtype, idt, poison):
 @pytest.mark.parametrize("shapes", [((2, 3, 8, 9), (2, 1, 8, 9)), ((1, 1, 5, 7), (2, 3, 40, 300))],
                          ids=["A_larger", "B_larger"])
 @pytest.mark.parametrize("idt", [False, True], ids=["no_idt", "idt"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_sides_of_different_sizes(backend, dtype, idt, shapes, poison):
     """The sides have different element counts: input_nc != output_nc (identity off), or
@@ -505,12 +494,11 @@ def _gpu_backend_ready(backend):
                     f"{ops.registry._problem('cycle_losses', backend, 'cuda')}")
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 17, 13), (8, 3, 256, 257)], ids=_id)
+@pytest.mark.parametrize("shape", [(2, 3, 17, 13), (8, 3, 256, 257)], ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=case_id)
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_matches_reference_cuda(backend, dtype, layout, shape, poison):
     _gpu_backend_ready(backend)
     images = make_images(shape, dtype, layout, device="cuda", seed=seed_of(dtype, layout, shape))
@@ -519,7 +507,6 @@ def test_matches_reference_cuda(backend, dtype, layout, shape, poison):
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_variants(backend, poison):
     """No identity, real images with grad, sides of different sizes, misaligned views."""
     _gpu_backend_ready(backend)
@@ -536,7 +523,6 @@ def test_cuda_variants(backend, poison):
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_capped_grids(backend, poison):
     """12.6M elements a side: past the forward's capped grid and into the backward's
     grid-stride loop, which the cases above never reach."""
@@ -546,7 +532,6 @@ def test_cuda_capped_grids(backend, poison):
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_is_deterministic(backend):
     _gpu_backend_ready(backend)
     images = make_images((8, 3, 256, 257), torch.float32, device="cuda")
@@ -560,7 +545,6 @@ def test_cuda_is_deterministic(backend):
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_graph_capture(backend):
     _gpu_backend_ready(backend)
     images = make_images((4, 3, 64, 65), torch.float32, "channels_last", device="cuda")
@@ -595,7 +579,6 @@ def test_cuda_graph_capture(backend):
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_compile_fullgraph_cuda(backend):
     _gpu_backend_ready(backend)
     _compiled_matches_eager(backend, "inductor", device="cuda")
@@ -604,7 +587,6 @@ def test_compile_fullgraph_cuda(backend):
 @pytest.mark.parametrize("idt", [True, False], ids=["idt", "no_idt"])
 @pytest.mark.parametrize("namespace", ["fastgan", "fastgan_triton"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_opcheck_cuda(namespace, idt):
     _opcheck(getattr(torch.ops, namespace), make_images((2, 3, 6, 5), torch.float32, "mixed", device="cuda", idt=idt))
 

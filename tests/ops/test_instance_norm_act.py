@@ -14,8 +14,6 @@ AVX2 CPU kernels). CUDA and Triton-on-GPU tests carry @pytest.mark.gpu.
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +22,7 @@ from torch._dynamo.utils import counters
 import fastgan.ops as ops
 from fastgan.ops import reference
 from tests.ops.fresh_interpreter import run_json, same_code_here
-from tests.ops.inputs import away_from_zero
+from tests.ops.inputs import away_from_zero, case_id, seed_of
 
 HAS_CUDA = torch.cuda.is_available()
 OP = "instance_norm_act"
@@ -44,18 +42,6 @@ CPU_SHAPES = [
     (1, 3, 130, 131),   # NCHW: 17030 > 16384 elements per plane, 2 chunks
     (2, 70, 5, 6),      # NHWC: 2 channel groups, 6 channels past the last vector step
 ]
-
-
-def _id(v):
-    if isinstance(v, torch.dtype):
-        return str(v).replace("torch.", "")
-    if isinstance(v, tuple):
-        return "x".join(map(str, v))
-    return str(v)
-
-
-def seed_of(*parts) -> int:
-    return zlib.crc32(repr(parts).encode())
 
 
 def make_case(shape, dtype, layout, *, affine=True, residual=True, device="cpu", seed=0, param_dtype=None):
@@ -155,7 +141,7 @@ def _small_cases():
                     yield dtype, layout, activation, affine, residual
 
 
-@pytest.mark.parametrize("dtype,layout,activation,affine,residual", list(_small_cases()), ids=_id)
+@pytest.mark.parametrize("dtype,layout,activation,affine,residual", list(_small_cases()), ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_reference_small(backend, dtype, layout, activation, affine, residual, poison):
     x, w, b, r, go = make_case(SMALL, dtype, layout, affine=affine, residual=residual,
@@ -163,9 +149,9 @@ def test_matches_reference_small(backend, dtype, layout, activation, affine, res
     check(backend, x, w, b, r, go, activation)
 
 
-@pytest.mark.parametrize("shape", CPU_SHAPES[1:], ids=_id)
+@pytest.mark.parametrize("shape", CPU_SHAPES[1:], ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 @pytest.mark.parametrize("backend", NATIVE_CPU)
 def test_matches_reference_split_cpu(backend, dtype, layout, shape, poison):
     for activation in ACTIVATIONS if dtype == torch.float32 else ["leaky_relu"]:
@@ -255,15 +241,14 @@ def test_eps_and_slope_are_used():
         assert_close(got, want, 1e-5, backend)
 
 
-ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")]
 # planes under 32 pixels (a partial shift window), odd, split on the CPU (NCHW chunks) and in Triton
 CONSTANT_PLANE_SHAPES = [(2, 3, 5, 5), (2, 3, 5, 7), (1, 3, 64, 64), TRITON_SPLIT, (1, 3, 130, 131)]
 
 
-@pytest.mark.parametrize("shape", CONSTANT_PLANE_SHAPES, ids=_id)
+@pytest.mark.parametrize("shape", CONSTANT_PLANE_SHAPES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend,device", [(b, "cpu") for b in CPU_BACKENDS] + [
-    pytest.param(b, "cuda", marks=ON_GPU, id=f"{b}-gpu") for b in ("cuda", "triton")])
+    pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")])
 def test_constant_plane_with_eps_zero_is_torchs_zero(backend, device, layout, shape):
     """With eps 0 a constant plane has rstd 1/sqrt(0): torch's instance_norm (aten's InvStd)
     makes it 0, so it normalizes to 0 (the bias after affine) and passes no dx; the other
@@ -328,7 +313,7 @@ def test_gradcheck_float64_triton(backend):
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 @pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.float32, "channels_last"),
-                                          (torch.bfloat16, "slice")], ids=_id)
+                                          (torch.bfloat16, "slice")], ids=case_id)
 def test_opcheck_native(dtype, layout):
     x, w, b, r, go = make_case((2, 3, 5, 7), dtype, layout, seed=29)
     fwd = torch.ops.fastgan.instance_norm_act.default
@@ -637,10 +622,9 @@ def _gpu_cases():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("shape,layout,dtype,activation,affine,residual", list(_gpu_cases()),
-                         ids=lambda v: _id(v))
+                         ids=lambda v: case_id(v))
 def test_matches_reference_gpu(backend, shape, layout, dtype, activation, affine, residual, poison):
     x, w, b, r, go = make_case(shape, dtype, layout, affine=affine, residual=residual, device="cuda",
                                seed=seed_of(shape, dtype, layout, activation, affine, residual))
@@ -648,7 +632,6 @@ def test_matches_reference_gpu(backend, shape, layout, dtype, activation, affine
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_gpu_float64_and_misaligned(backend):
     x, w, b, r, go = make_case(TRITON_SPLIT, torch.float64, "contiguous", device="cuda", seed=47)
@@ -684,9 +667,8 @@ def cuda_kernel_names(fn) -> set[str]:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("clusters", ["1", "0"], ids=["clusters", "split"])
-@pytest.mark.parametrize("shape,dtype,activation,affine,residual", CLUSTER_CASES, ids=lambda v: _id(v))
+@pytest.mark.parametrize("shape,dtype,activation,affine,residual", CLUSTER_CASES, ids=lambda v: case_id(v))
 def test_cluster_sized_planes_cuda(shape, dtype, activation, affine, residual, clusters, monkeypatch, poison):
     monkeypatch.setenv("FASTGAN_IN_CLUSTERS", clusters)
     x, w, b, r, go = make_case(shape, dtype, "contiguous", affine=affine, residual=residual, device="cuda",
@@ -701,7 +683,6 @@ def test_cluster_sized_planes_cuda(shape, dtype, activation, affine, residual, c
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cluster_runs_are_bitwise_equal_and_capturable(monkeypatch):
     monkeypatch.setenv("FASTGAN_IN_CLUSTERS", "1")
     x, w, b, r, go = make_case((4, 8, 256, 256), torch.float32, "contiguous", residual=True, device="cuda", seed=73)
@@ -727,7 +708,6 @@ def test_cluster_runs_are_bitwise_equal_and_capturable(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_gpu_two_runs_are_bitwise_equal(backend):
     for shape in ((16, 256, 64, 64), (1, 64, 1024, 1024)):
@@ -740,7 +720,6 @@ def test_gpu_two_runs_are_bitwise_equal(backend):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_gpu_cuda_graph_capture(backend):
     x, w, b, r, go = make_case((2, 16, 64, 64), torch.float32, "channels_last", device="cuda", seed=61)
@@ -771,7 +750,6 @@ def test_gpu_cuda_graph_capture(backend):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_gpu_compile_resnet_block(backend):
     _compiled_block_matches_eager(backend, "inductor", device="cuda", shape=(2, 32, 32, 32))

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from torch._dynamo.utils import counters
 
 import fastgan.ops as ops
 from fastgan.ops import reference
-from tests.ops.inputs import away_from_zero, subnormal_atol
+from tests.ops.inputs import away_from_zero, case_id, seed_of, subnormal_atol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAS_CUDA = torch.cuda.is_available()
@@ -36,15 +35,6 @@ LAYOUTS = ["contiguous", "channels_last", "slice", "mixed"]
 SHAPES = [(2, 3, 17, 13), (4, 3, 96, 97)]
 CPU_BACKENDS = ops.available_backends("cpu", op="l1_loss")
 NATIVE_CPU = ["cpu"] if "cpu" in CPU_BACKENDS else []
-
-
-def _id(v):
-    return str(v).replace("torch.", "") if isinstance(v, torch.dtype) else "x".join(map(str, v))
-
-
-def seed_of(*parts) -> int:
-    """A fixed seed per test case (str hashes change between processes)."""
-    return zlib.crc32(repr(parts).encode())
 
 
 def make_inputs(shape, dtype, layout, device="cpu", seed=0, tie_fraction=0.1):
@@ -119,9 +109,9 @@ def test_native_extension_is_built():
     assert "cpu" in CPU_BACKENDS
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_reference_cpu(backend, dtype, layout, shape, poison):
     x, t = make_inputs(shape, dtype, layout, seed=seed_of(dtype, layout, shape))
@@ -233,7 +223,7 @@ def test_eager_path_equals_the_registered_op_bitwise(layout):
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 def test_opcheck(dtype, layout):
     x, t = make_inputs((2, 3, 6, 5), dtype, layout)
     x.requires_grad_()
@@ -560,19 +550,17 @@ def test_missing_extension_falls_back_with_one_warning():
 # --------------------------------------------------------------------------------- CUDA
 
 
-@pytest.mark.parametrize("shape", SHAPES + [(8, 3, 256, 257)], ids=_id)
+@pytest.mark.parametrize("shape", SHAPES + [(8, 3, 256, 257)], ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=case_id)
 @pytest.mark.parametrize("backend", ["torch", "cuda"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_matches_reference_cuda(backend, dtype, layout, shape, poison):
     x, t = make_inputs(shape, dtype, layout, device="cuda", seed=seed_of(dtype, layout, shape))
     check_against_reference(backend, x, t, 0.7)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_is_deterministic_and_misaligned_ok():
     x, t = make_inputs((8, 3, 256, 257), torch.float32, "contiguous", device="cuda")
     first = run_backend("cuda", x, t, 1.0)
@@ -585,8 +573,7 @@ def test_cuda_is_deterministic_and_misaligned_ok():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 def test_cuda_capped_grids(dtype, poison):
     """12.6M elements: more than the forward's capped grid covers in one pass per thread, and
     the backward's grid-stride loop (the cases above stay under both caps)."""
@@ -597,7 +584,6 @@ def test_cuda_capped_grids(dtype, poison):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_cuda_graph_capture(backend):
     x, t = make_inputs((4, 3, 64, 65), torch.float32, "channels_last", device="cuda")
@@ -626,6 +612,5 @@ def test_cuda_graph_capture(backend):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_compile_fullgraph_cuda():
     _compiled_matches_eager("cuda", "inductor", device="cuda")

@@ -22,15 +22,13 @@ from tests.ops.test_l1_loss import (
     LAYOUTS,
     SHAPES,
     _compiled_matches_eager,
-    _id,
     check_against_reference,
     make_inputs,
     reference_f64,
     run_backend,
-    seed_of,
 )
+from tests.ops.inputs import case_id, seed_of
 
-HAS_CUDA = torch.cuda.is_available()
 TRITON_CPU = "triton" in ops.available_backends("cpu", op="l1_loss")
 needs_triton_cpu = pytest.mark.skipif(not TRITON_CPU, reason="triton not importable or TRITON_INTERPRET unset")
 
@@ -56,7 +54,7 @@ def test_gradcheck_float64():
 
 @needs_triton_cpu
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 def test_opcheck(dtype, layout):
     x, t = make_inputs((2, 3, 6, 5), dtype, layout)
     x.requires_grad_()
@@ -164,18 +162,16 @@ def test_large_weight_and_float64_exact():
 # --------------------------------------------------------------------------------- CUDA
 
 
-@pytest.mark.parametrize("shape", SHAPES + [(8, 3, 256, 257)], ids=_id)
+@pytest.mark.parametrize("shape", SHAPES + [(8, 3, 256, 257)], ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=case_id)
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_matches_reference_cuda(dtype, layout, shape, poison):
     x, t = make_inputs(shape, dtype, layout, device="cuda", seed=seed_of(dtype, layout, shape))
     check_against_reference("triton", x, t, 0.7)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_deterministic_and_misaligned_ok():
     x, t = make_inputs((8, 3, 256, 257), torch.float32, "contiguous", device="cuda")
     first = run_backend("triton", x, t, 1.0)
@@ -186,13 +182,11 @@ def test_cuda_deterministic_and_misaligned_ok():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_compile_fullgraph_cuda():
     _compiled_matches_eager("triton", "inductor", device="cuda")
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_opcheck_cuda():
     x, t = make_inputs((2, 3, 6, 5), torch.float32, "mixed", device="cuda")
     x.requires_grad_()

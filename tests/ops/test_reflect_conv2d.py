@@ -12,8 +12,6 @@ kernel (Triton; Winograd on CPU) and pad + vendor convolution. CUDA tests carry
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,8 +22,8 @@ from fastgan.ops import _measure
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import reference
 from fastgan.ops._eager import takes_eager_path
+from tests.ops.inputs import case_id, seed_of
 
-HAS_CUDA = torch.cuda.is_available()
 CPU_BACKENDS = ops.available_backends("cpu", op="reflect_conv2d")
 TRITON_CPU = "triton" in CPU_BACKENDS
 needs_triton = pytest.mark.skipif(not TRITON_CPU, reason="triton (TRITON_INTERPRET=1) unavailable")
@@ -45,18 +43,6 @@ CASES = [
     (1, 32, 32, 4, 5, 3, 1, 1),  # channels the interpreter's tiles divide (ALIGNED paths), 2 channel tiles
 ]
 LAYOUTS = ["contiguous", "channels_last"]
-
-
-def _id(v):
-    if isinstance(v, torch.dtype):
-        return str(v).replace("torch.", "")
-    if isinstance(v, tuple):
-        return "x".join(map(str, v))
-    return str(v)
-
-
-def seed_of(*parts) -> int:
-    return zlib.crc32(repr(parts).encode())
 
 
 def make_case(case, dtype, layout, device="cpu", seed=0, bias=True):
@@ -165,9 +151,9 @@ def test_backends_here():
             assert ops.backend_for("reflect_conv2d", "cpu") == "cpu"
 
 
-@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 @pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "triton"])
 def test_matches_reference_aten_backends(backend, dtype, layout, case, poison):
     check(backend, case, dtype, layout)
@@ -179,7 +165,7 @@ TRITON_RUNS = ([(torch.float32, layout, case) for case in CASES for layout in LA
 
 
 @needs_triton
-@pytest.mark.parametrize("dtype,layout,case", TRITON_RUNS, ids=_id)
+@pytest.mark.parametrize("dtype,layout,case", TRITON_RUNS, ids=case_id)
 def test_matches_reference_triton_kernels(dtype, layout, case, poison):
     check("triton", case, dtype, layout, choice="triton")
 
@@ -711,7 +697,7 @@ def test_selection_runs_the_cached_choice(cached, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=_id)
+@pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=case_id)
 def test_forcing_each_choice_gives_the_same_result(case):
     x, wt, b, gy = make_case(case, torch.float32, "channels_last", seed=14)
     fused = run("triton", x, wt, b, gy, case[7], case[6], "triton")
@@ -725,12 +711,12 @@ def test_choice_names_are_checked():
     with pytest.raises(ValueError, match="unknown choice 'cudnn'"):
         with rc.force_choice("cudnn"):
             pass
-    assert rc.get_choice() == "auto"
+    assert rc._CHOICES.choice == "auto"
     with rc.force_choice("aten"):
         with rc.force_choice("triton"):
-            assert rc.get_choice() == "triton"
-        assert rc.get_choice() == "aten"
-    assert rc.get_choice() == "auto"
+            assert rc._CHOICES.choice == "triton"
+        assert rc._CHOICES.choice == "aten"
+    assert rc._CHOICES.choice == "auto"
 
 
 # ------------------------------------------------ the cpu back end's Winograd kernels
@@ -746,15 +732,15 @@ WINOGRAD_CASES = [c for c in CASES if c[5] == 3 and c[7] == 1] + [
 
 
 @needs_native
-@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_id)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=case_id)
 def test_matches_reference_winograd(dtype, layout, case, poison):
     check("cpu", case, dtype, layout, choice="winograd")
 
 
 @needs_native
-@pytest.mark.parametrize("case", [(1, 256, 256, 32, 32, 3, 1, 1), (1, 64, 64, 128, 128, 3, 1, 1)], ids=_id)
+@pytest.mark.parametrize("case", [(1, 256, 256, 32, 32, 3, 1, 1), (1, 64, 64, 128, 128, 3, 1, 1)], ids=case_id)
 def test_winograd_float32_error_at_cyclegan_shapes(case):
     """The bound README states: within 2e-5 of the largest value against float64 (the
     output, both gradients) at the generator's residual and 64-channel shapes."""
@@ -985,18 +971,16 @@ def no_tf32():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-@pytest.mark.parametrize("case", GPU_CASES, ids=_id)
+@pytest.mark.parametrize("case", GPU_CASES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 @pytest.mark.parametrize("choice", ["triton", "auto"])
 def test_matches_reference_cuda(choice, dtype, layout, case, no_tf32):
     check("triton", case, dtype, layout, device="cuda", choice=choice)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-@pytest.mark.parametrize("case", [GPU_CASES[0], GPU_CASES[2]], ids=_id)
+@pytest.mark.parametrize("case", [GPU_CASES[0], GPU_CASES[2]], ids=case_id)
 def test_tf32_cuda(case):
     saved = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = True
@@ -1007,10 +991,9 @@ def test_tf32_cuda(case):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=case_id)
 def test_kernels_cuda_small_and_strided(dtype, layout, case, no_tf32):
     """The CPU matrix on the GPU too (every stride, kernel, aligned or not); one test per
     case, as each autotunes its own kernels (within the GPU suite's per-test timeout)."""
@@ -1018,7 +1001,6 @@ def test_kernels_cuda_small_and_strided(dtype, layout, case, no_tf32):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_auto_selection_cuda_is_cached():
     rc.clear_selection_cache()
     case = GPU_CASES[0]
@@ -1036,7 +1018,6 @@ def test_auto_selection_cuda_is_cached():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("choice", ["triton", "auto"])
 def test_cuda_graph_capture(choice, no_tf32):
     case = (2, 64, 64, 32, 32, 3, 1, 1)
@@ -1066,7 +1047,6 @@ def test_cuda_graph_capture(choice, no_tf32):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("choice", ["triton", "auto"])
 def test_compile_fullgraph_inductor_cuda(choice, no_tf32):
     _compiled_matches_eager("triton", choice, compile_backend="inductor", device="cuda", tol=1e-4)
