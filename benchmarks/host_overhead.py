@@ -25,14 +25,9 @@ import torch
 
 import fastgan.ops as ops
 from benchmarks.kernels.cases import host_cases
-from benchmarks.machine import describe_machine, write_results
+from benchmarks.machine import describe_machine, sync, write_results
 
 MODES = ("forward", "forward+backward")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _call(case, provider: str, inputs: tuple, mode: str, grad_out: torch.Tensor):
@@ -55,13 +50,13 @@ def time_per_call(case, provider: str, mode: str, device: torch.device, calls: i
     grad_out = torch.randn_like(out) if out.dim() else torch.ones_like(out)
     for _ in range(calls):  # warm-up: first-call costs (measured kernel choices, compilation)
         _call(case, provider, inputs, mode, grad_out)
-    _sync(device)
+    sync(device)
     per_call = []
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(calls):
             _call(case, provider, inputs, mode, grad_out)
-        _sync(device)
+        sync(device)
         per_call.append((time.perf_counter() - start) / calls * 1e6)
     return statistics.median(per_call)
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.machine import describe_machine, write_results
+from benchmarks.machine import describe_machine, sync, write_results
 from fastgan.data import CacheLoader, DaliLoader, TorchLoader, dali_import_error
 from fastgan.options import Options
 
@@ -75,11 +75,6 @@ def measure(loader, device: torch.device, seconds: float, warmup_batches: int = 
     loader.close()
     return {"images_per_s": images / elapsed, "images": images, "seconds": elapsed, "epochs": epoch - 1,
             "setup_s": setup}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def loaders(opt: Options, device: torch.device) -> dict:

@@ -13,6 +13,12 @@ import torch
 from fastgan.machine import cpu_model
 
 
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU): what every timer reads after."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def describe_machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.machine import sync
+
 
 def _self_time_us(event, on_gpu: bool) -> float:
     if on_gpu:
@@ -32,11 +34,6 @@ def timeline_events(events, on_gpu: bool) -> list:
     return [e for e in events if _self_time_us(e, on_gpu) > 0]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def profile_iterations(model, inputs, device: str, iters: int, top: int) -> dict:
     """{"timeline", "ms_per_iteration" (summed self time), "top": [{"op",
     "calls_per_iteration", "ms_per_iteration", "share"}]} of `iters` iterations of an
@@ -44,11 +41,11 @@ def profile_iterations(model, inputs, device: str, iters: int, top: int) -> dict
     without the profiler's own overhead)."""
     on_gpu = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    _sync(device)
+    sync(device)
     with profile(activities=activities) as prof:
         for _ in range(iters):
             model.step(*inputs)
-        _sync(device)
+        sync(device)
     events = timeline_events(prof.key_averages(), on_gpu)
     total = sum(_self_time_us(e, on_gpu) for e in events)
     events.sort(key=lambda e: -_self_time_us(e, on_gpu))

@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.machine import describe_machine, write_results
+from benchmarks.machine import describe_machine, sync, write_results
 from fastgan.engine.distributed import init_from_env
 from fastgan.engine.models import model_from_options
 from fastgan.models import count_parameters
@@ -62,11 +62,6 @@ def options(args, device: str):
     return resolve("cyclegan", dict(netG=args.netG, ngf=args.ngf, ndf=args.ndf, batch_size=args.batch,
                                     crop_size=args.size, device=device, seed=0, pool_size=50,
                                     cuda_graphs=False))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def barrier(world_size: int, device: torch.device) -> None:

@@ -40,7 +40,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import profiler
-from benchmarks.machine import describe_machine, write_results
+from benchmarks.machine import describe_machine, sync, write_results
 from fastgan.engine.levels import apply_process_levels
 from fastgan.engine.models import model_from_options
 from fastgan.options import resolve
@@ -86,11 +86,6 @@ def batch(cfg: dict, device: str) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     shape = (cfg["batch"], 3, cfg["size"], cfg["size"])
     return [(torch.rand(shape, generator=g) * 2 - 1).to(device) for _ in range(2)]
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 class Timed:

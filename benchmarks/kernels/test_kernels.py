@@ -13,7 +13,7 @@ import torch
 import fastgan.ops as ops
 from fastgan.ops import _reflect_conv2d as conv_choice
 from benchmarks.kernels.cases import all_cases, providers
-from benchmarks.machine import describe_machine
+from benchmarks.machine import describe_machine, sync
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODES = ["forward", "forward+backward"]
@@ -21,11 +21,6 @@ MODES = ["forward", "forward+backward"]
 # launch and synchronization: a round runs the op this many times back to back and
 # synchronizes once (report.py divides by it). On the CPU a call is synchronous.
 CALLS_PER_ROUND = 20 if DEVICE.type == "cuda" else 1
-
-
-def sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def params():
@@ -89,7 +84,7 @@ def test_kernel(benchmark, case, provider, mode):
 
     def once():
         out = call()
-        sync()
+        sync(DEVICE)
         return out
 
     def calls():
@@ -98,7 +93,7 @@ def test_kernel(benchmark, case, provider, mode):
 
     def round_of_calls():
         calls()
-        sync()
+        sync(DEVICE)
 
     # the fused result must equal the composition before its time means anything
     expected = case.composition(*inputs).detach().double()
@@ -138,6 +133,6 @@ def graphed(calls, fallback):
 
     def replay():
         graph.replay()
-        sync()
+        sync(DEVICE)
 
     return replay, "cuda graph"
