@@ -93,8 +93,11 @@ def main(argv=None) -> dict:
         stop(str(e))
     except OSError as e:  # a folder that cannot be made or written, a file that went missing
         stop(os_error_line(e))
-    except KeyboardInterrupt as e:  # a second signal (or Ctrl-C outside the loop): at once, unsaved
-        print("\nstopped at once: what this run did since its last checkpoint is not saved", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a second signal (or Ctrl-C outside the loop): at once
+        if getattr(e, "after_save", False):
+            print("\nstopped once the save in progress was written: resume with --continue_train", file=sys.stderr)
+        else:
+            print("\nstopped at once: what this run did since its last checkpoint is not saved", file=sys.stderr)
         raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None
     except Exception as e:
         if ranks.world_size > 1 and is_peer_failure(e):

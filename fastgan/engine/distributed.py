@@ -143,13 +143,16 @@ class Ranks:
         """Rank 0: the one that writes checkpoints, logs, samples and the progress bar."""
         return self.rank == 0
 
-    def agree(self, images: int, stop: bool) -> tuple[int, bool]:
-        """(images trained by all ranks this iteration, whether any rank was asked to stop)."""
+    def agree(self, images: int, stop_signal: int) -> tuple[int, int]:
+        """(images trained by all ranks this iteration, the signal a rank was asked to stop by:
+        0 for none, the highest number where ranks got different ones), in one collective."""
         if self.world_size == 1:
-            return images, stop
-        counts = torch.tensor([images, int(stop)], dtype=torch.int64)
-        dist.all_reduce(counts, group=self.control)
-        return int(counts[0]), bool(counts[1])
+            return images, stop_signal
+        mine = torch.tensor([images, stop_signal], dtype=torch.int64)
+        every = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(every, mine, group=self.control)
+        every = torch.stack(every)
+        return int(every[:, 0].sum()), int(every[:, 1].max())
 
     def mean(self, values: list[float], images: int = 1) -> list[float]:
         """Each value averaged over the ranks, weighted by each rank's `images` (losses, the

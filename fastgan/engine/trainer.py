@@ -51,22 +51,35 @@ def crossed(total: int, step: int, freq: int) -> bool:
 
 
 class StopNow(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM: stop at once, unsaved (`signum`: that signal)."""
+    """A second SIGINT/SIGTERM: stop at once (`signum`: that signal), unsaved, or right
+    after the save it came during (`after_save`)."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, after_save: bool = False):
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum, self.after_save = signum, after_save
+
+
+# Under torchrun a signal sent to every process of the job (Slurm's scancel, systemd's stop)
+# reaches each rank twice: directly, and passed on by torchrun's agent a moment later. A
+# repeat of the first signal this soon is that copy, not a second request.
+TORCHRUN_ECHO_SECONDS = 5.0
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
 
 
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked between iterations."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self.requested = False
         self.signal: int | None = None  # the first signal received
         self._previous = {}
         self._saving = False
         self._deferred: int | None = None  # a second signal that came during a save
+        self._clock, self._first_at = clock, 0.0
+        self._echoes = launched_by_torchrun()
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -77,16 +90,22 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
+        if (self.requested and self._echoes and signum == self.signal
+                and self._clock() - self._first_at < TORCHRUN_ECHO_SECONDS):
+            sys.stderr.write(f"\n{signal.Signals(signum).name} again (torchrun's agent passes on the one it got): "
+                             "still stopping after this iteration and saving\n")
+            return
         if self.requested and self._saving:  # a second signal waits for the files being written
             self._deferred = signum
             sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping once this save is written\n")
             return
         if self.requested:  # a second signal stops at once
             raise StopNow(signum)
-        self.requested, self.signal = True, signum
+        self.requested, self.signal, self._first_at = True, signum, self._clock()
         # straight to stderr: a handler must not wait for the progress bar's lock
+        again = f"again after {TORCHRUN_ECHO_SECONDS:g} s" if self._echoes else "again"
         sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving "
-                         "(again to stop at once, unsaved)\n")
+                         f"({again} to stop at once, unsaved)\n")
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -103,7 +122,7 @@ class StopRequest:
         finally:
             self._saving = False
         if self._deferred is not None:
-            raise StopNow(self._deferred)
+            raise StopNow(self._deferred, after_save=True)
 
 
 def _silent(*args, **kwargs) -> None:
@@ -332,7 +351,7 @@ class Trainer:
                         images = self._share_of_the_batch(p.batch, batch)
                         losses = model.step(*(batch[k] for k in model.input_names))
                         # images of this iteration over all ranks; a stop asked of any rank stops all
-                        n, stop_requested = self.ranks.agree(images, stop.requested)
+                        n, stop_signal = self.ranks.agree(images, stop.signal or 0)
                         if images_this_run == 0:
                             bar.set_description_str("")
                         p.batch += 1
@@ -341,8 +360,8 @@ class Trainer:
                         images_this_run += n
                         bar.update(1)
                         self.after_iteration(losses, step, images, bar, rate, (step_start, waited))
-                        if stop_requested:
-                            stopped, signum = "stopped by signal", stop.signal or signal.SIGTERM
+                        if stop_signal:  # the same status on every rank, whichever was signalled
+                            stopped, signum = "stopped by signal", stop_signal
                         elif opt.max_iters is not None and p.iteration >= opt.max_iters:
                             stopped = f"reached --max_iters {opt.max_iters}"
                         if stopped:
@@ -365,9 +384,9 @@ class Trainer:
             if images_this_run:  # the same on every rank (the count is over all of them)
                 self.save(["latest"])  # still under StopRequest: a signal now waits for the save
             # a signal during that save (on any rank: every rank waits here for rank 0's write)
-            _, late_stop = self.ranks.agree(0, stop.requested and signum is None)
-            if late_stop:  # saved: the run ends with the signal's status
-                signum = stop.signal or signal.SIGTERM
+            _, late_signal = self.ranks.agree(0, (stop.signal or 0) if signum is None else 0)
+            if late_signal:  # saved: the run ends with the signal's status
+                signum = late_signal
         summary = {"images": images_this_run, "seconds": elapsed,
                    "images_per_second": images_this_run / elapsed if elapsed > 0 else 0.0,
                    "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped, "signal": signum}

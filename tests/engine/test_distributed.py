@@ -343,22 +343,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_two_ranks(root, checkpoints, name, **env) -> list[subprocess.Popen]:
+    """Ranks 0 and 1 of a long run, started as torchrun starts them, without torchrun (which
+    would stop the others itself when one dies)."""
+    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", **env)
+    args = [sys.executable, "-m", "fastgan.train", *options("cyclegan", root, checkpoints, name, 1, "--n_epochs", "1000")]
+    return [subprocess.Popen(args, cwd=REPO, env=rank_env(RANK=str(r), LOCAL_RANK=str(r), **env),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+
+
+def wait_for_three_records(run_dir, rank0: subprocess.Popen) -> None:
+    log = run_dir / "loss_log.jsonl"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (log.exists() and len(read_loss_log(str(log))) >= 3):
+        assert rank0.poll() is None, rank0.communicate()[1]
+        time.sleep(0.1)
+    assert len(read_loss_log(str(log))) >= 3, "training did not start"
+
+
 @pytest.mark.parametrize("failure", ["killed", "hung"])
 def test_a_dead_or_hung_rank_stops_the_other_with_a_clear_error(failure, unaligned_root, tmp_path):
-    """Ranks started as torchrun starts them, without torchrun (which would kill the others itself):
-    SIGKILL or SIGSTOP rank 1 mid-training; rank 0 must exit 1 with one clear line, well before 60 s."""
-    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", FASTGAN_DIST_TIMEOUT="5")
-    args = [sys.executable, "-m", "fastgan.train",
-            *options("cyclegan", unaligned_root, tmp_path, "dies", 1, "--n_epochs", "1000")]
-    ranks = [subprocess.Popen(args, cwd=REPO, env=rank_env(RANK=str(r), LOCAL_RANK=str(r), **env),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    """SIGKILL or SIGSTOP rank 1 mid-training; rank 0 must exit 1 with one clear line, well before 60 s."""
+    ranks = start_two_ranks(unaligned_root, tmp_path, "dies", FASTGAN_DIST_TIMEOUT="5")
     try:
-        log = tmp_path / "dies" / "loss_log.jsonl"
-        deadline = time.time() + 90
-        while time.time() < deadline and not (log.exists() and len(read_loss_log(str(log))) >= 3):
-            assert ranks[0].poll() is None, ranks[0].communicate()[1]
-            time.sleep(0.1)
-        assert len(read_loss_log(str(log))) >= 3, "training did not start"
+        wait_for_three_records(tmp_path / "dies", ranks[0])
         ranks[1].send_signal(signal.SIGKILL if failure == "killed" else signal.SIGSTOP)
         start = time.time()
         _, err = ranks[0].communicate(timeout=60)
@@ -373,6 +381,30 @@ def test_a_dead_or_hung_rank_stops_the_other_with_a_clear_error(failure, unalign
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: rank 0 of 2 stopped: another rank died or stopped answering"), err[-3000:]
     assert "FASTGAN_DIST_TIMEOUT" in last and "Traceback" not in err
+
+
+def test_a_signal_torchrun_passes_on_again_stops_every_rank_saved_with_its_status(unaligned_root, tmp_path):
+    """Slurm's scancel and systemd's stop signal every process of a job: under torchrun each rank
+    gets the signal directly and again from torchrun's agent a moment later. That copy is not a
+    second request (it used to stop the rank at once, unsaved, and the other one with it), and a
+    rank stopped because another was signalled exits with that signal's status (it said 143
+    for a SIGINT). torchrun's TORCHELASTIC_RUN_ID set."""
+    ranks = start_two_ranks(unaligned_root, tmp_path, "stop", TORCHELASTIC_RUN_ID="t")
+    try:
+        wait_for_three_records(tmp_path / "stop", ranks[0])
+        ranks[1].send_signal(signal.SIGINT)
+        time.sleep(0.01)
+        ranks[1].send_signal(signal.SIGINT)  # the agent's copy
+        outputs = [process.communicate(timeout=60) for process in ranks]
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    assert [process.returncode for process in ranks] == [128 + signal.SIGINT] * 2, outputs[1][1][-3000:]
+    assert "stopped at once" not in outputs[1][1]  # (the two copies may also arrive as one)
+    state = torch.load(tmp_path / "stop" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] >= 3
 
 
 def test_ranks_started_with_different_settings_are_refused_at_once(unaligned_root, tmp_path):

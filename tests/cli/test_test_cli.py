@@ -1,0 +1,461 @@
+"""`python -m fastgan.test` end to end, on the runs of tiny `python -m fastgan.train` models."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastgan import test as test_cli
+from fastgan import train as train_cli
+from fastgan.image_pages import tensor2im
+from tests.cli.runs import tiny_args, write_images
+
+
+def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--device", "cpu", "--eval", "--display_winsize", "128"])
+    html = open(index).read()
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
+    assert html.count("<tr>") == 3 and "img000_fake.png" in html
+    assert html.count("style='width:128px'") == 6 and html.index("<h3>img000</h3>") < html.index("<h3>img001</h3>")
+    table = (tmp_path / "run" / "test_opt.txt").read_text()  # as the reference's test writes it
+    assert f"{'phase':>25}: {'test':<30}\t[default: train]" in table and (tmp_path / "run" / "train_opt.txt").exists()
+    assert f"{'model':>25}: {'cycle_gan':<30}\n" in table and f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in table
+    assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
+    assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
+    assert f"{'dataset_mode':>25}: {'single':<30}\t[default: unaligned]" in table  # how testA/ was read
+
+    # the written images are the input and G_A of it, as tensor2im writes them
+    x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]
+    G = plain_generator(tmp_path / "run" / "latest_net_G_A.pth")
+    with torch.no_grad():
+        for name, value in (("real", x), ("fake", G(x))):
+            assert_written(os.path.join(images, f"img000_{name}.png"), value)
+
+
+def translated_inputs(args):
+    """The dataset fastgan.test translates for `args`: its items are the generators' exact inputs."""
+    from fastgan.data import create_dataset
+
+    opt, tool, training = test_cli.test_options(test_cli.parse(args))
+    return create_dataset(test_cli.input_data(opt, tool, training)[1])
+
+
+def plain_generator(path):
+    from fastgan.models import define_G, load_reference_checkpoint
+
+    G = define_G(3, 3, 4, "resnet_6blocks", norm="instance")
+    load_reference_checkpoint(G, str(path))
+    return G.eval()
+
+
+def assert_written(path, value):
+    """The PNG at `path` holds `value` (1 x C x H x W in [-1, 1]) as tensor2im writes it, to one
+    level where float rounding puts a value on the other side of a truncation step."""
+    written = np.asarray(Image.open(path), dtype=int)
+    want = tensor2im(value[0]).astype(int)
+    assert np.abs(written - want).max() <= 1, path
+
+
+def test_saved_images_are_the_references_tensor2im():
+    """(x + 1) / 2 * 255 truncated, not rounded; one channel tiled to RGB; out of range clamped."""
+    x = torch.tensor([-1.5, -1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 2.0]).view(1, 1, 8)
+    image = tensor2im(x)
+    assert image.shape == (1, 8, 3) and image.dtype == np.uint8
+    assert image[0, :, 0].tolist() == [0, 0, 0, 127, 191, 254, 255, 255]
+    assert (image[..., 0] == image[..., 2]).all()
+    rgb = torch.rand(3, 2, 5) * 2 - 1
+    assert (tensor2im(rgb) == ((rgb + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).numpy()).all()
+    with pytest.raises(ValueError, match="expected 1 or 3 channels"):
+        tensor2im(torch.zeros(2, 4, 4))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--num_test", "-1"], "--num_test -1 must not be negative"),
+    (["--display_winsize", "-3"], "--display_winsize -3 must be positive (pixels)"),
+    (["--checkpoint", "EMPTY"], "EMPTY: empty"),
+    (["--checkpoint", "LFS"], "a Git LFS pointer"),
+    (["--checkpoint", "GARBAGE"], "not a PyTorch network file"),
+    (["--checkpoint", "FOLDER"], "is a folder, not a network file"),
+    (["--results_dir", "FILE"], "Not a directory"),
+])
+def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    files = {"EMPTY": b"", "LFS": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n",
+             "GARBAGE": b"not a checkpoint" * 10, "FILE": b"a file"}
+    for key, content in files.items():
+        (tmp_path / key).write_bytes(content)
+    (tmp_path / "FOLDER").mkdir()
+    extra = [str(tmp_path / e) if e in (*files, "FOLDER") else e for e in extra]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                       os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results"), *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_inference_cli_honours_a_typed_direction_on_pairs(aligned_root, tmp_path, capsys):
+    """The reference's pix2pix test with --direction BtoA: real_A is the right half."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "results"), "--direction", "BtoA"])
+    assert "note: --direction BtoA is not the run's (AtoB" in capsys.readouterr().out
+    images = os.path.join(os.path.dirname(index), "images")
+    with Image.open(os.path.join(aligned_root, "test", "img000.png")) as pair:
+        right = np.asarray(pair.crop((40, 0, 80, 40)).resize((32, 32), Image.BICUBIC), dtype=np.float32)
+    real_A = np.asarray(Image.open(os.path.join(images, "img000_real_A.png")), dtype=np.float32)
+    assert np.abs(real_A - right).max() <= 2
+
+
+def test_inference_cli_model_suffix_b_takes_the_b_side_with_its_channels(unaligned_root, tmp_path):
+    """G_B of a run with --input_nc 1 --output_nc 3 takes 3-channel B images, from testB."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "gray") + ["--input_nc", "1", "--lambda_identity", "0",
+                                                                  "--max_iters", "1"])
+    os.makedirs(tmp_path / "data" / "testB")
+    write_images(tmp_path / "data" / "testB", 2, 40, seed=8)
+    os.makedirs(tmp_path / "data" / "testA")
+    index = test_cli.main(["--name", "gray", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path / "data"),
+                           "--results_dir", str(tmp_path / "results"), "--model", "test", "--model_suffix", "_B"])
+    images = sorted(os.listdir(os.path.join(os.path.dirname(index), "images")))
+    assert images == ["img000_fake.png", "img000_real.png", "img001_fake.png", "img001_real.png"]
+
+
+def test_model_test_loads_the_runs_plain_g_as_the_reference_does(unaligned_root, tmp_path, capsys):
+    """The reference's test model loads G + the empty suffix: with latest_net_G.pth beside
+    G_A and G_B (its documented way of testing one side: copy it to latest_net_G.pth), that
+    file is translated with, not G_A."""
+    import shutil
+
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "two") + ["--max_iters", "1"])
+    run = tmp_path / "two"
+    shutil.copy(run / "latest_net_G_B.pth", run / "latest_net_G.pth")
+    common = ["--name", "two", "--checkpoints_dir", str(tmp_path), "--dataroot", os.path.join(unaligned_root, "testA"),
+              "--model", "test", "--num_test", "1"]
+    capsys.readouterr()
+    plain = test_cli.main(common + ["--results_dir", str(tmp_path / "plain")])
+    assert "with G from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
+    side_b = test_cli.main(common + ["--results_dir", str(tmp_path / "b"), "--model_suffix", "_B"])
+
+    def fake(index):
+        return np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png")))
+
+    assert np.array_equal(fake(plain), fake(side_b))
+
+
+def test_model_test_builds_the_generator_with_the_typed_channels(unaligned_root, tmp_path):
+    """--model test --model_suffix _B --input_nc 3 --output_nc 1, the reference's command line
+    for G_B of a run trained 1 -> 3: the typed counts are the loaded generator's own."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "gray") + ["--input_nc", "1", "--lambda_identity", "0",
+                                                                  "--max_iters", "1"])
+    index = test_cli.main(["--name", "gray", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                           os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results"),
+                           "--model", "test", "--model_suffix", "_B", "--input_nc", "3", "--output_nc", "1",
+                           "--num_test", "1"])
+    with Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")) as real:
+        assert real.mode == "RGB"  # read with input_nc 3
+    # one count typed: the other is the run's for G_B (3 in), not its G_A's (1 in)
+    test_cli.main(["--name", "gray", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                   os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results1"),
+                   "--model", "test", "--model_suffix", "_B", "--output_nc", "1", "--num_test", "1"])
+
+
+def test_a_typed_model_is_honoured(unaligned_root, tmp_path, capsys):
+    """--model cycle_gan on a folder without testB/ is refused (the reference fails there too),
+    not run as one generator; --model test --dataset_mode single reads the dataroot itself,
+    recursively, as the reference's single dataset."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common + ["--dataroot", unaligned_root, "--model", "cycle_gan"])
+    assert e.value.code == 2
+    assert "--model cycle_gan tests both generators on testA/ and testB/" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        test_cli.main(common + ["--dataroot", str(tmp_path / "nowhere")])
+    assert f"--dataroot {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    index = test_cli.main(common + ["--dataroot", unaligned_root, "--model", "test", "--dataset_mode", "single"])
+    images = os.listdir(os.path.join(os.path.dirname(index), "images"))
+    assert len(images) == 2 * (6 + 5 + 3)  # trainA, trainB and testA, not testA alone
+
+
+def test_the_result_page_has_the_references_title(unaligned_root, tmp_path):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--dataroot", os.path.join(unaligned_root, "testA"),
+                           "--model", "test", "--num_test", "1", "--phase", "val"])
+    with open(index) as f:
+        assert "<title>Experiment = run, Phase = val, Epoch = latest</title>" in f.read()
+
+
+def test_sizes_taken_from_the_run_are_said(unaligned_root, tmp_path, capsys):
+    """The reference's test reads the command line alone: sizes fastgan takes from the run's
+    train_opt.json instead are named where they differ from its defaults."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1", "--preprocess", "crop"])
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+              "--dataroot", os.path.join(unaligned_root, "testA"), "--model", "test", "--num_test", "1"]
+    capsys.readouterr()
+    test_cli.main(common)
+    assert ("note: --preprocess crop --crop_size 32 from the run's train_opt.json (the reference's test would "
+            "take --preprocess resize_and_crop --crop_size 256 unless typed)") in capsys.readouterr().out
+    test_cli.main(common + ["--preprocess", "crop", "--crop_size", "32"])
+    assert "note: --" not in capsys.readouterr().out
+
+
+def test_inference_cli_names_an_image_the_unet_cannot_take(aligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--netG", "unet_128", "--load_size", "128",
+                                                                          "--crop_size", "128", "--max_iters", "1"])
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                       "--results_dir", str(tmp_path / "results"), "--preprocess", "none"])
+    assert e.value.code == 2
+    assert "40x40 after --preprocess none; --netG unet_128 takes sides that are multiples of 128" in \
+        capsys.readouterr().err
+
+
+def test_inference_cli_formats_the_suffix_with_the_tests_options(unaligned_root, tmp_path):
+    """The reference's test defaults load_size to crop_size: --suffix sz{load_size} names run_sz32."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run_sz32") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--suffix", "sz{load_size}", "--checkpoints_dir", str(tmp_path),
+                           "--dataroot", os.path.join(unaligned_root, "testA"), "--results_dir",
+                           str(tmp_path / "results"), "--crop_size", "32"])
+    assert os.path.basename(os.path.dirname(os.path.dirname(index))) == "run_sz32"
+
+
+def test_inference_cli_loads_the_networks_load_iter_names(unaligned_root, tmp_path, capsys):
+    """--load_iter N: iter_N_net_G_A.pth (--save_by_iter's files), results in
+    {phase}_{epoch}_iterN, as the reference's test."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "4", "--save_by_iter",
+                                                                 "--save_latest_freq", "2"])
+    saved = sorted(f for f in os.listdir(tmp_path / "run") if f.endswith("_net_G_A.pth"))
+    assert "iter_2_net_G_A.pth" in saved, saved
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
+                           str(tmp_path / "results"), "--device", "cpu", "--load_iter", "2", "--num_test", "1"])
+    assert os.path.dirname(index) == str(tmp_path / "results" / "run" / "test_latest_iter2")
+    assert "iter_2_net_G_A.pth" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # no such iteration saved: the missing file is named
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--load_iter", "3"])
+    assert "iter_3_net_G_A.pth" in capsys.readouterr().err
+
+
+def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned_root, tmp_path):
+    """--dataroot holding trainA/trainB/testA: with testA alone, the testA images through G_A, never
+    the other domain's or split's; --model test on the train split: trainB's through G_B with
+    BtoA. The reference's base options that a test has no use for are accepted."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+              "--results_dir", str(tmp_path / "results"), "--device", "cpu"]
+
+    def translated(index):
+        return sorted(os.listdir(os.path.join(os.path.dirname(index), "images")))
+
+    index = test_cli.main(common + ["--netD", "basic", "--ndf", "4", "--n_layers_D", "3", "--batch_size", "1",
+                                    "--no_flip", "--serial_batches", "--num_threads", "4", "--init_type", "normal",
+                                    "--init_gain", "0.02"])
+    assert translated(index) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
+    real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img002_real.png")))
+    with Image.open(os.path.join(unaligned_root, "testA", "img002.png")) as source:  # load = crop: 32x32
+        assert np.abs(real.astype(int) - np.asarray(source.resize((32, 32), Image.BICUBIC), dtype=int)).max() <= 1
+    index = test_cli.main(common + ["--phase", "train", "--direction", "BtoA", "--model", "test"])
+    assert os.path.dirname(index).endswith("train_latest")
+    assert len(translated(index)) == 2 * 5  # trainB's 5 images
+
+
+def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligned_root, tmp_path):
+    """{phase}A and {phase}B both there (the train split here: 6 A, 5 B images): both generators
+    both ways, max(|A|, |B|) items with B = index mod |B|, the reference's six images per item."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+                           "--results_dir", str(tmp_path / "results"), "--phase", "train", "--eval"])
+    images = os.path.join(os.path.dirname(index), "images")
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(6) for k in names)
+
+    def read(stem, name):
+        return torch.from_numpy(np.asarray(Image.open(os.path.join(images, f"{stem}_{name}.png")),
+                                           dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
+    nets = {net: plain_generator(tmp_path / "run" / f"latest_net_{net}.pth") for net in ("G_A", "G_B")}
+    item = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+                              "--phase", "train", "--eval"])[5]
+    with torch.no_grad():  # item 5: A = trainA/img005, B = trainB/img000 (5 mod 5)
+        real_A, real_B = item["A"][None], item["B"][None]
+        with Image.open(os.path.join(unaligned_root, "trainB", "img000.png")) as b:
+            source_B = torch.from_numpy(np.asarray(b.resize((32, 32), Image.BICUBIC), dtype=np.float32))
+        assert (read("img005", "real_B")[0].permute(1, 2, 0) - (source_B / 127.5 - 1)).abs().max() <= 1.5 / 127.5
+        for name, value in (("real_A", real_A), ("fake_B", nets["G_A"](real_A)),
+                            ("rec_A", nets["G_B"](nets["G_A"](real_A))), ("real_B", real_B),
+                            ("fake_A", nets["G_B"](real_B)), ("rec_B", nets["G_A"](nets["G_B"](real_B)))):
+            assert_written(os.path.join(images, f"img005_{name}.png"), value)
+
+
+def test_inference_cli_writes_a_repeated_file_over_as_the_reference(unaligned_root, tmp_path):
+    """BtoA on the train split: the A side (trainB) has 5 images, the B side 6, so item 5
+    meets trainB/img000 again: its images are written over under the same name (the
+    reference's results), with item 5's B side, not kept under a second name."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    args = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+            "--phase", "train", "--eval", "--direction", "BtoA"]
+    index = test_cli.main(args + ["--results_dir", str(tmp_path / "results")])
+    images = os.path.join(os.path.dirname(index), "images")
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(5) for k in names)
+    item = translated_inputs(args)[5]
+    assert item["A_paths"].endswith(os.path.join("trainB", "img000.png"))
+    assert_written(os.path.join(images, "img000_real_B.png"), item["B"][None])
+
+
+def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp_path, capsys):
+    """A run trained BtoA (its G_A takes B images) under --suffix: the test finds the suffixed run
+    (the suffix formatted with the test's options, as the reference) and takes its options (norm,
+    direction); one generator (--model test) on the run's A side, testB, is G_A, the net the cycle
+    test applies to the same images; --model_suffix _B picks G_B; a dataset root without the split
+    asked for is refused."""
+    root = tmp_path / "both"
+    for folder, seed in (("trainA", 1), ("trainB", 2), ("testA", 3), ("testB", 4)):
+        write_images(root / folder, 2, 40, seed=seed)
+    train_cli.main(tiny_args(str(root), tmp_path, "run") + ["--direction", "BtoA", "--suffix", "{model}_{netG}",
+                                                            "--norm", "batch", "--max_iters", "1"])
+    name = "run_cycle_gan_resnet_6blocks"
+    index = test_cli.main(["--name", "run", "--suffix", "{model}_{netG}", "--netG", "resnet_6blocks",
+                           "--checkpoints_dir", str(tmp_path), "--dataroot", str(root), "--eval",
+                           "--results_dir", str(tmp_path / "cycle")])
+    cycle = os.path.join(os.path.dirname(index), "images")
+    assert os.path.dirname(index).endswith(os.path.join(name, "test_latest"))
+    common = ["--name", name, "--checkpoints_dir", str(tmp_path), "--dataroot", str(root), "--eval", "--results_dir"]
+    capsys.readouterr()
+    index = test_cli.main(common + [str(tmp_path / "single"), "--model", "test", "--verbose"])
+    assert "G_A: ResnetGenerator(" in capsys.readouterr().out
+    single = os.path.join(os.path.dirname(index), "images")
+
+    def pixels(folder, file):
+        return np.asarray(Image.open(os.path.join(folder, file)), dtype=int)
+
+    # the run's A side is testB: the same input both ways, and G_A's output both ways
+    assert np.array_equal(pixels(cycle, "img000_real_A.png"), pixels(single, "img000_real.png"))
+    assert np.abs(pixels(cycle, "img000_fake_B.png") - pixels(single, "img000_fake.png")).max() <= 1
+    with Image.open(root / "testB" / "img000.png") as b:
+        expected = np.asarray(b.resize((32, 32), Image.BICUBIC), dtype=int)
+    assert np.abs(pixels(single, "img000_real.png") - expected).max() <= 1
+    test_cli.main(common + [str(tmp_path / "g_b"), "--model", "test", "--model_suffix", "_B"])
+    assert "latest_net_G_B.pth" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        test_cli.main(common + [str(tmp_path / "val"), "--phase", "val"])
+    assert "holds no valB/ to translate" in capsys.readouterr().err  # the run's direction: its A side
+
+
+def test_inference_cli_on_aligned_pairs_with_a_cyclegan_run(aligned_root, tmp_path):
+    """A CycleGAN trained on aligned data: its cycle test on the aligned pairs."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "cyc", "cyclegan") + ["--dataset_mode", "aligned",
+                                                                          "--max_iters", "1"])
+    index = test_cli.main(["--name", "cyc", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "r")])
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(os.path.join(os.path.dirname(index), "images"))) == \
+        sorted(f"img{i:03d}_{k}.png" for i in range(2) for k in names)
+
+
+def test_inference_cli_takes_aligned_pairs_given_to_a_run_trained_on_unaligned_folders(unaligned_root,
+                                                                                        aligned_root, tmp_path):
+    """--dataroot holding test/ (A|B pairs) and no testA/ or testB/: its pairs, with the cycle
+    test, though the run's own data was unaligned (it said "holds no testA/" before)."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "r")])
+    names = ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B")
+    assert sorted(os.listdir(os.path.join(os.path.dirname(index), "images"))) == \
+        sorted(f"img{i:03d}_{k}.png" for i in range(2) for k in names)
+
+
+def test_inference_cli_on_aligned_pairs_writes_the_references_pix2pix_names(aligned_root, tmp_path):
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "results")])
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(2)
+                                                for k in ("real_A", "fake_B", "real_B"))
+
+
+def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tmp_path, capsys):
+    """--model test, --gpu_ids -1, --display_id, --aspect_ratio (saved images' shape), a typed
+    --load_size (resize, then the fixed centre crop), and same-named files in a folder tree."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    tree = tmp_path / "tree"
+    write_images(tree / "x", 2, 40, seed=8)
+    write_images(tree / "y", 1, 40, seed=9)  # y/img000.png beside x/img000.png
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+              "--model", "test", "--gpu_ids", "-1", "--display_id", "0", "--no_dropout"]
+    index = test_cli.main(common + ["--dataroot", str(tree), "--aspect_ratio", "2.0"])
+    assert "unused: --display_id" in capsys.readouterr().out
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"{stem}_{k}.png" for stem in ("img000", "img001", "y_img000")
+                                                for k in ("real", "fake"))
+    with Image.open(os.path.join(images, "img000_fake.png")) as fake:
+        assert fake.size == (32, 64)  # the reference's save_image: PIL size (h, 2w), so twice as tall
+
+    index = test_cli.main(common + ["--dataroot", str(tree / "y"), "--load_size", "40", "--results_dir",
+                                    str(tmp_path / "loaded")])
+    real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")), dtype=int)
+    with Image.open(tree / "y" / "img000.png") as source:  # load 40 = the file's size: the centre 32x32
+        assert np.abs(real - np.asarray(source, dtype=int)[4:36, 4:36]).max() <= 1
+
+
+def test_inference_cli_reports_a_missing_checkpoint(unaligned_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "nothing", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "train with --name nothing first" in err
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])  # latest only
+    capsys.readouterr()
+    testA = os.path.join(unaligned_root, "testA")
+    with pytest.raises(SystemExit):
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", testA, "--epoch", "5"])
+    assert "holds the networks of --epoch latest (iter_N: --load_iter N)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a file as --dataroot
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path),
+                       "--dataroot", os.path.join(testA, "img000.png")])
+    assert "img000.png is a file, not a folder of images" in capsys.readouterr().err
+
+
+def test_a_published_generator_is_tested_alone_never_as_both_of_the_cycle(unaligned_root, tmp_path, capsys):
+    """A folder holding one latest_net_G.pth (the published pretrained layout): --model test uses
+    it; the cycle test, which needs G_A and G_B, is refused rather than running it both ways."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    run = tmp_path / "run"
+    os.rename(run / "latest_net_G_A.pth", run / "latest_net_G.pth")
+    for net in ("G_B", "D_A", "D_B"):
+        os.remove(run / f"latest_net_{net}.pth")
+    common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+              "--results_dir", str(tmp_path / "results"), "--phase", "train", "--device", "cpu"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common)
+    assert e.value.code == 2
+    assert "holds one generator, latest_net_G.pth" in capsys.readouterr().err
+    index = test_cli.main(common + ["--model", "test", "--num_test", "2"])
+    assert "G from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
+    assert len(os.listdir(os.path.join(os.path.dirname(index), "images"))) == 2 * 2
+
+
+def test_a_reference_generator_is_tested_with_its_dropout(unaligned_root, tmp_path, capsys):
+    """A reference checkpoint with no train_opt.json under --model test: the generator is built as
+    the reference's test model builds it, with dropout unless --no_dropout is typed (cycle_gan's
+    default, no dropout, used to apply), so a ResNet trained with dropout loads."""
+    from fastgan.models import define_G
+
+    os.makedirs(tmp_path / "ref")
+    G = define_G(3, 3, 4, "resnet_6blocks", norm="instance", use_dropout=True)
+    torch.save(G.state_dict(), tmp_path / "ref" / "latest_net_G.pth")
+    common = ["--name", "ref", "--checkpoints_dir", str(tmp_path), "--dataroot", os.path.join(unaligned_root, "testA"),
+              "--results_dir", str(tmp_path / "results"), "--model", "test", "--netG", "resnet_6blocks", "--ngf", "4",
+              "--crop_size", "32", "--num_test", "1", "--device", "cpu"]
+    test_cli.main(common + ["--verbose"])
+    assert "Dropout(p=0.5" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        test_cli.main(common + ["--no_dropout"])
+    assert "trained with dropout and the network built without it" in capsys.readouterr().err
