@@ -77,6 +77,18 @@ inline void check_inputs(const char* op, const at::Tensor& real_A, const at::Ten
   }
 }
 
+// The backward's own arguments: the 4 loss gradients and the forward's n_max sign codes
+// (uint8, one per element index), both on real_A's device.
+inline void check_backward_args(const char* op, const at::Tensor& grad, const at::Tensor& signs,
+                                const at::Tensor& real_A, int64_t n_max) {
+  TORCH_CHECK(grad.numel() == kTerms, op, ": grad must hold the 4 loss gradients, got ", grad.sizes());
+  TORCH_CHECK(grad.device() == real_A.device() && signs.device() == real_A.device(), op,
+              ": grad and signs must be on real_A's device");
+  TORCH_CHECK(signs.scalar_type() == at::kByte && signs.dim() == 1 && signs.numel() == n_max, op,
+              ": signs must be the uint8 codes of the forward (", n_max, " of them), got ", signs.scalar_type(),
+              " ", signs.sizes());
+}
+
 // One side as dense tensors sharing one memory order (element k of each pairs up).
 struct Side {
   at::Tensor rec, real, idt;  // idt undefined without identity terms

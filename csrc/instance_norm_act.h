@@ -99,6 +99,36 @@ inline void check_stats(const char* op, const char* what, const at::Tensor& s, c
   TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", what, " must be floating point");
 }
 
+// The ops' names in their error messages.
+constexpr const char* kFwd = "fastgan::instance_norm_act";
+constexpr const char* kBwd = "fastgan::instance_norm_act_backward";
+
+// Every argument of the forward checked (one definition for both devices); its activation.
+inline Activation check_forward_args(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                                     const c10::optional<at::Tensor>& bias,
+                                     const c10::optional<at::Tensor>& residual, c10::string_view activation) {
+  check_input(kFwd, input);
+  check_affine(kFwd, "weight", weight, input);
+  check_affine(kFwd, "bias", bias, input);
+  const Activation act = parse_activation(kFwd, activation);
+  if (residual.has_value() && residual->defined()) check_same(kFwd, "residual", *residual, input);
+  return act;
+}
+
+// Every argument of the backward checked; its activation.
+inline Activation check_backward_args(const at::Tensor& grad, const at::Tensor& input,
+                                      const c10::optional<at::Tensor>& weight,
+                                      const c10::optional<at::Tensor>& bias, const at::Tensor& mean,
+                                      const at::Tensor& rstd, c10::string_view activation) {
+  check_input(kBwd, input);
+  check_same(kBwd, "grad", grad, input);
+  check_affine(kBwd, "weight", weight, input);
+  check_affine(kBwd, "bias", bias, input);
+  check_stats(kBwd, "mean", mean, input);
+  check_stats(kBwd, "rstd", rstd, input);
+  return parse_activation(kBwd, activation);
+}
+
 // A (C,) parameter in dtype `acc` (contiguous), or an undefined tensor for None.
 inline at::Tensor param_as(const c10::optional<at::Tensor>& p, at::ScalarType acc) {
   if (!p.has_value() || !p->defined()) return at::Tensor();

@@ -52,6 +52,7 @@
 
 #include "../cycle_losses.h"
 #include "cpu_isa.h"
+#include "lanes_sum.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -118,17 +119,6 @@ constexpr int64_t kGrainChunks = 2;  // chunks per parallel task at least (aten'
 // Float lane sums restart every kBlock elements (each lane adds kBlock / 8 = 64 values
 // at most before the block sum goes to double): the float rounding stays ~1e-7 relative.
 constexpr int64_t kBlock = 512;
-
-template <typename T>
-inline double lanes_sum(const Vectorized<T>& v) {
-  __at_align__ T buf[Vectorized<T>::size()];
-  v.store(buf);
-  double s = 0.0;
-  for (int64_t k = 0; k < Vectorized<T>::size(); ++k) {
-    s += static_cast<double>(buf[k]);
-  }
-  return s;
-}
 
 // The code bytes of one block of element indices where both sides have elements.
 // Plain loop over compares and shifts, which the compiler vectorizes (the block is in
@@ -513,12 +503,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool has_idt = idt_A.has_value() && idt_A->defined();
   const int64_t n_A = real_A.numel(), n_B = real_B.numel();
   const int64_t n_max = std::max(n_A, n_B);
-  TORCH_CHECK(grad.numel() == kTerms, op, ": grad must hold the 4 loss gradients, got ", grad.sizes());
-  TORCH_CHECK(grad.device() == real_A.device() && signs.device() == real_A.device(), op,
-              ": grad and signs must be on real_A's device");
-  TORCH_CHECK(signs.scalar_type() == at::kByte && signs.dim() == 1 && signs.numel() == n_max, op,
-              ": signs must be the uint8 codes of the forward (", n_max, " of them), got ", signs.scalar_type(),
-              " ", signs.sizes());
+  check_backward_args(op, grad, signs, real_A, n_max);
   auto out = backward_outputs(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
   if (n_max == 0) {
     return {out[0], out[1], out[2], out[3], out[4], out[5]};

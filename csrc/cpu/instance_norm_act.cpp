@@ -80,9 +80,6 @@ using instance_norm::Activation;
 using instance_norm::Dims;
 using instance_norm::Layout;
 
-constexpr const char* kFwd = "fastgan::instance_norm_act";
-constexpr const char* kBwd = "fastgan::instance_norm_act_backward";
-
 // Whether the AVX2 kernels run: built, and the CPU and FASTGAN_CPU_ISA allow them.
 bool use_avx2() {
 #if FASTGAN_INORM_HAVE_AVX2
@@ -115,12 +112,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cpu(
     const at::Tensor& input, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& residual, double eps, c10::string_view activation, double negative_slope) {
   using namespace instance_norm;
-  check_input(kFwd, input);
-  check_affine(kFwd, "weight", weight, input);
-  check_affine(kFwd, "bias", bias, input);
-  const Activation act = parse_activation(kFwd, activation);
+  const Activation act = check_forward_args(input, weight, bias, residual, activation);
   const bool has_res = residual.has_value() && residual->defined();
-  if (has_res) check_same(kFwd, "residual", *residual, input);
 
   const at::Tensor x = dense_input(input);
   const Dims d = dims_of(x);
@@ -159,13 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cpu(
     const c10::optional<at::Tensor>& bias, const at::Tensor& mean_in, const at::Tensor& rstd_in,
     c10::string_view activation, double negative_slope) {
   using namespace instance_norm;
-  check_input(kBwd, input);
-  check_same(kBwd, "grad", grad, input);
-  check_affine(kBwd, "weight", weight, input);
-  check_affine(kBwd, "bias", bias, input);
-  check_stats(kBwd, "mean", mean_in, input);
-  check_stats(kBwd, "rstd", rstd_in, input);
-  const Activation act = parse_activation(kBwd, activation);
+  const Activation act = check_backward_args(grad, input, weight, bias, mean_in, rstd_in, activation);
 
   const at::Tensor x = dense_input(input);
   const Dims d = dims_of(x);

@@ -12,6 +12,7 @@
 #endif
 
 #include "instance_norm_act_args.h"
+#include "lanes_sum.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -77,18 +78,6 @@ static_assert(kChannels % VecIO<float>::kStep == 0 && kChannels % VecIO<double>:
                   kFusedChannels % VecIO<double>::kStep == 0 && kFusedChannels % VecIO<c10::BFloat16>::kStep == 0,
               "a channel group holds whole vector steps");
 static_assert(kChunk % kBlock == 0 && kBlock % VecIO<float>::kStep == 0, "blocks hold whole steps");
-
-// Lanes of v added in lane order, in double.
-template <typename T>
-inline double lanes_sum(const Vectorized<T>& v) {
-  __at_align__ T buf[Vectorized<T>::size()];
-  v.store(buf);
-  double s = 0.0;
-  for (int64_t k = 0; k < Vectorized<T>::size(); ++k) {
-    s += static_cast<double>(buf[k]);
-  }
-  return s;
-}
 
 // z > 0 ? a : b, lane by lane (NaN z: b). Through aligned buffers and a plain loop,
 // which the compiler turns into compare-and-select instructions (the generic

@@ -25,6 +25,7 @@
 // float32 0.67, bf16 0.28, fp16 0.19 Gelem/s (bf16/fp16 limited by the generic
 // float <-> 16-bit conversions).
 #include "../common.h"
+#include "lanes_sum.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -51,18 +52,6 @@ constexpr int64_t kChunk = 16384;
 constexpr int64_t kGrainChunks = 2;
 // bf16/fp16: elements summed in float before the block sum is added in double.
 constexpr int64_t kBlock = 1024;
-
-// Lanes of v added in lane order, in double.
-template <typename T>
-inline double lanes_sum(const Vectorized<T>& v) {
-  __at_align__ T buf[Vectorized<T>::size()];
-  v.store(buf);
-  double s = 0.0;
-  for (int64_t k = 0; k < Vectorized<T>::size(); ++k) {
-    s += static_cast<double>(buf[k]);
-  }
-  return s;
-}
 
 // sum(|x - t|) over n elements, in a fixed order.
 inline double chunk_sum(const double* x, const double* t, int64_t n) {

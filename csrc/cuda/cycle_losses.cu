@@ -22,6 +22,7 @@
 // csrc/cpu/cycle_losses.cpp). Fraction of the floor reached on a GPU: recorded by
 // make bench-kernels / benchmarks/gpu_suite.sh in benchmarks/results/kernels_<card>.md.
 #include "../cycle_losses.h"
+#include "l1_elements.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -46,29 +47,6 @@ constexpr int kMaxBlocks = 2048;    // pass 1 grid at most
 constexpr int kMinPerThread = 16;   // pass 1: element indices per thread before adding blocks
 constexpr int kFinalThreads = 256;  // pass 2: one block
 constexpr int kMaxBackwardBlocks = 8192;
-
-template <typename T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<float> {
-  using type = double;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-template <typename T>
-__device__ __forceinline__ T abs_of(T v) {
-  return v < T(0) ? -v : v;
-}
 
 template <typename T>
 __device__ __forceinline__ int code_dev(T x, T t) {
@@ -425,12 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool has_idt = idt_A.has_value() && idt_A->defined();
   const int64_t n_A = real_A.numel(), n_B = real_B.numel();
   const int64_t n_max = std::max(n_A, n_B);
-  TORCH_CHECK(grad.numel() == kTerms, op, ": grad must hold the 4 loss gradients, got ", grad.sizes());
-  TORCH_CHECK(grad.device() == real_A.device() && signs.device() == real_A.device(), op,
-              ": grad and signs must be on real_A's device");
-  TORCH_CHECK(signs.scalar_type() == at::kByte && signs.dim() == 1 && signs.numel() == n_max, op,
-              ": signs must be the uint8 codes of the forward (", n_max, " of them), got ", signs.scalar_type(),
-              " ", signs.sizes());
+  check_backward_args(op, grad, signs, real_A, n_max);
   auto out = backward_outputs(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
   if (n_max == 0) {
     return {out[0], out[1], out[2], out[3], out[4], out[5]};

@@ -18,6 +18,7 @@
 // 2 * numel * itemsize read + 2 * numel * itemsize written. Fraction reached on a GPU:
 // recorded by make bench-kernels / benchmarks/gpu_suite.sh in benchmarks/results/kernels_<card>.md.
 #include "../common.h"
+#include "l1_elements.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -39,30 +40,6 @@ constexpr int kMaxBlocks = 2048;     // pass 1 grid at most (partials buffer siz
 constexpr int kMinPerThread = 16;    // pass 1: elements per thread before adding blocks
 constexpr int kFinalThreads = 1024;  // pass 2: one block
 constexpr int kMaxBackwardBlocks = 8192;
-
-// Accumulation type of |x - t|: double for float32/float64, float for bf16/fp16.
-template <typename T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<float> {
-  using type = double;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-template <typename T>
-__device__ __forceinline__ T abs_of(T v) {
-  return v < T(0) ? -v : v;
-}
 
 // Sum over the block in a fixed tree (warp shuffles, then warp 0); the result is
 // valid in thread 0.
