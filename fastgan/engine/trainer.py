@@ -19,6 +19,7 @@ the ranks' mean); every rank loads on resume; all stop after the same iteration.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -123,6 +124,20 @@ class StopRequest:
             self._saving = False
         if self._deferred is not None:
             raise StopNow(self._deferred, after_save=True)
+
+
+@dataclasses.dataclass
+class RunTally:
+    """What Trainer.run counts as it trains: images (over all ranks), why and by which signal
+    it stopped, and its seconds once it ends."""
+    start: float
+    stopped: str | None = None
+    signum: int | None = None
+    images: int = 0
+    seconds: float = 0.0
+
+    def rate(self) -> float:  # read once the losses are (a host sync): queued GPU work is not done work
+        return self.images / (time.perf_counter() - self.start)
 
 
 def _silent(*args, **kwargs) -> None:
@@ -316,83 +331,101 @@ class Trainer:
     def run(self) -> dict:
         if self.opt.continue_train:
             self.resume()
-        opt, model, p = self.opt, self.model, self.progress
         self.describe()
-        done = (p.epoch - opt.epoch_count) * len(self.loader) + p.batch  # batches before this run
-        step = opt.batch_size * self.ranks.world_size  # the reference's total_iters step
-        total_batches = (self.last_epoch - opt.epoch_count + 1) * len(self.loader)
-        if opt.max_iters is not None:
-            total_batches = min(total_batches, done + max(0, opt.max_iters - p.iteration))
-        start, images_this_run, stopped, signum = time.perf_counter(), 0, None, None
-
-        def rate() -> float:  # read once the losses are (a host sync): queued GPU work is not done work
-            return images_this_run / (time.perf_counter() - start)
-
-        if opt.max_iters is not None and p.iteration >= opt.max_iters:
-            stopped = f"already at --max_iters {opt.max_iters} (iteration {p.iteration})"
-        elif p.epoch > self.last_epoch:
-            stopped = (f"nothing to train: epoch {p.epoch} is past the schedule's last, {self.last_epoch} "
-                       "(--n_epochs + --n_epochs_decay)")
-        total_batches = max(0, total_batches)
-        bar = tqdm(total=total_batches, initial=min(done, total_batches), unit="it", dynamic_ncols=True,
-                   mininterval=1.0, disable=not self.main)
-        if stopped is None:  # the first iteration measures kernels, compiles, captures: slow
-            bar.set_description_str("first iteration")
+        tally = RunTally(start=time.perf_counter(), stopped=self._nothing_to_train())
+        bar = self._progress_bar(tally)
         with StopRequest() as stop, bar:  # the bar closes before any error is reported
             self.stop_request = stop
             try:
-                while p.epoch <= self.last_epoch and stopped is None:
-                    fetch_start = epoch_start = time.perf_counter()
-                    for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
-                        step_start = time.perf_counter()  # the reference's iter_start_time
-                        waited = step_start - fetch_start  # its t_data: this batch's wait
-                        for name in model.input_names if sizes_vary(opt.preprocess) else ():
-                            check_image_fits(opt, batch[name], batch[f"{name}_paths"][0])
-                        images = self._share_of_the_batch(p.batch, batch)
-                        losses = model.step(*(batch[k] for k in model.input_names))
-                        # images of this iteration over all ranks; a stop asked of any rank stops all
-                        n, stop_signal = self.ranks.agree(images, stop.signal or 0)
-                        if images_this_run == 0:
-                            bar.set_description_str("")
-                        p.batch += 1
-                        p.iteration += 1
-                        p.total_iters += step
-                        images_this_run += n
-                        bar.update(1)
-                        self.after_iteration(losses, step, images, bar, rate, (step_start, waited))
-                        if stop_signal:  # the same status on every rank, whichever was signalled
-                            stopped, signum = "stopped by signal", stop_signal
-                        elif opt.max_iters is not None and p.iteration >= opt.max_iters:
-                            stopped = f"reached --max_iters {opt.max_iters}"
-                        if stopped:
-                            break
-                        fetch_start = time.perf_counter()
-                    if stopped and p.batch < len(self.loader):
-                        break
-                    self.end_epoch(epoch_start)  # also when the stop came with the epoch's last batch
+                while self.progress.epoch <= self.last_epoch and tally.stopped is None:
+                    self._train_epoch(stop, bar, tally)
             except DatasetError:
                 # a bad file: keep what trained before it (not with several ranks: saving gathers
                 # from every rank, and the others wait in this iteration's collectives)
-                if images_this_run and self.ranks.world_size == 1:
+                if tally.images and self.ranks.world_size == 1:
                     self.save(["latest"])
-                    self.log(f"saved the {images_this_run} images trained before the file below; replace or "
+                    self.log(f"saved the {tally.images} images trained before the file below; replace or "
                              "remove it, then resume with --continue_train")
                 raise
             if self.model.device.type == "cuda":  # the queued iterations are part of the run's time
                 torch.cuda.synchronize(self.model.device)
-            elapsed = time.perf_counter() - start
-            if images_this_run:  # the same on every rank (the count is over all of them)
-                self.save(["latest"])  # still under StopRequest: a signal now waits for the save
-            # a signal during that save (on any rank: every rank waits here for rank 0's write)
-            _, late_signal = self.ranks.agree(0, (stop.signal or 0) if signum is None else 0)
-            if late_signal:  # saved: the run ends with the signal's status
-                signum = late_signal
-        summary = {"images": images_this_run, "seconds": elapsed,
-                   "images_per_second": images_this_run / elapsed if elapsed > 0 else 0.0,
-                   "epoch": p.epoch, "iteration": p.iteration, "stopped": stopped, "signal": signum}
-        self.log(f"{stopped or 'finished'}: {images_this_run} images in {elapsed:.1f} s "
+            tally.seconds = time.perf_counter() - tally.start
+            self._save_at_the_end(stop, tally)
+        return self._summary(tally)
+
+    def _nothing_to_train(self) -> str | None:
+        """Why a resumed run has nothing left to do, if it has not."""
+        opt, p = self.opt, self.progress
+        if opt.max_iters is not None and p.iteration >= opt.max_iters:
+            return f"already at --max_iters {opt.max_iters} (iteration {p.iteration})"
+        if p.epoch > self.last_epoch:
+            return (f"nothing to train: epoch {p.epoch} is past the schedule's last, {self.last_epoch} "
+                    "(--n_epochs + --n_epochs_decay)")
+        return None
+
+    def _progress_bar(self, tally: RunTally) -> tqdm:
+        """Batches of the whole schedule (up to --max_iters), those trained before this run done."""
+        opt, p = self.opt, self.progress
+        done = (p.epoch - opt.epoch_count) * len(self.loader) + p.batch
+        total = (self.last_epoch - opt.epoch_count + 1) * len(self.loader)
+        if opt.max_iters is not None:
+            total = min(total, done + max(0, opt.max_iters - p.iteration))
+        total = max(0, total)
+        bar = tqdm(total=total, initial=min(done, total), unit="it", dynamic_ncols=True, mininterval=1.0,
+                   disable=not self.main)
+        if tally.stopped is None:  # the first iteration measures kernels, compiles, captures: slow
+            bar.set_description_str("first iteration")
+        return bar
+
+    def _train_epoch(self, stop: StopRequest, bar: tqdm, tally: RunTally) -> None:
+        """The rest of the current epoch, or up to a stop (a signal, --max_iters)."""
+        opt, model, p = self.opt, self.model, self.progress
+        step = opt.batch_size * self.ranks.world_size  # the reference's total_iters step
+        fetch_start = epoch_start = time.perf_counter()
+        for batch in self.loader.epoch_batches(p.epoch, skip=p.batch):
+            step_start = time.perf_counter()  # the reference's iter_start_time
+            waited = step_start - fetch_start  # its t_data: this batch's wait
+            for name in model.input_names if sizes_vary(opt.preprocess) else ():
+                check_image_fits(opt, batch[name], batch[f"{name}_paths"][0])
+            images = self._share_of_the_batch(p.batch, batch)
+            losses = model.step(*(batch[k] for k in model.input_names))
+            # images of this iteration over all ranks; a stop asked of any rank stops all
+            n, stop_signal = self.ranks.agree(images, stop.signal or 0)
+            if tally.images == 0:
+                bar.set_description_str("")
+            p.batch += 1
+            p.iteration += 1
+            p.total_iters += step
+            tally.images += n
+            bar.update(1)
+            self.after_iteration(losses, step, images, bar, tally.rate, (step_start, waited))
+            if stop_signal:  # the same status on every rank, whichever was signalled
+                tally.stopped, tally.signum = "stopped by signal", stop_signal
+            elif opt.max_iters is not None and p.iteration >= opt.max_iters:
+                tally.stopped = f"reached --max_iters {opt.max_iters}"
+            if tally.stopped:
+                break
+            fetch_start = time.perf_counter()
+        if tally.stopped and p.batch < len(self.loader):
+            return
+        self.end_epoch(epoch_start)  # also when the stop came with the epoch's last batch
+
+    def _save_at_the_end(self, stop: StopRequest, tally: RunTally) -> None:
+        if tally.images:  # the same on every rank (the count is over all of them)
+            self.save(["latest"])  # still under StopRequest: a signal now waits for the save
+        # a signal during that save (on any rank: every rank waits here for rank 0's write)
+        _, late_signal = self.ranks.agree(0, (stop.signal or 0) if tally.signum is None else 0)
+        if late_signal:  # saved: the run ends with the signal's status
+            tally.signum = late_signal
+
+    def _summary(self, tally: RunTally) -> dict:
+        p, elapsed = self.progress, tally.seconds
+        summary = {"images": tally.images, "seconds": elapsed,
+                   "images_per_second": tally.images / elapsed if elapsed > 0 else 0.0,
+                   "epoch": p.epoch, "iteration": p.iteration, "stopped": tally.stopped, "signal": tally.signum}
+        self.log(f"{tally.stopped or 'finished'}: {tally.images} images in {elapsed:.1f} s "
                  f"({summary['images_per_second']:.2f} images/s); checkpoints in {self.dir}"
-                 + ("; resume with --continue_train" if stopped and images_this_run else ""))
+                 + ("; resume with --continue_train" if tally.stopped and tally.images else ""))
         return summary
 
     def _share_of_the_batch(self, index: int, batch: dict) -> int:
