@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -83,6 +84,8 @@ def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
     for A, B in data[:graphed.iterations_before_replay - 1]:  # the side-stream warm-up
         graphed.step(A, B)
     pinning = threading.Thread(target=pin, daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # the threads take turns often: a short capture still sees pinning
     pinning.start()
     try:
         for A, B in data[graphed.iterations_before_replay - 1:]:  # the capture, then 2 replays
@@ -90,6 +93,7 @@ def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
     finally:
         stop.set()
         pinning.join()
+        sys.setswitchinterval(interval)
     assert not errors, errors
     assert during_capture and during_capture[0] > 0, "no block was pinned while the iteration was captured"
     assert graphed._iterate.graph is not None
