@@ -14,10 +14,9 @@ import dataclasses
 import math
 import numbers
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 ARCHS = ("cyclegan", "pix2pix")
 # the reference's --model name of each arch (its options table and --suffix {model} say it)
@@ -147,6 +146,13 @@ _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Options)}
 _VALUE_TYPES = {"str": str, "int": numbers.Integral, "float": numbers.Real, "bool": bool}
 
 
+def _is_numpy_bool(value) -> bool:
+    """numpy's bool, without importing numpy (a value cannot be one unless it was imported): `import
+    fastgan` stays quick, and a Ctrl-C at `python -m fastgan.train`'s start meets its handler."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.bool_)
+
+
 def typed_options(explicit: dict[str, Any]) -> dict[str, Any]:
     """`explicit` with each value as its option's type, or a TypeError naming an option given a
     value of another type (the Python API's callers; the command line parses each option to
@@ -160,7 +166,7 @@ def typed_options(explicit: dict[str, Any]) -> dict[str, Any]:
             value = os.fspath(value)
         elif name == "epoch" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
             value = str(value)  # --epoch 200 names the networks 200_net_*.pth
-        elif base == "bool" and isinstance(value, np.bool_):
+        elif base == "bool" and _is_numpy_bool(value):
             value = bool(value)
         if not (value is None and optional) and (
                 not isinstance(value, _VALUE_TYPES[base]) or (base != "bool" and isinstance(value, bool))):

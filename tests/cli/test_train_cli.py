@@ -405,6 +405,14 @@ def test_ctrl_c_while_torch_loads_is_one_line(unaligned_root, tmp_path):
     assert "stopped before the run began" in err
 
 
+def test_the_command_line_parses_before_the_heavy_imports():
+    """`python -m fastgan.train` reaches its own Ctrl-C handler before numpy or torch load (seconds
+    on a loaded machine: an early Ctrl-C there was a KeyboardInterrupt traceback)."""
+    code = "import sys, fastgan.train; print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_a_resume_says_when_latest_networks_differ_from_the_state(unaligned_root, tmp_path, capsys):
     """latest_net_G_A.pth replaced (by hand, or by the reference trained in the same folder): the
     run resumes from training_state.pt, which holds the networks too, and says so."""
