@@ -351,6 +351,8 @@ class Trainer:
                 torch.cuda.synchronize(self.model.device)
             tally.seconds = time.perf_counter() - tally.start
             self._save_at_the_end(stop, tally)
+        if self.main:  # the records since the last redraw (at most one a CURVE_REDRAW_SECONDS)
+            self._write_picture("loss_curve.png", lambda: self.loss_log.draw_curve(at_most_every=0))
         return self._summary(tally)
 
     def _nothing_to_train(self) -> str | None:

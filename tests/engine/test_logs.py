@@ -1,10 +1,15 @@
-"""fastgan.engine.logs: the sample grids' folder stays bounded."""
+"""fastgan.engine.logs: the sample grids' folder stays bounded; the loss curve is drawn from
+points kept as they come, thinned to what its pixels can show."""
 
 from __future__ import annotations
 
+import math
 import os
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from fastgan.engine import logs
 
@@ -23,3 +28,98 @@ def test_samples_keep_the_newest_grids_written(tmp_path, monkeypatch):
     logs.save_sample_grid(visuals, ["real_A", "fake_B"], str(tmp_path / "epoch001_iter00000001.png"))
     assert sorted(os.listdir(tmp_path)) == sorted(["epoch001_iter00000001.png", "epoch1000_iter00000040.png",
                                                    "epoch998_iter00000010.png", "notes.png"])
+
+
+def record(i: int, names, rng) -> dict:
+    return {"epoch": 1, "epoch_iter": i, "total_iters": i, "lr": 2e-4, "seconds_per_image": 0.1, "data_seconds": 0.0,
+            **{n: float(rng.random()) for n in names}}
+
+
+def test_column_extremes_keep_each_columns_lowest_and_highest_in_order():
+    rng = np.random.default_rng(0)
+    px = np.sort(rng.random(5000) * 50)
+    py = rng.standard_normal(5000)
+    tx, ty = logs.column_extremes(px, py)
+    kept = np.flatnonzero(np.isin(px, tx))
+    assert np.all(np.diff(kept) > 0) and len(tx) <= 2 * 51
+    for c in range(51):
+        inside = np.rint(px) == c
+        if inside.any():
+            assert ty[np.rint(tx) == c].min() == py[inside].min()
+            assert ty[np.rint(tx) == c].max() == py[inside].max()
+    few = np.arange(10.0), np.arange(10.0)  # one point a column: as given
+    assert all(np.array_equal(a, b) for a, b in zip(logs.column_extremes(*few), few))
+
+
+def test_the_thinned_curve_covers_the_pixels_of_the_full_one(tmp_path, monkeypatch):
+    """20,000 noisy records: in every pixel column the thinned line's drawn extent lies within
+    the full polyline's over that column and its neighbours (the joins between columns
+    differ), and the reverse (one loss: another's line drawn over it would hide pixels)."""
+    names = ["D_A"]
+    rng = np.random.default_rng(1)
+    curve = logs.LossCurve(names, [record(i, names, rng) for i in range(1, 20001)])
+    curve.draw(str(tmp_path / "thin.png"))
+    monkeypatch.setattr(logs, "column_extremes", lambda px, py: (px, py))
+    curve.draw(str(tmp_path / "full.png"))
+    colour = np.array([int(logs.PALETTE[0][k:k + 2], 16) for k in (1, 3, 5)])
+    m, (w, h) = logs.CURVE_MARGIN, logs.CURVE_SIZE
+    drawn = [(np.abs(np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")).astype(int)[m:h - m, m + 2:w - m]
+                     - colour).sum(-1) == 0) for n in ("thin", "full")]
+    extents = [[(rows.min(), rows.max()) if len(rows) else None
+                for rows in (np.flatnonzero(d[:, c]) for c in range(d.shape[1]))] for d in drawn]
+    assert sum(e is not None for e in extents[1]) > 0.9 * len(extents[1])
+    for one, other in (extents, extents[::-1]):
+        for c, extent in enumerate(one):
+            near = [e for e in other[max(c - 1, 0):c + 2] if e is not None]
+            if extent is not None:
+                assert near and min(e[0] for e in near) - 2 <= extent[0] and extent[1] <= max(e[1] for e in near) + 2, c
+
+
+def test_the_log_is_read_once_for_all_redraws(tmp_path, monkeypatch):
+    """A redraw at every print re-read and re-parsed the whole log: its cost grew with the run.
+    The file is read at the first redraw (a resumed run's earlier records) and after a
+    truncation; records appended later join the kept points."""
+    names = ["D_A", "G_A"]
+    rng = np.random.default_rng(2)
+    log = logs.LossLog(str(tmp_path), names)
+    log.append(record(1, names, rng))
+    reads = []
+    real_read = logs.read_loss_log
+    monkeypatch.setattr(logs, "read_loss_log", lambda path: reads.append(path) or real_read(path))
+    for i in range(2, 12):
+        log.append(record(i, names, rng))
+        log.draw_curve(at_most_every=0)
+    assert len(reads) == 1 and list(log._curve.x) == list(range(1, 12))
+    log.truncate_after(5)
+    log.append({**record(6, names, rng), "G_A": math.nan})  # a loss not finite: no point, no crash
+    log.draw_curve(at_most_every=0)
+    assert len(reads) == 3 and list(log._curve.x) == list(range(1, 7))
+    assert (tmp_path / "loss_curve.png").exists()
+
+
+def test_the_curve_is_redrawn_at_most_once_a_period_and_only_with_new_records(tmp_path, monkeypatch):
+    names = ["G_A"]
+    rng = np.random.default_rng(4)
+    now = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
+    drawn = []
+    monkeypatch.setattr(logs.LossCurve, "draw", lambda self, path: drawn.append(len(self.x)))
+    log = logs.LossLog(str(tmp_path), names)
+    log.append(record(1, names, rng))
+    log.draw_curve()
+    log.append(record(2, names, rng))
+    now[0] += logs.CURVE_REDRAW_SECONDS - 1
+    log.draw_curve()  # too soon
+    now[0] += 1
+    log.draw_curve()
+    log.draw_curve(at_most_every=0)  # nothing new since
+    log.append(record(3, names, rng))
+    log.draw_curve(at_most_every=0)  # a run's end
+    assert drawn == [1, 2, 3]
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_a_curve_of_no_or_one_record_is_drawn(tmp_path, count):
+    rng = np.random.default_rng(3)
+    logs.LossCurve(["G_A"], [record(1, ["G_A"], rng)][:count]).draw(str(tmp_path / "c.png"))
+    assert Image.open(tmp_path / "c.png").size == logs.CURVE_SIZE
