@@ -45,7 +45,7 @@ CPU. What the ranks share and what each keeps:
   dropout masks and image-pool choices from streams of its own (`rank_seed`),
   so ranks do not drop the same units. The image pools stay per rank.
 - Host-side agreement (`Ranks`): once per iteration the ranks add up the
-  images they trained and whether one of them was asked to stop, on a gloo
+  images they trained and take the signal one of them was asked to stop by, on a gloo
   group (the main one on the CPU, a second one beside NCCL), so every rank
   stops after the same iteration and the images count is global. A rank that
   dies breaks that group's connections: the others fail at the next

@@ -60,27 +60,26 @@ class StopNow(KeyboardInterrupt):
         self.signum, self.after_save = signum, after_save
 
 
-# Under torchrun a signal sent to every process of the job (Slurm's scancel, systemd's stop)
-# reaches each rank twice: directly, and passed on by torchrun's agent a moment later. A
-# repeat of the first signal this soon is that copy, not a second request.
-TORCHRUN_ECHO_SECONDS = 5.0
-
-
 def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between iterations."""
+    """Turns SIGINT/SIGTERM into a flag checked between iterations.
 
-    def __init__(self, clock=time.monotonic):
+    Under torchrun a signal sent to every process of the job (Slurm's scancel, systemd's stop)
+    reaches each rank twice: directly, and passed on by torchrun's agent. One repeat of the
+    first signal is therefore taken for that copy, whenever it comes (a rank waiting in a
+    collective for a slow peer runs its handler only once the wait ends), not for a second
+    request; a later one stops at once. A copy still due when the run ends is swallowed too."""
+
+    def __init__(self):
         self.requested = False
         self.signal: int | None = None  # the first signal received
         self._previous = {}
         self._saving = False
         self._deferred: int | None = None  # a second signal that came during a save
-        self._clock, self._first_at = clock, 0.0
-        self._echoes = launched_by_torchrun()
+        self._copy_due = launched_by_torchrun()  # torchrun's copy of the first signal, not yet seen
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,10 +90,10 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if (self.requested and self._echoes and signum == self.signal
-                and self._clock() - self._first_at < TORCHRUN_ECHO_SECONDS):
-            sys.stderr.write(f"\n{signal.Signals(signum).name} again (torchrun's agent passes on the one it got): "
-                             "still stopping after this iteration and saving\n")
+        if self.requested and self._copy_due and signum == self.signal:
+            self._copy_due = False
+            sys.stderr.write(f"\n{signal.Signals(signum).name} again (torchrun passes on the one it got): still "
+                             "stopping after this iteration and saving\n")
             return
         if self.requested and self._saving:  # a second signal waits for the files being written
             self._deferred = signum
@@ -102,14 +101,16 @@ class StopRequest:
             return
         if self.requested:  # a second signal stops at once
             raise StopNow(signum)
-        self.requested, self.signal, self._first_at = True, signum, self._clock()
+        self.requested, self.signal = True, signum
         # straight to stderr: a handler must not wait for the progress bar's lock
-        again = f"again after {TORCHRUN_ECHO_SECONDS:g} s" if self._echoes else "again"
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving "
-                         f"({again} to stop at once, unsaved)\n")
+        again = "twice more to stop at once, unsaved: torchrun passes on one copy" if self._copy_due \
+            else "again to stop at once, unsaved"
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving ({again})\n")
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
+            if sig == self.signal and self.requested and self._copy_due:
+                handler = _swallow_once(sig, handler)  # torchrun's copy may still come
             signal.signal(sig, handler)
 
     @contextlib.contextmanager
@@ -124,6 +125,13 @@ class StopRequest:
             self._saving = False
         if self._deferred is not None:
             raise StopNow(self._deferred, after_save=True)
+
+
+def _swallow_once(signum: int, then):
+    """A handler that ignores one `signum`, then puts `then` back."""
+    def swallow(sig, frame):
+        signal.signal(signum, then)
+    return swallow
 
 
 @dataclasses.dataclass

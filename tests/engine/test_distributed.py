@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -385,24 +386,37 @@ def test_a_dead_or_hung_rank_stops_the_other_with_a_clear_error(failure, unalign
 
 def test_a_signal_torchrun_passes_on_again_stops_every_rank_saved_with_its_status(unaligned_root, tmp_path):
     """Slurm's scancel and systemd's stop signal every process of a job: under torchrun each rank
-    gets the signal directly and again from torchrun's agent a moment later. That copy is not a
-    second request (it used to stop the rank at once, unsaved, and the other one with it), and a
-    rank stopped because another was signalled exits with that signal's status (it said 143
-    for a SIGINT). torchrun's TORCHELASTIC_RUN_ID set."""
+    gets the signal directly and again from torchrun's agent. That copy is not a second request
+    (it used to stop the rank at once, unsaved, and the other one with it), and a rank stopped
+    because another was signalled exits with that signal's status (it said 143 for a SIGINT).
+    torchrun's TORCHELASTIC_RUN_ID set; the copy sent once rank 1 has taken the first."""
     ranks = start_two_ranks(unaligned_root, tmp_path, "stop", TORCHELASTIC_RUN_ID="t")
+    rank1_err, took_first = [], threading.Event()
+
+    def read_rank1():
+        for line in ranks[1].stderr:
+            rank1_err.append(line)
+            if "stopping after this iteration" in line:
+                took_first.set()
+
+    reader = threading.Thread(target=read_rank1, daemon=True)
+    reader.start()
     try:
         wait_for_three_records(tmp_path / "stop", ranks[0])
         ranks[1].send_signal(signal.SIGINT)
-        time.sleep(0.01)
+        assert took_first.wait(60), "".join(rank1_err)[-3000:]
         ranks[1].send_signal(signal.SIGINT)  # the agent's copy
-        outputs = [process.communicate(timeout=60) for process in ranks]
+        _, rank0_err = ranks[0].communicate(timeout=60)
+        ranks[1].wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         for process in ranks:
             if process.poll() is None:
                 process.kill()
-            process.communicate()
-    assert [process.returncode for process in ranks] == [128 + signal.SIGINT] * 2, outputs[1][1][-3000:]
-    assert "stopped at once" not in outputs[1][1]  # (the two copies may also arrive as one)
+        ranks[0].communicate()
+    err = "".join(rank1_err)
+    assert [process.returncode for process in ranks] == [128 + signal.SIGINT] * 2, (rank0_err[-2000:], err[-2000:])
+    assert "SIGINT again (torchrun passes on the one it got)" in err and "stopped at once" not in err
     state = torch.load(tmp_path / "stop" / "training_state.pt", map_location="cpu", weights_only=False)
     assert state["progress"]["iteration"] >= 3
 
