@@ -132,19 +132,21 @@ class Timed:
 
 def measure_group(result: dict, names: list[str], levels: dict, device: str, args, peaks: dict, on_row) -> None:
     """Time the named levels of `result`'s config in --rounds blocks each (--iters and
-    --min_seconds split among them): each level's first block, then its profile, right after
-    its build and warm-up (a run cut while later levels compile keeps a row and a profile of
-    every level built), the other rounds interleaved. Each row holds the median block's
-    images/s and is written after every round."""
+    --min_seconds split among them): each level's first block right after its build and
+    warm-up (a run cut while later levels compile keeps a row of every level built), the
+    other rounds interleaved. Each row holds the median block's images/s and is written
+    after every round. The profiles come after all rounds: a profiler session can leave
+    later CUDA work slower (CUPTI not torn down: pytorch/pytorch#144455), which would fall
+    on some levels' blocks and not others'."""
     cfg, rows = result["config"], result["rows"]
     per_round, seconds = max(1, -(-args.iters // args.rounds)), args.min_seconds / args.rounds
-    timed, profiles = {}, {}
+    timed = {}
 
     def time_round(group: dict) -> None:
         for name, t in list(group.items()):
             try:
                 t.time_block(per_round, seconds)
-                set_row(rows, {"level": name, **t.row(), **({"profile": profiles[name]} if name in profiles else {})})
+                set_row(rows, {"level": name, **t.row()})
             except RuntimeError as e:  # out of memory, say: the level's row says so
                 del timed[name]
                 set_row(rows, {"level": name, "error": str(e).splitlines()[0]})
@@ -159,15 +161,18 @@ def measure_group(result: dict, names: list[str], levels: dict, device: str, arg
             print(f"{cfg} {name}: {rows[-1]['error']}", flush=True)
             continue
         time_round({name: timed[name]})
-        if args.profile_iters and name in timed:  # on the model just timed: nothing is built or compiled again
-            profiles[name] = profiler.profile_iterations(timed[name].model, timed[name].inputs, device,
-                                                         args.profile_iters, args.top)
-            rows_by_level(rows)[name]["profile"] = profiles[name]
-            on_row()
     for i in range(args.rounds - 1):  # the order reversed every other round: a steady drift falls on all alike
         time_round(dict(reversed(timed.items())) if i % 2 == 0 else timed)
-    for name in timed:
+    for name, t in timed.items():
         print(f"{cfg} {name}: {rows_by_level(rows)[name]}", flush=True)
+        if args.profile_iters:  # on the model just timed: nothing is built or compiled again
+            apply_process_levels(t.model.levels, torch.device(device))
+            try:
+                profile = profiler.profile_iterations(t.model, t.inputs, device, args.profile_iters, args.top)
+            except RuntimeError as e:  # out of memory, a CUPTI error: the row keeps its timing
+                profile = {"error": str(e).splitlines()[0]}
+            rows_by_level(rows)[name]["profile"] = profile
+            on_row()
 
 
 def rows_by_level(rows: list[dict]) -> dict[str, dict]:
@@ -280,7 +285,9 @@ def markdown(report: dict) -> str:
                          f"{ratio} | {r['model_tflops_per_second']:.2f} | {share} |")
         lines.append("")
         for r in res["rows"]:
-            if "profile" in r:
+            if "profile" in r and "error" in r["profile"]:
+                lines += [f"### {r['level']}: not profiled ({r['profile']['error']})", ""]
+            elif "profile" in r:
                 lines += [f"### {r['level']}: {profiler.busy_note(r['profile'], r['seconds_per_iteration'] * 1e3)} "
                           "per iteration", ""] + profiler.top_table(r["profile"]) + [""]
     return "\n".join(lines)
