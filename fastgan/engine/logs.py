@@ -20,9 +20,9 @@ from fastgan.options import REFERENCE_MODEL, resolve
 
 CURVE_SIZE = (960, 540)
 CURVE_MARGIN = 60
-# the curve is redrawn at most this often (and once more when a run ends): a redraw costs about
-# 0.2-0.5 s on a 2-core CPU once its lines fill the width, which at every --print_freq held up
-# the training thread
+# the curve is redrawn at most this often (and once more when a run ends): a redraw of 50,000
+# records took 0.5-0.9 s on a loaded 2-core CPU (its lines fill the width), which at every
+# --print_freq held up the training thread
 CURVE_REDRAW_SECONDS = 30.0
 # one colour per loss, in the order of the model's loss_names
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -135,9 +135,10 @@ class LossCurve:
 
 def column_extremes(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A polyline's points thinned to the lowest and highest of each run of points in one pixel
-    column (x rounded, as drawn), in their order: the line through them covers the pixels the full one covers, up to
-    the joins between columns. A line of at most two points a column comes back as given."""
-    column = np.rint(px).astype(np.int64)  # the pixel column a point is drawn in
+    column (x rounded), in their order: the line through them covers the pixels the full one
+    covers, up to the joins between columns. A line of at most two points a column comes back
+    as given."""
+    column = np.rint(px).astype(np.int64)
     new_run = np.r_[True, column[1:] != column[:-1]]
     starts = np.flatnonzero(new_run)
     if len(px) <= 2 * len(starts):
