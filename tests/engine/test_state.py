@@ -24,8 +24,8 @@ def clean_selection():
     uc.clear_selection_cache()
 
 
-def _tiny_model():
-    return fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=1)
+def _tiny_model(**options):
+    return fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=1, **options)
 
 
 def test_resume_restores_the_measured_kernel_choices(tmp_path, clean_selection):
@@ -180,7 +180,6 @@ def test_a_gpu_runs_rng_state_is_its_own_devices(monkeypatch):
     assert "cuda" not in state_module.rng_state(torch.device("cpu"))
 
 
-
 @pytest.mark.parametrize("adam", ["default", "foreach", "fused"])
 def test_models_loaded_from_one_live_state_train_apart(adam):
     """`b.load_state_dict(a.state_dict())` in one process: b's Adam moments are its own.
@@ -188,8 +187,7 @@ def test_models_loaded_from_one_live_state_train_apart(adam):
     and c loaded from a's state stepped one set of moments (a's): c's steps then followed
     b's and trained other weights than b's."""
     def model():
-        return fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=1,
-                                   pool_size=0, adam=adam)
+        return _tiny_model(pool_size=0, adam=adam)
 
     g = torch.Generator().manual_seed(2)
     A, B = (torch.rand(1, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
