@@ -17,9 +17,17 @@ transposed convolution's), so the formulation is plain torch ops, differentiated
 autograd (unfold's adjoint is fold and back). It equals the convolution to float32
 rounding (a different order of the same sums). The choice is measured per shape,
 layout, dtype and which gradients are needed, forward and backward together, and
-kept for the process; autocast, torch.compile's tracing, tensor subclasses and any
-device but the CPU take the vendor convolution. `conv_choice(name)` (a context manager;
-FASTGAN_CONV sets the default) forces "aten" or "gemm".
+kept for the process; torch.compile's tracing, tensor subclasses and any device but the
+CPU take the vendor convolution. `conv_choice(name)` (a context manager; FASTGAN_CONV
+sets the default) forces "aten" or "gemm".
+
+Under CPU autocast (bf16) two more candidates take part: either path in float32, the
+result cast to the autocast dtype. At those innermost levels a bf16 convolution costs
+more than it saves (casting millions of weights, oneDNN reordering them for AMX, for a
+product of a few columns): on a 2-core Xeon with AMX, forward + backward, ConvTranspose2d
+1024 -> 512 at 2x2 took 153 ms in bf16 (oneDNN), 63 ms as the bf16 product and 9.3 ms as
+the float32 one. The output keeps autocast's dtype, so the layers around see what plain
+autocast would give them, computed more precisely.
 """
 
 from __future__ import annotations
@@ -48,12 +56,15 @@ def _choice_from_environment() -> str:
     return name
 
 
-_CHOICES = MeasuredChoices("conv_choice", ("aten", "gemm"), _choice_from_environment())
+# "aten_fp32" and "gemm_fp32": the same under autocast, in float32 (measured only there)
+_CHOICES = MeasuredChoices("conv_choice", ("aten", "gemm", "aten_fp32", "gemm_fp32"), _choice_from_environment())
 
 
 def conv_choice(name: str) -> ContextManager[str]:
     """Within the block conv2d and conv_transpose2d run `name`: "aten" (the vendor
-    convolution), "gemm" (the matrix product, on any device) or "auto" (measured)."""
+    convolution), "gemm" (the matrix product, on any device), "aten_fp32" or "gemm_fp32"
+    (under CPU autocast that path in float32, else the same as without the suffix) or
+    "auto" (measured)."""
     return _CHOICES.forced(name)
 
 
@@ -87,7 +98,7 @@ def unfolded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     columns = F.unfold(x, (kh, kw), padding=padding, stride=stride)
     y = torch.matmul(weight.reshape(out_channels, -1), columns)
     if bias is not None:
-        y = y + bias.unsqueeze(1)
+        y = y + bias.to(y.dtype).unsqueeze(1)  # under autocast y is bf16, as F.conv2d's output
     return _like_aten(y.view(n, out_channels, ho, wo), x, weight)
 
 
@@ -103,7 +114,7 @@ def unfolded_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch
     columns = torch.matmul(weight.reshape(channels, -1).t(), x.reshape(n, channels, h * w))
     y = F.fold(columns, (ho, wo), (kh, kw), padding=(ph, pw), stride=(sh, sw))
     if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
+        y = y + bias.to(y.dtype).view(1, -1, 1, 1)
     return _like_aten(y, x, weight)
 
 
@@ -126,11 +137,32 @@ def _column_elements(kind: str, x: torch.Tensor, weight: torch.Tensor, geometry:
     return x.shape[0] * weight.shape[1] * kh * kw * x.shape[2] * x.shape[3]
 
 
-def _measurable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether the measured choice applies: plain CPU float tensors in eager mode, no autocast."""
-    return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
-            and weight.dtype == x.dtype and takes_eager_path(x, weight, bias)
-            and not under_torch_func(x, weight, bias) and not torch.is_autocast_enabled("cpu"))
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The CPU autocast dtype in force for x, or None."""
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return None
+    return torch.get_autocast_dtype("cpu")
+
+
+def _measurable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                autocast_dtype: torch.dtype | None) -> bool:
+    """Whether the measured choice applies: plain CPU float tensors in eager mode; under
+    autocast float32 parameters (autocast's master weights) and a float32 or autocast-dtype x."""
+    inputs = (torch.float32, torch.float64) if autocast_dtype is None else (torch.float32, autocast_dtype)
+    params = x.dtype if autocast_dtype is None else torch.float32
+    return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in inputs
+            and weight.dtype == params and (bias is None or bias.dtype == params)
+            and takes_eager_path(x, weight, bias) and not under_torch_func(x, weight, bias))
+
+
+def _in_float32(run: Callable, autocast_dtype: torch.dtype) -> Callable:
+    """run with autocast off, on float32 x, its result in the autocast dtype."""
+    def run_float32(x, weight, bias):
+        with torch.autocast("cpu", enabled=False):
+            y = run(x.float(), weight, bias)
+        return y.to(autocast_dtype)
+
+    return run_float32
 
 
 def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Callable[[], None]:
@@ -152,22 +184,48 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
     """The call by the forced choice, else by the measured one (measured now when this
     shape is new). Where the choice does not apply, nothing else is computed: a GPU call
     costs the host one check more than F.conv2d, and torch.compile traces only that."""
+    autocast_dtype = _autocast_dtype(x)
+    measurable = _measurable(x, weight, bias, autocast_dtype)
+    runs = {"aten": aten, "gemm": gemm}
+    if autocast_dtype is not None and measurable:
+        runs.update(aten_fp32=_in_float32(aten, autocast_dtype), gemm_fp32=_in_float32(gemm, autocast_dtype))
     choice = _CHOICES.choice
-    if choice == "gemm":
-        return gemm(x, weight, bias)
-    if choice == "aten" or not _measurable(x, weight, bias):
+    if choice != "auto":
+        return _by_name(runs, choice)(x, weight, bias)
+    if not measurable:
         return aten(x, weight, bias)
-    key = _key(kind, x, weight, bias, *geometry)
+    # outside autocast the keys are those saved before autocast had choices of its own
+    key = _key(kind, x, weight, bias, *geometry, *([("autocast", autocast_dtype)] if autocast_dtype else []))
     picked = _CHOICES.get(key)
     if picked is None:
         if _column_elements(kind, x, weight, geometry) > MAX_COLUMN_ELEMENTS:
+            runs = {name: run for name, run in runs.items() if not name.startswith("gemm")}
+        if len(runs) == 1:
             picked = "aten"
             _CHOICES.record(key, picked, {})
         else:
             needs = key[-1]
-            picked = _CHOICES.measure(key, {name: _candidate(run, x, weight, bias, needs)
-                                            for name, run in (("aten", aten), ("gemm", gemm))}, x.device)
-    return (gemm if picked == "gemm" else aten)(x, weight, bias)
+            picked = _CHOICES.measure(key, {name: _candidate(_uncached(run, autocast_dtype), x, weight, bias, needs)
+                                            for name, run in runs.items()}, x.device)
+    return _by_name(runs, picked)(x, weight, bias)
+
+
+def _by_name(runs: dict[str, Callable], name: str) -> Callable:
+    """The run `name` names; a float32 one where it does not apply (no autocast) is the same path."""
+    return runs.get(name) or runs[name.removesuffix("_fp32")]
+
+
+def _uncached(run: Callable, autocast_dtype: torch.dtype | None) -> Callable:
+    """run, under autocast without its cache of cast weights: timed runs that reused the
+    first one's cast would leave out what every training iteration pays once."""
+    if autocast_dtype is None:
+        return run
+
+    def run_uncached(*args):
+        with torch.autocast("cpu", dtype=autocast_dtype, cache_enabled=False):
+            return run(*args)
+
+    return run_uncached
 
 
 def _needs(x, weight, bias) -> tuple[bool, ...]:

@@ -141,13 +141,87 @@ def test_picked_or_forced_the_result_is_that_path(choice, fresh_selection, monke
 def test_the_vendor_convolution_without_measuring_where_the_choice_does_not_apply(fresh_selection, monkeypatch):
     monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: pytest.fail("measured"))
     x, weight = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert ops.conv2d(x, weight, None, 1, 1).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 weights: not autocast's float32 master weights
+        y = ops.conv2d(x, weight.bfloat16(), None, 1, 1)
+        assert torch.equal(y, F.conv2d(x, weight.bfloat16(), None, 1, 1)) and y.dtype == torch.bfloat16
     y = ops.conv2d(x.bfloat16(), weight.bfloat16(), None, 1, 1)
     assert torch.equal(y, F.conv2d(x.bfloat16(), weight.bfloat16(), None, 1, 1))
     monkeypatch.setattr(uc, "MAX_COLUMN_ELEMENTS", 10)  # its column matrix would be too large
     assert torch.equal(ops.conv2d(x, weight, None, 1, 1), F.conv2d(x, weight, None, 1, 1))
     assert [entry["choice"] for entry in uc.selection_cache().values()] == ["aten"]
+
+
+AUTOCAST_CHOICES = ["aten", "gemm", "aten_fp32", "gemm_fp32"]
+
+
+def autocast_case(seed, transposed, x_dtype):
+    """An innermost U-Net level under CPU autocast: float32 master weights, x as the layer
+    before hands it on (bf16) or as the batch comes (float32)."""
+    x, weight, bias = tensors(seed, (2, 16, 3, 3), (16, 8, 4, 4) if transposed else (8, 16, 4, 4), (8,),
+                              dtype=torch.float32)
+    x = x.detach().to(x_dtype).requires_grad_()
+    conv = (lambda *a: ops.conv_transpose2d(*a, 2, 1)) if transposed else (lambda *a: ops.conv2d(*a, 2, 1))
+    float64 = (lambda *a: F.conv_transpose2d(*a, 2, 1)) if transposed else (lambda *a: F.conv2d(*a, 2, 1))
+    return conv, float64, (x, weight, bias)
+
+
+def under_autocast(f, args):
+    """f's output and gradients, f run under CPU bf16 autocast."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = f(*args)
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(99)).to(y.dtype)
+    return (y.detach(), *torch.autograd.grad(y, args, grad))
+
+
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("choice", AUTOCAST_CHOICES)
+def test_under_autocast_bf16_and_float32_candidates_are_measured(choice, transposed, x_dtype, fresh_selection,
+                                                                 monkeypatch):
+    """Each of the four, picked, gives autocast's dtypes (output bf16, gradients in their
+    tensors' dtypes) and the convolution to bf16 rounding; the float32 ones to the
+    rounding of their bf16 output alone."""
+    measured = []
+    monkeypatch.setattr(_measure, "candidate_seconds",
+                        lambda cands, device: measured.append(list(cands)) or
+                        {name: 0.0 if name == choice else 1.0 for name in cands})
+    conv, plain, args = autocast_case(7, transposed, x_dtype)
+    got = under_autocast(conv, args)
+    assert measured == [AUTOCAST_CHOICES]
+    (key, entry), = uc.selection_cache().items()
+    assert entry["choice"] == choice and ("autocast", torch.bfloat16) in key
+    want_dtypes = under_autocast(plain, args)
+    assert [t.dtype for t in got] == [t.dtype for t in want_dtypes] == [torch.bfloat16, x_dtype, torch.float32,
+                                                                        torch.float32]
+    grad = torch.randn(got[0].shape, generator=torch.Generator().manual_seed(99)).bfloat16()
+    want = output_and_grads_with(plain, args, grad)
+    exact_input = choice.endswith("fp32")  # bf16 products round each input: 3 significant digits
+    assert_all_close(got, want, 8e-3 if exact_input else 4e-2)
+    if exact_input:  # the float32 convolution, rounded once to bf16
+        assert torch.equal(got[0], want[0].bfloat16())
+
+
+def output_and_grads_with(f, args, grad):
+    """f's output and gradients in float64 (the ground truth) for the output gradient `grad`."""
+    leaves = [t.detach().double().requires_grad_() for t in args]
+    y = f(*leaves)
+    return [t.to(a.dtype) for t, a in zip((y.detach(), *torch.autograd.grad(y, leaves, grad.double())),
+                                           (grad, *args))]
+
+
+def test_under_autocast_the_candidates_pay_the_weight_cast_each_run(fresh_selection, monkeypatch):
+    """Autocast keeps a weight's bf16 copy until its region ends; a candidate timed with
+    that copy in place would leave out the cast a training iteration pays."""
+    cache_on = []
+    real_conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a: cache_on.append(torch.is_autocast_cache_enabled()) or real_conv2d(*a))
+    real = _measure.candidate_seconds
+    monkeypatch.setattr(_measure, "candidate_seconds",  # timed for real, then aten is the pick
+                        lambda cands, device: {**real(cands, device), "aten": 0.0})
+    conv, _, args = autocast_case(8, False, torch.bfloat16)
+    under_autocast(conv, args)
+    warmup, runs = _measure.MEASURE_RUNS["cpu"]
+    assert cache_on == [False] * (2 * (warmup + runs)) + [True]  # aten, aten_fp32 measured; then the call itself
 
 
 def test_unknown_choices_are_refused():
