@@ -126,9 +126,30 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     device_type = x.device.type
     if _autocasting(device_type):
         dtype = torch.get_autocast_dtype(device_type)
+        if _unfused_under_cpu_autocast(x, weight, bias, dtype):
+            return _autocast_pad_and_convolve(x, weight, bias, stride, padding, dtype)
         x, weight, bias = (_autocast(t, dtype) for t in (x, weight, bias))
     _check_dtypes(x, weight, bias)
     return REFLECT_CONV2D(x, weight, bias, stride, padding)
+
+
+def _unfused_under_cpu_autocast(x, weight, bias, dtype: torch.dtype) -> bool:
+    """Whether this autocast call runs pad + oneDNN whichever way it goes: CPU tensors in
+    eager mode, float32 parameters, an autocast dtype Winograd does not take, and the cpu or
+    torch back end, the choice not forced to a fused kernel."""
+    return (x.device.type == "cpu" and dtype not in WINOGRAD_DTYPES and weight.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32) and _CHOICES.choice in ("auto", "aten")
+            and takes_eager_path(x, weight, bias)
+            and REFLECT_CONV2D.select("cpu", warn=False)[0] in ("cpu", "torch"))
+
+
+def _autocast_pad_and_convolve(x, weight, bias, stride, padding, dtype: torch.dtype) -> torch.Tensor:
+    """pad + the vendor convolution with autocast casting the parameters: its cache then
+    casts each weight once in an autocast region, however many calls use it (a generator
+    run twice in one region: ResNet weights cast 2x fewer times, their gradients copied
+    back 2x fewer times)."""
+    padded = _pad(_autocast(x, dtype), padding)
+    return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), convolution_format(x, weight))
 
 
 def _autocast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -518,6 +518,36 @@ def test_eager_aten_path_under_cpu_autocast_keeps_the_cast_dtype():
 
 
 @needs_native
+def test_under_cpu_autocast_a_weight_is_cast_once_per_region():
+    """Two calls in one autocast region (a generator run twice) share autocast's cached bf16
+    copy of the weight, as F.conv2d's would: one cast forward, one gradient copied back."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    x, wt, b, gy = make_case((1, 4, 5, 13, 12, 3, 1, 1), torch.float32, "contiguous", seed=25)
+    wt.requires_grad_()
+
+    class WeightCasts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].shape == wt.shape:
+                WeightCasts.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with WeightCasts(), ops.use_backend("cpu"):
+        with torch.autocast("cpu", torch.bfloat16):
+            y = ops.reflect_conv2d(x, wt, b, 1, 1) + ops.reflect_conv2d(x.flip(3), wt, b, 1, 1)
+        y.backward(gy.bfloat16())
+    assert WeightCasts.count == 2  # bf16 forward, float32 gradient
+    want = wt.grad.clone()
+    wt.grad = None
+    xb, wb, bb = x.bfloat16(), wt.bfloat16(), b.bfloat16()  # one cast of the weight for both calls
+    expected = reference.reflect_conv2d(xb, wb, bb, 1, 1) + reference.reflect_conv2d(xb.flip(3), wb, bb, 1, 1)
+    expected.backward(gy.bfloat16())
+    assert torch.equal(y, expected) and torch.equal(want, wt.grad)
+
+
+@needs_native
 def test_compile_and_fake_tensors_take_the_custom_op():
     """What needs the registered op gets it: torch.compile's tracing (no graph break, as
     the compile tests check) and fake tensors (its fake rule)."""
