@@ -26,6 +26,8 @@ from fastgan.machine import cpu_model
 ENV = "FASTGAN_CHOICE_CACHE"
 # bump when the candidates or the keys of the measured choices change
 VERSION = 2  # 2: the convolutions' choices keep their times ({"choice", "times"})
+# (not bumped for the convolutions' float32 candidates under autocast: those keys are new
+# ones, the others unchanged; a fastgan older than them drops a file that holds them)
 
 
 def cache_folder() -> str | None:

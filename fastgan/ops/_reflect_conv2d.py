@@ -137,7 +137,8 @@ def _unfused_under_cpu_autocast(x, weight, bias, dtype: torch.dtype) -> bool:
     """Whether this autocast call runs pad + oneDNN whichever way it goes: CPU tensors in
     eager mode, float32 parameters, an autocast dtype Winograd does not take, and the cpu or
     torch back end, the choice not forced to a fused kernel."""
-    return (x.device.type == "cpu" and dtype not in WINOGRAD_DTYPES and weight.dtype == torch.float32
+    return (x.device.type == "cpu" and weight.device.type == "cpu" and x.is_floating_point()
+            and x.dtype != torch.float64 and dtype not in WINOGRAD_DTYPES and weight.dtype == torch.float32
             and (bias is None or bias.dtype == torch.float32) and _CHOICES.choice in ("auto", "aten")
             and takes_eager_path(x, weight, bias)
             and REFLECT_CONV2D.select("cpu", warn=False)[0] in ("cpu", "torch"))
@@ -147,7 +148,8 @@ def _autocast_pad_and_convolve(x, weight, bias, stride, padding, dtype: torch.dt
     """pad + the vendor convolution with autocast casting the parameters: its cache then
     casts each weight once in an autocast region, however many calls use it (a generator
     run twice in one region: ResNet weights cast 2x fewer times, their gradients copied
-    back 2x fewer times)."""
+    back 2x fewer times). As with nn.Conv2d under autocast, the calls' weight gradients
+    are then summed in bf16 before their one copy back to float32."""
     padded = _pad(_autocast(x, dtype), padding)
     return _in_layout(torch.nn.functional.conv2d(padded, weight, bias, stride), convolution_format(x, weight))
 

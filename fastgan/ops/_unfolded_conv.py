@@ -14,12 +14,12 @@ than that product (a 2-core Xeon, float32, forward + backward: ConvTranspose2d
 1024 -> 512 at 4x4 49.5 ms against 14.6 ms; Conv2d 512 -> 512 at 2x2 13.9 against
 1.8 ms). The column matrix is the input's im2col (conv2d) or the output's (the
 transposed convolution's), so the formulation is plain torch ops, differentiated by
-autograd (unfold's adjoint is fold and back). It equals the convolution to float32
-rounding (a different order of the same sums). The choice is measured per shape,
-layout, dtype and which gradients are needed, forward and backward together, and
-kept for the process; torch.compile's tracing, tensor subclasses and any device but the
-CPU take the vendor convolution. `conv_choice(name)` (a context manager; FASTGAN_CONV
-sets the default) forces "aten" or "gemm".
+autograd (unfold's adjoint is fold and back). It equals the convolution to the rounding
+of its dtype (a different order of the same sums). The choice is measured per shape,
+layout, dtype, autocast dtype and which gradients are needed, forward and backward
+together, and kept for the process; torch.compile's tracing, tensor subclasses and any
+device but the CPU take the vendor convolution. `conv_choice(name)` (a context manager)
+forces a candidate; FASTGAN_CONV sets the default ("auto", "aten" or "gemm").
 
 Under CPU autocast (bf16) two more candidates take part: either path in float32, the
 result cast to the autocast dtype. At those innermost levels a bf16 convolution costs
@@ -73,8 +73,9 @@ def clear_selection_cache() -> None:
 
 
 def selection_cache() -> dict[tuple, dict]:
-    """{(kind, shapes, layout, geometry, dtype, gradients needed): {"choice": "aten" | "gemm",
-    "times": {candidate: seconds}}} for every convolution measured so far in this process."""
+    """{(kind, shapes, layout, geometry[, ("autocast", dtype)], dtype, gradients needed):
+    {"choice": a candidate's name, "times": {candidate: seconds}}} for every convolution
+    measured so far in this process."""
     return _CHOICES.entries()
 
 
@@ -183,17 +184,19 @@ def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Calla
 def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: tuple):
     """The call by the forced choice, else by the measured one (measured now when this
     shape is new). Where the choice does not apply, nothing else is computed: a GPU call
-    costs the host one check more than F.conv2d, and torch.compile traces only that."""
+    costs the host a few checks more than F.conv2d, and torch.compile traces only that."""
+    choice = _CHOICES.choice
+    if choice in ("aten", "gemm"):
+        return (aten if choice == "aten" else gemm)(x, weight, bias)
     autocast_dtype = _autocast_dtype(x)
     measurable = _measurable(x, weight, bias, autocast_dtype)
+    if not measurable:
+        return aten(x, weight, bias)  # a forced float32 candidate too: it applies under autocast only
     runs = {"aten": aten, "gemm": gemm}
-    if autocast_dtype is not None and measurable:
+    if autocast_dtype is not None:
         runs.update(aten_fp32=_in_float32(aten, autocast_dtype), gemm_fp32=_in_float32(gemm, autocast_dtype))
-    choice = _CHOICES.choice
     if choice != "auto":
         return _by_name(runs, choice)(x, weight, bias)
-    if not measurable:
-        return aten(x, weight, bias)
     # outside autocast the keys are those saved before autocast had choices of its own
     key = _key(kind, x, weight, bias, *geometry, *([("autocast", autocast_dtype)] if autocast_dtype else []))
     picked = _CHOICES.get(key)

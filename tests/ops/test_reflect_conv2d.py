@@ -547,6 +547,13 @@ def test_under_cpu_autocast_a_weight_is_cast_once_per_region():
     assert torch.equal(y, expected) and torch.equal(want, wt.grad)
 
 
+def test_under_cpu_autocast_mixed_inputs_are_refused_as_without_it():
+    """The autocast path's own pad + conv2d is only for float x next to float32 weights;
+    a float64 x still gets the op's ValueError (autocast leaves float64 alone)."""
+    with torch.autocast("cpu", torch.bfloat16), pytest.raises(ValueError, match="share one floating dtype"):
+        ops.reflect_conv2d(torch.randn(1, 3, 6, 7, dtype=torch.float64), torch.randn(4, 3, 3, 3))
+
+
 @needs_native
 def test_compile_and_fake_tensors_take_the_custom_op():
     """What needs the registered op gets it: torch.compile's tracing (no graph break, as

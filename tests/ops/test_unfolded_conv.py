@@ -156,13 +156,17 @@ AUTOCAST_CHOICES = ["aten", "gemm", "aten_fp32", "gemm_fp32"]
 
 def autocast_case(seed, transposed, x_dtype):
     """An innermost U-Net level under CPU autocast: float32 master weights, x as the layer
-    before hands it on (bf16) or as the batch comes (float32)."""
+    before hands it on (bf16) or as the batch comes (float32). Returns fastgan's call,
+    torch's (any dtype), the two paths by name (for float32 runs) and the arguments."""
     x, weight, bias = tensors(seed, (2, 16, 3, 3), (16, 8, 4, 4) if transposed else (8, 16, 4, 4), (8,),
                               dtype=torch.float32)
     x = x.detach().to(x_dtype).requires_grad_()
-    conv = (lambda *a: ops.conv_transpose2d(*a, 2, 1)) if transposed else (lambda *a: ops.conv2d(*a, 2, 1))
-    float64 = (lambda *a: F.conv_transpose2d(*a, 2, 1)) if transposed else (lambda *a: F.conv2d(*a, 2, 1))
-    return conv, float64, (x, weight, bias)
+    if transposed:
+        paths = {"aten": lambda *a: F.conv_transpose2d(*a, 2, 1),
+                 "gemm": lambda *a: uc.unfolded_conv_transpose2d(*a, 2, 1)}
+        return (lambda *a: ops.conv_transpose2d(*a, 2, 1)), paths["aten"], paths, (x, weight, bias)
+    paths = {"aten": lambda *a: F.conv2d(*a, 2, 1), "gemm": lambda *a: uc.unfolded_conv2d(*a, (2, 2), (1, 1))}
+    return (lambda *a: ops.conv2d(*a, 2, 1)), paths["aten"], paths, (x, weight, bias)
 
 
 def under_autocast(f, args):
@@ -185,7 +189,7 @@ def test_under_autocast_bf16_and_float32_candidates_are_measured(choice, transpo
     monkeypatch.setattr(_measure, "candidate_seconds",
                         lambda cands, device: measured.append(list(cands)) or
                         {name: 0.0 if name == choice else 1.0 for name in cands})
-    conv, plain, args = autocast_case(7, transposed, x_dtype)
+    conv, plain, paths, args = autocast_case(7, transposed, x_dtype)
     got = under_autocast(conv, args)
     assert measured == [AUTOCAST_CHOICES]
     (key, entry), = uc.selection_cache().items()
@@ -197,8 +201,25 @@ def test_under_autocast_bf16_and_float32_candidates_are_measured(choice, transpo
     want = output_and_grads_with(plain, args, grad)
     exact_input = choice.endswith("fp32")  # bf16 products round each input: 3 significant digits
     assert_all_close(got, want, 8e-3 if exact_input else 4e-2)
-    if exact_input:  # the float32 convolution, rounded once to bf16
-        assert torch.equal(got[0], want[0].bfloat16())
+    if exact_input:  # that path in float32, rounded once to bf16
+        x, weight, bias = (t.detach() for t in args)
+        assert torch.equal(got[0], paths[choice.removesuffix("_fp32")](x.float(), weight, bias).bfloat16())
+
+
+@pytest.mark.parametrize("choice", AUTOCAST_CHOICES)
+def test_a_forced_choice_runs_its_path_and_a_float32_one_applies_under_autocast_only(choice, fresh_selection,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: pytest.fail("measured"))
+    conv, _, paths, (x, weight, bias) = autocast_case(9, True, torch.bfloat16)
+    path = paths[choice.removesuffix("_fp32")]
+    with ops.conv_choice(choice):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = conv(x, weight, bias)
+            plain = path(x, weight, bias)  # bf16 under autocast
+        outside = conv(x.float(), weight, bias)
+    want = path(x.float(), weight, bias).bfloat16() if choice.endswith("fp32") else plain
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    assert torch.equal(outside, path(x.float(), weight, bias))
 
 
 def output_and_grads_with(f, args, grad):
@@ -218,7 +239,7 @@ def test_under_autocast_the_candidates_pay_the_weight_cast_each_run(fresh_select
     real = _measure.candidate_seconds
     monkeypatch.setattr(_measure, "candidate_seconds",  # timed for real, then aten is the pick
                         lambda cands, device: {**real(cands, device), "aten": 0.0})
-    conv, _, args = autocast_case(8, False, torch.bfloat16)
+    conv, _, _, args = autocast_case(8, False, torch.bfloat16)
     under_autocast(conv, args)
     warmup, runs = _measure.MEASURE_RUNS["cpu"]
     assert cache_on == [False] * (2 * (warmup + runs)) + [True]  # aten, aten_fp32 measured; then the call itself
