@@ -190,13 +190,13 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
         return (aten if choice == "aten" else gemm)(x, weight, bias)
     autocast_dtype = _autocast_dtype(x)
     measurable = _measurable(x, weight, bias, autocast_dtype)
-    if not measurable:
-        return aten(x, weight, bias)  # a forced float32 candidate too: it applies under autocast only
     runs = {"aten": aten, "gemm": gemm}
-    if autocast_dtype is not None:
+    if autocast_dtype is not None and measurable:
         runs.update(aten_fp32=_in_float32(aten, autocast_dtype), gemm_fp32=_in_float32(gemm, autocast_dtype))
     if choice != "auto":
         return _by_name(runs, choice)(x, weight, bias)
+    if not measurable:
+        return aten(x, weight, bias)
     # outside autocast the keys are those saved before autocast had choices of its own
     key = _key(kind, x, weight, bias, *geometry, *([("autocast", autocast_dtype)] if autocast_dtype else []))
     picked = _CHOICES.get(key)
