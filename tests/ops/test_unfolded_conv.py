@@ -222,6 +222,18 @@ def test_a_forced_choice_runs_its_path_and_a_float32_one_applies_under_autocast_
     assert torch.equal(outside, path(x.float(), weight, bias))
 
 
+def test_a_forced_float32_candidate_where_nothing_is_measured_runs_its_path(monkeypatch):
+    """bf16 parameters outside autocast: no measured choice, and no float32 candidate;
+    "gemm_fp32" is then "gemm", as on a GPU."""
+    ran = []
+    real = uc.unfolded_conv2d
+    monkeypatch.setattr(uc, "unfolded_conv2d", lambda *a: ran.append("gemm") or real(*a))
+    x, weight = torch.randn(1, 6, 4, 4).bfloat16(), torch.randn(5, 6, 4, 4).bfloat16()
+    with ops.conv_choice("gemm_fp32"):
+        got = ops.conv2d(x, weight, None, 2, 1)
+    assert ran == ["gemm"] and torch.equal(got, real(x, weight, None, (2, 2), (1, 1)))
+
+
 def output_and_grads_with(f, args, grad):
     """f's output and gradients in float64 (the ground truth) for the output gradient `grad`."""
     leaves = [t.detach().double().requires_grad_() for t in args]
