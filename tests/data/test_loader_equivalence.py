@@ -416,6 +416,24 @@ def test_channels_last(roots, kind):
         assert torch.equal(p["A"], n["A"]) and torch.equal(p["B"], n["B"])
 
 
+def test_the_caches_crops_and_flips_run_on_the_calling_thread_alone(roots, monkeypatch):
+    """A flip copies its image; with torch's thread team per image such small ops stalled
+    under load (tensor_transforms' docstring), so the cache runs them on one thread, as the
+    DALI loader's torch transforms do."""
+    from fastgan.data import cache_loader
+
+    threads = []
+    real = cache_loader.crop_flip
+    monkeypatch.setattr(cache_loader, "crop_flip", lambda *a: threads.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        epoch(make_loader("cache", make_opt(roots / "unaligned", batch_size=2)), 1)
+        assert threads and set(threads) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # which loader auto picks ---------------------------------------------------------------------
 
 
