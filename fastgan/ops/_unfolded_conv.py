@@ -26,8 +26,9 @@ result cast to the autocast dtype. At those innermost levels a bf16 convolution 
 more than it saves (casting millions of weights, oneDNN reordering them for AMX, for a
 product of a few columns): on a 2-core Xeon with AMX, forward + backward, ConvTranspose2d
 1024 -> 512 at 2x2 took 153 ms in bf16 (oneDNN), 63 ms as the bf16 product and 9.3 ms as
-the float32 one (measured while the test suite ran alongside). The output keeps autocast's dtype, so the layers around see what plain
-autocast would give them, computed more precisely.
+the float32 one (measured while the test suite ran alongside). The output keeps
+autocast's dtype, so the layers around see what plain autocast would give them,
+computed more precisely.
 """
 
 from __future__ import annotations
