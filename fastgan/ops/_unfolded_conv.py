@@ -191,32 +191,33 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
         return (aten if choice == "aten" else gemm)(x, weight, bias)
     autocast_dtype = _autocast_dtype(x)
     measurable = _measurable(x, weight, bias, autocast_dtype)
-    runs = {"aten": aten, "gemm": gemm}
-    if autocast_dtype is not None and measurable:
-        runs.update(aten_fp32=_in_float32(aten, autocast_dtype), gemm_fp32=_in_float32(gemm, autocast_dtype))
     if choice != "auto":
-        return _by_name(runs, choice)(x, weight, bias)
+        return _path(choice, aten, gemm, autocast_dtype if measurable else None)(x, weight, bias)
     if not measurable:
         return aten(x, weight, bias)
     # outside autocast the keys are those saved before autocast had choices of its own
     key = _key(kind, x, weight, bias, *geometry, *([("autocast", autocast_dtype)] if autocast_dtype else []))
     picked = _CHOICES.get(key)
     if picked is None:
+        names = ["aten", "gemm", "aten_fp32", "gemm_fp32"] if autocast_dtype else ["aten", "gemm"]
         if _column_elements(kind, x, weight, geometry) > MAX_COLUMN_ELEMENTS:
-            runs = {name: run for name, run in runs.items() if not name.startswith("gemm")}
-        if len(runs) == 1:
+            names = [name for name in names if not name.startswith("gemm")]
+        if len(names) == 1:
             picked = "aten"
             _CHOICES.record(key, picked, {})
         else:
             needs = key[-1]
-            picked = _CHOICES.measure(key, {name: _candidate(_uncached(run, autocast_dtype), x, weight, bias, needs)
-                                            for name, run in runs.items()}, x.device)
-    return _by_name(runs, picked)(x, weight, bias)
+            picked = _CHOICES.measure(key, {name: _candidate(_uncached(_path(name, aten, gemm, autocast_dtype),
+                                                                       autocast_dtype), x, weight, bias, needs)
+                                            for name in names}, x.device)
+    return _path(picked, aten, gemm, autocast_dtype)(x, weight, bias)
 
 
-def _by_name(runs: dict[str, Callable], name: str) -> Callable:
-    """The run `name` names; a float32 one where it does not apply (no autocast) is the same path."""
-    return runs.get(name) or runs[name.removesuffix("_fp32")]
+def _path(name: str, aten: Callable, gemm: Callable, autocast_dtype: torch.dtype | None) -> Callable:
+    """The candidate `name` names; a float32 one without autocast (where it does not apply)
+    is its path without the suffix."""
+    run = gemm if name.startswith("gemm") else aten
+    return _in_float32(run, autocast_dtype) if name.endswith("_fp32") and autocast_dtype is not None else run
 
 
 def _uncached(run: Callable, autocast_dtype: torch.dtype | None) -> Callable:
