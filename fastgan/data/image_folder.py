@@ -106,10 +106,21 @@ def load_image(path: str, channels: int = 3) -> Image.Image:
 def _to_8bit(im: Image.Image) -> Image.Image:
     """8-bit version of `im`, keeping its colour model (L, RGB, RGBA, P, CMYK, ...)."""
     if im.mode in _WIDE_GRAY_MODES:
-        # convert("L"/"RGB") clips these at 255 instead of scaling: a 16-bit image
+        a = np.asarray(im, dtype=np.int64)
+        if _declares_32_bits(im) and a.size and a.min() >= 0 and a.max() <= 255:
+            # 8-bit values in a 32-bit integer TIFF: what the reference's convert() reads
+            return Image.fromarray(a.astype(np.uint8), "L")
+        # convert("L"/"RGB") clips 16-bit values at 255 instead of scaling: a 16-bit image
         # would come out almost white.
-        a = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        a = np.clip(a, 0, 65535)
         return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
     if im.mode == "1":
         return im.convert("L")
     return im
+
+
+def _declares_32_bits(im: Image.Image) -> bool:
+    """A TIFF of 32-bit samples (PIL's mode "I" holds those as well as 16-bit PNG and PGM data,
+    whose values it spreads over 0..65535)."""
+    tags = getattr(im, "tag_v2", None)
+    return tags is not None and tuple(tags.get(258, ())) == (32,)  # 258: BitsPerSample

@@ -122,6 +122,31 @@ def test_16bit_grayscale_png_is_scaled_not_saturated(tmp_path):
     assert (np.asarray(Image.open(p).convert("RGB"))[..., 0] == 255).mean() > 0.9  # what we avoid
 
 
+def test_32bit_tiff_of_8bit_values_is_read_as_the_reference_reads_it(tmp_path):
+    """Mode "I" from a TIFF of 32-bit samples holding 0..255: convert() keeps those values,
+    and so does load_image; 16-bit values in one are scaled as a 16-bit image's."""
+    a = (np.arange(16 * 16).reshape(16, 16) % 256).astype(np.int32)
+    Image.fromarray(a, "I").save(tmp_path / "i32.tif")
+    im = Image.open(tmp_path / "i32.tif")
+    assert im.mode == "I" and im.tag_v2[258] == (32,)
+    reference = np.asarray(im.convert("RGB"))
+    assert np.array_equal(np.asarray(load_image(str(tmp_path / "i32.tif"), 3)), reference)
+    assert np.array_equal(np.asarray(load_image(str(tmp_path / "i32.tif"), 1)), a.astype(np.uint8))
+    wide = a * 256  # 0 .. 65280
+    Image.fromarray(wide, "I").save(tmp_path / "i32_wide.tif")
+    expected = np.round(wide / 257.0).astype(np.uint8)
+    assert np.array_equal(np.asarray(load_image(str(tmp_path / "i32_wide.tif"), 1)), expected)
+
+
+def test_16bit_pgm_keeps_its_scale_however_dark(tmp_path):
+    """PIL opens a PGM of maxval > 255 as mode "I", its values spread over 0..65535: a dark one
+    (every value under 256) stays dark, not read as 8-bit."""
+    a = (np.arange(8 * 8).reshape(8, 8) * 4).astype(">u2")  # 0 .. 252 of 65535
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n8 8\n65535\n" + a.tobytes())
+    assert Image.open(tmp_path / "dark.pgm").mode == "I"
+    assert np.asarray(load_image(str(tmp_path / "dark.pgm"), 1)).max() <= 1
+
+
 def test_16bit_colour_png_within_one_level(tmp_path):
     a = (np.arange(8 * 8).reshape(8, 8) * 1000).astype(np.uint16)
     arr = np.stack([a, 65535 - a, a // 2], -1)
