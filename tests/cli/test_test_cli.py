@@ -310,6 +310,24 @@ def test_inference_cli_writes_a_repeated_file_over_as_the_reference(unaligned_ro
     assert_written(os.path.join(images, "img000_real_B.png"), item["B"][None])
 
 
+def test_files_of_a_tree_that_share_a_name_keep_their_own_results(unaligned_root, tmp_path):
+    """a/img000.png and b/img000.png under one dataroot: the first one's results keep the
+    reference's names, the later one's are named by its path, not written over them."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    tree = tmp_path / "tree"
+    write_images(tree / "a", 1, 40, seed=8)
+    write_images(tree / "b", 1, 40, seed=9)
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tree),
+                           "--model", "test", "--results_dir", str(tmp_path / "results")])
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == ["b_img000_fake.png", "b_img000_real.png", "img000_fake.png",
+                                          "img000_real.png"]
+    for name, folder in (("img000_real.png", "a"), ("b_img000_real.png", "b")):
+        written = np.asarray(Image.open(os.path.join(images, name))).astype(int)
+        source = np.asarray(Image.open(tree / folder / "img000.png").resize((32, 32), Image.BICUBIC)).astype(int)
+        assert np.abs(written - source).max() <= 1, name
+
+
 def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp_path, capsys):
     """A run trained BtoA (its G_A takes B images) under --suffix: the test finds the suffixed run
     (the suffix formatted with the test's options, as the reference) and takes its options (norm,
