@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.engine.levels import resolve_levels
-from fastgan.models import generator_size_multiple
+from fastgan.models import generator_size_multiple, generator_smallest_side
 from fastgan.options import Options, resolve
 
 
@@ -33,6 +33,10 @@ def check_generator_input_size(opt: Options) -> None:
         raise ValueError(f"--netG {opt.netG} needs --crop_size a multiple of {multiple} (got {opt.crop_size}): "
                          f"use --crop_size {max(multiple, opt.crop_size // multiple * multiple)}"
                          + (f" or --netG {' / '.join(fits)}" if fits else ""))
+    smallest = generator_smallest_side(opt.netG)
+    if "crop" in opt.preprocess and opt.crop_size < smallest:  # (a ResNet's: the discriminator's check comes later)
+        raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --crop_size "
+                         f"{opt.crop_size}): use a larger --crop_size")
     if opt.preprocess == "scale_width" and opt.load_size % multiple:  # every image's width
         raise ValueError(f"--netG {opt.netG} needs sides that are multiples of {multiple}; --preprocess scale_width "
                          f"makes every width --load_size {opt.load_size}: use --load_size "
@@ -46,6 +50,14 @@ def patch_discriminator_sides(netD: str, n_layers_D: int, side: int) -> list[int
     for _ in range(1, 3 if netD == "basic" else n_layers_D):
         sides.append(sides[-1] // 2)
     return sides + [sides[-1] - 1, sides[-1] - 2]  # the two stride-1 convs
+
+
+def patch_discriminator_smallest_side(netD: str, n_layers_D: int) -> int:
+    """The smallest input side for which a PatchGAN's last conv gives a pixel or more
+    (patch_discriminator_sides' last >= 1): its k halvings must leave 3."""
+    if netD == "pixel":
+        return 1
+    return 3 * 2 ** (3 if netD == "basic" else max(n_layers_D, 1))
 
 
 def check_discriminator_input_size(opt: Options) -> None:
@@ -64,19 +76,29 @@ def check_discriminator_input_size(opt: Options) -> None:
                      "--crop_size or a shallower discriminator")
 
 
-def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int | None = None) -> None:
+def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int | None = None,
+                     discriminator: bool = True) -> None:
     """Under --preprocess none or scale_width each image keeps a size of its own (heights, and
     for none the widths, follow the files): a DatasetError names `path` when a side of `image`
-    is not a multiple of `multiple` (default: what the generator gives back), before the net
-    or the losses fail on it."""
+    is not a multiple of `multiple` (default: what the generator gives back), or is too small
+    for the generator or, when it trains too, the discriminator, before the nets or the
+    losses fail on it."""
     from fastgan.data import DatasetError
 
     multiple = multiple or generator_size_multiple(opt.netG)
     h, w = image.shape[-2:]
+    where = f"{path}: {w}x{h} after --preprocess {opt.preprocess}"
     if h % multiple or w % multiple:
-        raise DatasetError(f"{path}: {w}x{h} after --preprocess {opt.preprocess}; --netG {opt.netG} takes sides "
-                           f"that are multiples of {multiple} (the reference fails on it too): use a --preprocess "
-                           "that crops, or --load_size/--crop_size multiples of it")
+        raise DatasetError(f"{where}; --netG {opt.netG} takes sides that are multiples of {multiple} (the "
+                           "reference fails on it too): use a --preprocess that crops, or --load_size/--crop_size "
+                           "multiples of it")
+    needs = [(generator_smallest_side(opt.netG), f"--netG {opt.netG}")]
+    if discriminator:
+        needs.append((patch_discriminator_smallest_side(opt.netD, opt.n_layers_D), f"--netD {opt.netD}"))
+    smallest, net = max(needs)
+    if min(h, w) < smallest:
+        raise DatasetError(f"{where}; {net} takes sides of {smallest} pixels or more (the reference fails on it "
+                           "too): use larger images or a --preprocess that resizes them")
 
 
 def model_from_options(opt: Options):

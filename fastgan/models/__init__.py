@@ -84,6 +84,13 @@ def generator_size_multiple(netG: str) -> int:
     return int(netG.split("_")[1]) if netG.startswith("unet_") else 4
 
 
+def generator_smallest_side(netG: str) -> int:
+    """The smallest input side the generator takes: a ResNet generator's blocks reflect-pad by
+    one what its two stride-2 convs leave (ceil(side / 4) pixels), which needs 2 of them;
+    unet_N halves a side of N down to 1."""
+    return int(netG.split("_")[1]) if netG.startswith("unet_") else 5
+
+
 def count_parameters(net):
     """Number of parameters, trainable or not, as the reference prints it."""
     return sum(p.numel() for p in net.parameters())
@@ -106,6 +113,7 @@ __all__ = [
     "define_G",
     "export_state_dict",
     "generator_size_multiple",
+    "generator_smallest_side",
     "get_norm_layer",
     "init_weights",
     "load_reference_checkpoint",

@@ -218,6 +218,25 @@ def test_inference_cli_names_an_image_the_unet_cannot_take(aligned_root, tmp_pat
         capsys.readouterr().err
 
 
+def test_inference_cli_names_an_image_too_small_for_a_resnet_generator(unaligned_root, tmp_path, capsys):
+    """A ResNet generator takes any size from 5 pixels: a 4x4 image is named, on either side of
+    the cycle test and alone, rather than failing inside the net."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    tree = tmp_path / "tiny"
+    write_images(tree / "testA", 1, 8, seed=1)
+    write_images(tree / "testB", 1, 4, seed=2)
+    for root, path in ((tree, tree / "testB" / "img000.png"), (tree / "testB", tree / "testB" / "img000.png")):
+        with pytest.raises(SystemExit) as e:
+            test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(root),
+                           "--results_dir", str(tmp_path / "results"), "--preprocess", "none"])
+        assert e.value.code == 2
+        assert (f"{path}: 4x4 after --preprocess none; --netG resnet_6blocks takes sides of 5 pixels or more"
+                in capsys.readouterr().err), root
+    index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tree / "testA"),
+                           "--results_dir", str(tmp_path / "results"), "--preprocess", "none"])
+    assert np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png"))).shape == (8, 8, 3)
+
+
 def test_inference_cli_formats_the_suffix_with_the_tests_options(unaligned_root, tmp_path):
     """The reference's test defaults load_size to crop_size: --suffix sz{load_size} names run_sz32."""
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run_sz32") + ["--max_iters", "1"])

@@ -604,6 +604,10 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
                                                            "34: use --load_size 32"),
     (["--preprocess", "none", "--netG", "unet_128"], "x40 after --preprocess none; --netG unet_128 takes sides that "
                                                      "are multiples of 128"),
+    (["--preprocess", "none", "--netD", "n_layers", "--n_layers_D", "4"], "x40 after --preprocess none; --netD "
+                                                                         "n_layers takes sides of 48 pixels or more"),
+    (["--netD", "pixel", "--crop_size", "4", "--load_size", "4"], "--netG resnet_6blocks takes sides of 5 pixels or "
+                                                                  "more (got --crop_size 4)"),
     (["--preprocess", "none", "--gan_mode", "wgangp", "--lambda_gp", "10"], "--lambda_gp interpolates real and fake"),
     (["--continue_train"], "holds no latest_net_G_A.pth, latest_net_G_B.pth, latest_net_D_A.pth, "
                            "latest_net_D_B.pth and no training_state.pt; train without --continue_train first"),

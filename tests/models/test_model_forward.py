@@ -122,3 +122,27 @@ def test_networks_are_built_on_cpu():
     g, d = define_G(3, 3, 4, "resnet_6blocks"), define_D(3, 4, "basic")
     assert {p.device.type for p in [*g.parameters(), *d.parameters()]} == {"cpu"}
     assert type(g).__module__.startswith("fastgan.models") and not isinstance(g, nn.DataParallel)
+
+
+def test_the_smallest_sides_are_the_smallest_the_nets_take():
+    """generator_smallest_side and patch_discriminator_smallest_side: that side runs (in
+    training mode, instance norm), one pixel less fails."""
+    from fastgan.engine.models import patch_discriminator_sides, patch_discriminator_smallest_side
+    from fastgan.models import generator_smallest_side
+
+    def runs(net, side):
+        try:
+            net(torch.randn(1, 3, side, side + 3))  # (the other side larger: each side on its own)
+            return True
+        except (RuntimeError, ValueError):
+            return False
+
+    g = define_G(3, 3, 2, "resnet_6blocks", norm="instance")
+    s = generator_smallest_side("resnet_6blocks")
+    assert runs(g, s) and not runs(g, s - 1)
+    for netD, n_layers in (("basic", 3), ("n_layers", 1), ("n_layers", 2), ("n_layers", 4)):
+        s = patch_discriminator_smallest_side(netD, n_layers)
+        sides = [patch_discriminator_sides(netD, n_layers, side)[-1] for side in (s, s - 1)]
+        assert sides[0] >= 1 > sides[1]
+        d = define_D(3, 2, netD, n_layers_D=n_layers, norm="instance")
+        assert runs(d, s) and not runs(d, s - 1), (netD, n_layers)
