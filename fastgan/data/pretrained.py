@@ -27,7 +27,6 @@ import os
 
 from fastgan.data.download import HOST, fetch, pick_arch
 from fastgan.data.errors import DatasetError
-from fastgan.errors import first_line
 
 CYCLEGAN_MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite",
                    "horse2zebra", "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe",
@@ -89,11 +88,13 @@ def check_state_dict(path: str, url: str) -> None:
     may answer with a page of its own)."""
     import torch
 
+    from fastgan.models.checkpoint import unreadable_network_file
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         ok = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
     except Exception as e:  # torch.load raises what its unpickler met: any of many types
-        ok, why = False, first_line(e)
+        ok, why = False, unreadable_network_file(path, e)
     else:
         why = "not a state dict of tensors"
     if not ok:

@@ -187,17 +187,22 @@ def read_checkpoint_file(path: str) -> dict:
     except FileNotFoundError:
         raise
     except Exception as e:  # pickle, zip and EOF errors: torch.load raises many kinds
-        with open(path, "rb") as f:
-            head = f.read(64)
-        if head.startswith(b"version https://git-lfs"):
-            what = "a Git LFS pointer, not the file itself (git lfs pull)"
-        elif not head:
-            what = "empty"
-        elif "global" in str(e).lower():  # the weights-only unpickler met a class or function
-            what = "it holds Python objects besides tensors, refused (loading them could run any code)"
-        else:
-            what = f"not a PyTorch network file, or truncated ({type(e).__name__})"
-        raise CheckpointError(f"{path}: {what}") from None
+        raise CheckpointError(f"{path}: {unreadable_network_file(path, e)}") from None
+
+
+def unreadable_network_file(path: str, error: Exception) -> str:
+    """What the file is, in words, that torch.load(weights_only=True) failed on with `error`."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (git lfs pull)"
+    if not head:
+        return "empty"
+    if head.lstrip().startswith(b"<"):
+        return "a web page or other markup (HTML, XML), not a network file"
+    if "global" in str(error).lower():  # the weights-only unpickler met a class or function
+        return "it holds Python objects besides tensors, refused (loading them could run any code)"
+    return f"not a PyTorch network file, or truncated ({type(error).__name__})"
 
 
 def load_reference_checkpoint(net, path_or_state_dict, name: str = "<state_dict>"):
@@ -216,6 +221,12 @@ def load_reference_checkpoint(net, path_or_state_dict, name: str = "<state_dict>
         source, state_dict = name, path_or_state_dict
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{source}: expected a state_dict, got {type(state_dict).__name__}")
+    if state_dict and not any(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        if {"model", "progress"} <= set(state_dict):
+            raise CheckpointError(f"{source} is a fastgan training state (training_state.pt), which a run resumes "
+                                  "from, not a network: give one of the run's network files ({epoch}_net_{name}.pth)")
+        keys = ", ".join(map(str, list(state_dict)[:6])) + (", ..." if len(state_dict) > 6 else "")
+        raise CheckpointError(f"{source} holds no network weights: its entries ({keys}) are not tensors")
 
     target = unwrap(net)
     # Rebuilding the dict drops `_metadata` (attribute or key). Without version

@@ -81,16 +81,22 @@ def test_saved_images_are_the_references_tensor2im():
     (["--checkpoint", "LFS"], "a Git LFS pointer"),
     (["--checkpoint", "GARBAGE"], "not a PyTorch network file"),
     (["--checkpoint", "FOLDER"], "is a folder, not a network file"),
+    (["--checkpoint", "PAGE"], "PAGE: a web page or other markup (HTML, XML), not a network file"),
+    (["--checkpoint", "STATE"], "STATE is a fastgan training state (training_state.pt), which a run resumes from, "
+                                "not a network: give one of the run's network files ({epoch}_net_{name}.pth)"),
+    (["--checkpoint", "OTHER"], "OTHER holds no network weights: its entries (epoch, nets) are not tensors"),
     (["--results_dir", "FILE"], "Not a directory"),
 ])
 def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
     files = {"EMPTY": b"", "LFS": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n",
-             "GARBAGE": b"not a checkpoint" * 10, "FILE": b"a file"}
+             "GARBAGE": b"not a checkpoint" * 10, "FILE": b"a file", "PAGE": b"\n<!DOCTYPE html><html>moved</html>",
+             "STATE": (tmp_path / "run" / "training_state.pt").read_bytes()}
+    torch.save({"epoch": 3, "nets": {}}, tmp_path / "OTHER")
     for key, content in files.items():
         (tmp_path / key).write_bytes(content)
     (tmp_path / "FOLDER").mkdir()
-    extra = [str(tmp_path / e) if e in (*files, "FOLDER") else e for e in extra]
+    extra = [str(tmp_path / e) if e in (*files, "FOLDER", "OTHER") else e for e in extra]
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot",

@@ -123,7 +123,8 @@ def test_a_file_that_is_no_state_dict_is_refused_and_removed(server, tmp_path):
     """A server that answers with a page of its own, of the length it announces."""
     handler, host = server
     handler.files["/pix2pix/models-pytorch/edges2shoes.pth"] = b"<html>maintenance</html>"
-    with pytest.raises(DatasetError, match="edges2shoes.pth sent a file that is not a network's weights"):
+    with pytest.raises(DatasetError, match=r"edges2shoes.pth sent a file that is not a network's weights \(a web "
+                                           r"page or other markup \(HTML, XML\), not a network file\); removed it"):
         download_pretrained("edges2shoes", str(tmp_path), host=host)
     assert list(tmp_path.iterdir()) == []
     buf = io.BytesIO()
