@@ -262,6 +262,9 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
         mode = "aligned"  # a dataset of A|B pairs given to a run trained on unaligned folders
     if mode == "aligned":
         if opt.arch == "pix2pix" and not tool["model_test"]:
+            if not os.path.isdir(os.path.join(root, opt.phase)):
+                raise DatasetError(f"{root} holds no {opt.phase}/ of A|B pairs for the pix2pix test (G on the A "
+                                   "halves, beside B); to translate a folder of images with G, use --model test")
             return "paired", data.replace(dataset_mode="aligned")
         if opt.arch == "cyclegan" and not tool["one_generator"]:
             return "cycle", data.replace(dataset_mode="aligned")

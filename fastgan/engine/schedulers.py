@@ -41,12 +41,16 @@ def build_scheduler(optimizer: Optimizer, opt):
 
 
 def step_schedulers(schedulers, metric: float = 0.0) -> None:
-    """End-of-epoch step; plateau reads `metric` (the reference passes 0)."""
-    for scheduler in schedulers:
-        if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(metric)
-        else:
-            scheduler.step()
+    """End-of-epoch step; plateau reads `metric` (the reference passes 0). A resumed epoch that
+    had no batch left to train steps them before any optimizer step of this process: torch's
+    warning about that order is not for this case."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+        for scheduler in schedulers:
+            if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(metric)
+            else:
+                scheduler.step()
 
 
 def restart_schedules(optimizers: dict, opt, epochs_done: int) -> dict:
@@ -62,8 +66,6 @@ def restart_schedules(optimizers: dict, opt, epochs_done: int) -> dict:
                 group["lr"] = opt.lr
             group["betas"] = (opt.beta1, group["betas"][1])
     schedulers = {k: build_scheduler(o, opt) for k, o in optimizers.items()}
-    with warnings.catch_warnings():  # "scheduler stepped before optimizer.step()": replayed epochs
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(epochs_done):
-            step_schedulers(schedulers.values())
+    for _ in range(epochs_done):  # (step_schedulers: no warning that no optimizer stepped before)
+        step_schedulers(schedulers.values())
     return schedulers

@@ -179,8 +179,10 @@ class Trainer:
         opt, model, world = self.opt, self.model, self.ranks.world_size
         where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
             else f"{model.device}"
-        self.log(f"fastgan {opt.arch} on {where}: {self.loader.num_images} images, "
-                 f"{len(self.loader)} batches of {opt.batch_size * world} per epoch, "
+        images, batch, batches = self.loader.num_images, opt.batch_size * world, len(self.loader)
+        per_epoch = f"1 batch of all {images} (a batch holds up to {batch})" if images < batch \
+            else f"{batches} {'batch' if batches == 1 else 'batches'} of {batch}"
+        self.log(f"fastgan {opt.arch} on {where}: {images} images, {per_epoch} per epoch, "
                  f"epochs {self.progress.epoch}..{self.last_epoch}")
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
@@ -242,6 +244,10 @@ class Trainer:
         if self.main:
             self._say_replaced_latest_networks(state)
         self._count_batches_as_this_run(state)
+        if progress.batch > len(self.loader):
+            self.log(f"note: the saved run was at batch {progress.batch} of epoch {progress.epoch}, and this "
+                     f"dataset makes {len(self.loader)} batches an epoch (it changed, or --max_dataset_size did): "
+                     f"epoch {progress.epoch} ends now, and epoch {progress.epoch + 1} trains on it")
         self._follow_schedule_options(saved)
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
         if before != now and self.model.pools():

@@ -423,6 +423,21 @@ def test_inference_cli_on_aligned_pairs_writes_the_references_pix2pix_names(alig
                                                 for k in ("real_A", "fake_B", "real_B"))
 
 
+def test_a_pix2pix_run_on_a_folder_of_images_points_to_model_test(aligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    folder = tmp_path / "photos"
+    write_images(folder, 1, 32, seed=3)
+    common = ["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", str(folder),
+              "--results_dir", str(tmp_path / "results")]
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common)
+    assert e.value.code == 2
+    assert (f"{folder} holds no test/ of A|B pairs for the pix2pix test (G on the A halves, beside B); to "
+            "translate a folder of images with G, use --model test") in capsys.readouterr().err
+    index = test_cli.main(common + ["--model", "test"])
+    assert sorted(os.listdir(os.path.join(os.path.dirname(index), "images"))) == ["img000_fake.png", "img000_real.png"]
+
+
 def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tmp_path, capsys):
     """--model test, --gpu_ids -1, --display_id, --aspect_ratio (saved images' shape), a typed
     --load_size (resize, then the fixed centre crop), and same-named files in a folder tree."""

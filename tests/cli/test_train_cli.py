@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -504,6 +505,31 @@ def test_a_resume_with_another_batch_continues_after_the_images_trained(batch_si
     assert resumed["images"] == 6 - after  # the rest of epoch 1 and nothing more
     records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
     assert [r["epoch_iter"] for r in records] == [1, 2, 3] + list(range(after + batch_size, 7, batch_size))
+
+
+def test_a_resume_past_the_end_of_a_smaller_dataset_says_so_and_trains_the_next_epoch(unaligned_root, tmp_path,
+                                                                                      capsys):
+    """Saved at batch 5 of 6; resumed with --max_dataset_size 3 (3 batches an epoch): epoch 1
+    ends at once with a note, epoch 2 trains its 3 batches, and torch's warning about a scheduler
+    stepped before any optimizer step (true here, and meant) is not shown."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    assert train_cli.main(args + ["--max_iters", "5"])["iteration"] == 5
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (pytest.ini ignores that warning: here it would fail the run)
+        resumed = train_cli.main(args + ["--continue_train", "--max_dataset_size", "3"])
+    out = capsys.readouterr().out
+    assert ("note: the saved run was at batch 5 of epoch 1, and this dataset makes 3 batches an epoch (it changed, "
+            "or --max_dataset_size did): epoch 1 ends now, and epoch 2 trains on it") in out
+    assert resumed["images"] == 3
+    assert [(r["epoch"], r["epoch_iter"]) for r in read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))][-3:] \
+        == [(2, 1), (2, 2), (2, 3)]
+
+
+def test_a_batch_larger_than_the_dataset_is_said_as_one_batch_of_all(unaligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--batch_size", "8", "--max_iters", "1"])
+    assert "fastgan cyclegan on cpu: 6 images, 1 batch of all 6 (a batch holds up to 8) per epoch" in \
+        capsys.readouterr().out
 
 
 def test_a_bad_file_mid_run_keeps_what_trained_before_it(tmp_path, capsys):
