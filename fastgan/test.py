@@ -332,7 +332,8 @@ def load_generator(opt, path: str, device, eval_mode: bool, channels: tuple[int,
 def check_size(opt, kind: str, item: dict) -> None:
     """An image a generator of `kind` cannot take, named (--preprocess none or scale_width keep
     each image's size): a U-Net's sides must be multiples of its N; a ResNet generator takes
-    any size from 5 pixels (its output is then of another, as in the reference's test)."""
+    any size from 5 pixels, 4 with --padding_type zero or replicate (its output is then of another,
+    as in the reference's test)."""
     from fastgan.engine.models import check_image_fits
 
     multiple = None if opt.netG.startswith("unet_") else 1

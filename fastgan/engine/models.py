@@ -23,6 +23,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def fixed_side_option(opt: Options) -> str | None:
+    """The option that sets a side of every training image: crop_size where the preprocess
+    crops, load_size under scale_width (every width); None under none."""
+    return "crop_size" if "crop" in opt.preprocess else "load_size" if opt.preprocess == "scale_width" else None
+
+
 def check_generator_input_size(opt: Options) -> None:
     """Cropped training images of a size the generator cannot give back (its output would not
     match the target of the cycle or L1 loss) are refused before anything runs."""
@@ -33,10 +39,11 @@ def check_generator_input_size(opt: Options) -> None:
         raise ValueError(f"--netG {opt.netG} needs --crop_size a multiple of {multiple} (got {opt.crop_size}): "
                          f"use --crop_size {max(multiple, opt.crop_size // multiple * multiple)}"
                          + (f" or --netG {' / '.join(fits)}" if fits else ""))
-    smallest = generator_smallest_side(opt.netG)
-    if "crop" in opt.preprocess and opt.crop_size < smallest:  # (a ResNet's: the discriminator's check comes later)
-        raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --crop_size "
-                         f"{opt.crop_size}): use a larger --crop_size")
+    smallest = generator_smallest_side(opt.netG, opt.padding_type)
+    size = fixed_side_option(opt)
+    if size and getattr(opt, size) < smallest:  # (a ResNet's: the discriminator's check comes later)
+        raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --{size} "
+                         f"{getattr(opt, size)}): use a larger --{size}")
     if opt.preprocess == "scale_width" and opt.load_size % multiple:  # every image's width
         raise ValueError(f"--netG {opt.netG} needs sides that are multiples of {multiple}; --preprocess scale_width "
                          f"makes every width --load_size {opt.load_size}: use --load_size "
@@ -65,15 +72,17 @@ def check_discriminator_input_size(opt: Options) -> None:
     is refused before anything runs, where the reference fails at its first iteration: a
     conv would get less than its kernel. (Its last conv's input is the smallest side, so an
     output of a pixel or more also spares every norm layer a single pixel.)"""
-    if opt.netD == "pixel" or "crop" not in opt.preprocess:
+    size = fixed_side_option(opt)
+    if opt.netD == "pixel" or size is None:
         return
-    sides = patch_discriminator_sides(opt.netD, opt.n_layers_D, opt.crop_size)
+    sides = patch_discriminator_sides(opt.netD, opt.n_layers_D, getattr(opt, size))
     if sides[-1] >= 1:
         return
     depth = "--netD basic (3 layers)" if opt.netD == "basic" else f"--netD n_layers --n_layers_D {opt.n_layers_D}"
-    raise ValueError(f"{depth} is too deep for --crop_size {opt.crop_size}: its 4x4 convs shrink the crop to "
+    raise ValueError(f"{depth} is too deep for --{size} {getattr(opt, size)}: its 4x4 convs shrink the "
+                     f"{'crop' if size == 'crop_size' else 'width'} to "
                      f"{' -> '.join(str(s) for s in sides if s >= 1)}, too small for the next; use a larger "
-                     "--crop_size or a shallower discriminator")
+                     f"--{size} or a shallower discriminator")
 
 
 def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int | None = None,
@@ -92,13 +101,15 @@ def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int
         raise DatasetError(f"{where}; --netG {opt.netG} takes sides that are multiples of {multiple} (the "
                            "reference fails on it too): use a --preprocess that crops, or --load_size/--crop_size "
                            "multiples of it")
-    needs = [(generator_smallest_side(opt.netG), f"--netG {opt.netG}")]
+    needs = [(generator_smallest_side(opt.netG, opt.padding_type), f"--netG {opt.netG}")]
     if discriminator:
         needs.append((patch_discriminator_smallest_side(opt.netD, opt.n_layers_D), f"--netD {opt.netD}"))
     smallest, net = max(needs)
     if min(h, w) < smallest:
+        fix = "larger images or a --preprocess that resizes them" if opt.preprocess == "none" else \
+            "a larger --load_size or --crop_size"
         raise DatasetError(f"{where}; {net} takes sides of {smallest} pixels or more (the reference fails on it "
-                           "too): use larger images or a --preprocess that resizes them")
+                           f"too): use {fix}")
 
 
 def model_from_options(opt: Options):

@@ -41,9 +41,9 @@ def build_scheduler(optimizer: Optimizer, opt):
 
 
 def step_schedulers(schedulers, metric: float = 0.0) -> None:
-    """End-of-epoch step; plateau reads `metric` (the reference passes 0). A resumed epoch that
-    had no batch left to train steps them before any optimizer step of this process: torch's
-    warning about that order is not for this case."""
+    """End-of-epoch step; plateau reads `metric` (the reference passes 0). Without torch's
+    warning of a scheduler stepped before any optimizer step: here that order is meant (a
+    resumed epoch with no batch left to train, schedules replayed by restart_schedules)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
         for scheduler in schedulers:

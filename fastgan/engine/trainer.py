@@ -127,6 +127,12 @@ class StopRequest:
             raise StopNow(self._deferred, after_save=True)
 
 
+def saved_global_batch(state: dict, batch_size: int) -> int:
+    """Images per iteration of the run that saved `state` (its --batch_size, else `batch_size`,
+    times its ranks)."""
+    return int(state.get("options", {}).get("batch_size", batch_size)) * max(1, len(state.get("ranks") or []))
+
+
 def _swallow_once(signum: int, then):
     """A handler that ignores one `signum`, then puts `then` back."""
     def swallow(sig, frame):
@@ -243,11 +249,8 @@ class Trainer:
                  f"batch {progress.batch}, total_iters {progress.total_iters}")
         if self.main:
             self._say_replaced_latest_networks(state)
-        self._count_batches_as_this_run(state)
-        if progress.batch > len(self.loader):
-            self.log(f"note: the saved run was at batch {progress.batch} of epoch {progress.epoch}, and this "
-                     f"dataset makes {len(self.loader)} batches an epoch (it changed, or --max_dataset_size did): "
-                     f"epoch {progress.epoch} ends now, and epoch {progress.epoch + 1} trains on it")
+        if not self._end_an_epoch_past_this_dataset(state):
+            self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
         if before != now and self.model.pools():
@@ -276,6 +279,20 @@ class Trainer:
                      f"the files were put there to train on (another trainer's), move {STATE_FILE} away and run "
                      "again to continue from them, as the reference does")
 
+    def _end_an_epoch_past_this_dataset(self, state: dict) -> bool:
+        """A saved position past the end of this dataset's epoch (the dataset shrank, or
+        --max_dataset_size did: its batches before the last, which may be short, hold more
+        images than the epoch): the epoch ends, the next trains, and the run says so."""
+        p = self.progress
+        saved_global = saved_global_batch(state, self.opt.batch_size)
+        if p.batch == 0 or (p.batch - 1) * saved_global < self.loader.num_images:
+            return False
+        self.log(f"note: the saved run had trained {p.batch} batches of {saved_global} of epoch {p.epoch}, more than "
+                 f"the {self.loader.num_images} images this dataset holds (it changed, or --max_dataset_size did): "
+                 f"epoch {p.epoch} ends now, and epoch {p.epoch + 1} trains on it")
+        p.batch = len(self.loader)
+        return True
+
     def _count_batches_as_this_run(self, state: dict) -> None:
         """progress.batch counts the saved run's global batches (--batch_size x its ranks). A
         run resumed with another global batch (another --batch_size, or number of ranks)
@@ -283,8 +300,7 @@ class Trainer:
         depend on the batch, so the first `batch` of this run's batches are those images,
         rounded down to a whole batch (and the run says how many images then train twice)."""
         p = self.progress
-        saved_batch = int(state.get("options", {}).get("batch_size", self.opt.batch_size))
-        saved_global = saved_batch * max(1, len(state.get("ranks") or []))
+        saved_global = saved_global_batch(state, self.opt.batch_size)
         global_batch = self.opt.batch_size * self.ranks.world_size
         if p.batch == 0 or saved_global == global_batch:
             return

@@ -84,11 +84,14 @@ def generator_size_multiple(netG: str) -> int:
     return int(netG.split("_")[1]) if netG.startswith("unet_") else 4
 
 
-def generator_smallest_side(netG: str) -> int:
-    """The smallest input side the generator takes: a ResNet generator's blocks reflect-pad by
-    one what its two stride-2 convs leave (ceil(side / 4) pixels), which needs 2 of them;
-    unet_N halves a side of N down to 1."""
-    return int(netG.split("_")[1]) if netG.startswith("unet_") else 5
+def generator_smallest_side(netG: str, padding_type: str = "reflect") -> int:
+    """The smallest input side the generator takes. A ResNet generator reflect-pads its input
+    by 3 (4 pixels or more), and its blocks, with padding_type reflect, pad by one what its
+    two stride-2 convs leave (ceil(side / 4) pixels), which needs 2 of them; unet_N halves a
+    side of N down to 1."""
+    if netG.startswith("unet_"):
+        return int(netG.split("_")[1])
+    return 5 if padding_type == "reflect" else 4
 
 
 def count_parameters(net):

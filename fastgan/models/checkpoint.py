@@ -221,12 +221,16 @@ def load_reference_checkpoint(net, path_or_state_dict, name: str = "<state_dict>
         source, state_dict = name, path_or_state_dict
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{source}: expected a state_dict, got {type(state_dict).__name__}")
-    if state_dict and not any(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        if {"model", "progress"} <= set(state_dict):
+    entries = {k: v for k, v in state_dict.items() if k != "_metadata"}
+    if entries and not any(isinstance(v, torch.Tensor) for v in entries.values()):
+        if {"model", "progress"} <= set(entries):
             raise CheckpointError(f"{source} is a fastgan training state (training_state.pt), which a run resumes "
                                   "from, not a network: give one of the run's network files ({epoch}_net_{name}.pth)")
-        keys = ", ".join(map(str, list(state_dict)[:6])) + (", ..." if len(state_dict) > 6 else "")
-        raise CheckpointError(f"{source} holds no network weights: its entries ({keys}) are not tensors")
+        keys = ", ".join(map(str, list(entries)[:6])) + (", ..." if len(entries) > 6 else "")
+        nested = [k for k, v in entries.items()
+                  if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())]
+        inside = f"; a network's weights may be the tensors under {nested[0]!r}: save those alone" if nested else ""
+        raise CheckpointError(f"{source} holds no network weights: its entries ({keys}) are not tensors{inside}")
 
     target = unwrap(net)
     # Rebuilding the dict drops `_metadata` (attribute or key). Without version

@@ -85,6 +85,8 @@ def test_saved_images_are_the_references_tensor2im():
     (["--checkpoint", "STATE"], "STATE is a fastgan training state (training_state.pt), which a run resumes from, "
                                 "not a network: give one of the run's network files ({epoch}_net_{name}.pth)"),
     (["--checkpoint", "OTHER"], "OTHER holds no network weights: its entries (epoch, nets) are not tensors"),
+    (["--checkpoint", "WRAPPED"], "WRAPPED holds no network weights: its entries (epoch, state_dict) are not tensors; "
+                                  "a network's weights may be the tensors under 'state_dict': save those alone"),
     (["--results_dir", "FILE"], "Not a directory"),
 ])
 def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
@@ -93,10 +95,11 @@ def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_roo
              "GARBAGE": b"not a checkpoint" * 10, "FILE": b"a file", "PAGE": b"\n<!DOCTYPE html><html>moved</html>",
              "STATE": (tmp_path / "run" / "training_state.pt").read_bytes()}
     torch.save({"epoch": 3, "nets": {}}, tmp_path / "OTHER")
+    torch.save({"epoch": 3, "state_dict": {"w": torch.zeros(1)}}, tmp_path / "WRAPPED")
     for key, content in files.items():
         (tmp_path / key).write_bytes(content)
     (tmp_path / "FOLDER").mkdir()
-    extra = [str(tmp_path / e) if e in (*files, "FOLDER", "OTHER") else e for e in extra]
+    extra = [str(tmp_path / e) if e in (*files, "FOLDER", "OTHER", "WRAPPED") else e for e in extra]
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot",

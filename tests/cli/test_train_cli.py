@@ -509,21 +509,22 @@ def test_a_resume_with_another_batch_continues_after_the_images_trained(batch_si
 
 def test_a_resume_past_the_end_of_a_smaller_dataset_says_so_and_trains_the_next_epoch(unaligned_root, tmp_path,
                                                                                       capsys):
-    """Saved at batch 5 of 6; resumed with --max_dataset_size 3 (3 batches an epoch): epoch 1
-    ends at once with a note, epoch 2 trains its 3 batches, and torch's warning about a scheduler
-    stepped before any optimizer step (true here, and meant) is not shown."""
+    """Saved at batch 5 of 6; resumed with --max_dataset_size 3 and another batch (2 batches an
+    epoch): epoch 1 ends at once with a note, epoch 2 trains its 3 images, and torch's warning
+    about a scheduler stepped before any optimizer step (true here, and meant) is not shown."""
     args = tiny_args(unaligned_root, tmp_path, "run")
     assert train_cli.main(args + ["--max_iters", "5"])["iteration"] == 5
     capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # (pytest.ini ignores that warning: here it would fail the run)
-        resumed = train_cli.main(args + ["--continue_train", "--max_dataset_size", "3"])
+    with warnings.catch_warnings():  # (pytest.ini ignores that warning: here it would fail the run)
+        warnings.filterwarnings("error", "Detected call of `lr_scheduler.step")
+        resumed = train_cli.main(args + ["--continue_train", "--max_dataset_size", "3", "--batch_size", "2"])
     out = capsys.readouterr().out
-    assert ("note: the saved run was at batch 5 of epoch 1, and this dataset makes 3 batches an epoch (it changed, "
-            "or --max_dataset_size did): epoch 1 ends now, and epoch 2 trains on it") in out
+    assert ("note: the saved run had trained 5 batches of 1 of epoch 1, more than the 3 images this dataset holds (it "
+            "changed, or --max_dataset_size did): epoch 1 ends now, and epoch 2 trains on it") in out
+    assert "continues after" not in out  # (another batch: no count of the images trained in its terms)
     assert resumed["images"] == 3
-    assert [(r["epoch"], r["epoch_iter"]) for r in read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))][-3:] \
-        == [(2, 1), (2, 2), (2, 3)]
+    assert [(r["epoch"], r["epoch_iter"]) for r in read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))][-2:] \
+        == [(2, 2), (2, 4)]  # (the reference's epoch_iter: batch_size a step)
 
 
 def test_a_batch_larger_than_the_dataset_is_said_as_one_batch_of_all(unaligned_root, tmp_path, capsys):
@@ -634,6 +635,8 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
                                                                          "n_layers takes sides of 48 pixels or more"),
     (["--netD", "pixel", "--crop_size", "4", "--load_size", "4"], "--netG resnet_6blocks takes sides of 5 pixels or "
                                                                   "more (got --crop_size 4)"),
+    (["--preprocess", "scale_width", "--load_size", "16"],
+     "--netD basic (3 layers) is too deep for --load_size 16: its 4x4 convs shrink the width to 8 -> 4 -> 2 -> 1"),
     (["--preprocess", "none", "--gan_mode", "wgangp", "--lambda_gp", "10"], "--lambda_gp interpolates real and fake"),
     (["--continue_train"], "holds no latest_net_G_A.pth, latest_net_G_B.pth, latest_net_D_A.pth, "
                            "latest_net_D_B.pth and no training_state.pt; train without --continue_train first"),

@@ -137,12 +137,29 @@ def test_the_smallest_sides_are_the_smallest_the_nets_take():
         except (RuntimeError, ValueError):
             return False
 
-    g = define_G(3, 3, 2, "resnet_6blocks", norm="instance")
-    s = generator_smallest_side("resnet_6blocks")
-    assert runs(g, s) and not runs(g, s - 1)
-    for netD, n_layers in (("basic", 3), ("n_layers", 1), ("n_layers", 2), ("n_layers", 4)):
+    for padding in ("reflect", "zero", "replicate"):
+        g = define_G(3, 3, 2, "resnet_6blocks", norm="none", padding_type=padding)
+        s = generator_smallest_side("resnet_6blocks", padding)
+        assert runs(g, s) and not runs(g, s - 1), padding
+    for netD, n_layers in (("basic", 3), ("n_layers", 0), ("n_layers", 1), ("n_layers", 2), ("n_layers", 5)):
         s = patch_discriminator_smallest_side(netD, n_layers)
         sides = [patch_discriminator_sides(netD, n_layers, side)[-1] for side in (s, s - 1)]
         assert sides[0] >= 1 > sides[1]
         d = define_D(3, 2, netD, n_layers_D=n_layers, norm="instance")
         assert runs(d, s) and not runs(d, s - 1), (netD, n_layers)
+
+
+def test_an_image_too_small_for_the_nets_is_named_with_the_options_that_size_it():
+    from fastgan.data import DatasetError
+    from fastgan.engine.models import check_image_fits
+    from fastgan.options import resolve
+
+    image = torch.zeros(3, 20, 48)  # under scale_width: --load_size wide, its height from the file
+    opt = resolve("cyclegan", {"preprocess": "scale_width", "load_size": 48, "crop_size": 16})
+    with pytest.raises(DatasetError, match=r"^a.png: 48x20 after --preprocess scale_width; --netD basic takes sides "
+                                           r"of 24 pixels or more \(the reference fails on it too\): use a larger "
+                                           r"--load_size or --crop_size$"):
+        check_image_fits(opt, image, "a.png")
+    check_image_fits(opt, image, "a.png", discriminator=False)  # the generator alone takes it
+    with pytest.raises(DatasetError, match="use larger images or a --preprocess that resizes them$"):
+        check_image_fits(opt.replace(preprocess="none"), image, "a.png")
