@@ -41,7 +41,7 @@ def check_generator_input_size(opt: Options) -> None:
                          + (f" or --netG {' / '.join(fits)}" if fits else ""))
     smallest = generator_smallest_side(opt.netG, opt.padding_type)
     size = fixed_side_option(opt)
-    if size and getattr(opt, size) < smallest:  # (a ResNet's: the discriminator's check comes later)
+    if size and getattr(opt, size) < smallest:  # (a U-Net's is its multiple, checked above)
         raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --{size} "
                          f"{getattr(opt, size)}): use a larger --{size}")
     if opt.preprocess == "scale_width" and opt.load_size % multiple:  # every image's width
