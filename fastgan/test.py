@@ -329,16 +329,17 @@ def load_generator(opt, path: str, device, eval_mode: bool, channels: tuple[int,
     return G
 
 
-def check_size(opt, kind: str, item: dict) -> None:
+def check_size(opt, kind: str, item: dict, eval_mode: bool) -> None:
     """An image a generator of `kind` cannot take, named (--preprocess none or scale_width keep
     each image's size): a U-Net's sides must be multiples of its N; a ResNet generator takes
     any size from 5 pixels, 4 with --padding_type zero or replicate (its output is then of another,
-    as in the reference's test)."""
+    as in the reference's test), but not 4x4 with instance norm, nor with batch norm without --eval."""
     from fastgan.engine.models import check_image_fits
 
     multiple = None if opt.netG.startswith("unet_") else 1
     for side in ("A", "B") if kind == "cycle" else ("A",):  # (a pair's B is not translated)
-        check_image_fits(opt, item[side], item[side + "_paths"], multiple=multiple, discriminator=False)
+        check_image_fits(opt, item[side], item[side + "_paths"], multiple=multiple, discriminator=False,
+                         eval_mode=eval_mode)
 
 
 def visuals(kind: str, nets: dict, item: dict, device) -> dict:
@@ -389,7 +390,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     with torch.no_grad():
         for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
             item = dataset[i]
-            check_size(opt, kind, item)
+            check_size(opt, kind, item, tool["eval"])
             stem = unique_stem(item["A_paths"], dataset.root, stems)
             entries = []
             for name, tensor in visuals(kind, nets, item, device).items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.engine.levels import resolve_levels
-from fastgan.models import generator_size_multiple, generator_smallest_side
+from fastgan.models import generator_norm_gets_one_value, generator_size_multiple, generator_smallest_side
 from fastgan.options import Options, resolve
 
 
@@ -44,10 +44,19 @@ def check_generator_input_size(opt: Options) -> None:
     if size and getattr(opt, size) < smallest:  # (a U-Net's is its multiple, checked above)
         raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --{size} "
                          f"{getattr(opt, size)}): use a larger --{size}")
+    if "crop" in opt.preprocess and generator_norm_gets_one_value(opt.netG, opt.norm, opt.crop_size, opt.crop_size,
+                                                                  opt.batch_size):
+        raise ValueError(one_value_norm_message(opt, f"--crop_size {opt.crop_size}") + ": use a larger --crop_size")
     if opt.preprocess == "scale_width" and opt.load_size % multiple:  # every image's width
         raise ValueError(f"--netG {opt.netG} needs sides that are multiples of {multiple}; --preprocess scale_width "
                          f"makes every width --load_size {opt.load_size}: use --load_size "
                          f"{max(multiple, opt.load_size // multiple * multiple)}")
+
+
+def one_value_norm_message(opt: Options, what: str) -> str:
+    return (f"--netG {opt.netG} --padding_type {opt.padding_type} shrinks {what} to 1x1 pixel in its ResNet blocks, "
+            f"and --norm {opt.norm} cannot normalize one value" + (" per channel of a batch of 1" if opt.norm == "batch"
+                                                                   else "") + " (the reference fails on it too)")
 
 
 def patch_discriminator_sides(netD: str, n_layers_D: int, side: int) -> list[int]:
@@ -86,12 +95,13 @@ def check_discriminator_input_size(opt: Options) -> None:
 
 
 def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int | None = None,
-                     discriminator: bool = True) -> None:
+                     discriminator: bool = True, eval_mode: bool = False) -> None:
     """Under --preprocess none or scale_width each image keeps a size of its own (heights, and
     for none the widths, follow the files): a DatasetError names `path` when a side of `image`
-    is not a multiple of `multiple` (default: what the generator gives back), or is too small
-    for the generator or, when it trains too, the discriminator, before the nets or the
-    losses fail on it."""
+    (a batch, or one image) is not a multiple of `multiple` (default: what the generator gives
+    back), or is too small for the generator (its norm layers included, in eval mode with
+    `eval_mode`) or, when it trains too, the discriminator, before the nets or the losses fail
+    on it."""
     from fastgan.data import DatasetError
 
     multiple = multiple or generator_size_multiple(opt.netG)
@@ -105,11 +115,14 @@ def check_image_fits(opt: Options, image: torch.Tensor, path: str, multiple: int
     if discriminator:
         needs.append((patch_discriminator_smallest_side(opt.netD, opt.n_layers_D), f"--netD {opt.netD}"))
     smallest, net = max(needs)
+    fix = "larger images or a --preprocess that resizes them" if opt.preprocess == "none" else \
+        "a larger --load_size or --crop_size"
     if min(h, w) < smallest:
-        fix = "larger images or a --preprocess that resizes them" if opt.preprocess == "none" else \
-            "a larger --load_size or --crop_size"
         raise DatasetError(f"{where}; {net} takes sides of {smallest} pixels or more (the reference fails on it "
                            f"too): use {fix}")
+    batch = image.shape[0] if image.dim() == 4 else 1
+    if generator_norm_gets_one_value(opt.netG, opt.norm, h, w, batch, eval_mode):
+        raise DatasetError(f"{where}; {one_value_norm_message(opt, 'it')}: use {fix}")
 
 
 def model_from_options(opt: Options):

@@ -94,6 +94,19 @@ def generator_smallest_side(netG: str, padding_type: str = "reflect") -> int:
     return 5 if padding_type == "reflect" else 4
 
 
+def generator_norm_gets_one_value(netG: str, norm: str, h: int, w: int, batch: int = 1,
+                                  eval_mode: bool = False) -> bool:
+    """Whether a norm layer of the generator would compute its statistics over a single value
+    for a batch of `batch` h x w inputs (torch refuses it). A ResNet generator's blocks work on
+    ceil(h/4) x ceil(w/4) pixels: one for a 4x4 input, which --padding_type zero or replicate
+    lets in. Instance norm counts a plane's pixels, batch norm the batch's too, and none in
+    eval mode (running statistics). A U-Net's 1x1 innermost block has no norm."""
+    if not netG.startswith("resnet_") or norm not in ("instance", "batch") or (norm == "batch" and eval_mode):
+        return False
+    values = -(-h // 4) * -(-w // 4) * (batch if norm == "batch" else 1)
+    return values < 2
+
+
 def count_parameters(net):
     """Number of parameters, trainable or not, as the reference prints it."""
     return sum(p.numel() for p in net.parameters())
@@ -115,6 +128,7 @@ __all__ = [
     "define_D",
     "define_G",
     "export_state_dict",
+    "generator_norm_gets_one_value",
     "generator_size_multiple",
     "generator_smallest_side",
     "get_norm_layer",

@@ -246,6 +246,31 @@ def test_inference_cli_names_an_image_too_small_for_a_resnet_generator(unaligned
     assert np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png"))).shape == (8, 8, 3)
 
 
+def test_inference_cli_names_a_4x4_image_whose_norm_would_get_one_value(unaligned_root, tmp_path, capsys):
+    """With --padding_type zero a ResNet generator takes 4 pixel sides, but a 4x4 image leaves its
+    blocks one pixel: instance norm always, and batch norm without --eval, cannot take it."""
+    tree = tmp_path / "tiny"
+    write_images(tree, 1, 4, seed=1)
+    for norm, eval_mode in (("instance", False), ("instance", True), ("batch", False), ("batch", True)):
+        name = f"run_{norm}"
+        if not eval_mode:
+            train_cli.main(tiny_args(unaligned_root, tmp_path, name) + ["--max_iters", "1", "--padding_type", "zero",
+                                                                        "--norm", norm])
+        args = ["--name", name, "--checkpoints_dir", str(tmp_path), "--dataroot", str(tree), "--results_dir",
+                str(tmp_path / "results"), "--preprocess", "none", "--padding_type", "zero", "--norm", norm]
+        if norm == "batch" and eval_mode:  # running statistics: it translates
+            index = test_cli.main(args + ["--eval"])
+            image = Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png"))
+            assert image.size == (4, 4)
+            continue
+        with pytest.raises(SystemExit) as e:
+            test_cli.main(args + (["--eval"] if eval_mode else []))
+        assert e.value.code == 2
+        assert (f"{tree / 'img000.png'}: 4x4 after --preprocess none; --netG resnet_6blocks --padding_type zero "
+                f"shrinks it to 1x1 pixel in its ResNet blocks, and --norm {norm} cannot normalize one value"
+                in capsys.readouterr().err), (norm, eval_mode)
+
+
 def test_inference_cli_formats_the_suffix_with_the_tests_options(unaligned_root, tmp_path):
     """The reference's test defaults load_size to crop_size: --suffix sz{load_size} names run_sz32."""
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run_sz32") + ["--max_iters", "1"])

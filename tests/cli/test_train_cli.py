@@ -635,6 +635,9 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
                                                                          "n_layers takes sides of 48 pixels or more"),
     (["--netD", "pixel", "--crop_size", "4", "--load_size", "4"], "--netG resnet_6blocks takes sides of 5 pixels or "
                                                                   "more (got --crop_size 4)"),
+    (["--netD", "pixel", "--padding_type", "zero", "--crop_size", "4", "--load_size", "4"],
+     "--netG resnet_6blocks --padding_type zero shrinks --crop_size 4 to 1x1 pixel in its ResNet blocks, and --norm "
+     "instance cannot normalize one value (the reference fails on it too): use a larger --crop_size"),
     (["--preprocess", "scale_width", "--load_size", "16"],
      "--netD basic (3 layers) is too deep for --load_size 16: its 4x4 convs shrink the width to 8 -> 4 -> 2 -> 1"),
     (["--preprocess", "none", "--gan_mode", "wgangp", "--lambda_gp", "10"], "--lambda_gp interpolates real and fake"),

@@ -1,5 +1,7 @@
 """Forward passes on small networks: shapes and the reference's computations."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -149,6 +151,34 @@ def test_the_smallest_sides_are_the_smallest_the_nets_take():
         assert runs(d, s) and not runs(d, s - 1), (netD, n_layers)
 
 
+def test_a_generator_norm_gets_one_value_exactly_where_torch_refuses_it():
+    """generator_norm_gets_one_value against the nets themselves: each padding, norm, size from
+    the smallest side up, batch of 1 or 2, training or eval mode."""
+    from fastgan.models import generator_norm_gets_one_value, generator_smallest_side
+
+    def runs(net, x):
+        try:
+            net(x)
+            return True
+        except ValueError:  # torch's "Expected more than 1 spatial element / value per channel"
+            return False
+
+    refused = 0
+    for netG, padding in (("resnet_6blocks", "reflect"), ("resnet_6blocks", "zero"), ("resnet_6blocks", "replicate"),
+                          ("unet_128", "reflect")):
+        for norm in ("instance", "batch", "none"):
+            g = define_G(3, 3, 2, netG, norm=norm, padding_type=padding)
+            s = generator_smallest_side(netG, padding)
+            sizes = ((s, s), (s, 2 * s)) if netG.startswith("unet") else ((s, s), (s, s + 1), (s + 4, s))
+            for (h, w), batch, eval_mode in itertools.product(sizes, (1, 2), (False, True)):
+                g.train(not eval_mode)
+                one = generator_norm_gets_one_value(netG, norm, h, w, batch, eval_mode)
+                assert runs(g, torch.randn(batch, 3, h, w)) is not one, (netG, padding, norm, h, w, batch, eval_mode)
+                refused += one
+    # 4x4 with zero or replicate padding: instance norm always (4 cases each), batch norm for a batch of 1 in training
+    assert refused == 2 * (4 + 1)
+
+
 def test_an_image_too_small_for_the_nets_is_named_with_the_options_that_size_it():
     from fastgan.data import DatasetError
     from fastgan.engine.models import check_image_fits
@@ -163,3 +193,11 @@ def test_an_image_too_small_for_the_nets_is_named_with_the_options_that_size_it(
     check_image_fits(opt, image, "a.png", discriminator=False)  # the generator alone takes it
     with pytest.raises(DatasetError, match="use larger images or a --preprocess that resizes them$"):
         check_image_fits(opt.replace(preprocess="none"), image, "a.png")
+    # a training batch of 4x4 images, one 4x4 pixel through zero-padded ResNet blocks: batch norm takes 2 of them
+    opt = opt.replace(preprocess="none", netD="pixel", padding_type="zero", norm="batch")
+    check_image_fits(opt, torch.zeros(2, 3, 4, 4), "a.png")
+    with pytest.raises(DatasetError, match=r"^a.png: 4x4 after --preprocess none; --netG resnet_9blocks --padding_type "
+                                           r"zero shrinks it to 1x1 pixel in its ResNet blocks, and --norm batch "
+                                           r"cannot normalize one value per channel of a batch of 1 \(the reference "
+                                           r"fails on it too\): use larger images or a --preprocess that resizes them$"):
+        check_image_fits(opt, torch.zeros(1, 3, 4, 4), "a.png")
