@@ -351,8 +351,10 @@ def visuals(kind: str, nets: dict, item: dict, device) -> dict:
         images = (real_A, nets["G"](real_A), item["B"].unsqueeze(0).to(device))
     else:
         real_B = item["B"].unsqueeze(0).to(device)
-        fake_B, fake_A = nets["G_A"](real_A), nets["G_B"](real_B)
-        images = (real_A, fake_B, nets["G_B"](fake_B), real_B, fake_A, nets["G_A"](fake_A))
+        fake_B = nets["G_A"](real_A)  # the reference's forward() order (dropout draws follow it)
+        rec_A = nets["G_B"](fake_B)
+        fake_A = nets["G_B"](real_B)
+        images = (real_A, fake_B, rec_A, real_B, fake_A, nets["G_A"](fake_A))
     return dict(zip(VISUALS[kind], images, strict=True))
 
 

@@ -319,6 +319,24 @@ def test_inference_cli_on_an_unaligned_root_translates_its_phase_split(unaligned
     assert len(translated(index)) == 2 * 5  # trainB's 5 images
 
 
+def test_the_cycle_test_calls_the_generators_in_the_references_order():
+    """fake_B, rec_A, fake_A, rec_B, as the reference's CycleGANModel.forward (where dropout is on,
+    its masks are drawn in that order)."""
+    calls = []
+
+    def net(name, shift):
+        def run(x):
+            calls.append((name, x.flatten()[0].item()))
+            return x + shift
+        return run
+
+    item = {"A": torch.zeros(3, 4, 4), "B": torch.full((3, 4, 4), 100.0)}
+    images = test_cli.visuals("cycle", {"G_A": net("G_A", 1), "G_B": net("G_B", 10)}, item, "cpu")
+    assert calls == [("G_A", 0), ("G_B", 1), ("G_B", 100), ("G_A", 110)]
+    assert {k: v.flatten()[0].item() for k, v in images.items()} == \
+        {"real_A": 0, "fake_B": 1, "rec_A": 11, "real_B": 100, "fake_A": 110, "rec_B": 111}
+
+
 def test_inference_cli_on_both_domains_is_the_references_cycle_gan_test(unaligned_root, tmp_path):
     """{phase}A and {phase}B both there (the train split here: 6 A, 5 B images): both generators
     both ways, max(|A|, |B|) items with B = index mod |B|, the reference's six images per item."""
