@@ -8,9 +8,11 @@ inside `reuse_weight_transforms()` each weight is transformed once, and the tran
 is kept until the scope ends.
 
 The promise the scope asks of its caller: the weights are not written in it except by
-in-place ops on the weight tensors themselves (they bump the tensor's version, which is
-part of the key, so an optimizer step inside is safe). A write through `.data` or
-another tensor that shares the storage does not bump it, and a transform kept from
+in-place ops on the weight tensors themselves (they bump the tensor's version, which the
+kept transform is checked against) or by a torch.optim step (its fused kernels write
+without bumping the version, so every step of a torch.optim optimizer drops all the
+transforms). A write through `.data`, through another tensor that shares the storage, or
+by an optimizer outside torch.optim's classes bumps nothing, and a transform kept from
 before would then be stale. The CycleGAN trainer opens it from its generators' forward
 passes through their backward, where nothing writes their weights.
 """
@@ -21,36 +23,45 @@ import contextlib
 from typing import Iterator
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-# (data_ptr, version, shape, strides, dtype) -> (weight, its transform); None
-# outside every scope. The weight is kept with its transform so that its memory cannot be
-# freed and reused by another tensor while the key stands for it.
-_kept: dict[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+# (data_ptr, shape, strides, dtype) -> (weight, its version, its transform); None outside
+# every scope. One entry per weight: a new version replaces the old one's. The weight is
+# kept with its transform so that its memory cannot be freed and reused by another tensor
+# while the key stands for it.
+_kept: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] | None = None
+
+
+def _drop_transforms(optimizer, args, kwargs) -> None:
+    if _kept is not None:
+        _kept.clear()
 
 
 @contextlib.contextmanager
 def reuse_weight_transforms() -> Iterator[None]:
     """Within: the Winograd convolutions and their input gradients transform each weight
-    once, and reuse the transform while the weight's version is unchanged. Nested scopes
-    share the outermost's transforms; it drops them."""
+    once, and reuse the transform while the weight's version is unchanged and no torch.optim
+    step has run. Nested scopes share the outermost's transforms; it drops them."""
     global _kept
-    outermost = _kept is None
-    if outermost:
-        _kept = {}
+    if _kept is not None:
+        yield
+        return
+    _kept = {}
+    after_steps = register_optimizer_step_post_hook(_drop_transforms)
     try:
         yield
     finally:
-        if outermost:
-            _kept = None
+        after_steps.remove()
+        _kept = None
 
 
 def kept_transform(weight: torch.Tensor) -> torch.Tensor | None:
-    """The weight's transform inside a scope (made on first use), else None (the kernel
-    transforms it itself)."""
+    """The weight's transform inside a scope (made on first use, or again once the weight
+    changed), else None (the kernel transforms it itself)."""
     if _kept is None or weight.is_inference():  # inference tensors have no version
         return None
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), weight.dtype)
+    key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight.dtype)
     kept = _kept.get(key)
-    if kept is None:
-        kept = _kept[key] = (weight, torch.ops.fastgan.conv3x3_winograd_weight(weight.detach()))
-    return kept[1]
+    if kept is None or kept[1] != weight._version:
+        kept = _kept[key] = (weight, weight._version, torch.ops.fastgan.conv3x3_winograd_weight(weight.detach()))
+    return kept[2]

@@ -57,6 +57,37 @@ def test_an_in_place_update_inside_the_scope_is_seen():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("optimizer", ["adam_fused", "sgd_fused", "adam_foreach", "adamw_for_loop"])
+def test_an_optimizer_step_inside_the_scope_is_seen(optimizer):
+    """A torch.optim step inside the scope: fused steps write the weights without bumping their
+    version, so every step drops the transforms. And one transform per weight is kept, however
+    many steps ran."""
+    x, weight, grad = make(4)
+    name, impl = optimizer.split("_", 1)
+    cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[name]
+    opt = cls([weight], lr=0.1, **{"fused": {"fused": True}, "foreach": {"foreach": True},
+                                   "for_loop": {"foreach": False}}[impl])
+    with ops.reuse_weight_transforms():
+        for _ in range(3):
+            _, _, weight.grad = twice_forward_and_backward(x, weight, grad)
+            opt.step()
+        after = twice_forward_and_backward(x, weight, grad)
+        assert len(_weight_transforms._kept) == 1
+    fresh = twice_forward_and_backward(x, weight, grad)
+    for a, b in zip(after, fresh):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_in_place_updates_replace_the_weights_transform():
+    x, weight, grad = make(5)
+    with ops.reuse_weight_transforms():
+        for _ in range(4):
+            twice_forward_and_backward(x, weight, grad)
+            with torch.no_grad():
+                weight.add_(0.1)
+        assert len(_weight_transforms._kept) == 1
+
+
 def test_nested_scopes_share_the_outermost_transforms():
     x, weight, grad = make(2)
     with ops.reuse_weight_transforms():
