@@ -186,9 +186,13 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
     """The call by the forced choice, else by the measured one (measured now when this
     shape is new). Where the choice does not apply, nothing else is computed: a GPU call
     costs the host a few checks more than F.conv2d, and torch.compile traces only that."""
+    if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d takes it: a batch of one
+        return _run(kind, x.unsqueeze(0), weight, bias, aten, gemm, geometry).squeeze(0)
     choice = _CHOICES.choice
-    if choice in ("aten", "gemm"):
-        return (aten if choice == "aten" else gemm)(x, weight, bias)
+    if choice == "aten" or x.dim() != 4:  # (any other x gets torch's own error)
+        return aten(x, weight, bias)
+    if choice == "gemm":
+        return gemm(x, weight, bias)
     autocast_dtype = _autocast_dtype(x)
     measurable = _measurable(x, weight, bias, autocast_dtype)
     if choice != "auto":

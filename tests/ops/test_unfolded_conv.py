@@ -275,12 +275,15 @@ def test_the_modules_stand_in_for_torchs(make, fresh_selection):
     ours = (fastgan.nn.Conv2d if type(conv) is nn.Conv2d else fastgan.nn.ConvTranspose2d).from_module(conv)
     assert isinstance(ours, type(conv)) and ours.weight is conv.weight and ours.bias is conv.bias
     assert list(ours.state_dict()) == list(conv.state_dict()) and repr(ours).endswith(repr(conv).split("(", 1)[1])
-    x = torch.randn(2, 4, 5, 5)
-    with ops.conv_choice("aten"):
-        assert torch.equal(ours(x), conv(x))
-    with ops.conv_choice("gemm"):
-        torch.testing.assert_close(ours(x), conv(x), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours(x), conv(x), rtol=1e-5, atol=1e-5)  # measured
+    for x in (torch.randn(2, 4, 5, 5), torch.randn(4, 5, 5)):  # a batch, and one unbatched image as torch takes it
+        with ops.conv_choice("aten"):
+            assert torch.equal(ours(x), conv(x))
+        for choice in ("gemm", "gemm_fp32", "auto"):  # (auto: measured)
+            with ops.conv_choice(choice):
+                torch.testing.assert_close(ours(x), conv(x), rtol=1e-5, atol=1e-5)
+    for choice in ("aten", "gemm", "auto"):  # neither 3-d nor 4-d: torch's own error
+        with ops.conv_choice(choice), pytest.raises(RuntimeError, match="Expected 3D .unbatched. or 4D .batched."):
+            ours(torch.randn(1, 2, 4, 5, 5))
 
 
 def test_a_transposed_call_with_output_size_runs_torchs_forward():
