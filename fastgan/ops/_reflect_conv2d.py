@@ -178,6 +178,8 @@ def _validate(x, weight, bias, stride, padding) -> None:
                          f"channels, x {tuple(x.shape)} has {x.shape[1]} (groups=1 only)")
     if x.shape[1] == 0:
         raise ValueError(f"reflect_conv2d: x {tuple(x.shape)} has no input channels")
+    if weight.shape[0] == 0:
+        raise ValueError(f"reflect_conv2d: weight {tuple(weight.shape)} has no output channels")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"reflect_conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     if padding >= x.shape[2] or padding >= x.shape[3]:

@@ -957,13 +957,17 @@ def test_bad_arguments_are_errors():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_no_input_channels_or_mixed_dtypes_are_refused_on_every_back_end(backend):
+def test_no_input_or_output_channels_or_mixed_dtypes_are_refused_on_every_back_end(backend):
     """As F.conv2d refuses them; the native and Triton back ends used to return the bias for
-    no channels, and Triton took a float64 bias to float32 tensors."""
+    no channels, and Triton took a float64 bias to float32 tensors; with no output channels
+    the measured choice took aten's error for a failed candidate and returned an empty
+    tensor."""
     x, wt = torch.randn(2, 3, 6, 7), torch.randn(4, 3, 3, 3)
     with ops.use_backend(backend):
         with pytest.raises(ValueError, match=r"x \(2, 0, 6, 7\) has no input channels"):
             ops.reflect_conv2d(torch.randn(2, 0, 6, 7), torch.randn(4, 0, 3, 3), torch.randn(4))
+        with pytest.raises(ValueError, match=r"weight \(0, 3, 3, 3\) has no output channels"):
+            ops.reflect_conv2d(x, torch.randn(0, 3, 3, 3))
         for args in ((x, wt, torch.randn(4, dtype=torch.float64)), (x, wt.double(), None),
                      (x.long(), wt.long(), None)):
             with pytest.raises(ValueError, match="x, weight and bias must share one floating dtype and device"):
