@@ -61,7 +61,7 @@ import torch.nn as nn
 from fastgan.nn.conv import Conv2d, ConvTranspose2d, why_not_swappable
 from fastgan.nn.instance_norm_act import FusedInstanceNormAct
 from fastgan.nn.reflect_conv2d import ReflectConv2d
-from fastgan.nn.tracing import recording_a_trace
+from fastgan.nn.tracing import NoTorchScript, recording_a_trace
 from fastgan.ops import check_backend
 
 __all__ = ["AccelerateReport", "FusedResidualBlock", "accelerate"]
@@ -116,7 +116,7 @@ class AccelerateReport:
         return "\n".join(lines)
 
 
-class FusedResidualBlock(nn.Module):
+class FusedResidualBlock(NoTorchScript, nn.Module):
     """`x + body(x)` with the add fused into body's final instance norm.
 
     Stands in for a block (e.g. the reference's ResnetBlock) whose forward is exactly

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from fastgan.nn.tracing import recording_a_trace
+from fastgan.nn.tracing import NoTorchScript, recording_a_trace
 from fastgan.ops._unfolded_conv import conv2d, conv_transpose2d
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -34,7 +34,7 @@ def _take_over(new: nn.Module, conv: nn.Module) -> nn.Module:
     return new
 
 
-class Conv2d(nn.Conv2d):
+class Conv2d(NoTorchScript, nn.Conv2d):
     """nn.Conv2d (zero padding, groups 1, dilation 1) through fastgan.ops' measured
     choice: the same parameters, state_dict keys and outputs to float32 rounding."""
 
@@ -53,7 +53,7 @@ class Conv2d(nn.Conv2d):
         return _take_over(cls.__new__(cls), conv)
 
 
-class ConvTranspose2d(nn.ConvTranspose2d):
+class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
     """nn.ConvTranspose2d (zero padding, groups 1, dilation 1) through fastgan.ops'
     measured choice: the same parameters, state_dict keys and outputs to float32
     rounding. A call with output_size runs torch's own forward."""

@@ -10,14 +10,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn import init
 
-from fastgan.nn.tracing import recording_a_trace
+from fastgan.nn.tracing import NoTorchScript, recording_a_trace
 from fastgan.ops import check_backend, instance_norm_act, use_backend
 from fastgan.ops.reference import INSTANCE_NORM_ACTIVATIONS, activate
 
 __all__ = ["FusedInstanceNormAct"]
 
 
-class FusedInstanceNormAct(nn.Module):
+class FusedInstanceNormAct(NoTorchScript, nn.Module):
     """[residual +] act(InstanceNorm2d(x)), fused.
 
     Equals nn.Sequential(nn.InstanceNorm2d(num_features, eps, affine=affine), act) with

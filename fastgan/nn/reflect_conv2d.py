@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.nn import init
 
-from fastgan.nn.tracing import recording_a_trace
+from fastgan.nn.tracing import NoTorchScript, recording_a_trace
 from fastgan.ops import check_backend, reference, reflect_conv2d, use_backend
 
 __all__ = ["ReflectConv2d"]
@@ -27,7 +27,7 @@ def _square(value, name: str) -> int:
     return value
 
 
-class ReflectConv2d(nn.Module):
+class ReflectConv2d(NoTorchScript, nn.Module):
     """conv2d of the input reflection padded by `padding` on every side.
 
     Equals nn.Sequential(nn.ReflectionPad2d(padding), nn.Conv2d(in_channels,

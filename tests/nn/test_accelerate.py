@@ -813,6 +813,25 @@ def test_script_modules_are_refused():
         fastgan.accelerate(lambda x: x)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_scripting_an_accelerated_model_is_one_clear_error():
+    """Each of fastgan.nn's modules, inside a model or alone: torch.jit.script names it
+    (it failed with a TorchScript compile error from inside fastgan's tracing check)."""
+    model = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.ReLU(),
+                          _Plain(nn.Sequential(nn.Conv2d(4, 4, 1), nn.InstanceNorm2d(4))),
+                          nn.InstanceNorm2d(4), nn.Conv2d(4, 4, 1), nn.ConvTranspose2d(4, 3, 2))
+    fastgan.accelerate(model)
+    fused = {type(m).__name__ for m in model.modules() if type(m).__module__.startswith("fastgan.nn")}
+    assert fused == {"ReflectConv2d", "FusedInstanceNormAct", "FusedResidualBlock", "Conv2d", "ConvTranspose2d"}
+    for m in [model, *model]:
+        if type(m).__module__.startswith("fastgan.nn"):
+            with pytest.raises(TypeError, match=rf"^torch.jit.script cannot compile fastgan.nn's {type(m).__name__} "
+                                                r"\(its forward picks kernels in Python\): torch.compile"):
+                torch.jit.script(m)
+    with pytest.raises(TypeError, match="cannot compile fastgan.nn's"):
+        torch.jit.script(model)
+
+
 def test_an_accelerated_model_runs_on_the_meta_device():
     """Shape inference and deferred initialisation: the accelerated model on meta tensors gives
     what the plain one gives (reflect_conv2d asked meta for its autocast state and failed)."""
