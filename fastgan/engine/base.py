@@ -248,14 +248,16 @@ class TrainingModel:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, schedules: bool = True) -> None:
+        """The state() of a model with these nets; without `schedules` the schedulers stay as
+        built (a state saved under another --lr_policy holds another scheduler's state)."""
         for k, net in self.nets.items():
             load_reference_checkpoint(net, state["nets"][k], name=f"net {k}")
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
             _own_moments(o, state["optimizers"][k])
             self._keep_adam_implementation(o)
-        for k, s in self.schedulers.items():
+        for k, s in self.schedulers.items() if schedules else ():
             s.load_state_dict(state["schedulers"][k])
             _plain_schedule_values(s)
         for k, p in self.pools().items():

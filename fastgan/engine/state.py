@@ -132,7 +132,10 @@ def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
                               "continue it with its own --arch, or train this one under another --name")
     try:
         try:
-            model.load_state_dict(state["model"])
+            # under another --lr_policy the trainer restarts the schedules from this command's
+            # options (Trainer._follow_schedule_options): the saved scheduler's state fits none
+            policy = state.get("options", {}).get("lr_policy", model.opt.lr_policy)
+            model.load_state_dict(state["model"], schedules=policy == model.opt.lr_policy)
         except CheckpointError as e:  # it names the net, not the file
             raise CheckpointError(f"{state['path']}: {e}") from None
         set_rng_state(state["rng"], model.device)

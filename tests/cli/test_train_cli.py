@@ -137,6 +137,21 @@ def test_exact_resume_follows_the_schedule_options_typed(unaligned_root, tmp_pat
     assert all(r["epoch"] == 3 and r["lr"] == pytest.approx(2e-4) for r in records[-6:])
 
 
+@pytest.mark.parametrize("policy", ["step", "plateau", "cosine"])
+def test_exact_resume_under_another_lr_policy_follows_it(policy, unaligned_root, tmp_path, capsys):
+    """A finished run continued under --lr_policy linear (whose LambdaLR state the others' saved
+    states lack: the resume failed with KeyError 'lr_lambdas'): the schedule restarts from this
+    command's options, and the next epoch has linear's rate."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--lr_policy", policy, "--lr_decay_iters", "1"])
+    capsys.readouterr()
+    result = train_cli.main(args + ["--continue_train", "--n_epochs", "3", "--n_epochs_decay", "0"])
+    assert f"lr_policy {policy} -> linear" in capsys.readouterr().out
+    assert result["images"] == 6 and result["epoch"] == 4
+    records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
+    assert all(r["epoch"] == 3 and r["lr"] == pytest.approx(2e-4) for r in records[-6:])
+
+
 def test_continuing_a_run_started_at_another_epoch_resumes_it(unaligned_root, tmp_path, capsys):
     """A run whose first epoch is 2, stopped, then continued with the same --epoch_count: the
     exact training state, not the reference's restart (the command names the run's own first
