@@ -63,8 +63,13 @@ class LossLog:
         self._stale = True
 
     def truncate_after(self, total_iters: int) -> None:
-        """Drop records past `total_iters` (a resumed run redoes those iterations)."""
-        records = [r for r in read_loss_log(self.path) if r["total_iters"] <= total_iters]
+        """Drop the records written after the save at `total_iters` (a resumed run redoes those
+        iterations): the file's last records past it, up to the first at or before it. Earlier
+        ones stay, those of runs before a reference-style continue or a fresh start in the same
+        folder too, whose total_iters began again at 0."""
+        records = read_loss_log(self.path)
+        while records and records[-1]["total_iters"] > total_iters:
+            records.pop()
         with open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
         self._curve, self._stale = None, True

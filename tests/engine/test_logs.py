@@ -97,6 +97,19 @@ def test_the_log_is_read_once_for_all_redraws(tmp_path, monkeypatch):
     assert (tmp_path / "loss_curve.png").exists()
 
 
+def test_a_resume_drops_only_the_records_written_after_its_save(tmp_path):
+    """Records of earlier runs in the folder (a reference-style continue, or a fresh start,
+    began total_iters again at 0) stay; the last run's records past the save go."""
+    names = ["G_A"]
+    rng = np.random.default_rng(5)
+    log = logs.LossLog(str(tmp_path), names)
+    for i in [*range(1, 7), *range(1, 4), *range(1, 6)]:  # three runs; the last saved at total_iters 2
+        log.append(record(i, names, rng))
+    log.truncate_after(2)
+    kept = [r["total_iters"] for r in logs.read_loss_log(log.path)]
+    assert kept == [*range(1, 7), *range(1, 4), 1, 2]
+
+
 def test_the_curve_is_redrawn_at_most_once_a_period_and_only_with_new_records(tmp_path, monkeypatch):
     names = ["G_A"]
     rng = np.random.default_rng(4)
