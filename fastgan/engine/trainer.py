@@ -167,6 +167,7 @@ class Trainer:
         self.ranks = ranks if ranks is not None else Ranks()
         self.main = self.ranks.is_main
         self.stop_request: StopRequest | None = None  # run()'s, which saves wait for
+        self.latest_saved_at: int | None = None  # the iteration whose latest_net_* and state were saved last
         self.log = log if self.main else _silent
         self.dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.stale_removed = []  # temporary files of saves a killed run never finished
@@ -344,6 +345,8 @@ class Trainer:
     def save(self, labels) -> None:
         """Rank 0 writes; in a data-parallel run every rank takes part (its RNGs and pools go in)."""
         rank_states = self.ranks.gather_to_main(rank_state(self.model)) if self.ranks.world_size > 1 else None
+        if "latest" in labels:  # (on every rank: the end of a run asks whether to save again)
+            self.latest_saved_at = self.progress.iteration
         if not self.main:
             return
         stop = self.stop_request
@@ -431,6 +434,8 @@ class Trainer:
             tally.images += n
             bar.update(1)
             self.after_iteration(losses, step, images, bar, tally.rate, (step_start, waited))
+            if not stop_signal and self.latest_saved_at == p.iteration:
+                stop_signal = self._signal_during_the_save(stop)  # stop at what was just saved
             if stop_signal:  # the same status on every rank, whichever was signalled
                 tally.stopped, tally.signum = "stopped by signal", stop_signal
             elif opt.max_iters is not None and p.iteration >= opt.max_iters:
@@ -441,9 +446,21 @@ class Trainer:
         if tally.stopped and p.batch < len(self.loader):
             return
         self.end_epoch(epoch_start)  # also when the stop came with the epoch's last batch
+        if tally.stopped is None:  # a signal during the epoch's end (its save): stop at this boundary
+            stop_signal = self._signal_during_the_save(stop)
+            if stop_signal:
+                tally.stopped, tally.signum = "stopped by signal", stop_signal
+
+    def _signal_during_the_save(self, stop: StopRequest) -> int:
+        """The signal (0: none) a rank got while the save at this iteration or epoch end was
+        written, after the iteration's own check: the run stops there rather than train one
+        more iteration and save again. Every rank asks, as every rank takes part in a save."""
+        return self.ranks.agree(0, stop.signal or 0)[1]
 
     def _save_at_the_end(self, stop: StopRequest, tally: RunTally) -> None:
-        if tally.images:  # the same on every rank (the count is over all of them)
+        # the same on every rank (the count is over all of them); not again where the epoch's
+        # end, or a --save_latest_freq save, has just saved this iteration
+        if tally.images and self.latest_saved_at != self.progress.iteration:
             self.save(["latest"])  # still under StopRequest: a signal now waits for the save
         # a signal during that save (on any rank: every rank waits here for rank 0's write)
         _, late_signal = self.ranks.agree(0, (stop.signal or 0) if tally.signum is None else 0)

@@ -215,6 +215,38 @@ def test_a_signal_during_the_last_save_waits_for_it(unaligned_root, tmp_path, mo
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("extra,at", [([], 6), (["--save_latest_freq", "2"], 4)])
+def test_a_signal_during_a_save_stops_the_run_at_what_it_saved(extra, at, unaligned_root, tmp_path, monkeypatch,
+                                                                capsys):
+    """A signal while an epoch's end (after 6 images) or a --save_latest_freq save (at 4) writes:
+    the run stops there, without training one more iteration and saving again."""
+    import os
+
+    from fastgan.engine import trainer
+
+    real_save = trainer.save_training_state
+    saved = []
+
+    def signalled_save(model, progress, *args, **kwargs):
+        saved.append(progress.iteration)
+        if progress.iteration == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(model, progress, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_training_state", signalled_save)
+    summary = train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + extra)
+    assert summary["signal"] == signal.SIGINT and summary["iteration"] == at
+    assert saved == list(range(2, at + 1, 2)) if extra else saved == [6]
+    assert "SIGINT: stopping after this iteration" in capsys.readouterr().err
+    G_A = load(tmp_path / "run" / "latest_net_G_A.pth")
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["progress"]["iteration"] == at
+    assert all(torch.equal(G_A[k], v) for k, v in state["model"]["nets"]["G_A"].items())
+    resumed = train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--continue_train", "--max_iters",
+                                                                           str(at + 1)])
+    assert resumed["images"] == 1
+
+
 def test_a_second_signal_during_a_save_stops_once_it_is_written(unaligned_root, tmp_path, monkeypatch, capsys):
     """Two signals while the periodic save at iteration 4 writes its networks: the run stops
     at once, but after the save, so the networks and the training state are of one iteration
