@@ -175,6 +175,9 @@ def translating_net(opt, tool: dict) -> str:
     loads: G + the empty suffix); else G_A where --direction is the run's (G_A takes its A
     side), G_B where it reverses it."""
     if opt.arch == "pix2pix":
+        if tool["model_suffix"]:  # (the reference would look for G{suffix}, which a pix2pix run lacks)
+            raise ValueError(f"--model_suffix {tool['model_suffix']}: a pix2pix run has one generator, "
+                             f"{checkpoint_label(opt)}_net_G.pth; leave --model_suffix out")
         return "G"
     if tool["model_suffix"] is not None:
         return f"G{tool['model_suffix']}"

@@ -438,6 +438,21 @@ def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp
     assert "holds no valB/ to translate" in capsys.readouterr().err  # the run's direction: its A side
 
 
+def test_a_model_suffix_for_a_pix2pix_run_is_refused(aligned_root, tmp_path, capsys):
+    """Its one generator is G: --model_suffix _A was ignored without a word (the reference looks
+    for G_A and fails); the empty suffix names G."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    common = ["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", str(tmp_path / "single"),
+              "--results_dir", str(tmp_path / "r"), "--model", "test"]
+    write_images(tmp_path / "single", 1, 32, seed=3)
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common + ["--model_suffix", "_A"])
+    assert e.value.code == 2
+    assert ("--model_suffix _A: a pix2pix run has one generator, latest_net_G.pth; leave --model_suffix out"
+            in capsys.readouterr().err)
+    assert os.path.exists(test_cli.main(common + ["--model_suffix", ""]))
+
+
 def test_inference_cli_on_aligned_pairs_with_a_cyclegan_run(aligned_root, tmp_path):
     """A CycleGAN trained on aligned data: its cycle test on the aligned pairs."""
     train_cli.main(tiny_args(aligned_root, tmp_path, "cyc", "cyclegan") + ["--dataset_mode", "aligned",
