@@ -364,6 +364,8 @@ class Trainer:
     def run(self) -> dict:
         if self.opt.continue_train:
             self.resume()
+        else:
+            self._note_an_earlier_run()
         self.describe()
         tally = RunTally(start=time.perf_counter(), stopped=self._nothing_to_train())
         bar = self._progress_bar(tally)
@@ -387,6 +389,14 @@ class Trainer:
         if self.main:  # the records since the last redraw (at most one a CURVE_REDRAW_SECONDS)
             self._write_picture("loss_curve.png", lambda: self.loss_log.draw_curve(at_most_every=0))
         return self._summary(tally)
+
+    def _note_an_earlier_run(self) -> None:
+        """A run started afresh in a folder that holds another's training state is told so: its
+        saves replace that run's files (as the reference's do, without a word)."""
+        if os.path.exists(os.path.join(self.dir, STATE_FILE)):
+            self.log(f"note: {self.dir} holds an earlier run ({STATE_FILE}, latest_net_*); this run starts afresh "
+                     "and its saves replace those files (--continue_train resumes that run; another --name keeps "
+                     "both)")
 
     def _nothing_to_train(self) -> str | None:
         """Why a resumed run has nothing left to do, if it has not."""

@@ -711,6 +711,15 @@ def test_saves_and_epoch_ends_print_the_references_lines(unaligned_root, tmp_pat
     assert out.index("end of epoch 1, iters 6") < out.index("End of epoch 1 / 2") < out.index("learning rate 0.0002")
 
 
+def test_a_fresh_run_over_an_earlier_one_says_its_saves_replace_it(unaligned_root, tmp_path, capsys):
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"]
+    train_cli.main(args)
+    assert "holds an earlier run" not in capsys.readouterr().out
+    train_cli.main(args)
+    assert (f"note: {tmp_path / 'run'} holds an earlier run (training_state.pt, latest_net_*); this run starts "
+            "afresh and its saves replace those files (--continue_train resumes that run" in capsys.readouterr().out)
+
+
 def test_frequencies_of_0_mean_never(unaligned_root, tmp_path):
     args = tiny_args(unaligned_root, tmp_path, "quiet") + ["--print_freq", "0", "--display_freq", "0",
                                                            "--save_latest_freq", "0", "--max_iters", "3"]
