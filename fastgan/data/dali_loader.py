@@ -123,17 +123,12 @@ class _Feeder:
         except DatasetError as e:  # raised by the loader once the batches before it are out
             ep.error = e
             raise StopIteration from None
-        # a file DALI would misread (the recipes read every header: its mode is remembered): DALI
-        # still decodes the batch, and the loader takes PIL's instead of its output
-        misread = any(self.sizes.mode(it[key].path) in _MISREAD_MODES
-                      for it in items for key in self.recipes.channels)
+        # a file DALI would misread (fastgan/data/dali_misreads.py; the recipes read every
+        # header, and what it says is remembered): DALI still decodes the batch, and the loader
+        # takes PIL's instead of its output
+        misread = any(self.sizes.dali_misreads(it[key].path) for it in items for key in self.recipes.channels)
         ep.in_flight.append((indices, items, misread))
         return tuple(col.values(items) for col in self.columns)
-
-
-# PIL modes DALI decodes without failing but to other pixels: a floating-point image comes
-# out saturated where PIL's convert("RGB") (the reference's) clips its values
-_MISREAD_MODES = ("F",)
 
 
 def _path_bytes(path: str) -> np.ndarray:

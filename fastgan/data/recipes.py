@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from fastgan.data.dali_misreads import dali_misreads
 from fastgan.data.errors import DatasetError
 from fastgan.data.loader import different_sizes_message
 from fastgan.data.rng import item_rng
@@ -47,25 +48,25 @@ class Refused(Exception):
 
 
 class ImageSizes:
-    """(w, h) of image files from their headers (no decoding), remembered per path, and their
-    PIL modes (`mode(path)`). A header PIL cannot read (not an image, a decompression bomb,
-    a damaged chunk) raises Refused."""
+    """(w, h) of image files from their headers (no decoding), remembered per path, and
+    whether DALI would misread them (`dali_misreads(path)`). A header PIL cannot read (not an
+    image, a decompression bomb, a damaged chunk) raises Refused."""
 
     def __init__(self):
-        self._headers: dict[str, tuple[tuple[int, int], str]] = {}
+        self._headers: dict[str, tuple[tuple[int, int], bool]] = {}
 
     def __call__(self, path: str) -> tuple[int, int]:
         return self._header(path)[0]
 
-    def mode(self, path: str) -> str:
+    def dali_misreads(self, path: str) -> bool:
         return self._header(path)[1]
 
-    def _header(self, path: str) -> tuple[tuple[int, int], str]:
+    def _header(self, path: str) -> tuple[tuple[int, int], bool]:
         header = self._headers.get(path)
         if header is None:
             try:
                 with Image.open(path) as im:
-                    header = im.size, im.mode
+                    header = im.size, dali_misreads(im)
             except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
                 raise Refused from None
             self._headers[path] = header
