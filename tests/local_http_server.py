@@ -1,8 +1,9 @@
 """A local HTTP server for the download tests: it serves `files` (path -> bytes), speaks
 HTTP ranges (206 with Content-Range, 416 past the end) and can be told to drop the
-connection after some bytes, as a real network does, or to send the next answer as raw
-bytes (a malformed or cut-short answer). The `server` fixture (tests/conftest.py)
-yields (Handler, "http://127.0.0.1:PORT") and `Handler.log` lists (path, Range header)."""
+connection after some bytes, as a real network does, to stall after some bytes (a
+slow network), or to send the next answer as raw bytes (a malformed or cut-short
+answer). The `server` fixture (tests/conftest.py) yields (Handler, "http://127.0.0.1:PORT")
+and `Handler.log` lists (path, Range header)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     cut_after: int | None = None  # send only this many bytes of the next answer, then hang up
     raw: bytes | None = None  # the next answer, status line and headers included, as it is
+    stall_after: int | None = None  # send this many bytes of the next answer, then wait until `resume` is set
+    resume = threading.Event()
     log: list[tuple[str, str | None]] = []
 
     def do_GET(self):
@@ -45,6 +48,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         if type(self).cut_after is not None:
             body, type(self).cut_after = body[: type(self).cut_after], None
+        if type(self).stall_after is not None:
+            stall, type(self).stall_after = type(self).stall_after, None
+            self.wfile.write(body[:stall])
+            self.wfile.flush()
+            type(self).resume.wait(30)
+            body = body[stall:]
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -53,12 +62,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serving() -> Iterator[tuple[type[Handler], str]]:
-    Handler.files, Handler.log, Handler.cut_after, Handler.raw = {}, [], None, None
+    Handler.files, Handler.log, Handler.cut_after, Handler.raw, Handler.stall_after = {}, [], None, None, None
+    Handler.resume = threading.Event()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
+        Handler.resume.set()  # (a stalled answer ends)
         httpd.shutdown()
         httpd.server_close()

@@ -48,6 +48,9 @@ def main(argv=None) -> None:
         fail(str(e))
     except OSError as e:  # a folder that cannot be made or written
         fail(os_error_line(e))
+    except KeyboardInterrupt:  # what was received stays in the .part file
+        print("\ninterrupted: run the command again to resume the download", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ comes from https://cityscapes-dataset.com, prepared by the reference's
 prepare_cityscapes_dataset.py, not from that server.
 
 The archive goes to DIR/NAME.<ext>.part first: an interrupted download resumes
-from where it stopped (HTTP Range) when the command runs again, and a download
-counts as complete only at the size the server announced (Content-Length or
-Content-Range). The archive is then unpacked into DIR/NAME (members that would
-land outside it are refused) and removed. Every failure is one DatasetError line:
-unreachable server, refused request, short download, unexpected archive.
+from where it stopped (HTTP Range) when the command runs again (after Ctrl-C too: each
+read writes what has arrived, unbuffered), and a download counts as complete only at
+the size the server announced (Content-Length or Content-Range). The archive is then
+unpacked into DIR/NAME (members that would land outside it are refused) and removed,
+and a marker file (COMPLETE_MARKER) left in DIR/NAME says the set there is complete.
+Every failure is one DatasetError line: unreachable server, refused request, short
+download, unexpected archive.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ LICENSED = {
                   "datasets/prepare_cityscapes_dataset.py",
 }
 CHUNK = 1 << 20
+# written into DIR/NAME once its archive is unpacked: the set there is complete (some archives
+# lack a folder of the layout: mini_pix2pix has no val/)
+COMPLETE_MARKER = ".fastgan_download"
 
 
 def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
@@ -93,14 +98,20 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
     target = os.path.join(root, name)
     archive = os.path.join(root, url.rsplit("/", 1)[1])
     present = [d for d in layout if os.path.isdir(os.path.join(target, d))]
-    if present and not os.path.exists(archive):
-        log(f"{target} already holds {', '.join(present)}; nothing to download")
-        return target
+    if not os.path.exists(archive):
+        if os.path.exists(os.path.join(target, COMPLETE_MARKER)) or len(present) == len(layout):
+            log(f"{target} already holds {', '.join(present)}; nothing to download")
+            return target
+        if present:  # put there by hand, or by a copy cut short: not taken for the set
+            log(f"{target} holds {', '.join(present)} but not {', '.join(d for d in layout if d not in present)}, "
+                f"and no finished download of {name}: downloading it (its folders replace those there)")
     os.makedirs(root, exist_ok=True)
     if not os.path.exists(archive):
         fetch(url, archive + ".part", log=log)
         os.replace(archive + ".part", archive)
     unpack(archive, target, layout)
+    with open(os.path.join(target, COMPLETE_MARKER), "w") as f:
+        f.write(url + "\n")
     os.remove(archive)
     log(f"{name} ({arch}) is in {target}: {', '.join(d for d in layout if os.path.isdir(os.path.join(target, d)))}")
     return target
@@ -137,10 +148,11 @@ def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
             have = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
-        with open(part, "ab" if have else "wb") as f, \
+        with open(part, "ab" if have else "wb", buffering=0) as f, \
                 tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=os.path.basename(url)) as bar:
             try:
-                while chunk := response.read(CHUNK):
+                # what has come, up to CHUNK, written unbuffered: a stop, even a kill, keeps it
+                while chunk := response.read1(CHUNK):
                     f.write(chunk)
                     bar.update(len(chunk))
             except (OSError, urllib.error.URLError, http.client.HTTPException) as e:  # (a chunk cut short)

@@ -60,8 +60,28 @@ def test_mini_pix2pix_comes_as_a_zip_of_aligned_folders(server, tmp_path):
     handler.files["/cyclegan/datasets/mini_pix2pix.zip"] = buf.getvalue()
     said = []
     target = download("mini_pix2pix", str(tmp_path), host=host, log=said.append)
-    assert sorted(p.name for p in (tmp_path / "mini_pix2pix").iterdir()) == ["test", "train"]
+    assert sorted(p.name for p in (tmp_path / "mini_pix2pix").iterdir()) == [".fastgan_download", "test", "train"]
     assert said == [f"mini_pix2pix (cyclegan) is in {target}: train, test"]
+    download("mini_pix2pix", str(tmp_path), host=host, log=said.append)  # no val/, and complete: no request
+    assert len(handler.log) == 1 and said[-1] == f"{target} already holds train, test; nothing to download"
+
+
+def test_a_folder_holding_part_of_the_layout_is_downloaded_into(server, tmp_path):
+    """trainA alone, put there by hand or by a copy cut short, is not taken for the set (it was:
+    "already holds trainA; nothing to download"); a folder with every one of the layout's is."""
+    handler, host = server
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = zip_archive("horse2zebra")
+    (tmp_path / "horse2zebra" / "trainA").mkdir(parents=True)
+    said = []
+    target = download("horse2zebra", str(tmp_path), host=host, log=said.append)
+    assert said[0] == (f"{target} holds trainA but not trainB, testA, testB, and no finished download of "
+                       "horse2zebra: downloading it (its folders replace those there)")
+    assert len(handler.log) == 1 and len(list((tmp_path / "horse2zebra" / "trainA").iterdir())) == 3
+    for folder in ("trainA", "trainB", "testA", "testB"):  # as the reference's script leaves a set
+        (tmp_path / "apple2orange" / folder).mkdir(parents=True)
+    download("apple2orange", str(tmp_path), host=host, log=said.append)
+    assert len(handler.log) == 1
+    assert said[-1].endswith("already holds trainA, trainB, testA, testB; nothing to download")
 
 
 @pytest.mark.parametrize("arch", [None, "cyclegan", "pix2pix"])
@@ -91,7 +111,8 @@ def test_resumes_a_partial_download_and_unpacks_the_layout(server, tmp_path):
     (tmp_path / "horse2zebra.zip.part").write_bytes(archive[:half])  # an earlier, interrupted run
     target = download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
     assert handler.log == [("/cyclegan/datasets/horse2zebra.zip", f"bytes={half}-")]
-    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == \
+        [".fastgan_download", "testA", "testB", "trainA", "trainB"]
     assert (tmp_path / "horse2zebra" / "trainB" / "2.jpg").read_bytes().endswith(b"trainB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["horse2zebra"]  # archive and .part removed
     assert target == str(tmp_path / "horse2zebra")
@@ -107,7 +128,8 @@ def test_an_unpack_cut_short_is_done_again_from_the_kept_archive(server, tmp_pat
     (tmp_path / "horse2zebra" / "trainA" / "0.jpg").write_bytes(b"cut")
     download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
     assert handler.log == []  # the archive was complete: nothing fetched
-    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == \
+        [".fastgan_download", "testA", "testB", "trainA", "trainB"]
     assert sorted(p.name for p in (tmp_path / "horse2zebra" / "trainA").iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]
     assert (tmp_path / "horse2zebra" / "trainA" / "0.jpg").read_bytes().endswith(b"trainA")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["horse2zebra"]
@@ -123,7 +145,7 @@ def test_a_short_download_is_refused_then_resumed(server, tmp_path):
     assert (tmp_path / "facades.tar.gz.part").stat().st_size == 100
     download("facades", str(tmp_path), host=host, log=lambda m: None)
     assert handler.log[-1][1] == "bytes=100-"
-    assert sorted(p.name for p in (tmp_path / "facades").iterdir()) == ["test", "train", "val"]
+    assert sorted(p.name for p in (tmp_path / "facades").iterdir()) == [".fastgan_download", "test", "train", "val"]
 
 
 def test_complete_part_file_and_bad_archives(server, tmp_path):
@@ -160,7 +182,8 @@ def test_a_part_file_longer_than_the_archive_is_downloaded_again(server, tmp_pat
     assert [r for _, r in handler.log] == [f"bytes={len(archive) + 108}-", None]
     assert f"cannot be resumed: it holds {len(archive) + 108} bytes, http" in said[0]
     assert f"has {len(archive)}; downloading it again" in said[0]
-    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+    assert sorted(p.name for p in (tmp_path / "horse2zebra").iterdir()) == \
+        [".fastgan_download", "testA", "testB", "trainA", "trainB"]
 
 
 def test_a_chunked_answer_cut_short_or_not_http_is_one_clear_line(server, tmp_path, capsys):
@@ -185,6 +208,39 @@ def test_a_chunked_answer_cut_short_or_not_http_is_one_clear_line(server, tmp_pa
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err
     assert "failed: the server's answer is not HTTP (BadStatusLine" in err and err.endswith("check --host")
+
+
+def test_ctrl_c_keeps_what_arrived_for_the_resume(server, tmp_path, capsys):
+    """Ctrl-C while the server is slow: the bytes received are in the .part file (a read waited
+    for a whole MiB, and lost what had come), and the command says how to resume, exit 130."""
+    import os
+    import signal
+    import threading
+
+    handler, host = server
+    archive = zip_archive("horse2zebra")
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = archive
+    handler.stall_after = 100
+    part = tmp_path / "horse2zebra.zip.part"
+    interrupt = threading.Thread(target=lambda: (_wait_for_size(part, 100), os.kill(os.getpid(), signal.SIGINT)))
+    interrupt.start()
+    with pytest.raises(SystemExit) as e:
+        cli_main(["download", "horse2zebra", "--root", str(tmp_path), "--host", host])
+    interrupt.join()
+    handler.resume.set()
+    assert e.value.code == 130 and part.stat().st_size == 100
+    assert capsys.readouterr().err.strip().endswith("interrupted: run the command again to resume the download")
+    download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
+    assert handler.log[-1][1] == "bytes=100-"
+    assert (tmp_path / "horse2zebra" / "trainB" / "2.jpg").read_bytes().endswith(b"trainB")
+
+
+def _wait_for_size(path, size: int, seconds: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (path.exists() and path.stat().st_size >= size):
+        time.sleep(0.01)
 
 
 def test_offline_is_one_clear_line(tmp_path, capsys):
