@@ -46,6 +46,14 @@ class LossLog:
         self.loss_names = list(loss_names)
         self._curve: LossCurve | None = None  # read from the file at the first redraw, then kept
         self._drawn_at, self._stale = -math.inf, True  # when the curve was drawn; records since?
+        self._records: int | None = None  # records in the file, counted when first asked
+
+    @property
+    def records(self) -> int:
+        """The records loss_log.jsonl holds: a training state saved now covers that many."""
+        if self._records is None:
+            self._records = len(read_loss_log(self.path))
+        return self._records
 
     def start(self) -> None:
         """The reference's header line in loss_log.txt, at the start of every run (a resumed one
@@ -60,16 +68,22 @@ class LossLog:
             f.write(reference_loss_line(record, self.loss_names) + "\n")
         if self._curve is not None:
             self._curve.add(record)
+        if self._records is not None:
+            self._records += 1
         self._stale = True
 
-    def truncate_after(self, total_iters: int) -> None:
-        """Drop the records written after the save at `total_iters` (a resumed run redoes those
-        iterations): the file's last records past it, up to the first at or before it. Earlier
-        ones stay, those of runs before a reference-style continue or a fresh start in the same
-        folder too, whose total_iters began again at 0."""
+    def truncate_after(self, total_iters: int, saved_records: int | None = None) -> None:
+        """Drop the records written after a save (a resumed run redoes those iterations): the
+        file's first `saved_records`, the count the save recorded, stay. A state saved without
+        that count (by an earlier fastgan) keeps the records up to the last at or before its
+        `total_iters`: those of runs before a reference-style continue or a fresh start in the
+        folder, whose total_iters began again at 0, stay too."""
         records = read_loss_log(self.path)
-        while records and records[-1]["total_iters"] > total_iters:
+        if saved_records is not None:
+            del records[saved_records:]
+        while saved_records is None and records and records[-1]["total_iters"] > total_iters:
             records.pop()
+        self._records = len(records)
         with open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
         self._curve, self._stale = None, True

@@ -86,8 +86,10 @@ def load_measured_choices(saved: dict) -> None:
         raise
 
 
-def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None) -> str:
-    """`rank_states`: every rank's rank_state(), rank 0 first, in a data-parallel run."""
+def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None,
+                        loss_log_records: int | None = None) -> str:
+    """`rank_states`: every rank's rank_state(), rank 0 first, in a data-parallel run;
+    `loss_log_records`: the records loss_log.jsonl holds (a resume drops those after them)."""
     path = os.path.join(directory, STATE_FILE)
     state = {
         "model": model.state_dict(),
@@ -95,6 +97,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "rng": rng_state(model.device),
         **measured_choices(),
         "options": model.opt.as_dict(),
+        "loss_log_records": loss_log_records,
     }
     if rank_states is not None:
         state["ranks"] = rank_states

@@ -167,7 +167,9 @@ class Trainer:
         self.ranks = ranks if ranks is not None else Ranks()
         self.main = self.ranks.is_main
         self.stop_request: StopRequest | None = None  # run()'s, which saves wait for
-        self.latest_saved_at: int | None = None  # the iteration whose latest_net_* and state were saved last
+        # the iterations whose training state, and whose latest_net_* with it, were saved last
+        self.state_saved_at: int | None = None
+        self.latest_saved_at: int | None = None
         self.log = log if self.main else _silent
         self.dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.stale_removed = []  # temporary files of saves a killed run never finished
@@ -243,7 +245,7 @@ class Trainer:
             return
         self.progress = progress
         if self.main:
-            self.loss_log.truncate_after(progress.total_iters)
+            self.loss_log.truncate_after(progress.total_iters, state.get("loss_log_records"))
             if self.web_page is not None and progress.batch > 0:
                 self.web_page.resume_epoch(progress.epoch)
         self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
@@ -345,7 +347,9 @@ class Trainer:
     def save(self, labels) -> None:
         """Rank 0 writes; in a data-parallel run every rank takes part (its RNGs and pools go in)."""
         rank_states = self.ranks.gather_to_main(rank_state(self.model)) if self.ranks.world_size > 1 else None
-        if "latest" in labels:  # (on every rank: the end of a run asks whether to save again)
+        # (on every rank: whether to stop at this save, and to save again at the end, is agreed)
+        self.state_saved_at = self.progress.iteration
+        if "latest" in labels:
             self.latest_saved_at = self.progress.iteration
         if not self.main:
             return
@@ -353,7 +357,7 @@ class Trainer:
         with stop.saving() if stop is not None else contextlib.nullcontext():
             for label in labels:
                 self.model.save_networks(label, self.dir)
-            save_training_state(self.model, self.progress, self.dir, rank_states)
+            save_training_state(self.model, self.progress, self.dir, rank_states, self.loss_log.records)
             if stop is not None and stop.requested and "latest" not in labels:
                 # the run is stopping, and a second signal would make this save its last: the
                 # latest networks then go with the state (a state-only save at an epoch's end)
@@ -444,7 +448,7 @@ class Trainer:
             tally.images += n
             bar.update(1)
             self.after_iteration(losses, step, images, bar, tally.rate, (step_start, waited))
-            if not stop_signal and self.latest_saved_at == p.iteration:
+            if not stop_signal and self.state_saved_at == p.iteration:
                 stop_signal = self._signal_during_the_save(stop)  # stop at what was just saved
             if stop_signal:  # the same status on every rank, whichever was signalled
                 tally.stopped, tally.signum = "stopped by signal", stop_signal
@@ -456,7 +460,9 @@ class Trainer:
         if tally.stopped and p.batch < len(self.loader):
             return
         self.end_epoch(epoch_start)  # also when the stop came with the epoch's last batch
-        if tally.stopped is None:  # a signal during the epoch's end (its save): stop at this boundary
+        # a signal during the epoch's end (its save): stop at this boundary, unless it was the
+        # last epoch's (the run ends; _save_at_the_end gives it the signal's exit status)
+        if tally.stopped is None and p.epoch <= self.last_epoch:
             stop_signal = self._signal_during_the_save(stop)
             if stop_signal:
                 tally.stopped, tally.signum = "stopped by signal", stop_signal

@@ -215,11 +215,13 @@ def test_a_signal_during_the_last_save_waits_for_it(unaligned_root, tmp_path, mo
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("extra,at", [([], 6), (["--save_latest_freq", "2"], 4)])
-def test_a_signal_during_a_save_stops_the_run_at_what_it_saved(extra, at, unaligned_root, tmp_path, monkeypatch,
-                                                                capsys):
+@pytest.mark.parametrize("extra,at,saves", [([], 6, [6]), (["--save_latest_freq", "2"], 4, [2, 4]),
+                                             (["--save_latest_freq", "2", "--save_by_iter"], 4, [2, 4, 4])])
+def test_a_signal_during_a_save_stops_the_run_at_what_it_saved(extra, at, saves, unaligned_root, tmp_path,
+                                                                monkeypatch, capsys):
     """A signal while an epoch's end (after 6 images) or a --save_latest_freq save (at 4) writes:
-    the run stops there, without training one more iteration and saving again."""
+    the run stops there, without training one more iteration and saving again (under
+    --save_by_iter the iter_4 save is followed by the stop's latest_net_* one)."""
     import os
 
     from fastgan.engine import trainer
@@ -229,14 +231,14 @@ def test_a_signal_during_a_save_stops_the_run_at_what_it_saved(extra, at, unalig
 
     def signalled_save(model, progress, *args, **kwargs):
         saved.append(progress.iteration)
-        if progress.iteration == at:
+        if saved.count(at) == 1 and progress.iteration == at:  # (the first save at `at` only)
             os.kill(os.getpid(), signal.SIGINT)
         return real_save(model, progress, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "save_training_state", signalled_save)
     summary = train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + extra)
     assert summary["signal"] == signal.SIGINT and summary["iteration"] == at
-    assert saved == list(range(2, at + 1, 2)) if extra else saved == [6]
+    assert saved == saves
     assert "SIGINT: stopping after this iteration" in capsys.readouterr().err
     G_A = load(tmp_path / "run" / "latest_net_G_A.pth")
     state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
@@ -245,6 +247,40 @@ def test_a_signal_during_a_save_stops_the_run_at_what_it_saved(extra, at, unalig
     resumed = train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--continue_train", "--max_iters",
                                                                            str(at + 1)])
     assert resumed["images"] == 1
+
+
+def test_a_signal_during_the_last_epochs_save_ends_the_run_finished(unaligned_root, tmp_path, monkeypatch):
+    """The run's last save (2 epochs of 6): nothing is left to train, so the run is finished,
+    not "stopped" (a resume would find nothing to do), and exits with the signal's status."""
+    import os
+
+    from fastgan.engine import trainer
+
+    real_save = trainer.save_training_state
+
+    def signalled_save(model, progress, *args, **kwargs):
+        if progress.iteration == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(model, progress, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_training_state", signalled_save)
+    summary = train_cli.main(tiny_args(unaligned_root, tmp_path, "run"))
+    assert summary["stopped"] is None and summary["signal"] == signal.SIGINT and summary["iteration"] == 12
+
+
+def test_a_resume_drops_the_log_records_written_after_its_save(unaligned_root, tmp_path):
+    """Records a run appended after the save it is resumed from (here: a later fresh run in the
+    folder, killed before its first save, whose total_iters began again at 1) go; the state
+    says how many records it covers."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--max_iters", "3"])
+    log = tmp_path / "run" / "loss_log.jsonl"
+    state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
+    assert state["loss_log_records"] == 3
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines + lines[:2]) + "\n")  # the killed run's iterations 1 and 2
+    train_cli.main(args + ["--continue_train", "--max_iters", "4"])
+    assert [r["total_iters"] for r in read_loss_log(str(log))] == [1, 2, 3, 4]
 
 
 def test_a_second_signal_during_a_save_stops_once_it_is_written(unaligned_root, tmp_path, monkeypatch, capsys):

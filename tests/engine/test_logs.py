@@ -105,9 +105,14 @@ def test_a_resume_drops_only_the_records_written_after_its_save(tmp_path):
     log = logs.LossLog(str(tmp_path), names)
     for i in [*range(1, 7), *range(1, 4), *range(1, 6)]:  # three runs; the last saved at total_iters 2
         log.append(record(i, names, rng))
-    log.truncate_after(2)
+    log.truncate_after(2)  # a state without the count (an earlier fastgan's)
     kept = [r["total_iters"] for r in logs.read_loss_log(log.path)]
     assert kept == [*range(1, 7), *range(1, 4), 1, 2]
+    assert log.records == 11
+    log.truncate_after(2, saved_records=7)  # the count a save recorded
+    assert [r["total_iters"] for r in logs.read_loss_log(log.path)] == [*range(1, 7), 1]
+    log.append(record(2, names, rng))
+    assert log.records == 8 == len(logs.read_loss_log(log.path))
 
 
 def test_the_curve_is_redrawn_at_most_once_a_period_and_only_with_new_records(tmp_path, monkeypatch):
