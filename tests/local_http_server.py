@@ -54,7 +54,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             type(self).resume.wait(30)
             body = body[stall:]
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:  # the client went away (a stalled answer it stopped waiting for)
+            pass
 
     def log_message(self, *args):
         pass

@@ -13,10 +13,12 @@ prepare_cityscapes_dataset.py, not from that server.
 
 The archive goes to DIR/NAME.<ext>.part first: an interrupted download resumes
 from where it stopped (HTTP Range) when the command runs again (after Ctrl-C too: each
-read writes what has arrived, unbuffered), and a download counts as complete only at
+read writes what has arrived at once), and a download counts as complete only at
 the size the server announced (Content-Length or Content-Range). The archive is then
 unpacked into DIR/NAME (members that would land outside it are refused) and removed,
-and a marker file (COMPLETE_MARKER) left in DIR/NAME says the set there is complete.
+and a marker file (COMPLETE_MARKER, the archive's address) left in DIR/NAME says the
+set there is complete. A folder holding only some of the layout's folders, without it,
+is said and left alone (some archives lack a folder).
 Every failure is one DatasetError line: unreachable server, refused request, short
 download, unexpected archive.
 """
@@ -99,12 +101,14 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
     archive = os.path.join(root, url.rsplit("/", 1)[1])
     present = [d for d in layout if os.path.isdir(os.path.join(target, d))]
     if not os.path.exists(archive):
-        if os.path.exists(os.path.join(target, COMPLETE_MARKER)) or len(present) == len(layout):
+        if downloaded_from(target) == url or len(present) == len(layout):
             log(f"{target} already holds {', '.join(present)}; nothing to download")
             return target
-        if present:  # put there by hand, or by a copy cut short: not taken for the set
-            log(f"{target} holds {', '.join(present)} but not {', '.join(d for d in layout if d not in present)}, "
-                f"and no finished download of {name}: downloading it (its folders replace those there)")
+        if present:  # some archives lack a folder, and a copy may have been cut short: said, not fetched
+            log(f"note: {target} holds {', '.join(present)} but not "
+                f"{', '.join(d for d in layout if d not in present)} (the {name} archive may lack them), and no "
+                f"finished download of it; nothing downloaded: move {target} away to download {name} again")
+            return target
     os.makedirs(root, exist_ok=True)
     if not os.path.exists(archive):
         fetch(url, archive + ".part", log=log)
@@ -115,6 +119,16 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
     os.remove(archive)
     log(f"{name} ({arch}) is in {target}: {', '.join(d for d in layout if os.path.isdir(os.path.join(target, d)))}")
     return target
+
+
+def downloaded_from(target: str) -> str | None:
+    """The address of the archive unpacked into `target` (its COMPLETE_MARKER), if any: facades
+    and maps unpack their cyclegan and pix2pix forms into the same folder."""
+    try:
+        with open(os.path.join(target, COMPLETE_MARKER)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
@@ -148,12 +162,13 @@ def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
             have = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
-        with open(part, "ab" if have else "wb", buffering=0) as f, \
+        with open(part, "ab" if have else "wb") as f, \
                 tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=os.path.basename(url)) as bar:
             try:
-                # what has come, up to CHUNK, written unbuffered: a stop, even a kill, keeps it
+                # what has come, up to CHUNK, written through: a stop, even a kill, keeps it
                 while chunk := response.read1(CHUNK):
                     f.write(chunk)
+                    f.flush()
                     bar.update(len(chunk))
             except (OSError, urllib.error.URLError, http.client.HTTPException) as e:  # (a chunk cut short)
                 raise DatasetError(f"downloading {url} broke off ({e}); run the command again to resume "
