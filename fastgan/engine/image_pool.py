@@ -27,6 +27,8 @@ class ImagePool:
     def query(self, images: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
             return images
+        if self.images and self.images[0].dtype != images.dtype:  # resumed from a run of another precision
+            self.images = [t.to(images.dtype) for t in self.images]
         out = []
         for image in images.detach():
             image = image.unsqueeze(0)

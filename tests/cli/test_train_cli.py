@@ -283,6 +283,14 @@ def test_a_resume_drops_the_log_records_written_after_its_save(unaligned_root, t
     assert [r["total_iters"] for r in read_loss_log(str(log))] == [1, 2, 3, 4]
 
 
+def test_a_fast_run_resumed_eager_takes_its_pooled_fakes_in_fp32(unaligned_root, tmp_path, capsys):
+    """--fast trains in bf16: its saved pools hold bf16 fakes, which an --eager resume's D (fp32)
+    refused ("Input type (c10::BFloat16) and bias type (float)") once a stored fake came back."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--pool_size", "2"]
+    train_cli.main(args + ["--fast", "--max_iters", "4"])
+    assert train_cli.main(args + ["--eager", "--continue_train", "--max_iters", "10"])["iteration"] == 10
+
+
 def test_a_second_signal_during_a_save_stops_once_it_is_written(unaligned_root, tmp_path, monkeypatch, capsys):
     """Two signals while the periodic save at iteration 4 writes its networks: the run stops
     at once, but after the save, so the networks and the training state are of one iteration

@@ -78,3 +78,15 @@ def test_state_round_trip_reproduces_draws():
     b = ImagePool(3, seed=99)
     b.load_state_dict(a.state_dict(), "cpu")
     assert ids(a.query(images(20, 100))) == ids(b.query(images(20, 100)))
+
+
+def test_a_pool_saved_in_another_precision_returns_this_runs():
+    """A run resumed at another precision (saved under --fast's bf16, resumed --eager in fp32):
+    the stored fakes come back in the new images' dtype, one at a time as in a batch (a bf16
+    fake went to an fp32 D and failed its first conv)."""
+    saved = ImagePool(2, seed=3)
+    saved.query(images(2, 0).to(torch.bfloat16))
+    pool = ImagePool(2, seed=3)
+    pool.load_state_dict(saved.state_dict(), "cpu")
+    returned = [pool.query(images(1, 10 + i)) for i in range(20)]
+    assert {t.dtype for t in returned} == {torch.float32} and {0, 1} & set(sum((ids(t) for t in returned), []))
