@@ -147,11 +147,16 @@ def fastest(device: torch.device) -> Levels:
                   merge_passes=True)
 
 
-def fast_note(device: torch.device) -> str:
-    """What --fast chose and why, for the start of a run."""
-    if device.type == "cpu" and not cpu_has_amx():
-        return "--fast on this CPU: fp32 (no AMX, so bf16 convolutions would be slower than fp32)"
-    return f"--fast on {device.type}: {fastest(device).describe()}"
+def fast_note(device: torch.device, levels: Levels) -> str:
+    """What --fast took (the run's `levels`) and why, for the start of a run: the device's
+    fastest levels, less those the options typed or the model rule out, which it names."""
+    best = fastest(device)
+    why = " (no AMX, so bf16 convolutions would be slower than fp32)" if device.type == "cpu" and best.amp == "none" \
+        else ""
+    taken = f"--fast on {device.type}: {levels.describe()}{why}"
+    if levels == best:
+        return taken
+    return f"{taken}; of the device's fastest ({best.describe()}) the options or the model leave out the rest"
 
 
 def explicit_levels(opt) -> dict:

@@ -195,7 +195,7 @@ class Trainer:
                  f"epochs {self.progress.epoch}..{self.last_epoch}")
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
-            self.log(fast_note(model.device))
+            self.log(fast_note(model.device, model.levels))
         if self.stale_removed:
             self.log(f"removed {len(self.stale_removed)} unfinished checkpoint file(s) a killed run left in "
                      f"{self.dir}: {', '.join(self.stale_removed)}")

@@ -53,10 +53,22 @@ def test_fast_adds_mixed_precision_where_it_pays(monkeypatch):
                                             merge_passes=True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert levels(CPU, fast=True) == Levels(accelerate=True, channels_last=True, adam="fused", merge_passes=True)
-    assert "no AMX" in fast_note(CPU)
+    assert fast_note(CPU, levels(CPU, fast=True)) == ("--fast on cpu: accelerate, channels_last, merge_passes, "
+                                                      "adam=fused (no AMX, so bf16 convolutions would be slower "
+                                                      "than fp32)")
     fast_gpu = levels(CUDA, fast=True)
     assert fast_gpu.amp == "bf16" and fast_gpu.cuda_graphs and fast_gpu.channels_last and fast_gpu.cudnn_benchmark
     assert "amp=bf16" in fast_gpu.describe()
+
+
+def test_the_fast_note_says_what_the_run_took(monkeypatch):
+    """It described the device's fastest levels whatever the run took (--amp none: still amp=bf16)."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert fast_note(CPU, levels(CPU, fast=True)) == "--fast on cpu: accelerate, channels_last, merge_passes, " \
+                                                     "amp=bf16, adam=fused"
+    assert fast_note(CPU, levels(CPU, fast=True, amp="none")) == (
+        "--fast on cpu: accelerate, channels_last, merge_passes, adam=fused; of the device's fastest (accelerate, "
+        "channels_last, merge_passes, amp=bf16, adam=fused) the options or the model leave out the rest")
 
 
 def test_explicit_options_override_the_defaults():
