@@ -57,7 +57,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 ADAM_IMPLS = ("default", "foreach", "fused")
 LEVEL_NAMES = ("accelerate", "compile", "cuda_graphs", "amp", "channels_last", "adam", "merge_passes",
                "cudnn_benchmark")
-PER_SAMPLE_NORMS = ("instance", "none")  # the norms under which a net treats each sample alone
+PER_SAMPLE_NORMS = ("instance", "instance_affine", "none")  # the norms under which a net treats each sample alone
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,9 @@ def resolve_levels(opt, device: torch.device) -> Levels:
     levels = Levels(**{**{f.name: getattr(base, f.name) for f in fields(Levels)}, **chosen})
     if levels.merge_passes and opt.norm not in PER_SAMPLE_NORMS:
         if chosen.get("merge_passes"):
-            raise ValueError(f"--merge_passes needs nets that treat each sample alone (--norm instance or "
-                             f"none); with --norm {opt.norm} the batch statistics would mix the merged passes")
+            raise ValueError(f"--merge_passes needs nets that treat each sample alone (--norm instance, "
+                             f"instance_affine or none); with --norm {opt.norm} the batch statistics would mix "
+                             "the merged passes")
         levels = dataclasses.replace(levels, merge_passes=False)  # a default that cannot apply here
     if levels.cuda_graphs and levels.amp == "fp16" and "cuda_graphs" not in chosen:
         # fp16's gradient scaler syncs with the host every step: a default that cannot apply

@@ -80,11 +80,13 @@ def _assert_same_training(model_merged, merged, model_separate, separate):
             torch.testing.assert_close(v, w, rtol=1e-9, atol=atol, msg=f"{name}.{k}")
 
 
-def test_merged_cyclegan_step_equals_the_separate_passes():
+@pytest.mark.parametrize("norm", ["instance", "instance_affine", "none"])
+def test_merged_cyclegan_step_equals_the_separate_passes(norm):
     """Batch 2, so that a merged generator pass holds 4 samples: losses and weights after 3
-    iterations equal the unmerged run's, and the generators did run merged."""
-    model_merged, merged = _train(True)
-    _assert_same_training(model_merged, merged, *_train(False))
+    iterations equal the unmerged run's, and the generators did run merged (with each norm
+    that treats samples apart; instance_affine's scale and shift are shared, not statistics)."""
+    model_merged, merged = _train(True, norm=norm)
+    _assert_same_training(model_merged, merged, *_train(False, norm=norm))
     calls = []
     handle = model_merged.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     model_merged.train_step({"A": torch.rand(2, 3, 32, 32, dtype=torch.float64),
