@@ -77,12 +77,13 @@ def main(argv=None) -> dict:
             device = resolve_device(opt.device)
             if not opt.eager:  # --eager runs the torch back end whatever the variable says
                 check_backend_variable(device)
-            if resolve_levels(opt, device).channels_last:  # the loader then yields NHWC batches
-                opt = opt.replace(channels_last=True)
             if opt.dataset_mode == "single":
                 raise ValueError("--dataset_mode single reads A images only, and training takes A and B: use "
                                  "unaligned (trainA/, trainB/) or aligned (A|B pairs); single serves fastgan.test")
-            loader = create_loader(opt, device, rank=ranks.rank, world_size=ranks.world_size)
+            # the loader yields NHWC batches where the levels resolve to channels_last (the run's
+            # options keep the user's choice: train_opt.txt shows a default as one)
+            loader = create_loader(opt.replace(channels_last=resolve_levels(opt, device).channels_last), device,
+                                   rank=ranks.rank, world_size=ranks.world_size)
             check_ranks_agree(ranks, opt, loader.num_images)
             trainer = Trainer(opt, loader, ranks=ranks)
         except ValueError as e:

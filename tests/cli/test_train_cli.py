@@ -764,6 +764,25 @@ def test_a_fresh_run_over_an_earlier_one_says_its_saves_replace_it(unaligned_roo
             "afresh and its saves replace those files (--continue_train resumes that run" in capsys.readouterr().out)
 
 
+def test_the_options_files_keep_the_levels_as_typed(unaligned_root, tmp_path, monkeypatch):
+    """channels_last resolved from the device's defaults reaches the loader (NHWC batches) but
+    not train_opt.txt / .json, where it read as typed ("True [default: None]")."""
+    import json
+
+    import fastgan.data
+
+    loaded_as = []
+    real = fastgan.data.create_loader
+    monkeypatch.setattr(fastgan.data, "create_loader", lambda opt, *a, **k: loaded_as.append(opt.channels_last)
+                        or real(opt, *a, **k))
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    assert loaded_as == [True]  # the CPU's default levels: accelerate, channels_last, ...
+    assert json.loads((tmp_path / "run" / "train_opt.json").read_text())["channels_last"] is None
+    text = (tmp_path / "run" / "train_opt.txt").read_text()
+    assert [line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("channels_last:")] \
+        == ["None"]
+
+
 def test_frequencies_of_0_mean_never(unaligned_root, tmp_path):
     args = tiny_args(unaligned_root, tmp_path, "quiet") + ["--print_freq", "0", "--display_freq", "0",
                                                            "--save_latest_freq", "0", "--max_iters", "3"]
