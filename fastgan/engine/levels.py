@@ -147,6 +147,12 @@ def fastest(device: torch.device) -> Levels:
                   merge_passes=True)
 
 
+def describe_saved(levels: dict) -> str:
+    """Levels saved as a dict (a training state's), described; names this fastgan lacks left out."""
+    names = {f.name for f in fields(Levels)}
+    return Levels(**{k: v for k, v in levels.items() if k in names}).describe()
+
+
 def fast_note(device: torch.device, levels: Levels) -> str:
     """What --fast took (the run's `levels`) and why, for the start of a run: the device's
     fastest levels, less those the options typed or the model rule out, which it names."""

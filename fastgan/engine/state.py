@@ -13,6 +13,7 @@ also holds every rank's own RNG states, image pools and kernel choices under
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "rng": rng_state(model.device),
         **measured_choices(),
         "options": model.opt.as_dict(),
+        "levels": dataclasses.asdict(model.levels),  # as resolved (the options may leave them to the device)
         "loss_log_records": loss_log_records,
     }
     if rank_states is not None:

@@ -33,7 +33,7 @@ from fastgan.data.errors import DatasetError
 from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
 from fastgan.engine.distributed import Ranks
-from fastgan.engine.levels import fast_note
+from fastgan.engine.levels import describe_saved, fast_note
 from fastgan.engine.logs import (LossLog, reference_loss_line, reference_table_entries, save_sample_grid,
                                  write_options_table)
 from fastgan.engine.models import check_image_fits, model_from_options
@@ -255,6 +255,10 @@ class Trainer:
         if not self._end_an_epoch_past_this_dataset(state):
             self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
+        levels = state.get("levels")  # (a state saved by an earlier fastgan has none)
+        if levels is not None and levels != dataclasses.asdict(self.model.levels):
+            self.log(f"speed levels {self.model.levels.describe()}, the run's {describe_saved(levels)}: it goes "
+                     "on from its state, with the losses of these levels, not exactly those it would have had")
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
         if before != now and self.model.pools():
             self.log(f"--pool_size {now}, the run's {before}: " + (

@@ -288,7 +288,12 @@ def test_a_fast_run_resumed_eager_takes_its_pooled_fakes_in_fp32(unaligned_root,
     refused ("Input type (c10::BFloat16) and bias type (float)") once a stored fake came back."""
     args = tiny_args(unaligned_root, tmp_path, "run") + ["--pool_size", "2"]
     train_cli.main(args + ["--fast", "--max_iters", "4"])
+    capsys.readouterr()
     assert train_cli.main(args + ["--eager", "--continue_train", "--max_iters", "10"])["iteration"] == 10
+    assert ("speed levels eager (the reference's path), the run's accelerate, channels_last, merge_passes, "
+            in capsys.readouterr().out)  # (then amp=bf16 where the CPU has AMX)
+    train_cli.main(args + ["--eager", "--continue_train", "--max_iters", "11"])
+    assert "speed levels" not in capsys.readouterr().out.replace("speed levels: ", "")  # the same levels: no note
 
 
 def test_a_second_signal_during_a_save_stops_once_it_is_written(unaligned_root, tmp_path, monkeypatch, capsys):
