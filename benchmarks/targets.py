@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> str:
                         help="only the targets of this kind of device")
     args = parser.parse_args(argv)
     devices = ("cpu", "gpu") if args.device == "all" else (args.device,)
+    if not os.path.isdir(args.results):  # (every target "unmeasured" said nothing of why)
+        parser.error(f"--results {args.results}: no such folder of result files")
     results = load_results(args.results)
     text = markdown(verdicts(results, devices), args.results, results)
     out = args.out or args.results

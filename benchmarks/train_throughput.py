@@ -42,7 +42,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import profiler
 from benchmarks.machine import describe_machine, sync, write_results
 from fastgan.engine.levels import apply_process_levels
-from fastgan.engine.models import model_from_options
+from fastgan.engine.models import model_from_options, patch_discriminator_smallest_side
+from fastgan.models import generator_size_multiple
 from fastgan.options import resolve
 
 # dense bf16 tensor-core peaks (TFLOP/s, no sparsity), by a substring of the device name, the
@@ -68,16 +69,20 @@ GPU_LEVELS = {
 
 def config(args) -> list[dict]:
     """The (arch, size, batch, net) configs of this run."""
-    if args.size:
+    if args.size is not None:
         return [dict(arch=args.arch, size=args.size, batch=args.batch)]
     if torch.cuda.is_available():
         return [dict(arch="cyclegan", size=256, batch=1), dict(arch="cyclegan", size=256, batch=16)]
     return [dict(arch="cyclegan", size=128, batch=1), dict(arch="pix2pix", size=128, batch=1)]
 
 
+def generator(arch: str, size: int) -> str:
+    return {"cyclegan": "resnet_9blocks", "pix2pix": "unet_128" if size == 128 else "unet_256"}[arch]
+
+
 def build(cfg: dict, level: dict, device: str):
-    net = {"cyclegan": "resnet_9blocks", "pix2pix": "unet_128" if cfg["size"] == 128 else "unet_256"}
-    explicit = dict(netG=net[cfg["arch"]], ngf=64, ndf=64, batch_size=cfg["batch"], crop_size=cfg["size"],
+    explicit = dict(netG=generator(cfg["arch"], cfg["size"]), ngf=64, ndf=64, batch_size=cfg["batch"],
+                    crop_size=cfg["size"],
                     device=device, seed=0, **level)
     return model_from_options(resolve(cfg["arch"], explicit))
 
@@ -205,11 +210,19 @@ def bf16_peak() -> float | None:
     return None
 
 
+def device_levels() -> dict[str, dict]:
+    return GPU_LEVELS if torch.cuda.is_available() else CPU_LEVELS
+
+
+def chosen_levels(names: str | None) -> dict[str, dict]:
+    """--levels' names (empty ones, as a trailing comma leaves, skipped), else all the device's."""
+    levels = device_levels()
+    return {k: levels[k] for k in names.split(",") if k} if names else levels
+
+
 def run(args, on_row=lambda report: None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    levels = GPU_LEVELS if device == "cuda" else CPU_LEVELS
-    if args.levels:
-        levels = {k: levels[k] for k in args.levels.split(",")}
+    levels = chosen_levels(args.levels)
     peaks = {"datasheet": bf16_peak(), "measured": measured_bf16_peak(args.ceilings)}
     results = []
     report = {"machine": describe_machine(), "device": device, "warmup": args.warmup, "iters": args.iters,
@@ -300,32 +313,64 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # (nan too)
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
+    return value
+
+
+def check_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Level names of this device, and a --size the config's nets take, refused as usage errors."""
+    unknown = [k for k in (args.levels or "").split(",") if k and k not in device_levels()]
+    if unknown or args.levels is not None and not chosen_levels(args.levels):
+        parser.error(f"--levels {args.levels!r}: the levels on this device are {', '.join(device_levels())}")
+    if args.size is None:
+        return
+    net = generator(args.arch, args.size)
+    if args.size % generator_size_multiple(net):
+        parser.error(f"--size {args.size}: --arch {args.arch} runs {net} here, which takes multiples of "
+                     f"{generator_size_multiple(net)}")
+    if args.size < patch_discriminator_smallest_side("basic", 3):
+        parser.error(f"--size {args.size}: the PatchGAN discriminator takes "
+                     f"{patch_discriminator_smallest_side('basic', 3)} pixels or more")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="cyclegan", choices=("cyclegan", "pix2pix"))
-    parser.add_argument("--size", type=int, default=None, help="crop size (default: the device's configs)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10, help="timed iterations of each level, at least, "
-                                                              "over all rounds")
+    parser.add_argument("--size", type=positive, default=None, help="crop size (default: the device's configs)")
+    parser.add_argument("--batch", type=positive, default=1)
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--iters", type=positive, default=10, help="timed iterations of each level, at least, "
+                                                                   "over all rounds")
     parser.add_argument("--rounds", type=positive, default=5, help="interleaved rounds: each level's timed block "
                                                                   "in turn; a row holds the median round")
-    parser.add_argument("--min_seconds", type=float, default=0.0 if torch.cuda.is_available() else 20.0,
+    parser.add_argument("--min_seconds", type=non_negative_seconds, default=0.0 if torch.cuda.is_available() else 20.0,
                         help="time each level at least this long over all rounds (default: 20 s on a CPU, whose "
                              "shared cores are noisy)")
-    parser.add_argument("--levels", default=None, help="comma-separated subset of the level names")
+    parser.add_argument("--levels", default=None, help="comma-separated subset of the level names: on a GPU "
+                                                      f"{', '.join(GPU_LEVELS)}; on a CPU {', '.join(CPU_LEVELS)}")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     parser.add_argument("--ceilings", default=None, help="benchmarks/ceilings.py's JSON (measured bf16 peak)")
-    parser.add_argument("--profile_iters", type=int, default=0,
+    parser.add_argument("--profile_iters", type=non_negative_int, default=0,
                         help="after timing each level, profile this many more iterations: its top --top ops "
                              "and how busy the device was (benchmarks/profiler.py)")
-    parser.add_argument("--top", type=int, default=8, help="ops listed per profiled level")
+    parser.add_argument("--top", type=positive, default=8, help="ops listed per profiled level")
     parser.add_argument("--tag", default="", help="results file train_throughput_<tag>_<machine>.* (runs of "
                                                   "different configs side by side; default with --size: "
                                                   "<arch><size>_b<batch>)")
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     # a config of one's own never writes over the device's configs' file, which benchmarks.targets judges
-    tag = args.tag or (f"{args.arch}{args.size}_b{args.batch}" if args.size else "")
+    tag = args.tag or (f"{args.arch}{args.size}_b{args.batch}" if args.size is not None else "")
     name = f"train_throughput_{tag}" if tag else "train_throughput"
 
     def write(report: dict) -> str:

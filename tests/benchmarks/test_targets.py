@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from benchmarks import targets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,3 +143,12 @@ def test_the_files_read_say_when_git_last_committed_them(tmp_path):
     assert targets.committed(str(tmp_path / "loader_cpu.json")) == "not committed"
     text = targets.markdown([], str(tmp_path), targets.load_results(str(tmp_path)))
     assert "loader_cpu.json (test machine; not committed)" in text
+
+
+def test_a_results_folder_that_is_not_there_is_a_usage_error(tmp_path, capsys):
+    for missing in (tmp_path / "nowhere", tmp_path / "a_file"):
+        if missing.name == "a_file":
+            missing.write_text("{}")
+        with pytest.raises(SystemExit) as e:
+            targets.main(["--results", str(missing)])
+        assert e.value.code == 2 and f"--results {missing}: no such folder of result files" in capsys.readouterr().err

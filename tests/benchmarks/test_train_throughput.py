@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
+
 from benchmarks import train_throughput
 
 
@@ -131,3 +133,29 @@ def test_levels_are_profiled_after_all_rounds_and_a_failed_profile_keeps_the_row
     assert rows["eager"]["profile"] == {"error": "CUPTI_ERROR_NOT_INITIALIZED"}
     assert rows["default"]["profile"]["ms_per_iteration"] == 1.0 and "images_per_second" in rows["eager"]
     assert "### eager: not profiled (CUPTI_ERROR_NOT_INITIALIZED)" in train_throughput.markdown(report)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--levels", "turbo"], "--levels 'turbo': the levels on this device are eager, accelerate alone"),
+    (["--levels", ","], "--levels ',': the levels on this device are"),
+    (["--size", "0"], "argument --size: 0 is not at least 1"),
+    (["--size", "30"], "--size 30: --arch cyclegan runs resnet_9blocks here, which takes multiples of 4"),
+    (["--size", "20"], "--size 20: the PatchGAN discriminator takes 24 pixels or more"),
+    (["--arch", "pix2pix", "--size", "64"], "--size 64: --arch pix2pix runs unet_256 here, which takes multiples "
+                                            "of 256"),
+    (["--batch", "0"], "argument --batch: 0 is not at least 1"),
+    (["--profile_iters", "-1"], "argument --profile_iters: -1 is negative"),
+    (["--min_seconds", "-3"], "argument --min_seconds: -3 is not a number of seconds"),
+])
+def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, tmp_path, capsys, monkeypatch):
+    """They were tracebacks from deep inside (KeyError, resolve's ValueError naming --crop_size),
+    or ran: --size 0 timed the device's own configs and wrote the file benchmarks.targets judges."""
+    monkeypatch.setattr(train_throughput, "run", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(SystemExit) as e:
+        train_throughput.main(argv + ["--out", str(tmp_path)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trailing_comma_in_levels_is_no_level():
+    assert list(train_throughput.chosen_levels("eager,fast,")) == ["eager", "fast"]
