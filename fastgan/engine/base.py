@@ -197,6 +197,10 @@ class TrainingModel:
     def train_step(self, batch: dict) -> dict[str, float]:
         """One iteration on a batch of (N, C, H, W) images in [-1, 1]; the losses as floats."""
         multiple = generator_size_multiple(self.opt.netG)
+        missing = [name for name in self.input_names if name not in batch]
+        if missing:
+            raise ValueError(f"train_step: the batch has no {' and no '.join(missing)}; --arch {self.opt.arch} "
+                             f"trains on {{{', '.join(repr(n) for n in self.input_names)}}} image batches")
         for name in self.input_names:
             x = batch[name]
             if x.dim() != 4 or x.shape[-1] % multiple or x.shape[-2] % multiple:

@@ -154,6 +154,9 @@ def test_train_step_names_an_image_the_generator_cannot_give_back():
     with pytest.raises(ValueError, match=r"train_step: B has shape \(1, 3, 30, 30\); --netG resnet_6blocks takes "
                                          r"\(N, C, H, W\) images with H and W multiples of 4"):
         model.train_step({"A": torch.rand(1, 3, 32, 32), "B": torch.rand(1, 3, 30, 30)})
+    with pytest.raises(ValueError, match=r"^train_step: the batch has no B; --arch cyclegan trains on \{'A', 'B'\} "
+                                         r"image batches$"):  # (a bare KeyError: 'B')
+        model.train_step({"A": torch.rand(1, 3, 32, 32)})
 
 
 @pytest.mark.parametrize("name", ["lambda_A", "lambda_B", "lambda_identity", "lambda_L1"])
