@@ -82,8 +82,7 @@ def generator(arch: str, size: int) -> str:
 
 def build(cfg: dict, level: dict, device: str):
     explicit = dict(netG=generator(cfg["arch"], cfg["size"]), ngf=64, ndf=64, batch_size=cfg["batch"],
-                    crop_size=cfg["size"],
-                    device=device, seed=0, **level)
+                    crop_size=cfg["size"], device=device, seed=0, **level)
     return model_from_options(resolve(cfg["arch"], explicit))
 
 
