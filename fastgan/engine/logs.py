@@ -81,8 +81,9 @@ class LossLog:
         records = read_loss_log(self.path)
         if saved_records is not None:
             del records[saved_records:]
-        while saved_records is None and records and records[-1]["total_iters"] > total_iters:
-            records.pop()
+        else:
+            while records and records[-1]["total_iters"] > total_iters:
+                records.pop()
         self._records = len(records)
         with open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)

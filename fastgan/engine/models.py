@@ -54,9 +54,9 @@ def check_generator_input_size(opt: Options) -> None:
 
 
 def one_value_norm_message(opt: Options, what: str) -> str:
+    per = " per channel of a batch of 1" if opt.norm == "batch" else ""
     return (f"--netG {opt.netG} --padding_type {opt.padding_type} shrinks {what} to 1x1 pixel in its ResNet blocks, "
-            f"and --norm {opt.norm} cannot normalize one value" + (" per channel of a batch of 1" if opt.norm == "batch"
-                                                                   else "") + " (the reference fails on it too)")
+            f"and --norm {opt.norm} cannot normalize one value{per} (the reference fails on it too)")
 
 
 def patch_discriminator_sides(netD: str, n_layers_D: int, side: int) -> list[int]:
