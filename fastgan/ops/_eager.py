@@ -14,6 +14,7 @@ its place in a graph), so they keep it.
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 
 # nn.Parameter is a subclass that changes nothing about how ops run on it
@@ -24,15 +25,28 @@ def takes_eager_path(*tensors: torch.Tensor | None) -> bool:
     """Plain tensors and parameters (or None) in eager mode: not under torch.compile's
     tracing nor another tensor subclass (fake, functional, DTensor ...). (torch.func's
     wrapped tensors are of the plain type: the registry sends those calls to the torch
-    composition first, see under_torch_func.)"""
+    composition first, see under_a_transform.)"""
     return not torch.compiler.is_compiling() and all(t is None or type(t) in _PLAIN for t in tensors)
 
 
-def under_torch_func(*values) -> bool:
-    """Whether a torch.func transform (grad, vmap, jacrev ...) wraps any tensor among `values`:
-    the fused kernels' autograd rules are not functorch's, so such a call runs the torch
-    composition (fastgan.ops.registry) or aten (the measured convolutions)."""
-    return any(isinstance(v, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(v) for v in values)
+def under_a_transform(*values) -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev ...) wraps any tensor among
+    `values`, or one carries a forward-mode tangent (torch.autograd.forward_ad's dual
+    tensors): the fused kernels' autograd rules are not functorch's and have no jvp, so
+    such a call runs the torch composition (fastgan.ops.registry) or aten (the measured
+    convolutions)."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        return True
+    return forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def saved_tensors_hooked() -> bool:
+    """Whether saved-tensor hooks are in force (torch.utils.checkpoint without reentrant
+    autograd, activation offloading): a call must then save what it saved the last time
+    its forward ran, since checkpointing recomputes that forward in backward and compares
+    the tensors saved, so no shortcut learned in between may change its path."""
+    return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
 
 
 def eager_function(name: str, op, setup_context, backward, outputs: int) -> type[torch.autograd.Function]:
@@ -56,9 +70,24 @@ def eager_function(name: str, op, setup_context, backward, outputs: int) -> type
     def backward_(ctx, grad):
         if torch.is_grad_enabled():
             return backward(ctx, grad, *extra)
+        # the saved tensors unpacked above the guard: torch.utils.checkpoint(use_reentrant=False)
+        # recomputes the forward in that unpacking, which must record what it saves
+        unpacked = _SavedTensorsUnpacked(ctx, ctx.saved_tensors)
         with torch._C._AutoDispatchBelowAutograd():
-            return backward(ctx, grad, *extra)
+            return backward(unpacked, grad, *extra)
 
     doc = f"{op}'s kernels and autograd rules, skipping the dispatcher's autograd (fastgan/ops/_eager.py)."
     return type(name, (torch.autograd.Function,),
                 {"__doc__": doc, "forward": staticmethod(forward), "backward": staticmethod(backward_)})
+
+
+class _SavedTensorsUnpacked:
+    """An autograd context whose saved_tensors were read once already (they can be read
+    only once under non-reentrant checkpointing); every other attribute is the context's."""
+
+    def __init__(self, ctx, saved_tensors: tuple):
+        self._ctx = ctx
+        self.saved_tensors = saved_tensors
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)

@@ -26,6 +26,18 @@ def candidate_seconds(candidates: dict[str, Callable[[], object]],
     another process's load only ever adds time, and it then falls on all candidates
     alike. (Medians of runs taken one candidate after the other once kept oneDNN for a
     shape that Winograd runs 3x faster, on a machine other jobs were loading.)"""
+    # the candidates' own graphs keep their saved tensors: a caller's saved-tensor hooks
+    # (torch.utils.checkpoint(use_reentrant=False) measuring a new shape) must not see them
+    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
+        return _candidate_seconds(candidates, device)
+
+
+def _kept(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _candidate_seconds(candidates: dict[str, Callable[[], object]],
+                       device: torch.device) -> dict[str, float | Exception]:
     warmup, runs = MEASURE_RUNS.get(device.type, MEASURE_RUNS["cpu"])
     results: dict[str, float | Exception] = {}
     ready = {}

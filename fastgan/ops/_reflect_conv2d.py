@@ -66,7 +66,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from fastgan.ops import _measure, _native, reference, registry
-from fastgan.ops._eager import takes_eager_path
+from fastgan.ops._eager import saved_tensors_hooked, takes_eager_path
 from fastgan.ops._layout import convolution_format, suggests_channels_last
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
@@ -572,10 +572,12 @@ def _setup_forward(ctx, inputs, output, padded=None):
     ctx.save_for_backward(x, weight, padded)
 
 
-def _backward(ctx, grad, grad_input: Callable, grad_weight: Callable, with_padded: bool = False):
+def _backward(ctx, saved: tuple, grad, grad_input: Callable, grad_weight: Callable, with_padded: bool = False):
     """The gradients by grad_input and grad_weight, which take the saved padded x as a
-    last argument when with_padded (the eager path's functions; the custom ops do not)."""
-    x, weight, padded = ctx.saved_tensors
+    last argument when with_padded (the eager path's functions; the custom ops do not).
+    `saved`: ctx.saved_tensors, read by the caller (once: non-reentrant checkpointing
+    recomputes them for one read)."""
+    x, weight, padded = saved
     stride, padding, fused, choice = ctx.conf
     extra = (padded,) if with_padded else ()
     dx = dw = db = None
@@ -590,7 +592,7 @@ def _backward(ctx, grad, grad_input: Callable, grad_weight: Callable, with_padde
 
 def _backward_forward(ctx, grad):
     """The custom op's backward: the gradient custom ops (differentiable: double backward)."""
-    return _backward(ctx, grad, torch.ops.fastgan.reflect_conv2d_grad_input,
+    return _backward(ctx, ctx.saved_tensors, grad, torch.ops.fastgan.reflect_conv2d_grad_input,
                      torch.ops.fastgan.reflect_conv2d_grad_weight)
 
 
@@ -615,13 +617,15 @@ class _EagerReflectConv2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        saved = ctx.saved_tensors
         if torch.is_grad_enabled():
-            grads = _backward_forward(ctx, grad)
+            grads = _backward(ctx, saved, grad, torch.ops.fastgan.reflect_conv2d_grad_input,
+                              torch.ops.fastgan.reflect_conv2d_grad_weight)
         else:
-            grads = _backward(ctx, grad, _grad_input, _grad_weight, with_padded=True)
+            grads = _backward(ctx, saved, grad, _grad_input, _grad_weight, with_padded=True)
         key = ctx.all_aten_key
         if key is not None and key not in _ALL_ATEN:
-            only_aten = _ran_only_aten(ctx, grad, key[0])
+            only_aten = _ran_only_aten(ctx, saved, grad, key[0])
             if only_aten is not None:
                 _ALL_ATEN[key] = only_aten
         return grads + (None,)
@@ -637,10 +641,10 @@ class _EagerReflectConv2d(torch.autograd.Function):
 _ALL_ATEN: dict[tuple, bool] = {}
 
 
-def _ran_only_aten(ctx, grad: torch.Tensor, forward_key: tuple) -> bool | None:
+def _ran_only_aten(ctx, saved: tuple, grad: torch.Tensor, forward_key: tuple) -> bool | None:
     """Whether every phase this call ran was measured to run aten; None while one of them
     is not measured yet (a phase first met inside a CUDA graph capture runs aten unmeasured)."""
-    x, weight, _ = ctx.saved_tensors
+    x, weight, _ = saved
     stride, padding, fused, _ = ctx.conf
     keys = [forward_key]
     if ctx.needs_input_grad[0]:
@@ -667,7 +671,7 @@ def _eager(x, weight, bias, stride, padding, fused, choice):
                 return _unfused(x, weight, bias, stride, padding)
         else:
             key = (forward_key, x.requires_grad, weight.requires_grad)
-            if _ALL_ATEN.get(key):
+            if _ALL_ATEN.get(key) and not saved_tensors_hooked():
                 return _unfused(x, weight, bias, stride, padding)
     return _EagerReflectConv2d.apply(x, weight, bias, stride, padding, fused, choice, key)
 
