@@ -39,7 +39,7 @@ from typing import Callable, ContextManager
 import torch
 import torch.nn.functional as F
 
-from fastgan.ops._eager import takes_eager_path, under_torch_func
+from fastgan.ops._eager import takes_eager_path, under_a_transform
 from fastgan.ops._layout import convolution_format
 from fastgan.ops._measure import MeasuredChoices
 
@@ -154,7 +154,7 @@ def _measurable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     params = x.dtype if autocast_dtype is None else torch.float32
     return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in inputs
             and weight.dtype == params and (bias is None or bias.dtype == params)
-            and takes_eager_path(x, weight, bias) and not under_torch_func(x, weight, bias))
+            and takes_eager_path(x, weight, bias) and not under_a_transform(x, weight, bias))
 
 
 def _in_float32(run: Callable, autocast_dtype: torch.dtype) -> Callable:

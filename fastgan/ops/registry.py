@@ -45,7 +45,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from fastgan.ops._eager import under_torch_func
+from fastgan.ops._eager import under_a_transform
 
 __all__ = [
     "AUTO_ORDER",
@@ -233,7 +233,7 @@ class Op:
 
     def __call__(self, *args, **kwargs):
         device_type = _first_tensor(args, kwargs).device.type
-        if not torch.compiler.is_compiling() and under_torch_func(*args, *kwargs.values()):
+        if not torch.compiler.is_compiling() and under_a_transform(*args, *kwargs.values()):
             return self.reference(*args, **kwargs)
         return self.select(device_type)[1](*args, **kwargs)
 
