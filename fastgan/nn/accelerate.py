@@ -29,7 +29,8 @@ the instance: the replacement would not keep it), subclasses (their forward may 
 Sequential subclasses with their own forward, InstanceNorm2d with running stats (its
 eval output uses them), convs that pad themselves, dilate or group, asymmetric pads,
 blocks whose forward does anything besides the one add (an in-place `x += body(x)`,
-which writes into the caller's x, included) or whose class has its own __call__.
+which writes into the caller's x, included) or whose class defines again a method of
+nn.Module's (its own __call__, train, _apply ...: the stand-in would not run it).
 Every rewritten piece keeps the semantics of what it replaces in train and eval mode,
 in forward and backward.
 Under torch.jit.trace and torch.fx.symbolic_trace the new modules run the torch
@@ -128,10 +129,11 @@ class FusedResidualBlock(NoTorchScript, nn.Module):
     and the norm's input differ), it adds the plain way, as the original block did.
 
     stands_in_for(block) carries over what else the block held: its own attributes
-    (`block.dim`), and its class's methods and properties, found when nn.Module has no
-    attribute of that name and bound to the stand-in (`block.build_conv_block(...)`).
-    The stand-in is no instance of that class: a method calling super() fails on it, and
-    assigning to a property stores a plain attribute.
+    (`block.dim`), its class's methods and properties, found when nn.Module has no
+    attribute of that name and bound to the stand-in (`block.build_conv_block(...)`),
+    and the name of its forward's input (`block(input=x)`). The stand-in is no instance
+    of that class: a method calling super() fails on it, and assigning to a property
+    stores a plain attribute.
     """
 
     def __init__(self, body_name: str, body: nn.Sequential, replaces: str = ""):
@@ -143,6 +145,7 @@ class FusedResidualBlock(NoTorchScript, nn.Module):
         self.replaces = replaces
         self.add_module(body_name, body)
         self._replaced_type: type | None = None
+        self._input_name = "x"  # what the input may be passed as by keyword
 
     def stands_in_for(self, block: nn.Module) -> "FusedResidualBlock":
         """Takes over block's own attributes (those a fresh module does not have) and
@@ -151,6 +154,8 @@ class FusedResidualBlock(NoTorchScript, nn.Module):
             self.__dict__.setdefault(name, value)
         self._replaced_type = type(block)
         self._version = block._version  # the state_dict metadata stays the block's
+        (_, given), = list(inspect.signature(type(block).forward).parameters.items())[1:]
+        self._input_name = given.name if given.kind == given.POSITIONAL_OR_KEYWORD else None
         self.train(block.training)
         return self
 
@@ -169,7 +174,9 @@ class FusedResidualBlock(NoTorchScript, nn.Module):
             # a method bound to the stand-in, a property's value, a classmethod bound to its class
             return attr.__get__(self, replaced) if hasattr(attr, "__get__") else attr
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None = None, /, **by_name) -> torch.Tensor:
+        if by_name or x is None:
+            x = self._input_by_name(x, by_name)
         body = self._modules[self.body_name]
         *layers, norm = body
         if recording_a_trace() or _has_hooks(body) or _has_hooks(norm) or _global_module_hooks():
@@ -182,6 +189,19 @@ class FusedResidualBlock(NoTorchScript, nn.Module):
         if h.shape == x.shape and h.dtype == x.dtype:
             return norm(h, x)
         return x + norm(h)
+
+    def _input_by_name(self, x: torch.Tensor | None, by_name: dict) -> torch.Tensor:
+        """The input passed by the replaced forward's own parameter name; what that forward
+        would refuse, refused with Python's words."""
+        forward = f"{self.replaces or type(self).__name__}.forward()"
+        unexpected = [name for name in by_name if name != self._input_name]
+        if unexpected:
+            raise TypeError(f"{forward} got an unexpected keyword argument {unexpected[0]!r}")
+        if x is not None and by_name:
+            raise TypeError(f"{forward} got multiple values for argument {self._input_name!r}")
+        if x is None and not by_name:
+            raise TypeError(f"{forward} missing 1 required positional argument: {self._input_name or 'x'!r}")
+        return by_name[self._input_name] if by_name else x
 
     def extra_repr(self) -> str:
         replaces = f", replaces {self.replaces}" if self.replaces else ""
@@ -356,8 +376,10 @@ def _residual_body_name(block: nn.Module, name: str, report: AccelerateReport) -
     if hooks:
         report.note_left_alone(name, hooks)
         return None
-    if not _calls_like_a_module(block):
-        report.note_left_alone(name, "its class overrides how a module is called (__call__)")
+    overridden = _module_methods_defined_again(block)
+    if overridden:
+        report.note_left_alone(name, f"its class defines nn.Module's {', '.join(overridden)} again, which the fused "
+                                     "block would not run")
         return None
     if "forward" in block.__dict__:
         report.note_left_alone(name, "it has a forward set on the module, which would no longer run")
@@ -415,11 +437,23 @@ def _forward_is_residual_add(block: nn.Module, body_name: str) -> bool:
             and out.args == (add,))
 
 
-def _calls_like_a_module(module: nn.Module) -> bool:
-    """Whether calling module runs nn.Module's call machinery (hooks, then forward)."""
-    cls = type(module)
-    return all(getattr(cls, name) is getattr(nn.Module, name)
-               for name in ("__call__", "_call_impl", "_wrapped_call_impl"))
+# what a residual block's class may define that nn.Module has too: its forward (proven to
+# be the add), its constructor, the state_dict version (carried over) and class metadata
+# (__slotnames__: copyreg's cache, set on a class whose instances were copied)
+_BLOCK_CLASS_MAY_DEFINE = {"forward", "__init__", "_version", "__module__", "__qualname__", "__doc__", "__dict__",
+                           "__weakref__", "__annotations__", "__slotnames__"}
+
+
+def _module_methods_defined_again(module: nn.Module) -> list[str]:
+    """The attributes of nn.Module (its __call__, train, _apply, zero_grad ...) that
+    module's class, or a base class of it below nn.Module, defines again: a stand-in for
+    module, which is no instance of that class, would run nn.Module's instead."""
+    names = set()
+    for cls in type(module).__mro__:
+        if cls is nn.Module:
+            break
+        names.update(name for name in vars(cls) if hasattr(nn.Module, name) and name not in _BLOCK_CLASS_MAY_DEFINE)
+    return sorted(names)
 
 
 def _fusable_norm(module: nn.Module) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import re
 
 import pytest
 import torch
@@ -648,11 +649,70 @@ class _HalvedCall(_Plain):
         return super().__call__(x) * 0.5
 
 
-def test_a_residual_block_with_its_own_call_is_left_alone():
-    model, plain = _accelerated_leaving_alone(_HalvedCall(_body()),
-                                              "its class overrides how a module is called (__call__)")
+def _dropout_body():
+    return nn.Sequential(nn.ReflectionPad2d(1), nn.Dropout(0.5), nn.Conv2d(4, 4, 3), nn.InstanceNorm2d(4))
+
+
+class _DropoutKeptOff(_Plain):
+    """A block whose train() keeps its dropout in eval mode."""
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.body[1].eval()
+        return self
+
+
+class _MovedInFloat64(_Plain):
+    def _apply(self, fn, recurse=True):
+        return super()._apply(lambda t: fn(t).double(), recurse)
+
+
+@pytest.mark.parametrize("block,what", [(_HalvedCall(_body()), "__call__"),
+                                        (_DropoutKeptOff(_dropout_body()), "train"),
+                                        (_MovedInFloat64(_body()), "_apply")],
+                         ids=["__call__", "train", "_apply"])
+def test_a_residual_block_whose_class_defines_module_methods_again_is_left_alone(block, what):
+    """The stand-in would run nn.Module's method where the block's class has its own."""
+    model, plain = _accelerated_leaving_alone(
+        block, f"its class defines nn.Module's {what} again, which the fused block would not run")
+    model.train(), plain.train()
     x = torch.randn(2, 4, 6, 6)
-    _close(model(x).detach(), plain(x).detach(), "output")
+    torch.manual_seed(0)
+    expected = plain(x).detach()
+    torch.manual_seed(0)
+    _close(model(x).detach(), expected, "output")
+
+
+class _TakesInput(_Scaled):
+    def forward(self, input):
+        return input + self.body(input)
+
+
+class _TakesInputByPosition(_Scaled):
+    def forward(self, x, /):
+        return x + self.body(x)
+
+
+def test_a_fused_block_takes_its_input_by_the_blocks_own_keyword():
+    plain = _TakesInput(_body())
+    model = fastgan.accelerate(nn.Sequential(copy.deepcopy(plain)))
+    assert model.accelerate_report.residual == ["0"]
+    x = torch.randn(2, 4, 6, 6)
+    expected = plain(input=x).detach()
+    _close(model[0](input=x).detach(), expected, "by keyword")
+    _close(model[0](x).detach(), expected, "by position")
+    calls = [(lambda block: block(x=x), "_TakesInput.forward() got an unexpected keyword argument 'x'"),
+             (lambda block: block(x, input=x), "got multiple values for argument 'input'"),
+             (lambda block: block(), "missing 1 required positional argument: 'input'")]
+    for call, message in calls:  # refused as the block itself refuses them
+        with pytest.raises(TypeError, match=re.escape(message)):
+            call(plain)
+        with pytest.raises(TypeError, match=re.escape(message)):
+            call(model[0])
+    positional = fastgan.accelerate(nn.Sequential(_TakesInputByPosition(_body())))
+    assert positional.accelerate_report.residual == ["0"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        positional[0](x=x)
 
 
 class _Described(_Plain):
@@ -865,6 +925,71 @@ def test_torch_func_transforms_run_the_compositions(backend):
         _close(grad, expected[name], f"torch.func.grad of {name}", scale=largest)
     batched = torch.func.vmap(lambda y: accel(y.unsqueeze(0)).squeeze(0))(x)
     _close(batched, plain(x).detach(), "torch.func.vmap")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # torch's jvp decompositions
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_forward_mode_ad_runs_the_compositions(backend):
+    """Dual tensors (torch.autograd.forward_ad) through an accelerated model: its tangent is
+    the plain model's (the fused kernels' autograd rules have no jvp)."""
+    import torch.autograd.forward_ad as forward_ad
+
+    plain, accel = _build("ref_resnet_instance"), fastgan.accelerate(_build("ref_resnet_instance"), backend=backend)
+    x = _input("ref_resnet_instance")
+    tangent = torch.randn_like(x)
+    with forward_ad.dual_level():
+        expected = forward_ad.unpack_dual(plain(forward_ad.make_dual(x, tangent)))
+        actual = forward_ad.unpack_dual(accel(forward_ad.make_dual(x, tangent)))
+    _close(actual.primal, expected.primal, "primal")
+    _close(actual.tangent, expected.tangent, "tangent")
+
+
+class _CheckpointedStages(nn.Module):
+    """A model that recomputes its stages in backward (torch.utils.checkpoint, non-reentrant,
+    as torch recommends): a stem of shapes new to the measured convolution choices (measured
+    inside the checkpointed forward), then residual blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 7, 3, padding=1), nn.InstanceNorm2d(7), nn.ReLU(True),
+                                  nn.ReflectionPad2d(1), nn.Conv2d(7, 5, 3), nn.InstanceNorm2d(5), nn.ReLU(True))
+        self.blocks = nn.ModuleList([_Plain(_body_of(5)), _Plain(_body_of(5))])
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        x = checkpoint(self.stem, x, use_reentrant=False)
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
+
+
+def _body_of(channels):
+    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
+                         nn.ReLU(), nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3),
+                         nn.InstanceNorm2d(channels))
+
+
+def test_non_reentrant_checkpointing_trains_the_accelerated_model_as_the_plain_one():
+    """The recomputation must save what the forward saved: the fused ops' backward reads
+    their saved tensors (which recomputes the forward) with autograd recording, and a shape
+    measured inside the checkpointed forward keeps its candidates' saved tensors out of it."""
+    torch.manual_seed(0)
+    plain = _CheckpointedStages()
+    accel = fastgan.accelerate(copy.deepcopy(plain))
+    assert accel.accelerate_report.residual == ["blocks.0", "blocks.1"]
+    from fastgan.ops import _reflect_conv2d, _unfolded_conv
+
+    _unfolded_conv.clear_selection_cache()  # shapes measured inside the checkpointed forward
+    _reflect_conv2d.clear_selection_cache()
+    x = torch.randn(1, 3, 13, 11)
+    for step in range(2):
+        for model in (plain, accel):
+            model.zero_grad()
+            model(x).square().mean().backward()
+        largest = max(p.grad.abs().max().item() for p in plain.parameters())
+        for (name, mine), theirs in zip(accel.named_parameters(), plain.parameters()):
+            _close(mine.grad, theirs.grad, f"step {step}: {name}.grad", scale=largest)
 
 
 def test_compiles_without_graph_breaks():
