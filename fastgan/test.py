@@ -163,8 +163,9 @@ def note_run_preprocessing(arch: str, saved: dict, typed: dict) -> None:
 
 
 def as_a_test(opt, typed: dict, phase: str):
-    """The reference's test options: batch 1, serial order, no flip, load_size = crop_size
-    unless typed (no crop), the phase, not training."""
+    """The reference's test options: batch 1, serial order, no flip, the phase, not
+    training; load_size the crop size in force unless typed (no crop: the reference's is
+    its default crop size, 256, whatever --crop_size says; README, "fastgan.test")."""
     return opt.replace(load_size=typed.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
                        no_flip=True, num_threads=0, phase=phase, isTrain=False)
 
@@ -417,8 +418,12 @@ def main(argv=None) -> str:
     args = parse(argv)  # --help before torch is imported
     import_ops_or_fail()
     from fastgan.data import DatasetError
+    from fastgan.engine.distributed import launched_world_size
     from fastgan.models import CheckpointError
 
+    if launched_world_size() > 1:  # each rank would translate everything into the same files
+        fail(f"fastgan.test runs in one process (started as one of {launched_world_size()} by torchrun): run "
+             "python -m fastgan.test without torchrun")
     try:
         opt, tool, training = test_options(args)
         return translate(opt, tool, training)

@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     explicit = parse(argv)
     import_ops_or_fail()
     from fastgan.data import DEMO_DEFAULTS, DatasetError, create_loader, demo_score, prepare_demo
-    from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size
+    from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size, rank_label
     from fastgan.engine.levels import resolve_levels
     from fastgan.engine.models import resolve_device
     from fastgan.engine.trainer import Trainer
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
         for folder in new_run_folder:  # refused before anything was written: leave no empty run behind
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
-        fail(message if ranks.world_size == 1 else f"rank {ranks.rank} of {ranks.world_size}: {message}")
+        fail(rank_label(ranks) + message)
 
     try:
         try:  # bad option values surface as ValueError while building
@@ -131,7 +131,9 @@ def start_data_parallel(opt):
                          "Drop --cuda_graphs, or train on one process")
     ranks, device = init_from_env(resolve_device(opt.device))
     changes = {"device": str(device)}
-    if not opt.eager:  # --eager has no CUDA graphs, and refuses level options
+    # --eager has no CUDA graphs, and refuses level options; on a CPU the default has none
+    # either (train_opt.txt then shows nothing changed that was not typed)
+    if not opt.eager and device.type == "cuda":
         changes["cuda_graphs"] = False
     return opt.replace(**changes), ranks
 

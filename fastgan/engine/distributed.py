@@ -85,6 +85,16 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank_label(ranks: "Ranks") -> str:
+    """"rank R of W: " ahead of what one of several ranks says ("" for a single process); the
+    launcher's RANK and WORLD_SIZE while the process group is not up yet."""
+    world = max(ranks.world_size, launched_world_size())
+    if world == 1:
+        return ""
+    rank = ranks.rank if ranks.world_size > 1 else int(os.environ.get("RANK", "0"))
+    return f"rank {rank} of {world}: "
+
+
 def is_data_parallel() -> bool:
     """Is a process group of more than one rank up in this process?"""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from fastgan.data.errors import DatasetError
 from fastgan.data.plan import rank_shares
 from fastgan.engine import choice_cache
-from fastgan.engine.distributed import Ranks
+from fastgan.engine.distributed import Ranks, rank_label
 from fastgan.engine.levels import describe_saved, fast_note
 from fastgan.engine.logs import (LossLog, reference_loss_line, reference_table_entries, save_sample_grid,
                                  write_options_table)
@@ -73,7 +73,8 @@ class StopRequest:
     collective for a slow peer runs its handler only once the wait ends), not for a second
     request; a later one stops at once. A copy still due when the run ends is swallowed too."""
 
-    def __init__(self):
+    def __init__(self, label: str = ""):
+        self.label = label  # ahead of each line it writes: which rank (distributed.rank_label)
         self.requested = False
         self.signal: int | None = None  # the first signal received
         self._previous = {}
@@ -92,12 +93,12 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.requested and self._copy_due and signum == self.signal:
             self._copy_due = False
-            sys.stderr.write(f"\n{signal.Signals(signum).name} again (torchrun passes on the one it got): still "
-                             "stopping after this iteration and saving\n")
+            sys.stderr.write(f"\n{self.label}{signal.Signals(signum).name} again (torchrun passes on the one it "
+                             "got): still stopping after this iteration and saving\n")
             return
         if self.requested and self._saving:  # a second signal waits for the files being written
             self._deferred = signum
-            sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping once this save is written\n")
+            sys.stderr.write(f"\n{self.label}{signal.Signals(signum).name}: stopping once this save is written\n")
             return
         if self.requested:  # a second signal stops at once
             raise StopNow(signum)
@@ -105,7 +106,8 @@ class StopRequest:
         # straight to stderr: a handler must not wait for the progress bar's lock
         again = "twice more to stop at once, unsaved: torchrun passes on one copy" if self._copy_due \
             else "again to stop at once, unsaved"
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving ({again})\n")
+        sys.stderr.write(f"\n{self.label}{signal.Signals(signum).name}: stopping after this iteration and saving "
+                         f"({again})\n")
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -312,6 +314,12 @@ class Trainer:
         if p.batch == 0 or saved_global == global_batch:
             return
         images = p.batch * saved_global  # whole batches: the short last one ends the epoch
+        if images >= self.loader.num_images:  # (its last batch, or this dataset is smaller)
+            p.batch = len(self.loader)
+            self.log(f"the saved run trained {saved_global} images per iteration, this one {global_batch}: its "
+                     f"{images} images of epoch {p.epoch} cover the {self.loader.num_images} this dataset holds: "
+                     f"epoch {p.epoch} ends now, and epoch {p.epoch + 1} trains on it")
+            return
         p.batch = images // global_batch
         again = images - p.batch * global_batch
         self.log(f"the saved run trained {saved_global} images per iteration, this one {global_batch}: epoch "
@@ -377,7 +385,7 @@ class Trainer:
         self.describe()
         tally = RunTally(start=time.perf_counter(), stopped=self._nothing_to_train())
         bar = self._progress_bar(tally)
-        with StopRequest() as stop, bar:  # the bar closes before any error is reported
+        with StopRequest(rank_label(self.ranks)) as stop, bar:  # the bar closes before any error is reported
             self.stop_request = stop
             try:
                 while self.progress.epoch <= self.last_epoch and tally.stopped is None:

@@ -74,6 +74,15 @@ def test_saved_images_are_the_references_tensor2im():
         tensor2im(torch.zeros(2, 4, 4))
 
 
+def test_inference_cli_under_torchrun_is_refused(monkeypatch, capsys):
+    """Every rank would translate everything into the same files at once."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "run"])
+    assert e.value.code == 2
+    assert "fastgan.test runs in one process (started as one of 2 by torchrun)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--num_test", "-1"], "--num_test -1 must not be negative"),
     (["--display_winsize", "-3"], "--display_winsize -3 must be positive (pixels)"),

@@ -623,6 +623,23 @@ def test_a_resume_past_the_end_of_a_smaller_dataset_says_so_and_trains_the_next_
         == [(2, 2), (2, 4)]  # (the reference's epoch_iter: batch_size a step)
 
 
+def test_a_resume_with_another_batch_whose_saved_images_cover_a_smaller_dataset_ends_the_epoch(unaligned_root,
+                                                                                              tmp_path, capsys):
+    """Saved after 2 batches of 2 (4 images); resumed at batch 1 on 3 images: those 4 cover
+    the epoch, which ends (not "continues after its first 4 images" of 3), and epoch 2 trains."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    assert train_cli.main(args + ["--batch_size", "2", "--max_iters", "2"])["iteration"] == 2
+    capsys.readouterr()
+    resumed = train_cli.main(args + ["--continue_train", "--max_dataset_size", "3", "--max_iters", "5"])
+    out = capsys.readouterr().out
+    assert ("the saved run trained 2 images per iteration, this one 1: its 4 images of epoch 1 cover the 3 this "
+            "dataset holds: epoch 1 ends now, and epoch 2 trains on it") in out
+    assert "continues after" not in out
+    assert resumed["images"] == 3
+    assert [(r["epoch"], r["epoch_iter"]) for r in read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))][-3:] \
+        == [(2, 1), (2, 2), (2, 3)]
+
+
 def test_a_batch_larger_than_the_dataset_is_said_as_one_batch_of_all(unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--batch_size", "8", "--max_iters", "1"])
     assert "fastgan cyclegan on cpu: 6 images, 1 batch of all 6 (a batch holds up to 8) per epoch" in \

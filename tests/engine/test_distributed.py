@@ -291,6 +291,9 @@ def test_speed_levels_compose_with_data_parallel(levels, unaligned_root, tmp_pat
     assert ranks[0]["summary"]["iteration"] == 2 and ranks[0]["levels"] == ranks[1]["levels"]
     assert_no_gloo_threads_left(out)  # compiled nets wrap the DDP wrappers: those go too
     assert ranks[0]["levels"].accelerate and not ranks[0]["levels"].cuda_graphs
+    # nothing forced off that a CPU's default never turns on: train_opt.txt marks only what was typed
+    table = (tmp_path / "levels" / "train_opt.txt").read_text().splitlines()
+    assert [line.split() for line in table if line.strip().startswith("cuda_graphs:")] == [["cuda_graphs:", "None"]]
     for name in NETS["cyclegan"]:
         for k, v in ranks[0]["nets"][name].items():
             assert torch.equal(v, ranks[1]["nets"][name][k]), f"ranks differ at {name}.{k}"
@@ -416,7 +419,8 @@ def test_a_signal_torchrun_passes_on_again_stops_every_rank_saved_with_its_statu
         ranks[0].communicate()
     err = "".join(rank1_err)
     assert [process.returncode for process in ranks] == [128 + signal.SIGINT] * 2, (rank0_err[-2000:], err[-2000:])
-    assert "SIGINT again (torchrun passes on the one it got)" in err and "stopped at once" not in err
+    assert "rank 1 of 2: SIGINT again (torchrun passes on the one it got)" in err and "stopped at once" not in err
+    assert "rank 1 of 2: SIGINT: stopping after this iteration and saving" in err
     state = torch.load(tmp_path / "stop" / "training_state.pt", map_location="cpu", weights_only=False)
     assert state["progress"]["iteration"] >= 3
 
@@ -458,11 +462,13 @@ def test_a_rank_outside_the_world_is_refused(unaligned_root, tmp_path, monkeypat
 def test_cuda_graphs_with_several_ranks_is_refused_before_anything_starts(unaligned_root, tmp_path, monkeypatch,
                                                                           capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as e:
         train_cli.main(options("cyclegan", unaligned_root, tmp_path, "graphs", 1, "--cuda_graphs"))
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "--cuda_graphs cannot be combined with data-parallel training" in err
+    # each rank says which it is, before the process group is up too
+    assert "rank 1 of 2: --cuda_graphs cannot be combined with data-parallel training" in err
 
 
 
