@@ -26,6 +26,7 @@ from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
 from fastgan.ops._loss_args import as_autocast_runs_l1, constant
+from fastgan.ops._saved import save_tensors
 
 CYCLE_LOSSES = registry.Op("cycle_losses", reference.cycle_losses)
 
@@ -181,7 +182,7 @@ def make_autograd(forward_op, backward_op):
     def setup_context(ctx, inputs, output):
         real_A, rec_A, real_B, rec_B, idt_A, idt_B, lambda_A, lambda_B, lambda_identity, _ = inputs
         ctx.lambdas = (float(lambda_A), float(lambda_B), float(lambda_identity))
-        ctx.save_for_backward(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output[1])
+        save_tensors(ctx, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output[1])
 
     def backward(ctx, grad, _grad_signs):
         real_A, rec_A, real_B, rec_B, idt_A, idt_B, signs = ctx.saved_tensors
@@ -201,7 +202,7 @@ def make_autograd(forward_op, backward_op):
         ctx.lambdas = (float(lambda_A), float(lambda_B), float(lambda_identity))
         ctx.mask = [bool(m) for m in mask]
         ctx.grad_meta = (grad.shape, grad.dtype)
-        ctx.save_for_backward(real_A, rec_A, real_B, rec_B, idt_A, idt_B)
+        save_tensors(ctx, real_A, rec_A, real_B, rec_B, idt_A, idt_B)
 
     def backward_backward(ctx, *grad_grads):
         # grad_x = sign(x - real) * grad[j] * w_j / n and grad_real = -(its two terms):

@@ -29,6 +29,7 @@ import torch
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
+from fastgan.ops._saved import save_tensors
 
 INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
 ACTIVATIONS = reference.INSTANCE_NORM_ACTIVATIONS
@@ -56,10 +57,16 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
         raise ValueError(f"instance_norm_act: activation must be one of {ACTIVATIONS}, got {activation!r}")
     if x.dim() != 4:
         raise ValueError(f"instance_norm_act: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+    for name, p in (("x", x), ("weight", weight), ("bias", bias)):
+        if p is not None and not p.dtype.is_floating_point:  # (every back end alike: the torch one would cast)
+            raise ValueError(f"instance_norm_act: {name} is {p.dtype}; x, weight and bias must be floating point")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != (x.shape[1],):
             raise ValueError(f"instance_norm_act: {name} must have shape (C,) = ({x.shape[1]},), "
                              f"got {tuple(p.shape)}")
+    for name, value in (("eps", eps), ("negative_slope", negative_slope)):
+        if isinstance(value, (str, bytes)):  # float() would take "0.1", as F.instance_norm does not
+            raise TypeError(f"instance_norm_act: {name} is a number, got {value!r}")
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"instance_norm_act: residual must have x's shape {tuple(x.shape)}, "
                          f"got {tuple(residual.shape)}")
@@ -160,7 +167,7 @@ def save_for_backward(ctx, inputs, mean, rstd) -> None:
     ctx.negative_slope = float(negative_slope)
     ctx.has_weight = weight is not None
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, bias, mean, rstd)
+    save_tensors(ctx, x, weight, bias, mean, rstd)
 
 
 def make_autograd(backward_op):
@@ -189,7 +196,7 @@ def make_autograd(backward_op):
         grad, x, weight, bias, mean, rstd, activation, negative_slope = inputs
         ctx.activation = activation
         ctx.negative_slope = float(negative_slope)
-        ctx.save_for_backward(grad, x, weight, bias, mean, rstd)
+        save_tensors(ctx, grad, x, weight, bias, mean, rstd)
 
     def backward_backward(ctx, gg_x, gg_w, gg_b):
         grad, x, weight, bias, mean, rstd = ctx.saved_tensors

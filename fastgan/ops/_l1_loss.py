@@ -17,6 +17,7 @@ from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
 from fastgan.ops._loss_args import as_autocast_runs_l1, constant
+from fastgan.ops._saved import save_tensors
 
 L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
 
@@ -64,7 +65,7 @@ def _setup_context_backward(ctx, inputs, output):
     grad, input, target, weight = inputs
     ctx.weight = float(weight)
     ctx.grad_meta = (grad.shape, grad.dtype)
-    ctx.save_for_backward(input, target)
+    save_tensors(ctx, input, target)
 
 
 def _backward_backward(ctx, grad_grad_input, grad_grad_target):
@@ -106,7 +107,7 @@ if _native.LOADED:
     def _setup_context(ctx, inputs, output):
         input, target = inputs[0], inputs[1]
         ctx.weight = float(inputs[2]) if len(inputs) > 2 else 1.0
-        ctx.save_for_backward(input, target)
+        save_tensors(ctx, input, target)
 
     def _backward(ctx, grad):
         input, target = ctx.saved_tensors

@@ -68,6 +68,7 @@ import torch
 from fastgan.ops import _measure, _native, reference, registry
 from fastgan.ops._eager import saved_tensors_hooked, takes_eager_path
 from fastgan.ops._layout import convolution_format, suggests_channels_last
+from fastgan.ops._saved import recorded, save_tensors
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
 
@@ -569,7 +570,7 @@ def _setup_forward(ctx, inputs, output, padded=None):
     x, weight, bias, stride, padding, fused, choice = inputs
     ctx.conf = (stride, padding, fused, choice)
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, padded)
+    save_tensors(ctx, x, weight, padded)
 
 
 def _backward(ctx, saved: tuple, grad, grad_input: Callable, grad_weight: Callable, with_padded: bool = False):
@@ -657,7 +658,7 @@ def _ran_only_aten(ctx, saved: tuple, grad: torch.Tensor, forward_key: tuple) ->
 
 def _unfused(x, weight, bias, stride, padding):
     """pad + the vendor convolution under torch's autograd, in the op's output layout."""
-    return _pad_and_convolve(x, weight, bias, stride, padding)[0]
+    return _pad_and_convolve(x if padding else recorded(x), recorded(weight), bias, stride, padding)[0]
 
 
 def _eager(x, weight, bias, stride, padding, fused, choice):
@@ -691,7 +692,7 @@ def _call(x, weight, bias, stride, padding, fused):
 def _setup_grad_op(ctx, inputs, output):
     grad, x, weight, stride, padding, fused, choice = inputs
     ctx.conf = (stride, padding, fused, choice)
-    ctx.save_for_backward(grad, x, weight)
+    save_tensors(ctx, grad, x, weight)
 
 
 def _backward_grad_input(ctx, cot):

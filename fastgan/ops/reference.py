@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from fastgan.ops._saved import recorded
+
 
 def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """weight * mean(|input - target|), a 0-dim tensor (the reference's L1 / cycle /
@@ -26,8 +28,8 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
     x (N, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out,) or None; padding < H, W.
     """
-    padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect") if padding else x
-    return torch.nn.functional.conv2d(padded, weight, bias, stride)
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect") if padding else recorded(x)
+    return torch.nn.functional.conv2d(padded, recorded(weight), bias, stride)
 
 
 def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor, rec_B: torch.Tensor,
@@ -84,7 +86,7 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     nonzero = var_eps != 0
     y = (xf - mean) * (torch.rsqrt(torch.where(nonzero, var_eps, 1.0)) * nonzero)
     if weight is not None:
-        y = y * weight.to(y.dtype).view(1, -1, 1, 1)
+        y = y * recorded(weight).to(y.dtype).view(1, -1, 1, 1)
     if bias is not None:
         y = y + bias.to(y.dtype).view(1, -1, 1, 1)
     y = activate(y, activation, negative_slope).to(x.dtype)

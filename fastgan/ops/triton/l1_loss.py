@@ -30,6 +30,7 @@ import triton.language as tl
 
 from fastgan.ops._l1_loss import L1_LOSS, _backward_backward, _grad_like, _setup_context_backward
 from fastgan.ops._layout import dense_pair
+from fastgan.ops._saved import save_tensors
 from fastgan.ops.triton import INTERPRET, triton_problem
 from fastgan.ops.triton._common import define_op, join_f64, launcher, reduction_grid, round_f64, split_f64
 
@@ -154,7 +155,7 @@ l1_loss_backward_op = define_op("fastgan_triton::l1_loss_backward", _l1_loss_bac
 def _setup_context(ctx, inputs, output):
     input, target, weight = inputs
     ctx.weight = float(weight)
-    ctx.save_for_backward(input, target)
+    save_tensors(ctx, input, target)
 
 
 def _backward(ctx, grad):
