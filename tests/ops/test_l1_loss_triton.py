@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import fastgan.ops as ops
+from fastgan.ops import reference
 from tests.ops.test_l1_loss import (
     DTYPES,
     LAYOUTS,
@@ -136,6 +137,15 @@ def test_constants_float32_parts_cannot_carry_are_refused(value):
         if value > 0:
             with pytest.raises(ValueError, match=refused):
                 ops.instance_norm_act(x, eps=value, activation="none")
+        with pytest.raises(ValueError, match=refused):
+            ops.instance_norm_act(x, activation="leaky_relu", negative_slope=value)
+        for activation in ("relu", "none"):  # a slope these never read is taken, forward and backward
+            leaf = x.clone().requires_grad_()
+            y = ops.instance_norm_act(leaf, activation=activation, negative_slope=value)
+            expected = reference.instance_norm_act(x, activation=activation)
+            torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(torch.autograd.grad(y, leaf, t)[0], torch.autograd.grad(
+                reference.instance_norm_act(leaf, activation=activation), leaf, t)[0], rtol=1e-10, atol=1e-10)
         small = ops.l1_loss(x, t, 1e-30)  # a small constant the parts still carry is taken
     torch.testing.assert_close(small, reference_f64(x, t, 1e-30)[0], rtol=1e-12, atol=0)
     assert abs(sum(split_f64(1e-30, 2)) - 1e-30) <= 1e-30 * 2.0 ** -46

@@ -384,7 +384,7 @@ def _instance_norm_act(input: torch.Tensor, weight: torch.Tensor | None, bias: t
     grid = (N * triton.cdiv(C, block_c) * S,)
     shift_n = min(HW, SHIFT_ELEMS)
     eps_hi, eps_lo = split_f64(eps, 2)
-    slope_hi, slope_lo = split_f64(negative_slope, 2)
+    slope_hi, slope_lo = _slope_parts(activation, negative_slope)
     if not fused:
         p1 = x.new_empty((N * C * S,), dtype=torch.float64)
         p2 = torch.empty_like(p1)
@@ -429,7 +429,7 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     fused = bool(S == 1)
     grid = (N * triton.cdiv(C, block_c) * S,)
     act = ACT_CODES[activation]
-    slope_hi, slope_lo = split_f64(negative_slope, 2)
+    slope_hi, slope_lo = _slope_parts(activation, negative_slope)
     sa = x.new_empty((N * C,), dtype=torch.float64)  # per plane: sum(gz)
     sb = torch.empty_like(sa)                          # sum(gz * (x - mean))
     if not fused:
@@ -448,6 +448,12 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     db = torch.empty_like(dw)  # separate: with float64 parameters they are the outputs
     launcher(_param_kernel, x.device)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
     return dx, dw.to(param_dtype), db.to(param_dtype)
+
+
+def _slope_parts(activation: str, negative_slope: float) -> tuple[float, float]:
+    """negative_slope as the kernels' float32 parts where leaky_relu uses it; other
+    activations never read it, and any value (one float32 parts cannot carry) is taken."""
+    return split_f64(negative_slope, 2) if activation == "leaky_relu" else (0.0, 0.0)
 
 
 def _forward_fake(input, weight, bias, residual, eps, activation, negative_slope):
