@@ -80,8 +80,12 @@ def generator(arch: str, size: int) -> str:
     return {"cyclegan": "resnet_9blocks", "pix2pix": "unet_128" if size == 128 else "unet_256"}[arch]
 
 
+# the reference's widths; the tests narrow them (tests/benchmarks), the benchmarks never do
+WIDTHS = dict(ngf=64, ndf=64)
+
+
 def build(cfg: dict, level: dict, device: str):
-    explicit = dict(netG=generator(cfg["arch"], cfg["size"]), ngf=64, ndf=64, batch_size=cfg["batch"],
+    explicit = dict(netG=generator(cfg["arch"], cfg["size"]), **WIDTHS, batch_size=cfg["batch"],
                     crop_size=cfg["size"], device=device, seed=0, **level)
     return model_from_options(resolve(cfg["arch"], explicit))
 

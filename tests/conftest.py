@@ -9,6 +9,10 @@ if not os.path.exists("/dev/nvidiactl"):
 # every test measures its kernels itself: no choices carried over from other runs on this
 # machine (fastgan/engine/choice_cache.py; its test turns it on in a folder of its own)
 os.environ["FASTGAN_CHOICE_CACHE"] = "off"
+# OpenMP's threads sleep at a barrier instead of spinning (read when torch loads libgomp, so
+# before torch; subprocesses inherit it). Spinning, a run sharing the 2 cores with another
+# process (nice'd, or not) waited milliseconds at every op: a test of 3 s took 100 s.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

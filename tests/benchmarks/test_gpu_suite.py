@@ -65,11 +65,21 @@ def test_each_ops_kernel_benchmarks_are_selected():
     ops = re.search(r"for op in ([\w ]+); do", text).group(1).split()
     expression = re.search(r'step "kernels_\$op" \d+ .* -k "([^"]+)"', text).group(1)
     assert ops and "$op" in expression
-    for op in ops:
-        listed = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/kernels", "--collect-only", "-q",
-                                 "-p", "no:cacheprovider", "-k", expression.replace("$op", op)],
-                                cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()
-        ids = [line for line in listed if "::" in line]
+    # pytest's own -k on its own collection, one session per op, all in one fresh interpreter
+    # (torch and the kernels' modules imported once: a process per op took 7 s each here)
+    driver = ("import sys, pytest\n"
+              "for expression in sys.argv[1:]:\n"
+              "    print('@@ -k ' + expression, flush=True)\n"
+              "    code = pytest.main(['benchmarks/kernels', '--collect-only', '-q', '-p', 'no:cacheprovider',\n"
+              "                        '-k', expression])\n"
+              "    assert code == 0, (expression, code)\n")
+    out = subprocess.run([sys.executable, "-c", driver] + [expression.replace("$op", op) for op in ops],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    sessions = out.split("@@ -k ")[1:]
+    assert len(sessions) == len(ops)
+    for op, session in zip(ops, sessions):
+        assert session.startswith(expression.replace("$op", op) + "\n")
+        ids = [line for line in session.splitlines() if "::" in line]
         assert ids and all(f"[{op}-" in i for i in ids), op
         assert any("-eager-" in i for i in ids) and not any("-compile-" in i for i in ids), op
 
@@ -87,9 +97,14 @@ def shell_function(name: str) -> str:
     ("trap '' TERM; sleep 30", "| t | CUT at its 10 s limit |"),  # ignores TERM: KILLed 5 s later
 ])
 def test_a_step_says_how_it_ended(tmp_path, command, verdict):
+    # the real timeout at 0.5 s and its KILL 0.25 s later (the step's least limit is 10 s, and
+    # waiting out 10 + 5 s took 25 s of the suite); the arguments the step gave it are checked
+    scaled = (f'timeout() {{ echo "$1 $2 $3" >{tmp_path}/timeout_args; '
+              'command timeout -k 0.25 0.5 "${@:4}"; }')
     script = "\n".join([
-        f"SUMMARY={tmp_path}/summary.md LOGS={tmp_path} BUDGET=1000",
+        f"SUMMARY={tmp_path}/summary.md LOGS={tmp_path} BUDGET=1000", scaled,
         shell_function("pack"), shell_function("step"),
         f"step t 10 bash -c {shlex.quote(command)}"])
     subprocess.run(["bash", "-c", script], check=True, capture_output=True, timeout=60)
     assert (tmp_path / "summary.md").read_text().startswith(verdict)
+    assert (tmp_path / "timeout_args").read_text() == "-k 5 10\n"

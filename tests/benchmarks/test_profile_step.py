@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import profile_step
+from benchmarks import profile_step, train_throughput
 
 
-def test_profile_writes_the_top_ops_of_each_level(tmp_path):
+def test_profile_writes_the_top_ops_of_each_level(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_throughput, "WIDTHS", dict(ngf=16, ndf=16))  # as in test_train_throughput
     profile_step.main(["--size", "32", "--iters", "1", "--warmup", "1", "--top", "4", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "profile_step_cpu.json").read_text())
     assert list(report["profiles"]) == ["eager", "default"]

@@ -10,7 +10,9 @@ import pytest
 from benchmarks import train_throughput
 
 
-def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path):
+def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path, monkeypatch):
+    # the whole path at a quarter of the reference's widths: at 64 the nets' compute was most of its time
+    monkeypatch.setattr(train_throughput, "WIDTHS", dict(ngf=16, ndf=16))
     train_throughput.main(["--size", "32", "--iters", "2", "--rounds", "2", "--warmup", "1", "--min_seconds", "0",
                            "--levels", "eager,default", "--profile_iters", "1", "--top", "3",
                            "--out", str(tmp_path)])
