@@ -22,7 +22,9 @@ markdown to --out, else $OUT, else benchmarks/results/ (loader_<machine>.*).
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import time
 
 import numpy as np
@@ -99,6 +101,23 @@ def markdown(machine: str, config: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_arguments(parser: argparse.ArgumentParser, args) -> tuple[int, int]:
+    """(width, height) of --size; a value the benchmark cannot run is a usage error."""
+    size = re.fullmatch(r"(\d+)x(\d+)", args.size.lower())
+    if not size or 0 in (int(size[1]), int(size[2])):
+        parser.error(f"--size {args.size}: expected WxH in pixels, e.g. 400x600")
+    for name in ("images", "load_size", "crop_size", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    if args.crop_size > args.load_size:
+        parser.error(f"--crop_size {args.crop_size} is larger than --load_size {args.load_size}")
+    if args.workers < 0:
+        parser.error(f"--workers {args.workers}: must not be negative")
+    if not math.isfinite(args.seconds) or args.seconds < 0:  # (a NaN never ends the timing)
+        parser.error(f"--seconds {args.seconds}: a number of seconds, 0 or more")
+    return int(size[1]), int(size[2])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1000)
@@ -112,7 +131,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--loaders", default=None, help="comma-separated subset of the rows")
     parser.add_argument("--out", default=None, help="results folder (default: $OUT, else benchmarks/results)")
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = check_arguments(parser, args)
     device = torch.device(args.device)
     folder = generated_set(args.images, width, height)
     opt = Options(dataroot=folder, dataset_mode="single", phase="train", load_size=args.load_size,
@@ -120,13 +139,20 @@ def main(argv=None) -> dict:
     config = {"images": args.images, "image size": args.size, "load_size": args.load_size,
               "crop_size": args.crop_size, "batch_size": args.batch_size, "workers": args.workers,
               "device": str(device), "seconds per loader": args.seconds}
+    available = loaders(opt, device)
+    wanted = args.loaders.split(",") if args.loaders else list(available)
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        dali = f" (DALI: {dali_import_error()})" if dali_import_error() is not None else ""
+        parser.error(f"--loaders {','.join(unknown)}: the rows here are {', '.join(available)}{dali}")
+    if dali_import_error() is not None:
+        config["dali"] = f"left out ({dali_import_error()})"
     machine = describe_machine()
     print(f"{machine}\n" + ", ".join(f"{k} {v}" for k, v in config.items()))
-    wanted = args.loaders.split(",") if args.loaders else None
     out_dir = args.out or os.environ.get("OUT") or "benchmarks/results"
     rows = []
-    for name, make in loaders(opt, device).items():
-        if wanted and name not in wanted:
+    for name, make in available.items():
+        if name not in wanted:
             continue
         result = {"loader": name, **measure(make(), device, args.seconds)}
         rows.append(result)

@@ -12,6 +12,8 @@ import torch
 
 from fastgan.machine import cpu_model
 
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout the benchmarks are in
+
 
 def sync(device: torch.device | str) -> None:
     """Wait for the device's queued work (a no-op on the CPU): what every timer reads after."""
@@ -41,7 +43,8 @@ def provenance() -> dict:
     the command line."""
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
+            # the code's own checkout, wherever the command was started from
+            done = subprocess.run(["git", "-C", CODE_ROOT, *args], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -62,8 +65,19 @@ def write_results(out_dir: str, name: str, report: dict, text: str, slug: str | 
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{name}_{slug or machine_slug()}")
     report.setdefault("provenance", provenance())
-    with open(stem + ".json", "w") as f:
-        json.dump(report, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
+    _replace(stem + ".json", json.dumps(report, indent=1))
+    _replace(stem + ".md", text)
     return stem
+
+
+def _replace(path: str, text: str) -> None:
+    """path's content replaced by text at once: written beside it, then renamed over it (a run
+    stopped while writing leaves the earlier results whole, not a truncated file)."""
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(partial, "w") as f:
+            f.write(text)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -101,8 +102,10 @@ def loader_figures(loader: str, key: str) -> Callable[[dict], list]:
     """`key` ("vs_torch" or "images_per_s") of the `loader` rows."""
 
     def figures(results: dict) -> list[Figure]:
+        # (a ratio without its torch row in the run is NaN: no measurement of the target)
         return [Figure(row[key], f"--loader {loader}", doc["source"])
-                for doc in results.get("loader", []) for row in doc["rows"] if row["loader"] == loader]
+                for doc in results.get("loader", []) for row in doc["rows"]
+                if row["loader"] == loader and math.isfinite(row[key])]
 
     return figures
 
@@ -199,8 +202,12 @@ def load_results(folder: str) -> dict:
     results = {"cpu": {}, "gpu": {}}
     for kind, pattern in KINDS.items():
         for path in sorted(p for p in glob.glob(os.path.join(folder, pattern)) if judged_file(os.path.basename(p))):
-            with open(path) as f:
-                doc = {**json.load(f), "source": os.path.basename(path), "committed": committed(path)}
+            try:
+                with open(path) as f:
+                    doc = {**json.load(f), "source": os.path.basename(path), "committed": committed(path)}
+            except (OSError, ValueError) as e:  # one unreadable file leaves the others' targets judged
+                print(f"note: {path} cannot be read ({e}): its targets count as unmeasured", file=sys.stderr)
+                continue
             device = "cpu" if path.endswith("_cpu.json") else "gpu"
             results[device].setdefault(kind, []).append(doc)
     return results

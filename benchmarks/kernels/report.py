@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> None:
             missing.append(os.path.basename(path))
             continue
         rows += rows_from(run, ceilings["copy_gb_per_s"] if ceilings else None)
+    if not rows:  # (a mistyped path would otherwise write an empty table over the results)
+        parser.exit(1, f"no run gave a row ({', '.join(args.runs)}): nothing written to {args.out}\n")
     # the device the runs measured (a report may be made elsewhere from their files)
     machine = (next((r["machine"] for r in rows if "machine" in r), None)
                or (ceilings or {}).get("machine") or describe_machine())
     text = markdown(rows, machine, ceilings, missing)
     print(text)
-    stem = write_results(args.out, "kernels", {"machine": machine, "ceilings": ceilings, "missing_runs": missing, "rows": rows}, text,
-                         slug=machine_slug(machine))
+    report = {"machine": machine, "ceilings": ceilings, "missing_runs": missing, "rows": rows}
+    stem = write_results(args.out, "kernels", report, text, slug=machine_slug(machine))
     print(f"wrote {stem}.json and {stem}.md")
 
 

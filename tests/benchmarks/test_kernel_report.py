@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.kernels import report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,3 +47,11 @@ def test_a_ratio_only_between_rows_timed_the_same_way():
                                             bench("triton", 1.0, "wall (capture failed: no)")]})
     ratios = {r["provider"]: r["speedup_vs_eager"] for r in rows}
     assert ratios == {"eager": 1.0, "cuda": 2.0, "triton": None}
+
+
+def test_no_readable_run_writes_nothing(tmp_path, capsys):
+    (tmp_path / "kernels_cpu.json").write_text("{}")  # earlier results, which must stay
+    with pytest.raises(SystemExit) as e:
+        report.main([str(tmp_path / "typo.json"), "--out", str(tmp_path)])
+    assert e.value.code == 1 and "no run gave a row" in capsys.readouterr().err
+    assert (tmp_path / "kernels_cpu.json").read_text() == "{}"

@@ -38,3 +38,30 @@ def test_a_run_stopped_after_its_first_loader_keeps_that_row(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         loader_throughput.main([*TINY, "--out", str(tmp_path / "out")])
     assert [r["loader"] for r in results(tmp_path / "out")["rows"]] == ["torch"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--seconds", "nan"], "--seconds nan: a number of seconds"),
+    (["--size", "64"], "--size 64: expected WxH"),
+    (["--size", "0x0"], "--size 0x0: expected WxH"),
+    (["--batch_size", "0"], "--batch_size 0: must be at least 1"),
+    (["--crop_size", "64"], "--crop_size 64 is larger than --load_size 40"),
+    (["--loaders", "torch,foo"], "--loaders foo: the rows here are torch"),
+])
+def test_arguments_it_cannot_run_are_usage_errors(change, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = dict(zip(TINY[::2], TINY[1::2]))
+    args.update(zip(change[::2], change[1::2]))
+    with pytest.raises(SystemExit) as e:
+        loader_throughput.main([*(item for pair in args.items() for item in pair), "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_dali_the_results_say_its_rows_were_left_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loader_throughput, "dali_import_error", lambda: "No module named 'nvidia.dali'")
+    loader_throughput.main([*TINY, "--out", str(tmp_path / "out")])
+    report = results(tmp_path / "out")
+    assert [r["loader"] for r in report["rows"]] == ["torch", "cache"]
+    assert report["config"]["dali"] == "left out (No module named 'nvidia.dali')"

@@ -152,3 +152,15 @@ def test_a_results_folder_that_is_not_there_is_a_usage_error(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             targets.main(["--results", str(missing)])
         assert e.value.code == 2 and f"--results {missing}: no such folder of result files" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_leaves_the_others_judged_and_a_ratio_without_its_baseline_is_unmeasured(tmp_path,
+                                                                                                    capsys):
+    write(tmp_path, "kernels_cpu.json", {"rows": [
+        kernel_row("instance_norm_act", "cpu", "forward+backward", (1, 256, 64, 64), 2.4)]})
+    (tmp_path / "train_throughput_cpu.json").write_text('{"machine": "cut while writ')
+    write(tmp_path, "loader_cpu.json", {"rows": [{"loader": "dali", "vs_torch": float("nan"), "images_per_s": 9.0}]})
+    got = judged(tmp_path)
+    assert "train_throughput_cpu.json cannot be read" in capsys.readouterr().err
+    assert got[target("instance_norm_act forward+backward ≥2x")][0] == "met"
+    assert got[target("--loader dali ≥1.5x")] == ("unmeasured", "")
