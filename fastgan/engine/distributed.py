@@ -88,11 +88,13 @@ def launched_world_size() -> int:
 def rank_label(ranks: "Ranks") -> str:
     """"rank R of W: " ahead of what one of several ranks says ("" for a single process); the
     launcher's RANK and WORLD_SIZE while the process group is not up yet."""
-    world = max(ranks.world_size, launched_world_size())
-    if world == 1:
+    if ranks.world_size > 1:
+        return f"rank {ranks.rank} of {ranks.world_size}: "
+    try:  # (a launch whose variables are wrong says so itself: no label then)
+        rank, world = int(os.environ["RANK"]), launched_world_size()
+    except (KeyError, ValueError):
         return ""
-    rank = ranks.rank if ranks.world_size > 1 else int(os.environ.get("RANK", "0"))
-    return f"rank {rank} of {world}: "
+    return f"rank {rank} of {world}: " if 0 <= rank < world and world > 1 else ""
 
 
 def is_data_parallel() -> bool:
@@ -247,7 +249,7 @@ def init_from_env(device: torch.device) -> tuple[Ranks, torch.device]:
             control = None
     except dist.DistError as e:
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-        raise ValueError(f"rank {rank} of {world_size} could not join the others at {where} ({first_line(e)}): every "
+        raise ValueError(f"could not join the other ranks at {where} ({first_line(e)}): every "
                          f"rank must start within {timeout_seconds():g} s (${TIMEOUT_ENV}) and reach that "
                          "address") from None
     return Ranks(rank, world_size, control), device

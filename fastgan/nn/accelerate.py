@@ -175,7 +175,7 @@ class FusedResidualBlock(NoTorchScript, nn.Module):
             return attr.__get__(self, replaced) if hasattr(attr, "__get__") else attr
 
     def forward(self, x: torch.Tensor | None = None, /, **by_name) -> torch.Tensor:
-        if by_name or x is None:
+        if x is None or (type(by_name) is dict and by_name):  # (torch.fx traces **by_name as a proxy)
             x = self._input_by_name(x, by_name)
         body = self._modules[self.body_name]
         *layers, norm = body
@@ -437,11 +437,10 @@ def _forward_is_residual_add(block: nn.Module, body_name: str) -> bool:
             and out.args == (add,))
 
 
-# what a residual block's class may define that nn.Module has too: its forward (proven to
-# be the add), its constructor, the state_dict version (carried over) and class metadata
-# (__slotnames__: copyreg's cache, set on a class whose instances were copied)
-_BLOCK_CLASS_MAY_DEFINE = {"forward", "__init__", "_version", "__module__", "__qualname__", "__doc__", "__dict__",
-                           "__weakref__", "__annotations__", "__slotnames__"}
+# the methods a residual block's class may define that nn.Module has too: its forward
+# (proven to be the add), its constructor and how it prints (values, not methods, such as
+# _version or Python's class metadata, are never counted)
+_BLOCK_CLASS_MAY_DEFINE = {"forward", "__init__", "extra_repr", "__repr__", "__dict__", "__weakref__"}
 
 
 def _module_methods_defined_again(module: nn.Module) -> list[str]:
@@ -452,7 +451,8 @@ def _module_methods_defined_again(module: nn.Module) -> list[str]:
     for cls in type(module).__mro__:
         if cls is nn.Module:
             break
-        names.update(name for name in vars(cls) if hasattr(nn.Module, name) and name not in _BLOCK_CLASS_MAY_DEFINE)
+        names.update(name for name, value in vars(cls).items()
+                     if hasattr(nn.Module, name) and hasattr(value, "__get__") and name not in _BLOCK_CLASS_MAY_DEFINE)
     return sorted(names)
 
 

@@ -66,7 +66,7 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
                              f"got {tuple(p.shape)}")
     for name, value in (("eps", eps), ("negative_slope", negative_slope)):
         if isinstance(value, (str, bytes)):  # float() would take "0.1", as F.instance_norm does not
-            raise TypeError(f"instance_norm_act: {name} is a number, got {value!r}")
+            raise TypeError(f"instance_norm_act: {name} must be a number, got {value!r}")
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"instance_norm_act: residual must have x's shape {tuple(x.shape)}, "
                          f"got {tuple(residual.shape)}")

@@ -28,6 +28,9 @@ def candidate_seconds(candidates: dict[str, Callable[[], object]],
     shape that Winograd runs 3x faster, on a machine other jobs were loading.)"""
     # the candidates' own graphs keep their saved tensors: a caller's saved-tensor hooks
     # (torch.utils.checkpoint(use_reentrant=False) measuring a new shape) must not see them
+    if torch._C._autograd._top_saved_tensors_default_hooks(False) is None or \
+            not torch._C._autograd._saved_tensors_hooks_is_enabled():  # (pushing then would raise)
+        return _candidate_seconds(candidates, device)
     with torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
         return _candidate_seconds(candidates, device)
 

@@ -459,6 +459,21 @@ def test_a_rank_outside_the_world_is_refused(unaligned_root, tmp_path, monkeypat
     assert "$RANK 5 is not in [0, $WORLD_SIZE 2)" in capsys.readouterr().err
 
 
+def test_a_rank_label_before_the_ranks_join_only_from_a_launch_that_makes_sense(monkeypatch):
+    from fastgan.engine.distributed import Ranks, rank_label
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, label in [("1", "rank 1 of 2: "), ("5", ""), ("x", ""), (None, "")]:
+        if rank is None:
+            monkeypatch.delenv("RANK", raising=False)
+        else:
+            monkeypatch.setenv("RANK", rank)
+        assert rank_label(Ranks()) == label, rank
+    assert rank_label(Ranks(3, 4)) == "rank 3 of 4: "
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert rank_label(Ranks()) == ""
+
+
 def test_cuda_graphs_with_several_ranks_is_refused_before_anything_starts(unaligned_root, tmp_path, monkeypatch,
                                                                           capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")

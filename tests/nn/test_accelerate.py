@@ -693,6 +693,22 @@ class _TakesInputByPosition(_Scaled):
         return x + self.body(x)
 
 
+class _Described2(_Plain):
+    def extra_repr(self):
+        return "a block that prints itself"
+
+
+def test_a_residual_block_that_only_says_how_it_prints_is_fused():
+    model = fastgan.accelerate(nn.Sequential(_Described2(_body())))
+    assert model.accelerate_report.residual == ["0"] and model.accelerate_report.left_alone == []
+
+
+def test_a_fused_block_traces_with_fx_on_its_own():
+    block = fastgan.accelerate(nn.Sequential(_TakesInput(_body())))[0]
+    x = torch.randn(2, 4, 6, 6)
+    _close(torch.fx.symbolic_trace(block)(x).detach(), block(x).detach(), "traced block")
+
+
 def test_a_fused_block_takes_its_input_by_the_blocks_own_keyword():
     plain = _TakesInput(_body())
     model = fastgan.accelerate(nn.Sequential(copy.deepcopy(plain)))

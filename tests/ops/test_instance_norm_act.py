@@ -374,9 +374,9 @@ def test_argument_errors():
             for args in [(x.long(),), (x, torch.ones(3, dtype=torch.int64)), (x, None, torch.ones(3).int())]:
                 with pytest.raises(ValueError, match=r"is torch.int\d+; x, weight and bias must be floating point"):
                     ops.instance_norm_act(*args)
-            with pytest.raises(TypeError, match="eps is a number, got '0.1'"):
+            with pytest.raises(TypeError, match="eps must be a number, got '0.1'"):
                 ops.instance_norm_act(x, eps="0.1")
-            with pytest.raises(TypeError, match="negative_slope is a number, got b'0.1'"):
+            with pytest.raises(TypeError, match="negative_slope must be a number, got b'0.1'"):
                 ops.instance_norm_act(x, activation="leaky_relu", negative_slope=b"0.1")
     meta = torch.randn(3, device="meta")  # the dispatcher takes the fake rule then: it must refuse too
     with pytest.raises(RuntimeError, match="weight is on meta, the input on cpu"):
