@@ -11,6 +11,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from fastgan.ops._eager import saved_tensors_hooked
+
 # (warm-up runs, timed runs) of each candidate: the first warm-up run of a Triton kernel
 # compiles (and on a GPU autotunes) it; on a CPU the first runs also fault in a
 # candidate's buffers (a few MB), which one warm-up run left in the timing
@@ -28,10 +30,9 @@ def candidate_seconds(candidates: dict[str, Callable[[], object]],
     shape that Winograd runs 3x faster, on a machine other jobs were loading.)"""
     # the candidates' own graphs keep their saved tensors: a caller's saved-tensor hooks
     # (torch.utils.checkpoint(use_reentrant=False) measuring a new shape) must not see them
-    if torch._C._autograd._top_saved_tensors_default_hooks(False) is None or \
-            not torch._C._autograd._saved_tensors_hooks_is_enabled():  # (pushing then would raise)
-        return _candidate_seconds(candidates, device)
-    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
+    # (pushing hooks while they are disabled would raise)
+    hooked = saved_tensors_hooked() and torch._C._autograd._saved_tensors_hooks_is_enabled()
+    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept) if hooked else contextlib.nullcontext():
         return _candidate_seconds(candidates, device)
 
 

@@ -693,13 +693,13 @@ class _TakesInputByPosition(_Scaled):
         return x + self.body(x)
 
 
-class _Described2(_Plain):
+class _PrintsItself(_Plain):
     def extra_repr(self):
         return "a block that prints itself"
 
 
 def test_a_residual_block_that_only_says_how_it_prints_is_fused():
-    model = fastgan.accelerate(nn.Sequential(_Described2(_body())))
+    model = fastgan.accelerate(nn.Sequential(_PrintsItself(_body())))
     assert model.accelerate_report.residual == ["0"] and model.accelerate_report.left_alone == []
 
 
