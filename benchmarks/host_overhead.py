@@ -24,6 +24,7 @@ import time
 import torch
 
 import fastgan.ops as ops
+from benchmarks.arguments import positive
 from benchmarks.kernels.cases import host_cases
 from benchmarks.machine import describe_machine, sync, write_results
 
@@ -96,13 +97,17 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=200, help="calls per round")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=positive, default=200, help="calls per round")
+    parser.add_argument("--rounds", type=positive, default=7)
     parser.add_argument("--backends", default=None,
                         help="comma-separated fastgan back ends to time (default: every one available)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    available = sorted({b for case in host_cases() for b in ops.available_backends(device, op=case.op)} - {"torch"})
+    unknown = [b for b in (args.backends or "").split(",") if b and b not in available]
+    if unknown or args.backends is not None and not any(args.backends.split(",")):
+        parser.error(f"--backends {args.backends!r}: the back ends here are {', '.join(available)}")
 
     def write(report: dict) -> str:
         return write_results(args.out, "host_overhead", report, markdown(report))

@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
         parser.error(f"--loaders {','.join(unknown)}: the rows here are {', '.join(available)}{dali}")
     if dali_import_error() is not None:
         config["dali"] = f"left out ({dali_import_error()})"
-    machine = describe_machine()
+    machine = describe_machine(device)
     print(f"{machine}\n" + ", ".join(f"{k} {v}" for k, v in config.items()))
     out_dir = args.out or os.environ.get("OUT") or "benchmarks/results"
     rows = []

@@ -21,8 +21,10 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def describe_machine() -> str:
-    if torch.cuda.is_available():
+def describe_machine(device: torch.device | str | None = None) -> str:
+    """The GPU's name, else the CPU's; the CPU's for a `device` on the CPU (a CPU run on a GPU
+    machine must not be filed, and judged, under the card's name)."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
     return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
@@ -61,9 +63,9 @@ def provenance() -> dict:
 
 def write_results(out_dir: str, name: str, report: dict, text: str, slug: str | None = None) -> str:
     """benchmarks' results files: OUT_DIR/NAME_<machine>.json (report, with its provenance) and .md
-    (text); returns the stem."""
+    (text), the machine the report names (its "machine"), else this one; returns the stem."""
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{name}_{slug or machine_slug()}")
+    stem = os.path.join(out_dir, f"{name}_{slug or machine_slug(report.get('machine'))}")
     report.setdefault("provenance", provenance())
     _replace(stem + ".json", json.dumps(report, indent=1))
     _replace(stem + ".md", text)

@@ -12,8 +12,9 @@ torchrun run has them, on a fixed batch of --batch images per rank already on
 its device: the loader is not measured (benchmarks/train_throughput.py says
 the same of one process). W = 1 is one plain process, the baseline.
 images/s = W × batch × iterations / time, timed on rank 0 between barriers
-(the gradient all-reduce keeps the ranks in step). Efficiency at W is
-images/s(W) / (W × images/s(1)).
+(the gradient all-reduce keeps the ranks in step). Efficiency at W is the
+compute time over the measured one: images/s(W) / (W × images/s(1)) with a
+GPU per rank; on a CPU, whose cores the W ranks share, images/s(W) / images/s(1).
 
 Then the all-reduce alone, on the same ranks: a flat fp32 buffer of the nets'
 gradient size (CycleGAN, resnet_9blocks, ngf/ndf 64: 2 × (11.4M + 2.8M) values,
@@ -43,9 +44,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from benchmarks.arguments import non_negative_int, positive
 from benchmarks.machine import describe_machine, sync, write_results
 from fastgan.engine.distributed import init_from_env
-from fastgan.engine.models import model_from_options
+from fastgan.engine.models import check_discriminator_input_size, check_generator_input_size, model_from_options
 from fastgan.models import count_parameters
 from fastgan.options import resolve
 
@@ -202,20 +204,27 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ranks", type=int, nargs="+", default=None,
+    parser.add_argument("--ranks", type=positive, nargs="+", default=None,
                         help="rank counts to measure (default: 1 2 on a CPU, 1 2 4 8 up to the GPUs)")
     parser.add_argument("--netG", default="resnet_9blocks", choices=("resnet_9blocks", "resnet_6blocks"))
-    parser.add_argument("--ngf", type=int, default=64)
-    parser.add_argument("--ndf", type=int, default=64)
-    parser.add_argument("--size", type=int, default=None, help="crop size (default: 256 on a GPU, 64 on a CPU)")
-    parser.add_argument("--batch", type=int, default=1, help="images per rank")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions of the all-reduce")
+    parser.add_argument("--ngf", type=positive, default=64)
+    parser.add_argument("--ndf", type=positive, default=64)
+    parser.add_argument("--size", type=positive, default=None,
+                        help="crop size (default: 256 on a GPU, 64 on a CPU)")
+    parser.add_argument("--batch", type=positive, default=1, help="images per rank")
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--iters", type=positive, default=10)
+    parser.add_argument("--reps", type=positive, default=5, help="timed repetitions of the all-reduce")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
     if args.size is None:
         args.size = 256 if torch.cuda.is_available() else 64
+    try:  # in this process: in the ranks' it would be a traceback from each, after the spawn
+        opt = options(args, "cpu")
+        check_generator_input_size(opt)
+        check_discriminator_input_size(opt)
+    except ValueError as e:
+        parser.error(str(e).replace("--crop_size", "--size").replace("--batch_size", "--batch"))
     report = run(args)
     text = markdown(report)
     print(text)

@@ -40,6 +40,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import profiler
+from benchmarks.arguments import non_negative_int, non_negative_seconds, positive
 from benchmarks.machine import describe_machine, sync, write_results
 from fastgan.engine.levels import apply_process_levels
 from fastgan.engine.models import model_from_options, patch_discriminator_smallest_side
@@ -307,27 +308,6 @@ def markdown(report: dict) -> str:
                 lines += [f"### {r['level']}: {profiler.busy_note(r['profile'], r['seconds_per_iteration'] * 1e3)} "
                           "per iteration", ""] + profiler.top_table(r["profile"]) + [""]
     return "\n".join(lines)
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def non_negative_seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # (nan too)
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
-    return value
 
 
 def check_arguments(parser: argparse.ArgumentParser, args) -> None:

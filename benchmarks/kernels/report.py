@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 
-from benchmarks.machine import describe_machine, machine_slug, write_results
+from benchmarks.machine import describe_machine, write_results
 
 
 def read_run(path: str) -> dict | None:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, machine, ceilings, missing)
     print(text)
     report = {"machine": machine, "ceilings": ceilings, "missing_runs": missing, "rows": rows}
-    stem = write_results(args.out, "kernels", report, text, slug=machine_slug(machine))
+    stem = write_results(args.out, "kernels", report, text)
     print(f"wrote {stem}.json and {stem}.md")
 
 

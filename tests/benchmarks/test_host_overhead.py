@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import host_overhead
 
 
@@ -21,3 +23,16 @@ def test_every_op_and_mode_against_eager(tmp_path):
             assert mine["cpu"]["vs_eager"] == mine["eager"]["us_per_call"] / mine["cpu"]["us_per_call"]
     md = (tmp_path / "host_overhead_cpu.md").read_text()
     assert md.count("| reflect_conv2d-1x8x8x8x8x3-float32 |") == 4
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--calls", "0"], "argument --calls: 0 is not at least 1"),
+    (["--rounds", "-1"], "argument --rounds: -1 is not at least 1"),
+    (["--backends", "cpu,bogus"], "--backends 'cpu,bogus': the back ends here are cpu"),
+    (["--backends", ","], "--backends ',': the back ends here are cpu"),
+])
+def test_arguments_it_cannot_run_are_usage_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        host_overhead.main([*args, "--out", str(tmp_path)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -65,3 +65,14 @@ def test_without_dali_the_results_say_its_rows_were_left_out(tmp_path, monkeypat
     report = results(tmp_path / "out")
     assert [r["loader"] for r in report["rows"]] == ["torch", "cache"]
     assert report["config"]["dali"] == "left out (No module named 'nvidia.dali')"
+
+
+def test_a_cpu_run_on_a_gpu_machine_is_filed_under_the_cpu(tmp_path, monkeypatch):
+    """--device cpu where a GPU is present: the rows are the CPU's, so is the file's name (the
+    card's file is the one the GPU targets are judged from)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *a: "NVIDIA H200")
+    loader_throughput.main([*TINY, "--device", "cpu", "--loaders", "torch", "--out", str(tmp_path / "out")])
+    assert [p.name for p in (tmp_path / "out").glob("loader_*.json")] == ["loader_cpu.json"]
+    assert "cores" in results(tmp_path / "out")["machine"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.scaling import add_efficiency
+from benchmarks.scaling import add_efficiency, main
 
 
 def rows():
@@ -24,3 +24,18 @@ def test_a_gpu_per_rank_computes_as_fast_as_one():
     own = rows()
     add_efficiency(own, shared_cores=False)
     assert own[1]["efficiency"] == pytest.approx(0.4) and own[1]["beyond_compute_seconds"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--ranks", "1", "0"], "argument --ranks: 0 is not at least 1"),
+    (["--iters", "0"], "argument --iters: 0 is not at least 1"),
+    (["--reps", "0"], "argument --reps: 0 is not at least 1"),
+    (["--warmup", "-1"], "argument --warmup: -1 is negative"),
+    (["--size", "30"], "needs --size a multiple of 4 (got 30)"),
+    (["--size", "12"], "too deep for --size 12"),
+])
+def test_arguments_it_cannot_run_are_usage_errors_before_any_rank_starts(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
