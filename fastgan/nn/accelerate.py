@@ -219,9 +219,12 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
     The patterns, and what is left alone, are in the docstring of the file
     fastgan/nn/accelerate.py. Submodules shared between several places are rewritten
     once and stay shared; the module passed in is never itself replaced. Idempotent:
-    a second call changes nothing. What the call did is logged (logger
+    a second call with the same backend changes nothing. What the call did is logged (logger
     "fastgan.nn.accelerate", INFO) and kept as `module.accelerate_report` (an
-    AccelerateReport). Call it before torch.compile (a compiled module would keep
+    AccelerateReport). A named backend holds for every fused module in `module`
+    afterwards, those an earlier call or the user made included (a second call with
+    another back end moves them to it; "auto" leaves theirs as it is). Call it before
+    torch.compile (a compiled module would keep
     running its old code); an optimizer built before keeps working, as the parameters
     stay the same objects.
     """
@@ -235,9 +238,22 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
     _rewrite(module, "", backend, report, {})
     _swap_lone_modules(module, "", backend, report, {})
     logger.info("%s", report)
+    if backend != "auto":
+        _set_backend(module, backend)
     earlier = getattr(module, "accelerate_report", None)
     module.accelerate_report = earlier.merged(report) if isinstance(earlier, AccelerateReport) else report
     return module
+
+
+def _set_backend(module: nn.Module, backend: str) -> None:
+    """Every fused module in `module` on `backend` (those made before this call too)."""
+    moved = [name for name, m in module.named_modules()
+             if isinstance(m, (ReflectConv2d, FusedInstanceNormAct)) and m.backend != backend]
+    for name in moved:
+        module.get_submodule(name).backend = backend
+    if moved:
+        logger.info("fastgan.accelerate: %d fused modules already there now run on %r: %s", len(moved), backend,
+                    ", ".join(moved))
 
 
 def _rewrite(module: nn.Module, prefix: str, backend: str, report: AccelerateReport,

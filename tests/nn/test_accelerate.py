@@ -860,6 +860,18 @@ def test_a_named_backend_is_pinned_whatever_the_callers_choice(chosen_backends):
     assert "backend='torch'" in repr(accel.model[1])
 
 
+def test_a_second_call_with_another_backend_moves_the_fused_modules_to_it(chosen_backends):
+    accel = fastgan.accelerate(_build("ref_resnet_instance"), backend="cpu")
+    accel.model.append(FusedInstanceNormAct(3, backend="cpu"))  # one the user made
+    report = copy.deepcopy(accel.accelerate_report)
+    assert fastgan.accelerate(accel, backend="torch") is accel
+    accel(_input("ref_resnet_instance"))
+    assert {backend for _, backend in chosen_backends} == {"torch"} and len(chosen_backends) == 6 + 7 + 2 + 1
+    assert accel.accelerate_report == report
+    fastgan.accelerate(accel)  # "auto" leaves them where they are
+    assert {m.backend for m in accel.modules() if isinstance(m, (ReflectConv2d, FusedInstanceNormAct))} == {"torch"}
+
+
 def test_auto_follows_the_callers_choice(chosen_backends):
     accel = fastgan.accelerate(_build("ref_nlayer_instance"))
     x = _input("ref_nlayer_instance")
