@@ -35,7 +35,7 @@ CHOICES = {
     "padding_type": ("reflect", "replicate", "zero"),
     "dataset_mode": ("unaligned", "aligned", "single"),
     "direction": ("AtoB", "BtoA"),
-    "preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
+    "preprocess": ("resize_and_crop", "crop", "resize", "scale_width", "scale_width_and_crop", "none"),
     "gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
     "lr_policy": ("linear", "step", "plateau", "cosine"),
     "loader": ("auto", "dali", "cache", "torch"),

@@ -196,9 +196,9 @@ def resolve(arch: str, explicit: dict[str, Any], demo_defaults: dict[str, Any] |
 
 
 def sizes_vary(preprocess: str) -> bool:
-    """Whether the images of a run keep sizes of their own (no crop to crop_size): under
-    none and scale_width each image's size follows its file's."""
-    return "crop" not in preprocess
+    """Whether the images of a run keep sizes of their own (no crop to crop_size, no resize
+    to load_size²): under none and scale_width each image's size follows its file's."""
+    return "crop" not in preprocess and "resize" not in preprocess
 
 
 # options that count something or weigh a term: never negative

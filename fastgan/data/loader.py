@@ -75,7 +75,7 @@ def different_sizes_message(paths: list[str], sizes: list[tuple[int, int]]) -> s
     return (
         f"images of one batch have different sizes (width x height: {listed}): --preprocess scale_width "
         f"and none keep each image's aspect. Use --batch_size 1 or a --preprocess that "
-        f"crops (resize_and_crop, crop, scale_width_and_crop)"
+        f"crops or resizes to a square (resize_and_crop, crop, resize, scale_width_and_crop)"
     )
 
 

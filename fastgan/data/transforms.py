@@ -27,7 +27,9 @@ from PIL import Image
 
 from fastgan.data.errors import DatasetError
 
-PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+# the reference tests its option for substrings ("resize", "crop", ...): "resize" alone is
+# a mode of its own there, though not among the values its help lists
+PREPROCESS = ("resize_and_crop", "crop", "resize", "scale_width", "scale_width_and_crop", "none")
 BICUBIC = Image.Resampling.BICUBIC
 
 

@@ -25,8 +25,18 @@ def resolve_device(name: str) -> torch.device:
 
 def fixed_side_option(opt: Options) -> str | None:
     """The option that sets a side of every training image: crop_size where the preprocess
-    crops, load_size under scale_width (every width); None under none."""
-    return "crop_size" if "crop" in opt.preprocess else "load_size" if opt.preprocess == "scale_width" else None
+    crops, load_size under resize (both sides) and scale_width (every width); None under none."""
+    if "crop" in opt.preprocess:
+        return "crop_size"
+    return "load_size" if opt.preprocess in ("resize", "scale_width") else None
+
+
+def fixed_square_side(opt: Options) -> int | None:
+    """The side of every (square) training image where the preprocess makes them all one
+    size: crop_size where it crops, load_size under resize; else None."""
+    if "crop" in opt.preprocess:
+        return opt.crop_size
+    return opt.load_size if opt.preprocess == "resize" else None
 
 
 def check_generator_input_size(opt: Options) -> None:
@@ -44,12 +54,13 @@ def check_generator_input_size(opt: Options) -> None:
     if size and getattr(opt, size) < smallest:  # (a U-Net's is its multiple, checked above)
         raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --{size} "
                          f"{getattr(opt, size)}): use a larger --{size}")
-    if "crop" in opt.preprocess and generator_norm_gets_one_value(opt.netG, opt.norm, opt.crop_size, opt.crop_size,
-                                                                  opt.batch_size):
-        raise ValueError(one_value_norm_message(opt, f"--crop_size {opt.crop_size}") + ": use a larger --crop_size")
-    if opt.preprocess == "scale_width" and opt.load_size % multiple:  # every image's width
-        raise ValueError(f"--netG {opt.netG} needs sides that are multiples of {multiple}; --preprocess scale_width "
-                         f"makes every width --load_size {opt.load_size}: use --load_size "
+    square = fixed_square_side(opt)
+    if square and generator_norm_gets_one_value(opt.netG, opt.norm, square, square, opt.batch_size):
+        raise ValueError(one_value_norm_message(opt, f"--{size} {square}") + f": use a larger --{size}")
+    if opt.preprocess in ("resize", "scale_width") and opt.load_size % multiple:
+        made = "every width" if opt.preprocess == "scale_width" else "every image's sides"
+        raise ValueError(f"--netG {opt.netG} needs sides that are multiples of {multiple}; --preprocess "
+                         f"{opt.preprocess} makes {made} --load_size {opt.load_size}: use --load_size "
                          f"{max(multiple, opt.load_size // multiple * multiple)}")
 
 

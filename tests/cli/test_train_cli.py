@@ -742,6 +742,11 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--dataset_mode", "single"], "--dataset_mode single reads A images only, and training takes A and B"),
     (["--preprocess", "scale_width", "--load_size", "34"], "--preprocess scale_width makes every width --load_size "
                                                            "34: use --load_size 32"),
+    (["--preprocess", "resize", "--load_size", "34"], "--preprocess resize makes every image's sides --load_size "
+                                                      "34: use --load_size 32"),
+    (["--preprocess", "resize", "--load_size", "16"], "--netD basic (3 layers) is too deep for --load_size 16"),
+    (["--preprocess", "resize", "--padding_type", "zero", "--netD", "pixel", "--load_size", "4"],
+     "--padding_type zero shrinks --load_size 4 to 1x1 pixel in its ResNet blocks"),
     (["--preprocess", "none", "--netG", "unet_128"], "x40 after --preprocess none; --netG unet_128 takes sides that "
                                                      "are multiples of 128"),
     (["--preprocess", "none", "--netD", "n_layers", "--n_layers_D", "4"], "x40 after --preprocess none; --netD "

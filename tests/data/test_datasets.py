@@ -135,7 +135,7 @@ def _pair(w: int, h: int, step: int = 1) -> np.ndarray:
     return np.concatenate([a, 255 - a], axis=1)
 
 
-@pytest.mark.parametrize("preprocess", ["crop", "resize_and_crop", "scale_width_and_crop", "none"])
+@pytest.mark.parametrize("preprocess", ["crop", "resize_and_crop", "resize", "scale_width_and_crop", "none"])
 def test_aligned_halves_share_crop_and_flip(tmp_path, preprocess):
     save(tmp_path / "train" / "p.png", _pair(44, 40, step=5))  # a 1-pixel shift: >= 0.04 apart
     o = make_opt(tmp_path, dataset_mode="aligned", preprocess=preprocess, load_size=40, crop_size=32)

@@ -106,6 +106,8 @@ CASES = {
     "unaligned BtoA gray B": ("unaligned", dict(direction="BtoA", output_nc=1, batch_size=2)),
     "unaligned crop": ("unaligned", dict(preprocess="crop", crop_size=28, batch_size=3)),
     "aligned gray A": ("aligned", dict(dataset_mode="aligned", input_nc=1, batch_size=2)),
+    "aligned resize": ("aligned", dict(dataset_mode="aligned", preprocess="resize", load_size=28, crop_size=24,
+                                       batch_size=2)),
     "single scale_width_and_crop": ("single", dict(dataset_mode="single", preprocess="scale_width_and_crop",
                                                    load_size=36, crop_size=28, batch_size=2)),
     "single none": ("single", dict(dataset_mode="single", preprocess="none", batch_size=1)),

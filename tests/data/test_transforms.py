@@ -29,6 +29,7 @@ def run(o, arr, rng=None, path="img.png"):
     [
         ("resize_and_crop", (100, 60), 72, 64, (64, 64)),
         ("crop", (100, 60), 72, 32, (32, 32)),
+        ("resize", (100, 60), 48, 32, (48, 48)),  # no crop: the reference's "resize" substring alone
         ("scale_width", (100, 60), 80, 32, (48, 80)),
         ("scale_width", (200, 20), 64, 32, (32, 64)),  # the reference stretches height up to crop_size
         ("scale_width_and_crop", (100, 60), 80, 32, (32, 32)),

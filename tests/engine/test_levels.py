@@ -158,6 +158,7 @@ def test_images_of_their_own_sizes_leave_out_the_graphs_of_a_pooled_cyclegan(pre
     assert levels(CUDA, preprocess=preprocess, pool_size=0).cuda_graphs
     assert levels(CUDA, "pix2pix", preprocess=preprocess).cuda_graphs  # no pool there
     assert levels(CUDA, preprocess="scale_width_and_crop").cuda_graphs
+    assert levels(CUDA, preprocess="resize").cuda_graphs  # every image load_size²
     with pytest.raises(ValueError, match=f"--cuda_graphs with --preprocess {preprocess}: the images keep sizes"):
         levels(CUDA, preprocess=preprocess, cuda_graphs=True)
 
