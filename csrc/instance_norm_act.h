@@ -65,6 +65,14 @@ inline at::ScalarType stats_dtype(at::ScalarType dtype) {
   return dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The dtype of a parameter's gradient: the parameter's own; without it (no gradient is
+// asked of it), the weight's, else x's.
+inline at::ScalarType param_grad_dtype(const c10::optional<at::Tensor>& p, const c10::optional<at::Tensor>& weight,
+                                       const at::Tensor& x) {
+  if (p.has_value() && p->defined()) return p->scalar_type();
+  return weight.has_value() && weight->defined() ? weight->scalar_type() : x.scalar_type();
+}
+
 inline void check_input(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D (N, C, H, W) input, got ", x.dim(), "-D ", x.sizes());
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,

@@ -157,11 +157,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cpu(
   const at::Tensor x = dense_input(input);
   const Dims d = dims_of(x);
   const auto acc = stats_dtype(x.scalar_type());
-  const auto param_dtype = weight.has_value() && weight->defined() ? weight->scalar_type() : x.scalar_type();
+  const auto dw_dtype = param_grad_dtype(weight, weight, x);
+  const auto db_dtype = param_grad_dtype(bias, weight, x);
   auto dx = at::empty_like(x);
   if (x.numel() == 0) {
-    auto zeros = at::zeros({d.C}, x.options().dtype(param_dtype));
-    return {dx, zeros, zeros.clone()};
+    return {dx, at::zeros({d.C}, x.options().dtype(dw_dtype)), at::zeros({d.C}, x.options().dtype(db_dtype))};
   }
   const at::Tensor g = as_layout_of(grad, x);
   const at::Tensor w = param_as(weight, acc);
@@ -206,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cpu(
       dbp[c] = sb;
     }
   });
-  return {dx, dw.to(param_dtype), db.to(param_dtype)};
+  return {dx, dw.to(dw_dtype), db.to(db_dtype)};
 }
 
 }  // namespace

@@ -121,10 +121,16 @@ def backward_fake(op: str, grad, x, weight, bias, mean, rstd, activation):
     torch._check(grad.shape == x.shape, lambda: f"{op}: grad must have the input's shape")
     torch._check(mean.shape == (x.shape[0], x.shape[1]) and rstd.shape == (x.shape[0], x.shape[1]),
                  lambda: f"{op}: mean and rstd must have shape (N, C)")
-    param_dtype = weight.dtype if weight is not None else x.dtype
+    dw_dtype, db_dtype = param_grad_dtypes(x, weight, bias)
     dx = torch.empty_like(dense_input(x))
-    dw = x.new_empty((x.shape[1],), dtype=param_dtype)
-    return dx, dw, torch.empty_like(dw)
+    return dx, x.new_empty((x.shape[1],), dtype=dw_dtype), x.new_empty((x.shape[1],), dtype=db_dtype)
+
+
+def param_grad_dtypes(x, weight, bias) -> tuple[torch.dtype, torch.dtype]:
+    """(dweight's, dbias's) dtype: each parameter's own; without it (no gradient is asked of
+    it), the weight's, else x's."""
+    fallback = weight.dtype if weight is not None else x.dtype
+    return fallback, bias.dtype if bias is not None else fallback
 
 
 def _composite_backward(grad, x, weight, bias, mean, rstd, activation, negative_slope):
@@ -155,8 +161,8 @@ def _composite_backward(grad, x, weight, bias, mean, rstd, activation, negative_
     b = (gz * xhat).sum(dim=(2, 3), keepdim=True)
     scale = r * w if w is not None else r
     dx = scale * (gz - a / n - xhat * (b / n))
-    param_dtype = weight.dtype if weight is not None else x.dtype
-    return dx.to(x.dtype), b.sum(dim=(0, 2, 3)).to(param_dtype), a.sum(dim=(0, 2, 3)).to(param_dtype)
+    dw_dtype, db_dtype = param_grad_dtypes(x, weight, bias)
+    return dx.to(x.dtype), b.sum(dim=(0, 2, 3)).to(dw_dtype), a.sum(dim=(0, 2, 3)).to(db_dtype)
 
 
 def save_for_backward(ctx, inputs, mean, rstd) -> None:

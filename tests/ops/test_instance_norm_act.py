@@ -199,6 +199,22 @@ def test_float32_parameters_with_bf16_input(backend):
     assert grads[1].dtype == torch.float32 and grads[2].dtype == torch.float32
 
 
+@pytest.mark.parametrize("weight_dtype", [None, torch.bfloat16], ids=["no weight", "bf16 weight"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_each_parameter_gradient_is_computed_in_its_own_dtype(backend, weight_dtype):
+    """A float32 bias beside bf16 x and no weight (or a bf16 weight): its gradient is float32
+    to float32 rounding, not the bf16 rounding of the weight's (or x's) dtype."""
+    x, w, b, r, go = make_case(SMALL, torch.bfloat16, "contiguous", param_dtype=torch.float32, seed=23)
+    w = w.to(weight_dtype) if weight_dtype else None
+    y, grads = run(backend, x, w, b, None, go, "none")
+    ref, ref_grads = reference_f64(x, w, b, None, go, "none")
+    assert grads[2].dtype == torch.float32
+    assert_close(grads[2], ref_grads[2], 1e-5, "dbias")
+    if w is not None:
+        assert grads[1].dtype == torch.bfloat16
+        assert_close(grads[1], ref_grads[1], RTOL[torch.bfloat16], "dweight")
+
+
 @pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)
 def test_strided_input_and_mixed_layouts(backend):
     """A non-dense view is copied to NCHW; a residual / grad in another layout than x works."""

@@ -50,6 +50,7 @@ from fastgan.ops._instance_norm_act import (
     dense_input,
     forward_fake,
     make_autograd,
+    param_grad_dtypes,
     stats_dtype,
 )
 from fastgan.ops._layout import in_order
@@ -413,11 +414,10 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     N, C, H, W = x.shape
     HW = H * W
     acc = stats_dtype(x.dtype)
-    param_dtype = weight.dtype if weight is not None else x.dtype
+    dw_dtype, db_dtype = param_grad_dtypes(x, weight, bias)
     dx = torch.empty_like(x)
     if x.numel() == 0:
-        z = x.new_zeros((C,), dtype=param_dtype)
-        return dx, z, z.clone()
+        return dx, x.new_zeros((C,), dtype=dw_dtype), x.new_zeros((C,), dtype=db_dtype)
     g = in_order(grad, x)
     mean = mean.to(acc).contiguous()
     rstd = rstd.to(acc).contiguous()
@@ -447,7 +447,7 @@ def _instance_norm_act_backward(grad: torch.Tensor, input: torch.Tensor, weight:
     dw = x.new_empty((C,), dtype=torch.float64)
     db = torch.empty_like(dw)  # separate: with float64 parameters they are the outputs
     launcher(_param_kernel, x.device)[(triton.cdiv(C, PARAM_BLOCK),)](sa, sb, rstd, dw, db, N, C, BLOCK=PARAM_BLOCK)
-    return dx, dw.to(param_dtype), db.to(param_dtype)
+    return dx, dw.to(dw_dtype), db.to(db_dtype)
 
 
 def _slope_parts(activation: str, negative_slope: float) -> tuple[float, float]:
