@@ -123,12 +123,15 @@ def register_backend(name: str, *, devices: tuple[str, ...] | None, check: Calla
     return backend
 
 
-def _backend_problem(name: str) -> str | None:
-    """None when back end `name` is usable in this process, else why not (cached)."""
+@torch.compiler.assume_constant_result
+def _backend_problem(name: str) -> str:
+    """'' when back end `name` is usable in this process, else why not (cached). A constant
+    under torch.compile, as _problem: a use_backend block inside a compiled function would
+    otherwise fill the cache while dynamo traces, and fail the guard made on it at once."""
     key = ("backend", name)
     if key not in _check_cache:
         _check_cache[key] = _BACKENDS[name].check()
-    return _check_cache[key]
+    return _check_cache[key] or ""
 
 
 @torch.compiler.assume_constant_result
@@ -149,7 +152,7 @@ def _problem(op: str, backend: str, device_type: str) -> str:
         runs = ", ".join(_BACKENDS[backend].devices or ())
         reason = f"back end {backend!r} runs on {runs} tensors, not {device_type}"
     else:
-        reason = _backend_problem(backend)
+        reason = _backend_problem(backend) or None
         if reason is None:
             impl = _OPS[op]._impls.get(backend)
             if impl is None:

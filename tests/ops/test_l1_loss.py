@@ -448,6 +448,35 @@ def test_compiled_code_follows_the_back_end_chosen_after_compiling():
         assert compiled(x).tolist() == [2.0, 2.0]
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_use_backend_block_inside_a_compiled_function(backend, monkeypatch):
+    """The block's check of the back end, its first in the process (an empty cache, as a
+    fresh process has), runs while dynamo traces: it must not fail the guards it makes."""
+    from fastgan.ops import registry
+
+    monkeypatch.setattr(registry, "_check_cache", {})
+    torch._dynamo.reset()
+
+    def f(x, t):
+        with ops.use_backend(backend):
+            return ops.l1_loss(x, t)
+
+    x, t = torch.randn(4, 5), torch.randn(4, 5)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(x, t),
+                               torch.nn.functional.l1_loss(x, t))
+
+
+def test_auto_skips_a_usable_back_end_that_lacks_the_op():
+    """An op with no implementation on the device's first back end (reflect_conv2d has no
+    cuda one): auto takes the next, and the back end is not listed for the op."""
+    from fastgan.ops import registry
+
+    op = registry.Op("test_torch_only", lambda x: x + 1)
+    with ops.use_backend("auto"):
+        assert op(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert ops.available_backends("cpu", op="test_torch_only") == ["torch"]
+
+
 def test_set_default_backend():
     saved = ops.get_default_backend()
     try:
