@@ -159,9 +159,9 @@ $PY -m benchmarks.targets --results "$RESULTS" --device gpu >"$LOGS/targets.log"
   echo "## GPU tests"
   echo
   OUTCOMES="$LOGS/gpu_test_outcomes.log"
-  COLLECTED=$(grep -oE "[0-9]+ items" "$LOGS/gpu_tests.log" | head -n 1)
+  COLLECTED=$(cat "$OUTCOMES.collected" 2>/dev/null)
   ENDED=$(cut -d' ' -f1 "$OUTCOMES" 2>/dev/null | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')
-  echo "Ended: ${ENDED:-none}${COLLECTED:+ of $COLLECTED collected (the rest not reached)}."
+  echo "Ended: ${ENDED:-none}${COLLECTED:+ of $COLLECTED tests selected (the rest not reached)}."
   echo
   grep -E "^(FAILED|ERROR) |passed|failed" "$LOGS/gpu_tests.log" | tail -n 60
   [ -f "$LOGS/gpu_test_failures.log" ] && grep "^=== " "$LOGS/gpu_test_failures.log" | head -n 60

@@ -82,3 +82,14 @@ def pytest_runtest_logreport(report):
     if outcomes and (report.when == "call" or report.outcome != "passed"):
         with open(outcomes, "a") as f:
             f.write(f"{report.outcome} {report.nodeid} {report.when} {report.duration:.2f}\n")
+
+
+def pytest_collection_finish(session):
+    """With FASTGAN_OUTCOME_LOG set, the number of tests to run (selected, not deselected)
+    written to that path + ".collected": the GPU suite's summary says how many a cut run did
+    not reach (pytest -q under xdist prints no count). Every xdist worker collects them all;
+    the first writes."""
+    outcomes = os.environ.get("FASTGAN_OUTCOME_LOG")
+    if outcomes and os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0":
+        with open(outcomes + ".collected", "w") as f:
+            f.write(f"{len(session.items)}\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from tests.conftest import breadth_first, pytest_runtest_logreport
+from tests.conftest import breadth_first, pytest_collection_finish, pytest_runtest_logreport
 
 
 def case(path: str, function: str, param: str) -> SimpleNamespace:
@@ -55,3 +55,19 @@ def test_under_xdist_only_the_controller_writes(tmp_path, monkeypatch):
     pytest_runtest_logreport(bad)
     assert outcomes.read_text().splitlines() == ["failed t::bad call 1.23"]
     assert failures.read_text().count("=== ") == 1
+
+
+def test_the_number_of_tests_to_run_is_written_once(tmp_path, monkeypatch):
+    """(pytest -q under xdist prints no count; the GPU suite's summary reads this one.)"""
+    outcomes = tmp_path / "outcomes.log"
+    monkeypatch.setenv("FASTGAN_OUTCOME_LOG", str(outcomes))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    pytest_collection_finish(SimpleNamespace(items=[1, 2]))
+    assert not Path(f"{outcomes}.collected").exists()
+    for worker in ("gw0", None):
+        if worker is None:
+            monkeypatch.delenv("PYTEST_XDIST_WORKER")
+        else:
+            monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        pytest_collection_finish(SimpleNamespace(items=[1, 2, 3]))
+        assert Path(f"{outcomes}.collected").read_text() == "3\n"
