@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from fastgan.image_pages import tensor2im
-from fastgan.options import REFERENCE_MODEL, resolve
+from fastgan.options import ARCH_OPTIONS, REFERENCE_MODEL, resolve
 
 CURVE_SIZE = (960, 540)
 CURVE_MARGIN = 60
@@ -199,9 +199,12 @@ def reference_table_entries(arch: str, device, model: str | None = None) -> dict
 
 def write_options_table(path: str, opt, more: dict[str, tuple] | None = None) -> None:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
-    arch's); `more`: a command's own options, name -> (value, default)."""
+    arch's; the other arch's model options left out, as its model's are there);
+    `more`: a command's own options, name -> (value, default)."""
     more = more or {}
-    values = {**opt.as_dict(), **{k: v for k, (v, _) in more.items()}}
+    other_arch = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch for name in names}
+    values = {k: v for k, v in opt.as_dict().items() if k not in other_arch}
+    values.update({k: v for k, (v, _) in more.items()})
     defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
     with open(path, "w") as f:
         f.write(options_table(values, defaults))
