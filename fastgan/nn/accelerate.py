@@ -64,6 +64,7 @@ from fastgan.nn.instance_norm_act import FusedInstanceNormAct
 from fastgan.nn.reflect_conv2d import ReflectConv2d
 from fastgan.nn.tracing import NoTorchScript, recording_a_trace
 from fastgan.ops import check_backend
+from fastgan.ops.registry import ops
 
 __all__ = ["AccelerateReport", "FusedResidualBlock", "accelerate"]
 
@@ -213,8 +214,9 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
 
     backend: "auto" (the fused modules follow fastgan.ops' choice: use_backend,
     FASTGAN_BACKEND, else the fastest available) or a back end name of fastgan.ops
-    ("torch", "cpu", "cuda", "triton") that every fused module then runs on; an
-    unknown or unusable name raises at once (ValueError, BackendUnavailableError).
+    ("torch", "cpu", "cuda", "triton") that every fused module then runs on (where its
+    op has it: reflect_conv2d has no "cuda" back end, its modules then choose by auto);
+    an unknown or unusable name raises at once (ValueError, BackendUnavailableError).
 
     The patterns, and what is left alone, are in the docstring of the file
     fastgan/nn/accelerate.py. Submodules shared between several places are rewritten
@@ -246,14 +248,23 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
 
 
 def _set_backend(module: nn.Module, backend: str) -> None:
-    """Every fused module in `module` on `backend` (those made before this call too)."""
-    moved = [name for name, m in module.named_modules()
-             if isinstance(m, (ReflectConv2d, FusedInstanceNormAct)) and m.backend != backend]
-    for name in moved:
-        module.get_submodule(name).backend = backend
-    if moved:
-        logger.info("fastgan.accelerate: %d fused modules already there now run on %r: %s", len(moved), backend,
-                    ", ".join(moved))
+    """Every fused module in `module` on `backend` (those made before this call too), but
+    for those whose op has no such back end (reflect_conv2d has no cuda one): they choose
+    by auto (on a GPU, its Triton kernels), which the log says."""
+    lacking = set()
+    for m in module.modules():
+        op = next((name for kind, name in OP_OF.items() if isinstance(m, kind)), None)
+        if op is None:
+            continue
+        implemented = backend in ops()[op].backends()
+        m.backend = backend if implemented else "auto"
+        if not implemented:
+            lacking.add(op)
+    for op in sorted(lacking):
+        logger.info("fastgan.accelerate: %s has no %r back end: its modules choose theirs by auto", op, backend)
+
+
+OP_OF = {ReflectConv2d: "reflect_conv2d", FusedInstanceNormAct: "instance_norm_act"}  # a fused module's op
 
 
 def _rewrite(module: nn.Module, prefix: str, backend: str, report: AccelerateReport,

@@ -10,6 +10,8 @@ import copy
 import io
 import logging
 import re
+import sys
+import types
 
 import pytest
 import torch
@@ -870,6 +872,21 @@ def test_a_second_call_with_another_backend_moves_the_fused_modules_to_it(chosen
     assert accel.accelerate_report == report
     fastgan.accelerate(accel)  # "auto" leaves them where they are
     assert {m.backend for m in accel.modules() if isinstance(m, (ReflectConv2d, FusedInstanceNormAct))} == {"torch"}
+
+
+def test_a_named_backend_an_op_lacks_leaves_its_modules_on_auto(chosen_backends, monkeypatch, caplog):
+    """reflect_conv2d has no cuda back end: accelerate(model, backend="cuda") pinned the
+    ReflectConv2d modules to it, and their first forward raised. Here the same with a
+    reflect_conv2d that lacks "cpu"."""
+    accelerate_module = sys.modules["fastgan.nn.accelerate"]  # (fastgan.nn.accelerate is the function)
+    real = registry.ops()
+    lacking = types.SimpleNamespace(backends=lambda: [b for b in real["reflect_conv2d"].backends() if b != "cpu"])
+    monkeypatch.setattr(accelerate_module, "ops", lambda: {**real, "reflect_conv2d": lacking})
+    with caplog.at_level(logging.INFO, logger="fastgan.nn.accelerate"):
+        accel = fastgan.accelerate(_build("ref_resnet_instance"), backend="cpu")
+    assert {m.backend for m in accel.modules() if isinstance(m, ReflectConv2d)} == {"auto"}
+    assert {m.backend for m in accel.modules() if isinstance(m, FusedInstanceNormAct)} == {"cpu"}
+    assert "reflect_conv2d has no 'cpu' back end: its modules choose theirs by auto" in caplog.text
 
 
 def test_auto_follows_the_callers_choice(chosen_backends):
