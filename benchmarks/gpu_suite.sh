@@ -169,7 +169,7 @@ $PY -m benchmarks.targets --results "$RESULTS" --device gpu >"$LOGS/targets.log"
 pack
 if [ -z "${OUT:-}" ]; then
   # the card's results files beside the others; the targets judged again over all of them (this
-  # run's targets.md judges the GPU's alone), the test report left in the logs
+  # run's targets.md judges the GPU's alone); the test report (gpu_tests.xml) stays in $RESULTS
   cp "$RESULTS"/*_*.json "$RESULTS"/*_*.md benchmarks/results/
   $PY -m benchmarks.targets >/dev/null
 fi

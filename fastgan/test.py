@@ -384,7 +384,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"),
                             opt.replace(dataset_mode=data_options.dataset_mode),
                             {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
-                             **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
+                             **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}},
+                            training=False)
     except OSError:
         pass
     folder = results_folder(opt, tool, next(iter(paths.values())))

@@ -44,10 +44,10 @@ def check_preprocess_options(opt, require_load_ge_crop: bool = False) -> None:
         )
     resized_then_cropped = "crop" in p and p != "crop"
     if (require_load_ge_crop or resized_then_cropped) and opt.load_size < opt.crop_size:
-        raise DatasetError(
-            f"--load_size {opt.load_size} is smaller than --crop_size {opt.crop_size}: images are "
-            f"resized to load_size before a crop_size crop is taken. Use --load_size >= --crop_size"
-        )
+        why = ("images are resized to load_size before a crop_size crop is taken" if "crop" in p else
+               f"the reference's aligned dataset requires it, though --preprocess {p} takes no crop")
+        raise DatasetError(f"--load_size {opt.load_size} is smaller than --crop_size {opt.crop_size}: {why}. "
+                           f"Use --load_size >= --crop_size")
 
 
 def resized_size(opt, size: tuple[int, int]) -> tuple[int, int]:

@@ -197,13 +197,14 @@ def reference_table_entries(arch: str, device, model: str | None = None) -> dict
     return {"model": (model or REFERENCE_MODEL[arch], "cycle_gan"), "gpu_ids": (gpu_ids, "0")}
 
 
-def write_options_table(path: str, opt, more: dict[str, tuple] | None = None) -> None:
+def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, training: bool = True) -> None:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
-    arch's; the other arch's model options left out, as its model's are there);
-    `more`: a command's own options, name -> (value, default)."""
+    arch's; the model options of the run's arch alone, and in a test's table none, as the
+    reference's models add theirs in training only); `more`: a command's own options, name
+    -> (value, default)."""
     more = more or {}
-    other_arch = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch for name in names}
-    values = {k: v for k, v in opt.as_dict().items() if k not in other_arch}
+    left_out = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch or not training for name in names}
+    values = {k: v for k, v in opt.as_dict().items() if k not in left_out}
     values.update({k: v for k, (v, _) in more.items()})
     defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
     with open(path, "w") as f:

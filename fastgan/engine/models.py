@@ -51,7 +51,7 @@ def check_generator_input_size(opt: Options) -> None:
                          + (f" or --netG {' / '.join(fits)}" if fits else ""))
     smallest = generator_smallest_side(opt.netG, opt.padding_type)
     size = fixed_side_option(opt)
-    if size and getattr(opt, size) < smallest:  # (a U-Net's is its multiple, checked above)
+    if size and getattr(opt, size) < smallest:
         raise ValueError(f"--netG {opt.netG} takes sides of {smallest} pixels or more (got --{size} "
                          f"{getattr(opt, size)}): use a larger --{size}")
     square = fixed_square_side(opt)
@@ -100,7 +100,7 @@ def check_discriminator_input_size(opt: Options) -> None:
         return
     depth = "--netD basic (3 layers)" if opt.netD == "basic" else f"--netD n_layers --n_layers_D {opt.n_layers_D}"
     raise ValueError(f"{depth} is too deep for --{size} {getattr(opt, size)}: its 4x4 convs shrink the "
-                     f"{'crop' if size == 'crop_size' else 'width'} to "
+                     f"{'crop' if size == 'crop_size' else 'width' if opt.preprocess == 'scale_width' else 'image'} to "
                      f"{' -> '.join(str(s) for s in sides if s >= 1)}, too small for the next; use a larger "
                      f"--{size} or a shallower discriminator")
 

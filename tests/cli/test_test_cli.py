@@ -28,6 +28,9 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
     assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
     assert f"{'dataset_mode':>25}: {'single':<30}\t[default: unaligned]" in table  # how testA/ was read
+    named = {line.split(":")[0].strip() for line in table.splitlines()}
+    assert not named & {"lambda_A", "lambda_B", "lambda_identity", "lambda_L1"}  # the reference's models add
+    # them in training only
 
     # the written images are the input and G_A of it, as tensor2im writes them
     x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]

@@ -148,6 +148,10 @@ def test_option_checks():
     check_preprocess_options(opt(load_size=50, preprocess="crop"))  # load_size unused there
     with pytest.raises(DatasetError, match="--load_size 50"):
         check_preprocess_options(opt(load_size=50, preprocess="crop"), require_load_ge_crop=True)
+    check_preprocess_options(opt(load_size=50, preprocess="resize"))  # resize takes no crop
+    with pytest.raises(DatasetError, match="the reference's aligned dataset requires it, though --preprocess resize "
+                                           "takes no crop"):
+        check_preprocess_options(opt(load_size=50, preprocess="resize"), require_load_ge_crop=True)
     with pytest.raises(DatasetError, match="unknown --preprocess 'zoom'"):
         check_preprocess_options(opt(preprocess="zoom"))
 

@@ -200,11 +200,13 @@ def test_float32_parameters_with_bf16_input(backend):
 
 
 @pytest.mark.parametrize("weight_dtype", [None, torch.bfloat16], ids=["no weight", "bf16 weight"])
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_each_parameter_gradient_is_computed_in_its_own_dtype(backend, weight_dtype):
+@pytest.mark.parametrize("backend,device", [(b, "cpu") for b in CPU_BACKENDS] + [
+    pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")])
+def test_each_parameter_gradient_is_computed_in_its_own_dtype(backend, device, weight_dtype):
     """A float32 bias beside bf16 x and no weight (or a bf16 weight): its gradient is float32
     to float32 rounding, not the bf16 rounding of the weight's (or x's) dtype."""
-    x, w, b, r, go = make_case(SMALL, torch.bfloat16, "contiguous", param_dtype=torch.float32, seed=23)
+    x, w, b, r, go = make_case(SMALL, torch.bfloat16, "contiguous", param_dtype=torch.float32, seed=23,
+                               device=device)
     w = w.to(weight_dtype) if weight_dtype else None
     y, grads = run(backend, x, w, b, None, go, "none")
     ref, ref_grads = reference_f64(x, w, b, None, go, "none")
