@@ -1,5 +1,7 @@
 """Exceptions as the one-line messages fastgan's command lines print."""
 
+import contextlib
+
 
 def first_line(error: BaseException, limit: int = 160) -> str:
     """The first line of `error`'s message (at most `limit` characters), or its type's name
@@ -9,5 +11,20 @@ def first_line(error: BaseException, limit: int = 160) -> str:
 
 
 def os_error_line(error: OSError) -> str:
-    """An OSError as `path: reason` (a folder that cannot be made or written, a file gone)."""
-    return f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+    """An OSError as `path: reason` (a folder that cannot be made or written, a file gone);
+    a rename's (os.replace of a file written beside) names where it was going, not the
+    temporary file."""
+    path = error.filename2 or error.filename
+    return f"{path}: {error.strerror}" if path and error.strerror else str(error)
+
+
+@contextlib.contextmanager
+def naming(path: str):
+    """An OSError raised in the block without a file name (a write that finds the disk full:
+    "[Errno 28] No space left on device") re-raised naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename or not e.strerror:
+            raise
+        raise OSError(e.errno, e.strerror, path) from e

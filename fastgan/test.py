@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
                          from_reference_arguments, import_ops_or_fail, with_suffix)
-from fastgan.errors import os_error_line
+from fastgan.errors import first_line, os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.option_help import HELP
 from fastgan.options import checkpoint_label, resolve
@@ -96,7 +96,15 @@ def saved_train_options(checkpoints_dir: str, name: str) -> dict:
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        try:
+            saved = json.load(f)
+        except ValueError as e:
+            saved = e
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds no options ({first_line(saved) if isinstance(saved, Exception) else saved!r}): "
+                         "remove it and type the run's model options (--netG, --ngf, --norm ...), as for a "
+                         "reference checkpoint")
+    return saved
 
 
 def test_options(args: dict):

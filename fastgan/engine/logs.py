@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from fastgan.errors import naming
 from fastgan.image_pages import tensor2im
 from fastgan.options import ARCH_OPTIONS, REFERENCE_MODEL, resolve
 
@@ -62,9 +63,9 @@ class LossLog:
             f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
 
     def append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
+        with naming(self.path), open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        with open(self.text_path, "a") as f:
+        with naming(self.text_path), open(self.text_path, "a") as f:
             f.write(reference_loss_line(record, self.loss_names) + "\n")
         if self._curve is not None:
             self._curve.add(record)
@@ -85,7 +86,7 @@ class LossLog:
             while records and records[-1]["total_iters"] > total_iters:
                 records.pop()
         self._records = len(records)
-        with open(self.path, "w") as f:
+        with naming(self.path), open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
         self._curve, self._stale = None, True
 
@@ -212,10 +213,20 @@ def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, tr
 
 
 def read_loss_log(path: str) -> list[dict]:
+    """The records of loss_log.jsonl, past any line that is not one: a write cut off (a full
+    disk, a killed process) leaves half a line, onto which the next record is appended."""
     if not os.path.exists(path):
         return []
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
 
 
 # samples/ keeps this many grids, the newest: a CycleGAN grid of 8 photographs at 256² is

@@ -42,7 +42,7 @@ from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_trainin
                                   save_training_state)
 from fastgan.engine.web_page import TrainingPage
 from fastgan.errors import os_error_line
-from fastgan.models import CheckpointError, count_parameters, remove_stale_temporaries
+from fastgan.models import CheckpointError, count_parameters, remove_stale_temporaries, write_file_atomically
 from fastgan.options import Options, checkpoint_label, sizes_vary
 
 
@@ -209,8 +209,9 @@ class Trainer:
                 self.log(str(net))
             self.log(f"[Network {name}] Total number of parameters : {count_parameters(net) / 1e6:.3f} M")
         if self.main:
-            with open(os.path.join(self.dir, "train_opt.json"), "w") as f:
-                json.dump(opt.as_dict(), f, indent=1, default=str)
+            # at once: fastgan.test reads the model's options from it
+            write_file_atomically(os.path.join(self.dir, "train_opt.json"),
+                                  lambda f: f.write(json.dumps(opt.as_dict(), indent=1, default=str).encode()))
             write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
                                 reference_table_entries(opt.arch, model.device))
             self.loss_log.start()

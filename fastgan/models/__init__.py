@@ -9,6 +9,7 @@ from fastgan.models.checkpoint import (
     load_reference_checkpoint,
     remove_stale_temporaries,
     save_checkpoint_file,
+    write_file_atomically,
 )
 from fastgan.models.discriminators import NLayerDiscriminator, PixelDiscriminator
 from fastgan.models.generators import (
@@ -137,4 +138,5 @@ __all__ = [
     "remove_stale_temporaries",
     "save_checkpoint_file",
     "use_conv_bias",
+    "write_file_atomically",
 ]

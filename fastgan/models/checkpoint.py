@@ -61,7 +61,13 @@ def export_state_dict(net):
 
 
 def save_checkpoint_file(state_dict_or_obj, path):
-    """torch.save to `path` atomically: the file is either the old one or complete.
+    """torch.save to `path` atomically: the file is either the old one or complete."""
+    return write_file_atomically(path, lambda f: torch.save(state_dict_or_obj, f))
+
+
+def write_file_atomically(path, write) -> str:
+    """write(f) into a binary file that becomes `path` at once: the file is either the old
+    one or complete (a run killed or a disk filled while writing leaves no half file).
 
     Writes a temporary file in the same folder (same filesystem, so the rename is
     atomic), fsyncs it, then os.replace()s it over `path`.
@@ -74,7 +80,7 @@ def save_checkpoint_file(state_dict_or_obj, path):
         os.fchmod(fd, 0o666 & ~_umask())
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save(state_dict_or_obj, f)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
         except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) so

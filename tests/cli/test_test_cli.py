@@ -86,6 +86,17 @@ def test_inference_cli_under_torchrun_is_refused(monkeypatch, capsys):
     assert "fastgan.test runs in one process (started as one of 2 by torchrun)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", ["", '{"arch": "cyclegan", "ng', "[1, 2]"], ids=["empty", "cut off", "a list"])
+def test_a_damaged_train_opt_json_is_one_line_naming_it(content, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_opt.json").write_text(content)
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'run' / 'train_opt.json'} holds no options (" in err and "remove it and type" in err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--num_test", "-1"], "--num_test -1 must not be negative"),
     (["--display_winsize", "-3"], "--display_winsize -3 must be positive (pixels)"),

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from fastgan.engine import logs
+from fastgan.errors import os_error_line
 
 
 def test_samples_keep_the_newest_grids_written(tmp_path, monkeypatch):
@@ -141,3 +142,44 @@ def test_a_curve_of_no_or_one_record_is_drawn(tmp_path, count):
     rng = np.random.default_rng(3)
     logs.LossCurve(["G_A"], [record(1, ["G_A"], rng)][:count]).draw(str(tmp_path / "c.png"))
     assert Image.open(tmp_path / "c.png").size == logs.CURVE_SIZE
+
+
+def test_a_record_cut_off_midway_is_passed_over_and_the_log_goes_on(tmp_path):
+    """A write cut off (full disk, killed process) leaves half a line, and the next record is
+    appended onto it: the log, its record count, the curve and a resume read past it."""
+    names = ["G_A"]
+    rng = np.random.default_rng(6)
+    log = logs.LossLog(str(tmp_path), names)
+    for i in (1, 2):
+        log.append(record(i, names, rng))
+    with open(log.path, "a") as f:
+        f.write('{"epoch": 1, "tot')
+    for i in (3, 4):
+        log.append(record(i, names, rng))  # 3 is glued onto the half line: lost
+    assert [r["total_iters"] for r in logs.read_loss_log(log.path)] == [1, 2, 4]
+    log.draw_curve(0)
+    assert os.path.exists(log.curve_path)
+    log.truncate_after(4, saved_records=2)  # a resume heals the file
+    assert open(log.path).read().count("\n") == 2 and log.records == 2
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    log = logs.LossLog(str(tmp_path), ["G_A"])
+    real_open = open
+
+    def full(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "a" in mode:
+            f.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        return f
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(OSError) as e:
+        log.append(record(1, ["G_A"], np.random.default_rng(0)))
+    assert os_error_line(e.value) == f"{log.path}: No space left on device"
+
+
+def test_a_failed_rename_names_the_destination_not_the_file_written_beside():
+    error = OSError(21, "Is a directory")
+    error.filename, error.filename2 = "/run/.training_state.pt.x.tmp", "/run/training_state.pt"
+    assert os_error_line(error) == "/run/training_state.pt: Is a directory"
