@@ -118,8 +118,25 @@ def read_training_state(directory: str) -> dict | None:
     except Exception as e:  # truncated (a full disk at save time), or not ours: pickle, zip, EOF errors
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first_line(e, 120)}); move it away "
                               "to continue from the latest networks instead") from None
+    if not isinstance(state, dict) or not {"model", "progress", "rng"} <= set(state):
+        held = f"keys {', '.join(map(str, state))}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a fastgan training state (it holds {held}); move it away to continue "
+                              "from the latest networks instead")
+    damaged = non_finite_tensors(state["model"])
+    if damaged:  # (the file's zip records carry no checksum that torch.load checks)
+        raise CheckpointError(f"{path} holds non-finite values ({', '.join(damaged[:3])}"
+                              f"{' ...' if len(damaged) > 3 else ''}): it was damaged, or the run had diverged; "
+                              "move it away to continue from the latest networks, or start again")
     state["path"] = path
     return state
+
+
+def non_finite_tensors(tree, where: str = "") -> list[str]:
+    """The places in a nest of dicts and lists whose floating tensors hold a NaN or an inf."""
+    if isinstance(tree, torch.Tensor):
+        return [where] if tree.is_floating_point() and not torch.isfinite(tree).all() else []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    return [w for key, value in items for w in non_finite_tensors(value, f"{where}.{key}" if where else str(key))]
 
 
 def restore_training_state(model, state: dict, rank: int = 0) -> Progress:

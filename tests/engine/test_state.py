@@ -4,6 +4,8 @@ a fresh (timing-dependent) measurement; a state that does not fit the model says
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -76,6 +78,28 @@ def test_a_state_whose_nets_do_not_fit_names_the_file_and_the_net(tmp_path, clea
     with pytest.raises(CheckpointError) as e:
         restore_training_state(other, read_training_state(str(tmp_path)))
     assert str(e.value).startswith(f"{path}: cannot load checkpoint net G_A into ResnetGenerator:")
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"epoch": 3}, "is not a fastgan training state (it holds keys epoch)"),
+    ([1, 2], "is not a fastgan training state (it holds list)"),
+])
+def test_a_file_that_is_no_training_state_is_refused_naming_it(content, message, tmp_path):
+    torch.save(content, tmp_path / "training_state.pt")
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        read_training_state(str(tmp_path))
+
+
+def test_a_state_with_non_finite_values_is_refused_naming_where(tmp_path, clean_selection):
+    """Bytes overwritten in the file load as NaNs (torch.load checks no checksum): resumed,
+    the run trained on to all-NaN networks without a word."""
+    model = _tiny_model()
+    save_training_state(model, Progress(epoch=1, batch=0, total_iters=0, iteration=0), str(tmp_path))
+    state = torch.load(tmp_path / "training_state.pt", weights_only=False)
+    next(iter(state["model"]["nets"]["G_B"].values()))[0] = float("nan")
+    torch.save(state, tmp_path / "training_state.pt")
+    with pytest.raises(CheckpointError, match=r"holds non-finite values \(nets\.G_B\.[^)]*\): it was damaged"):
+        read_training_state(str(tmp_path))
 
 
 def test_saved_choices_are_adopted_all_or_nothing(clean_selection):
