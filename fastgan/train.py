@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 
@@ -44,6 +45,7 @@ def main(argv=None) -> dict:
     from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size, rank_label
     from fastgan.engine.levels import resolve_levels
     from fastgan.engine.models import resolve_device
+    from fastgan.engine.run_lock import LOCK_FILE, unlock_run_folder
     from fastgan.engine.trainer import Trainer
     from fastgan.models import CheckpointError
 
@@ -52,8 +54,9 @@ def main(argv=None) -> dict:
 
     def stop(message: str) -> None:  # one line; with several ranks, each says which it is
         for folder in new_run_folder:  # refused before anything was written: leave no empty run behind
-            if os.path.isdir(folder) and not os.listdir(folder):
-                os.rmdir(folder)
+            unlock_run_folder(folder)
+            if os.path.isdir(folder) and set(os.listdir(folder)) <= {LOCK_FILE}:
+                shutil.rmtree(folder)
         fail(rank_label(ranks) + message)
 
     try:

@@ -37,6 +37,7 @@ from fastgan.engine.levels import describe_saved, fast_note
 from fastgan.engine.logs import (LossLog, reference_loss_line, reference_table_entries, save_sample_grid,
                                  write_options_table)
 from fastgan.engine.models import check_image_fits, model_from_options
+from fastgan.engine.run_lock import lock_run_folder, unlock_run_folder
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
 from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
                                   save_training_state)
@@ -177,6 +178,7 @@ class Trainer:
         self.stale_removed = []  # temporary files of saves a killed run never finished
         if self.main:
             os.makedirs(self.dir, exist_ok=True)
+            lock_run_folder(self.dir)  # before the leftovers go: a live run's saves are none
             self.stale_removed = remove_stale_temporaries(self.dir)
         self.model = model_from_options(opt)
         self.choices_adopted = choice_cache.adopt(self.model.device)  # before any kernel is timed
@@ -379,6 +381,13 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            if self.main:
+                unlock_run_folder(self.dir)
+
+    def _run(self) -> dict:
         if self.opt.continue_train:
             self.resume()
         else:

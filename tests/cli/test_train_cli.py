@@ -994,3 +994,26 @@ def test_demo_run_without_dataroot_reports_its_ground_truth_score(arch, tmp_path
     index = test_cli.main(["--name", f"demo_{arch}", "--checkpoints_dir", str(tmp_path), "--results_dir",
                            str(tmp_path / "results"), "--device", "cpu", "--num_test", "3"])
     assert open(index).read().count("<tr>") == 3
+
+
+def test_a_run_folder_in_use_by_another_run_is_refused(unaligned_root, tmp_path, capsys):
+    """Two runs under one --name mixed their checkpoints, options and loss records (and the
+    second's start removed the first's half-written saves as leftovers)."""
+    (tmp_path / "busy").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fastgan.engine.run_lock import "
+                               "lock_run_folder; lock_run_folder(sys.argv[1]); print('locked', flush=True); "
+                               "time.sleep(60)", str(tmp_path / "busy")],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as e:
+            train_cli.main(tiny_args(unaligned_root, tmp_path, "busy") + ["--max_iters", "1"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{tmp_path / 'busy'} is in use by another fastgan.train (pid {holder.pid} on " in err
+        assert sorted(os.listdir(tmp_path / "busy")) == [".fastgan_train.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "busy") + ["--max_iters", "1"])  # its end freed it
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "busy") + ["--max_iters", "1"])  # and this run's end
