@@ -264,6 +264,12 @@ class Trainer:
         if levels is not None and levels != dataclasses.asdict(self.model.levels):
             self.log(f"speed levels {self.model.levels.describe()}, the run's {describe_saved(levels)}: it goes "
                      "on from its state, with the losses of these levels, not exactly those it would have had")
+        before, now = saved.get("seed", self.opt.seed), self.opt.seed
+        if before != now:  # the data stream is drawn from (seed, epoch, index)
+            mid = (f"; the rest of epoch {progress.epoch} takes its images in that order's, so some of them train "
+                   "twice in it and others not at all") if progress.batch > 0 else ""
+            self.log(f"note: --seed {now}, the run's {before}: its data order, crops and flips follow seed {now} "
+                     f"from here{mid} (the run's seed goes on as it was)")
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
         if before != now and self.model.pools():
             self.log(f"--pool_size {now}, the run's {before}: " + (

@@ -1017,3 +1017,17 @@ def test_a_run_folder_in_use_by_another_run_is_refused(unaligned_root, tmp_path,
         holder.wait()
     train_cli.main(tiny_args(unaligned_root, tmp_path, "busy") + ["--max_iters", "1"])  # its end freed it
     train_cli.main(tiny_args(unaligned_root, tmp_path, "busy") + ["--max_iters", "1"])  # and this run's end
+
+
+def test_a_resume_with_another_seed_says_what_changes(unaligned_root, tmp_path, capsys):
+    """The data stream is drawn from (seed, epoch, index): mid-epoch, another --seed takes the
+    rest of the epoch in another order, silently before."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--max_iters", "1"])
+    capsys.readouterr()
+    train_cli.main(args + ["--seed", "9", "--continue_train", "--max_iters", "2"])
+    out = capsys.readouterr().out
+    assert ("note: --seed 9, the run's 7: its data order, crops and flips follow seed 9 from here; the rest of "
+            "epoch 1 takes its images in that order's") in out
+    train_cli.main(args + ["--seed", "9", "--continue_train", "--max_iters", "3"])  # the state's seed now: no note
+    assert "note: --seed" not in capsys.readouterr().out
