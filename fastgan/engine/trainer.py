@@ -293,9 +293,9 @@ class Trainer:
                 differ.append(os.path.basename(path))
         if differ:  # (after a save of the state alone, an epoch's end or --save_by_iter, the state's are newer)
             self.log(f"note: {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} from the networks in "
-                     f"{STATE_FILE}, which this run resumes from (newer where a save wrote the state alone); if "
-                     f"the files were put there to train on (another trainer's), move {STATE_FILE} away and run "
-                     "again to continue from them, as the reference does")
+                     f"{STATE_FILE}, which this run resumes from (the newer after a save of the state alone); to "
+                     f"continue from the files instead (the newer where a save wrote them but failed to write the "
+                     f"state, or another trainer's), move {STATE_FILE} away and run again, as the reference does")
 
     def _end_an_epoch_past_this_dataset(self, state: dict) -> bool:
         """A saved position past the end of this dataset's epoch (the dataset shrank, or

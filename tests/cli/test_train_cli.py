@@ -544,7 +544,8 @@ def test_a_resume_says_when_latest_networks_differ_from_the_state(unaligned_root
     train_cli.main(args + ["--continue_train", "--max_iters", "4"])
     out = capsys.readouterr().out
     assert "note: latest_net_G_A.pth differs from the networks in training_state.pt, which this run resumes from" in out
-    assert "move training_state.pt away and run again to continue from them" in out
+    assert ("to continue from the files instead (the newer where a save wrote them but failed to write the state, "
+            "or another trainer's), move training_state.pt away and run again") in out
 
 
 def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
