@@ -402,23 +402,28 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     os.makedirs(image_dir, exist_ok=True)
     rows, stems = [], {}
     count = min(len(dataset), tool["num_test"])
-    with torch.no_grad():
-        for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
-            item = dataset[i]
-            check_size(opt, kind, item, tool["eval"])
-            stem = unique_stem(item["A_paths"], dataset.root, stems)
-            entries = []
-            for name, tensor in visuals(kind, nets, item, device).items():
-                file = f"{stem}_{name}.png"
-                image = Image.fromarray(tensor2im(tensor[0]))
-                with_aspect_ratio(image, tool["aspect_ratio"]).save(os.path.join(image_dir, file))
-                entries.append((name, f"images/{file}"))
-            rows.append((stem, entries))
     index = os.path.join(out_dir, "index.html")
-    used = ", ".join(f"{net} from {path}" for net, path in paths.items())
     epoch = folder[len(tool["phase"]) + 1:] if tool["checkpoint"] else opt.epoch  # (the file's label)
-    write_image_page(index, f"Experiment = {opt.name}, Phase = {tool['phase']}, Epoch = {epoch}", rows,
-                     opt.display_winsize)  # the reference's title
+    title = f"Experiment = {opt.name}, Phase = {tool['phase']}, Epoch = {epoch}"  # the reference's
+    try:
+        with torch.no_grad():
+            for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
+                item = dataset[i]
+                check_size(opt, kind, item, tool["eval"])
+                stem = unique_stem(item["A_paths"], dataset.root, stems)
+                entries = []
+                for name, tensor in visuals(kind, nets, item, device).items():
+                    file = f"{stem}_{name}.png"
+                    image = Image.fromarray(tensor2im(tensor[0]))
+                    with_aspect_ratio(image, tool["aspect_ratio"]).save(os.path.join(image_dir, file))
+                    entries.append((name, f"images/{file}"))
+                rows.append((stem, entries))
+    except KeyboardInterrupt:  # the page lists what this run translated, not an earlier run's whole set
+        write_image_page(index, title, rows, opt.display_winsize)
+        print(f"\nstopped after {len(rows)} of {count} images; {index} lists those", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    write_image_page(index, title, rows, opt.display_winsize)
+    used = ", ".join(f"{net} from {path}" for net, path in paths.items())
     print(f"translated {count} image{'' if count == 1 else 's'} with {used}; open {index}")
     return index
 

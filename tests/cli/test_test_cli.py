@@ -601,3 +601,25 @@ def test_a_reference_generator_is_tested_with_its_dropout(unaligned_root, tmp_pa
     with pytest.raises(SystemExit):
         test_cli.main(common + ["--no_dropout"])
     assert "trained with dropout and the network built without it" in capsys.readouterr().err
+
+
+def test_a_stopped_test_lists_what_it_translated(unaligned_root, tmp_path, monkeypatch, capsys):
+    """Ctrl-C midway: index.html listed an earlier test's whole set, half of it from other networks."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    args = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+            "--device", "cpu"]
+    index = test_cli.main(args)
+    assert open(index).read().count("<tr>") == 3
+    real, calls = test_cli.visuals, []
+
+    def stopped_at_the_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(test_cli, "visuals", stopped_at_the_second)
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(args)
+    assert e.value.code == 130 and open(index).read().count("<tr>") == 1
+    assert f"stopped after 1 of 3 images; {index} lists those" in capsys.readouterr().err
