@@ -1,6 +1,7 @@
 """Exceptions as the one-line messages fastgan's command lines print."""
 
 import contextlib
+import os
 
 
 def first_line(error: BaseException, limit: int = 160) -> str:
@@ -11,11 +12,17 @@ def first_line(error: BaseException, limit: int = 160) -> str:
 
 
 def os_error_line(error: OSError) -> str:
-    """An OSError as `path: reason` (a folder that cannot be made or written, a file gone);
-    a rename's (os.replace of a file written beside) names where it was going, not the
-    temporary file."""
-    path = error.filename2 or error.filename
-    return f"{path}: {error.strerror}" if path and error.strerror else str(error)
+    """An OSError as `path: reason` (a folder that cannot be made or written, a file gone)."""
+    return f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+
+
+def replace_file(written: str, path: str) -> None:
+    """os.replace(written, path) of a file written beside `path`; its failure (`path` is a
+    folder, say) names `path`, not the temporary file the user never made."""
+    try:
+        os.replace(written, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from e
 
 
 @contextlib.contextmanager

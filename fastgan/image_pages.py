@@ -5,10 +5,11 @@ index.html)."""
 from __future__ import annotations
 
 import html
-import os
 
 import numpy as np
 import torch
+
+from fastgan.errors import replace_file
 
 
 def tensor2im(x: torch.Tensor) -> np.ndarray:
@@ -42,4 +43,4 @@ def write_image_page(path: str, title: str, sections: list[tuple[str, list[tuple
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("".join(parts))
-    os.replace(tmp, path)
+    replace_file(tmp, path)

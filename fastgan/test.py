@@ -419,8 +419,10 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
                     entries.append((name, f"images/{file}"))
                 rows.append((stem, entries))
     except KeyboardInterrupt:  # the page lists what this run translated, not an earlier run's whole set
-        write_image_page(index, title, rows, opt.display_winsize)
-        print(f"\nstopped after {len(rows)} of {count} images; {index} lists those", file=sys.stderr)
+        if rows:
+            write_image_page(index, title, rows, opt.display_winsize)
+        print(f"\nstopped after {len(rows)} of {count} images" + (f"; {index} lists those" if rows else ""),
+              file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     write_image_page(index, title, rows, opt.display_winsize)
     used = ", ".join(f"{net} from {path}" for net, path in paths.items())

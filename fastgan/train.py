@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
     from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size, rank_label
     from fastgan.engine.levels import resolve_levels
     from fastgan.engine.models import resolve_device
-    from fastgan.engine.run_lock import LOCK_FILE, unlock_run_folder
+    from fastgan.engine.run_lock import LOCK_FILE, RunFolderInUse, lock_run_folder, unlock_run_folder
     from fastgan.engine.trainer import Trainer
     from fastgan.models import CheckpointError
 
@@ -54,9 +54,14 @@ def main(argv=None) -> dict:
 
     def stop(message: str) -> None:  # one line; with several ranks, each says which it is
         for folder in new_run_folder:  # refused before anything was written: leave no empty run behind
+            if not os.path.isdir(folder) or not set(os.listdir(folder)) <= {LOCK_FILE}:
+                continue
+            try:
+                lock_run_folder(folder)  # free: not a folder another run locked meanwhile
+            except RunFolderInUse:
+                continue
+            shutil.rmtree(folder)
             unlock_run_folder(folder)
-            if os.path.isdir(folder) and set(os.listdir(folder)) <= {LOCK_FILE}:
-                shutil.rmtree(folder)
         fail(rank_label(ranks) + message)
 
     try:
@@ -93,7 +98,7 @@ def main(argv=None) -> dict:
             stop(str(e))
         summary = trainer.run()
         ranks.close(trainer.model)  # after a finished or stopped run only: see Ranks.close
-    except (DatasetError, CheckpointError) as e:
+    except (DatasetError, CheckpointError, RunFolderInUse) as e:
         stop(str(e))
     except OSError as e:  # a folder that cannot be made or written, a file that went missing
         stop(os_error_line(e))

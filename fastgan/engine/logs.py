@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from fastgan.errors import naming
+from fastgan.errors import naming, replace_file
 from fastgan.image_pages import tensor2im
 from fastgan.options import ARCH_OPTIONS, REFERENCE_MODEL, resolve
 
@@ -59,7 +59,7 @@ class LossLog:
     def start(self) -> None:
         """The reference's header line in loss_log.txt, at the start of every run (a resumed one
         included: the text log, as the reference's, keeps what the earlier run wrote)."""
-        with open(self.text_path, "a") as f:
+        with naming(self.text_path), open(self.text_path, "a") as f:
             f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
 
     def append(self, record: dict) -> None:
@@ -151,7 +151,7 @@ class LossCurve:
             draw.text((w - m - 40, h - m + 8), f"{x1:.0f} images", fill="black")
         tmp = path + ".tmp.png"
         image.save(tmp)
-        os.replace(tmp, path)
+        replace_file(tmp, path)
 
 
 def column_extremes(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +208,7 @@ def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, tr
     values = {k: v for k, v in opt.as_dict().items() if k not in left_out}
     values.update({k: v for k, (v, _) in more.items()})
     defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
-    with open(path, "w") as f:
+    with naming(path), open(path, "w") as f:
         f.write(options_table(values, defaults))
 
 

@@ -119,16 +119,26 @@ def read_training_state(directory: str) -> dict | None:
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first_line(e, 120)}); move it away "
                               "to continue from the latest networks instead") from None
     if not isinstance(state, dict) or not {"model", "progress", "rng"} <= set(state):
-        held = f"keys {', '.join(map(str, state))}" if isinstance(state, dict) else type(state).__name__
+        keys = list(map(str, state))[:5] if isinstance(state, dict) else []
+        held = f"keys {', '.join(keys)}{' ...' if len(state) > 5 else ''}" if isinstance(state, dict) \
+            else type(state).__name__
         raise CheckpointError(f"{path} is not a fastgan training state (it holds {held}); move it away to continue "
                               "from the latest networks instead")
-    damaged = non_finite_tensors(state["model"])
-    if damaged:  # (the file's zip records carry no checksum that torch.load checks)
-        raise CheckpointError(f"{path} holds non-finite values ({', '.join(damaged[:3])}"
-                              f"{' ...' if len(damaged) > 3 else ''}): it was damaged, or the run had diverged; "
-                              "move it away to continue from the latest networks, or start again")
     state["path"] = path
     return state
+
+
+def check_finite(state: dict) -> None:
+    """A state whose networks or optimizer moments hold NaN or inf is refused, naming where:
+    damaged bytes load as NaN (torch.load checks no checksum of the file's zip records), and a
+    resumed run trained on to all-NaN networks without a word. (Not the pools: an fp16 run's
+    fakes may overflow while its scaler skips the step.)"""
+    damaged = non_finite_tensors({k: state["model"][k] for k in ("nets", "optimizers")})
+    if damaged:
+        raise CheckpointError(f"{state['path']} holds non-finite values ({', '.join(damaged[:3])}"
+                              f"{' ...' if len(damaged) > 3 else ''}): it was damaged, or the run had diverged; "
+                              "move it away to continue from the latest networks, or continue from an earlier "
+                              "epoch's (--continue_train --epoch N --epoch_count N+1)")
 
 
 def non_finite_tensors(tree, where: str = "") -> list[str]:
@@ -146,6 +156,7 @@ def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
     a rank it has none for (the run was saved by fewer ranks) keeps the
     model's state, rank 0's, and starts streams of its own.
     """
+    check_finite(state)
     saved_nets = sorted(state["model"]["nets"])
     if saved_nets != sorted(model.nets):
         saved_arch = state.get("options", {}).get("arch", "another")

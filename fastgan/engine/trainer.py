@@ -178,7 +178,6 @@ class Trainer:
         self.stale_removed = []  # temporary files of saves a killed run never finished
         if self.main:
             os.makedirs(self.dir, exist_ok=True)
-            lock_run_folder(self.dir)  # before the leftovers go: a live run's saves are none
             self.stale_removed = remove_stale_temporaries(self.dir)
         self.model = model_from_options(opt)
         self.choices_adopted = choice_cache.adopt(self.model.device)  # before any kernel is timed
@@ -269,7 +268,7 @@ class Trainer:
             mid = (f"; the rest of epoch {progress.epoch} takes its images in that order's, so some of them train "
                    "twice in it and others not at all") if progress.batch > 0 else ""
             self.log(f"note: --seed {now}, the run's {before}: its data order, crops and flips follow seed {now} "
-                     f"from here{mid} (the run's seed goes on as it was)")
+                     f"from here{mid} (--seed {before} keeps the run's)")
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
         if before != now and self.model.pools():
             self.log(f"--pool_size {now}, the run's {before}: " + (
@@ -387,6 +386,10 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> dict:
+        """Trains, holding the run folder's lock (fastgan/engine/run_lock.py) until it ends;
+        RunFolderInUse, before anything is written, while another run holds it."""
+        if self.main:
+            lock_run_folder(self.dir)
         try:
             return self._run()
         finally:

@@ -15,6 +15,7 @@ import os
 import torch
 from PIL import Image
 
+from fastgan.errors import replace_file
 from fastgan.image_pages import tensor2im, write_image_page
 
 
@@ -46,7 +47,7 @@ class TrainingPage:
             path = os.path.join(self.web_dir, image_file(epoch, name))
             tmp = path + ".tmp.png"
             Image.fromarray(tensor2im(visuals[name][0])).save(tmp)
-            os.replace(tmp, path)
+            replace_file(tmp, path)
         sections = []
         for e in range(epoch, 0, -1):  # an epoch a resumed run never trained has no row
             images = [(name, image_file(e, name)) for name in shown

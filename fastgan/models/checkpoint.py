@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from fastgan.errors import replace_file
 from fastgan.models.checkpoint_hints import hints
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -92,7 +93,7 @@ def write_file_atomically(path, write) -> str:
             if e.filename is not None:
                 raise
             raise OSError(e.errno, e.strerror, path) from e
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -998,8 +998,8 @@ def test_demo_run_without_dataroot_reports_its_ground_truth_score(arch, tmp_path
 
 
 def test_a_run_folder_in_use_by_another_run_is_refused(unaligned_root, tmp_path, capsys):
-    """Two runs under one --name mixed their checkpoints, options and loss records (and the
-    second's start removed the first's half-written saves as leftovers)."""
+    """Two runs under one --name mixed their checkpoints, options and loss records, and a later
+    resume cut the first's records."""
     (tmp_path / "busy").mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fastgan.engine.run_lock import "
                                "lock_run_folder; lock_run_folder(sys.argv[1]); print('locked', flush=True); "
@@ -1032,3 +1032,66 @@ def test_a_resume_with_another_seed_says_what_changes(unaligned_root, tmp_path, 
             "epoch 1 takes its images in that order's") in out
     train_cli.main(args + ["--seed", "9", "--continue_train", "--max_iters", "3"])  # the state's seed now: no note
     assert "note: --seed" not in capsys.readouterr().out
+
+
+def test_a_refused_new_run_leaves_no_folder_and_no_lock(unaligned_root, tmp_path, monkeypatch, capsys):
+    """Refused after its folder was made (the model could not be built): nothing is left, and
+    no lock is held (a Trainer locks its folder while it runs)."""
+    from fastgan.engine import run_lock, trainer
+
+    def cannot_build(opt):
+        raise ValueError("no model here")
+
+    monkeypatch.setattr(trainer, "model_from_options", cannot_build)
+    with pytest.raises(SystemExit):
+        train_cli.main(tiny_args(unaligned_root, tmp_path, "new"))
+    assert "no model here" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and os.path.realpath(tmp_path / "new") not in run_lock._held
+
+
+def test_a_refused_run_leaves_the_folder_another_run_made_meanwhile(unaligned_root, tmp_path, monkeypatch, capsys):
+    """Two runs started at once under a new --name: the one refused found the folder holding only
+    the other's lock and removed it, lock and all, and a third run then locked freely."""
+    from fastgan.engine import models
+
+    started = []
+    real = models.resolve_device
+
+    def the_other_run_starts_now(device):  # after this run found no folder, before its Trainer
+        if started:
+            return real(device)
+        started.append(subprocess.Popen(
+            [sys.executable, "-c", "import os, sys, time; from fastgan.engine.run_lock import lock_run_folder; "
+             "os.makedirs(sys.argv[1]); lock_run_folder(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+             str(tmp_path / "race")], cwd=REPO, stdout=subprocess.PIPE, text=True))
+        assert started[0].stdout.readline().strip() == "locked"
+        return real(device)
+
+    monkeypatch.setattr(models, "resolve_device", the_other_run_starts_now)
+    try:
+        with pytest.raises(SystemExit):
+            train_cli.main(tiny_args(unaligned_root, tmp_path, "race"))
+        assert "is in use by another fastgan.train" in capsys.readouterr().err
+        assert os.listdir(tmp_path / "race") == [".fastgan_train.lock"]
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+
+
+def test_a_state_with_nan_is_refused_but_an_earlier_epochs_networks_continue(unaligned_root, tmp_path, capsys):
+    """A diverged (or damaged) training_state.pt: the exact resume is refused naming it; the
+    reference's continue from an earlier epoch's networks, which never reads the state, runs."""
+    args = tiny_args(unaligned_root, tmp_path, "run")
+    train_cli.main(args + ["--max_iters", "8"])  # 6 images an epoch: 1_net_* saved, then 2 more
+    path = tmp_path / "run" / "training_state.pt"
+    state = torch.load(path, weights_only=False)
+    next(iter(state["model"]["nets"]["G_A"].values())).fill_(float("nan"))
+    torch.save(state, path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(args + ["--continue_train", "--max_iters", "9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{path} holds non-finite values (nets.G_A." in err and "--epoch N" in err
+    result = train_cli.main(args + ["--continue_train", "--epoch", "1", "--epoch_count", "2", "--max_iters", "2"])
+    assert result["iteration"] == 2

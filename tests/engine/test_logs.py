@@ -3,6 +3,7 @@ points kept as they come, thinned to what its pixels can show."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from fastgan.engine import logs
-from fastgan.errors import os_error_line
+from fastgan.errors import os_error_line, replace_file
 
 
 def test_samples_keep_the_newest_grids_written(tmp_path, monkeypatch):
@@ -165,21 +166,21 @@ def test_a_record_cut_off_midway_is_passed_over_and_the_log_goes_on(tmp_path):
 
 def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
     log = logs.LossLog(str(tmp_path), ["G_A"])
-    real_open = open
 
-    def full(path, mode="r", *args, **kwargs):
-        f = real_open(path, mode, *args, **kwargs)
-        if "a" in mode:
-            f.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
-        return f
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(28, "No space left on device")  # as a write to a full disk: no file name
 
-    monkeypatch.setattr("builtins.open", full)
+    # the logs module's open alone (pytest and the suite's hooks write files too)
+    monkeypatch.setattr(logs, "open", lambda path, mode="r", *a, **k: Full(), raising=False)
     with pytest.raises(OSError) as e:
         log.append(record(1, ["G_A"], np.random.default_rng(0)))
     assert os_error_line(e.value) == f"{log.path}: No space left on device"
 
 
-def test_a_failed_rename_names_the_destination_not_the_file_written_beside():
-    error = OSError(21, "Is a directory")
-    error.filename, error.filename2 = "/run/.training_state.pt.x.tmp", "/run/training_state.pt"
-    assert os_error_line(error) == "/run/training_state.pt: Is a directory"
+def test_a_failed_rename_names_the_destination_not_the_file_written_beside(tmp_path):
+    (tmp_path / "training_state.pt").mkdir()  # a folder where the file goes
+    (tmp_path / ".training_state.pt.tmp").write_text("state")
+    with pytest.raises(OSError) as e:
+        replace_file(str(tmp_path / ".training_state.pt.tmp"), str(tmp_path / "training_state.pt"))
+    assert os_error_line(e.value) == f"{tmp_path / 'training_state.pt'}: Is a directory"

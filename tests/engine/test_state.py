@@ -99,7 +99,7 @@ def test_a_state_with_non_finite_values_is_refused_naming_where(tmp_path, clean_
     next(iter(state["model"]["nets"]["G_B"].values()))[0] = float("nan")
     torch.save(state, tmp_path / "training_state.pt")
     with pytest.raises(CheckpointError, match=r"holds non-finite values \(nets\.G_B\.[^)]*\): it was damaged"):
-        read_training_state(str(tmp_path))
+        restore_training_state(model, read_training_state(str(tmp_path)))
 
 
 def test_saved_choices_are_adopted_all_or_nothing(clean_selection):
