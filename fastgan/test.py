@@ -101,7 +101,8 @@ def saved_train_options(checkpoints_dir: str, name: str) -> dict:
         except ValueError as e:
             saved = e
     if not isinstance(saved, dict):
-        raise ValueError(f"{path} holds no options ({first_line(saved) if isinstance(saved, Exception) else saved!r}): "
+        what = first_line(saved) if isinstance(saved, Exception) else f"a {type(saved).__name__}"
+        raise ValueError(f"{path} holds no options ({what}): "
                          "remove it and type the run's model options (--netG, --ngf, --norm ...), as for a "
                          "reference checkpoint")
     return saved
