@@ -251,16 +251,15 @@ def _set_backend(module: nn.Module, backend: str) -> None:
     """Every fused module in `module` on `backend` (those made before this call too), but
     for those whose op has no such back end (reflect_conv2d has no cuda one): they choose
     by auto (on a GPU, its Triton kernels), which the log says."""
-    lacking = set()
+    registered = ops()
+    lacking = {op for op in OP_OF.values() if backend not in registered[op].backends()}
+    seen = set()
     for m in module.modules():
         op = next((name for kind, name in OP_OF.items() if isinstance(m, kind)), None)
-        if op is None:
-            continue
-        implemented = backend in ops()[op].backends()
-        m.backend = backend if implemented else "auto"
-        if not implemented:
-            lacking.add(op)
-    for op in sorted(lacking):
+        if op is not None:
+            m.backend = "auto" if op in lacking else backend
+            seen.add(op)
+    for op in sorted(lacking & seen):
         logger.info("fastgan.accelerate: %s has no %r back end: its modules choose theirs by auto", op, backend)
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import host_overhead
+from tests.benchmarks.usage import assert_usage_error
 
 
 def test_every_op_and_mode_against_eager(tmp_path):
@@ -32,7 +33,4 @@ def test_every_op_and_mode_against_eager(tmp_path):
     (["--backends", ","], "--backends ',': the back ends here are cpu"),
 ])
 def test_arguments_it_cannot_run_are_usage_errors(args, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        host_overhead.main([*args, "--out", str(tmp_path)])
-    assert e.value.code == 2 and message in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+    assert_usage_error(host_overhead.main, args, tmp_path / "out", message, capsys)

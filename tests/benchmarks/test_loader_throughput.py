@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks import loader_throughput
+from tests.benchmarks.usage import assert_usage_error
 
 TINY = ["--images", "8", "--size", "64x48", "--load_size", "40", "--crop_size", "32", "--batch_size", "4",
         "--workers", "1", "--seconds", "0.05"]
@@ -52,10 +53,8 @@ def test_arguments_it_cannot_run_are_usage_errors(change, message, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     args = dict(zip(TINY[::2], TINY[1::2]))
     args.update(zip(change[::2], change[1::2]))
-    with pytest.raises(SystemExit) as e:
-        loader_throughput.main([*(item for pair in args.items() for item in pair), "--out", str(tmp_path / "out")])
-    assert e.value.code == 2 and message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert_usage_error(loader_throughput.main, [item for pair in args.items() for item in pair], tmp_path / "out",
+                       message, capsys)
 
 
 def test_without_dali_the_results_say_its_rows_were_left_out(tmp_path, monkeypatch):

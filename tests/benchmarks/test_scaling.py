@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.scaling import add_efficiency, main
+from tests.benchmarks.usage import assert_usage_error
 
 
 def rows():
@@ -35,7 +36,4 @@ def test_a_gpu_per_rank_computes_as_fast_as_one():
     (["--size", "12"], "too deep for --size 12"),
 ])
 def test_arguments_it_cannot_run_are_usage_errors_before_any_rank_starts(args, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([*args, "--out", str(tmp_path)])
-    assert e.value.code == 2 and message in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+    assert_usage_error(main, args, tmp_path / "out", message, capsys)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks import train_throughput
+from tests.benchmarks.usage import assert_usage_error
 
 
 def test_rows_with_ratios_and_the_profile_of_each_level(tmp_path, monkeypatch):
@@ -153,10 +154,7 @@ def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, tmp_
     """They were tracebacks from deep inside (KeyError, resolve's ValueError naming --crop_size),
     or ran: --size 0 timed the device's own configs and wrote the file benchmarks.targets judges."""
     monkeypatch.setattr(train_throughput, "run", lambda *a, **k: pytest.fail("ran"))
-    with pytest.raises(SystemExit) as e:
-        train_throughput.main(argv + ["--out", str(tmp_path)])
-    assert e.value.code == 2 and message in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert_usage_error(train_throughput.main, argv, tmp_path / "out", message, capsys)
 
 
 def test_a_trailing_comma_in_levels_is_no_level():
