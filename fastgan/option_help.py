@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-# the frequencies count the reference's total_iters: --batch_size (x ranks) every iteration
-COUNTED = " (as the reference's total_iters: --batch_size per iteration, a short last batch too)"
+# the frequencies count the reference's total_iters: --batch_size (x ranks) every iteration;
+# they fire when the count crosses a multiple, where the reference's need it to land on one
+COUNTED = (" (counted as the reference's total_iters: --batch_size per iteration, a short last batch too;"
+           " fires when the count passes a multiple)")
 
 HELP = {
     "arch": "what to train: cyclegan (unpaired) or pix2pix (paired); the reference's --model",

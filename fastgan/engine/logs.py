@@ -207,6 +207,8 @@ def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, tr
     left_out = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch or not training for name in names}
     values = {k: v for k, v in opt.as_dict().items() if k not in left_out}
     values.update({k: v for k, (v, _) in more.items()})
+    if math.isfinite(values.get("max_dataset_size", math.inf)):  # the reference's is an int: 2, not 2.0
+        values["max_dataset_size"] = int(values["max_dataset_size"])
     defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
     with naming(path), open(path, "w") as f:
         f.write(options_table(values, defaults))

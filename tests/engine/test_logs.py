@@ -184,3 +184,12 @@ def test_a_failed_rename_names_the_destination_not_the_file_written_beside(tmp_p
     with pytest.raises(OSError) as e:
         replace_file(str(tmp_path / ".training_state.pt.tmp"), str(tmp_path / "training_state.pt"))
     assert os_error_line(e.value) == f"{tmp_path / 'training_state.pt'}: Is a directory"
+
+
+@pytest.mark.parametrize("cap,shown", [(2.0, "2"), (math.inf, "inf")])
+def test_the_options_table_prints_the_dataset_cap_as_an_int_as_the_reference_does(tmp_path, cap, shown):
+    from fastgan.options import resolve
+    path = tmp_path / "train_opt.txt"
+    logs.write_options_table(str(path), resolve("cyclegan", {"max_dataset_size": cap}))
+    default = "" if cap == math.inf else "\t[default: inf]"
+    assert f"{'max_dataset_size':>25}: {shown:<30}{default}" in path.read_text().splitlines()
