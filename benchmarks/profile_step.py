@@ -21,6 +21,7 @@ import time
 import torch
 
 from benchmarks import profiler, train_throughput
+from benchmarks.arguments import non_negative_int, positive
 from benchmarks.machine import describe_machine, write_results
 
 
@@ -42,10 +43,8 @@ def profile_level(cfg: dict, level: dict, device: str, warmup: int, iters: int, 
 def run(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     levels = train_throughput.GPU_LEVELS if device == "cuda" else train_throughput.CPU_LEVELS
-    names = args.levels.split(",") if args.levels else ["eager", "default (fp32)" if device == "cuda" else "default"]
-    unknown = [n for n in names if n not in levels]
-    if unknown:
-        raise SystemExit(f"unknown level(s) {unknown}; this device's: {', '.join(levels)}")
+    names = [n for n in (args.levels or "").split(",") if n] or ["eager", "default (fp32)" if device == "cuda"
+                                                                 else "default"]
     cfg = train_throughput.config(args)[0]
     report = {"machine": describe_machine(), "config": cfg, "iters": args.iters, "profiles": {}}
     for name in names:
@@ -69,15 +68,16 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="cyclegan", choices=("cyclegan", "pix2pix"))
-    parser.add_argument("--size", type=int, default=None, help="crop size (default: the device's first config)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--size", type=positive, default=None, help="crop size (default: the device's first config)")
+    parser.add_argument("--batch", type=positive, default=1)
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--iters", type=positive, default=3)
+    parser.add_argument("--top", type=positive, default=25)
     parser.add_argument("--levels", default=None,
                         help="comma-separated level names (default: eager and the device's default level)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     args = parser.parse_args(argv)
+    train_throughput.check_arguments(parser, args)
     report = run(args)
     stem = write_results(args.out, "profile_step", report, markdown(report))
     print(markdown(report))

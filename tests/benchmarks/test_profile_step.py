@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import profile_step, train_throughput
+from tests.benchmarks.usage import assert_usage_error
 
 
 def test_profile_writes_the_top_ops_of_each_level(tmp_path, monkeypatch):
@@ -41,3 +44,14 @@ def test_a_gpu_timeline_counts_each_kernel_once():
               event("multi_tensor_apply_kernel", cuda, 12.0), event("aten::add_", cpu, 0.0)]
     assert [e.key for e in timeline_events(events, on_gpu=True)] == ["sm90_xmma_fprop", "multi_tensor_apply_kernel"]
     assert len(timeline_events(events, on_gpu=False)) == 5  # CPU self time: every op
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--iters", "0"], "argument --iters: 0 is not at least 1"),  # divided by zero
+    (["--warmup", "-1"], "argument --warmup: -1 is negative"),
+    (["--size", "30"], "--size 30: --arch cyclegan runs"),
+    (["--levels", "eager,bogus"], "--levels 'eager,bogus': the levels on this device are"),
+])
+def test_arguments_it_cannot_run_are_usage_errors(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(profile_step, "run", lambda *a, **k: pytest.fail("ran"))
+    assert_usage_error(profile_step.main, argv, tmp_path / "out", message, capsys)
