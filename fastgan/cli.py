@@ -85,11 +85,12 @@ def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False)
                         help="the reference's name for --arch" + (" (test: one generator only)" if test else ""))
     parser.add_argument("--gpu_ids", default=argparse.SUPPRESS,
                         help="the reference's device choice: -1 is --device cpu, N is --device cuda:N "
-                             "(several GPUs: torchrun, see README)")
+                             + ("(a test runs on one)" if test else "(several GPUs: torchrun, see README)"))
     parser.add_argument("--suffix", default=argparse.SUPPRESS,
                         help="appended to --name as _SUFFIX, formatted with the options: {netG}_size{load_size}")
     for name, kind in DISPLAY_OPTIONS.items():
-        unused = "the reference's visdom/wandb option: accepted, unused (fastgan writes samples/ and loss_curve.png)"
+        unused = "the reference's visdom/wandb option: accepted, unused" + (
+            "" if test else " (fastgan writes samples/ and loss_curve.png)")
         if kind is None:
             parser.add_argument(f"--{name}", action="store_true", default=argparse.SUPPRESS, help=unused)
         else:
@@ -104,10 +105,10 @@ class Suffix:
     dropped: dict
 
 
-def from_reference_arguments(args: dict) -> tuple[Suffix | None, list[str]]:
+def from_reference_arguments(args: dict, test: bool = False) -> tuple[Suffix | None, list[str]]:
     """Turns the reference's spellings in parsed `args` into fastgan's, in place (--model into
-    --arch, --gpu_ids into --device) and drops the display options. Returns the --suffix (applied
-    to the resolved options by `with_suffix`) and notes to print."""
+    --arch, --gpu_ids into --device) and drops the display options; `test`: for fastgan.test.
+    Returns the --suffix (applied to the resolved options by `with_suffix`) and notes to print."""
     notes = []
     dropped = {**SUFFIX_DEFAULTS, **{k: args[k] for k in SUFFIX_DEFAULTS if k in args}}
     model = args.pop("model", None)
@@ -117,25 +118,27 @@ def from_reference_arguments(args: dict) -> tuple[Suffix | None, list[str]]:
         args["arch"] = MODEL_NAMES[model]
     if "gpu_ids" in args:
         gpu_ids = args.pop("gpu_ids")
-        device = device_of_gpu_ids(gpu_ids)
+        device = device_of_gpu_ids(gpu_ids, test)
         typed = args.get("device", device)
         if typed != device and {typed, device} != {"cuda", "cuda:0"}:
             raise ValueError(f"--gpu_ids {gpu_ids} (--device {device}) and --device {typed} disagree; give one of them")
         args["device"] = device
     unused = [name for name in DISPLAY_OPTIONS if args.pop(name, None) is not None]
     if unused:
-        notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/wandb display; fastgan writes "
-                     "samples/ and loss_curve.png)")
+        notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/wandb display"
+                     + (")" if test else "; fastgan writes samples/ and loss_curve.png)"))
     text = args.pop("suffix", None)
     return (Suffix(text, dropped) if text else None), notes
 
 
-def device_of_gpu_ids(text: str) -> str:
+def device_of_gpu_ids(text: str, test: bool = False) -> str:
     ids = [part.strip() for part in text.split(",") if part.strip()]
     if not ids or any(not (part.isdigit() or part == "-1") for part in ids):
         raise ValueError(f"--gpu_ids {text!r}: expected -1 or GPU numbers such as 0 or 0,1")
     if ids == ["-1"]:
         return "cpu"
+    if len(ids) > 1 and test:
+        raise ValueError(f"--gpu_ids {text}: fastgan.test runs on one device; pick one, such as --gpu_ids {ids[0]}")
     if len(ids) > 1:
         raise ValueError(f"--gpu_ids {text}: fastgan trains on several GPUs with one process per GPU: "
                          f"torchrun --nproc_per_node {len(ids)} -m fastgan.train ... (CUDA_VISIBLE_DEVICES={text} "

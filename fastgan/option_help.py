@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # the frequencies count the reference's total_iters: --batch_size (x ranks) every iteration;
 # they fire when the count crosses a multiple, where the reference's need it to land on one
-COUNTED = (" (counted as the reference's total_iters: --batch_size per iteration, a short last batch too;"
+COUNTED = (" (counted as the reference's total_iters: --batch_size (x ranks) per iteration, a short last batch too;"
            " fires when the count passes a multiple)")
 
 HELP = {
@@ -39,7 +39,8 @@ HELP = {
     "no_flip": "no random horizontal flips",
     "phase": "the split: {phase}A/{phase}B or {phase}/ under --dataroot",
     "loader": "what reads images: dali, cache (decoded once, on the device), torch (DataLoader); auto picks",
-    "cache_memory_fraction": "--loader cache/auto: the share of free device memory the decoded set may take",
+    "cache_memory_fraction": "--loader cache/auto: the share of free device memory (on a CPU: of available "
+                             "host memory, divided among the node's ranks) the decoded set may take",
     "epoch": "networks to load: latest or an epoch number (--continue_train, fastgan.test)",
     "load_iter": "networks iter_N to load (saved with --save_by_iter); 0: use --epoch",
     "print_freq": "log losses every this many images (0: never)" + COUNTED,

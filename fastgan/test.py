@@ -131,7 +131,7 @@ def test_options(args: dict):
     tool["one_generator"] = tool["model_test"] or tool["checkpoint"] is not None
     if tool["model_suffix"] is not None and model != "test":
         raise ValueError("--model_suffix names the generator of --model test; add --model test")
-    suffix, notes = from_reference_arguments(args)
+    suffix, notes = from_reference_arguments(args, test=True)
     for note in notes:
         print(note)
     # the experiment's folder as the reference names it (--suffix formatted with the typed

@@ -26,13 +26,16 @@ import sys
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
                          from_reference_arguments, import_ops_or_fail, with_suffix)
 from fastgan.errors import first_line, os_error_line
-from fastgan.options import check_arch_options, resolve
+from fastgan.options import DEMO_DEFAULTS, check_arch_options, resolve
 
 
 def parse(argv=None) -> dict:
+    demo = "; ".join(f"{arch}: " + " ".join(f"--{k} {v}" for k, v in values.items())
+                     for arch, values in DEMO_DEFAULTS.items())
     parser = argparse.ArgumentParser(prog="python -m fastgan.train", description=__doc__.split("\n\n")[0],
                                      usage="%(prog)s [--arch cyclegan|pix2pix] [--dataroot DIR] [options] "
-                                           "(--help lists them)")
+                                           "(--help lists them)",
+                                     epilog=f"Without --dataroot (the embedded demo) these defaults differ: {demo}.")
     add_option_arguments(parser)
     add_reference_arguments(parser)
     return vars(parser.parse_args(argv))
@@ -41,7 +44,7 @@ def parse(argv=None) -> dict:
 def main(argv=None) -> dict:
     explicit = parse(argv)
     import_ops_or_fail()
-    from fastgan.data import DEMO_DEFAULTS, DatasetError, create_loader, demo_score, prepare_demo
+    from fastgan.data import DatasetError, create_loader, demo_score, prepare_demo
     from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size, rank_label
     from fastgan.engine.levels import resolve_levels
     from fastgan.engine.models import resolve_device

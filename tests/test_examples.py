@@ -1,6 +1,7 @@
 """examples/own_trainer.py is the README's "Use fastgan in your own trainer" example,
 word for word, and it works: it trains, keeps the reference's keys, and with
-fastgan.accelerate follows the plain model's training to float32 rounding."""
+fastgan.accelerate follows the plain model's training to float32 rounding. The README's
+"Python API" block runs as written."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ def test_the_readme_example_is_examples_own_trainer():
     readme = (ROOT / "README.md").read_text()
     assert SECTION + "\n" in readme, f"README.md has no section {SECTION!r}"
     assert _python_block_under(SECTION, readme) == EXAMPLE.read_text()
+
+
+def test_the_readme_python_api_block_runs_as_written():
+    scope = {}
+    exec(_python_block_under("## Python API", (ROOT / "README.md").read_text()), scope)
+    assert set(scope["model"].nets) == {"G_A", "G_B", "D_A", "D_B"}
+    assert {"D_A", "G_A", "cycle_A", "idt_A"} <= set(scope["losses"])
 
 
 def test_own_trainer_trains_and_equals_the_plain_models_training(monkeypatch):

@@ -22,8 +22,7 @@ The pipeline, per output image:
   ignored as PIL does) -> aligned: slice the half -> 1 channel: RGB to GRAY -> then
   transform_on="dali" (the default on a GPU): resize with cubic interpolation,
      antialiased (the reference's BICUBIC; DALI's kernel is close to PIL's, not
-     equal: on photographs 0.2 levels apart on average, rare pixels up to ~10;
-     on pixel noise up to 17, on a 1-bit PNG 27), then crop_mirror_normalize (the recipe's crop and
+     equal: README's "Loaders" has the measured differences), then crop_mirror_normalize (the recipe's crop and
      mirror, (x - 127.5) / 127.5, CHW, or HWC read as channels_last);
   transform_on="torch" (the default on a CPU): DALI stops after decoding and
      tensor_transforms resizes, crops, flips and normalizes. DALI's CPU resize is

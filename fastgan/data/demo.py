@@ -24,43 +24,9 @@ from PIL import Image
 
 from fastgan.data.demo_build import BUILDERS, COUNTS, demo_style, style_uint8, write_manifest
 from fastgan.data.errors import DatasetError
+from fastgan.options import DEMO_DEFAULTS
 
 DEMO_VERSION = 2  # bump when the recipe changes: cached demos of older versions are rebuilt
-
-# Option overrides for runs without --dataroot (fastgan.options.resolve's demo_defaults).
-# The files are already crop-sized (train crops crop_size + 8, test crops crop_size),
-# so "crop" preprocessing takes random crops without resampling and the held-out
-# crops go through unchanged. cyclegan, chosen by measured runs (held-out error vs
-# identity, 2-core CPU): ngf 16 / ndf 16 with the reference's identity loss (0.5) over
-# 4,000 iterations reached 0.116 vs 0.131 by iteration 2,400, where ndf 32 without
-# identity loss ended at 0.134 vs 0.140 and wandered above the baseline mid-run; a
-# step takes ~0.1 s, so the run takes about 7 minutes. unet_128 needs crops of a
-# multiple of 128 px. num_threads 0: decoding a demo crop takes ~0.1 ms, so workers
-# would only add start-up time and memory.
-DEMO_DEFAULTS: dict[str, dict] = {
-    "cyclegan": {
-        "load_size": 72,
-        "crop_size": 64,
-        "preprocess": "crop",
-        "netG": "resnet_6blocks",
-        "ngf": 16,
-        "ndf": 16,
-        "n_epochs": 5,
-        "n_epochs_decay": 5,
-        "num_threads": 0,
-    },
-    "pix2pix": {
-        "load_size": 144,
-        "crop_size": 128,
-        "preprocess": "crop",
-        "netG": "unet_128",
-        "ngf": 16,
-        "ndf": 32,
-        "n_epochs": 5,
-        "n_epochs_decay": 5,
-        "num_threads": 0,
-    },
-}
 
 _STALE_BUILD_S = 3600  # leftovers of killed builds older than this are removed
 

@@ -12,7 +12,7 @@
   merge_passes   a net's independent passes of one iteration run as one batch: a
                  generator's translation and identity passes (CycleGAN), a
                  discriminator's real and fake passes. Only for per-sample nets
-                 (--norm instance or none: a batch norm's statistics would mix the
+                 (--norm instance, instance_affine or none: a batch norm's statistics would mix the
                  passes); generators with dropout keep their passes apart (the
                  reference's order of random draws). Same values per sample, fewer
                  and larger kernels.
@@ -236,8 +236,6 @@ def check_levels(levels: Levels, device: torch.device) -> None:
         if levels.amp == "fp16":
             raise ValueError(f"--amp fp16 needs a CUDA device (no fp16 autocast on {device.type}); "
                              "use --amp bf16")
-        if levels.adam == "fused" and device.type != "cpu":
-            raise ValueError(f"--adam fused has no {device.type} implementation")
     if levels.cuda_graphs and levels.amp == "fp16":
         raise ValueError("--cuda_graphs with --amp fp16: the gradient scaler syncs with the host every "
                          "step, which a CUDA graph cannot capture; use --amp bf16")

@@ -532,7 +532,8 @@ def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tm
     common = ["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
               "--model", "test", "--gpu_ids", "-1", "--display_id", "0", "--no_dropout"]
     index = test_cli.main(common + ["--dataroot", str(tree), "--aspect_ratio", "2.0"])
-    assert "unused: --display_id" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unused: --display_id" in out and "loss_curve" not in out  # a test writes no training pictures
     images = os.path.join(os.path.dirname(index), "images")
     assert sorted(os.listdir(images)) == sorted(f"{stem}_{k}.png" for stem in ("img000", "img001", "y_img000")
                                                 for k in ("real", "fake"))
@@ -544,6 +545,14 @@ def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tm
     real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")), dtype=int)
     with Image.open(tree / "y" / "img000.png") as source:  # load 40 = the file's size: the centre 32x32
         assert np.abs(real - np.asarray(source, dtype=int)[4:36, 4:36]).max() <= 1
+
+
+def test_inference_cli_runs_on_one_device_and_says_so_for_several_gpu_ids(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--gpu_ids", "0,1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "fastgan.test runs on one device; pick one, such as --gpu_ids 0" in err
+    assert "torchrun" not in err
 
 
 def test_inference_cli_reports_a_missing_checkpoint(unaligned_root, tmp_path, capsys):

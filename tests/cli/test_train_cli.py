@@ -931,6 +931,9 @@ def test_every_option_is_described_in_help():
     assert set(HELP) == OPTION_NAMES - {"demo", "isTrain"}
     text = run_module(["fastgan.train", "--help"], timeout=120).stdout
     assert "--lambda_gp LAMBDA_GP" in text and "the reference: none" in text and "(default: None)" not in text
+    # the demo's own defaults, which a run without --dataroot takes over those listed
+    demo = " ".join(text.split("Without --dataroot (the embedded demo) these defaults differ:")[1].split())
+    assert "cyclegan: --load_size 72 --crop_size 64" in demo and "pix2pix: --load_size 144" in demo
 
 
 def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned_root, tmp_path, monkeypatch,
