@@ -12,6 +12,7 @@ from array import array
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
@@ -240,9 +241,12 @@ SAMPLE_NAME = re.compile(r"epoch\d+_iter\d+\.png")  # the trainer's names for th
 
 def save_sample_grid(visuals: dict[str, torch.Tensor], names, path: str) -> None:
     """One row: the first image of each visual (as the reference's tensor2im makes it), in
-    `names` order (missing ones skipped), on white. Older grids of the folder beyond the
-    newest SAMPLES_KEPT are removed."""
+    `names` order (missing ones skipped), on white; images of other sizes (the domains of
+    --preprocess none or scale_width) at their top left, in cells of the largest. Older
+    grids of the folder beyond the newest SAMPLES_KEPT are removed."""
     images = [torch.from_numpy(tensor2im(visuals[n][0])).permute(2, 0, 1) for n in names if n in visuals]
+    height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+    images = [F.pad(i, (0, width - i.shape[2], 0, height - i.shape[1]), value=255) for i in images]
     grid = make_grid(images, nrow=len(images), padding=2, pad_value=255)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)

@@ -32,6 +32,20 @@ def test_samples_keep_the_newest_grids_written(tmp_path, monkeypatch):
                                                    "epoch998_iter00000010.png", "notes.png"])
 
 
+def test_a_sample_grid_holds_images_of_other_sizes_at_their_top_left_on_white(tmp_path):
+    """--preprocess none or scale_width give the domains sizes of their own: the grid failed
+    (torch.stack in make_grid) and, not an OSError, ended the run unsaved."""
+    visuals = {"real_A": -torch.ones(1, 3, 4, 6), "fake_B": torch.zeros(1, 3, 4, 6), "real_B": -torch.ones(1, 3, 6, 3)}
+    path = tmp_path / "epoch001_iter00000001.png"
+    logs.save_sample_grid(visuals, ["real_A", "fake_B", "real_B"], str(path))
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (2 + 6 + 2, 2 + 3 * (6 + 2), 3)
+    cells = [grid[2:8, 2 + 8 * k:8 + 8 * k] for k in range(3)]
+    assert (cells[0][:4] == 0).all() and (cells[0][4:] == 255).all()  # black 4x6, white below
+    assert (cells[1][:4] == 127).all() and (cells[1][4:] == 255).all()  # tensor2im: (0 + 1) / 2 * 255
+    assert (cells[2][:, :3] == 0).all() and (cells[2][:, 3:] == 255).all()  # 6x3, white to its right
+
+
 def record(i: int, names, rng) -> dict:
     return {"epoch": 1, "epoch_iter": i, "total_iters": i, "lr": 2e-4, "seconds_per_image": 0.1, "data_seconds": 0.0,
             **{n: float(rng.random()) for n in names}}
