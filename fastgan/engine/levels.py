@@ -176,10 +176,12 @@ def resolve_levels(opt, device: torch.device) -> Levels:
     if opt.eager and opt.fast:
         raise ValueError("--eager and --fast contradict each other; pass one of them")
     if opt.eager:
-        if chosen:
-            flags = ", ".join(f"--{name}" for name in chosen)
+        eager = eager_levels(opt, device)
+        other = [name for name, value in chosen.items() if getattr(eager, name) != value]  # --accelerate false agrees
+        if other:
+            flags = ", ".join(f"--{name} {str(chosen[name]).lower()}" for name in other)  # true, bf16
             raise ValueError(f"--eager runs the reference's plain path; it cannot be combined with {flags}")
-        return eager_levels(opt, device)
+        return eager
     base = fastest(device) if opt.fast else device_defaults(device)
     levels = Levels(**{**{f.name: getattr(base, f.name) for f in fields(Levels)}, **chosen})
     if levels.merge_passes and opt.norm not in PER_SAMPLE_NORMS:

@@ -127,13 +127,18 @@ def test_merged_passes_only_for_per_sample_nets():
     (dict(cuda_graphs=True), "--cuda_graphs needs a CUDA device"),
     (dict(amp="fp16"), "--amp fp16 needs a CUDA device"),
     (dict(cudnn_benchmark=True), "--cudnn_benchmark needs a CUDA device"),
-    (dict(eager=True, amp="bf16"), "cannot be combined with --amp"),
+    (dict(eager=True, amp="bf16"), "cannot be combined with --amp bf16"),
+    (dict(eager=True, accelerate=False, channels_last=True), "cannot be combined with --channels_last true$"),
     (dict(eager=True, fast=True), "contradict"),
     (dict(channels_last=True, accelerate=False), "needs --accelerate"),
 ])
 def test_levels_the_cpu_cannot_run_are_refused(explicit, message):
     with pytest.raises(ValueError, match=message):
         levels(CPU, **explicit)
+
+
+def test_eager_takes_level_options_that_agree_with_it():
+    assert levels(CPU, eager=True, accelerate=False, compile="none", amp="none", adam="default").is_eager
 
 
 def test_cuda_levels_that_do_not_compose_are_refused():
