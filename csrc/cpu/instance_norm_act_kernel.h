@@ -102,6 +102,27 @@ inline V where_positive(const V& z, const V& a, const V& b) {
 #endif
 }
 
+// z <= 0 ? a : b, lane by lane (NaN z: b), as where_positive.
+template <typename V>
+inline V where_at_most_zero(const V& z, const V& a, const V& b) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  return V::blendv(b, a, z <= V(0));  // ordered compare: NaN selects b
+#else
+  using T = typename V::value_type;
+  constexpr int64_t W = V::size();
+  __at_align__ T zb[W];
+  __at_align__ T ab[W];
+  __at_align__ T bb[W];
+  z.store(zb);
+  a.store(ab);
+  b.store(bb);
+  for (int64_t k = 0; k < W; ++k) {
+    ab[k] = zb[k] <= T(0) ? ab[k] : bb[k];
+  }
+  return V::loadu(ab);
+#endif
+}
+
 // act(z) for a vector and a scalar.
 template <Activation A, typename V, typename T>
 inline V act_vec(const V& z, T slope) {
@@ -125,11 +146,12 @@ inline T act_scalar(T z, T slope) {
   }
 }
 
-// grad * act'(z) (as aten's threshold_backward / leaky_relu_backward: z > 0 passes).
+// grad * act'(z), as aten's threshold_backward (z <= 0 stops: a NaN z passes) and
+// leaky_relu_backward (z > 0 passes: a NaN z takes the slope).
 template <Activation A, typename V, typename T>
 inline V act_grad_vec(const V& g, const V& z, T slope) {
   if constexpr (A == Activation::kRelu) {
-    return where_positive(z, g, V(0));
+    return where_at_most_zero(z, V(0), g);
   } else if constexpr (A == Activation::kLeakyRelu) {
     return where_positive(z, g, g * V(slope));
   } else {
@@ -140,7 +162,7 @@ inline V act_grad_vec(const V& g, const V& z, T slope) {
 template <Activation A, typename T>
 inline T act_grad_scalar(T g, T z, T slope) {
   if constexpr (A == Activation::kRelu) {
-    return z > T(0) ? g : T(0);
+    return z <= T(0) ? T(0) : g;
   } else if constexpr (A == Activation::kLeakyRelu) {
     return z > T(0) ? g : g * slope;
   } else {

@@ -9,9 +9,9 @@
 // dbias[c] = sum_n A.
 //
 // Statistics: one pass of shifted sums, sum(x - k) and sum((x - k)^2), with k the mean
-// of the plane's first (up to) 32 elements, which every block of the plane computes
-// alike (so |mean - k| is a fraction of the standard deviation and the variance loses
-// no digits to cancellation). Each thread sums in float (double for float64 inputs),
+// of (up to) 32 elements spread over the plane, which every block of the plane computes
+// alike (so |mean - k| is, on images, a fraction of the standard deviation and the
+// variance loses few digits to cancellation). Each thread sums in float (double for float64 inputs),
 // blocks reduce their threads in double in a fixed tree.
 //
 // Grids (all launches on the current stream, no host synchronization, no atomics):
@@ -119,7 +119,8 @@ __device__ __forceinline__ T act_fn(T z, int act, T slope) {
 
 template <typename T>
 __device__ __forceinline__ T act_grad(T g, T z, int act, T slope) {
-  if (act == static_cast<int>(Activation::kRelu)) return z > T(0) ? g : T(0);
+  // as aten's threshold_backward (a NaN z passes) and leaky_relu_backward (it takes the slope)
+  if (act == static_cast<int>(Activation::kRelu)) return z <= T(0) ? T(0) : g;
   if (act == static_cast<int>(Activation::kLeakyRelu)) return z > T(0) ? g : g * slope;
   return g;
 }
@@ -151,16 +152,19 @@ __device__ __forceinline__ void block_sum2(double& a, double& b) {
   }
 }
 
-// The shift k of a plane: the mean of its first min(32, n) elements (element j at
-// p[j * stride]), computed by warp 0 alike in every block of the plane, as the first
-// element plus the mean of the others' differences to it: a constant plane's k is its
-// value exactly, so its sums and variance are exactly 0.
+// The shift k of a plane: the mean of m = min(32, n) elements spread over it (element
+// j * (n / m) at p[j * (n / m) * stride]: the first 32 alone, a bright top row over a
+// dark image, put k far from the mean, and the variance from the shifted sums lost to
+// cancellation what the shift gained), computed by warp 0 alike in every block of the
+// plane, as the first element plus the mean of the others' differences to it: a
+// constant plane's k is its value exactly, so its sums and variance are exactly 0.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t plane_shift_warp(const scalar_t* __restrict__ p, int64_t stride, int64_t n,
                                                   int lane) {
   const int m = static_cast<int>(n < kShiftElems ? n : kShiftElems);
+  const int64_t step = n / m;
   const acc_t first = static_cast<acc_t>(p[0]);
-  acc_t v = lane < m ? static_cast<acc_t>(p[lane * stride]) - first : acc_t(0);
+  acc_t v = lane < m ? static_cast<acc_t>(p[lane * step * stride]) - first : acc_t(0);
   v = warp_sum(v);
   return first + __shfl_sync(0xffffffffu, v, 0) / static_cast<acc_t>(m);
 }
@@ -690,16 +694,17 @@ __device__ __forceinline__ void lanes_sum2(double& a, double& b) {
   }
 }
 
-// The channel's shift k: the mean of its first min(32, HW) pixels, in pixel order, as
-// plane_shift_warp forms it (the first pixel plus the mean difference to it: exact for a
-// constant channel).
+// The channel's shift k: the mean of m = min(32, HW) of its pixels spread over the
+// image (pixel j * (HW / m)), in pixel order, as plane_shift_warp forms it (the first
+// pixel plus the mean difference to it: exact for a constant channel).
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t channel_shift(const scalar_t* __restrict__ x, int64_t n, int64_t c, int64_t C,
                                                int64_t HW) {
   const int m = static_cast<int>(HW < kShiftElems ? HW : kShiftElems);
+  const int64_t step = HW / m;
   const acc_t first = static_cast<acc_t>(x[n * HW * C + c]);
   acc_t s = acc_t(0);
-  for (int j = 1; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + j) * C + c]) - first;
+  for (int j = 1; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + j * step) * C + c]) - first;
   return first + s / static_cast<acc_t>(m);
 }
 

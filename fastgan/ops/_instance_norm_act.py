@@ -152,7 +152,7 @@ def _composite_backward(grad, x, weight, bias, mean, rstd, activation, negative_
     if bias is not None:
         z = z + bias.to(compute)[None, :, None, None]
     if activation == "relu":
-        gz = g * (z.detach() > 0).to(compute)
+        gz = torch.where(z.detach() <= 0, 0.0, g)  # as aten's threshold_backward: a NaN z passes
     elif activation == "leaky_relu":
         gz = torch.where(z.detach() > 0, g, g * negative_slope)
     else:

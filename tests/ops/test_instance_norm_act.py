@@ -266,6 +266,52 @@ def test_eps_and_slope_are_used():
 CONSTANT_PLANE_SHAPES = [(2, 3, 5, 5), (2, 3, 5, 7), (1, 3, 64, 64), TRITON_SPLIT, (1, 3, 130, 131)]
 
 
+ALL_BACKENDS_ON_DEVICES = [(b, "cpu") for b in CPU_BACKENDS] + [
+    pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("backend,device", ALL_BACKENDS_ON_DEVICES)
+def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activation):
+    """relu's gradient passes where its input is NaN, as aten's threshold_backward (z <= 0
+    stops) does: kernels that passed it only where z > 0 dropped the NaN plane's share of
+    dbias, a finite, other value (7.65 for aten's 1.10); leaky_relu's takes the slope."""
+    g = torch.Generator().manual_seed(31)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    x[0, 1, 3, 4] = float("nan")
+    w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
+    go = torch.randn(x.shape, generator=g)
+    x, w, b, go = (t.to(device) for t in (x, w, b, go))
+    y, (dx, dw, db, _) = run(backend, x, w, b, None, go, activation)
+    leaves = [t.double().requires_grad_() for t in (x, w, b)]
+    z = F.instance_norm(leaves[0], weight=leaves[1], bias=leaves[2], eps=1e-5)
+    ref = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.2), "none": lambda t: t}[activation](z)
+    ref_grads = torch.autograd.grad(ref, leaves, go.double())
+    assert torch.isfinite(ref_grads[2]).all()  # the NaN plane's dbias too
+    for name, got, want in zip(("output", "dx", "dweight", "dbias"), (y, dx, dw, db), (ref, *ref_grads)):
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5, equal_nan=True,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend,device", ALL_BACKENDS_ON_DEVICES)
+def test_a_plane_whose_first_elements_stand_apart_keeps_atens_precision(backend, device, layout):
+    """A bright strip at the top of a dark, flat plane. Statistics shifted by the mean of the
+    plane's first 32 elements lost the variance to cancellation: Triton's output was 2.7e-6
+    off at 256x256 where aten's is 1.3e-7 (the shift now averages elements spread over the
+    plane)."""
+    g = torch.Generator().manual_seed(32)
+    x = 1e-3 * torch.randn(1, 2, 256, 256, generator=g)
+    x[:, :, 0, :32] += 1.0
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.to(device)
+    with ops.use_backend(backend):
+        y = ops.instance_norm_act(x, activation="none")
+    ref = F.instance_norm(x.double())
+    assert_close(y, ref, 5e-7, "output")
+
+
 @pytest.mark.parametrize("shape", CONSTANT_PLANE_SHAPES, ids=case_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend,device", [(b, "cpu") for b in CPU_BACKENDS] + [

@@ -12,7 +12,7 @@ with the layout's strides (NCHW: a program per plane, BLOCK_C = 1, the pixels
 contiguous; channels_last: BLOCK_C = 32 channels contiguous per pixel).
 
 Forward (statistics: shifted sums, sum(x - k) and sum((x - k)^2) with k the mean of
-the plane's first 32 elements, lanes in float32 (float64 for float64 inputs), the
+the plane's 32 elements spread over it, lanes in float32 (float64 for float64 inputs), the
 lanes added in float64 by tl.sum's fixed tree):
   planes of at most SPLIT pixels: `_fwd_kernel` with FUSED, one program computes the
     statistics, then re-reads its planes (from L1/L2) to write the output;
@@ -82,8 +82,8 @@ def _act(z, slope, ACT: tl.constexpr):
 
 @triton.jit
 def _act_grad(g, z, slope, ACT: tl.constexpr):
-    if ACT == 1:
-        g = tl.where(z > 0, g, 0.0)
+    if ACT == 1:  # as aten's threshold_backward: a NaN z passes the gradient
+        g = tl.where(z <= 0, 0.0, g)
     elif ACT == 2:
         g = tl.where(z > 0, g, g * slope)
     return g
@@ -105,13 +105,17 @@ def _tile_coords(HW, C, SPLIT, S, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC: tl.constexpr):
-    """k per channel: the mean of the plane's first SHIFT_N = min(32, HW) elements, as the
-    first element plus the mean difference to it (a constant plane's k is its value exactly,
-    so its sums and variance are exactly 0)."""
+def _plane_shift(x_ptr, base, c, cmask, sC, sHW, HW, SHIFT_N, ACC: tl.constexpr):
+    """k per channel: the mean of SHIFT_N = min(32, HW) elements spread over the plane
+    (every HW // SHIFT_N-th from the first: the first 32 alone, a bright top row over a
+    dark image, put k far from the mean, and the variance E[(x-k)^2] - E[x-k]^2 lost
+    to cancellation what it gained in float32 sums), as the first element plus the mean
+    difference to it (a constant plane's k is its value exactly, so its sums and
+    variance are exactly 0)."""
     j = tl.arange(0, 32).to(tl.int64)
     m = cmask[:, None] & (j < SHIFT_N)[None, :]
-    v = tl.load(x_ptr + base + c[:, None] * sC + j[None, :] * sHW, mask=m, other=0.0).to(ACC)
+    at = j * (HW // SHIFT_N)
+    v = tl.load(x_ptr + base + c[:, None] * sC + at[None, :] * sHW, mask=m, other=0.0).to(ACC)
     first = tl.load(x_ptr + base + c * sC, mask=cmask, other=0.0).to(ACC)
     return first + tl.sum(tl.where(m, v - first[:, None], 0.0), axis=1) / SHIFT_N
 
@@ -202,7 +206,7 @@ def _fwd_stats_kernel(x_ptr, p1_ptr, p2_ptr, mean_ptr, C, HW, sN, sC, sHW, S, SP
     ACC = mean_ptr.dtype.element_ty  # float32, float64 for float64 inputs
     n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, S, BLOCK_C)
     base = n * sN
-    k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC)
+    k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, HW, SHIFT_N, ACC)
     s1, s2 = _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW, BLOCK_C, BLOCK_HW, ACC)
     plane = n * C + c
     tl.store(p1_ptr + plane * S + s, s1, mask=cmask)
@@ -220,7 +224,7 @@ def _fwd_kernel(x_ptr, res_ptr, y_ptr, s1_ptr, s2_ptr, mean_ptr, rstd_ptr, w_ptr
     n, c, cmask, s, lo, hi = _tile_coords(HW, C, SPLIT, S, BLOCK_C)
     base = n * sN
     plane = n * C + c
-    k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, SHIFT_N, ACC)
+    k = _plane_shift(x_ptr, base, c, cmask, sC, sHW, HW, SHIFT_N, ACC)
     if FUSED:
         s1, s2 = _shifted_sums(x_ptr, base, c, cmask, k, lo, hi, sC, sHW, BLOCK_C, BLOCK_HW, ACC)
     else:
