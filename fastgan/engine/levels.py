@@ -205,11 +205,13 @@ def resolve_levels(opt, device: torch.device) -> Levels:
     check_levels(levels, device)
     if levels.channels_last and not levels.accelerate and device.type == "cpu" and "instance" in opt.norm:
         # torch's CPU instance_norm backward returns wrong gradients for a batch of one in
-        # channels_last when no activation follows the norm (seen in torch 2.14);
+        # channels_last when the incoming gradient is channels_last too (seen in torch 2.14;
+        # refused at every batch size: an epoch's short last batch may hold one image);
         # fastgan's fused op, which --accelerate swaps in, does not have that bug
         if chosen.get("channels_last"):
             raise ValueError("--channels_last on a CPU with instance norm needs --accelerate: torch's own "
-                             "CPU instance norm computes wrong gradients in channels_last at batch size 1")
+                             "CPU instance norm computes wrong gradients in channels_last for a batch of one "
+                             "image (as an epoch's short last batch may be)")
         levels = dataclasses.replace(levels, channels_last=False)  # a default that cannot apply here
     if levels.channels_last and "channels_last" not in chosen and not opt.no_dropout and not opt.fast:
         levels = dataclasses.replace(levels, channels_last=False)  # keeps the reference's dropout draws
