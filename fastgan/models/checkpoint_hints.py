@@ -10,9 +10,9 @@ def hints(ckpt, mine, missing, unexpected, mismatched):
     if arch_ckpt != arch_net:
         found.append(f"the checkpoint looks like {arch_ckpt}, the network is {arch_net}: "
                      "check --netG / --netD / --n_layers_D (or is this the other network's file?)")
-    dropout = _dropout_hint(ckpt, mine)
-    if dropout:
-        found.append(dropout)
+    for hint in (_padding_hint(ckpt, mine), _dropout_hint(ckpt, mine)):
+        if hint:
+            found.append(hint)
     norm_ckpt, norm_net = _guess_norm(ckpt), _guess_norm(mine)
     if norm_ckpt != norm_net:
         found.append(f"the checkpoint looks like norm={norm_ckpt}, the network was built with "
@@ -32,6 +32,18 @@ def _block_conv_positions(shapes):
     """Positions of the 4-d conv weights inside ResnetBlock.conv_block."""
     return sorted({int(m.group(2)) for k, s in shapes.items()
                    if (m := _RESNET_CONV.match(k)) and len(s) == 4})
+
+
+def _padding_hint(ckpt, mine):
+    # a reflect or replicate block starts with its pad layer (conv at 1), a zero one with the
+    # conv itself (conv at 0, padding=1)
+    a, b = _block_conv_positions(ckpt), _block_conv_positions(mine)
+    if not a or not b or (a[0] == 0) == (b[0] == 0):
+        return None
+    padding = {True: "zero", False: "reflect or replicate"}
+    return (f"the checkpoint's residual blocks start with a conv at conv_block.{a[0]}, the network's at "
+            f"conv_block.{b[0]}: the checkpoint was trained with --padding_type {padding[a[0] == 0]}, the "
+            f"network built with {padding[b[0] == 0]}: check --padding_type")
 
 
 def _dropout_hint(ckpt, mine):

@@ -216,6 +216,17 @@ def test_no_dropout_checkpoint_into_dropout_network():
     assert "model.10.conv_block.6.weight" in msg and "model.10.conv_block.5.weight" in msg
 
 
+@pytest.mark.parametrize("ckpt_padding, net_padding", [("reflect", "zero"), ("zero", "replicate")])
+def test_padding_mismatch_hint(ckpt_padding, net_padding):
+    def G(seed, padding_type):
+        torch.manual_seed(seed)
+        return define_G(3, 3, 4, "resnet_6blocks", norm="instance", padding_type=padding_type)
+    msg = error_of(G(1, net_padding), G(0, ckpt_padding).state_dict())
+    words = {"reflect": "reflect or replicate", "replicate": "reflect or replicate", "zero": "zero"}
+    assert f"trained with --padding_type {words[ckpt_padding]}, the network built with {words[net_padding]}" in msg
+    assert "check --padding_type" in msg and "different architecture or options" not in msg
+
+
 @pytest.mark.parametrize("ckpt_norm, net_norm", [("batch", "instance"), ("instance", "batch"),
                                                   ("none", "instance")])
 def test_norm_mismatch_hint(ckpt_norm, net_norm):
