@@ -330,9 +330,11 @@ class Trainer:
             return
         p.batch = images // global_batch
         again = images - p.batch * global_batch
+        where = (f"continues after its first {p.batch * global_batch} images" if p.batch
+                 else "starts again from its first image")
         self.log(f"the saved run trained {saved_global} images per iteration, this one {global_batch}: epoch "
-                 f"{p.epoch} continues after its first {p.batch * global_batch} images"
-                 + (f" ({again} of the {images} already trained train again: {images} is not a multiple of "
+                 f"{p.epoch} {where}"
+                 + (f" ({again} of the {images} it trained train again: {images} is not a multiple of "
                     f"{global_batch})" if again else ""))
 
     def _continue_from_networks(self, why: str) -> None:

@@ -590,22 +590,25 @@ def test_a_signal_to_the_process_group_with_dataloader_workers_saves_once(unalig
     assert state["progress"]["iteration"] >= 3
 
 
-@pytest.mark.parametrize("batch_size,after,again", [(3, 3, 0), (2, 2, 1)])
+@pytest.mark.parametrize("batch_size,after,again", [(3, 3, 0), (2, 2, 1), (4, 0, 3)])
 def test_a_resume_with_another_batch_continues_after_the_images_trained(batch_size, after, again, unaligned_root,
                                                                          tmp_path, capsys):
     """The saved run trained 3 batches of 1 (the state counts batches); resumed at batch 3 it
-    skips 1 batch of 3, at batch 2 one batch of 2 (its third image trains again). The
+    skips 1 batch of 3, at batch 2 one batch of 2 (its third image trains again), at batch 4
+    none (it said "after its first 0 images"). The
     same holds for another number of ranks: the global batch is what counts."""
     args = tiny_args(unaligned_root, tmp_path, "run")  # 6 items per epoch
     assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
     capsys.readouterr()
     resumed = train_cli.main(args + ["--continue_train", "--batch_size", str(batch_size), "--n_epochs_decay", "0"])
     out = capsys.readouterr().out
-    assert f"this one {batch_size}: epoch 1 continues after its first {after} images" in out
-    assert (f"{again} of the 3 already trained train again" in out) == bool(again)
+    where = f"continues after its first {after} images" if after else "starts again from its first image"
+    assert f"this one {batch_size}: epoch 1 {where}" in out
+    assert (f"{again} of the 3 it trained train again" in out) == bool(again)
     assert resumed["images"] == 6 - after  # the rest of epoch 1 and nothing more
     records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
-    assert [r["epoch_iter"] for r in records] == [1, 2, 3] + list(range(after + batch_size, 7, batch_size))
+    # epoch_iter counts --batch_size per iteration, a short last batch too (the reference's)
+    assert [r["epoch_iter"] for r in records] == [1, 2, 3] + list(range(after + batch_size, 6 + batch_size, batch_size))
 
 
 def test_a_resume_past_the_end_of_a_smaller_dataset_says_so_and_trains_the_next_epoch(unaligned_root, tmp_path,
