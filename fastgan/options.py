@@ -247,6 +247,9 @@ NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambd
 # options one arch's model adds (the reference's modify_commandline_options): the other's
 # command line refuses them, as the reference's does ("unrecognized arguments")
 ARCH_OPTIONS = {"cyclegan": ("lambda_A", "lambda_B", "lambda_identity"), "pix2pix": ("lambda_L1",)}
+# the options that shape the networks' layers and sizes (their checkpoints fit only networks built alike)
+NET_OPTIONS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm", "no_dropout",
+               "padding_type")
 
 
 def check_arch_options(arch: str, typed) -> None:

@@ -23,6 +23,7 @@ import torch
 from fastgan.engine.distributed import seed_rank_streams
 from fastgan.errors import first_line
 from fastgan.models import CheckpointError, save_checkpoint_file
+from fastgan.options import NET_OPTIONS
 from fastgan.ops import _reflect_conv2d, _unfolded_conv
 
 STATE_FILE = "training_state.pt"
@@ -149,6 +150,21 @@ def non_finite_tensors(tree, where: str = "") -> list[str]:
     return [w for key, value in items for w in non_finite_tensors(value, f"{where}.{key}" if where else str(key))]
 
 
+def net_options_note(state: dict, opt) -> str:
+    """The options shaping the nets that this run sets otherwise than the saved one (its
+    options travel in the state), as a line to add to a load error; "" when none differ."""
+    saved = state.get("options", {})
+    differ = [name for name in NET_OPTIONS if name in saved and saved[name] != getattr(opt, name)]
+    if not differ:
+        return ""
+
+    def typed(name, value):  # as on a command line: --ngf 8, --no_dropout (a flag)
+        return (f"--{name}" if value else f"no --{name}") if isinstance(value, bool) else f"--{name} {value}"
+
+    return ("\n  the run was trained with " + ", ".join(typed(n, saved[n]) for n in differ) + "; this command has "
+            + ", ".join(typed(n, getattr(opt, n)) for n in differ) + ": continue with the run's")
+
+
 def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
     """Restore the model, optimizers, pools and RNGs from a read_training_state() result.
 
@@ -170,7 +186,7 @@ def restore_training_state(model, state: dict, rank: int = 0) -> Progress:
             policy = state.get("options", {}).get("lr_policy", model.opt.lr_policy)
             model.load_state_dict(state["model"], schedules=policy == model.opt.lr_policy)
         except CheckpointError as e:  # it names the net, not the file
-            raise CheckpointError(f"{state['path']}: {e}") from None
+            raise CheckpointError(f"{state['path']}: {e}{net_options_note(state, model.opt)}") from None
         set_rng_state(state["rng"], model.device)
         load_measured_choices(state)
         progress = Progress(**state["progress"])

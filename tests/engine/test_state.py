@@ -78,6 +78,16 @@ def test_a_state_whose_nets_do_not_fit_names_the_file_and_the_net(tmp_path, clea
     with pytest.raises(CheckpointError) as e:
         restore_training_state(other, read_training_state(str(tmp_path)))
     assert str(e.value).startswith(f"{path}: cannot load checkpoint net G_A into ResnetGenerator:")
+    # the options that shape the nets, saved with the state, say what to type
+    assert str(e.value).endswith("\n  the run was trained with --netG resnet_6blocks; this command has "
+                                 "--netG resnet_9blocks: continue with the run's")
+
+
+def test_a_flag_that_shapes_the_nets_is_named_as_typed(tmp_path, clean_selection):
+    save_training_state(_tiny_model(), Progress(epoch=1, batch=0, total_iters=0, iteration=0), str(tmp_path))
+    with pytest.raises(CheckpointError, match="the run was trained with --no_dropout; this command has no "
+                                              "--no_dropout: continue with the run's$"):
+        restore_training_state(_tiny_model(no_dropout=False), read_training_state(str(tmp_path)))
 
 
 @pytest.mark.parametrize("content,message", [
