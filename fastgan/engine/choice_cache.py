@@ -10,24 +10,28 @@ first run measures, later ones (same machine, torch, thread count) compute with 
 
 The file is ~/.cache/fastgan/choices/<machine key>.pt; FASTGAN_CHOICE_CACHE names another
 folder, or is "off" for a run that measures everything itself. A resumed run's own choices
-(training_state.pt) take precedence: they are loaded after these.
+(training_state.pt) take precedence: they are loaded after these. Runs saving at the same
+time take turns (a lock on <file>.lock), so none drops another's choices; an entry this
+fastgan cannot read (another version's, a damaged file's) is passed over and left out of
+the next write, and the file is read as weights only (no code runs from it).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 
 import torch
 
-from fastgan.engine.state import load_measured_choices, measured_choices
+from fastgan.engine.state import load_measured_choices, measured_choices, readable_choices
 from fastgan.machine import cpu_model
 
 ENV = "FASTGAN_CHOICE_CACHE"
 # bump when the candidates or the keys of the measured choices change
 VERSION = 2  # 2: the convolutions' choices keep their times ({"choice", "times"})
 # (not bumped for the convolutions' float32 candidates under autocast: those keys are new
-# ones, the others unchanged; a fastgan older than them drops a file that holds them)
+# ones, the others unchanged, and a fastgan that cannot read them passes them over)
 
 
 def cache_folder() -> str | None:
@@ -55,14 +59,15 @@ def cache_file(device: torch.device) -> str | None:
 
 
 def _read(path: str) -> dict:
-    """The file's choices; none where it is missing, cut short or not ours (measured again and
-    overwritten later)."""
+    """The file's choices that this fastgan can read; none where it is missing, cut short or not
+    ours (measured again and overwritten later)."""
     if not os.path.exists(path):
-        return {}
+        return readable_choices({})
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # our own file: tuples of dtypes
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tuples of str, int, dtype
     except Exception:
-        return {}
+        saved = {}
+    return readable_choices(saved)
 
 
 def adopt(device: torch.device) -> int:
@@ -73,31 +78,29 @@ def adopt(device: torch.device) -> int:
         return 0
     saved = _read(path)
     current = measured_choices()
-    fresh = {kind: {k: v for k, v in saved.get(kind, {}).items() if k not in current[kind]} for kind in current}
-    try:
-        load_measured_choices(fresh)
-    except ValueError:  # an entry this fastgan cannot read: measure anew (a cache never fails a run)
-        return 0
+    fresh = {kind: {k: v for k, v in saved[kind].items() if k not in current[kind]} for kind in current}
+    load_measured_choices(fresh)  # each entry read already: cannot fail
     return sum(len(entries) for entries in fresh.values())
 
 
 def record(device: torch.device) -> str | None:
-    """Write this process's choices, and those already in the file, for later runs. Never fails
-    a run: a cache that cannot be written is only slower next time."""
+    """Write this process's choices, and those already in the file, for later runs (one process
+    at a time: the read, merge and write hold a lock). Never fails a run: a cache that cannot be
+    written is only slower next time."""
     path = cache_file(device)
     if path is None:
         return None
     from fastgan.models import remove_stale_temporaries, save_checkpoint_file
 
-    saved = _read(path)
-    current = measured_choices()
-    merged = {kind: {**saved.get(kind, {}), **entries} for kind, entries in current.items()}
-    if merged == saved:
-        return path
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        remove_stale_temporaries(os.path.dirname(path))
-        save_checkpoint_file(merged, path)
+        with open(f"{path}.lock", "a") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)  # released when the file closes, or the process ends
+            saved = _read(path)
+            merged = {kind: {**saved[kind], **entries} for kind, entries in measured_choices().items()}
+            if merged != saved:
+                remove_stale_temporaries(os.path.dirname(path))
+                save_checkpoint_file(merged, path)
     except OSError:
         return None
     return path

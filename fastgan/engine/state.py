@@ -88,6 +88,28 @@ def load_measured_choices(saved: dict) -> None:
         raise
 
 
+def readable_choices(saved) -> dict:
+    """The entries of `saved` (measured_choices()' shape, as a file held it) this fastgan can
+    read, each checked alone: one written by another version, or damaged, costs only itself.
+    This process's own choices are left as they were."""
+    before = measured_choices()
+    kept = {kind: {} for kind in before}
+    try:
+        for kind in kept:
+            entries = saved.get(kind) if isinstance(saved, dict) else None
+            for key, value in entries.items() if isinstance(entries, dict) else ():
+                try:
+                    load_measured_choices({kind: {key: value}})
+                except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+                    continue
+                kept[kind][key] = value
+    finally:
+        _reflect_conv2d.clear_selection_cache()
+        _unfolded_conv.clear_selection_cache()
+        load_measured_choices(before)
+    return kept
+
+
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None,
                         loss_log_records: int | None = None) -> str:
     """`rank_states`: every rank's rank_state(), rank 0 first, in a data-parallel run;

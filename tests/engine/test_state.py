@@ -4,6 +4,7 @@ a fresh (timing-dependent) measurement; a state that does not fit the model says
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -124,17 +125,84 @@ def test_saved_choices_are_adopted_all_or_nothing(clean_selection):
     assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}
 
 
-def test_a_machine_cache_with_an_unreadable_entry_is_measured_anew(tmp_path, monkeypatch, clean_selection):
+def test_a_machine_cache_passes_over_the_entries_it_cannot_read_and_keeps_the_rest(tmp_path, monkeypatch,
+                                                                                   clean_selection):
     """The per-machine choice cache never fails a run: an entry this fastgan cannot read (another
-    version's) makes the run measure for itself."""
+    version's, a damaged file's) is passed over, alone (one such entry made every later run
+    measure everything anew, and stayed in the file for good), and left out of the next write."""
+    from fastgan.engine import choice_cache
+    from fastgan.engine.state import measured_choices
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
+    path = choice_cache.cache_file(cpu)
+    good = {("fwd", 2): {"choice": "aten", "times": {}}}
+    torch.save({"conv_choices": {("fwd", 1): {"choice": "warp_drive", "times": {}}, **good},
+                "unfolded_conv_choices": {("conv", 3): 7}}, path)
+    assert choice_cache.adopt(cpu) == 1
+    assert measured_choices() == {"conv_choices": good, "unfolded_conv_choices": {}}
+    rc.load_selection_cache({("fwd", 4): {"choice": "aten", "times": {}}})  # measured by this run
+    assert choice_cache.record(cpu) == path
+    assert torch.load(path, weights_only=True) == {
+        "conv_choices": {**good, ("fwd", 4): {"choice": "aten", "times": {}}}, "unfolded_conv_choices": {}}
+
+
+@pytest.mark.parametrize("content", [[1, 2], {"conv_choices": [1]}, {"conv_choices": {("fwd",): None}}, "text"])
+def test_a_machine_cache_of_another_shape_is_measured_anew(tmp_path, monkeypatch, clean_selection, content):
+    """A file that loads but is not a dict of dicts crashed the run before its first iteration
+    (AttributeError: 'list' object has no attribute 'get')."""
     from fastgan.engine import choice_cache
     from fastgan.engine.state import measured_choices
 
     monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
-    path = choice_cache.cache_file(torch.device("cpu"))
-    torch.save({"conv_choices": {("fwd", 1): {"choice": "warp_drive", "times": {}}}}, path)
+    torch.save(content, choice_cache.cache_file(torch.device("cpu")))
     assert choice_cache.adopt(torch.device("cpu")) == 0
     assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}
+
+
+def test_runs_recording_at_once_keep_every_ones_choices(tmp_path, monkeypatch, clean_selection):
+    """record() reads, merges and writes the file under a lock: without it, processes saving at
+    the same moment dropped each other's entries (5 of 10 trials of 4 processes lost some)."""
+    import multiprocessing
+
+    from fastgan.engine import choice_cache
+
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    workers = [context.Process(target=_record_one_choice, args=(str(tmp_path), tag, start)) for tag in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 4
+    files = [name for name in os.listdir(tmp_path) if name.endswith(".pt")]  # the workers' machine key
+    assert len(files) == 1
+    saved = torch.load(tmp_path / files[0], weights_only=True)
+    assert sorted(saved["conv_choices"]) == [("fwd", tag) for tag in range(4)]
+
+
+def _record_one_choice(folder: str, tag: int, start) -> None:
+    """A process that measured one choice of its own, saving it when all four are ready; each
+    write takes 0.2 s, so that unlocked, all four read the file before any wrote it."""
+    import time
+
+    import fastgan.models
+
+    os.environ["FASTGAN_CHOICE_CACHE"] = folder
+    torch.set_num_threads(1)  # the machine key holds the threads: one file for all
+    from fastgan.engine import choice_cache
+
+    write = fastgan.models.save_checkpoint_file
+
+    def slow_write(obj, path):
+        time.sleep(0.2)
+        write(obj, path)
+
+    fastgan.models.save_checkpoint_file = slow_write
+    rc.load_selection_cache({("fwd", tag): {"choice": "aten", "times": {}}})
+    start.wait()
+    choice_cache.record(torch.device("cpu"))  # a run's last save: its choices have no later chance
 
 
 def _cyclegan_with(levels, monkeypatch):
