@@ -37,6 +37,7 @@ import zipfile
 from tqdm import tqdm
 
 from fastgan.data.errors import DatasetError
+from fastgan.file_lock import LockHeld, drop_lock, take_lock
 
 HOST = "http://efrosgans.eecs.berkeley.edu"
 # (the reference's cyclegan script also takes the mini sets and grumpifycat, which its list omits)
@@ -96,6 +97,27 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
     means an earlier run stopped while unpacking, and it is unpacked again over what
     that run left (rather than taking a folder holding trainA alone as the dataset)."""
     arch, url = source(name, arch, host)
+    os.makedirs(root, exist_ok=True)
+    lock_path = os.path.join(root, f".{name}.download.lock")
+    lock = hold_download_lock(lock_path, f"{name} into {root}")
+    try:
+        return _download(name, root, arch, url, log)
+    finally:
+        drop_lock(lock, lock_path)
+
+
+def hold_download_lock(path: str, what: str):
+    """The lock of one download (take_lock's open file, or None), or a DatasetError naming the
+    process that holds it: two at once appended to one .part file, and the first to finish
+    renamed it away from the others (every one failed, "stopped at 5666212 of 2883106 bytes")."""
+    try:
+        return take_lock(path)
+    except LockHeld as e:
+        raise DatasetError(f"another download of {what} is running ({e.holder}); wait for it to end") from None
+
+
+def _download(name: str, root: str, arch: str, url: str, log) -> str:
+    remove_stale_unpacks(root, name, log)
     layout = LAYOUTS["pix2pix" if name in SPLIT_FOLDER_SETS else arch]
     target = os.path.join(root, name)
     archive = os.path.join(root, url.rsplit("/", 1)[1])
@@ -109,7 +131,6 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
                 f"{', '.join(d for d in layout if d not in present)} (the {name} archive may lack them), and no "
                 f"finished download of it; nothing downloaded: move {target} away to download {name} again")
             return target
-    os.makedirs(root, exist_ok=True)
     if not os.path.exists(archive):
         fetch(url, archive + ".part", log=log)
         os.replace(archive + ".part", archive)
@@ -187,11 +208,28 @@ def _range_total(content_range: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
+def unpack_prefix(target: str) -> str:
+    """The start of the names of unpack's temporary folders for `target`, beside its archive."""
+    return f".unpack-{os.path.basename(target)}-"
+
+
+def remove_stale_unpacks(root: str, name: str, log) -> None:
+    """Removes what unpacks of dataset `name` killed midway left in `root` (gigabytes, hidden):
+    called under that download's lock, so no live process is unpacking it (those of other
+    datasets, under their own locks, are left alone)."""
+    prefix = unpack_prefix(os.path.join(root, name))
+    for entry in sorted(os.listdir(root)):
+        path = os.path.join(root, entry)
+        if entry.startswith(prefix) and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            log(f"removed {path}, left by an unpack that was stopped")
+
+
 def unpack(archive: str, target: str, layout: tuple[str, ...]) -> None:
     """Unpack `archive` and move the folder holding the layout's subfolders to `target`
     (replacing what an interrupted unpack left there under the same names)."""
     root = os.path.dirname(os.path.abspath(archive))
-    with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmp:
+    with tempfile.TemporaryDirectory(dir=root, prefix=unpack_prefix(target)) as tmp:
         try:
             if archive.endswith(".zip"):
                 with zipfile.ZipFile(archive) as z:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 
-from fastgan.data.download import HOST, fetch, pick_arch
+from fastgan.data.download import HOST, fetch, hold_download_lock, pick_arch
+from fastgan.file_lock import drop_lock
 from fastgan.data.errors import DatasetError
 
 CYCLEGAN_MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite",
@@ -35,6 +36,7 @@ CYCLEGAN_MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "wi
 PIX2PIX_MODELS = ("edges2shoes", "sat2map", "map2sat", "facades_label2photo", "day2night")
 FOLDERS = {"cyclegan": "cyclegan/pretrained_models", "pix2pix": "pix2pix/models-pytorch"}
 SOURCE_FILE = "downloaded_from.txt"  # beside latest_net_G.pth: the address it came from
+LOCK_FILE = ".download.lock"  # held while a process downloads into the folder
 
 
 def model_source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
@@ -53,6 +55,18 @@ def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch:
     one form over the other's file."""
     arch, url = model_source(name, arch, host)
     folder = os.path.join(checkpoints_dir, f"{name}_pretrained")
+    os.makedirs(folder, exist_ok=True)
+    lock_path = os.path.join(folder, LOCK_FILE)
+    lock = hold_download_lock(lock_path, f"the pretrained {name} into {folder}")
+    try:
+        return _download_pretrained(name, arch, url, folder, log)
+    finally:
+        drop_lock(lock, lock_path)
+        if not os.listdir(folder):  # nothing to resume from: no empty NAME_pretrained/ left behind
+            os.rmdir(folder)
+
+
+def _download_pretrained(name: str, arch: str, url: str, folder: str, log) -> str:
     path = os.path.join(folder, "latest_net_G.pth")
     source_path = os.path.join(folder, SOURCE_FILE)
     if os.path.exists(path):
@@ -65,15 +79,9 @@ def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch:
                                f"generator {name}")
         log(f"{path} is already there; nothing to download")
         return path
-    os.makedirs(folder, exist_ok=True)
     part = f"{path}.{arch}.part"  # one per address: a resumed download never joins two files
-    try:
-        fetch(url, part)
-        check_state_dict(part, url)
-    except DatasetError:
-        if not os.listdir(folder):  # nothing to resume from: no empty NAME_pretrained/ left behind
-            os.rmdir(folder)
-        raise
+    fetch(url, part)
+    check_state_dict(part, url)
     os.replace(part, path)
     with open(source_path, "w") as f:
         f.write(url + "\n")

@@ -3,10 +3,9 @@ checkpoints, options and loss records: the folder is locked while a run lives.""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
-import socket
+
+from fastgan.file_lock import LockHeld, take_lock
 
 LOCK_FILE = ".fastgan_train.lock"
 _held: dict[str, object] = {}  # real path of a folder -> the open lock file this process holds
@@ -25,24 +24,13 @@ def lock_run_folder(directory: str) -> None:
     key = os.path.realpath(directory)
     if key in _held:
         return
-    f = open(os.path.join(directory, LOCK_FILE), "a+")
     try:
-        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = None
-        if e.errno in (errno.EACCES, errno.EAGAIN):
-            f.seek(0)
-            holder = f.read().strip() or "a process"
-        f.close()  # (the only descriptor of this process on the file: closing it drops no lock of ours)
-        if holder is None:  # no locks here
-            return
-        raise RunFolderInUse(f"{directory} is in use by another fastgan.train ({holder}): wait for it to end, "
+        f = take_lock(os.path.join(directory, LOCK_FILE))
+    except LockHeld as e:
+        raise RunFolderInUse(f"{directory} is in use by another fastgan.train ({e.holder}): wait for it to end, "
                              "or train under another --name") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    f.flush()
-    _held[key] = f
+    if f is not None:
+        _held[key] = f
 
 
 def unlock_run_folder(directory: str) -> bool:

@@ -275,3 +275,34 @@ def test_a_tar_member_leaving_the_folder_or_a_link_is_refused(server, tmp_path, 
     with pytest.raises(DatasetError, match="refused|cannot unpack"):
         download("facades", str(tmp_path / "root"), host=host, log=lambda m: None)
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "root" / "facades").exists()
+
+
+def test_a_second_download_of_a_dataset_says_the_first_is_running(server, tmp_path):
+    """Two at once appended to one .part, and the first to finish renamed it away from the
+    other: all failed ('stopped at 5666212 of 2883106 bytes'). The lock goes with its end."""
+    from tests.test_file_lock import hold_in_another_process
+
+    handler, host = server
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = zip_archive("horse2zebra")
+    holder = hold_in_another_process(str(tmp_path / ".horse2zebra.download.lock"))
+    try:
+        with pytest.raises(DatasetError, match=rf"another download of horse2zebra into {tmp_path} is running "
+                                               rf"\(pid {holder.pid} on .*\); wait for it to end"):
+            download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
+        assert handler.log == []
+    finally:
+        holder.kill()
+        holder.wait()
+    download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["horse2zebra"]  # no lock file left
+
+
+def test_what_a_killed_unpack_left_is_removed_by_the_next_download_of_that_dataset(server, tmp_path):
+    handler, host = server
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = zip_archive("horse2zebra")
+    (tmp_path / ".unpack-horse2zebra-k1ll3d" / "horse2zebra").mkdir(parents=True)  # SIGKILLed mid-unpack
+    (tmp_path / ".unpack-maps-l1ve").mkdir()  # another dataset's, under its own lock: left alone
+    said = []
+    download("horse2zebra", str(tmp_path), host=host, log=said.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".unpack-maps-l1ve", "horse2zebra"]
+    assert f"removed {tmp_path / '.unpack-horse2zebra-k1ll3d'}, left by an unpack that was stopped" in said

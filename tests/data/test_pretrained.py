@@ -141,3 +141,22 @@ def test_a_checkpoints_dir_that_cannot_be_made_is_one_line(server, tmp_path, cap
         cli_main(["download_model", "horse2zebra", "--checkpoints_dir", str(tmp_path / "file"), "--host", host])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("error: ") and "Not a directory" in err and "\n" not in err
+
+
+def test_a_second_download_of_a_model_says_the_first_is_running(server, tmp_path):
+    from tests.test_file_lock import hold_in_another_process
+
+    handler, host = server
+    handler.files["/pix2pix/models-pytorch/day2night.pth"] = generator_file(4, netG="unet_128", norm="batch")
+    folder = tmp_path / "day2night_pretrained"
+    folder.mkdir()
+    holder = hold_in_another_process(str(folder / ".download.lock"))
+    try:
+        with pytest.raises(DatasetError, match=rf"another download of the pretrained day2night into {folder} is "
+                                               rf"running \(pid {holder.pid} on "):
+            download_pretrained("day2night", str(tmp_path), host=host)
+    finally:
+        holder.kill()
+        holder.wait()
+    download_pretrained("day2night", str(tmp_path), host=host, log=lambda m: None)
+    assert sorted(os.listdir(folder)) == ["downloaded_from.txt", "latest_net_G.pth"]
