@@ -177,10 +177,14 @@ def resolve_levels(opt, device: torch.device) -> Levels:
         raise ValueError("--eager and --fast contradict each other; pass one of them")
     if opt.eager:
         eager = eager_levels(opt, device)
-        other = [name for name, value in chosen.items() if getattr(eager, name) != value]  # --accelerate false agrees
+        # --accelerate false agrees; --cudnn_benchmark is cuDNN's setting, which the reference
+        # makes too (eager_levels): typed, it stands, where the device has cuDNN
+        other = [name for name, value in chosen.items() if name != "cudnn_benchmark" and getattr(eager, name) != value]
         if other:
             flags = ", ".join(f"--{name} {str(chosen[name]).lower()}" for name in other)  # true, bf16
             raise ValueError(f"--eager runs the reference's plain path; it cannot be combined with {flags}")
+        eager = dataclasses.replace(eager, cudnn_benchmark=chosen.get("cudnn_benchmark", eager.cudnn_benchmark))
+        check_levels(eager, device)
         return eager
     base = fastest(device) if opt.fast else device_defaults(device)
     levels = Levels(**{**{f.name: getattr(base, f.name) for f in fields(Levels)}, **chosen})

@@ -139,6 +139,15 @@ def test_levels_the_cpu_cannot_run_are_refused(explicit, message):
 
 def test_eager_takes_level_options_that_agree_with_it():
     assert levels(CPU, eager=True, accelerate=False, compile="none", amp="none", adam="default").is_eager
+    # cuDNN's setting, the reference's too: typed, it stands on a GPU (which the reference's
+    # eager_levels turns on) and is refused on a CPU for want of cuDNN, not for --eager
+    assert levels(CPU, eager=True, cudnn_benchmark=False).is_eager
+    with pytest.raises(ValueError, match="--cudnn_benchmark needs a CUDA device"):
+        levels(CPU, eager=True, cudnn_benchmark=True)
+    for preprocess in ("resize_and_crop", "scale_width"):
+        chosen = levels(CUDA, eager=True, cudnn_benchmark=False, preprocess=preprocess)
+        assert not chosen.cudnn_benchmark and chosen.is_eager
+        assert levels(CUDA, eager=True, cudnn_benchmark=True, preprocess=preprocess).cudnn_benchmark
 
 
 def test_cuda_levels_that_do_not_compose_are_refused():
