@@ -351,12 +351,28 @@ inline double mean_of(double sum, int64_t n) {
   return sum / static_cast<double>(n);
 }
 
-// The shift of a plane's sums, sum(x - k): its first element k, so that a constant plane
-// sums to exactly 0 and has a variance of exactly 0 (eps 0 then gives rstd 0, as aten's
-// Welford does), and a plane far from 0 cancels less. `first`: the plane's first element.
+// The shift of a plane's sums, sum(x - k): the mean of m = min(32, HW) of its elements
+// spread over it (element j * step + j % step, step = HW / m: a diagonal across rows and
+// columns where step is a whole number of rows; the CUDA and Triton kernels take the same),
+// as the first element plus the mean of the others' differences to it, so that a constant
+// plane sums to exactly 0 and has a variance of exactly 0 (eps 0 then gives rstd 0, as
+// aten's Welford does), and a plane far from 0, or whose first element stands apart (a
+// bright top row over a dark image), cancels little in the float sums. `first`: the
+// plane's first element, the others `stride` elements apart (NHWC: C).
 template <typename scalar_t>
-inline at::opmath_type<scalar_t> shift_of(const scalar_t* first, int64_t HW) {
-  return HW > 0 ? static_cast<at::opmath_type<scalar_t>>(*first) : at::opmath_type<scalar_t>(0);
+inline at::opmath_type<scalar_t> shift_of(const scalar_t* first, int64_t HW, int64_t stride = 1) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (HW <= 0) {
+    return acc_t(0);
+  }
+  const int64_t m = HW < 32 ? HW : 32;
+  const int64_t step = HW / m;
+  const acc_t k0 = static_cast<acc_t>(*first);
+  acc_t s = acc_t(0);
+  for (int64_t j = 1; j < m; ++j) {
+    s += static_cast<acc_t>(first[(j * step + j % step) * stride]) - k0;
+  }
+  return k0 + s / static_cast<acc_t>(m);
 }
 
 // var from sum((x - m)^2) around the rounded mean m of the exact mean `exact`. A constant
@@ -529,7 +545,11 @@ constexpr int kRun = static_cast<int>(kFusedChannels / VecIO<scalar_t>::kStep);
 
 // Per-channel sums over the block's pixels, written to out[0 .. cn) in double:
 //   kSum: sum(x - center[c])         kSq: sum((x - center[c])^2)
+// Each channel's lane adds kNhwcRows rows in float, those partial sums in double (as
+// run_sum's kBlock elements: a 256x256 image's 65536 rows in one float each lost the
+// variance to rounding, 9.4e-7 of the output off where aten's is 9.5e-8).
 enum class NhwcReduce { kSum, kSq };
+constexpr int64_t kNhwcRows = 32;
 
 template <NhwcReduce R, int U, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 inline void nhwc_reduce_run(const scalar_t* base, int64_t C, int64_t rn, const acc_t* center, double* out) {
@@ -540,28 +560,36 @@ inline void nhwc_reduce_run(const scalar_t* base, int64_t C, int64_t rn, const a
   aVec m[2 * U], a[2 * U];
   for (int u = 0; u < 2 * U; ++u) {
     m[u] = aVec::loadu(center + u * W);
-    a[u] = aVec(acc_t(0));
   }
-  for (int64_t r = 0; r < rn; ++r) {
-    const scalar_t* row = base + r * C;
-    for (int u = 0; u < U; ++u) {
-      aVec x0, x1;
-      IO::load(row + u * S, x0, x1);
-      const aVec d0 = x0 - m[2 * u];
-      const aVec d1 = x1 - m[2 * u + 1];
-      if constexpr (R == NhwcReduce::kSum) {
-        a[2 * u] = a[2 * u] + d0;
-        a[2 * u + 1] = a[2 * u + 1] + d1;
-      } else {
-        a[2 * u] = a[2 * u] + d0 * d0;
-        a[2 * u + 1] = a[2 * u + 1] + d1 * d1;
-      }
-    }
+  for (int64_t k = 0; k < 2 * U * W; ++k) {
+    out[k] = 0.0;
   }
   __at_align__ acc_t buf[W];
-  for (int u = 0; u < 2 * U; ++u) {
-    a[u].store(buf);
-    for (int64_t k = 0; k < W; ++k) out[u * W + k] = static_cast<double>(buf[k]);
+  for (int64_t r0 = 0; r0 < rn; r0 += kNhwcRows) {
+    for (int u = 0; u < 2 * U; ++u) {
+      a[u] = aVec(acc_t(0));
+    }
+    const int64_t r1 = std::min(rn, r0 + kNhwcRows);
+    for (int64_t r = r0; r < r1; ++r) {
+      const scalar_t* row = base + r * C;
+      for (int u = 0; u < U; ++u) {
+        aVec x0, x1;
+        IO::load(row + u * S, x0, x1);
+        const aVec d0 = x0 - m[2 * u];
+        const aVec d1 = x1 - m[2 * u + 1];
+        if constexpr (R == NhwcReduce::kSum) {
+          a[2 * u] = a[2 * u] + d0;
+          a[2 * u + 1] = a[2 * u + 1] + d1;
+        } else {
+          a[2 * u] = a[2 * u] + d0 * d0;
+          a[2 * u + 1] = a[2 * u + 1] + d1 * d1;
+        }
+      }
+    }
+    for (int u = 0; u < 2 * U; ++u) {
+      a[u].store(buf);
+      for (int64_t k = 0; k < W; ++k) out[u * W + k] += static_cast<double>(buf[k]);
+    }
   }
 }
 
@@ -575,12 +603,16 @@ void nhwc_reduce(const scalar_t* x, const Dims& d, const NhwcBlock& bk, const ac
   for (; c + U * S <= c_vec; c += U * S) nhwc_reduce_run<R, U>(base + c, d.C, bk.rn, center + c, out + c);
   for (; c < c_vec; c += S) nhwc_reduce_run<R, 1>(base + c, d.C, bk.rn, center + c, out + c);
   for (; c < bk.cn; ++c) {
-    acc_t a = acc_t(0);
-    for (int64_t r = 0; r < bk.rn; ++r) {
-      const acc_t dv = static_cast<acc_t>(base[r * d.C + c]) - center[c];
-      a += R == NhwcReduce::kSum ? dv : dv * dv;
+    double total = 0.0;
+    for (int64_t r0 = 0; r0 < bk.rn; r0 += kNhwcRows) {
+      acc_t a = acc_t(0);
+      for (int64_t r = r0; r < std::min(bk.rn, r0 + kNhwcRows); ++r) {
+        const acc_t dv = static_cast<acc_t>(base[r * d.C + c]) - center[c];
+        a += R == NhwcReduce::kSum ? dv : dv * dv;
+      }
+      total += static_cast<double>(a);
     }
-    out[c] = static_cast<double>(a);
+    out[c] = total;
   }
 }
 
@@ -642,7 +674,8 @@ void nhwc_apply(const scalar_t* x, const scalar_t* res, scalar_t* y, const Dims&
   }
 }
 
-// Per-channel (sum(gz), sum(gz * (x - mean))) over the block into oa, ob [0 .. cn).
+// Per-channel (sum(gz), sum(gz * (x - mean))) over the block into oa, ob [0 .. cn), each
+// lane's kNhwcRows rows in float, those partial sums in double (as nhwc_reduce_run).
 template <Activation A, int U, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 inline void nhwc_grad_sums_run(const scalar_t* g, const scalar_t* x, int64_t C, int64_t rn, const acc_t* mean,
                                const acc_t* scale, const acc_t* shift, acc_t slope, double* oa, double* ob) {
@@ -655,30 +688,39 @@ inline void nhwc_grad_sums_run(const scalar_t* g, const scalar_t* x, int64_t C, 
     m[u] = aVec::loadu(mean + u * W);
     k[u] = aVec::loadu(scale + u * W);
     b[u] = aVec::loadu(shift + u * W);
-    sa[u] = aVec(acc_t(0));
-    sb[u] = aVec(acc_t(0));
   }
-  for (int64_t r = 0; r < rn; ++r) {
-    for (int u = 0; u < U; ++u) {
-      const int64_t o = r * C + u * S;
-      aVec x0, x1, g0, g1;
-      IO::load(x + o, x0, x1);
-      IO::load(g + o, g0, g1);
-      const aVec d0 = x0 - m[2 * u], d1 = x1 - m[2 * u + 1];
-      const aVec gz0 = act_grad_vec<A>(g0, d0 * k[2 * u] + b[2 * u], slope);
-      const aVec gz1 = act_grad_vec<A>(g1, d1 * k[2 * u + 1] + b[2 * u + 1], slope);
-      sa[2 * u] = sa[2 * u] + gz0;
-      sa[2 * u + 1] = sa[2 * u + 1] + gz1;
-      sb[2 * u] = sb[2 * u] + gz0 * d0;
-      sb[2 * u + 1] = sb[2 * u + 1] + gz1 * d1;
-    }
+  for (int64_t j = 0; j < 2 * U * W; ++j) {
+    oa[j] = 0.0;
+    ob[j] = 0.0;
   }
   __at_align__ acc_t buf[W];
-  for (int u = 0; u < 2 * U; ++u) {
-    sa[u].store(buf);
-    for (int64_t j = 0; j < W; ++j) oa[u * W + j] = static_cast<double>(buf[j]);
-    sb[u].store(buf);
-    for (int64_t j = 0; j < W; ++j) ob[u * W + j] = static_cast<double>(buf[j]);
+  for (int64_t r0 = 0; r0 < rn; r0 += kNhwcRows) {
+    for (int u = 0; u < 2 * U; ++u) {
+      sa[u] = aVec(acc_t(0));
+      sb[u] = aVec(acc_t(0));
+    }
+    const int64_t r1 = std::min(rn, r0 + kNhwcRows);
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int u = 0; u < U; ++u) {
+        const int64_t o = r * C + u * S;
+        aVec x0, x1, g0, g1;
+        IO::load(x + o, x0, x1);
+        IO::load(g + o, g0, g1);
+        const aVec d0 = x0 - m[2 * u], d1 = x1 - m[2 * u + 1];
+        const aVec gz0 = act_grad_vec<A>(g0, d0 * k[2 * u] + b[2 * u], slope);
+        const aVec gz1 = act_grad_vec<A>(g1, d1 * k[2 * u + 1] + b[2 * u + 1], slope);
+        sa[2 * u] = sa[2 * u] + gz0;
+        sa[2 * u + 1] = sa[2 * u + 1] + gz1;
+        sb[2 * u] = sb[2 * u] + gz0 * d0;
+        sb[2 * u + 1] = sb[2 * u + 1] + gz1 * d1;
+      }
+    }
+    for (int u = 0; u < 2 * U; ++u) {
+      sa[u].store(buf);
+      for (int64_t j = 0; j < W; ++j) oa[u * W + j] += static_cast<double>(buf[j]);
+      sb[u].store(buf);
+      for (int64_t j = 0; j < W; ++j) ob[u * W + j] += static_cast<double>(buf[j]);
+    }
   }
 }
 
@@ -699,16 +741,21 @@ void nhwc_grad_sums(const scalar_t* g, const scalar_t* x, const Dims& d, const N
                              ob + c);
   }
   for (; c < bk.cn; ++c) {
-    acc_t a = acc_t(0), sb = acc_t(0);
-    for (int64_t r = 0; r < bk.rn; ++r) {
-      const int64_t o = off + r * d.C + c;
-      const acc_t dv = static_cast<acc_t>(x[o]) - mean[c];
-      const acc_t gz = act_grad_scalar<A>(static_cast<acc_t>(g[o]), dv * scale[c] + shift[c], slope);
-      a += gz;
-      sb += gz * dv;
+    double total_a = 0.0, total_b = 0.0;
+    for (int64_t r0 = 0; r0 < bk.rn; r0 += kNhwcRows) {
+      acc_t a = acc_t(0), sb = acc_t(0);
+      for (int64_t r = r0; r < std::min(bk.rn, r0 + kNhwcRows); ++r) {
+        const int64_t o = off + r * d.C + c;
+        const acc_t dv = static_cast<acc_t>(x[o]) - mean[c];
+        const acc_t gz = act_grad_scalar<A>(static_cast<acc_t>(g[o]), dv * scale[c] + shift[c], slope);
+        a += gz;
+        sb += gz * dv;
+      }
+      total_a += static_cast<double>(a);
+      total_b += static_cast<double>(sb);
     }
-    oa[c] = static_cast<double>(a);
-    ob[c] = static_cast<double>(sb);
+    oa[c] = total_a;
+    ob[c] = total_b;
   }
 }
 
@@ -800,8 +847,8 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t P = d.planes();
   const int64_t chunks = ceil_div(d.HW, kRows);
-  std::vector<acc_t> first(P), scale(P), shift(P);  // first: each plane's shift_of, its first pixel
-  for (int64_t p = 0; p < P; ++p) first[p] = shift_of(x + (p / d.C) * d.HW * d.C + p % d.C, d.HW);
+  std::vector<acc_t> first(P), scale(P), shift(P);  // first: each plane's shift_of
+  for (int64_t p = 0; p < P; ++p) first[p] = shift_of(x + (p / d.C) * d.HW * d.C + p % d.C, d.HW, d.C);
   std::vector<double> exact(P);
 
   if (nhwc_fused<scalar_t>(d)) {

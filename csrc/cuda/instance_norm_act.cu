@@ -152,19 +152,26 @@ __device__ __forceinline__ void block_sum2(double& a, double& b) {
   }
 }
 
-// The shift k of a plane: the mean of m = min(32, n) elements spread over it (element
-// j * (n / m) at p[j * (n / m) * stride]: the first 32 alone, a bright top row over a
-// dark image, put k far from the mean, and the variance from the shifted sums lost to
-// cancellation what the shift gained), computed by warp 0 alike in every block of the
-// plane, as the first element plus the mean of the others' differences to it: a
-// constant plane's k is its value exactly, so its sums and variance are exactly 0.
+// Element j of the m elements a plane of n averages for its shift: j * step + j % step
+// with step = n / m, spread over the plane (a diagonal across rows and columns where step
+// is a whole number of rows, as at 256x256), below n.
+__device__ __forceinline__ int64_t shift_sample(int64_t j, int64_t n, int m) {
+  const int64_t step = n / m;
+  return j * step + j % step;
+}
+
+// The shift k of a plane: the mean of m = min(32, n) elements spread over it (shift_sample;
+// the first 32 alone, a bright top row over a dark image, or one column, put k far from the
+// mean, and the variance from the shifted sums lost to cancellation what the shift gained),
+// computed by warp 0 alike in every block of the plane, as the first element plus the mean
+// of the others' differences to it: a constant plane's k is its value exactly, so its sums
+// and variance are exactly 0.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t plane_shift_warp(const scalar_t* __restrict__ p, int64_t stride, int64_t n,
                                                   int lane) {
   const int m = static_cast<int>(n < kShiftElems ? n : kShiftElems);
-  const int64_t step = n / m;
   const acc_t first = static_cast<acc_t>(p[0]);
-  acc_t v = lane < m ? static_cast<acc_t>(p[lane * step * stride]) - first : acc_t(0);
+  acc_t v = lane < m ? static_cast<acc_t>(p[shift_sample(lane, n, m) * stride]) - first : acc_t(0);
   v = warp_sum(v);
   return first + __shfl_sync(0xffffffffu, v, 0) / static_cast<acc_t>(m);
 }
@@ -694,17 +701,16 @@ __device__ __forceinline__ void lanes_sum2(double& a, double& b) {
   }
 }
 
-// The channel's shift k: the mean of m = min(32, HW) of its pixels spread over the
-// image (pixel j * (HW / m)), in pixel order, as plane_shift_warp forms it (the first
-// pixel plus the mean difference to it: exact for a constant channel).
+// The channel's shift k: the mean of m = min(32, HW) of its pixels spread over the image
+// (shift_sample), in pixel order, as plane_shift_warp forms it (the first pixel plus the
+// mean difference to it: exact for a constant channel).
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t channel_shift(const scalar_t* __restrict__ x, int64_t n, int64_t c, int64_t C,
                                                int64_t HW) {
   const int m = static_cast<int>(HW < kShiftElems ? HW : kShiftElems);
-  const int64_t step = HW / m;
   const acc_t first = static_cast<acc_t>(x[n * HW * C + c]);
   acc_t s = acc_t(0);
-  for (int j = 1; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + j * step) * C + c]) - first;
+  for (int j = 1; j < m; ++j) s += static_cast<acc_t>(x[(n * HW + shift_sample(j, HW, m)) * C + c]) - first;
   return first + s / static_cast<acc_t>(m);
 }
 

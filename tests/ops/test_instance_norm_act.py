@@ -270,9 +270,10 @@ ALL_BACKENDS_ON_DEVICES = [(b, "cpu") for b in CPU_BACKENDS] + [
     pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("backend,device", ALL_BACKENDS_ON_DEVICES)
-def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activation):
+def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activation, layout):
     """relu's gradient passes where its input is NaN, as aten's threshold_backward (z <= 0
     stops) does: kernels that passed it only where z > 0 dropped the NaN plane's share of
     dbias, a finite, other value (7.65 for aten's 1.10); leaky_relu's takes the slope."""
@@ -281,6 +282,8 @@ def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activatio
     x[0, 1, 3, 4] = float("nan")
     w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
     go = torch.randn(x.shape, generator=g)
+    if layout == "channels_last":
+        x, go = (t.contiguous(memory_format=torch.channels_last) for t in (x, go))
     x, w, b, go = (t.to(device) for t in (x, w, b, go))
     y, (dx, dw, db, _) = run(backend, x, w, b, None, go, activation)
     leaves = [t.double().requires_grad_() for t in (x, w, b)]
@@ -293,16 +296,21 @@ def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activatio
                                    msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("strip", ["top row", "left column"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend,device", ALL_BACKENDS_ON_DEVICES)
-def test_a_plane_whose_first_elements_stand_apart_keeps_atens_precision(backend, device, layout):
-    """A bright strip at the top of a dark, flat plane. Statistics shifted by the mean of the
-    plane's first 32 elements lost the variance to cancellation: Triton's output was 2.7e-6
-    off at 256x256 where aten's is 1.3e-7 (the shift now averages elements spread over the
-    plane)."""
+def test_a_plane_whose_first_elements_stand_apart_keeps_atens_precision(backend, device, layout, strip):
+    """A bright strip over a dark, flat plane. Statistics shifted by the mean of the plane's
+    first 32 elements (Triton, CUDA) or its first element (cpu) lost the variance or the mean
+    to cancellation: Triton's output was 2.7e-6 off at 256x256, the cpu's channels_last
+    9.4e-7, where aten's is 1.3e-7. The shift now averages elements spread over the plane
+    (not one column either: 32 samples a whole number of rows apart all fell in column 0)."""
     g = torch.Generator().manual_seed(32)
     x = 1e-3 * torch.randn(1, 2, 256, 256, generator=g)
-    x[:, :, 0, :32] += 1.0
+    if strip == "top row":
+        x[:, :, 0, :32] += 1.0
+    else:
+        x[:, :, :, 0] += 1.0
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     x = x.to(device)

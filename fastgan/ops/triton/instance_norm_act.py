@@ -106,15 +106,17 @@ def _tile_coords(HW, C, SPLIT, S, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def _plane_shift(x_ptr, base, c, cmask, sC, sHW, HW, SHIFT_N, ACC: tl.constexpr):
-    """k per channel: the mean of SHIFT_N = min(32, HW) elements spread over the plane
-    (every HW // SHIFT_N-th from the first: the first 32 alone, a bright top row over a
-    dark image, put k far from the mean, and the variance E[(x-k)^2] - E[x-k]^2 lost
-    to cancellation what it gained in float32 sums), as the first element plus the mean
-    difference to it (a constant plane's k is its value exactly, so its sums and
-    variance are exactly 0)."""
+    """k per channel: the mean of SHIFT_N = min(32, HW) elements spread over the plane,
+    element j * step + j % step with step = HW // SHIFT_N (a diagonal across rows and
+    columns where step is a whole number of rows, as at 256x256: the first 32 alone, a
+    bright top row over a dark image, or a column alone, put k far from the mean, and the
+    variance E[(x-k)^2] - E[x-k]^2 lost to cancellation what it gained in float32 sums),
+    as the first element plus the mean difference to it (a constant plane's k is its
+    value exactly, so its sums and variance are exactly 0)."""
     j = tl.arange(0, 32).to(tl.int64)
     m = cmask[:, None] & (j < SHIFT_N)[None, :]
-    at = j * (HW // SHIFT_N)
+    step = HW // SHIFT_N
+    at = j * step + j % step
     v = tl.load(x_ptr + base + c[:, None] * sC + at[None, :] * sHW, mask=m, other=0.0).to(ACC)
     first = tl.load(x_ptr + base + c * sC, mask=cmask, other=0.0).to(ACC)
     return first + tl.sum(tl.where(m, v - first[:, None], 0.0), axis=1) / SHIFT_N
