@@ -24,6 +24,7 @@ from PIL import Image
 
 from fastgan.data.demo_build import BUILDERS, COUNTS, demo_style, style_uint8, write_manifest
 from fastgan.data.errors import DatasetError
+from fastgan.errors import os_error_line
 from fastgan.options import DEMO_DEFAULTS
 
 DEMO_VERSION = 2  # bump when the recipe changes: cached demos of older versions are rebuilt
@@ -36,12 +37,17 @@ def demo_root(root: str | None = None) -> str:
 
 
 def _complete(path: str, arch: str) -> bool:
+    """Whether `path` holds this version's demo of `arch`, each folder with the files its
+    manifest counts (a folder deleted or emptied since is rebuilt, not found missing when the
+    run ends and scores)."""
     try:
         with open(os.path.join(path, "demo.json")) as f:
             m = json.load(f)
-    except (OSError, ValueError):
+        if not isinstance(m, dict) or m.get("version") != DEMO_VERSION or m.get("arch") != arch:
+            return False
+        return all(len(os.listdir(os.path.join(path, folder))) == n for folder, n in m.get("counts", {}).items())
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
-    return m.get("version") == DEMO_VERSION and m.get("arch") == arch
 
 
 def prepare_demo(arch: str, root: str | None = None) -> str:
@@ -56,10 +62,23 @@ def prepare_demo(arch: str, root: str | None = None) -> str:
         raise DatasetError(f"no demo for arch {arch!r}; choose one of {', '.join(BUILDERS)}")
     base = demo_root(root)
     final = os.path.join(base, arch)
+    if os.path.isdir(base):
+        _remove_stale_builds(base, arch)  # a killed build's leftovers, also once the demo exists
     if _complete(final, arch):
         return final
+    try:
+        return _build(arch, base, final)
+    except OSError as e:  # a full disk said only "[Errno 28] No space left on device"
+        raise DatasetError(f"cannot build the {arch} demo in {base} ({os_error_line(e)}); point "
+                           f"FASTGAN_DEMO_DIR at a writable folder with {DEMO_MEGABYTES[arch]} MB free") from None
+
+
+# what a built demo takes on disk (du of version 2's)
+DEMO_MEGABYTES = {"cyclegan": 11, "pix2pix": 22}
+
+
+def _build(arch: str, base: str, final: str) -> str:
     os.makedirs(base, exist_ok=True)
-    _remove_stale_builds(base, arch)
     tmp = tempfile.mkdtemp(prefix=f".{arch}.building-", dir=base)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -105,6 +107,47 @@ def test_incomplete_demo_is_rebuilt_and_failed_build_leaves_nothing(tmp_path, mo
     assert sorted(os.listdir(tmp_path)) == ["cyclegan"]
     with pytest.raises(DatasetError, match="no demo for arch 'gan'"):
         prepare_demo("gan", str(tmp_path))
+
+
+def test_a_demo_with_a_folder_deleted_or_emptied_is_rebuilt(tmp_path, monkeypatch):
+    """Its manifest counts each folder's files: a demo missing testA_true trained a whole run,
+    then failed to score it (DatasetError traceback after training)."""
+    builds = []
+
+    def tiny(root):
+        builds.append(root)
+        for folder in ("trainA", "testA_true"):
+            os.makedirs(os.path.join(root, folder))
+            open(os.path.join(root, folder, "0.png"), "w").close()
+        return {"counts": {"trainA": 1, "testA_true": 1}}
+
+    monkeypatch.setitem(demo_module.BUILDERS, "cyclegan", tiny)
+    d = prepare_demo("cyclegan", str(tmp_path))
+    assert prepare_demo("cyclegan", str(tmp_path)) == d and len(builds) == 1
+    os.remove(os.path.join(d, "testA_true", "0.png"))
+    assert prepare_demo("cyclegan", str(tmp_path)) == d and len(builds) == 2
+    shutil.rmtree(os.path.join(d, "trainA"))
+    assert prepare_demo("cyclegan", str(tmp_path)) == d and len(builds) == 3
+    assert sorted(os.listdir(os.path.join(d, "trainA"))) == ["0.png"]
+
+
+def test_a_demo_folder_that_cannot_be_written_is_named_with_the_variable_that_moves_it(tmp_path):
+    """A full disk said only '[Errno 28] No space left on device'; a file in the folder's
+    place, 'File exists'."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DatasetError, match=rf"cannot build the cyclegan demo in {tmp_path / 'file'} \(.*\); point "
+                                           "FASTGAN_DEMO_DIR at a writable folder with 11 MB free"):
+        prepare_demo("cyclegan", str(tmp_path / "file"))
+
+
+def test_a_killed_builds_leftovers_go_once_stale_though_the_demo_is_there(demos):
+    root, roots = demos
+    leftover = os.path.join(root, ".cyclegan.building-k1ll3d")
+    os.makedirs(os.path.join(leftover, "trainA"))
+    old = time.time() - 2 * 3600
+    os.utime(leftover, (old, old))
+    assert prepare_demo("cyclegan", root) == roots["cyclegan"]
+    assert not os.path.exists(leftover)
 
 
 class TrueStyle(torch.nn.Module):
