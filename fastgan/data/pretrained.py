@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 
 from fastgan.data.download import HOST, fetch, hold_download_lock, pick_arch
-from fastgan.file_lock import drop_lock
 from fastgan.data.errors import DatasetError
+from fastgan.file_lock import drop_lock
 
 CYCLEGAN_MODELS = ("apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite",
                    "horse2zebra", "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe",
@@ -62,8 +62,10 @@ def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch:
         return _download_pretrained(name, arch, url, folder, log)
     finally:
         drop_lock(lock, lock_path)
-        if not os.listdir(folder):  # nothing to resume from: no empty NAME_pretrained/ left behind
-            os.rmdir(folder)
+        try:
+            os.rmdir(folder)  # only when empty, nothing to resume from: no NAME_pretrained/ left behind
+        except OSError:
+            pass
 
 
 def _download_pretrained(name: str, arch: str, url: str, folder: str, log) -> str:
