@@ -45,9 +45,15 @@ def _complete(path: str, arch: str) -> bool:
             m = json.load(f)
         if not isinstance(m, dict) or m.get("version") != DEMO_VERSION or m.get("arch") != arch:
             return False
-        return all(len(os.listdir(os.path.join(path, folder))) == n for folder, n in m.get("counts", {}).items())
+        return all(_images_in(os.path.join(path, folder)) == n for folder, n in m.get("counts", {}).items())
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
+
+
+def _images_in(folder: str) -> int:
+    """The demo's images in `folder` (its .png files: what a file manager adds, .DS_Store or
+    Thumbs.db, is not counted)."""
+    return sum(name.endswith(".png") for name in os.listdir(folder))
 
 
 def prepare_demo(arch: str, root: str | None = None) -> str:

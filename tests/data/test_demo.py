@@ -124,6 +124,8 @@ def test_a_demo_with_a_folder_deleted_or_emptied_is_rebuilt(tmp_path, monkeypatc
     monkeypatch.setitem(demo_module.BUILDERS, "cyclegan", tiny)
     d = prepare_demo("cyclegan", str(tmp_path))
     assert prepare_demo("cyclegan", str(tmp_path)) == d and len(builds) == 1
+    open(os.path.join(d, "trainA", ".DS_Store"), "w").close()  # a file manager's: not one of the demo's
+    assert prepare_demo("cyclegan", str(tmp_path)) == d and len(builds) == 1
     os.remove(os.path.join(d, "testA_true", "0.png"))
     assert prepare_demo("cyclegan", str(tmp_path)) == d and len(builds) == 2
     shutil.rmtree(os.path.join(d, "trainA"))
