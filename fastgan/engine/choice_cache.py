@@ -11,16 +11,19 @@ first run measures, later ones (same machine, torch, thread count) compute with 
 The file is ~/.cache/fastgan/choices/<machine key>.pt; FASTGAN_CHOICE_CACHE names another
 folder, or is "off" for a run that measures everything itself. A resumed run's own choices
 (training_state.pt) take precedence: they are loaded after these. Runs saving at the same
-time take turns (a lock on <file>.lock), so none drops another's choices; an entry this
-fastgan cannot read (another version's, a damaged file's) is passed over and left out of
-the next write, and the file is read as weights only (no code runs from it).
+time take turns (a lock on <file>.lock, waited for up to LOCK_WAIT_S), so none drops
+another's choices; an entry this fastgan cannot read (another version's, a damaged file's)
+is passed over and left out of the next write, and the file is read as weights only (no
+code runs from it).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import time
 
 import torch
 
@@ -58,16 +61,17 @@ def cache_file(device: torch.device) -> str | None:
     return None if folder is None else os.path.join(folder, f"{machine_key(device)}.pt")
 
 
-def _read(path: str) -> dict:
-    """The file's choices that this fastgan can read; none where it is missing, cut short or not
-    ours (measured again and overwritten later)."""
+def _read(path: str) -> tuple[dict, bool]:
+    """The file's choices that this fastgan can read (none where it is missing, cut short or not
+    ours: measured again and overwritten later), and whether that is all the file holds."""
     if not os.path.exists(path):
-        return readable_choices({})
+        return readable_choices({}), True
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)  # tuples of str, int, dtype
     except Exception:
-        saved = {}
-    return readable_choices(saved)
+        return readable_choices({}), False
+    readable = readable_choices(saved)
+    return readable, readable == saved
 
 
 def adopt(device: torch.device) -> int:
@@ -76,17 +80,38 @@ def adopt(device: torch.device) -> int:
     path = cache_file(device)
     if path is None:
         return 0
-    saved = _read(path)
+    saved, _ = _read(path)
     current = measured_choices()
     fresh = {kind: {k: v for k, v in saved[kind].items() if k not in current[kind]} for kind in current}
     load_measured_choices(fresh)  # each entry read already: cannot fail
     return sum(len(entries) for entries in fresh.values())
 
 
+# how long record() waits for another process's write: past it, this one is left out (a run
+# stopped with Ctrl-Z while it held the lock must not stall every other run's saves)
+LOCK_WAIT_S = 10.0
+
+
+def _take_turn(lock) -> bool:
+    """Whether this process may write: it holds `lock` (an open file), or the file system has
+    no locks (some network homes: written unlocked, as before locks)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def record(device: torch.device) -> str | None:
     """Write this process's choices, and those already in the file, for later runs (one process
-    at a time: the read, merge and write hold a lock). Never fails a run: a cache that cannot be
-    written is only slower next time."""
+    at a time: the read, merge and write hold a lock), leaving out entries it cannot read. Never
+    fails a run: a cache that cannot be written is only slower next time."""
     path = cache_file(device)
     if path is None:
         return None
@@ -95,10 +120,11 @@ def record(device: torch.device) -> str | None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(f"{path}.lock", "a") as lock:
-            fcntl.lockf(lock, fcntl.LOCK_EX)  # released when the file closes, or the process ends
-            saved = _read(path)
+            if not _take_turn(lock):
+                return None
+            saved, whole = _read(path)
             merged = {kind: {**saved[kind], **entries} for kind, entries in measured_choices().items()}
-            if merged != saved:
+            if merged != saved or not whole:
                 remove_stale_temporaries(os.path.dirname(path))
                 save_checkpoint_file(merged, path)
     except OSError:

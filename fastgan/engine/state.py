@@ -90,32 +90,12 @@ def load_measured_choices(saved: dict) -> None:
 
 def readable_choices(saved) -> dict:
     """The entries of `saved` (measured_choices()' shape, as a file held it) this fastgan can
-    read: all at once where they all are (the usual case), else each checked alone, so that
-    one written by another version, or damaged, costs only itself. This process's own
-    choices are left as they were."""
-    before = measured_choices()
-    given = {kind: saved.get(kind) if isinstance(saved, dict) else None for kind in before}
-    given = {kind: dict(entries) if isinstance(entries, dict) else {} for kind, entries in given.items()}
-    unreadable = (ValueError, TypeError, KeyError, AttributeError, IndexError)
-    try:
-        try:
-            load_measured_choices(given)
-            return given
-        except unreadable:
-            pass
-        kept = {kind: {} for kind in before}
-        for kind, entries in given.items():
-            for key, value in entries.items():
-                try:
-                    load_measured_choices({kind: {key: value}})
-                except unreadable:
-                    continue
-                kept[kind][key] = value
-        return kept
-    finally:
-        _reflect_conv2d.clear_selection_cache()
-        _unfolded_conv.clear_selection_cache()
-        load_measured_choices(before)
+    read, each judged alone: one written by another version, or damaged, costs only itself.
+    Nothing is adopted."""
+    judges = {"conv_choices": _reflect_conv2d.readable_selection,
+              "unfolded_conv_choices": _unfolded_conv.readable_selection}
+    entries = {kind: saved.get(kind) if isinstance(saved, dict) else None for kind in judges}
+    return {kind: judge(entries[kind]) if isinstance(entries[kind], dict) else {} for kind, judge in judges.items()}
 
 
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None,

@@ -81,6 +81,9 @@ def _cuda_median_seconds(fn: Callable[[], object], device: torch.device, runs: i
     return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
 
 
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError)  # what a saved entry of another shape raises
+
+
 class MeasuredChoices:
     """Which candidate runs each shape, measured on the shape's first use and kept for the
     process: `key` is a hashable signature of everything the speed depends on.
@@ -129,20 +132,36 @@ class MeasuredChoices:
         """{key: {"choice": name, "times": {candidate: seconds}}} for every key measured so far."""
         return {k: {"choice": v, "times": dict(self._times.get(k, {}))} for k, v in self._picks.items()}
 
+    def _read(self, entry: dict | str) -> tuple[str, dict[str, float]]:
+        """(choice, times) of a saved entry; a bare name is also taken (the convolutions'
+        choices were saved so before they kept their times)."""
+        if isinstance(entry, str):
+            entry = {"choice": entry, "times": {}}
+        return self.validate(entry["choice"]), dict(entry.get("times", {}))
+
     def load(self, entries: dict[tuple, dict | str]) -> None:
-        """Adopt what entries() returned; a bare name per key is also taken (the convolutions'
-        choices were saved so before they kept their times). All or nothing: an entry that
-        cannot be read raises before any is adopted."""
+        """Adopt what entries() returned. All or nothing: an entry that cannot be read raises
+        before any is adopted."""
         read = []
         for key, entry in entries.items():
-            if isinstance(entry, str):
-                entry = {"choice": entry, "times": {}}
             try:
-                read.append((key, self.validate(entry["choice"]), dict(entry.get("times", {}))))
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                read.append((key, *self._read(entry)))
+            except UNREADABLE as e:
                 raise ValueError(f"{self.what}: the saved choice for {key} cannot be read ({e})") from None
         for key, pick, times in read:
             self.record(key, pick, times)
+
+    def readable(self, entries: dict[tuple, dict | str]) -> dict[tuple, dict | str]:
+        """The entries load() would adopt, each judged alone (another version's or a damaged
+        file's cost only themselves); nothing adopted."""
+        kept = {}
+        for key, entry in entries.items():
+            try:
+                self._read(entry)
+            except UNREADABLE:
+                continue
+            kept[key] = entry
+        return kept
 
     def clear(self) -> None:
         self._picks.clear()

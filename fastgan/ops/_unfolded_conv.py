@@ -80,6 +80,11 @@ def selection_cache() -> dict[tuple, dict]:
     return _CHOICES.entries()
 
 
+def readable_selection(entries: dict) -> dict:
+    """The saved choices load_selection_cache would take, each judged alone; none adopted."""
+    return _CHOICES.readable(entries)
+
+
 def load_selection_cache(entries: dict[tuple, dict | str]) -> None:
     """Adopt choices that selection_cache() returned in another process: a resumed
     training run keeps the algorithms it measured, so it continues bit for bit."""

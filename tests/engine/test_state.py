@@ -141,10 +141,46 @@ def test_a_machine_cache_passes_over_the_entries_it_cannot_read_and_keeps_the_re
                 "unfolded_conv_choices": {("conv", 3): 7}}, path)
     assert choice_cache.adopt(cpu) == 1
     assert measured_choices() == {"conv_choices": good, "unfolded_conv_choices": {}}
+    assert choice_cache.record(cpu) == path  # nothing new measured: the file is rewritten without them
+    assert torch.load(path, weights_only=True) == {"conv_choices": good, "unfolded_conv_choices": {}}
     rc.load_selection_cache({("fwd", 4): {"choice": "aten", "times": {}}})  # measured by this run
     assert choice_cache.record(cpu) == path
     assert torch.load(path, weights_only=True) == {
         "conv_choices": {**good, ("fwd", 4): {"choice": "aten", "times": {}}}, "unfolded_conv_choices": {}}
+
+
+def test_a_machine_cache_on_a_file_system_without_locks_is_written_unlocked(tmp_path, monkeypatch,
+                                                                            clean_selection):
+    import errno
+
+    from fastgan.engine import choice_cache
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
+    monkeypatch.setattr(choice_cache.fcntl, "lockf", no_locks)
+    rc.load_selection_cache({("fwd", 1): {"choice": "aten", "times": {}}})
+    path = choice_cache.record(torch.device("cpu"))
+    assert torch.load(path, weights_only=True)["conv_choices"] == {("fwd", 1): {"choice": "aten", "times": {}}}
+
+
+def test_a_run_stopped_while_it_holds_the_cache_lock_only_costs_another_its_write(tmp_path, monkeypatch,
+                                                                                  clean_selection):
+    """A holder stopped with Ctrl-Z would have stalled every other run at its next save."""
+    from fastgan.engine import choice_cache
+    from tests.test_file_lock import hold_in_another_process
+
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
+    monkeypatch.setattr(choice_cache, "LOCK_WAIT_S", 0.2)
+    path = choice_cache.cache_file(torch.device("cpu"))
+    holder = hold_in_another_process(f"{path}.lock")
+    try:
+        rc.load_selection_cache({("fwd", 1): {"choice": "aten", "times": {}}})
+        assert choice_cache.record(torch.device("cpu")) is None and not os.path.exists(path)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.parametrize("content", [[1, 2], {"conv_choices": [1]}, {"conv_choices": {("fwd",): None}}, "text"])

@@ -121,3 +121,13 @@ def test_a_candidate_failing_in_its_timed_runs_counts_as_failed(monkeypatch):
                            on_failure=lambda name, e: failed.append(name))
     assert pick == "steady" and failed == ["flaky"]
     assert choices.entries()[("k",)]["times"]["flaky"] == float("inf")
+
+
+def test_readable_keeps_the_entries_load_would_take_and_adopts_none():
+    from fastgan.ops._measure import MeasuredChoices
+
+    choices = MeasuredChoices("test", ("a", "b"))
+    saved = {("k", 1): {"choice": "a", "times": {"a": 1.0}}, ("k", 2): "b", ("k", 3): {"choice": "zzz"},
+             ("k", 4): 7, ("k", 5): {"times": {}}}
+    assert choices.readable(saved) == {("k", 1): saved[("k", 1)], ("k", 2): "b"}
+    assert choices.entries() == {}
