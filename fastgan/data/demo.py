@@ -68,11 +68,11 @@ def prepare_demo(arch: str, root: str | None = None) -> str:
         raise DatasetError(f"no demo for arch {arch!r}; choose one of {', '.join(BUILDERS)}")
     base = demo_root(root)
     final = os.path.join(base, arch)
-    if os.path.isdir(base):
-        _remove_stale_builds(base, arch)  # a killed build's leftovers, also once the demo exists
-    if _complete(final, arch):
-        return final
     try:
+        if os.path.isdir(base):
+            _remove_stale_builds(base, arch)  # a killed build's leftovers, also once the demo exists
+        if _complete(final, arch):
+            return final
         return _build(arch, base, final)
     except OSError as e:  # a full disk said only "[Errno 28] No space left on device"
         raise DatasetError(f"cannot build the {arch} demo in {base} ({os_error_line(e)}); point "

@@ -97,40 +97,60 @@ def download(name: str, root: str = "./datasets", arch: str | None = None, host:
     means an earlier run stopped while unpacking, and it is unpacked again over what
     that run left (rather than taking a folder holding trainA alone as the dataset)."""
     arch, url = source(name, arch, host)
+    there = _already_there(name, root, arch, url, log)  # (a read-only datasets folder included)
+    if there is not None:
+        return there
     os.makedirs(root, exist_ok=True)
     lock_path = os.path.join(root, f".{name}.download.lock")
     lock = hold_download_lock(lock_path, f"{name} into {root}")
     try:
-        return _download(name, root, arch, url, log)
+        return _already_there(name, root, arch, url, log) or _download(name, root, arch, url, log)
     finally:
         drop_lock(lock, lock_path)
 
 
 def hold_download_lock(path: str, what: str):
-    """The lock of one download (take_lock's open file, or None), or a DatasetError naming the
+    """The lock of one download (take_lock's open file, or None: unlocked where the lock file
+    cannot be made or opened, another user's in a shared folder), or a DatasetError naming the
     process that holds it: two at once appended to one .part file, and the first to finish
     renamed it away from the others (every one failed, "stopped at 5666212 of 2883106 bytes")."""
     try:
         return take_lock(path)
     except LockHeld as e:
         raise DatasetError(f"another download of {what} is running ({e.holder}); wait for it to end") from None
+    except PermissionError:
+        return None
+
+
+def _layout(name: str, arch: str) -> tuple[str, ...]:
+    return LAYOUTS["pix2pix" if name in SPLIT_FOLDER_SETS else arch]
+
+
+def _already_there(name: str, root: str, arch: str, url: str, log) -> str | None:
+    """root/name, said, where there is nothing to download (no archive an unpack left to finish);
+    None where there is."""
+    layout = _layout(name, arch)
+    target = os.path.join(root, name)
+    if os.path.exists(os.path.join(root, url.rsplit("/", 1)[1])):
+        return None
+    present = [d for d in layout if os.path.isdir(os.path.join(target, d))]
+    if downloaded_from(target) == url or len(present) == len(layout):
+        log(f"{target} already holds {', '.join(present)}; nothing to download")
+        return target
+    if present:  # some archives lack a folder, and a copy may have been cut short: said, not fetched
+        log(f"note: {target} holds {', '.join(present)} but not "
+            f"{', '.join(d for d in layout if d not in present)} (the {name} archive may lack them), and no "
+            f"finished download of it; nothing downloaded: move {target} away to download {name} again")
+        return target
+    return None
 
 
 def _download(name: str, root: str, arch: str, url: str, log) -> str:
+    """Fetches (or finishes) and unpacks the archive, under the download's lock."""
     remove_stale_unpacks(root, name, log)
-    layout = LAYOUTS["pix2pix" if name in SPLIT_FOLDER_SETS else arch]
+    layout = _layout(name, arch)
     target = os.path.join(root, name)
     archive = os.path.join(root, url.rsplit("/", 1)[1])
-    present = [d for d in layout if os.path.isdir(os.path.join(target, d))]
-    if not os.path.exists(archive):
-        if downloaded_from(target) == url or len(present) == len(layout):
-            log(f"{target} already holds {', '.join(present)}; nothing to download")
-            return target
-        if present:  # some archives lack a folder, and a copy may have been cut short: said, not fetched
-            log(f"note: {target} holds {', '.join(present)} but not "
-                f"{', '.join(d for d in layout if d not in present)} (the {name} archive may lack them), and no "
-                f"finished download of it; nothing downloaded: move {target} away to download {name} again")
-            return target
     if not os.path.exists(archive):
         fetch(url, archive + ".part", log=log)
         os.replace(archive + ".part", archive)

@@ -55,11 +55,14 @@ def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch:
     one form over the other's file."""
     arch, url = model_source(name, arch, host)
     folder = os.path.join(checkpoints_dir, f"{name}_pretrained")
+    there = _already_there(name, arch, url, folder, log)  # (a read-only checkpoints folder included)
+    if there is not None:
+        return there
     os.makedirs(folder, exist_ok=True)
     lock_path = os.path.join(folder, LOCK_FILE)
     lock = hold_download_lock(lock_path, f"the pretrained {name} into {folder}")
     try:
-        return _download_pretrained(name, arch, url, folder, log)
+        return _already_there(name, arch, url, folder, log) or _download_pretrained(name, arch, url, folder, log)
     finally:
         drop_lock(lock, lock_path)
         try:
@@ -68,19 +71,28 @@ def download_pretrained(name: str, checkpoints_dir: str = "./checkpoints", arch:
             pass
 
 
+def _already_there(name: str, arch: str, url: str, folder: str, log) -> str | None:
+    """The model's path, said, where it is there from `url`; a DatasetError where it came from
+    another address; None where it is not there."""
+    path = os.path.join(folder, "latest_net_G.pth")
+    if not os.path.exists(path):
+        return None
+    source_path = os.path.join(folder, SOURCE_FILE)
+    came_from = None
+    if os.path.exists(source_path):
+        with open(source_path) as f:
+            came_from = f.read().strip()
+    if came_from is not None and came_from != url:
+        raise DatasetError(f"{path} came from {came_from}, not {url}: move it away to download the {arch} "
+                           f"generator {name}")
+    log(f"{path} is already there; nothing to download")
+    return path
+
+
 def _download_pretrained(name: str, arch: str, url: str, folder: str, log) -> str:
+    """Fetches and checks the model, under the download's lock."""
     path = os.path.join(folder, "latest_net_G.pth")
     source_path = os.path.join(folder, SOURCE_FILE)
-    if os.path.exists(path):
-        came_from = None
-        if os.path.exists(source_path):
-            with open(source_path) as f:
-                came_from = f.read().strip()
-        if came_from is not None and came_from != url:
-            raise DatasetError(f"{path} came from {came_from}, not {url}: move it away to download the {arch} "
-                               f"generator {name}")
-        log(f"{path} is already there; nothing to download")
-        return path
     part = f"{path}.{arch}.part"  # one per address: a resumed download never joins two files
     fetch(url, part)
     check_state_dict(part, url)

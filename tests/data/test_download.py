@@ -306,3 +306,28 @@ def test_what_a_killed_unpack_left_is_removed_by_the_next_download_of_that_datas
     download("horse2zebra", str(tmp_path), host=host, log=said.append)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".unpack-maps-l1ve", "horse2zebra"]
     assert f"removed {tmp_path / '.unpack-horse2zebra-k1ll3d'}, left by an unpack that was stopped" in said
+
+
+def test_a_set_already_there_takes_no_lock_and_a_lock_file_it_may_not_open_is_passed_over(server, tmp_path,
+                                                                                           monkeypatch):
+    """On a read-only datasets folder a complete set failed on its lock file ('Read-only file
+    system') where it said there was nothing to download; another user's lock file in a shared
+    folder (mode 0644) cannot be opened: the download goes on unlocked."""
+    import sys
+
+    module = sys.modules["fastgan.data.download"]  # (fastgan.data.download is also the function's name)
+
+    handler, host = server
+    handler.files["/cyclegan/datasets/horse2zebra.zip"] = zip_archive("horse2zebra")
+
+    def not_permitted(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(module, "take_lock", not_permitted)
+    download("horse2zebra", str(tmp_path), host=host, log=lambda m: None)  # unlocked
+    assert len(handler.log) == 1
+
+    monkeypatch.setattr(module, "take_lock", lambda path: pytest.fail("locked with nothing to download"))
+    said = []
+    download("horse2zebra", str(tmp_path), host=host, log=said.append)
+    assert len(handler.log) == 1 and "already holds trainA, trainB, testA, testB; nothing to download" in said[0]
