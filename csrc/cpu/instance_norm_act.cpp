@@ -1,7 +1,8 @@
 // fastgan::instance_norm_act and fastgan::instance_norm_act_backward on the CPU.
 //
 // Forward, per (n, c) plane of HW = H * W elements:
-//   mean = k + sum(x - k) / HW with k the plane's first element, var = sum((x - mean)^2)
+//   mean = k + sum(x - k) / HW with k the mean of 32 of the plane's elements spread over it
+//   (shift_of in cpu/instance_norm_act_kernel.h), var = sum((x - mean)^2)
 //   / HW (biased, two passes: exact up to the summation order, even for a large mean;
 //   exactly 0 for a constant plane), rstd = 1 / sqrt(var + eps) (0 when var + eps is 0,
 //   as aten's),

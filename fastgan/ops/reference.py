@@ -76,8 +76,9 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     if x.dim() != 4:
         raise ValueError(f"instance_norm_act: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    # sums shifted by each plane's first pixel, as the kernels: a constant plane's mean is its
-    # value and its variance 0 exactly, whatever its value's rounding in a sum
+    # sums shifted by each plane's first pixel (the kernels shift by a mean of 32 of its elements,
+    # the first among them): a constant plane's mean is its value and its variance 0 exactly,
+    # whatever its value's rounding in a sum
     first = xf[:, :, :1, :1]
     mean = first + (xf - first).mean(dim=(2, 3), keepdim=True)
     var_eps = (xf - mean).square().mean(dim=(2, 3), keepdim=True) + eps
