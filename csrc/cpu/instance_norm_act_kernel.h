@@ -79,34 +79,17 @@ static_assert(kChannels % VecIO<float>::kStep == 0 && kChannels % VecIO<double>:
               "a channel group holds whole vector steps");
 static_assert(kChunk % kBlock == 0 && kBlock % VecIO<float>::kStep == 0, "blocks hold whole steps");
 
-// z > 0 ? a : b, lane by lane (NaN z: b). Through aligned buffers and a plain loop,
-// which the compiler turns into compare-and-select instructions (the generic
-// Vectorized::blendv and comparison operators work lane by lane with branches).
-template <typename V>
-inline V where_positive(const V& z, const V& a, const V& b) {
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-  return V::blendv(b, a, z > V(0));  // ordered compare: NaN selects b
-#else
-  using T = typename V::value_type;
-  constexpr int64_t W = V::size();
-  __at_align__ T zb[W];
-  __at_align__ T ab[W];
-  __at_align__ T bb[W];
-  z.store(zb);
-  a.store(ab);
-  b.store(bb);
-  for (int64_t k = 0; k < W; ++k) {
-    ab[k] = zb[k] > T(0) ? ab[k] : bb[k];
-  }
-  return V::loadu(ab);
-#endif
-}
+// Which side of 0 where_sign selects `a` on: z > 0, or z <= 0 (both ordered compares: a
+// NaN z selects b).
+enum class ZeroSide { kAbove, kAtOrBelow };
 
-// z <= 0 ? a : b, lane by lane (NaN z: b), as where_positive.
-template <typename V>
-inline V where_at_most_zero(const V& z, const V& a, const V& b) {
+// (z on `Side` of 0) ? a : b, lane by lane (NaN z: b). Through aligned buffers and a plain
+// loop, which the compiler turns into compare-and-select instructions (the generic
+// Vectorized::blendv and comparison operators work lane by lane with branches).
+template <ZeroSide Side, typename V>
+inline V where_sign(const V& z, const V& a, const V& b) {
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-  return V::blendv(b, a, z <= V(0));  // ordered compare: NaN selects b
+  return V::blendv(b, a, Side == ZeroSide::kAbove ? z > V(0) : z <= V(0));
 #else
   using T = typename V::value_type;
   constexpr int64_t W = V::size();
@@ -117,7 +100,8 @@ inline V where_at_most_zero(const V& z, const V& a, const V& b) {
   a.store(ab);
   b.store(bb);
   for (int64_t k = 0; k < W; ++k) {
-    ab[k] = zb[k] <= T(0) ? ab[k] : bb[k];
+    const bool take_a = Side == ZeroSide::kAbove ? zb[k] > T(0) : zb[k] <= T(0);
+    ab[k] = take_a ? ab[k] : bb[k];
   }
   return V::loadu(ab);
 #endif
@@ -129,7 +113,7 @@ inline V act_vec(const V& z, T slope) {
   if constexpr (A == Activation::kRelu) {
     return at::vec::maximum(z, V(0));
   } else if constexpr (A == Activation::kLeakyRelu) {
-    return where_positive(z, z, z * V(slope));
+    return where_sign<ZeroSide::kAbove>(z, z, z * V(slope));
   } else {
     return z;
   }
@@ -151,9 +135,9 @@ inline T act_scalar(T z, T slope) {
 template <Activation A, typename V, typename T>
 inline V act_grad_vec(const V& g, const V& z, T slope) {
   if constexpr (A == Activation::kRelu) {
-    return where_at_most_zero(z, V(0), g);
+    return where_sign<ZeroSide::kAtOrBelow>(z, V(0), g);
   } else if constexpr (A == Activation::kLeakyRelu) {
-    return where_positive(z, g, g * V(slope));
+    return where_sign<ZeroSide::kAbove>(z, g, g * V(slope));
   } else {
     return g;
   }
