@@ -19,8 +19,6 @@ code runs from it).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
 import time
@@ -28,6 +26,7 @@ import time
 import torch
 
 from fastgan.engine.state import load_measured_choices, measured_choices, readable_choices
+from fastgan.file_lock import LockHeld, take_lock
 from fastgan.machine import cpu_model
 
 ENV = "FASTGAN_CHOICE_CACHE"
@@ -92,19 +91,16 @@ def adopt(device: torch.device) -> int:
 LOCK_WAIT_S = 10.0
 
 
-def _take_turn(lock) -> bool:
-    """Whether this process may write: it holds `lock` (an open file), or the file system has
-    no locks (some network homes: written unlocked, as before locks)."""
+def _wait_for_lock(path: str):
+    """take_lock's open file (None: no locks on this file system, some network homes: written
+    unlocked, as before locks), waited for up to LOCK_WAIT_S; LockHeld past it."""
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
-            return True
-        except OSError as e:
-            if e.errno not in (errno.EACCES, errno.EAGAIN):
-                return True
-        if time.monotonic() > deadline:
-            return False
+            return take_lock(path)
+        except LockHeld:
+            if time.monotonic() > deadline:
+                raise
         time.sleep(0.05)
 
 
@@ -119,14 +115,18 @@ def record(device: torch.device) -> str | None:
 
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(f"{path}.lock", "a") as lock:
-            if not _take_turn(lock):
-                return None
-            saved, whole = _read(path)
-            merged = {kind: {**saved[kind], **entries} for kind, entries in measured_choices().items()}
-            if merged != saved or not whole:
-                remove_stale_temporaries(os.path.dirname(path))
-                save_checkpoint_file(merged, path)
+        lock = _wait_for_lock(f"{path}.lock")
+    except (LockHeld, OSError):
+        return None
+    try:
+        saved, whole = _read(path)
+        merged = {kind: {**saved[kind], **entries} for kind, entries in measured_choices().items()}
+        if merged != saved or not whole:
+            remove_stale_temporaries(os.path.dirname(path))
+            save_checkpoint_file(merged, path)
     except OSError:
         return None
+    finally:
+        if lock is not None:
+            lock.close()
     return path

@@ -159,7 +159,9 @@ def test_a_machine_cache_on_a_file_system_without_locks_is_written_unlocked(tmp_
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
-    monkeypatch.setattr(choice_cache.fcntl, "lockf", no_locks)
+    from fastgan import file_lock
+
+    monkeypatch.setattr(file_lock.fcntl, "lockf", no_locks)
     rc.load_selection_cache({("fwd", 1): {"choice": "aten", "times": {}}})
     path = choice_cache.record(torch.device("cpu"))
     assert torch.load(path, weights_only=True)["conv_choices"] == {("fwd", 1): {"choice": "aten", "times": {}}}
