@@ -152,9 +152,16 @@ class RunTally:
     signum: int | None = None
     images: int = 0
     seconds: float = 0.0
+    marked: tuple[float, int] | None = None  # (time, images) at the last rate()
 
-    def rate(self) -> float:  # read once the losses are (a host sync): queued GPU work is not done work
-        return self.images / (time.perf_counter() - self.start)
+    def rate(self) -> float:
+        """Images/s since the previous call (the first: since the start): the current speed, which a
+        run average would hide behind the first iteration's compiling and measuring. Called once
+        the losses are read (a host sync): queued GPU work is not done work."""
+        since, images_then = self.marked or (self.start, 0)
+        now = time.perf_counter()
+        self.marked = (now, self.images)
+        return (self.images - images_then) / (now - since)
 
 
 def _silent(*args, **kwargs) -> None:
@@ -554,10 +561,11 @@ class Trainer:
                           "seconds_per_image": (time.perf_counter() - step_start) / max(images, 1),
                           "data_seconds": waited, **values}
                 self.loss_log.append(record)
-                self.log(reference_loss_line(record, self.loss_log.loss_names))  # printed too, as the reference does
-                self._write_picture("loss_curve.png", self.loss_log.draw_curve)
+                # before the line: printing it redraws the bar, with these figures
                 bar.set_postfix_str(f"ep {p.epoch} {rate:.1f} img/s " +
                                     " ".join(f"{k} {v:.3f}" for k, v in values.items()), refresh=False)
+                self.log(reference_loss_line(record, self.loss_log.loss_names))  # printed too, as the reference does
+                self._write_picture("loss_curve.png", self.loss_log.draw_curve)
         if self.main and crossed(p.total_iters, step, opt.display_freq):
             path = os.path.join(self.dir, "samples", f"epoch{p.epoch:03d}_iter{p.total_iters:08d}.png")
             self._write_picture("samples/", lambda: save_sample_grid(self.model.visuals, self.model.visual_names,

@@ -1101,3 +1101,50 @@ def test_a_state_with_nan_is_refused_but_an_earlier_epochs_networks_continue(una
     assert e.value.code == 2 and f"{path} holds non-finite values (nets.G_A." in err and "--epoch N" in err
     result = train_cli.main(args + ["--continue_train", "--epoch", "1", "--epoch_count", "2", "--max_iters", "2"])
     assert result["iteration"] == 2
+
+
+def test_the_bar_shows_each_records_losses_as_its_line_is_printed(unaligned_root, tmp_path, monkeypatch):
+    """The progress bar redrawn under a printed loss line carries that line's record, not the
+    one before it."""
+    from tqdm import tqdm
+
+    from fastgan.engine import trainer
+
+    events = []
+
+    class RecordingBar(tqdm):
+        def display(self, *args, **kwargs):
+            events.append(("bar", self.postfix or ""))
+            return super().display(*args, **kwargs)
+
+    real_line = trainer.reference_loss_line
+
+    def noted_line(record, names):
+        events.append(("line", record))
+        return real_line(record, names)
+
+    monkeypatch.setattr(trainer, "tqdm", RecordingBar)
+    monkeypatch.setattr(trainer, "reference_loss_line", noted_line)
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "4"])
+    lines = [i for i, (kind, _) in enumerate(events) if kind == "line"]
+    assert len(lines) == 4
+    for i in lines:
+        record = events[i][1]
+        shown = next(postfix for kind, postfix in events[i + 1:] if kind == "bar")
+        assert f"D_A {record['D_A']:.3f}" in shown and f"G_A {record['G_A']:.3f}" in shown, (record, shown)
+
+
+def test_the_speed_is_that_since_the_previous_record(monkeypatch):
+    """images_per_second in a record is the speed since the record before (the first: since the
+    start), not the run's average, which the first iteration's compiling would hold down."""
+    from fastgan.engine import trainer
+
+    clock = iter([10.0, 12.0, 13.0])
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(clock))
+    tally = trainer.RunTally(start=0.0)
+    tally.images = 10
+    assert tally.rate() == 1.0  # 10 images in 10 s
+    tally.images = 30
+    assert tally.rate() == 10.0  # 20 in 2 s (the run's average: 2.5)
+    tally.images = 31
+    assert tally.rate() == 1.0
