@@ -61,6 +61,26 @@ def _grad_like(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return input.new_empty(input.shape)
 
 
+def make_autograd(backward_op):
+    """(setup_context, backward) of an l1_loss op (input, target, weight=1.0) whose backward op
+    is `backward_op` (grad, input, target, weight) -> (grad_input, grad_target): the native
+    op's and the Triton one's."""
+
+    def setup_context(ctx, inputs, output):
+        input, target = inputs[0], inputs[1]
+        ctx.weight = float(inputs[2]) if len(inputs) > 2 else 1.0
+        save_tensors(ctx, input, target)
+
+    def backward(ctx, grad):
+        input, target = ctx.saved_tensors
+        grad_input, grad_target = backward_op(grad, input, target, ctx.weight)
+        return (grad_input if ctx.needs_input_grad[0] else None,
+                grad_target if ctx.needs_input_grad[1] else None,
+                None)
+
+    return setup_context, backward
+
+
 def _setup_context_backward(ctx, inputs, output):
     grad, input, target, weight = inputs
     ctx.weight = float(weight)
@@ -104,18 +124,7 @@ if _native.LOADED:
         torch._check(input.dtype == target.dtype, lambda: "l1_loss_backward: input and target dtypes differ")
         return _grad_like(input, target), _grad_like(input, target)
 
-    def _setup_context(ctx, inputs, output):
-        input, target = inputs[0], inputs[1]
-        ctx.weight = float(inputs[2]) if len(inputs) > 2 else 1.0
-        save_tensors(ctx, input, target)
-
-    def _backward(ctx, grad):
-        input, target = ctx.saved_tensors
-        grad_input, grad_target = torch.ops.fastgan.l1_loss_backward(grad, input, target, ctx.weight)
-        return (grad_input if ctx.needs_input_grad[0] else None,
-                grad_target if ctx.needs_input_grad[1] else None,
-                None)
-
+    _setup_context, _backward = make_autograd(torch.ops.fastgan.l1_loss_backward)
     torch.library.register_autograd("fastgan::l1_loss", _backward, setup_context=_setup_context)
     _EagerL1Loss = eager_function("_EagerL1Loss", torch.ops.fastgan.l1_loss.default, _setup_context, _backward,
                                   outputs=1)

@@ -28,9 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgan.ops._l1_loss import L1_LOSS, _backward_backward, _grad_like, _setup_context_backward
+from fastgan.ops._l1_loss import L1_LOSS, _backward_backward, _grad_like, _setup_context_backward, make_autograd
 from fastgan.ops._layout import dense_pair
-from fastgan.ops._saved import save_tensors
 from fastgan.ops.triton import INTERPRET, triton_problem
 from fastgan.ops.triton._common import define_op, join_f64, launcher, reduction_grid, round_f64, split_f64
 
@@ -152,20 +151,7 @@ l1_loss_op = define_op("fastgan_triton::l1_loss", _l1_loss, _l1_loss_fake)
 l1_loss_backward_op = define_op("fastgan_triton::l1_loss_backward", _l1_loss_backward, _l1_loss_backward_fake)
 
 
-def _setup_context(ctx, inputs, output):
-    input, target, weight = inputs
-    ctx.weight = float(weight)
-    save_tensors(ctx, input, target)
-
-
-def _backward(ctx, grad):
-    input, target = ctx.saved_tensors
-    grad_input, grad_target = l1_loss_backward_op(grad, input, target, ctx.weight)
-    return (grad_input if ctx.needs_input_grad[0] else None,
-            grad_target if ctx.needs_input_grad[1] else None,
-            None)
-
-
+_setup_context, _backward = make_autograd(l1_loss_backward_op)
 l1_loss_op.register_autograd(_backward, setup_context=_setup_context)
 l1_loss_backward_op.register_autograd(_backward_backward, setup_context=_setup_context_backward)
 
