@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
 import torch
 
 # the smallest magnitude a drawn input keeps: float16 rounds values under 2**-25 to
@@ -35,3 +36,10 @@ def case_id(v) -> str:
 def seed_of(*parts) -> int:
     """A fixed seed per test case (str hashes change between processes)."""
     return zlib.crc32(repr(parts).encode())
+
+
+def judged_in_float64(backends, dtypes) -> list:
+    """(backend, dtype) cases for tests against the torch back end in float64: all but the torch
+    back end's own float64 case, which is the reference itself and could not fail."""
+    return [pytest.param(b, d, id=f"{b}-{case_id(d)}") for b in backends for d in dtypes
+            if not (b == "torch" and d == torch.float64)]
