@@ -17,10 +17,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._dynamo.utils import counters
 
 import fastgan.ops as ops
 from fastgan.ops import reference
+from tests.ops.compiled import compiled_matches_eager
 from tests.ops.fresh_interpreter import run_json, same_code_here
 from tests.ops.inputs import away_from_zero, case_id, seed_of
 
@@ -614,15 +614,8 @@ def _compiled_block_matches_eager(backend, compile_backend, device="cpu", shape=
         (y * y).mean().backward()
         return [y.detach(), xr.grad] + [p.grad for p in block.parameters()]
 
-    torch._dynamo.reset()
-    counters.clear()
     with ops.use_backend(backend):
-        eager = step(block)
-        compiled = step(torch.compile(block, fullgraph=True, backend=compile_backend))
-    assert not counters["graph_break"], dict(counters["graph_break"])
-    assert counters["stats"]["unique_graphs"] == 1
-    for e, c in zip(eager, compiled):
-        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)
+        compiled_matches_eager(block, step, compile_backend, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", NATIVE_CPU + TRITON_CPU)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._dynamo.utils import counters
 
 import fastgan.ops as ops
 from fastgan.ops import _measure
 from fastgan.ops import _reflect_conv2d as rc
 from fastgan.ops import reference
 from fastgan.ops._eager import takes_eager_path
+from tests.ops.compiled import compiled_matches_eager
 from tests.ops.inputs import case_id, seed_of
 
 CPU_BACKENDS = ops.available_backends("cpu", op="reflect_conv2d")
@@ -639,16 +639,8 @@ def _run_block(fn, inputs):
 
 def _compiled_matches_eager(backend, choice="auto", compile_backend="aot_eager", device="cpu", tol=1e-5):
     inputs = _block_inputs(device=device)
-    torch._dynamo.reset()
-    counters.clear()
     with ops.use_backend(backend), rc.force_choice(choice):
-        eager = _run_block(resnet_block, inputs)
-        compiled = _run_block(torch.compile(resnet_block, fullgraph=True, backend=compile_backend), inputs)
-    assert not counters["graph_break"], dict(counters["graph_break"])
-    assert counters["stats"]["unique_graphs"] == 1
-    for e, c in zip(eager, compiled):
-        torch.testing.assert_close(c, e, rtol=tol, atol=tol)
-    return eager
+        return compiled_matches_eager(resnet_block, lambda fn: _run_block(fn, inputs), compile_backend, tol, tol)
 
 
 @pytest.mark.parametrize("backend,choice", [(b, "triton" if b == "triton" else "auto") for b in CPU_BACKENDS])
