@@ -68,7 +68,6 @@ def _cuda_check() -> str | None:
     return None
 
 
-registry.register_backend("cpu", devices=("cpu",), check=load_problem,
-                          doc="native C++ kernels (csrc/cpu) in fastgan._C")
-registry.register_backend("cuda", devices=("cuda",), check=_cuda_check,
-                          doc="native CUDA kernels (csrc/cuda) in fastgan._C")
+# the native kernels in fastgan._C: C++ (csrc/cpu) and CUDA (csrc/cuda)
+registry.register_backend("cpu", devices=("cpu",), check=load_problem)
+registry.register_backend("cuda", devices=("cuda",), check=_cuda_check)

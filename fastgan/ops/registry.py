@@ -9,7 +9,7 @@ A *back end* is a family of implementations with its own requirements:
 
 An *op* (`Op`) has a reference and one implementation per back end it supports.
 `auto` takes, for the device of the op's first tensor, the first usable back end in
-that device type's preference order (`AUTO_ORDER`, or the op's own). An explicit
+that device type's preference order (`AUTO_ORDER`). An explicit
 back end (`use_backend(name)`, `set_default_backend(name)` or the `FASTGAN_BACKEND`
 environment variable, read at import) is used as is: if it cannot run the op on
 that device, the call raises `BackendUnavailableError` saying why.
@@ -18,8 +18,10 @@ Adding an op needs no change here; instance_norm_act, for one, is added so:
 
     from fastgan.ops import registry, reference, _native
     INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
-    INSTANCE_NORM_ACT.impl("cpu", _call_native, available=_native.kernel_check("instance_norm_act", "CPU"))
-    INSTANCE_NORM_ACT.impl("cuda", _call_native, available=_native.kernel_check("instance_norm_act", "CUDA"))
+    INSTANCE_NORM_ACT.impl("cpu", _native_instance_norm_act,
+                           available=_native.kernel_check("instance_norm_act", "CPU"))
+    INSTANCE_NORM_ACT.impl("cuda", _native_instance_norm_act,
+                           available=_native.kernel_check("instance_norm_act", "CUDA"))
 
     def instance_norm_act(x, ...):           # the public function in fastgan.ops
         return INSTANCE_NORM_ACT(x, ...)     # dispatches on x.device
@@ -93,7 +95,6 @@ class Backend:
     name: str
     devices: tuple[str, ...] | None
     check: Callable[[], str | None]
-    doc: str = ""
 
     def runs_on(self, device_type: str) -> bool:
         return self.devices is None or device_type in self.devices
@@ -110,14 +111,13 @@ _check_cache: dict[tuple, str | None] = {}
 _warned: set[str] = set()
 
 
-def register_backend(name: str, *, devices: tuple[str, ...] | None, check: Callable[[], str | None],
-                     doc: str = "") -> Backend:
+def register_backend(name: str, *, devices: tuple[str, ...] | None, check: Callable[[], str | None]) -> Backend:
     """Declares a back end (once per name)."""
     if name == AUTO:
         raise ValueError(f"{AUTO!r} is not a back end name")
     if name in _BACKENDS:
         raise ValueError(f"back end {name!r} is already registered")
-    backend = Backend(name, devices, check, doc)
+    backend = Backend(name, devices, check)
     _BACKENDS[name] = backend
     _check_cache.clear()
     return backend
@@ -172,14 +172,10 @@ class _Impl:
 
 @dataclass
 class Op:
-    """One fused op: its reference (the `torch` back end) and its other back ends.
-
-    `auto` orders back ends by `auto_order[device_type]` if given, else `AUTO_ORDER`.
-    """
+    """One fused op: its reference (the `torch` back end) and its other back ends."""
 
     name: str
     reference: Callable
-    auto_order: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _impls: dict[str, _Impl] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
@@ -188,24 +184,18 @@ class Op:
         _OPS[self.name] = self
         self._impls["torch"] = _Impl(self.reference, None)
 
-    def impl(self, backend: str, fn: Callable | None = None, *,
-             available: Callable[[], str | None] | None = None):
-        """Registers `fn` as this op's implementation on `backend` (usable as a decorator).
+    def impl(self, backend: str, fn: Callable, *, available: Callable[[], str | None] | None = None) -> None:
+        """Registers `fn` as this op's implementation on `backend`.
 
         `available()` (optional) returns None when this implementation can run, else
         why not; e.g. whether fastgan._C holds a kernel for it (`_native.kernel_check`).
         """
         if backend not in _BACKENDS:
             raise ValueError(f"unknown back end {backend!r}; register_backend() it first")
-
-        def register(f: Callable) -> Callable:
-            if backend in self._impls:
-                raise ValueError(f"{self.name} already has a {backend!r} implementation")
-            self._impls[backend] = _Impl(f, available)
-            _check_cache.clear()
-            return f
-
-        return register(fn) if fn is not None else register
+        if backend in self._impls:
+            raise ValueError(f"{self.name} already has a {backend!r} implementation")
+        self._impls[backend] = _Impl(fn, available)
+        _check_cache.clear()
 
     def backends(self) -> list[str]:
         """Back ends this op has an implementation for (usable or not)."""
@@ -225,7 +215,7 @@ class Op:
                     f"fastgan.ops.{self.name}: back end {chosen!r} is unavailable for {device_type} "
                     f"tensors: {problem}")
             return chosen, self._impls[chosen].fn
-        order = self.auto_order.get(device_type) or AUTO_ORDER.get(device_type, _AUTO_ORDER_OTHER)
+        order = AUTO_ORDER.get(device_type, _AUTO_ORDER_OTHER)
         for name in order:
             problem = _problem(self.name, name, device_type)
             if not problem:
@@ -340,8 +330,7 @@ def backend_for(op: str, device: str | torch.device) -> str:
     return _OPS[op].select(torch.device(device).type, warn=False)[0]
 
 
-register_backend("torch", devices=None, check=lambda: None,
-                 doc="the reference: plain aten compositions (fastgan/ops/reference.py)")
+register_backend("torch", devices=None, check=lambda: None)  # the reference: plain aten (ops/reference.py)
 
 
 def ops() -> dict[str, Op]:

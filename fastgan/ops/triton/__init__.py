@@ -35,9 +35,9 @@ def triton_problem() -> str | None:
     return None
 
 
+# on CPU tensors too through TRITON_INTERPRET=1
 registry.register_backend(
     "triton",
     devices=(("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)) if INTERPRET else ("cuda",),
     check=triton_problem,
-    doc="Triton kernels (fastgan/ops/triton); on CPU tensors through TRITON_INTERPRET=1",
 )
