@@ -17,6 +17,7 @@ from PIL import Image
 
 from fastgan import test as test_cli
 from fastgan import train as train_cli
+from fastgan.engine.cyclegan import CycleGAN
 from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
 from tests.cli.runs import load, tiny_args, write_images
 
@@ -1105,7 +1106,7 @@ def test_a_state_with_nan_is_refused_but_an_earlier_epochs_networks_continue(una
 
 def test_the_bar_shows_each_records_losses_as_its_line_is_printed(unaligned_root, tmp_path, monkeypatch):
     """The progress bar redrawn under a printed loss line carries that line's record, not the
-    one before it."""
+    one before it. A record holds the logs module's progress and timing fields and the losses."""
     from tqdm import tqdm
 
     from fastgan.engine import trainer
@@ -1128,6 +1129,7 @@ def test_the_bar_shows_each_records_losses_as_its_line_is_printed(unaligned_root
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "4"])
     lines = [i for i, (kind, _) in enumerate(events) if kind == "line"]
     assert len(lines) == 4
+    assert set(events[lines[0]][1]) == {*PROGRESS_FIELDS, *TIMING_FIELDS, *CycleGAN.loss_names}
     for i in lines:
         record = events[i][1]
         shown = next(postfix for kind, postfix in events[i + 1:] if kind == "bar")
