@@ -1,6 +1,7 @@
 """An exclusive lock on a file, held by one process at a time and dropped by the system when
 that process ends (killed included): what keeps two processes out of one run folder
-(engine/run_lock.py) or one download (data/download.py, data/pretrained.py)."""
+(engine/run_lock.py) or one download (data/download.py, data/pretrained.py), and makes
+writers of the kernel-choice cache take turns (engine/choice_cache.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import errno
 import fcntl
 import os
 import socket
+import time
 
 
 class LockHeld(Exception):
@@ -18,11 +20,24 @@ class LockHeld(Exception):
         self.holder = holder
 
 
-def take_lock(path: str):
+def take_lock(path: str, wait_s: float = 0.0):
     """Opens `path` (made if missing) and takes a POSIX record lock on it (lockf: the process's
     own, not its forked children's), writing this process's pid and host into it. Returns the
     open file, whose closing gives the lock back; None where the file system has no locks
-    (some network mounts: the caller goes on unlocked). LockHeld when another process holds it."""
+    (some network mounts: the caller goes on unlocked). LockHeld when another process holds it
+    after `wait_s` seconds of asking again."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _try_lock(path)
+        except LockHeld:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _try_lock(path: str):
+    """take_lock's one try."""
     while True:
         f = open(path, "a+")
         try:

@@ -64,3 +64,23 @@ def test_a_lock_whose_file_its_holder_removed_is_taken_on_the_file_now_there(tmp
         stale.close()
         newer.kill()
         newer.wait()
+
+
+def test_a_wait_takes_the_lock_once_its_holder_ends_and_gives_up_at_its_limit(tmp_path):
+    import threading
+    import time
+
+    path = str(tmp_path / "x.lock")
+    holder = hold_in_another_process(path)
+    try:
+        start = time.monotonic()
+        with pytest.raises(LockHeld):
+            take_lock(path, wait_s=0.3)
+        assert time.monotonic() - start >= 0.3
+        threading.Timer(0.3, holder.kill).start()
+        f = take_lock(path, wait_s=30)  # taken once the holder is gone, long before 30 s
+        assert time.monotonic() - start < 20
+    finally:
+        holder.kill()
+        holder.wait()
+    drop_lock(f, path)

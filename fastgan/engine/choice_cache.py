@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 
 import torch
 
@@ -91,19 +90,6 @@ def adopt(device: torch.device) -> int:
 LOCK_WAIT_S = 10.0
 
 
-def _wait_for_lock(path: str):
-    """take_lock's open file (None: no locks on this file system, some network homes: written
-    unlocked, as before locks), waited for up to LOCK_WAIT_S; LockHeld past it."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            return take_lock(path)
-        except LockHeld:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
-
-
 def record(device: torch.device) -> str | None:
     """Write this process's choices, and those already in the file, for later runs (one process
     at a time: the read, merge and write hold a lock), leaving out entries it cannot read. Never
@@ -115,7 +101,8 @@ def record(device: torch.device) -> str | None:
 
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        lock = _wait_for_lock(f"{path}.lock")
+        # None: no locks on this file system (some network homes): written unlocked
+        lock = take_lock(f"{path}.lock", wait_s=LOCK_WAIT_S)
     except (LockHeld, OSError):
         return None
     try:
