@@ -1,4 +1,5 @@
-"""Inputs of different dtypes to one fused op: the common dtype torch's composition computes in."""
+"""Dtypes of a fused op's inputs: the common dtype torch's composition computes in, and the
+autocast dtype in force."""
 
 from __future__ import annotations
 
@@ -17,3 +18,12 @@ def promoted(*tensors: torch.Tensor | None) -> tuple:
     if not dtype.is_floating_point:
         return tensors  # the op refuses them, naming the dtypes
     return tuple(t if t is None else t.to(dtype) for t in tensors)
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force on `device_type`, or None. (is_autocast_enabled raises for
+    meta tensors, those of shape inference; is_autocast_available, which would say so, is
+    opaque to torch 2.11's dynamo: a graph break.)"""
+    if device_type == "meta" or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fastgan.ops._dtypes import autocast_dtype
+
 
 def constant(op: str, name: str, value, instead: str) -> float:
     """A loss's constant factor as a float: a number, or a one-element tensor without grad
@@ -25,8 +27,6 @@ def as_autocast_runs_l1(*tensors: torch.Tensor | None) -> tuple:
     """Under autocast on the tensors' device, bf16 and fp16 tensors in float32: autocast runs
     F.l1_loss in float32 (its float32 list), so a loss of half-precision outputs is a
     float32 value there, not one rounded to bf16."""
-    device_type = next(t for t in tensors if t is not None).device.type
-    # is_autocast_enabled raises for meta tensors (shape inference)
-    if device_type == "meta" or not torch.is_autocast_enabled(device_type):
+    if autocast_dtype(next(t for t in tensors if t is not None).device.type) is None:
         return tensors
     return tuple(t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors)

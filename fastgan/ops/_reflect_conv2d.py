@@ -66,6 +66,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from fastgan.ops import _measure, _native, reference, registry
+from fastgan.ops._dtypes import autocast_dtype
 from fastgan.ops._eager import saved_tensors_hooked, takes_eager_path
 from fastgan.ops._layout import convolution_format, suggests_channels_last
 from fastgan.ops._saved import recorded, save_tensors
@@ -124,9 +125,8 @@ def reflect_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     the faster per shape of the Triton kernel and pad + cuDNN).
     """
     _validate(x, weight, bias, stride, padding)
-    device_type = x.device.type
-    if _autocasting(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
+    dtype = autocast_dtype(x.device.type)
+    if dtype is not None:
         if _unfused_under_cpu_autocast(x, weight, bias, dtype):
             return _autocast_pad_and_convolve(x, weight, bias, stride, padding, dtype)
         x, weight, bias = (_autocast(t, dtype) for t in (x, weight, bias))
@@ -158,12 +158,6 @@ def _autocast_pad_and_convolve(x, weight, bias, stride, padding, dtype: torch.dt
 def _autocast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     # autocast's own rule for an op it casts: floating tensors other than float64
     return t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
-
-
-def _autocasting(device_type: str) -> bool:
-    # is_autocast_enabled raises for meta tensors (shape inference); is_autocast_available,
-    # which would say so, is opaque to torch 2.11's dynamo (a graph break)
-    return device_type != "meta" and torch.is_autocast_enabled(device_type)
 
 
 def _validate(x, weight, bias, stride, padding) -> None:
@@ -249,7 +243,7 @@ def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     for channels_last activations)."""
     if not padding:
         return x
-    if _autocasting(x.device.type):
+    if autocast_dtype(x.device.type) is not None:
         # CPU autocast runs reflection_pad2d in float32; x is already in the dtype the
         # convolution takes, and the eager path keeps the padded x for the gradients
         with torch.autocast(x.device.type, enabled=False):
@@ -311,7 +305,8 @@ def force_choice(name: str) -> Iterator[str]:
 
 def selection_cache() -> dict[tuple, dict]:
     """{shape signature: {"choice": "triton" | "winograd" | "aten", "times": {candidate: seconds}}}
-    for every (phase, fused kernel, shape, dtype, layout, device) measured so far in this process."""
+    for every (phase, fused kernel, device, dtype, stride, padding, tf32 allowed, shapes and layouts)
+    measured so far in this process (the key: _signature)."""
     return _CHOICES.entries()
 
 

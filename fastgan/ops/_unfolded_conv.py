@@ -39,6 +39,7 @@ from typing import Callable, ContextManager
 import torch
 import torch.nn.functional as F
 
+from fastgan.ops import _dtypes
 from fastgan.ops._eager import takes_eager_path, under_a_transform
 from fastgan.ops._layout import convolution_format
 from fastgan.ops._measure import MeasuredChoices
@@ -74,7 +75,8 @@ def clear_selection_cache() -> None:
 
 
 def selection_cache() -> dict[tuple, dict]:
-    """{(kind, shapes, layout, geometry[, ("autocast", dtype)], dtype, gradients needed):
+    """{(kind, x's shape, channels_last, weight's shape, has a bias, geometry[, ("autocast", dtype)],
+    dtype, gradients needed):
     {"choice": a candidate's name, "times": {candidate: seconds}}} for every convolution
     measured so far in this process."""
     return _CHOICES.entries()
@@ -144,13 +146,6 @@ def _column_elements(kind: str, x: torch.Tensor, weight: torch.Tensor, geometry:
     return x.shape[0] * weight.shape[1] * kh * kw * x.shape[2] * x.shape[3]
 
 
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The CPU autocast dtype in force for x, or None."""
-    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
-        return None
-    return torch.get_autocast_dtype("cpu")
-
-
 def _measurable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 autocast_dtype: torch.dtype | None) -> bool:
     """Whether the measured choice applies: plain CPU float tensors in eager mode; under
@@ -198,7 +193,7 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
         return aten(x, weight, bias)
     if choice == "gemm":
         return gemm(x, weight, bias)
-    autocast_dtype = _autocast_dtype(x)
+    autocast_dtype = _dtypes.autocast_dtype("cpu") if x.device.type == "cpu" else None
     measurable = _measurable(x, weight, bias, autocast_dtype)
     if choice != "auto":
         return _path(choice, aten, gemm, autocast_dtype if measurable else None)(x, weight, bias)
