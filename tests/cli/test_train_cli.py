@@ -17,6 +17,7 @@ from PIL import Image
 
 from fastgan import test as test_cli
 from fastgan import train as train_cli
+from fastgan.engine import stop_request
 from fastgan.engine.cyclegan import CycleGAN
 from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
 from tests.cli.runs import load, tiny_args, write_images
@@ -372,11 +373,11 @@ def test_the_loss_lines_are_printed_as_the_reference_prints_them(unaligned_root,
 def test_a_second_signal_stops_at_once_with_its_exit_status(unaligned_root, tmp_path, monkeypatch, capsys):
     from fastgan.engine import trainer
 
-    stop = trainer.StopRequest()
+    stop = stop_request.StopRequest()
     stop._handle(signal.SIGTERM, None)
     assert stop.requested and stop.signal == signal.SIGTERM
     assert "SIGTERM: stopping after this iteration" in capsys.readouterr().err
-    with pytest.raises(trainer.StopNow) as second:
+    with pytest.raises(stop_request.StopNow) as second:
         stop._handle(signal.SIGTERM, None)
     monkeypatch.setattr(trainer.Trainer, "run", lambda self: (_ for _ in ()).throw(second.value))
     with pytest.raises(SystemExit) as e:
@@ -390,35 +391,31 @@ def test_under_torchrun_one_repeat_of_the_signal_is_torchruns_copy(monkeypatch, 
     too (Slurm's scancel, systemd's stop reach every process), however late the rank's handler
     runs; the next, or another signal, or a repeat without torchrun, stops at once. A copy
     still due when the run ends is swallowed once."""
-    from fastgan.engine import trainer
-
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
-    stop = trainer.StopRequest()
+    stop = stop_request.StopRequest()
     stop._handle(signal.SIGTERM, None)
     assert "twice more to stop at once" in capsys.readouterr().err
     stop._handle(signal.SIGTERM, None)  # the agent's copy
     assert stop.requested and "SIGTERM again (torchrun passes on" in capsys.readouterr().err
-    with pytest.raises(trainer.StopNow):
+    with pytest.raises(stop_request.StopNow):
         stop._handle(signal.SIGTERM, None)
-    stop = trainer.StopRequest()
+    stop = stop_request.StopRequest()
     stop._handle(signal.SIGTERM, None)
-    with pytest.raises(trainer.StopNow):
+    with pytest.raises(stop_request.StopNow):
         stop._handle(signal.SIGINT, None)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID")
-    stop = trainer.StopRequest()
+    stop = stop_request.StopRequest()
     stop._handle(signal.SIGTERM, None)
-    with pytest.raises(trainer.StopNow):
+    with pytest.raises(stop_request.StopNow):
         stop._handle(signal.SIGTERM, None)
 
 
 def test_torchruns_copy_arriving_after_the_run_is_swallowed(monkeypatch):
-    from fastgan.engine import trainer
-
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
     seen = []
     before = signal.signal(signal.SIGTERM, lambda sig, frame: seen.append(sig))
     try:
-        with trainer.StopRequest() as stop:
+        with stop_request.StopRequest() as stop:
             stop._handle(signal.SIGTERM, None)
         signal.raise_signal(signal.SIGTERM)  # the late copy: swallowed, the handler put back
         assert seen == []
@@ -431,9 +428,9 @@ def test_torchruns_copy_arriving_after_the_run_is_swallowed(monkeypatch):
 def test_a_stop_deferred_until_a_save_was_written_says_so(unaligned_root, tmp_path, monkeypatch, capsys):
     from fastgan.engine import trainer
 
-    stop = trainer.StopRequest()
+    stop = stop_request.StopRequest()
     stop._handle(signal.SIGTERM, None)
-    with pytest.raises(trainer.StopNow) as deferred:
+    with pytest.raises(stop_request.StopNow) as deferred:
         with stop.saving():
             stop._handle(signal.SIGINT, None)
     assert deferred.value.after_save and deferred.value.signum == signal.SIGINT
