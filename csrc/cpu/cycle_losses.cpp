@@ -73,9 +73,6 @@
 
 #include "avx2_copies.h"
 
-// Whether cpu/cycle_losses_avx2.cpp builds the AVX2 kernels (cpu/avx2_copies.h).
-#define FASTGAN_CYCLE_HAVE_AVX2 FASTGAN_BUILD_AVX2_COPIES
-
 namespace fastgan::cpu {
 
 // The arguments of the kernel entry points (one definition, whichever file includes it).
@@ -388,7 +385,7 @@ void cycle_backward(const cycle_kernel::BackwardArgs& a) {
 // ------------------------------------------------------------ the ops (generic file only)
 #ifdef FASTGAN_CYCLE_BASE_TU
 
-#if FASTGAN_CYCLE_HAVE_AVX2
+#if FASTGAN_BUILD_AVX2_COPIES
 namespace avx2 {  // cpu/cycle_losses_avx2.cpp
 void cycle_forward(const cycle_kernel::ForwardArgs& a);
 void cycle_backward(const cycle_kernel::BackwardArgs& a);
@@ -399,25 +396,16 @@ namespace {
 
 using namespace fastgan::cycle;
 
-// Whether the AVX2 kernels run: built, and the CPU and FASTGAN_CPU_ISA allow them.
-bool cycle_use_avx2() {
-#if FASTGAN_CYCLE_HAVE_AVX2
-  return fastgan::cpu::cpu_supports_avx2_kernels();
-#else
-  return false;
-#endif
-}
-
 void run_forward(const cycle_kernel::ForwardArgs& a) {
-#if FASTGAN_CYCLE_HAVE_AVX2
-  if (cycle_use_avx2()) return avx2::cycle_forward(a);
+#if FASTGAN_BUILD_AVX2_COPIES
+  if (cpu_supports_avx2_kernels()) return avx2::cycle_forward(a);
 #endif
   base::cycle_forward(a);
 }
 
 void run_backward(const cycle_kernel::BackwardArgs& a) {
-#if FASTGAN_CYCLE_HAVE_AVX2
-  if (cycle_use_avx2()) return avx2::cycle_backward(a);
+#if FASTGAN_BUILD_AVX2_COPIES
+  if (cpu_supports_avx2_kernels()) return avx2::cycle_backward(a);
 #endif
   base::cycle_backward(a);
 }

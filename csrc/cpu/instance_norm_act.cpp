@@ -68,7 +68,7 @@
 
 namespace fastgan::cpu {
 
-#if FASTGAN_INORM_HAVE_AVX2
+#if FASTGAN_BUILD_AVX2_COPIES
 namespace avx2 {  // cpu/instance_norm_act_avx2.cpp
 void forward(const inorm::ForwardArgs& a);
 void backward(const inorm::BackwardArgs& a);
@@ -81,25 +81,16 @@ using instance_norm::Activation;
 using instance_norm::Dims;
 using instance_norm::Layout;
 
-// Whether the AVX2 kernels run: built, and the CPU and FASTGAN_CPU_ISA allow them.
-bool use_avx2() {
-#if FASTGAN_INORM_HAVE_AVX2
-  return fastgan::cpu::cpu_supports_avx2_kernels();
-#else
-  return false;
-#endif
-}
-
 void run_forward(const inorm::ForwardArgs& a) {
-#if FASTGAN_INORM_HAVE_AVX2
-  if (use_avx2()) return avx2::forward(a);
+#if FASTGAN_BUILD_AVX2_COPIES
+  if (cpu_supports_avx2_kernels()) return avx2::forward(a);
 #endif
   base::forward(a);
 }
 
 void run_backward(const inorm::BackwardArgs& a) {
-#if FASTGAN_INORM_HAVE_AVX2
-  if (use_avx2()) return avx2::backward(a);
+#if FASTGAN_BUILD_AVX2_COPIES
+  if (cpu_supports_avx2_kernels()) return avx2::backward(a);
 #endif
   base::backward(a);
 }

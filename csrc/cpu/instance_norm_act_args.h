@@ -7,9 +7,6 @@
 #include "../instance_norm_act.h"
 #include "avx2_copies.h"
 
-// Whether cpu/instance_norm_act_avx2.cpp builds the AVX2 kernels (cpu/avx2_copies.h).
-#define FASTGAN_INORM_HAVE_AVX2 FASTGAN_BUILD_AVX2_COPIES
-
 namespace fastgan::cpu::inorm {
 
 // Pointers into dense tensors laid out as `layout`; statistics and affine parameters
