@@ -42,13 +42,13 @@ TORCH_LIBRARY(fastgan, m) {
         "Tensor rec_B, Tensor? idt_A, Tensor? idt_B, float lambda_A, float lambda_B, float lambda_identity, "
         "bool[6] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  // conv2d(pad(input, padding, pad_mode), weight, bias) for 3x3 weights at stride 1 by
-  // Winograd's F(4x4, 3x3), the padding ("reflect" or "zeros") read through an index
+  // conv2d(reflection_pad(input, padding), weight, bias) for 3x3 weights at stride 1 by
+  // Winograd's F(4x4, 3x3), the reflection padding read through an index
   // map. float32/float64, CPU; output (N, K, H + 2p - 2, W + 2p - 2), channels_last. Used by
   // reflect_conv2d's `cpu` back end where it measures faster than pad + oneDNN.
   // transformed_weight: conv3x3_winograd_weight(weight), when the caller keeps it (then
   // weight gives shapes only).
-  m.def("conv3x3_winograd(Tensor input, Tensor weight, Tensor? bias, int padding, str pad_mode, "
+  m.def("conv3x3_winograd(Tensor input, Tensor weight, Tensor? bias, int padding, "
         "Tensor? transformed_weight=None) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   // The weights' Winograd transform U = G g G^T of every filter g, as a (36, K, C) tensor:
@@ -57,14 +57,14 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("conv3x3_winograd_weight(Tensor weight) -> Tensor", {at::Tag::pt2_compliant_tag});
   // The weight gradient (K, C, 3, 3) of conv3x3_winograd given the output gradient,
   // contiguous or channels_last.
-  m.def("conv3x3_winograd_grad_weight(Tensor grad, Tensor input, int padding, str pad_mode, "
+  m.def("conv3x3_winograd_grad_weight(Tensor grad, Tensor input, int padding, "
         "bool channels_last=False) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   // The input gradient (N, C, H, W), channels_last, of conv3x3_winograd
   // given the output gradient: the adjoint of its Winograd transforms, with the forward's
-  // weight transform (transformed_weight when kept), the padding's gradient folded back
-  // (reflect) or dropped (zeros). input gives shapes only.
-  m.def("conv3x3_winograd_grad_input(Tensor grad, Tensor input, Tensor weight, int padding, str pad_mode, "
+  // weight transform (transformed_weight when kept), the padding's gradient folded back.
+  // input gives shapes only.
+  m.def("conv3x3_winograd_grad_input(Tensor grad, Tensor input, Tensor weight, int padding, "
         "Tensor? transformed_weight=None) -> Tensor",
         {at::Tag::pt2_compliant_tag});
 }

@@ -1,7 +1,7 @@
 // fastgan::conv3x3_winograd and its gradients (conv3x3_winograd_grad_input, _grad_weight) on the CPU:
 // 3x3, stride-1 convolutions of a padded input by Winograd's F(4x4, 3x3) (Lavin & Gray,
-// "Fast Algorithms for Convolutional Neural Networks", 2016), the padding read through
-// an index map (reflected or zero), never materialized.
+// "Fast Algorithms for Convolutional Neural Networks", 2016), the reflection padding read
+// through an index map, never materialized.
 //
 // Each 4x4 output tile is A^T [(G g G^T) . (B^T d B)] A for the tile's 6x6 input d: in
 // the transformed domain the channel sum is 36 independent matrix products, which run as
@@ -30,7 +30,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <string_view>
 #include <vector>
 
 namespace fastgan::cpu {
@@ -136,21 +135,14 @@ void apply_gt(const T* const in[6], T* const out[3], int64_t n) {
   }
 }
 
-// Where padded row/column u reads the unpadded input from: reflected (torch's "reflect")
-// or zero padding; -1 for a zero. Rows past the padded extent (the last tile's overhang,
-// whose outputs are cut off) read zeros.
-std::vector<int64_t> source_index(int64_t count, int64_t size, int64_t padding, bool reflect) {
+// Where padded row/column u reads the unpadded input from, reflected (torch's "reflect");
+// -1 for a zero: rows past the padded extent (the last tile's overhang, whose outputs are
+// cut off) read zeros.
+std::vector<int64_t> source_index(int64_t count, int64_t size, int64_t padding) {
   std::vector<int64_t> index(count);
   for (int64_t u = 0; u < count; ++u) {
-    int64_t i = u - padding;
-    if (u >= size + 2 * padding) {
-      i = -1;
-    } else if (reflect) {
-      i = i < 0 ? -i : (i >= size ? 2 * (size - 1) - i : i);
-    } else if (i >= size) {
-      i = -1;
-    }
-    index[u] = i;
+    const int64_t i = u - padding;
+    index[u] = u >= size + 2 * padding ? -1 : (i < 0 ? -i : (i >= size ? 2 * (size - 1) - i : i));
   }
   return index;
 }
@@ -183,10 +175,10 @@ inline TileIndex tile_at(const Geometry& g, int64_t t) {
 // V[36][N*T][C] = B^T d B of every input tile of x (channels-last: N, H, W, C), each
 // transform vectorized along the channels.
 template <typename T>
-void input_transform(const T* x, const Geometry& g, bool reflect, T* v) {
+void input_transform(const T* x, const Geometry& g, T* v) {
   const int64_t c = g.channels, nt = g.n * g.tiles();
-  const auto row_src = source_index(kTile * g.tiles_h + 2, g.height, g.padding, reflect);
-  const auto col_src = source_index(kTile * g.tiles_w + 2, g.width, g.padding, reflect);
+  const auto row_src = source_index(kTile * g.tiles_h + 2, g.height, g.padding);
+  const auto col_src = source_index(kTile * g.tiles_w + 2, g.width, g.padding);
   at::parallel_for(0, nt, 1, [&](int64_t begin, int64_t end) {
     const std::vector<T> zeros(c, T(0));
     std::vector<T> down(kPoints * c);  // B^T down the tile's columns: down[xi][s][channel]
@@ -375,15 +367,15 @@ int64_t adjoint_tile_step(int64_t padding) {
 
 // dx (channels-last: N, H, W, C, zeroed) += B dV B^T of every tile of dV[36][N*T][C],
 // each 6x6 window added where the input transform read it (a reflected border back onto
-// the pixels it mirrors, a zero pad nowhere): the adjoint of input_transform. Windows of
+// the pixels it mirrors, the overhang's zeros nowhere): the adjoint of input_transform. Windows of
 // neighbouring tiles overlap, so the tiles run in m x m passes by their row and column
 // modulo m = adjoint_tile_step (4 passes at padding 1): within a pass no two tiles write
 // the same pixel, and the sum's order is fixed.
 template <typename T>
-void input_grad_transform(const T* dv, const Geometry& g, bool reflect, T* dx) {
+void input_grad_transform(const T* dv, const Geometry& g, T* dx) {
   const int64_t c = g.channels, nt = g.n * g.tiles(), m = adjoint_tile_step(g.padding);
-  const auto row_src = source_index(kTile * g.tiles_h + 2, g.height, g.padding, reflect);
-  const auto col_src = source_index(kTile * g.tiles_w + 2, g.width, g.padding, reflect);
+  const auto row_src = source_index(kTile * g.tiles_h + 2, g.height, g.padding);
+  const auto col_src = source_index(kTile * g.tiles_w + 2, g.width, g.padding);
   for (int64_t pass = 0; pass < m * m; ++pass) {
     at::parallel_for(0, nt, 1, [&](int64_t begin, int64_t end) {
       std::vector<T> across(kPoints * c), window(kPoints * c);  // across[xi][s], window[r][s]
@@ -461,28 +453,22 @@ void weight_grad_transform(const T* s, int64_t out_channels, int64_t channels, c
   });
 }
 
-bool reflect_mode(std::string_view op, std::string_view pad_mode) {
-  TORCH_CHECK(pad_mode == "reflect" || pad_mode == "zeros", op, ": pad_mode must be \"reflect\" or \"zeros\", got \"",
-              pad_mode, "\"");
-  return pad_mode == "reflect";
-}
-
-void check_input(const char* op, const at::Tensor& x, int64_t padding, bool reflect) {
+void check_input(const char* op, const at::Tensor& x, int64_t padding) {
   TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D input, got ", x.dim(), " dimensions");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
               ": float32 or float64 only, got ", x.scalar_type());
   TORCH_CHECK(padding >= 0, op, ": padding must be >= 0, got ", padding);
-  TORCH_CHECK(!reflect || (padding < x.size(2) && padding < x.size(3)), op, ": reflection padding ", padding,
+  TORCH_CHECK(padding < x.size(2) && padding < x.size(3), op, ": reflection padding ", padding,
               " must be smaller than the input's height and width, got ", x.sizes());
   TORCH_CHECK(x.size(2) + 2 * padding >= 3 && x.size(3) + 2 * padding >= 3, op,
               ": the padded input is smaller than the 3x3 kernel, got ", x.sizes(), " with padding ", padding);
 }
 
 // The input tiles' transform V as a [36, N*T, C] tensor.
-at::Tensor transformed_input(const at::Tensor& x, const Geometry& g, bool reflect) {
+at::Tensor transformed_input(const at::Tensor& x, const Geometry& g) {
   auto v = at::empty({kPoints, g.n * g.tiles(), g.channels}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_input", [&] {
-    input_transform<scalar_t>(x.data_ptr<scalar_t>(), g, reflect, v.data_ptr<scalar_t>());
+    input_transform<scalar_t>(x.data_ptr<scalar_t>(), g, v.data_ptr<scalar_t>());
   });
   return v;
 }
@@ -512,11 +498,10 @@ at::Tensor conv3x3_winograd_weight_cpu(const at::Tensor& weight) {
 }
 
 at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias, int64_t padding, c10::string_view pad_mode,
+                                const std::optional<at::Tensor>& bias, int64_t padding,
                                 const std::optional<at::Tensor>& transformed) {
   const char* op = "conv3x3_winograd";
-  const bool reflect = reflect_mode(op, pad_mode);
-  check_input(op, input, padding, reflect);
+  check_input(op, input, padding);
   TORCH_CHECK(weight.dim() == 4 && weight.size(1) == input.size(1) && weight.size(2) == 3 && weight.size(3) == 3,
               op, ": weight must be (K, ", input.size(1), ", 3, 3), got ", weight.sizes());
   TORCH_CHECK(weight.scalar_type() == input.scalar_type() && weight.device() == input.device(), op,
@@ -535,7 +520,7 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
   const auto b = bias ? bias->contiguous() : at::Tensor();
   const Geometry g = geometry(x, padding);
   auto y = at::empty({g.n, out_channels, g.out_h, g.out_w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const auto v = transformed_input(x, g, reflect);
+  const auto v = transformed_input(x, g);
   const auto u = transformed ? *transformed : transformed_weight(weight);
   const auto m = at::bmm(v, u.transpose(1, 2));  // [36, N*T, K]
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_output", [&] {
@@ -546,10 +531,9 @@ at::Tensor conv3x3_winograd_cpu(const at::Tensor& input, const at::Tensor& weigh
 }
 
 at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Tensor& input, int64_t padding,
-                                            c10::string_view pad_mode, bool channels_last) {
+                                            bool channels_last) {
   const char* op = "conv3x3_winograd_grad_weight";
-  const bool reflect = reflect_mode(op, pad_mode);
-  check_input(op, input, padding, reflect);
+  check_input(op, input, padding);
   const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const Geometry g = geometry(x, padding);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == g.n && grad.size(2) == g.out_h && grad.size(3) == g.out_w, op,
@@ -562,7 +546,7 @@ at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Te
   auto dw = at::empty({out_channels, g.channels, 3, 3},
                       x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                               : at::MemoryFormat::Contiguous));
-  const auto v = transformed_input(x, g, reflect);
+  const auto v = transformed_input(x, g);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_winograd_grad_output", [&] {
     grad_output_transform<scalar_t>(dy.data_ptr<scalar_t>(), g, out_channels, z.data_ptr<scalar_t>());
   });
@@ -574,11 +558,10 @@ at::Tensor conv3x3_winograd_grad_weight_cpu(const at::Tensor& grad, const at::Te
 }
 
 at::Tensor conv3x3_winograd_grad_input_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
-                                           int64_t padding, c10::string_view pad_mode,
+                                           int64_t padding,
                                            const std::optional<at::Tensor>& transformed) {
   const char* op = "conv3x3_winograd_grad_input";
-  const bool reflect = reflect_mode(op, pad_mode);
-  check_input(op, input, padding, reflect);
+  check_input(op, input, padding);
   const Geometry g = geometry(input, padding);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == g.n && grad.size(2) == g.out_h && grad.size(3) == g.out_w, op,
               ": grad must be (", g.n, ", K, ", g.out_h, ", ", g.out_w, "), got ", grad.sizes());
@@ -605,7 +588,7 @@ at::Tensor conv3x3_winograd_grad_input_cpu(const at::Tensor& grad, const at::Ten
   auto dx = at::empty({g.n, g.channels, g.height, g.width},
                       input.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv3x3_winograd_grad_input", [&] {
-    input_grad_transform<scalar_t>(dv.data_ptr<scalar_t>(), g, reflect, dx.data_ptr<scalar_t>());
+    input_grad_transform<scalar_t>(dv.data_ptr<scalar_t>(), g, dx.data_ptr<scalar_t>());
   });
   return dx;
 }

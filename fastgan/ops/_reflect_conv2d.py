@@ -425,17 +425,17 @@ def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: t
 if _native.has_kernel("conv3x3_winograd", "CPU"):
 
     @torch.library.register_fake("fastgan::conv3x3_winograd")
-    def _conv3x3_winograd_fake(input, weight, bias, padding, pad_mode, transformed_weight=None):
+    def _conv3x3_winograd_fake(input, weight, bias, padding, transformed_weight=None):
         n, _, h, w = input.shape
         shape = (n, weight.shape[0], h + 2 * padding - 2, w + 2 * padding - 2)
         return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
 
     @torch.library.register_fake("fastgan::conv3x3_winograd_grad_input")
-    def _conv3x3_winograd_grad_input_fake(grad, input, weight, padding, pad_mode, transformed_weight=None):
+    def _conv3x3_winograd_grad_input_fake(grad, input, weight, padding, transformed_weight=None):
         return torch.empty(input.shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
 
     @torch.library.register_fake("fastgan::conv3x3_winograd_grad_weight")
-    def _conv3x3_winograd_grad_weight_fake(grad, input, padding, pad_mode, channels_last=False):
+    def _conv3x3_winograd_grad_weight_fake(grad, input, padding, channels_last=False):
         return torch.empty((grad.shape[1], input.shape[1], 3, 3), dtype=input.dtype, device=input.device,
                            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
@@ -448,7 +448,7 @@ def _winograd_grad_input(grad, x, weight, padding):
     """x's gradient by the adjoint of the Winograd forward, with the forward's weight
     transform (the reflected border's gradient folded back in the kernel)."""
     return torch.ops.fastgan.conv3x3_winograd_grad_input(
-        grad, x, weight, padding, "reflect", transformed_weight=kept_transform(weight))
+        grad, x, weight, padding, transformed_weight=kept_transform(weight))
 
 
 def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors: tuple,
@@ -474,7 +474,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         "triton": lambda: (_kernels.forward(x, weight, bias, stride, padding,
                                             _empty(_out_shape(x, weight, stride, padding), x, fmt)), None),
         "winograd": lambda: (_in_layout(torch.ops.fastgan.conv3x3_winograd(
-            x, weight, bias, padding, "reflect", transformed_weight=kept_transform(weight)),
+            x, weight, bias, padding, transformed_weight=kept_transform(weight)),
             fmt), None),
     }
 
@@ -536,7 +536,7 @@ def _grad_weight(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stri
     kernels = {
         "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
         "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(
-            grad, x, padding, "reflect", channels_last=suggests_channels_last(weight)), weight),
+            grad, x, padding, channels_last=suggests_channels_last(weight)), weight),
     }
 
     def unfused():

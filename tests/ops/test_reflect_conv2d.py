@@ -833,33 +833,32 @@ def test_winograd_opcheck():
                           (gy, x, wt.detach(), 1, 1, "winograd", "winograd"))
     u = torch.ops.fastgan.conv3x3_winograd_weight(wt.detach())
     torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_weight.default, (wt.detach(),))
-    for mode, padding in (("reflect", 1), ("zeros", 2)):
-        torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default, (x.detach(), wt.detach(), b, padding, mode))
+    for padding in (1, 2):
+        torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default, (x.detach(), wt.detach(), b, padding))
         torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd.default,
-                              (x.detach(), wt.detach(), None, padding, mode, u))
+                              (x.detach(), wt.detach(), None, padding, u))
         grad = torch.randn(1, 4, 4 + 2 * padding, 3 + 2 * padding)
         for kept in (None, u):
             torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_grad_input.default,
-                                  (grad, x.detach(), wt.detach(), padding, mode, kept))
+                                  (grad, x.detach(), wt.detach(), padding, kept))
         for channels_last in (False, True):
             torch.library.opcheck(torch.ops.fastgan.conv3x3_winograd_grad_weight.default,
-                                  (grad, x.detach(), padding, mode, channels_last))
+                                  (grad, x.detach(), padding, channels_last))
 
 
-def padded_conv_grad_input(x, weight, grad, padding, mode):
-    """x's gradient of conv2d(pad(x)) by autograd (float64: the reference)."""
+def padded_conv_grad_input(x, weight, grad, padding):
+    """x's gradient of conv2d(reflection_pad(x)) by autograd (float64: the reference)."""
     x = x.detach().double().requires_grad_()
-    padded = F.pad(x, (padding,) * 4, mode="reflect" if mode == "reflect" else "constant") if padding else x
+    padded = F.pad(x, (padding,) * 4, mode="reflect") if padding else x
     return torch.autograd.grad(F.conv2d(padded, weight.double()), x, grad.double())[0]
 
 
 @needs_native
-@pytest.mark.parametrize("shape,padding,mode", [
-    ((1, 3, 4, 5, 7), 1, "reflect"), ((2, 5, 6, 9, 11), 1, "reflect"), ((2, 5, 6, 9, 11), 1, "zeros"),
-    ((1, 2, 2, 3, 3), 1, "reflect"), ((1, 4, 3, 8, 8), 2, "reflect"), ((1, 4, 3, 13, 10), 3, "reflect"),
-    ((1, 4, 3, 9, 9), 4, "reflect"), ((1, 3, 2, 4, 4), 0, "zeros"), ((2, 8, 16, 21, 18), 2, "zeros"),
+@pytest.mark.parametrize("shape,padding", [
+    ((1, 3, 4, 5, 7), 1), ((2, 5, 6, 9, 11), 1), ((1, 2, 2, 3, 3), 1), ((1, 4, 3, 8, 8), 2), ((1, 4, 3, 13, 10), 3),
+    ((1, 4, 3, 9, 9), 4), ((1, 3, 2, 4, 4), 0), ((2, 8, 16, 21, 18), 2),
 ], ids=str)
-def test_winograd_grad_input_is_the_adjoint_of_the_forward(shape, padding, mode):
+def test_winograd_grad_input_is_the_adjoint_of_the_forward(shape, padding):
     """conv3x3_winograd_grad_input against autograd of conv2d(pad(x)) in float64, every
     padding the kernel's passes keep apart (up to 4: more passes), odd sizes, batches;
     float32 within the Winograd forward's rounding; kept transform bit for bit."""
@@ -867,15 +866,15 @@ def test_winograd_grad_input_is_the_adjoint_of_the_forward(shape, padding, mode)
     g = torch.Generator().manual_seed(24)
     x, wt = torch.randn(n, c, h, w, generator=g, dtype=torch.float64), torch.randn(k, c, 3, 3, generator=g, dtype=torch.float64)
     grad = torch.randn(n, k, h + 2 * padding - 2, w + 2 * padding - 2, generator=g, dtype=torch.float64)
-    want = padded_conv_grad_input(x, wt, grad, padding, mode)
-    got = torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt, padding, mode)
+    want = padded_conv_grad_input(x, wt, grad, padding)
+    got = torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt, padding)
     assert got.shape == x.shape and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
-    got32 = torch.ops.fastgan.conv3x3_winograd_grad_input(grad.float(), x.float(), wt.float(), padding, mode)
+    got32 = torch.ops.fastgan.conv3x3_winograd_grad_input(grad.float(), x.float(), wt.float(), padding)
     torch.testing.assert_close(got32.double(), want, rtol=0, atol=2e-5 * float(want.abs().max()))
     for weight in (wt, wt.contiguous(memory_format=torch.channels_last)):
         u = torch.ops.fastgan.conv3x3_winograd_weight(weight)
-        kept = torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, weight, padding, mode, u)
+        kept = torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, weight, padding, u)
         torch.testing.assert_close(kept, got, rtol=0, atol=0)
 
 
@@ -887,44 +886,42 @@ def test_winograd_with_a_kept_weight_transform_is_the_same_convolution(dtype):
     g = torch.Generator().manual_seed(23)
     x, wt = torch.randn(2, 6, 9, 7, generator=g, dtype=dtype), torch.randn(5, 6, 3, 3, generator=g, dtype=dtype)
     for weight in (wt, wt.contiguous(memory_format=torch.channels_last)):
-        for padding, mode in ((1, "reflect"), (2, "zeros")):
+        for padding in (1, 2):
             u = torch.ops.fastgan.conv3x3_winograd_weight(weight)
             assert u.shape == (36, 5, 6) and u.is_contiguous()
-            own = torch.ops.fastgan.conv3x3_winograd(x, weight, None, padding, mode)
-            kept = torch.ops.fastgan.conv3x3_winograd(x, weight, None, padding, mode, u)
+            own = torch.ops.fastgan.conv3x3_winograd(x, weight, None, padding)
+            kept = torch.ops.fastgan.conv3x3_winograd(x, weight, None, padding, u)
             torch.testing.assert_close(kept, own, rtol=0, atol=0)
 
 
 @needs_native
 def test_winograd_native_op_checks_its_arguments():
     x, wt = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
-    with pytest.raises(RuntimeError, match='pad_mode must be "reflect" or "zeros"'):
-        torch.ops.fastgan.conv3x3_winograd(x, wt, None, 1, "circular")
     with pytest.raises(RuntimeError, match="float32 or float64 only"):
-        torch.ops.fastgan.conv3x3_winograd(x.bfloat16(), wt.bfloat16(), None, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd(x.bfloat16(), wt.bfloat16(), None, 1)
     with pytest.raises(RuntimeError, match=r"weight must be \(K, 3, 3, 3\)"):
-        torch.ops.fastgan.conv3x3_winograd(x, torch.randn(4, 3, 5, 5), None, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd(x, torch.randn(4, 3, 5, 5), None, 1)
     with pytest.raises(RuntimeError, match="must be smaller than the input's height and width"):
-        torch.ops.fastgan.conv3x3_winograd(x, wt, None, 5, "reflect")
+        torch.ops.fastgan.conv3x3_winograd(x, wt, None, 5)
     with pytest.raises(RuntimeError, match="grad must be"):
-        torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 3, 3), x, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 3, 3), x, 1)
     with pytest.raises(RuntimeError, match="input and weight must share dtype and device"):
-        torch.ops.fastgan.conv3x3_winograd(x, wt.double(), None, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd(x, wt.double(), None, 1)
     with pytest.raises(RuntimeError, match="grad and input must share dtype and device"):
-        torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 5, 6).double(), x, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd_grad_weight(torch.randn(1, 4, 5, 6).double(), x, 1)
     u = torch.ops.fastgan.conv3x3_winograd_weight(wt)
     grad = torch.randn(1, 4, 5, 6)
     for wrong in (u.transpose(1, 2), u.double(), u[:, :3]):
         with pytest.raises(RuntimeError, match=r"transformed_weight must be a contiguous \(36, 4, 3\) tensor"):
-            torch.ops.fastgan.conv3x3_winograd(x, wt, None, 1, "reflect", wrong)
+            torch.ops.fastgan.conv3x3_winograd(x, wt, None, 1, wrong)
         with pytest.raises(RuntimeError, match=r"transformed_weight must be a contiguous \(36, 4, 3\) tensor"):
-            torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt, 1, "reflect", wrong)
+            torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt, 1, wrong)
     with pytest.raises(RuntimeError, match="grad must be"):
-        torch.ops.fastgan.conv3x3_winograd_grad_input(torch.randn(1, 4, 3, 3), x, wt, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd_grad_input(torch.randn(1, 4, 3, 3), x, wt, 1)
     with pytest.raises(RuntimeError, match=r"weight must be \(4, 3, 3, 3\)"):
-        torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt.transpose(0, 1), 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt.transpose(0, 1), 1)
     with pytest.raises(RuntimeError, match="grad, input and weight must share dtype and device"):
-        torch.ops.fastgan.conv3x3_winograd_grad_input(grad.double(), x, wt, 1, "reflect")
+        torch.ops.fastgan.conv3x3_winograd_grad_input(grad.double(), x, wt, 1)
     with pytest.raises(RuntimeError, match="float32 or float64 only"):
         torch.ops.fastgan.conv3x3_winograd_weight(wt.bfloat16())
     with pytest.raises(RuntimeError, match="3x3 filter bank"):
