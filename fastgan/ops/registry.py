@@ -226,7 +226,10 @@ class Op:
 
     def __call__(self, *args, **kwargs):
         device_type = _first_tensor(args, kwargs).device.type
-        if not torch.compiler.is_compiling() and under_a_transform(*args, *kwargs.values()):
+        # torch.jit.trace records the torch composition, as fastgan.nn's modules do while it
+        # records (fastgan/nn/tracing.py): a trace torch.jit.save can write, without Python ops
+        if not torch.compiler.is_compiling() and (torch.jit.is_tracing()
+                                                  or under_a_transform(*args, *kwargs.values())):
             return self.reference(*args, **kwargs)
         return self.select(device_type)[1](*args, **kwargs)
 
