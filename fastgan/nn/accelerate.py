@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from fastgan.nn.conv import Conv2d, ConvTranspose2d, why_not_swappable
 from fastgan.nn.instance_norm_act import FusedInstanceNormAct
@@ -237,7 +238,7 @@ def accelerate(module: nn.Module, backend: str = "auto") -> nn.Module:
         raise TypeError(f"fastgan.accelerate takes an nn.Module, got {type(module).__name__}")
     check_backend(backend)  # now rather than at the first forward
     report = AccelerateReport()
-    _rewrite(module, "", backend, report, {})
+    _rewrite(module, "", backend, report, {}, {})
     _swap_lone_modules(module, "", backend, report, {})
     logger.info("%s", report)
     if backend != "auto":
@@ -267,23 +268,24 @@ OP_OF = {ReflectConv2d: "reflect_conv2d", FusedInstanceNormAct: "instance_norm_a
 
 
 def _rewrite(module: nn.Module, prefix: str, backend: str, report: AccelerateReport,
-             done: dict[int, nn.Module]) -> None:
+             done: dict[int, nn.Module], pairs: dict[tuple, tuple]) -> None:
     """Rewrites module's subtree, children first, then module's own Sequential slots.
 
     `done` maps id(original child) -> what stands in its slots now, so a shared child is
-    rewritten once and every parent gets the same replacement.
+    rewritten once and every parent gets the same replacement; `pairs` does the same for the
+    fused pairs of Sequential slots (_fuse_sequence).
     """
     for name, child in list(module._modules.items()):
         if child is None or isinstance(child, torch.jit.ScriptModule):
             continue  # a TorchScript submodule's compiled code does not go through _modules
         if id(child) not in done:
             child_name = prefix + name
-            _rewrite(child, child_name + ".", backend, report, done)
+            _rewrite(child, child_name + ".", backend, report, done, pairs)
             done[id(child)] = _fuse_residual(child, child_name, backend, report) or child
         if done[id(child)] is not child:
             module._modules[name] = done[id(child)]
     if _is_plain_sequential(module):
-        _fuse_sequence(module, prefix, backend, report)
+        _fuse_sequence(module, prefix, backend, report, pairs)
 
 
 def _swap_lone_modules(module: nn.Module, prefix: str, backend: str, report: AccelerateReport,
@@ -310,21 +312,34 @@ def _swap_lone_modules(module: nn.Module, prefix: str, backend: str, report: Acc
                     done[id(child)] = _CONVS[type(child)].from_module(child)
                     report.conv.append(where)
             else:
+                subclass = _subclass_reason(child)
+                if subclass:
+                    report.note_left_alone(where, subclass)
                 _swap_lone_modules(child, where + ".", backend, report, done)
         module._modules[name] = done[id(child)]
 
 
-def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: AccelerateReport) -> None:
+def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: AccelerateReport,
+                   pairs: dict[tuple, tuple]) -> None:
     """Replaces each matching adjacent pair of seq's slots by (fused, Identity) or
-    (Identity, fused), the fused module in the slot whose keys it carries."""
+    (Identity, fused), the fused module in the slot whose keys it carries. A module in several
+    pairs that compute alike (a conv after two pads of one size, a norm before two ReLUs) gets
+    one fused module for all: `pairs` maps such a pair's key to (that module, its fused one)."""
+
+    def fused_once(key: tuple, module: nn.Module, build):
+        if key not in pairs:
+            pairs[key] = (module, build())  # (the module: its id stays its own while the key lives)
+        return pairs[key][1]
+
     keys = list(seq._modules)
     i = 0
     while i + 1 < len(keys):
         first, second = seq._modules[keys[i]], seq._modules[keys[i + 1]]
         if type(first) is nn.ReflectionPad2d and type(second) is nn.Conv2d:
             where = prefix + keys[i + 1]
-            fused = _fused_or_why(where, report, (first, second),
-                                  lambda: ReflectConv2d.from_modules(first, second, backend=backend))
+            fused = _fused_or_why(where, report, (first, second), lambda: fused_once(
+                ("reflect_conv", tuple(first.padding), id(second)), second,
+                lambda: ReflectConv2d.from_modules(first, second, backend=backend)))
             if fused is not None:
                 seq._modules[keys[i]] = _identity_like(first)
                 seq._modules[keys[i + 1]] = fused
@@ -333,8 +348,9 @@ def _fuse_sequence(seq: nn.Sequential, prefix: str, backend: str, report: Accele
                 continue
         elif type(first) is nn.InstanceNorm2d and type(second) in _ACTIVATIONS:
             where = prefix + keys[i]
-            fused = _fused_or_why(where, report, (first, second),
-                                  lambda: FusedInstanceNormAct.from_modules(first, second, backend=backend))
+            fused = _fused_or_why(where, report, (first, second), lambda: fused_once(
+                ("norm_act", id(first), type(second), getattr(second, "negative_slope", None)), first,
+                lambda: FusedInstanceNormAct.from_modules(first, second, backend=backend)))
             if fused is not None:
                 seq._modules[keys[i]] = fused
                 seq._modules[keys[i + 1]] = _identity_like(second)
@@ -353,6 +369,21 @@ def _why_left_alone(module: nn.Module) -> str | None:
         return "InstanceNorm2d tracks running stats (its eval output uses them)" if module.track_running_stats else None
     why = why_not_swappable(module, type(module))
     return f"{type(module).__name__} {why}" if why else None
+
+
+def _subclass_reason(module: nn.Module) -> str | None:
+    """Why a module of a subclass of InstanceNorm2d, Conv2d or ConvTranspose2d (fastgan's own
+    aside) keeps its module, alone or after a pad, or None: its forward may differ (a
+    parametrized conv's class is one: torch.nn.utils.parametrize makes it)."""
+    if isinstance(module, NoTorchScript):
+        return None
+    kind = next((k for k in (nn.InstanceNorm2d, *_CONVS) if isinstance(module, k) and type(module) is not k), None)
+    if kind is None:
+        return None
+    if parametrize.is_parametrized(module):
+        return (f"{kind.__name__} parametrized ({', '.join(module.parametrizations)} computed at each call by "
+                "torch.nn.utils.parametrize)")
+    return f"a {type(module).__name__}, a subclass of nn.{kind.__name__} (its forward may differ)"
 
 
 def _fused_or_why(where: str, report: AccelerateReport, modules, build) -> nn.Module | None:

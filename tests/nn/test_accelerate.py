@@ -323,7 +323,7 @@ def _left_alone_cases():
         "hooked norm": (nn.Sequential(nn.Conv2d(3, 4, 3), hooked, nn.ReLU()), "has hooks"),
         "own sequential": (OwnSequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4),
                                          nn.ReLU()), None),
-        "norm subclass": (nn.Sequential(nn.Conv2d(3, 4, 3), SubNorm(4), nn.ReLU()), None),
+        "norm subclass": (nn.Sequential(nn.Conv2d(3, 4, 3), SubNorm(4), nn.ReLU()), "a subclass of nn.InstanceNorm2d"),
         "norm and act in different sequentials": (nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3),
                                                                               nn.InstanceNorm2d(4)), nn.ReLU()),
                                                   None),
@@ -822,6 +822,42 @@ def test_a_shared_block_stays_shared():
     body = model.stages["body"]
     assert body[0] is body[2] and isinstance(body[0], FusedResidualBlock)
     assert body[0].fn is not body[1].fn
+
+
+def test_a_module_shared_by_two_pairs_that_compute_alike_is_one_fused_module():
+    """A conv after two pads of one size, a norm before two ReLUs: each fused once, both
+    slots holding that one module (a hook set on it runs at both places, as on the plain
+    model's); after pads of two sizes, two fused modules on the one set of parameters."""
+    conv, norm = nn.Conv2d(3, 3, 3), nn.InstanceNorm2d(3, affine=True)
+    model = nn.Sequential(nn.ReflectionPad2d(1), conv, norm, nn.ReLU(), nn.ReflectionPad2d(1), conv, norm, nn.ReLU(),
+                          nn.ReflectionPad2d(2), conv)
+    x = torch.randn(1, 3, 8, 8)
+    expected = model(x).detach()
+    fastgan.accelerate(model)
+    assert isinstance(model[1], ReflectConv2d) and model[1] is model[5]
+    assert isinstance(model[2], FusedInstanceNormAct) and model[2] is model[6]
+    assert model[9] is not model[1] and model[9].weight is model[1].weight is conv.weight
+    calls = []
+    model[1].register_forward_hook(lambda *args: calls.append(1))
+    _close(model(x).detach(), expected, "shared pairs")
+    assert calls == [1, 1]
+
+
+def test_subclasses_and_parametrized_modules_are_reported_left_alone():
+    from torch.nn.utils import parametrizations
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    model = nn.Sequential(nn.ReflectionPad2d(1), parametrizations.weight_norm(nn.Conv2d(3, 4, 3)),
+                          nn.InstanceNorm2d(4), nn.ReLU(), nn.ReflectionPad2d(1), MyConv(4, 4, 3), nn.Conv2d(4, 4, 1))
+    fastgan.accelerate(model)
+    assert model.accelerate_report.left_alone == [
+        "1: Conv2d parametrized (weight computed at each call by torch.nn.utils.parametrize)",
+        "5: a MyConv, a subclass of nn.Conv2d (its forward may differ)"]
+    assert model.accelerate_report.norm_act == ["2"] and model.accelerate_report.conv == ["6"]
+    fastgan.accelerate(model)  # fastgan's own modules are no such subclasses
+    assert len(model.accelerate_report.left_alone) == 2
 
 
 def test_the_accelerated_model_pickles_whole():
