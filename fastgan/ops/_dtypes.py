@@ -23,7 +23,9 @@ def promoted(*tensors: torch.Tensor | None) -> tuple:
 def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The autocast dtype in force on `device_type`, or None. (is_autocast_enabled raises for
     meta tensors, those of shape inference; is_autocast_available, which would say so, is
-    opaque to torch 2.11's dynamo: a graph break.)"""
-    if device_type == "meta" or not torch.is_autocast_enabled(device_type):
+    opaque to torch 2.11's dynamo: a graph break.) None under torch.export too: it records no
+    autocast casts of aten ops (autocast applies to them where the program runs), so the
+    fused ops' own casts would bake the tracing moment's autocast into the program."""
+    if device_type == "meta" or torch.compiler.is_exporting() or not torch.is_autocast_enabled(device_type):
         return None
     return torch.get_autocast_dtype(device_type)

@@ -1116,3 +1116,20 @@ def test_accelerate_draws_nothing_from_the_random_stream():
     torch.manual_seed(3)
     fastgan.accelerate(model)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_an_accelerated_model_exported_under_autocast_holds_no_casts_of_that_moment():
+    """torch.export records aten ops without autocast's casts (they apply where the program
+    runs): the fused ops must not bake the autocast in force while exporting into the program
+    either. Run outside autocast, it computes in float32, as the plain model's program does."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1))
+    accel = fastgan.accelerate(copy.deepcopy(plain), backend="cpu")
+    x = torch.randn(1, 3, 16, 16)
+    with torch.autocast("cpu", torch.bfloat16):
+        exported = torch.export.export(accel, (x,))
+    assert not [n for n in exported.graph.nodes if "to.dtype" in str(n.target)]
+    out = exported.module()(x)
+    assert out.dtype == torch.float32
+    _close(out.detach(), plain(x).detach(), "exported under autocast")
