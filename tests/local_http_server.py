@@ -1,5 +1,6 @@
 """A local HTTP server for the download tests: it serves `files` (path -> bytes), speaks
-HTTP ranges (206 with Content-Range, 416 past the end) and can be told to drop the
+HTTP ranges (206 with Content-Range, 416 past the end; an ETag per content, and a Range whose
+If-Range names another answered with the whole file, as RFC 9110 says) and can be told to drop the
 connection after some bytes, as a real network does, to stall after some bytes (a
 slow network), or to send the next answer as raw bytes (a malformed or cut-short
 answer). The `server` fixture (tests/conftest.py) yields (Handler, "http://127.0.0.1:PORT")
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import threading
+import zlib
 from typing import Iterator
 
 
@@ -32,7 +34,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start, status = 0, 200
-        if self.headers.get("Range"):
+        etag = f'"{zlib.crc32(data):08x}"'
+        if_range = self.headers.get("If-Range")
+        if self.headers.get("Range") and (if_range is None or if_range == etag):
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
             if start >= len(data):
                 self.send_response(416)
@@ -41,6 +45,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             status = 206
         self.send_response(status)
+        self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(data) - start))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

@@ -13,7 +13,8 @@ prepare_cityscapes_dataset.py, not from that server.
 
 The archive goes to DIR/NAME.<ext>.part first: an interrupted download resumes
 from where it stopped (HTTP Range) when the command runs again (after Ctrl-C too: each
-read writes what has arrived at once), and a download counts as complete only at
+read writes what has arrived at once), unless the file on the server has changed since
+(If-Range: then it downloads anew), and a download counts as complete only at
 the size the server announced (Content-Length or Content-Range). The archive is then
 unpacked into DIR/NAME (members that would land outside it are refused) and removed,
 and a marker file (COMPLETE_MARKER, the archive's address) left in DIR/NAME says the
@@ -59,6 +60,7 @@ CHUNK = 1 << 20
 # written into DIR/NAME once its archive is unpacked: the set there is complete (some archives
 # lack a folder of the layout: mini_pix2pix has no val/)
 COMPLETE_MARKER = ".fastgan_download"
+VALIDATOR_SUFFIX = ".validator"  # beside a .part file: the version of the file it holds the start of (fetch)
 
 
 def source(name: str, arch: str | None = None, host: str = HOST) -> tuple[str, str]:
@@ -173,9 +175,18 @@ def downloaded_from(target: str) -> str | None:
 
 
 def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
-    """Complete `part` from `url`: resume at its size with a Range request, check the total size."""
+    """Complete `part` from `url`: resume at its size with a Range request, check the total size.
+    The first answer's validator (a strong ETag, else Last-Modified) is kept beside `part`, and a
+    resume sends it as If-Range: a server whose file has changed since then answers with the
+    whole new file, which replaces `part`, rather than the rest of the new one after the start
+    of the old."""
     have = os.path.getsize(part) if os.path.exists(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    validator_file = part + VALIDATOR_SUFFIX
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    validator = _read_text(validator_file) if have else None
+    if validator:
+        headers["If-Range"] = validator
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -187,6 +198,7 @@ def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
             log(f"{part} cannot be resumed: it holds {have} bytes, {url} "
                 f"{'has ' + str(total) if total is not None else 'has fewer'}; downloading it again")
             os.remove(part)
+            _remove(validator_file)
             return fetch(url, part, timeout, log)
         raise DatasetError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:  # (before HTTPException: RemoteDisconnected is both)
@@ -199,10 +211,14 @@ def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
     with response:
         if response.status == 206:
             total = _range_total(response.headers.get("Content-Range"))
-        else:  # the server ignored the range (or there was none): start over
+        else:  # no range asked, or the server ignored it or has another file now: start over
+            if have:
+                log(f"{url} answered with the whole file (changed since {part} was begun, or no ranges "
+                    "served): downloading it again")
             have = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
+            _keep_validator(response.headers, validator_file)
         with open(part, "ab" if have else "wb") as f, \
                 tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=os.path.basename(url)) as bar:
             try:
@@ -218,6 +234,34 @@ def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
     if total is not None and got != total:
         raise DatasetError(f"downloading {url} stopped at {got} of {total} bytes; run the command again "
                            f"to resume from {part}")
+    _remove(validator_file)
+
+
+def _keep_validator(headers, path: str) -> None:
+    """What tells this version of the file from a later one (If-Range takes a strong ETag or a
+    date), written to `path`; none there: `path` removed (a resume then asks without one)."""
+    etag = headers.get("ETag")
+    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+    if validator:
+        with open(path, "w") as f:
+            f.write(validator)
+    else:
+        _remove(path)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _range_total(content_range: str | None) -> int | None:

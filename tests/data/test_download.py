@@ -331,3 +331,32 @@ def test_a_set_already_there_takes_no_lock_and_a_lock_file_it_may_not_open_is_pa
     said = []
     download("horse2zebra", str(tmp_path), host=host, log=said.append)
     assert len(handler.log) == 1 and "already holds trainA, trainB, testA, testB; nothing to download" in said[0]
+
+
+def test_a_resume_after_the_file_changed_on_the_server_downloads_the_new_one_whole(server, tmp_path):
+    """A file replaced on the server by one of the same size between a cut and the resume: the
+    resume asks with If-Range (the first answer's ETag), gets the whole new file and keeps it
+    alone, not the old one's start joined to the new one's rest (which the size check passes)."""
+    import sys
+
+    fetch = sys.modules["fastgan.data.download"].fetch
+    handler, host = server
+    old, new = bytes(range(256)) * 40, bytes(reversed(range(256))) * 40
+    handler.files["/f.zip"] = old
+    handler.cut_after = 1000
+    part = tmp_path / "f.zip.part"
+    with pytest.raises(DatasetError, match="stopped at 1000 of 10240 bytes"):
+        fetch(f"{host}/f.zip", str(part), log=lambda m: None)
+    handler.files["/f.zip"] = new
+    said = []
+    fetch(f"{host}/f.zip", str(part), log=said.append)
+    assert part.read_bytes() == new
+    assert handler.log[-1][1] == "bytes=1000-" and "answered with the whole file" in said[0]
+    assert not (tmp_path / "f.zip.part.validator").exists()
+    handler.files["/f.zip"] = old  # unchanged between the cut and the resume: the rest, resumed
+    part.unlink()
+    handler.cut_after = 1000
+    with pytest.raises(DatasetError):
+        fetch(f"{host}/f.zip", str(part), log=lambda m: None)
+    fetch(f"{host}/f.zip", str(part), log=said.append)
+    assert part.read_bytes() == old and len(said) == 1

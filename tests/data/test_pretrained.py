@@ -81,9 +81,11 @@ def test_a_short_download_is_refused_and_nothing_is_put_in_place(server, tmp_pat
     handler.cut_after = 500
     with pytest.raises(DatasetError, match=rf"stopped at 500 of {len(data)} bytes; run the command again"):
         download_pretrained("day2night", str(tmp_path), host=host)
-    assert sorted(os.listdir(tmp_path / "day2night_pretrained")) == ["latest_net_G.pth.pix2pix.part"]
+    assert sorted(os.listdir(tmp_path / "day2night_pretrained")) == ["latest_net_G.pth.pix2pix.part",
+                                                                     "latest_net_G.pth.pix2pix.part.validator"]
     download_pretrained("day2night", str(tmp_path), host=host, log=lambda m: None)
     assert (tmp_path / "day2night_pretrained" / "latest_net_G.pth").read_bytes() == data
+    assert not [f for f in os.listdir(tmp_path / "day2night_pretrained") if f.endswith((".part", ".validator"))]
 
 
 def test_command_line_errors_are_one_line(server, tmp_path, capsys):
