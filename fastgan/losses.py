@@ -42,8 +42,9 @@ class GANLoss(nn.Module):
         if gan_mode not in GAN_MODES:
             raise ValueError(f"gan_mode {gan_mode!r} is not one of {', '.join(GAN_MODES)}")
         self.gan_mode = gan_mode
-        self.register_buffer("real_label", torch.tensor(target_real_label), persistent=False)
-        self.register_buffer("fake_label", torch.tensor(target_fake_label), persistent=False)
+        # persistent, as the reference's: its GANLoss state_dict loads into this one and back
+        self.register_buffer("real_label", torch.tensor(target_real_label))
+        self.register_buffer("fake_label", torch.tensor(target_fake_label))
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
         mode = self.gan_mode
