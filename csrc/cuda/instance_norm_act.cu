@@ -181,7 +181,8 @@ __device__ __forceinline__ acc_t plane_shift_warp(const scalar_t* __restrict__ p
 __device__ __forceinline__ void stats_from_sums(double s1, double s2, double k, int64_t n, double eps, double& mean,
                                                 double& rstd) {
   const double m1 = s1 / static_cast<double>(n);
-  const double var = fmax(s2 / static_cast<double>(n) - m1 * m1, 0.0);
+  const double v = s2 / static_cast<double>(n) - m1 * m1;
+  const double var = v < 0.0 ? 0.0 : v;  // (not fmax, which drops a NaN: an inf in the plane makes one)
   mean = k + m1;
   rstd = var + eps == 0.0 ? 0.0 : 1.0 / sqrt(var + eps);
 }

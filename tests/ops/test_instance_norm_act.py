@@ -270,16 +270,20 @@ ALL_BACKENDS_ON_DEVICES = [(b, "cpu") for b in CPU_BACKENDS] + [
     pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")]
 
 
+@pytest.mark.parametrize("poison,at", [("nan", (3, 4)), ("inf", (3, 5)), ("-inf", (3, 5))], ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("backend,device", ALL_BACKENDS_ON_DEVICES)
-def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activation, layout):
+def test_a_nan_input_gives_atens_output_and_gradients(backend, device, activation, layout, poison, at):
     """relu's gradient passes where its input is NaN, as aten's threshold_backward (z <= 0
     stops) does: kernels that passed it only where z > 0 dropped the NaN plane's share of
-    dbias, a finite, other value (7.65 for aten's 1.10); leaky_relu's takes the slope."""
+    dbias, a finite, other value (7.65 for aten's 1.10); leaky_relu's takes the slope.
+    An infinite element (not one of the planes' shift samples, which (3, 4) is) makes the
+    variance inf - inf = NaN: kept NaN, the whole plane is NaN, as aten's (a variance clamped
+    with max(v, 0) that drops NaN normalized it by 1/sqrt(eps): zeros and -inf)."""
     g = torch.Generator().manual_seed(31)
     x = torch.randn(2, 3, 8, 8, generator=g)
-    x[0, 1, 3, 4] = float("nan")
+    x[(0, 1, *at)] = float(poison)
     w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
     go = torch.randn(x.shape, generator=g)
     if layout == "channels_last":

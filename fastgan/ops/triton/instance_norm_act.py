@@ -168,7 +168,8 @@ def _sum_partials_kernel(p1_ptr, p2_ptr, s1_ptr, s2_ptr, PLANES, S, BLOCK_P: tl.
 @triton.jit
 def _stats(s1, s2, k, HW, eps):
     m1 = s1 / HW
-    var_eps = tl.maximum(s2 / HW - m1 * m1, 0.0) + eps
+    var = s2 / HW - m1 * m1
+    var_eps = tl.where(var < 0.0, 0.0, var) + eps  # (not tl.maximum: a NaN variance, an inf in the plane, stays)
     # rstd 0 for a constant plane with eps 0 (it normalizes to 0), as aten's InvStd
     return k.to(tl.float64) + m1, tl.where(var_eps == 0.0, 0.0, 1.0 / tl.sqrt(var_eps))
 
