@@ -146,6 +146,8 @@ class CacheLoader(PlannedLoader):
     dataset before (fastgan.data.select).
     """
 
+    kind = "cache"  # its --loader name
+
     def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1, sizes=None):
         super().__init__(opt, device, dataset, rank, world_size)
         self.sizes = sizes if sizes is not None else ImageSizes()

@@ -149,6 +149,8 @@ class DaliLoader(PlannedLoader):
     (default: "dali" on a GPU, "torch" on a CPU; "torch" needs a CPU device).
     """
 
+    kind = "dali"  # its --loader name
+
     def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1,
                  transform_on: str | None = None, sizes=None):
         problem = dali_import_error()

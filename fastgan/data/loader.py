@@ -197,6 +197,8 @@ class TorchLoader(PlannedLoader):
     Batches come through pinned memory with non-blocking copies on a GPU.
     """
 
+    kind = "torch"  # its --loader name
+
     def __init__(self, opt, device, dataset=None, rank: int = 0, world_size: int = 1):
         super().__init__(opt, device, dataset, rank, world_size)
         workers = worker_count(opt)

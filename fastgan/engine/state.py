@@ -99,9 +99,11 @@ def readable_choices(saved) -> dict:
 
 
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None,
-                        loss_log_records: int | None = None) -> str:
+                        loss_log_records: int | None = None, loader: str | None = None) -> str:
     """`rank_states`: every rank's rank_state(), rank 0 first, in a data-parallel run;
-    `loss_log_records`: the records loss_log.jsonl holds (a resume drops those after them)."""
+    `loss_log_records`: the records loss_log.jsonl holds (a resume drops those after them);
+    `loader`: the loader's --loader name (auto resolved), which a resume compares with its own,
+    as it does the CPU threads (both change the losses: pixels, reduction orders)."""
     path = os.path.join(directory, STATE_FILE)
     state = {
         "model": model.state_dict(),
@@ -111,6 +113,8 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "options": model.opt.as_dict(),
         "levels": dataclasses.asdict(model.levels),  # as resolved (the options may leave them to the device)
         "loss_log_records": loss_log_records,
+        "loader": loader,
+        "cpu_threads": torch.get_num_threads(),
     }
     if rank_states is not None:
         state["ranks"] = rank_states

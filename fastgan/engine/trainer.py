@@ -184,6 +184,7 @@ class Trainer:
         if levels is not None and levels != dataclasses.asdict(self.model.levels):
             self.log(f"speed levels {self.model.levels.describe()}, the run's {describe_saved(levels)}: it goes "
                      "on from its state, with the losses of these levels, not exactly those it would have had")
+        self._note_loader_and_threads(state)
         before, now = saved.get("seed", self.opt.seed), self.opt.seed
         if before != now:  # the data stream is drawn from (seed, epoch, index)
             mid = (f"; the rest of epoch {progress.epoch} takes its images in that order's, so some of them train "
@@ -195,6 +196,19 @@ class Trainer:
             self.log(f"--pool_size {now}, the run's {before}: " + (
                 f"each image pool keeps the first {now} fakes it saved" if now < before else
                 f"each image pool keeps the fakes it saved and fills up to {now}"))
+
+    def _note_loader_and_threads(self, state: dict) -> None:
+        """A loader or a CPU thread count other than the run's (--loader auto picks by the free
+        memory of the moment; torch's threads default to the cores): the run goes on, its losses
+        not bitwise those it would have had. (A state saved by an earlier fastgan has neither.)"""
+        before, now = state.get("loader"), getattr(self.loader, "kind", None)
+        if before and now and before != now and "dali" in (before, now):  # (cache and torch: the same pixels)
+            self.log(f"note: loader {now}, the run's {before}: DALI resizes with other rounding than PIL's, so the "
+                     f"losses from here are not exactly those the run would have had (--loader {before} keeps them)")
+        before, now = state.get("cpu_threads"), torch.get_num_threads()
+        if self.model.device.type == "cpu" and before and before != now:
+            self.log(f"note: {now} CPU threads, the run's {before}: sums add in another order, so the losses from "
+                     f"here are not bitwise those the run would have had (OMP_NUM_THREADS={before} keeps them)")
 
     def _say_replaced_latest_networks(self, state: dict) -> None:
         """latest_net_*.pth files that differ from the training state's networks (put there by
@@ -300,7 +314,8 @@ class Trainer:
         with stop.saving() if stop is not None else contextlib.nullcontext():
             for label in labels:
                 self.model.save_networks(label, self.dir)
-            save_training_state(self.model, self.progress, self.dir, rank_states, self.loss_log.records)
+            save_training_state(self.model, self.progress, self.dir, rank_states, self.loss_log.records,
+                                getattr(self.loader, "kind", None))
             if stop is not None and stop.requested and "latest" not in labels:
                 # the run is stopping, and a second signal would make this save its last: the
                 # latest networks then go with the state (a state-only save at an epoch's end)

@@ -1147,3 +1147,25 @@ def test_the_speed_is_that_since_the_previous_record(monkeypatch):
     assert tally.rate() == 10.0  # 20 in 2 s (the run's average: 2.5)
     tally.images = 31
     assert tally.rate() == 1.0
+
+
+def test_a_resume_on_another_loader_or_thread_count_says_its_losses_are_not_the_runs(unaligned_root, tmp_path,
+                                                                                      capsys):
+    """--loader auto picks by the free memory of the moment and torch's threads default to the
+    cores: a resume with DALI where the run had PIL's pixels (or the reverse), or with another
+    CPU thread count, goes on and says so. torch and cache give the same pixels: no note."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_cli.main(args + ["--loader", "torch"])
+        capsys.readouterr()
+        train_cli.main(args[:-1] + ["3", "--loader", "cache", "--continue_train"])
+        assert "note:" not in capsys.readouterr().out
+        torch.set_num_threads(2)
+        train_cli.main(args[:-1] + ["4", "--loader", "dali", "--continue_train"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "note: loader dali, the run's cache: DALI resizes with other rounding" in out
+    assert "note: 2 CPU threads, the run's 1: sums add in another order" in out
