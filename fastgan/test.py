@@ -57,6 +57,8 @@ TEST_HELP = {
     "arch": "the run's architecture: cyclegan (unpaired) or pix2pix (paired); the reference's --model",
     "name": "the run to test: its networks are read from checkpoints_dir/name",
     "dataroot": "what to translate: a dataset (testA/ and testB/, or test/ of A|B pairs) or a folder of images",
+    "seed": "seeds the dropout a generator keeps without --eval, so a test translates alike every time (the "
+            "reference's draws it anew each run; default: the run's seed)",
 }
 # the test's own options (not the model's or the data's) and their defaults
 TOOL_DEFAULTS = {"checkpoint": None, "results_dir": "./results/", "phase": "test", "num_test": 50,
@@ -73,7 +75,7 @@ def parse(argv=None) -> dict:
     add_option_arguments(parser, names={
         "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
         "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
-        "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", "display_winsize", *ACCEPTED_UNUSED,
+        "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", "display_winsize", "seed", *ACCEPTED_UNUSED,
     }, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
                  "dataroot": "the run's data"},
         texts={**TEST_HELP, **{name: f"accepted, unused by a test: {HELP[name]}" for name in ACCEPTED_UNUSED}})
@@ -406,6 +408,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     index = os.path.join(out_dir, "index.html")
     epoch = folder[len(tool["phase"]) + 1:] if tool["checkpoint"] else opt.epoch  # (the file's label)
     title = f"Experiment = {opt.name}, Phase = {tool['phase']}, Epoch = {epoch}"  # the reference's
+    torch.manual_seed(opt.seed)  # the dropout of a generator not in eval mode (the U-Net's, as the reference's)
     try:
         with torch.no_grad():
             for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):

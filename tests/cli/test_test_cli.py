@@ -632,3 +632,19 @@ def test_a_stopped_test_lists_what_it_translated(unaligned_root, tmp_path, monke
         test_cli.main(args)
     assert e.value.code == 130 and open(index).read().count("<tr>") == 1
     assert f"stopped after 1 of 3 images; {index} lists those" in capsys.readouterr().err
+
+
+def test_a_test_with_dropout_translates_alike_every_time_and_follows_seed(aligned_root, tmp_path):
+    """Without --eval a pix2pix generator keeps its dropout (the reference's test too, whose
+    draws differ run to run): here they follow --seed (the run's by default)."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+
+    def fakes(*extra):
+        index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                               "--results_dir", str(tmp_path / "results"), *extra])
+        images = os.path.join(os.path.dirname(index), "images")
+        return [np.array(Image.open(os.path.join(images, f))) for f in sorted(os.listdir(images)) if "fake" in f]
+
+    first, again, other = fakes(), fakes(), fakes("--seed", "1")
+    assert all((a == b).all() for a, b in zip(first, again))
+    assert any((a != b).any() for a, b in zip(first, other))
