@@ -267,6 +267,8 @@ def check_values(opt: Options) -> None:
             raise ValueError(f"--{name} {value} must not be negative")
     if opt.display_winsize <= 0:
         raise ValueError(f"--display_winsize {opt.display_winsize} must be positive (pixels)")
+    if not 0 <= opt.seed < 2 ** 64:  # torch's generators take 64 bits (a negative seed wraps onto a positive one)
+        raise ValueError(f"--seed {opt.seed} must be from 0 to 2**64 - 1")
     if opt.batch_size < 1:
         raise ValueError(f"--batch_size {opt.batch_size} must be at least 1")
     for name in ("ngf", "ndf"):

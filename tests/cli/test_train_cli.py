@@ -739,6 +739,8 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--crop_size", "20", "--load_size", "20"], "--netD basic (3 layers) is too deep for --crop_size 20: its 4x4 "
                                                  "convs shrink the crop to 10 -> 5 -> 2 -> 1, too small"),
     (["--beta1", "1.5"], "--beta1 1.5 must be in [0, 1) (Adam's first-moment decay)"),
+    (["--seed", "-1"], "--seed -1 must be from 0 to 2**64 - 1"),
+    (["--seed", str(2 ** 64)], f"--seed {2 ** 64} must be from 0 to 2**64 - 1"),
     (["--device", "tpu"], "--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     (["--device", "meta"], "--device meta: fastgan trains on cpu or cuda devices"),
     (["--device", "cuda:abc"], "--device 'cuda:abc' is not a device"),
