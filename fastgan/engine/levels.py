@@ -37,8 +37,8 @@ reference's random stream drops). Asked for explicitly, the first two are refuse
 third runs, equal to the reference in distribution only, as under --fast.
 `--fast` takes the fastest combination measured for the device, mixed precision
 included where it pays (bf16 on a GPU, on a CPU only with AMX); `--eager` is the
-reference's path with none of fastgan's. Explicit options override the defaults; a level the device cannot run is refused with
-a ValueError that says why, never dropped. On a CPU every level but eager also has malloc
+reference's path with none of fastgan's. Explicit options override the defaults; a level
+the device cannot run is refused with a ValueError that says why, never dropped. On a CPU every level but eager also has malloc
 keep freed blocks for reuse (fastgan/engine/host_memory.py; apply_process_levels).
 """
 
