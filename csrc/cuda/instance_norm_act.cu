@@ -866,19 +866,28 @@ inline unsigned grid_of(int64_t blocks) {
 
 // Whether the cluster kernels can run on `device`: cluster launch (sm_90 and newer) and
 // this file's code for it built from sm_90 PTX or newer (code JIT-compiled from older PTX
-// has them trap). Asked once per device.
+// has them trap). Asked once per device. A query the runtime refuses (a driver without
+// clusters, an invalid cluster size for the device) means no clusters: the two-kernel path
+// runs, and the error is cleared so that it does not surface at the next launch check.
 bool clusters_on(int device) {
   static std::mutex mutex;
   static std::unordered_map<int, bool> known;
   const std::lock_guard<std::mutex> lock(mutex);
   const auto it = known.find(device);
   if (it != known.end()) return it->second;
+  const auto answered = [](cudaError_t status) {
+    if (status == cudaSuccess) return true;
+    (void)cudaGetLastError();
+    return false;
+  };
   int launch = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&launch, cudaDevAttrClusterLaunch, device));
-  if (!launch) return known[device] = false;
+  if (!answered(cudaDeviceGetAttribute(&launch, cudaDevAttrClusterLaunch, device)) || !launch) {
+    return known[device] = false;
+  }
   cudaFuncAttributes attr;
-  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, fwd_cluster_nchw<float, 4>));
-  if (attr.ptxVersion < 90) return known[device] = false;
+  if (!answered(cudaFuncGetAttributes(&attr, fwd_cluster_nchw<float, 4>)) || attr.ptxVersion < 90) {
+    return known[device] = false;
+  }
   // the largest cluster of the heaviest kernels (the float64 forward and backward, one
   // block per SM) must fit the device as this process sees it (MPS, green contexts and
   // small MIG slices have fewer SMs): else a launch would fail where the two-kernel path runs
@@ -893,9 +902,9 @@ bool clusters_on(int device) {
   config.attrs = &cluster;
   config.numAttrs = 1;
   int forward = 0, backward = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&forward, fwd_cluster_nchw<double, 1>, &config));
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&backward, bwd_cluster_nchw<double, 1>, &config));
-  return known[device] = forward > 0 && backward > 0;
+  return known[device] = answered(cudaOccupancyMaxActiveClusters(&forward, fwd_cluster_nchw<double, 1>, &config)) &&
+                         answered(cudaOccupancyMaxActiveClusters(&backward, bwd_cluster_nchw<double, 1>, &config)) &&
+                         forward > 0 && backward > 0;
 }
 
 // Clusters of S blocks for a plane of HW elements on the current device, or 0 where the
