@@ -4,7 +4,8 @@ Sources: csrc/sources.txt (the list CMakeLists.txt reads too). C++ always; the .
 files when a CUDA toolkit is found (tools/cuda_env.py resolves the real toolkit root
 behind an nvcc wrapper). Environment:
   FASTGAN_CUDA=0|1        force a CPU-only build / make a missing toolkit an error
-  TORCH_CUDA_ARCH_LIST    GPU architectures (default "8.0;9.0": sm_80 and sm_90)
+  TORCH_CUDA_ARCH_LIST    GPU architectures (default "8.0;9.0+PTX": sm_80 and sm_90 code, and
+                          sm_90 PTX that newer GPUs, Blackwell's, compile at load)
   MAX_JOBS                parallel compile jobs (ninja; torch's default otherwise)
   FASTGAN_DEBUG=1         -O0 -g instead of the release flags
 """
@@ -27,7 +28,7 @@ if CUDA_HOME:
     os.environ["CUDA_HOME"] = CUDA_HOME
 elif cuda_env.cuda_required():
     sys.exit("setup.py: FASTGAN_CUDA=1 but no CUDA toolkit was found (nvcc on PATH, CUDA_HOME)")
-os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
 # Prefer the venv's ninja when the venv is not activated (`.venv/bin/python setup.py`).
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 

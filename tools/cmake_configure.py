@@ -5,7 +5,7 @@
 Passes what find_package(Torch) needs here: torch's cmake prefix path, C++20, a
 Release build, and for CUDA the real toolkit root (not the folder of an nvcc
 wrapper), its nvcc, and libnvrtc (taken from the pip nvidia packages when the
-toolkit has none). TORCH_CUDA_ARCH_LIST (default "8.0;9.0") picks the GPU archs;
+toolkit has none). TORCH_CUDA_ARCH_LIST (default "8.0;9.0+PTX") picks the GPU archs;
 FASTGAN_CUDA=0 builds without the CUDA kernels.
 """
 
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
            "-DCMAKE_BUILD_TYPE=Release",
            "-DCMAKE_CXX_STANDARD=20",
            f"-DFASTGAN_PYTHON={sys.executable}",
-           "-DTORCH_CUDA_ARCH_LIST=" + os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0")]
+           "-DTORCH_CUDA_ARCH_LIST=" + os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")]
     cache = os.path.join(build_dir, "CMakeCache.txt")
     if ninja and not os.path.exists(cache):  # the generator of an existing build dir stays
         cmd += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
