@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -80,8 +81,10 @@ def rank_env(**extra) -> dict:
 
 
 def torchrun(args, timeout=150, **env) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             *args], cwd=REPO, env=rank_env(**env), capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:  # torchrun's agent leaves its torchelastic_* folders in TMPDIR
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", *args], cwd=REPO, env=rank_env(TMPDIR=tmp, **env), capture_output=True,
+                                text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -18,12 +18,13 @@ from fastgan.engine.levels import EAGER, Levels, apply_process_levels
 
 # a fresh process each (malloc's state is process-wide): minor faults per iteration
 ITERATIONS = """
-import resource, sys, torch
+import ctypes, resource, sys
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, as PAGES counts
+import torch
 from fastgan.engine import host_memory
 if sys.argv[1] == "reuse":
     assert host_memory.reuse_freed_memory()
 else:  # glibc's first threshold, held: every block a fresh mapping (its own thresholds move)
-    import ctypes
     assert ctypes.CDLL(None).mallopt(host_memory.M_MMAP_THRESHOLD, 128 << 10)
 def iteration():
     blocks = [torch.empty(n << 20, dtype=torch.uint8).fill_(1) for n in (9, 3, 9, 5, 2)]
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def faults_per_iteration(mode: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("THP_MEM_ALLOC_ENABLE", None)  # (torch's ask for huge pages)
     out = subprocess.run([sys.executable, "-c", ITERATIONS, mode], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout
     return float(out.split()[-1])

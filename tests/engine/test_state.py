@@ -212,7 +212,7 @@ def test_runs_recording_at_once_keep_every_ones_choices(tmp_path, monkeypatch, c
     for w in workers:
         w.start()
     for w in workers:
-        w.join(60)
+        w.join(300)  # four processes importing torch at once: ~50 s on two loaded cores
     assert [w.exitcode for w in workers] == [0] * 4
     files = [name for name in os.listdir(tmp_path) if name.endswith(".pt")]  # the workers' machine key
     assert len(files) == 1
