@@ -1164,10 +1164,15 @@ def test_a_resume_on_another_loader_or_thread_count_says_its_losses_are_not_the_
         capsys.readouterr()
         train_cli.main(args[:-1] + ["3", "--loader", "cache", "--continue_train"])
         assert "note:" not in capsys.readouterr().out
+        state_file = tmp_path / "run" / "training_state.pt"
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        assert state["loader"] == "cache" and state["cpu_threads"] == 1
+        state["loader"] = "dali"  # as a run on DALI saves it (DALI need not be installed for this test)
+        torch.save(state, state_file)
         torch.set_num_threads(2)
-        train_cli.main(args[:-1] + ["4", "--loader", "dali", "--continue_train"])
+        train_cli.main(args[:-1] + ["4", "--loader", "torch", "--continue_train"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "note: loader dali, the run's cache: DALI resizes with other rounding" in out
+    assert "note: loader torch, the run's dali: DALI resizes with other rounding" in out
     assert "note: 2 CPU threads, the run's 1: sums add in another order" in out
