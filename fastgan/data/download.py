@@ -167,11 +167,7 @@ def _download(name: str, root: str, arch: str, url: str, log) -> str:
 def downloaded_from(target: str) -> str | None:
     """The address of the archive unpacked into `target` (its COMPLETE_MARKER), if any: facades
     and maps unpack their cyclegan and pix2pix forms into the same folder."""
-    try:
-        with open(os.path.join(target, COMPLETE_MARKER)) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    return _read_text(os.path.join(target, COMPLETE_MARKER))
 
 
 def fetch(url: str, part: str, timeout: float = 30.0, log=print) -> None:
@@ -250,6 +246,7 @@ def _keep_validator(headers, path: str) -> None:
 
 
 def _read_text(path: str) -> str | None:
+    """A small file's text, stripped; None where it is missing, unreadable or empty."""
     try:
         with open(path) as f:
             return f.read().strip() or None
