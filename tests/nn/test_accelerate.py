@@ -786,7 +786,7 @@ def test_lone_modules_left_alone_are_reported():
                                  "2: Conv2d grouped or dilated"]
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # torch's own instance norm check
 @pytest.mark.parametrize("tracer", ["jit.trace", "fx.symbolic_trace"])
 def test_an_accelerated_model_traces_as_the_plain_model(tracer):
@@ -948,7 +948,7 @@ def test_bad_backends_are_refused_at_once():
     assert _count_modules(model) == (0, 0, 0, 0, 0)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_script_modules_are_refused():
     with pytest.raises(TypeError, match="not TorchScript ones"):
         fastgan.accelerate(torch.jit.script(nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3))))
@@ -956,7 +956,7 @@ def test_script_modules_are_refused():
         fastgan.accelerate(lambda x: x)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_scripting_an_accelerated_model_is_one_clear_error():
     """Each of fastgan.nn's modules, inside a model or alone: torch.jit.script names it
     (it failed with a TorchScript compile error from inside fastgan's tracing check)."""
@@ -1010,7 +1010,7 @@ def test_torch_func_transforms_run_the_compositions(backend):
     _close(batched, plain(x).detach(), "torch.func.vmap")
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # torch's jvp decompositions
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's jvp decompositions
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_forward_mode_ad_runs_the_compositions(backend):
     """Dual tensors (torch.autograd.forward_ad) through an accelerated model: its tangent is

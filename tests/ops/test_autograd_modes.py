@@ -49,7 +49,7 @@ def _grads(fn, inputs: list[torch.Tensor], needs: list[bool], seed) -> list[torc
     return [next(grads) if need else None for need in needs]
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # torch's jvp decompositions
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's jvp decompositions
 @pytest.mark.parametrize("op,backend", CASES)
 def test_forward_mode_ad_gives_the_compositions_tangent(op, backend):
     fused, composition = OPS[op][:2]

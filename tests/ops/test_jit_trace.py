@@ -20,9 +20,9 @@ CASES = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-@pytest.mark.filterwarnings("ignore:`torch.jit.(save|load)` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.(save|load)` is deprecated")
 @pytest.mark.parametrize("op", list(CASES))
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_a_traced_op_saves_loads_and_computes_the_op(backend, op, tmp_path):
