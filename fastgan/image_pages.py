@@ -5,6 +5,8 @@ index.html)."""
 from __future__ import annotations
 
 import html
+import os
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -26,21 +28,32 @@ def write_image_page(path: str, title: str, sections: list[tuple[str, list[tuple
                      refresh: int | None = None) -> None:
     """An HTML page at `path` titled `title`: each section's heading over one row of its
     (label, image path relative to the page) images, each `width` pixels wide and linked to
-    itself, as the reference's html.HTML lays them out. `refresh`: seconds after which a
-    browser reloads the page (the reference's training page: 1). Written whole, then renamed
-    into place: a browser reloading it never reads half a page."""
+    itself, as the reference's html.HTML lays them out. Paths are percent-encoded from their
+    bytes, so a file name that is no UTF-8 (os.fsdecode's surrogates) still links to its file.
+    `refresh`: seconds after which a browser reloads the page (the reference's training page:
+    1). Written whole, then renamed into place: a browser reloading it never reads half a page."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'>"]
     if refresh:
         parts.append(f"<meta http-equiv='refresh' content='{int(refresh)}'>")
-    parts.append(f"<title>{html.escape(title)}</title></head><body>")
+    parts.append(f"<title>{_text(title)}</title></head><body>")
     for heading, images in sections:
         cells = "".join(f"<td style='word-wrap: break-word;' halign='center' valign='top'><p>"
-                        f"<a href=\"{html.escape(src)}\"><img style='width:{int(width)}px' src=\"{html.escape(src)}\">"
-                        f"</a><br><p>{html.escape(label)}</p></p></td>" for label, src in images)
-        parts.append(f"<h3>{html.escape(heading)}</h3><table border='1' style='table-layout: fixed;'>"
+                        f"<a href=\"{_address(src)}\"><img style='width:{int(width)}px' src=\"{_address(src)}\">"
+                        f"</a><br><p>{_text(label)}</p></p></td>" for label, src in images)
+        parts.append(f"<h3>{_text(heading)}</h3><table border='1' style='table-layout: fixed;'>"
                      f"<tr>{cells}</tr></table>")
     parts.append("</body></html>\n")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("".join(parts))
     replace_file(tmp, path)
+
+
+def _text(s: str) -> str:
+    """`s` as HTML text; a file name's undecodable bytes (surrogates) shown as U+FFFD."""
+    return html.escape(os.fsencode(s).decode("utf-8", "replace"))
+
+
+def _address(path: str) -> str:
+    """A relative URL of the file at `path`: its bytes percent-encoded (a browser maps them back)."""
+    return html.escape(quote(os.fsencode(path)))

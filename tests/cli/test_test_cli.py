@@ -9,7 +9,7 @@ from PIL import Image
 
 from fastgan import test as test_cli
 from fastgan import train as train_cli
-from fastgan.image_pages import tensor2im
+from fastgan.image_pages import tensor2im, write_image_page
 from tests.cli.runs import tiny_args, write_images
 
 
@@ -75,6 +75,20 @@ def test_saved_images_are_the_references_tensor2im():
     assert (tensor2im(rgb) == ((rgb + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).numpy()).all()
     with pytest.raises(ValueError, match="expected 1 or 3 channels"):
         tensor2im(torch.zeros(2, 4, 4))
+
+
+def test_image_page_links_file_names_that_are_no_utf8(tmp_path):
+    """A Latin-1 file name (os.fsdecode's surrogate for byte 0xE9) failed the page's UTF-8
+    write after every image was saved; its link now holds the name's bytes, percent-encoded."""
+    from urllib.parse import unquote_to_bytes
+
+    name = os.fsdecode(b"caf\xe9 <1>")
+    page = tmp_path / "index.html"
+    write_image_page(str(page), "Experiment = x", [(name, [("fake", f"images/{name}_fake.png")])], 64)
+    html = page.read_text(encoding="utf-8")
+    href = html.split('href="')[1].split('"')[0]
+    assert unquote_to_bytes(href) == b"images/caf\xe9 <1>_fake.png"
+    assert "<h3>caf\ufffd &lt;1&gt;</h3>" in html and not (tmp_path / "index.html.tmp").exists()
 
 
 def test_inference_cli_under_torchrun_is_refused(monkeypatch, capsys):
