@@ -74,6 +74,7 @@ MISREAD = {
     "maxval15.ppm": lambda p: netpbm(p, photo(4), 15),
     "maxval1000.ppm": lambda p: netpbm(p, photo(5), 1000),
     "rgb565.bmp": lambda p: bmp_16bit(p, photo(6), 6),
+    "cielab.tif": lambda p: Image.fromarray(photo(16)).convert("LAB").save(p, "TIFF"),
 }
 READ_ALIKE = {
     "plain.tif": lambda p: Image.fromarray(photo(7)).save(p, "TIFF"),
@@ -85,6 +86,8 @@ READ_ALIKE = {
     "rgb555.bmp": lambda p: bmp_16bit(p, photo(15), 5),  # (DALI refuses it: loaded through PIL on failure)
     "gray_alpha.png": lambda p: Image.fromarray(with_alpha(13)[..., 2:], "LA").save(p, "PNG"),
     "photo.jpg": lambda p: Image.fromarray(photo(14)).save(p, "JPEG"),
+    "cmyk.tif": lambda p: Image.fromarray(photo(17)).convert("CMYK").save(p, "TIFF"),
+    "rgb32.bmp": lambda p: Image.fromarray(with_alpha(18), "RGBA").save(p, "BMP"),
 }
 
 
@@ -101,7 +104,8 @@ def test_the_files_dali_misreads_are_told_from_their_headers(name, tmp_path):
 def test_dali_loads_the_files_it_misreads_as_the_torch_loader(name, kind, tmp_path):
     """Each such file among ordinary ones: DALI's batches are the torch loader's (its own
     decoding was up to 255 levels off: a TIFF left unturned, gray and alpha read as colours,
-    alpha not divided out, a maxval not scaled, 5-6-5 fields widened otherwise)."""
+    alpha not divided out, a maxval not scaled, 5-6-5 fields widened otherwise, CIELab's
+    colours mapped otherwise)."""
     for i in range(2):
         save(tmp_path / "trainA" / f"a{i}.png", photo(20 + i))
         save(tmp_path / "trainB" / f"b{i}.png", photo(30 + i))

@@ -205,8 +205,16 @@ def damaged_chunk_png(good: bytes) -> bytes:
     return data[:at + 4 + length] + bytes(4) + data[at + 8 + length:]
 
 
-@pytest.mark.parametrize("bad", ["garbage.jpg", "truncated.png", "headless.bmp", "damaged_chunk.png", "bomb.png"])
+def bmp_32bit(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.concatenate([rgb, rgb[..., :1]], -1), "RGBA").save(buf, "BMP")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("bad", ["garbage.jpg", "truncated.png", "headless.bmp", "damaged_chunk.png", "bomb.png",
+                                 "truncated32.bmp"])
 def test_bad_file_same_error_from_every_loader(tmp_path, bad, monkeypatch):
+    """(DALI decoded a truncated 32-bit BMP to whatever it found, where PIL refuses it.)"""
     rng = np.random.default_rng(1)
     for i in range(4):
         save(tmp_path / "trainA" / f"a{i}.png", photo_like(rng, 40, 40))
@@ -218,7 +226,8 @@ def test_bad_file_same_error_from_every_loader(tmp_path, bad, monkeypatch):
     content = {"garbage.jpg": lambda: b"not a jpeg at all", "truncated.png": lambda: good[: len(good) // 2],
                "headless.bmp": lambda: b"BM and then no bitmap at all",
                "damaged_chunk.png": lambda: damaged_chunk_png(good),
-               "bomb.png": lambda: (tmp_path / "bomb.png").read_bytes()}[bad]()
+               "bomb.png": lambda: (tmp_path / "bomb.png").read_bytes(),
+               "truncated32.bmp": lambda: bmp_32bit(photo_like(rng, 40, 40))[:-400]}[bad]()
     (tmp_path / "trainA" / bad).write_bytes(content)
     opt = make_opt(tmp_path, batch_size=2)
     words = refusal("torch", opt)
