@@ -8,6 +8,8 @@ import os
 
 from PIL import Image
 
+from fastgan.data.image_folder import WIDE_GRAY_MODES
+
 TIFF_ORIENTATION, TIFF_SAMPLES_PER_PIXEL, TIFF_EXTRA_SAMPLES = 274, 277, 338
 ASSOCIATED_ALPHA = 1  # an ExtraSamples value: premultiplied alpha
 
@@ -16,6 +18,7 @@ def dali_misreads(im: Image.Image) -> bool:
     """Whether DALI's decoding of the opened image `im` differs from PIL's (measured, on
     DALI's CPU decoders, by whole levels):
     - a floating-point image (mode F): DALI saturates where convert("RGB") clips;
+    - a 16- or 32-bit grayscale image: DALI scales it to 8 bits where convert("RGB") clips;
     - a CIELab image (mode LAB, a TIFF's): DALI's fallback decoder maps its colours otherwise
       (up to 79 levels apart);
     - a TIFF with an Orientation other than 1: PIL turns it upright as it loads it, DALI
@@ -29,7 +32,7 @@ def dali_misreads(im: Image.Image) -> bool:
       it finds, where PIL refuses it as truncated.
     The rest of what PIL reads, DALI reads alike, or refuses (e.g. a 5-5-5 BMP): a batch it
     fails on is loaded through PIL too."""
-    if im.mode in ("F", "LAB"):
+    if im.mode in ("F", "LAB", *WIDE_GRAY_MODES):
         return True
     if im.format == "TIFF":
         tags = im.tag_v2

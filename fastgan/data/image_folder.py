@@ -2,15 +2,16 @@
 
 The reference opens every image with PIL and calls ``convert('RGB')`` (and a
 Grayscale transform for 1-channel sides). ``load_image`` keeps those semantics
-and fixes what a plain convert gets wrong or lets through silently: 16-bit
-grayscale saturates under convert, and a truncated file decodes lazily (or, with
-LOAD_TRUNCATED_IMAGES, as grey padding) instead of failing on the spot.
+and fixes what a plain convert lets through silently: a truncated file decodes
+lazily (or, with LOAD_TRUNCATED_IMAGES, as grey padding) instead of failing on the
+spot, and 16- or 32-bit grayscale values clipped at 255 get a warning.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -23,8 +24,9 @@ IMG_EXTENSIONS = tuple(
     for ext in (e, e.upper())
 )
 
-# Modes PIL uses for 16/32-bit single-channel integer images (16-bit PNG, TIFF).
-_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# Modes PIL uses for 16/32-bit single-channel integer images (16-bit PNG, PGM, TIFF).
+WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_said_clipped = False  # whether this process has warned of wide grayscale values clipped
 
 
 def is_image_file(filename: str) -> bool:
@@ -68,10 +70,11 @@ def load_image(path: str, channels: int = 3) -> Image.Image:
 
     Grayscale, palette, CMYK and alpha images are converted as the reference's
     ``convert('RGB')`` does (alpha dropped, not composited); 1-channel sides get
-    RGB -> L (ITU-R 601-2 luma) like its Grayscale transform. 16-bit grayscale is
-    scaled to 8 bits (v * 255 / 65535, rounded); 16-bit colour PNGs are reduced
-    by PIL itself (to the high byte). A file that is not an image or is truncated
-    raises DatasetError naming it.
+    RGB -> L (ITU-R 601-2 luma) like its Grayscale transform. 16- and 32-bit
+    grayscale values are clipped to 0..255, as the reference's convert() reads them
+    (a warning says so once where values were clipped); 16-bit colour PNGs are
+    reduced by PIL itself (to the high byte). A file that is not an image or is
+    truncated raises DatasetError naming it.
     """
     if channels not in (1, 3):
         raise DatasetError(
@@ -88,7 +91,7 @@ def load_image(path: str, channels: int = 3) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()  # force the full decode now, so a truncated file fails here
-        img = _to_8bit(im)
+        img = _to_8bit(im, path)
     except DatasetError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
@@ -103,24 +106,17 @@ def load_image(path: str, channels: int = 3) -> Image.Image:
     return img.convert("RGB").convert("L")  # the reference's order: RGB first, then luma
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
+def _to_8bit(im: Image.Image, path: str) -> Image.Image:
     """8-bit version of `im`, keeping its colour model (L, RGB, RGBA, P, CMYK, ...)."""
-    if im.mode in _WIDE_GRAY_MODES:
-        a = np.asarray(im, dtype=np.int64)
-        if _declares_32_bits(im) and a.size and a.min() >= 0 and a.max() <= 255:
-            # 8-bit values in a 32-bit integer TIFF: what the reference's convert() reads
-            return Image.fromarray(a.astype(np.uint8), "L")
-        # convert("L"/"RGB") clips 16-bit values at 255 instead of scaling: a 16-bit image
-        # would come out almost white.
-        a = np.clip(a, 0, 65535)
-        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if im.mode in WIDE_GRAY_MODES:
+        a = np.asarray(im)
+        global _said_clipped
+        if a.size and (a.min() < 0 or a.max() > 255) and not _said_clipped:
+            _said_clipped = True
+            warnings.warn(f"{path} holds grayscale values from {a.min()} to {a.max()}: they are clipped to "
+                          f"0..255, as the reference reads them (said for the first such file only); save "
+                          f"the images with 8 bits to train on their whole range", stacklevel=3)
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
     if im.mode == "1":
         return im.convert("L")
     return im
-
-
-def _declares_32_bits(im: Image.Image) -> bool:
-    """A TIFF of 32-bit samples (PIL's mode "I" holds those as well as 16-bit PNG and PGM data,
-    whose values it spreads over 0..65535)."""
-    tags = getattr(im, "tag_v2", None)
-    return tags is not None and tuple(tags.get(258, ())) == (32,)  # 258: BitsPerSample

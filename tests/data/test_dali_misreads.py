@@ -75,6 +75,8 @@ MISREAD = {
     "maxval1000.ppm": lambda p: netpbm(p, photo(5), 1000),
     "rgb565.bmp": lambda p: bmp_16bit(p, photo(6), 6),
     "cielab.tif": lambda p: Image.fromarray(photo(16)).convert("LAB").save(p, "TIFF"),
+    "gray16.png": lambda p: Image.fromarray(photo(19)[..., 0].astype(np.uint16) * 3).save(p, "PNG"),  # 0..765
+    "gray32.tif": lambda p: Image.fromarray(photo(20)[..., 1].astype(np.int32), "I").save(p, "TIFF"),
 }
 READ_ALIKE = {
     "plain.tif": lambda p: Image.fromarray(photo(7)).save(p, "TIFF"),
@@ -105,7 +107,7 @@ def test_dali_loads_the_files_it_misreads_as_the_torch_loader(name, kind, tmp_pa
     """Each such file among ordinary ones: DALI's batches are the torch loader's (its own
     decoding was up to 255 levels off: a TIFF left unturned, gray and alpha read as colours,
     alpha not divided out, a maxval not scaled, 5-6-5 fields widened otherwise, CIELab's
-    colours mapped otherwise)."""
+    colours mapped otherwise, wide grayscale scaled where PIL clips)."""
     for i in range(2):
         save(tmp_path / "trainA" / f"a{i}.png", photo(20 + i))
         save(tmp_path / "trainB" / f"b{i}.png", photo(30 + i))

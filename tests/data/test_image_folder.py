@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -111,40 +112,44 @@ def _png16(path, arr: np.ndarray) -> str:
     return str(path)
 
 
-def test_16bit_grayscale_png_is_scaled_not_saturated(tmp_path):
-    a = (np.arange(16 * 16).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280
-    p = _png16(tmp_path / "g16.png", a)
-    assert Image.open(p).mode.startswith("I")  # really a 16-bit image to PIL
-    expected = np.round(a / 257.0).astype(np.uint8)
-    rgb = np.asarray(load_image(p, 3))
-    assert np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
-    assert np.array_equal(np.asarray(load_image(p, 1)), expected)
-    assert (np.asarray(Image.open(p).convert("RGB"))[..., 0] == 255).mean() > 0.9  # what we avoid
+def reference_read(path) -> tuple[str, np.ndarray]:
+    """The mode PIL opens `path` in, and the reference's convert("RGB") of it."""
+    with Image.open(path) as im:
+        return im.mode, np.asarray(im.convert("RGB"))
 
 
-def test_32bit_tiff_of_8bit_values_is_read_as_the_reference_reads_it(tmp_path):
-    """Mode "I" from a TIFF of 32-bit samples holding 0..255: convert() keeps those values,
-    and so does load_image; 16-bit values in one are scaled as a 16-bit image's."""
-    a = (np.arange(16 * 16).reshape(16, 16) % 256).astype(np.int32)
-    Image.fromarray(a, "I").save(tmp_path / "i32.tif")
-    im = Image.open(tmp_path / "i32.tif")
-    assert im.mode == "I" and im.tag_v2[258] == (32,)
-    reference = np.asarray(im.convert("RGB"))
-    assert np.array_equal(np.asarray(load_image(str(tmp_path / "i32.tif"), 3)), reference)
-    assert np.array_equal(np.asarray(load_image(str(tmp_path / "i32.tif"), 1)), a.astype(np.uint8))
-    wide = a * 256  # 0 .. 65280
-    Image.fromarray(wide, "I").save(tmp_path / "i32_wide.tif")
-    expected = np.round(wide / 257.0).astype(np.uint8)
-    assert np.array_equal(np.asarray(load_image(str(tmp_path / "i32_wide.tif"), 1)), expected)
+def test_wide_grayscale_is_clipped_as_the_reference_reads_it(tmp_path, monkeypatch):
+    """16-bit PNG, 32-bit TIFF and 16-bit PGM: the values convert() keeps (0..255) stay, the
+    rest clip, with one warning naming the first such file. They were scaled by 1/257 before
+    (a 16-bit label map of values under 256 came out almost black), and a 32-bit TIFF kept or
+    scaled its values by whether one pixel passed 255."""
+    from fastgan.data import image_folder
 
+    monkeypatch.setattr(image_folder, "_said_clipped", False)
+    small = (np.arange(16 * 16).reshape(16, 16) % 256).astype(np.uint16)
+    files = {"labels16.png": _png16(tmp_path / "labels16.png", small)}
+    Image.fromarray(small.astype(np.int32), "I").save(tmp_path / "i32.tif")
+    files["i32.tif"] = str(tmp_path / "i32.tif")
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n16 16\n65535\n" + small.astype(">u2").tobytes())
+    files["dark.pgm"] = str(tmp_path / "dark.pgm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, p in files.items():
+            mode, reference = reference_read(p)
+            assert mode.startswith("I"), name  # really a wide image to PIL
+            assert np.array_equal(np.asarray(load_image(p, 3)), reference), name
+            assert np.array_equal(np.asarray(load_image(p, 1)), small.astype(np.uint8)), name
 
-def test_16bit_pgm_keeps_its_scale_however_dark(tmp_path):
-    """PIL opens a PGM of maxval > 255 as mode "I", its values spread over 0..65535: a dark one
-    (every value under 256) stays dark, not read as 8-bit."""
-    a = (np.arange(8 * 8).reshape(8, 8) * 4).astype(">u2")  # 0 .. 252 of 65535
-    (tmp_path / "dark.pgm").write_bytes(b"P5\n8 8\n65535\n" + a.tobytes())
-    assert Image.open(tmp_path / "dark.pgm").mode == "I"
-    assert np.asarray(load_image(str(tmp_path / "dark.pgm"), 1)).max() <= 1
+    wide = small.astype(np.int32) * 256 - 1000  # -1000 .. 64280
+    files = {"wide16.png": _png16(tmp_path / "wide16.png", np.clip(wide, 0, None).astype(np.uint16))}
+    Image.fromarray(wide, "I").save(tmp_path / "wide32.tif")
+    files["wide32.tif"] = str(tmp_path / "wide32.tif")
+    with pytest.warns(UserWarning, match=r"wide16.png holds grayscale values from 0 to 64280: they are clipped"):
+        for name, p in files.items():
+            assert np.array_equal(np.asarray(load_image(p, 3)), reference_read(p)[1]), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        load_image(files["wide32.tif"], 1)
 
 
 def test_16bit_colour_png_within_one_level(tmp_path):
