@@ -45,7 +45,7 @@ from fastgan.options import checkpoint_label, resolve
 
 # what a test run takes over from the training run's train_opt.json
 MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
-                 "crop_size", "preprocess", "direction")
+                 "crop_size", "preprocess", "direction", "seed")
 # what each translated item writes, {stem}_{name}.png, as the reference's test models name them
 VISUALS = {
     "single": ("real", "fake"),  # --model test: one generator on a folder of images
@@ -212,15 +212,20 @@ def generator_channels(opt, net: str, tool: dict) -> tuple[int, int]:
     return own
 
 
-def generator_file(opt, net: str, checkpoint: str | None, alone: bool) -> str:
+def generator_file(opt, net: str, tool: dict, alone: bool) -> str:
     """The checkpoint of `net`: --checkpoint, else {label}_net_{net}.pth of the experiment (or,
-    for a generator tested `alone`, a published pretrained generator's {label}_net_G.pth)."""
-    if checkpoint:
-        return checkpoint
+    for a generator tested `alone` and not named by --model_suffix, a published pretrained
+    generator's {label}_net_G.pth)."""
+    if tool["checkpoint"]:
+        return tool["checkpoint"]
     folder, label = os.path.join(opt.checkpoints_dir, opt.name), checkpoint_label(opt)
     path = os.path.join(folder, f"{label}_net_{net}.pth")
     plain = os.path.join(folder, f"{label}_net_G.pth")  # published pretrained generators
     if not os.path.exists(path) and os.path.exists(plain):
+        if tool["model_suffix"] is not None:  # the generator the user named, as the reference's test model
+            raise FileNotFoundError(f"no checkpoint {path} (--model_suffix {tool['model_suffix']}); {folder} "
+                                    f"holds one generator, {os.path.basename(plain)}: leave --model_suffix out "
+                                    "to test it")
         if alone:
             return plain
         # one generator cannot stand for both directions of the cycle test
@@ -283,7 +288,11 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
             return "paired", data.replace(dataset_mode="aligned")
         if opt.arch == "cyclegan" and not tool["one_generator"]:
             return "cycle", data.replace(dataset_mode="aligned")
-        return "single", data.replace(dataset_mode="aligned")
+        # the reference's aligned dataset never swaps the halves (its pix2pix model does): the
+        # one generator takes the A (left) halves whatever the direction
+        net = translating_net(opt, tool)
+        return "single", data.replace(dataset_mode="aligned", direction="AtoB",
+                                      input_nc=generator_channels(opt, net, tool)[0])
     if mode == "unaligned" and opt.arch == "cyclegan" and not tool["one_generator"] and all(map(os.path.isdir, sides)):
         return "cycle", data.replace(dataset_mode="unaligned")
     # one generator on a folder: the side it takes (G_A the run's input side, G_B the other),
@@ -382,7 +391,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     check_backend_variable(device)
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
-    paths = {net: generator_file(opt, net, tool["checkpoint"], alone=len(names) == 1) for net in names}
+    paths = {net: generator_file(opt, net, tool, alone=len(names) == 1) for net in names}
     nets = {net: load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
             for net, path in paths.items()}
     if opt.verbose:

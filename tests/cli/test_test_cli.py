@@ -159,6 +159,20 @@ def test_inference_cli_honours_a_typed_direction_on_pairs(aligned_root, tmp_path
     assert np.abs(real_A - right).max() <= 2
 
 
+def test_model_test_on_pairs_takes_the_left_halves_whatever_the_direction(aligned_root, tmp_path):
+    """The reference's aligned dataset never swaps the halves (its pix2pix model does), and its
+    test model translates input['A']: the left half, also for a run trained BtoA (the right
+    halves were taken)."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--direction", "BtoA", "--max_iters", "1"])
+    index = test_cli.main(["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", aligned_root,
+                           "--results_dir", str(tmp_path / "results"), "--model", "test", "--dataset_mode", "aligned",
+                           "--eval", "--num_test", "1"])
+    with Image.open(os.path.join(aligned_root, "test", "img000.png")) as pair:
+        left = np.asarray(pair.crop((0, 0, 40, 40)).resize((32, 32), Image.BICUBIC), dtype=np.float32)
+    real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")), dtype=np.float32)
+    assert np.abs(real - left).max() <= 2
+
+
 def test_inference_cli_model_suffix_b_takes_the_b_side_with_its_channels(unaligned_root, tmp_path):
     """G_B of a run with --input_nc 1 --output_nc 3 takes 3-channel B images, from testB."""
     train_cli.main(tiny_args(unaligned_root, tmp_path, "gray") + ["--input_nc", "1", "--lambda_identity", "0",
@@ -605,6 +619,14 @@ def test_a_published_generator_is_tested_alone_never_as_both_of_the_cycle(unalig
     index = test_cli.main(common + ["--model", "test", "--num_test", "2"])
     assert "G from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
     assert len(os.listdir(os.path.join(os.path.dirname(index), "images"))) == 2 * 2
+    # a typed --model_suffix names the generator to load, as the reference's test model: it was
+    # replaced by latest_net_G.pth, still called G_B
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(common + ["--model", "test", "--model_suffix", "_B"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint {run / 'latest_net_G_B.pth'} (--model_suffix _B)" in err
+    assert "holds one generator, latest_net_G.pth: leave --model_suffix out" in err
 
 
 def test_a_reference_generator_is_tested_with_its_dropout(unaligned_root, tmp_path, capsys):
@@ -659,6 +681,7 @@ def test_a_test_with_dropout_translates_alike_every_time_and_follows_seed(aligne
         images = os.path.join(os.path.dirname(index), "images")
         return [np.array(Image.open(os.path.join(images, f))) for f in sorted(os.listdir(images)) if "fake" in f]
 
-    first, again, other = fakes(), fakes(), fakes("--seed", "1")
+    first, again, run_seed, other = fakes(), fakes(), fakes("--seed", "7"), fakes("--seed", "1")
     assert all((a == b).all() for a, b in zip(first, again))
+    assert all((a == b).all() for a, b in zip(first, run_seed))  # the run's --seed 7 (0 was taken)
     assert any((a != b).any() for a, b in zip(first, other))
