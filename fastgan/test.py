@@ -353,6 +353,18 @@ def load_generator(opt, path: str, device, eval_mode: bool, channels: tuple[int,
     return G
 
 
+def print_network_sizes(nets: dict, verbose: bool) -> None:
+    """The reference's print_networks: each net (with --verbose) and its size, between rules."""
+    from fastgan.models import count_parameters
+
+    print("---------- Networks initialized -------------")
+    for name, G in nets.items():
+        if verbose:
+            print(G)
+        print(f"[Network {name}] Total number of parameters : {count_parameters(G) / 1e6:.3f} M")
+    print("-----------------------------------------------")
+
+
 def check_size(opt, kind: str, item: dict, eval_mode: bool) -> None:
     """An image a generator of `kind` cannot take, named (--preprocess none or scale_width keep
     each image's size): a U-Net's sides must be multiples of its N; a ResNet generator takes
@@ -392,11 +404,11 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     kind, data_options = input_data(opt, tool, training)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool, alone=len(names) == 1) for net in names}
-    nets = {net: load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
-            for net, path in paths.items()}
-    if opt.verbose:
-        for net, G in nets.items():
-            print(f"{net}: {G}")
+    nets = {}
+    for net, path in paths.items():
+        print(f"loading the model from {path}")  # the reference's lines, for the scripts that read them
+        nets[net] = load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
+    print_network_sizes(nets, opt.verbose)
     dataset = create_dataset(data_options)
     try:  # as the reference's test, beside the networks (always test_opt.txt: --phase train would
         # overwrite the training run's train_opt.txt), where that folder can be written
@@ -422,6 +434,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         with torch.no_grad():
             for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
                 item = dataset[i]
+                if i % 5 == 0:  # the reference's progress line
+                    tqdm.write(f"processing ({i:04d})-th image... {[item['A_paths']]}")
                 check_size(opt, kind, item, tool["eval"])
                 stem = unique_stem(item["A_paths"], dataset.root, stems)
                 entries = []

@@ -10,13 +10,22 @@ from PIL import Image
 from fastgan import test as test_cli
 from fastgan import train as train_cli
 from fastgan.image_pages import tensor2im, write_image_page
+from fastgan.models import count_parameters
 from tests.cli.runs import tiny_args, write_images
 
 
-def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path):
+def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
+    capsys.readouterr()
     index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
                            str(tmp_path / "results"), "--device", "cpu", "--eval", "--display_winsize", "128"])
+    out = capsys.readouterr().out.splitlines()  # the reference's lines, which scripts read
+    assert f"loading the model from {tmp_path / 'run' / 'latest_net_G_A.pth'}" in out
+    size = count_parameters(plain_generator(tmp_path / "run" / "latest_net_G_A.pth")) / 1e6
+    assert [line for line in out if line.startswith("[Network")] == [
+        f"[Network G_A] Total number of parameters : {size:.3f} M"]
+    assert [line for line in out if line.startswith("processing")] == [
+        f"processing (0000)-th image... {[os.path.join(unaligned_root, 'testA', 'img000.png')]}"]
     html = open(index).read()
     images = os.path.join(os.path.dirname(index), "images")
     assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(3) for k in ("real", "fake"))
@@ -470,7 +479,9 @@ def test_inference_cli_follows_the_runs_direction_and_suffix(unaligned_root, tmp
     common = ["--name", name, "--checkpoints_dir", str(tmp_path), "--dataroot", str(root), "--eval", "--results_dir"]
     capsys.readouterr()
     index = test_cli.main(common + [str(tmp_path / "single"), "--model", "test", "--verbose"])
-    assert "G_A: ResnetGenerator(" in capsys.readouterr().out
+    out = capsys.readouterr().out  # with --verbose, as the reference's: the net, then its size
+    assert "ResnetGenerator(" in out and "[Network G_A] Total number of parameters" in out
+    assert out.index("ResnetGenerator(") < out.index("[Network G_A]")
     single = os.path.join(os.path.dirname(index), "images")
 
     def pixels(folder, file):
