@@ -4,7 +4,8 @@ from fastgan.options import Options
 
 
 def build_model(arch: str, **options):
-    """A training model for `arch` ("cyclegan" or "pix2pix") with the CLI's option names."""
+    """A training model for `arch` ("cyclegan" or "pix2pix") with the CLI's option names. It
+    seeds torch's global random generator with `seed` (default 0), as a run does."""
     from fastgan.engine.models import build_model as _build
 
     return _build(arch, **options)
