@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -31,8 +32,11 @@ def candidate_seconds(candidates: dict[str, Callable[[], object]],
     # the candidates' own graphs keep their saved tensors: a caller's saved-tensor hooks
     # (torch.utils.checkpoint(use_reentrant=False) measuring a new shape) must not see them
     # (pushing hooks while they are disabled would raise)
+    # Nor does the caller's anomaly mode apply: the candidates run on copies of its inputs, and
+    # a NaN among them failed the caller's forward ("ConvolutionBackward0 returned nan values").
     hooked = saved_tensors_hooked() and torch._C._autograd._saved_tensors_hooks_is_enabled()
-    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept) if hooked else contextlib.nullcontext():
+    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept) if hooked else contextlib.nullcontext(), \
+            torch.autograd.set_detect_anomaly(False):
         return _candidate_seconds(candidates, device)
 
 
@@ -95,25 +99,27 @@ class MeasuredChoices:
     def __init__(self, what: str, names: tuple[str, ...], default: str = "auto"):
         self.what = what
         self.names = names  # the candidates
-        # the choice forced by a block, or "auto" (measured); read where the op is called:
-        # torch.compile guards on it
-        self.state = {"choice": self.validate(default, forcing=True)}
+        self.default = self.validate(default, forcing=True)  # the process's (its environment variable's)
+        # .forced: this thread's innermost forced() block's choice, absent outside (read where
+        # the op is called, through getattr: torch.compile guards on it, as on use_backend's)
+        self._thread = threading.local()
         self._picks: dict[tuple, str] = {}
         self._times: dict[tuple, dict[str, float]] = {}
 
     @property
     def choice(self) -> str:
-        return self.state["choice"]
+        """The choice in force in this thread: a candidate's name, or "auto" (measured)."""
+        return getattr(self._thread, "forced", None) or self.default
 
     @contextlib.contextmanager
     def forced(self, name: str) -> Iterator[str]:
-        """Within the block the choice is `name` (a candidate, or "auto")."""
-        previous = self.state["choice"]
-        self.state["choice"] = self.validate(name, forcing=True)
+        """Within the block, in this thread, the choice is `name` (a candidate, or "auto")."""
+        previous = getattr(self._thread, "forced", None)
+        self._thread.forced = self.validate(name, forcing=True)
         try:
             yield name
         finally:
-            self.state["choice"] = previous
+            self._thread.forced = previous
 
     def validate(self, name: str, forcing: bool = False) -> str:
         allowed = ("auto", *self.names) if forcing else self.names
@@ -130,7 +136,8 @@ class MeasuredChoices:
 
     def entries(self) -> dict[tuple, dict]:
         """{key: {"choice": name, "times": {candidate: seconds}}} for every key measured so far."""
-        return {k: {"choice": v, "times": dict(self._times.get(k, {}))} for k, v in self._picks.items()}
+        picks, times = self._picks.copy(), self._times.copy()  # (another thread may be measuring)
+        return {k: {"choice": v, "times": dict(times.get(k, {}))} for k, v in picks.items()}
 
     def _read(self, entry: dict | str) -> tuple[str, dict[str, float]]:
         """(choice, times) of a saved entry; a bare name is also taken (the convolutions'

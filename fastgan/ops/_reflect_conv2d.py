@@ -88,9 +88,6 @@ __all__ = [
     "selection_cache",
 ]
 
-REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
-
-
 def _choice_from_environment() -> str:
     """FASTGAN_REFLECT_CONV2D: "auto" (default) or "aten" (a fused kernel by name is for
     force_choice: it fails on the shapes it cannot run)."""
@@ -104,6 +101,9 @@ def _choice_from_environment() -> str:
 # where the custom op is called)
 _CHOICES = _measure.MeasuredChoices("reflect_conv2d", ("triton", "winograd", "aten"), _choice_from_environment())
 CHOICES = ("auto", *_CHOICES.names)
+# (registered once the variable above was read: a bad value raised after the op was registered,
+# and importing again once it was fixed failed on "already registered")
+REFLECT_CONV2D = registry.Op("reflect_conv2d", reference.reflect_conv2d)
 
 
 # ---------------------------------------------------------------------- public function
@@ -459,6 +459,8 @@ def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors
     run_fused = kernels[fused]
     if key is None and choice == "auto":
         key = _signature(phase, fused, stride, padding, *tensors)
+    if choice == "auto" and torch.are_deterministic_algorithms_enabled():
+        return unfused()  # a choice by measured speed could differ between two runs
     picked = _CHOICES.get(key)  # every call after a shape's first: its measured choice, and no more
     if picked is None:
         picked = _decide(choice, fused, _fused_problem(fused, x, weight, stride), key, x.device, run_fused, unfused)

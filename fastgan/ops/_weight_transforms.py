@@ -15,53 +15,55 @@ transforms). A write through `.data`, through another tensor that shares the sto
 by an optimizer outside torch.optim's classes bumps nothing, and a transform kept from
 before would then be stale. The CycleGAN trainer opens it from its generators' forward
 passes through their backward, where nothing writes their weights.
+
+A scope holds for the thread that opened it (the CPU backward of a forward run there runs
+there too); other threads transform their weights themselves, and an optimizer step in any
+thread drops every scope's transforms.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-# (data_ptr, shape, strides, dtype) -> (weight, its version, its transform); None outside
-# every scope. One entry per weight: a new version replaces the old one's. The weight is
-# kept with its transform so that its memory cannot be freed and reused by another tensor
-# while the key stands for it.
-_kept: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] | None = None
-
-
-def _drop_transforms(optimizer, args, kwargs) -> None:
-    if _kept is not None:
-        _kept.clear()
+# .kept: this thread's scope's transforms, absent or None outside every scope:
+# (data_ptr, shape, strides, dtype) -> (weight, its version, its transform). One entry per
+# weight: a new version replaces the old one's. The weight is kept with its transform so
+# that its memory cannot be freed and reused by another tensor while the key stands for it.
+_thread = threading.local()
 
 
 @contextlib.contextmanager
 def reuse_weight_transforms() -> Iterator[None]:
-    """Within: the Winograd convolutions and their input gradients transform each weight
-    once, and reuse the transform while the weight's version is unchanged and no torch.optim
-    step has run. Nested scopes share the outermost's transforms; it drops them."""
-    global _kept
-    if _kept is not None:
+    """Within, in this thread: the Winograd convolutions and their input gradients transform
+    each weight once, and reuse the transform while the weight's version is unchanged and no
+    torch.optim step has run. Nested scopes share the outermost's transforms; it drops them."""
+    if getattr(_thread, "kept", None) is not None:
         yield
         return
-    _kept = {}
-    after_steps = register_optimizer_step_post_hook(_drop_transforms)
+    kept: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
+    _thread.kept = kept
+    after_steps = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: kept.clear())
     try:
         yield
     finally:
         after_steps.remove()
-        _kept = None
+        _thread.kept = None
 
 
 def kept_transform(weight: torch.Tensor) -> torch.Tensor | None:
-    """The weight's transform inside a scope (made on first use, or again once the weight
-    changed), else None (the kernel transforms it itself)."""
-    if _kept is None or weight.is_inference():  # inference tensors have no version
+    """The weight's transform inside a scope of this thread (made on first use, or again once
+    the weight changed), else None (the kernel transforms it itself)."""
+    transforms = getattr(_thread, "kept", None)
+    if transforms is None or weight.is_inference():  # inference tensors have no version
         return None
     key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight.dtype)
-    kept = _kept.get(key)
+    kept = transforms.get(key)
     if kept is None or kept[1] != weight._version:
-        kept = _kept[key] = (weight, weight._version, torch.ops.fastgan.conv3x3_winograd_weight(weight.detach()))
+        kept = transforms[key] = (weight, weight._version,
+                                  torch.ops.fastgan.conv3x3_winograd_weight(weight.detach()))
     return kept[2]

@@ -13,6 +13,11 @@ pytestmark = pytest.mark.skipif("cpu" not in ops.available_backends("cpu", op="r
                                 reason="fastgan._C not built")
 
 
+def kept():
+    """This thread's scope's transforms (None outside every scope)."""
+    return getattr(_weight_transforms._thread, "kept", None)
+
+
 def make(seed: int):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 6, 9, 8, generator=g, requires_grad=True)
@@ -32,15 +37,15 @@ def twice_forward_and_backward(x, weight, grad):
 def test_within_the_scope_each_weight_is_transformed_once_and_results_do_not_change(monkeypatch):
     x, weight, grad = make(0)
     outside = twice_forward_and_backward(x, weight, grad)
-    assert _weight_transforms._kept is None
+    assert kept() is None
     transforms = []
     op = torch.ops.fastgan.conv3x3_winograd_weight
     monkeypatch.setattr(torch.ops.fastgan, "conv3x3_winograd_weight", lambda w: transforms.append(w) or op(w),
                         raising=False)
     with ops.reuse_weight_transforms():
         inside = twice_forward_and_backward(x, weight, grad)
-        assert len(_weight_transforms._kept) == 1 and len(transforms) == 1  # forward and input gradient share it
-    assert _weight_transforms._kept is None  # dropped at the end
+        assert len(kept()) == 1 and len(transforms) == 1  # forward and input gradient share it
+    assert kept() is None  # dropped at the end
     for a, b in zip(inside, outside):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -72,7 +77,7 @@ def test_an_optimizer_step_inside_the_scope_is_seen(optimizer):
             _, _, weight.grad = twice_forward_and_backward(x, weight, grad)
             opt.step()
         after = twice_forward_and_backward(x, weight, grad)
-        assert len(_weight_transforms._kept) == 1
+        assert len(kept()) == 1
     fresh = twice_forward_and_backward(x, weight, grad)
     for a, b in zip(after, fresh):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -85,18 +90,18 @@ def test_in_place_updates_replace_the_weights_transform():
             twice_forward_and_backward(x, weight, grad)
             with torch.no_grad():
                 weight.add_(0.1)
-        assert len(_weight_transforms._kept) == 1
+        assert len(kept()) == 1
 
 
 def test_nested_scopes_share_the_outermost_transforms():
     x, weight, grad = make(2)
     with ops.reuse_weight_transforms():
-        outer = _weight_transforms._kept
+        outer = kept()
         with ops.reuse_weight_transforms():
-            assert _weight_transforms._kept is outer
+            assert kept() is outer
             twice_forward_and_backward(x, weight, grad)
-        assert _weight_transforms._kept is outer and len(outer) == 1
-    assert _weight_transforms._kept is None
+        assert kept() is outer and len(outer) == 1
+    assert kept() is None
 
 
 def test_inference_tensors_and_no_scope_transform_in_the_kernel():
@@ -107,3 +112,31 @@ def test_inference_tensors_and_no_scope_transform_in_the_kernel():
     with ops.reuse_weight_transforms():
         assert _weight_transforms.kept_transform(frozen) is None
         assert _weight_transforms.kept_transform(weight) is not None
+
+
+def test_a_scope_holds_for_its_own_thread_alone():
+    """Another thread's scope neither crashed this one's convolutions (its end set the shared
+    transforms to None between a check and a use) nor handed them a transform of a weight
+    written through .data since (26.9 where 0 was due)."""
+    import threading
+
+    x, weight, _ = make(5)
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_thread():
+        with ops.reuse_weight_transforms():
+            inside.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        assert kept() is None and _weight_transforms.kept_transform(weight) is None
+        with ops.use_backend("cpu"), ops.reflect_conv2d_choice("winograd"), torch.no_grad():
+            ops.reflect_conv2d(x, weight)
+            weight.data.mul_(0)  # a write the version does not see: outside a scope, no harm
+            assert ops.reflect_conv2d(x, weight).abs().max() == 0
+    finally:
+        leave.set()
+        thread.join(30)

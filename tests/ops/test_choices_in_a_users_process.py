@@ -1,0 +1,166 @@
+"""The measured kernel choices (reflect_conv2d's kernels, the convolutions' algorithms) as a
+library user's process meets them: forced per thread, fixed under torch's deterministic
+mode, measured whatever the caller's anomaly mode, read while another thread measures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastgan
+import fastgan.ops as ops
+from fastgan.ops import _reflect_conv2d, _unfolded_conv
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+needs_cpu_kernels = pytest.mark.skipif("cpu" not in ops.available_backends("cpu", op="reflect_conv2d"),
+                                       reason="fastgan._C not built")
+
+
+def in_another_thread_while(context, check):
+    """check() run in this thread while another thread is inside `context`; its result."""
+    inside, leave, failed = threading.Event(), threading.Event(), []
+
+    def hold():
+        try:
+            with context:
+                inside.set()
+                leave.wait(30)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            failed.append(e)
+            inside.set()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert inside.wait(30) and not failed, failed
+        return check()
+    finally:
+        leave.set()
+        thread.join(30)
+
+
+@needs_cpu_kernels
+def test_a_forced_choice_holds_for_its_own_thread_alone():
+    """Another thread's reflect_conv2d_choice("winograd") failed this thread's calls on another
+    back end ("choice 'winograd' is not this back end's fused kernel"); its conv_choice was
+    this thread's too; and blocks of two threads left out of order left a choice forced."""
+    x, w = torch.randn(1, 4, 9, 9), torch.randn(4, 4, 3, 3)
+    assert in_another_thread_while(ops.reflect_conv2d_choice("winograd"), lambda: _reflect_conv2d._CHOICES.choice) \
+        == "auto"
+    assert in_another_thread_while(ops.conv_choice("gemm"), lambda: _unfolded_conv._CHOICES.choice) == "auto"
+    with ops.use_backend("torch"):
+        y = in_another_thread_while(ops.reflect_conv2d_choice("winograd"), lambda: ops.reflect_conv2d(x, w))
+    torch.testing.assert_close(y, F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), w))
+
+    # entered A, B; left A, B: each thread gets back what it had
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with ops.reflect_conv2d_choice("aten"):
+            a_in.set()
+            b_in.wait(30)
+        a_out.set()
+
+    thread = threading.Thread(target=a)
+    thread.start()
+    a_in.wait(30)
+    with ops.reflect_conv2d_choice("winograd"):
+        b_in.set()
+        a_out.wait(30)
+        assert _reflect_conv2d._CHOICES.choice == "winograd"
+    thread.join(30)
+    assert _reflect_conv2d._CHOICES.choice == "auto"
+
+
+@needs_cpu_kernels
+def test_deterministic_mode_takes_the_plain_convolutions_without_measuring(monkeypatch):
+    """Under torch.use_deterministic_algorithms(True) a choice by measured speed made two runs of
+    one script differ (Winograd on one, oneDNN on the other): the calls take aten's path, and
+    nothing is measured; a forced choice still holds."""
+    measured = []
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "measure", lambda *a, **k: measured.append(a) or "winograd")
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "measure", lambda *a, **k: measured.append(a) or "gemm")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 17, 15, generator=g, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, generator=g, requires_grad=True)
+    wt = torch.randn(8, 4, 3, 3, generator=g, requires_grad=True)
+    with ops.use_backend("cpu"), torch.autograd.set_grad_enabled(True):
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            y = ops.reflect_conv2d(x, w)
+            dx, dw = torch.autograd.grad(y.square().sum(), (x, w))
+            z = ops.conv_transpose2d(x, wt, stride=2, padding=1, output_padding=1)
+        finally:
+            torch.use_deterministic_algorithms(previous)
+    assert not measured
+    plain = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), w)
+    assert torch.equal(y, plain)
+    assert all(torch.equal(a, b) for a, b in zip((dx, dw), torch.autograd.grad(plain.square().sum(), (x, w))))
+    assert torch.equal(z, F.conv_transpose2d(x, wt, stride=2, padding=1, output_padding=1))
+
+
+@needs_cpu_kernels
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+def test_a_nan_input_under_anomaly_mode_runs_as_torchs_convolution(monkeypatch):
+    """Measuring a new shape ran the candidates' backward under the caller's anomaly mode: an
+    accelerated Conv2d's forward raised "ConvolutionBackward0 returned nan values" on every
+    call where nn.Conv2d returns NaN."""
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_picks", {})
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_times", {})
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1))
+    fast = fastgan.accelerate(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1)))
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 11, 13)
+    x[0, 1, 4, 6] = float("nan")
+    with torch.autograd.detect_anomaly():
+        y = fast(x)
+    assert torch.equal(y.isnan(), plain(x).isnan()) and y.isnan().any()
+    torch.testing.assert_close(y.nan_to_num(), plain(x).nan_to_num())
+
+
+def test_the_choices_are_read_while_another_thread_measures(monkeypatch):
+    """selection_cache() iterated the picks another thread was adding to ("dictionary changed
+    size during iteration")."""
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_picks", {})
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_times", {})
+    done, failed = threading.Event(), []
+
+    def measure_many():
+        for i in range(200_000):
+            _unfolded_conv._CHOICES.record(("shape", i), "aten", {"aten": 1.0})
+        done.set()
+
+    thread = threading.Thread(target=measure_many)
+    thread.start()
+    try:
+        while not done.is_set():
+            try:
+                _unfolded_conv.selection_cache()
+            except RuntimeError as e:
+                failed.append(e)
+                break
+    finally:
+        thread.join(60)
+    assert not failed, failed
+    assert len(_unfolded_conv.selection_cache()) == 200_000
+
+
+@pytest.mark.parametrize("variable", ["FASTGAN_REFLECT_CONV2D", "FASTGAN_CONV"])
+def test_a_bad_choice_variable_fails_the_import_and_a_fixed_one_imports(variable):
+    """FASTGAN_REFLECT_CONV2D was read after the op was registered: importing again once the
+    value was fixed failed on "op 'reflect_conv2d' is already registered"."""
+    script = (f"import os\n"
+              f"try:\n    import fastgan.nn\nexcept ValueError as e:\n    print('refused:', e)\n"
+              f"os.environ[{variable!r}] = 'auto'\n"
+              f"import fastgan.nn\nprint('imported')\n")
+    env = {**os.environ, variable: "Aten", "PYTHONPATH": REPO}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"refused: {variable}='Aten'" in result.stdout and result.stdout.rstrip().endswith("imported")
