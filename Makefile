@@ -5,8 +5,9 @@ BUILD   := build/cmake
 
 .PHONY: venv build cmake-test train test bench-kernels clean
 
+# A venv whose pip does not run (its creation was interrupted) is made again.
 $(STAMP): requirements.txt
-	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf .venv && python3 -m venv .venv; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
@@ -29,8 +30,10 @@ train: build
 test: build cmake-test
 	$(PY) -m pytest -q tests
 
+# (build/gpu_stack, the GPU machine's torch for gpu-stack-check, stays: gigabytes to fetch again)
 clean:
-	rm -rf build fastgan/*.so
+	find build -mindepth 1 -maxdepth 1 ! -name gpu_stack -exec rm -rf {} + 2>/dev/null || true
+	rm -f fastgan/*.so csrc/source_hash.h
 
 # Kernel benchmarks: every op, back end and mode against eager and torch.compile.
 bench-kernels: build

@@ -12,6 +12,7 @@ behind an nvcc wrapper). Environment:
 
 import concurrent.futures
 import glob
+import importlib.util
 import os
 import platform
 import sys
@@ -28,7 +29,7 @@ if CUDA_HOME:
     os.environ["CUDA_HOME"] = CUDA_HOME
 elif cuda_env.cuda_required():
     sys.exit("setup.py: FASTGAN_CUDA=1 but no CUDA toolkit was found (nvcc on PATH, CUDA_HOME)")
-os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_env.arch_list()
 # Prefer the venv's ninja when the venv is not activated (`.venv/bin/python setup.py`).
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
@@ -41,6 +42,21 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from setuptools import find_packages, setup  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 import torch  # noqa: E402
+
+
+def write_source_hash() -> None:
+    """csrc/source_hash.h: the hash of csrc/ (fastgan/build_info.py) that ops.cpp gives the
+    module as SOURCE_HASH. Rewritten only when it changed: ninja then recompiles ops.cpp
+    alone (a -D flag would change every file's flags and rebuild them all)."""
+    spec = importlib.util.spec_from_file_location("build_info", os.path.join(ROOT, "fastgan", "build_info.py"))
+    build_info = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_info)
+    csrc = os.path.join(ROOT, "csrc")
+    path = os.path.join(csrc, build_info.GENERATED_HEADER)
+    text = build_info.header_text(build_info.csrc_hash(csrc))
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
 
 
 def read_sources():
@@ -96,13 +112,15 @@ class BuildExtensionWithISACopies(BuildExtension):
 
 
 def extension():
+    write_source_hash()
     sources = read_sources()
     with_cuda = CUDA_HOME is not None
     if with_cuda:
         print(f"setup.py: CUDA toolkit {CUDA_HOME}, archs {os.environ['TORCH_CUDA_ARCH_LIST']}", file=sys.stderr)
     else:
         sources = [s for s in sources if not s.endswith(".cu")]
-        print("setup.py: no CUDA toolkit found, building the CPU kernels only", file=sys.stderr)
+        reason = "FASTGAN_CUDA=0" if cuda_env.cuda_disabled() else "no CUDA toolkit found"
+        print(f"setup.py: {reason}, building the CPU kernels only", file=sys.stderr)
     depends = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)
                      + glob.glob(os.path.join("csrc", "**", "*.cuh"), recursive=True)
                      + [os.path.join("csrc", "sources.txt")])

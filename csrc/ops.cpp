@@ -73,7 +73,11 @@ TORCH_LIBRARY(fastgan, m) {
 // setup.py builds this file into the Python extension fastgan._C: an empty module
 // whose import loads the library, which runs the registrations above. The CMake build
 // (a plain library for torch.ops.load_library) leaves it out.
+// SOURCE_HASH: the hash of the csrc/ it was built from (source_hash.h, written by setup.py),
+// which fastgan.ops._native compares with the checkout's.
 #include <Python.h>
+
+#include "source_hash.h"
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
@@ -84,7 +88,12 @@ PyMODINIT_FUNC PyInit__C(void) {
       -1,    // size
       nullptr,
   };
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr && PyModule_AddStringConstant(module, "SOURCE_HASH", FASTGAN_SOURCE_HASH) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 #endif

@@ -187,7 +187,12 @@ def check_backend_variable(device) -> None:
     name = ops.get_default_backend()
     usable = ops.available_backends(device)
     if name != "auto" and name not in usable:
-        raise ValueError(f"FASTGAN_BACKEND={name!r} cannot run on {device}; back ends that can: "
+        try:
+            ops.check_backend(name)
+            why = "it runs on other devices"
+        except (ValueError, ops.BackendUnavailableError) as e:  # unknown, or not built: in use_backend's words
+            why = str(e)
+        raise ValueError(f"FASTGAN_BACKEND={name!r} cannot run on {device} ({why}); back ends that can: "
                          f"{', '.join(usable)} (or auto, the default)")
 
 

@@ -54,6 +54,16 @@ def _top_from_nvcc(nvcc: str) -> str | None:
     return None
 
 
+# sm_80 and sm_90 code, and sm_90 PTX that newer GPUs (Blackwell's) compile at load
+DEFAULT_ARCHS = "8.0;9.0+PTX"
+
+
+def arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST, or DEFAULT_ARCHS where it is unset or empty (an empty one failed
+    torch's build after minutes, with an IndexError)."""
+    return os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip() or DEFAULT_ARCHS
+
+
 def cuda_disabled() -> bool:
     """FASTGAN_CUDA=0: build without the CUDA kernels."""
     return os.environ.get("FASTGAN_CUDA", "").strip().lower() in ("0", "off", "no", "false")
@@ -69,6 +79,8 @@ def cuda_home(honor_disable: bool = True) -> str | None:
         root = os.environ.get(var)
         if root and _is_toolkit(root):
             return os.path.realpath(root)
+        if root:
+            print(f"cuda_env: {var}={root} holds no bin/nvcc; looking for nvcc on PATH instead", file=sys.stderr)
     candidates = []
     found = shutil.which("nvcc")
     if found:

@@ -27,6 +27,7 @@ import torch
 from fastgan.engine.state import load_measured_choices, measured_choices, readable_choices
 from fastgan.file_lock import LockHeld, take_lock
 from fastgan.machine import cpu_model
+from fastgan.ops import _native
 
 ENV = "FASTGAN_CHOICE_CACHE"
 # bump when the candidates or the keys of the measured choices change
@@ -44,13 +45,14 @@ def cache_folder() -> str | None:
 
 def machine_key(device: torch.device) -> str:
     """What a kernel's measured speed depends on besides its shape: the processor (or GPU),
-    the threads torch runs on, the torch build and this file's version."""
+    the threads torch runs on, the torch build, fastgan._C's sources and this file's version
+    (a rebuild from other sources measures again: its kernels may be other ones)."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         hardware = f"{torch.cuda.get_device_name(index)} sm{torch.cuda.get_device_capability(index)}"
     else:
         hardware = f"{cpu_model()} x{os.cpu_count()} threads{torch.get_num_threads()}"
-    text = f"{hardware} | torch {torch.__version__} | v{VERSION}"
+    text = f"{hardware} | torch {torch.__version__} | fastgan._C {_native.source_hash()} | v{VERSION}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -485,7 +485,10 @@ def test_bad_dataroot_is_one_clear_line(tmp_path):
 @pytest.mark.parametrize("variable,value,words", [
     ("FASTGAN_REFLECT_CONV2D", "bogus", "FASTGAN_REFLECT_CONV2D='bogus': expected 'auto' or 'aten'"),
     ("FASTGAN_CONV", "bogus", "FASTGAN_CONV='bogus': expected one of auto, aten, gemm"),
-    ("FASTGAN_BACKEND", "bogus", "FASTGAN_BACKEND='bogus' cannot run on cpu; back ends that can: "),
+    ("FASTGAN_BACKEND", "bogus", "FASTGAN_BACKEND='bogus' cannot run on cpu (unknown back end 'bogus' (known: "),
+    ("FASTGAN_BACKEND", "cuda", "FASTGAN_BACKEND='cuda' cannot run on cpu (" + (
+        "it runs on other devices" if torch.cuda.is_available() else
+        "back end 'cuda' is unavailable: no CUDA device is available")),
 ])
 @pytest.mark.parametrize("command", ["fastgan.train", "fastgan.test"])
 def test_a_bad_fastgan_variable_is_one_line_before_anything_runs(command, variable, value, words, unaligned_root,
