@@ -63,7 +63,9 @@ def add_option_arguments(parser: argparse.ArgumentParser, names=None, defaults: 
         kind = NONE_DEFAULT_TYPES.get(field.name) or type(field.default)
         bare = {"nargs": "?", "const": BARE_VALUES[field.name]} if field.name in BARE_VALUES else {}
         default = {**DEFAULT_TEXT, **(defaults or {})}.get(field.name, field.default)
-        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
+        choices = CHOICES.get(field.name)
+        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS,
+                            choices=choices and TakenChoices(field.name, choices),
                             help=f"{text} (default: {default})", **bare)
 
 
@@ -76,12 +78,32 @@ SUFFIX_DEFAULTS = {"gpu_ids": "0", "display_id": 1, "display_ncols": 4, "display
                    "display_env": "main", "display_port": 8097, "use_wandb": False,
                    "wandb_project_name": "CycleGAN-and-pix2pix"}
 MODEL_NAMES = {model: arch for arch, model in REFERENCE_MODEL.items()}
+# the reference's models and dataset modes fastgan has not: parsed, then refused in words (an
+# argparse "invalid choice" did not say they are the reference's and left out)
+NOT_IN_FASTGAN = {
+    ("model", "colorization"): "the reference's colorization model (pix2pix from L to ab in Lab colour)",
+    ("dataset_mode", "colorization"): "the reference's colorization dataset (L and ab in Lab colour)",
+    ("model", "template"): "the reference's template for a model of one's own",
+}
+
+
+class TakenChoices(tuple):
+    """An option's choices as argparse lists them, which also takes the option's values in
+    NOT_IN_FASTGAN (from_reference_arguments refuses those, saying why)."""
+
+    def __new__(cls, option: str, choices):
+        taken = super().__new__(cls, choices)
+        taken.refused = tuple(value for name, value in NOT_IN_FASTGAN if name == option)
+        return taken
+
+    def __contains__(self, value) -> bool:
+        return tuple.__contains__(self, value) or value in self.refused
 
 
 def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False) -> None:
     """The reference's options that fastgan spells otherwise, or has no use for."""
     models = (*MODEL_NAMES, "test") if test else tuple(MODEL_NAMES)
-    parser.add_argument("--model", choices=models, default=argparse.SUPPRESS,
+    parser.add_argument("--model", choices=TakenChoices("model", models), default=argparse.SUPPRESS,
                         help="the reference's name for --arch" + (" (test: one generator only)" if test else ""))
     parser.add_argument("--gpu_ids", default=argparse.SUPPRESS,
                         help="the reference's device choice: -1 is --device cpu, N is --device cuda:N "
@@ -110,6 +132,10 @@ def from_reference_arguments(args: dict, test: bool = False) -> tuple[Suffix | N
     --arch, --gpu_ids into --device) and drops the display options; `test`: for fastgan.test.
     Returns the --suffix (applied to the resolved options by `with_suffix`) and notes to print."""
     notes = []
+    for (name, value), what in NOT_IN_FASTGAN.items():
+        if args.get(name) == value:
+            raise ValueError(f"--{name} {value}: {what} is not in fastgan, which trains cycle_gan and pix2pix "
+                             f"(and tests one generator with --model test)")
     dropped = {**SUFFIX_DEFAULTS, **{k: args[k] for k in SUFFIX_DEFAULTS if k in args}}
     model = args.pop("model", None)
     if model in MODEL_NAMES:

@@ -124,6 +124,8 @@ def test_options(args: dict):
     if tool["num_test"] < 0:
         raise ValueError(f"--num_test {tool['num_test']} must not be negative")
     model = args.get("model")
+    if model is None and tool["model_suffix"] is not None:
+        model = args["model"] = "test"  # the reference's test default model, the one --model_suffix is of
     tool["model"] = model  # the reference's --model, when typed
     tool["model_test"] = model == "test"
     # typed channel counts describe the generator --model test loads (the reference builds it
@@ -143,6 +145,9 @@ def test_options(args: dict):
     args["name"] = typed.name
     saved = saved_train_options(typed.checkpoints_dir, typed.name)
     merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
+    # no train_opt.json (a reference checkpoint) and --no_dropout not typed: a generator tested
+    # alone is built as the reference's test model (its default --model) builds it, with dropout
+    tool["reference_dropout"] = "no_dropout" not in merged
     if tool["model_test"] and "dataset_mode" not in args:
         merged["dataset_mode"] = "single"  # the reference's test model reads a folder of images
     if tool["one_generator"] and "no_dropout" not in merged:
@@ -402,6 +407,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     device = resolve_device(opt.device)
     check_backend_variable(device)
     kind, data_options = input_data(opt, tool, training)
+    if kind == "single" and tool["reference_dropout"]:
+        opt = opt.replace(no_dropout=False)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool, alone=len(names) == 1) for net in names}
     nets = {}

@@ -134,6 +134,7 @@ def test_a_damaged_train_opt_json_is_one_line_naming_it(content, tmp_path, capsy
     (["--checkpoint", "WRAPPED"], "WRAPPED holds no network weights: its entries (epoch, state_dict) are not tensors; "
                                   "a network's weights may be the tensors under 'state_dict': save those alone"),
     (["--results_dir", "FILE"], "Not a directory"),
+    (["--model", "colorization"], "--model colorization: the reference's colorization model"),
 ])
 def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
@@ -215,6 +216,17 @@ def test_model_test_loads_the_runs_plain_g_as_the_reference_does(unaligned_root,
         return np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png")))
 
     assert np.array_equal(fake(plain), fake(side_b))
+
+
+def test_a_model_suffix_alone_is_the_references_test_model(unaligned_root, tmp_path, capsys):
+    """The reference's test default model is test, whose option --model_suffix is: it was refused
+    without --model test."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    capsys.readouterr()
+    test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot",
+                   os.path.join(unaligned_root, "testA"), "--results_dir", str(tmp_path / "results"),
+                   "--model_suffix", "_B", "--num_test", "1"])
+    assert f"with G_B from {tmp_path / 'run' / 'latest_net_G_B.pth'}" in capsys.readouterr().out
 
 
 def test_model_test_builds_the_generator_with_the_typed_channels(unaligned_root, tmp_path):
@@ -653,6 +665,9 @@ def test_a_reference_generator_is_tested_with_its_dropout(unaligned_root, tmp_pa
               "--results_dir", str(tmp_path / "results"), "--model", "test", "--netG", "resnet_6blocks", "--ngf", "4",
               "--crop_size", "32", "--num_test", "1", "--device", "cpu"]
     test_cli.main(common + ["--verbose"])
+    assert "Dropout(p=0.5" in capsys.readouterr().out
+    # without --model too: the reference's test default model (it was built without dropout)
+    test_cli.main([a for a in common if a not in ("--model", "test")] + ["--verbose"])
     assert "Dropout(p=0.5" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         test_cli.main(common + ["--no_dropout"])

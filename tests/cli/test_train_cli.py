@@ -922,6 +922,11 @@ def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys
     (["--gpu_ids", "-2"], "--gpu_ids '-2': expected -1 or GPU numbers"),
     (["--suffix", "{nope}"], "--suffix '{nope}': {nope} is not an option name"),
     (["--suffix", "{"], "--suffix '{' is not a format such as {netG}_size{load_size}"),
+    # the reference's models fastgan has not: argparse's "invalid choice" did not say so
+    (["--model", "colorization"], "--model colorization: the reference's colorization model (pix2pix from L to ab "
+                                  "in Lab colour) is not in fastgan, which trains cycle_gan and pix2pix"),
+    (["--dataset_mode", "colorization"], "--dataset_mode colorization: the reference's colorization dataset"),
+    (["--model", "template"], "--model template: the reference's template for a model of one's own is not in"),
 ])
 def test_reference_options_that_cannot_apply_are_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
