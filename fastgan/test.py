@@ -401,7 +401,7 @@ def visuals(kind: str, nets: dict, item: dict, device) -> dict:
 
 def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan.data import create_dataset
-    from fastgan.engine.logs import reference_table_entries, write_options_table
+    from fastgan.engine.logs import options_table_of, reference_table_entries, write_options_table
     from fastgan.engine.models import resolve_device
 
     device = resolve_device(opt.device)
@@ -417,14 +417,15 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         nets[net] = load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
     print_network_sizes(nets, opt.verbose)
     dataset = create_dataset(data_options)
-    try:  # as the reference's test, beside the networks (always test_opt.txt: --phase train would
-        # overwrite the training run's train_opt.txt), where that folder can be written
-        # with the dataset mode the images are read with (the run's unaligned data read as single)
-        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"),
-                            opt.replace(dataset_mode=data_options.dataset_mode),
-                            {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
-                             **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}},
-                            training=False)
+    # printed, and as the reference's test written beside the networks (always test_opt.txt:
+    # --phase train would overwrite the training run's train_opt.txt) where that folder can be
+    # written, with the dataset mode the images are read with (the run's unaligned data read as single)
+    table = (opt.replace(dataset_mode=data_options.dataset_mode),
+             {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
+              **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
+    print(options_table_of(*table, training=False), end="")
+    try:
+        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), *table, training=False)
     except OSError:
         pass
     folder = results_folder(opt, tool, next(iter(paths.values())))

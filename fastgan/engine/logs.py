@@ -199,11 +199,19 @@ def reference_table_entries(arch: str, device, model: str | None = None) -> dict
     return {"model": (model or REFERENCE_MODEL[arch], "cycle_gan"), "gpu_ids": (gpu_ids, "0")}
 
 
-def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, training: bool = True) -> None:
+def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, training: bool = True) -> str:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
     arch's; the model options of the run's arch alone, and in a test's table none, as the
     reference's models add theirs in training only); `more`: a command's own options, name
-    -> (value, default)."""
+    -> (value, default). Returns the table, which the reference also prints."""
+    text = options_table_of(opt, more, training)
+    with naming(path), open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def options_table_of(opt, more: dict[str, tuple] | None = None, training: bool = True) -> str:
+    """The table write_options_table writes."""
     more = more or {}
     left_out = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch or not training for name in names}
     values = {k: v for k, v in opt.as_dict().items() if k not in left_out}
@@ -211,8 +219,7 @@ def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, tr
     if math.isfinite(values.get("max_dataset_size", math.inf)):  # the reference's is an int: 2, not 2.0
         values["max_dataset_size"] = int(values["max_dataset_size"])
     defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
-    with naming(path), open(path, "w") as f:
-        f.write(options_table(values, defaults))
+    return options_table(values, defaults)
 
 
 def read_loss_log(path: str) -> list[dict]:

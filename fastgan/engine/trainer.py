@@ -110,6 +110,9 @@ class Trainer:
     # -- set-up --------------------------------------------------------------
     def describe(self) -> None:
         opt, model, world = self.opt, self.model, self.ranks.world_size
+        if self.main:  # first, as the reference prints it
+            self.log(write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
+                                         reference_table_entries(opt.arch, model.device)).rstrip("\n"))
         where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
             else f"{model.device}"
         images, batch, batches = self.loader.num_images, opt.batch_size * world, len(self.loader)
@@ -134,8 +137,6 @@ class Trainer:
             # at once: fastgan.test reads the model's options from it
             write_file_atomically(os.path.join(self.dir, "train_opt.json"),
                                   lambda f: f.write(json.dumps(opt.as_dict(), indent=1, default=str).encode()))
-            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
-                                reference_table_entries(opt.arch, model.device))
             self.loss_log.start()
 
     @property

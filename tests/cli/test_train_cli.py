@@ -989,10 +989,14 @@ def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned
         new_process()  # no flipped choice left for the next test
 
 
-def test_saved_options_are_the_reference_names(unaligned_root, tmp_path):
+def test_saved_options_are_the_reference_names(unaligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "opts") + ["--max_iters", "1", "--lambda_identity", "0.25"])
     saved = json.load(open(tmp_path / "opts" / "train_opt.json"))
     assert saved["lambda_identity"] == 0.25 and saved["netG"] == "resnet_6blocks" and saved["no_dropout"] is True
+    # the table is printed first, as the reference's print_options does, then written
+    table = (tmp_path / "opts" / "train_opt.txt").read_text()
+    assert table.startswith("----------------- Options ---------------\n")
+    assert capsys.readouterr().out.startswith(table)
 
 
 @pytest.mark.parametrize("arch", ["cyclegan", "pix2pix"])
