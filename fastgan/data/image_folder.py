@@ -108,9 +108,9 @@ def load_image(path: str, channels: int = 3) -> Image.Image:
 
 def _to_8bit(im: Image.Image, path: str) -> Image.Image:
     """8-bit version of `im`, keeping its colour model (L, RGB, RGBA, P, CMYK, ...)."""
+    global _said_clipped
     if im.mode in WIDE_GRAY_MODES:
         a = np.asarray(im)
-        global _said_clipped
         if a.size and (a.min() < 0 or a.max() > 255) and not _said_clipped:
             _said_clipped = True
             warnings.warn(f"{path} holds grayscale values from {a.min()} to {a.max()}: they are clipped to "
