@@ -26,13 +26,15 @@
                                                          product; conv_choice(name) forces one
     fastgan.ops.reuse_weight_transforms()                context manager: the CPU Winograd convolutions
                                                          transform each weight once while it is unchanged
+    fastgan.ops.clear_measured_choices()                 forget the choices measured per shape (a process
+                                                         meeting thousands of shapes keeps them otherwise)
 
 `auto` (the default) picks the native kernels when fastgan._C is built (`make build`),
 else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_BACKEND
 (read at import) sets the default.
 """
 
-from fastgan.ops import _native, reference, registry
+from fastgan.ops import _native, _reflect_conv2d, _unfolded_conv, reference, registry
 from fastgan.ops import triton as _triton_backend  # noqa: F401  (registers the triton back end)
 from fastgan.ops._cycle_losses import CycleLosses, cycle_losses
 from fastgan.ops._l1_loss import l1_loss
@@ -54,6 +56,14 @@ from fastgan.ops.registry import (
 
 native_loaded = _native.LOADED
 
+
+def clear_measured_choices() -> None:
+    """Forget the kernel choices reflect_conv2d and the convolutions measured per shape: they
+    are kept for the process (about 100 KB per reflect_conv2d shape), and a shape met again
+    is measured again."""
+    _reflect_conv2d.clear_selection_cache()
+    _unfolded_conv.clear_selection_cache()
+
 __all__ = [
     "BackendFallbackWarning",
     "BackendUnavailableError",
@@ -61,6 +71,7 @@ __all__ = [
     "available_backends",
     "backend_for",
     "check_backend",
+    "clear_measured_choices",
     "conv2d",
     "conv_choice",
     "conv_transpose2d",

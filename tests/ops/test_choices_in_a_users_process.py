@@ -164,3 +164,19 @@ def test_a_bad_choice_variable_fails_the_import_and_a_fixed_one_imports(variable
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"refused: {variable}='Aten'" in result.stdout and result.stdout.rstrip().endswith("imported")
+
+
+@needs_cpu_kernels
+def test_the_measured_choices_can_be_forgotten(monkeypatch):
+    """A library process meeting many shapes kept every shape's choices (about 100 KB per
+    reflect_conv2d shape) with no way to drop them but private functions."""
+    for choices in (_reflect_conv2d._CHOICES, _unfolded_conv._CHOICES):
+        monkeypatch.setattr(choices, "_picks", {})
+        monkeypatch.setattr(choices, "_times", {})
+    x = torch.randn(1, 3, 10, 12, requires_grad=True)
+    with ops.use_backend("cpu"):
+        ops.reflect_conv2d(x, torch.randn(4, 3, 3, 3)).sum().backward()
+        ops.conv2d(x, torch.randn(4, 3, 3, 3), None, (1, 1), (1, 1))
+    assert _reflect_conv2d.selection_cache() and _unfolded_conv.selection_cache()
+    ops.clear_measured_choices()
+    assert not _reflect_conv2d.selection_cache() and not _unfolded_conv.selection_cache()
