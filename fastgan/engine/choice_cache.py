@@ -24,7 +24,7 @@ import os
 
 import torch
 
-from fastgan.engine.state import load_measured_choices, measured_choices, readable_choices
+from fastgan.engine.state import adopt_measured_choices, measured_choices, readable_choices
 from fastgan.file_lock import LockHeld, take_lock
 from fastgan.machine import cpu_model
 from fastgan.ops import _native
@@ -83,7 +83,7 @@ def adopt(device: torch.device) -> int:
     saved, _ = _read(path)
     current = measured_choices()
     fresh = {kind: {k: v for k, v in saved[kind].items() if k not in current[kind]} for kind in current}
-    load_measured_choices(fresh)  # each entry read already: cannot fail
+    adopt_measured_choices(fresh)  # each entry read already: cannot fail
     return sum(len(entries) for entries in fresh.values())
 
 

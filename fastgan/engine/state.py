@@ -88,6 +88,15 @@ def load_measured_choices(saved: dict) -> None:
         raise
 
 
+def adopt_measured_choices(saved: dict) -> None:
+    """Keep readable saved choices (readable_choices' shape) for the shapes this process meets:
+    each is taken when its shape first comes, so the process's choices, which its training
+    state saves, are those of its own shapes alone (they were every shape the machine's cache
+    had seen)."""
+    _reflect_conv2d.adopt_selection_cache(saved.get("conv_choices", {}))
+    _unfolded_conv.adopt_selection_cache(saved.get("unfolded_conv_choices", {}))
+
+
 def readable_choices(saved) -> dict:
     """The entries of `saved` (measured_choices()' shape, as a file held it) this fastgan can
     read, each judged alone: one written by another version, or damaged, costs only itself.

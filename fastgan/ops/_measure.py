@@ -105,6 +105,9 @@ class MeasuredChoices:
         self._thread = threading.local()
         self._picks: dict[tuple, str] = {}
         self._times: dict[tuple, dict[str, float]] = {}
+        # choices another process measured (the machine's cache, adopt()), taken into _picks
+        # when their shape first comes: entries() then holds this process's shapes alone
+        self._adopted: dict[tuple, tuple[str, dict[str, float]]] = {}
 
     @property
     def choice(self) -> str:
@@ -128,14 +131,21 @@ class MeasuredChoices:
         return name
 
     def get(self, key: tuple) -> str | None:
-        return self._picks.get(key)
+        pick = self._picks.get(key)
+        if pick is None and self._adopted:
+            adopted = self._adopted.pop(key, None)
+            if adopted is not None:
+                self.record(key, *adopted)
+                pick = adopted[0]
+        return pick
 
     def record(self, key: tuple, pick: str, times: dict[str, float]) -> None:
         self._picks[key] = self.validate(pick)
         self._times[key] = dict(times)
 
     def entries(self) -> dict[tuple, dict]:
-        """{key: {"choice": name, "times": {candidate: seconds}}} for every key measured so far."""
+        """{key: {"choice": name, "times": {candidate: seconds}}} for every key this process
+        measured, loaded or met among the adopted ones."""
         picks, times = self._picks.copy(), self._times.copy()  # (another thread may be measuring)
         return {k: {"choice": v, "times": dict(times.get(k, {}))} for k, v in picks.items()}
 
@@ -158,6 +168,13 @@ class MeasuredChoices:
         for key, pick, times in read:
             self.record(key, pick, times)
 
+    def adopt(self, entries: dict[tuple, dict | str]) -> None:
+        """Keep readable() entries for the shapes this process may meet: each is taken when
+        its shape first comes (get), as if measured here."""
+        for key, entry in self.readable(entries).items():
+            if key not in self._picks:
+                self._adopted[key] = self._read(entry)
+
     def readable(self, entries: dict[tuple, dict | str]) -> dict[tuple, dict | str]:
         """The entries load() would adopt, each judged alone (another version's or a damaged
         file's cost only themselves); nothing adopted."""
@@ -173,6 +190,7 @@ class MeasuredChoices:
     def clear(self) -> None:
         self._picks.clear()
         self._times.clear()
+        self._adopted.clear()
 
     def measure(self, key: tuple, candidates: dict[str, Callable[[], object]], device: torch.device,
                 on_failure: Callable[[str, Exception], None] | None = None) -> str:

@@ -83,6 +83,7 @@ __all__ = [
     "REFLECT_CONV2D",
     "clear_selection_cache",
     "force_choice",
+    "adopt_selection_cache",
     "load_selection_cache",
     "reflect_conv2d",
     "selection_cache",
@@ -321,6 +322,12 @@ def load_selection_cache(entries: dict[tuple, dict]) -> None:
     for bit instead of re-measuring into a possibly different choice."""
     _CHOICES.load(entries)
     _ALL_ATEN.clear()  # derived from the choices: recorded again
+
+
+def adopt_selection_cache(entries: dict[tuple, dict]) -> None:
+    """Keep choices another run measured (the machine's cache) for the shapes this process
+    meets: each is taken when its shape first comes, as if measured here."""
+    _CHOICES.adopt(entries)
 
 
 def clear_selection_cache() -> None:

@@ -93,6 +93,12 @@ def load_selection_cache(entries: dict[tuple, dict | str]) -> None:
     _CHOICES.load(entries)
 
 
+def adopt_selection_cache(entries: dict[tuple, dict | str]) -> None:
+    """Keep choices another run measured (the machine's cache), each taken when its shape
+    first comes, as if measured here."""
+    _CHOICES.adopt(entries)
+
+
 def _like_aten(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """y in the layout the vendor convolution would give it (fastgan/ops/_layout.py)."""
     return y.contiguous(memory_format=convolution_format(x, weight))

@@ -983,6 +983,14 @@ def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned
     count = len(saved["conv_choices"]) + len(saved["unfolded_conv_choices"])
     assert f"kernel choices: {count} measured by an earlier run on this machine" in capsys.readouterr().out
     assert _unfolded_conv.selection_cache()[key]["choice"] == flipped
+    # a run of another size saves its own shapes' choices alone (it saved every shape the file had)
+    new_process()
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "bigger") + ["--max_iters", "1", "--load_size", "44",
+                                                                     "--crop_size", "40"])
+    state = torch.load(tmp_path / "bigger" / "training_state.pt", weights_only=False)
+    for kind in ("conv_choices", "unfolded_conv_choices"):
+        assert state[kind] and set(state[kind]).isdisjoint(saved[kind]), kind
+    capsys.readouterr()
 
     monkeypatch.setenv(choice_cache.ENV, "off")  # measures anew, reads and writes nothing
     new_process()

@@ -140,6 +140,8 @@ def test_a_machine_cache_passes_over_the_entries_it_cannot_read_and_keeps_the_re
     torch.save({"conv_choices": {("fwd", 1): {"choice": "warp_drive", "times": {}}, **good},
                 "unfolded_conv_choices": {("conv", 3): 7}}, path)
     assert choice_cache.adopt(cpu) == 1
+    assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}  # until its shape comes
+    assert rc._CHOICES.get(("fwd", 2)) == "aten"
     assert measured_choices() == {"conv_choices": good, "unfolded_conv_choices": {}}
     assert choice_cache.record(cpu) == path  # nothing new measured: the file is rewritten without them
     assert torch.load(path, weights_only=True) == {"conv_choices": good, "unfolded_conv_choices": {}}

@@ -131,3 +131,19 @@ def test_readable_keeps_the_entries_load_would_take_and_adopts_none():
              ("k", 4): 7, ("k", 5): {"times": {}}}
     assert choices.readable(saved) == {("k", 1): saved[("k", 1)], ("k", 2): "b"}
     assert choices.entries() == {}
+
+
+def test_adopted_choices_are_taken_when_their_shape_comes():
+    """Every training state saved all the choices of the machine's cache (the shapes of every
+    earlier run, 36 where a run of one size had 6): adopted ones now become this process's
+    when its calls meet their shape, and only then."""
+    choices = _measure.MeasuredChoices("op", ("a", "b"))
+    choices.record(("mine",), "a", {"a": 1.0})
+    choices.adopt({("met",): {"choice": "b", "times": {"a": 2.0, "b": 1.0}}, ("other run",): "a",
+                   ("mine",): "b", ("unreadable",): {"choice": "zzz"}})
+    assert choices.entries() == {("mine",): {"choice": "a", "times": {"a": 1.0}}}  # its own measurement kept
+    assert choices.get(("met",)) == "b" and choices.get(("unreadable",)) is None
+    assert choices.entries() == {("mine",): {"choice": "a", "times": {"a": 1.0}},
+                                 ("met",): {"choice": "b", "times": {"a": 2.0, "b": 1.0}}}
+    choices.clear()
+    assert choices.get(("other run",)) is None
