@@ -64,6 +64,7 @@ def clear_measured_choices() -> None:
     _reflect_conv2d.clear_selection_cache()
     _unfolded_conv.clear_selection_cache()
 
+
 __all__ = [
     "BackendFallbackWarning",
     "BackendUnavailableError",
