@@ -411,15 +411,10 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         opt = opt.replace(no_dropout=False)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool, alone=len(names) == 1) for net in names}
-    nets = {}
-    for net, path in paths.items():
-        print(f"loading the model from {path}")  # the reference's lines, for the scripts that read them
-        nets[net] = load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
-    print_network_sizes(nets, opt.verbose)
-    dataset = create_dataset(data_options)
-    # printed, and as the reference's test written beside the networks (always test_opt.txt:
-    # --phase train would overwrite the training run's train_opt.txt) where that folder can be
-    # written, with the dataset mode the images are read with (the run's unaligned data read as single)
+    # printed first, as the reference's option parser does, and as the reference's test written beside
+    # the networks (always test_opt.txt: --phase train would overwrite the training run's train_opt.txt)
+    # where that folder can be written, with the dataset mode the images are read with (the run's
+    # unaligned data read as single)
     table = (opt.replace(dataset_mode=data_options.dataset_mode),
              {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
               **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
@@ -428,6 +423,12 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), *table, training=False)
     except OSError:
         pass
+    nets = {}
+    for net, path in paths.items():
+        print(f"loading the model from {path}")  # the reference's lines, for the scripts that read them
+        nets[net] = load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
+    print_network_sizes(nets, opt.verbose)
+    dataset = create_dataset(data_options)
     folder = results_folder(opt, tool, next(iter(paths.values())))
     out_dir = os.path.join(tool["results_dir"], opt.name, folder)
     image_dir = os.path.join(out_dir, "images")

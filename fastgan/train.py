@@ -47,6 +47,7 @@ def main(argv=None) -> dict:
     from fastgan.data import DatasetError, create_loader, demo_score, prepare_demo
     from fastgan.engine.distributed import Ranks, check_ranks_agree, is_peer_failure, launched_world_size, rank_label
     from fastgan.engine.levels import resolve_levels
+    from fastgan.engine.logs import options_table_of, reference_table_entries
     from fastgan.engine.models import resolve_device
     from fastgan.engine.run_lock import LOCK_FILE, RunFolderInUse, lock_run_folder, unlock_run_folder
     from fastgan.engine.trainer import Trainer
@@ -91,6 +92,8 @@ def main(argv=None) -> dict:
             if opt.dataset_mode == "single":
                 raise ValueError("--dataset_mode single reads A images only, and training takes A and B: use "
                                  "unaligned (trainA/, trainB/) or aligned (A|B pairs); single serves fastgan.test")
+            if ranks.is_main:  # first, as the reference's option parser prints it: before the data is read
+                print(options_table_of(opt, reference_table_entries(opt.arch, device)), end="", flush=True)
             # the loader yields NHWC batches where the levels resolve to channels_last (the run's
             # options keep the user's choice: train_opt.txt shows a default as one)
             loader = create_loader(opt.replace(channels_last=resolve_levels(opt, device).channels_last), device,

@@ -110,9 +110,9 @@ class Trainer:
     # -- set-up --------------------------------------------------------------
     def describe(self) -> None:
         opt, model, world = self.opt, self.model, self.ranks.world_size
-        if self.main:  # first, as the reference prints it
-            self.log(write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
-                                         reference_table_entries(opt.arch, model.device)).rstrip("\n"))
+        if self.main:  # (printed by fastgan.train before the data was read; here with a resume's epoch_count)
+            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
+                                reference_table_entries(opt.arch, model.device))
         where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
             else f"{model.device}"
         images, batch, batches = self.loader.num_images, opt.batch_size * world, len(self.loader)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from fastgan import test as test_cli
 from fastgan import train as train_cli
+from fastgan.data import select as loader_select
 from fastgan.engine import stop_request
 from fastgan.engine.cyclegan import CycleGAN
 from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
@@ -1007,11 +1008,12 @@ def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned
         new_process()  # no flipped choice left for the next test
 
 
-def test_saved_options_are_the_reference_names(unaligned_root, tmp_path, capsys):
+def test_saved_options_are_the_reference_names(unaligned_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(loader_select, "_said", set())  # the loader's line, said once a process, is said here
     train_cli.main(tiny_args(unaligned_root, tmp_path, "opts") + ["--max_iters", "1", "--lambda_identity", "0.25"])
     saved = json.load(open(tmp_path / "opts" / "train_opt.json"))
     assert saved["lambda_identity"] == 0.25 and saved["netG"] == "resnet_6blocks" and saved["no_dropout"] is True
-    # the table is printed first, as the reference's print_options does, then written
+    # the table is printed first (before the loader's line), as the reference's print_options does, then written
     table = (tmp_path / "opts" / "train_opt.txt").read_text()
     assert table.startswith("----------------- Options ---------------\n")
     assert capsys.readouterr().out.startswith(table)
