@@ -54,9 +54,12 @@ def write_source_hash() -> None:
     csrc = os.path.join(ROOT, "csrc")
     path = os.path.join(csrc, build_info.GENERATED_HEADER)
     text = build_info.header_text(build_info.csrc_hash(csrc))
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(path, "w") as f:
-            f.write(text)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def read_sources():

@@ -14,14 +14,17 @@ SOURCE_SUFFIXES = (".cpp", ".h", ".cu", ".cuh", ".txt")
 
 
 def csrc_hash(csrc: str) -> str:
-    """A hash of the source files under `csrc` (their paths and bytes)."""
+    """A hash of the source files under `csrc` (their paths and bytes). Hidden names and what
+    is not a regular file are left out: an editor's lock or swap file (emacs's `.#ops.cpp`, a
+    dangling link while ops.cpp is edited) is no source, and changes nothing the build compiles."""
     digest = hashlib.sha256()
     for folder, subfolders, files in os.walk(csrc):
-        subfolders.sort()  # (walked in this order)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))  # (walked in this order)
         for name in sorted(files):
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, csrc).replace(os.sep, "/")
-            if relative == GENERATED_HEADER or not name.endswith(SOURCE_SUFFIXES):
+            if (relative == GENERATED_HEADER or name.startswith(".") or not name.endswith(SOURCE_SUFFIXES)
+                    or not os.path.isfile(path)):
                 continue
             with open(path, "rb") as f:
                 digest.update(relative.encode() + b"\0" + f.read() + b"\0")

@@ -42,7 +42,12 @@ def _load():
         return None, e
     csrc = build_info.checkout_csrc()
     if csrc is not None:
-        built, now = getattr(_C, "SOURCE_HASH", "none"), build_info.csrc_hash(csrc)
+        try:
+            now = build_info.csrc_hash(csrc)
+        except OSError as e:  # (an unreadable source file)
+            return _C, StaleBuildError(f"which sources {_C.__file__} was built from cannot be told: {csrc} cannot "
+                                       f"be read ({e})")
+        built = getattr(_C, "SOURCE_HASH", "none")
         if built != now:  # its kernels and op schemas are not those the Python code expects
             return _C, StaleBuildError(f"{_C.__file__} was built from other sources than {csrc} holds now "
                                        f"(source hash {built}, now {now}): csrc/ changed since the build")

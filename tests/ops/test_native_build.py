@@ -59,6 +59,23 @@ def test_a_library_built_from_other_sources_is_refused_with_what_to_do(tmp_path)
     assert len(out["warnings"]) == 1 and "was built from other sources" in out["warnings"][0]
 
 
+def test_editor_files_beside_the_sources_change_no_hash(tmp_path):
+    """emacs's lock file `.#ops.cpp` (a dangling link while ops.cpp is edited) failed
+    `import fastgan.ops` with FileNotFoundError; a hidden swap file made a good build stale."""
+    csrc = tmp_path / "csrc"
+    shutil.copytree(os.path.join(ROOT, "csrc"), csrc)
+    before = build_info.csrc_hash(str(csrc))
+    os.symlink("user@host.12345:1700000000", csrc / ".#ops.cpp")
+    (csrc / "cpu" / ".l1_loss.cpp.swp").write_text("not a source")
+    os.makedirs(csrc / ".scratch")
+    (csrc / ".scratch" / "notes.txt").write_text("not a source")
+    os.symlink("missing.h", csrc / "cpu" / "gone.h")
+    assert build_info.csrc_hash(str(csrc)) == before
+    with open(csrc / "cpu" / "l1_loss.cpp", "a") as f:  # while a source's change is one
+        f.write("// changed\n")
+    assert build_info.csrc_hash(str(csrc)) != before
+
+
 def test_fastgans_ops_registered_by_another_library_are_said_not_an_abort():
     """torch.ops.load_library of the CMake build's library, then import fastgan.ops: the second
     registration of the namespace aborted Python ("Only a single TORCH_LIBRARY can be used")."""
