@@ -35,6 +35,21 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 # weight: a new version replaces the old one's. The weight is kept with its transform so
 # that its memory cannot be freed and reused by another tensor while the key stands for it.
 _thread = threading.local()
+# every open outermost scope's transforms, by id, which one optimizer-step hook clears: a hook
+# per scope, added and removed as scopes open and close, changed torch's hook dict while
+# another thread's step iterated it ("OrderedDict mutated during iteration")
+_scopes: dict[int, dict] = {}
+_scopes_lock = threading.Lock()
+
+
+def _drop_every_scopes_transforms(optimizer, args, kwargs) -> None:
+    with _scopes_lock:
+        scopes = list(_scopes.values())
+    for kept in scopes:
+        kept.clear()
+
+
+register_optimizer_step_post_hook(_drop_every_scopes_transforms)  # once, for the process
 
 
 @contextlib.contextmanager
@@ -47,11 +62,13 @@ def reuse_weight_transforms() -> Iterator[None]:
         return
     kept: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
     _thread.kept = kept
-    after_steps = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: kept.clear())
+    with _scopes_lock:
+        _scopes[id(kept)] = kept
     try:
         yield
     finally:
-        after_steps.remove()
+        with _scopes_lock:
+            del _scopes[id(kept)]
         _thread.kept = None
 
 

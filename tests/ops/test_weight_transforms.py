@@ -140,3 +140,24 @@ def test_a_scope_holds_for_its_own_thread_alone():
     finally:
         leave.set()
         thread.join(30)
+
+
+def test_scopes_leave_torchs_optimizer_hooks_alone_and_a_step_in_any_thread_drops_them():
+    """A hook added and removed per scope changed torch's global hook dict while another
+    thread's optimizer step iterated it ("OrderedDict mutated during iteration")."""
+    import threading
+
+    from torch.optim import optimizer as torch_optimizer
+
+    hooks = dict(torch_optimizer._global_optimizer_post_hooks)
+    x, weight, grad = make(6)
+    opt = torch.optim.SGD([weight], lr=0.1)
+    with ops.reuse_weight_transforms():
+        assert dict(torch_optimizer._global_optimizer_post_hooks) == hooks
+        _, _, weight.grad = twice_forward_and_backward(x, weight, grad)
+        assert len(kept()) == 1
+        stepper = threading.Thread(target=opt.step)
+        stepper.start()
+        stepper.join(30)
+        assert kept() == {}
+    assert dict(torch_optimizer._global_optimizer_post_hooks) == hooks
