@@ -32,11 +32,8 @@ def candidate_seconds(candidates: dict[str, Callable[[], object]],
     # the candidates' own graphs keep their saved tensors: a caller's saved-tensor hooks
     # (torch.utils.checkpoint(use_reentrant=False) measuring a new shape) must not see them
     # (pushing hooks while they are disabled would raise)
-    # Nor does the caller's anomaly mode apply: the candidates run on copies of its inputs, and
-    # a NaN among them failed the caller's forward ("ConvolutionBackward0 returned nan values").
     hooked = saved_tensors_hooked() and torch._C._autograd._saved_tensors_hooks_is_enabled()
-    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept) if hooked else contextlib.nullcontext(), \
-            torch.autograd.set_detect_anomaly(False):
+    with torch.autograd.graph.saved_tensors_hooks(_kept, _kept) if hooked else contextlib.nullcontext():
         return _candidate_seconds(candidates, device)
 
 

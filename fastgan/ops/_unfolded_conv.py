@@ -174,9 +174,11 @@ def _in_float32(run: Callable, autocast_dtype: torch.dtype) -> Callable:
 
 
 def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Callable[[], None]:
-    """One forward (and backward, for the gradients `needs` asks for) of run on detached
-    copies of the arguments: what the measurement times."""
-    leaves = [t.detach().requires_grad_(need) if t is not None else None for t, need in zip((x, weight, bias), needs)]
+    """One forward (and backward, for the gradients `needs` asks for) of run on random
+    stand-ins of the arguments (shape, strides, dtype, device): what the measurement times.
+    Not on the caller's values: under the caller's anomaly mode, which is the process's and
+    so not switched off here, a NaN among them would fail the candidates' backward."""
+    leaves = [_stand_in(t).requires_grad_(need) if t is not None else None for t, need in zip((x, weight, bias), needs)]
     wanted = [t for t, need in zip(leaves, needs) if need]
 
     def once() -> None:
@@ -186,6 +188,10 @@ def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Calla
                 torch.autograd.grad(y, wanted, torch.ones_like(y))
 
     return once
+
+
+def _stand_in(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).normal_()
 
 
 def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: tuple):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import fastgan
 import fastgan.ops as ops
-from fastgan.ops import _reflect_conv2d, _unfolded_conv
+from fastgan.ops import _measure, _reflect_conv2d, _unfolded_conv
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_cpu_kernels = pytest.mark.skipif("cpu" not in ops.available_backends("cpu", op="reflect_conv2d"),
@@ -123,6 +123,17 @@ def test_a_nan_input_under_anomaly_mode_runs_as_torchs_convolution(monkeypatch):
         y = fast(x)
     assert torch.equal(y.isnan(), plain(x).isnan()) and y.isnan().any()
     torch.testing.assert_close(y.nan_to_num(), plain(x).nan_to_num())
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+def test_measuring_leaves_the_processs_anomaly_mode_alone():
+    """Anomaly mode is the process's, not a thread's: switched off while one thread measured,
+    another thread's detect_anomaly() block stopped checking, and the mode seen at entry was
+    restored after that block had ended."""
+    seen = []
+    with torch.autograd.detect_anomaly():
+        _measure.candidate_seconds({"a": lambda: seen.append(torch.is_anomaly_enabled())}, torch.device("cpu"))
+    assert seen and all(seen) and not torch.is_anomaly_enabled()
 
 
 def test_the_choices_are_read_while_another_thread_measures(monkeypatch):
