@@ -76,16 +76,11 @@ def measured_choices() -> dict:
 def load_measured_choices(saved: dict) -> None:
     """Adopt saved choices, all or nothing: a ValueError (an entry that cannot be read) leaves
     this process's choices as they were."""
-    before = measured_choices()
-    try:
-        _reflect_conv2d.load_selection_cache(saved.get("conv_choices", {}))
-        _unfolded_conv.load_selection_cache(saved.get("unfolded_conv_choices", {}))
-    except ValueError:
-        _reflect_conv2d.clear_selection_cache()
-        _unfolded_conv.clear_selection_cache()
-        _reflect_conv2d.load_selection_cache(before["conv_choices"])
-        _unfolded_conv.load_selection_cache(before["unfolded_conv_choices"])
-        raise
+    conv, unfolded = saved.get("conv_choices", {}), saved.get("unfolded_conv_choices", {})
+    _reflect_conv2d.check_selection_cache(conv)  # both, before either is changed
+    _unfolded_conv.check_selection_cache(unfolded)
+    _reflect_conv2d.load_selection_cache(conv)
+    _unfolded_conv.load_selection_cache(unfolded)
 
 
 def adopt_measured_choices(saved: dict) -> None:

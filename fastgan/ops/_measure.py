@@ -130,9 +130,10 @@ class MeasuredChoices:
     def get(self, key: tuple) -> str | None:
         pick = self._picks.get(key)
         if pick is None and self._adopted:
-            adopted = self._adopted.pop(key, None)
-            if adopted is not None:
+            adopted = self._adopted.get(key)
+            if adopted is not None:  # recorded before it leaves _adopted: another thread asking finds one
                 self.record(key, *adopted)
+                self._adopted.pop(key, None)
                 pick = adopted[0]
         return pick
 
@@ -156,14 +157,18 @@ class MeasuredChoices:
     def load(self, entries: dict[tuple, dict | str]) -> None:
         """Adopt what entries() returned. All or nothing: an entry that cannot be read raises
         before any is adopted."""
+        for key, pick, times in self.checked(entries):
+            self.record(key, pick, times)
+
+    def checked(self, entries: dict[tuple, dict | str]) -> list[tuple[tuple, str, dict[str, float]]]:
+        """(key, choice, times) of each entry, or a ValueError naming the first that cannot be read."""
         read = []
         for key, entry in entries.items():
             try:
                 read.append((key, *self._read(entry)))
             except UNREADABLE as e:
                 raise ValueError(f"{self.what}: the saved choice for {key} cannot be read ({e})") from None
-        for key, pick, times in read:
-            self.record(key, pick, times)
+        return read
 
     def adopt(self, entries: dict[tuple, dict | str]) -> None:
         """Keep readable() entries for the shapes this process may meet: each is taken when

@@ -87,6 +87,11 @@ def readable_selection(entries: dict) -> dict:
     return _CHOICES.readable(entries)
 
 
+def check_selection_cache(entries: dict) -> None:
+    """A ValueError where load_selection_cache would raise one; nothing adopted."""
+    _CHOICES.checked(entries)
+
+
 def load_selection_cache(entries: dict[tuple, dict | str]) -> None:
     """Adopt choices that selection_cache() returned in another process: a resumed
     training run keeps the algorithms it measured, so it continues bit for bit."""

@@ -125,6 +125,18 @@ def test_saved_choices_are_adopted_all_or_nothing(clean_selection):
     assert measured_choices() == {"conv_choices": {}, "unfolded_conv_choices": {}}
 
 
+def test_a_save_that_cannot_be_adopted_keeps_the_choices_adopted_from_the_machines_cache(clean_selection):
+    """The rollback of a failed load cleared the choices and reloaded what entries() held, which
+    leaves out the machine cache's choices not yet met: they were lost."""
+    from fastgan.engine.state import adopt_measured_choices, load_measured_choices
+    from fastgan.ops import _reflect_conv2d
+
+    adopt_measured_choices({"conv_choices": {("fwd", 1): {"choice": "aten", "times": {"aten": 1.0}}}})
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_measured_choices({"conv_choices": {("fwd", 2): {"choice": "warp_drive", "times": {}}}})
+    assert _reflect_conv2d._CHOICES.get(("fwd", 1)) == "aten"
+
+
 def test_a_machine_cache_passes_over_the_entries_it_cannot_read_and_keeps_the_rest(tmp_path, monkeypatch,
                                                                                    clean_selection):
     """The per-machine choice cache never fails a run: an entry this fastgan cannot read (another

@@ -147,3 +147,21 @@ def test_adopted_choices_are_taken_when_their_shape_comes():
                                  ("met",): {"choice": "b", "times": {"a": 2.0, "b": 1.0}}}
     choices.clear()
     assert choices.get(("other run",)) is None
+
+
+def test_an_adopted_choice_taken_by_one_thread_is_found_by_another_asking_meanwhile():
+    """get() took the entry out of the adopted ones before recording it: another thread asking
+    in between found neither, measured the shape anew, and could choose otherwise."""
+    choices = _measure.MeasuredChoices("op", ("a", "b"))
+    choices.adopt({("k",): {"choice": "b", "times": {"a": 2.0, "b": 1.0}}})
+    record, meanwhile = choices.record, []
+
+    def record_while_another_asks(key, pick, times):
+        if not meanwhile:
+            meanwhile.append(None)
+            meanwhile.append(choices.get(key))  # another thread, before this record is done
+        record(key, pick, times)
+
+    choices.record = record_while_another_asks
+    assert choices.get(("k",)) == "b" and meanwhile == [None, "b"]
+    assert choices.entries() == {("k",): {"choice": "b", "times": {"a": 2.0, "b": 1.0}}}
