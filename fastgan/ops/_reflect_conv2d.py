@@ -422,8 +422,7 @@ def _decide(choice: str, kernel: str, problem: str | None, key: tuple, device: t
         return "aten"
 
     def failed(name: str, e: Exception) -> None:
-        # e.g. a tile the GPU cannot hold; or aten's reflection_pad2d_backward under
-        # torch.use_deterministic_algorithms on CUDA
+        # e.g. a tile the GPU cannot hold
         other = f"{kernel} kernel" if name == "aten" else "pad + vendor convolution"
         warnings.warn(f"fastgan.ops.reflect_conv2d: the {name} path failed for {key} ({e!r}); "
                       f"using the {other} there", RuntimeWarning, stacklevel=5)
@@ -472,7 +471,10 @@ def _run(phase: str, fused: str, choice: str, stride: int, padding: int, tensors
     if key is None and choice == "auto":
         key = _signature(phase, fused, stride, padding, *tensors)
     if choice == "auto" and torch.are_deterministic_algorithms_enabled():
-        return unfused()  # a choice by measured speed could differ between two runs
+        # a choice by measured speed could differ between two runs: a fixed one. On a GPU the
+        # fused kernel (no atomics), where aten's reflection_pad2d_backward is refused
+        deterministic_fused = x.device.type == "cuda" and _fused_problem(fused, x, weight, stride) is None
+        return run_fused() if deterministic_fused else unfused()
     picked = _CHOICES.get(key)  # every call after a shape's first: its measured choice, and no more
     if picked is None:
         picked = _decide(choice, fused, _fused_problem(fused, x, weight, stride), key, x.device, run_fused, unfused)

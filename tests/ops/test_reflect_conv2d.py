@@ -1031,6 +1031,26 @@ def test_kernels_cuda_small_and_strided(dtype, layout, case, no_tf32):
 
 
 @pytest.mark.gpu
+def test_deterministic_mode_cuda_takes_the_fused_kernel_without_measuring(monkeypatch, no_tf32):
+    """Under torch.use_deterministic_algorithms(True), aten's path fails on CUDA
+    (reflection_pad2d_backward has no deterministic CUDA kernel): the fixed choice there is the
+    Triton kernel, which gives the same bits twice and is never measured."""
+    monkeypatch.setattr(rc._CHOICES, "measure", lambda *a, **k: pytest.fail("measured under deterministic mode"))
+    case = GPU_CASES[0]
+    x, wt, b, gy = make_case(case, torch.float32, "channels_last", device="cuda", seed=37)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = run("triton", x, wt, b, gy, 1, 1, "auto")
+        again = run("triton", x, wt, b, gy, 1, 1, "auto")
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    fused = run("triton", x, wt, b, gy, 1, 1, "triton")
+    for a, c, f in zip(first, again, fused):
+        assert torch.equal(a, c) and torch.equal(a, f)
+
+
+@pytest.mark.gpu
 def test_auto_selection_cuda_is_cached():
     rc.clear_selection_cache()
     case = GPU_CASES[0]
