@@ -87,6 +87,7 @@ class Trainer:
 
     def __init__(self, opt: Options, loader, log=tqdm.write, ranks: Ranks | None = None):  # log: above the bar
         self.opt = opt
+        self.command_options = opt  # as given (a resume may take the run's epoch_count): the options table's
         self.loader = loader
         self.ranks = ranks if ranks is not None else Ranks()
         self.main = self.ranks.is_main
@@ -110,8 +111,8 @@ class Trainer:
     # -- set-up --------------------------------------------------------------
     def describe(self) -> None:
         opt, model, world = self.opt, self.model, self.ranks.world_size
-        if self.main:  # (printed by fastgan.train before the data was read; here with a resume's epoch_count)
-            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), opt,
+        if self.main:  # the table fastgan.train printed before the data was read, as the reference writes it
+            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), self.command_options,
                                 reference_table_entries(opt.arch, model.device))
         where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
             else f"{model.device}"
@@ -127,8 +128,9 @@ class Trainer:
             self.log(f"removed {len(self.stale_removed)} unfinished checkpoint file(s) a killed run left in "
                      f"{self.dir}: {', '.join(self.stale_removed)}")
         if self.choices_adopted:
-            self.log(f"kernel choices: {self.choices_adopted} measured by an earlier run on this machine "
-                     f"({choice_cache.cache_file(model.device)}; {choice_cache.ENV}=off measures anew)")
+            self.log(f"kernel choices: {self.choices_adopted} measured by earlier runs on this machine, each taken if "
+                     f"this run meets its shape ({choice_cache.cache_file(model.device)}; {choice_cache.ENV}=off "
+                     "measures anew)")
         for name, net in model.nets.items():
             if opt.verbose:  # as the reference: the net, then its size
                 self.log(str(net))

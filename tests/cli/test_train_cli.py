@@ -982,7 +982,7 @@ def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned
     capsys.readouterr()
     train_cli.main(tiny_args(unaligned_root, tmp_path, "second") + ["--max_iters", "2"])
     count = len(saved["conv_choices"]) + len(saved["unfolded_conv_choices"])
-    assert f"kernel choices: {count} measured by an earlier run on this machine" in capsys.readouterr().out
+    assert f"kernel choices: {count} measured by earlier runs on this machine, each taken if" in capsys.readouterr().out
     assert _unfolded_conv.selection_cache()[key]["choice"] == flipped
     # a run of another size saves its own shapes' choices alone (it saved every shape the file had)
     new_process()
@@ -1017,6 +1017,17 @@ def test_saved_options_are_the_reference_names(unaligned_root, tmp_path, capsys,
     table = (tmp_path / "opts" / "train_opt.txt").read_text()
     assert table.startswith("----------------- Options ---------------\n")
     assert capsys.readouterr().out.startswith(table)
+
+
+def test_a_resume_writes_the_options_table_it_printed(unaligned_root, tmp_path, capsys):
+    """The reference writes the table it prints; a resume taking the run's first epoch (2, where
+    the command left --epoch_count at 1) wrote another than it printed."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--n_epochs", "2"]
+    train_cli.main(args + ["--epoch_count", "2", "--max_iters", "1"])
+    capsys.readouterr()
+    train_cli.main(args + ["--continue_train", "--max_iters", "2"])
+    out, table = capsys.readouterr().out, (tmp_path / "run" / "train_opt.txt").read_text()
+    assert f"{'epoch_count':>25}: {'1':<30}\n" in table and table in out
 
 
 @pytest.mark.parametrize("arch", ["cyclegan", "pix2pix"])
