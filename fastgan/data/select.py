@@ -25,12 +25,15 @@ from fastgan.data.recipes import ImageSizes
 
 LOADERS = ("auto", "dali", "cache", "torch")
 
-_said: set[str] = set()
+_said: set = set()
 
 
-def say_once(message: str, rank: int = 0) -> None:
-    if rank == 0 and message not in _said:
-        _said.add(message)
+def say_once(message: str, rank: int = 0, key=None) -> None:
+    """Print the message once a process (rank 0's), or once per `key` where the message holds
+    figures of the moment (free memory), which differ from one call to the next."""
+    key = message if key is None else key
+    if rank == 0 and key not in _said:
+        _said.add(key)
         print(message, flush=True)
 
 
@@ -51,7 +54,8 @@ def select_loader(opt, device: torch.device, rank: int = 0, world_size: int = 1)
         loader = DaliLoader(opt, device, dataset, rank, world_size, sizes=sizes)
     else:
         loader = TorchLoader(opt, device, dataset, rank, world_size)
-    say_once(f"loader: {kind} ({why})", rank)  # once the loader took the dataset: not before its refusal
+    # once the loader took the dataset (not before its refusal); once a process for each choice
+    say_once(f"loader: {kind} ({why})", rank, key=("loader", opt.loader, kind))
     return loader
 
 
