@@ -41,14 +41,14 @@ def _load_example():
 
 
 def test_the_readme_example_is_examples_own_trainer():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert SECTION + "\n" in readme, f"README.md has no section {SECTION!r}"
-    assert _python_block_under(SECTION, readme) == EXAMPLE.read_text()
+    assert _python_block_under(SECTION, readme) == EXAMPLE.read_text(encoding="utf-8")
 
 
 def test_the_readme_python_api_block_runs_as_written():
     scope = {}
-    exec(_python_block_under("## Python API", (ROOT / "README.md").read_text()), scope)
+    exec(_python_block_under("## Python API", (ROOT / "README.md").read_text(encoding="utf-8")), scope)
     assert set(scope["model"].nets) == {"G_A", "G_B", "D_A", "D_B"}
     assert {"D_A", "G_A", "cycle_A", "idt_A"} <= set(scope["losses"])
 

@@ -99,10 +99,11 @@ def shell_function(name: str) -> str:
 def test_a_step_says_how_it_ended(tmp_path, command, verdict):
     # the real timeout at 0.5 s and its KILL 0.25 s later (the step's least limit is 10 s, and
     # waiting out 10 + 5 s took 25 s of the suite); the arguments the step gave it are checked
-    scaled = (f'timeout() {{ echo "$1 $2 $3" >{tmp_path}/timeout_args; '
+    where = shlex.quote(str(tmp_path))  # (a TMPDIR may hold spaces)
+    scaled = (f'timeout() {{ echo "$1 $2 $3" >{where}/timeout_args; '
               'command timeout -k 0.25 0.5 "${@:4}"; }')
     script = "\n".join([
-        f"SUMMARY={tmp_path}/summary.md LOGS={tmp_path} BUDGET=1000", scaled,
+        f"SUMMARY={where}/summary.md LOGS={where} BUDGET=1000", scaled,
         shell_function("pack"), shell_function("step"),
         f"step t 10 bash -c {shlex.quote(command)}"])
     subprocess.run(["bash", "-c", script], check=True, capture_output=True, timeout=60)

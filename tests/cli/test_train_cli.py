@@ -951,10 +951,10 @@ def test_every_option_is_described_in_help():
     from fastgan.options import OPTION_NAMES
 
     assert set(HELP) == OPTION_NAMES - {"demo", "isTrain"}
-    text = run_module(["fastgan.train", "--help"], timeout=120).stdout
+    text = " ".join(run_module(["fastgan.train", "--help"], timeout=120).stdout.split())  # (wrapped to $COLUMNS)
     assert "--lambda_gp LAMBDA_GP" in text and "the reference: none" in text and "(default: None)" not in text
     # the demo's own defaults, which a run without --dataroot takes over those listed
-    demo = " ".join(text.split("Without --dataroot (the embedded demo) these defaults differ:")[1].split())
+    demo = text.split("Without --dataroot (the embedded demo) these defaults differ:")[1]
     assert "cyclegan: --load_size 72 --crop_size 64" in demo and "pix2pix: --load_size 144" in demo
 
 

@@ -296,7 +296,7 @@ print(json.dumps(out))
 """
 
 
-def test_kernels_compile_for_a_gpu():
+def test_kernels_compile_for_a_gpu(tmp_path):
     """The interpreter does not compile: compile the kernels for sm_90 (H100/H200) here,
     ahead of time through ptxas, so a GPU-only codegen error fails on CPU-only CI too."""
     import json
@@ -307,6 +307,7 @@ def test_kernels_compile_for_a_gpu():
     pytest.importorskip("triton")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_CACHE_DIR", str(tmp_path / "triton"))  # (~/.triton may not be writable)
     proc = subprocess.run([sys.executable, "-c", _AOT_COMPILE], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

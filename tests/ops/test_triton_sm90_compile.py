@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -36,6 +37,8 @@ except ImportError:  # pragma: no cover
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTGAN_BACKEND")}
     env.setdefault("OMP_NUM_THREADS", "1")
+    # (~/.triton, Triton's default, may not be writable)
+    env.setdefault("TRITON_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"fastgan-tests-triton-{os.getuid()}"))
     return env
 
 
