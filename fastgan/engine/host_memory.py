@@ -29,15 +29,27 @@ _applied = False
 
 def reuse_freed_memory() -> bool:
     """Set glibc's malloc to reuse freed blocks up to 32 MiB (process-wide, once); True
-    when set, False where the C library is not glibc (the setting does not apply)."""
+    when set, False where the C library is not glibc or another allocator took malloc's
+    place (jemalloc, tcmalloc through LD_PRELOAD): the setting does not apply."""
     global _applied
     if _applied:
         return True
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not _malloc_is(libc):
+        return False
     if not (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(M_TRIM_THRESHOLD,
                                                                                    TRIM_THRESHOLD_BYTES)):
         return False
     _applied = True
     return True
+
+
+def _malloc_is(library: ctypes.CDLL) -> bool:
+    """Whether the process's malloc (the symbol the dynamic linker found first) is the
+    library's own."""
+    def address(function) -> int:
+        return ctypes.cast(function, ctypes.c_void_p).value
+
+    return address(ctypes.CDLL(None).malloc) == address(library.malloc)

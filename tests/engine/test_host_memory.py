@@ -41,8 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def faults_per_iteration(mode: str) -> float:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("THP_MEM_ALLOC_ENABLE", None)  # (torch's ask for huge pages)
+    env = {k: v for k, v in os.environ.items()  # (glibc's malloc itself, as it comes)
+           if k not in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE") and not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", ITERATIONS, mode], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout
     return float(out.split()[-1])
@@ -52,6 +53,22 @@ def faults_per_iteration(mode: str) -> float:
 def test_freed_blocks_come_back_without_page_faults():
     assert faults_per_iteration("mapped") > 0.9 * PAGES  # the measurement sees the faults
     assert faults_per_iteration("reuse") < 0.01 * PAGES
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
+def test_a_preloaded_allocator_is_not_said_to_be_set(tmp_path):
+    """With jemalloc or tcmalloc in malloc's place (LD_PRELOAD, common advice for torch on a
+    CPU), glibc's setting tunes nothing: it was reported set."""
+    shim = tmp_path / "malloc_shim.c"
+    shim.write_text("#include <stddef.h>\nextern void *__libc_malloc(size_t);\n"
+                    "void *malloc(size_t n) { return __libc_malloc(n); }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / "malloc_shim.so"), str(shim)], check=True)
+    code = "from fastgan.engine import host_memory; print(host_memory.reuse_freed_memory())"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for preload, said in (("", "True"), (str(tmp_path / "malloc_shim.so"), "False")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, "LD_PRELOAD": preload}, capture_output=True,
+                             text=True, check=True, timeout=120).stdout
+        assert out.split() == [said]
 
 
 def test_cpu_levels_but_eager_set_it(monkeypatch):
