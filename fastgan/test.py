@@ -97,7 +97,7 @@ def saved_train_options(checkpoints_dir: str, name: str) -> dict:
     path = os.path.join(checkpoints_dir, name, "train_opt.json")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         try:
             saved = json.load(f)
         except ValueError as e:

@@ -179,7 +179,7 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
           f"{score['identity']:.4f} (mean absolute error, [0,1] pixels): the model {verdict} the baseline"
           + (f" after {trainer.progress.iteration} iterations, short of the demo's "
              f"{trainer.last_epoch - trainer.opt.epoch_count + 1} epochs" if short else ""))
-    with open(os.path.join(trainer.dir, "demo_score.json"), "w") as f:
+    with open(os.path.join(trainer.dir, "demo_score.json"), "w", encoding="utf-8") as f:
         json.dump(score, f)
     return score
 

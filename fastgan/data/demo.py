@@ -41,7 +41,7 @@ def _complete(path: str, arch: str) -> bool:
     manifest counts (a folder deleted or emptied since is rebuilt, not found missing when the
     run ends and scores)."""
     try:
-        with open(os.path.join(path, "demo.json")) as f:
+        with open(os.path.join(path, "demo.json"), encoding="utf-8") as f:
             m = json.load(f)
         if not isinstance(m, dict) or m.get("version") != DEMO_VERSION or m.get("arch") != arch:
             return False

@@ -165,5 +165,5 @@ BUILDERS = {"cyclegan": build_cyclegan, "pix2pix": build_pix2pix}
 
 
 def write_manifest(root: str, arch: str, version: int, info: dict) -> None:
-    with open(os.path.join(root, "demo.json"), "w") as f:
+    with open(os.path.join(root, "demo.json"), "w", encoding="utf-8") as f:
         json.dump({"arch": arch, "version": version, **info}, f, indent=1)

@@ -157,7 +157,7 @@ def _download(name: str, root: str, arch: str, url: str, log) -> str:
         fetch(url, archive + ".part", log=log)
         os.replace(archive + ".part", archive)
     unpack(archive, target, layout)
-    with open(os.path.join(target, COMPLETE_MARKER), "w") as f:
+    with open(os.path.join(target, COMPLETE_MARKER), "w", encoding="utf-8") as f:
         f.write(url + "\n")
     os.remove(archive)
     log(f"{name} ({arch}) is in {target}: {', '.join(d for d in layout if os.path.isdir(os.path.join(target, d)))}")
@@ -239,7 +239,7 @@ def _keep_validator(headers, path: str) -> None:
     etag = headers.get("ETag")
     validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
     if validator:
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             f.write(validator)
     else:
         _remove(path)
@@ -248,7 +248,7 @@ def _keep_validator(headers, path: str) -> None:
 def _read_text(path: str) -> str | None:
     """A small file's text, stripped; None where it is missing, unreadable or empty."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             return f.read().strip() or None
     except OSError:
         return None

@@ -80,7 +80,7 @@ def _already_there(name: str, arch: str, url: str, folder: str, log) -> str | No
     source_path = os.path.join(folder, SOURCE_FILE)
     came_from = None
     if os.path.exists(source_path):
-        with open(source_path) as f:
+        with open(source_path, encoding="utf-8") as f:
             came_from = f.read().strip()
     if came_from is not None and came_from != url:
         raise DatasetError(f"{path} came from {came_from}, not {url}: move it away to download the {arch} "
@@ -97,7 +97,7 @@ def _download_pretrained(name: str, arch: str, url: str, folder: str, log) -> st
     fetch(url, part)
     check_state_dict(part, url)
     os.replace(part, path)
-    with open(source_path, "w") as f:
+    with open(source_path, "w", encoding="utf-8") as f:
         f.write(url + "\n")
     log(f"the pretrained {arch} generator {name} is {path}; translate with python -m fastgan.test "
         f"--name {name}_pretrained " + ("--model test --no_dropout --dataroot FOLDER_OF_IMAGES" if arch == "cyclegan"

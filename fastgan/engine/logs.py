@@ -60,13 +60,13 @@ class LossLog:
     def start(self) -> None:
         """The reference's header line in loss_log.txt, at the start of every run (a resumed one
         included: the text log, as the reference's, keeps what the earlier run wrote)."""
-        with naming(self.text_path), open(self.text_path, "a") as f:
+        with naming(self.text_path), open(self.text_path, "a", encoding="utf-8") as f:
             f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
 
     def append(self, record: dict) -> None:
-        with naming(self.path), open(self.path, "a") as f:
+        with naming(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        with naming(self.text_path), open(self.text_path, "a") as f:
+        with naming(self.text_path), open(self.text_path, "a", encoding="utf-8") as f:
             f.write(reference_loss_line(record, self.loss_names) + "\n")
         if self._curve is not None:
             self._curve.add(record)
@@ -87,7 +87,7 @@ class LossLog:
             while records and records[-1]["total_iters"] > total_iters:
                 records.pop()
         self._records = len(records)
-        with naming(self.path), open(self.path, "w") as f:
+        with naming(self.path), open(self.path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
         self._curve, self._stale = None, True
 
@@ -205,7 +205,7 @@ def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, tr
     reference's models add theirs in training only); `more`: a command's own options, name
     -> (value, default). Returns the table, which the reference also prints."""
     text = options_table_of(opt, more, training)
-    with naming(path), open(path, "w") as f:
+    with naming(path), open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return text
 
@@ -228,7 +228,7 @@ def read_loss_log(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     records = []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 record = json.loads(line)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -207,3 +209,16 @@ def test_the_options_table_prints_the_dataset_cap_as_an_int_as_the_reference_doe
     logs.write_options_table(str(path), resolve("cyclegan", {"max_dataset_size": cap}))
     default = "" if cap == math.inf else "\t[default: inf]"
     assert f"{'max_dataset_size':>25}: {shown:<30}{default}" in path.read_text().splitlines()
+
+
+def test_the_text_files_are_utf8_whatever_the_locale(tmp_path):
+    """A run named "zèbre" failed to write its options table under an ASCII locale with
+    Python's UTF-8 mode off (the files took the locale's encoding)."""
+    code = ("import sys; from fastgan.engine import logs; from fastgan.options import resolve; "
+            "logs.write_options_table(sys.argv[1], resolve('cyclegan', {'name': 'z\\u00e8bre'}))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8")}
+    env.update(LANG="C", LC_ALL="C", PYTHONUTF8="0", PYTHONPATH=root)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "train_opt.txt")], env=env, check=True,
+                   capture_output=True, timeout=120)
+    assert f"{'name':>25}: {'zèbre':<30}" in (tmp_path / "train_opt.txt").read_text(encoding="utf-8")
