@@ -196,7 +196,10 @@ def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Calla
 
 
 def _stand_in(t: torch.Tensor) -> torch.Tensor:
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).normal_()
+    # drawn from a generator of its own: measuring must not move the run's random stream
+    # (a run's dropout masks and pool draws would then hang on whether a shape was cached)
+    generator = torch.Generator(device=t.device).manual_seed(0)
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).normal_(generator=generator)
 
 
 def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: tuple):

@@ -136,6 +136,20 @@ def test_measuring_leaves_the_processs_anomaly_mode_alone():
     assert seen and all(seen) and not torch.is_anomaly_enabled()
 
 
+@needs_cpu_kernels
+def test_measuring_leaves_torchs_random_stream_alone(monkeypatch):
+    """Measuring a new shape drew its stand-in inputs from torch's global generator: a run's
+    dropout masks and pool draws then depended on whether the machine's cache held the shapes."""
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_picks", {})
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_times", {})
+    conv = fastgan.accelerate(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1)))
+    x = torch.randn(1, 3, 11, 13, requires_grad=True)
+    state = torch.get_rng_state()
+    conv(x).sum().backward()
+    assert _unfolded_conv.selection_cache()  # measured
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_the_choices_are_read_while_another_thread_measures(monkeypatch):
     """selection_cache() iterated the picks another thread was adding to ("dictionary changed
     size during iteration")."""
