@@ -66,12 +66,21 @@ def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None
 def _own_moments(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     """Optimizer.load_state_dict keeps a saved tensor that already has the parameter's device
     and dtype: a state taken from a live model (`load_state_dict(other.state_dict())`) would
-    leave both models stepping one set of Adam moments. Such tensors are copied."""
+    leave both models stepping one set of Adam moments. Such tensors are copied. And each
+    moment takes its parameter's layout: a state saved with NCHW weights, resumed
+    channels_last (or the reverse), kept the saved strides, which torch's fused CPU Adam does
+    not follow: it updated each weight with another element's moments."""
     shared = {t.data_ptr() for s in saved["state"].values() for t in s.values() if torch.is_tensor(t)}
-    for s in optimizer.state.values():
-        for key, t in s.items():
-            if torch.is_tensor(t) and t.data_ptr() in shared:
-                s[key] = t.clone()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            s = optimizer.state.get(p, {})
+            for key, t in s.items():
+                if not torch.is_tensor(t):
+                    continue
+                if t.shape == p.shape and t.stride() != p.stride():
+                    s[key] = torch.empty_like(p, dtype=t.dtype).copy_(t)
+                elif t.data_ptr() in shared:
+                    s[key] = t.clone()
 
 
 def _plain_schedule_values(scheduler) -> None:
