@@ -24,7 +24,7 @@ from fastgan.engine.distributed import seed_rank_streams
 from fastgan.errors import first_line
 from fastgan.models import CheckpointError, save_checkpoint_file
 from fastgan.options import NET_OPTIONS
-from fastgan.ops import _reflect_conv2d, _unfolded_conv
+from fastgan.ops import _reflect_conv2d, _unfolded_conv, registry
 
 STATE_FILE = "training_state.pt"
 
@@ -102,6 +102,13 @@ def readable_choices(saved) -> dict:
     return {kind: judge(entries[kind]) if isinstance(entries[kind], dict) else {} for kind, judge in judges.items()}
 
 
+def op_backends(model) -> dict[str, str]:
+    """The back end each fastgan op computes the model's iterations with (fastgan._C's kernels,
+    Triton's or torch's compositions round each their own way): a resume compares them."""
+    return {op: "torch" if model.levels.is_eager else registry.backend_for(op, model.device)
+            for op in sorted(registry.ops())}
+
+
 def save_training_state(model, progress: Progress, directory: str, rank_states: list | None = None,
                         loss_log_records: int | None = None, loader: str | None = None) -> str:
     """`rank_states`: every rank's rank_state(), rank 0 first, in a data-parallel run;
@@ -119,6 +126,7 @@ def save_training_state(model, progress: Progress, directory: str, rank_states: 
         "loss_log_records": loss_log_records,
         "loader": loader,
         "cpu_threads": torch.get_num_threads(),
+        "backends": op_backends(model),
     }
     if rank_states is not None:
         state["ranks"] = rank_states

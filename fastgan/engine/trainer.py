@@ -37,8 +37,8 @@ from fastgan.engine.logs import (LossLog, reference_loss_line, reference_table_e
 from fastgan.engine.models import check_image_fits, model_from_options
 from fastgan.engine.run_lock import lock_run_folder, unlock_run_folder
 from fastgan.engine.schedulers import SCHEDULE_OPTIONS, restart_schedules
-from fastgan.engine.state import (STATE_FILE, Progress, rank_state, read_training_state, restore_training_state,
-                                  save_training_state)
+from fastgan.engine.state import (STATE_FILE, Progress, op_backends, rank_state, read_training_state,
+                                  restore_training_state, save_training_state)
 from fastgan.engine.stop_request import StopRequest
 from fastgan.engine.web_page import TrainingPage
 from fastgan.errors import os_error_line
@@ -183,8 +183,12 @@ class Trainer:
         if not self._end_an_epoch_past_this_dataset(state):
             self._count_batches_as_this_run(state)
         self._follow_schedule_options(saved)
-        levels = state.get("levels")  # (a state saved by an earlier fastgan has none)
-        if levels is not None and levels != dataclasses.asdict(self.model.levels):
+        levels = state.get("levels")
+        if levels is None:  # a state saved by an earlier fastgan
+            self.log(f"note: {STATE_FILE} does not say which speed levels the run had (an earlier fastgan saved "
+                     f"it): where they were not these ({self.model.levels.describe()}), the losses from here are not "
+                     "exactly those the run would have had")
+        elif levels != dataclasses.asdict(self.model.levels):
             self.log(f"speed levels {self.model.levels.describe()}, the run's {describe_saved(levels)}: it goes "
                      "on from its state, with the losses of these levels, not exactly those it would have had")
         self._note_loader_and_threads(state)
@@ -203,7 +207,8 @@ class Trainer:
     def _note_loader_and_threads(self, state: dict) -> None:
         """A loader or a CPU thread count other than the run's (--loader auto picks by the free
         memory of the moment; torch's threads default to the cores): the run goes on, its losses
-        not bitwise those it would have had. (A state saved by an earlier fastgan has neither.)"""
+        not bitwise those it would have had; so do other back ends of fastgan's ops (fastgan._C
+        built since the run, or not loaded now). (A state saved by an earlier fastgan has none.)"""
         before, now = state.get("loader"), getattr(self.loader, "kind", None)
         if before and now and before != now and "dali" in (before, now):  # (cache and torch: the same pixels)
             self.log(f"note: loader {now}, the run's {before}: DALI resizes with other rounding than PIL's, so the "
@@ -212,6 +217,12 @@ class Trainer:
         if self.model.device.type == "cpu" and before and before != now:
             self.log(f"note: {now} CPU threads, the run's {before}: sums add in another order, so the losses from "
                      f"here are not bitwise those the run would have had (OMP_NUM_THREADS={before} keeps them)")
+        before, now = state.get("backends"), op_backends(self.model)
+        if before and before != now:  # e.g. fastgan._C built since, or not loaded now
+            changed = ", ".join(f"{op} {now.get(op)} (the run's {before.get(op)})" for op in sorted({*before, *now})
+                                if before.get(op) != now.get(op))
+            self.log(f"note: fastgan.ops back ends {changed}: they round otherwise, so the losses from here are not "
+                     "bitwise those the run would have had")
 
     def _say_replaced_latest_networks(self, state: dict) -> None:
         """latest_net_*.pth files that differ from the training state's networks (put there by

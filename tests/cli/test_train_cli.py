@@ -1219,3 +1219,27 @@ def test_a_resume_on_another_loader_or_thread_count_says_its_losses_are_not_the_
     out = capsys.readouterr().out
     assert "note: loader torch, the run's dali: DALI resizes with other rounding" in out
     assert "note: 2 CPU threads, the run's 1: sums add in another order" in out
+
+
+def test_a_resume_says_where_the_state_does_not_tell_its_levels_or_its_ops_differ(unaligned_root, tmp_path,
+                                                                                   capsys):
+    """A state saved by an earlier fastgan holds no speed levels, and none held which back ends
+    computed the ops (fastgan._C built since, or not loaded): such resumes went on silently,
+    their losses drifting up to 1e-2 from the run's by iteration 12."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"]
+    train_cli.main(args)
+    state_file = tmp_path / "run" / "training_state.pt"
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    assert set(state["backends"]) == {"cycle_losses", "instance_norm_act", "l1_loss", "reflect_conv2d"}
+    capsys.readouterr()
+    train_cli.main(args[:-1] + ["3", "--continue_train"])
+    assert "note:" not in capsys.readouterr().out
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    del state["levels"]
+    now = state["backends"]["l1_loss"]
+    state["backends"]["l1_loss"] = "triton"
+    torch.save(state, state_file)
+    train_cli.main(args[:-1] + ["4", "--continue_train"])
+    out = capsys.readouterr().out
+    assert "note: training_state.pt does not say which speed levels the run had (an earlier fastgan" in out
+    assert f"note: fastgan.ops back ends l1_loss {now} (the run's triton): they round otherwise" in out
