@@ -178,12 +178,9 @@ def _in_float32(run: Callable, autocast_dtype: torch.dtype) -> Callable:
     return run_float32
 
 
-def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Callable[[], None]:
-    """One forward (and backward, for the gradients `needs` asks for) of run on random
-    stand-ins of the arguments (shape, strides, dtype, device): what the measurement times.
-    Not on the caller's values: under the caller's anomaly mode, which is the process's and
-    so not switched off here, a NaN among them would fail the candidates' backward."""
-    leaves = [_stand_in(t).requires_grad_(need) if t is not None else None for t, need in zip((x, weight, bias), needs)]
+def _candidate(run: Callable, leaves: list, needs: tuple[bool, ...]) -> Callable[[], None]:
+    """One forward (and backward, for the gradients `needs` asks for) of run on `leaves`
+    (_stand_ins): what the measurement times."""
     wanted = [t for t, need in zip(leaves, needs) if need]
 
     def once() -> None:
@@ -195,11 +192,24 @@ def _candidate(run: Callable, x, weight, bias, needs: tuple[bool, ...]) -> Calla
     return once
 
 
-def _stand_in(t: torch.Tensor) -> torch.Tensor:
-    # drawn from a generator of its own: measuring must not move the run's random stream
-    # (a run's dropout masks and pool draws would then hang on whether a shape was cached)
+def _stand_ins(tensors: tuple, needs: tuple[bool, ...]) -> list:
+    """Random stand-ins of the arguments (shape, strides, dtype, device), one set that every
+    candidate shares, leaves where `needs` asks for their gradient. Not the caller's values:
+    under the caller's anomaly mode, which is the process's and so not switched off here, a
+    NaN among them would fail the candidates' backward. Drawn from a generator of their own:
+    measuring must not move the run's random stream (a run's dropout masks and pool draws
+    would then hang on whether a shape was cached)."""
+    t = next(t for t in tensors if t is not None)
     generator = torch.Generator(device=t.device).manual_seed(0)
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).normal_(generator=generator)
+
+    def stand_in(t: torch.Tensor) -> torch.Tensor:
+        # the memory the strides reach, drawn and viewed with them: an expanded (stride 0)
+        # input cannot be written through its own strides
+        span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+        memory = torch.empty(span, dtype=t.dtype, device=t.device).normal_(generator=generator)
+        return memory.as_strided(t.shape, t.stride())
+
+    return [stand_in(t).requires_grad_(need) if t is not None else None for t, need in zip(tensors, needs)]
 
 
 def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: tuple):
@@ -233,8 +243,9 @@ def _run(kind: str, x, weight, bias, aten: Callable, gemm: Callable, geometry: t
             _CHOICES.record(key, picked, {})
         else:
             needs = key[-1]
+            leaves = _stand_ins((x, weight, bias), needs)
             picked = _CHOICES.measure(key, {name: _candidate(_uncached(_path(name, aten, gemm, autocast_dtype),
-                                                                       autocast_dtype), x, weight, bias, needs)
+                                                                       autocast_dtype), leaves, needs)
                                             for name in names}, x.device)
     return _path(picked, aten, gemm, autocast_dtype)(x, weight, bias)
 

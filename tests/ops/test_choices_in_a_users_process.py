@@ -142,12 +142,29 @@ def test_measuring_leaves_torchs_random_stream_alone(monkeypatch):
     dropout masks and pool draws then depended on whether the machine's cache held the shapes."""
     monkeypatch.setattr(_unfolded_conv._CHOICES, "_picks", {})
     monkeypatch.setattr(_unfolded_conv._CHOICES, "_times", {})
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_adopted", {})
     conv = fastgan.accelerate(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1)))
     x = torch.randn(1, 3, 11, 13, requires_grad=True)
     state = torch.get_rng_state()
     conv(x).sum().backward()
     assert _unfolded_conv.selection_cache()  # measured
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@needs_cpu_kernels
+def test_an_expanded_input_is_measured_and_convolved(monkeypatch):
+    """One image broadcast to a batch (stride 0): the measuring stand-in took its strides and
+    could not be written ("more than one element of the written-to tensor refers to a single
+    memory location"), failing the forward."""
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_picks", {})
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_times", {})
+    monkeypatch.setattr(_unfolded_conv._CHOICES, "_adopted", {})
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1))
+    fast = fastgan.accelerate(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1)))
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 17, 19).expand(4, -1, -1, -1)
+    torch.testing.assert_close(fast(x), plain(x))
+    assert _unfolded_conv.selection_cache()  # measured
 
 
 def test_the_choices_are_read_while_another_thread_measures(monkeypatch):
