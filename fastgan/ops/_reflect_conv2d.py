@@ -681,6 +681,10 @@ def _eager(x, weight, bias, stride, padding, fused, choice):
     if choice == "aten" or (choice == "auto" and _fused_problem(fused, x, weight, stride)):
         return _unfused(x, weight, bias, stride, padding)
     key = None
+    if choice == "auto" and torch.are_deterministic_algorithms_enabled():
+        # _run's fixed choice, whatever was measured (no shortcut by it, none recorded: on a
+        # GPU the unfused path's backward is refused there)
+        return _EagerReflectConv2d.apply(x, weight, bias, stride, padding, fused, choice, None)
     if choice == "auto":
         forward_key = _signature("forward", fused, stride, padding, x, weight, bias)
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):

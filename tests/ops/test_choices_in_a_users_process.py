@@ -107,6 +107,34 @@ def test_deterministic_mode_takes_the_plain_convolutions_without_measuring(monke
 
 
 @needs_cpu_kernels
+def test_deterministic_mode_takes_no_shortcut_by_choices_measured_before(monkeypatch):
+    """A shape whose phases were measured (or adopted from the machine's cache) to run aten
+    took, from its second call, the unfused composition under torch's autograd whatever the
+    deterministic rule said: on a GPU its reflection_pad2d_backward is refused in that mode."""
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "_picks", {})
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "_times", {})
+    monkeypatch.setattr(_reflect_conv2d, "_ALL_ATEN", {})
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "measure", lambda key, *a, **k: _reflect_conv2d._CHOICES.record(
+        key, "aten", {}) or "aten")
+    x = torch.randn(1, 4, 9, 11, requires_grad=True)
+    w = torch.randn(4, 4, 3, 3, requires_grad=True)
+    with ops.use_backend("cpu"):
+        for _ in range(2):  # every phase measured: aten; then the unfused composition itself
+            ops.reflect_conv2d(x, w).sum().backward()
+        assert len(_reflect_conv2d._CHOICES.entries()) == 3 and all(_reflect_conv2d._ALL_ATEN.values())
+        shortcuts = []
+        unfused = _reflect_conv2d._unfused
+        monkeypatch.setattr(_reflect_conv2d, "_unfused", lambda *a: shortcuts.append(1) or unfused(*a))
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            ops.reflect_conv2d(x, w).sum().backward()
+        finally:
+            torch.use_deterministic_algorithms(previous)
+    assert not shortcuts
+
+
+@needs_cpu_kernels
 @pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
 def test_a_nan_input_under_anomaly_mode_runs_as_torchs_convolution(monkeypatch):
     """Measuring a new shape ran the candidates' backward under the caller's anomaly mode: an
