@@ -849,6 +849,16 @@ def test_a_cyclegan_option_is_refused_by_pix2pix(aligned_root, tmp_path, capsys)
     assert "--lambda_identity is a cyclegan option: --arch pix2pix has no use for it" in capsys.readouterr().err
 
 
+def test_a_level_the_device_cannot_run_is_refused_before_the_options_table(unaligned_root, tmp_path, capsys):
+    """fastgan's own refusals of an option come before the table, as the reference's parser's
+    do: the 60-line table preceded "--cuda_graphs needs a CUDA device"."""
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(tiny_args(unaligned_root, tmp_path, "g") + ["--cuda_graphs", "true"])
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert "--cuda_graphs needs a CUDA device; this run is on cpu" in err and "Options" not in out
+
+
 def test_continuing_another_arch_run_is_one_clear_line(unaligned_root, aligned_root, tmp_path, capsys):
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
     with pytest.raises(SystemExit):
