@@ -54,8 +54,8 @@ def select_loader(opt, device: torch.device, rank: int = 0, world_size: int = 1)
         loader = DaliLoader(opt, device, dataset, rank, world_size, sizes=sizes)
     else:
         loader = TorchLoader(opt, device, dataset, rank, world_size)
-    # once the loader took the dataset (not before its refusal); once a process for each choice
-    say_once(f"loader: {kind} ({why})", rank, key=("loader", opt.loader, kind))
+    # once the loader took the dataset (not before its refusal); once a process for each dataset and choice
+    say_once(f"loader: {kind} ({why})", rank, key=("loader", opt.loader, kind, opt.dataroot, opt.phase))
     return loader
 
 

@@ -462,13 +462,16 @@ def test_auto_picks_cache_then_dali_then_torch(roots, monkeypatch, capsys):
     assert "does not fit in 0 of the" in capsys.readouterr().out
     monkeypatch.setattr(select_module, "dali_import_error", lambda: "ImportError: no DALI here")
     # free memory moves between two calls: the line, which names it, is still said once
-    frees = iter([19.13e9, 19.27e9])
+    frees = iter([19.13e9, 19.27e9, 19.41e9])
     monkeypatch.setattr(select_module, "free_memory", lambda device: next(frees))
     for _ in range(2):
         assert isinstance(create_loader(opt.replace(cache_memory_fraction=0.0), "cpu"), TorchLoader)
     out = capsys.readouterr().out
     assert out.count("NVIDIA DALI cannot be imported (ImportError: no DALI here)") == 1
     assert out.count("loader: torch (auto:") == 1
+    # another dataset in the process (a sweep): its loader is said too
+    create_loader(make_opt(roots / "aligned", dataset_mode="aligned", loader="auto", cache_memory_fraction=0.0), "cpu")
+    assert capsys.readouterr().out.count("loader: torch (auto:") == 1
     assert isinstance(create_loader(opt.replace(loader="torch"), "cpu"), TorchLoader)
 
 
