@@ -285,12 +285,18 @@ def _aten_grad_input(grad, x, weight, stride, padding, padded=None):
     return torch.ops.aten.reflection_pad2d_backward(dpad, x, [padding] * 4)
 
 
-def _aten_grad_weight(grad, x, weight, stride, padding, padded=None):
-    """cuDNN/oneDNN wgrad of the padded x: `padded` (the forward's) when kept, else x padded again."""
+def _aten_grad_weight(grad, x, weight, stride, padding, padded=None, with_bias=False):
+    """cuDNN/oneDNN wgrad of the padded x: `padded` (the forward's) when kept, else x padded again.
+    with_bias: (wgrad, the bias's gradient from the same call), which oneDNN sums in its own
+    order: the bits of the unfused composition's autograd (grad.sum's differ at batch > 1)."""
     if padded is None:
         padded = _pad(x, padding)
-    return _convolution_backward(grad, padded, grad.new_empty(1).expand(weight.shape), stride,
-                                 [False, True, False])[1]
+    stand_in = grad.new_empty(1).expand(weight.shape)
+    if with_bias:
+        _, dw, db = torch.ops.aten.convolution_backward(grad, padded, stand_in, [weight.shape[0]], [stride, stride],
+                                                        [0, 0], [1, 1], False, [0, 0], 1, [False, True, True])
+        return dw, db
+    return _convolution_backward(grad, padded, stand_in, stride, [False, True, False])[1]
 
 
 # ------------------------------------------------------------------ the measured choice
@@ -546,16 +552,22 @@ def _(grad, x, weight, stride, padding, fused, choice):
 
 
 def _grad_weight(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
-                 fused: str, choice: str, padded: torch.Tensor | None = None) -> torch.Tensor:
+                 fused: str, choice: str, padded: torch.Tensor | None = None, with_bias: bool = False):
     """The gradient of reflect_conv2d with respect to weight (weight is read for its
-    shape and layout only), in weight's layout; `padded`: the forward's padded x, when kept."""
+    shape and layout only), in weight's layout; `padded`: the forward's padded x, when kept.
+    with_bias: (that, the bias's gradient where the aten path gives it, else None)."""
     kernels = {
         "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
         "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(
             grad, x, padding, channels_last=suggests_channels_last(weight)), weight),
     }
+    if with_bias:
+        kernels = {name: (lambda kernel=kernel: (kernel(), None)) for name, kernel in kernels.items()}
 
     def unfused():
+        if with_bias:
+            dw, db = _aten_grad_weight(grad, x, weight, stride, padding, padded, with_bias=True)
+            return _like(dw, weight), db
         return _like(_aten_grad_weight(grad, x, weight, stride, padding, padded), weight)
 
     return _run("grad_weight", fused, choice, stride, padding, (grad, x, weight), x, weight, kernels, unfused)
@@ -598,11 +610,16 @@ def _backward(ctx, saved: tuple, grad, grad_input: Callable, grad_weight: Callab
     stride, padding, fused, choice = ctx.conf
     extra = (padded,) if with_padded else ()
     dx = dw = db = None
+    bias_wanted = ctx.has_bias and ctx.needs_input_grad[2]
     if ctx.needs_input_grad[0]:
         dx = grad_input(grad, x, weight, stride, padding, fused, choice, *extra)
-    if ctx.needs_input_grad[1]:
+    if ctx.needs_input_grad[1] and bias_wanted and with_padded:
+        # (the eager path: where the weight's gradient runs aten, the bias's comes with it, as
+        # in the unfused composition it takes once every phase measured aten: _ALL_ATEN)
+        dw, db = grad_weight(grad, x, weight, stride, padding, fused, choice, *extra, with_bias=True)
+    elif ctx.needs_input_grad[1]:
         dw = grad_weight(grad, x, weight, stride, padding, fused, choice, *extra)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
+    if bias_wanted and db is None:
         db = _bias_grad(grad)
     return dx, dw, db, None, None, None, None
 
