@@ -555,14 +555,15 @@ def _grad_weight(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stri
                  fused: str, choice: str, padded: torch.Tensor | None = None, with_bias: bool = False):
     """The gradient of reflect_conv2d with respect to weight (weight is read for its
     shape and layout only), in weight's layout; `padded`: the forward's padded x, when kept.
-    with_bias: (that, the bias's gradient where the aten path gives it, else None)."""
+    with_bias: (that, the bias's gradient: from the same oneDNN/cuDNN call on the aten path, else
+    _bias_grad's, each candidate timed with its own)."""
     kernels = {
         "triton": lambda: _kernels.grad_weight(grad, x, stride, padding, torch.empty_like(weight)),
         "winograd": lambda: _like(torch.ops.fastgan.conv3x3_winograd_grad_weight(
             grad, x, padding, channels_last=suggests_channels_last(weight)), weight),
     }
     if with_bias:
-        kernels = {name: (lambda kernel=kernel: (kernel(), None)) for name, kernel in kernels.items()}
+        kernels = {name: (lambda kernel=kernel: (kernel(), _bias_grad(grad))) for name, kernel in kernels.items()}
 
     def unfused():
         if with_bias:
@@ -613,9 +614,10 @@ def _backward(ctx, saved: tuple, grad, grad_input: Callable, grad_weight: Callab
     bias_wanted = ctx.has_bias and ctx.needs_input_grad[2]
     if ctx.needs_input_grad[0]:
         dx = grad_input(grad, x, weight, stride, padding, fused, choice, *extra)
-    if ctx.needs_input_grad[1] and bias_wanted and with_padded:
-        # (the eager path: where the weight's gradient runs aten, the bias's comes with it, as
-        # in the unfused composition it takes once every phase measured aten: _ALL_ATEN)
+    if ctx.needs_input_grad[1] and bias_wanted and with_padded and padded is not None:
+        # (the eager path, whose forward ran aten: where the weight's gradient runs aten too, the
+        # bias's comes with it, as in the unfused composition that the shape then takes once
+        # every phase measured aten: _ALL_ATEN)
         dw, db = grad_weight(grad, x, weight, stride, padding, fused, choice, *extra, with_bias=True)
     elif ctx.needs_input_grad[1]:
         dw = grad_weight(grad, x, weight, stride, padding, fused, choice, *extra)
@@ -707,7 +709,9 @@ def _eager(x, weight, bias, stride, padding, fused, choice):
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
             if _CHOICES.get(forward_key) == "aten":  # no gradients: the forward's choice is all there is
                 return _unfused(x, weight, bias, stride, padding)
-        else:
+        elif bias is None or not bias.requires_grad or weight.requires_grad:
+            # (a trainable bias on a frozen weight: its gradient here is grad.sum's, the
+            # composition's oneDNN's, so such calls keep this path)
             key = (forward_key, x.requires_grad, weight.requires_grad)
             if _ALL_ATEN.get(key) and not saved_tensors_hooked():
                 return _unfused(x, weight, bias, stride, padding)

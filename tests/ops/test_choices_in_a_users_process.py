@@ -130,7 +130,11 @@ def test_a_shape_measured_aten_has_the_unfused_compositions_gradients_from_its_f
         for call in ("first (measured)", "second (the composition)"):
             fast = torch.autograd.grad(ops.reflect_conv2d(x, w, b), (x, w, b), grad)
             assert all(torch.equal(a, c) for a, c in zip(fast, plain)), call
-    assert all(_reflect_conv2d._ALL_ATEN.values()) and _reflect_conv2d._ALL_ATEN
+        assert all(_reflect_conv2d._ALL_ATEN.values()) and _reflect_conv2d._ALL_ATEN
+        # a trainable bias on a frozen weight: every call the same, by this path
+        frozen = w.detach().to(memory_format=fmt)
+        first, second = (torch.autograd.grad(ops.reflect_conv2d(x, frozen, b), (x, b), grad) for _ in range(2))
+        assert all(torch.equal(a, c) for a, c in zip(first, second))
 
 
 @needs_cpu_kernels
