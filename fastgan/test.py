@@ -146,14 +146,12 @@ def test_options(args: dict):
     saved = saved_train_options(typed.checkpoints_dir, typed.name)
     merged = {**{k: saved[k] for k in MODEL_OPTIONS if k in saved}, **args}
     # no train_opt.json (a reference checkpoint) and --no_dropout not typed: a generator tested
-    # alone is built as the reference's test model (its default --model) builds it, with dropout
+    # alone (translate(): kind "single", which --model test and --checkpoint always are for a
+    # cyclegan; pix2pix's default has dropout) is built as the reference's test model (its
+    # default --model) builds it, with dropout (cycle_gan's default is not its)
     tool["reference_dropout"] = "no_dropout" not in merged
     if tool["model_test"] and "dataset_mode" not in args:
         merged["dataset_mode"] = "single"  # the reference's test model reads a folder of images
-    if tool["one_generator"] and "no_dropout" not in merged:
-        # no run's train_opt.json (a reference checkpoint): the reference's test model builds its
-        # generator with dropout unless --no_dropout is typed (cycle_gan's default is not its)
-        merged["no_dropout"] = False
     arch = merged.pop("arch", "cyclegan")
     opt = as_a_test(resolve(arch, merged), args, tool["phase"])
     note_run_preprocessing(arch, saved, args)
@@ -407,7 +405,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     device = resolve_device(opt.device)
     check_backend_variable(device)
     kind, data_options = input_data(opt, tool, training)
-    if kind == "single" and tool["reference_dropout"]:
+    if tool["reference_dropout"] and kind == "single":
         opt = opt.replace(no_dropout=False)
     names = ("G_A", "G_B") if kind == "cycle" else (translating_net(opt, tool),)
     paths = {net: generator_file(opt, net, tool, alone=len(names) == 1) for net in names}

@@ -199,8 +199,8 @@ def _stand_ins(tensors: tuple, needs: tuple[bool, ...]) -> list:
     NaN among them would fail the candidates' backward. Drawn from a generator of their own:
     measuring must not move the run's random stream (a run's dropout masks and pool draws
     would then hang on whether a shape was cached)."""
-    t = next(t for t in tensors if t is not None)
-    generator = torch.Generator(device=t.device).manual_seed(0)
+    device = next(t for t in tensors if t is not None).device
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def stand_in(t: torch.Tensor) -> torch.Tensor:
         # the memory the strides reach, drawn and viewed with them: an expanded (stride 0)
