@@ -43,15 +43,17 @@ def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor
         idt_A   = lambda_B * lambda_identity * mean|idt_A - real_B|   (idt_A = G_A(real_B))
         idt_B   = lambda_A * lambda_identity * mean|idt_B - real_A|   (idt_B = G_B(real_A))
 
-    the last two 0 when idt_A and idt_B are None.
+    the last two 0 when idt_A and idt_B are None. The identity terms are rounded as the
+    reference's `L1(idt, real) * lambda * lambda_identity` (two products in the images'
+    precision): --eager is its path bit for bit, whatever the lambdas.
     """
     cycle_A = l1_loss(rec_A, real_A, lambda_A)
     cycle_B = l1_loss(rec_B, real_B, lambda_B)
     if idt_A is None or idt_B is None:
         loss_idt_A = loss_idt_B = cycle_A.new_zeros(())
     else:
-        loss_idt_A = l1_loss(idt_A, real_B, lambda_B * lambda_identity)
-        loss_idt_B = l1_loss(idt_B, real_A, lambda_A * lambda_identity)
+        loss_idt_A = l1_loss(idt_A, real_B, lambda_B) * lambda_identity
+        loss_idt_B = l1_loss(idt_B, real_A, lambda_A) * lambda_identity
     return torch.stack([cycle_A, cycle_B, loss_idt_A, loss_idt_B])
 
 

@@ -85,6 +85,25 @@ def test_cyclegan_train_step_matches_reference(gan_mode, lambda_gp, lambda_ident
         "cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", seed=3).nets["G_A"].state_dict()["model.1.weight"])
 
 
+def test_the_eager_path_is_the_references_bit_for_bit():
+    """--eager in float32 against the plain restatement: the same losses and weights, bit for
+    bit, with lambdas whose products round (0.3 * 3 is not 0.9 in floating point: the identity
+    terms were weighted by the product, one rounding where the reference has two)."""
+    import copy
+
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", pool_size=0, device="cpu",
+                                eager=True, lambda_identity=0.3, lambda_A=7.0, lambda_B=3.0, seed=3)
+    ref_nets = copy.deepcopy(model.nets)
+    ref = ReferenceCycleGAN(*(ref_nets[k] for k in ("G_A", "G_B", "D_A", "D_B")), lr=0.0002, beta1=0.5,
+                            mode="lsgan", lA=7.0, lB=3.0, lidt=0.3)
+    for A, B in batches(3, (1, 3, 32, 32), seed=11):
+        losses = model.train_step({"A": A.float(), "B": B.float()})
+        assert losses == {k: v.item() for k, v in ref.iterate(A.float(), B.float()).items()}
+    for name, net in model.nets.items():
+        reference = ref_nets[name].state_dict()
+        assert all(torch.equal(v, reference[k]) for k, v in net.state_dict().items()), name
+
+
 @pytest.mark.parametrize("gan_mode,lambda_gp", GAN_OBJECTIVES)
 def test_pix2pix_train_step_matches_reference(gan_mode, lambda_gp):
     model = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu", gan_mode=gan_mode,

@@ -124,8 +124,10 @@ def check_against_reference(backend, images, lambdas=LAMBDAS, coeffs=COEFFS, gra
             ties = (t == images[2 if name in ("rec_B", "idt_A") else 0])
             assert (g[ties] == 0).all(), f"{name}: sign(0) = 0 at ties"
             torch.testing.assert_close(g.double(), r, rtol=rtol, atol=subnormal_atol(dtype), msg=name)
-            if backend in ("cpu", "cuda"):
-                # sign * scale with scale rounded once: the dtype's rounding of the reference
+            # sign * scale with scale rounded once: the dtype's rounding of the reference (whose
+            # identity terms round twice, as the reference's L1 * lambda * lambda_identity: in
+            # float64 a bit apart)
+            if backend in ("cpu", "cuda") and not (dtype == torch.float64 and name.startswith("idt")):
                 assert torch.equal(g, r.to(device=g.device, dtype=dtype)), name
     return out, grads
 
