@@ -67,16 +67,20 @@ TOOL_DEFAULTS = {"checkpoint": None, "results_dir": "./results/", "phase": "test
 # alone, batch 1, serial order, no flip): accepted, so its test command lines run unchanged
 ACCEPTED_UNUSED = ("ndf", "netD", "n_layers_D", "init_type", "init_gain", "serial_batches", "num_threads",
                    "batch_size", "no_flip")
+# the options a test takes from fastgan's own (the test's, TOOL_DEFAULTS, and the reference's
+# spellings come besides)
+OPTION_NAMES = {"arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
+                "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
+                "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", "display_winsize", "seed",
+                *ACCEPTED_UNUSED}
+# what the reference's test.py sets after its option table is printed (the table shows them as typed)
+FORCED_AFTER_TABLE = ("batch_size", "serial_batches", "no_flip", "num_threads")
 
 
 def parse(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m fastgan.test", description=__doc__.split("\n\n")[0],
                                      usage="%(prog)s --name NAME [--dataroot DIR] [options] (--help lists them)")
-    add_option_arguments(parser, names={
-        "arch", "dataroot", "name", "checkpoints_dir", "device", "input_nc", "output_nc", "ngf", "netG",
-        "norm", "no_dropout", "padding_type", "direction", "dataset_mode", "load_size", "crop_size",
-        "preprocess", "epoch", "load_iter", "max_dataset_size", "verbose", "display_winsize", "seed", *ACCEPTED_UNUSED,
-    }, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
+    add_option_arguments(parser, names=OPTION_NAMES, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
                  "dataroot": "the run's data"},
         texts={**TEST_HELP, **{name: f"accepted, unused by a test: {HELP[name]}" for name in ACCEPTED_UNUSED}})
     add_reference_arguments(parser, test=True)
@@ -127,6 +131,7 @@ def test_options(args: dict):
     if model is None and tool["model_suffix"] is not None:
         model = args["model"] = "test"  # the reference's test default model, the one --model_suffix is of
     tool["model"] = model  # the reference's --model, when typed
+    tool["typed_forced"] = {k: args[k] for k in FORCED_AFTER_TABLE if k in args}
     tool["model_test"] = model == "test"
     # typed channel counts describe the generator --model test loads (the reference builds it
     # with input_nc, output_nc whatever the suffix); the run's own are those of its G_A
@@ -182,6 +187,26 @@ def as_a_test(opt, typed: dict, phase: str):
     its default crop size, 256, whatever --crop_size says; README, "fastgan.test")."""
     return opt.replace(load_size=typed.get("load_size", opt.crop_size), batch_size=1, serial_batches=True,
                        no_flip=True, num_threads=0, phase=phase, isTrain=False)
+
+
+def test_table_entries(opt, tool: dict, device, dataset_mode: str) -> dict[str, tuple]:
+    """(value, default) of the test table's options beyond fastgan's: the reference's test
+    table shows its TestOptions' defaults (phase test, --model test, load_size the default
+    crop size; under --model test, that model's: single images, dropout, --model_suffix ''),
+    and is printed before its test.py forces batch 1, serial order, no flip, no workers.
+    `dataset_mode`: how the images are read (a run's unaligned data read as single)."""
+    from fastgan.engine.logs import reference_table_entries
+
+    training = resolve(opt.arch, {})
+    entries = {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None, default="test"),
+               **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "model_suffix"},
+               "load_size": (opt.load_size, training.crop_size),
+               **{k: (tool["typed_forced"].get(k, getattr(training, k)), getattr(training, k))
+                  for k in FORCED_AFTER_TABLE},
+               "dataset_mode": (dataset_mode, "single" if tool["model_test"] else training.dataset_mode)}
+    if tool["model_test"]:
+        entries.update(no_dropout=(opt.no_dropout, False), model_suffix=(tool["model_suffix"] or "", ""))
+    return entries
 
 
 def translating_net(opt, tool: dict) -> str:
@@ -399,7 +424,7 @@ def visuals(kind: str, nets: dict, item: dict, device) -> dict:
 
 def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan.data import create_dataset
-    from fastgan.engine.logs import options_table_of, reference_table_entries, write_options_table
+    from fastgan.engine.logs import options_table_of, write_options_table
     from fastgan.engine.models import resolve_device
 
     device = resolve_device(opt.device)
@@ -411,14 +436,12 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     paths = {net: generator_file(opt, net, tool, alone=len(names) == 1) for net in names}
     # printed first, as the reference's option parser does, and as the reference's test written beside
     # the networks (always test_opt.txt: --phase train would overwrite the training run's train_opt.txt)
-    # where that folder can be written, with the dataset mode the images are read with (the run's
-    # unaligned data read as single)
-    table = (opt.replace(dataset_mode=data_options.dataset_mode),
-             {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None),
-              **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "phase"}})
-    print(options_table_of(*table, training=False), end="")
+    # where that folder can be written
+    entries = test_table_entries(opt, tool, device, data_options.dataset_mode)
+    table = (opt, entries, OPTION_NAMES | set(entries))
+    print(options_table_of(*table), end="")
     try:
-        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), *table, training=False)
+        write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), *table)
     except OSError:
         pass
     nets = {}

@@ -191,34 +191,39 @@ def options_table(options: dict, defaults: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_table_entries(arch: str, device, model: str | None = None) -> dict[str, tuple]:
+def reference_table_entries(arch: str, device, model: str | None = None, default: str = "cycle_gan") -> dict:
     """--model and --gpu_ids as the reference's options table ({phase}_opt.txt) prints them,
-    (value, default), for the scripts that read it: fastgan's --arch and --device say the same."""
+    (value, default), for the scripts that read it: fastgan's --arch and --device say the same.
+    `default`: the --model default of the reference's options (its test's: test)."""
     device = str(device)
     gpu_ids = device.split(":")[1] if device.startswith("cuda:") else "0" if device == "cuda" else "-1"
-    return {"model": (model or REFERENCE_MODEL[arch], "cycle_gan"), "gpu_ids": (gpu_ids, "0")}
+    return {"model": (model or REFERENCE_MODEL[arch], default), "gpu_ids": (gpu_ids, "0")}
 
 
-def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, training: bool = True) -> str:
+def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, listed=None) -> str:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
-    arch's; the model options of the run's arch alone, and in a test's table none, as the
-    reference's models add theirs in training only); `more`: a command's own options, name
-    -> (value, default). Returns the table, which the reference also prints."""
-    text = options_table_of(opt, more, training)
+    arch's; the model options of the run's arch alone); `more`: a command's own options, name
+    -> (value, default), over the options'; `listed`: the names a test's table shows (the
+    reference's models add their options in training only). Returns the table, which the
+    reference also prints."""
+    text = options_table_of(opt, more, listed)
     with naming(path), open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return text
 
 
-def options_table_of(opt, more: dict[str, tuple] | None = None, training: bool = True) -> str:
+def options_table_of(opt, more: dict[str, tuple] | None = None, listed=None) -> str:
     """The table write_options_table writes."""
     more = more or {}
-    left_out = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch or not training for name in names}
+    left_out = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch for name in names}
     values = {k: v for k, v in opt.as_dict().items() if k not in left_out}
     values.update({k: v for k, (v, _) in more.items()})
+    if listed is not None:
+        values = {k: v for k, v in values.items() if k in listed or k == "isTrain"}
     if math.isfinite(values.get("max_dataset_size", math.inf)):  # the reference's is an int: 2, not 2.0
         values["max_dataset_size"] = int(values["max_dataset_size"])
-    defaults = {**resolve(opt.arch, {}).as_dict(), **{k: d for k, (_, d) in more.items()}}
+    # isTrain is set on the reference's parsed options, not an option of its parser: no default
+    defaults = {**resolve(opt.arch, {}).as_dict(), "isTrain": None, **{k: d for k, (_, d) in more.items()}}
     return options_table(values, defaults)
 
 

@@ -18,7 +18,8 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "2"])
     capsys.readouterr()
     index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir",
-                           str(tmp_path / "results"), "--device", "cpu", "--eval", "--display_winsize", "128"])
+                           str(tmp_path / "results"), "--device", "cpu", "--eval", "--display_winsize", "128",
+                           "--num_threads", "2"])
     out = capsys.readouterr().out
     table = (tmp_path / "run" / "test_opt.txt").read_text()  # printed too, before the models load, as the reference's
     assert table in out and out.index(table) < out.index("loading the model from")
@@ -35,14 +36,23 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert html.count("<tr>") == 3 and "img000_fake.png" in html
     assert html.count("style='width:128px'") == 6 and html.index("<h3>img000</h3>") < html.index("<h3>img001</h3>")
     table = (tmp_path / "run" / "test_opt.txt").read_text()  # as the reference's test writes it
-    assert f"{'phase':>25}: {'test':<30}\t[default: train]" in table and (tmp_path / "run" / "train_opt.txt").exists()
-    assert f"{'model':>25}: {'cycle_gan':<30}\n" in table and f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in table
+    lines = table.splitlines()
+    # the reference's test options' defaults: phase test, --model test, load_size the default crop size
+    assert f"{'phase':>25}: {'test':<30}" in lines and (tmp_path / "run" / "train_opt.txt").exists()
+    assert f"{'model':>25}: {'cycle_gan':<30}\t[default: test]" in lines
+    assert f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in lines
+    assert f"{'load_size':>25}: {'32':<30}\t[default: 256]" in lines  # the run's crop size
+    assert f"{'isTrain':>25}: {'False':<30}\t[default: None]" in lines
+    # as typed: the reference's test.py forces serial order, no flip, batch 1 and no workers after its table
+    assert f"{'num_threads':>25}: {'2':<30}\t[default: 4]" in lines
+    assert f"{'serial_batches':>25}: {'False':<30}" in lines and f"{'no_flip':>25}: {'False':<30}" in lines
     assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
     assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
     assert f"{'dataset_mode':>25}: {'single':<30}\t[default: unaligned]" in table  # how testA/ was read
-    named = {line.split(":")[0].strip() for line in table.splitlines()}
+    named = {line.split(":")[0].strip() for line in lines}
     assert not named & {"lambda_A", "lambda_B", "lambda_identity", "lambda_L1"}  # the reference's models add
-    # them in training only
+    # them in training only, and its test has none of its training options
+    assert not named & {"lr", "n_epochs", "pool_size", "print_freq", "continue_train", "gan_mode", "amp", "loader"}
 
     # the written images are the input and G_A of it, as tensor2im writes them
     x = translated_inputs(["--name", "run", "--checkpoints_dir", str(tmp_path)])[0]["A"][None]
@@ -213,7 +223,11 @@ def test_model_test_loads_the_runs_plain_g_as_the_reference_does(unaligned_root,
     capsys.readouterr()
     plain = test_cli.main(common + ["--results_dir", str(tmp_path / "plain")])
     assert "with G from " + str(run / "latest_net_G.pth") in capsys.readouterr().out
+    table = (run / "test_opt.txt").read_text().splitlines()  # the defaults of the reference's test model
+    assert f"{'model':>25}: {'test':<30}" in table and f"{'dataset_mode':>25}: {'single':<30}" in table
+    assert f"{'model_suffix':>25}: {'':<30}" in table and f"{'no_dropout':>25}: {'True':<30}\t[default: False]" in table
     side_b = test_cli.main(common + ["--results_dir", str(tmp_path / "b"), "--model_suffix", "_B"])
+    assert f"{'model_suffix':>25}: {'_B':<30}\t[default: ]" in (run / "test_opt.txt").read_text().splitlines()
 
     def fake(index):
         return np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_fake.png")))

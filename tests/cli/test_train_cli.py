@@ -102,6 +102,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted(arch, nets, unaligned_roo
     assert f"{'ngf':>25}: {'4':<30}\t[default: 64]" in table and f"{'phase':>25}: {'train':<30}" in table
     model = {"cyclegan": f"{'cycle_gan':<30}", "pix2pix": f"{'pix2pix':<30}\t[default: cycle_gan]"}[arch]
     assert f"{'model':>25}: {model}" in table and f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in table
+    assert f"{'isTrain':>25}: {'True':<30}\t[default: None]" in table  # set on the parsed options, not an option
     # the model's own options only, as the reference's table (its options come from the model's class)
     named = {line.split(":")[0].strip() for line in table}
     assert {"cyclegan": {"lambda_A", "lambda_identity"}, "pix2pix": {"lambda_L1"}}[arch] <= named
