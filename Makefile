@@ -1,5 +1,7 @@
 # The README's commands. Every target sets up what it needs; all are idempotent.
 PY      := .venv/bin/python
+# the venv's Python: 3.11 where there is one (the wheels on this project's machines are cp311)
+PYTHON3 := $(shell command -v python3.11 2>/dev/null || echo python3)
 STAMP   := .venv/.requirements-installed
 BUILD   := build/cmake
 
@@ -7,7 +9,8 @@ BUILD   := build/cmake
 
 # A venv whose pip does not run (its creation was interrupted) is made again.
 $(STAMP): requirements.txt
-	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf .venv && python3 -m venv .venv; }
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf .venv && $(PYTHON3) -m venv .venv; }
+	@$(PY) -c 'import sys; sys.version_info[:2] == (3, 11) or print(f"note: .venv runs Python {sys.version.split()[0]}; fastgan is tested on 3.11 (rm -rf .venv to make it again)")'
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
