@@ -121,13 +121,20 @@ def add_reference_arguments(parser: argparse.ArgumentParser, test: bool = False)
 
 @dataclasses.dataclass(frozen=True)
 class Suffix:
-    """The reference's --suffix, and the values of the options fastgan drops that it may name."""
+    """The reference's --suffix ('' when not typed), and the values of the options fastgan drops
+    (as typed, else the reference's defaults), which a suffix may name."""
 
     text: str
     dropped: dict
 
+    def table_entries(self, training: bool) -> dict[str, tuple]:
+        """(value, default) of --suffix and the display options fastgan drops, as the reference's
+        options table lists them: its visdom options are training options, wandb's both's."""
+        names = [name for name in DISPLAY_OPTIONS if training or not name.startswith("display_")]
+        return {"suffix": (self.text, ""), **{name: (self.dropped[name], SUFFIX_DEFAULTS[name]) for name in names}}
 
-def from_reference_arguments(args: dict, test: bool = False) -> tuple[Suffix | None, list[str]]:
+
+def from_reference_arguments(args: dict, test: bool = False) -> tuple[Suffix, list[str]]:
     """Turns the reference's spellings in parsed `args` into fastgan's, in place (--model into
     --arch, --gpu_ids into --device) and drops the display options; `test`: for fastgan.test.
     Returns the --suffix (applied to the resolved options by `with_suffix`) and notes to print."""
@@ -153,8 +160,7 @@ def from_reference_arguments(args: dict, test: bool = False) -> tuple[Suffix | N
     if unused:
         notes.append(f"unused: --{', --'.join(unused)} (the reference's visdom/wandb display"
                      + (")" if test else "; fastgan writes samples/ and loss_curve.png)"))
-    text = args.pop("suffix", None)
-    return (Suffix(text, dropped) if text else None), notes
+    return Suffix(args.pop("suffix", None) or "", dropped), notes
 
 
 def device_of_gpu_ids(text: str, test: bool = False) -> str:
@@ -172,11 +178,11 @@ def device_of_gpu_ids(text: str, test: bool = False) -> str:
     return f"cuda:{ids[0]}"
 
 
-def with_suffix(opt: Options, suffix: Suffix | None, model: str | None = None) -> Options:
+def with_suffix(opt: Options, suffix: Suffix, model: str | None = None) -> Options:
     """The reference's --suffix: name + '_' + suffix.format(**options), {model} being the
     reference's model name (cycle_gan, pix2pix; test in fastgan.test's --model test), and the
     options fastgan drops ({gpu_ids}, the display's) as typed, else their reference defaults."""
-    if suffix is None:
+    if not suffix.text:
         return opt
     fields = {**suffix.dropped, **opt.as_dict(), "model": model or REFERENCE_MODEL[opt.arch]}
     try:

@@ -141,6 +141,7 @@ def test_options(args: dict):
     if tool["model_suffix"] is not None and model != "test":
         raise ValueError("--model_suffix names the generator of --model test; add --model test")
     suffix, notes = from_reference_arguments(args, test=True)
+    tool["reference_entries"] = suffix.table_entries(training=False)
     for note in notes:
         print(note)
     # the experiment's folder as the reference names it (--suffix formatted with the typed
@@ -193,12 +194,13 @@ def test_table_entries(opt, tool: dict, device, dataset_mode: str) -> dict[str, 
     """(value, default) of the test table's options beyond fastgan's: the reference's test
     table shows its TestOptions' defaults (phase test, --model test, load_size the default
     crop size; under --model test, that model's: single images, dropout, --model_suffix ''),
-    and is printed before its test.py forces batch 1, serial order, no flip, no workers.
-    `dataset_mode`: how the images are read (a run's unaligned data read as single)."""
+    and is printed before its test.py forces batch 1, serial order, no flip, no workers; with
+    --suffix and wandb's options, which fastgan drops. `dataset_mode`: how the images are read (a run's unaligned data read as single)."""
     from fastgan.engine.logs import reference_table_entries
 
     training = resolve(opt.arch, {})
     entries = {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None, default="test"),
+               **tool["reference_entries"],
                **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "model_suffix"},
                "load_size": (opt.load_size, training.crop_size),
                **{k: (tool["typed_forced"].get(k, getattr(training, k)), getattr(training, k))

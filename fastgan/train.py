@@ -93,14 +93,15 @@ def main(argv=None) -> dict:
                 raise ValueError("--dataset_mode single reads A images only, and training takes A and B: use "
                                  "unaligned (trainA/, trainB/) or aligned (A|B pairs); single serves fastgan.test")
             levels = resolve_levels(opt, device)  # (refuses levels the device cannot run: before the table)
+            table_entries = {**reference_table_entries(opt.arch, device), **suffix.table_entries(training=True)}
             if ranks.is_main:  # first, as the reference's option parser prints it: before the data is read
-                print(options_table_of(opt, reference_table_entries(opt.arch, device)), end="", flush=True)
+                print(options_table_of(opt, table_entries), end="", flush=True)
             # the loader yields NHWC batches where the levels resolve to channels_last (the run's
             # options keep the user's choice: train_opt.txt shows a default as one)
             loader = create_loader(opt.replace(channels_last=levels.channels_last), device,
                                    rank=ranks.rank, world_size=ranks.world_size)
             check_ranks_agree(ranks, opt, loader.num_images)
-            trainer = Trainer(opt, loader, ranks=ranks)
+            trainer = Trainer(opt, loader, ranks=ranks, table_entries=table_entries)
         except ValueError as e:
             stop(str(e))
         summary = trainer.run()

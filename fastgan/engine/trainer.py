@@ -83,11 +83,15 @@ def _silent(*args, **kwargs) -> None:
 
 
 class Trainer:
-    """`ranks`: this process's place in a data-parallel run (default: the only process)."""
+    """`ranks`: this process's place in a data-parallel run (default: the only process);
+    `table_entries`: the options table's rows of the reference's options fastgan spells
+    otherwise or drops, (value, default) (default: --model and --gpu_ids of `opt`)."""
 
-    def __init__(self, opt: Options, loader, log=tqdm.write, ranks: Ranks | None = None):  # log: above the bar
+    def __init__(self, opt: Options, loader, log=tqdm.write, ranks: Ranks | None = None,
+                 table_entries: dict[str, tuple] | None = None):  # log: above the bar
         self.opt = opt
         self.command_options = opt  # as given (a resume may take the run's epoch_count): the options table's
+        self.table_entries = table_entries
         self.loader = loader
         self.ranks = ranks if ranks is not None else Ranks()
         self.main = self.ranks.is_main
@@ -112,8 +116,8 @@ class Trainer:
     def describe(self) -> None:
         opt, model, world = self.opt, self.model, self.ranks.world_size
         if self.main:  # the table fastgan.train printed before the data was read, as the reference writes it
-            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), self.command_options,
-                                reference_table_entries(opt.arch, model.device))
+            entries = self.table_entries or reference_table_entries(opt.arch, model.device)
+            write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), self.command_options, entries)
         where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
             else f"{model.device}"
         images, batch, batches = self.loader.num_images, opt.batch_size * world, len(self.loader)

@@ -602,6 +602,9 @@ def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tm
     index = test_cli.main(common + ["--dataroot", str(tree), "--aspect_ratio", "2.0"])
     out = capsys.readouterr().out
     assert "unused: --display_id" in out and "loss_curve" not in out  # a test writes no training pictures
+    table = (tmp_path / "run" / "test_opt.txt").read_text().splitlines()  # visdom's are training options
+    assert f"{'suffix':>25}: {'':<30}" in table and f"{'use_wandb':>25}: {'False':<30}" in table
+    assert not [line for line in table if line.strip().startswith("display_id")]
     images = os.path.join(os.path.dirname(index), "images")
     assert sorted(os.listdir(images)) == sorted(f"{stem}_{k}.png" for stem in ("img000", "img001", "y_img000")
                                                 for k in ("real", "fake"))

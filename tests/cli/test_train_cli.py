@@ -929,6 +929,13 @@ def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys
     assert "fastgan cyclegan on cpu" in out and "ResnetGenerator(" in out
     saved = json.load(open(tmp_path / "ref_resnet_6blocks_size36" / "train_opt.json"))
     assert saved["name"] == "ref_resnet_6blocks_size36" and saved["device"] == "cpu"
+    # the options table lists the options fastgan drops as the reference's does: typed, else its defaults
+    table = (tmp_path / "ref_resnet_6blocks_size36" / "train_opt.txt").read_text().splitlines()
+    for name, value, default in [("suffix", "{netG}_size{load_size}", ""), ("display_id", "0", "1"),
+                                 ("display_port", "8097", None), ("display_env", "main", None),
+                                 ("display_ncols", "4", None), ("display_server", "http://localhost", None),
+                                 ("use_wandb", "False", None), ("wandb_project_name", "CycleGAN-and-pix2pix", None)]:
+        assert f"{name:>25}: {value:<30}" + ("" if default is None else f"\t[default: {default}]") in table, name
     # the options fastgan drops format the suffix too: as typed, else as the reference's defaults
     train_cli.main(args + ["--gpu_ids", "-1", "--display_id", "0", "--suffix", "g{gpu_ids}_{display_id}_{display_env}",
                            "--max_iters", "1"])
