@@ -204,7 +204,9 @@ class TrainingModel:
             optimizer.step()
 
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One iteration on a batch of (N, C, H, W) images in [-1, 1]; the losses as floats."""
+        """One iteration on a batch of (N, C, H, W) images in [-1, 1]; the losses as floats.
+        batch["A"] is the side G_A (pix2pix: G) takes, whatever `direction` says: fastgan's
+        datasets swap the domains under BtoA themselves, where the reference's set_input swaps."""
         multiple = generator_size_multiple(self.opt.netG)
         missing = [name for name in self.input_names if name not in batch]
         if missing:
