@@ -1,7 +1,7 @@
 # The README's commands. Every target sets up what it needs; all are idempotent.
 PY      := .venv/bin/python
 # the venv's Python: 3.11 where there is one (the wheels on this project's machines are cp311)
-PYTHON3 := $(shell command -v python3.11 2>/dev/null || echo python3)
+PYTHON3 := $(shell python3.11 -c 'import venv' 2>/dev/null && echo python3.11 || echo python3)
 STAMP   := .venv/.requirements-installed
 BUILD   := build/cmake
 

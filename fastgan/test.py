@@ -80,8 +80,10 @@ FORCED_AFTER_TABLE = ("batch_size", "serial_batches", "no_flip", "num_threads")
 def parse(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m fastgan.test", description=__doc__.split("\n\n")[0],
                                      usage="%(prog)s --name NAME [--dataroot DIR] [options] (--help lists them)")
-    add_option_arguments(parser, names=OPTION_NAMES, defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
-                 "dataroot": "the run's data"},
+    add_option_arguments(
+        parser, names=OPTION_NAMES,
+        defaults={"load_size": "--crop_size", "dataset_mode": "the arch's; single with --model test",
+                  "dataroot": "the run's data"},
         texts={**TEST_HELP, **{name: f"accepted, unused by a test: {HELP[name]}" for name in ACCEPTED_UNUSED}})
     add_reference_arguments(parser, test=True)
     parser.add_argument("--model_suffix", help="with --model test: the generator {epoch}_net_G{SUFFIX}.pth, as the "
@@ -193,21 +195,24 @@ def as_a_test(opt, typed: dict, phase: str):
 def test_table_entries(opt, tool: dict, device, dataset_mode: str) -> dict[str, tuple]:
     """(value, default) of the test table's options beyond fastgan's: the reference's test
     table shows its TestOptions' defaults (phase test, --model test, load_size the default
-    crop size; under --model test, that model's: single images, dropout, --model_suffix ''),
-    and is printed before its test.py forces batch 1, serial order, no flip, no workers; with
-    --suffix and wandb's options, which fastgan drops. `dataset_mode`: how the images are read (a run's unaligned data read as single)."""
+    crop size; under --model test, that model's: the base options' norm and netG, single
+    images, dropout, --model_suffix ''), and is printed before its test.py forces batch 1,
+    serial order, no flip, no workers; with --suffix and wandb's options, which fastgan
+    drops. `dataset_mode`: how the images are read (a run's unaligned data read as single)."""
     from fastgan.engine.logs import reference_table_entries
 
-    training = resolve(opt.arch, {})
+    arch_defaults = resolve(opt.arch, {})
     entries = {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None, default="test"),
                **tool["reference_entries"],
                **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "model_suffix"},
-               "load_size": (opt.load_size, training.crop_size),
-               **{k: (tool["typed_forced"].get(k, getattr(training, k)), getattr(training, k))
+               "load_size": (opt.load_size, arch_defaults.crop_size),
+               **{k: (tool["typed_forced"].get(k, getattr(arch_defaults, k)), getattr(arch_defaults, k))
                   for k in FORCED_AFTER_TABLE},
-               "dataset_mode": (dataset_mode, "single" if tool["model_test"] else training.dataset_mode)}
-    if tool["model_test"]:
-        entries.update(no_dropout=(opt.no_dropout, False), model_suffix=(tool["model_suffix"] or "", ""))
+               "dataset_mode": (dataset_mode, "single" if tool["model_test"] else arch_defaults.dataset_mode)}
+    if tool["model_test"]:  # no arch's defaults: cyclegan's are the base options' but for its no_dropout
+        base = resolve("cyclegan", {})
+        entries.update({k: (getattr(opt, k), getattr(base, k)) for k in ("norm", "netG")},
+                       no_dropout=(opt.no_dropout, False), model_suffix=(tool["model_suffix"] or "", ""))
     return entries
 
 
@@ -440,7 +445,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     # the networks (always test_opt.txt: --phase train would overwrite the training run's train_opt.txt)
     # where that folder can be written
     entries = test_table_entries(opt, tool, device, data_options.dataset_mode)
-    table = (opt, entries, OPTION_NAMES | set(entries))
+    table = (opt, entries, OPTION_NAMES | set(entries) | {"isTrain"})
     print(options_table_of(*table), end="")
     try:
         write_options_table(os.path.join(opt.checkpoints_dir, opt.name, "test_opt.txt"), *table)

@@ -9,6 +9,7 @@ import os
 import re
 import time
 from array import array
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -191,7 +192,8 @@ def options_table(options: dict, defaults: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_table_entries(arch: str, device, model: str | None = None, default: str = "cycle_gan") -> dict:
+def reference_table_entries(arch: str, device, model: str | None = None,
+                            default: str = "cycle_gan") -> dict[str, tuple]:
     """--model and --gpu_ids as the reference's options table ({phase}_opt.txt) prints them,
     (value, default), for the scripts that read it: fastgan's --arch and --device say the same.
     `default`: the --model default of the reference's options (its test's: test)."""
@@ -200,7 +202,8 @@ def reference_table_entries(arch: str, device, model: str | None = None, default
     return {"model": (model or REFERENCE_MODEL[arch], default), "gpu_ids": (gpu_ids, "0")}
 
 
-def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, listed=None) -> str:
+def write_options_table(path: str, opt, more: dict[str, tuple] | None = None,
+                        listed: Collection[str] | None = None) -> str:
     """The options table at `path`, as the reference writes {phase}_opt.txt (defaults: the
     arch's; the model options of the run's arch alone); `more`: a command's own options, name
     -> (value, default), over the options'; `listed`: the names a test's table shows (the
@@ -212,14 +215,14 @@ def write_options_table(path: str, opt, more: dict[str, tuple] | None = None, li
     return text
 
 
-def options_table_of(opt, more: dict[str, tuple] | None = None, listed=None) -> str:
+def options_table_of(opt, more: dict[str, tuple] | None = None, listed: Collection[str] | None = None) -> str:
     """The table write_options_table writes."""
     more = more or {}
     left_out = {name for arch, names in ARCH_OPTIONS.items() if arch != opt.arch for name in names}
     values = {k: v for k, v in opt.as_dict().items() if k not in left_out}
     values.update({k: v for k, (v, _) in more.items()})
     if listed is not None:
-        values = {k: v for k, v in values.items() if k in listed or k == "isTrain"}
+        values = {k: v for k, v in values.items() if k in listed}
     if math.isfinite(values.get("max_dataset_size", math.inf)):  # the reference's is an int: 2, not 2.0
         values["max_dataset_size"] = int(values["max_dataset_size"])
     # isTrain is set on the reference's parsed options, not an option of its parser: no default

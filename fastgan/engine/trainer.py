@@ -85,7 +85,7 @@ def _silent(*args, **kwargs) -> None:
 class Trainer:
     """`ranks`: this process's place in a data-parallel run (default: the only process);
     `table_entries`: the options table's rows of the reference's options fastgan spells
-    otherwise or drops, (value, default) (default: --model and --gpu_ids of `opt`)."""
+    otherwise or drops, (value, default) (default: --model and --gpu_ids of `opt` and the model's device)."""
 
     def __init__(self, opt: Options, loader, log=tqdm.write, ranks: Ranks | None = None,
                  table_entries: dict[str, tuple] | None = None):  # log: above the bar

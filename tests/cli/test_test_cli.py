@@ -194,6 +194,11 @@ def test_model_test_on_pairs_takes_the_left_halves_whatever_the_direction(aligne
         left = np.asarray(pair.crop((0, 0, 40, 40)).resize((32, 32), Image.BICUBIC), dtype=np.float32)
     real = np.asarray(Image.open(os.path.join(os.path.dirname(index), "images", "img000_real.png")), dtype=np.float32)
     assert np.abs(real - left).max() <= 2
+    # the test model sets no norm or netG: its table's defaults are the base options', not pix2pix's
+    table = (tmp_path / "p2p" / "test_opt.txt").read_text().splitlines()
+    assert f"{'norm':>25}: {'batch':<30}\t[default: instance]" in table
+    assert f"{'netG':>25}: {'resnet_6blocks':<30}\t[default: resnet_9blocks]" in table
+    assert f"{'dataset_mode':>25}: {'aligned':<30}\t[default: single]" in table
 
 
 def test_inference_cli_model_suffix_b_takes_the_b_side_with_its_channels(unaligned_root, tmp_path):
