@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastgan.data import DatasetError, create_loader
+from fastgan.data import select as loader_select
 from fastgan.data import datasets as datasets_module
 
 from .conftest import make_opt, random_image, save
@@ -147,3 +148,12 @@ def test_no_more_workers_than_cpus(root, monkeypatch, capsys):
     with warnings.catch_warnings():  # torch counts this machine's CPUs itself
         warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
         assert create_loader(opt, "cpu")._loader.num_workers == 4
+
+
+def test_the_loader_lines_are_rank_zeros(monkeypatch, capsys):
+    """Every rank of a data-parallel run selects its loader: rank 0 alone says which."""
+    monkeypatch.setattr(loader_select, "_said", set())
+    loader_select.say_once("loader: torch", rank=1)
+    assert capsys.readouterr().out == ""
+    loader_select.say_once("loader: torch", rank=0)
+    assert capsys.readouterr().out == "loader: torch\n"

@@ -14,6 +14,7 @@ from fastgan.data.transforms import to_tensor
 RESIZES = {  # (w, h) -> (w, h), by what happens to the width and the height
     "w down h down": [((40, 40), (36, 36)), ((600, 400), (286, 286)), ((50, 50), (28, 17))],
     "w down h down, rows lost > 2 x columns lost": [((38, 100), (36, 53)), ((400, 600), (286, 286))],
+    "w down h down, rows lost = 2 x columns lost (width first)": [((33, 50), (30, 44)), ((60, 80), (50, 60))],
     "w up h down": [((33, 50), (36, 36)), ((200, 300), (286, 286)), ((66, 129), (123, 51))],
     "w up h up": [((33, 20), (36, 36)), ((20, 20), (104, 66))],
     "w down h up": [((37, 41), (36, 44)), ((99, 9), (61, 54))],

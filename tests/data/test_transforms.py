@@ -9,7 +9,7 @@ from PIL import Image
 
 from fastgan.data import DatasetError
 from fastgan.data.rng import item_rng
-from fastgan.data.transforms import check_preprocess_options, get_params, to_tensor, transform_image
+from fastgan.data.transforms import check_preprocess_options, get_params, resized_size, to_tensor, transform_image
 from fastgan.options import Options
 
 from .conftest import coord_image
@@ -154,6 +154,13 @@ def test_option_checks():
         check_preprocess_options(opt(load_size=50, preprocess="resize"), require_load_ge_crop=True)
     with pytest.raises(DatasetError, match="unknown --preprocess 'zoom'"):
         check_preprocess_options(opt(preprocess="zoom"))
+    with pytest.raises(DatasetError, match="--crop_size 0 must both be positive"):
+        check_preprocess_options(opt(crop_size=0, load_size=8))
+
+
+def test_scale_width_truncates_the_height_as_the_reference():
+    """int(load_size * h / w), as the reference's __scale_width: 66.7 rows are 66."""
+    assert resized_size(opt(preprocess="scale_width", load_size=100, crop_size=10), (300, 200)) == (100, 66)
 
 
 def test_none_refuses_tiny_image():

@@ -1,6 +1,7 @@
 """Learning-rate policies with the reference's epoch semantics."""
 
 import pytest
+import torch
 
 import fastgan
 from fastgan.engine.schedulers import restart_schedules
@@ -44,6 +45,25 @@ def test_plateau_reduces_after_patience():
     seen = [model.update_learning_rate(metric=1.0) for _ in range(8)]
     # first step sets the best; 5 epochs of patience without improvement, then x0.2
     assert seen == pytest.approx([1, 1, 1, 1, 1, 1, 0.2, 0.2])
+
+
+def test_plateau_follows_the_metric_it_is_given():
+    """A loss 1.2% lower each epoch improves on the best by more than the reference's threshold
+    (1%, relative, mode min): the rate stays (a plateau that ignored the metric, watched it for a
+    rise or used another threshold reduced it after 5 epochs)."""
+    model = fastgan.build_model("cyclegan", ngf=2, ndf=2, netG="resnet_6blocks", device="cpu", lr=1.0,
+                                lr_policy="plateau")
+    assert [model.update_learning_rate(metric=0.988 ** epoch) for epoch in range(10)] == pytest.approx([1.0] * 10)
+
+
+def test_a_restarted_schedule_fills_a_tensor_rate_in_place():
+    """A captured CUDA-graph iteration reads the rate from its tensor (capturable Adam): a
+    resume under other schedule options writes the new rate into that same tensor."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=torch.tensor(1.0))
+    rate = optimizer.param_groups[0]["lr"]
+    options = fastgan.build_model("cyclegan", ngf=2, ndf=2, netG="resnet_6blocks", device="cpu").opt
+    restart_schedules({"G": optimizer}, options.replace(lr=0.3, n_epochs=2, n_epochs_decay=5), 4)
+    assert optimizer.param_groups[0]["lr"] is rate and float(rate) == pytest.approx(0.3 * (1 - 3 / 6))
 
 
 def test_both_optimizers_follow_the_schedule():

@@ -101,15 +101,19 @@ def test_a_file_that_is_no_training_state_is_refused_naming_it(content, message,
         read_training_state(str(tmp_path))
 
 
-def test_a_state_with_non_finite_values_is_refused_naming_where(tmp_path, clean_selection):
+@pytest.mark.parametrize("where,value", [("nets", float("nan")), ("nets", float("inf")), ("optimizers", float("nan"))])
+def test_a_state_with_non_finite_values_is_refused_naming_where(where, value, tmp_path, clean_selection):
     """Bytes overwritten in the file load as NaNs (torch.load checks no checksum): resumed,
-    the run trained on to all-NaN networks without a word."""
+    the run trained on to all-NaN networks without a word. Infs and the optimizers' moments too."""
     model = _tiny_model()
+    model.train_step({"A": torch.rand(1, 3, 32, 32), "B": torch.rand(1, 3, 32, 32)})  # Adam's moments exist
     save_training_state(model, Progress(epoch=1, batch=0, total_iters=0, iteration=0), str(tmp_path))
     state = torch.load(tmp_path / "training_state.pt", weights_only=False)
-    next(iter(state["model"]["nets"]["G_B"].values()))[0] = float("nan")
+    part = state["model"][where]["G"]["state"][0]["exp_avg"] if where == "optimizers" else \
+        next(iter(state["model"]["nets"]["G_B"].values()))
+    part[(0,) * part.dim()] = value
     torch.save(state, tmp_path / "training_state.pt")
-    with pytest.raises(CheckpointError, match=r"holds non-finite values \(nets\.G_B\.[^)]*\): it was damaged"):
+    with pytest.raises(CheckpointError, match=rf"holds non-finite values \({where}\.G[^)]*\): it was damaged"):
         restore_training_state(model, read_training_state(str(tmp_path)))
 
 

@@ -187,3 +187,50 @@ def test_negative_loss_weights_are_refused(name):
 def test_identity_loss_needs_matching_channels():
     with pytest.raises(ValueError, match="lambda_identity"):
         fastgan.build_model("cyclegan", ngf=4, ndf=4, input_nc=1, output_nc=3, device="cpu")
+
+
+# ---------------------------------------------------------------- what the iteration wires where
+
+
+def test_a_cyclegan_between_domains_of_other_channel_counts_trains():
+    """G_A takes input_nc channels to output_nc, G_B back, each D judges its side's channels
+    (--lambda_identity 0: the identity loss needs equal counts)."""
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", input_nc=1,
+                                output_nc=3, lambda_identity=0.0)
+    model.train_step({"A": torch.rand(1, 1, 32, 32) * 2 - 1, "B": torch.rand(1, 3, 32, 32) * 2 - 1})
+    assert model.visuals["fake_B"].shape[1] == 3 and model.visuals["fake_A"].shape[1] == 1
+
+
+def test_each_discriminator_draws_from_its_own_domains_pool():
+    from fastgan.engine.image_pool import saved_images
+
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", pool_size=4)
+    model.train_step({"A": torch.rand(1, 3, 32, 32) * 2 - 1, "B": torch.rand(1, 3, 32, 32) * 2 - 1})
+    for pool, fake in ((model.fake_B_pool, "fake_B"), (model.fake_A_pool, "fake_A")):
+        assert torch.equal(saved_images(pool.state_dict(), 1)[0], model.visuals[fake]), fake
+
+
+def test_the_visuals_are_the_images_they_name():
+    import copy
+
+    A, B = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu")
+    G_A, G_B = copy.deepcopy(model.nets["G_A"]), copy.deepcopy(model.nets["G_B"])  # before their step
+    model.train_step({"A": A, "B": B})
+    with torch.no_grad():
+        torch.testing.assert_close(model.visuals["idt_B"], G_B(A))
+        torch.testing.assert_close(model.visuals["idt_A"], G_A(B))
+    pix2pix = fastgan.build_model("pix2pix", ngf=4, ndf=4, netG="unet_128", device="cpu")
+    A, B = torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128)
+    pix2pix.train_step({"A": A, "B": B})
+    assert torch.equal(pix2pix.visuals["real_A"], A) and torch.equal(pix2pix.visuals["real_B"], B)
+
+
+def test_no_identity_pass_runs_without_the_identity_loss():
+    """--lambda_identity 0: a generator runs on its own domain's batch only (merge_passes would
+    otherwise double its batch with the identity pass, for nothing)."""
+    model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", lambda_identity=0.0)
+    batches = []
+    model.nets["G_A"].register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    model.train_step({"A": torch.rand(2, 3, 32, 32), "B": torch.rand(2, 3, 32, 32)})
+    assert batches == [2, 2] and "idt_A" not in model.visuals

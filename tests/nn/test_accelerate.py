@@ -1135,3 +1135,76 @@ def test_an_accelerated_model_exported_under_autocast_holds_no_casts_of_that_mom
     out = exported.module()(x)
     assert out.dtype == torch.float32
     _close(out.detach(), plain(x).detach(), "exported under autocast")
+
+
+# ------------------------------------------------- what a fused module must carry over
+
+
+def _accelerated_equals_plain(model, x):
+    plain = copy.deepcopy(model)
+    fastgan.accelerate(model)
+    torch.testing.assert_close(model(x), plain(x))
+    return model
+
+
+class _SharedNorm(nn.Module):
+    """One norm before two activations of other slopes."""
+
+    def __init__(self):
+        super().__init__()
+        norm = nn.InstanceNorm2d(3)
+        self.gentle, self.steep = nn.Sequential(norm, nn.LeakyReLU(0.2)), nn.Sequential(norm, nn.LeakyReLU(0.5))
+
+    def forward(self, x):
+        return self.gentle(x) + self.steep(x)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 3, 3, stride=(1, 2))),
+    lambda: nn.Sequential(nn.Conv2d(3, 3, 3), nn.InstanceNorm2d(3, eps=0.5), nn.ReLU()),
+    lambda: nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular")),
+    lambda: nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")),
+    _SharedNorm,
+], ids=["unequal strides", "norm eps", "circular conv", "reflect conv", "one norm two slopes"])
+def test_settings_of_the_replaced_modules_are_kept(make):
+    _accelerated_equals_plain(make(), torch.randn(1, 3, 16, 16))
+
+
+class _Counting(_Plain):
+    """A residual block whose forward does more than the add: counts its calls."""
+
+    def __init__(self, body):
+        super().__init__(body)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls = self.calls + 1
+        return x + self.body(x)
+
+
+class _DoublingSequential(nn.Sequential):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def test_a_residual_block_with_side_effects_or_a_body_of_its_own_forward_is_not_fused():
+    model = fastgan.accelerate(nn.Sequential(_Counting(_body())))
+    assert model.accelerate_report.residual == [] and model[0].calls == 0  # (nor called while accelerating)
+    model = _accelerated_equals_plain(nn.Sequential(_Plain(_DoublingSequential(*_body()))), torch.randn(1, 4, 8, 8))
+    assert model.accelerate_report.residual == []
+
+
+def test_a_fused_residual_block_under_autocast_adds_as_the_plain_block():
+    plain = nn.Sequential(_Plain(_body()))
+    accelerated = fastgan.accelerate(copy.deepcopy(plain))
+    assert accelerated.accelerate_report.residual == ["0"]
+    x = torch.randn(1, 4, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(accelerated(x), plain(x))
+
+
+def test_a_model_in_eval_mode_stays_in_eval_mode():
+    model = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(4, 4, 3), nn.InstanceNorm2d(4), nn.ReLU(),
+                          _Plain(_body())).eval()
+    fastgan.accelerate(model)
+    assert model.accelerate_report.residual and not [m for m in model.modules() if m.training]

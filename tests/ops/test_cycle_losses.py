@@ -363,6 +363,22 @@ def test_fake_matches_real_layout(backend, namespace, layout):
         assert r.shape == f.shape and r.stride() == f.stride() and r.dtype == f.dtype
 
 
+@pytest.mark.parametrize("backend,namespace", _NATIVE_OPS + _TRITON_OPS)
+def test_fake_signs_cover_the_larger_side(backend, namespace):
+    """Domains of other sizes (--preprocess none, under torch.compile): the fake rule's sign
+    codes are as many as the real kernel's, sized by the larger side."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ns = getattr(torch.ops, namespace)
+    a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 12, 12)
+    lam = tuple(LAMBDAS.values())
+    _, signs = ns.cycle_losses(a, a.clone(), b, b.clone(), None, None, *lam, True)
+    with FakeTensorMode() as mode:
+        fa, fb = mode.from_tensor(a), mode.from_tensor(b)
+        fake_signs = ns.cycle_losses(fa, fa.clone(), fb, fb.clone(), None, None, *lam, True)[1]
+    assert fake_signs.shape == signs.shape and fake_signs.dtype == signs.dtype
+
+
 # ------------------------------------------------------------------------------ errors
 
 
@@ -386,14 +402,15 @@ def test_mismatched_shapes_are_clear_errors():
         ops.cycle_losses(a, a, b, b, lambda_B=torch.ones(2))
 
 
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16], ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_under_autocast_half_precision_runs_in_float32_as_l1_loss(backend):
-    """Autocast runs F.l1_loss in float32: with every image bf16 the terms are float32 values
-    (each weighted F.l1_loss of the images there), not ones rounded to bf16."""
-    images = make_images((2, 3, 6, 5), torch.bfloat16, seed=9)
+def test_under_autocast_half_precision_runs_in_float32_as_l1_loss(backend, half):
+    """Autocast runs F.l1_loss in float32: with every image bf16 (fp16) the terms are float32
+    values (each weighted F.l1_loss of the images there), not ones rounded to bf16."""
+    images = make_images((2, 3, 6, 5), half, seed=9)
     real_A, rec_A, real_B, rec_B, idt_A, idt_B = images
     l1 = torch.nn.functional.l1_loss
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=half):
         with ops.use_backend(backend):
             got = ops.cycle_losses(*images, **LAMBDAS)
         lam_A, lam_B, lam_idt = LAMBDAS["lambda_A"], LAMBDAS["lambda_B"], LAMBDAS["lambda_identity"]

@@ -271,13 +271,14 @@ def test_a_weight_that_requires_grad_is_refused():
         ops.l1_loss(x, t, "2")
 
 
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16], ids=case_id)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_under_autocast_half_precision_runs_in_float32_as_torchs(backend):
-    """Autocast runs F.l1_loss in float32 (its float32 list): two bf16 tensors give the float32
-    loss there, not one rounded to bf16; the gradients stay bf16."""
+def test_under_autocast_half_precision_runs_in_float32_as_torchs(backend, half):
+    """Autocast runs F.l1_loss in float32 (its float32 list): two bf16 (fp16) tensors give the
+    float32 loss there, not one rounded to bf16; the gradients stay bf16."""
     g = torch.Generator().manual_seed(6)
-    out, target = (torch.randn(3, 7, generator=g).bfloat16().requires_grad_() for _ in range(2))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    out, target = (torch.randn(3, 7, generator=g).to(half).requires_grad_() for _ in range(2))
+    with torch.autocast("cpu", dtype=half):
         expected = torch.nn.functional.l1_loss(out, target) * 0.5
         with ops.use_backend(backend):
             loss = ops.l1_loss(out, target, 0.5)
@@ -286,7 +287,7 @@ def test_under_autocast_half_precision_runs_in_float32_as_torchs(backend):
     assert loss.dtype == expected.dtype == torch.float32
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
     for got, want in zip(grads, expected_grads):
-        assert got.dtype == torch.bfloat16
+        assert got.dtype == half
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
