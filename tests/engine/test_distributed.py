@@ -192,28 +192,36 @@ def assert_same_training(arch, norm, one_rank_dir, two_rank_dir, two_rank_nets, 
 
 
 @pytest.mark.parametrize("arch,norm", [("cyclegan", "instance"), ("pix2pix", "syncbatch")])
-def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, unaligned_root, aligned_root, tmp_path):
-    """Two ranks at batch 2 against one at batch 4, two epochs of two iterations, pool_size 0.
+def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, tmp_path_factory, aligned_root, tmp_path):
+    """Two ranks at batch 2 against one at batch 4, two epochs of 7 items, pool_size 0.
 
-    Rank 1 starts from other weights (--perturb): DDP must replace them with rank
-    0's. pix2pix runs without dropout: each rank draws its own dropout masks, which
-    cannot be those of one process's batch of 4; its batch norm is syncbatch, whose
-    statistics over both ranks' batches are those of the batch of 4. Both run
-    --eager, the reference's path, which holds these tolerances; on the CPU's
-    default level (fused kernels) the two runs agree to 2e-7 after one iteration
-    but weights drift up to 1.5 lr apart at the second (Adam's first steps
-    turn small gradient differences into whole steps), past the weights' lr/4.
+    Each epoch's last global batch of 3 splits 2 and 1: each rank's losses weigh its
+    share of the batch (DDP's plain average put the losses 6e-3 apart by the third
+    iteration). Rank 1 starts from other weights (--perturb): DDP must replace them
+    with rank 0's. pix2pix runs without dropout: each rank draws its own dropout
+    masks, which cannot be those of one process's batch of 4; its batch norm is
+    syncbatch, whose statistics over both ranks' batches are those of the batch of 4,
+    and a rank's backward then also carries the other rank's loss terms (the batch
+    statistics' gradients are all-reduced), so the ranks' losses take the shares, not
+    their finished gradients (weighting those put every layer before a synced norm
+    20-70% off). Both run --eager, the reference's path, which holds these
+    tolerances; on the CPU's default level (fused kernels) the two runs agree to 2e-7
+    after one iteration but weights drift up to 1.5 lr apart at the second (Adam's
+    first steps turn small gradient differences into whole steps), past the weights'
+    lr/4.
     """
-    root = unaligned_root if arch == "cyclegan" else aligned_root
-    extra = ["--norm", norm, "--pool_size", "0", "--eager"] + (["--no_dropout"] if arch == "pix2pix" else [])
+    # cyclegan: 5 A images, 7 B (an epoch is the larger domain); pix2pix: 7 of the 8 pairs
+    root = uneven_root(tmp_path_factory, 5, 7) if arch == "cyclegan" else aligned_root
+    extra = ["--norm", norm, "--pool_size", "0", "--eager", "--max_dataset_size", "7"]
+    extra += ["--no_dropout"] if arch == "pix2pix" else []
     one = train_cli.main(options(arch, root, tmp_path, "one", 4, *extra))
-    assert one["iteration"] == 4 and one["images"] == 16
+    assert one["iteration"] == 4 and one["images"] == 14
 
     out = tmp_path / "ranks"
     torchrun(["-m", "tests.engine.ddp_worker", str(out), "--perturb", "--",
               *options(arch, root, tmp_path, "two", 2, *extra)])
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    assert ranks[0]["summary"] == {**ranks[0]["summary"], "iteration": 4, "images": 16, "stopped": None}
+    assert ranks[0]["summary"] == {**ranks[0]["summary"], "iteration": 4, "images": 14, "stopped": None}
     assert_no_gloo_threads_left(out)
     for name in NETS[arch]:
         for k, v in ranks[0]["nets"][name].items():
@@ -231,24 +239,20 @@ def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(arch, norm, unaligne
         assert moved > 2 * LR, (name, moved)
 
 
-@pytest.mark.parametrize("items,batch,epochs,total_iters", [(7, 2, 2, (4, 8, 12, 16)), (3, 1, 1, (2, 4))])
-def test_an_uneven_last_batch_trains_as_one_batch(items, batch, epochs, total_iters, tmp_path_factory, tmp_path):
-    """7 items at batch 2: the last global batch of 3 splits 2 and 1. 3 items at batch 1: the
-    last one is 1 image, and rank 1's a padding copy. Each rank's losses weigh its share of
-    the batch, so two ranks still train as one at batch 2B, and the copy counts nothing.
-    (DDP's plain average failed both: the first case's losses 6e-3 apart at the third
-    iteration; in the second 35% of G_A's first weight's elements past lr/4, and 4
-    images counted for 3.)"""
-    root = uneven_root(tmp_path_factory, items - 2, items)
-    extra = ["--pool_size", "0", "--eager", "--n_epochs_decay", str(epochs - 1)]
-    one = train_cli.main(options("cyclegan", root, tmp_path, "one", 2 * batch, *extra))
-    assert one["images"] == items * epochs
+def test_a_last_batch_of_one_image_trains_as_one_batch(tmp_path_factory, tmp_path):
+    """3 items at batch 1 (one epoch): the last global batch is 1 image, and rank 1's a
+    padding copy, which counts nothing (DDP's plain average put 35% of G_A's first
+    weight's elements past lr/4, and counted 4 images for 3)."""
+    root = uneven_root(tmp_path_factory, 1, 3)
+    extra = ["--pool_size", "0", "--eager", "--n_epochs_decay", "0"]
+    one = train_cli.main(options("cyclegan", root, tmp_path, "one", 2, *extra))
+    assert one["images"] == 3
     out = tmp_path / "ranks"
     torchrun(["-m", "tests.engine.ddp_worker", str(out), "--",
-              *options("cyclegan", root, tmp_path, "two", batch, *extra)])
+              *options("cyclegan", root, tmp_path, "two", 1, *extra)])
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    assert ranks[0]["summary"]["images"] == items * epochs
-    assert_same_training("cyclegan", "instance", tmp_path / "one", tmp_path / "two", ranks[0]["nets"], total_iters)
+    assert ranks[0]["summary"]["images"] == 3
+    assert_same_training("cyclegan", "instance", tmp_path / "one", tmp_path / "two", ranks[0]["nets"], (2, 4))
 
 
 def test_gloo_sync_batch_norm_is_the_batch_norm_of_the_whole_batch(tmp_path):
@@ -265,27 +269,11 @@ def test_gloo_sync_batch_norm_is_the_batch_norm_of_the_whole_batch(tmp_path):
             assert max(found.values()) < tolerance, (rank, dtype, found)
 
 
-def test_an_uneven_last_batch_under_syncbatch_trains_as_one_batch(aligned_root, tmp_path):
-    """7 images at batch 2: the last global batch of 3 splits 2 and 1. Under syncbatch a rank's
-    backward also carries the other rank's loss terms (the batch statistics' gradients are
-    all-reduced), so the ranks' losses take the shares, not their finished gradients
-    (weighting those put every layer before a synced norm 20-70% off)."""
-    extra = ["--norm", "syncbatch", "--pool_size", "0", "--eager", "--no_dropout", "--max_dataset_size", "7"]
-    one = train_cli.main(options("pix2pix", aligned_root, tmp_path, "one", 4, *extra))
-    assert one["images"] == 14
-    out = tmp_path / "ranks"
-    torchrun(["-m", "tests.engine.ddp_worker", str(out), "--",
-              *options("pix2pix", aligned_root, tmp_path, "two", 2, *extra)])
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    assert ranks[0]["summary"]["images"] == 14
-    assert_same_training("pix2pix", "syncbatch", tmp_path / "one", tmp_path / "two", ranks[0]["nets"])
-
-
-@pytest.mark.parametrize("levels", [["--amp", "bf16"], ["--channels_last"], ["--compile", "nets"]],
-                         ids=lambda flags: " ".join(flags))
+@pytest.mark.parametrize("levels", [["--amp", "bf16"], ["--compile", "nets"]], ids=lambda flags: " ".join(flags))
 def test_speed_levels_compose_with_data_parallel(levels, unaligned_root, tmp_path):
-    """The CPU's default level (--accelerate) with mixed precision, channels_last or compiled nets, on 2
-    ranks: the run trains, and every rank ends with rank 0's weights, bit for bit."""
+    """The CPU's default levels (accelerate, channels_last, fused Adam, merged passes) with mixed
+    precision or compiled nets, on 2 ranks: the run trains, and every rank ends with rank 0's
+    weights, bit for bit. (The default levels alone: test_stopped_and_resumed_two_rank_run_continues_identically.)"""
     out = tmp_path / "ranks"
     torchrun(["-m", "tests.engine.ddp_worker", str(out), "--perturb", "--",
               *options("cyclegan", unaligned_root, tmp_path, "levels", 2, "--n_epochs_decay", "0", *levels)],
@@ -354,7 +342,8 @@ def start_two_ranks(root, checkpoints, name, **env) -> list[subprocess.Popen]:
     """Ranks 0 and 1 of a long run, started as torchrun starts them, without torchrun (which
     would stop the others itself when one dies)."""
     env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", **env)
-    args = [sys.executable, "-m", "fastgan.train", *options("cyclegan", root, checkpoints, name, 1, "--n_epochs", "1000")]
+    args = [sys.executable, "-m", "fastgan.train",
+            *options("cyclegan", root, checkpoints, name, 1, "--n_epochs", "1000")]
     return [subprocess.Popen(args, cwd=REPO, env=rank_env(RANK=str(r), LOCAL_RANK=str(r), **env),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
 

@@ -279,9 +279,11 @@ def test_fp32_levels_match_the_eager_path_over_20_iterations(eager_runs, arch, l
 
 
 def test_compiled_nets_match_the_eager_path(eager_runs):
-    model, history = run("pix2pix", iterations=3, accelerate=True, compile="nets")  # 2 nets: compiles faster
-    assert model.levels.compile == "nets" and model.run_nets["G"] is not model.nets["G"]
-    assert_losses_close(history, eager_runs["pix2pix"][1][:3], rel=1e-4)
+    # cyclegan: its generators share their graphs, as do its discriminators (half the compile
+    # time of pix2pix's U-Net, whose every level is a kernel of its own)
+    model, history = run("cyclegan", iterations=3, accelerate=True, compile="nets")
+    assert model.levels.compile == "nets" and all(model.run_nets[k] is not model.nets[k] for k in model.nets)
+    assert_losses_close(history, eager_runs["cyclegan"][1][:3], rel=1e-4)
 
 
 def test_the_eager_comparison_can_fail(eager_runs):

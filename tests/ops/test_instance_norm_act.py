@@ -266,6 +266,16 @@ def test_eps_and_slope_are_used():
 CONSTANT_PLANE_SHAPES = [(2, 3, 5, 5), (2, 3, 5, 7), (1, 3, 64, 64), TRITON_SPLIT, (1, 3, 130, 131)]
 
 
+def constant_plane_cases() -> list:
+    """(backend, device, layout, shape). Triton channels_last splits every plane past 512 pixels,
+    64x64 already: its largest plane, 13 s in the interpreter, would show nothing more."""
+    on_cpu = [(b, "cpu", layout, shape) for b in CPU_BACKENDS for layout in LAYOUTS for shape in CONSTANT_PLANE_SHAPES
+              if not (b == "triton" and layout == "channels_last" and shape == CONSTANT_PLANE_SHAPES[-1])]
+    on_gpu = [pytest.param(b, "cuda", layout, shape, marks=pytest.mark.gpu)
+              for b in ("cuda", "triton") for layout in LAYOUTS for shape in CONSTANT_PLANE_SHAPES]
+    return on_cpu + on_gpu
+
+
 ALL_BACKENDS_ON_DEVICES = [(b, "cpu") for b in CPU_BACKENDS] + [
     pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")]
 
@@ -324,10 +334,7 @@ def test_a_plane_whose_first_elements_stand_apart_keeps_atens_precision(backend,
     assert_close(y, ref, 5e-7, "output")
 
 
-@pytest.mark.parametrize("shape", CONSTANT_PLANE_SHAPES, ids=case_id)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("backend,device", [(b, "cpu") for b in CPU_BACKENDS] + [
-    pytest.param(b, "cuda", marks=pytest.mark.gpu, id=f"{b}-gpu") for b in ("cuda", "triton")])
+@pytest.mark.parametrize("backend,device,layout,shape", constant_plane_cases(), ids=case_id)
 def test_constant_plane_with_eps_zero_is_torchs_zero(backend, device, layout, shape):
     """With eps 0 a constant plane has rstd 1/sqrt(0): torch's instance_norm (aten's InvStd)
     makes it 0, so it normalizes to 0 (the bias after affine) and passes no dx; the other
@@ -476,52 +483,6 @@ def test_empty_batch(backend):
     assert y.shape == x.shape
     y.sum().backward()
     assert x.grad.shape == x.shape
-
-
-@pytest.mark.skipif(not TRITON_CPU, reason="triton unavailable")
-def test_triton_kernels_compile_for_gpu():
-    """The interpreter runs the kernels' Python, not the compiler: compile every kernel
-    (both layouts' tile shapes, float32 and bf16, fused and split variants) for sm_90
-    through Triton's real front end, TTIR to cubin, which needs no GPU."""
-    out = run_json("""
-        import json, triton
-        from triton.compiler import ASTSource
-        from triton.backends.compiler import GPUTarget
-        import fastgan.ops.triton.instance_norm_act as K
-        n = 0
-        for dt in ("fp32", "bf16"):
-            for block_c, block_hw in ((1, 1024), (32, 32)):
-                types = {k: "*" + dt for k in ("x_ptr", "res_ptr", "y_ptr", "g_ptr", "dx_ptr")}
-                types.update({k: "*fp32" for k in ("mean_ptr", "rstd_ptr", "w_ptr", "b_ptr")})
-                types.update({k: "*fp64" for k in ("p1_ptr", "p2_ptr", "pa_ptr", "pb_ptr", "s1_ptr", "s2_ptr", "sa_ptr",
-                                                   "sb_ptr",
-                                                   "dw_ptr", "db_ptr")})
-                types.update({k: "fp32" for k in ("eps_hi", "eps_lo", "slope_hi", "slope_lo")})
-                base = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
-                cases = [
-                    (K._fwd_stats_kernel, base),
-                    (K._fwd_kernel, dict(base, ACT=1, HAS_RES=True, HAS_W=True, HAS_B=True, FUSED=True)),
-                    (K._fwd_kernel, dict(base, ACT=2, HAS_RES=False, HAS_W=False, HAS_B=False, FUSED=False)),
-                    (K._bwd_stats_kernel, dict(base, ACT=2, HAS_W=True, HAS_B=True)),
-                    (K._bwd_kernel, dict(base, ACT=1, HAS_W=True, HAS_B=True, FUSED=True)),
-                    (K._bwd_kernel, dict(base, ACT=0, HAS_W=False, HAS_B=False, FUSED=False)),
-                ]
-                for fn, cx in cases:
-                    sig = {a: "constexpr" if a in cx else types.get(a, "i32") for a in fn.arg_names}
-                    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
-                    n += 1
-        sig = {"sa_ptr": "*fp64", "sb_ptr": "*fp64", "rstd_ptr": "*fp32", "dw_ptr": "*fp64", "db_ptr": "*fp64",
-               "N": "i32", "C": "i32", "BLOCK": "constexpr"}
-        triton.compile(ASTSource(fn=K._param_kernel, signature=sig, constexprs={"BLOCK": 128}),
-                       target=GPUTarget("cuda", 90, 32))
-        cx = {"BLOCK_P": K.SUM_PLANES, "BLOCK_S": K.BLOCK_S}
-        sig = {a: "constexpr" if a in cx else "*fp64" if a.endswith("_ptr") else "i64"
-               for a in K._sum_partials_kernel.arg_names}
-        triton.compile(ASTSource(fn=K._sum_partials_kernel, signature=sig, constexprs=cx),
-                       target=GPUTarget("cuda", 90, 32))
-        print(json.dumps({"compiled": n + 2}))
-    """, TRITON_INTERPRET="0")
-    assert out["compiled"] == 26
 
 
 # ------------------------------------------------------------------------ determinism
