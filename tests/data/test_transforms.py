@@ -117,6 +117,19 @@ def test_no_flip_and_test_phase_are_deterministic():
     assert all(q == {"crop_pos": (4, 4), "flip": False} for q in p)  # centre of the 72x72 resize
 
 
+def test_no_flip_still_draws_the_flip_so_later_draws_keep_their_place():
+    """An unaligned item draws A's crop and flip, then B's from the same stream. The reference's
+    get_params draws the flip whatever --no_flip: so must this, or B's crop would move with it."""
+    size = (80, 70)
+    for i in range(20):
+        second = {}
+        for no_flip in (False, True):
+            rng = item_rng(0, 0, i)
+            get_params(opt(no_flip=no_flip), size, rng)
+            second[no_flip] = get_params(opt(no_flip=no_flip), size, rng)["crop_pos"]
+        assert second[True] == second[False], i
+
+
 def test_training_on_another_split_still_augments():
     """As the reference: the split's name (--phase) does not turn the random crop and flip off."""
     size = (80, 70)

@@ -379,6 +379,12 @@ class _PreActivated(_Scaled):
         return x + self.body(torch.relu(x))
 
 
+class _Doubled(_Scaled):
+    def forward(self, x):
+        y = self.body(x)  # one call and one add, of the body's output with itself
+        return y + y
+
+
 class _DataDependent(_Scaled):
     def forward(self, x):
         if x.mean() > 100:  # fx cannot trace this: not provably the pattern
@@ -417,10 +423,10 @@ def _body(last_relu=False):
 
 
 @pytest.mark.parametrize("make", [lambda: _Scaled(_body()), lambda: _Difference(_body()),
-                                  lambda: _PreActivated(_body()), lambda: _DataDependent(_body()),
-                                  lambda: _WithParameter(_body()), lambda: _WithExtraState(_body()),
-                                  lambda: _Plain(_body(last_relu=True))],
-                         ids=["scaled", "difference", "pre-activated", "data-dependent", "own parameter",
+                                  lambda: _PreActivated(_body()), lambda: _Doubled(_body()),
+                                  lambda: _DataDependent(_body()), lambda: _WithParameter(_body()),
+                                  lambda: _WithExtraState(_body()), lambda: _Plain(_body(last_relu=True))],
+                         ids=["scaled", "difference", "pre-activated", "doubled", "data-dependent", "own parameter",
                               "extra state", "body ends in relu"])
 def test_residual_look_alikes_keep_their_add(make):
     block = make()  # (built per run: accelerate rewrites it in place)
@@ -705,6 +711,18 @@ class _PrintsItself(_Plain):
 def test_a_residual_block_that_only_says_how_it_prints_is_fused():
     model = fastgan.accelerate(nn.Sequential(_PrintsItself(_body())))
     assert model.accelerate_report.residual == ["0"] and model.accelerate_report.left_alone == []
+
+
+class _VersionTwo(_Plain):
+    _version = 2  # a block whose state_dict layout changed once: its loader reads this back
+
+
+def test_a_fused_residual_block_keeps_the_blocks_state_dict_version():
+    model = nn.Sequential(_VersionTwo(_body()))
+    before = model.state_dict()._metadata
+    fastgan.accelerate(model)
+    assert model.accelerate_report.residual == ["0"]
+    assert before["0"]["version"] == 2 and model.state_dict()._metadata == before
 
 
 def test_a_fused_block_traces_with_fx_on_its_own():
