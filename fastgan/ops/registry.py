@@ -31,7 +31,7 @@ plus `op.impl("triton", fn)` for each op it implements; `AUTO_ORDER` already ran
 
 Choosing is plain Python over module state, so torch.compile traces through it (it
 guards on the override) without graph breaks; availability checks run once and are
-cached (`torch.compiler.assume_constant_result`). The default is process-wide; a
+cached (torch.compiler.assume_constant_result's mark). The default is process-wide; a
 use_backend block holds for its own thread only (modules pinned to a back end enter
 one on every forward, and threads running different ones must not switch each other's).
 """
@@ -123,7 +123,16 @@ def register_backend(name: str, *, devices: tuple[str, ...] | None, check: Calla
     return backend
 
 
-@torch.compiler.assume_constant_result
+def _constant_under_compile(fn):
+    """torch.compiler.assume_constant_result's mark (the attribute it sets) without its import
+    of torch._dynamo: 1.7 s of `import fastgan.ops` (and fastgan.nn, for accelerate()) where
+    nothing else imports it (no Triton, or its interpreter; torchvision and torch.optim do).
+    tests/ops/test_l1_loss.py holds the mark to torch's."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_under_compile
 def _backend_problem(name: str) -> str:
     """'' when back end `name` is usable in this process, else why not (cached). A constant
     under torch.compile, as _problem: a use_backend block inside a compiled function would
@@ -134,7 +143,7 @@ def _backend_problem(name: str) -> str:
     return _check_cache[key] or ""
 
 
-@torch.compiler.assume_constant_result
+@_constant_under_compile
 def _problem(op: str, backend: str, device_type: str) -> str:
     """'' when `op` can run on `backend` for tensors of `device_type`, else why not.
 

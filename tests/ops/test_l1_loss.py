@@ -459,6 +459,22 @@ def test_a_use_backend_block_inside_a_compiled_function(backend, monkeypatch):
                                torch.nn.functional.l1_loss(x, t))
 
 
+def test_the_registrys_constant_mark_is_torchs():
+    """The registry marks its cached checks as torch.compiler.assume_constant_result does (the
+    test above fails unmarked), without importing torch._dynamo: the same attribute."""
+    from fastgan.ops import registry
+
+    def marked_by_torch():
+        pass
+
+    def marked_by_fastgan():
+        pass
+
+    torch.compiler.assume_constant_result(marked_by_torch)
+    registry._constant_under_compile(marked_by_fastgan)
+    assert vars(marked_by_torch) == vars(marked_by_fastgan) == {"_dynamo_marked_constant": True}
+
+
 def test_auto_skips_a_usable_back_end_that_lacks_the_op():
     """An op with no implementation on the device's first back end (reflect_conv2d has no
     cuda one): auto takes the next, and the back end is not listed for the op."""
