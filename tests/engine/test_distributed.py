@@ -273,13 +273,17 @@ def test_gloo_sync_batch_norm_is_the_batch_norm_of_the_whole_batch(tmp_path):
 def test_speed_levels_compose_with_data_parallel(levels, unaligned_root, tmp_path):
     """The CPU's default levels (accelerate, channels_last, fused Adam, merged passes) with mixed
     precision or compiled nets, on 2 ranks: the run trains, and every rank ends with rank 0's
-    weights, bit for bit. (The default levels alone: test_stopped_and_resumed_two_rank_run_continues_identically.)"""
+    weights, bit for bit. (The default levels alone: test_stopped_and_resumed_two_rank_run_continues_identically.)
+    The nets compile with the aot_eager back end: dynamo, DDP's graph splitting and AOT autograd
+    as for inductor, whose own code generation test_levels.py checks (here it took 60 s)."""
     out = tmp_path / "ranks"
-    torchrun(["-m", "tests.engine.ddp_worker", str(out), "--perturb", "--",
+    torchrun(["-m", "tests.engine.ddp_worker", str(out), "--perturb", "--aot_eager", "--",
               *options("cyclegan", unaligned_root, tmp_path, "levels", 2, "--n_epochs_decay", "0", *levels)],
              timeout=240)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["summary"]["iteration"] == 2 and ranks[0]["levels"] == ranks[1]["levels"]
+    compiled = "--compile" in levels
+    assert all((rank["compiled_graphs"] > 0) == compiled for rank in ranks), [r["compiled_graphs"] for r in ranks]
     assert_no_gloo_threads_left(out)  # compiled nets wrap the DDP wrappers: those go too
     assert ranks[0]["levels"].accelerate and not ranks[0]["levels"].cuda_graphs
     # nothing forced off that a CPU's default never turns on: train_opt.txt marks only what was typed
