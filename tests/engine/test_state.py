@@ -218,29 +218,29 @@ def test_a_machine_cache_of_another_shape_is_measured_anew(tmp_path, monkeypatch
 
 def test_runs_recording_at_once_keep_every_ones_choices(tmp_path, monkeypatch, clean_selection):
     """record() reads, merges and writes the file under a lock: without it, processes saving at
-    the same moment dropped each other's entries (5 of 10 trials of 4 processes lost some)."""
+    the same moment dropped each other's entries (unlocked, 2 processes lost one in 5 of 5 trials)."""
     import multiprocessing
 
     from fastgan.engine import choice_cache
 
     monkeypatch.setenv(choice_cache.ENV, str(tmp_path))
     context = multiprocessing.get_context("spawn")
-    start = context.Barrier(4)
-    workers = [context.Process(target=_record_one_choice, args=(str(tmp_path), tag, start)) for tag in range(4)]
+    start = context.Barrier(2)
+    workers = [context.Process(target=_record_one_choice, args=(str(tmp_path), tag, start)) for tag in range(2)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(300)  # four processes importing torch at once: ~50 s on two loaded cores
-    assert [w.exitcode for w in workers] == [0] * 4
+        w.join(300)  # far beyond two processes importing torch at once, even on loaded cores
+    assert [w.exitcode for w in workers] == [0] * 2
     files = [name for name in os.listdir(tmp_path) if name.endswith(".pt")]  # the workers' machine key
     assert len(files) == 1
     saved = torch.load(tmp_path / files[0], weights_only=True)
-    assert sorted(saved["conv_choices"]) == [("fwd", tag) for tag in range(4)]
+    assert sorted(saved["conv_choices"]) == [("fwd", tag) for tag in range(2)]
 
 
 def _record_one_choice(folder: str, tag: int, start) -> None:
-    """A process that measured one choice of its own, saving it when all four are ready; each
-    write takes 0.2 s, so that unlocked, all four read the file before any wrote it."""
+    """A process that measured one choice of its own, saving it when both are ready; each
+    write takes 0.2 s, so that unlocked, both read the file before either wrote it."""
     import time
 
     import fastgan.models
