@@ -39,9 +39,9 @@ def as_dtype(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return x if x is None else x.to(dtype)
 
 
-def split_batch(merged: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A merged pass's output back into its two passes: the first `len(first)` samples, the rest."""
-    return merged[: first.shape[0]], merged[first.shape[0]:]
+def split_batch(merged: torch.Tensor, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A merged pass's output back into its passes, one for each input in `parts`, in order."""
+    return merged.split([part.shape[0] for part in parts])
 
 
 def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None) -> torch.optim.Adam:

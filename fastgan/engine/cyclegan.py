@@ -7,9 +7,10 @@ One iteration (REFERENCE.md, "CycleGAN iteration"):
      backward, one Adam step on G_A + G_B
   3. D unfrozen: D_A on (B, pool_B(fake_B)), D_B on (A, pool_A(fake_A)),
      backward both, one Adam step on D_A + D_B
-With the merge_passes level (per-sample nets), G_A translates A and B (its identity
-pass) as one batch, G_B likewise B and A, and each D sees real and fake as one batch:
-the same values per sample, in fewer and larger kernels.
+With the merge_passes level (per-sample nets), G_B translates B and A (its identity pass)
+as one batch, then G_A translates A, B and fake_A (its identity and cycle passes), then G_B
+fake_B; each D sees real and fake as one batch: the same values per sample, in fewer and
+larger kernels.
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ class CycleGAN(TrainingModel):
         G_A, G_B, D_A, D_B = (self.run_nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
         lambda_A, lambda_B, lambda_idt = opt.lambda_A, opt.lambda_B, opt.lambda_identity
 
-        # a generator's translation and identity passes as one batch: not with dropout, whose
+        # a generator's passes that do not wait on each other as one batch: not with dropout, whose
         # draws from the torch RNG follow the reference's order of generator calls, nor for
         # domains whose images differ in size (--preprocess none or scale_width)
-        merge_generators = self.merge_passes and lambda_idt > 0 and opt.no_dropout and real_A.shape == real_B.shape
+        merge_generators = self.merge_passes and opt.no_dropout and real_A.shape == real_B.shape
+        idt_A = idt_B = None
         # G_A and G_B keep their weights until their Adam step: on a CPU each Winograd
         # convolution transforms its weights once for all the forward passes and the backward
         # (the input gradient, the forward's adjoint, uses the same transform), not on every
@@ -70,9 +72,16 @@ class CycleGAN(TrainingModel):
             with self.autocast():
                 # 1. forward
                 if merge_generators:
-                    fake_B, idt_A = split_batch(G_A(torch.cat([real_A, real_B])), real_A)
-                    fake_A, idt_B = split_batch(G_B(torch.cat([real_B, real_A])), real_B)
-                    rec_A, rec_B = G_B(fake_B), G_A(fake_A)
+                    # G_B first, so that G_A's cycle pass joins its translation and identity
+                    # passes: three generator passes, where the reference runs four (six with the identity loss)
+                    if lambda_idt > 0:
+                        fake_A, idt_B = split_batch(G_B(torch.cat([real_B, real_A])), real_B, real_A)
+                        passes = (real_A, real_B, fake_A)
+                        fake_B, idt_A, rec_B = split_batch(G_A(torch.cat(passes)), *passes)
+                    else:
+                        fake_A = G_B(real_B)
+                        fake_B, rec_B = split_batch(G_A(torch.cat([real_A, fake_A])), real_A, fake_A)
+                    rec_A = G_B(fake_B)
                 else:
                     fake_B = G_A(real_A)
                     rec_A = G_B(fake_B)

@@ -10,7 +10,8 @@
   adam           torch.optim.Adam's implementation: "default" (torch's choice, as
                  the reference), "foreach" or "fused"
   merge_passes   a net's independent passes of one iteration run as one batch: a
-                 generator's translation and identity passes (CycleGAN), a
+                 generator's translation, identity and cycle passes (CycleGAN: G_A's
+                 cycle pass waits on G_B's translation only, so G_B runs first), a
                  discriminator's real and fake passes. Only for per-sample nets
                  (--norm instance, instance_affine or none: a batch norm's statistics would mix the
                  passes); generators with dropout keep their passes apart (the

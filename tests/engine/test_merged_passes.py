@@ -80,6 +80,17 @@ def _assert_same_training(model_merged, merged, model_separate, separate):
             torch.testing.assert_close(v, w, rtol=1e-9, atol=atol, msg=f"{name}.{k}")
 
 
+def _generator_batches(model, A, B) -> list[tuple[str, int]]:
+    """The generators' calls of one training step, in order: (name, batch size)."""
+    calls = []
+    handles = [model.nets[name].register_forward_pre_hook(
+        lambda module, args, name=name: calls.append((name, args[0].shape[0]))) for name in ("G_A", "G_B")]
+    model.train_step({"A": A, "B": B})
+    for handle in handles:
+        handle.remove()
+    return calls
+
+
 @pytest.mark.parametrize("norm", ["instance", "instance_affine", "none"])
 def test_merged_cyclegan_step_equals_the_separate_passes(norm):
     """Batch 2, so that a merged generator pass holds 4 samples: losses and weights after 3
@@ -87,12 +98,21 @@ def test_merged_cyclegan_step_equals_the_separate_passes(norm):
     that treats samples apart; instance_affine's scale and shift are shared, not statistics)."""
     model_merged, merged = _train(True, norm=norm)
     _assert_same_training(model_merged, merged, *_train(False, norm=norm))
-    calls = []
-    handle = model_merged.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    model_merged.train_step({"A": torch.rand(2, 3, 32, 32, dtype=torch.float64),
-                             "B": torch.rand(2, 3, 32, 32, dtype=torch.float64)})
-    handle.remove()
-    assert calls == [4, 2]  # A and B (translation and identity) merged, then rec_B alone
+    calls = _generator_batches(model_merged, torch.rand(2, 3, 32, 32, dtype=torch.float64),
+                               torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    # G_B: B and A (translation and identity), then fake_B; G_A: A, B and fake_A (translation,
+    # identity and cycle) in one pass
+    assert calls == [("G_B", 4), ("G_A", 6), ("G_B", 2)]
+
+
+
+def test_merged_cyclegan_step_without_the_identity_loss_equals_the_separate_passes():
+    """--lambda_identity 0: no identity passes, and G_A's cycle pass still joins its translation."""
+    model_merged, merged = _train(True, lambda_identity=0.0)
+    _assert_same_training(model_merged, merged, *_train(False, lambda_identity=0.0))
+    calls = _generator_batches(model_merged, torch.rand(2, 3, 32, 32, dtype=torch.float64),
+                               torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    assert calls == [("G_B", 2), ("G_A", 4), ("G_B", 2)]
 
 
 def test_domains_of_other_sizes_train_in_separate_passes():
@@ -104,22 +124,17 @@ def test_domains_of_other_sizes_train_in_separate_passes():
     options = dict(shapes=shapes, iterations=4, preprocess="none", pool_size=3)
     model_merged, merged = _train(True, **options)
     _assert_same_training(model_merged, merged, *_train(False, **options))
-    calls = []
-    handle = model_merged.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    model_merged.train_step({"A": torch.rand(1, 3, 32, 32, dtype=torch.float64),
-                             "B": torch.rand(1, 3, 28, 32, dtype=torch.float64)})
-    handle.remove()
-    assert calls == [1, 1, 1]
+    calls = _generator_batches(model_merged, torch.rand(1, 3, 32, 32, dtype=torch.float64),
+                               torch.rand(1, 3, 28, 32, dtype=torch.float64))
+    assert calls == [("G_A", 1), ("G_B", 1), ("G_B", 1), ("G_A", 1), ("G_A", 1), ("G_B", 1)]
 
 
 def test_generators_with_dropout_keep_their_passes_apart():
     model, _ = _train(True, iterations=1, no_dropout=False)
-    calls = []
-    handle = model.nets["G_A"].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    model.train_step({"A": torch.rand(2, 3, 32, 32, dtype=torch.float64),
-                      "B": torch.rand(2, 3, 32, 32, dtype=torch.float64)})
-    handle.remove()
-    assert calls == [2, 2, 2]  # fake_B, rec_B, idt_A: the reference's order of random draws
+    calls = _generator_batches(model, torch.rand(2, 3, 32, 32, dtype=torch.float64),
+                               torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    # fake_B, rec_A, fake_A, rec_B, idt_A, idt_B: the reference's order of random draws
+    assert calls == [("G_A", 2), ("G_B", 2), ("G_B", 2), ("G_A", 2), ("G_A", 2), ("G_B", 2)]
 
 
 def test_cancelled_biases_are_the_convs_before_an_instance_norm():

@@ -227,10 +227,12 @@ def test_the_visuals_are_the_images_they_name():
 
 
 def test_no_identity_pass_runs_without_the_identity_loss():
-    """--lambda_identity 0: a generator runs on its own domain's batch only (merge_passes would
-    otherwise double its batch with the identity pass, for nothing)."""
+    """--lambda_identity 0: a generator never runs on the other domain's batch (merge_passes would
+    otherwise add the identity pass to its batch, for nothing): G_A on A and G_B's fake_A (its
+    cycle pass, merged), G_B on B, then on G_A's fake_B."""
     model = fastgan.build_model("cyclegan", ngf=4, ndf=4, netG="resnet_6blocks", device="cpu", lambda_identity=0.0)
-    batches = []
-    model.nets["G_A"].register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    batches = {"G_A": [], "G_B": []}
+    for name, calls in batches.items():
+        model.nets[name].register_forward_pre_hook(lambda module, args, calls=calls: calls.append(args[0].shape[0]))
     model.train_step({"A": torch.rand(2, 3, 32, 32), "B": torch.rand(2, 3, 32, 32)})
-    assert batches == [2, 2] and "idt_A" not in model.visuals
+    assert batches == {"G_A": [4], "G_B": [2, 2]} and "idt_A" not in model.visuals
