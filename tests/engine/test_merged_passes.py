@@ -105,7 +105,6 @@ def test_merged_cyclegan_step_equals_the_separate_passes(norm):
     assert calls == [("G_B", 4), ("G_A", 6), ("G_B", 2)]
 
 
-
 def test_merged_cyclegan_step_without_the_identity_loss_equals_the_separate_passes():
     """--lambda_identity 0: no identity passes, and G_A's cycle pass still joins its translation."""
     model_merged, merged = _train(True, lambda_identity=0.0)
