@@ -19,6 +19,7 @@ import os
 import torch
 from torch import nn
 
+from fastgan.engine.dense_adam import DenseStepAdam
 from fastgan.engine.device_pool import DeviceImagePool
 from fastgan.engine.distributed import distribute, is_data_parallel
 from fastgan.engine.image_pool import ImagePool
@@ -49,7 +50,8 @@ def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None
 
     Under CUDA graphs the optimizer must be capturable, and its learning rate a
     device tensor that the schedulers fill in place, so a replayed graph reads
-    the current value instead of the one baked in at capture.
+    the current value instead of the one baked in at capture. Fused on a CPU it is
+    DenseStepAdam, which spares torch's kernel copying channels_last weights.
     """
     kwargs = {}
     if levels.adam == "foreach":
@@ -60,7 +62,9 @@ def adam(params, opt, levels: Levels = EAGER, device: torch.device | None = None
     if levels.cuda_graphs:
         kwargs["capturable"] = True
         lr = torch.tensor(float(opt.lr), device=device)
-    return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, 0.999), **kwargs)
+    on_cpu = device is not None and torch.device(device).type == "cpu"
+    kind = DenseStepAdam if levels.adam == "fused" and on_cpu else torch.optim.Adam
+    return kind(params, lr=lr, betas=(opt.beta1, 0.999), **kwargs)
 
 
 def _own_moments(optimizer: torch.optim.Optimizer, saved: dict) -> None:
