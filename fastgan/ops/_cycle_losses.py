@@ -275,5 +275,5 @@ if _native.LOADED and hasattr(torch.ops.fastgan, "cycle_losses"):
 # The triton back end's kernels register themselves (CYCLE_LOSSES.impl("triton", ...)).
 from fastgan.ops import triton as _triton  # noqa: E402
 
-if _triton.IMPORT_ERROR is None:
+if _triton.LOAD_KERNELS:
     from fastgan.ops.triton import cycle_losses as _triton_cycle_losses  # noqa: E402, F401

@@ -267,8 +267,8 @@ if _native.LOADED:
     torch.library.register_autograd("fastgan::instance_norm_act_backward", _bwd_bwd, setup_context=_setup_bwd)
 
 
-# The triton back end registers itself when Triton can be imported.
+# The triton back end's kernels register themselves where they can run (LOAD_KERNELS).
 from fastgan.ops import triton as _triton_backend  # noqa: E402
 
-if _triton_backend.IMPORT_ERROR is None:
+if _triton_backend.LOAD_KERNELS:
     from fastgan.ops.triton import instance_norm_act as _triton_kernels  # noqa: E402,F401

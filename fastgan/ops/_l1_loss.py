@@ -135,5 +135,5 @@ if _native.LOADED:
 # The triton back end's kernels register themselves (L1_LOSS.impl("triton", ...)).
 from fastgan.ops import triton as _triton  # noqa: E402
 
-if _triton.IMPORT_ERROR is None:
+if _triton.LOAD_KERNELS:
     from fastgan.ops.triton import l1_loss as _triton_l1_loss  # noqa: E402, F401

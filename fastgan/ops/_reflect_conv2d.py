@@ -73,9 +73,9 @@ from fastgan.ops._saved import recorded, save_tensors
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
 
-if _triton_backend.IMPORT_ERROR is None:
+if _triton_backend.LOAD_KERNELS:
     from fastgan.ops.triton import reflect_conv2d as _kernels
-else:  # a torch build without triton: only the aten path exists
+else:  # no triton, or nothing here it runs on: only the aten path exists
     _kernels = None
 
 __all__ = [
@@ -362,10 +362,8 @@ def _signature(phase: str, fused: str, stride: int, padding: int, *tensors: torc
 
 
 def _triton_problem(device: torch.device) -> str | None:
-    if _kernels is None:
-        return f"triton cannot be imported ({_triton_backend.IMPORT_ERROR})"
     if device.type == "cuda" or (device.type == "cpu" and _triton_backend.INTERPRET):
-        return None
+        return _triton_backend.triton_problem()  # None exactly where _kernels is loaded
     return f"the Triton kernels do not run on {device.type} tensors"
 
 

@@ -554,6 +554,32 @@ def test_bad_fastgan_backend_is_an_error_at_the_call(monkeypatch):
     assert ops.get_default_backend() == saved
 
 
+def test_triton_kernels_are_not_loaded_where_they_cannot_run():
+    """Without a CUDA device or TRITON_INTERPRET=1 the Triton ops are not defined (defining
+    them imports torch._inductor, ~2 s), and the triton back end still says why it is unusable."""
+    code = """
+        import json, os, sys, torch, fastgan.ops as ops
+        x = torch.randn(1, 2, 4, 4)
+        errors = []
+        for call in (lambda: ops.instance_norm_act(x), lambda: ops.l1_loss(x, x),
+                     lambda: ops.cycle_losses(x, x, x, x), lambda: ops.reflect_conv2d(x, torch.randn(2, 2, 3, 3))):
+            try:
+                with ops.use_backend("triton"):
+                    call()
+                errors.append(None)
+            except ops.BackendUnavailableError as e:
+                errors.append(str(e))
+        print(json.dumps({"inductor": "torch._inductor" in sys.modules, "errors": errors,
+                          "interpret": os.environ.get("TRITON_INTERPRET"),
+                          "kernels": "fastgan.ops.triton.instance_norm_act" in sys.modules}))
+    """
+    out = _python(code, TRITON_INTERPRET="0", CUDA_VISIBLE_DEVICES="")
+    assert out["interpret"] == "0" and not out["kernels"] and not out["inductor"]
+    assert len(out["errors"]) == 4 and all(e and "no CUDA device" in e for e in out["errors"]), out["errors"]
+    interpreted = _python(code, TRITON_INTERPRET="1")
+    assert interpreted["kernels"] and interpreted["errors"] == [None] * 4
+
+
 def test_missing_extension_falls_back_with_one_warning():
     out = _python("""
         import json, sys, warnings

@@ -35,6 +35,10 @@ def triton_problem() -> str | None:
     return None
 
 
+# The kernels' modules (which define the ops) are imported only where the kernels can run:
+# elsewhere torch.library.triton_op's import of torch._inductor alone costs ~2 s a process.
+LOAD_KERNELS = triton_problem() is None
+
 # on CPU tensors too through TRITON_INTERPRET=1
 registry.register_backend(
     "triton",
