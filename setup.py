@@ -69,43 +69,47 @@ def read_sources():
     return [os.path.join("csrc", name) for name in names if name]
 
 
-# The AVX2 copies of the CPU kernels (csrc/cpu/*_avx2.cpp, chosen at run time): compiled
-# alone with these flags, as ATen compiles its per-capability kernels.
+# The instruction-set copies of the CPU kernels (csrc/cpu/*_avx2.cpp, *_avx512.cpp, chosen at
+# run time): each compiled alone with its flags, as ATen compiles its per-capability kernels.
 AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c"]
+ISA_COPY_FLAGS = {"avx2": AVX2_FLAGS, "avx512": AVX2_FLAGS + ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]}
 
 
-def is_avx2_copy(source: str) -> bool:
-    return source.endswith("_avx2.cpp")
+def isa_copy(source: str) -> str | None:
+    """The ISA whose copy of a kernel `source` is (a key of ISA_COPY_FLAGS), or None."""
+    stem = os.path.splitext(os.path.basename(source))[0]
+    return next((isa for isa in ISA_COPY_FLAGS if stem.endswith("_" + isa)), None)
 
 
 class BuildExtensionWithISACopies(BuildExtension):
-    """torch's BuildExtension (ninja), plus the AVX2 copies compiled with AVX2_FLAGS.
+    """torch's BuildExtension (ninja), plus the ISA copies, each ISA's compiled with its flags.
 
-    They compile in a ninja run of their own (one run has one set of flags), on a thread
-    beside the other sources' run rather than before it: on a machine with cores to spare
-    (the GPU machine's 16) a clean build then takes its slowest file, not the slowest AVX2
-    copy plus the slowest other file (instance_norm_act's two copies are the slowest of all,
-    about 45 s each on the 2-core VM). Their objects are linked after the other objects, so
-    that the linker keeps the generic copies of the inline functions both kinds of file
-    instantiate."""
+    Each ISA's copies compile in a ninja run of their own (one run has one set of flags), on
+    threads beside the other sources' run rather than before it: on a machine with cores to
+    spare (the GPU machine's 16) a clean build then takes its slowest file, not the slowest
+    copy plus the slowest other file (instance_norm_act's copies are the slowest of all,
+    about 45 s each on the 2-core VM). Their objects are linked after the other objects, the
+    AVX2 copies' before the AVX-512 ones, so that the linker keeps the generic, then the
+    AVX2, copies of the inline functions several kinds of file instantiate (an AVX-512
+    instance would break the AVX2 kernels on a CPU without AVX-512)."""
 
     def build_extension(self, ext):
-        copies = [s for s in ext.sources if is_avx2_copy(s)]
-        if not copies or platform.machine() not in ("x86_64", "AMD64"):
+        by_isa = {isa: [s for s in ext.sources if isa_copy(s) == isa] for isa in ISA_COPY_FLAGS}
+        if not any(by_isa.values()) or platform.machine() not in ("x86_64", "AMD64"):
             return super().build_extension(ext)
-        ext.sources = [s for s in ext.sources if not is_avx2_copy(s)]
+        ext.sources = [s for s in ext.sources if isa_copy(s) is None]
         args = dict(ext.extra_compile_args)  # by now with BuildExtension's own flags added
-        args["cxx"] = args["cxx"] + AVX2_FLAGS
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            # a folder of their own: each ninja compile call writes build.ninja to its output folder
-            copy_objects = pool.submit(
-                self.compiler.compile, copies, output_dir=os.path.join(self.build_temp, "avx2"),
-                macros=ext.define_macros, include_dirs=ext.include_dirs, debug=self.debug, extra_postargs=args,
-                depends=ext.depends)
+        with concurrent.futures.ThreadPoolExecutor(len(by_isa)) as pool:
+            # a folder per ISA: each ninja compile call writes build.ninja to its output folder
+            copy_objects = [
+                pool.submit(self.compiler.compile, copies, output_dir=os.path.join(self.build_temp, isa),
+                            macros=ext.define_macros, include_dirs=ext.include_dirs, debug=self.debug,
+                            extra_postargs=dict(args, cxx=args["cxx"] + ISA_COPY_FLAGS[isa]), depends=ext.depends)
+                for isa, copies in by_isa.items() if copies]
             link = self.compiler.link_shared_object
 
             def link_with_the_copies(objects, *rest, **kwargs):
-                return link([*objects, *copy_objects.result()], *rest, **kwargs)
+                return link([*objects, *(o for done in copy_objects for o in done.result())], *rest, **kwargs)
 
             self.compiler.link_shared_object = link_with_the_copies
             try:

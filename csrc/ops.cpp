@@ -74,9 +74,10 @@ TORCH_LIBRARY(fastgan, m) {
 // whose import loads the library, which runs the registrations above. The CMake build
 // (a plain library for torch.ops.load_library) leaves it out.
 // SOURCE_HASH: the hash of the csrc/ it was built from (source_hash.h, written by setup.py),
-// which fastgan.ops._native compares with the checkout's.
+// which fastgan.ops._native compares with the checkout's; CPU_KERNELS_ISA: see below.
 #include <Python.h>
 
+#include "cpu/cpu_isa.h"
 #include "source_hash.h"
 
 extern "C" {
@@ -89,7 +90,10 @@ PyMODINIT_FUNC PyInit__C(void) {
       nullptr,
   };
   PyObject* module = PyModule_Create(&module_def);
-  if (module != nullptr && PyModule_AddStringConstant(module, "SOURCE_HASH", FASTGAN_SOURCE_HASH) < 0) {
+  // CPU_KERNELS_ISA: which copy of the CPU kernels runs (cpu/cpu_isa.h), fixed at import
+  const char* isa = fastgan::cpu::cpu_kernels_isa();
+  if (module != nullptr && (PyModule_AddStringConstant(module, "SOURCE_HASH", FASTGAN_SOURCE_HASH) < 0 ||
+                            PyModule_AddStringConstant(module, "CPU_KERNELS_ISA", isa) < 0)) {
     Py_DECREF(module);
     return nullptr;
   }

@@ -71,7 +71,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "avx2_copies.h"
+#include "isa_copies.h"
 
 namespace fastgan::cpu {
 
@@ -385,7 +385,7 @@ void cycle_backward(const cycle_kernel::BackwardArgs& a) {
 // ------------------------------------------------------------ the ops (generic file only)
 #ifdef FASTGAN_CYCLE_BASE_TU
 
-#if FASTGAN_BUILD_AVX2_COPIES
+#if FASTGAN_BUILD_ISA_COPIES
 namespace avx2 {  // cpu/cycle_losses_avx2.cpp
 void cycle_forward(const cycle_kernel::ForwardArgs& a);
 void cycle_backward(const cycle_kernel::BackwardArgs& a);
@@ -397,14 +397,14 @@ namespace {
 using namespace fastgan::cycle;
 
 void run_forward(const cycle_kernel::ForwardArgs& a) {
-#if FASTGAN_BUILD_AVX2_COPIES
+#if FASTGAN_BUILD_ISA_COPIES
   if (cpu_supports_avx2_kernels()) return avx2::cycle_forward(a);
 #endif
   base::cycle_forward(a);
 }
 
 void run_backward(const cycle_kernel::BackwardArgs& a) {
-#if FASTGAN_BUILD_AVX2_COPIES
+#if FASTGAN_BUILD_ISA_COPIES
   if (cpu_supports_avx2_kernels()) return avx2::cycle_backward(a);
 #endif
   base::cycle_backward(a);

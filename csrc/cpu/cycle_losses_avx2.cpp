@@ -10,8 +10,8 @@
 // Listed after the generic sources in csrc/sources.txt, so that the linker keeps the
 // generic copies of the inline functions both kinds of file instantiate.
 //
-#include "avx2_copies.h"
-#if FASTGAN_BUILD_AVX2_COPIES
+#include "isa_copies.h"
+#if FASTGAN_BUILD_ISA_COPIES
 #if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
 #error "compile the *_avx2.cpp files with -mavx2 -mfma -mf16c (setup.py and CMakeLists.txt do)"
 #endif

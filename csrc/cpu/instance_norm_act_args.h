@@ -5,7 +5,7 @@
 #pragma once
 
 #include "../instance_norm_act.h"
-#include "avx2_copies.h"
+#include "isa_copies.h"
 
 namespace fastgan::cpu::inorm {
 

@@ -4,11 +4,19 @@
 //   cpu/instance_norm_act.cpp       FASTGAN_CPU_ISA = base: at::vec's generic vectors,
 //                                   any x86-64 (and any other CPU);
 //   cpu/instance_norm_act_avx2.cpp  FASTGAN_CPU_ISA = avx2, CPU_CAPABILITY_AVX2: at::vec's
-//                                   AVX2 vectors, chosen at run time where the CPU has them.
-// Both use 8 float lanes (32-byte vectors) and the same operations in the same order,
-// so they give the same bits.
+//                                   AVX2 vectors, chosen at run time where the CPU has them;
+//   cpu/instance_norm_act_avx512.cpp  FASTGAN_CPU_ISA = avx512, CPU_CAPABILITY_AVX512,
+//                                   FASTGAN_NHWC_ONLY: the NHWC kernels alone, on 16 lanes.
+// The first two use 8 float lanes (32-byte vectors) and the same operations in the same
+// order, so they give the same bits. The NHWC kernels' lanes are channels, each adding its
+// own pixels in the same order however many lanes a vector has, so the AVX-512 copy gives
+// those bits too; the NCHW kernels' lanes are a plane's elements, whose sums 16 lanes
+// would order otherwise, so that copy has none.
 #ifndef FASTGAN_CPU_ISA
-#error "define FASTGAN_CPU_ISA (base, avx2) before including instance_norm_act_kernel.h"
+#error "define FASTGAN_CPU_ISA (base, avx2, avx512) before including instance_norm_act_kernel.h"
+#endif
+#ifndef FASTGAN_NHWC_ONLY
+#define FASTGAN_NHWC_ONLY 0
 #endif
 
 #include "instance_norm_act_args.h"
@@ -1029,7 +1037,10 @@ void forward(const inorm::ForwardArgs& a) {
       constexpr Activation A = decltype(act)::value;
       auto run = [&](auto with_res) {
         constexpr bool R = decltype(with_res)::value;
-        if (a.layout == Layout::kNCHW) {
+        if constexpr (FASTGAN_NHWC_ONLY) {
+          TORCH_CHECK(a.layout == Layout::kNHWC, "instance_norm_act: this CPU kernel copy runs NHWC inputs only");
+          forward_nhwc<A, R>(xp, rp, yp, mp, sp, a.d, aff, a.eps, slope);
+        } else if (a.layout == Layout::kNCHW) {
           forward_nchw<A, R>(xp, rp, yp, mp, sp, a.d, aff, a.eps, slope);
         } else {
           forward_nhwc<A, R>(xp, rp, yp, mp, sp, a.d, aff, a.eps, slope);
@@ -1056,7 +1067,10 @@ void backward(const inorm::BackwardArgs& a) {
     const acc_t slope = static_cast<acc_t>(a.negative_slope);
     dispatch_activation(a.act, [&](auto act) {
       constexpr Activation A = decltype(act)::value;
-      if (a.layout == Layout::kNCHW) {
+      if constexpr (FASTGAN_NHWC_ONLY) {
+        TORCH_CHECK(a.layout == Layout::kNHWC, "instance_norm_act: this CPU kernel copy runs NHWC inputs only");
+        backward_nhwc<A>(gp, xp, dxp, mp, sp, a.sum_a, a.sum_b, a.d, aff, slope);
+      } else if (a.layout == Layout::kNCHW) {
         backward_nchw<A>(gp, xp, dxp, mp, sp, a.sum_a, a.sum_b, a.d, aff, slope);
       } else {
         backward_nhwc<A>(gp, xp, dxp, mp, sp, a.sum_a, a.sum_b, a.d, aff, slope);

@@ -14,6 +14,8 @@ AVX2 CPU kernels). CUDA and Triton-on-GPU tests carry @pytest.mark.gpu.
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -518,31 +520,58 @@ def test_cpu_threads_do_not_change_bits(backend):
         torch.set_num_threads(saved)
 
 
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
-def test_generic_and_avx2_kernels_give_the_same_bits():
-    """FASTGAN_CPU_ISA=base runs the generic at::vec kernels; the default, the AVX2 ones
-    where the CPU has them. Same operations on 8 float lanes: the same bits."""
+def test_the_widest_cpu_kernel_copy_runs_and_fastgan_cpu_isa_caps_it():
+    code = """
+        import json, fastgan._C
+        print(json.dumps({"isa": fastgan._C.CPU_KERNELS_ISA}))
+    """
+    flags = _cpu_flags()
+    avx2 = platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma", "f16c"} <= flags
+    avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    assert same_code_here(code)["isa"] == ("avx512" if avx512 else "avx2" if avx2 else "base")
+    assert run_json(code, FASTGAN_CPU_ISA="avx2")["isa"] == ("avx2" if avx2 else "base")
+    assert run_json(code, FASTGAN_CPU_ISA="base")["isa"] == "base"
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("cap", ["base", "avx2"])
+def test_every_cpu_kernel_copy_gives_the_same_bits(cap):
+    """FASTGAN_CPU_ISA=base runs the generic at::vec kernels, FASTGAN_CPU_ISA=avx2 the AVX2
+    ones, and no cap the widest the CPU has (AVX-512 for NHWC inputs, AVX2 for NCHW).
+    Same operations on 8 float lanes (NCHW), or per channel whatever the lanes (NHWC):
+    the same bits. 37 channels leave a tail of scalars after the vectors of every width;
+    91x91 takes the split (phased) NHWC schedule in float32 and float64."""
     code = """
         import hashlib, json, torch, fastgan.ops as ops
         g = torch.Generator().manual_seed(0)
         digest = hashlib.sha256()
-        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-            for cl in (False, True):
-                for act in ("relu", "leaky_relu", "none"):
-                    x = (torch.randn(2, 37, 19, 23, generator=g) * 2 + 1).to(dtype)
-                    if cl:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    w = torch.randn(37, generator=g).to(dtype)
-                    b = torch.randn(37, generator=g).to(dtype)
-                    r = torch.randn(x.shape, generator=g).to(dtype)
-                    go = torch.randn(x.shape, generator=g).to(dtype)
-                    out = torch.ops.fastgan.instance_norm_act(x, w, b, r, 1e-5, act, 0.2)
-                    grads = torch.ops.fastgan.instance_norm_act_backward(go, x, w, b, out[1], out[2], act, 0.2)
-                    for t in (*out, *grads):
-                        digest.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+        for shape in ((2, 37, 19, 23), (2, 64, 16, 16), (1, 37, 91, 91)):
+            for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+                for cl in (False, True):
+                    for act in ("relu", "leaky_relu", "none"):
+                        x = (torch.randn(shape, generator=g) * 2 + 1).to(dtype)
+                        if cl:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        w = torch.randn(shape[1], generator=g).to(dtype)
+                        b = torch.randn(shape[1], generator=g).to(dtype)
+                        r = torch.randn(x.shape, generator=g).to(dtype)
+                        go = torch.randn(x.shape, generator=g).to(dtype)
+                        out = torch.ops.fastgan.instance_norm_act(x, w, b, r, 1e-5, act, 0.2)
+                        grads = torch.ops.fastgan.instance_norm_act_backward(go, x, w, b, out[1], out[2], act, 0.2)
+                        for t in (*out, *grads):
+                            digest.update(t.contiguous().view(torch.uint8).numpy().tobytes())
         print(json.dumps({"digest": digest.hexdigest()}))
     """
-    assert run_json(code, FASTGAN_CPU_ISA="base")["digest"] == same_code_here(code)["digest"]
+    assert run_json(code, FASTGAN_CPU_ISA=cap)["digest"] == same_code_here(code)["digest"]
 
 
 # ------------------------------------------------------------------------ torch.compile
