@@ -822,6 +822,36 @@ inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+// shift_of of the planes (n, c0 .. c0 + cn), written to out[0 .. cn): vectorized across
+// the channels, each lane doing shift_of's operations in its order (the same bits), for a
+// whole vector of channels in the time shift_of takes for one.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void nhwc_shifts(const scalar_t* x, const Dims& d, int64_t n, int64_t c0, int64_t cn, acc_t* out) {
+  using IO = VecIO<scalar_t>;
+  using aVec = typename IO::aVec;
+  constexpr int64_t S = IO::kStep;
+  const scalar_t* base = x + n * d.HW * d.C + c0;
+  int64_t c = 0;
+  if (d.HW > 0) {
+    const int64_t m = d.HW < 32 ? d.HW : 32;
+    const int64_t step = d.HW / m;
+    const aVec count(static_cast<acc_t>(m));
+    for (; c + S <= cn; c += S) {
+      aVec k0, k1, s0(acc_t(0)), s1(acc_t(0));
+      IO::load(base + c, k0, k1);
+      for (int64_t j = 1; j < m; ++j) {
+        aVec x0, x1;
+        IO::load(base + (j * step + j % step) * d.C + c, x0, x1);
+        s0 = s0 + (x0 - k0);
+        s1 = s1 + (x1 - k1);
+      }
+      (k0 + s0 / count).store(out + c);
+      (k1 + s1 / count).store(out + c + aVec::size());
+    }
+  }
+  for (; c < cn; ++c) out[c] = shift_of(base + c, d.HW, d.C);
+}
+
 // Per-(n, c) vectors of the output pass: scale = rstd * w and shift = b.
 template <typename acc_t>
 void affine_vectors(const Dims& d, const acc_t* rstd, const Affine<acc_t>& aff, acc_t* scale, acc_t* shift) {
@@ -839,8 +869,6 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t P = d.planes();
   const int64_t chunks = ceil_div(d.HW, kRows);
-  std::vector<acc_t> first(P), scale(P), shift(P);  // first: each plane's shift_of
-  for (int64_t p = 0; p < P; ++p) first[p] = shift_of(x + (p / d.C) * d.HW * d.C + p % d.C, d.HW, d.C);
   std::vector<double> exact(P);
 
   if (nhwc_fused<scalar_t>(d)) {
@@ -848,18 +876,19 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
     const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, d.HW * kFusedChannels));
     at::parallel_for(0, d.N * groups, grain, [&](int64_t begin, int64_t end) {
       double part[kFusedChannels], total[kFusedChannels];
-      acc_t k_scale[kFusedChannels], k_shift[kFusedChannels];
+      acc_t first[kFusedChannels], k_scale[kFusedChannels], k_shift[kFusedChannels];
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n = t / groups, c0 = (t % groups) * kFusedChannels;
         const int64_t cn = std::min(kFusedChannels, d.C - c0), q = n * d.C + c0;
         auto block = [&](int64_t k) { return NhwcBlock{n, c0, cn, k * kRows, std::min(kRows, d.HW - k * kRows)}; };
+        nhwc_shifts(x, d, n, c0, cn, first);
         std::fill(total, total + cn, 0.0);
         for (int64_t k = 0; k < chunks; ++k) {
-          nhwc_reduce<NhwcReduce::kSum>(x, d, block(k), first.data() + q, part);
+          nhwc_reduce<NhwcReduce::kSum>(x, d, block(k), first, part);
           for (int64_t c = 0; c < cn; ++c) total[c] += part[c];
         }
         for (int64_t c = 0; c < cn; ++c) {
-          exact[q + c] = static_cast<double>(first[q + c]) + mean_of(total[c], d.HW);
+          exact[q + c] = static_cast<double>(first[c]) + mean_of(total[c], d.HW);
           mean_out[q + c] = static_cast<acc_t>(exact[q + c]);
         }
         std::fill(total, total + cn, 0.0);
@@ -881,6 +910,13 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   }
 
   const int64_t groups = ceil_div(d.C, kChannels);
+  std::vector<acc_t> first(P), scale(P), shift(P);  // first: each plane's shift_of
+  at::parallel_for(0, d.N * groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / groups, c0 = (t % groups) * kChannels;
+      nhwc_shifts(x, d, n, c0, std::min(kChannels, d.C - c0), first.data() + n * d.C + c0);
+    }
+  });
   const int64_t T = d.N * groups * chunks;  // task t = (n * groups + group) * chunks + chunk
   auto task = [&](int64_t t) {
     const int64_t k = t % chunks, group = (t / chunks) % groups, n = t / (chunks * groups);

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 
+import numpy
 import pytest
 import torch
 import torch.nn.functional as F
@@ -526,6 +527,48 @@ def _cpu_flags() -> set:
             return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
     except OSError:
         return set()
+
+
+def _nhwc_mean_as_the_cpu_kernel_sums(x: torch.Tensor) -> torch.Tensor:
+    """The (N, C) float32 means of the cpu back end's NHWC kernels, step for step
+    (csrc/cpu/instance_norm_act_kernel.h): each plane's shift_of (m = min(32, HW) elements
+    at j * step + j % step, summed in float), then sum(x - shift) per channel in float over
+    runs of 32 pixels, those runs in double, in order (over 512-pixel chunks, in order too:
+    the same additions); mean = float(shift + sum / HW)."""
+    N, C, H, W = x.shape
+    HW = H * W
+    pixels = x.permute(0, 2, 3, 1).reshape(N, HW, C).numpy()
+    m = min(32, HW)
+    step = HW // m
+    means = []
+    for n in range(N):
+        k0 = pixels[n, 0].copy()
+        s = numpy.zeros(C, numpy.float32)
+        for j in range(1, m):
+            s = s + (pixels[n, j * step + j % step] - k0)
+        shift = k0 + s / numpy.float32(m)
+        total = numpy.zeros(C, numpy.float64)
+        for r0 in range(0, HW, 32):
+            run = numpy.zeros(C, numpy.float32)
+            for r in range(r0, min(HW, r0 + 32)):
+                run = run + (pixels[n, r] - shift)
+            total = total + run.astype(numpy.float64)
+        means.append((shift.astype(numpy.float64) + total / HW).astype(numpy.float32))
+    return torch.from_numpy(numpy.stack(means))
+
+
+@pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
+@pytest.mark.parametrize("shape", [(2, 37, 19, 23), (1, 40, 91, 91)], ids=case_id)
+def test_nhwc_kernels_mean_is_their_shifted_sum_bit_for_bit(shape):
+    """Pins the NHWC kernels' summation (their vectorized shifts included: a shift that
+    drifts from shift_of's changes these bits) on planes far from 0 whose sums round.
+    37 and 40 channels leave scalar tails after the vectors of every width; 91x91 float32
+    takes the split schedule."""
+    g = torch.Generator().manual_seed(seed_of("nhwc mean", shape))
+    x = (torch.randn(shape, generator=g) * 3 + 50).contiguous(memory_format=torch.channels_last)
+    with ops.use_backend("cpu"):
+        mean = torch.ops.fastgan.instance_norm_act(x, None, None, None, 1e-5, "relu", 0.2)[1]
+    assert torch.equal(mean, _nhwc_mean_as_the_cpu_kernel_sums(x))
 
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
