@@ -98,6 +98,7 @@ struct BackwardArgs {
   int64_t n_A, n_B;
   void* out[6];  // gradients, input order; null where not asked for
   uint64_t pos[4], neg[4];  // bits of +scale_j, -scale_j (low elem_size bytes)
+  uint64_t zero[4];  // bits of 0 * scale_j: a signed zero, NaN where scale_j is inf or NaN
   uint64_t table_A[16], table_B[16];  // real image gradients by code pair
 };
 }  // namespace cycle_kernel
@@ -321,13 +322,16 @@ namespace {
 
 // ---------------------------------------------------------------------------- backward
 
-// out[k] = sign * scale as bits: code 1 -> pos, 2 -> neg, 0 -> +0. Branch-free integer
-// code, which the compiler vectorizes.
+// out[k] = sign * scale as bits: code 1 -> pos, 2 -> neg, 0 -> zero (0 * scale, which is
+// NaN, as aten's and the GPU kernels' product, when a non-finite upstream gradient makes
+// scale so). Branch-free integer code, which the compiler vectorizes.
 template <typename U>
-inline void write_term(const uint8_t* codes, int shift, U pos, U neg, U* out, int64_t lo, int64_t hi) {
+inline void write_term(const uint8_t* codes, int shift, U pos, U neg, U zero, U* out, int64_t lo, int64_t hi) {
   for (int64_t k = lo; k < hi; ++k) {
     const U c = static_cast<U>((codes[k] >> shift) & 3);
-    out[k] = static_cast<U>((static_cast<U>(0) - (c & 1)) & pos) | static_cast<U>((static_cast<U>(0) - (c >> 1)) & neg);
+    out[k] = static_cast<U>(static_cast<U>((static_cast<U>(0) - (c & 1)) & pos) |
+                            static_cast<U>((static_cast<U>(0) - (c >> 1)) & neg) |
+                            static_cast<U>((static_cast<U>(0) - static_cast<U>(c == 0)) & zero));
   }
 }
 
@@ -344,12 +348,13 @@ inline void write_real(const uint8_t* codes, int shift_cyc, int shift_idt, const
 }  // namespace
 
 void cycle_backward(const cycle_kernel::BackwardArgs& a) {
-  auto run = [&](auto zero) {
-    using U = decltype(zero);
-    U pos[kTerms], neg[kTerms], table_A[16], table_B[16];
+  auto run = [&](auto bits_type) {
+    using U = decltype(bits_type);
+    U pos[kTerms], neg[kTerms], zero[kTerms], table_A[16], table_B[16];
     for (int j = 0; j < kTerms; ++j) {
       pos[j] = static_cast<U>(a.pos[j]);
       neg[j] = static_cast<U>(a.neg[j]);
+      zero[j] = static_cast<U>(a.zero[j]);
     }
     for (int k = 0; k < 16; ++k) {
       table_A[k] = static_cast<U>(a.table_A[k]);
@@ -365,11 +370,11 @@ void cycle_backward(const cycle_kernel::BackwardArgs& a) {
     const int64_t n_A = a.n_A, n_B = a.n_B;
     at::parallel_for(0, std::max(n_A, n_B), at::internal::GRAIN_SIZE, [&](int64_t lo, int64_t hi) {
       const int64_t a_hi = std::min(hi, n_A), b_hi = std::min(hi, n_B);
-      if (g_rec_A) write_term(codes, 2 * kCycleA, pos[kCycleA], neg[kCycleA], g_rec_A, lo, a_hi);
-      if (g_idt_B) write_term(codes, 2 * kIdtB, pos[kIdtB], neg[kIdtB], g_idt_B, lo, a_hi);
+      if (g_rec_A) write_term(codes, 2 * kCycleA, pos[kCycleA], neg[kCycleA], zero[kCycleA], g_rec_A, lo, a_hi);
+      if (g_idt_B) write_term(codes, 2 * kIdtB, pos[kIdtB], neg[kIdtB], zero[kIdtB], g_idt_B, lo, a_hi);
       if (g_real_A) write_real(codes, 2 * kCycleA, 2 * kIdtB, table_A, g_real_A, lo, a_hi);
-      if (g_rec_B) write_term(codes, 2 * kCycleB, pos[kCycleB], neg[kCycleB], g_rec_B, lo, b_hi);
-      if (g_idt_A) write_term(codes, 2 * kIdtA, pos[kIdtA], neg[kIdtA], g_idt_A, lo, b_hi);
+      if (g_rec_B) write_term(codes, 2 * kCycleB, pos[kCycleB], neg[kCycleB], zero[kCycleB], g_rec_B, lo, b_hi);
+      if (g_idt_A) write_term(codes, 2 * kIdtA, pos[kIdtA], neg[kIdtA], zero[kIdtA], g_idt_A, lo, b_hi);
       if (g_real_B) write_real(codes, 2 * kCycleB, 2 * kIdtA, table_B, g_real_B, lo, b_hi);
     });
   };
@@ -507,11 +512,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     using U = typename BitsOf<sizeof(scalar_t)>::type;
     using opmath_t = at::opmath_type<scalar_t>;
     scalar_t scale[kTerms];
-    U pos[kTerms], neg[kTerms];
+    U pos[kTerms], neg[kTerms], zero[kTerms];
     for (int j = 0; j < kTerms; ++j) {
       scale[j] = static_cast<scalar_t>((g[j] * w[j]) / static_cast<double>(n[j]));
       pos[j] = bits<U>(scale[j]);
       neg[j] = bits<U>(static_cast<scalar_t>(-scale[j]));
+      zero[j] = bits<U>(static_cast<scalar_t>(opmath_t(0) * static_cast<opmath_t>(scale[j])));
     }
     // real_X gradient by (cycle code, idt code): -(s_cyc * scale_cyc + s_idt * scale_idt)
     auto real_table = [&](int cyc, int idt, U* table) {
@@ -535,6 +541,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     for (int j = 0; j < kTerms; ++j) {
       args.pos[j] = pos[j];
       args.neg[j] = neg[j];
+      args.zero[j] = zero[j];
     }
     for (int k = 0; k < 16; ++k) {
       args.table_A[k] = table_A[k];

@@ -219,6 +219,33 @@ def test_empty_is_nan_like_aten(backend):
     assert images[1].grad.shape == (0, 3)
 
 
+def check_non_finite_upstream_gradient_as_torch(backend, dtype, device="cpu"):
+    """Each term's upstream gradient inf, finite and negative, NaN, -inf: every gradient as the
+    torch back end's (aten's sign * scale), NaN where it has NaN (0 * inf at ties) and the same
+    signed zeros elsewhere (0 * a negative scale is -0)."""
+    images = make_images((2, 3, 5, 7), dtype, device=device, seed=13, tie_fraction=0.3)
+    upstream = torch.tensor([float("inf"), -2.0, float("nan"), float("-inf")], dtype=dtype, device=device)
+    grads = {}
+    for name in ("torch", backend):
+        leaves = [t.detach().requires_grad_() for t in images]
+        with ops.use_backend(name):
+            ops.cycle_losses(*leaves, **LAMBDAS).values.backward(upstream)
+        grads[name] = [t.grad for t in leaves]
+    for name, got, want in zip(NAMES, grads[backend], grads["torch"]):
+        assert torch.equal(got.isnan(), want.isnan()), name
+        assert got.isnan().any() or name in ("rec_B",), name  # (the one term with a finite upstream)
+        known = ~want.isnan()
+        assert torch.equal(got[known], want[known]), name
+        assert torch.equal(got[known].signbit(), want[known].signbit()), name
+    assert (grads[backend][3] == 0).any() and grads[backend][3][grads[backend][3] == 0].signbit().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "torch"])
+def test_a_non_finite_upstream_gradient_gives_torchs_nans_and_signed_zeros(backend, dtype):
+    check_non_finite_upstream_gradient_as_torch(backend, dtype)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_second_derivative_in_the_images_is_zeros(backend):
     """The gradients are piecewise constant in the images: autograd.grad of a function of them
@@ -530,6 +557,14 @@ def test_cuda_variants(backend, poison):
     m = full[0].numel() - 8
     views = [t.flatten()[k + 1:k + 1 + m] for k, t in enumerate(full)]  # off 16-byte boundaries
     check_against_reference(backend, views, grad_of=range(6))
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.gpu
+def test_a_non_finite_upstream_gradient_gives_torchs_nans_and_signed_zeros_cuda(backend):
+    _gpu_backend_ready(backend)
+    for dtype in (torch.float32, torch.bfloat16):
+        check_non_finite_upstream_gradient_as_torch(backend, dtype, device="cuda")
 
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
