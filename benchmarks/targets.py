@@ -89,7 +89,8 @@ def kernel_figures(op: str, provider: str, modes: tuple[str, ...], key: str,
                 if (row["op"] == op and row["provider"] == provider and row["mode"] in modes
                         and (shape is None or tuple(row["shape"]) == shape)
                         and (dtype is None or row["dtype"] == dtype) and row.get(key) is not None):
-                    what = f"{op} {_shape(row)} {row['dtype'].replace('torch.', '')} {row['mode']}"
+                    layout = "" if row.get("layout", "contiguous") == "contiguous" else f" {row['layout']}"
+                    what = f"{op} {_shape(row)} {row['dtype'].replace('torch.', '')}{layout} {row['mode']}"
                     if row["device"] == "cuda":  # wall: host dispatch included; cuda graph: the device's work
                         what += f", timed {row.get('timing', 'wall')}"
                     out.append(Figure(row[key], what, doc["source"]))

@@ -34,11 +34,13 @@ class Case:
     fused: Callable  # the fastgan op (back end chosen by use_backend)
     bytes_forward: int
     bytes_backward: int
+    layout: str = "contiguous"  # or "channels_last": the activations' memory format
 
     @property
     def name(self) -> str:
         dims = "x".join(map(str, self.shape))
-        return f"{self.op}-{dims}-{str(self.dtype).replace('torch.', '')}"
+        layout = "" if self.layout == "contiguous" else f"-{self.layout}"
+        return f"{self.op}-{dims}-{str(self.dtype).replace('torch.', '')}{layout}"
 
     def bytes_moved(self, mode: str) -> int:
         return self.bytes_forward + (self.bytes_backward if mode == "forward+backward" else 0)
@@ -98,22 +100,24 @@ def cycle_losses_cases(shapes=IMAGE_SHAPES, dtype=torch.float32) -> list[Case]:
     return cases
 
 
-def instance_norm_act_cases(shapes, dtype=torch.float32) -> list[Case]:
+def instance_norm_act_cases(shapes, dtype=torch.float32, layout="contiguous") -> list[Case]:
     """InstanceNorm2d (no affine, the reference's) then ReLU."""
     cases = []
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     for shape in shapes:
         n, size = torch.Size(shape).numel(), _element_size(dtype)
 
         def make(device, shape=shape):
             g = torch.Generator().manual_seed(0)
-            return (_randn(shape, g, dtype, device),)
+            x = torch.randn(shape, generator=g, dtype=dtype).to(device, memory_format=memory_format)
+            return (x.requires_grad_(True),)
 
         cases.append(Case(
             op="instance_norm_act", shape=shape, dtype=dtype, make_inputs=make,
             composition=lambda x: F.relu(F.instance_norm(x)),
             fused=lambda x: ops.instance_norm_act(x, activation="relu"),
             # forward reads x, writes y; backward reads grad and x, writes dx
-            bytes_forward=2 * n * size, bytes_backward=3 * n * size,
+            bytes_forward=2 * n * size, bytes_backward=3 * n * size, layout=layout,
         ))
     return cases
 
@@ -153,6 +157,8 @@ def all_cases(device: torch.device) -> list[Case]:
     # On a CPU the batch-16 convolutions take seconds a call: the GPU runs them
     on_gpu = device.type == "cuda"
     cases = (l1_loss_cases() + cycle_losses_cases() + instance_norm_act_cases(ACTIVATION_SHAPES)
+             # as --fast runs them: bf16 activations in channels_last
+             + instance_norm_act_cases(ACTIVATION_SHAPES[:3], torch.bfloat16, "channels_last")
              + reflect_conv2d_cases((1, 16) if on_gpu else (1,)))
     if on_gpu:  # batch 16 first: a run cut by the GPU suite's cap has the rows whose tensors exceed L2
         cases.sort(key=lambda case: -case.shape[0])

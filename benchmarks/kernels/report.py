@@ -51,7 +51,7 @@ def rows_from(run: dict, copy_gb_per_s: float | None = None) -> list[dict]:
         info = bench["extra_info"]
         median = bench["stats"]["median"] / info.get("calls_per_round", 1)
         gb_per_s = info["bytes"] / median / 1e9
-        rows.append({**info, "case": f"{info['op']} {'x'.join(map(str, info['shape']))} {info['dtype']}",
+        rows.append({**info, "case": case_label(info),
                      "median_s": median, "gb_per_s": gb_per_s,
                      "share_of_copy": gb_per_s / copy_gb_per_s if copy_gb_per_s else None})
     # a ratio only between rows timed the same way: a provider whose capture failed is timed by
@@ -61,6 +61,13 @@ def rows_from(run: dict, copy_gb_per_s: float | None = None) -> list[dict]:
         base = eager.get((r["case"], r["mode"], timing_method(r)))
         r["speedup_vs_eager"] = base / r["median_s"] if base else None
     return rows
+
+
+def case_label(info: dict) -> str:
+    """`instance_norm_act 1x256x64x64 torch.bfloat16 channels_last` (contiguous unsaid)."""
+    layout = info.get("layout", "contiguous")  # (runs before layouts were recorded: contiguous)
+    return (f"{info['op']} {'x'.join(map(str, info['shape']))} {info['dtype']}"
+            + ("" if layout == "contiguous" else f" {layout}"))
 
 
 def timing_method(row: dict) -> str:

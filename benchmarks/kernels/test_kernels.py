@@ -105,7 +105,8 @@ def test_kernel(benchmark, case, provider, mode):
     timed, timing = round_of_calls, "wall"
     if DEVICE.type == "cuda":
         timed, timing = graphed(calls, round_of_calls)
-    benchmark.extra_info.update(op=case.op, shape=list(case.shape), dtype=str(case.dtype), provider=provider,
+    benchmark.extra_info.update(op=case.op, shape=list(case.shape), dtype=str(case.dtype), layout=case.layout,
+                                provider=provider,
                                 mode=mode, bytes=case.bytes_moved(mode), device=DEVICE.type,
                                 calls_per_round=CALLS_PER_ROUND, timing=timing, machine=describe_machine())
     benchmark.pedantic(timed, rounds=10, iterations=1, warmup_rounds=2)

@@ -55,3 +55,19 @@ def test_no_readable_run_writes_nothing(tmp_path, capsys):
         report.main([str(tmp_path / "typo.json"), "--out", str(tmp_path)])
     assert e.value.code == 1 and "no run gave a row" in capsys.readouterr().err
     assert (tmp_path / "kernels_cpu.json").read_text() == "{}"
+
+
+def test_each_layout_is_its_own_case_with_its_own_eager_baseline():
+    """bf16 channels_last rows (as --fast runs instance_norm_act) beside contiguous ones of the
+    same op, shape and dtype: each ratio against its own layout's eager row."""
+
+    def bench(provider, seconds, layout=None):
+        info = {"op": "instance_norm_act", "shape": [1, 256, 64, 64], "dtype": "torch.bfloat16",
+                "mode": "forward", "provider": provider, "bytes": 100}
+        return {"stats": {"median": seconds}, "extra_info": info if layout is None else {**info, "layout": layout}}
+
+    rows = report.rows_from({"benchmarks": [bench("eager", 4.0), bench("cpu", 2.0),  # a run before layouts
+                                            bench("eager", 9.0, "channels_last"), bench("cpu", 1.0, "channels_last")]})
+    assert [(r["case"], r["speedup_vs_eager"]) for r in rows if r["provider"] == "cpu"] == [
+        ("instance_norm_act 1x256x64x64 torch.bfloat16", 2.0),
+        ("instance_norm_act 1x256x64x64 torch.bfloat16 channels_last", 9.0)]
