@@ -31,6 +31,9 @@ def params():
 
 
 _compiled = {}
+# every case of an op compiles the same code object (its composition's lambda), each case a
+# recompile under dynamic=False: more cases than dynamo's default limit of 8
+torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
 
 def runner(case, provider):
