@@ -1,10 +1,13 @@
-"""The machine a benchmark ran on, in words: GPU name, else CPU model and cores."""
+"""The machine a benchmark ran on, in words: GPU name, else CPU model and cores; and what
+runs on it need from it (a free port for ranks started by hand)."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 
@@ -19,6 +22,29 @@ def sync(device: torch.device | str) -> None:
     """Wait for the device's queued work (a no-op on the CPU): what every timer reads after."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def free_port() -> int:
+    """A TCP port nothing is bound to on 127.0.0.1, for a master rank to listen on: one below
+    the kernel's ephemeral range. One the kernel hands out (a bind to port 0) it can hand out
+    again before the master binds it, to any outgoing connection, the other ranks' retried
+    connects to that master included; below the range only a listener that picks it too can."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    low = max(1024, ephemeral_low - 12000)
+    pick = random.SystemRandom()  # not the seeded global random: parallel runs would pick alike
+    for _ in range(200):
+        port = pick.randrange(low, ephemeral_low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in [{low}, {ephemeral_low}) on 127.0.0.1 after 200 tries")
 
 
 def describe_machine(device: torch.device | str | None = None) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -45,19 +44,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmarks.arguments import non_negative_int, positive
-from benchmarks.machine import describe_machine, sync, write_results
+from benchmarks.machine import describe_machine, free_port, sync, write_results
 from fastgan.engine.distributed import init_from_env
 from fastgan.engine.models import check_discriminator_input_size, check_generator_input_size, model_from_options
 from fastgan.models import count_parameters
 from fastgan.options import resolve
 
 DDP_BUCKET_BYTES = 25 * 1024 * 1024  # DistributedDataParallel's default bucket_cap_mb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def options(args, device: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -34,3 +35,15 @@ def test_the_provenance_names_the_codes_commit_wherever_the_command_runs(tmp_pat
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     assert machine.provenance()["commit"] == head
+
+
+def test_a_free_port_is_free_and_below_the_kernels_ephemeral_range():
+    """Ranks started by hand (tests/engine/test_distributed.py, benchmarks/scaling.py) listen on
+    it: one the kernel could hand to another connection before the master binds it is no use."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {machine.free_port() for _ in range(20)}
+    assert len(ports) > 1 and all(1024 <= p < low for p in ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+            s.listen()

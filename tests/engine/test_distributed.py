@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 import fastgan
+from benchmarks.machine import free_port
 from fastgan import train as train_cli
 from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
 from fastgan.models import define_D, define_G, load_reference_checkpoint
@@ -334,12 +334,6 @@ def test_stopped_and_resumed_two_rank_run_continues_identically(unaligned_root, 
     single = train_cli.main(options("cyclegan", unaligned_root, tmp_path, "part", 1, *extra)
                             + ["--continue_train", "--n_epochs_decay", "2"])
     assert single["iteration"] == 8 + 8 and single["images"] == 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_two_ranks(root, checkpoints, name, **env) -> list[subprocess.Popen]:
