@@ -1,5 +1,5 @@
-"""The machine a benchmark ran on, in words: GPU name, else CPU model and cores; and what
-runs on it need from it (a free port for ranks started by hand)."""
+"""The machine a benchmark ran on, in words (GPU name, else CPU model and cores), and a
+free port on it for ranks started by hand."""
 
 from __future__ import annotations
 
