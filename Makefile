@@ -56,10 +56,12 @@ bench-loader: build
 	$(PY) -m benchmarks.loader_throughput
 	$(PY) -m benchmarks.targets
 
-# End-to-end training throughput: the reference-style eager trainer against each speed level.
+# End-to-end training throughput: the reference-style eager trainer against each speed level; then
+# fastgan.test's forward pass against the reference's modules.
 .PHONY: bench
 bench: build
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.inference_throughput
 	$(PY) -m benchmarks.targets
 
 # The issues' targets, met / missed / unmeasured, from benchmarks/results/ (the bench targets end with it).

@@ -145,6 +145,9 @@ $PY -m benchmarks.kernels.report "$WORK"/kernels_*.jsonl --out "$RESULTS" ${CEIL
 # each op's host time per call outside a CUDA graph (what a batch-1 eager iteration waits on;
 # reflect_conv2d's Triton kernels compile and autotune for its tiny shape first)
 step host_overhead 25 $PY -m benchmarks.host_overhead --calls 100 --rounds 5 --out "$RESULTS"
+# fastgan.test's forward pass: whether the fused modules pay at test time on a GPU, where
+# fastgan.test keeps the reference's (their first call measures, and compiles Triton's kernels)
+step inference 40 $PY -m benchmarks.inference_throughput --images 20 --rounds 5 --out "$RESULTS"
 # the issues' GPU targets, met / missed / unmeasured, from this run's result files (instant:
 # outside the budget, so a run that used it up still says where it stands)
 $PY -m benchmarks.targets --results "$RESULTS" --device gpu >"$LOGS/targets.log" 2>&1
@@ -153,7 +156,7 @@ $PY -m benchmarks.targets --results "$RESULTS" --device gpu >"$LOGS/targets.log"
   echo "Total: $SECONDS s."
   echo
   for f in "$RESULTS"/targets.md "$RESULTS"/ceilings_*.md "$RESULTS"/kernels_*.md "$RESULTS"/loader_*.md "$RESULTS"/train_throughput_*.md \
-           "$RESULTS"/host_overhead_*.md; do
+           "$RESULTS"/host_overhead_*.md "$RESULTS"/inference_throughput_*.md; do
     [ -f "$f" ] && cat "$f" && echo
   done
   echo "## GPU tests"

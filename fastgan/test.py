@@ -62,7 +62,7 @@ TEST_HELP = {
 }
 # the test's own options (not the model's or the data's) and their defaults
 TOOL_DEFAULTS = {"checkpoint": None, "results_dir": "./results/", "phase": "test", "num_test": 50,
-                 "aspect_ratio": 1.0, "eval": False, "model_suffix": None}
+                 "aspect_ratio": 1.0, "eval": False, "eager": False, "model_suffix": None}
 # the reference's base options that a test run takes and has no use for (it translates with G
 # alone, batch 1, serial order, no flip): accepted, so its test command lines run unchanged
 ACCEPTED_UNUSED = ("ndf", "netD", "n_layers_D", "init_type", "init_gain", "serial_batches", "num_threads",
@@ -95,6 +95,9 @@ def parse(argv=None) -> dict:
     parser.add_argument("--aspect_ratio", type=float,
                         help="resize saved images as the reference's save_image does (default: %(default)s, none)")
     parser.add_argument("--eval", action="store_true", help="run the generator in eval mode")
+    parser.add_argument("--eager", action="store_true",
+                        help="the reference's plain modules (on a CPU the generators otherwise run through "
+                             "fastgan.accelerate, ResNet ones in channels_last: equal to float32 rounding)")
     parser.set_defaults(**TOOL_DEFAULTS)
     return vars(parser.parse_args(argv))
 
@@ -123,8 +126,7 @@ def test_options(args: dict):
     tool["trained_direction"] is the run's --direction (what its G_A takes), which a typed one
     may reverse.
     """
-    tool = {k: args.pop(k) for k in ("checkpoint", "results_dir", "phase", "num_test", "eval", "aspect_ratio",
-                                     "model_suffix")}
+    tool = {k: args.pop(k) for k in TOOL_DEFAULTS}
     if tool["aspect_ratio"] <= 0:
         raise ValueError(f"--aspect_ratio {tool['aspect_ratio']} must be positive")
     if tool["num_test"] < 0:
@@ -413,15 +415,51 @@ def check_size(opt, kind: str, item: dict, eval_mode: bool) -> None:
                          eval_mode=eval_mode)
 
 
-def visuals(kind: str, nets: dict, item: dict, device) -> dict:
-    """The images the reference's test model of `kind` shows for one item, named by VISUALS."""
-    real_A = item["A"].unsqueeze(0).to(device)
+def generator_path(opt, tool: dict, device) -> tuple[bool, bool]:
+    """(fastgan.accelerate, channels_last) for the test's generators. On a CPU: the fused
+    modules, and NHWC for ResNet generators without live dropout (as training's CPU
+    defaults: NHWC pays through the Winograd kernels of ResNet blocks, and dropout draws its
+    mask in memory order, which NHWC would change); on a GPU, and with --eager, the
+    reference's modules (the fused convolutions measure their kernels per shape on first
+    use, which a GPU test of a few images may not repay)."""
+    if tool["eager"] or device.type != "cpu":
+        return False, False
+    live_dropout = not opt.no_dropout and not tool["eval"]
+    return True, opt.netG.startswith("resnet") and not live_dropout
+
+
+def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
+    """The generators as generator_path says, in place, said in one line; the memory format
+    their inputs take."""
+    import fastgan
+    from fastgan.engine.host_memory import reuse_freed_memory
+
+    accelerate, channels_last = generator_path(opt, tool, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if accelerate:  # (as training's CPU levels: each image's activations otherwise fault their pages in anew)
+        reuse_freed_memory()
+    for G in nets.values():
+        if accelerate:
+            fastgan.accelerate(G)
+        G.to(memory_format=memory_format)
+    if accelerate:
+        print("generators: fastgan's fused modules" + (", channels_last" if channels_last else "")
+              + " (--eager: the reference's)")
+    else:
+        print("generators: the reference's modules" + (" (--eager)" if tool["eager"] else ""))
+    return memory_format
+
+
+def visuals(kind: str, nets: dict, item: dict, device, memory_format=torch.contiguous_format) -> dict:
+    """The images the reference's test model of `kind` shows for one item, named by VISUALS,
+    the inputs in `memory_format`."""
+    real_A = item["A"].unsqueeze(0).to(device, memory_format=memory_format)
     if kind == "single":
         images = (real_A, next(iter(nets.values()))(real_A))
     elif kind == "paired":
         images = (real_A, nets["G"](real_A), item["B"].unsqueeze(0).to(device))
     else:
-        real_B = item["B"].unsqueeze(0).to(device)
+        real_B = item["B"].unsqueeze(0).to(device, memory_format=memory_format)
         fake_B = nets["G_A"](real_A)  # the reference's forward() order (dropout draws follow it)
         rec_A = nets["G_B"](fake_B)
         fake_A = nets["G_B"](real_B)
@@ -456,6 +494,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         print(f"loading the model from {path}")  # the reference's lines, for the scripts that read them
         nets[net] = load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
     print_network_sizes(nets, opt.verbose)
+    memory_format = speed_up(nets, opt, tool, device)
     dataset = create_dataset(data_options)
     folder = results_folder(opt, tool, next(iter(paths.values())))
     out_dir = os.path.join(tool["results_dir"], opt.name, folder)
@@ -476,7 +515,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
                 check_size(opt, kind, item, tool["eval"])
                 stem = unique_stem(item["A_paths"], dataset.root, stems)
                 entries = []
-                for name, tensor in visuals(kind, nets, item, device).items():
+                for name, tensor in visuals(kind, nets, item, device, memory_format).items():
                     file = f"{stem}_{name}.png"
                     image = Image.fromarray(tensor2im(tensor[0]))
                     with_aspect_ratio(image, tool["aspect_ratio"]).save(os.path.join(image_dir, file))

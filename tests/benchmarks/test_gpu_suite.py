@@ -43,7 +43,7 @@ def test_every_benchmark_module_takes_the_flags_it_is_given():
     commands = suite_commands()
     modules = {c[0] for c in commands}
     assert {"benchmarks.ceilings", "benchmarks.train_throughput", "benchmarks.host_overhead",
-            "benchmarks.kernels.report", "benchmarks.loader_throughput"} <= modules
+            "benchmarks.kernels.report", "benchmarks.loader_throughput", "benchmarks.inference_throughput"} <= modules
     for module, *args in commands:
         help_text = io.StringIO()
         with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):

@@ -736,3 +736,58 @@ def test_a_test_with_dropout_translates_alike_every_time_and_follows_seed(aligne
     assert all((a == b).all() for a, b in zip(first, again))
     assert all((a == b).all() for a, b in zip(first, run_seed))  # the run's --seed 7 (0 was taken)
     assert any((a != b).any() for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("device,netG,no_dropout,eval_mode,eager,path", [
+    ("cpu", "resnet_9blocks", True, False, False, (True, True)),
+    ("cpu", "resnet_9blocks", False, True, False, (True, True)),    # dropout, but not live in eval mode
+    ("cpu", "resnet_9blocks", False, False, False, (True, False)),  # live dropout keeps its draws: NCHW
+    ("cpu", "unet_256", True, True, False, (True, False)),          # U-Nets measured slower in NHWC
+    ("cpu", "resnet_9blocks", True, True, True, (False, False)),
+    ("gpu", "resnet_9blocks", True, True, False, (False, False)),
+], ids=["resnet", "resnet-dropout-eval", "resnet-live-dropout", "unet", "eager", "cuda-device"])
+def test_the_generators_path_follows_device_net_dropout_and_eager(device, netG, no_dropout, eval_mode, eager, path):
+    from fastgan.options import resolve
+
+    opt = resolve("cyclegan", {"netG": netG, "no_dropout": no_dropout})
+    tool = dict(test_cli.TOOL_DEFAULTS, eval=eval_mode, eager=eager)
+    device = torch.device("cuda" if device == "gpu" else device)  # (only its type is read: no GPU needed)
+    assert test_cli.generator_path(opt, tool, device) == path
+
+
+def test_a_cpu_test_runs_the_fused_generators_and_writes_what_eager_writes(unaligned_root, tmp_path, capsys):
+    """On a CPU the generators run through fastgan.accelerate in channels_last: the same images
+    as --eager's (the reference's modules) to one level of a truncation step, the swap said."""
+    from fastgan.nn import FusedInstanceNormAct, ReflectConv2d
+
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    capsys.readouterr()
+    swapped = []
+    real_speed_up = test_cli.speed_up
+
+    def recorded(nets, *args):
+        memory_format = real_speed_up(nets, *args)
+        swapped.extend((type(m), memory_format) for G in nets.values() for m in G.modules())
+        return memory_format
+
+    def written(*extra):
+        index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+                               "--results_dir", str(tmp_path / "results" / (extra[0] if extra else "fast")),
+                               "--phase", "train", "--eval", *extra])
+        images = os.path.join(os.path.dirname(index), "images")
+        return {f: np.asarray(Image.open(os.path.join(images, f)), dtype=int) for f in sorted(os.listdir(images))}
+
+    plain = written("--eager")
+    assert "generators: the reference's modules (--eager)" in capsys.readouterr().out.splitlines()
+    test_cli.speed_up = recorded
+    try:
+        fused = written()
+    finally:
+        test_cli.speed_up = real_speed_up
+    assert "generators: fastgan's fused modules, channels_last (--eager: the reference's)" in \
+        capsys.readouterr().out.splitlines()
+    kinds = {kind for kind, _ in swapped}
+    assert FusedInstanceNormAct in kinds and ReflectConv2d in kinds and torch.nn.InstanceNorm2d not in kinds
+    assert {memory_format for _, memory_format in swapped} == {torch.channels_last}
+    assert plain.keys() == fused.keys() and len(plain) == 6 * 6  # both generators, both ways
+    assert all(np.abs(plain[f] - fused[f]).max() <= 1 for f in plain)
