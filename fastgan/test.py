@@ -41,7 +41,7 @@ from fastgan.cli import (add_option_arguments, add_reference_arguments, check_ba
 from fastgan.errors import first_line, os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.option_help import HELP
-from fastgan.options import checkpoint_label, resolve
+from fastgan.options import checkpoint_label, resolve, sizes_vary
 
 # what a test run takes over from the training run's train_opt.json
 MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
@@ -419,10 +419,11 @@ def generator_path(opt, tool: dict, device) -> tuple[bool, bool]:
     """(fastgan.accelerate, channels_last) for the test's generators. On a CPU: the fused
     modules, and NHWC for ResNet generators without live dropout (as training's CPU
     defaults: NHWC pays through the Winograd kernels of ResNet blocks, and dropout draws its
-    mask in memory order, which NHWC would change); on a GPU, and with --eager, the
-    reference's modules (the fused convolutions measure their kernels per shape on first
-    use, which a GPU test of a few images may not repay)."""
-    if tool["eager"] or device.type != "cpu":
+    mask in memory order, which NHWC would change). The reference's modules with --eager,
+    on a GPU, and where the images keep sizes of their own: the fused convolutions measure
+    their kernels on each shape's first use, which a GPU test of a few images, or one
+    image per size, does not repay."""
+    if tool["eager"] or device.type != "cpu" or sizes_vary(opt.preprocess):
         return False, False
     live_dropout = not opt.no_dropout and not tool["eval"]
     return True, opt.netG.startswith("resnet") and not live_dropout
@@ -445,8 +446,13 @@ def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
     if accelerate:
         print("generators: fastgan's fused modules" + (", channels_last" if channels_last else "")
               + " (--eager: the reference's)")
+    elif tool["eager"]:
+        print("generators: the reference's modules (--eager)")
+    elif device.type == "cpu":
+        print(f"generators: the reference's modules (--preprocess {opt.preprocess} keeps each image's size, "
+              "for each of which fastgan's fused convolutions would measure their kernels anew)")
     else:
-        print("generators: the reference's modules" + (" (--eager)" if tool["eager"] else ""))
+        print("generators: the reference's modules")
     return memory_format
 
 

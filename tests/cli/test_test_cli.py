@@ -738,18 +738,23 @@ def test_a_test_with_dropout_translates_alike_every_time_and_follows_seed(aligne
     assert any((a != b).any() for a, b in zip(first, other))
 
 
-@pytest.mark.parametrize("device,netG,no_dropout,eval_mode,eager,path", [
-    ("cpu", "resnet_9blocks", True, False, False, (True, True)),
-    ("cpu", "resnet_9blocks", False, True, False, (True, True)),    # dropout, but not live in eval mode
-    ("cpu", "resnet_9blocks", False, False, False, (True, False)),  # live dropout keeps its draws: NCHW
-    ("cpu", "unet_256", True, True, False, (True, False)),          # U-Nets measured slower in NHWC
-    ("cpu", "resnet_9blocks", True, True, True, (False, False)),
-    ("gpu", "resnet_9blocks", True, True, False, (False, False)),
-], ids=["resnet", "resnet-dropout-eval", "resnet-live-dropout", "unet", "eager", "cuda-device"])
-def test_the_generators_path_follows_device_net_dropout_and_eager(device, netG, no_dropout, eval_mode, eager, path):
+@pytest.mark.parametrize("device,netG,no_dropout,eval_mode,eager,preprocess,path", [
+    ("cpu", "resnet_9blocks", True, False, False, "resize_and_crop", (True, True)),
+    ("cpu", "resnet_9blocks", False, True, False, "resize_and_crop", (True, True)),  # dropout, not live in eval
+    ("cpu", "resnet_9blocks", False, False, False, "resize_and_crop", (True, False)),  # live dropout's draws: NCHW
+    ("cpu", "unet_256", True, True, False, "resize_and_crop", (True, False)),  # U-Nets measured slower in NHWC
+    ("cpu", "resnet_9blocks", True, True, True, "resize_and_crop", (False, False)),
+    ("gpu", "resnet_9blocks", True, True, False, "resize_and_crop", (False, False)),
+    ("cpu", "resnet_9blocks", True, True, False, "none", (False, False)),  # each size measured anew
+    ("cpu", "resnet_9blocks", True, True, False, "scale_width", (False, False)),
+    ("cpu", "resnet_9blocks", True, True, False, "scale_width_and_crop", (True, True)),
+], ids=["resnet", "resnet-dropout-eval", "resnet-live-dropout", "unet", "eager", "cuda-device", "sizes-vary",
+        "widths-vary", "cropped"])
+def test_the_generators_path_follows_device_net_dropout_sizes_and_eager(device, netG, no_dropout, eval_mode, eager,
+                                                                          preprocess, path):
     from fastgan.options import resolve
 
-    opt = resolve("cyclegan", {"netG": netG, "no_dropout": no_dropout})
+    opt = resolve("cyclegan", {"netG": netG, "no_dropout": no_dropout, "preprocess": preprocess})
     tool = dict(test_cli.TOOL_DEFAULTS, eval=eval_mode, eager=eager)
     device = torch.device("cuda" if device == "gpu" else device)  # (only its type is read: no GPU needed)
     assert test_cli.generator_path(opt, tool, device) == path
@@ -791,3 +796,12 @@ def test_a_cpu_test_runs_the_fused_generators_and_writes_what_eager_writes(unali
     assert {memory_format for _, memory_format in swapped} == {torch.channels_last}
     assert plain.keys() == fused.keys() and len(plain) == 6 * 6  # both generators, both ways
     assert all(np.abs(plain[f] - fused[f]).max() <= 1 for f in plain)
+
+
+def test_images_of_their_own_sizes_keep_the_references_modules_and_say_why(unaligned_root, tmp_path, capsys):
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    capsys.readouterr()
+    test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+                   "--preprocess", "none", "--num_test", "1"])
+    assert ("generators: the reference's modules (--preprocess none keeps each image's size, for each of which "
+            "fastgan's fused convolutions would measure their kernels anew)") in capsys.readouterr().out.splitlines()
