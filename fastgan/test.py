@@ -442,7 +442,8 @@ def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
     for G in nets.values():
         if accelerate:
             fastgan.accelerate(G)
-        G.to(memory_format=memory_format)
+        if channels_last:
+            G.to(memory_format=memory_format)
     if accelerate:
         print("generators: fastgan's fused modules" + (", channels_last" if channels_last else "")
               + " (--eager: the reference's)")
