@@ -44,6 +44,8 @@ CPU_SHAPES = [
     TRITON_SPLIT,       # NHWC: 15 row chunks
     (1, 3, 130, 131),   # NCHW: 17030 > 16384 elements per plane, 2 chunks
     (2, 70, 5, 6),      # NHWC: 2 channel groups, 6 channels past the last vector step
+    (1, 27, 40, 40),    # NHWC: 27 channels, all or 11 past the last vector step (a masked tail run
+                        # over more than one vector); one fused task: phased rows on 2+ threads
 ]
 
 
@@ -507,9 +509,11 @@ def test_two_runs_are_bitwise_equal(backend):
 def test_cpu_threads_do_not_change_bits(backend):
     saved = torch.get_num_threads()
     try:
-        # NCHW chunked and whole planes; NHWC fused (image x 32 channels a task) and phased
+        # NCHW chunked and whole planes; NHWC fused (image x 32 channels a task) and phased;
+        # NHWC fused on 1 thread and phased on 2 (one fused task: its rows split instead)
         for shape, layout in (((1, 3, 130, 131), "contiguous"), ((4, 70, 20, 30), "contiguous"),
-                              ((2, 70, 40, 30), "channels_last"), ((1, 20, 130, 131), "channels_last")):
+                              ((2, 70, 40, 30), "channels_last"), ((1, 20, 130, 131), "channels_last"),
+                              ((1, 16, 40, 40), "channels_last")):
             x, w, b, r, go = make_case(shape, torch.float32, layout, seed=43)
             results = []
             for threads in (1, 2):
@@ -562,8 +566,8 @@ def _nhwc_mean_as_the_cpu_kernel_sums(x: torch.Tensor) -> torch.Tensor:
 def test_nhwc_kernels_mean_is_their_shifted_sum_bit_for_bit(shape):
     """Pins the NHWC kernels' summation (their vectorized shifts included: a shift that
     drifts from shift_of's changes these bits) on planes far from 0 whose sums round.
-    37 and 40 channels leave scalar tails after the vectors of every width; 91x91 float32
-    takes the split schedule."""
+    37 and 40 channels leave masked tail runs after the vector steps of every width; 91x91
+    float32 takes the split schedule."""
     g = torch.Generator().manual_seed(seed_of("nhwc mean", shape))
     x = (torch.randn(shape, generator=g) * 3 + 50).contiguous(memory_format=torch.channels_last)
     with ops.use_backend("cpu"):
@@ -591,13 +595,15 @@ def test_every_cpu_kernel_copy_gives_the_same_bits(cap):
     """FASTGAN_CPU_ISA=base runs the generic at::vec kernels, FASTGAN_CPU_ISA=avx2 the AVX2
     ones, and no cap the widest the CPU has (AVX-512 for NHWC inputs, AVX2 for NCHW).
     Same operations on 8 float lanes (NCHW), or per channel whatever the lanes (NHWC):
-    the same bits. 37 channels leave a tail of scalars after the vectors of every width;
-    91x91 takes the split (phased) NHWC schedule in float32 and float64."""
+    the same bits. 37 channels leave a masked NHWC run after the vector steps of every
+    width; 16 channels are a whole AVX2 step and a masked AVX-512 run, 27 channels a step
+    and a masked run of AVX2's and one masked AVX-512 run; 91x91 takes the split (phased)
+    NHWC schedule in float32 and float64, 1x16x40x40 too where more than one thread runs."""
     code = """
         import hashlib, json, torch, fastgan.ops as ops
         g = torch.Generator().manual_seed(0)
         digest = hashlib.sha256()
-        for shape in ((2, 37, 19, 23), (2, 64, 16, 16), (1, 37, 91, 91)):
+        for shape in ((2, 37, 19, 23), (2, 64, 16, 16), (1, 37, 91, 91), (1, 16, 40, 40), (2, 27, 9, 10)):
             for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
                 for cl in (False, True):
                     for act in ("relu", "leaky_relu", "none"):
