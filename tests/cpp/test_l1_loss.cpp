@@ -13,18 +13,11 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
+
 namespace {
 
-int failures = 0;
-int checks = 0;
-
-void expect(bool ok, const std::string& what) {
-  ++checks;
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL: %s\n", what.c_str());
-  }
-}
+using fastgan_test::expect;
 
 at::Tensor op_l1_loss(const at::Tensor& x, const at::Tensor& t, double w) {
   static auto op = c10::Dispatcher::singleton()
@@ -143,14 +136,5 @@ void check_threads() {
 }  // namespace
 
 int main() {
-  at::manual_seed(0);
-  check_device(at::kCPU);
-  check_threads();
-  if (at::hasCUDA()) {
-    check_device(at::Device(at::kCUDA, 0));
-  } else {
-    std::printf("no CUDA device: CUDA kernels compiled, not run\n");
-  }
-  std::printf("%d of %d checks failed\n", failures, checks);
-  return failures == 0 ? 0 : 1;
+  return fastgan_test::run_checks(check_device, check_threads);
 }
