@@ -43,6 +43,7 @@ CPU_SHAPES = [
     SMALL,
     TRITON_SPLIT,       # NHWC: 15 row chunks
     (1, 3, 130, 131),   # NCHW: 17030 > 16384 elements per plane, 2 chunks
+    (2, 4, 130, 131),   # NCHW: 8 such planes, a plane a task (its chunks in turn) on 1 or 2 threads
     (2, 70, 5, 6),      # NHWC: 2 channel groups, 6 channels past the last vector step
     (1, 27, 40, 40),    # NHWC: 27 channels, all or 11 past the last vector step (a masked tail run
                         # over more than one vector); one fused task: phased rows on 2+ threads
@@ -509,9 +510,12 @@ def test_two_runs_are_bitwise_equal(backend):
 def test_cpu_threads_do_not_change_bits(backend):
     saved = torch.get_num_threads()
     try:
-        # NCHW chunked and whole planes; NHWC fused (image x 32 channels a task) and phased;
-        # NHWC fused on 1 thread and phased on 2 (one fused task: its rows split instead)
-        for shape, layout in (((1, 3, 130, 131), "contiguous"), ((4, 70, 20, 30), "contiguous"),
+        # NCHW chunked and whole planes; NCHW planes of three chunks a task on 1 thread and
+        # chunks a task on 2 (6 planes: too few for 2 threads); NHWC fused (image x 32
+        # channels a task) and phased; NHWC fused on 1 thread and phased on 2 (one fused
+        # task: its rows split instead)
+        for shape, layout in (((1, 3, 130, 131), "contiguous"), ((1, 6, 190, 190), "contiguous"),
+                              ((4, 70, 20, 30), "contiguous"),
                               ((2, 70, 40, 30), "channels_last"), ((1, 20, 130, 131), "channels_last"),
                               ((1, 16, 40, 40), "channels_last")):
             x, w, b, r, go = make_case(shape, torch.float32, layout, seed=43)
