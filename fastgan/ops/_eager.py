@@ -3,8 +3,10 @@
 In eager mode a registered op's Python autograd rule (torch.library.custom_op or
 register_autograd) costs tens of microseconds of host time per call, more than a
 batch-1 GPU kernel takes, and an iteration outside a CUDA graph waits on exactly
-that. The ops then run their same kernels and autograd rules through a plain
-torch.autograd.Function instead (same results, bit for bit: tested per op). Where
+that. The losses and reflect_conv2d then run their same kernels and autograd rules
+through a plain torch.autograd.Function instead (same results, bit for bit: tested per
+op); instance_norm_act, the op a generator calls most, has its rule in C++ instead
+(csrc/instance_norm_act_autograd.cpp), lighter still. Where
 reflect_conv2d runs aten in every phase, its eager path is the unfused composition
 itself under torch's autograd (fastgan/ops/_reflect_conv2d.py: _ALL_ATEN).
 torch.compile's tracing and tensor subclasses need the registered op (its fake rule,
@@ -35,10 +37,14 @@ def under_a_transform(*values) -> bool:
     tensors): the fused kernels' autograd rules are not functorch's and have no jvp, so
     such a call runs the torch composition (fastgan.ops.registry) or aten (the measured
     convolutions)."""
-    tensors = [v for v in values if isinstance(v, torch.Tensor)]
-    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
-        return True
-    return forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    # (a plain loop: this runs on every op call, and host time per call is what batch 1 waits on)
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    for v in values:
+        if isinstance(v, torch.Tensor) and wrapped(v):
+            return True
+    if forward_ad._current_level < 0:
+        return False
+    return any(isinstance(v, torch.Tensor) and forward_ad.unpack_dual(v).tangent is not None for v in values)
 
 
 def saved_tensors_hooked() -> bool:

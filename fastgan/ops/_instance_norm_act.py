@@ -15,11 +15,11 @@ here it gets its fake (meta) rule and its autograd rule:
                    rstd, ...) -> (dx, dweight, dbias); the residual's gradient is
                    grad itself.
 
-The backward op is itself differentiable (double backward, e.g. a gradient penalty
-through a discriminator with instance norm): its derivative is taken through an aten
-composition of the same formulas (`_composite_backward`). In eager mode the native back
-end runs this autograd rule in an autograd.Function below the autograd dispatch
-(fastgan/ops/_eager.py).
+The native op's autograd rule is C++ (csrc/instance_norm_act_autograd.cpp: host time,
+which a Python rule spent more of than the kernels at batch 1); the Triton op's is
+make_autograd's, here. The backward op is itself differentiable (double backward, e.g. a
+gradient penalty through a discriminator with instance norm): its derivative is taken
+through an aten composition of the same formulas (`_composite_backward`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import torch
 
 from fastgan.ops import _native, reference, registry
 from fastgan.ops._dtypes import promoted
-from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._saved import save_tensors
 
 INSTANCE_NORM_ACT = registry.Op("instance_norm_act", reference.instance_norm_act)
@@ -165,26 +164,20 @@ def _composite_backward(grad, x, weight, bias, mean, rstd, activation, negative_
     return dx.to(x.dtype), b.sum(dim=(0, 2, 3)).to(dw_dtype), a.sum(dim=(0, 2, 3)).to(db_dtype)
 
 
-def save_for_backward(ctx, inputs, mean, rstd) -> None:
-    """What the backward of the forward op (x, weight, bias, residual, eps, activation,
-    negative_slope) -> (out, mean, rstd) keeps."""
-    x, weight, bias, residual, eps, activation, negative_slope = inputs
-    ctx.activation = activation
-    ctx.negative_slope = float(negative_slope)
-    ctx.has_weight = weight is not None
-    ctx.has_bias = bias is not None
-    save_tensors(ctx, x, weight, bias, mean, rstd)
-
-
 def make_autograd(backward_op):
     """(setup_context, backward, setup_context_backward, backward_backward) for a
     forward op (input, weight, bias, residual, eps, activation, negative_slope) ->
     (out, mean, rstd) whose backward op is `backward_op`."""
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx, inputs, output):  # (csrc/instance_norm_act_autograd.cpp keeps the same)
+        x, weight, bias, residual, eps, activation, negative_slope = inputs
         _, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
-        save_for_backward(ctx, inputs, mean, rstd)
+        ctx.activation = activation
+        ctx.negative_slope = float(negative_slope)
+        ctx.has_weight = weight is not None
+        ctx.has_bias = bias is not None
+        save_tensors(ctx, x, weight, bias, mean, rstd)
 
     def backward(ctx, grad, grad_mean, grad_rstd):
         x, weight, bias, mean, rstd = ctx.saved_tensors
@@ -236,10 +229,8 @@ def make_autograd(backward_op):
 
 def _native_instance_norm_act(x, weight=None, bias=None, eps=1e-5, activation="relu", negative_slope=0.2,
                               residual=None):
-    args = (x, weight, bias, residual, float(eps), activation, float(negative_slope))
-    if takes_eager_path(x, weight, bias, residual):
-        return _EagerInstanceNormAct.apply(*args)
-    return torch.ops.fastgan.instance_norm_act(*args)[0]
+    return torch.ops.fastgan.instance_norm_act.default(x, weight, bias, residual, float(eps), activation,
+                                                       float(negative_slope))[0]
 
 
 INSTANCE_NORM_ACT.impl("cpu", _native_instance_norm_act,
@@ -258,12 +249,8 @@ if _native.LOADED:
         return backward_fake("fastgan::instance_norm_act_backward", grad, input, weight, bias, mean, rstd,
                              activation)
 
-    _setup, _bwd, _setup_bwd, _bwd_bwd = make_autograd(torch.ops.fastgan.instance_norm_act_backward)
-    # mean and rstd are saved, not outputs, of the autograd.Function (no mark_non_differentiable)
-    _EagerInstanceNormAct = eager_function(
-        "_EagerInstanceNormAct", torch.ops.fastgan.instance_norm_act.default,
-        lambda ctx, inputs, output: save_for_backward(ctx, inputs, output[1], output[2]), _bwd, outputs=3)
-    torch.library.register_autograd("fastgan::instance_norm_act", _bwd, setup_context=_setup)
+    # (the forward op's rule is C++: csrc/instance_norm_act_autograd.cpp)
+    _, _, _setup_bwd, _bwd_bwd = make_autograd(torch.ops.fastgan.instance_norm_act_backward)
     torch.library.register_autograd("fastgan::instance_norm_act_backward", _bwd_bwd, setup_context=_setup_bwd)
 
 

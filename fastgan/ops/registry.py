@@ -234,7 +234,8 @@ class Op:
         return "torch", self.reference
 
     def __call__(self, *args, **kwargs):
-        device_type = _first_tensor(args, kwargs).device.type
+        first = args[0] if args and isinstance(args[0], torch.Tensor) else _first_tensor(args, kwargs)
+        device_type = first.device.type
         # torch.jit.trace records the torch composition, as fastgan.nn's modules do while it
         # records (fastgan/nn/tracing.py): a trace torch.jit.save can write, without Python ops
         if not torch.compiler.is_compiling() and (torch.jit.is_tracing()

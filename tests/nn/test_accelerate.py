@@ -1107,18 +1107,20 @@ def _backward_node_names(output: torch.Tensor) -> set[str]:
         if node is None or node in seen:
             continue
         seen.add(node)
-        names.add(type(node).__name__)
+        names.add(node.name())
         stack.extend(next_node for next_node, _ in node.next_functions)
     return names
 
 
-def test_an_accelerated_generator_runs_the_eager_path_in_eager_mode():
-    """Its parameters (nn.Parameter) and activations take the ops' autograd.Function path
-    (fastgan/ops/_eager.py), not the registered ops' heavier host path."""
+def test_an_accelerated_generator_takes_the_light_autograd_paths_in_eager_mode():
+    """Its parameters (nn.Parameter) and activations take reflect_conv2d's autograd.Function
+    path (fastgan/ops/_eager.py) and instance_norm_act's C++ rule, not the registered ops'
+    heavier Python host path."""
     net = fastgan.accelerate(define_G(3, 3, 8, "resnet_6blocks", norm="instance", init_gain=0.02))
     with ops.use_backend("auto"):
         names = _backward_node_names(net(torch.randn(1, 3, 32, 32)))
-    assert {"_EagerReflectConv2dBackward", "_EagerInstanceNormActBackward"} <= names
+    assert "_EagerReflectConv2dBackward" in names
+    assert any(name.startswith("torch::autograd::CppNode<") and "InstanceNormAct" in name for name in names), names
     assert not any(name.startswith("GeneratedBackwardFor_fastgan") for name in names), names
 
 

@@ -676,32 +676,67 @@ def test_compile_resnet_block_fullgraph_inductor(backend):
     _compiled_block_matches_eager(backend, "inductor")
 
 
+def _python_rule():
+    """The native op under make_autograd's Python rule (the Triton op's), as an autograd.Function."""
+    from fastgan.ops._instance_norm_act import make_autograd
+
+    setup_context, backward, _, _ = make_autograd(torch.ops.fastgan.instance_norm_act_backward.default)
+
+    class PythonRule(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            with torch._C._AutoDispatchBelowAutograd():
+                output = torch.ops.fastgan.instance_norm_act.default(*inputs)
+            setup_context(ctx, inputs, output)
+            return output[0]
+
+        @staticmethod
+        def backward(ctx, grad):
+            return backward(ctx, grad, None, None)
+
+    return PythonRule
+
+
+# which of (x, weight, bias, residual) ask for a gradient: each alone, and all
+NEEDS = [(True, False, False, False), (False, True, False, False), (False, False, True, False),
+         (False, False, False, True), (True, True, True, True)]
+
+
+def _rule_cases():
+    """(activation, affine, residual, needs) where an input given asks for a gradient."""
+    for activation, affine, residual in [("relu", True, True), ("leaky_relu", False, False), ("none", True, False)]:
+        for needs in NEEDS:
+            if any(needs[:1]) or (affine and any(needs[1:3])) or (residual and needs[3]):
+                yield pytest.param(activation, affine, residual, needs,
+                                   id=f"{activation}-{affine}-{residual}-" + "".join(
+                                       "xwbr"[i] for i, need in enumerate(needs) if need))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("activation,affine,residual", [("relu", True, True), ("leaky_relu", False, False),
-                                                        ("none", True, False)])
-def test_eager_path_equals_the_registered_op_bitwise(activation, affine, residual, layout):
-    """In eager mode the native back end runs its kernels and autograd rule through an
-    autograd.Function below the autograd dispatch (fastgan/ops/_eager.py): the same bits
-    as the registered op's autograd, which torch.compile and fake tensors use."""
+@pytest.mark.parametrize("activation,affine,residual,needs", list(_rule_cases()))
+def test_the_native_autograd_rule_equals_the_python_rule_bitwise(activation, affine, residual, needs, layout):
+    """The native op's autograd rule is C++ (csrc/instance_norm_act_autograd.cpp): the same
+    outputs and gradients, bit for bit, as the Python rule the Triton op runs, for every
+    subset of inputs asking for a gradient (the C++ rule counts them by the tensors given)."""
     if not NATIVE_CPU:
         pytest.skip("fastgan._C not built")
     x, w, b, r, go = make_case((2, 6, 9, 7), torch.float32, layout, affine=affine, residual=residual, seed=71)
 
     def through(fn):
-        leaves = [t.detach().requires_grad_() if t is not None else None for t in (x, w, b, r)]
-        y = fn(*leaves)
+        leaves = [t.detach().requires_grad_(need) if t is not None else None for t, need in zip((x, w, b, r), needs)]
+        y = fn(*leaves, 1e-5, activation, 0.2)
         y.backward(go)
         return y, [y.detach()] + [t.grad for t in leaves if t is not None]
 
     with ops.use_backend("cpu"):
-        eager_y, eager = through(lambda *t: ops.instance_norm_act(t[0], t[1], t[2], 1e-5, activation, 0.2, t[3]))
-    op_y, op = through(lambda *t: torch.ops.fastgan.instance_norm_act(t[0], t[1], t[2], t[3], 1e-5, activation,
-                                                                      0.2)[0])
-    assert type(eager_y.grad_fn).__name__ == "_EagerInstanceNormActBackward"
-    assert "Eager" not in type(op_y.grad_fn).__name__
-    assert len(eager) == len(op) == 2 + 2 * affine + residual
-    for e, o in zip(eager, op):
-        assert torch.equal(e, o) and e.stride() == o.stride()
+        native_y, native = through(lambda x, w, b, r, *rest: ops.instance_norm_act(x, w, b, *rest, residual=r))
+    python_y, python = through(_python_rule().apply)
+    assert "InstanceNormAct" in native_y.grad_fn.name() and "CppNode" in native_y.grad_fn.name()
+    assert len(native) == len(python) == 2 + 2 * affine + residual
+    for n, p in zip(native, python):
+        assert (n is None) == (p is None)
+        if n is not None:
+            assert torch.equal(n, p) and n.stride() == p.stride()
 
 
 def test_fake_tensors_take_the_registered_op():
