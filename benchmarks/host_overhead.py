@@ -10,7 +10,11 @@ benchmarks/kernels/cases.py's host_cases() (1x8x8x8 activations, 1x3x8x8 images)
 forward and forward+backward, each back end of the device against the eager
 composition, as microseconds per call over rounds of back-to-back calls that end in
 one synchronization (no CUDA graph); the first calls, not timed, also make the
-measured kernel choices and compile what Triton compiles. Results: printed, and written as JSON and
+measured kernel choices and compile what Triton compiles. Those warm-up calls run forward
+and backward in both modes: a forward is timed as a training iteration's, after the
+backward choices were made (reflect_conv2d's eager path runs the unfused composition
+itself once every phase of a shape measured aten, which it learns in its first backward).
+Results: printed, and written as JSON and
 markdown to $OUT, else benchmarks/results/ (host_overhead_<machine>.*).
 """
 
@@ -50,7 +54,7 @@ def time_per_call(case, provider: str, mode: str, device: torch.device, calls: i
     out = case.composition(*inputs)
     grad_out = torch.randn_like(out) if out.dim() else torch.ones_like(out)
     for _ in range(calls):  # warm-up: first-call costs (measured kernel choices, compilation)
-        _call(case, provider, inputs, mode, grad_out)
+        _call(case, provider, inputs, "forward+backward", grad_out)
     sync(device)
     per_call = []
     for _ in range(rounds):
