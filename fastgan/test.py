@@ -27,6 +27,7 @@ with --checkpoint).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -419,11 +420,11 @@ def generator_path(opt, tool: dict, device) -> tuple[bool, bool]:
     """(fastgan.accelerate, channels_last) for the test's generators. On a CPU: the fused
     modules, and NHWC for ResNet generators without live dropout (as training's CPU
     defaults: NHWC pays through the Winograd kernels of ResNet blocks, and dropout draws its
-    mask in memory order, which NHWC would change). The reference's modules with --eager,
-    on a GPU, and where the images keep sizes of their own: the fused convolutions measure
-    their kernels on each shape's first use, which a GPU test of a few images, or one
-    image per size, does not repay."""
-    if tool["eager"] or device.type != "cpu" or sizes_vary(opt.preprocess):
+    mask in memory order, which NHWC would change). The reference's modules with --eager
+    and on a GPU: the fused convolutions measure their kernels on each shape's first use,
+    which a GPU test of a few images does not repay (unmeasured there). Images that keep
+    sizes of their own measure once per size class (translate: choices_by_size_class)."""
+    if tool["eager"] or device.type != "cpu":
         return False, False
     live_dropout = not opt.no_dropout and not tool["eval"]
     return True, opt.netG.startswith("resnet") and not live_dropout
@@ -446,12 +447,11 @@ def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
             G.to(memory_format=memory_format)
     if accelerate:
         print("generators: fastgan's fused modules" + (", channels_last" if channels_last else "")
-              + " (--eager: the reference's)")
+              + " (--eager: the reference's)"
+              + (f"; --preprocess {opt.preprocess} keeps each image's size: kernels measured once per size "
+                 "class (pixels within a power of 2)" if sizes_vary(opt.preprocess) else ""))
     elif tool["eager"]:
         print("generators: the reference's modules (--eager)")
-    elif device.type == "cpu":
-        print(f"generators: the reference's modules (--preprocess {opt.preprocess} keeps each image's size, "
-              "for each of which fastgan's fused convolutions would measure their kernels anew)")
     else:
         print("generators: the reference's modules")
     return memory_format
@@ -475,6 +475,7 @@ def visuals(kind: str, nets: dict, item: dict, device, memory_format=torch.conti
 
 
 def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
+    from fastgan import ops
     from fastgan.data import create_dataset
     from fastgan.engine.logs import options_table_of, write_options_table
     from fastgan.engine.models import resolve_device
@@ -513,8 +514,9 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     epoch = folder[len(tool["phase"]) + 1:] if tool["checkpoint"] else opt.epoch  # (the file's label)
     title = f"Experiment = {opt.name}, Phase = {tool['phase']}, Epoch = {epoch}"  # the reference's
     torch.manual_seed(opt.seed)  # the dropout of a generator not in eval mode (the U-Net's, as the reference's)
+    by_size_class = ops.choices_by_size_class() if sizes_vary(opt.preprocess) else contextlib.nullcontext()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), by_size_class:
             for i in tqdm(range(count), unit="image", mininterval=1.0, desc="translating"):
                 item = dataset[i]
                 if i % 5 == 0:  # the reference's progress line

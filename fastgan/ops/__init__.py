@@ -28,6 +28,9 @@
                                                          transform each weight once while it is unchanged
     fastgan.ops.clear_measured_choices()                 forget the choices measured per shape (a process
                                                          meeting thousands of shapes keeps them otherwise)
+    fastgan.ops.choices_by_size_class()                  context manager: a choice measured at one image
+                                                         size holds for its size class (pixels within a
+                                                         power of 2): images of sizes of their own
 
 `auto` (the default) picks the native kernels when fastgan._C is built (`make build`),
 else falls back to the torch reference with one BackendFallbackWarning. FASTGAN_BACKEND
@@ -38,6 +41,7 @@ from fastgan.ops import _native, _reflect_conv2d, _unfolded_conv, reference, reg
 from fastgan.ops import triton as _triton_backend  # noqa: F401  (registers the triton back end)
 from fastgan.ops._cycle_losses import CycleLosses, cycle_losses
 from fastgan.ops._l1_loss import l1_loss
+from fastgan.ops._measure import choices_by_size_class
 from fastgan.ops._instance_norm_act import instance_norm_act
 from fastgan.ops._reflect_conv2d import force_choice as reflect_conv2d_choice
 from fastgan.ops._reflect_conv2d import reflect_conv2d
@@ -72,6 +76,7 @@ __all__ = [
     "available_backends",
     "backend_for",
     "check_backend",
+    "choices_by_size_class",
     "clear_measured_choices",
     "conv2d",
     "conv_choice",

@@ -85,6 +85,34 @@ def _cuda_median_seconds(fn: Callable[[], object], device: torch.device, runs: i
 UNREADABLE = (KeyError, TypeError, ValueError, AttributeError)  # what a saved entry of another shape raises
 
 
+# Whether choices_by_size_class() is in force (process-wide: the test command's one loop)
+_BY_SIZE_CLASS = {"on": False}
+
+
+@contextlib.contextmanager
+def choices_by_size_class() -> Iterator[None]:
+    """Within the block, a choice measured for an activation of size (N, C, H, W) holds for
+    every (N, C, H', W') of the same size class, H' * W' within the same power of 2 (rounded
+    log2 of the pixels): images that keep sizes of their own (fastgan.test under --preprocess
+    none or scale_width) measure once per class, where each new size would measure anew
+    (8 runs of both candidates per layer: several times the image's own time)."""
+    previous = _BY_SIZE_CLASS["on"]
+    _BY_SIZE_CLASS["on"] = True
+    try:
+        yield
+    finally:
+        _BY_SIZE_CLASS["on"] = previous
+
+
+def activation_shape(shape) -> tuple:
+    """The shape a measured choice's key holds for an activation (N, C, H, W): itself, or
+    (N, C, "pixels 2^k") within choices_by_size_class()."""
+    if not _BY_SIZE_CLASS["on"] or len(shape) != 4:
+        return tuple(shape)
+    n, c, h, w = shape
+    return (n, c, f"pixels 2^{round(math.log2(max(h * w, 1)))}")
+
+
 class MeasuredChoices:
     """Which candidate runs each shape, measured on the shape's first use and kept for the
     process: `key` is a hashable signature of everything the speed depends on.

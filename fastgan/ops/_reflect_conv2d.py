@@ -66,6 +66,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from fastgan.ops import _measure, _native, reference, registry
+from fastgan.ops._measure import activation_shape
 from fastgan.ops._dtypes import autocast_dtype
 from fastgan.ops._eager import saved_tensors_hooked, takes_eager_path
 from fastgan.ops._layout import convolution_format, suggests_channels_last
@@ -357,8 +358,10 @@ def _signature(phase: str, fused: str, stride: int, padding: int, *tensors: torc
     first = tensors[0]
     device, dtype = first.device, first.dtype
     tf32 = dtype == torch.float32 and device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    activations = 1 if phase == "forward" else 2  # x, or grad and x: the tensors of an image's size
     return (phase, fused, str(device), str(dtype), stride, padding, tf32,
-            tuple([None if t is None else (tuple(t.shape), _layout(t)) for t in tensors]))
+            tuple([None if t is None else (activation_shape(t.shape) if i < activations else tuple(t.shape),
+                                           _layout(t)) for i, t in enumerate(tensors)]))
 
 
 def _triton_problem(device: torch.device) -> str | None:

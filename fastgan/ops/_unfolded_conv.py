@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from fastgan.ops import _dtypes
 from fastgan.ops._eager import takes_eager_path, under_a_transform
 from fastgan.ops._layout import convolution_format
-from fastgan.ops._measure import MeasuredChoices
+from fastgan.ops._measure import MeasuredChoices, activation_shape
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_choice", "unfolded_conv2d", "unfolded_conv_transpose2d"]
 
@@ -278,7 +278,7 @@ def _needs(x, weight, bias) -> tuple[bool, ...]:
 
 def _key(kind: str, x, weight, bias, *geometry) -> tuple:
     channels_last = convolution_format(x, weight) == torch.channels_last  # a bool: keys are saved with torch.save
-    return (kind, tuple(x.shape), channels_last, tuple(weight.shape), bias is not None, *geometry, x.dtype,
+    return (kind, activation_shape(x.shape), channels_last, tuple(weight.shape), bias is not None, *geometry, x.dtype,
             _needs(x, weight, bias))
 
 

@@ -745,8 +745,8 @@ def test_a_test_with_dropout_translates_alike_every_time_and_follows_seed(aligne
     ("cpu", "unet_256", True, True, False, "resize_and_crop", (True, False)),  # U-Nets measured slower in NHWC
     ("cpu", "resnet_9blocks", True, True, True, "resize_and_crop", (False, False)),
     ("gpu", "resnet_9blocks", True, True, False, "resize_and_crop", (False, False)),
-    ("cpu", "resnet_9blocks", True, True, False, "none", (False, False)),  # each size measured anew
-    ("cpu", "resnet_9blocks", True, True, False, "scale_width", (False, False)),
+    ("cpu", "resnet_9blocks", True, True, False, "none", (True, True)),  # measured once per size class
+    ("cpu", "resnet_9blocks", True, True, False, "scale_width", (True, True)),
     ("cpu", "resnet_9blocks", True, True, False, "scale_width_and_crop", (True, True)),
 ], ids=["resnet", "resnet-dropout-eval", "resnet-live-dropout", "unet", "eager", "cuda-device", "sizes-vary",
         "widths-vary", "cropped"])
@@ -797,10 +797,43 @@ def test_a_cpu_test_runs_the_fused_generators_and_writes_what_eager_writes(unali
     assert all(np.abs(plain[f] - fused[f]).max() <= 1 for f in plain)
 
 
-def test_images_of_their_own_sizes_keep_the_references_modules_and_say_why(unaligned_root, tmp_path, capsys):
+def test_images_of_their_own_sizes_run_the_fused_generators_measured_once_per_size_class(unaligned_root, tmp_path,
+                                                                                          capsys):
+    """--preprocess none keeps each image's size: the fused generators run all the same (the
+    images --eager writes, to one level), their kernels measured once per size class (pixels
+    within a power of 2), not once per size; the line says so."""
+    from fastgan import ops
+    from fastgan.ops import _reflect_conv2d, _unfolded_conv
+
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    root = tmp_path / "own_sizes"
+    rng = np.random.default_rng(3)
+    # (height, width), taken to multiples of 4 as the reference does (26 -> 24): 480, 480 and 1760
+    # pixels, two size classes (a sixteenth of each in the ResNet blocks)
+    for side in ("testA", "testB"):
+        os.makedirs(root / side)
+        for i, size in enumerate([(20, 24), (26, 20), (40, 44)]):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / side / f"img{i}.png")
     capsys.readouterr()
-    test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
-                   "--preprocess", "none", "--num_test", "1"])
-    assert ("generators: the reference's modules (--preprocess none keeps each image's size, for each of which "
-            "fastgan's fused convolutions would measure their kernels anew)") in capsys.readouterr().out.splitlines()
+
+    def written(*extra):
+        index = test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(root),
+                               "--results_dir", str(tmp_path / "results" / (extra[0] if extra else "fast")),
+                               "--preprocess", "none", "--eval", *extra])
+        images = os.path.join(os.path.dirname(index), "images")
+        return {f: np.asarray(Image.open(os.path.join(images, f)), dtype=int) for f in sorted(os.listdir(images))}
+
+    plain = written("--eager")
+    ops.clear_measured_choices()
+    fused = written()
+    assert ("generators: fastgan's fused modules, channels_last (--eager: the reference's); --preprocess none "
+            "keeps each image's size: kernels measured once per size class (pixels within a power of 2)") in \
+        capsys.readouterr().out.splitlines()
+    assert plain.keys() == fused.keys() and len(plain) == 3 * 6
+    assert {plain[f].shape for f in plain} == {(20, 24, 3), (24, 20, 3), (40, 44, 3)}
+    assert all(np.abs(plain[f] - fused[f]).max() <= 1 for f in plain)
+    keys = [*_reflect_conv2d.selection_cache(), *_unfolded_conv.selection_cache()]
+    ops.clear_measured_choices()
+    assert keys and all("pixels 2^" in str(key) for key in keys)
+    forward_inputs = {key[-1][0][0] for key in keys if key[0] == "forward"}  # the ResNet blocks' inputs
+    assert len(forward_inputs) == 2, forward_inputs  # three sizes, two classes

@@ -165,3 +165,50 @@ def test_an_adopted_choice_taken_by_one_thread_is_found_by_another_asking_meanwh
     choices.record = record_while_another_asks
     assert choices.get(("k",)) == "b" and meanwhile == [None, "b"]
     assert choices.entries() == {("k",): {"choice": "b", "times": {"a": 2.0, "b": 1.0}}}
+
+
+def test_within_choices_by_size_class_one_measurement_serves_its_class(monkeypatch):
+    """Activations whose pixels round to the same power of 2 share one key (measured once) in
+    reflect_conv2d's phases and the convolutions'; other classes, the weights' shapes and
+    everything outside the block keep theirs."""
+    import fastgan.ops as ops
+    from fastgan.ops import _reflect_conv2d, _unfolded_conv
+
+    assert _measure.activation_shape((1, 4, 20, 24)) == (1, 4, 20, 24)
+    with ops.choices_by_size_class():
+        assert _measure.activation_shape((1, 4, 20, 24)) == _measure.activation_shape((1, 4, 26, 20)) \
+            == (1, 4, "pixels 2^9")  # 480 and 520 pixels
+        assert _measure.activation_shape((1, 4, 40, 44)) == (1, 4, "pixels 2^11")
+        assert _measure.activation_shape((4, 20, 24)) == (4, 20, 24)  # (not an (N, C, H, W) activation)
+    assert _measure.activation_shape((1, 4, 20, 24)) == (1, 4, 20, 24)
+
+    measured = []
+    for choices in (_reflect_conv2d._CHOICES, _unfolded_conv._CHOICES):
+        real = choices.measure
+        monkeypatch.setattr(choices, "measure",
+                            lambda key, *a, real=real, **k: measured.append(key) or real(key, *a, **k))
+    # the fused candidates win every measurement: every phase of each new key is measured (all
+    # aten, reflect_conv2d's eager path would take the composition, its gradients unmeasured)
+    monkeypatch.setattr(_measure, "candidate_seconds",
+                        lambda candidates, device: {name: float(name == "aten") for name in candidates})
+    ops.clear_measured_choices()
+    w3, w4 = torch.randn(5, 4, 3, 3), torch.randn(5, 4, 4, 4)
+
+    def run_both(h, w):
+        x = torch.randn(1, 4, h, w, requires_grad=True)
+        with ops.use_backend("cpu" if "cpu" in ops.available_backends("cpu") else "torch"):
+            out = ops.reflect_conv2d(x, w3.requires_grad_(), None)
+        (out.sum() + ops.conv2d(x, w4, None, 2, 1).sum()).backward()
+
+    with ops.choices_by_size_class():
+        for h, w in ((20, 24), (26, 20), (40, 44)):
+            run_both(h, w)
+    in_classes = list(measured)
+    measured.clear()
+    for h, w in ((20, 24), (26, 20)):
+        run_both(h, w)
+    ops.clear_measured_choices()
+    assert in_classes and all("pixels 2^" in str(key) for key in in_classes)
+    assert not any("pixels" in str(key) for key in measured)
+    # three sizes of two classes in the block measured as often as two sizes outside it
+    assert len(in_classes) == len(measured) and len(set(in_classes)) == len(in_classes)
