@@ -66,10 +66,10 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from fastgan.ops import _measure, _native, reference, registry
-from fastgan.ops._measure import activation_shape
 from fastgan.ops._dtypes import autocast_dtype
 from fastgan.ops._eager import saved_tensors_hooked, takes_eager_path
 from fastgan.ops._layout import convolution_format, suggests_channels_last
+from fastgan.ops._measure import activation_shape
 from fastgan.ops._saved import recorded, save_tensors
 from fastgan.ops._weight_transforms import kept_transform
 from fastgan.ops import triton as _triton_backend
