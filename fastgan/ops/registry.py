@@ -234,8 +234,7 @@ class Op:
         return "torch", self.reference
 
     def __call__(self, *args, **kwargs):
-        first = args[0] if args and isinstance(args[0], torch.Tensor) else _first_tensor(args, kwargs)
-        device_type = first.device.type
+        device_type = _first_tensor(args, kwargs).device.type
         # torch.jit.trace records the torch composition, as fastgan.nn's modules do while it
         # records (fastgan/nn/tracing.py): a trace torch.jit.save can write, without Python ops
         if not torch.compiler.is_compiling() and (torch.jit.is_tracing()
@@ -245,9 +244,10 @@ class Op:
 
 
 def _first_tensor(args, kwargs) -> torch.Tensor:
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            return a
+    for values in (args, kwargs.values()):  # (no joined tuple: this runs on every op call)
+        for a in values:
+            if isinstance(a, torch.Tensor):
+                return a
     raise TypeError("a fastgan op needs at least one tensor argument")
 
 
