@@ -238,6 +238,12 @@ def sizes_vary(preprocess: str) -> bool:
     return "crop" not in preprocess and "resize" not in preprocess
 
 
+def size_class_note(preprocess: str) -> str:
+    """What the fused modules' measured kernels do where sizes vary (fastgan.ops.choices_by_size_class)."""
+    return f"--preprocess {preprocess} keeps each image's size: kernels measured once per size class (pixels " \
+        "within a power of 2)"
+
+
 # options that count something or weigh a term: never negative
 NON_NEGATIVE = ("max_iters", "num_threads", "n_epochs", "n_epochs_decay", "lambda_gp", "pool_size", "lambda_A",
                 "lambda_B", "lambda_identity", "lambda_L1", "update_html_freq", "print_freq", "display_freq",

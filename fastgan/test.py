@@ -42,7 +42,7 @@ from fastgan.cli import (add_option_arguments, add_reference_arguments, check_ba
 from fastgan.errors import first_line, os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.option_help import HELP
-from fastgan.options import checkpoint_label, resolve, sizes_vary
+from fastgan.options import checkpoint_label, resolve, size_class_note, sizes_vary
 
 # what a test run takes over from the training run's train_opt.json
 MODEL_OPTIONS = ("arch", "input_nc", "output_nc", "ngf", "netG", "norm", "no_dropout", "padding_type",
@@ -448,8 +448,7 @@ def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
     if accelerate:
         print("generators: fastgan's fused modules" + (", channels_last" if channels_last else "")
               + " (--eager: the reference's)"
-              + (f"; --preprocess {opt.preprocess} keeps each image's size: kernels measured once per size "
-                 "class (pixels within a power of 2)" if sizes_vary(opt.preprocess) else ""))
+              + (f"; {size_class_note(opt.preprocess)}" if sizes_vary(opt.preprocess) else ""))
     elif tool["eager"]:
         print("generators: the reference's modules (--eager)")
     else:

@@ -43,7 +43,8 @@ from fastgan.engine.stop_request import StopRequest
 from fastgan.engine.web_page import TrainingPage
 from fastgan.errors import os_error_line
 from fastgan.models import CheckpointError, count_parameters, remove_stale_temporaries, write_file_atomically
-from fastgan.options import Options, checkpoint_label, sizes_vary
+from fastgan.ops import choices_by_size_class
+from fastgan.options import Options, checkpoint_label, size_class_note, sizes_vary
 
 
 def crossed(total: int, step: int, freq: int) -> bool:
@@ -128,6 +129,8 @@ class Trainer:
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
             self.log(fast_note(model.device, model.levels))
+        if model.levels.accelerate and sizes_vary(opt.preprocess):
+            self.log(size_class_note(opt.preprocess))
         if self.stale_removed:
             self.log(f"removed {len(self.stale_removed)} unfinished checkpoint file(s) a killed run left in "
                      f"{self.dir}: {', '.join(self.stale_removed)}")
@@ -360,7 +363,9 @@ class Trainer:
         self.describe()
         tally = RunTally(start=time.perf_counter(), stopped=self._nothing_to_train())
         bar = self._progress_bar(tally)
-        with StopRequest(rank_label(self.ranks)) as stop, bar:  # the bar closes before any error is reported
+        # images of sizes of their own: the kernels measured once per size class, not per size
+        by_size_class = choices_by_size_class() if sizes_vary(self.opt.preprocess) else contextlib.nullcontext()
+        with StopRequest(rank_label(self.ranks)) as stop, bar, by_size_class:  # the bar closes before any error
             self.stop_request = stop
             try:
                 while self.progress.epoch <= self.last_epoch and tally.stopped is None:

@@ -85,7 +85,7 @@ def _cuda_median_seconds(fn: Callable[[], object], device: torch.device, runs: i
 UNREADABLE = (KeyError, TypeError, ValueError, AttributeError)  # what a saved entry of another shape raises
 
 
-# Whether choices_by_size_class() is in force (process-wide: the test command's one loop)
+# Whether choices_by_size_class() is in force (process-wide: the test command's loop, a training run's)
 _BY_SIZE_CLASS = {"on": False}
 
 
@@ -93,9 +93,9 @@ _BY_SIZE_CLASS = {"on": False}
 def choices_by_size_class() -> Iterator[None]:
     """Within the block, a choice measured for an activation of size (N, C, H, W) holds for
     every (N, C, H', W') of the same size class, H' * W' within the same power of 2 (rounded
-    log2 of the pixels): images that keep sizes of their own (fastgan.test under --preprocess
-    none or scale_width) measure once per class, where each new size would measure anew
-    (8 runs of both candidates per layer: several times the image's own time)."""
+    log2 of the pixels): images that keep sizes of their own (fastgan.test and fastgan.train
+    under --preprocess none or scale_width) measure once per class, where each new size would
+    measure anew (8 runs of both candidates per layer: several times the image's own time)."""
     previous = _BY_SIZE_CLASS["on"]
     _BY_SIZE_CLASS["on"] = True
     try:

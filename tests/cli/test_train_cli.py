@@ -1026,6 +1026,36 @@ def test_a_later_run_computes_with_the_kernels_an_earlier_one_measured(unaligned
         new_process()  # no flipped choice left for the next test
 
 
+def test_images_of_their_own_sizes_train_with_kernels_measured_once_per_size_class(tmp_path, capsys):
+    """--preprocess none keeps each image's size: the run's measured kernels are keyed by size
+    class (pixels within a power of 2), not by size, and the start says so; outside the run,
+    by size again."""
+    from fastgan import ops
+    from fastgan.ops import _measure, _reflect_conv2d, _unfolded_conv
+
+    root = tmp_path / "own_sizes"
+    rng = np.random.default_rng(4)
+    # (height, width): 1152, 1152 and 3360 pixels, two size classes (so in the ResNet blocks,
+    # at a quarter of each side: 72, 72 and 210 pixels)
+    for side in ("trainA", "trainB"):
+        os.makedirs(root / side)
+        for i, size in enumerate([(32, 36), (36, 32), (56, 60)]):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / side / f"img{i}.png")
+    ops.clear_measured_choices()
+    try:
+        train_cli.main(tiny_args(str(root), tmp_path, "run") + ["--preprocess", "none", "--max_iters", "3"])
+        keys = [*_reflect_conv2d.selection_cache(), *_unfolded_conv.selection_cache()]
+    finally:
+        ops.clear_measured_choices()
+    assert "--preprocess none keeps each image's size: kernels measured once per size class (pixels within a " \
+        "power of 2)" in capsys.readouterr().out
+    assert keys and all("pixels 2^" in str(key) for key in keys)
+    # (merged passes run images of one size as one batch: batch 1 to 3)
+    block_inputs = {key[-1][0][0][2] for key in keys if key[0] == "forward" and key[-1][0][0][1] == 16}
+    assert block_inputs == {"pixels 2^6", "pixels 2^8"}  # three sizes, two classes
+    assert _measure.activation_shape((1, 16, 8, 9)) == (1, 16, 8, 9)  # by size again after the run
+
+
 def test_saved_options_are_the_reference_names(unaligned_root, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(loader_select, "_said", set())  # the loader's line, said once a process, is said here
     train_cli.main(tiny_args(unaligned_root, tmp_path, "opts") + ["--max_iters", "1", "--lambda_identity", "0.25"])
