@@ -15,6 +15,16 @@ def write_images(folder, n, size, seed, width_factor=1):
         Image.fromarray(array).save(os.path.join(folder, f"img{i:03d}.png"))
 
 
+def write_images_of_sizes(root, sides, sizes, seed):
+    """In each folder of `sides` under root, one random image of each (height, width) of `sizes`."""
+    rng = np.random.default_rng(seed)
+    for side in sides:
+        os.makedirs(os.path.join(root, side))
+        for i, size in enumerate(sizes):
+            array = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(array).save(os.path.join(root, side, f"img{i}.png"))
+
+
 def tiny_args(root, checkpoints, name, arch="cyclegan"):
     return ["--arch", arch, "--dataroot", root, "--checkpoints_dir", str(checkpoints), "--name", name,
             "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--load_size", "36", "--crop_size", "32",

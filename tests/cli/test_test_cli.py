@@ -11,7 +11,7 @@ from fastgan import test as test_cli
 from fastgan import train as train_cli
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.models import count_parameters
-from tests.cli.runs import tiny_args, write_images
+from tests.cli.runs import tiny_args, write_images, write_images_of_sizes
 
 
 def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_path, capsys):
@@ -807,13 +807,9 @@ def test_images_of_their_own_sizes_run_the_fused_generators_measured_once_per_si
 
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
     root = tmp_path / "own_sizes"
-    rng = np.random.default_rng(3)
     # (height, width), taken to multiples of 4 as the reference does (26 -> 24): 480, 480 and 1760
     # pixels, two size classes (a sixteenth of each in the ResNet blocks)
-    for side in ("testA", "testB"):
-        os.makedirs(root / side)
-        for i, size in enumerate([(20, 24), (26, 20), (40, 44)]):
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / side / f"img{i}.png")
+    write_images_of_sizes(root, ("testA", "testB"), [(20, 24), (26, 20), (40, 44)], seed=3)
     capsys.readouterr()
 
     def written(*extra):

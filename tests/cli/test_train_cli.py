@@ -21,7 +21,7 @@ from fastgan.data import select as loader_select
 from fastgan.engine import stop_request
 from fastgan.engine.cyclegan import CycleGAN
 from fastgan.engine.logs import PROGRESS_FIELDS, TIMING_FIELDS, read_loss_log
-from tests.cli.runs import load, tiny_args, write_images
+from tests.cli.runs import load, tiny_args, write_images, write_images_of_sizes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # the images each model shows, in the reference's order (cyclegan: identity loss on)
@@ -1034,13 +1034,9 @@ def test_images_of_their_own_sizes_train_with_kernels_measured_once_per_size_cla
     from fastgan.ops import _measure, _reflect_conv2d, _unfolded_conv
 
     root = tmp_path / "own_sizes"
-    rng = np.random.default_rng(4)
     # (height, width): 1152, 1152 and 3360 pixels, two size classes (so in the ResNet blocks,
     # at a quarter of each side: 72, 72 and 210 pixels)
-    for side in ("trainA", "trainB"):
-        os.makedirs(root / side)
-        for i, size in enumerate([(32, 36), (36, 32), (56, 60)]):
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / side / f"img{i}.png")
+    write_images_of_sizes(root, ("trainA", "trainB"), [(32, 36), (36, 32), (56, 60)], seed=4)
     ops.clear_measured_choices()
     try:
         train_cli.main(tiny_args(str(root), tmp_path, "run") + ["--preprocess", "none", "--max_iters", "3"])
