@@ -220,33 +220,44 @@ def test_eager_path_equals_the_registered_op_bitwise(layout):
         assert torch.equal(e, o) and e.stride() == o.stride()
 
 
+def check_opcheck(ops_namespace, dtype, layout) -> None:
+    """torch.library.opcheck of a back end's l1_loss ops (torch.ops.fastgan, fastgan_triton)."""
+    x, t = make_inputs((2, 3, 6, 5), dtype, layout)
+    x.requires_grad_()
+    t.requires_grad_()
+    torch.library.opcheck(ops_namespace.l1_loss.default, (x, t, 0.5))
+    grad = torch.ones((), dtype=dtype)
+    torch.library.opcheck(ops_namespace.l1_loss_backward.default, (grad, x.detach(), t.detach(), 0.5))
+    torch.library.opcheck(ops_namespace.l1_loss_backward.default,
+                          (grad.clone().requires_grad_(), x.detach(), t.detach(), 0.5))
+
+
+def check_fake_matches_real(ops_namespace, layout) -> tuple:
+    """A back end's l1_loss_backward on fake tensors gives the shapes, strides and dtypes it
+    gives on real ones; returns the real gradients."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, t = make_inputs((2, 3, 6, 5), torch.float32, layout)
+    real = ops_namespace.l1_loss_backward(torch.ones(()), x, t, 1.0)
+    with FakeTensorMode() as mode:
+        fx, ft = mode.from_tensor(x), mode.from_tensor(t)
+        fake = ops_namespace.l1_loss_backward(torch.ones(()), fx, ft, 1.0)
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape and r.stride() == f.stride() and r.dtype == f.dtype
+    return real
+
+
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=case_id)
 def test_opcheck(dtype, layout):
-    x, t = make_inputs((2, 3, 6, 5), dtype, layout)
-    x.requires_grad_()
-    t.requires_grad_()
-    torch.library.opcheck(torch.ops.fastgan.l1_loss.default, (x, t, 0.5))
-    grad = torch.ones((), dtype=dtype)
-    torch.library.opcheck(torch.ops.fastgan.l1_loss_backward.default,
-                          (grad, x.detach(), t.detach(), 0.5))
-    torch.library.opcheck(torch.ops.fastgan.l1_loss_backward.default,
-                          (grad.clone().requires_grad_(), x.detach(), t.detach(), 0.5))
+    check_opcheck(torch.ops.fastgan, dtype, layout)
 
 
 @pytest.mark.skipif(not NATIVE_CPU, reason="fastgan._C not built")
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_fake_matches_real_layout(layout):
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    x, t = make_inputs((2, 3, 6, 5), torch.float32, layout)
-    real = torch.ops.fastgan.l1_loss_backward(torch.ones(()), x, t, 1.0)
-    with FakeTensorMode() as mode:
-        fx, ft = mode.from_tensor(x), mode.from_tensor(t)
-        fake = torch.ops.fastgan.l1_loss_backward(torch.ones(()), fx, ft, 1.0)
-    for r, f in zip(real, fake):
-        assert r.shape == f.shape and r.stride() == f.stride() and r.dtype == f.dtype
+    check_fake_matches_real(torch.ops.fastgan, layout)
 
 
 def test_shape_mismatch_is_an_error():
