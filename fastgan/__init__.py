@@ -19,4 +19,14 @@ def accelerate(module, backend: str = "auto"):
     return _accelerate(module, backend)
 
 
-__all__ = ["Options", "accelerate", "build_model"]
+def reuse_freed_memory() -> bool:
+    """On a CPU: glibc's malloc keeps freed blocks up to 32 MiB for reuse, as fastgan's CPU
+    levels have it, so a training loop's large tensors do not fault their pages in again every
+    iteration (process-wide, for the process's life). True where set; False where malloc is
+    not glibc's (another C library, jemalloc or tcmalloc preloaded)."""
+    from fastgan.engine.host_memory import reuse_freed_memory as _reuse
+
+    return _reuse()
+
+
+__all__ = ["Options", "accelerate", "build_model", "reuse_freed_memory"]
