@@ -434,12 +434,15 @@ def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
     """The generators as generator_path says, in place, said in one line; the memory format
     their inputs take."""
     import fastgan
+    from fastgan.engine import choice_cache
     from fastgan.engine.host_memory import reuse_freed_memory
 
     accelerate, channels_last = generator_path(opt, tool, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    adopted = 0
     if accelerate:  # (as training's CPU levels: each image's activations otherwise fault their pages in anew)
         reuse_freed_memory()
+        adopted = choice_cache.adopt(device)  # (translate records this test's own when it ends)
     for G in nets.values():
         if accelerate:
             fastgan.accelerate(G)
@@ -449,6 +452,8 @@ def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
         print("generators: fastgan's fused modules" + (", channels_last" if channels_last else "")
               + " (--eager: the reference's)"
               + (f"; {size_class_note(opt.preprocess)}" if sizes_vary(opt.preprocess) else ""))
+        if adopted:
+            print(choice_cache.adopted_note(adopted, device, "test"))
     elif tool["eager"]:
         print("generators: the reference's modules (--eager)")
     else:
@@ -476,6 +481,7 @@ def visuals(kind: str, nets: dict, item: dict, device, memory_format=torch.conti
 def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     from fastgan import ops
     from fastgan.data import create_dataset
+    from fastgan.engine import choice_cache
     from fastgan.engine.logs import options_table_of, write_options_table
     from fastgan.engine.models import resolve_device
 
@@ -535,6 +541,9 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         print(f"\nstopped after {len(rows)} of {count} images" + (f"; {index} lists those" if rows else ""),
               file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
+    finally:  # what the fused modules measured, for later runs on this machine (choice_cache)
+        if generator_path(opt, tool, device)[0]:
+            choice_cache.record(device)
     write_image_page(index, title, rows, opt.display_winsize)
     used = ", ".join(f"{net} from {path}" for net, path in paths.items())
     print(f"translated {count} image{'' if count == 1 else 's'} with {used}; open {index}")

@@ -1,4 +1,4 @@
-"""Measured kernel choices kept per machine, from one training run to the next.
+"""Measured kernel choices kept per machine, from one training or test run to the next.
 
 reflect_conv2d and the convolutions time their candidate kernels on each shape's first use
 and keep the faster (fastgan/ops/_reflect_conv2d.py, _unfolded_conv.py). Timing takes a
@@ -7,6 +7,8 @@ kernels, whose rounding then makes the losses of one command drift apart between
 So the trainer adopts, before its first iteration, the choices an earlier run measured on
 this machine, and adds the ones it measured itself whenever it saves a checkpoint: the
 first run measures, later ones (same machine, torch, thread count) compute with its kernels.
+fastgan.test does the same where its generators run the fused modules (on a CPU): it adopts
+at start and adds its own choices when it ends.
 
 The file is ~/.cache/fastgan/choices/<machine key>.pt; FASTGAN_CHOICE_CACHE names another
 folder, or is "off" for a run that measures everything itself. A resumed run's own choices
@@ -85,6 +87,12 @@ def adopt(device: torch.device) -> int:
     fresh = {kind: {k: v for k, v in saved[kind].items() if k not in current[kind]} for kind in current}
     adopt_measured_choices(fresh)  # each entry read already: cannot fail
     return sum(len(entries) for entries in fresh.values())
+
+
+def adopted_note(count: int, device: torch.device, what: str) -> str:
+    """The line a command prints when it adopted `count` choices (`what`: "run", "test")."""
+    return (f"kernel choices: {count} measured by earlier runs on this machine, each taken if this {what} meets its "
+            f"shape ({cache_file(device)}; {ENV}=off measures anew)")
 
 
 # how long record() waits for another process's write: past it, this one is left out (a run

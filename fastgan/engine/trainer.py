@@ -135,9 +135,7 @@ class Trainer:
             self.log(f"removed {len(self.stale_removed)} unfinished checkpoint file(s) a killed run left in "
                      f"{self.dir}: {', '.join(self.stale_removed)}")
         if self.choices_adopted:
-            self.log(f"kernel choices: {self.choices_adopted} measured by earlier runs on this machine, each taken if "
-                     f"this run meets its shape ({choice_cache.cache_file(model.device)}; {choice_cache.ENV}=off "
-                     "measures anew)")
+            self.log(choice_cache.adopted_note(self.choices_adopted, model.device, "run"))
         for name, net in model.nets.items():
             if opt.verbose:  # as the reference: the net, then its size
                 self.log(str(net))

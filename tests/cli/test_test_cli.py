@@ -797,6 +797,46 @@ def test_a_cpu_test_runs_the_fused_generators_and_writes_what_eager_writes(unali
     assert all(np.abs(plain[f] - fused[f]).max() <= 1 for f in plain)
 
 
+def test_a_later_test_translates_with_the_kernels_an_earlier_one_measured(unaligned_root, tmp_path, monkeypatch,
+                                                                         capsys):
+    """As training runs do (fastgan/engine/choice_cache.py): a CPU test adopts the machine's
+    measured choices at start and adds its own when it ends; --eager, whose modules measure
+    nothing, leaves the file alone."""
+    from fastgan import ops
+    from fastgan.engine import choice_cache
+    from fastgan.engine.state import measured_choices
+    from fastgan.ops import _unfolded_conv
+
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    monkeypatch.setenv(choice_cache.ENV, str(tmp_path / "choices"))
+    path = choice_cache.cache_file(torch.device("cpu"))
+
+    def test(*extra):
+        ops.clear_measured_choices()  # (a new process)
+        capsys.readouterr()
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
+                       "--results_dir", str(tmp_path / "results"), "--eval", *extra])
+        return capsys.readouterr().out
+
+    try:
+        test()
+        saved = torch.load(path, weights_only=False)
+        assert saved == measured_choices() and saved["conv_choices"] and saved["unfolded_conv_choices"]
+        # a choice the next test could not have measured itself: it must come from the file
+        key, entry = next(iter(saved["unfolded_conv_choices"].items()))
+        entry["choice"] = flipped = "aten" if entry["choice"] == "gemm" else "gemm"
+        torch.save(saved, path)
+        count = len(saved["conv_choices"]) + len(saved["unfolded_conv_choices"])
+        out = test()
+        assert f"kernel choices: {count} measured by earlier runs on this machine, each taken if this test meets " \
+            "its shape" in out
+        assert _unfolded_conv.selection_cache()[key]["choice"] == flipped
+        assert torch.load(path, weights_only=False) == saved  # nothing new measured: the file as it was
+        assert "kernel choices" not in test("--eager") and torch.load(path, weights_only=False) == saved
+    finally:
+        ops.clear_measured_choices()  # no flipped choice left for the next test
+
+
 def test_images_of_their_own_sizes_run_the_fused_generators_measured_once_per_size_class(unaligned_root, tmp_path,
                                                                                           capsys):
     """--preprocess none keeps each image's size: the fused generators run all the same (the
