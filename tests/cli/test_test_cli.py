@@ -811,7 +811,7 @@ def test_a_later_test_translates_with_the_kernels_an_earlier_one_measured(unalig
     monkeypatch.setenv(choice_cache.ENV, str(tmp_path / "choices"))
     path = choice_cache.cache_file(torch.device("cpu"))
 
-    def test(*extra):
+    def a_test(*extra):
         ops.clear_measured_choices()  # (a new process)
         capsys.readouterr()
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", unaligned_root,
@@ -819,7 +819,7 @@ def test_a_later_test_translates_with_the_kernels_an_earlier_one_measured(unalig
         return capsys.readouterr().out
 
     try:
-        test()
+        a_test()
         saved = torch.load(path, weights_only=False)
         assert saved == measured_choices() and saved["conv_choices"] and saved["unfolded_conv_choices"]
         # a choice the next test could not have measured itself: it must come from the file
@@ -827,12 +827,12 @@ def test_a_later_test_translates_with_the_kernels_an_earlier_one_measured(unalig
         entry["choice"] = flipped = "aten" if entry["choice"] == "gemm" else "gemm"
         torch.save(saved, path)
         count = len(saved["conv_choices"]) + len(saved["unfolded_conv_choices"])
-        out = test()
+        out = a_test()
         assert f"kernel choices: {count} measured by earlier runs on this machine, each taken if this test meets " \
             "its shape" in out
         assert _unfolded_conv.selection_cache()[key]["choice"] == flipped
         assert torch.load(path, weights_only=False) == saved  # nothing new measured: the file as it was
-        assert "kernel choices" not in test("--eager") and torch.load(path, weights_only=False) == saved
+        assert "kernel choices" not in a_test("--eager") and torch.load(path, weights_only=False) == saved
     finally:
         ops.clear_measured_choices()  # no flipped choice left for the next test
 
