@@ -190,42 +190,27 @@ inline T act_grad_scalar(T g, T z, T slope) {
 // ----------------------------------------------------------------- contiguous runs
 // The NCHW building blocks, over n contiguous elements (a chunk of one plane).
 
-// sum(x - shift): float lanes per block of kBlock elements, blocks added in double.
-template <typename scalar_t>
-double run_sum(const scalar_t* x, int64_t n, at::opmath_type<scalar_t> shift) {
-  using IO = VecIO<scalar_t>;
-  using acc_t = typename IO::acc_t;
-  using aVec = typename IO::aVec;
-  constexpr int64_t S = IO::kStep;
-  const aVec m(shift);
-  const int64_t n_vec = n - n % S;
-  double s = 0.0;
-  int64_t i = 0;
-  while (i < n_vec) {
-    const int64_t end = std::min(n_vec, i + kBlock);
-    aVec a0(acc_t(0)), a1(acc_t(0));
-    for (; i < end; i += S) {
-      aVec x0, x1;
-      IO::load(x + i, x0, x1);
-      a0 = a0 + (x0 - m);
-      a1 = a1 + (x1 - m);
-    }
-    s += lanes_sum(a0 + a1);
+// What a statistics pass adds per element, d = x - center: kSum d (the mean's pass),
+// kSq d * d (the variance's). The NCHW runs and the NHWC blocks below share it.
+enum class Reduce { kSum, kSq };
+
+template <Reduce R, typename V>
+inline V reduce_term(const V& d) {
+  if constexpr (R == Reduce::kSum) {
+    return d;
+  } else {
+    return d * d;
   }
-  for (; i < n; ++i) {
-    s += static_cast<double>(static_cast<acc_t>(x[i]) - shift);
-  }
-  return s;
 }
 
-// sum((x - mean)^2), summed as run_sum.
-template <typename scalar_t>
-double run_sq_dev(const scalar_t* x, int64_t n, at::opmath_type<scalar_t> mean) {
+// sum(reduce_term(x - center)): float lanes per block of kBlock elements, blocks added in double.
+template <Reduce R, typename scalar_t>
+double run_reduce(const scalar_t* x, int64_t n, at::opmath_type<scalar_t> center) {
   using IO = VecIO<scalar_t>;
   using acc_t = typename IO::acc_t;
   using aVec = typename IO::aVec;
   constexpr int64_t S = IO::kStep;
-  const aVec m(mean);
+  const aVec m(center);
   const int64_t n_vec = n - n % S;
   double s = 0.0;
   int64_t i = 0;
@@ -235,16 +220,13 @@ double run_sq_dev(const scalar_t* x, int64_t n, at::opmath_type<scalar_t> mean) 
     for (; i < end; i += S) {
       aVec x0, x1;
       IO::load(x + i, x0, x1);
-      const aVec d0 = x0 - m;
-      const aVec d1 = x1 - m;
-      a0 = a0 + d0 * d0;
-      a1 = a1 + d1 * d1;
+      a0 = a0 + reduce_term<R>(x0 - m);
+      a1 = a1 + reduce_term<R>(x1 - m);
     }
     s += lanes_sum(a0 + a1);
   }
   for (; i < n; ++i) {
-    const acc_t d = static_cast<acc_t>(x[i]) - mean;
-    s += static_cast<double>(d * d);
+    s += static_cast<double>(reduce_term<R>(static_cast<acc_t>(x[i]) - center));
   }
   return s;
 }
@@ -449,10 +431,10 @@ void forward_nchw(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
       for (int64_t p = begin; p < end; ++p) {
         const scalar_t* xp = x + p * HW;
         const acc_t k = shift_of(xp, HW);
-        const double exact = static_cast<double>(k) + mean_of(run_sum(xp, HW, k), HW);
+        const double exact = static_cast<double>(k) + mean_of(run_reduce<Reduce::kSum>(xp, HW, k), HW);
         const acc_t m = static_cast<acc_t>(exact);
         mean_out[p] = m;
-        rstd_out[p] = rstd_of(run_sq_dev(xp, HW, m), exact, m, HW, eps);
+        rstd_out[p] = rstd_of(run_reduce<Reduce::kSq>(xp, HW, m), exact, m, HW, eps);
         plane_apply(p, 0, HW);
       }
     });
@@ -466,11 +448,11 @@ void forward_nchw(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
         const scalar_t* xp = x + p * HW;
         const acc_t k = shift_of(xp, HW);
         double s = 0.0;
-        for (int64_t c = 0; c < chunks; ++c) s += run_sum(xp + c * kChunk, chunk_len(c), k);
+        for (int64_t c = 0; c < chunks; ++c) s += run_reduce<Reduce::kSum>(xp + c * kChunk, chunk_len(c), k);
         const double exact = static_cast<double>(k) + mean_of(s, HW);
         const acc_t m = static_cast<acc_t>(exact);
         double sq = 0.0;
-        for (int64_t c = 0; c < chunks; ++c) sq += run_sq_dev(xp + c * kChunk, chunk_len(c), m);
+        for (int64_t c = 0; c < chunks; ++c) sq += run_reduce<Reduce::kSq>(xp + c * kChunk, chunk_len(c), m);
         mean_out[p] = m;
         rstd_out[p] = rstd_of(sq, exact, m, HW, eps);
         plane_apply(p, 0, HW);
@@ -484,7 +466,7 @@ void forward_nchw(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   at::parallel_for(0, P * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / chunks, k = t % chunks;
-      partial[t] = run_sum(x + p * HW + k * kChunk, chunk_len(k), shift_of(x + p * HW, HW));
+      partial[t] = run_reduce<Reduce::kSum>(x + p * HW + k * kChunk, chunk_len(k), shift_of(x + p * HW, HW));
     }
   });
   for (int64_t p = 0; p < P; ++p) {
@@ -496,7 +478,7 @@ void forward_nchw(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   at::parallel_for(0, P * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / chunks, k = t % chunks;
-      partial[t] = run_sq_dev(x + p * HW + k * kChunk, chunk_len(k), mean_out[p]);
+      partial[t] = run_reduce<Reduce::kSq>(x + p * HW + k * kChunk, chunk_len(k), mean_out[p]);
     }
   });
   for (int64_t p = 0; p < P; ++p) {
@@ -646,15 +628,14 @@ inline aVec channel_vec(const acc_t* p, int u, int64_t count) {
   }
 }
 
-// Per-channel sums over the block's pixels, written to out[0 .. cn) in double:
-//   kSum: sum(x - center[c])         kSq: sum((x - center[c])^2)
+// Per-channel sums sum(reduce_term<R>(x - center[c])) over the block's pixels, written to
+// out[0 .. cn) in double.
 // Each channel's lane adds kNhwcRows rows in float, those partial sums in double (as
-// run_sum's kBlock elements: a block's kRows = 512 rows in one float each left a 256x256
+// run_reduce's kBlock elements: a block's kRows = 512 rows in one float each left a 256x256
 // plane under a bright top row 9.4e-7 of the output off, where aten's is 9.5e-8; 1.0e-7 now).
-enum class NhwcReduce { kSum, kSq };
 constexpr int64_t kNhwcRows = 32;
 
-template <NhwcReduce R, int U, bool kTail, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+template <Reduce R, int U, bool kTail, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 inline void nhwc_reduce_run(const scalar_t* base, int64_t C, int64_t rn, const acc_t* center, double* out,
                             int64_t count) {
   using IO = VecIO<scalar_t>;
@@ -682,13 +663,8 @@ inline void nhwc_reduce_run(const scalar_t* base, int64_t C, int64_t rn, const a
         load_run<kTail>(row + u * S, count, x0, x1);
         const aVec d0 = x0 - m[2 * u];
         const aVec d1 = x1 - m[2 * u + 1];
-        if constexpr (R == NhwcReduce::kSum) {
-          a[2 * u] = a[2 * u] + d0;
-          a[2 * u + 1] = a[2 * u + 1] + d1;
-        } else {
-          a[2 * u] = a[2 * u] + d0 * d0;
-          a[2 * u + 1] = a[2 * u + 1] + d1 * d1;
-        }
+        a[2 * u] = a[2 * u] + reduce_term<R>(d0);
+        a[2 * u + 1] = a[2 * u + 1] + reduce_term<R>(d1);
       }
     }
     for (int u = 0; u < 2 * U; ++u) {
@@ -698,7 +674,7 @@ inline void nhwc_reduce_run(const scalar_t* base, int64_t C, int64_t rn, const a
   }
 }
 
-template <NhwcReduce R, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+template <Reduce R, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 void nhwc_reduce(const scalar_t* x, const Dims& d, const NhwcBlock& bk, const acc_t* center, double* out) {
   constexpr int64_t S = VecIO<scalar_t>::kStep;
   constexpr int U = kRun<scalar_t>;
@@ -960,7 +936,7 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
         nhwc_shifts(x, d, n, c0, cn, first);
         std::fill(total, total + cn, 0.0);
         for (int64_t k = 0; k < chunks; ++k) {
-          nhwc_reduce<NhwcReduce::kSum>(x, d, block(k), first, part);
+          nhwc_reduce<Reduce::kSum>(x, d, block(k), first, part);
           for (int64_t c = 0; c < cn; ++c) total[c] += part[c];
         }
         for (int64_t c = 0; c < cn; ++c) {
@@ -969,7 +945,7 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
         }
         std::fill(total, total + cn, 0.0);
         for (int64_t k = 0; k < chunks; ++k) {
-          nhwc_reduce<NhwcReduce::kSq>(x, d, block(k), mean_out + q, part);
+          nhwc_reduce<Reduce::kSq>(x, d, block(k), mean_out + q, part);
           for (int64_t c = 0; c < cn; ++c) total[c] += part[c];
         }
         for (int64_t c = 0; c < cn; ++c) {
@@ -1010,7 +986,7 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const NhwcBlock bk = task(t);
-      nhwc_reduce<NhwcReduce::kSum>(x, d, bk, first.data() + bk.n * d.C + bk.c0, partial.data() + t * kChannels);
+      nhwc_reduce<Reduce::kSum>(x, d, bk, first.data() + bk.n * d.C + bk.c0, partial.data() + t * kChannels);
     }
   });
   for (int64_t p = 0; p < P; ++p) {
@@ -1020,7 +996,7 @@ void forward_nhwc(const scalar_t* x, const scalar_t* res, scalar_t* y, at::opmat
   at::parallel_for(0, T, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const NhwcBlock bk = task(t);
-      nhwc_reduce<NhwcReduce::kSq>(x, d, bk, mean_out + bk.n * d.C + bk.c0, partial.data() + t * kChannels);
+      nhwc_reduce<Reduce::kSq>(x, d, bk, mean_out + bk.n * d.C + bk.c0, partial.data() + t * kChannels);
     }
   });
   for (int64_t p = 0; p < P; ++p) {
