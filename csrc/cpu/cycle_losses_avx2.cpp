@@ -10,16 +10,7 @@
 // Listed after the generic sources in csrc/sources.txt, so that the linker keeps the
 // generic copies of the inline functions both kinds of file instantiate.
 //
-#include "isa_copies.h"
+#include "isa_copy_avx2.h"
 #if FASTGAN_BUILD_ISA_COPIES
-#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
-#error "compile the *_avx2.cpp files with -mavx2 -mfma -mf16c (setup.py and CMakeLists.txt do)"
-#endif
-// -Wpsabi notes that at::vec's lambdas returning __m256 have the AVX calling convention
-// (true of the whole file; they are inlined): not a problem here.
-#pragma GCC diagnostic ignored "-Wpsabi"
-#define CPU_CAPABILITY AVX2
-#define CPU_CAPABILITY_AVX2
-#define FASTGAN_CPU_ISA avx2
 #include "cycle_losses.cpp"
 #endif
