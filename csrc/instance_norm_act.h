@@ -1,5 +1,6 @@
 // fastgan::instance_norm_act: what the CPU and CUDA kernels share (header only, no
-// device code): the activation names, the argument checks and the memory layouts.
+// device code): the activation names, the argument checks, the memory layouts and the
+// tensors each entry point prepares for its kernels.
 #pragma once
 
 #include "common.h"
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <tuple>
 
 namespace fastgan::instance_norm {
 
@@ -141,6 +143,87 @@ inline Activation check_backward_args(const at::Tensor& grad, const at::Tensor& 
 inline at::Tensor param_as(const c10::optional<at::Tensor>& p, at::ScalarType acc) {
   if (!p.has_value() || !p->defined()) return at::Tensor();
   return p->to(acc).contiguous();
+}
+
+// t's data, or null for an undefined (absent) tensor.
+inline const void* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr() : nullptr;
+}
+
+template <typename T>
+inline const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+// The tensors of a forward, prepared alike by each device's entry point (the CUDA one
+// under its device guard): x dense, the outputs in its layout, the residual laid out as
+// x, weight and bias in the stats dtype. For an empty x the statistics are NaN (the
+// mean of no element, as aten's) and the rest is left undefined: the call is done.
+struct ForwardTensors {
+  at::Tensor x, residual, weight, bias;  // residual, weight, bias: undefined when absent
+  at::Tensor y, mean, rstd;
+  Dims d;
+  Layout layout = Layout::kNCHW;
+};
+
+inline ForwardTensors forward_tensors(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                                      const c10::optional<at::Tensor>& bias,
+                                      const c10::optional<at::Tensor>& residual) {
+  ForwardTensors t;
+  t.x = dense_input(input);
+  t.d = dims_of(t.x);
+  t.layout = layout_of(t.x);
+  const auto acc = stats_dtype(t.x.scalar_type());
+  t.y = at::empty_like(t.x);
+  t.mean = at::empty({t.d.N, t.d.C}, t.x.options().dtype(acc));
+  t.rstd = at::empty({t.d.N, t.d.C}, t.x.options().dtype(acc));
+  if (t.x.numel() == 0) {
+    t.mean.fill_(std::numeric_limits<double>::quiet_NaN());
+    t.rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+    return t;
+  }
+  if (residual.has_value() && residual->defined()) t.residual = as_layout_of(*residual, t.x);
+  t.weight = param_as(weight, acc);
+  t.bias = param_as(bias, acc);
+  return t;
+}
+
+// The tensors of a backward, prepared as the forward's: grad laid out as x, the saved
+// statistics and the parameters in the stats dtype, dx in x's layout; the dtypes of
+// dweight and dbias. For an empty x only x, d, dx and those dtypes are set (empty_grads).
+struct BackwardTensors {
+  at::Tensor x, grad, weight, bias, mean, rstd;  // weight, bias: undefined when absent
+  at::Tensor dx;
+  Dims d;
+  Layout layout = Layout::kNCHW;
+  at::ScalarType dw_dtype = at::kFloat, db_dtype = at::kFloat;
+};
+
+inline BackwardTensors backward_tensors(const at::Tensor& grad, const at::Tensor& input,
+                                        const c10::optional<at::Tensor>& weight,
+                                        const c10::optional<at::Tensor>& bias, const at::Tensor& mean,
+                                        const at::Tensor& rstd) {
+  BackwardTensors t;
+  t.x = dense_input(input);
+  t.d = dims_of(t.x);
+  t.layout = layout_of(t.x);
+  const auto acc = stats_dtype(t.x.scalar_type());
+  t.dw_dtype = param_grad_dtype(weight, weight, t.x);
+  t.db_dtype = param_grad_dtype(bias, weight, t.x);
+  t.dx = at::empty_like(t.x);
+  if (t.x.numel() == 0) return t;
+  t.grad = as_layout_of(grad, t.x);
+  t.weight = param_as(weight, acc);
+  t.bias = param_as(bias, acc);
+  t.mean = mean.to(acc).contiguous();
+  t.rstd = rstd.to(acc).contiguous();
+  return t;
+}
+
+// (dx, dweight, dbias) of an empty x: nothing to add, zero parameter gradients.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> empty_grads(const BackwardTensors& t) {
+  return {t.dx, at::zeros({t.d.C}, t.x.options().dtype(t.dw_dtype)),
+          at::zeros({t.d.C}, t.x.options().dtype(t.db_dtype))};
 }
 
 }  // namespace fastgan::instance_norm

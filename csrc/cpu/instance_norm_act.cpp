@@ -69,7 +69,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 
 namespace fastgan::cpu {
 
@@ -106,48 +105,29 @@ void run_backward(const inorm::BackwardArgs& a) {
   base::backward(a);
 }
 
-template <typename T>
-const void* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cpu(
     const at::Tensor& input, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& residual, double eps, c10::string_view activation, double negative_slope) {
   using namespace instance_norm;
   const Activation act = check_forward_args(input, weight, bias, residual, activation);
-  const bool has_res = residual.has_value() && residual->defined();
-
-  const at::Tensor x = dense_input(input);
-  const Dims d = dims_of(x);
-  const auto acc = stats_dtype(x.scalar_type());
-  auto y = at::empty_like(x);
-  auto mean = at::empty({d.N, d.C}, x.options().dtype(acc));
-  auto rstd = at::empty({d.N, d.C}, x.options().dtype(acc));
-  if (x.numel() == 0) {
-    mean.fill_(std::numeric_limits<double>::quiet_NaN());  // the mean of no element, as aten
-    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {y, mean, rstd};
-  }
-  const at::Tensor res = has_res ? as_layout_of(*residual, x) : at::Tensor();
-  const at::Tensor w = param_as(weight, acc);
-  const at::Tensor b = param_as(bias, acc);
+  const ForwardTensors t = forward_tensors(input, weight, bias, residual);
+  if (t.x.numel() == 0) return {t.y, t.mean, t.rstd};
   inorm::ForwardArgs a{};
-  a.dtype = x.scalar_type();
-  a.layout = layout_of(x);
+  a.dtype = t.x.scalar_type();
+  a.layout = t.layout;
   a.act = act;
-  a.d = d;
-  a.x = x.const_data_ptr();
-  a.residual = has_res ? res.const_data_ptr() : nullptr;
-  a.y = y.mutable_data_ptr();
-  a.mean = mean.mutable_data_ptr();
-  a.rstd = rstd.mutable_data_ptr();
-  a.weight = w.defined() ? w.const_data_ptr() : nullptr;
-  a.bias = b.defined() ? b.const_data_ptr() : nullptr;
+  a.d = t.d;
+  a.x = t.x.const_data_ptr();
+  a.residual = data_or_null(t.residual);
+  a.y = t.y.mutable_data_ptr();
+  a.mean = t.mean.mutable_data_ptr();
+  a.rstd = t.rstd.mutable_data_ptr();
+  a.weight = data_or_null(t.weight);
+  a.bias = data_or_null(t.bias);
   a.eps = eps;
   a.negative_slope = negative_slope;
   run_forward(a);
-  return {y, mean, rstd};
+  return {t.y, t.mean, t.rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cpu(
@@ -156,48 +136,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cpu(
     c10::string_view activation, double negative_slope) {
   using namespace instance_norm;
   const Activation act = check_backward_args(grad, input, weight, bias, mean_in, rstd_in, activation);
-
-  const at::Tensor x = dense_input(input);
-  const Dims d = dims_of(x);
-  const auto acc = stats_dtype(x.scalar_type());
-  const auto dw_dtype = param_grad_dtype(weight, weight, x);
-  const auto db_dtype = param_grad_dtype(bias, weight, x);
-  auto dx = at::empty_like(x);
-  if (x.numel() == 0) {
-    return {dx, at::zeros({d.C}, x.options().dtype(dw_dtype)), at::zeros({d.C}, x.options().dtype(db_dtype))};
-  }
-  const at::Tensor g = as_layout_of(grad, x);
-  const at::Tensor w = param_as(weight, acc);
-  const at::Tensor b = param_as(bias, acc);
-  const at::Tensor mean = mean_in.to(acc).contiguous();
-  const at::Tensor rstd = rstd_in.to(acc).contiguous();
+  const BackwardTensors t = backward_tensors(grad, input, weight, bias, mean_in, rstd_in);
+  const Dims d = t.d;
+  if (t.x.numel() == 0) return empty_grads(t);
   // Per-plane sums in double, then dweight / dbias summed over n in order.
-  auto sums = at::empty({2, d.N, d.C}, x.options().dtype(at::kDouble));
+  auto sums = at::empty({2, d.N, d.C}, t.x.options().dtype(at::kDouble));
   double* sum_a = sums.mutable_data_ptr<double>();
   double* sum_b = sum_a + d.planes();
   inorm::BackwardArgs a{};
-  a.dtype = x.scalar_type();
-  a.layout = layout_of(x);
+  a.dtype = t.x.scalar_type();
+  a.layout = t.layout;
   a.act = act;
   a.d = d;
-  a.grad = g.const_data_ptr();
-  a.x = x.const_data_ptr();
-  a.dx = dx.mutable_data_ptr();
-  a.mean = mean.const_data_ptr();
-  a.rstd = rstd.const_data_ptr();
-  a.weight = w.defined() ? w.const_data_ptr() : nullptr;
-  a.bias = b.defined() ? b.const_data_ptr() : nullptr;
+  a.grad = t.grad.const_data_ptr();
+  a.x = t.x.const_data_ptr();
+  a.dx = t.dx.mutable_data_ptr();
+  a.mean = t.mean.const_data_ptr();
+  a.rstd = t.rstd.const_data_ptr();
+  a.weight = data_or_null(t.weight);
+  a.bias = data_or_null(t.bias);
   a.sum_a = sum_a;
   a.sum_b = sum_b;
   a.negative_slope = negative_slope;
   run_backward(a);
 
-  auto dw = at::empty({d.C}, x.options().dtype(at::kDouble));
-  auto db = at::empty({d.C}, x.options().dtype(at::kDouble));
+  auto dw = at::empty({d.C}, t.x.options().dtype(at::kDouble));
+  auto db = at::empty({d.C}, t.x.options().dtype(at::kDouble));
   double* dwp = dw.mutable_data_ptr<double>();
   double* dbp = db.mutable_data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(acc, "fastgan_instance_norm_act_param_grads", [&] {
-    const scalar_t* rs = rstd.const_data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(t.rstd.scalar_type(), "fastgan_instance_norm_act_param_grads", [&] {
+    const scalar_t* rs = t.rstd.const_data_ptr<scalar_t>();
     for (int64_t c = 0; c < d.C; ++c) {
       double sw = 0.0, sb = 0.0;
       for (int64_t n = 0; n < d.N; ++n) {
@@ -209,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cpu(
       dbp[c] = sb;
     }
   });
-  return {dx, dw.to(dw_dtype), db.to(db_dtype)};
+  return {t.dx, dw.to(t.dw_dtype), db.to(t.db_dtype)};
 }
 
 }  // namespace

@@ -60,7 +60,6 @@
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
-#include <limits>
 
 namespace fastgan::cuda {
 namespace {
@@ -942,38 +941,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
     const c10::optional<at::Tensor>& residual, double eps, c10::string_view activation, double negative_slope) {
   using namespace instance_norm;
   const Activation act = check_forward_args(input, weight, bias, residual, activation);
-  const bool has_res = residual.has_value() && residual->defined();
   const c10::cuda::OptionalCUDAGuard guard(input.device());
 
-  const at::Tensor x = dense_input(input);
-  const Dims d = dims_of(x);
-  const auto acc = stats_dtype(x.scalar_type());
-  auto y = at::empty_like(x);
-  auto mean = at::empty({d.N, d.C}, x.options().dtype(acc));
-  auto rstd = at::empty({d.N, d.C}, x.options().dtype(acc));
-  if (x.numel() == 0) {
-    mean.fill_(std::numeric_limits<double>::quiet_NaN());
-    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {y, mean, rstd};
-  }
-  const at::Tensor res = has_res ? as_layout_of(*residual, x) : at::Tensor();
-  const at::Tensor w = param_as(weight, acc);
-  const at::Tensor b = param_as(bias, acc);
-  const Layout layout = layout_of(x);
+  const ForwardTensors t = forward_tensors(input, weight, bias, residual);
+  if (t.x.numel() == 0) return {t.y, t.mean, t.rstd};
+  const Dims d = t.d;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int act_i = static_cast<int>(act);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastgan_instance_norm_act_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "fastgan_instance_norm_act_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* rp = has_res ? res.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    acc_t* mp = mean.mutable_data_ptr<acc_t>();
-    acc_t* sp = rstd.mutable_data_ptr<acc_t>();
-    const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
-    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    const scalar_t* xp = t.x.const_data_ptr<scalar_t>();
+    const scalar_t* rp = data_or_null<scalar_t>(t.residual);
+    scalar_t* yp = t.y.mutable_data_ptr<scalar_t>();
+    acc_t* mp = t.mean.mutable_data_ptr<acc_t>();
+    acc_t* sp = t.rstd.mutable_data_ptr<acc_t>();
+    const acc_t* wp = data_or_null<acc_t>(t.weight);
+    const acc_t* bp = data_or_null<acc_t>(t.bias);
     const acc_t slope = static_cast<acc_t>(negative_slope);
-    if (layout == Layout::kNCHW) {
+    if (t.layout == Layout::kNCHW) {
       constexpr int kVec = 16 / sizeof(scalar_t);
       const bool vec = d.HW % kVec == 0 && aligned16(xp) && aligned16(rp) && aligned16(yp);
       const int64_t S = (d.HW + kSplit - 1) / kSplit;
@@ -988,7 +974,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
           launch_clusters(fwd_cluster_nchw<scalar_t, V>, d.planes(), cluster, stream, xp, rp, yp, mp, sp, wp, bp,
                           d.C, d.HW, cluster, eps, act_i, slope);
         } else {
-          auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+          auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
           double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
           fwd_stats_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(xp, pp, d.HW, S);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -1006,11 +992,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
       const int64_t tiles = (d.C + kTileC - 1) / kTileC;
       const int64_t S = (d.HW + kRowsSplit - 1) / kRowsSplit;
       const dim3 block(kTileC, kLanes);
-      auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+      auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
       double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
       fwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(xp, pp, d.C, d.HW, tiles, S);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      auto sums = at::empty({d.planes() * 2}, x.options().dtype(at::kDouble));
+      auto sums = at::empty({d.planes() * 2}, t.x.options().dtype(at::kDouble));
       double2* sums_p = reinterpret_cast<double2*>(sums.mutable_data_ptr<double>());
       sum_partials<<<grid_of(d.planes()), kThreads, 0, stream>>>(pp, sums_p, S);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -1019,7 +1005,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
-  return {y, mean, rstd};
+  return {t.y, t.mean, t.rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
@@ -1030,40 +1016,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
   const Activation act = check_backward_args(grad, input, weight, bias, mean_in, rstd_in, activation);
   const c10::cuda::OptionalCUDAGuard guard(input.device());
 
-  const at::Tensor x = dense_input(input);
-  const Dims d = dims_of(x);
-  const auto acc = stats_dtype(x.scalar_type());
-  const auto dw_dtype = param_grad_dtype(weight, weight, x);
-  const auto db_dtype = param_grad_dtype(bias, weight, x);
-  auto dx = at::empty_like(x);
-  if (x.numel() == 0) {
-    return {dx, at::zeros({d.C}, x.options().dtype(dw_dtype)), at::zeros({d.C}, x.options().dtype(db_dtype))};
-  }
-  const at::Tensor g = as_layout_of(grad, x);
-  const at::Tensor w = param_as(weight, acc);
-  const at::Tensor b = param_as(bias, acc);
-  const at::Tensor mean = mean_in.to(acc).contiguous();
-  const at::Tensor rstd = rstd_in.to(acc).contiguous();
-  auto sums = at::empty({d.planes() * 2}, x.options().dtype(at::kDouble));
+  const BackwardTensors t = backward_tensors(grad, input, weight, bias, mean_in, rstd_in);
+  if (t.x.numel() == 0) return empty_grads(t);
+  const Dims d = t.d;
+  auto sums = at::empty({d.planes() * 2}, t.x.options().dtype(at::kDouble));
   double2* sums_p = reinterpret_cast<double2*>(sums.mutable_data_ptr<double>());
-  auto dw = at::empty({d.C}, x.options().dtype(at::kDouble));
-  auto db = at::empty({d.C}, x.options().dtype(at::kDouble));
-  const Layout layout = layout_of(x);
+  auto dw = at::empty({d.C}, t.x.options().dtype(at::kDouble));
+  auto db = at::empty({d.C}, t.x.options().dtype(at::kDouble));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int act_i = static_cast<int>(act);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(),
                                   "fastgan_instance_norm_act_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* gp = g.const_data_ptr<scalar_t>();
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-    const acc_t* mp = mean.const_data_ptr<acc_t>();
-    const acc_t* sp = rstd.const_data_ptr<acc_t>();
-    const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
-    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    const scalar_t* gp = t.grad.const_data_ptr<scalar_t>();
+    const scalar_t* xp = t.x.const_data_ptr<scalar_t>();
+    scalar_t* dxp = t.dx.mutable_data_ptr<scalar_t>();
+    const acc_t* mp = t.mean.const_data_ptr<acc_t>();
+    const acc_t* sp = t.rstd.const_data_ptr<acc_t>();
+    const acc_t* wp = data_or_null<acc_t>(t.weight);
+    const acc_t* bp = data_or_null<acc_t>(t.bias);
     const acc_t slope = static_cast<acc_t>(negative_slope);
-    if (layout == Layout::kNCHW) {
+    if (t.layout == Layout::kNCHW) {
       constexpr int kVec = 16 / sizeof(scalar_t);
       const bool vec = d.HW % kVec == 0 && aligned16(gp) && aligned16(xp) && aligned16(dxp);
       const int64_t S = (d.HW + kSplit - 1) / kSplit;
@@ -1078,7 +1052,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
           launch_clusters(bwd_cluster_nchw<scalar_t, V>, d.planes(), cluster, stream, gp, xp, dxp, mp, sp, wp, bp,
                           sums_p, d.C, d.HW, cluster, act_i, slope);
         } else {
-          auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+          auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
           double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
           bwd_stats_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(
               gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, S, act_i, slope);
@@ -1097,7 +1071,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
       const int64_t tiles = (d.C + kTileC - 1) / kTileC;
       const int64_t S = (d.HW + kRowsSplit - 1) / kRowsSplit;
       const dim3 block(kTileC, kLanes);
-      auto partial = at::empty({d.planes() * S * 2}, x.options().dtype(at::kDouble));
+      auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
       double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
       bwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
           gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, tiles, S, act_i, slope);
@@ -1112,7 +1086,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
         sums_p, sp, dw.mutable_data_ptr<double>(), db.mutable_data_ptr<double>(), d.N, d.C);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {dx, dw.to(dw_dtype), db.to(db_dtype)};
+  return {t.dx, dw.to(t.dw_dtype), db.to(t.db_dtype)};
 }
 
 }  // namespace
