@@ -158,7 +158,8 @@ inline const T* data_or_null(const at::Tensor& t) {
 // The tensors of a forward, prepared alike by each device's entry point (the CUDA one
 // under its device guard): x dense, the outputs in its layout, the residual laid out as
 // x, weight and bias in the stats dtype. For an empty x the statistics are NaN (the
-// mean of no element, as aten's) and the rest is left undefined: the call is done.
+// mean of no element, as aten's), residual, weight and bias are left undefined, and the
+// call returns (y, mean, rstd) as they are.
 struct ForwardTensors {
   at::Tensor x, residual, weight, bias;  // residual, weight, bias: undefined when absent
   at::Tensor y, mean, rstd;
