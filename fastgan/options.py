@@ -289,6 +289,9 @@ def check_values(opt: Options) -> None:
         raise ValueError(f"--save_epoch_freq {opt.save_epoch_freq} must be at least 1 (epochs)")
     if opt.lr_policy == "step" and opt.lr_decay_iters < 1:
         raise ValueError(f"--lr_decay_iters {opt.lr_decay_iters} must be at least 1 (epochs) with --lr_policy step")
+    if opt.lr_policy == "cosine" and opt.n_epochs < 1:  # its period, T_max
+        raise ValueError(f"--n_epochs {opt.n_epochs} must be at least 1 with --lr_policy cosine (the cosine's "
+                         "period, in epochs)")
     if opt.lr < 0:
         raise ValueError(f"--lr {opt.lr} must not be negative")
     if not 0 <= opt.beta1 < 1:

@@ -737,6 +737,8 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--save_epoch_freq", "0"], "--save_epoch_freq 0 must be at least 1 (epochs)"),
     (["--lr_policy", "step", "--lr_decay_iters", "0"], "--lr_decay_iters 0 must be at least 1 (epochs) with "
                                                        "--lr_policy step"),
+    (["--lr_policy", "cosine", "--n_epochs", "0", "--n_epochs_decay", "3"],
+     "--n_epochs 0 must be at least 1 with --lr_policy cosine (the cosine's period, in epochs)"),
     (["--lr", "-0.1"], "--lr -0.1 must not be negative"),
     (["--lambda_L1", "50"], "--lambda_L1 is a pix2pix option: --arch cyclegan has no use for it"),
     (["--ngf", "0"], "--ngf 0 must be at least 1 (filters)"),
