@@ -62,6 +62,12 @@ class DeviceImagePool:
         self.count.add_(filling.long())
         return out
 
+    def clear(self) -> None:
+        """Drops the stored fakes (a run resumed at another image size), before any query: the
+        first query allocates the ring at its images' shape."""
+        self.images = None
+        self.count = None
+
     def state_dict(self) -> dict:
         if self.images is None:
             return {"size": self.size, "images": None, "count": 0}
@@ -71,6 +77,8 @@ class DeviceImagePool:
         """The saved pool; one of another size (a run resumed with another --pool_size) gives
         its first stored images, up to this pool's size."""
         images = saved_images(state, self.size)  # either kind: the reference's list from an --eager run
+        if len({t.shape for t in images}) > 1:  # a run of images of several sizes: no one ring holds
+            images = []  # them (the resumed run says its pools start empty: Trainer.resume)
         count = len(images)
         images = _stack_into_ring(images, self.size) if images else None
         if self.images is not None:  # keep the tensors (a captured CUDA graph points at them)

@@ -43,6 +43,10 @@ class ImagePool:
                 out.append(image)
         return torch.cat(out, 0)
 
+    def clear(self) -> None:
+        """Drops the stored fakes (a run resumed at another image size); the RNG goes on."""
+        self.images = []
+
     def state_dict(self) -> dict:
         return {"size": self.size, "images": [t.cpu() for t in self.images], "rng": self.rng.getstate()}
 

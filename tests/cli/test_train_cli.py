@@ -896,6 +896,50 @@ def test_a_resume_with_another_pool_size_keeps_the_first_saved_fakes(unaligned_r
     assert all(pool["size"] == 2 and len(pool["images"]) == 2 for pool in pools), pools
 
 
+def _pool_image_sizes(run_dir) -> set:
+    """The (height, width) of every fake the saved pools hold, of either kind (list or ring)."""
+    state = torch.load(run_dir / "training_state.pt", map_location="cpu", weights_only=False)
+    sizes = set()
+    for pool in state["model"]["pools"].values():
+        images = pool["images"]
+        held = images[: pool["count"]] if isinstance(images, torch.Tensor) else images
+        sizes |= {tuple(t.shape[-2:]) for t in held}
+    return sizes
+
+
+@pytest.mark.parametrize("level", [[], ["--eager"]])
+def test_a_resume_at_another_crop_size_starts_the_pools_empty(level, unaligned_root, tmp_path, capsys):
+    """--continue_train with another --crop_size: the pools' saved fakes are of the run's size,
+    which the device ring cannot hold and a batch of two cannot stack with this run's; the pools
+    start empty, and the run says so (the ring ended in a ValueError traceback)."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + level + ["--batch_size", "2", "--pool_size", "4"]
+    train_cli.main(args + ["--max_iters", "3"])
+    assert _pool_image_sizes(tmp_path / "run") == {(32, 32)}
+    capsys.readouterr()
+    result = train_cli.main(args + ["--crop_size", "28", "--load_size", "32", "--continue_train", "--max_iters", "4"])
+    assert result["iteration"] == 4 and result["stopped"] == "reached --max_iters 4"
+    assert ("note: --crop_size 28 crops, the run's --crop_size was 32: the image pools start empty (their saved "
+            "fakes are of the run's sizes)") in capsys.readouterr().out
+    assert _pool_image_sizes(tmp_path / "run") == {(28, 28)}
+
+
+def test_a_resume_that_crops_images_the_run_kept_whole_starts_the_pools_empty(tmp_path, capsys):
+    """A run under --preprocess none (its pools hold fakes of each image's size) resumed with
+    crops: the pools start empty, and the run says so (the device ring could not stack fakes of
+    two sizes, nor take one size's for another's)."""
+    root = str(tmp_path / "data")
+    write_images_of_sizes(root, ("trainA", "trainB"), [(40, 48), (36, 44)], seed=5)
+    args = tiny_args(root, tmp_path / "ckpt", "run") + ["--pool_size", "4"]
+    train_cli.main(args + ["--preprocess", "none", "--max_iters", "3"])
+    assert _pool_image_sizes(tmp_path / "ckpt" / "run") == {(40, 48), (36, 44)}
+    capsys.readouterr()
+    result = train_cli.main(args + ["--continue_train", "--max_iters", "4"])
+    assert result["iteration"] == 4
+    assert ("note: --crop_size 32 crops, the run's images kept their own sizes (--preprocess none): the image "
+            "pools start empty") in capsys.readouterr().out
+    assert _pool_image_sizes(tmp_path / "ckpt" / "run") == {(32, 32)}
+
+
 def test_a_training_state_that_does_not_fit_is_one_clear_line(unaligned_root, tmp_path, capsys):
     args = tiny_args(unaligned_root, tmp_path, "run")
     train_cli.main(args + ["--max_iters", "1"])
