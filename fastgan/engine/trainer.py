@@ -417,7 +417,8 @@ class Trainer:
         """Why a resumed run has nothing left to do, if it has not."""
         opt, p = self.opt, self.progress
         if opt.max_iters is not None and p.iteration >= opt.max_iters:
-            return f"already at --max_iters {opt.max_iters} (iteration {p.iteration})"
+            return f"already at --max_iters {opt.max_iters} (iteration {p.iteration})" if opt.continue_train else \
+                f"--max_iters {opt.max_iters}: nothing to train"
         if p.epoch > self.last_epoch:
             return (f"nothing to train: epoch {p.epoch} is past the schedule's last, {self.last_epoch} "
                     "(--n_epochs + --n_epochs_decay)")
@@ -499,8 +500,11 @@ class Trainer:
         summary = {"images": tally.images, "seconds": elapsed,
                    "images_per_second": tally.images / elapsed if elapsed > 0 else 0.0,
                    "epoch": p.epoch, "iteration": p.iteration, "stopped": tally.stopped, "signal": tally.signum}
+        # (a new run that trained nothing saved nothing: a folder's earlier run stays as it was)
+        saved = self.state_saved_at is not None or self.opt.continue_train
         self.log(f"{tally.stopped or 'finished'}: {tally.images} images in {elapsed:.1f} s "
-                 f"({summary['images_per_second']:.2f} images/s); checkpoints in {self.dir}"
+                 f"({summary['images_per_second']:.2f} images/s); "
+                 + (f"checkpoints in {self.dir}" if saved else "nothing saved")
                  + ("; resume with --continue_train" if tally.stopped and tally.images else ""))
         return summary
 

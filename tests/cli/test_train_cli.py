@@ -689,12 +689,16 @@ def test_a_bad_file_mid_run_keeps_what_trained_before_it(tmp_path, capsys):
 def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, capsys):
     args = tiny_args(unaligned_root, tmp_path, "run")
     assert train_cli.main(args + ["--max_iters", "0"])["images"] == 0
+    out = capsys.readouterr().out  # a new run that trains nothing leaves the folder as it was
+    assert re.search(r"\n--max_iters 0: nothing to train: 0 images in [0-9.]+ s \(0.00 images/s\); nothing saved\n",
+                     out), out
     assert not (tmp_path / "run" / "training_state.pt").exists()
     assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
     capsys.readouterr()
     again = train_cli.main(args + ["--continue_train", "--max_iters", "2"])
     assert again["images"] == 0 and again["iteration"] == 3
-    assert "already at --max_iters 2 (iteration 3)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already at --max_iters 2 (iteration 3)" in out and f"images/s); checkpoints in {tmp_path / 'run'}" in out
     state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
     assert state["progress"]["iteration"] == 3
 
