@@ -203,32 +203,33 @@ class Trainer:
                    "twice in it and others not at all") if progress.batch > 0 else ""
             self.log(f"note: --seed {now}, the run's {before}: its data order, crops and flips follow seed {now} "
                      f"from here{mid} (--seed {before} keeps the run's)")
-        self._empty_pools_of_another_size(saved)
+        emptied = self._empty_pools_of_another_size(saved)
         before, now = saved.get("pool_size", self.opt.pool_size), self.opt.pool_size
-        if before != now and self.model.pools():
+        if before != now and self.model.pools() and not emptied:
             self.log(f"--pool_size {now}, the run's {before}: " + (
                 f"each image pool keeps the first {now} fakes it saved" if now < before else
                 f"each image pool keeps the fakes it saved and fills up to {now}"))
 
-    def _empty_pools_of_another_size(self, saved: dict) -> None:
+    def _empty_pools_of_another_size(self, saved: dict) -> bool:
         """Crops of another --crop_size than the run's, or crops where the run's images kept their
         own sizes: the image pools' saved fakes are of other sizes than this run's, which one
         device ring cannot hold nor one batch stack, so the pools start empty, as the reference's
-        do at every continue (it saves none)."""
+        do at every continue (it saves none). Whether they were emptied."""
         opt, pools = self.opt, self.model.pools()
-        if not pools or sizes_vary(opt.preprocess):  # (fakes of any size go on in the list pool)
-            return
+        if not pools or opt.pool_size == 0 or sizes_vary(opt.preprocess):  # (the list pool takes any sizes)
+            return False
         crop, preprocess = saved.get("crop_size", opt.crop_size), saved.get("preprocess", opt.preprocess)
         if sizes_vary(preprocess):
             run = f"the run's images kept their own sizes (--preprocess {preprocess})"
         elif crop != opt.crop_size:
             run = f"the run's --crop_size was {crop}"
         else:
-            return
+            return False
         for pool in pools.values():
             pool.clear()
         self.log(f"note: --crop_size {opt.crop_size} crops, {run}: the image pools start empty (their saved fakes "
                  "are of the run's sizes)")
+        return True
 
     def _note_loader_and_threads(self, state: dict) -> None:
         """A loader or a CPU thread count other than the run's (--loader auto picks by the free
