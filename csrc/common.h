@@ -21,6 +21,15 @@ inline void check_loss_pair(const char* op, const at::Tensor& input, const at::T
               input.scalar_type());
 }
 
+// The arguments of an L1 loss's backward: the pair, and grad one element (the loss is
+// 0-dim) on the pair's device.
+inline void check_l1_backward_args(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& target) {
+  constexpr const char* op = "fastgan::l1_loss_backward";
+  check_loss_pair(op, input, target);
+  TORCH_CHECK(grad.numel() == 1, op, ": grad must hold one element (the loss is 0-dim), got ", grad.sizes());
+  TORCH_CHECK(grad.device() == input.device(), op, ": grad is on ", grad.device(), ", input on ", input.device());
+}
+
 // True when a and b (same sizes) put every index at the same memory offset.
 inline bool same_layout(const at::Tensor& a, const at::Tensor& b) {
   for (int64_t d = 0; d < a.dim(); ++d) {

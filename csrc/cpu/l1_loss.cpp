@@ -186,11 +186,7 @@ at::Tensor l1_loss_cpu(const at::Tensor& input, const at::Tensor& target, double
 
 std::tuple<at::Tensor, at::Tensor> l1_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& input,
                                                          const at::Tensor& target, double weight) {
-  check_loss_pair("fastgan::l1_loss_backward", input, target);
-  TORCH_CHECK(grad.numel() == 1, "fastgan::l1_loss_backward: grad must hold one element (the loss is 0-dim), got ",
-              grad.sizes());
-  TORCH_CHECK(grad.device() == input.device(), "fastgan::l1_loss_backward: grad is on ", grad.device(),
-              ", input on ", input.device());
+  check_l1_backward_args(grad, input, target);
   // named references, not a structured binding: a lambda capturing one is C++20, and
   // torch 2.11 builds extensions as C++17
   const auto pair = dense_pair(input, target);

@@ -204,11 +204,7 @@ at::Tensor l1_loss_cuda(const at::Tensor& input, const at::Tensor& target, doubl
 
 std::tuple<at::Tensor, at::Tensor> l1_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
                                                           const at::Tensor& target, double weight) {
-  check_loss_pair("fastgan::l1_loss_backward", input, target);
-  TORCH_CHECK(grad.numel() == 1, "fastgan::l1_loss_backward: grad must hold one element (the loss is 0-dim), got ",
-              grad.sizes());
-  TORCH_CHECK(grad.device() == input.device(), "fastgan::l1_loss_backward: grad is on ", grad.device(),
-              ", input on ", input.device());
+  check_l1_backward_args(grad, input, target);
   const c10::cuda::OptionalCUDAGuard guard(input.device());
   // named references, not a structured binding: a lambda capturing one is C++20, and
   // torch 2.11 builds extensions as C++17

@@ -337,6 +337,11 @@ def test_native_op_checks_inputs():
         torch.ops.fastgan.l1_loss(x, x.double(), 1.0)
     with pytest.raises(RuntimeError, match="floating point"):
         torch.ops.fastgan.l1_loss(x.long(), x.long(), 1.0)
+    with pytest.raises(RuntimeError, match=r"fastgan::l1_loss_backward: grad must hold one element \(the loss is "
+                                           r"0-dim\), got \[2\]"):
+        torch.ops.fastgan.l1_loss_backward(torch.ones(2), x, x, 1.0)
+    with pytest.raises(RuntimeError, match="fastgan::l1_loss_backward: input and target must have the same shape"):
+        torch.ops.fastgan.l1_loss_backward(torch.ones(()), x, x[:2], 1.0)
 
 
 # ------------------------------------------------------------------------ torch.compile
