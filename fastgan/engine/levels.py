@@ -195,6 +195,13 @@ def resolve_levels(opt, device: torch.device) -> Levels:
                              f"instance_affine or none); with --norm {opt.norm} the batch statistics would mix "
                              "the merged passes")
         levels = dataclasses.replace(levels, merge_passes=False)  # a default that cannot apply here
+    if levels.compile != "none" and getattr(opt, "lambda_gp", 0) > 0:
+        # the gradient penalty differentiates the discriminator's input gradient (a double
+        # backward), which torch.compile's AOT autograd does not support
+        if "compile" in chosen:
+            raise ValueError(f"--compile {levels.compile} with --lambda_gp: the gradient penalty differentiates "
+                             "the discriminators twice, which torch.compile does not support; leave --compile out")
+        levels = dataclasses.replace(levels, compile="none")  # a default that cannot apply here
     if levels.cuda_graphs and levels.amp == "fp16" and "cuda_graphs" not in chosen:
         # fp16's gradient scaler syncs with the host every step: a default that cannot apply
         levels = dataclasses.replace(levels, cuda_graphs=False)

@@ -788,6 +788,8 @@ def test_pictures_that_cannot_be_written_leave_the_run_training(unaligned_root, 
     (["--preprocess", "scale_width", "--load_size", "16"],
      "--netD basic (3 layers) is too deep for --load_size 16: its 4x4 convs shrink the width to 8 -> 4 -> 2 -> 1"),
     (["--preprocess", "none", "--gan_mode", "wgangp", "--lambda_gp", "10"], "--lambda_gp interpolates real and fake"),
+    (["--compile", "nets", "--gan_mode", "wgangp", "--lambda_gp", "10"],
+     "--compile nets with --lambda_gp: the gradient penalty differentiates the discriminators twice"),
     (["--continue_train"], "holds no latest_net_G_A.pth, latest_net_G_B.pth, latest_net_D_A.pth, "
                            "latest_net_D_B.pth and no training_state.pt; train without --continue_train first"),
 ])
@@ -925,9 +927,22 @@ def test_a_resume_at_another_crop_size_starts_the_pools_empty(level, unaligned_r
                                     "--max_iters", "4"])
     assert result["iteration"] == 4 and result["stopped"] == "reached --max_iters 4"
     out = capsys.readouterr().out
-    assert ("note: --crop_size 28 crops, the run's --crop_size was 32: the image pools start empty (their saved "
-            "fakes are of the run's sizes)") in out and "each image pool keeps" not in out
+    assert ("note: images of 28x28, the run's 32x32: the image pools start empty (their saved fakes are of the "
+            "run's sizes)") in out and "each image pool keeps" not in out
     assert _pool_image_sizes(tmp_path / "run") == {(28, 28)}
+
+
+def test_a_resume_that_resizes_to_another_load_size_starts_the_pools_empty(unaligned_root, tmp_path, capsys):
+    """--preprocess resize makes squares of --load_size, not --crop_size: another --load_size at
+    the resume empties the pools too."""
+    args = tiny_args(unaligned_root, tmp_path, "run") + ["--preprocess", "resize", "--pool_size", "4"]
+    train_cli.main(args + ["--load_size", "32", "--max_iters", "3"])
+    assert _pool_image_sizes(tmp_path / "run") == {(32, 32)}
+    capsys.readouterr()
+    result = train_cli.main(args + ["--load_size", "36", "--continue_train", "--max_iters", "4"])
+    assert result["iteration"] == 4
+    assert "note: images of 36x36, the run's 32x32: the image pools start empty" in capsys.readouterr().out
+    assert _pool_image_sizes(tmp_path / "run") == {(36, 36)}
 
 
 def test_a_resume_that_crops_images_the_run_kept_whole_starts_the_pools_empty(tmp_path, capsys):
@@ -942,8 +957,8 @@ def test_a_resume_that_crops_images_the_run_kept_whole_starts_the_pools_empty(tm
     capsys.readouterr()
     result = train_cli.main(args + ["--continue_train", "--max_iters", "4"])
     assert result["iteration"] == 4
-    assert ("note: --crop_size 32 crops, the run's images kept their own sizes (--preprocess none): the image "
-            "pools start empty") in capsys.readouterr().out
+    assert ("note: images of 32x32, the run's images kept their own sizes (--preprocess none): the image pools "
+            "start empty") in capsys.readouterr().out
     assert _pool_image_sizes(tmp_path / "ckpt" / "run") == {(32, 32)}
 
 

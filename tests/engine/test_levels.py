@@ -164,6 +164,21 @@ def test_fp16_leaves_out_the_graphs_it_cannot_run_unless_they_were_asked_for():
         assert chosen.compile == "nets" and chosen.accelerate  # the other defaults stay
 
 
+@pytest.mark.parametrize("arch", ["cyclegan", "pix2pix"])
+def test_the_gradient_penalty_leaves_out_compile_which_cannot_differentiate_twice(arch):
+    """--lambda_gp differentiates each discriminator's input gradient: torch.compile's AOT
+    autograd refuses that double backward (at the first step, once a compiled net had run), so
+    the GPU defaults and --fast leave --compile out, and asking for it is refused in words."""
+    for base in ({}, {"fast": True}):
+        chosen = levels(CUDA, arch, gan_mode="wgangp", lambda_gp=10.0, **base)
+        assert chosen.compile == "none" and chosen.cuda_graphs and chosen.accelerate  # the other defaults stay
+    assert levels(CUDA, arch, gan_mode="wgangp").compile == "nets"
+    for device in (CPU, CUDA):
+        with pytest.raises(ValueError, match="--compile nets with --lambda_gp: the gradient penalty differentiates "
+                                             "the discriminators twice, which torch.compile does not support"):
+            levels(device, arch, gan_mode="wgangp", lambda_gp=10.0, compile="nets")
+
+
 @pytest.mark.parametrize("preprocess", ["none", "scale_width"])
 def test_images_of_their_own_sizes_leave_out_the_graphs_of_a_pooled_cyclegan(preprocess):
     """The pool of fakes of several sizes is the reference's list (host draws): no capture."""
