@@ -238,6 +238,14 @@ def sizes_vary(preprocess: str) -> bool:
     return "crop" not in preprocess and "resize" not in preprocess
 
 
+def square_side(preprocess: str, crop_size: int, load_size: int) -> int | None:
+    """The side of a run's square images: --crop_size where the preprocess crops, --load_size
+    where it only resizes (resize), None where each image keeps a size of its own (sizes_vary)."""
+    if "crop" in preprocess:
+        return crop_size
+    return load_size if "resize" in preprocess else None
+
+
 def size_class_note(preprocess: str) -> str:
     """What the fused modules' measured kernels do where sizes vary (fastgan.ops.choices_by_size_class)."""
     return f"--preprocess {preprocess} keeps each image's size: kernels measured once per size class (pixels " \

@@ -44,7 +44,7 @@ from fastgan.engine.web_page import TrainingPage
 from fastgan.errors import os_error_line
 from fastgan.models import CheckpointError, count_parameters, remove_stale_temporaries, write_file_atomically
 from fastgan.ops import choices_by_size_class
-from fastgan.options import Options, checkpoint_label, size_class_note, sizes_vary
+from fastgan.options import Options, checkpoint_label, size_class_note, sizes_vary, square_side
 
 
 def crossed(total: int, step: int, freq: int) -> bool:
@@ -211,24 +211,25 @@ class Trainer:
                 f"each image pool keeps the fakes it saved and fills up to {now}"))
 
     def _empty_pools_of_another_size(self, saved: dict) -> bool:
-        """Crops of another --crop_size than the run's, or crops where the run's images kept their
-        own sizes: the image pools' saved fakes are of other sizes than this run's, which one
-        device ring cannot hold nor one batch stack, so the pools start empty, as the reference's
-        do at every continue (it saves none). Whether they were emptied."""
+        """Square images of another side than the run's (another --crop_size, or --load_size under
+        --preprocess resize), or squares where the run's images kept their own sizes: the image
+        pools' saved fakes are of other sizes than this run's, which one device ring cannot hold
+        nor one batch stack, so the pools start empty, as the reference's do at every continue
+        (it saves none). Whether they were emptied."""
         opt, pools = self.opt, self.model.pools()
-        if not pools or opt.pool_size == 0 or sizes_vary(opt.preprocess):  # (the list pool takes any sizes)
+        side = square_side(opt.preprocess, opt.crop_size, opt.load_size)
+        if not pools or opt.pool_size == 0 or side is None:  # (the list pool takes any sizes)
             return False
-        crop, preprocess = saved.get("crop_size", opt.crop_size), saved.get("preprocess", opt.preprocess)
-        if sizes_vary(preprocess):
-            run = f"the run's images kept their own sizes (--preprocess {preprocess})"
-        elif crop != opt.crop_size:
-            run = f"the run's --crop_size was {crop}"
-        else:
+        preprocess = saved.get("preprocess", opt.preprocess)
+        run_side = square_side(preprocess, saved.get("crop_size", opt.crop_size), saved.get("load_size", opt.load_size))
+        if run_side == side:
             return False
+        run = f"the run's images kept their own sizes (--preprocess {preprocess})" if run_side is None else \
+            f"the run's {run_side}x{run_side}"
         for pool in pools.values():
             pool.clear()
-        self.log(f"note: --crop_size {opt.crop_size} crops, {run}: the image pools start empty (their saved fakes "
-                 "are of the run's sizes)")
+        self.log(f"note: images of {side}x{side}, {run}: the image pools start empty (their saved fakes are of the "
+                 "run's sizes)")
         return True
 
     def _note_loader_and_threads(self, state: dict) -> None:
