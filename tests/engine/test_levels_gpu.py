@@ -56,6 +56,28 @@ def assert_replays_match(plain, graphed, data):
     torch.testing.assert_close(graphed.visuals["fake_B"], plain.visuals["fake_B"], rtol=1e-3, atol=1e-4)
 
 
+def test_the_image_pool_draws_alike_in_a_replay_and_uncaptured():
+    """pool_size > 0 (the other tests run without a pool): the device ring draws its coins and
+    slots from the default CUDA generator, which the graph registers, so from the same seed a
+    replay draws what the uncaptured iteration draws. Batches of 2 into pools of 3: filling,
+    then swapping, over 3 warm-ups, the capture and 5 replays."""
+    torch.backends.cudnn.deterministic = True  # (tests/conftest.py restores it)
+    level = dict(pool_size=3, accelerate=True, compile="none", adam="fused", cudnn_benchmark=False)
+    plain, graphed = model(cuda_graphs=False, **level), model(cuda_graphs=True, **level)
+    for i, (A, B) in enumerate(batches(9)):
+        torch.cuda.manual_seed(100 + i)
+        expected = plain.step(A, B)
+        torch.cuda.manual_seed(100 + i)
+        got = graphed.step(A, B)
+        for k, v in expected.items():
+            torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"iteration {i}: {k}")
+    assert graphed._iterate.graph is not None
+    for name in ("fake_A_pool", "fake_B_pool"):
+        mine, theirs = getattr(graphed, name), getattr(plain, name)
+        assert int(mine.count) == int(theirs.count) == 3
+        torch.testing.assert_close(mine.images, theirs.images, rtol=1e-3, atol=1e-4, msg=name)
+
+
 def test_capture_goes_on_while_another_thread_allocates_pinned_memory():
     """A loader's threads (the DataLoader's pinning thread, DALI's) allocate page-locked
     memory while the training thread captures its iteration: fastgan/engine/graphs.py
