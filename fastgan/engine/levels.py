@@ -195,7 +195,7 @@ def resolve_levels(opt, device: torch.device) -> Levels:
                              f"instance_affine or none); with --norm {opt.norm} the batch statistics would mix "
                              "the merged passes")
         levels = dataclasses.replace(levels, merge_passes=False)  # a default that cannot apply here
-    if levels.compile != "none" and getattr(opt, "lambda_gp", 0) > 0:
+    if levels.compile != "none" and opt.lambda_gp > 0:
         # the gradient penalty differentiates the discriminator's input gradient (a double
         # backward), which torch.compile's AOT autograd does not support
         if "compile" in chosen:
