@@ -283,6 +283,8 @@ class TrainingModel:
             p.load_state_dict(state["pools"][k], self.device)
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if self.levels.cuda_graphs:
+            self._iterate.recapture()
 
     def _keep_adam_implementation(self, optimizer: torch.optim.Adam) -> None:
         """After load_state_dict, which takes the saved groups whole: this run's Adam (its

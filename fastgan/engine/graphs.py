@@ -15,7 +15,8 @@ captured cold (a capture cannot time cuDNN's algorithms or compile). Once a
 graph exists, a batch of another shape runs eagerly: the capturable optimizers
 and the device pools work outside the graph as well. Inputs are copied into the
 graph's static input buffers. Everything runs on the model's device, whichever
-device is current.
+device is current. Loading a training state drops the graph (`recapture`): the
+loaded optimizers hold new tensors, which the old graph would never read.
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ class GraphedIteration:
     @property
     def warmup(self) -> int:
         return self.plan.warmup
+
+    def recapture(self) -> None:
+        """Forget the graph and its buffers: the next iterations warm up and capture again.
+        For a loaded training state, whose optimizers' moments, step counters and learning
+        rates are new tensors (Optimizer.load_state_dict builds them) the graph does not read."""
+        self.plan = CapturePlan(self.plan.warmup)
+        self.graph = None
+        self.static_inputs, self.static_losses, self.static_visuals = [], {}, {}
 
     def __call__(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.cuda.device(self.device):  # the streams and the capture of the model's device

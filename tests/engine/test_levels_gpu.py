@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import threading
 import time
@@ -263,6 +264,31 @@ def test_a_captured_run_resumed_from_its_own_state_goes_on_as_the_uninterrupted_
         got = resumed.step(A, B)
         for k, v in expected[i].items():
             torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"iteration {i}: {k}")
+
+
+def test_a_state_loaded_into_a_run_that_replays_a_graph_trains_as_a_fresh_run_with_it():
+    """load_state_dict after the capture (a library user's resume; the command line loads
+    before its first step): the loaded optimizers' moments, steps and learning rates are new
+    tensors, so the model drops its graph, warms up and captures again, and trains as a
+    fresh captured run that loaded the same state."""
+    torch.backends.cudnn.deterministic = True  # (tests/conftest.py restores it)
+    level = dict(accelerate=True, compile="none", cuda_graphs=True, adam="fused", cudnn_benchmark=False)
+    source = model(**level)
+    for A, B in batches(2):
+        source.step(A, B)
+    state = copy.deepcopy(source.state_dict())  # (the optimizers' state holds the live tensors)
+    replaying, fresh = model(**level), model(**level)
+    for A, B in batches(6):  # 3 warm-up, 1 capture, 2 replays
+        replaying.step(A, B)
+    assert replaying._iterate.graph is not None
+    replaying.load_state_dict(state)
+    fresh.load_state_dict(state)
+    for i, (A, B) in enumerate(batches(7)):  # warm-up, capture and replays again
+        expected = {k: v.clone() for k, v in fresh.step(A, B).items()}
+        got = replaying.step(A, B)
+        for k, v in expected.items():
+            torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"iteration {i}: {k}")
+    assert replaying._iterate.graph is not None
 
 
 def pix2pix_model(**level):

@@ -261,13 +261,27 @@ def _record_one_choice(folder: str, tag: int, start) -> None:
     choice_cache.record(torch.device("cpu"))  # a run's last save: its choices have no later chance
 
 
+class _UncapturedIteration:
+    """GraphedIteration's stand-in on the CPU: the plain iteration, and a count of the
+    recaptures a model asks for."""
+
+    def __init__(self, iterate, model):
+        self.iterate, self.recaptures = iterate, 0
+
+    def __call__(self, *inputs):
+        return self.iterate(*inputs)
+
+    def recapture(self):
+        self.recaptures += 1
+
+
 def _cyclegan_with(levels, monkeypatch):
     """A tiny CycleGAN on the CPU with `levels` as given (not resolved for the device): CUDA
     graphs' capture replaced by the plain iteration, to load and step its optimizers here."""
     from fastgan.engine import graphs
     from fastgan.engine.cyclegan import CycleGAN
 
-    monkeypatch.setattr(graphs, "GraphedIteration", lambda iterate, model: iterate)
+    monkeypatch.setattr(graphs, "GraphedIteration", _UncapturedIteration)
     opt = resolve("cyclegan", {"ngf": 4, "ndf": 4, "netG": "resnet_6blocks", "device": "cpu", "seed": 1})
     torch.manual_seed(1)
     return CycleGAN(opt, torch.device("cpu"), levels)
@@ -285,6 +299,7 @@ def test_a_state_saved_under_other_levels_keeps_this_runs_adam(adam, monkeypatch
     eager.train_step({"A": A, "B": B})  # step counters in the state
     graphed = _cyclegan_with(Levels(cuda_graphs=True, adam=adam), monkeypatch)
     graphed.load_state_dict(eager.state_dict())
+    assert graphed._iterate.recaptures == 1  # a graph captured before would read the old optimizers
     for o in graphed.optimizers.values():
         for group in o.param_groups:
             assert group["capturable"] and bool(group["fused"]) == (adam == "fused")
