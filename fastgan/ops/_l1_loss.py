@@ -39,6 +39,9 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
                          f"{tuple(input.shape)} and {tuple(target.shape)}")
     weight = constant("l1_loss", "weight", weight, "weight * l1_loss(input, target)")
     input, target = promoted(*as_autocast_runs_l1(input, target))
+    if not input.dtype.is_floating_point:  # (every back end alike: torch's would take complex)
+        raise ValueError(f"l1_loss: input and target are {input.dtype} (promoted); "
+                         f"one of them must be floating point")
     return L1_LOSS(input, target, weight)
 
 

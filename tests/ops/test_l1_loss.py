@@ -270,6 +270,17 @@ def test_shape_mismatch_is_an_error():
         ops.l1_loss(x, x.to("meta"))
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64])
+def test_inputs_that_promote_to_no_floating_dtype_are_refused_alike(backend, dtype):
+    """Integers against integers, or complex numbers: one message on every back end (torch's
+    l1_loss computes complex ones, the native kernels refused them in words of their own)."""
+    x = torch.ones(3, 4, dtype=dtype)
+    with ops.use_backend(backend), pytest.raises(ValueError, match=rf"l1_loss: input and target are {dtype} "
+                                                                   r"\(promoted\); one of them must be floating point"):
+        ops.l1_loss(x, x)
+
+
 def test_a_weight_that_requires_grad_is_refused():
     """weight is a constant: a learned one would silently get no gradient."""
     x, t = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4)
