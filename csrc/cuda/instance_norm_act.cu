@@ -863,6 +863,27 @@ inline unsigned grid_of(int64_t blocks) {
   return static_cast<unsigned>(blocks);
 }
 
+// `count` pairs of doubles on the device (per-plane or per-chunk sums), and the tensor that owns them.
+struct Double2Buffer {
+  at::Tensor owner;
+  double2* data;
+};
+
+inline Double2Buffer double2_buffer(int64_t count, const at::TensorOptions& on) {
+  at::Tensor owner = at::empty({count * 2}, on.dtype(at::kDouble));
+  return {owner, reinterpret_cast<double2*>(owner.mutable_data_ptr<double>())};
+}
+
+// launch(std::integral_constant<int, V>{}) with V = kVec where the vector path applies, else 1.
+template <int kVec, typename Launch>
+void with_vector_width(bool vec, Launch&& launch) {
+  if (vec) {
+    launch(std::integral_constant<int, kVec>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
 // Whether the cluster kernels can run on `device`: cluster launch (sm_90 and newer) and
 // this file's code for it built from sm_90 PTX or newer (code JIT-compiled from older PTX
 // has them trap). Asked once per device. A query the runtime refuses (a driver without
@@ -974,8 +995,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
           launch_clusters(fwd_cluster_nchw<scalar_t, V>, d.planes(), cluster, stream, xp, rp, yp, mp, sp, wp, bp,
                           d.C, d.HW, cluster, eps, act_i, slope);
         } else {
-          auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
-          double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+          const Double2Buffer partial = double2_buffer(d.planes() * S, t.x.options());
+          double2* pp = partial.data;
           fwd_stats_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(xp, pp, d.HW, S);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           fwd_apply_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(
@@ -983,21 +1004,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_cuda(
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       };
-      if (vec) {
-        launch(std::integral_constant<int, kVec>{});
-      } else {
-        launch(std::integral_constant<int, 1>{});
-      }
+      with_vector_width<kVec>(vec, launch);
     } else {
       const int64_t tiles = (d.C + kTileC - 1) / kTileC;
       const int64_t S = (d.HW + kRowsSplit - 1) / kRowsSplit;
       const dim3 block(kTileC, kLanes);
-      auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
-      double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+      const Double2Buffer partial = double2_buffer(d.planes() * S, t.x.options());
+      double2* pp = partial.data;
       fwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(xp, pp, d.C, d.HW, tiles, S);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      auto sums = at::empty({d.planes() * 2}, t.x.options().dtype(at::kDouble));
-      double2* sums_p = reinterpret_cast<double2*>(sums.mutable_data_ptr<double>());
+      const Double2Buffer sums = double2_buffer(d.planes(), t.x.options());
+      double2* sums_p = sums.data;
       sum_partials<<<grid_of(d.planes()), kThreads, 0, stream>>>(pp, sums_p, S);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       fwd_apply_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
@@ -1019,8 +1036,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
   const BackwardTensors t = backward_tensors(grad, input, weight, bias, mean_in, rstd_in);
   if (t.x.numel() == 0) return empty_grads(t);
   const Dims d = t.d;
-  auto sums = at::empty({d.planes() * 2}, t.x.options().dtype(at::kDouble));
-  double2* sums_p = reinterpret_cast<double2*>(sums.mutable_data_ptr<double>());
+  const Double2Buffer sums = double2_buffer(d.planes(), t.x.options());
+  double2* sums_p = sums.data;
   auto dw = at::empty({d.C}, t.x.options().dtype(at::kDouble));
   auto db = at::empty({d.C}, t.x.options().dtype(at::kDouble));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -1052,8 +1069,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
           launch_clusters(bwd_cluster_nchw<scalar_t, V>, d.planes(), cluster, stream, gp, xp, dxp, mp, sp, wp, bp,
                           sums_p, d.C, d.HW, cluster, act_i, slope);
         } else {
-          auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
-          double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+          const Double2Buffer partial = double2_buffer(d.planes() * S, t.x.options());
+          double2* pp = partial.data;
           bwd_stats_nchw<scalar_t, V><<<grid_of(d.planes() * S), kThreads, 0, stream>>>(
               gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, S, act_i, slope);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -1062,17 +1079,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_backward_cuda(
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       };
-      if (vec) {
-        launch(std::integral_constant<int, kVec>{});
-      } else {
-        launch(std::integral_constant<int, 1>{});
-      }
+      with_vector_width<kVec>(vec, launch);
     } else {
       const int64_t tiles = (d.C + kTileC - 1) / kTileC;
       const int64_t S = (d.HW + kRowsSplit - 1) / kRowsSplit;
       const dim3 block(kTileC, kLanes);
-      auto partial = at::empty({d.planes() * S * 2}, t.x.options().dtype(at::kDouble));
-      double2* pp = reinterpret_cast<double2*>(partial.mutable_data_ptr<double>());
+      const Double2Buffer partial = double2_buffer(d.planes() * S, t.x.options());
+      double2* pp = partial.data;
       bwd_stats_nhwc<scalar_t><<<grid_of(d.N * tiles * S), block, 0, stream>>>(
           gp, xp, mp, sp, wp, bp, pp, d.C, d.HW, tiles, S, act_i, slope);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
