@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -145,6 +146,55 @@ inline std::array<at::Tensor, 6> backward_outputs(const at::Tensor& real_A, cons
     }
   }
   return out;
+}
+
+// Where both back ends' forward starts: the inputs checked, the two sides dense, and the
+// outputs uninitialized (the 4 losses; one sign code per element index when asked for).
+struct ForwardTensors {
+  bool has_idt;
+  Side a, b;
+  int64_t n_A, n_B, n_max;
+  at::Tensor losses, signs;
+};
+
+inline ForwardTensors forward_tensors(const at::Tensor& real_A, const at::Tensor& rec_A, const at::Tensor& real_B,
+                                      const at::Tensor& rec_B, const std::optional<at::Tensor>& idt_A,
+                                      const std::optional<at::Tensor>& idt_B, bool compute_signs) {
+  check_inputs("fastgan::cycle_losses", real_A, rec_A, real_B, rec_B, idt_A, idt_B);
+  ForwardTensors t;
+  t.has_idt = idt_A.has_value() && idt_A->defined();
+  t.a = dense_side(rec_A, real_A, idt_B);
+  t.b = dense_side(rec_B, real_B, idt_A);
+  t.n_A = t.a.numel;
+  t.n_B = t.b.numel;
+  t.n_max = std::max(t.n_A, t.n_B);
+  t.losses = at::empty({kTerms}, real_A.options());
+  t.signs = at::empty({compute_signs ? t.n_max : 0}, real_A.options().dtype(at::kByte));
+  return t;
+}
+
+// Where both back ends' backward starts: its arguments checked and the six gradients
+// uninitialized (backward_outputs).
+struct BackwardTensors {
+  bool has_idt;
+  int64_t n_A, n_B, n_max;
+  std::array<at::Tensor, 6> out;
+};
+
+inline BackwardTensors backward_tensors(const at::Tensor& grad, const at::Tensor& signs, const at::Tensor& real_A,
+                                        const at::Tensor& rec_A, const at::Tensor& real_B, const at::Tensor& rec_B,
+                                        const std::optional<at::Tensor>& idt_A,
+                                        const std::optional<at::Tensor>& idt_B, std::array<bool, 6> output_mask) {
+  const char* op = "fastgan::cycle_losses_backward";
+  check_inputs(op, real_A, rec_A, real_B, rec_B, idt_A, idt_B);
+  BackwardTensors t;
+  t.has_idt = idt_A.has_value() && idt_A->defined();
+  t.n_A = real_A.numel();
+  t.n_B = real_B.numel();
+  t.n_max = std::max(t.n_A, t.n_B);
+  check_backward_args(op, grad, signs, real_A, t.n_max);
+  t.out = backward_outputs(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
+  return t;
 }
 
 }  // namespace fastgan::cycle

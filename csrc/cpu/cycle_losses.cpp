@@ -443,14 +443,13 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cpu(const at::Tensor& real_A, co
                                                     const std::optional<at::Tensor>& idt_A,
                                                     const std::optional<at::Tensor>& idt_B, double lambda_A,
                                                     double lambda_B, double lambda_identity, bool compute_signs) {
-  check_inputs("fastgan::cycle_losses", real_A, rec_A, real_B, rec_B, idt_A, idt_B);
-  const bool has_idt = idt_A.has_value() && idt_A->defined();
-  const Side a = dense_side(rec_A, real_A, idt_B);
-  const Side b = dense_side(rec_B, real_B, idt_A);
-  const int64_t n_A = a.numel, n_B = b.numel;
-  const int64_t n_max = std::max(n_A, n_B);
-  auto losses = at::empty({kTerms}, real_A.options());
-  auto signs = at::empty({compute_signs ? n_max : 0}, real_A.options().dtype(at::kByte));
+  const ForwardTensors t = forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
+  const bool has_idt = t.has_idt;
+  const Side& a = t.a;
+  const Side& b = t.b;
+  const int64_t n_A = t.n_A, n_B = t.n_B, n_max = t.n_max;
+  const at::Tensor& losses = t.losses;
+  const at::Tensor& signs = t.signs;
   uint8_t* codes = compute_signs ? signs.mutable_data_ptr<uint8_t>() : nullptr;
   const auto w = term_weights(lambda_A, lambda_B, lambda_identity, has_idt);
   const std::array<int64_t, kTerms> n = {n_A, n_B, n_B, n_A};
@@ -491,13 +490,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& real_B, const at::Tensor& rec_B, const std::optional<at::Tensor>& idt_A,
     const std::optional<at::Tensor>& idt_B, double lambda_A, double lambda_B, double lambda_identity,
     std::array<bool, 6> output_mask) {
-  const char* op = "fastgan::cycle_losses_backward";
-  check_inputs(op, real_A, rec_A, real_B, rec_B, idt_A, idt_B);
-  const bool has_idt = idt_A.has_value() && idt_A->defined();
-  const int64_t n_A = real_A.numel(), n_B = real_B.numel();
-  const int64_t n_max = std::max(n_A, n_B);
-  check_backward_args(op, grad, signs, real_A, n_max);
-  auto out = backward_outputs(real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
+  const BackwardTensors t = backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
+  const bool has_idt = t.has_idt;
+  const int64_t n_A = t.n_A, n_B = t.n_B, n_max = t.n_max;
+  const std::array<at::Tensor, 6>& out = t.out;
   if (n_max == 0) {
     return {out[0], out[1], out[2], out[3], out[4], out[5]};
   }
