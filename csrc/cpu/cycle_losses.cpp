@@ -443,13 +443,8 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cpu(const at::Tensor& real_A, co
                                                     const std::optional<at::Tensor>& idt_A,
                                                     const std::optional<at::Tensor>& idt_B, double lambda_A,
                                                     double lambda_B, double lambda_identity, bool compute_signs) {
-  const ForwardTensors t = forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
-  const bool has_idt = t.has_idt;
-  const Side& a = t.a;
-  const Side& b = t.b;
-  const int64_t n_A = t.n_A, n_B = t.n_B, n_max = t.n_max;
-  const at::Tensor& losses = t.losses;
-  const at::Tensor& signs = t.signs;
+  const auto [has_idt, a, b, n_A, n_B, n_max, losses, signs] =
+      forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
   uint8_t* codes = compute_signs ? signs.mutable_data_ptr<uint8_t>() : nullptr;
   const auto w = term_weights(lambda_A, lambda_B, lambda_identity, has_idt);
   const std::array<int64_t, kTerms> n = {n_A, n_B, n_B, n_A};
@@ -490,10 +485,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& real_B, const at::Tensor& rec_B, const std::optional<at::Tensor>& idt_A,
     const std::optional<at::Tensor>& idt_B, double lambda_A, double lambda_B, double lambda_identity,
     std::array<bool, 6> output_mask) {
-  const BackwardTensors t = backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
-  const bool has_idt = t.has_idt;
-  const int64_t n_A = t.n_A, n_B = t.n_B, n_max = t.n_max;
-  const std::array<at::Tensor, 6>& out = t.out;
+  const auto [has_idt, n_A, n_B, n_max, out] =
+      backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
   if (n_max == 0) {
     return {out[0], out[1], out[2], out[3], out[4], out[5]};
   }
