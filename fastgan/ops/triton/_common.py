@@ -123,6 +123,16 @@ def round_f64(v, OUT64: tl.constexpr, BF16: tl.constexpr, out_dtype: tl.constexp
 
 
 @triton.jit
+def rounded(v, out_dtype: tl.constexpr):
+    """v in out_dtype to nearest even, bf16 by hand (through float32), as round_f64 and
+    for its reason: the same bits from the interpreter as from a GPU."""
+    if out_dtype == tl.bfloat16:
+        return round_bf16(v.to(tl.float32)).to(out_dtype)
+    else:
+        return v.to(out_dtype)
+
+
+@triton.jit
 def round_bf16(f):
     """float32 -> the nearest bf16 (ties to even), still as a float32."""
     bits = f.to(tl.uint32, bitcast=True)

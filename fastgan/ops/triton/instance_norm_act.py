@@ -55,7 +55,7 @@ from fastgan.ops._instance_norm_act import (
 )
 from fastgan.ops._layout import in_order
 from fastgan.ops.triton import triton_problem
-from fastgan.ops.triton._common import define_op, launcher, split_f64
+from fastgan.ops.triton._common import define_op, launcher, rounded, split_f64
 
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2}
 SPLIT_NCHW = 4096   # pixels per program, NCHW (one plane's run)
@@ -186,7 +186,7 @@ def _apply(x_ptr, res_ptr, y_ptr, base, c, cmask, lo, hi, sC, sHW, mean, scale, 
         y = _act((v - mean[:, None]) * scale[:, None] + shift[:, None], slope, ACT)
         if HAS_RES:
             y = tl.load(res_ptr + offs, mask=m, other=0.0).to(ACC) + y
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
+        tl.store(y_ptr + offs, rounded(y, y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -321,7 +321,7 @@ def _bwd_kernel(g_ptr, x_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, sa_ptr, 
         d = x - mean[:, None]
         gz = _act_grad(g, d * scale[:, None] + b[:, None], slope_acc, ACT)
         dx = gz * c1[:, None] - d * c3[:, None] - c2[:, None]
-        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=m)
+        tl.store(dx_ptr + offs, rounded(dx, dx_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
