@@ -73,7 +73,7 @@ import triton
 import triton.language as tl
 
 from fastgan.ops.triton import INTERPRET
-from fastgan.ops.triton._common import on_device
+from fastgan.ops.triton._common import on_device, rounded
 
 __all__ = ["forward", "grad_input", "grad_weight", "default_split"]
 
@@ -112,6 +112,17 @@ _GPU_TILES_DW = [
     (32, 64, 128, 4, 3),
     (16, 128, 64, 4, 3),  # few output channels
 ]
+
+
+def _launchable(kernel, gpu_tiles: list[tuple[int, int, int, int, int]]):
+    """`kernel` (autotuned) and no launch options; under torch.use_deterministic_algorithms
+    the kernel past its autotuner and the first tile's options. The tile's BLOCK_K sets the
+    order of the float32 sums, and the autotuner picks a tile by timing, which can differ
+    between two processes or machines: a fixed tile gives the same bits in every run."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return kernel, {}
+    config = _configs(gpu_tiles)[0]
+    return kernel.fn, {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
 
 
 @triton.jit
@@ -200,7 +211,7 @@ def _forward_kernel(
         acc = acc + bias[None, :]
     y_ptrs = (y_ptr + (n_idx.to(tl.int64) * syn + oh * syh + ow * syw)[:, None]
               + (offs_n * syc)[None, :])
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    tl.store(y_ptrs, rounded(acc, y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.jit
@@ -306,7 +317,7 @@ def _grad_input_kernel(
 
     dx_ptrs = (dx_ptr + (n_idx.to(tl.int64) * sdn + ih * sdh + iw * sdw)[:, None]
                + (offs_n * sdc)[None, :])
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    tl.store(dx_ptrs, rounded(acc, dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.autotune(configs=_configs(_GPU_TILES_DW), key=["N", "C_in", "H", "W", "C_out", "sgc", "sxc", "PIX_PER_SPLIT", *_VARIANT_KEY],
@@ -442,13 +453,14 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
     def grid(meta):
         return (triton.cdiv(n * oh * ow, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),)
 
+    kernel, options = _launchable(_forward_kernel, _GPU_TILES)
     with on_device(x.device):
-        _forward_kernel[grid](
+        kernel[grid](
             x, weight, bias if bias is not None else x, out,
             n, c_in, h, w, c_out, oh, ow,
             *x.stride(), *weight.stride(), *out.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding, HAS_BIAS=bias is not None,
-            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype),
+            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype), **options,
         )
     return out
 
@@ -469,13 +481,15 @@ def grad_input(grad: torch.Tensor, weight: torch.Tensor, stride: int, padding: i
     def grid(meta):
         return (triton.cdiv(n * h * w, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]),)
 
+    kernel, options = _launchable(_grad_input_kernel, _GPU_TILES)
     with on_device(grad.device):
-        _grad_input_kernel[grid](
+        kernel[grid](
             grad, weight, out,
             n, c_in, h, w, c_out, oh, ow,
             *grad.stride(), *weight.stride(), *out.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding,
             PRECISION=_precision(grad.dtype, grad.device), ACC_DTYPE=_acc_dtype(grad.dtype), WIDEN=_widen(grad.dtype),
+            **options,
         )
     return out
 
@@ -515,13 +529,14 @@ def grad_weight(grad: torch.Tensor, x: torch.Tensor, stride: int, padding: int, 
     def grid(meta):
         return (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(k_total, meta["BLOCK_N"]), split)
 
+    kernel, options = _launchable(_grad_weight_kernel, _GPU_TILES_DW)
     with on_device(x.device):
-        _grad_weight_kernel[grid](
+        kernel[grid](
             grad, x, part,
             n, c_in, h, w, c_out, oh, ow, per_split,
             *grad.stride(), *x.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding,
-            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype),
+            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype), **options,
         )
     total = part[0] if split == 1 else part.sum(0)
     out.copy_(total.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2))
