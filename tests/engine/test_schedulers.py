@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fastgan
-from fastgan.engine.schedulers import restart_schedules
+from fastgan.engine.schedulers import LR_POLICIES, build_scheduler, restart_schedules, step_schedulers
 
 
 def lrs(epochs, **options):
@@ -64,6 +64,27 @@ def test_a_restarted_schedule_fills_a_tensor_rate_in_place():
     options = fastgan.build_model("cyclegan", ngf=2, ndf=2, netG="resnet_6blocks", device="cpu").opt
     restart_schedules({"G": optimizer}, options.replace(lr=0.3, n_epochs=2, n_epochs_decay=5), 4)
     assert optimizer.param_groups[0]["lr"] is rate and float(rate) == pytest.approx(0.3 * (1 - 3 / 6))
+
+
+@pytest.mark.parametrize("policy", LR_POLICIES)
+def test_every_policy_steps_a_tensor_rate_in_place(policy):
+    """Under CUDA graphs each Adam's rate is a tensor that the captured step reads: every
+    schedule must write into that tensor, the float schedule's values (ReduceLROnPlateau put
+    floats there before a torch fix of 2025; checked on the GPU machine's torch by
+    tools/gpu_stack_check.sh, which runs these tests)."""
+    options = fastgan.build_model("cyclegan", ngf=2, ndf=2, netG="resnet_6blocks", device="cpu").opt.replace(
+        lr=0.3, lr_policy=policy, n_epochs=2, n_epochs_decay=6, lr_decay_iters=3)
+    on_tensor = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=torch.tensor(0.3))
+    on_float = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.3)
+    rate = on_tensor.param_groups[0]["lr"]
+    schedulers = [build_scheduler(on_tensor, options), build_scheduler(on_float, options)]
+    seen = set()
+    for epoch in range(8):  # (plateau on a constant metric: its patience of 5, then a cut)
+        step_schedulers(schedulers, metric=1.0)
+        assert on_tensor.param_groups[0]["lr"] is rate, f"epoch {epoch}"
+        assert float(rate) == pytest.approx(on_float.param_groups[0]["lr"]), f"epoch {epoch}"
+        seen.add(round(float(rate), 6))
+    assert len(seen) > 1  # the schedule moved it
 
 
 def test_both_optimizers_follow_the_schedule():
