@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def kernel_row(op, provider, mode, shape, speedup, share=None, device="cpu", timing="wall"):
     return {"op": op, "provider": provider, "mode": mode, "shape": list(shape), "dtype": "torch.float32",
-            "device": device, "timing": timing, "speedup_vs_eager": speedup, "share_of_copy": share}
+            "case": f"{op} {shape}", "device": device, "timing": timing, "speedup_vs_eager": speedup,
+            "share_of_copy": share}
 
 
 def write(folder: Path, name: str, doc: dict) -> None:
@@ -43,8 +44,10 @@ def test_met_missed_and_unmeasured_from_the_worst_row(tmp_path):
         kernel_row("cycle_losses", "cpu", "forward", (16, 3, 256, 256), 0.5),  # forward alone: not judged
     ]})
     write(tmp_path, "kernels_nvidia-h200.json", {"rows": [
-        kernel_row("instance_norm_act", "cuda", "forward", (16, 64, 256, 256), 3.5, 0.9, "cuda", "cuda graph"),
-        kernel_row("instance_norm_act", "cuda", "forward", (1, 64, 256, 256), 3.1, 0.8, "cuda", "cuda graph"),
+        kernel_row("instance_norm_act", "cuda", "forward", (16, 64, 256, 256), 3.5, 0.8, "cuda", "cuda graph"),
+        kernel_row("instance_norm_act", "cuda", "forward", (16, 256, 64, 64), 3.3, 0.9, "cuda", "cuda graph"),
+        # batch 1 (its tensors fit in L2): judged for the ratio to eager, not the share of copy bandwidth
+        kernel_row("instance_norm_act", "cuda", "forward", (1, 64, 256, 256), 3.1, 0.1, "cuda", "cuda graph"),
     ]})
     got = judged(tmp_path)
     assert got[target("instance_norm_act forward+backward ≥2x")] == (
@@ -52,11 +55,40 @@ def test_met_missed_and_unmeasured_from_the_worst_row(tmp_path):
     assert got[target("cycle_losses forward+backward ≥2x")][0] == "missed"
     assert got[target("cycle_losses forward+backward ≥2x")][1].startswith("worst of 2: 1.90x (cycle_losses 16x3x256x256")
     assert got[target("instance_norm_act forward ≥85%")] == (
-        "missed", "worst of 2: 80% (instance_norm_act 1x64x256x256 float32 forward, timed cuda graph; "
+        "missed", "worst of 2: 80% (instance_norm_act 16x64x256x256 float32 forward, timed cuda graph; "
                   "kernels_nvidia-h200.json)")
-    assert got[target("instance_norm_act forward ≥3x")][0] == "met"
+    assert got[target("instance_norm_act forward ≥3x")] == (
+        "met", "worst of 3: 3.10x (instance_norm_act 1x64x256x256 float32 forward, timed cuda graph; "
+               "kernels_nvidia-h200.json)")
     assert got[target("--loader dali ≥1.5x")] == ("unmeasured", "")
     assert got[target("cycle_losses ≥85%")] == ("unmeasured", "")
+
+
+def timed_row(shape, mode, bytes_moved, seconds, copy_gb_per_s):
+    gb_per_s = bytes_moved / seconds / 1e9
+    return {**kernel_row("instance_norm_act", "cuda", mode, shape, 1.0, gb_per_s / copy_gb_per_s, "cuda",
+                         "cuda graph"),
+            "bytes": bytes_moved, "median_s": seconds, "gb_per_s": gb_per_s}
+
+
+def test_the_backward_share_is_what_forward_and_backward_add_to_the_forward(tmp_path):
+    """No benchmark times the backward alone: its share of copy bandwidth is the bytes and the
+    time the forward+backward row has beyond its case's forward row (2n bytes in 1 ms, then 3n
+    more in 2 ms more: at 1,000 GB/s of copy, 3n / 2 ms / copy)."""
+    n = 10**8
+    write(tmp_path, "kernels_nvidia-h200.json", {"rows": [
+        timed_row((16, 64, 256, 256), "forward", 2 * n, 1e-3, 1000.0),
+        timed_row((16, 64, 256, 256), "forward+backward", 5 * n, 3e-3, 1000.0),
+        timed_row((16, 256, 64, 64), "forward", 2 * n, 1e-3, 1000.0),
+        timed_row((16, 256, 64, 64), "forward+backward", 5 * n, 2e-3, 1000.0),  # backward 3n in 1 ms: 30%
+        timed_row((1, 256, 64, 64), "forward", 2 * n, 1e-3, 1000.0),  # batch 1: not judged
+        timed_row((1, 256, 64, 64), "forward+backward", 5 * n, 1e-1, 1000.0),
+        timed_row((16, 128, 128, 128), "forward+backward", 5 * n, 1e-1, 1000.0),  # no forward row: no figure
+    ]})
+    verdict, figures = judged(tmp_path)[target("instance_norm_act backward ≥70%")]
+    assert verdict == "missed"
+    assert figures == ("worst of 2: 15% (instance_norm_act 16x64x256x256 float32 backward (forward+backward less "
+                       "forward), timed cuda graph; kernels_nvidia-h200.json)")
 
 
 def test_gpu_training_target_takes_the_fastest_level_and_cpu_files_judge_only_cpu_targets(tmp_path):
