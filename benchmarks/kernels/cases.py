@@ -67,8 +67,8 @@ def l1_loss_cases(shapes=IMAGE_SHAPES, dtype=torch.float32) -> list[Case]:
             op="l1_loss", shape=shape, dtype=dtype, make_inputs=make,
             composition=lambda x, y: F.l1_loss(x, y) * 10.0,
             fused=lambda x, y: ops.l1_loss(x, y, 10.0),
-            # forward reads x and y; backward writes both gradients
-            bytes_forward=2 * n * size, bytes_backward=2 * n * size,
+            # forward reads x and y; backward reads them again (the signs) and writes both gradients
+            bytes_forward=2 * n * size, bytes_backward=4 * n * size,
         ))
     return cases
 
@@ -94,8 +94,9 @@ def cycle_losses_cases(shapes=IMAGE_SHAPES, dtype=torch.float32) -> list[Case]:
 
         cases.append(Case(
             op="cycle_losses", shape=shape, dtype=dtype, make_inputs=make, composition=composition, fused=fused,
-            # forward reads the six images; backward writes the four generated images' gradients
-            bytes_forward=6 * n * size, bytes_backward=4 * n * size,
+            # forward reads the six images and writes a byte of sign codes per element (the inputs
+            # require grad); backward reads the codes and writes the four generated images' gradients
+            bytes_forward=6 * n * size + n, bytes_backward=4 * n * size + n,
         ))
     return cases
 
