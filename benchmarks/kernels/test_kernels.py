@@ -7,6 +7,8 @@ extra_info; benchmarks/kernels/report.py turns the run into GB/s and ratios
 against the eager composition measured in the same run.
 """
 
+import statistics
+
 import pytest
 import torch
 
@@ -24,7 +26,12 @@ if DEVICE.type == "cpu":
     # freed): the cpu back end's instance_norm_act 1x256x64x64 fp32 forward+backward took
     # 1.22 ms in the whole suite at 9130a1c, 0.63 ms with its own cases alone.
     reuse_freed_memory()
+else:
+    # cuDNN times its algorithms per shape, as the reference's trainer and test and fastgan's levels
+    # run it: the pad + cuDNN baseline and the measured choice's aten candidate at their best
+    torch.backends.cudnn.benchmark = True
 MODES = ["forward", "forward+backward"]
+WARMUP_ROUNDS = 2
 # On a GPU one batch-1 call is microseconds of kernel behind tens of microseconds of
 # launch and synchronization: a round runs the op this many times back to back and
 # synchronizes once (report.py divides by it). On the CPU a call is synchronous.
@@ -113,23 +120,27 @@ def test_kernel(benchmark, case, provider, mode):
     scale = float(expected.abs().max()) or 1.0
     assert torch.allclose(got, expected, rtol=tol, atol=tol * scale), (provider, float((got - expected).abs().max()))
 
-    timed, timing = round_of_calls, "wall"
+    timed, timing, device_seconds = round_of_calls, "wall", []
     if DEVICE.type == "cuda":
-        timed, timing = graphed(calls, round_of_calls)
+        timed, timing, device_seconds = graphed(calls, round_of_calls)
     benchmark.extra_info.update(op=case.op, shape=list(case.shape), dtype=str(case.dtype), layout=case.layout,
                                 provider=provider,
                                 mode=mode, bytes=case.bytes_moved(mode), device=DEVICE.type,
                                 calls_per_round=CALLS_PER_ROUND, timing=timing, machine=describe_machine())
-    benchmark.pedantic(timed, rounds=10, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(timed, rounds=10, iterations=1, warmup_rounds=WARMUP_ROUNDS)
+    if device_seconds:  # the rounds' device time (report.py takes it over the wall clock's)
+        benchmark.extra_info["device_round_s"] = statistics.median(device_seconds[WARMUP_ROUNDS:])
     if measures_conv_choice:  # what the measured choice took per phase, with both candidates' times
         benchmark.extra_info["selection"] = [{"phase": key[0], **entry}
                                              for key, entry in conv_choice.selection_cache().items()]
 
 
 def graphed(calls, fallback):
-    """(a round of `calls` captured once in a CUDA graph and replayed, "cuda graph"): the device's
-    work alone, as a step under --cuda_graphs runs it, without Python's per-call dispatch. A
-    provider whose calls cannot be captured is timed as `fallback` (wall clock), and says why."""
+    """(a round of `calls` captured once in a CUDA graph and replayed, "cuda graph", the device
+    seconds of each round, from CUDA events around the replay): the device's work alone, as a
+    step under --cuda_graphs runs it, without Python's per-call dispatch, the replay's launch or
+    the host's synchronization. A provider whose calls cannot be captured is timed as
+    `fallback` (wall clock), and says why."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture: allocator pools, lazy inits
@@ -141,10 +152,15 @@ def graphed(calls, fallback):
             calls()
     except Exception as e:  # noqa: BLE001  (any capture failure: time it the plain way)
         torch.cuda.synchronize()
-        return fallback, f"wall (capture failed: {str(e).splitlines()[0][:120]})"
+        return fallback, f"wall (capture failed: {str(e).splitlines()[0][:120]})", []
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    device_seconds = []
 
     def replay():
+        start.record()
         graph.replay()
-        sync(DEVICE)
+        end.record()
+        end.synchronize()
+        device_seconds.append(start.elapsed_time(end) / 1e3)  # (milliseconds)
 
-    return replay, "cuda graph"
+    return replay, "cuda graph", device_seconds

@@ -49,6 +49,15 @@ def test_a_ratio_only_between_rows_timed_the_same_way():
     assert ratios == {"eager": 1.0, "cuda": 2.0, "triton": None}
 
 
+def test_a_graph_timed_round_is_its_device_time():
+    """The GPU benchmarks record each graph replay's device time (CUDA events): the row's time is
+    that round's over its calls, not the wall clock's, which adds the replay's launch and sync."""
+    info = {"op": "l1_loss", "shape": [16, 3, 8, 8], "dtype": "fp32", "mode": "forward", "provider": "eager",
+            "bytes": 4 * 10**6, "timing": "cuda graph", "calls_per_round": 20, "device_round_s": 0.002}
+    (row,) = report.rows_from({"benchmarks": [{"stats": {"median": 0.003}, "extra_info": info}]})
+    assert row["median_s"] == pytest.approx(1e-4) and row["gb_per_s"] == pytest.approx(40.0)
+
+
 def test_no_readable_run_writes_nothing(tmp_path, capsys):
     (tmp_path / "kernels_cpu.json").write_text("{}")  # earlier results, which must stay
     with pytest.raises(SystemExit) as e:
