@@ -67,6 +67,8 @@ def run(netG: str, ngf: int, size: int, images: int, rounds: int, warmup: int, d
         on_row=lambda report: None) -> dict:
     if device.type == "cpu":
         reuse_freed_memory()
+    else:  # every path as the reference's test and fastgan.test run one image size: cuDNN's timed algorithms
+        torch.backends.cudnn.benchmark = True
     nets = generators(netG, ngf, device)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device) * 2 - 1
     inputs = {path: x.contiguous(memory_format=fmt) for path, (_, fmt) in nets.items()}

@@ -430,6 +430,18 @@ def generator_path(opt, tool: dict, device) -> tuple[bool, bool]:
     return True, opt.netG.startswith("resnet") and not live_dropout
 
 
+def time_cudnn_algorithms(opt, tool: dict, device) -> None:
+    """On a GPU, whether cuDNN times its algorithms per convolution shape and keeps the fastest
+    (torch.backends.cudnn.benchmark), as training sets it: under --eager as the reference's test
+    (on, but for --preprocess scale_width), else where every image has one size (each new
+    size would be timed anew). Left as it was on other devices."""
+    from fastgan.engine.levels import eager_levels
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = (eager_levels(opt, device).cudnn_benchmark if tool["eager"]
+                                          else not sizes_vary(opt.preprocess))
+
+
 def speed_up(nets: dict, opt, tool: dict, device) -> torch.memory_format:
     """The generators as generator_path says, in place, said in one line; the memory format
     their inputs take."""
@@ -508,6 +520,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
         nets[net] = load_generator(opt, path, device, tool["eval"], generator_channels(opt, net, tool))
     print_network_sizes(nets, opt.verbose)
     memory_format = speed_up(nets, opt, tool, device)
+    time_cudnn_algorithms(opt, tool, device)
     dataset = create_dataset(data_options)
     folder = results_folder(opt, tool, next(iter(paths.values())))
     out_dir = os.path.join(tool["results_dir"], opt.name, folder)

@@ -760,6 +760,25 @@ def test_the_generators_path_follows_device_net_dropout_sizes_and_eager(device, 
     assert test_cli.generator_path(opt, tool, device) == path
 
 
+@pytest.mark.parametrize("device,eager,preprocess,timed", [
+    ("cuda", False, "resize_and_crop", True),
+    ("cuda", False, "none", False),  # every size would be timed anew
+    ("cuda", False, "scale_width", False),
+    ("cuda", True, "none", True),  # --eager: the reference's test, on but for scale_width
+    ("cuda", True, "scale_width", False),
+    ("cpu", False, "resize_and_crop", None),  # not cuDNN's device: left as it was
+])
+def test_cudnn_times_its_algorithms_on_a_gpu_as_training_and_the_reference_set_it(device, eager, preprocess, timed):
+    from fastgan.options import resolve
+
+    opt = resolve("cyclegan", {"preprocess": preprocess})
+    tool = dict(test_cli.TOOL_DEFAULTS, eager=eager)
+    for before in (False, True):  # (tests/conftest.py restores the flag)
+        torch.backends.cudnn.benchmark = before
+        test_cli.time_cudnn_algorithms(opt, tool, torch.device(device))  # (only the type is read: no GPU needed)
+        assert torch.backends.cudnn.benchmark == (before if timed is None else timed)
+
+
 def test_a_cpu_test_runs_the_fused_generators_and_writes_what_eager_writes(unaligned_root, tmp_path, capsys,
                                                                           monkeypatch):
     """On a CPU the generators run through fastgan.accelerate in channels_last: the same images
