@@ -7,6 +7,11 @@ passes images through.
 
 The pool draws from its own `random.Random`, so a run's pool decisions are
 reproducible from the seed and restored exactly on resume (`state_dict`).
+
+Fakes of several sizes (`--preprocess none` or `scale_width`, or a resume at
+another size) are kept as they come. In a batch of several images a stored fake
+of another size than the batch's cannot join it (the reference's pool fails
+there): the new image is stored in its slot and returned, after the same draws.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ class ImagePool:
                 out.append(image)
             elif self.rng.uniform(0, 1) > 0.5:
                 slot = self.rng.randint(0, self.size - 1)
-                out.append(self.images[slot].clone())
+                stored = self.images[slot]
+                joins = len(images) == 1 or stored.shape == image.shape
+                out.append(stored.clone() if joins else image)
                 self.images[slot] = image
             else:
                 out.append(image)

@@ -90,3 +90,29 @@ def test_a_pool_saved_in_another_precision_returns_this_runs():
     pool.load_state_dict(saved.state_dict(), "cpu")
     returned = [pool.query(images(1, 10 + i)) for i in range(20)]
     assert {t.dtype for t in returned} == {torch.float32} and {0, 1} & set(sum((ids(t) for t in returned), []))
+
+
+def sized(n, start, side):
+    return images(n, start)[:, :, :1, :1].expand(n, 3, side, side).clone()
+
+
+def test_a_stored_fake_of_another_size_cannot_join_a_batch_of_several():
+    """Fakes of several sizes (--preprocess scale_width or none, a resume at another size): in a
+    batch of 2 a stored fake of another side is not returned (torch.cat failed, as the
+    reference's pool does); the new image is, and takes its slot, after the same draws as a
+    pool of one size. One image alone gets the stored fake, whatever its size (the reference's)."""
+    mixed, plain = ImagePool(2, seed=3), ImagePool(2, seed=3)
+    mixed.query(sized(2, 0, 4))
+    plain.query(sized(2, 0, 6))
+    for start in range(2, 40, 2):  # every draw of a batch of 6x6 images, against a pool of 4x4 ones at first
+        got, expected = mixed.query(sized(2, start, 6)), plain.query(sized(2, start, 6))
+        assert got.shape == (2, 3, 6, 6)
+        # a swap of a 4x4 stored fake (images 0 and 1) passes the new image; one of a 6x6 returns that fake
+        assert ids(got) == [start + i if ids(expected)[i] < 2 else ids(expected)[i] for i in range(2)]
+        assert [ids(t)[0] for t in mixed.images] == [ids(t)[0] for t in plain.images]
+    assert mixed.rng.getstate() == plain.rng.getstate()
+    assert all(t.shape[-1] == 6 for t in mixed.images)
+    alone = ImagePool(1, seed=0)
+    alone.query(sized(1, 0, 4))
+    outs = [alone.query(sized(1, k, 6)) for k in range(1, 12)]
+    assert any(o.shape[-1] == 4 for o in outs)  # (a swap of the 4x4 fake returned it)
