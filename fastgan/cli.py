@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 
 from fastgan.option_help import DEFAULT_TEXT, HELP
 from fastgan.options import REFERENCE_MODEL, Options
@@ -226,6 +227,12 @@ def check_backend_variable(device) -> None:
             why = str(e)
         raise ValueError(f"FASTGAN_BACKEND={name!r} cannot run on {device} ({why}); back ends that can: "
                          f"{', '.join(usable)} (or auto, the default)")
+
+
+def warnings_in_one_line() -> None:
+    """A command line's warnings as `warning: message` lines, without the Python source
+    line that raised them (a user's 16-bit image is no bug of theirs to trace)."""
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
 
 
 def fail(message: str) -> None:

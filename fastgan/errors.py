@@ -5,15 +5,38 @@ import os
 
 
 def first_line(error: BaseException, limit: int = 160) -> str:
-    """The first line of `error`'s message (at most `limit` characters), or its type's name
-    when it has none: what a one-line error quotes of a cause from torch, pickle or gloo."""
+    """The first line of `error`'s message, or its type's name when it has none: what a
+    one-line error quotes of a cause from torch, pickle or gloo. Past `limit` characters it
+    ends with the last sentence that fits, else at a word, with "..."."""
     text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    if len(line) <= limit:
+        return line
+    sentence = line.rfind(". ", 0, limit)
+    if sentence > 0:
+        return line[:sentence + 1]
+    word = line.rfind(" ", 0, limit - 4)
+    return line[:word if word > 0 else limit - 4] + " ..."
 
 
 def os_error_line(error: OSError) -> str:
     """An OSError as `path: reason` (a folder that cannot be made or written, a file gone)."""
     return f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+
+
+def folder_problem(path: str) -> str | None:
+    """Why `path` cannot be made or written as a folder, in a few words (a file in the way, a
+    folder without write permission, a read-only file system), or None; nothing is made."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)  # the nearest part of the path that exists, which would hold the rest
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} cannot be written (permissions, or a read-only file system)"
+    return None
 
 
 def replace_file(written: str, path: str) -> None:

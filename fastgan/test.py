@@ -38,8 +38,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
-                         from_reference_arguments, import_ops_or_fail, with_suffix)
-from fastgan.errors import first_line, os_error_line
+                         from_reference_arguments, import_ops_or_fail, warnings_in_one_line, with_suffix)
+from fastgan.errors import first_line, folder_problem, os_error_line
 from fastgan.image_pages import tensor2im, write_image_page
 from fastgan.option_help import HELP
 from fastgan.options import checkpoint_label, resolve, size_class_note, sizes_vary
@@ -255,6 +255,8 @@ def generator_file(opt, net: str, tool: dict, alone: bool) -> str:
     for a generator tested `alone` and not named by --model_suffix, a published pretrained
     generator's {label}_net_G.pth)."""
     if tool["checkpoint"]:
+        if not os.path.exists(tool["checkpoint"]):
+            raise FileNotFoundError(f"--checkpoint {tool['checkpoint']}: no such file")
         return tool["checkpoint"]
     folder, label = os.path.join(opt.checkpoints_dir, opt.name), checkpoint_label(opt)
     path = os.path.join(folder, f"{label}_net_{net}.pth")
@@ -499,6 +501,8 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
 
     device = resolve_device(opt.device)
     check_backend_variable(device)
+    if problem := folder_problem(tool["results_dir"]):  # before the generators are built
+        raise ValueError(f"--results_dir {tool['results_dir']}: {problem}")
     kind, data_options = input_data(opt, tool, training)
     if tool["reference_dropout"] and kind == "single":
         opt = opt.replace(no_dropout=False)
@@ -527,6 +531,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     rows, stems = [], {}
+    unlisted: list[str] = []  # the files of the image being written, until its row is listed
     count = min(len(dataset), tool["num_test"])
     index = os.path.join(out_dir, "index.html")
     epoch = folder[len(tool["phase"]) + 1:] if tool["checkpoint"] else opt.epoch  # (the file's label)
@@ -545,10 +550,15 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
                 for name, tensor in visuals(kind, nets, item, device, memory_format).items():
                     file = f"{stem}_{name}.png"
                     image = Image.fromarray(tensor2im(tensor[0]))
-                    with_aspect_ratio(image, tool["aspect_ratio"]).save(os.path.join(image_dir, file))
+                    unlisted.append(os.path.join(image_dir, file))
+                    with_aspect_ratio(image, tool["aspect_ratio"]).save(unlisted[-1])
                     entries.append((name, f"images/{file}"))
                 rows.append((stem, entries))
+                unlisted.clear()
     except KeyboardInterrupt:  # the page lists what this run translated, not an earlier run's whole set
+        for path in unlisted:  # an image stopped in the middle: no stray part of it is left
+            with contextlib.suppress(OSError):
+                os.remove(path)
         if rows:
             write_image_page(index, title, rows, opt.display_winsize)
         print(f"\nstopped after {len(rows)} of {count} images" + (f"; {index} lists those" if rows else ""),
@@ -583,6 +593,7 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
+    warnings_in_one_line()
     try:
         main(sys.argv[1:])
     except KeyboardInterrupt:  # Ctrl-C: the images written so far stay

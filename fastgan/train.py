@@ -24,8 +24,8 @@ import signal
 import sys
 
 from fastgan.cli import (add_option_arguments, add_reference_arguments, check_backend_variable, fail,
-                         from_reference_arguments, import_ops_or_fail, with_suffix)
-from fastgan.errors import first_line, os_error_line
+                         from_reference_arguments, import_ops_or_fail, warnings_in_one_line, with_suffix)
+from fastgan.errors import first_line, folder_problem, os_error_line
 from fastgan.options import DEMO_DEFAULTS, check_arch_options, resolve
 
 
@@ -86,6 +86,9 @@ def main(argv=None) -> dict:
             run_folder = os.path.join(opt.checkpoints_dir, opt.name)
             if ranks.is_main and not os.path.exists(run_folder):
                 new_run_folder.append(run_folder)
+            if ranks.is_main and (problem := folder_problem(run_folder)):  # before the data is read
+                raise ValueError(f"--checkpoints_dir {opt.checkpoints_dir}: {problem} (this run's folder: "
+                                 f"{run_folder})")
             device = resolve_device(opt.device)
             if not opt.eager:  # --eager runs the torch back end whatever the variable says
                 check_backend_variable(device)
@@ -187,6 +190,7 @@ def report_demo_score(opt, trainer, demo_score) -> dict:
 
 
 if __name__ == "__main__":
+    warnings_in_one_line()
     try:
         sys.exit(exit_status(main(sys.argv[1:])))
     except KeyboardInterrupt:  # Ctrl-C while torch loads, before the run began: nothing to save

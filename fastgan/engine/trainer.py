@@ -124,8 +124,9 @@ class Trainer:
         images, batch, batches = self.loader.num_images, opt.batch_size * world, len(self.loader)
         per_epoch = f"1 batch of all {images} (a batch holds up to {batch})" if images < batch \
             else f"{batches} {'batch' if batches == 1 else 'batches'} of {batch}"
-        self.log(f"fastgan {opt.arch} on {where}: {images} images, {per_epoch} per epoch, "
-                 f"epochs {self.progress.epoch}..{self.last_epoch}")
+        epochs = f"epochs {self.progress.epoch}..{self.last_epoch}" if self.progress.epoch <= self.last_epoch \
+            else f"no epoch left (the schedule ends with epoch {self.last_epoch})"
+        self.log(f"fastgan {opt.arch} on {where}: {images} images, {per_epoch} per epoch, {epochs}")
         self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
         if opt.fast:
             self.log(fast_note(model.device, model.levels))
@@ -323,8 +324,8 @@ class Trainer:
             raise CheckpointError(f"--continue_train: {self.dir} holds no {', '.join(missing)}{no_state}; train "
                                   "without --continue_train first, or name saved networks with --epoch / --load_iter")
         self.model.load_networks(label, self.dir)
-        which = f"epoch {label}'s" if str(label).isdigit() else str(label)
-        self.log(f"continuing from the {which} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
+        which = f"epoch {label}'s" if str(label).isdigit() else f"the {label}"
+        self.log(f"continuing from {which} networks in {self.dir}, epoch {self.opt.epoch_count}{why}")
 
     def _follow_schedule_options(self, saved: dict) -> None:
         """After an exact resume: the run's first epoch is the saved one (only the state knows

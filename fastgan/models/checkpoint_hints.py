@@ -55,8 +55,8 @@ def _dropout_hint(ckpt, mine):
         return (f"the checkpoint's residual blocks have their second conv at conv_block.{a[1]}, "
                 f"the network's at conv_block.{b[1]}: the checkpoint was trained with dropout and the "
                 "network built without it (--no_dropout, or a cyclegan run's default): leave out "
-                "--no_dropout and test the generator alone with --model test, or in Python build it "
-                "with use_dropout=True")
+                "--no_dropout (a cyclegan run's generator: test it alone with --model test, whose default "
+                "keeps dropout), or in Python build it with use_dropout=True")
     if a[1] + 1 == b[1]:
         return (f"the checkpoint's residual blocks have their second conv at conv_block.{a[1]}, "
                 f"the network's at conv_block.{b[1]}: the checkpoint was trained without dropout "

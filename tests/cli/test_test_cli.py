@@ -1,6 +1,7 @@
 """`python -m fastgan.test` end to end, on the runs of tiny `python -m fastgan.train` models."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_a_damaged_train_opt_json_is_one_line_naming_it(content, tmp_path, capsy
     (["--checkpoint", "OTHER"], "OTHER holds no network weights: its entries (epoch, nets) are not tensors"),
     (["--checkpoint", "WRAPPED"], "WRAPPED holds no network weights: its entries (epoch, state_dict) are not tensors; "
                                   "a network's weights may be the tensors under 'state_dict': save those alone"),
-    (["--results_dir", "FILE"], "Not a directory"),
+    (["--results_dir", "FILE"], "FILE is a file, not a folder"),
     (["--model", "colorization"], "--model colorization: the reference's colorization model"),
 ])
 def test_inference_cli_bad_input_is_one_clear_line(extra, message, unaligned_root, tmp_path, capsys):
@@ -643,6 +644,9 @@ def test_inference_cli_reports_a_missing_checkpoint(unaligned_root, tmp_path, ca
     with pytest.raises(SystemExit):
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", testA, "--epoch", "5"])
     assert "holds the networks of --epoch latest (iter_N: --load_iter N)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        test_cli.main(["--checkpoint", str(tmp_path / "nope.pth"), "--dataroot", testA])
+    assert f"--checkpoint {tmp_path / 'nope.pth'}: no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a file as --dataroot
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path),
                        "--dataroot", os.path.join(testA, "img000.png")])
@@ -719,6 +723,28 @@ def test_a_stopped_test_lists_what_it_translated(unaligned_root, tmp_path, monke
         test_cli.main(args)
     assert e.value.code == 130 and open(index).read().count("<tr>") == 1
     assert f"stopped after 1 of 3 images; {index} lists those" in capsys.readouterr().err
+
+
+def test_a_test_stopped_in_the_middle_of_an_image_leaves_none_of_its_files(unaligned_root, tmp_path, monkeypatch,
+                                                                           capsys):
+    """Ctrl-C between an image's two pictures (real, fake): its first stayed, listed nowhere."""
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    real, calls = test_cli.with_aspect_ratio, []
+
+    def stopped_at_the_second_images_second_picture(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(test_cli, "with_aspect_ratio", stopped_at_the_second_images_second_picture)
+    with pytest.raises(SystemExit) as e:
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
+                       "--device", "cpu"])
+    assert e.value.code == 130 and "stopped after 1 of 3 images" in capsys.readouterr().err
+    (folder,) = (tmp_path / "results" / "run").iterdir()
+    listed = set(re.findall(r"images/([^\"']+\.png)", (folder / "index.html").read_text()))
+    assert len(listed) == 2 and set(os.listdir(folder / "images")) == listed
 
 
 def test_a_test_with_dropout_translates_alike_every_time_and_follows_seed(aligned_root, tmp_path):

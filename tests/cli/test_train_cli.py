@@ -127,7 +127,7 @@ def test_continue_naming_an_epoch_is_the_references_continue(unaligned_root, tmp
     """--continue_train --epoch 1 --epoch_count 2: epoch 1's networks, fresh optimizers and the
     schedule from epoch 2, as the reference; the training state (after epoch 2) is not used."""
     result, out = continue_finished_run(unaligned_root, tmp_path, capsys, ["--epoch", "1", "--epoch_count", "2"])
-    assert "continuing from the epoch 1's networks" in out and "training_state.pt unused" in out
+    assert "continuing from epoch 1's networks" in out and "training_state.pt unused" in out
     assert result["images"] == 6 and result["epoch"] == 3
     records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))[-6:]
     # linear: factor 1 - max(0, 0 + 2 - 1) / 2 in the first epoch of the continued run
@@ -172,7 +172,9 @@ def test_continuing_a_run_started_at_another_epoch_resumes_it(unaligned_root, tm
     assert result["iteration"] == 12 and result["images"] == 9 and result["epoch"] == 4
     result = train_cli.main(args + ["--continue_train", "--epoch", "3", "--epoch_count", "5"])
     assert result["images"] == 0
-    assert "nothing to train: epoch 5 is past the schedule's last, 3" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing to train: epoch 5 is past the schedule's last, 3" in out
+    assert "per epoch, no epoch left (the schedule ends with epoch 3)" in out and "epochs 5..3" not in out
 
 
 def test_frequencies_count_the_batch_size_per_iteration_as_the_reference(aligned_root, tmp_path):
@@ -981,7 +983,11 @@ def test_a_file_as_checkpoints_dir_is_one_clear_line(unaligned_root, tmp_path, c
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit) as e:
         train_cli.main(tiny_args(unaligned_root, tmp_path / "file", "run") + ["--max_iters", "1"])
-    assert e.value.code == 2 and "Not a directory" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert e.value.code == 2
+    assert (f"error: --checkpoints_dir {tmp_path / 'file'}: {tmp_path / 'file'} is a file, not a folder "
+            f"(this run's folder: {tmp_path / 'file' / 'run'})") in captured.err
+    assert "loader:" not in captured.out  # said before the data is read
 
 
 def test_the_references_train_command_line_runs(unaligned_root, tmp_path, capsys):
