@@ -703,6 +703,19 @@ def test_a_reference_generator_is_tested_with_its_dropout(unaligned_root, tmp_pa
     assert "trained with dropout and the network built without it" in capsys.readouterr().err
 
 
+def ctrl_c_at_call(n: int, real):
+    """`real`, which raises KeyboardInterrupt (Ctrl-C) at its n-th call instead."""
+    calls = []
+
+    def stopped(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    return stopped
+
+
 def test_a_stopped_test_lists_what_it_translated(unaligned_root, tmp_path, monkeypatch, capsys):
     """Ctrl-C midway: index.html listed an earlier test's whole set, half of it from other networks."""
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
@@ -710,15 +723,7 @@ def test_a_stopped_test_lists_what_it_translated(unaligned_root, tmp_path, monke
             "--device", "cpu"]
     index = test_cli.main(args)
     assert open(index).read().count("<tr>") == 3
-    real, calls = test_cli.visuals, []
-
-    def stopped_at_the_second(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(test_cli, "visuals", stopped_at_the_second)
+    monkeypatch.setattr(test_cli, "visuals", ctrl_c_at_call(2, test_cli.visuals))  # the second image
     with pytest.raises(SystemExit) as e:
         test_cli.main(args)
     assert e.value.code == 130 and open(index).read().count("<tr>") == 1
@@ -729,15 +734,8 @@ def test_a_test_stopped_in_the_middle_of_an_image_leaves_none_of_its_files(unali
                                                                            capsys):
     """Ctrl-C between an image's two pictures (real, fake): its first stayed, listed nowhere."""
     train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
-    real, calls = test_cli.with_aspect_ratio, []
-
-    def stopped_at_the_second_images_second_picture(*a, **k):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(test_cli, "with_aspect_ratio", stopped_at_the_second_images_second_picture)
+    # the second image's second picture
+    monkeypatch.setattr(test_cli, "with_aspect_ratio", ctrl_c_at_call(4, test_cli.with_aspect_ratio))
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "results"),
                        "--device", "cpu"])
