@@ -41,7 +41,7 @@ from fastgan.engine.state import (STATE_FILE, Progress, op_backends, rank_state,
                                   restore_training_state, save_training_state)
 from fastgan.engine.stop_request import StopRequest
 from fastgan.engine.web_page import TrainingPage
-from fastgan.errors import os_error_line
+from fastgan.errors import first_line, os_error_line
 from fastgan.models import CheckpointError, count_parameters, remove_stale_temporaries, write_file_atomically
 from fastgan.ops import choices_by_size_class
 from fastgan.options import Options, checkpoint_label, size_class_note, sizes_vary, square_side
@@ -257,12 +257,15 @@ class Trainer:
         """latest_net_*.pth files that differ from the training state's networks (put there by
         hand, or by another trainer in the same folder; or written by a save that stopped before
         the state): the run resumes from the state, and says how to take the files instead."""
-        differ = []
+        differ, unreadable = [], []
         for name, saved in state["model"]["nets"].items():
             path = os.path.join(self.dir, f"latest_net_{name}.pth")
+            if not os.path.exists(path):  # (the next save writes it)
+                continue
             try:
                 found = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001  (missing or unreadable: nothing to compare)
+            except Exception as e:  # noqa: BLE001  (a truncated or damaged file: nothing to compare)
+                unreadable.append(f"{os.path.basename(path)} ({first_line(e, 80)})")
                 continue
             same = isinstance(found, dict) and found.keys() == saved.keys() and all(
                 isinstance(found[k], torch.Tensor) and torch.equal(found[k], v.cpu()) for k, v in saved.items())
@@ -273,6 +276,9 @@ class Trainer:
                      f"{STATE_FILE}, which this run resumes from (the newer after a save of the state alone); to "
                      f"continue from the files instead (the newer where a save wrote them but failed to write the "
                      f"state, or another trainer's), move {STATE_FILE} away and run again, as the reference does")
+        if unreadable:
+            self.log(f"note: {'; '.join(unreadable)} cannot be read: this run resumes from the networks in "
+                     f"{STATE_FILE}, and its next save writes the file again")
 
     def _end_an_epoch_past_this_dataset(self, state: dict) -> bool:
         """A saved position past the end of this dataset's epoch (the dataset shrank, or

@@ -561,6 +561,12 @@ def test_a_resume_says_when_latest_networks_differ_from_the_state(unaligned_root
     assert "note: latest_net_G_A.pth differs from the networks in training_state.pt, which this run resumes from" in out
     assert ("to continue from the files instead (the newer where a save wrote them but failed to write the state, "
             "or another trainer's), move training_state.pt away and run again") in out
+    path.write_bytes(path.read_bytes()[:100])  # a damaged file: said too, and written again by the next save
+    train_cli.main(args + ["--continue_train", "--max_iters", "5"])
+    out = capsys.readouterr().out
+    assert re.search(r"note: latest_net_G_A\.pth \(.+\) cannot be read: this run resumes from the networks in "
+                     r"training_state\.pt, and its next save writes the file again", out)
+    assert load(path).keys() == replaced.keys()
 
 
 def test_sigterm_saves_state_and_resume_continues(unaligned_root, tmp_path):
