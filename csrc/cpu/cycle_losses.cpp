@@ -443,37 +443,36 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cpu(const at::Tensor& real_A, co
                                                     const std::optional<at::Tensor>& idt_A,
                                                     const std::optional<at::Tensor>& idt_B, double lambda_A,
                                                     double lambda_B, double lambda_identity, bool compute_signs) {
-  const auto [has_idt, a, b, n_A, n_B, n_max, losses, signs] =
-      forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
-  uint8_t* codes = compute_signs ? signs.mutable_data_ptr<uint8_t>() : nullptr;
-  const auto w = term_weights(lambda_A, lambda_B, lambda_identity, has_idt);
-  const std::array<int64_t, kTerms> n = {n_A, n_B, n_B, n_A};
+  const ForwardTensors t = forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
+  uint8_t* codes = compute_signs ? t.signs.mutable_data_ptr<uint8_t>() : nullptr;
+  const auto w = term_weights(lambda_A, lambda_B, lambda_identity, t.has_idt);
+  const std::array<int64_t, kTerms> n = {t.n_A, t.n_B, t.n_B, t.n_A};
   double total[kTerms] = {0.0, 0.0, 0.0, 0.0};
-  if (n_max > 0) {
+  if (t.n_max > 0) {
     cycle_kernel::ForwardArgs args{};
     args.dtype = real_A.scalar_type();
-    args.xa = a.rec.const_data_ptr();
-    args.ra = a.real.const_data_ptr();
-    args.ib = has_idt ? a.idt.const_data_ptr() : nullptr;
-    args.xb = b.rec.const_data_ptr();
-    args.rb = b.real.const_data_ptr();
-    args.ia = has_idt ? b.idt.const_data_ptr() : nullptr;
-    args.n_A = n_A;
-    args.n_B = n_B;
-    args.has_idt = has_idt;
+    args.xa = t.a.rec.const_data_ptr();
+    args.ra = t.a.real.const_data_ptr();
+    args.ib = t.has_idt ? t.a.idt.const_data_ptr() : nullptr;
+    args.xb = t.b.rec.const_data_ptr();
+    args.rb = t.b.real.const_data_ptr();
+    args.ia = t.has_idt ? t.b.idt.const_data_ptr() : nullptr;
+    args.n_A = t.n_A;
+    args.n_B = t.n_B;
+    args.has_idt = t.has_idt;
     args.codes = codes;
     args.total = total;
     run_forward(args);
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real_A.scalar_type(), "fastgan_cycle_losses_cpu", [&] {
-    scalar_t* out = losses.mutable_data_ptr<scalar_t>();
+    scalar_t* out = t.losses.mutable_data_ptr<scalar_t>();
     for (int j = 0; j < kTerms; ++j) {
-      const bool present = j < 2 || has_idt;
+      const bool present = j < 2 || t.has_idt;
       // mean of nothing is NaN, as aten's
       out[j] = static_cast<scalar_t>(present ? w[j] * (total[j] / static_cast<double>(n[j])) : 0.0);
     }
   });
-  return {losses, signs};
+  return {t.losses, t.signs};
 }
 
 inline double sign_of_code(int c) {
@@ -485,15 +484,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& real_B, const at::Tensor& rec_B, const std::optional<at::Tensor>& idt_A,
     const std::optional<at::Tensor>& idt_B, double lambda_A, double lambda_B, double lambda_identity,
     std::array<bool, 6> output_mask) {
-  const auto [has_idt, n_A, n_B, n_max, out] =
-      backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
-  if (n_max == 0) {
-    return {out[0], out[1], out[2], out[3], out[4], out[5]};
+  const BackwardTensors t = backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
+  if (t.n_max == 0) {
+    return {t.out[0], t.out[1], t.out[2], t.out[3], t.out[4], t.out[5]};
   }
   const at::Tensor g64 = grad.to(at::kDouble).contiguous();
   const double* g = g64.const_data_ptr<double>();
-  const auto w = term_weights(lambda_A, lambda_B, lambda_identity, has_idt);
-  const std::array<int64_t, kTerms> n = {n_A, n_B, n_B, n_A};
+  const auto w = term_weights(lambda_A, lambda_B, lambda_identity, t.has_idt);
+  const std::array<int64_t, kTerms> n = {t.n_A, t.n_B, t.n_B, t.n_A};
   const at::Tensor codes_t = signs.contiguous();
   const uint8_t* codes = codes_t.const_data_ptr<uint8_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real_A.scalar_type(), "fastgan_cycle_losses_backward_cpu",
@@ -522,10 +520,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     cycle_kernel::BackwardArgs args{};
     args.elem_size = sizeof(scalar_t);
     args.codes = codes;
-    args.n_A = n_A;
-    args.n_B = n_B;
+    args.n_A = t.n_A;
+    args.n_B = t.n_B;
     for (int i = 0; i < 6; ++i) {
-      args.out[i] = out[i].numel() > 0 ? out[i].data_ptr() : nullptr;
+      args.out[i] = t.out[i].numel() > 0 ? t.out[i].data_ptr() : nullptr;
     }
     for (int j = 0; j < kTerms; ++j) {
       args.pos[j] = pos[j];
@@ -538,7 +536,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     }
     run_backward(args);
   });
-  return {out[0], out[1], out[2], out[3], out[4], out[5]};
+  return {t.out[0], t.out[1], t.out[2], t.out[3], t.out[4], t.out[5]};
 }
 
 }  // namespace

@@ -335,11 +335,10 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cuda(const at::Tensor& real_A, c
                                                      const std::optional<at::Tensor>& idt_A,
                                                      const std::optional<at::Tensor>& idt_B, double lambda_A,
                                                      double lambda_B, double lambda_identity, bool compute_signs) {
-  const c10::cuda::OptionalCUDAGuard guard(real_A.device());
-  const auto [has_idt, a, b, n_A, n_B, n_max, losses, signs] =
-      forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
-  const Terms terms = make_terms(lambda_A, lambda_B, lambda_identity, has_idt, n_A, n_B);
-  const int64_t want = (n_max + static_cast<int64_t>(kThreads) * kMinPerThread - 1) /
+  const ForwardTensors t = forward_tensors(real_A, rec_A, real_B, rec_B, idt_A, idt_B, compute_signs);
+  const c10::cuda::OptionalCUDAGuard guard(real_A.device());  // (after the checks: real_A may not be a CUDA tensor)
+  const Terms terms = make_terms(lambda_A, lambda_B, lambda_identity, t.has_idt, t.n_A, t.n_B);
+  const int64_t want = (t.n_max + static_cast<int64_t>(kThreads) * kMinPerThread - 1) /
                        (static_cast<int64_t>(kThreads) * kMinPerThread);
   const int blocks = static_cast<int>(std::min<int64_t>(std::max<int64_t>(want, 1), kMaxBlocks));
   at::Tensor partial;
@@ -348,15 +347,15 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cuda(const at::Tensor& real_A, c
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real_A.scalar_type(), "fastgan_cycle_losses_cuda", [&] {
-    const Inputs<scalar_t> in = {a.rec.const_data_ptr<scalar_t>(),
-                                 a.real.const_data_ptr<scalar_t>(),
-                                 has_idt ? a.idt.const_data_ptr<scalar_t>() : nullptr,
-                                 b.rec.const_data_ptr<scalar_t>(),
-                                 b.real.const_data_ptr<scalar_t>(),
-                                 has_idt ? b.idt.const_data_ptr<scalar_t>() : nullptr};
-    uint8_t* cp = compute_signs && n_max > 0 ? signs.mutable_data_ptr<uint8_t>() : nullptr;
+    const Inputs<scalar_t> in = {t.a.rec.const_data_ptr<scalar_t>(),
+                                 t.a.real.const_data_ptr<scalar_t>(),
+                                 t.has_idt ? t.a.idt.const_data_ptr<scalar_t>() : nullptr,
+                                 t.b.rec.const_data_ptr<scalar_t>(),
+                                 t.b.real.const_data_ptr<scalar_t>(),
+                                 t.has_idt ? t.b.idt.const_data_ptr<scalar_t>() : nullptr};
+    uint8_t* cp = compute_signs && t.n_max > 0 ? t.signs.mutable_data_ptr<uint8_t>() : nullptr;
     double* pp = blocks > 1 ? partial.mutable_data_ptr<double>() : nullptr;
-    scalar_t* op = losses.mutable_data_ptr<scalar_t>();
+    scalar_t* op = t.losses.mutable_data_ptr<scalar_t>();
     constexpr int kVec = 16 / sizeof(scalar_t);
     const bool vec = aligned16(in.xa) && aligned16(in.ra) && aligned16(in.ib) && aligned16(in.xb) &&
                      aligned16(in.rb) && aligned16(in.ia) && aligned16(cp);
@@ -364,15 +363,15 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cuda(const at::Tensor& real_A, c
     auto launch = [&](auto vec_tag, auto idt_tag) {
       constexpr int V = decltype(vec_tag)::value;
       constexpr bool I = decltype(idt_tag)::value;
-      cycle_partial_kernel<scalar_t, V, I><<<blocks, kThreads, 0, stream>>>(in, n_A, n_B, cp, pp, op, terms);
+      cycle_partial_kernel<scalar_t, V, I><<<blocks, kThreads, 0, stream>>>(in, t.n_A, t.n_B, cp, pp, op, terms);
     };
     using VecOn = std::integral_constant<int, kVec>;
     using VecOff = std::integral_constant<int, 1>;
-    if (vec && has_idt) {
+    if (vec && t.has_idt) {
       launch(VecOn{}, std::true_type{});
     } else if (vec) {
       launch(VecOn{}, std::false_type{});
-    } else if (has_idt) {
+    } else if (t.has_idt) {
       launch(VecOff{}, std::true_type{});
     } else {
       launch(VecOff{}, std::false_type{});
@@ -383,7 +382,7 @@ std::tuple<at::Tensor, at::Tensor> cycle_losses_cuda(const at::Tensor& real_A, c
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
-  return {losses, signs};
+  return {t.losses, t.signs};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_losses_backward_cuda(
@@ -391,37 +390,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& real_B, const at::Tensor& rec_B, const std::optional<at::Tensor>& idt_A,
     const std::optional<at::Tensor>& idt_B, double lambda_A, double lambda_B, double lambda_identity,
     std::array<bool, 6> output_mask) {
+  const BackwardTensors t = backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
   const c10::cuda::OptionalCUDAGuard guard(real_A.device());
-  const auto [has_idt, n_A, n_B, n_max, out] =
-      backward_tensors(grad, signs, real_A, rec_A, real_B, rec_B, idt_A, idt_B, output_mask);
-  if (n_max == 0) {
-    return {out[0], out[1], out[2], out[3], out[4], out[5]};
+  if (t.n_max == 0) {
+    return {t.out[0], t.out[1], t.out[2], t.out[3], t.out[4], t.out[5]};
   }
-  const Terms terms = make_terms(lambda_A, lambda_B, lambda_identity, has_idt, n_A, n_B);
+  const Terms terms = make_terms(lambda_A, lambda_B, lambda_identity, t.has_idt, t.n_A, t.n_B);
   const at::Tensor g = grad.to(real_A.scalar_type()).contiguous();  // no copy when it already is
   const at::Tensor codes = signs.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real_A.scalar_type(), "fastgan_cycle_losses_backward_cuda",
                                   [&] {
-    auto ptr = [&](int i) { return out[i].numel() > 0 ? out[i].mutable_data_ptr<scalar_t>() : nullptr; };
+    auto ptr = [&](int i) { return t.out[i].numel() > 0 ? t.out[i].mutable_data_ptr<scalar_t>() : nullptr; };
     const Outputs<scalar_t> o = {ptr(0), ptr(1), ptr(2), ptr(3), ptr(4), ptr(5)};
     const uint8_t* cp = codes.const_data_ptr<uint8_t>();
     constexpr int kVec = 16 / sizeof(scalar_t);
     const bool vec = aligned16(o.real_A) && aligned16(o.rec_A) && aligned16(o.real_B) && aligned16(o.rec_B) &&
                      aligned16(o.idt_A) && aligned16(o.idt_B) && reinterpret_cast<std::uintptr_t>(cp) % kVec == 0;
     const int64_t per_block = static_cast<int64_t>(kThreads) * (vec ? kVec : 1);
-    const int64_t want = std::max<int64_t>((n_max + per_block - 1) / per_block, 1);
+    const int64_t want = std::max<int64_t>((t.n_max + per_block - 1) / per_block, 1);
     const int blocks = static_cast<int>(std::min<int64_t>(want, kMaxBackwardBlocks));
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
     if (vec) {
-      cycle_backward_kernel<scalar_t, kVec><<<blocks, kThreads, 0, stream>>>(g.const_data_ptr<scalar_t>(), cp, o, n_A,
-                                                                             n_B, terms);
+      cycle_backward_kernel<scalar_t, kVec><<<blocks, kThreads, 0, stream>>>(gp, cp, o, t.n_A, t.n_B, terms);
     } else {
-      cycle_backward_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(g.const_data_ptr<scalar_t>(), cp, o, n_A,
-                                                                          n_B, terms);
+      cycle_backward_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(gp, cp, o, t.n_A, t.n_B, terms);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {out[0], out[1], out[2], out[3], out[4], out[5]};
+  return {t.out[0], t.out[1], t.out[2], t.out[3], t.out[4], t.out[5]};
 }
 
 }  // namespace
