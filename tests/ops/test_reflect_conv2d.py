@@ -389,6 +389,45 @@ def test_deterministic_mode_launches_one_fixed_tile_past_the_autotuner(monkeypat
         assert torch.equal(got, expected)
 
 
+@needs_triton
+def test_deterministic_mode_takes_the_first_tile_that_fits_the_device(monkeypatch):
+    """A tile the device cannot hold (a float64 tile's shared memory on an A100) fails at its
+    launch, before the kernel runs: the next tile of the list is taken, in the list's order,
+    as the autotuner skips such a tile."""
+    from triton import Config
+    from triton.runtime.errors import OutOfResources
+
+    from fastgan.ops.triton import reflect_conv2d as kernels
+
+    fits = kernels._configs(kernels._GPU_TILES)[0]  # (the interpreter's one tile)
+    too_big = Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3)
+    monkeypatch.setattr(kernels, "_configs", lambda tiles: [too_big, fits])
+    past_autotuner, launched = kernels._forward_kernel.fn, []
+
+    class ShortOfSharedMemory:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                launched.append(kwargs["BLOCK_M"])
+                if kwargs["BLOCK_M"] == too_big.kwargs["BLOCK_M"]:
+                    raise OutOfResources(196608, 166912, "shared memory")
+                return past_autotuner[grid](*args, **kwargs)
+            return run
+
+    monkeypatch.setattr(kernels._forward_kernel, "fn", ShortOfSharedMemory())
+    case = CASES[0]
+    x, wt, b, _ = make_case(case, torch.float64, "contiguous", seed=5)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.no_grad(), ops.use_backend("triton"), rc.force_choice("triton"):
+            y = ops.reflect_conv2d(x, wt, b, case[7], case[6])
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert launched == [too_big.kwargs["BLOCK_M"], fits.kwargs["BLOCK_M"]]
+    expected = F.conv2d(F.pad(x, (case[6],) * 4, mode="reflect"), wt, b, case[7])
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+
+
 # ------------------------------------------------- the eager path and the custom op
 
 

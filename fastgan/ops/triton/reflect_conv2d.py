@@ -71,6 +71,8 @@ import inspect
 import torch
 import triton
 import triton.language as tl
+from triton.compiler.errors import CompileTimeAssertionFailure
+from triton.runtime.errors import OutOfResources, PTXASError
 
 from fastgan.ops.triton import INTERPRET
 from fastgan.ops.triton._common import on_device, rounded
@@ -114,15 +116,26 @@ _GPU_TILES_DW = [
 ]
 
 
-def _launchable(kernel, gpu_tiles: list[tuple[int, int, int, int, int]]):
-    """`kernel` (autotuned) and no launch options; under torch.use_deterministic_algorithms
-    the kernel past its autotuner and the first tile's options. The tile's BLOCK_K sets the
-    order of the float32 sums, and the autotuner picks a tile by timing, which can differ
-    between two processes or machines: a fixed tile gives the same bits in every run."""
+# what the autotuner skips a tile for (it does not fit the device: shared memory, registers)
+_TILE_MISFITS = (OutOfResources, PTXASError, CompileTimeAssertionFailure)
+
+
+def _launch(kernel, gpu_tiles: list[tuple[int, int, int, int, int]], grid, *args, **kwargs) -> None:
+    """kernel[grid](*args, **kwargs) with the tile the autotuner times fastest; under
+    torch.use_deterministic_algorithms, past the autotuner, with the first of the tiles that
+    fits the device, in the list's order. The tile's BLOCK_K sets the order of the float32
+    sums, and a pick by timing can differ between two processes or machines."""
     if not torch.are_deterministic_algorithms_enabled():
-        return kernel, {}
-    config = _configs(gpu_tiles)[0]
-    return kernel.fn, {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        kernel[grid](*args, **kwargs)
+        return
+    configs = _configs(gpu_tiles)
+    for i, config in enumerate(configs):
+        try:
+            kernel.fn[grid](*args, **kwargs, **config.all_kwargs())
+            return
+        except _TILE_MISFITS:  # (raised before the kernel runs: nothing written)
+            if i == len(configs) - 1:
+                raise
 
 
 @triton.jit
@@ -453,14 +466,14 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
     def grid(meta):
         return (triton.cdiv(n * oh * ow, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),)
 
-    kernel, options = _launchable(_forward_kernel, _GPU_TILES)
     with on_device(x.device):
-        kernel[grid](
+        _launch(
+            _forward_kernel, _GPU_TILES, grid,
             x, weight, bias if bias is not None else x, out,
             n, c_in, h, w, c_out, oh, ow,
             *x.stride(), *weight.stride(), *out.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding, HAS_BIAS=bias is not None,
-            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype), **options,
+            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype),
         )
     return out
 
@@ -481,15 +494,15 @@ def grad_input(grad: torch.Tensor, weight: torch.Tensor, stride: int, padding: i
     def grid(meta):
         return (triton.cdiv(n * h * w, meta["BLOCK_M"]) * triton.cdiv(c_in, meta["BLOCK_N"]),)
 
-    kernel, options = _launchable(_grad_input_kernel, _GPU_TILES)
     with on_device(grad.device):
-        kernel[grid](
+        _launch(
+            _grad_input_kernel, _GPU_TILES, grid,
             grad, weight, out,
             n, c_in, h, w, c_out, oh, ow,
             *grad.stride(), *weight.stride(), *out.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding,
             PRECISION=_precision(grad.dtype, grad.device), ACC_DTYPE=_acc_dtype(grad.dtype), WIDEN=_widen(grad.dtype),
-            **options,
+           
         )
     return out
 
@@ -529,14 +542,14 @@ def grad_weight(grad: torch.Tensor, x: torch.Tensor, stride: int, padding: int, 
     def grid(meta):
         return (triton.cdiv(c_out, meta["BLOCK_M"]) * triton.cdiv(k_total, meta["BLOCK_N"]), split)
 
-    kernel, options = _launchable(_grad_weight_kernel, _GPU_TILES_DW)
     with on_device(x.device):
-        kernel[grid](
+        _launch(
+            _grad_weight_kernel, _GPU_TILES_DW, grid,
             grad, x, part,
             n, c_in, h, w, c_out, oh, ow, per_split,
             *grad.stride(), *x.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding,
-            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype), **options,
+            PRECISION=_precision(x.dtype, x.device), ACC_DTYPE=_acc_dtype(x.dtype), WIDEN=_widen(x.dtype),
         )
     total = part[0] if split == 1 else part.sum(0)
     out.copy_(total.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2))
