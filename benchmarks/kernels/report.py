@@ -49,7 +49,7 @@ def rows_from(run: dict, copy_gb_per_s: float | None = None) -> list[dict]:
     rows = []
     for bench in run["benchmarks"]:
         info = bench["extra_info"]
-        # a graph-timed round: its CUDA events' device time (the wall clock adds the replay's launch)
+        # a graph-timed round: the time between its CUDA events (the wall clock adds the host's sync)
         median = info.get("device_round_s", bench["stats"]["median"]) / info.get("calls_per_round", 1)
         gb_per_s = info["bytes"] / median / 1e9
         rows.append({**info, "case": case_label(info),
@@ -72,7 +72,8 @@ def case_label(info: dict) -> str:
 
 
 def timing_method(row: dict) -> str:
-    """"wall" or "cuda graph", without the reason a capture failed."""
+    """"wall", "cuda graph" (earlier runs: the wall clock around a replay) or "cuda events",
+    without what follows in parentheses (the reason a capture failed, what the events time)."""
     return row.get("timing", "wall").split(" (")[0]
 
 
@@ -94,7 +95,9 @@ def markdown(rows: list[dict], machine: str, ceilings: dict | None, missing: lis
                   "(bytes read + written); 'of copy' is each row's GB/s over it.", ""]
     lines += ["'median ms' is the time per call from rounds of back-to-back calls that end in one "
               "synchronization, timed as 'timed' says: 'wall' counts host-side dispatch, which dominates "
-              "small shapes on a GPU; 'cuda graph' replays the round captured once, the device's work alone.", "",
+              "small shapes on a GPU; 'cuda events (graph replay)' replays the round captured once and times it "
+              "between CUDA events, the device's work and the replay's launch ('cuda graph', in earlier runs: "
+              "the wall clock around the replay).", "",
               "| case | mode | provider | timed | median ms | GB/s | of copy | vs eager |",
               "|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:

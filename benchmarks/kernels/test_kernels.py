@@ -128,7 +128,8 @@ def test_kernel(benchmark, case, provider, mode):
                                 mode=mode, bytes=case.bytes_moved(mode), device=DEVICE.type,
                                 calls_per_round=CALLS_PER_ROUND, timing=timing, machine=describe_machine())
     benchmark.pedantic(timed, rounds=10, iterations=1, warmup_rounds=WARMUP_ROUNDS)
-    if device_seconds:  # the rounds' device time (report.py takes it over the wall clock's)
+    if len(device_seconds) > WARMUP_ROUNDS:  # the rounds' device time (report.py takes it over the wall clock's;
+        # none with --benchmark-disable, which runs the round once)
         benchmark.extra_info["device_round_s"] = statistics.median(device_seconds[WARMUP_ROUNDS:])
     if measures_conv_choice:  # what the measured choice took per phase, with both candidates' times
         benchmark.extra_info["selection"] = [{"phase": key[0], **entry}
@@ -136,11 +137,12 @@ def test_kernel(benchmark, case, provider, mode):
 
 
 def graphed(calls, fallback):
-    """(a round of `calls` captured once in a CUDA graph and replayed, "cuda graph", the device
-    seconds of each round, from CUDA events around the replay): the device's work alone, as a
-    step under --cuda_graphs runs it, without Python's per-call dispatch, the replay's launch or
-    the host's synchronization. A provider whose calls cannot be captured is timed as
-    `fallback` (wall clock), and says why."""
+    """(a round of `calls` captured once in a CUDA graph and replayed, "cuda events (graph
+    replay)", the seconds of each round between CUDA events recorded around the replay): the
+    device's work, as a step under --cuda_graphs runs it, without Python's per-call dispatch or
+    the host's synchronization (the replay's launch still counts: the first event completes as
+    soon as it is enqueued). A provider whose calls cannot be captured is timed as `fallback`
+    (wall clock), and says why."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture: allocator pools, lazy inits
@@ -163,4 +165,4 @@ def graphed(calls, fallback):
         end.synchronize()
         device_seconds.append(start.elapsed_time(end) / 1e3)  # (milliseconds)
 
-    return replay, "cuda graph", device_seconds
+    return replay, "cuda events (graph replay)", device_seconds

@@ -53,7 +53,8 @@ def test_a_graph_timed_round_is_its_device_time():
     """The GPU benchmarks record each graph replay's device time (CUDA events): the row's time is
     that round's over its calls, not the wall clock's, which adds the replay's launch and sync."""
     info = {"op": "l1_loss", "shape": [16, 3, 8, 8], "dtype": "fp32", "mode": "forward", "provider": "eager",
-            "bytes": 4 * 10**6, "timing": "cuda graph", "calls_per_round": 20, "device_round_s": 0.002}
+            "bytes": 4 * 10**6, "timing": "cuda events (graph replay)", "calls_per_round": 20,
+            "device_round_s": 0.002}
     (row,) = report.rows_from({"benchmarks": [{"stats": {"median": 0.003}, "extra_info": info}]})
     assert row["median_s"] == pytest.approx(1e-4) and row["gb_per_s"] == pytest.approx(40.0)
 
