@@ -15,7 +15,7 @@ def first_line(error: BaseException, limit: int = 160) -> str:
     if len(line) <= limit:
         return line
     sentence = line.rfind(". ", 0, limit)
-    if sentence > 0:
+    if sentence >= limit // 2:  # (a short first sentence, or an "e.g.", says too little)
         return line[:sentence + 1]
     word = line.rfind(" ", 0, limit - 4)
     return line[:word if word > 0 else limit - 4] + " ..."
@@ -32,6 +32,8 @@ def folder_problem(path: str) -> str | None:
     probe = os.path.abspath(path)
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)  # the nearest part of the path that exists, which would hold the rest
+    if os.path.islink(probe) and not os.path.exists(probe):
+        return f"{probe} is a link to nothing"
     if not os.path.isdir(probe):
         return f"{probe} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):

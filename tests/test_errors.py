@@ -15,6 +15,8 @@ def test_a_long_cause_ends_at_a_sentence_or_a_word_never_inside_one():
     quoted = first_line(no_sentence, limit=50)
     assert quoted.endswith("word ...") and len(quoted) <= 50
     assert first_line(ValueError("short\nsecond line")) == "short"
+    abbreviated = ValueError("expected a float tensor, e.g. torch.float32, " + "and more words " * 10)
+    assert first_line(abbreviated, limit=80).startswith("expected a float tensor, e.g. torch.float32, and more")
     assert first_line(KeyError()) == "KeyError"
 
 
@@ -27,6 +29,8 @@ def test_a_folder_that_cannot_be_made_is_said_before_anything_is_made(tmp_path):
     assert folder_problem(str(tmp_path / "new" / "nested")) is None
     assert not (tmp_path / "new").exists()
     assert folder_problem(str(tmp_path)) is None
+    (tmp_path / "gone").symlink_to(tmp_path / "nothing")
+    assert folder_problem(str(tmp_path / "gone" / "run")) == f"{tmp_path / 'gone'} is a link to nothing"
 
 
 def test_a_command_lines_warnings_are_one_line_each():
