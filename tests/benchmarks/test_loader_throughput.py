@@ -75,3 +75,15 @@ def test_a_cpu_run_on_a_gpu_machine_is_filed_under_the_cpu(tmp_path, monkeypatch
     loader_throughput.main([*TINY, "--device", "cpu", "--loaders", "torch", "--out", str(tmp_path / "out")])
     assert [p.name for p in (tmp_path / "out").glob("loader_*.json")] == ["loader_cpu.json"]
     assert "cores" in results(tmp_path / "out")["machine"]
+
+
+@pytest.mark.parametrize("device,order", [
+    ("cpu", ["torch", "dali", "dali, all in DALI", "cache"]),
+    ("cuda", ["torch", "cache", "dali"]),  # the cache's row before DALI's GPU decoding, never run elsewhere
+])
+def test_the_loaders_are_measured_in_an_order_that_keeps_the_judged_rows(device, order, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(loader_throughput, "dali_import_error", lambda: None)  # (as where DALI imports)
+    # (the loaders are only named here, not made: no GPU needed)
+    assert list(loader_throughput.loaders(None, torch.device(device))) == order
