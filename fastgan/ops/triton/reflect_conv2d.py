@@ -502,7 +502,6 @@ def grad_input(grad: torch.Tensor, weight: torch.Tensor, stride: int, padding: i
             *grad.stride(), *weight.stride(), *out.stride(),
             KH=kh, KW=kw, STRIDE=stride, PAD=padding,
             PRECISION=_precision(grad.dtype, grad.device), ACC_DTYPE=_acc_dtype(grad.dtype), WIDEN=_widen(grad.dtype),
-           
         )
     return out
 
