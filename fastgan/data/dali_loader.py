@@ -36,10 +36,15 @@ loader then loads the batches in flight, in order, through the torch path's
 decoding (PIL in this process, fastgan.data.loader.load_batch), yields them,
 builds a new pipeline and carries on with the rest of the epoch: an image PIL
 reads and DALI does not (a 1-bit TIFF, say) costs speed, not the run, and a
-note says so once per loader. A batch holding a file DALI decodes without failing
-but to other pixels than PIL's convert (the reference's) is loaded through PIL too,
-in place of DALI's output, with no new pipeline: a floating-point image (PIL mode
-"F", found by its header's mode, whatever the file's name), which DALI saturates.
+note says so once per loader and DALI reason, quoting DALI's operator and error
+(a failure that is not the file's, a GPU out of memory say, is then seen as such).
+A pipeline that cannot be built (DALI imports but cannot run on the device: a CUDA
+driver older than its own, say) is refused when the loader is made, as
+DaliUnavailable: --loader auto then falls back to the DataLoader (select.py).
+A batch holding a file DALI decodes without failing but to other pixels than
+PIL's convert (the reference's) is loaded through PIL too, in place of DALI's
+output, with no new pipeline: a floating-point image (PIL mode "F", found by its
+header's mode, whatever the file's name), which DALI saturates.
 A file PIL cannot read either raises the torch path's DatasetError (the words
 every loader uses) when its batch is due, after the batches before it: the
 recipes read every file's header, so a file PIL refuses to open (a decompression
@@ -53,6 +58,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -75,6 +81,26 @@ def dali_import_error() -> str | None:
     except Exception as e:  # ImportError, or a broken install's OSError/RuntimeError
         return f"{type(e).__name__}: {e}"
     return None
+
+
+class DaliUnavailable(DatasetError):
+    """DALI imports but cannot build its pipeline on the device; `reason` quotes DALI."""
+
+    def __init__(self, device: torch.device, reason: str):
+        self.reason = f"NVIDIA DALI cannot build its pipeline on {device} ({reason})"
+        super().__init__(f"--loader dali: {self.reason}; use --loader cache or torch")
+
+
+def dali_reason(error: BaseException) -> str:
+    """DALI's error in a line: the operator that failed and what it encountered (its message
+    is many lines: the pipeline's traceback, then "encountered:" and the cause)."""
+    text = str(error)
+    operator = re.search(r"Error in (\w+) operator `(?:nvidia\.dali\.)?([^`]+)`", text)
+    after = text.split("encountered:", 1)[1] if "encountered:" in text else text
+    lines = [ln.strip() for ln in after.splitlines()
+             if ln.strip() and not ln.strip().startswith(("Critical error in pipeline", "Current pipeline object"))]
+    cause = lines[0] if lines else type(error).__name__
+    return f"{operator[2]} ({operator[1].lower()}): {cause}" if operator else cause
 
 
 @dataclass
@@ -170,8 +196,9 @@ class DaliLoader(PlannedLoader):
         # the files each item reads: one per domain, or one A|B file for both halves
         self.sources = self.keys if self.dataset.mode == "unaligned" else ["A"]
         self._feeder = _Feeder(self.recipes, sizes, self._columns(), opt.crop_size)
-        self._pipe = None
-        self._fell_back = False  # the PIL fallback's note is printed once per loader
+        self._said_through_pil: set = set()  # the PIL fallback's notes, once per loader and reason
+        self._failure: str | None = None  # DALI's reason for the batches PIL is loading
+        self._pipe = self._new_pipeline()  # built now: a DALI that cannot run here is refused at once
 
     # -- the pipeline --------------------------------------------------------------
     def _columns(self) -> list[_Column]:
@@ -239,6 +266,12 @@ class DaliLoader(PlannedLoader):
         pipe.build()
         return pipe
 
+    def _new_pipeline(self):
+        try:
+            return self._build_pipeline()
+        except RuntimeError as e:
+            raise DaliUnavailable(self.device, dali_reason(e)) from e
+
     # -- epochs --------------------------------------------------------------------
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
         """The batches of `epoch` after the first `skip` (never read). One epoch iteration at a time."""
@@ -250,21 +283,21 @@ class DaliLoader(PlannedLoader):
         try:
             while True:
                 if self._pipe is None:
-                    self._pipe = self._build_pipeline()
+                    self._pipe = self._new_pipeline()
                 self._feeder.epoch = ep
                 try:
                     outputs = self._pipe.run()
                 except StopIteration:
                     break
-                except RuntimeError:
+                except RuntimeError as e:
                     if not ep.in_flight:  # no batch of ours to load instead: nothing to fall back on
                         self.close()
                         raise
-                    outputs = None
+                    outputs, self._failure = None, dali_reason(e)
                 if outputs is not None:
                     indices, items, misread = ep.in_flight.popleft()
                     if misread:
-                        yield self._through_pil(ep.epoch, indices)
+                        yield self._through_pil(ep.epoch, indices, None)
                     else:
                         yield self._batch(outputs, items)
                     continue
@@ -275,7 +308,7 @@ class DaliLoader(PlannedLoader):
                 self.close()
                 while ep.in_flight:
                     indices, _, _ = ep.in_flight.popleft()
-                    yield self._through_pil(ep.epoch, indices)
+                    yield self._through_pil(ep.epoch, indices, self._failure)
                 if ep.error is not None or not ep.pending:  # a refusal the recipes found after them, or the end
                     break
         except GeneratorExit:  # the caller stopped early: run out what DALI prefetched
@@ -287,18 +320,20 @@ class DaliLoader(PlannedLoader):
         if ep.error is not None:
             raise ep.error
 
-    def _through_pil(self, epoch: int, indices: list[int]) -> dict:
-        """A batch the torch path (PIL) loads in DALI's place."""
+    def _through_pil(self, epoch: int, indices: list[int], failure: str | None) -> dict:
+        """A batch the torch path (PIL) loads in DALI's place: DALI misreads one of its files
+        (failure None) or failed on it for `failure` (dali_reason)."""
         batch = load_batch(self.dataset, epoch, indices, self.device, self.channels_last)
-        self._say_fallback()  # only once PIL did read it
+        self._say_through_pil(failure)  # only once PIL did read it
         return batch
 
-    def _say_fallback(self) -> None:
-        """The note, once per loader (rank 0), that DALI refused some images and PIL read them."""
-        if not self._fell_back:
-            self._fell_back = True
+    def _say_through_pil(self, failure: str | None) -> None:
+        """The note (rank 0's), once per loader and DALI reason, that PIL loaded some images."""
+        if failure not in self._said_through_pil:
+            self._said_through_pil.add(failure)
             if self.rank == 0:
-                print("loader: dali: some images DALI cannot decode as PIL does were loaded through PIL",
+                why = f" (DALI failed their batch: {failure})" if failure else ""
+                print(f"loader: dali: some images DALI cannot decode as PIL does were loaded through PIL{why}",
                       flush=True)
 
     def _drain(self, ep: _Epoch) -> None:

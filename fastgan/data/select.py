@@ -7,7 +7,8 @@ auto, in order:
   dali   else, when NVIDIA DALI imports: decoding in DALI's threads, nvJPEG on a GPU;
   torch  else: PIL in DataLoader workers.
 The choice and its reason are printed once (by rank 0), and so is a DALI that
-cannot be imported when auto would have taken it. The dataset is opened first,
+cannot be imported, or cannot build its pipeline on the device, when auto would
+have taken it (auto then takes torch). The dataset is opened first,
 so a missing or empty folder is refused in the same words whatever the loader.
 """
 
@@ -17,7 +18,7 @@ import torch
 
 from fastgan.data.cache_loader import (CacheLoader, amount, cached_images, free_memory, host_memory_words,
                                        memory_share)
-from fastgan.data.dali_loader import DaliLoader, dali_import_error
+from fastgan.data.dali_loader import DaliLoader, DaliUnavailable, dali_import_error
 from fastgan.data.datasets import create_dataset
 from fastgan.data.errors import DatasetError
 from fastgan.data.loader import TorchLoader, worker_count
@@ -45,15 +46,21 @@ def select_loader(opt, device: torch.device, rank: int = 0, world_size: int = 1)
     kind, why = opt.loader, "--loader " + opt.loader
     if kind == "auto":
         kind, why = auto_choice(opt, dataset, sizes, device, rank)
-    if kind == "torch" and worker_count(opt) < int(opt.num_threads):
-        why += f"; DataLoader workers: {worker_count(opt)}, one per CPU (--num_threads asks {opt.num_threads})"
     if kind == "cache":
         loader = CacheLoader(opt, device, dataset, rank, world_size, sizes=sizes)
         why += f"; {amount(loader.nbytes)} kept in {loader.placement}"
     elif kind == "dali":
-        loader = DaliLoader(opt, device, dataset, rank, world_size, sizes=sizes)
-    else:
+        try:
+            loader = DaliLoader(opt, device, dataset, rank, world_size, sizes=sizes)
+        except DaliUnavailable as e:
+            if opt.loader != "auto":
+                raise
+            say_once(f"{e.reason}: --loader auto falls back to the torch DataLoader", rank)
+            kind, why = "torch", why.replace("; DALI decodes each batch", " and DALI cannot run here")
+    if kind == "torch":
         loader = TorchLoader(opt, device, dataset, rank, world_size)
+        if worker_count(opt) < int(opt.num_threads):
+            why += f"; DataLoader workers: {worker_count(opt)}, one per CPU (--num_threads asks {opt.num_threads})"
     # once the loader took the dataset (not before its refusal); once a process for each dataset and choice
     say_once(f"loader: {kind} ({why})", rank, key=("loader", opt.loader, kind, opt.dataroot, opt.phase))
     return loader

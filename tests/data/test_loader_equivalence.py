@@ -26,6 +26,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from fastgan.data import CacheLoader, DaliLoader, DatasetError, TorchLoader, create_loader
 from fastgan.data import select as select_module
+from fastgan.data.dali_loader import DaliUnavailable, dali_reason
 
 from .conftest import coord_image, make_opt, save
 
@@ -328,7 +329,11 @@ def test_dali_loads_what_it_cannot_decode_through_pil(one_bit_tiff_root, kind, c
     capsys.readouterr()
     for e in (1, 1):  # and again: a second epoch (a new pipeline) falls back the same way
         assert_close(kind, ref, epoch(loader, e))
-    assert capsys.readouterr().out.count("some images DALI cannot decode as PIL does were loaded through PIL") == 1
+    # once, in one line quoting DALI's failed operator and its cause
+    said = [line for line in capsys.readouterr().out.splitlines() if "through PIL" in line]
+    assert len(said) == 1 and said[0].startswith(
+        "loader: dali: some images DALI cannot decode as PIL does were loaded through PIL "
+        "(DALI failed their batch: fn.decoders.image (cpu): "), said
     # shuffled, in batches of 2 and from a mid-epoch resume
     opt = opt.replace(serial_batches=False, batch_size=2)
     ref = epoch(make_loader("torch", opt), 2)
@@ -358,9 +363,76 @@ def test_dali_failing_with_nothing_in_flight_raises_instead_of_looping(one_bit_t
 
     loader = make_loader("dali", make_opt(one_bit_tiff_root, dataset_mode="single", serial_batches=True))
     loader._build_pipeline = Broken
+    loader.close()  # drops the pipeline built with the loader: the epoch builds a Broken one
     with pytest.raises(RuntimeError, match="out of memory"):
         epoch(loader)
     assert Broken.runs == 1
+
+
+DALI_FAILURE = """Critical error in pipeline:
+Error in MIXED operator `nvidia.dali.fn.decoders.image`,
+which was used in the pipeline definition with the following traceback:
+
+  File "dali_loader.py", line 1, in _build_pipeline
+
+encountered:
+
+CUDA allocation failed: out of memory
+Current pipeline object is no longer valid."""
+
+
+def test_dali_reason_is_the_failed_operator_and_its_cause():
+    assert dali_reason(RuntimeError(DALI_FAILURE)) == \
+        "fn.decoders.image (mixed): CUDA allocation failed: out of memory"
+    assert dali_reason(RuntimeError("Critical error in pipeline:\nno device\n")) == "no device"
+    assert dali_reason(RuntimeError("")) == "RuntimeError"
+
+
+def test_each_reason_dali_fails_for_is_said_once(one_bit_tiff_root, monkeypatch, capsys):
+    """A failure of another kind than the first (here: the GPU's memory) is said in its own note,
+    and a misread batch's note says no failure."""
+    opt = make_opt(one_bit_tiff_root, dataset_mode="single", serial_batches=True, batch_size=1)
+    loader = make_loader("dali", opt)
+    capsys.readouterr()
+    epoch(loader)
+    real_run = loader._pipe.run.__func__
+    runs = []
+
+    def out_of_memory_on_the_fourth_run(pipe):
+        runs.append(1)
+        if len(runs) == 4:
+            raise RuntimeError(DALI_FAILURE)
+        return real_run(pipe)
+
+    monkeypatch.setattr(type(loader._pipe), "run", out_of_memory_on_the_fourth_run)
+    assert_close("dali", epoch(make_loader("torch", opt)), epoch(loader))
+    said = [line for line in capsys.readouterr().out.splitlines() if "through PIL" in line]
+    assert len(said) == 2 and "(DALI failed their batch: fn.decoders.image (cpu): " in said[0], said
+    assert said[1].endswith("(DALI failed their batch: fn.decoders.image (mixed): "
+                            "CUDA allocation failed: out of memory)"), said
+
+
+def test_a_dali_that_cannot_build_its_pipeline_is_refused_and_auto_takes_torch(roots, monkeypatch, capsys):
+    """A pipeline that fails to build (on a GPU: a CUDA driver older than DALI's, say) is refused
+    when the loader is made, in words; auto then takes the DataLoader and says why, once."""
+    def no_pipeline(self):
+        raise RuntimeError("Critical error in pipeline:\nCUDA driver version is insufficient for CUDA runtime version")
+
+    monkeypatch.setattr(DaliLoader, "_build_pipeline", no_pipeline)
+    monkeypatch.setattr(select_module, "_said", set())
+    opt = make_opt(roots / "unaligned", cache_memory_fraction=0.0)
+    reason = ("NVIDIA DALI cannot build its pipeline on cpu "
+              "(CUDA driver version is insufficient for CUDA runtime version)")
+    with pytest.raises(DaliUnavailable) as refused:
+        create_loader(opt.replace(loader="dali"), "cpu")
+    assert str(refused.value) == f"--loader dali: {reason}; use --loader cache or torch"
+    assert isinstance(refused.value, DatasetError)
+    capsys.readouterr()
+    for _ in range(2):
+        assert isinstance(create_loader(opt.replace(loader="auto"), "cpu"), TorchLoader)
+    out = capsys.readouterr().out
+    assert out.count(f"{reason}: --loader auto falls back to the torch DataLoader") == 1
+    assert out.count("does not fit in 0 of the") == 1 and "and DALI cannot run here)" in out, out
 
 
 def test_dali_yields_the_batches_before_a_file_pil_cannot_read_either(one_bit_tiff_root):
