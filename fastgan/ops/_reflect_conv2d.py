@@ -11,7 +11,10 @@ Back ends:
     cpu     the custom op torch.ops.fastgan.reflect_conv2d with the fused kernel
               "winograd"  Winograd F(4x4, 3x3) (csrc/cpu/conv3x3_winograd.cpp: reflected
                           reads, the channel sums as one MKL batched matrix product;
-                          3x3 kernels, stride 1, float32/float64 only),
+                          3x3 kernels, stride 1, float32/float64 only; its transforms
+                          add and subtract a tile's values, so an inf or NaN input
+                          makes its 4x4 output tiles NaN where aten has a few infs:
+                          nothing aten makes non-finite comes out finite),
             against "aten" (pad + oneDNN); `auto` uses it for CPU tensors. Other
             shapes and dtypes (the 7x7 convolutions, bf16 under autocast) run aten.
     triton  the custom op with the fused kernel
@@ -737,15 +740,22 @@ def _setup_grad_op(ctx, inputs, output):
     save_tensors(ctx, grad, x, weight)
 
 
+# x's gradient does not depend on x: its derivative by x is zeros, as through aten's convolution,
+# where None would read as "not used in the graph" to autograd.grad. (The weight's gradient by
+# the weight is None, as aten's.)
+
+
 def _backward_grad_input(ctx, cot):
     grad, x, weight = ctx.saved_tensors
     stride, padding, fused, choice = ctx.conf
-    d_grad = d_weight = None
+    d_grad = d_x = d_weight = None
     if ctx.needs_input_grad[0]:
         d_grad = torch.ops.fastgan.reflect_conv2d(cot, weight, None, stride, padding, fused, choice)
+    if ctx.needs_input_grad[1]:
+        d_x = torch.zeros_like(x)
     if ctx.needs_input_grad[2]:
         d_weight = torch.ops.fastgan.reflect_conv2d_grad_weight(grad, cot, weight, stride, padding, fused, choice)
-    return d_grad, None, d_weight, None, None, None, None  # x: its shape only
+    return d_grad, d_x, d_weight, None, None, None, None
 
 
 def _backward_grad_weight(ctx, cot):

@@ -366,6 +366,31 @@ def test_gradcheck_float64_triton_kernels():
     assert torch.autograd.gradgradcheck(f, args, fast_mode=True)
 
 
+@pytest.mark.parametrize("backend,choice", [
+    ("torch", "auto"),
+    pytest.param("cpu", "winograd", marks=needs_native),
+    pytest.param("cpu", "aten", marks=needs_native),
+    pytest.param("triton", "triton", marks=needs_triton),
+], ids=str)
+def test_the_input_gradients_derivative_by_the_input_is_zeros(backend, choice):
+    """x's gradient does not depend on x: autograd.grad gives zeros, as through aten's
+    convolution (it raised "not used in the graph"); the cross derivatives flow."""
+    x, wt, _, gy = make_case((1, 2, 3, 5, 6, 3, 1, 1), torch.float64, "contiguous", seed=5, bias=False)
+    x.requires_grad_()
+    wt.requires_grad_()
+    with ops.use_backend(backend), rc.force_choice(choice):
+        gx, gw = torch.autograd.grad(ops.reflect_conv2d(x, wt), (x, wt), gy, create_graph=True)
+        (d_x,) = torch.autograd.grad((gx ** 2).sum(), x, retain_graph=True)
+        # d/dw of |gx|^2 and d/dx of |gw|^2, against aten's
+        across = torch.autograd.grad((gx ** 2).sum() + (gw ** 2).sum(), (x, wt))
+    assert torch.equal(d_x, torch.zeros_like(x))
+    xr, wr = x.detach().requires_grad_(), wt.detach().requires_grad_()
+    gxr, gwr = torch.autograd.grad(F.conv2d(F.pad(xr, (1,) * 4, mode="reflect"), wr), (xr, wr), gy,
+                                   create_graph=True)
+    for got, want in zip(across, torch.autograd.grad((gxr ** 2).sum() + (gwr ** 2).sum(), (xr, wr))):
+        torch.testing.assert_close(got, want)
+
+
 @needs_triton
 def test_deterministic_mode_launches_one_fixed_tile_past_the_autotuner(monkeypatch):
     """The autotuner picks each kernel's tile by timing, which can differ between processes,
@@ -882,6 +907,24 @@ def test_other_back_ends_fused_kernel_is_an_error():
     x, wt, b, gy = make_case(CASES[0], torch.float32, "contiguous", seed=18)
     with pytest.raises(RuntimeError, match="'triton' is not this back end's fused kernel"):
         run("cpu", x, wt, b, gy, 1, 1, "triton")
+
+
+@needs_native
+@pytest.mark.parametrize("value", [float("inf"), float("nan")], ids=str)
+def test_winograd_makes_non_finite_at_least_what_aten_does(value):
+    """Winograd's transforms add and subtract a tile's values: one inf or NaN input makes its
+    4x4 output tiles NaN where aten has a few infs (the module docstring says so). No output
+    or gradient that aten makes non-finite comes out finite, and the other tiles are aten's."""
+    x, wt, b, gy = make_case((1, 2, 3, 11, 10, 3, 1, 1), torch.float32, "contiguous", seed=6)
+    x = x.detach().clone()
+    x[0, 1, 5, 6] = value
+    got = run("cpu", x, wt, b, gy, 1, 1, "winograd")
+    want = run("torch", x, wt, b, gy, 1, 1)
+    for name, a, r in zip(("y", "grad x", "grad weight", "grad bias"), got, want):
+        assert not (r.isfinite().logical_not() & a.isfinite()).any(), name
+        both = a.isfinite() & r.isfinite()
+        torch.testing.assert_close(a[both], r[both], rtol=1e-4, atol=1e-4, msg=name)
+    assert got[0].isnan().sum() > want[0].isfinite().logical_not().sum()  # the tile's spread, as said
 
 
 @needs_native
