@@ -986,7 +986,8 @@ def test_winograd_grad_input_is_the_adjoint_of_the_forward(shape, padding):
     float32 within the Winograd forward's rounding; kept transform bit for bit."""
     n, c, k, h, w = shape
     g = torch.Generator().manual_seed(24)
-    x, wt = torch.randn(n, c, h, w, generator=g, dtype=torch.float64), torch.randn(k, c, 3, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    wt = torch.randn(k, c, 3, 3, generator=g, dtype=torch.float64)
     grad = torch.randn(n, k, h + 2 * padding - 2, w + 2 * padding - 2, generator=g, dtype=torch.float64)
     want = padded_conv_grad_input(x, wt, grad, padding)
     got = torch.ops.fastgan.conv3x3_winograd_grad_input(grad, x, wt, padding)
