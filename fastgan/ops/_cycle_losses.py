@@ -25,7 +25,7 @@ from fastgan.ops import _native, reference, registry
 from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
-from fastgan.ops._loss_args import as_autocast_runs_l1, constant
+from fastgan.ops._args import as_autocast_runs_l1, check_optional_tensors, check_tensors, constant
 from fastgan.ops._saved import save_tensors
 
 CYCLE_LOSSES = registry.Op("cycle_losses", reference.cycle_losses)
@@ -70,6 +70,8 @@ def cycle_losses(real_A: torch.Tensor, rec_A: torch.Tensor, real_B: torch.Tensor
     float32 vector lanes over blocks of 512 values (float64 for float64 inputs), the
     blocks' sums in float64 (about 1e-7 relative from the float64 sum at worst).
     """
+    check_tensors("cycle_losses", real_A=real_A, rec_A=rec_A, real_B=real_B, rec_B=rec_B)
+    check_optional_tensors("cycle_losses", idt_A=idt_A, idt_B=idt_B)
     if (idt_A is None) != (idt_B is None):
         raise ValueError("cycle_losses: give both idt_A and idt_B or neither, got "
                          + ("idt_A" if idt_A is not None else "idt_B") + " only")

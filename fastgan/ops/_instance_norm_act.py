@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from fastgan.ops import _native, reference, registry
+from fastgan.ops._args import check_optional_tensors, check_tensors, number
 from fastgan.ops._dtypes import promoted
 from fastgan.ops._saved import save_tensors
 
@@ -52,6 +53,10 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     fastgan.ops.use_backend / FASTGAN_BACKEND / auto; the native and Triton kernels
     accumulate in float32 (float64 for float64 inputs) and are deterministic.
     """
+    check_tensors("instance_norm_act", x=x)
+    check_optional_tensors("instance_norm_act", weight=weight, bias=bias, residual=residual)
+    eps, negative_slope = number("instance_norm_act", "eps", eps), number("instance_norm_act", "negative_slope",
+                                                                          negative_slope)
     if activation not in ACTIVATIONS:
         raise ValueError(f"instance_norm_act: activation must be one of {ACTIVATIONS}, got {activation!r}")
     if x.dim() != 4:
@@ -63,15 +68,12 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
         if p is not None and tuple(p.shape) != (x.shape[1],):
             raise ValueError(f"instance_norm_act: {name} must have shape (C,) = ({x.shape[1]},), "
                              f"got {tuple(p.shape)}")
-    for name, value in (("eps", eps), ("negative_slope", negative_slope)):
-        if isinstance(value, (str, bytes)):  # float() would take "0.1", as F.instance_norm does not
-            raise TypeError(f"instance_norm_act: {name} must be a number, got {value!r}")
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"instance_norm_act: residual must have x's shape {tuple(x.shape)}, "
                          f"got {tuple(residual.shape)}")
     if residual is not None:  # a residual of another dtype: both in the wider, as x + residual is
         x, residual = promoted(x, residual)
-    return INSTANCE_NORM_ACT(x, weight, bias, float(eps), activation, float(negative_slope), residual)
+    return INSTANCE_NORM_ACT(x, weight, bias, eps, activation, negative_slope, residual)
 
 
 # ------------------------------------------------------------------ shared helpers

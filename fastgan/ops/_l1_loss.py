@@ -16,7 +16,7 @@ from fastgan.ops import _native, reference, registry
 from fastgan.ops._dtypes import promoted
 from fastgan.ops._eager import eager_function, takes_eager_path
 from fastgan.ops._layout import is_dense
-from fastgan.ops._loss_args import as_autocast_runs_l1, constant
+from fastgan.ops._args import as_autocast_runs_l1, check_tensors, constant
 from fastgan.ops._saved import save_tensors
 
 L1_LOSS = registry.Op("l1_loss", reference.l1_loss)
@@ -34,6 +34,7 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> t
     built). The native kernels accumulate in float64 (float32 inputs; float32 for
     bf16/fp16) and are deterministic: the same bits for any number of threads.
     """
+    check_tensors("l1_loss", input=input, target=target)
     if input.shape != target.shape:
         raise ValueError(f"l1_loss: input and target must have the same shape, got "
                          f"{tuple(input.shape)} and {tuple(target.shape)}")
@@ -118,7 +119,8 @@ if _native.LOADED:
     def _l1_loss_fake(input, target, weight=1.0):
         torch._check(input.shape == target.shape, lambda: "l1_loss: input and target shapes differ")
         torch._check(input.dtype == target.dtype, lambda: "l1_loss: input and target dtypes differ")
-        torch._check(input.device == target.device, lambda: "l1_loss: input and target devices differ")
+        torch._check(input.device == target.device,
+                     lambda: f"l1_loss: input is on {input.device}, target on {target.device}")
         return input.new_empty(())
 
     @torch.library.register_fake("fastgan::l1_loss_backward")

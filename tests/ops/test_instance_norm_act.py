@@ -467,6 +467,12 @@ def test_argument_errors():
                 ops.instance_norm_act(x, eps="0.1")
             with pytest.raises(TypeError, match="negative_slope must be a number, got b'0.1'"):
                 ops.instance_norm_act(x, activation="leaky_relu", negative_slope=b"0.1")
+            with pytest.raises(TypeError, match="eps must be a number, got None"):
+                ops.instance_norm_act(x, eps=None)
+            with pytest.raises(TypeError, match="x must be a tensor, got ndarray"):
+                ops.instance_norm_act(x.numpy())
+            with pytest.raises(TypeError, match="residual must be a tensor, got list"):
+                ops.instance_norm_act(x, residual=[0.0])
     meta = torch.randn(3, device="meta")  # the dispatcher takes the fake rule then: it must refuse too
     with pytest.raises(RuntimeError, match="weight is on meta, the input on cpu"):
         ops.instance_norm_act(x, meta)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -266,7 +267,7 @@ def test_shape_mismatch_is_an_error():
         ops.l1_loss(x, torch.randn(3, 5))
     with pytest.raises(ValueError, match="same shape"):
         ops.l1_loss(x, torch.randn(4))  # no silent broadcasting
-    with pytest.raises(RuntimeError, match="devices differ"):  # the fake rule answers for a meta tensor
+    with pytest.raises(RuntimeError, match="input is on cpu, target on meta"):  # the fake rule answers for meta
         ops.l1_loss(x, x.to("meta"))
 
 
@@ -289,8 +290,21 @@ def test_a_weight_that_requires_grad_is_refused():
     assert ops.l1_loss(x, t, torch.tensor(2.0)) == ops.l1_loss(x, t, 2.0)  # a constant tensor is a float
     with pytest.raises(ValueError, match="weight is one number, got a tensor of shape"):
         ops.l1_loss(x, t, torch.ones(2))
-    with pytest.raises(TypeError, match="weight is a number, got '2'"):  # float() would take it
+    with pytest.raises(TypeError, match="weight must be a number, got '2'"):  # float() would take it
         ops.l1_loss(x, t, "2")
+    with pytest.raises(TypeError, match="weight must be a number, got None"):
+        ops.l1_loss(x, t, None)
+    assert ops.l1_loss(x, t, np.float32(2.0)) == ops.l1_loss(x, t, 2.0)
+
+
+def test_arguments_that_are_not_tensors_are_refused_in_words():
+    x = torch.randn(3, 4)
+    with pytest.raises(TypeError, match="l1_loss: target must be a tensor, got list"):
+        ops.l1_loss(x, x.tolist())
+    with pytest.raises(TypeError, match="cycle_losses: rec_B must be a tensor, got float"):
+        ops.cycle_losses(x, x, x, 0.0)
+    with pytest.raises(TypeError, match="cycle_losses: idt_A must be a tensor, got ndarray"):
+        ops.cycle_losses(x, x, x, x, x.numpy(), x)
 
 
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16], ids=case_id)
