@@ -115,6 +115,11 @@ def test_no_flip_and_test_phase_are_deterministic():
     test_opt = opt(phase="test", isTrain=False)
     p = [get_params(test_opt, size, item_rng(0, 0, i)) for i in range(20)]
     assert all(q == {"crop_pos": (4, 4), "flip": False} for q in p)  # centre of the 72x72 resize
+    # an image that is not square: centred on each axis by its own extent
+    assert get_params(opt(phase="test", isTrain=False, preprocess="crop"), (100, 70), item_rng(0, 0, 1)) == \
+        {"crop_pos": (18, 3), "flip": False}
+    portrait = opt(phase="test", isTrain=False, preprocess="scale_width_and_crop")
+    assert get_params(portrait, (36, 60), item_rng(0, 0, 1))["crop_pos"] == (4, 28)  # 72x120 after the resize
 
 
 def test_no_flip_still_draws_the_flip_so_later_draws_keep_their_place():

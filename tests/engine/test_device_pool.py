@@ -41,10 +41,10 @@ def test_rule_image_by_image_with_known_draws(monkeypatch):
     """Once full: draw < 0.5 returns the new image; else the slot's image, replaced by the new one."""
     pool = DeviceImagePool(3)
     pool.query(images(3, 0))
-    draws = torch.tensor([[0.9, 0.5], [0.2, 0.99], [0.7, 0.1]])  # swap slot 1, keep, swap slot 0
+    draws = torch.tensor([[0.9, 0.5], [0.2, 0.99], [0.7, 0.1], [0.6, 0.99]])  # swap 1, keep, swap 0, swap 2
     monkeypatch.setattr(torch, "rand", lambda *a, **k: draws)
-    assert ids(pool.query(images(3, 10))) == [1, 11, 0]
-    assert ids(pool.images) == [12, 10, 2]
+    assert ids(pool.query(images(4, 10))) == [1, 11, 0, 2]  # (the last slot is drawn too)
+    assert ids(pool.images) == [12, 10, 13]
     # within one batch a stored image can come back at once
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor([[0.9, 0.0], [0.9, 0.0]]))
     assert ids(pool.query(images(2, 20))) == [12, 20]

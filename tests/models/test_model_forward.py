@@ -32,6 +32,32 @@ def test_n_layers_and_pixel_discriminator_shapes():
     assert define_D(3, 4, "pixel")(torch.randn(2, 3, 40, 24)).shape == (2, 1, 40, 24)
 
 
+def test_discriminators_compute_the_references_layers():
+    """REFERENCE.md's NLayerDiscriminator (k4 p1: three s2 convs, one s1, the s1 output conv,
+    LeakyReLU(0.2) after each but the last) and PixelDiscriminator (1x1 convs, LeakyReLU(0.2)),
+    written out with torch.nn.functional on the nets' own weights."""
+    def lrelu(t):
+        return F.leaky_relu(t, 0.2)
+
+    def norm(t):
+        return F.instance_norm(t, eps=1e-5)
+
+    x = torch.randn(2, 3, 70, 70)
+    d = define_D(3, 8, "basic", norm="instance", init_gain=0.5).eval()
+    c = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    want = lrelu(F.conv2d(x, c[0].weight, c[0].bias, 2, 1))
+    for conv, stride in zip(c[1:4], (2, 2, 1)):
+        want = lrelu(norm(F.conv2d(want, conv.weight, conv.bias, stride, 1)))
+    want = F.conv2d(want, c[4].weight, c[4].bias, 1, 1)
+    torch.testing.assert_close(d(x), want)
+
+    p = define_D(3, 8, "pixel", norm="instance", init_gain=0.5).eval()
+    c = [m for m in p.modules() if isinstance(m, nn.Conv2d)]
+    want = F.conv2d(lrelu(norm(F.conv2d(lrelu(F.conv2d(x, c[0].weight, c[0].bias)), c[1].weight, c[1].bias))),
+                    c[2].weight, c[2].bias)
+    torch.testing.assert_close(p(x), want)
+
+
 def test_discriminator_has_no_sigmoid():
     d = define_D(3, 4, "basic", norm="instance", init_gain=1.0)
     out = d(torch.randn(1, 3, 64, 64))

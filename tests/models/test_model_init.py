@@ -18,6 +18,7 @@ def test_normal_init_statistics():
     assert weights.numel() > 400_000
     assert abs(weights.mean().item()) < 1e-3
     assert weights.std().item() == pytest.approx(0.02, rel=0.01)
+    assert beyond_uniforms_bound(weights) == pytest.approx(0.083, abs=0.003)  # a normal draw
     # The last conv always has a bias: it must be zeroed.
     assert torch.equal(net.model[-2].bias, torch.zeros(3))
     bn = torch.cat([m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
@@ -38,6 +39,16 @@ def test_gain_scales_normal_init():
     torch.manual_seed(0)
     net = define_D(3, 64, "basic", norm="instance", init_gain=0.1)
     assert net.model[8].weight.std().item() == pytest.approx(0.1, rel=0.01)
+    # BatchNorm weights: N(1, gain)
+    net = define_G(3, 3, 64, "resnet_9blocks", norm="batch", init_gain=0.3)
+    bn = torch.cat([m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bn.numel() > 5000 and bn.std().item() == pytest.approx(0.3, rel=0.05)
+
+
+def beyond_uniforms_bound(w: torch.Tensor) -> float:
+    """The share of values past sqrt(3) standard deviations: none from a uniform draw of that
+    spread, 8.3% from a normal one."""
+    return (w.abs() > math.sqrt(3) * w.std()).float().mean().item()
 
 
 def test_xavier():
@@ -45,12 +56,14 @@ def test_xavier():
     w = define_D(3, 64, "basic", norm="batch", init_type="xavier", init_gain=0.5).model[8].weight
     fan_in, fan_out = 256 * 16, 512 * 16
     assert w.std().item() == pytest.approx(0.5 * math.sqrt(2 / (fan_in + fan_out)), rel=0.01)
+    assert beyond_uniforms_bound(w) == pytest.approx(0.083, abs=0.005)  # xavier_normal_, not _uniform_
 
 
 def test_kaiming_ignores_gain_like_the_reference():
     torch.manual_seed(0)
     w = define_D(3, 64, "basic", norm="batch", init_type="kaiming", init_gain=0.5).model[8].weight
     assert w.std().item() == pytest.approx(math.sqrt(2 / (256 * 16)), rel=0.01)
+    assert beyond_uniforms_bound(w) == pytest.approx(0.083, abs=0.005)
 
 
 def test_orthogonal():
