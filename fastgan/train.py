@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
         if ranks.world_size > 1 and is_peer_failure(e):
             fail_rank(ranks, e)
         raise
-    if opt.demo and ranks.is_main and summary["signal"] is None:
+    if opt.demo and trainer.writes and summary["signal"] is None:  # (not after a run with nothing to train)
         summary["demo_score"] = report_demo_score(opt, trainer, demo_score)
     return summary
 

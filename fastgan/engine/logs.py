@@ -42,7 +42,6 @@ class LossLog:
     loss_log.txt (for scripts that parse it); redraws loss_curve.png."""
 
     def __init__(self, directory: str, loss_names):
-        os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "loss_log.jsonl")
         self.text_path = os.path.join(directory, "loss_log.txt")
         self.curve_path = os.path.join(directory, "loss_curve.png")

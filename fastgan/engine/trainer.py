@@ -97,13 +97,20 @@ class Trainer:
         self.ranks = ranks if ranks is not None else Ranks()
         self.main = self.ranks.is_main
         self.stop_request: StopRequest | None = None  # run()'s, which saves wait for
+        self._saved_records: tuple | None = None  # an exact resume's point in loss_log.jsonl
         # the iterations whose training state, and whose latest_net_* with it, were saved last
         self.state_saved_at: int | None = None
         self.latest_saved_at: int | None = None
         self.log = log if self.main else _silent
         self.dir = os.path.join(opt.checkpoints_dir, opt.name)
+        self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
+        # Whether this process writes the run folder: rank 0, unless the run has nothing to
+        # train (a new run's --max_iters 0 or an --epoch_count past the schedule; a resumed run
+        # already there, found by resume()): it checks its options, data and networks, and leaves
+        # the folder as it was (not made, when it was not there).
+        self.writes = self.main and (opt.continue_train or self._nothing_to_train() is None)
         self.stale_removed = []  # temporary files of saves a killed run never finished
-        if self.main:
+        if self.writes:
             os.makedirs(self.dir, exist_ok=True)
             self.stale_removed = remove_stale_temporaries(self.dir)
         self.model = model_from_options(opt)
@@ -111,12 +118,11 @@ class Trainer:
         self.loss_log = LossLog(self.dir, self.model.loss_names) if self.main else None
         self.web_page = TrainingPage(self.dir, opt.name, opt.display_winsize) if self.main and not opt.no_html else None
         self.pictures_off: set[str] = set()  # picture outputs that could not be written (_write_picture)
-        self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
 
     # -- set-up --------------------------------------------------------------
     def describe(self) -> None:
         opt, model, world = self.opt, self.model, self.ranks.world_size
-        if self.main:  # the table fastgan.train printed before the data was read, as the reference writes it
+        if self.writes:  # the table fastgan.train printed before the data was read, as the reference writes it
             entries = self.table_entries or reference_table_entries(opt.arch, model.device)
             write_options_table(os.path.join(self.dir, f"{opt.phase}_opt.txt"), self.command_options, entries)
         where = f"{world} ranks ({model.device.type}), batch {opt.batch_size} per rank" if world > 1 \
@@ -127,7 +133,8 @@ class Trainer:
         epochs = f"epochs {self.progress.epoch}..{self.last_epoch}" if self.progress.epoch <= self.last_epoch \
             else f"no epoch left (the schedule ends with epoch {self.last_epoch})"
         self.log(f"fastgan {opt.arch} on {where}: {images} images, {per_epoch} per epoch, {epochs}")
-        self.log(f"speed levels: {model.levels.describe()} (--eager: the reference's path; --fast: fastest)")
+        hint = "--fast: fastest" if model.levels.is_eager else "--eager: the reference's path; --fast: fastest"
+        self.log(f"speed levels: {model.levels.describe()} ({hint})")
         if opt.fast:
             self.log(fast_note(model.device, model.levels))
         if model.levels.accelerate and sizes_vary(opt.preprocess):
@@ -141,7 +148,7 @@ class Trainer:
             if opt.verbose:  # as the reference: the net, then its size
                 self.log(str(net))
             self.log(f"[Network {name}] Total number of parameters : {count_parameters(net) / 1e6:.3f} M")
-        if self.main:
+        if self.writes:
             # at once: fastgan.test reads the model's options from it
             write_file_atomically(os.path.join(self.dir, "train_opt.json"),
                                   lambda f: f.write(json.dumps(opt.as_dict(), indent=1, default=str).encode()))
@@ -178,10 +185,9 @@ class Trainer:
             self._continue_from_networks(f" (no {STATE_FILE}: optimizer and schedule restart)")
             return
         self.progress = progress
-        if self.main:
-            self.loss_log.truncate_after(progress.total_iters, state.get("loss_log_records"))
-            if self.web_page is not None and progress.batch > 0:
-                self.web_page.resume_epoch(progress.epoch)
+        self._saved_records = (progress.total_iters, state.get("loss_log_records"))  # (truncated in _run)
+        if self.main and self.web_page is not None and progress.batch > 0:
+            self.web_page.resume_epoch(progress.epoch)
         self.log(f"resumed from {self.dir}/{STATE_FILE}: epoch {progress.epoch}, "
                  f"batch {progress.batch}, total_iters {progress.total_iters}")
         if self.main:
@@ -375,18 +381,20 @@ class Trainer:
     def run(self) -> dict:
         """Trains, holding the run folder's lock (fastgan/engine/run_lock.py) until it ends;
         RunFolderInUse, before anything is written, while another run holds it."""
-        if self.main:
+        if self.writes:
             lock_run_folder(self.dir)
         try:
             return self._run()
         finally:
-            if self.main:
-                unlock_run_folder(self.dir)
+            unlock_run_folder(self.dir)  # (when held)
 
     def _run(self) -> dict:
         if self.opt.continue_train:
             self.resume()
-        else:
+            self.writes = self.writes and self._nothing_to_train() is None
+            if self.writes and self._saved_records is not None:
+                self.loss_log.truncate_after(*self._saved_records)  # the records after the save train again
+        elif self.writes:
             self._note_an_earlier_run()
         self.describe()
         tally = RunTally(start=time.perf_counter(), stopped=self._nothing_to_train())
@@ -410,7 +418,7 @@ class Trainer:
                 torch.cuda.synchronize(self.model.device)
             tally.seconds = time.perf_counter() - tally.start
             self._save_at_the_end(stop, tally)
-        if self.main:  # the records since the last redraw (at most one a CURVE_REDRAW_SECONDS)
+        if self.writes:  # the records since the last redraw (at most one a CURVE_REDRAW_SECONDS)
             self._write_picture("loss_curve.png", lambda: self.loss_log.draw_curve(at_most_every=0))
         return self._summary(tally)
 

@@ -694,19 +694,34 @@ def test_a_bad_file_mid_run_keeps_what_trained_before_it(tmp_path, capsys):
     assert resumed["images"] == 1 and resumed["iteration"] == 4
 
 
+def folder_files(folder) -> dict:
+    """Every file under `folder` (hidden ones included) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_max_iters_already_reached_trains_nothing(unaligned_root, tmp_path, capsys):
+    """A run with nothing to train checks its options, data and networks and writes nothing:
+    a new run's folder is not made, an earlier run's stays as it was (its options, log and
+    lock file included), also for a resumed run already at --max_iters."""
     args = tiny_args(unaligned_root, tmp_path, "run")
     assert train_cli.main(args + ["--max_iters", "0"])["images"] == 0
-    out = capsys.readouterr().out  # a new run that trains nothing leaves the folder as it was
+    out = capsys.readouterr().out
     assert re.search(r"\n--max_iters 0: nothing to train: 0 images in [0-9.]+ s \(0.00 images/s\); nothing saved\n",
                      out), out
-    assert not (tmp_path / "run" / "training_state.pt").exists()
+    assert not (tmp_path / "run").exists()
     assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
+    before = folder_files(tmp_path / "run")
+    assert "train_opt.json" in before and "loss_log.txt" in before and ".fastgan_train.lock" in before
     capsys.readouterr()
-    again = train_cli.main(args + ["--continue_train", "--max_iters", "2"])
-    assert again["images"] == 0 and again["iteration"] == 3
+    for more in (["--continue_train", "--max_iters", "2", "--lr", "0.001"], ["--max_iters", "0", "--ngf", "4"],
+                 ["--epoch_count", "9"], ["--max_iters", "0", "--eager"]):
+        again = train_cli.main(args + more)
+        assert again["images"] == 0 and folder_files(tmp_path / "run") == before, more
+    assert again["iteration"] == 0
     out = capsys.readouterr().out
     assert "already at --max_iters 2 (iteration 3)" in out and f"images/s); checkpoints in {tmp_path / 'run'}" in out
+    assert "this run starts afresh" not in out  # (it would: nothing is replaced)
+    assert "speed levels: eager (the reference's path) (--fast: fastest)\n" in out
     state = torch.load(tmp_path / "run" / "training_state.pt", map_location="cpu", weights_only=False)
     assert state["progress"]["iteration"] == 3
 
