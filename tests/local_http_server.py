@@ -1,6 +1,7 @@
 """A local HTTP server for the download tests: it serves `files` (path -> bytes), speaks
 HTTP ranges (206 with Content-Range, 416 past the end; an ETag per content, and a Range whose
-If-Range names another answered with the whole file, as RFC 9110 says) and can be told to drop the
+If-Range names another answered with the whole file, as RFC 9110 says; or a weak ETag and a
+Last-Modified date, If-Range then matching the date only) and can be told to drop the
 connection after some bytes, as a real network does, to stall after some bytes (a
 slow network), or to send the next answer as raw bytes (a malformed or cut-short
 answer). The `server` fixture (tests/conftest.py) yields (Handler, "http://127.0.0.1:PORT")
@@ -15,11 +16,15 @@ import zlib
 from typing import Iterator
 
 
+LAST_MODIFIED = "Wed, 02 Dec 2026 10:00:00 GMT"
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     cut_after: int | None = None  # send only this many bytes of the next answer, then hang up
     raw: bytes | None = None  # the next answer, status line and headers included, as it is
     stall_after: int | None = None  # send this many bytes of the next answer, then wait until `resume` is set
+    weak_etag = False  # answer with a weak ETag (W/"..."), which If-Range cannot take, and a Last-Modified
     resume = threading.Event()
     log: list[tuple[str, str | None]] = []
 
@@ -36,7 +41,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         start, status = 0, 200
         etag = f'"{zlib.crc32(data):08x}"'
         if_range = self.headers.get("If-Range")
-        if self.headers.get("Range") and (if_range is None or if_range == etag):
+        matches = if_range == LAST_MODIFIED if self.weak_etag else if_range == etag  # (never a weak one)
+        if self.headers.get("Range") and (if_range is None or matches):
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
             if start >= len(data):
                 self.send_response(416)
@@ -45,7 +51,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             status = 206
         self.send_response(status)
-        self.send_header("ETag", etag)
+        self.send_header("ETag", "W/" + etag if self.weak_etag else etag)
+        if self.weak_etag:
+            self.send_header("Last-Modified", LAST_MODIFIED)
         self.send_header("Content-Length", str(len(data) - start))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -71,6 +79,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serving() -> Iterator[tuple[type[Handler], str]]:
     Handler.files, Handler.log, Handler.cut_after, Handler.raw, Handler.stall_after = {}, [], None, None, None
+    Handler.weak_etag = False
     Handler.resume = threading.Event()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)

@@ -624,6 +624,15 @@ def test_inference_cli_takes_the_references_test_command_line(unaligned_root, tm
         assert np.abs(real - np.asarray(source, dtype=int)[4:36, 4:36]).max() <= 1
 
 
+def test_aspect_ratio_sizes_as_the_references_save_image():
+    """The reference's save_image for an h x w image: PIL size (h, w * ratio) above 1, (h / ratio, w)
+    below, width first (a 30 wide, 20 high image here, so that every order differs)."""
+    image = Image.new("RGB", (30, 20))
+    assert test_cli.with_aspect_ratio(image, 2.0).size == (20, 60)
+    assert test_cli.with_aspect_ratio(image, 0.5).size == (40, 30)
+    assert test_cli.with_aspect_ratio(image, 1.0) is image
+
+
 def test_inference_cli_runs_on_one_device_and_says_so_for_several_gpu_ids(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--gpu_ids", "0,1"])

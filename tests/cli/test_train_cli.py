@@ -164,12 +164,16 @@ def test_continuing_a_run_started_at_another_epoch_resumes_it(unaligned_root, tm
     """A run whose first epoch is 2, stopped, then continued with the same --epoch_count: the
     exact training state, not the reference's restart (the command names the run's own first
     epoch); an --epoch_count past the schedule trains nothing and says so."""
-    args = tiny_args(unaligned_root, tmp_path, "run") + ["--epoch_count", "2", "--n_epochs", "2"]  # epochs 2..3
+    without_first = tiny_args(unaligned_root, tmp_path, "run") + ["--n_epochs", "2"]
+    args = without_first + ["--epoch_count", "2"]  # epochs 2..3
     assert train_cli.main(args + ["--max_iters", "3"])["iteration"] == 3
     capsys.readouterr()
-    result = train_cli.main(args + ["--continue_train"])
+    result = train_cli.main(args + ["--continue_train", "--max_iters", "6"])
+    assert "resumed from" in capsys.readouterr().out and result["iteration"] == 6
+    # the command need not name the run's first epoch again: the state knows it
+    result = train_cli.main(without_first + ["--continue_train"])
     assert "resumed from" in capsys.readouterr().out
-    assert result["iteration"] == 12 and result["images"] == 9 and result["epoch"] == 4
+    assert result["iteration"] == 12 and result["images"] == 6 and result["epoch"] == 4
     result = train_cli.main(args + ["--continue_train", "--epoch", "3", "--epoch_count", "5"])
     assert result["images"] == 0
     out = capsys.readouterr().out
@@ -190,6 +194,18 @@ def test_frequencies_count_the_batch_size_per_iteration_as_the_reference(aligned
     assert [r["epoch_iter"] for r in records] == [2, 4, 6, 2, 4, 6]
     saved = sorted(name for name in os.listdir(tmp_path / "run") if name.startswith("iter_"))
     assert saved == [f"iter_{i}_net_{net}.pth" for i in (12, 4, 8) for net in ("D", "G")]
+
+
+def test_frequencies_fire_where_total_iters_crosses_a_multiple(aligned_root, tmp_path):
+    """At batch 3 total_iters runs 3, 6, 9, 12: frequencies of 4 fire at 6, 9 and 12, where it
+    passes 4, 8 and 12 (README: the reference's `%` would fire at 12 alone)."""
+    args = tiny_args(aligned_root, tmp_path, "run", "pix2pix") + [
+        "--batch_size", "3", "--print_freq", "4", "--save_latest_freq", "4", "--save_by_iter"]
+    assert train_cli.main(args)["iteration"] == 4
+    records = read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))
+    assert [r["total_iters"] for r in records] == [6, 9, 12]
+    saved = sorted(name for name in os.listdir(tmp_path / "run") if name.startswith("iter_") and "_G" in name)
+    assert saved == ["iter_12_net_G.pth", "iter_6_net_G.pth", "iter_9_net_G.pth"]
 
 
 def test_max_iters_ending_an_epoch_finishes_it(unaligned_root, tmp_path):
@@ -652,17 +668,19 @@ def test_a_resume_past_the_end_of_a_smaller_dataset_says_so_and_trains_the_next_
         == [(2, 2), (2, 4)]  # (the reference's epoch_iter: batch_size a step)
 
 
+@pytest.mark.parametrize("images", [3, 4])
 def test_a_resume_with_another_batch_whose_saved_images_cover_a_smaller_dataset_ends_the_epoch(unaligned_root,
-                                                                                              tmp_path, capsys):
-    """Saved after 2 batches of 2 (4 images); resumed at batch 1 on 3 images: those 4 cover
-    the epoch, which ends (not "continues after its first 4 images" of 3), and epoch 2 trains."""
+                                                                                              tmp_path, capsys,
+                                                                                              images):
+    """Saved after 2 batches of 2 (4 images); resumed at batch 1 on 3 (or exactly 4) images: those 4
+    cover the epoch, which ends (not "continues after its first 4 images"), and epoch 2 trains."""
     args = tiny_args(unaligned_root, tmp_path, "run")
     assert train_cli.main(args + ["--batch_size", "2", "--max_iters", "2"])["iteration"] == 2
     capsys.readouterr()
-    resumed = train_cli.main(args + ["--continue_train", "--max_dataset_size", "3", "--max_iters", "5"])
+    resumed = train_cli.main(args + ["--continue_train", "--max_dataset_size", str(images), "--max_iters", "5"])
     out = capsys.readouterr().out
-    assert ("the saved run trained 2 images per iteration, this one 1: its 4 images of epoch 1 cover the 3 this "
-            "dataset holds: epoch 1 ends now, and epoch 2 trains on it") in out
+    assert (f"the saved run trained 2 images per iteration, this one 1: its 4 images of epoch 1 cover the {images} "
+            "this dataset holds: epoch 1 ends now, and epoch 2 trains on it") in out
     assert "continues after" not in out
     assert resumed["images"] == 3
     assert [(r["epoch"], r["epoch_iter"]) for r in read_loss_log(str(tmp_path / "run" / "loss_log.jsonl"))][-3:] \

@@ -361,3 +361,23 @@ def test_a_resume_after_the_file_changed_on_the_server_downloads_the_new_one_who
         fetch(f"{host}/f.zip", str(part), log=lambda m: None)
     fetch(f"{host}/f.zip", str(part), log=said.append)
     assert part.read_bytes() == old and len(said) == 1
+
+
+def test_a_resume_from_a_server_with_weak_etags_asks_by_date(server, tmp_path):
+    """If-Range takes no weak ETag (RFC 9110): a server answers a Range with one in it with the
+    whole file, every time. The resume names the Last-Modified date instead, and resumes."""
+    import sys
+
+    fetch = sys.modules["fastgan.data.download"].fetch
+    handler, host = server
+    handler.weak_etag = True
+    data = bytes(range(256)) * 40
+    handler.files["/f.zip"] = data
+    handler.cut_after = 1000
+    part = tmp_path / "f.zip.part"
+    with pytest.raises(DatasetError, match="stopped at 1000 of 10240 bytes"):
+        fetch(f"{host}/f.zip", str(part), log=lambda m: None)
+    said = []
+    fetch(f"{host}/f.zip", str(part), log=said.append)
+    assert part.read_bytes() == data and handler.log[-1][1] == "bytes=1000-"
+    assert not any("whole file" in line for line in said), said

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 import zlib
@@ -33,7 +34,7 @@ def test_make_dataset_recursive_sorted_filtered_and_capped(tmp_path):
     assert make_dataset(str(tmp_path), 0) == []
 
 
-def test_make_dataset_follows_links_but_lists_each_folder_once(tmp_path):
+def test_make_dataset_follows_links_but_lists_each_folder_once(tmp_path, monkeypatch):
     top = tmp_path / "trainA"
     for i in range(5):
         (top / "sub" if i == 4 else top).mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,16 @@ def test_make_dataset_follows_links_but_lists_each_folder_once(tmp_path):
     (top / "a_other").symlink_to("../other")  # and a second link to it: listed once, the first by name
     found = [p[len(str(top)) + 1 :] for p in make_dataset(str(top))]
     assert found == ["0.png", "1.png", "2.png", "3.png", "a_other/o.png", "sub/4.png"]
+    # whatever order the file system lists the folders in
+    real_walk = os.walk
+
+    def walk_listing_in_reverse(*args, **kwargs):
+        for root, dirs, files in real_walk(*args, **kwargs):
+            dirs.reverse()  # (in place: the walk descends into the list it yields)
+            yield root, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk_listing_in_reverse)
+    assert [p[len(str(top)) + 1 :] for p in make_dataset(str(top))] == found
 
 
 def test_make_dataset_missing_folder_names_it(tmp_path):
@@ -61,6 +72,15 @@ def test_rgb_and_grayscale_loading(tmp_path):
     r, g, b = (arr[..., i].astype(np.int64) for i in range(3))
     luma = (r * 299 + g * 587 + b * 114 + 500) // 1000  # ITU-R 601-2, as PIL's convert("L")
     assert gray.mode == "L" and np.abs(np.asarray(gray).astype(int) - luma).max() <= 1
+
+
+def test_a_ycbcr_image_in_grayscale_is_the_luma_of_its_rgb(tmp_path):
+    """The reference converts to RGB, then to L: a YCbCr file's Y channel is not that (61 levels
+    apart on random colours)."""
+    arr = random_image(np.random.default_rng(2), 9, 7)
+    Image.fromarray(arr, "YCbCr").save(tmp_path / "y.tif")
+    gray = load_image(str(tmp_path / "y.tif"), 1)
+    assert np.array_equal(np.asarray(gray), np.asarray(Image.open(tmp_path / "y.tif").convert("RGB").convert("L")))
 
 
 def test_grayscale_file_replicated_to_rgb(tmp_path):

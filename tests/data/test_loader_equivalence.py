@@ -628,6 +628,11 @@ def test_a_gpu_runs_cache_is_pinned_only_where_the_pinned_block_fits(roots, monk
         monkeypatch.setattr("fastgan.data.cache_loader.host_memory_per_rank", lambda host=host: host)
         loader = CacheLoader(opt, "cuda:0")  # (with its index: no CUDA call to find the current device)
         assert (loader.store_device.type, loader.pinned) == placement
+    # GPU memory takes the set only where it fits in the share of the free memory, not in all of it
+    for free, placement in ((nbytes / share, ("cuda", False)), (nbytes / share - 1, ("cpu", False))):
+        monkeypatch.setattr("fastgan.data.cache_loader.free_memory", lambda device, free=free: free)
+        loader = CacheLoader(opt, "cuda:0")
+        assert (loader.store_device.type, loader.pinned) == placement, free
 
 
 @pytest.mark.gpu

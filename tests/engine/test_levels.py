@@ -20,7 +20,7 @@ def an_h100_where_there_is_no_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
 
 
-@pytest.mark.parametrize("capability", [(6, 1), (7, 5)])
+@pytest.mark.parametrize("capability", [(6, 1), (7, 0), (7, 5)])
 def test_gpus_too_old_for_a_level_leave_its_default_out_and_refuse_it(capability, monkeypatch):
     """Triton and inductor need compute capability 7.0, bf16 arithmetic 8.0: a Pascal card's
     defaults do not compile, a Turing card's --fast stays fp32, and asking for either says why."""
@@ -85,6 +85,7 @@ def test_a_cpu_default_that_cannot_apply_is_left_out():
     """channels_last is a CPU default, but without --accelerate torch's own instance norm
     runs, whose channels_last backward is wrong at batch 1: left out there; asked for, refused."""
     assert not levels(CPU, accelerate=False).channels_last
+    assert not levels(CPU, accelerate=False, norm="instance_affine").channels_last
     assert levels(CPU, accelerate=False, norm="batch").channels_last
     with pytest.raises(ValueError, match="needs --accelerate"):
         levels(CPU, accelerate=False, channels_last=True)
@@ -216,6 +217,7 @@ def test_eager_sets_cudnn_as_the_reference_does():
     assert eager == Levels(cudnn_benchmark=True) and eager.is_eager and eager.describe().startswith("eager")
     assert levels(CUDA, eager=True, preprocess="scale_width") == EAGER
     assert levels(CUDA, eager=True, preprocess="none").cudnn_benchmark
+    assert levels(CUDA, eager=True, preprocess="scale_width_and_crop").cudnn_benchmark  # (only scale_width)
     assert levels(CPU, eager=True) == EAGER
     for preprocess in ("none", "scale_width"):
         assert not levels(CUDA, preprocess=preprocess, cuda_graphs=False).cudnn_benchmark, preprocess

@@ -222,3 +222,10 @@ def test_the_text_files_are_utf8_whatever_the_locale(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "train_opt.txt")], env=env, check=True,
                    capture_output=True, timeout=120)
     assert f"{'name':>25}: {'zèbre':<30}" in (tmp_path / "train_opt.txt").read_text(encoding="utf-8")
+
+
+def test_the_reference_table_names_the_gpu_as_gpu_ids():
+    """train_opt.txt's --gpu_ids, which scripts read: the device's index, -1 for the CPU."""
+    assert logs.reference_table_entries("cyclegan", "cuda")["gpu_ids"] == ("0", "0")
+    assert logs.reference_table_entries("cyclegan", "cuda:1")["gpu_ids"] == ("1", "0")
+    assert logs.reference_table_entries("pix2pix", "cpu") == {"model": ("pix2pix", "cycle_gan"), "gpu_ids": ("-1", "0")}

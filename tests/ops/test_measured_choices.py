@@ -107,6 +107,17 @@ def test_cpu_candidates_are_timed_in_turn_so_a_load_spike_hits_them_alike(monkey
     assert clock.calls == 2 * (warmup + runs)
 
 
+def test_each_candidate_counts_its_fastest_timed_run(monkeypatch):
+    """A spike on the faster candidate's last timed run (not the first, nor the last of all)."""
+    warmup, runs = _measure.MEASURE_RUNS["cpu"]
+    last_fast = 2 * warmup + 2 * (runs - 1)  # (warm-ups one after the other, then timed in turn)
+    clock = _FakeClock(spike=range(last_fast, last_fast + 1))
+    monkeypatch.setattr(_measure, "time", type("Time", (), {"perf_counter": clock.perf_counter}))
+    choices = _measure.MeasuredChoices("op", ("fast", "slow"))
+    assert choices.measure(("k",), {"fast": clock.candidate(1.0), "slow": clock.candidate(2.0)}, CPU) == "fast"
+    assert choices.entries()[("k",)]["times"] == {"fast": 1.0, "slow": 2.0}
+
+
 def test_a_candidate_failing_in_its_timed_runs_counts_as_failed(monkeypatch):
     calls = []
 
