@@ -8,7 +8,8 @@
 What runs follows the data, as the reference's test models (input_data):
 - {phase}A/ and {phase}B/ (a CycleGAN dataset): its cycle_gan test, G_A and G_B both ways,
   writing *_real_A, *_fake_B, *_rec_A, *_real_B, *_fake_A, *_rec_B.png;
-- aligned pairs (pix2pix's): G on A, writing *_real_A, *_fake_B, *_real_B.png;
+- aligned pairs (pix2pix's): G on A, writing *_real_A, *_fake_B, *_real_B.png (with a typed
+  --dataset_mode unaligned, {phase}A/ beside {phase}B/'s unpaired images, as the reference's);
 - a folder of images, --model test or --checkpoint: one generator, its --model test, writing
   *_real.png and *_fake.png.
 Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
@@ -165,7 +166,7 @@ def test_options(args: dict):
         merged["dataset_mode"] = "single"  # the reference's test model reads a folder of images
     arch = merged.pop("arch", "cyclegan")
     opt = as_a_test(resolve(arch, merged), args, tool["phase"])
-    note_run_preprocessing(arch, saved, args)
+    note_run_options(arch, saved, args)
     tool["trained_direction"] = saved.get("direction", opt.direction)
     tool["run_nc"] = (saved.get("input_nc", 3), saved.get("output_nc", 3))  # its G_A's (the reference's defaults)
     if "direction" in args and args["direction"] != tool["trained_direction"]:
@@ -176,11 +177,11 @@ def test_options(args: dict):
     return opt, tool, training
 
 
-def note_run_preprocessing(arch: str, saved: dict, typed: dict) -> None:
-    """Says which image sizes the test takes from the run's train_opt.json where they differ
-    from the reference's test defaults (its test reads the command line alone)."""
+def note_run_options(arch: str, saved: dict, typed: dict) -> None:
+    """Says which image sizes and direction the test takes from the run's train_opt.json where
+    they differ from the reference's test defaults (its test reads the command line alone)."""
     default = resolve(arch, {})
-    taken = {k: saved[k] for k in ("preprocess", "crop_size") if k in saved and k not in typed
+    taken = {k: saved[k] for k in ("preprocess", "crop_size", "direction") if k in saved and k not in typed
              and saved[k] != getattr(default, k)}
     if taken:
         print(f"note: {' '.join(f'--{k} {v}' for k, v in taken.items())} from the run's train_opt.json (the "
@@ -195,27 +196,30 @@ def as_a_test(opt, typed: dict, phase: str):
                        no_flip=True, num_threads=0, phase=phase, isTrain=False)
 
 
-def test_table_entries(opt, tool: dict, device, dataset_mode: str) -> dict[str, tuple]:
+def test_table_entries(opt, tool: dict, device, dataset_mode: str, net: str | None) -> dict[str, tuple]:
     """(value, default) of the test table's options beyond fastgan's: the reference's test
     table shows its TestOptions' defaults (phase test, --model test, load_size the default
     crop size; under --model test, that model's: the base options' norm and netG, single
     images, dropout, --model_suffix ''), and is printed before its test.py forces batch 1,
     serial order, no flip, no workers; with --suffix and wandb's options, which fastgan
-    drops. `dataset_mode`: how the images are read (a run's unaligned data read as single)."""
+    drops. `dataset_mode`: how the images are read (a run's unaligned data read as single).
+    `net`: the one generator a test of single images loads (its --model test, typed or not: the
+    table says so, and names the generator by its --model_suffix), else None."""
     from fastgan.engine.logs import reference_table_entries
 
     arch_defaults = resolve(opt.arch, {})
-    entries = {**reference_table_entries(opt.arch, device, "test" if tool["model_test"] else None, default="test"),
+    one_generator = net is not None
+    entries = {**reference_table_entries(opt.arch, device, "test" if one_generator else None, default="test"),
                **tool["reference_entries"],
                **{k: (tool[k], default) for k, default in TOOL_DEFAULTS.items() if k != "model_suffix"},
                "load_size": (opt.load_size, arch_defaults.crop_size),
                **{k: (tool["typed_forced"].get(k, getattr(arch_defaults, k)), getattr(arch_defaults, k))
                   for k in FORCED_AFTER_TABLE},
-               "dataset_mode": (dataset_mode, "single" if tool["model_test"] else arch_defaults.dataset_mode)}
-    if tool["model_test"]:  # no arch's defaults: cyclegan's are the base options' but for its no_dropout
+               "dataset_mode": (dataset_mode, "single" if one_generator else arch_defaults.dataset_mode)}
+    if one_generator:  # no arch's defaults: cyclegan's are the base options' but for its no_dropout
         base = resolve("cyclegan", {})
         entries.update({k: (getattr(opt, k), getattr(base, k)) for k in ("norm", "netG")},
-                       no_dropout=(opt.no_dropout, False), model_suffix=(tool["model_suffix"] or "", ""))
+                       no_dropout=(opt.no_dropout, False), model_suffix=(net[1:], ""))  # G_A: _A
     return entries
 
 
@@ -274,6 +278,10 @@ def generator_file(opt, net: str, tool: dict, alone: bool) -> str:
     if not os.path.exists(path):
         saved = sorted({f.split("_net_")[0] for f in os.listdir(folder) if "_net_" in f and f.endswith(".pth")}) \
             if os.path.isdir(folder) else []
+        if label in saved:
+            others = sorted(f for f in os.listdir(folder) if f.startswith(f"{label}_net_") and f.endswith(".pth"))
+            raise FileNotFoundError(f"no checkpoint {path}; {folder} holds {', '.join(others)} of --epoch {label}, "
+                                    f"not {os.path.basename(path)}")
         if saved:
             raise FileNotFoundError(f"no checkpoint {path}; {folder} holds the networks of --epoch "
                                     f"{', '.join(saved)} (iter_N: --load_iter N)")
@@ -298,7 +306,8 @@ DATASET_FOLDERS = ("trainA", "trainB", "testA", "testB", "valA", "valB", "train"
 def input_data(opt, tool: dict, training: tuple[str, str] | None):
     """(kind, the options of its dataset): what to translate, and how (VISUALS). --dataroot's
     data, else the training run's (the demo's), its --phase split:
-    - pix2pix on aligned data: "paired", G on the A halves, as its pix2pix test;
+    - pix2pix on aligned data: "paired", G on the A halves, as its pix2pix test (on unaligned data
+      with {phase}A/ and {phase}B/, a typed --dataset_mode unaligned: G on A beside an unpaired B);
     - cyclegan on aligned data, or on unaligned data with {phase}A/ and {phase}B/: "cycle", both
       generators both ways in the run's direction, as the reference's cycle_gan test;
     - otherwise, with --model test (the reference's test model: one generator on a folder) or
@@ -333,8 +342,13 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
         net = translating_net(opt, tool)
         return "single", data.replace(dataset_mode="aligned", direction="AtoB",
                                       input_nc=generator_channels(opt, net, tool)[0])
-    if mode == "unaligned" and opt.arch == "cyclegan" and not tool["one_generator"] and all(map(os.path.isdir, sides)):
-        return "cycle", data.replace(dataset_mode="unaligned")
+    if mode == "unaligned" and not tool["one_generator"] and all(map(os.path.isdir, sides)):
+        # (pix2pix on unaligned data, as the reference's pix2pix test runs it: G on A, beside an unpaired B)
+        return ("cycle" if opt.arch == "cyclegan" else "paired"), data.replace(dataset_mode="unaligned")
+    if opt.arch == "pix2pix" and not tool["one_generator"]:  # (a typed --dataset_mode unaligned: its folders)
+        raise DatasetError(f"{root} holds neither {opt.phase}/ of A|B pairs nor {opt.phase}A/ and {opt.phase}B/ for "
+                           "the pix2pix test (G on A, beside B); to translate a folder of images with G, use "
+                           "--model test")
     # one generator on a folder: the side it takes (G_A the run's input side, G_B the other),
     # read with its input's channels (a single dataset reads input_nc AtoB, output_nc BtoA)
     net = translating_net(opt, tool)
@@ -511,7 +525,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     # printed first, as the reference's option parser does, and as the reference's test written beside
     # the networks (always test_opt.txt: --phase train would overwrite the training run's train_opt.txt)
     # where that folder can be written
-    entries = test_table_entries(opt, tool, device, data_options.dataset_mode)
+    entries = test_table_entries(opt, tool, device, data_options.dataset_mode, names[0] if kind == "single" else None)
     table = (opt, entries, OPTION_NAMES | set(entries) | {"isTrain"})
     print(options_table_of(*table), end="")
     try:
@@ -528,8 +542,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     dataset = create_dataset(data_options)
     folder = results_folder(opt, tool, next(iter(paths.values())))
     out_dir = os.path.join(tool["results_dir"], opt.name, folder)
-    image_dir = os.path.join(out_dir, "images")
-    os.makedirs(image_dir, exist_ok=True)
+    image_dir = os.path.join(out_dir, "images")  # made with the first image (a refused one leaves none)
     rows, stems = [], {}
     unlisted: list[str] = []  # the files of the image being written, until its row is listed
     count = min(len(dataset), tool["num_test"])
@@ -547,6 +560,7 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
                 check_size(opt, kind, item, tool["eval"])
                 stem = unique_stem(item["A_paths"], dataset.root, stems)
                 entries = []
+                os.makedirs(image_dir, exist_ok=True)
                 for name, tensor in visuals(kind, nets, item, device, memory_format).items():
                     file = f"{stem}_{name}.png"
                     image = Image.fromarray(tensor2im(tensor[0]))
@@ -567,8 +581,10 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
     finally:  # what the fused modules measured, for later runs on this machine (choice_cache)
         if generator_path(opt, tool, device)[0]:
             choice_cache.record(device)
+    os.makedirs(out_dir, exist_ok=True)  # (--num_test 0: an empty page)
     write_image_page(index, title, rows, opt.display_winsize)
-    used = ", ".join(f"{net} from {path}" for net, path in paths.items())
+    used = f"the generator in {tool['checkpoint']}" if tool["checkpoint"] else \
+        ", ".join(f"{net} from {path}" for net, path in paths.items())
     print(f"translated {count} image{'' if count == 1 else 's'} with {used}; open {index}")
     return index
 

@@ -40,7 +40,8 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     lines = table.splitlines()
     # the reference's test options' defaults: phase test, --model test, load_size the default crop size
     assert f"{'phase':>25}: {'test':<30}" in lines and (tmp_path / "run" / "train_opt.txt").exists()
-    assert f"{'model':>25}: {'cycle_gan':<30}\t[default: test]" in lines
+    # (no testB/: one generator, G_A, on testA/: the reference's --model test --model_suffix _A)
+    assert f"{'model':>25}: {'test':<30}" in lines and f"{'model_suffix':>25}: {'_A':<30}\t[default: ]" in lines
     assert f"{'gpu_ids':>25}: {'-1':<30}\t[default: 0]" in lines
     assert f"{'load_size':>25}: {'32':<30}\t[default: 256]" in lines  # the run's crop size
     assert f"{'isTrain':>25}: {'False':<30}\t[default: None]" in lines
@@ -49,7 +50,7 @@ def test_inference_cli_translates_with_a_saved_checkpoint(unaligned_root, tmp_pa
     assert f"{'serial_batches':>25}: {'False':<30}" in lines and f"{'no_flip':>25}: {'False':<30}" in lines
     assert f"{'eval':>25}: {'True':<30}\t[default: False]" in table  # the test's own options too
     assert f"{'num_test':>25}: {'50':<30}" in table.splitlines()
-    assert f"{'dataset_mode':>25}: {'single':<30}\t[default: unaligned]" in table  # how testA/ was read
+    assert f"{'dataset_mode':>25}: {'single':<30}" in lines  # how testA/ was read: the test model's default
     named = {line.split(":")[0].strip() for line in lines}
     assert not named & {"lambda_A", "lambda_B", "lambda_identity", "lambda_L1"}  # the reference's models add
     # them in training only, and its test has none of its training options
@@ -925,3 +926,71 @@ def test_images_of_their_own_sizes_run_the_fused_generators_measured_once_per_si
     assert keys and all("pixels 2^" in str(key) for key in keys)
     forward_inputs = {key[-1][0][0] for key in keys if key[0] == "forward"}  # the ResNet blocks' inputs
     assert len(forward_inputs) == 2, forward_inputs  # three sizes, two classes
+
+
+def test_a_pix2pix_run_on_unaligned_data_tests_as_the_references_pix2pix(aligned_root, tmp_path, capsys):
+    """A typed --dataset_mode unaligned: G on testA/ beside testB/'s unpaired images (it became a
+    one-generator test, unsaid, overriding the typed mode); without testB/, refused in words."""
+    train_cli.main(tiny_args(aligned_root, tmp_path, "p2p", "pix2pix") + ["--max_iters", "1"])
+    data = tmp_path / "unaligned"
+    write_images(data / "testA", 2, 40, seed=11)
+    write_images(data / "testB", 3, 40, seed=12)
+    common = ["--name", "p2p", "--checkpoints_dir", str(tmp_path), "--dataroot", str(data),
+              "--dataset_mode", "unaligned"]
+    index = test_cli.main(common + ["--results_dir", str(tmp_path / "res")])
+    images = os.path.join(os.path.dirname(index), "images")
+    assert sorted(os.listdir(images)) == sorted(f"img{i:03d}_{k}.png" for i in range(2)
+                                                for k in ("real_A", "fake_B", "real_B"))
+    # max(|A|, |B|) items, B indexed serially: the third, A's img000 again beside B's img002, is the
+    # one img000's files keep (as the reference's test, which writes over the first)
+    real_b = np.asarray(Image.open(os.path.join(images, "img000_real_B.png")), dtype=int)
+    apart = []
+    for i in range(3):  # (resized to the run's crop size, 32: the test's load size)
+        with Image.open(data / "testB" / f"img{i:03d}.png") as b:
+            apart.append(np.abs(real_b - np.asarray(b.resize((32, 32), Image.BICUBIC), dtype=int)).max())
+    assert apart[2] <= 1 and min(apart[:2]) > 50, apart
+    table = (tmp_path / "p2p" / "test_opt.txt").read_text().splitlines()
+    assert f"{'dataset_mode':>25}: {'unaligned':<30}\t[default: aligned]" in table
+    for name in os.listdir(data / "testB"):
+        os.remove(data / "testB" / name)
+    os.rmdir(data / "testB")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        test_cli.main(common + ["--results_dir", str(tmp_path / "res2")])
+    assert "holds neither test/ of A|B pairs nor testA/ and testB/ for the pix2pix test" in capsys.readouterr().err
+    assert not (tmp_path / "res2").exists()
+
+
+def test_the_test_commands_words_name_what_it_did(unaligned_root, tmp_path, capsys):
+    """A folder missing one network of the epoch says which; --checkpoint's generator is not called
+    G_A; a direction taken from the run is said as its sizes are; a first image refused leaves no
+    empty results folder."""
+    import json
+
+    train_cli.main(tiny_args(unaligned_root, tmp_path, "run") + ["--max_iters", "1"])
+    run = tmp_path / "run"
+    data = tmp_path / "data"
+    write_images(data / "testA", 1, 40, seed=3)
+    write_images(data / "testB", 1, 40, seed=4)
+    (run / "latest_net_G_B.pth").rename(tmp_path / "G_B.pth")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(data)])
+    assert (f"no checkpoint {run / 'latest_net_G_B.pth'}; {run} holds latest_net_D_A.pth, latest_net_D_B.pth, "
+            "latest_net_G_A.pth of --epoch latest, not latest_net_G_B.pth") in capsys.readouterr().err
+    test_cli.main(["--checkpoint", str(tmp_path / "G_B.pth"), "--dataroot", str(data / "testA"), "--netG",
+                   "resnet_6blocks", "--ngf", "4", "--crop_size", "32", "--no_dropout", "--results_dir",
+                   str(tmp_path / "res")])
+    out = capsys.readouterr().out
+    assert f"with the generator in {tmp_path / 'G_B.pth'}; open" in out and "G_A" not in out.splitlines()[-1]
+    options = json.loads((run / "train_opt.json").read_text())
+    (run / "train_opt.json").write_text(json.dumps({**options, "direction": "BtoA"}))
+    (tmp_path / "G_B.pth").rename(run / "latest_net_G_B.pth")
+    test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(data),
+                   "--results_dir", str(tmp_path / "res")])
+    assert ("note: --crop_size 32 --direction BtoA from the run's train_opt.json (the reference's test would take "
+            "--crop_size 256 --direction AtoB unless typed)") in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # 40x40 images, a typed crop of 64: the first image is refused
+        test_cli.main(["--name", "run", "--checkpoints_dir", str(tmp_path), "--dataroot", str(data), "--crop_size",
+                       "64", "--load_size", "64", "--preprocess", "crop", "--results_dir", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
