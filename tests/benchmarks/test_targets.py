@@ -71,6 +71,22 @@ def timed_row(shape, mode, bytes_moved, seconds, copy_gb_per_s):
             "bytes": bytes_moved, "median_s": seconds, "gb_per_s": gb_per_s}
 
 
+@pytest.mark.parametrize("speedup,verdict", [(2.0, "met"), (1.995, "missed")])
+def test_a_figure_meets_a_target_from_its_threshold_on(tmp_path, speedup, verdict):
+    write(tmp_path, "kernels_cpu.json", {"rows": [
+        kernel_row("instance_norm_act", "cpu", "forward+backward", (1, 256, 64, 64), speedup)]})
+    assert judged(tmp_path)[target("instance_norm_act forward+backward ≥2x")][0] == verdict
+
+
+def test_the_fastest_level_target_does_not_count_eager_itself(tmp_path):
+    """A level that is no faster than eager misses "the fastest level ≥5x", whatever eager's own
+    row holds (an eager row carrying a ratio, as a file of another run might)."""
+    rows = [{"level": "eager", "vs_eager": 9.0}, {"level": "default (fp32)", "vs_eager": 1.2}]
+    write(tmp_path, "train_throughput_b1_nvidia-h200.json",
+          {"results": [{"config": {"arch": "cyclegan", "size": 256, "batch": 1}, "rows": rows}]})
+    assert judged(tmp_path)[target("the fastest level ≥5x")][0] == "missed"
+
+
 def test_the_backward_share_is_what_forward_and_backward_add_to_the_forward(tmp_path):
     """No benchmark times the backward alone: its share of copy bandwidth is the bytes and the
     time the forward+backward row has beyond its case's forward row (2n bytes in 1 ms, then 3n

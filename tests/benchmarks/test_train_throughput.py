@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import pytest
@@ -159,3 +160,23 @@ def test_bad_arguments_are_usage_errors_before_anything_runs(argv, message, tmp_
 
 def test_a_trailing_comma_in_levels_is_no_level():
     assert list(train_throughput.chosen_levels("eager,fast,")) == ["eager", "fast"]
+
+
+def test_the_arithmetic_of_a_row_at_batch_16(monkeypatch):
+    """images/s is images (iterations times the batch), and model FLOP/s counts a whole
+    iteration's FLOPs per iteration, not per image."""
+    clock = itertools.chain([0.0], itertools.repeat(2.0))  # a block: its start, then 2 s on
+    monkeypatch.setattr(train_throughput.time, "perf_counter", lambda: next(clock))
+    timed = train_throughput.Timed.__new__(train_throughput.Timed)
+    timed.cfg, timed.device, timed.rates, timed.iterations, timed.seconds = {"batch": 16}, "cpu", [], 0, 0.0
+    timed.model = type("Model", (), {"levels": None, "step": lambda self: {}})()
+    timed.inputs = ()
+    monkeypatch.setattr(train_throughput, "apply_process_levels", lambda levels, device: None)
+    timed.time_block(iters=4, min_seconds=0.0)
+    assert timed.rates == [4 * 16 / 2.0]  # 4 iterations of 16 images in 2 s
+    result = {"config": {"batch": 16}, "flops_per_iteration": 10**12,
+              "rows": [{"level": "eager", "images_per_second": 16.0}, {"level": "fast", "images_per_second": 64.0}]}
+    train_throughput.add_ratios(result, {"datasheet": 100e12})
+    fast = result["rows"][1]
+    assert fast["vs_eager"] == 4.0 and fast["model_tflops_per_second"] == 4.0  # 4 iterations/s of 1 TFLOP
+    assert fast["share_of_datasheet_bf16_peak"] == 0.04
