@@ -45,3 +45,19 @@ def test_a_command_lines_warnings_are_one_line_each():
             "warning: a.png holds grayscale values\n"
     finally:
         warnings.formatwarning = saved
+
+
+def test_naming_adds_the_path_only_to_an_error_without_one():
+    import errno
+
+    import pytest
+
+    from fastgan.errors import naming
+
+    with pytest.raises(OSError) as e, naming("/run/x.pth"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, "/run/x.pth")
+    plain = OSError("a message of its own")  # no strerror: left as it is
+    with pytest.raises(OSError) as e, naming("/run/x.pth"):
+        raise plain
+    assert e.value is plain

@@ -84,3 +84,15 @@ def test_a_wait_takes_the_lock_once_its_holder_ends_and_gives_up_at_its_limit(tm
         holder.kill()
         holder.wait()
     drop_lock(f, path)
+
+
+def test_a_file_system_without_locks_goes_on_unlocked(tmp_path, monkeypatch):
+    """lockf refused with ENOLCK (some network mounts): no lock, no error (not "in use")."""
+    import errno
+    import fcntl
+
+    def no_locks(f, flags):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    assert take_lock(str(tmp_path / "lock")) is None

@@ -35,3 +35,12 @@ def test_bad_arguments():
         epoch_plan(0, 1, 4, 1, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch_size"):
         epoch_plan(0, 1, 4, 0)
+
+
+def test_negative_seeds_are_seeds_of_their_own():
+    import numpy as np
+
+    from fastgan.data.rng import epoch_order, item_rng
+
+    assert item_rng(-1, 0, 0).random() != item_rng(1, 0, 0).random()
+    assert not np.array_equal(epoch_order(-3, 1, 50), epoch_order(3, 1, 50))

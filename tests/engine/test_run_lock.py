@@ -33,3 +33,14 @@ def test_a_run_folders_lock_is_the_process_own_not_its_forked_workers(tmp_path):
         assert unlock_run_folder(str(tmp_path))
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+def test_locking_a_folder_this_process_holds_again_keeps_one_lock(tmp_path):
+    from fastgan.engine import run_lock
+
+    lock_run_folder(str(tmp_path))
+    held = dict(run_lock._held)
+    lock_run_folder(str(tmp_path))  # runs one after another in one process
+    assert run_lock._held == held and len(held) == 1
+    assert unlock_run_folder(str(tmp_path)) and not run_lock._held
+    assert not unlock_run_folder(str(tmp_path))

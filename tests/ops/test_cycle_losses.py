@@ -672,3 +672,14 @@ def test_generic_and_avx2_kernels_give_the_same_bits():
         print(json.dumps({"digest": digest.hexdigest()}))
     """
     assert run_json(code, FASTGAN_CPU_ISA="base")["digest"] == same_code_here(code)["digest"]
+
+
+def test_the_forward_writes_sign_codes_when_any_image_may_get_a_gradient():
+    """(The backward reads them instead of recomputing the signs: fewer bytes.) One image that
+    requires grad is enough; none, or no grad mode, writes none."""
+    from fastgan.ops._cycle_losses import needs_signs
+
+    plain, learned = torch.zeros(2), torch.zeros(2, requires_grad=True)
+    assert needs_signs(plain, learned, None, plain) and not needs_signs(plain, plain, None)
+    with torch.no_grad():
+        assert not needs_signs(learned)

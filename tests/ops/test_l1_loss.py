@@ -290,6 +290,8 @@ def test_a_weight_that_requires_grad_is_refused():
     assert ops.l1_loss(x, t, torch.tensor(2.0)) == ops.l1_loss(x, t, 2.0)  # a constant tensor is a float
     with pytest.raises(ValueError, match="weight is one number, got a tensor of shape"):
         ops.l1_loss(x, t, torch.ones(2))
+    with pytest.raises(ValueError, match=r"weight is one number, got a tensor of shape \(0,\)"):
+        ops.l1_loss(x, t, torch.tensor([]))
     with pytest.raises(TypeError, match="weight must be a number, got '2'"):  # float() would take it
         ops.l1_loss(x, t, "2")
     with pytest.raises(TypeError, match="weight must be a number, got None"):

@@ -16,6 +16,18 @@ from tests.ops.test_l1_loss import reference_f64
 TRITON_CPU = "triton" in ops.available_backends("cpu", op="l1_loss")
 needs_triton_cpu = pytest.mark.skipif(not TRITON_CPU, reason="triton not importable or TRITON_INTERPRET unset")
 
+if TRITON_CPU:  # (a jit function finds the functions it calls among its module's names)
+    import triton
+    import triton.language as tl
+
+    from fastgan.ops.triton._common import round_bf16
+
+    @triton.jit
+    def _round_bf16_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(y_ptr + offs, round_bf16(tl.load(x_ptr + offs, mask=mask)), mask=mask)
+
 
 def test_weight_travels_exactly():
     """Triton passes Python floats as float32: the weight goes as three of them, whose
@@ -26,6 +38,19 @@ def test_weight_travels_exactly():
         hi, mid, lo = split_f64(w)
         assert all(v == torch.tensor(v, dtype=torch.float32).item() for v in (hi, mid, lo))
         assert (hi + mid) + lo == w
+    with pytest.raises(ValueError, match="cannot carry 1e-39"):  # float32-subnormal parts: ~1e-6 of it lost
+        split_f64(1e-39)
+
+
+@needs_triton_cpu
+def test_bf16_rounding_by_hand_is_to_nearest_even_as_a_gpus():
+    """Ties (exactly halfway between two bf16 values) go to the even one, as torch's conversion."""
+    ulp = 2.0 ** -7  # bf16's step in [1, 2)
+    x = torch.tensor([1 + ulp / 2, 1 + 3 * ulp / 2, -(1 + ulp / 2), 1 + ulp / 2 + 2 ** -20, 3.0, float("nan")])
+    y = torch.empty_like(x)
+    _round_bf16_kernel[(1,)](x, y, x.numel(), BLOCK=8)
+    torch.testing.assert_close(y, x.to(torch.bfloat16).float(), rtol=0, atol=0, equal_nan=True)
+    assert y[0] == 1.0 and y[1] == 1 + 2 * ulp  # (down to even, up to even)
 
 
 @needs_triton_cpu
