@@ -138,6 +138,30 @@ def test_a_shape_measured_aten_has_the_unfused_compositions_gradients_from_its_f
 
 
 @needs_cpu_kernels
+def test_only_a_shape_whose_every_phase_runs_aten_takes_the_composition_and_a_loaded_cache_starts_afresh(
+        monkeypatch):
+    """A forward measured aten beside a gradient measured Winograd keeps the custom path (the
+    gradient's faster kernel); adopting a resumed run's choices drops what was derived before."""
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "_picks", {})
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "_times", {})
+    monkeypatch.setattr(_reflect_conv2d, "_ALL_ATEN", {})
+
+    def forward_aten_gradients_winograd(key, *args, **kwargs):
+        pick = "aten" if key[0] == "forward" else "winograd"
+        _reflect_conv2d._CHOICES.record(key, pick, {})
+        return pick
+
+    monkeypatch.setattr(_reflect_conv2d._CHOICES, "measure", forward_aten_gradients_winograd)
+    x = torch.randn(1, 4, 9, 11, requires_grad=True)
+    w = torch.randn(4, 4, 3, 3, requires_grad=True)
+    with ops.use_backend("cpu"):
+        ops.reflect_conv2d(x, w).sum().backward()
+    assert list(_reflect_conv2d._ALL_ATEN.values()) == [False]
+    _reflect_conv2d.load_selection_cache(_reflect_conv2d.selection_cache())
+    assert not _reflect_conv2d._ALL_ATEN
+
+
+@needs_cpu_kernels
 def test_deterministic_mode_takes_no_shortcut_by_choices_measured_before(monkeypatch):
     """A shape whose phases were measured (or adopted from the machine's cache) to run aten
     took, from its second call, the unfused composition under torch's autograd whatever the

@@ -1054,6 +1054,27 @@ def test_winograd_native_op_checks_its_arguments():
 # ------------------------------------------------------------------ arguments, autocast
 
 
+@pytest.mark.parametrize("backend,choice", [
+    ("torch", "auto"),
+    pytest.param("cpu", "auto", marks=needs_native),
+    pytest.param("triton", "triton", marks=needs_triton),
+], ids=str)
+def test_a_kernel_that_is_not_square(backend, choice):
+    """3x5 and 1x3 kernels: the output's height and width each from their own side."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 2, 6, 7, generator=g, dtype=torch.float64)
+    for kh, kw in ((3, 5), (1, 3)):
+        wt = torch.randn(3, 2, kh, kw, generator=g, dtype=torch.float64)
+        gy = torch.randn(1, 3, 6 + 4 - kh + 1, 7 + 4 - kw + 1, generator=g, dtype=torch.float64)
+        got = run(backend, x, wt, None, gy, 1, 2, choice)
+        want = reference_f64(x, wt, None, gy, 1, 2)
+        for name, a, r in zip(("y", "grad x", "grad weight"), got, want):
+            assert_close(a, r, 1e-10, name)
+    with pytest.raises(ValueError, match=r"kernel \(1, 7\) is larger than the padded input \(8, 5\)"):
+        with ops.use_backend(backend):
+            ops.reflect_conv2d(torch.randn(1, 2, 6, 3), torch.randn(3, 2, 1, 7), None, 1, 1)
+
+
 def test_bad_arguments_are_errors():
     x, wt = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
     with pytest.raises(ValueError, match="smaller than the input's height and width"):

@@ -121,6 +121,26 @@ def test_the_choice_is_measured_once_per_shape_and_gradient_need(fresh_selection
     assert {entry["choice"] for entry in uc.selection_cache().values()} <= {"aten", "gemm"}
 
 
+def test_measuring_leaves_torchs_random_stream_alone_and_deterministic_mode_measures_nothing(fresh_selection,
+                                                                                            monkeypatch):
+    """The stand-in inputs come from a generator of their own (dropout masks and pool draws read
+    the global one); under deterministic algorithms the choice is aten's, never a timing's."""
+    x, weight, bias = tensors(4, (1, 8, 6, 6), (8, 8, 3, 3), (8,), dtype=torch.float32)
+    state = torch.get_rng_state()
+    ops.conv2d(x, weight, bias, 1, 1)
+    assert uc.selection_cache() and torch.equal(torch.get_rng_state(), state)
+    uc.clear_selection_cache()
+    monkeypatch.setattr(_measure, "candidate_seconds", lambda cands, device: pytest.fail("measured"))
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.testing.assert_close(ops.conv2d(x, weight, bias, 1, 1), F.conv2d(x, weight, bias, 1, 1),
+                                   rtol=0, atol=0)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert not uc.selection_cache()
+
+
 @pytest.mark.parametrize("choice", ["aten", "gemm"])
 def test_picked_or_forced_the_result_is_that_path(choice, fresh_selection, monkeypatch):
     x, weight, bias = tensors(5, (1, 6, 3, 3), (6, 5, 4, 4), (5,), dtype=torch.float32)
