@@ -1075,6 +1075,17 @@ def test_a_kernel_that_is_not_square(backend, choice):
             ops.reflect_conv2d(torch.randn(1, 2, 6, 3), torch.randn(3, 2, 1, 7), None, 1, 1)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_one_input_channel_keeps_convolutions_layout(backend):
+    """x and weight of one input channel are contiguous and channels_last at once: the output
+    is laid out as F.conv2d lays it out (contiguous), not taken for channels_last."""
+    for shape, k in (((1, 1, 8, 8), 3), ((2, 1, 8, 9), 7)):
+        x, wt = torch.randn(shape), torch.randn(4, 1, k, k)
+        want = F.conv2d(F.pad(x, (k // 2,) * 4, mode="reflect"), wt)
+        with ops.use_backend(backend):
+            assert ops.reflect_conv2d(x, wt, None, 1, k // 2).stride() == want.stride(), (shape, backend)
+
+
 def test_bad_arguments_are_errors():
     x, wt = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
     with pytest.raises(ValueError, match="smaller than the input's height and width"):
