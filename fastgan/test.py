@@ -8,8 +8,9 @@
 What runs follows the data, as the reference's test models (input_data):
 - {phase}A/ and {phase}B/ (a CycleGAN dataset): its cycle_gan test, G_A and G_B both ways,
   writing *_real_A, *_fake_B, *_rec_A, *_real_B, *_fake_A, *_rec_B.png;
-- aligned pairs (pix2pix's): G on A, writing *_real_A, *_fake_B, *_real_B.png (with a typed
-  --dataset_mode unaligned, {phase}A/ beside {phase}B/'s unpaired images, as the reference's);
+- aligned pairs (pix2pix's): G on A, writing *_real_A, *_fake_B, *_real_B.png (with
+  --dataset_mode unaligned, typed or the run's, {phase}A/ beside {phase}B/'s unpaired images,
+  as the reference's);
 - a folder of images, --model test or --checkpoint: one generator, its --model test, writing
   *_real.png and *_fake.png.
 Generators: {checkpoints_dir}/{name}/{epoch}_net_G_A.pth (iter_{load_iter}_net_G_A.pth with
@@ -306,8 +307,8 @@ DATASET_FOLDERS = ("trainA", "trainB", "testA", "testB", "valA", "valB", "train"
 def input_data(opt, tool: dict, training: tuple[str, str] | None):
     """(kind, the options of its dataset): what to translate, and how (VISUALS). --dataroot's
     data, else the training run's (the demo's), its --phase split:
-    - pix2pix on aligned data: "paired", G on the A halves, as its pix2pix test (on unaligned data
-      with {phase}A/ and {phase}B/, a typed --dataset_mode unaligned: G on A beside an unpaired B);
+    - pix2pix on aligned data: "paired", G on the A halves, as its pix2pix test (with
+      --dataset_mode unaligned, typed or the run's, on {phase}A/ beside an unpaired {phase}B/);
     - cyclegan on aligned data, or on unaligned data with {phase}A/ and {phase}B/: "cycle", both
       generators both ways in the run's direction, as the reference's cycle_gan test;
     - otherwise, with --model test (the reference's test model: one generator on a folder) or
@@ -345,7 +346,7 @@ def input_data(opt, tool: dict, training: tuple[str, str] | None):
     if mode == "unaligned" and not tool["one_generator"] and all(map(os.path.isdir, sides)):
         # (pix2pix on unaligned data, as the reference's pix2pix test runs it: G on A, beside an unpaired B)
         return ("cycle" if opt.arch == "cyclegan" else "paired"), data.replace(dataset_mode="unaligned")
-    if opt.arch == "pix2pix" and not tool["one_generator"]:  # (a typed --dataset_mode unaligned: its folders)
+    if opt.arch == "pix2pix" and not tool["one_generator"]:  # (--dataset_mode unaligned without its folders)
         raise DatasetError(f"{root} holds neither {opt.phase}/ of A|B pairs nor {opt.phase}A/ and {opt.phase}B/ for "
                            "the pix2pix test (G on A, beside B); to translate a folder of images with G, use "
                            "--model test")
@@ -560,8 +561,9 @@ def translate(opt, tool: dict, training: tuple[str, str] | None = None) -> str:
                 check_size(opt, kind, item, tool["eval"])
                 stem = unique_stem(item["A_paths"], dataset.root, stems)
                 entries = []
-                os.makedirs(image_dir, exist_ok=True)
-                for name, tensor in visuals(kind, nets, item, device, memory_format).items():
+                images = visuals(kind, nets, item, device, memory_format)
+                os.makedirs(image_dir, exist_ok=True)  # (once the first image is translated)
+                for name, tensor in images.items():
                     file = f"{stem}_{name}.png"
                     image = Image.fromarray(tensor2im(tensor[0]))
                     unlisted.append(os.path.join(image_dir, file))

@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
             # options keep the user's choice: train_opt.txt shows a default as one)
             loader = create_loader(opt.replace(channels_last=levels.channels_last), device,
                                    rank=ranks.rank, world_size=ranks.world_size)
-            check_ranks_agree(ranks, opt, loader.num_images)
+            check_ranks_agree(ranks, opt, loader.num_images, getattr(loader, "kind", None))
             trainer = Trainer(opt, loader, ranks=ranks, table_entries=table_entries)
         except ValueError as e:
             stop(str(e))

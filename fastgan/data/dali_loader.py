@@ -40,7 +40,9 @@ note says so once per loader and DALI reason, quoting DALI's operator and error
 (a failure that is not the file's, a GPU out of memory say, is then seen as such).
 A pipeline that cannot be built (DALI imports but cannot run on the device: a CUDA
 driver older than its own, say) is refused when the loader is made, as
-DaliUnavailable: --loader auto then falls back to the DataLoader (select.py).
+DaliUnavailable: --loader auto then falls back to the DataLoader (select.py); one
+that cannot be built again later (after a failed batch, or for a new epoch) leaves
+the rest of that epoch to PIL, with a note.
 A batch holding a file DALI decodes without failing but to other pixels than
 PIL's convert (the reference's) is loaded through PIL too, in place of DALI's
 output, with no new pipeline: a floating-point image (PIL mode "F", found by its
@@ -283,7 +285,12 @@ class DaliLoader(PlannedLoader):
         try:
             while True:
                 if self._pipe is None:
-                    self._pipe = self._new_pipeline()
+                    try:
+                        self._pipe = self._new_pipeline()
+                    except DaliUnavailable as e:  # (mid-run: the GPU's memory taken, say) no file's fault
+                        while ep.pending:  # the rest of the epoch through PIL; the next one tries DALI again
+                            yield self._through_pil(ep.epoch, ep.pending.popleft(), e.reason)
+                        break
                 self._feeder.epoch = ep
                 try:
                     outputs = self._pipe.run()
@@ -332,8 +339,8 @@ class DaliLoader(PlannedLoader):
         if failure not in self._said_through_pil:
             self._said_through_pil.add(failure)
             if self.rank == 0:
-                why = f" (DALI failed their batch: {failure})" if failure else ""
-                print(f"loader: dali: some images DALI cannot decode as PIL does were loaded through PIL{why}",
+                print(f"loader: dali: DALI failed a batch ({failure}): its images were loaded through PIL" if failure
+                      else "loader: dali: some images DALI cannot decode as PIL does were loaded through PIL",
                       flush=True)
 
     def _drain(self, ep: _Epoch) -> None:

@@ -260,14 +260,16 @@ def init_from_env(device: torch.device) -> tuple[Ranks, torch.device]:
 PER_NODE_OPTIONS = {"device", "dataroot", "checkpoints_dir", "num_threads", "loader", "cache_memory_fraction"}
 
 
-def check_ranks_agree(ranks: Ranks, opt, num_images: int) -> None:
+def check_ranks_agree(ranks: Ranks, opt, num_images: int, loader: str | None = None) -> None:
     """ValueError naming what differs when the ranks were started with different options
-    or datasets of different sizes. Unchecked, such ranks train apart without a word, or
-    wait for each other in different collectives until the timeout."""
+    or datasets of different sizes, or took different loaders (--loader auto: DALI that one
+    node cannot run). Unchecked, such ranks train apart without a word, or wait for each
+    other in different collectives until the timeout."""
     if ranks.world_size == 1:
         return
     mine = {f"--{k}": v for k, v in opt.as_dict().items() if k not in PER_NODE_OPTIONS}
     mine["images in the dataset"] = num_images
+    mine["loader"] = loader
     every = ranks.all_gather(mine)
     differ = [k for k in mine if any(f.get(k) != mine[k] for f in every)]
     if differ:

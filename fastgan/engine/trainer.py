@@ -106,8 +106,9 @@ class Trainer:
         self.progress = Progress(epoch=opt.epoch_count, batch=0, total_iters=0, iteration=0)
         # Whether this process writes the run folder: rank 0, unless the run has nothing to
         # train (a new run's --max_iters 0 or an --epoch_count past the schedule; a resumed run
-        # already there, found by resume()): it checks its options, data and networks, and leaves
-        # the folder as it was (not made, when it was not there).
+        # already there, found by resume(), after it took the folder's lock and removed a killed
+        # run's temporaries): it checks its options, data and networks, and leaves the folder as
+        # it was (not made, when it was not there).
         self.writes = self.main and (opt.continue_train or self._nothing_to_train() is None)
         self.stale_removed = []  # temporary files of saves a killed run never finished
         if self.writes:
@@ -380,13 +381,16 @@ class Trainer:
     # -- the loop ------------------------------------------------------------
     def run(self) -> dict:
         """Trains, holding the run folder's lock (fastgan/engine/run_lock.py) until it ends;
-        RunFolderInUse, before anything is written, while another run holds it."""
-        if self.writes:
+        RunFolderInUse, before anything is written, while another run holds it. A run that
+        writes nothing (a new one with nothing to train; ranks but the first) takes no lock."""
+        locked = self.writes
+        if locked:
             lock_run_folder(self.dir)
         try:
             return self._run()
         finally:
-            unlock_run_folder(self.dir)  # (when held)
+            if locked:
+                unlock_run_folder(self.dir)
 
     def _run(self) -> dict:
         if self.opt.continue_train:

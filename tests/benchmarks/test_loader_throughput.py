@@ -41,6 +41,27 @@ def test_a_run_stopped_after_its_first_loader_keeps_that_row(tmp_path, monkeypat
     assert [r["loader"] for r in results(tmp_path / "out")["rows"]] == ["torch"]
 
 
+def test_a_dali_that_cannot_run_here_is_left_out_and_the_other_rows_go_on(tmp_path, monkeypatch):
+    import torch
+
+    from fastgan.data.dali_loader import DaliUnavailable
+
+    monkeypatch.chdir(tmp_path)
+    real = loader_throughput.loaders
+
+    def dali_cannot_build(opt, device):
+        def refused():
+            raise DaliUnavailable(torch.device("cpu"), "no driver")
+        rows = real(opt, device)
+        return {"torch": rows["torch"], "dali": refused, "cache": rows["cache"]}
+
+    monkeypatch.setattr(loader_throughput, "loaders", dali_cannot_build)
+    loader_throughput.main([*TINY, "--out", str(tmp_path / "out")])
+    written = results(tmp_path / "out")
+    assert [r["loader"] for r in written["rows"]] == ["torch", "cache"]
+    assert written["config"]["dali"] == "left out (NVIDIA DALI cannot build its pipeline on cpu (no driver))"
+
+
 @pytest.mark.parametrize("change,message", [
     (["--seconds", "nan"], "--seconds nan: a number of seconds"),
     (["--size", "64"], "--size 64: expected WxH"),

@@ -511,3 +511,27 @@ def test_only_the_process_groups_own_failures_count_as_a_lost_rank():
     assert not is_peer_failure(RuntimeError("ProcessGroupGloo does not support reduce_scatter on gloo tensors"))
     assert not is_peer_failure(RuntimeError("the gloo backend does not support this op"))
     assert not is_peer_failure(ValueError("gloo/ is a folder"))
+
+
+def test_ranks_that_took_different_loaders_are_refused():
+    """--loader auto on a node whose GPU DALI cannot run takes the DataLoader there: ranks on
+    other loaders would train on other pixels, unsaid."""
+    from fastgan.engine.distributed import check_ranks_agree
+    from fastgan.options import Options
+
+    opt = Options(dataroot="data")
+
+    class TwoRanks:
+        world_size = 2
+        closed = False
+
+        def all_gather(self, mine):
+            return [mine, {**mine, "loader": "torch"}]
+
+        def close(self):
+            TwoRanks.closed = True
+
+    check_ranks_agree(type("Two", (TwoRanks,), {"all_gather": lambda self, mine: [mine, mine]})(), opt, 5, "dali")
+    with pytest.raises(ValueError, match="loader: rank 0 'dali', rank 1 'torch'"):
+        check_ranks_agree(TwoRanks(), opt, 5, "dali")
+    assert TwoRanks.closed
