@@ -262,15 +262,20 @@ PER_NODE_OPTIONS = {"device", "dataroot", "checkpoints_dir", "num_threads", "loa
 
 def check_ranks_agree(ranks: Ranks, opt, num_images: int, loader: str | None = None) -> None:
     """ValueError naming what differs when the ranks were started with different options
-    or datasets of different sizes, or took different loaders (--loader auto: DALI that one
-    node cannot run). Unchecked, such ranks train apart without a word, or wait for each
-    other in different collectives until the timeout."""
+    or datasets of different sizes. Unchecked, such ranks train apart without a word, or
+    wait for each other in different collectives until the timeout. Ranks whose --loader
+    auto took different loaders (another node's free memory, a GPU DALI cannot run) are
+    said, not refused: their images differ by decoder rounding only."""
     if ranks.world_size == 1:
         return
     mine = {f"--{k}": v for k, v in opt.as_dict().items() if k not in PER_NODE_OPTIONS}
     mine["images in the dataset"] = num_images
-    mine["loader"] = loader
-    every = ranks.all_gather(mine)
+    every = ranks.all_gather({**mine, "loader": loader})
+    loaders = [f.get("loader") for f in every]
+    if len(set(loaders)) > 1 and ranks.is_main:
+        print("note: the ranks' loaders differ (" + ", ".join(f"rank {r} {k}" for r, k in enumerate(loaders))
+              + "): their images differ by decoder rounding; --loader with one of them on every rank makes "
+              "them alike", flush=True)
     differ = [k for k in mine if any(f.get(k) != mine[k] for f in every)]
     if differ:
         detail = "; ".join(f"{k}: " + ", ".join(f"rank {r} {f.get(k)!r}" for r, f in enumerate(every))
