@@ -199,7 +199,6 @@ class DaliLoader(PlannedLoader):
         self.sources = self.keys if self.dataset.mode == "unaligned" else ["A"]
         self._feeder = _Feeder(self.recipes, sizes, self._columns(), opt.crop_size)
         self._said_through_pil: set = set()  # the PIL fallback's notes, once per loader and reason
-        self._failure: str | None = None  # DALI's reason for the batches PIL is loading
         self._pipe = self._new_pipeline()  # built now: a DALI that cannot run here is refused at once
 
     # -- the pipeline --------------------------------------------------------------
@@ -300,7 +299,7 @@ class DaliLoader(PlannedLoader):
                     if not ep.in_flight:  # no batch of ours to load instead: nothing to fall back on
                         self.close()
                         raise
-                    outputs, self._failure = None, dali_reason(e)
+                    outputs, failure = None, dali_reason(e)
                 if outputs is not None:
                     indices, items, misread = ep.in_flight.popleft()
                     if misread:
@@ -315,7 +314,7 @@ class DaliLoader(PlannedLoader):
                 self.close()
                 while ep.in_flight:
                     indices, _, _ = ep.in_flight.popleft()
-                    yield self._through_pil(ep.epoch, indices, self._failure)
+                    yield self._through_pil(ep.epoch, indices, failure)
                 if ep.error is not None or not ep.pending:  # a refusal the recipes found after them, or the end
                     break
         except GeneratorExit:  # the caller stopped early: run out what DALI prefetched

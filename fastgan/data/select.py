@@ -25,6 +25,7 @@ from fastgan.data.loader import TorchLoader, worker_count
 from fastgan.data.recipes import ImageSizes
 
 LOADERS = ("auto", "dali", "cache", "torch")
+DALI_PICKED = "; DALI decodes each batch"  # what auto's reason for DALI ends with (a fallback replaces it)
 
 _said: set = set()
 
@@ -56,7 +57,7 @@ def select_loader(opt, device: torch.device, rank: int = 0, world_size: int = 1)
             if opt.loader != "auto":
                 raise
             say_once(f"{e.reason}: --loader auto falls back to the torch DataLoader", rank)
-            kind, why = "torch", why.replace("; DALI decodes each batch", " and DALI cannot run here")
+            kind, why = "torch", why.replace(DALI_PICKED, " and DALI cannot run here")
     if kind == "torch":
         loader = TorchLoader(opt, device, dataset, rank, world_size)
         if worker_count(opt) < int(opt.num_threads):
@@ -76,7 +77,7 @@ def auto_choice(opt, dataset, sizes, device: torch.device, rank: int = 0) -> tup
     too_big = f"auto: the decoded dataset, {amount(need)}, does not fit in {share:g} of the {where}"
     problem = dali_import_error()
     if problem is None:
-        return "dali", too_big + "; DALI decodes each batch"
+        return "dali", too_big + DALI_PICKED
     say_once(f"NVIDIA DALI cannot be imported ({problem}): --loader auto falls back to the torch DataLoader",
              rank)
     return "torch", too_big + " and DALI is not available"

@@ -91,15 +91,15 @@ def test_each_case_counts_the_bytes_its_op_must_move_at_least():
     from benchmarks.kernels import cases
 
     shape = (1, 3, 8, 8)
-    n = 4 * 192
+    elements = torch.Size(shape).numel()
+    n = 4 * elements
     (l1,) = cases.l1_loss_cases([shape])
     assert (l1.bytes_forward, l1.bytes_backward) == (2 * n, 4 * n)  # reads x, y; reads them again, writes both grads
     (cycle,) = cases.cycle_losses_cases([shape])
-    assert (cycle.bytes_forward, cycle.bytes_backward) == (6 * n + 192, 4 * n + 192)  # + a sign byte per element
+    assert (cycle.bytes_forward, cycle.bytes_backward) == (6 * n + elements, 4 * n + elements)  # + a sign byte each
     (norm,) = cases.instance_norm_act_cases([shape])
     assert (norm.bytes_forward, norm.bytes_backward) == (2 * n, 3 * n)  # x, y; grad, x, dx
     (conv,) = cases.reflect_conv2d_cases([2], layers=[(3, 5, 8, 3, 1)])
     x, y, w = 2 * 3 * 64 * 4, 2 * 5 * 64 * 4, 5 * 3 * 9 * 4
     assert (conv.bytes_forward, conv.bytes_backward) == (x + w + y, y + 2 * (x + w))
     assert conv.bytes_moved("forward+backward") == conv.bytes_forward + conv.bytes_backward
-    assert torch.Size(shape).numel() == 192
